@@ -1,0 +1,1 @@
+"""Backends: one package per model format, all behind the contract in backends/base.py."""

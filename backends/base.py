@@ -1,0 +1,114 @@
+"""The backend contract.
+
+A `Backend` turns a model's configuration and a version folder into `ModelInstance`s.
+The model manager loads `instance_group` count instances per version; the scheduler gives
+each batch of requests to one free instance, always on that instance's own thread, so an
+instance never runs two `execute` calls at once and never runs on the event loop.
+
+Invariants of `ModelInstance.execute(requests)`:
+- it returns exactly one `InferResponse` per request, in the same order;
+- a failure that concerns one request is that response's `error`; an exception escaping
+  `execute` fails every request of the batch (the scheduler turns it into errors);
+- output arrays are numpy arrays whose shape is the declared shape of the output.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tritonclient.grpc.model_config_pb2 import ModelConfig
+
+from server.errors import ConfigError
+from server.inference_types import InferRequest, InferResponse
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Everything a backend needs to create one instance of one model version."""
+
+    model_name: str
+    model_version: int
+    instance_name: str  # e.g. "add_sub_0_0", as Triton names instances
+    kind: str  # "CPU" or "GPU"
+    device_id: int
+    model_dir: Path
+    version_dir: Path
+    config: ModelConfig
+
+
+@dataclass
+class ComputeTimings:
+    """Nanoseconds spent preparing inputs, running the model and extracting outputs."""
+
+    input_ns: int = 0
+    infer_ns: int = 0
+    output_ns: int = 0
+
+
+@dataclass
+class ExecuteResult:
+    responses: list[InferResponse]
+    timings: ComputeTimings = field(default_factory=ComputeTimings)
+
+
+class ModelInstance(ABC):
+    """One loaded copy of a model version; see the module docstring for the invariants."""
+
+    @abstractmethod
+    def execute(self, requests: list[InferRequest]) -> ExecuteResult: ...
+
+    def unload(self) -> None:
+        """Release the instance's resources; called once, on the instance's thread."""
+
+
+class Backend(ABC):
+    """A model format. Stateless: per-model state lives in the instances it creates."""
+
+    name: str = ""
+
+    def auto_complete_config(self, config: ModelConfig, model_dir: Path, version_dir: Path | None) -> ModelConfig:
+        """Fill what the model itself knows (inputs, outputs, max_batch_size); default: nothing."""
+        return config
+
+    def default_model_filename(self) -> str:
+        return ""
+
+    @abstractmethod
+    def load_instance(self, spec: InstanceSpec) -> ModelInstance:
+        """Create one instance; raise (any exception) with a message the user can act on."""
+
+
+_BACKENDS: dict[str, Callable[[], Backend]] = {}
+_PLATFORMS: dict[str, str] = {}
+_CREATED: dict[str, Backend] = {}
+
+
+def register_backend(name: str, factory: Callable[[], Backend], platforms: tuple[str, ...] = ()) -> None:
+    """Make `factory` the backend for `backend: name` and for each of `platforms`."""
+    _BACKENDS[name] = factory
+    for platform in platforms:
+        _PLATFORMS[platform] = name
+
+
+def backend_for_config(config: ModelConfig, source: str) -> Backend:
+    """The backend named by the config's `backend`, or else by its `platform`."""
+    _register_builtin_backends()
+    name = config.backend or _PLATFORMS.get(config.platform, "")
+    if name not in _BACKENDS:
+        allowed = ", ".join(sorted(_BACKENDS)) + "; platforms: " + ", ".join(sorted(_PLATFORMS))
+        wanted = config.backend or config.platform
+        field_name = "backend" if config.backend or not config.platform else "platform"
+        raise ConfigError(source, field_name, f"'{wanted}' is not an available backend; allowed: {allowed}")
+    if name not in _CREATED:
+        _CREATED[name] = _BACKENDS[name]()
+    return _CREATED[name]
+
+
+def _register_builtin_backends() -> None:
+    if "python" not in _BACKENDS:
+        from backends.python.backend import PythonBackend
+
+        register_backend("python", PythonBackend)

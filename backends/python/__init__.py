@@ -1,0 +1,1 @@
+"""Python backend compatible with Triton's python backend (`model.py` with `TritonPythonModel`)."""

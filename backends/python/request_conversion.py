@@ -1,0 +1,119 @@
+"""Converting between the server's requests/responses and triton_python_backend_utils objects."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from tritonclient.grpc.model_config_pb2 import ModelConfig
+
+import backends.python.triton_python_backend_utils as pb_utils
+from server.errors import ModelExecutionError, ModelgateError, error_from_triton_code
+from server.inference_types import InferRequest, InferResponse, InferTensor
+from server.tensors import datatypes
+
+# Request parameters that steer the server itself and are not passed on to the model.
+_SERVER_PARAMETERS = {"binary_data_output"}
+
+
+def to_pb_request(request: InferRequest, config: ModelConfig) -> pb_utils.InferenceRequest:
+    inputs = [pb_utils.Tensor._wrap(t.name, t.data) for t in request.inputs.values()]
+    wanted = request.requested_output_names or [o.name for o in config.output]
+    parameters = {k: v for k, v in request.parameters.items() if k not in _SERVER_PARAMETERS}
+    correlation_id = parameters.get("sequence_id", 0)
+    return pb_utils.InferenceRequest(
+        request_id=request.id,
+        correlation_id=correlation_id,
+        inputs=inputs,
+        requested_output_names=wanted,
+        model_name=request.model_name,
+        parameters=json.dumps(parameters),
+    )
+
+
+def from_pb_response(
+    pb_response, request: InferRequest, config: ModelConfig, version: str
+) -> InferResponse:
+    """Our response for `request`; problems with what the model returned become its error."""
+    response = InferResponse(request.model_name, version, id=request.id)
+    if not isinstance(pb_response, pb_utils.InferenceResponse):
+        response.error = ModelExecutionError(
+            f"model '{request.model_name}' returned {type(pb_response).__name__} instead of an InferenceResponse"
+        )
+        return response
+    if pb_response.has_error():
+        error = pb_response.error()
+        response.error = error_from_triton_code(error.code_name(), error.message())
+        return response
+    try:
+        response.outputs = _outputs(pb_response, request, config)
+        response.parameters = json.loads(pb_response.parameters() or "{}")
+    except ModelgateError as exc:
+        response.error = exc
+    return response
+
+
+def _outputs(pb_response, request: InferRequest, config: ModelConfig) -> list[InferTensor]:
+    expected_types = {o.name: datatypes.from_config_name(_type_name(o.data_type)) for o in config.output}
+    wanted = request.requested_output_names or [o.name for o in config.output]
+    by_name = {t.name(): t for t in pb_response.output_tensors()}
+    outputs = []
+    for name in wanted:
+        tensor = by_name.get(name)
+        if tensor is None:
+            raise ModelExecutionError(
+                f"model '{request.model_name}' did not return requested output '{name}'; "
+                f"it returned {sorted(by_name) or 'no outputs'}"
+            )
+        outputs.append(_output_tensor(tensor, expected_types.get(name), request.model_name))
+    return outputs
+
+
+def _output_tensor(tensor, expected: datatypes.DataType | None, model_name: str) -> InferTensor:
+    data = tensor._as_numpy_for_server()
+    actual = datatypes.from_numpy_dtype(data.dtype)
+    if expected is not None and expected.wire_name != actual.wire_name:
+        raise ModelExecutionError(
+            f"model '{model_name}' returned output '{tensor.name()}' as {actual.wire_name} "
+            f"but its configuration declares {expected.wire_name}"
+        )
+    if actual.is_bytes and data.dtype != object:
+        data = data.astype(object)
+    return InferTensor(tensor.name(), actual.wire_name, tuple(int(d) for d in data.shape), data)
+
+
+def _type_name(data_type: int) -> str:
+    from tritonclient.grpc.model_config_pb2 import DataType
+
+    return DataType.Name(data_type)
+
+
+def to_pb_response_for_bls(response: InferResponse) -> pb_utils.InferenceResponse:
+    """A BLS caller's view of a response from another model."""
+    if response.error is not None:
+        code = getattr(pb_utils.TritonError, response.error.triton_code, pb_utils.TritonError.INTERNAL)
+        return pb_utils.InferenceResponse([], error=pb_utils.TritonError(response.error.message, code))
+    tensors = [pb_utils.Tensor._wrap(o.name, o.data) for o in response.outputs]
+    return pb_utils.InferenceResponse(tensors, parameters=response.parameters)
+
+
+def from_pb_request_for_bls(pb_request: pb_utils.InferenceRequest) -> InferRequest:
+    """A BLS request as a server request (validation happens in the dataplane)."""
+    from server.inference_types import RequestedOutput
+
+    inputs = {}
+    for tensor in pb_request.inputs():
+        data = tensor._as_numpy_for_server()
+        wire = datatypes.from_numpy_dtype(data.dtype).wire_name
+        if wire == "BYTES" and data.dtype != object:
+            data = data.astype(object)
+        inputs[tensor.name()] = InferTensor(tensor.name(), wire, tuple(int(d) for d in data.shape), np.asarray(data))
+    version = pb_request._model_version
+    return InferRequest(
+        model_name=pb_request.model_name(),
+        model_version="" if version is None or int(version) < 0 else str(version),
+        id=pb_request.request_id(),
+        parameters=json.loads(pb_request.parameters() or "{}"),
+        inputs=inputs,
+        outputs=[RequestedOutput(name) for name in pb_request.requested_output_names()],
+    )

@@ -1,0 +1,95 @@
+"""The `modelgate` command. `serve` takes Triton's flag names."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from pydantic import ValidationError
+
+from server.settings import ServerSettings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return args.run(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelgate", description="A Python inference server in Triton's style.")
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="serve the models of one or more model repositories")
+    serve.add_argument("--model-repository", "--model-store", action="append", dest="model_repository",
+                       help="model repository folder (repeatable); default ./model_repository")
+    serve.add_argument("--http-address", default="0.0.0.0")
+    serve.add_argument("--http-port", type=int, default=8000)
+    serve.add_argument("--metrics-port", type=int, default=8002)
+    serve.add_argument("--allow-http", type=_boolean, default=True)
+    serve.add_argument("--allow-metrics", type=_boolean, default=True)
+    serve.add_argument("--model-control-mode", choices=["none", "explicit", "poll"], default="none")
+    serve.add_argument("--load-model", action="append", default=[],
+                       help="model to load at start in explicit mode (repeatable, '*' for all)")
+    serve.add_argument("--repository-poll-secs", type=float, default=15.0)
+    serve.add_argument("--exit-timeout-secs", type=float, default=30.0)
+    serve.add_argument("--log-verbose", type=int, default=0)
+    serve.set_defaults(run=_serve)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        settings = ServerSettings(
+            model_repository=args.model_repository or ["model_repository"],
+            http_address=args.http_address,
+            http_port=args.http_port,
+            metrics_port=args.metrics_port,
+            allow_http=args.allow_http,
+            allow_metrics=args.allow_metrics,
+            model_control_mode=args.model_control_mode,
+            load_model=args.load_model,
+            repository_poll_secs=args.repository_poll_secs,
+            exit_timeout_secs=args.exit_timeout_secs,
+            log_verbose=args.log_verbose,
+        )
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"]) or "settings"
+            print(f"modelgate serve: --{field.replace('_', '-')}: {error['msg']}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from server.runtime import serve_forever
+
+    try:
+        _event_loop_runner()(serve_forever(settings))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _event_loop_runner():
+    """uvloop where installed (faster I/O), asyncio's loop otherwise."""
+    try:
+        import uvloop
+
+        return uvloop.run
+    except ImportError:
+        return asyncio.run
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

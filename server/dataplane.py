@@ -1,0 +1,117 @@
+"""The dataplane: what every frontend calls. Protocol-free; frontends only decode and encode.
+
+It resolves the model version, validates requests, hands them to the version's scheduler
+and answers the metadata, statistics and repository calls. Errors are raised as the
+`server.errors` hierarchy; a request that a model failed returns a response with `error`.
+"""
+
+from __future__ import annotations
+
+from tritonclient.grpc.model_config_pb2 import ModelConfig
+
+from server import __version__
+from server.errors import NotFoundError, UnsupportedError
+from server.inference_types import InferRequest, InferResponse
+from server.model_manager import ModelManager
+from server.repository.layout import check_model_name
+from server.request_validation import validate_request
+from server.statistics import StatisticsRegistry
+from server.tensors import datatypes
+
+SERVER_NAME = "modelgate"
+EXTENSIONS = [
+    "binary_tensor_data",
+    "parameters",
+    "statistics",
+    "model_configuration",
+    "model_repository",
+    "model_repository(unload_dependents)",
+    "logging",
+]
+
+
+class Dataplane:
+    def __init__(self, manager: ModelManager, stats: StatisticsRegistry, control_mode: str):
+        self.manager = manager
+        self.stats = stats
+        self.control_mode = control_mode
+        self.is_ready = False  # set once the initial models were loaded
+
+    # -- health and metadata ----------------------------------------------------------------
+
+    def server_metadata(self) -> dict:
+        return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        return self.manager.is_ready(name, version)
+
+    def model_metadata(self, name: str, version: str = "") -> dict:
+        loaded = self.manager.resolve(name, version)
+        config = loaded.config
+        versions = [str(loaded.version)] if version else [str(v) for v in self.manager.ready_versions(name)]
+        return {
+            "name": name,
+            "versions": versions,
+            "platform": config.platform or config.backend,
+            "inputs": [_tensor_metadata(t, config) for t in config.input],
+            "outputs": [_tensor_metadata(t, config) for t in config.output],
+        }
+
+    def model_config(self, name: str, version: str = "") -> dict:
+        return self.manager.resolve(name, version).config_dict
+
+    # -- inference -----------------------------------------------------------------------------
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        """Run one request; raises for request-level problems, returns model failures in `error`."""
+        loaded = self.manager.resolve(request.model_name, request.model_version)
+        if loaded.is_decoupled:
+            raise UnsupportedError(
+                f"model '{request.model_name}' is decoupled (0..n responses per request); "
+                "use the streaming APIs instead of a single-response infer"
+            )
+        batch_size = validate_request(request, loaded.config)
+        response = await loaded.scheduler.infer(request, batch_size)
+        response.model_version = str(loaded.version)
+        return response
+
+    # -- statistics ------------------------------------------------------------------------
+
+    def statistics(self, name: str = "", version: str = "") -> dict:
+        if name:
+            self.manager.resolve(name, version)  # NotFound / Unavailable for unknown targets
+        return {"model_stats": [s.as_dict() for s in self.stats.select(name, version)]}
+
+    # -- repository ------------------------------------------------------------------------
+
+    def repository_index(self, ready_only: bool = False) -> list[dict]:
+        return self.manager.index(ready_only)
+
+    async def load_model(self, name: str, config_override: ModelConfig | None = None, files=None) -> None:
+        self._require_explicit_mode("load")
+        await self.manager.load(name, config_override, files)
+
+    async def unload_model(self, name: str, unload_dependents: bool = False) -> None:
+        self._require_explicit_mode("unload")
+        check_model_name(name)
+        if not self.manager.known_model(name):
+            self.manager.layout.locate(name)
+        await self.manager.unload(name)
+
+    def _require_explicit_mode(self, action: str) -> None:
+        if self.control_mode != "explicit":
+            raise UnsupportedError(
+                f"explicit model {action} is not allowed when --model-control-mode is '{self.control_mode}'; "
+                "start the server with --model-control-mode explicit"
+            )
+
+
+def _tensor_metadata(tensor, config: ModelConfig) -> dict:
+    from tritonclient.grpc.model_config_pb2 import DataType
+
+    shape = ([-1] if config.max_batch_size > 0 else []) + [int(d) for d in tensor.dims]
+    datatype = datatypes.from_config_name(DataType.Name(tensor.data_type)).wire_name
+    return {"name": tensor.name, "datatype": datatype, "shape": shape}
+
+
+__all__ = ["Dataplane", "NotFoundError"]

@@ -1,0 +1,98 @@
+"""The one error hierarchy of modelgate.
+
+Every error a client can see is a `ModelgateError`. Each class fixes, once, the HTTP status
+(as Triton's HTTP server maps its error codes), the gRPC status code name and the Triton
+error code name. Frontends never choose a status themselves: they read it from the error.
+"""
+
+from __future__ import annotations
+
+
+class ModelgateError(Exception):
+    """Base of all client-visible errors; `message` is what the client reads."""
+
+    http_status: int = 400
+    grpc_code: str = "INVALID_ARGUMENT"
+    triton_code: str = "INVALID_ARG"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgumentError(ModelgateError):
+    """The request (or a configuration) is malformed or does not fit the model."""
+
+
+class ConfigError(InvalidArgumentError):
+    """A model configuration is invalid; the message names file, field and what is allowed."""
+
+    def __init__(self, source: str, field: str, problem: str):
+        super().__init__(f"{source}: field '{field}': {problem}")
+        self.source = source
+        self.field = field
+
+
+class NotFoundError(ModelgateError):
+    """A model, version, input or route that does not exist."""
+
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+    triton_code = "NOT_FOUND"
+
+
+class UnavailableError(ModelgateError):
+    """The target exists but cannot serve now (not ready, loading, queue full)."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+    triton_code = "UNAVAILABLE"
+
+
+class UnsupportedError(ModelgateError):
+    """The operation is not supported in this mode or by this model."""
+
+    http_status = 501
+    grpc_code = "UNIMPLEMENTED"
+    triton_code = "UNSUPPORTED"
+
+
+class AlreadyExistsError(ModelgateError):
+    grpc_code = "ALREADY_EXISTS"
+    triton_code = "ALREADY_EXISTS"
+
+
+class CancelledError(ModelgateError):
+    grpc_code = "CANCELLED"
+    triton_code = "CANCELLED"
+
+
+class InternalError(ModelgateError):
+    """A bug or an unexpected failure inside the server."""
+
+    http_status = 500
+    grpc_code = "INTERNAL"
+    triton_code = "INTERNAL"
+
+
+class ModelExecutionError(ModelgateError):
+    """A model's own code failed for a request (it raised, or returned an error).
+
+    Mapped to 400 like Triton's python backend errors of old, so that a broken model never
+    looks like a broken server to load balancers watching for 5xx.
+    """
+
+
+_BY_TRITON_CODE: dict[str, type[ModelgateError]] = {
+    "INVALID_ARG": InvalidArgumentError,
+    "NOT_FOUND": NotFoundError,
+    "UNAVAILABLE": UnavailableError,
+    "UNSUPPORTED": UnsupportedError,
+    "ALREADY_EXISTS": AlreadyExistsError,
+    "CANCELLED": CancelledError,
+}
+
+
+def error_from_triton_code(code_name: str, message: str) -> ModelgateError:
+    """The error class for a Triton error code name; UNKNOWN/INTERNAL become ModelExecutionError."""
+    return _BY_TRITON_CODE.get(code_name, ModelExecutionError)(message)

@@ -1,0 +1,1 @@
+"""Frontends: wire protocols in front of the dataplane (HTTP/REST now; gRPC and OpenAI later)."""

@@ -1,0 +1,183 @@
+"""The KServe v2 HTTP routes with Triton's extensions. Handlers decode, call the dataplane, encode."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from aiohttp import web
+
+from server.dataplane import Dataplane
+from server.errors import InvalidArgumentError
+from server.frontends.http.error_middleware import error_middleware
+from server.frontends.http.infer_codec import (
+    HEADER_LENGTH,
+    decode_infer_request,
+    encode_infer_response,
+    parse_header_length,
+)
+from server.log_settings import LogSettings
+from server.repository.config_files import parse_config_mapping
+
+# No limit of our own on body size, as in Triton: a tensor is as large as the client sends.
+MAX_BODY_BYTES = 1 << 40
+
+_MODEL = "/v2/models/{name}"
+_VERSIONED = "/v2/models/{name}/versions/{version}"
+
+
+def create_http_app(dataplane: Dataplane, log_settings: LogSettings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    handlers = _Handlers(dataplane, log_settings)
+    app.router.add_get("/v2/health/live", handlers.live)
+    app.router.add_get("/v2/health/ready", handlers.ready)
+    app.router.add_get("/v2", handlers.server_metadata)
+    app.router.add_get("/v2/models/stats", handlers.statistics)
+    app.router.add_post("/v2/repository/index", handlers.repository_index)
+    app.router.add_post("/v2/repository/models/{name}/load", handlers.load)
+    app.router.add_post("/v2/repository/models/{name}/unload", handlers.unload)
+    app.router.add_get("/v2/logging", handlers.get_logging)
+    app.router.add_post("/v2/logging", handlers.update_logging)
+    for prefix in (_MODEL, _VERSIONED):
+        app.router.add_get(prefix, handlers.model_metadata)
+        app.router.add_get(prefix + "/ready", handlers.model_ready)
+        app.router.add_get(prefix + "/config", handlers.model_config)
+        app.router.add_get(prefix + "/stats", handlers.statistics)
+        app.router.add_post(prefix + "/infer", handlers.infer)
+    return app
+
+
+class _Handlers:
+    def __init__(self, dataplane: Dataplane, log_settings: LogSettings):
+        self.dataplane = dataplane
+        self.log_settings = log_settings
+
+    async def live(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def ready(self, request: web.Request) -> web.Response:
+        return web.Response(status=200 if self.dataplane.is_ready else 400)
+
+    async def server_metadata(self, request: web.Request) -> web.Response:
+        return _json(self.dataplane.server_metadata())
+
+    async def model_metadata(self, request: web.Request) -> web.Response:
+        name, version = _target(request)
+        return _json(self.dataplane.model_metadata(name, version))
+
+    async def model_ready(self, request: web.Request) -> web.Response:
+        name, version = _target(request)
+        return web.Response(status=200 if self.dataplane.model_ready(name, version) else 400)
+
+    async def model_config(self, request: web.Request) -> web.Response:
+        name, version = _target(request)
+        return _json(self.dataplane.model_config(name, version))
+
+    async def statistics(self, request: web.Request) -> web.Response:
+        name, version = _target(request)
+        return _json(self.dataplane.statistics(name, version))
+
+    async def infer(self, request: web.Request) -> web.Response:
+        name, version = _target(request)
+        body = await request.read()
+        header_length = parse_header_length(request.headers.get(HEADER_LENGTH), len(body))
+        infer_request = decode_infer_request(body, header_length, name, version)
+        response = await self.dataplane.infer(infer_request)
+        if response.error is not None:
+            raise response.error
+        payload, json_length = encode_infer_response(response, infer_request)
+        if json_length is None:
+            return _compressible(request, web.Response(body=payload, content_type="application/json"))
+        reply = web.Response(body=payload, content_type="application/octet-stream")
+        reply.headers[HEADER_LENGTH] = str(json_length)
+        return _compressible(request, reply)
+
+    async def repository_index(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        ready = body.get("ready", False)
+        if not isinstance(ready, bool):
+            raise InvalidArgumentError("repository index: 'ready' must be a boolean")
+        return _json(self.dataplane.repository_index(ready))
+
+    async def load(self, request: web.Request) -> web.Response:
+        parameters = _parameters(await _json_body(request))
+        config = None
+        if "config" in parameters:
+            config = _config_parameter(parameters["config"])
+        files = _file_parameters(parameters)
+        await self.dataplane.load_model(request.match_info["name"], config, files)
+        return web.Response(status=200)
+
+    async def unload(self, request: web.Request) -> web.Response:
+        parameters = _parameters(await _json_body(request))
+        dependents = parameters.get("unload_dependents", False)
+        if not isinstance(dependents, bool):
+            raise InvalidArgumentError("unload: parameter 'unload_dependents' must be a boolean")
+        await self.dataplane.unload_model(request.match_info["name"], dependents)
+        return web.Response(status=200)
+
+    async def get_logging(self, request: web.Request) -> web.Response:
+        return _json(self.log_settings.as_dict())
+
+    async def update_logging(self, request: web.Request) -> web.Response:
+        return _json(self.log_settings.update(await _json_body(request)))
+
+
+def _target(request: web.Request) -> tuple[str, str]:
+    return request.match_info.get("name", ""), request.match_info.get("version", "")
+
+
+def _json(value: Any) -> web.Response:
+    return web.Response(text=json.dumps(value, separators=(",", ":")), content_type="application/json")
+
+
+def _compressible(request: web.Request, response: web.Response) -> web.Response:
+    accepted = request.headers.get("Accept-Encoding", "")
+    if "gzip" in accepted or "deflate" in accepted:
+        response.enable_compression()
+    return response
+
+
+async def _json_body(request: web.Request) -> dict:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgumentError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidArgumentError("request body must be a JSON object")
+    return value
+
+
+def _parameters(body: dict) -> dict:
+    parameters = body.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InvalidArgumentError("'parameters' must be a JSON object")
+    return parameters
+
+
+def _config_parameter(value: Any):
+    source = "load request parameter 'config'"
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise InvalidArgumentError(f"{source} is not valid JSON: {exc}") from None
+    return parse_config_mapping(value, source)
+
+
+def _file_parameters(parameters: dict) -> dict[str, bytes]:
+    files = {}
+    for key, value in parameters.items():
+        if not key.startswith("file:"):
+            continue
+        if not isinstance(value, str):
+            raise InvalidArgumentError(f"load parameter '{key}' must be a base64 string")
+        try:
+            files[key[len("file:") :]] = base64.b64decode(value, validate=True)
+        except ValueError:
+            raise InvalidArgumentError(f"load parameter '{key}' is not valid base64") from None
+    return files

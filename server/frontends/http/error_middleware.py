@@ -1,0 +1,32 @@
+"""Every HTTP error as Triton's `{"error": "..."}` body with the status the error class fixes."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from server.errors import ModelgateError
+
+logger = logging.getLogger(__name__)
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except ModelgateError as exc:
+        return error_response(exc.http_status, exc.message)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(413, exc.text or "request body too large")
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return error_response(exc.status, f"{exc.reason}: {request.method} {request.path}")
+        raise
+    except Exception as exc:  # a bug: keep serving, say so, log the trace
+        logger.exception("unhandled error for %s %s", request.method, request.path)
+        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")

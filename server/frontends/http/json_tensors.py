@@ -1,0 +1,101 @@
+"""Tensor data in KServe v2 JSON: nested or flat lists in row-major order."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from server.errors import InvalidArgumentError
+from server.tensors.datatypes import DataType
+
+_ALLOWED_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
+
+
+def json_to_array(data, datatype: DataType, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """`data` (a JSON list) as an array of `shape`; errors name `where` and what was wrong."""
+    if not isinstance(data, list):
+        raise InvalidArgumentError(f"{where}: 'data' must be a JSON array, got {type(data).__name__}")
+    if datatype.is_bytes:
+        array = _bytes_array(data, where)
+    else:
+        array = _numeric_array(data, datatype, where)
+    expected = math.prod(shape)
+    if array.size != expected:
+        raise InvalidArgumentError(
+            f"{where}: has {array.size} elements in 'data' but shape {list(shape)} needs {expected}"
+        )
+    return array.reshape(shape)
+
+
+def array_to_json(array: np.ndarray) -> list:
+    """Flat row-major list; BYTES elements as UTF-8 strings (caller checks they decode)."""
+    flat = array.reshape(-1)
+    if flat.dtype == object:
+        return [e.decode("utf-8") if isinstance(e, (bytes, bytearray)) else str(e) for e in flat]
+    if flat.dtype.kind == "V" or flat.dtype.name == "bfloat16":
+        return flat.astype(np.float32).tolist()
+    return flat.tolist()
+
+
+def bytes_are_utf8(array: np.ndarray) -> bool:
+    try:
+        for element in array.reshape(-1):
+            if isinstance(element, (bytes, bytearray)):
+                element.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _numeric_array(data: list, datatype: DataType, where: str) -> np.ndarray:
+    try:
+        raw = np.array(data)
+    except ValueError:
+        raise InvalidArgumentError(f"{where}: 'data' is a ragged nested array") from None
+    kind = datatype.numpy_dtype.kind
+    allowed = _ALLOWED_KINDS.get(kind, "iuf")
+    if raw.size and raw.dtype.kind not in allowed and not (raw.dtype.kind == "O" and kind in "iu"):
+        expected = {"b": "true/false", "i": "integers", "u": "integers"}.get(kind, "numbers")
+        raise InvalidArgumentError(f"{where}: 'data' must hold {expected} for {datatype.wire_name}")
+    try:
+        return _cast_checked(raw, datatype)
+    except (OverflowError, ValueError, TypeError):
+        raise InvalidArgumentError(f"{where}: 'data' has values out of range for {datatype.wire_name}") from None
+
+
+def _cast_checked(raw: np.ndarray, datatype: DataType) -> np.ndarray:
+    target = datatype.numpy_dtype
+    if target.kind in "iu" and raw.size:
+        if raw.dtype.kind == "O":
+            return np.array(raw.tolist(), dtype=target)
+        info = np.iinfo(target)
+        if raw.min() < info.min or raw.max() > info.max:
+            raise OverflowError
+    return raw.astype(target)
+
+
+def _bytes_array(data: list, where: str) -> np.ndarray:
+    flat = _flatten(data)
+    out = np.empty(len(flat), dtype=object)
+    for index, element in enumerate(flat):
+        if not isinstance(element, str):
+            raise InvalidArgumentError(f"{where}: BYTES 'data' elements must be strings, element {index} is not")
+        out[index] = element.encode("utf-8")
+    return out
+
+
+def _flatten(data: list) -> list:
+    if not any(isinstance(e, list) for e in data):
+        return data
+    flat: list = []
+    stack = [iter(data)]
+    while stack:
+        for element in stack[-1]:
+            if isinstance(element, list):
+                stack.append(iter(element))
+                break
+            flat.append(element)
+        else:
+            stack.pop()
+    return flat

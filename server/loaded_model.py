@@ -1,0 +1,59 @@
+"""A loaded, serving model version: its config, instances, scheduler and statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
+
+from backends.base import Backend, InstanceSpec
+from server.repository.config_json import config_to_dict
+from server.scheduling.direct_scheduler import DirectScheduler
+from server.scheduling.instance_pool import InstancePool
+from server.statistics import VersionStatistics
+
+
+@dataclass
+class LoadedVersion:
+    name: str
+    version: int
+    config: ModelConfig
+    config_dict: dict  # Triton's JSON form of `config`
+    scheduler: DirectScheduler
+    stats: VersionStatistics
+
+    @property
+    def is_decoupled(self) -> bool:
+        return self.config.model_transaction_policy.decoupled
+
+
+def instance_specs(config: ModelConfig, model_dir: Path, version: int) -> list[InstanceSpec]:
+    """One spec per instance: Triton's names `<group>_<k>`, CPU or the group's GPUs in turn."""
+    specs = []
+    for group in config.instance_group:
+        is_gpu = group.kind == ModelInstanceGroup.KIND_GPU
+        devices = list(group.gpus) or [0]
+        for k in range(group.count):
+            specs.append(
+                InstanceSpec(
+                    model_name=config.name,
+                    model_version=version,
+                    instance_name=f"{group.name}_{k}",
+                    kind="GPU" if is_gpu else "CPU",
+                    device_id=devices[k % len(devices)] if is_gpu else 0,
+                    model_dir=model_dir,
+                    version_dir=model_dir / str(version),
+                    config=config,
+                )
+            )
+    return specs
+
+
+async def load_version(
+    config: ModelConfig, backend: Backend, model_dir: Path, version: int, stats: VersionStatistics
+) -> LoadedVersion:
+    """Create every instance of `version`; raises what the backend raised."""
+    pool = InstancePool(instance_specs(config, model_dir, version))
+    await pool.load(backend)
+    return LoadedVersion(config.name, version, config, config_to_dict(config), DirectScheduler(pool, stats), stats)

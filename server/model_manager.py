@@ -1,0 +1,269 @@
+"""Model lifecycle: load, reload, unload, version states, and finding the serving version.
+
+All methods run on the event loop; model code runs on instance threads. A load of one
+model is serialized with other loads/unloads of the same model by a per-model lock.
+A reload builds the new versions while the old ones keep serving and swaps them in only
+if every new version loaded; otherwise the old versions keep serving and the load fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from tritonclient.grpc.model_config_pb2 import ModelConfig
+
+from server.errors import InvalidArgumentError, ModelgateError, NotFoundError, UnavailableError
+from server.loaded_model import LoadedVersion, load_version
+from server.repository.config_completion import complete_model_config, read_model_config
+from server.repository.layout import RepositoryLayout, check_model_name, fingerprint
+from server.repository.override_files import remove_override_model_dir, write_override_model_dir
+from server.statistics import StatisticsRegistry, VersionStatistics
+
+logger = logging.getLogger(__name__)
+
+
+class ModelState(str, Enum):
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+    LOADING = "LOADING"
+    UNLOADING = "UNLOADING"
+
+
+@dataclass
+class VersionStatus:
+    state: ModelState
+    reason: str = ""
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    statuses: dict[int, VersionStatus] = field(default_factory=dict)
+    serving: dict[int, LoadedVersion] = field(default_factory=dict)
+    model_reason: str = ""  # a model-level failure (bad config) when no version status applies
+    fingerprint: str = ""
+    override_dir: Path | None = None  # files from a load request, deleted on unload
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class ModelManager:
+    def __init__(self, layout: RepositoryLayout, stats: StatisticsRegistry):
+        self.layout = layout
+        self.stats = stats
+        self._entries: dict[str, ModelEntry] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def load(self, name: str, config_override: ModelConfig | None = None, files: dict[str, bytes] | None = None) -> None:
+        """Load or reload `name`; raises the first failure (the old versions keep serving)."""
+        check_model_name(name)
+        if files and config_override is None:
+            raise InvalidArgumentError("load parameters 'file:*' need the 'config' parameter too")
+        entry = self._entries.setdefault(name, ModelEntry(name))
+        async with entry.lock:
+            await self._load_locked(entry, config_override, files or {})
+
+    async def unload(self, name: str) -> None:
+        check_model_name(name)
+        entry = self._entries.get(name)
+        if entry is None:
+            self.layout.locate(name)  # NotFoundError for a model the repository does not have
+            return
+        async with entry.lock:
+            await self._unload_locked(entry, "unloaded")
+
+    async def forget(self, name: str) -> None:
+        """Unload a model removed from the repository and drop it from the index."""
+        entry = self._entries.get(name)
+        if entry is None:
+            return
+        async with entry.lock:
+            await self._unload_locked(entry, "removed from the repository")
+        self._entries.pop(name, None)
+
+    async def shutdown(self) -> None:
+        for name in list(self._entries):
+            entry = self._entries[name]
+            async with entry.lock:
+                await self._unload_locked(entry, "server shutting down")
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def resolve(self, name: str, version: str = "") -> LoadedVersion:
+        """The serving version for a request; NotFound / Unavailable with the reason otherwise."""
+        entry = self._entries.get(name)
+        if entry is None:
+            raise NotFoundError(f"unknown model: '{name}' is not found or not loaded")
+        if version == "":
+            if not entry.serving:
+                raise UnavailableError(f"model '{name}' has no ready version: {self._reason(entry)}")
+            return entry.serving[max(entry.serving)]
+        number = _parse_version(version)
+        if number in entry.serving:
+            return entry.serving[number]
+        status = entry.statuses.get(number)
+        if status is not None:
+            raise UnavailableError(f"model '{name}' version {number} is {status.state.value}: {status.reason}")
+        raise NotFoundError(
+            f"model '{name}' has no version {number}; ready versions: {sorted(entry.serving) or 'none'}"
+        )
+
+    def known_model(self, name: str) -> bool:
+        return name in self._entries
+
+    def is_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.resolve(name, version)
+            return True
+        except ModelgateError:
+            return False
+
+    def ready_versions(self, name: str) -> list[int]:
+        entry = self._entries.get(name)
+        return sorted(entry.serving) if entry else []
+
+    def all_serving(self) -> list[LoadedVersion]:
+        return [v for e in self._entries.values() for _, v in sorted(e.serving.items())]
+
+    def fingerprint_of(self, name: str) -> str:
+        entry = self._entries.get(name)
+        return entry.fingerprint if entry else ""
+
+    def loaded_names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def index(self, ready_only: bool = False) -> list[dict]:
+        """Triton's repository index: every model in the repositories, with version states."""
+        rows = []
+        models, duplicated = self.layout.scan()
+        names = sorted(set(models) | set(duplicated) | set(self._entries))
+        for name in names:
+            rows.extend(self._index_rows(name, duplicated.get(name, "")))
+        if ready_only:
+            rows = [r for r in rows if r.get("state") == ModelState.READY.value]
+        return rows
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _load_locked(self, entry: ModelEntry, override: ModelConfig | None, files: dict[str, bytes]) -> None:
+        override_dir = write_override_model_dir(entry.name, files) if files else None
+        try:
+            model_dir = override_dir or self.layout.locate(entry.name).path
+            stamp = fingerprint(model_dir)
+            config, source = read_model_config(model_dir, entry.name, override)
+            config, backend, versions = await asyncio.to_thread(
+                complete_model_config, config, source, model_dir, entry.name
+            )
+        except ModelgateError as exc:
+            self._record_model_failure(entry, exc.message, override_dir)
+            raise
+        loaded, failures = await self._load_versions(entry, config, backend, model_dir, versions)
+        if failures and entry.serving:
+            await self._discard(loaded)
+            self._restore_statuses(entry, failures)
+            remove_override_model_dir(override_dir)
+            raise UnavailableError(f"reload of model '{entry.name}' failed, previous versions keep serving: {failures[0][1]}")
+        await self._swap_in(entry, loaded, override_dir, stamp)
+        for version, reason in failures:
+            entry.statuses[version] = VersionStatus(ModelState.UNAVAILABLE, reason)
+        if failures:
+            raise UnavailableError(f"failed to load model '{entry.name}' version {failures[0][0]}: {failures[0][1]}")
+
+    async def _load_versions(self, entry, config, backend, model_dir, versions):
+        loaded: dict[int, LoadedVersion] = {}
+        failures: list[tuple[int, str]] = []
+        for version in versions:
+            if version not in entry.serving:
+                entry.statuses[version] = VersionStatus(ModelState.LOADING)
+            try:
+                stats = VersionStatistics(entry.name, str(version))  # a (re)load starts afresh, as in Triton
+                loaded[version] = await load_version(config, backend, model_dir, version, stats)
+            except Exception as exc:  # the model's initialize failed: report it, keep the server up
+                logger.exception("loading model '%s' version %d failed", entry.name, version)
+                failures.append((version, f"{type(exc).__name__}: {exc}"))
+        return loaded, failures
+
+    async def _swap_in(self, entry: ModelEntry, loaded: dict[int, LoadedVersion], override_dir, stamp: str) -> None:
+        old = entry.serving
+        entry.serving = loaded
+        entry.model_reason = ""
+        entry.fingerprint = stamp
+        previous_dir, entry.override_dir = entry.override_dir, override_dir
+        for version, new_version in loaded.items():
+            entry.statuses[version] = VersionStatus(ModelState.READY)
+            self.stats.register(new_version.stats)
+        for version, old_version in old.items():
+            if version not in loaded:
+                entry.statuses[version] = VersionStatus(ModelState.UNLOADING)
+        await self._discard(old)
+        for version in old:
+            if version not in loaded:
+                entry.statuses[version] = VersionStatus(ModelState.UNAVAILABLE, "unloaded")
+                self.stats.remove(entry.name, str(version))
+        if previous_dir is not None and previous_dir != override_dir:
+            remove_override_model_dir(previous_dir)
+
+    async def _unload_locked(self, entry: ModelEntry, reason: str) -> None:
+        serving, entry.serving = entry.serving, {}
+        for version in serving:
+            entry.statuses[version] = VersionStatus(ModelState.UNLOADING)
+        await self._discard(serving)
+        for version in serving:
+            entry.statuses[version] = VersionStatus(ModelState.UNAVAILABLE, reason)
+            self.stats.remove(entry.name, str(version))
+        for status in entry.statuses.values():
+            if status.state != ModelState.UNAVAILABLE:
+                status.state, status.reason = ModelState.UNAVAILABLE, reason
+        entry.fingerprint = ""
+        remove_override_model_dir(entry.override_dir)
+        entry.override_dir = None
+
+    async def _discard(self, versions: dict[int, LoadedVersion]) -> None:
+        for loaded in versions.values():
+            await loaded.scheduler.close()
+
+    def _record_model_failure(self, entry: ModelEntry, reason: str, override_dir: Path | None) -> None:
+        remove_override_model_dir(override_dir)
+        if entry.serving:
+            return  # a failed reload keeps the serving versions and their states
+        entry.model_reason = reason
+        entry.statuses = {v: VersionStatus(ModelState.UNAVAILABLE, reason) for v in entry.statuses}
+
+    def _restore_statuses(self, entry: ModelEntry, failures: list[tuple[int, str]]) -> None:
+        for version in list(entry.statuses):
+            if version in entry.serving:
+                entry.statuses[version] = VersionStatus(ModelState.READY)
+            elif entry.statuses[version].state == ModelState.LOADING:
+                del entry.statuses[version]
+
+    def _reason(self, entry: ModelEntry) -> str:
+        reasons = [s.reason for s in entry.statuses.values() if s.reason]
+        return entry.model_reason or (reasons[-1] if reasons else "not loaded")
+
+    def _index_rows(self, name: str, duplicate_reason: str) -> list[dict]:
+        entry = self._entries.get(name)
+        if duplicate_reason:
+            return [{"name": name, "state": ModelState.UNAVAILABLE.value, "reason": duplicate_reason}]
+        if entry is None:
+            return [{"name": name}]
+        if not entry.statuses:
+            state = ModelState.LOADING if entry.lock.locked() else ModelState.UNAVAILABLE
+            return [{"name": name, "state": state.value, "reason": entry.model_reason}]
+        return [
+            {"name": name, "version": str(v), "state": s.state.value, "reason": s.reason}
+            for v, s in sorted(entry.statuses.items())
+        ]
+
+
+def _parse_version(version: str) -> int:
+    try:
+        number = int(version)
+    except ValueError:
+        raise InvalidArgumentError(f"model version must be an integer, got '{version}'") from None
+    if number < 0:
+        raise InvalidArgumentError(f"model version must be >= 0, got {number}")
+    return number

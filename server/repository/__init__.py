@@ -1,0 +1,1 @@
+"""Model repositories on disk: layout, model configuration and version selection."""

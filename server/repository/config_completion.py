@@ -1,0 +1,92 @@
+"""From a model folder (or a load request's override) to a complete, validated ModelConfig."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
+
+from backends.base import Backend, backend_for_config
+from server.errors import ConfigError
+from server.repository.config_files import find_config_file, read_config_file
+from server.repository.config_validation import validate_model_config
+from server.repository.layout import version_numbers
+from server.repository.version_policy import select_versions
+
+
+def read_model_config(model_dir: Path, name: str, override: ModelConfig | None) -> tuple[ModelConfig, str]:
+    """(config, source) from the override, the config file, or a python model.py alone."""
+    if override is not None:
+        config = ModelConfig()
+        config.CopyFrom(override)
+        source = f"load request config for '{name}'"
+    else:
+        path = find_config_file(model_dir)
+        if path is not None:
+            config, source = read_config_file(path), str(path)
+        elif any((model_dir / str(v) / "model.py").is_file() for v in version_numbers(model_dir)):
+            config, source = ModelConfig(backend="python"), f"{model_dir} (no config file, python model.py found)"
+        else:
+            raise ConfigError(
+                str(model_dir), "<file>", "no config.pbtxt, config.yaml or config.json, and no <version>/model.py"
+            )
+    if not config.name:
+        config.name = name
+    return config, source
+
+
+def complete_model_config(
+    config: ModelConfig, source: str, model_dir: Path, name: str
+) -> tuple[ModelConfig, Backend, list[int]]:
+    """Auto-complete from the model, fill Triton's defaults and validate.
+
+    Returns (config, backend, versions to serve). The model's own auto-completion runs with
+    the newest version folder the policy selects.
+    """
+    backend = backend_for_config(config, source)
+    if not config.backend and backend.name:
+        config.backend = backend.name
+    versions = select_versions(config.version_policy, version_numbers(model_dir))
+    _check_versions(config, source, model_dir, versions)
+    newest = model_dir / str(versions[-1]) if versions else None
+    try:
+        config = backend.auto_complete_config(config, model_dir, newest)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(source, "<auto_complete_config>", f"{type(exc).__name__}: {exc}") from exc
+    _fill_defaults(config, backend)
+    validate_model_config(config, source, name)
+    return config, backend, versions
+
+
+def _check_versions(config: ModelConfig, source: str, model_dir: Path, versions: list[int]) -> None:
+    if not versions:
+        available = version_numbers(model_dir)
+        raise ConfigError(
+            source,
+            "version_policy",
+            f"selects no version; version folders present: {available or 'none'} (numeric names like 1/)",
+        )
+    if config.version_policy.WhichOneof("policy_choice") == "specific":
+        missing = sorted(set(config.version_policy.specific.versions) - set(versions))
+        if missing:
+            raise ConfigError(source, "version_policy.specific.versions", f"versions {missing} have no folder")
+
+
+def _fill_defaults(config: ModelConfig, backend: Backend) -> None:
+    """Defaults Triton fills: latest-1 version policy, one CPU instance group, model filename."""
+    if config.version_policy.WhichOneof("policy_choice") is None:
+        config.version_policy.latest.num_versions = 1
+    if not config.instance_group:
+        config.instance_group.add(count=1, kind=ModelInstanceGroup.KIND_CPU)
+    for index, group in enumerate(config.instance_group):
+        if not group.name:
+            group.name = f"{config.name}_{index}"
+        if group.count == 0:
+            group.count = 1
+        if group.kind == ModelInstanceGroup.KIND_AUTO:
+            # No GPU placement yet: KIND_AUTO resolves to CPU (GPU placement arrives with the torch backends).
+            group.kind = ModelInstanceGroup.KIND_CPU
+    if not config.default_model_filename:
+        config.default_model_filename = backend.default_model_filename()

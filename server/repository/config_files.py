@@ -1,0 +1,116 @@
+"""Reading a model's configuration into Triton's `ModelConfig` protobuf message.
+
+`config.pbtxt` is protobuf text format; `config.yaml`/`config.yml`/`config.json` hold the
+same message as a mapping (field names as in the proto, snake_case or lowerCamelCase).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+from google.protobuf import json_format, text_format
+from tritonclient.grpc.model_config_pb2 import ModelConfig
+
+from server.errors import ConfigError
+
+CONFIG_FILE_NAMES = ("config.pbtxt", "config.yaml", "config.yml", "config.json")
+
+
+def find_config_file(model_dir: Path) -> Path | None:
+    """The first configuration file present in `model_dir`, in CONFIG_FILE_NAMES order."""
+    for name in CONFIG_FILE_NAMES:
+        candidate = model_dir / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def parse_config_text(text: str, source: str) -> ModelConfig:
+    """Parse `text` (format chosen by the file name in `source`) into a ModelConfig."""
+    if source.endswith(".pbtxt"):
+        return _parse_pbtxt(text, source)
+    return parse_config_mapping(_load_mapping(text, source), source)
+
+
+def parse_config_mapping(mapping, source: str) -> ModelConfig:
+    """A ModelConfig from a dict (JSON/YAML form); unknown fields and bad values are errors."""
+    if not isinstance(mapping, dict):
+        raise ConfigError(source, "<root>", "must be a mapping of ModelConfig fields")
+    config = ModelConfig()
+    try:
+        json_format.ParseDict(mapping, config)
+    except json_format.ParseError as exc:
+        raise ConfigError(source, _field_in(str(exc)), _with_allowed_enum_values(str(exc))) from None
+    return config
+
+
+def read_config_file(path: Path) -> ModelConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), "<file>", f"cannot be read: {exc}") from None
+    return parse_config_text(text, str(path))
+
+
+def _parse_pbtxt(text: str, source: str) -> ModelConfig:
+    config = ModelConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as exc:
+        raise ConfigError(source, _field_in(str(exc)), _with_allowed_enum_values(str(exc))) from None
+    return config
+
+
+def _load_mapping(text: str, source: str):
+    try:
+        if source.endswith(".json"):
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(source, "<syntax>", f"not valid {'JSON' if source.endswith('.json') else 'YAML'}: {exc}") from None
+
+
+def _field_in(message: str) -> str:
+    """Best-effort dotted field path from a protobuf parse error message."""
+    at_path = re.search(r" at ModelConfig\.([\w.\[\]]+?)\.?$", message)
+    if at_path:
+        return at_path.group(1).rstrip(".")
+    bad_enum = re.search(r"has no value named (\w+)", message)
+    if bad_enum:
+        field = re.search(rf"(\w+)\s*:\s*{bad_enum.group(1)}", message)
+        if field:
+            return field.group(1)
+    nested = re.findall(r"Failed to parse (\w+) field", message)
+    if nested:
+        return ".".join(nested)
+    named = re.search(r'has no field named "(\w+)"', message) or re.search(r'field "(\w+)"', message)
+    return named.group(1) if named else "<syntax>"
+
+
+def _with_allowed_enum_values(message: str) -> str:
+    """Append the allowed names when protobuf rejected an enum value."""
+    enum = re.search(r"enum type inference\.([\w.]+)", message) or re.search(
+        r'Enum type "inference\.([\w.]+)"', message
+    )
+    if not enum:
+        return message
+    descriptor = _find_enum(enum.group(1))
+    if descriptor is None:
+        return message
+    return f"{message} Allowed: {', '.join(v.name for v in descriptor.values)}"
+
+
+def _find_enum(dotted: str):
+    from tritonclient.grpc import model_config_pb2
+
+    file_descriptor = model_config_pb2.DESCRIPTOR
+    parts = dotted.split(".")
+    if len(parts) == 1:
+        return file_descriptor.enum_types_by_name.get(parts[0])
+    message = file_descriptor.message_types_by_name.get(parts[0])
+    for part in parts[1:-1]:
+        message = message.nested_types_by_name.get(part) if message else None
+    return message.enum_types_by_name.get(parts[-1]) if message else None

@@ -1,0 +1,106 @@
+"""Starting and stopping the whole server on one asyncio event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from backends.python.backend import install_bls_runner
+from server.dataplane import Dataplane
+from server.errors import ModelgateError
+from server.frontends.http.app import create_http_app
+from server.log_settings import LogSettings
+from server.metrics import create_metrics_app
+from server.model_manager import ModelManager
+from server.repository.layout import RepositoryLayout
+from server.repository.poller import RepositoryPoller
+from server.settings import ServerSettings
+from server.statistics import StatisticsRegistry
+
+logger = logging.getLogger(__name__)
+
+
+class ModelgateServer:
+    """Owns the dataplane, the frontends and the poller. `start` returns once models are loaded."""
+
+    def __init__(self, settings: ServerSettings):
+        self.settings = settings
+        self.layout = RepositoryLayout(list(settings.model_repository))
+        self.stats = StatisticsRegistry()
+        self.manager = ModelManager(self.layout, self.stats)
+        self.dataplane = Dataplane(self.manager, self.stats, settings.model_control_mode)
+        self.log_settings = LogSettings(settings.log_verbose)
+        self.poller = RepositoryPoller(self.manager, self.layout, settings.repository_poll_secs)
+        self.http_port: int | None = None
+        self.metrics_port: int | None = None
+        self._runners: list[web.AppRunner] = []
+        self._poll_task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        install_bls_runner(self.dataplane.infer, asyncio.get_running_loop())
+        await self._load_initial_models()
+        if self.settings.allow_http:
+            self.http_port = await self._serve(create_http_app(self.dataplane, self.log_settings), self.settings.http_port)
+        if self.settings.allow_metrics:
+            self.metrics_port = await self._serve(create_metrics_app(self.stats), self.settings.metrics_port)
+        if self.settings.model_control_mode == "poll":
+            self._poll_task = asyncio.create_task(self.poller.run_forever())
+        self.dataplane.is_ready = True
+        logger.info("modelgate ready: HTTP on port %s, metrics on port %s", self.http_port, self.metrics_port)
+
+    async def stop(self) -> None:
+        self.dataplane.is_ready = False
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+        for runner in self._runners:
+            await runner.cleanup()
+        try:
+            await asyncio.wait_for(self.manager.shutdown(), timeout=self.settings.exit_timeout_secs)
+        except asyncio.TimeoutError:
+            logger.warning("models did not unload within --exit-timeout-secs=%s", self.settings.exit_timeout_secs)
+
+    async def _load_initial_models(self) -> None:
+        mode = self.settings.model_control_mode
+        if mode == "poll":
+            await self.poller.poll_once()
+            return
+        models, duplicated = self.layout.scan()
+        for name, reason in duplicated.items():
+            logger.error("%s", reason)
+        if mode == "none" or "*" in self.settings.load_model:
+            names = sorted(models)
+        else:
+            names = list(dict.fromkeys(self.settings.load_model))
+        await asyncio.gather(*(self._load_logged(name) for name in names))
+
+    async def _load_logged(self, name: str) -> None:
+        try:
+            await self.manager.load(name)
+            logger.info("model '%s' loaded", name)
+        except ModelgateError as exc:
+            logger.error("model '%s' failed to load: %s", name, exc.message)
+
+    async def _serve(self, app: web.Application, port: int) -> int:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.http_address, port, reuse_address=True)
+        await site.start()
+        self._runners.append(runner)
+        return site._server.sockets[0].getsockname()[1]
+
+
+async def serve_forever(settings: ServerSettings) -> None:
+    """Run until SIGINT/SIGTERM, then stop gracefully."""
+    import signal
+
+    server = ModelgateServer(settings)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    logger.info("shutting down")
+    await server.stop()

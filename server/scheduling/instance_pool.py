@@ -1,0 +1,72 @@
+"""The instances of one model version, each bound to its own thread.
+
+An instance is created, executes and is unloaded on its own single-thread executor, so a
+model never sees two threads and the event loop never runs model code. `run` waits for a
+free instance; `close` lets in-flight executions finish, then unloads every instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from backends.base import Backend, ExecuteResult, InstanceSpec, ModelInstance
+from server.inference_types import InferRequest
+
+logger = logging.getLogger(__name__)
+
+
+class InstancePool:
+    def __init__(self, specs: list[InstanceSpec]):
+        self.specs = specs
+        self._executors = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"instance-{spec.instance_name}") for spec in specs
+        ]
+        self._instances: list[ModelInstance] = []
+        self._free: asyncio.Queue[int] = asyncio.Queue()
+
+    async def load(self, backend: Backend) -> None:
+        """Create every instance on its thread; on any failure unload those made and raise."""
+        loop = asyncio.get_running_loop()
+        results = await asyncio.gather(
+            *(loop.run_in_executor(ex, backend.load_instance, spec) for ex, spec in zip(self._executors, self.specs)),
+            return_exceptions=True,
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        self._instances = [r for r in results if not isinstance(r, BaseException)]
+        if failures:
+            await self._unload_instances()
+            self._shutdown_executors()
+            raise failures[0]
+        for index in range(len(self._instances)):
+            self._free.put_nowait(index)
+
+    async def run(self, requests: list[InferRequest]) -> tuple[ExecuteResult, int]:
+        """Execute `requests` as one batch on the next free instance; (result, queue ns)."""
+        loop = asyncio.get_running_loop()
+        waited_from = loop.time()
+        index = await self._free.get()
+        queue_ns = int((loop.time() - waited_from) * 1e9)
+        try:
+            result = await loop.run_in_executor(self._executors[index], self._instances[index].execute, requests)
+        finally:
+            self._free.put_nowait(index)
+        return result, queue_ns
+
+    async def close(self) -> None:
+        """Unload all instances once the executions already started have finished."""
+        await self._unload_instances()
+        self._shutdown_executors()
+
+    async def _unload_instances(self) -> None:
+        loop = asyncio.get_running_loop()
+        pending = [loop.run_in_executor(self._executors[i], inst.unload) for i, inst in enumerate(self._instances)]
+        for outcome in await asyncio.gather(*pending, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                logger.warning("unloading an instance failed: %s", outcome)
+        self._instances = []
+
+    def _shutdown_executors(self) -> None:
+        for executor in self._executors:
+            executor.shutdown(wait=False)

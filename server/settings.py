@@ -1,0 +1,32 @@
+"""Server settings: one immutable pydantic model, built from the CLI flags (named as Triton's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class ServerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_repository: list[Path] = Field(min_length=1)
+    http_address: str = "0.0.0.0"
+    http_port: int = Field(8000, ge=0, le=65535)
+    metrics_port: int = Field(8002, ge=0, le=65535)
+    allow_http: bool = True
+    allow_metrics: bool = True
+    model_control_mode: Literal["none", "explicit", "poll"] = "none"
+    load_model: list[str] = Field(default_factory=list)
+    repository_poll_secs: float = Field(15.0, gt=0)
+    exit_timeout_secs: float = Field(30.0, ge=0)
+    log_verbose: int = Field(0, ge=0)
+
+    @field_validator("model_repository")
+    @classmethod
+    def _repositories_exist(cls, paths: list[Path]) -> list[Path]:
+        missing = [str(p) for p in paths if not Path(p).is_dir()]
+        if missing:
+            raise ValueError(f"model repository folder(s) not found: {', '.join(missing)}")
+        return paths

@@ -1,0 +1,1 @@
+"""Tensor datatypes and their wire encodings (Triton / KServe v2)."""

@@ -1,0 +1,23 @@
+"""The example repository loads and answers through tritonclient.http."""
+
+import numpy as np
+import tritonclient.http as httpclient
+
+
+def test_every_example_model_is_ready(client):
+    index = client.get_model_repository_index()
+    states = {row["name"]: row["state"] for row in index}
+    assert states == {"add_sub": "READY", "batched_scale": "READY", "string_ops": "READY"}
+
+
+def test_add_sub_json_and_binary(client):
+    a = np.array([1, 2, 3, 4], dtype=np.float32)
+    b = np.array([10, 20, 30, 40], dtype=np.float32)
+    for binary in (False, True):
+        inputs = [httpclient.InferInput("INPUT0", [4], "FP32"), httpclient.InferInput("INPUT1", [4], "FP32")]
+        inputs[0].set_data_from_numpy(a, binary_data=binary)
+        inputs[1].set_data_from_numpy(b, binary_data=binary)
+        outputs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in ("OUTPUT0", "OUTPUT1")]
+        result = client.infer("add_sub", inputs, outputs=outputs)
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + b)
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
