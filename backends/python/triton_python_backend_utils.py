@@ -129,7 +129,7 @@ class Tensor:
             numpy_array = np.asarray(numpy_array)
         if numpy_array.dtype.kind in ("U", "S"):
             numpy_array = numpy_array.astype(object)
-        elif numpy_array.dtype.kind == "V" and triton_dtype is None:
+        elif numpy_array.dtype.kind == "V" and triton_dtype is None and not _is_bf16(numpy_array.dtype):
             raise TritonModelException(
                 "Tensor dtype used for numpy_array is not supported by Python backend. Please use np.object_ instead."
             )
@@ -206,12 +206,16 @@ _TORCH_WIRE_NAMES = {
 }
 
 
+def _is_bf16(dtype: np.dtype) -> bool:
+    return dtype == datatypes.BY_WIRE_NAME["BF16"].numpy_dtype
+
+
 def _as_torch(data):
     import torch
 
     if not isinstance(data, np.ndarray):
         return data
-    if data.dtype == datatypes.BY_WIRE_NAME["BF16"].numpy_dtype:
+    if _is_bf16(data.dtype):
         return torch.from_numpy(np.ascontiguousarray(data).view(np.uint16)).view(torch.bfloat16)
     return torch.from_numpy(np.ascontiguousarray(data))
 
