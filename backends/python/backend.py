@@ -56,7 +56,12 @@ class PythonBackend(Backend):
         return parse_config_mapping(completed.as_dict(), f"{model_dir}/auto_complete_config")
 
     def load_instance(self, spec: InstanceSpec) -> ModelInstance:
-        return PythonModelInstance(spec)
+        try:
+            return PythonModelInstance(spec)
+        except Exception:
+            raise
+        except BaseException as exc:  # SystemExit from a model must not stop the server
+            raise RuntimeError(f"{type(exc).__name__} while loading: {exc}") from None
 
 
 class PythonModelInstance(ModelInstance):
@@ -77,7 +82,7 @@ class PythonModelInstance(ModelInstance):
             pb_responses = self._run(self.model.execute(pb_requests))
             returned = time.perf_counter_ns()
             responses = self._responses(pb_responses, requests, version)
-        except Exception as exc:  # the model's own code failed: fail this batch, keep serving
+        except BaseException as exc:  # the model's own code failed (even sys.exit): fail this batch, keep serving
             logger.exception("model '%s' execute raised", self.spec.model_name)
             returned = time.perf_counter_ns()
             error = ModelExecutionError(f"model '{self.spec.model_name}' raised {type(exc).__name__}: {exc}")

@@ -53,8 +53,8 @@ def complete_model_config(
         config = backend.auto_complete_config(config, model_dir, newest)
     except ConfigError:
         raise
-    except Exception as exc:
-        raise ConfigError(source, "<auto_complete_config>", f"{type(exc).__name__}: {exc}") from exc
+    except BaseException as exc:  # a model's import may even call sys.exit: report it, keep serving
+        raise ConfigError(source, "<auto_complete_config>", f"{type(exc).__name__}: {exc}") from None
     _fill_defaults(config, backend)
     validate_model_config(config, source, name)
     return config, backend, versions

@@ -50,6 +50,8 @@ class TritonPythonModel:
             mode = pb_utils.get_input_tensor_by_name(request, "MODE").as_numpy()[0].decode()
             if mode == "raise":
                 raise ValueError("the model was told to raise")
+            if mode == "exit":
+                raise SystemExit("the model called sys.exit")
             if mode == "error":
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError("per-request error")))
             elif mode == "not_found":
@@ -164,6 +166,7 @@ def test_initialize_receives_tritons_args(python_models):
     "mode, status, fragment",
     [
         ("raise", 400, "the model was told to raise"),
+        ("exit", 400, "the model called sys.exit"),
         ("error", 400, "per-request error"),
         ("not_found", 404, "no such thing"),
         ("wrong_dtype", 400, "declares FP32"),
