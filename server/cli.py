@@ -29,8 +29,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="model repository folder (repeatable); default ./model_repository")
     serve.add_argument("--http-address", default="0.0.0.0")
     serve.add_argument("--http-port", type=int, default=8000)
+    serve.add_argument("--grpc-address", default="0.0.0.0")
+    serve.add_argument("--grpc-port", type=int, default=8001)
     serve.add_argument("--metrics-port", type=int, default=8002)
     serve.add_argument("--allow-http", type=_boolean, default=True)
+    serve.add_argument("--allow-grpc", type=_boolean, default=True)
     serve.add_argument("--allow-metrics", type=_boolean, default=True)
     serve.add_argument("--model-control-mode", choices=["none", "explicit", "poll"], default="none")
     serve.add_argument("--load-model", action="append", default=[],
@@ -48,8 +51,11 @@ def _serve(args: argparse.Namespace) -> int:
             model_repository=args.model_repository or ["model_repository"],
             http_address=args.http_address,
             http_port=args.http_port,
+            grpc_address=args.grpc_address,
+            grpc_port=args.grpc_port,
             metrics_port=args.metrics_port,
             allow_http=args.allow_http,
+            allow_grpc=args.allow_grpc,
             allow_metrics=args.allow_metrics,
             model_control_mode=args.model_control_mode,
             load_model=args.load_model,

@@ -15,6 +15,7 @@ from server.inference_types import InferRequest, InferResponse
 from server.model_manager import ModelManager
 from server.repository.layout import check_model_name
 from server.request_validation import validate_request
+from server.response_stream import ResponseStream
 from server.statistics import StatisticsRegistry
 from server.tensors import datatypes
 
@@ -58,7 +59,12 @@ class Dataplane:
         }
 
     def model_config(self, name: str, version: str = "") -> dict:
+        """The config in Triton's JSON form (HTTP)."""
         return self.manager.resolve(name, version).config_dict
+
+    def model_config_message(self, name: str, version: str = "") -> ModelConfig:
+        """The config as the ModelConfig protobuf message (gRPC)."""
+        return self.manager.resolve(name, version).config
 
     # -- inference -----------------------------------------------------------------------------
 
@@ -74,6 +80,16 @@ class Dataplane:
         response = await loaded.scheduler.infer(request, batch_size)
         response.model_version = str(loaded.version)
         return response
+
+    async def infer_stream(self, request: InferRequest) -> ResponseStream:
+        """Start a request whose responses are streamed: 0..n for decoupled models, else one.
+
+        Raises for request-level problems before anything is scheduled; the stream ends with
+        an item whose `is_final` is set.
+        """
+        loaded = self.manager.resolve(request.model_name, request.model_version)
+        batch_size = validate_request(request, loaded.config)
+        return loaded.scheduler.infer_stream(request, batch_size)
 
     # -- statistics ------------------------------------------------------------------------
 

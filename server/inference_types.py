@@ -8,11 +8,14 @@ shape equals the declared shape.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from server.errors import ModelgateError
+
+if TYPE_CHECKING:
+    from server.response_stream import ResponseStream
 
 
 @dataclass
@@ -46,6 +49,9 @@ class InferRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, InferTensor] = field(default_factory=dict)
     outputs: list[RequestedOutput] = field(default_factory=list)
+    # Set by the scheduler for streamed calls: where a decoupled model sends its responses,
+    # and how it learns that the client cancelled.
+    response_stream: ResponseStream | None = field(default=None, repr=False, compare=False)
 
     @property
     def requested_output_names(self) -> list[str]:

@@ -56,4 +56,5 @@ async def load_version(
     """Create every instance of `version`; raises what the backend raised."""
     pool = InstancePool(instance_specs(config, model_dir, version))
     await pool.load(backend)
-    return LoadedVersion(config.name, version, config, config_to_dict(config), DirectScheduler(pool, stats), stats)
+    scheduler = DirectScheduler(pool, stats, is_decoupled=config.model_transaction_policy.decoupled)
+    return LoadedVersion(config.name, version, config, config_to_dict(config), scheduler, stats)

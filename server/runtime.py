@@ -10,6 +10,7 @@ from aiohttp import web
 from backends.python.backend import install_bls_runner
 from server.dataplane import Dataplane
 from server.errors import ModelgateError
+from server.frontends.grpc.server import GrpcFrontend
 from server.frontends.http.app import create_http_app
 from server.log_settings import LogSettings
 from server.metrics import create_metrics_app
@@ -33,7 +34,9 @@ class ModelgateServer:
         self.dataplane = Dataplane(self.manager, self.stats, settings.model_control_mode)
         self.log_settings = LogSettings(settings.log_verbose)
         self.poller = RepositoryPoller(self.manager, self.layout, settings.repository_poll_secs)
+        self.grpc = GrpcFrontend(self.dataplane, self.log_settings) if settings.allow_grpc else None
         self.http_port: int | None = None
+        self.grpc_port: int | None = None
         self.metrics_port: int | None = None
         self._runners: list[web.AppRunner] = []
         self._poll_task: asyncio.Task | None = None
@@ -43,17 +46,27 @@ class ModelgateServer:
         await self._load_initial_models()
         if self.settings.allow_http:
             self.http_port = await self._serve(create_http_app(self.dataplane, self.log_settings), self.settings.http_port)
+        if self.grpc is not None:
+            self.grpc_port = await self.grpc.start(self.settings.grpc_address, self.settings.grpc_port)
         if self.settings.allow_metrics:
             self.metrics_port = await self._serve(create_metrics_app(self.stats), self.settings.metrics_port)
         if self.settings.model_control_mode == "poll":
             self._poll_task = asyncio.create_task(self.poller.run_forever())
         self.dataplane.is_ready = True
-        logger.info("modelgate ready: HTTP on port %s, metrics on port %s", self.http_port, self.metrics_port)
+        if self.grpc is not None:
+            await self.grpc.set_serving(True)
+        logger.info(
+            "modelgate ready: HTTP on port %s, gRPC on port %s, metrics on port %s",
+            self.http_port, self.grpc_port, self.metrics_port,
+        )
 
     async def stop(self) -> None:
         self.dataplane.is_ready = False
         if self._poll_task is not None:
             self._poll_task.cancel()
+        if self.grpc is not None:
+            await self.grpc.set_serving(False)
+            await self.grpc.stop(grace_secs=min(5.0, self.settings.exit_timeout_secs))
         for runner in self._runners:
             await runner.cleanup()
         try:

@@ -14,8 +14,11 @@ class ServerSettings(BaseModel):
     model_repository: list[Path] = Field(min_length=1)
     http_address: str = "0.0.0.0"
     http_port: int = Field(8000, ge=0, le=65535)
+    grpc_address: str = "0.0.0.0"
+    grpc_port: int = Field(8001, ge=0, le=65535)
     metrics_port: int = Field(8002, ge=0, le=65535)
     allow_http: bool = True
+    allow_grpc: bool = True
     allow_metrics: bool = True
     model_control_mode: Literal["none", "explicit", "poll"] = "none"
     load_model: list[str] = Field(default_factory=list)

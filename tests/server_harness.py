@@ -26,6 +26,10 @@ class RunningServer:
         return f"127.0.0.1:{self.server.http_port}"
 
     @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.server.grpc_port}"
+
+    @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.server.metrics_port}/metrics"
 
@@ -41,7 +45,10 @@ class RunningServer:
 
 def start_server(repositories: list[Path], **settings) -> RunningServer:
     """Start a server on 127.0.0.1 with ephemeral ports; returns once models are loaded."""
-    options = {"http_address": "127.0.0.1", "http_port": 0, "metrics_port": 0, "exit_timeout_secs": 10}
+    options = {
+        "http_address": "127.0.0.1", "http_port": 0, "grpc_address": "127.0.0.1", "grpc_port": 0,
+        "metrics_port": 0, "exit_timeout_secs": 10,
+    }
     options.update(settings)
     config = ServerSettings(model_repository=repositories, **options)
     loop = asyncio.new_event_loop()

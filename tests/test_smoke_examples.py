@@ -7,7 +7,7 @@ import tritonclient.http as httpclient
 def test_every_example_model_is_ready(client):
     index = client.get_model_repository_index()
     states = {row["name"]: row["state"] for row in index}
-    assert states == {"add_sub": "READY", "batched_scale": "READY", "string_ops": "READY"}
+    assert states == {"add_sub": "READY", "batched_scale": "READY", "string_ops": "READY", "repeat_int32": "READY"}
 
 
 def test_add_sub_json_and_binary(client):

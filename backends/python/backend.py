@@ -70,18 +70,20 @@ class PythonModelInstance(ModelInstance):
         module = import_model_file(spec.version_dir / _model_filename(spec.config), spec.model_name)
         self.model = module.TritonPythonModel()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.is_decoupled = spec.config.model_transaction_policy.decoupled
         if hasattr(self.model, "initialize"):
             self._run(self.model.initialize(_initialize_args(spec)))
 
     def execute(self, requests: list[InferRequest]) -> ExecuteResult:
         version = str(self.spec.model_version)
         started = time.perf_counter_ns()
-        pb_requests = [to_pb_request(r, self.spec.config) for r in requests]
+        pb_requests = [to_pb_request(r, self.spec.config, version) for r in requests]
         converted = time.perf_counter_ns()
         try:
             pb_responses = self._run(self.model.execute(pb_requests))
             returned = time.perf_counter_ns()
-            responses = self._responses(pb_responses, requests, version)
+            # A decoupled model answers through each request's response sender, not by returning.
+            responses = [] if self.is_decoupled else self._responses(pb_responses, requests, version)
         except BaseException as exc:  # the model's own code failed (even sys.exit): fail this batch, keep serving
             logger.exception("model '%s' execute raised", self.spec.model_name)
             returned = time.perf_counter_ns()

@@ -21,7 +21,10 @@ def make_pb_utils_importable() -> None:
 def import_model_file(path: Path, model_name: str) -> ModuleType:
     """Execute `path` as a fresh module (one per instance, so module globals are per instance).
 
-    The version folder is put on sys.path so the model can import files beside it.
+    The version folder is put on sys.path so the model can import files beside it. The file
+    is compiled from its source on every call, never from `__pycache__`: Python trusts a
+    cached module whose source kept its size and mtime second, so an edited model.py could
+    otherwise reload as its old code.
     """
     if not path.is_file():
         raise FileNotFoundError(f"python model file '{path.name}' not found in {path.parent}")
@@ -34,7 +37,7 @@ def import_model_file(path: Path, model_name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        exec(compile(path.read_bytes(), str(path), "exec", dont_inherit=True), module.__dict__)
     except BaseException:
         sys.modules.pop(module_name, None)
         raise

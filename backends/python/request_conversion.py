@@ -16,12 +16,12 @@ from server.tensors import datatypes
 _SERVER_PARAMETERS = {"binary_data_output"}
 
 
-def to_pb_request(request: InferRequest, config: ModelConfig) -> pb_utils.InferenceRequest:
+def to_pb_request(request: InferRequest, config: ModelConfig, version: str) -> pb_utils.InferenceRequest:
     inputs = [pb_utils.Tensor._wrap(t.name, t.data) for t in request.inputs.values()]
     wanted = request.requested_output_names or [o.name for o in config.output]
     parameters = {k: v for k, v in request.parameters.items() if k not in _SERVER_PARAMETERS}
     correlation_id = parameters.get("sequence_id", 0)
-    return pb_utils.InferenceRequest(
+    pb_request = pb_utils.InferenceRequest(
         request_id=request.id,
         correlation_id=correlation_id,
         inputs=inputs,
@@ -29,6 +29,23 @@ def to_pb_request(request: InferRequest, config: ModelConfig) -> pb_utils.Infere
         model_name=request.model_name,
         parameters=json.dumps(parameters),
     )
+    stream = request.response_stream
+    if stream is not None:
+        pb_request._is_cancelled = stream.is_cancelled
+        if config.model_transaction_policy.decoupled:
+            pb_request._response_sender = _response_sender(request, config, version)
+    return pb_request
+
+
+def _response_sender(request: InferRequest, config: ModelConfig, version: str) -> pb_utils.InferenceResponseSender:
+    """A sender that converts each model response and puts it on the request's stream."""
+    stream = request.response_stream
+
+    def deliver(pb_response, is_final: bool) -> None:
+        response = None if pb_response is None else from_pb_response(pb_response, request, config, version)
+        stream.send(response, is_final)
+
+    return pb_utils.InferenceResponseSender(deliver, stream.is_cancelled)
 
 
 def from_pb_response(

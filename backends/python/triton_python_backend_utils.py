@@ -330,6 +330,26 @@ class InferenceResponse:
         return self._parameters
 
 
+class InferenceResponseSender:
+    """How a decoupled model sends 0..n responses for one request, then the final flag."""
+
+    def __init__(self, deliver: Callable[["InferenceResponse | None", bool], None], is_cancelled: Callable[[], bool]):
+        self._deliver = deliver
+        self._is_cancelled = is_cancelled
+
+    def send(self, response: "InferenceResponse | None" = None, flags: int = 0) -> None:
+        is_final = bool(flags & TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        if response is None and not is_final:
+            raise TritonModelException("Inference Response object is needed when the flag is not final.")
+        try:
+            self._deliver(response, is_final)
+        except RuntimeError as exc:
+            raise TritonModelException(f"Unable to send response: {exc}") from None
+
+    def is_cancelled(self) -> bool:
+        return self._is_cancelled()
+
+
 def get_input_tensor_by_name(inference_request: InferenceRequest, name: str) -> Tensor | None:
     for tensor in inference_request.inputs():
         if tensor.name() == name:

@@ -78,6 +78,9 @@ def _field_in(message: str) -> str:
     at_path = re.search(r" at ModelConfig\.([\w.\[\]]+?)\.?$", message)
     if at_path:
         return at_path.group(1).rstrip(".")
+    unknown_at = re.search(r'has no field named "(\w+)" at "ModelConfig\.?([\w.\[\]]*)"', message)
+    if unknown_at:  # JSON/YAML: the path of the message holding the unknown field
+        return ".".join(p for p in (unknown_at.group(2), unknown_at.group(1)) if p)
     bad_enum = re.search(r"has no value named (\w+)", message)
     if bad_enum:
         field = re.search(rf"(\w+)\s*:\s*{bad_enum.group(1)}", message)
@@ -114,3 +117,13 @@ def _find_enum(dotted: str):
     for part in parts[1:-1]:
         message = message.nested_types_by_name.get(part) if message else None
     return message.enum_types_by_name.get(parts[-1]) if message else None
+
+
+def parse_config_parameter(value, source: str) -> ModelConfig:
+    """A load request's `config` parameter: the JSON text of a ModelConfig (or the mapping itself)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ConfigError(source, "<syntax>", f"not valid JSON: {exc}") from None
+    return parse_config_mapping(value, source)

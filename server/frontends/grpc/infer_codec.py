@@ -1,0 +1,107 @@
+"""`ModelInferRequest` / `ModelInferResponse` <-> InferRequest / InferResponse.
+
+Inputs come either all as `raw_input_contents` (bytes in input order; fixed-size types are
+viewed with numpy without another copy) or as typed `contents`. Outputs always go back as
+`raw_output_contents`, as Triton sends them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from tritonclient.grpc import service_pb2
+
+from server.errors import InvalidArgumentError
+from server.frontends.grpc.parameters import fill_parameters, parameters_to_dict
+from server.inference_types import InferRequest, InferResponse, InferTensor, RequestedOutput
+from server.tensors import datatypes
+from server.tensors.raw_bytes import array_from_raw, array_to_raw
+
+# Which typed `contents` field carries each datatype (FP16 and BF16 have none: raw only).
+_CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+def decode_infer_request(message: service_pb2.ModelInferRequest) -> InferRequest:
+    request = InferRequest(
+        model_name=message.model_name,
+        model_version=message.model_version,
+        id=message.id,
+        parameters=parameters_to_dict(message.parameters),
+    )
+    raw_contents = message.raw_input_contents
+    if raw_contents and len(raw_contents) != len(message.inputs):
+        raise InvalidArgumentError(
+            f"raw_input_contents has {len(raw_contents)} entries for {len(message.inputs)} inputs; "
+            "send raw contents for every input or for none"
+        )
+    for index, tensor in enumerate(message.inputs):
+        raw = raw_contents[index] if raw_contents else None
+        decoded = _decode_input(tensor, raw)
+        if decoded.name in request.inputs:
+            raise InvalidArgumentError(f"input '{decoded.name}' appears more than once in 'inputs'")
+        request.inputs[decoded.name] = decoded
+    request.outputs = [RequestedOutput(o.name, parameters_to_dict(o.parameters)) for o in message.outputs]
+    return request
+
+
+def encode_infer_response(response: InferResponse) -> service_pb2.ModelInferResponse:
+    message = service_pb2.ModelInferResponse(
+        model_name=response.model_name, model_version=response.model_version, id=response.id
+    )
+    fill_parameters(message.parameters, response.parameters)
+    for output in response.outputs:
+        message.outputs.add(name=output.name, datatype=output.datatype, shape=list(output.shape))
+        message.raw_output_contents.append(array_to_raw(output.data, output.datatype))
+    return message
+
+
+def _decode_input(tensor, raw: bytes | None) -> InferTensor:
+    where = f"input '{tensor.name}'"
+    datatype = datatypes.from_wire_name(tensor.datatype, f"{where} datatype")
+    shape = tuple(int(d) for d in tensor.shape)
+    if any(d < 0 for d in shape):
+        raise InvalidArgumentError(f"{where}: shape must hold non-negative sizes, got {list(shape)}")
+    if raw is not None:
+        data = array_from_raw(raw, datatype, shape, where)
+    else:
+        data = _from_contents(tensor.contents, datatype, shape, where)
+    return InferTensor(tensor.name, datatype.wire_name, shape, data, parameters_to_dict(tensor.parameters))
+
+
+def _from_contents(contents, datatype: datatypes.DataType, shape: tuple[int, ...], where: str) -> np.ndarray:
+    field = _CONTENTS_FIELD.get(datatype.wire_name)
+    if field is None:
+        raise InvalidArgumentError(f"{where}: {datatype.wire_name} has no typed contents; send it in raw_input_contents")
+    for other in _CONTENTS_FIELD.values():
+        if other != field and len(getattr(contents, other)):
+            raise InvalidArgumentError(f"{where}: {datatype.wire_name} data must be in '{field}', not '{other}'")
+    values = getattr(contents, field)
+    count = math.prod(shape)
+    if len(values) != count:
+        raise InvalidArgumentError(
+            f"{where}: '{field}' has {len(values)} elements but shape {list(shape)} needs {count}"
+        )
+    if datatype.is_bytes:
+        array = np.empty(count, dtype=object)
+        array[:] = list(values)
+        return array.reshape(shape)
+    array = np.array(values, dtype=np.int64 if field in ("int_contents", "uint_contents") else None)
+    if datatype.numpy_dtype.kind in "iu" and array.size:
+        info = np.iinfo(datatype.numpy_dtype)
+        if array.min() < info.min or array.max() > info.max:
+            raise InvalidArgumentError(f"{where}: '{field}' has values out of range for {datatype.wire_name}")
+    return array.astype(datatype.numpy_dtype).reshape(shape)

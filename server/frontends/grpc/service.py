@@ -1,0 +1,127 @@
+"""`inference.GRPCInferenceService`: each RPC decodes, calls the dataplane, encodes.
+
+Errors from the one hierarchy abort the RPC with their gRPC status code. Shared-memory and
+trace RPCs keep the generated servicer's UNIMPLEMENTED answers.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import grpc
+from google.protobuf import json_format
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from server.dataplane import Dataplane
+from server.errors import InvalidArgumentError, ModelgateError
+from server.frontends.grpc.infer_codec import decode_infer_request, encode_infer_response
+from server.frontends.grpc.parameters import parameters_to_dict
+from server.frontends.grpc.stream_infer import serve_infer_stream
+from server.log_settings import LogSettings
+from server.repository.config_files import parse_config_parameter
+
+
+def _aborting_on_errors(rpc):
+    """Turn a ModelgateError raised by an RPC into the matching gRPC status."""
+
+    @functools.wraps(rpc)
+    async def wrapper(self, request, context):
+        try:
+            return await rpc(self, request, context)
+        except ModelgateError as exc:
+            await context.abort(grpc.StatusCode[exc.grpc_code], exc.message)
+
+    return wrapper
+
+
+class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, dataplane: Dataplane, log_settings: LogSettings):
+        self.dataplane = dataplane
+        self.log_settings = log_settings
+
+    async def ServerLive(self, request, context):
+        return service_pb2.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context):
+        return service_pb2.ServerReadyResponse(ready=self.dataplane.is_ready)
+
+    @_aborting_on_errors
+    async def ModelReady(self, request, context):
+        return service_pb2.ModelReadyResponse(ready=self.dataplane.model_ready(request.name, request.version))
+
+    async def ServerMetadata(self, request, context):
+        return json_format.ParseDict(self.dataplane.server_metadata(), service_pb2.ServerMetadataResponse())
+
+    @_aborting_on_errors
+    async def ModelMetadata(self, request, context):
+        metadata = self.dataplane.model_metadata(request.name, request.version)
+        return json_format.ParseDict(metadata, service_pb2.ModelMetadataResponse())
+
+    @_aborting_on_errors
+    async def ModelConfig(self, request, context):
+        return service_pb2.ModelConfigResponse(config=self.dataplane.model_config_message(request.name, request.version))
+
+    @_aborting_on_errors
+    async def ModelStatistics(self, request, context):
+        statistics = self.dataplane.statistics(request.name, request.version)
+        return json_format.ParseDict(statistics, service_pb2.ModelStatisticsResponse())
+
+    @_aborting_on_errors
+    async def ModelInfer(self, request, context):
+        infer_request = decode_infer_request(request)
+        response = await self.dataplane.infer(infer_request)
+        if response.error is not None:
+            raise response.error
+        return encode_infer_response(response)
+
+    async def ModelStreamInfer(self, request_iterator, context):
+        async for message in serve_infer_stream(self.dataplane, request_iterator):
+            yield message
+
+    @_aborting_on_errors
+    async def RepositoryIndex(self, request, context):
+        rows = self.dataplane.repository_index(request.ready)
+        return service_pb2.RepositoryIndexResponse(models=[service_pb2.RepositoryIndexResponse.ModelIndex(**r) for r in rows])
+
+    @_aborting_on_errors
+    async def RepositoryModelLoad(self, request, context):
+        parameters = parameters_to_dict(request.parameters)
+        config = None
+        if "config" in parameters:
+            config = parse_config_parameter(parameters.pop("config"), "load request parameter 'config'")
+        files = {k[len("file:") :]: _file_bytes(k, v) for k, v in parameters.items() if k.startswith("file:")}
+        await self.dataplane.load_model(request.model_name, config, files)
+        return service_pb2.RepositoryModelLoadResponse()
+
+    @_aborting_on_errors
+    async def RepositoryModelUnload(self, request, context):
+        parameters = parameters_to_dict(request.parameters)
+        await self.dataplane.unload_model(request.model_name, bool(parameters.get("unload_dependents", False)))
+        return service_pb2.RepositoryModelUnloadResponse()
+
+    @_aborting_on_errors
+    async def LogSettings(self, request, context):
+        changes = {}
+        for key, value in request.settings.items():
+            choice = value.WhichOneof("parameter_choice")
+            changes[key] = getattr(value, choice) if choice else None
+        settings = self.log_settings.update(changes) if changes else self.log_settings.as_dict()
+        response = service_pb2.LogSettingsResponse()
+        for key, value in settings.items():
+            _set_log_value(response.settings[key], value)
+        return response
+
+
+def _file_bytes(key: str, value) -> bytes:
+    if not isinstance(value, bytes):
+        raise InvalidArgumentError(f"load parameter '{key}' must be bytes_param holding the file's content")
+    return value
+
+
+def _set_log_value(target, value) -> None:
+    if isinstance(value, bool):
+        target.bool_param = value
+    elif isinstance(value, int):
+        target.uint32_param = value
+    else:
+        target.string_param = str(value)

@@ -1,0 +1,108 @@
+"""ModelStreamInfer: many requests in, their responses out, interleaved on one stream.
+
+Each request read from the client starts at once; its responses are written as they come
+(a decoupled model's 0..n, or the single response of any other model), each carrying
+`triton_final_response`. A final flag without a response is written only when the
+request asked for it with `triton_enable_empty_final_response`. A request that fails
+before it runs is answered with `error_message` and the stream goes on. When the client
+cancels or disconnects, every request still running is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import AsyncIterator
+
+from tritonclient.grpc import service_pb2
+
+from server.dataplane import Dataplane
+from server.errors import ModelgateError
+from server.frontends.grpc.infer_codec import decode_infer_request, encode_infer_response
+from server.frontends.grpc.parameters import infer_parameter
+from server.inference_types import InferRequest
+from server.response_stream import ResponseStream, StreamItem
+
+logger = logging.getLogger(__name__)
+
+EMPTY_FINAL_PARAMETER = "triton_enable_empty_final_response"
+FINAL_PARAMETER = "triton_final_response"
+_END = object()
+
+
+async def serve_infer_stream(dataplane: Dataplane, incoming) -> AsyncIterator[service_pb2.ModelStreamInferResponse]:
+    outgoing: asyncio.Queue = asyncio.Queue()
+    session = _StreamSession(dataplane, outgoing)
+    reader = asyncio.create_task(session.read_all(incoming))
+    try:
+        while True:
+            message = await outgoing.get()
+            if message is _END:
+                break
+            yield message
+    finally:
+        reader.cancel()
+        session.cancel_all()
+
+
+class _StreamSession:
+    """The requests of one ModelStreamInfer call and the tasks forwarding their responses."""
+
+    def __init__(self, dataplane: Dataplane, outgoing: asyncio.Queue):
+        self.dataplane = dataplane
+        self.outgoing = outgoing
+        self.streams: set[ResponseStream] = set()
+        self.forwarders: set[asyncio.Task] = set()
+
+    async def read_all(self, incoming) -> None:
+        try:
+            async for message in incoming:
+                await self._start(message)
+            if self.forwarders:
+                await asyncio.gather(*list(self.forwarders), return_exceptions=True)
+        finally:
+            self.outgoing.put_nowait(_END)
+
+    def cancel_all(self) -> None:
+        for stream in self.streams:
+            stream.cancel()
+        for task in self.forwarders:
+            task.cancel()
+
+    async def _start(self, message: service_pb2.ModelInferRequest) -> None:
+        try:
+            request = decode_infer_request(message)
+            stream = await self.dataplane.infer_stream(request)
+        except ModelgateError as exc:
+            self.outgoing.put_nowait(service_pb2.ModelStreamInferResponse(error_message=exc.message))
+            return
+        self.streams.add(stream)
+        task = asyncio.create_task(self._forward(request, stream))
+        self.forwarders.add(task)
+        task.add_done_callback(self.forwarders.discard)
+
+    async def _forward(self, request: InferRequest, stream: ResponseStream) -> None:
+        wants_empty_final = bool(request.parameters.get(EMPTY_FINAL_PARAMETER, False))
+        try:
+            async for item in stream:
+                message = _stream_message(item, request, wants_empty_final)
+                if message is not None:
+                    self.outgoing.put_nowait(message)
+        finally:
+            self.streams.discard(stream)
+
+
+def _stream_message(item: StreamItem, request: InferRequest, wants_empty_final: bool):
+    response = item.response
+    if response is None:
+        if not wants_empty_final:
+            return None
+        infer_response = service_pb2.ModelInferResponse(
+            model_name=request.model_name, model_version=request.model_version, id=request.id
+        )
+    elif response.error is not None:
+        return service_pb2.ModelStreamInferResponse(error_message=response.error.message)
+    else:
+        infer_response = encode_infer_response(response)
+    infer_response.parameters[FINAL_PARAMETER].CopyFrom(infer_parameter(item.is_final))
+    return service_pb2.ModelStreamInferResponse(infer_response=infer_response)
