@@ -9,8 +9,9 @@ from typing import Any
 from aiohttp import web
 
 from server.dataplane import Dataplane
-from server.errors import InvalidArgumentError
+from server.errors import InvalidArgumentError, ModelExecutionError
 from server.frontends.http.error_middleware import error_middleware
+from server.frontends.http.generate_codec import decode_generate_request, encode_generate_response
 from server.frontends.http.infer_codec import (
     HEADER_LENGTH,
     decode_infer_request,
@@ -45,6 +46,8 @@ def create_http_app(dataplane: Dataplane, log_settings: LogSettings) -> web.Appl
         app.router.add_get(prefix + "/config", handlers.model_config)
         app.router.add_get(prefix + "/stats", handlers.statistics)
         app.router.add_post(prefix + "/infer", handlers.infer)
+        app.router.add_post(prefix + "/generate", handlers.generate)
+        app.router.add_post(prefix + "/generate_stream", handlers.generate_stream)
     return app
 
 
@@ -92,6 +95,51 @@ class _Handlers:
         reply = web.Response(body=payload, content_type="application/octet-stream")
         reply.headers[HEADER_LENGTH] = str(json_length)
         return _compressible(request, reply)
+
+    async def generate(self, request: web.Request) -> web.Response:
+        """Exactly one response expected; a decoupled model that sends more is an error."""
+        infer_request = await self._generate_request(request)
+        stream = await self.dataplane.infer_stream(infer_request)
+        responses = []
+        try:
+            async for item in stream:
+                if item.response is not None:
+                    responses.append(item.response)
+        finally:
+            stream.cancel()
+        if len(responses) != 1:
+            raise ModelExecutionError(
+                f"generate expects the model to produce exactly 1 response, got {len(responses)}; "
+                "use generate_stream for models that produce any number of responses"
+            )
+        if responses[0].error is not None:
+            raise responses[0].error
+        return _json(encode_generate_response(responses[0]))
+
+    async def generate_stream(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events, one `data:` event per response; errors after the start are events too."""
+        infer_request = await self._generate_request(request)
+        stream = await self.dataplane.infer_stream(infer_request)
+        reply = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+        try:
+            await reply.prepare(request)
+            async for item in stream:
+                if item.response is None:
+                    continue
+                if item.response.error is not None:
+                    event = {"error": item.response.error.message}
+                else:
+                    event = encode_generate_response(item.response)
+                await reply.write(b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n")
+            await reply.write_eof()
+        finally:
+            stream.cancel()  # a client that went away cancels what is still running
+        return reply
+
+    async def _generate_request(self, request: web.Request):
+        name, version = _target(request)
+        metadata = self.dataplane.model_metadata(name, version)
+        return decode_generate_request(await _json_body(request), name, version, metadata)
 
     async def repository_index(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
