@@ -83,7 +83,8 @@ class _Handlers:
 
     async def infer(self, request: web.Request) -> web.Response:
         name, version = _target(request)
-        body = await request.read()
+        # A writable copy: models written for Triton may modify their input arrays in place.
+        body = bytearray(await request.read())
         header_length = parse_header_length(request.headers.get(HEADER_LENGTH), len(body))
         infer_request = decode_infer_request(body, header_length, name, version)
         response = await self.dataplane.infer(infer_request)

@@ -21,6 +21,8 @@ async def error_middleware(request: web.Request, handler):
         return await handler(request)
     except ModelgateError as exc:
         return error_response(exc.http_status, exc.message)
+    except web.RequestPayloadError as exc:  # e.g. a body that is not what Content-Encoding says
+        return error_response(400, f"request body cannot be read: {_payload_problem(exc)}")
     except web.HTTPRequestEntityTooLarge as exc:
         return error_response(413, exc.text or "request body too large")
     except web.HTTPException as exc:
@@ -30,3 +32,9 @@ async def error_middleware(request: web.Request, handler):
     except Exception as exc:  # a bug: keep serving, say so, log the trace
         logger.exception("unhandled error for %s %s", request.method, request.path)
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def _payload_problem(exc: web.RequestPayloadError) -> str:
+    """aiohttp's own message ("Can not decode content-encoding: gzip") without its status prefix."""
+    message = getattr(exc.__cause__, "message", None)
+    return message if isinstance(message, str) and message else str(exc)

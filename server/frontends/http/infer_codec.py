@@ -26,10 +26,9 @@ def parse_header_length(value: str | None, body_length: int) -> int:
     """The JSON header's length: the whole body when the header is absent."""
     if value is None:
         return body_length
-    try:
-        length = int(value)
-    except ValueError:
-        raise InvalidArgumentError(f"{HEADER_LENGTH} must be an integer, got '{value}'") from None
+    if not value.isdigit():  # int() would also take " 12 ", "1_000" and "+5"
+        raise InvalidArgumentError(f"{HEADER_LENGTH} must be a non-negative integer, got '{value}'")
+    length = int(value)
     if length < 0 or length > body_length:
         raise InvalidArgumentError(
             f"{HEADER_LENGTH} is {length} but the body has {body_length} bytes; it must be between 0 and the body size"

@@ -54,14 +54,28 @@ def _numeric_array(data: list, datatype: DataType, where: str) -> np.ndarray:
     except ValueError:
         raise InvalidArgumentError(f"{where}: 'data' is a ragged nested array") from None
     kind = datatype.numpy_dtype.kind
+    if kind in "iu" and raw.dtype.kind == "f" and _all_integers(data):
+        # numpy makes float64 of ints that fit no one integer dtype ([-1, 2**63], [0, 2**64 - 1]),
+        # losing precision; keep the exact Python ints and let the cast check the range.
+        raw = np.array(data, dtype=object)
     allowed = _ALLOWED_KINDS.get(kind, "iuf")
-    if raw.size and raw.dtype.kind not in allowed and not (raw.dtype.kind == "O" and kind in "iu"):
+    mixes_booleans = kind != "b" and raw.dtype.kind != "b" and _has_boolean(data)
+    if mixes_booleans or (raw.size and raw.dtype.kind not in allowed and not (raw.dtype.kind == "O" and kind in "iu")):
         expected = {"b": "true/false", "i": "integers", "u": "integers"}.get(kind, "numbers")
         raise InvalidArgumentError(f"{where}: 'data' must hold {expected} for {datatype.wire_name}")
     try:
         return _cast_checked(raw, datatype)
     except (OverflowError, ValueError, TypeError):
         raise InvalidArgumentError(f"{where}: 'data' has values out of range for {datatype.wire_name}") from None
+
+
+def _has_boolean(data: list) -> bool:
+    """JSON true/false among numbers: numpy would silently turn them into 1/0."""
+    return any(isinstance(e, bool) for e in _flatten(data))
+
+
+def _all_integers(data: list) -> bool:
+    return all(isinstance(e, int) and not isinstance(e, bool) for e in _flatten(data))
 
 
 def _cast_checked(raw: np.ndarray, datatype: DataType) -> np.ndarray:
