@@ -1,0 +1,187 @@
+"""The step scheduler: pure Python, no tensors.
+
+Each step fits `max_num_batched_tokens` and `max_num_seqs`. Running requests go first (a
+decode is one token; an unfinished prompt continues in chunks), then waiting ones in
+arrival order, starting from their cached prefix. When blocks run out the newest running
+request is preempted: its blocks are freed and it is recomputed later from the start.
+Finished and aborted requests free their blocks in the step that finishes them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from backends.llm.kv_cache_manager import KVCacheManager
+from backends.llm.request import LLMRequest, RequestStatus
+from backends.llm.stop_checker import check_stop
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    max_model_len: int = 2048
+    enable_chunked_prefill: bool = True
+
+
+@dataclass
+class ScheduledRequest:
+    """One request's share of a step: tokens [num_computed_tokens, +num_new_tokens)."""
+
+    request: LLMRequest
+    num_computed_tokens: int
+    num_new_tokens: int
+    block_ids: list[int]
+
+    @property
+    def samples(self) -> bool:
+        """Whether this step reaches the request's last known token, so a token is sampled."""
+        return self.num_computed_tokens + self.num_new_tokens == self.request.num_tokens
+
+
+@dataclass
+class SchedulerOutput:
+    scheduled: list[ScheduledRequest] = field(default_factory=list)
+    preempted_ids: list[str] = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(s.num_new_tokens for s in self.scheduled)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.scheduled
+
+
+@dataclass
+class StepResult:
+    """What `update_from_output` reports: requests that got a token, and finished ones."""
+
+    new_token_requests: list[LLMRequest] = field(default_factory=list)
+    finished: list[LLMRequest] = field(default_factory=list)
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig, kv_cache: KVCacheManager):
+        self.config = config
+        self.kv_cache = kv_cache
+        self.waiting: deque[LLMRequest] = deque()
+        self.running: list[LLMRequest] = []
+        self.requests: dict[str, LLMRequest] = {}
+        self.num_preemptions = 0
+
+    # -- requests in and out -----------------------------------------------------------
+
+    def add_request(self, request: LLMRequest) -> None:
+        if request.request_id in self.requests:
+            raise ValueError(f"request id '{request.request_id}' is already in the engine")
+        self.requests[request.request_id] = request
+        self.waiting.append(request)
+
+    def abort(self, request_id: str) -> LLMRequest | None:
+        """Finish a request now and free its blocks; None if it is not in the engine."""
+        request = self.requests.get(request_id)
+        if request is None:
+            return None
+        self._finish(request, RequestStatus.FINISHED_ABORTED)
+        return request
+
+    @property
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    # -- one step ----------------------------------------------------------------------
+
+    def schedule(self) -> SchedulerOutput:
+        output = SchedulerOutput()
+        budget = self.config.max_num_batched_tokens
+        budget = self._schedule_running(output, budget)
+        if not output.preempted_ids:
+            self._schedule_waiting(output, budget)
+        return output
+
+    def update_from_output(self, output: SchedulerOutput, sampled: dict[str, int], logprobs=None) -> StepResult:
+        """Advance each scheduled request; append sampled tokens; finish stopped requests."""
+        result = StepResult()
+        for item in output.scheduled:
+            request = item.request
+            if request.is_finished:
+                continue  # aborted while the step ran
+            request.num_computed_tokens = item.num_computed_tokens + item.num_new_tokens
+            self.kv_cache.cache_full_blocks(request)
+            if not item.samples:
+                continue
+            request.output_token_ids.append(sampled[request.request_id])
+            if logprobs is not None and request.request_id in logprobs:
+                request.output_logprobs.append(logprobs[request.request_id])
+            result.new_token_requests.append(request)
+            status = check_stop(request, self.config.max_model_len)
+            if status is not None:
+                self._finish(request, status)
+                result.finished.append(request)
+        return result
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _schedule_running(self, output: SchedulerOutput, budget: int) -> int:
+        index = 0
+        while index < len(self.running) and budget > 0:
+            request = self.running[index]
+            num_new = min(request.num_tokens - request.num_computed_tokens, budget)
+            while not self.kv_cache.allocate_slots(request, num_new):
+                victim = self.running[-1]
+                self._preempt(victim)
+                output.preempted_ids.append(victim.request_id)
+                if victim is request:
+                    break
+            else:
+                output.scheduled.append(self._scheduled(request, num_new))
+                budget -= num_new
+                index += 1
+                continue
+            break  # the request itself was preempted
+        return budget
+
+    def _schedule_waiting(self, output: SchedulerOutput, budget: int) -> None:
+        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+            request = self.waiting[0]
+            cached, num_cached = self.kv_cache.find_cached_prefix(request)
+            num_new = request.num_tokens - num_cached
+            if num_new > budget:
+                if not self.config.enable_chunked_prefill:
+                    break
+                num_new = budget
+            if not self.kv_cache.allocate_slots(request, num_new, cached):
+                break
+            self.waiting.popleft()
+            request.num_computed_tokens = num_cached
+            if request.first_scheduled_time is None:
+                request.first_scheduled_time = time.monotonic()
+                request.num_cached_prompt_tokens = num_cached
+            request.status = RequestStatus.RUNNING
+            self.running.append(request)
+            output.scheduled.append(self._scheduled(request, num_new))
+            budget -= num_new
+
+    def _scheduled(self, request: LLMRequest, num_new: int) -> ScheduledRequest:
+        return ScheduledRequest(request, request.num_computed_tokens, num_new, self.kv_cache.block_ids(request.request_id))
+
+    def _preempt(self, request: LLMRequest) -> None:
+        self.running.remove(request)
+        self.kv_cache.free(request)
+        request.num_computed_tokens = 0
+        request.num_preemptions += 1
+        request.status = RequestStatus.PREEMPTED
+        self.num_preemptions += 1
+        self.waiting.appendleft(request)
+
+    def _finish(self, request: LLMRequest, status: RequestStatus) -> None:
+        request.status = status
+        if request in self.running:
+            self.running.remove(request)
+        elif request in self.waiting:
+            self.waiting.remove(request)
+        self.kv_cache.free(request)
+        self.requests.pop(request.request_id, None)

@@ -1,0 +1,25 @@
+"""When a request stops on tokens: EOS, stop token ids, max_tokens, the model's context.
+
+Stop strings are checked on detokenized text by the output processor, not here.
+"""
+
+from __future__ import annotations
+
+from backends.llm.request import LLMRequest, RequestStatus
+
+
+def check_stop(request: LLMRequest, max_model_len: int) -> RequestStatus | None:
+    """The finished status after the request's newest token, or None to keep going."""
+    sampling = request.sampling
+    last = request.output_token_ids[-1]
+    num_output = request.num_output_tokens
+    if num_output >= sampling.min_tokens:
+        if not sampling.ignore_eos and last in request.eos_token_ids:
+            request.stop_reason = last
+            return RequestStatus.FINISHED_STOPPED
+        if last in sampling.stop_token_ids:
+            request.stop_reason = last
+            return RequestStatus.FINISHED_STOPPED
+    if num_output >= sampling.max_tokens or request.num_tokens >= max_model_len:
+        return RequestStatus.FINISHED_LENGTH
+    return None
