@@ -1,0 +1,30 @@
+"""What attention needs to know about one engine step, built once per step by the model runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class AttentionMetadata:
+    """The step's sequences, their new tokens laid out back to back.
+
+    Sequence i has query tokens [query_start[i], query_start[i + 1]) at positions
+    [context_lens[i] - num_queries(i), context_lens[i]); after this step its KV cache holds
+    context_lens[i] tokens, token p in block block_tables[i, p // block_size].
+    """
+
+    slot_mapping: torch.Tensor  # [num_tokens] int64: cache slot of each new token's K/V
+    query_start: torch.Tensor  # [num_seqs + 1] int32, on the CPU too as `query_start_cpu`
+    context_lens: torch.Tensor  # [num_seqs] int32
+    block_tables: torch.Tensor  # [num_seqs, max_blocks_per_seq] int32, padded with 0
+    query_start_cpu: list[int]
+    context_lens_cpu: list[int]
+    max_context_len: int
+    is_decode_only: bool  # every sequence has exactly one query token
+
+    @property
+    def num_seqs(self) -> int:
+        return len(self.context_lens_cpu)

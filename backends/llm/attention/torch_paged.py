@@ -1,0 +1,93 @@
+"""Plain-torch attention over the paged KV cache: the reference the Triton kernels are tested against.
+
+Decode-only steps gather every sequence's keys into one padded batch; other steps loop
+over sequences. Causal within the new tokens, full over the cached prefix; an optional
+sliding window limits how far back a query looks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from backends.llm.attention.metadata import AttentionMetadata
+
+
+class TorchPagedAttention:
+    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, sliding_window: int | None = None):
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.scale = head_dim**-0.5
+        self.sliding_window = sliding_window
+
+    def forward(
+        self,
+        q: torch.Tensor,  # [num_tokens, num_heads, head_dim]
+        k: torch.Tensor,  # [num_tokens, num_kv_heads, head_dim]
+        v: torch.Tensor,  # [num_tokens, num_kv_heads, head_dim]
+        kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_dim]
+        metadata: AttentionMetadata,
+    ) -> torch.Tensor:  # [num_tokens, num_heads, head_dim]
+        write_kv_cache(k, v, kv_cache, metadata.slot_mapping)
+        if metadata.is_decode_only:
+            return self._decode(q, kv_cache, metadata)
+        return self._varlen(q, kv_cache, metadata)
+
+    def _decode(self, q: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata) -> torch.Tensor:
+        block_size = kv_cache.shape[2]
+        num_blocks = -(-metadata.max_context_len // block_size)
+        tables = metadata.block_tables[:, :num_blocks].long()
+        keys = kv_cache[0][tables].flatten(1, 2)  # [num_seqs, num_blocks * block_size, num_kv_heads, head_dim]
+        values = kv_cache[1][tables].flatten(1, 2)
+        key_positions = torch.arange(keys.shape[1], device=q.device)
+        lens = metadata.context_lens.long().unsqueeze(1)
+        visible = key_positions.unsqueeze(0) < lens  # [num_seqs, max_len]
+        if self.sliding_window is not None:
+            visible &= key_positions.unsqueeze(0) > lens - 1 - self.sliding_window
+        out = F.scaled_dot_product_attention(
+            q.unsqueeze(2),  # [num_seqs, num_heads, 1, head_dim]
+            keys.transpose(1, 2),
+            values.transpose(1, 2),
+            attn_mask=visible[:, None, None, :],
+            scale=self.scale,
+            enable_gqa=self.num_heads != self.num_kv_heads,
+        )
+        return out.squeeze(2)
+
+    def _varlen(self, q: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata) -> torch.Tensor:
+        out = torch.empty_like(q)
+        block_size = kv_cache.shape[2]
+        starts = metadata.query_start_cpu
+        for index, context_len in enumerate(metadata.context_lens_cpu):
+            begin, end = starts[index], starts[index + 1]
+            num_blocks = -(-context_len // block_size)
+            table = metadata.block_tables[index, :num_blocks].long()
+            keys = kv_cache[0][table].flatten(0, 1)[:context_len]  # [context_len, num_kv_heads, head_dim]
+            values = kv_cache[1][table].flatten(0, 1)[:context_len]
+            mask = self._mask(end - begin, context_len, q.device)
+            out[begin:end] = F.scaled_dot_product_attention(
+                q[begin:end].transpose(0, 1),  # [num_heads, n, head_dim]
+                keys.transpose(0, 1),
+                values.transpose(0, 1),
+                attn_mask=mask,
+                scale=self.scale,
+                enable_gqa=self.num_heads != self.num_kv_heads,
+            ).transpose(0, 1)
+        return out
+
+    def _mask(self, num_queries: int, context_len: int, device) -> torch.Tensor:
+        """[num_queries, context_len] bool: query j (position context_len - num_queries + j) sees keys <= it."""
+        query_positions = torch.arange(context_len - num_queries, context_len, device=device).unsqueeze(1)
+        key_positions = torch.arange(context_len, device=device).unsqueeze(0)
+        visible = key_positions <= query_positions
+        if self.sliding_window is not None:
+            visible &= key_positions > query_positions - self.sliding_window
+        return visible
+
+
+def write_kv_cache(k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+    """Store each new token's K and V at its slot (block * block_size + offset)."""
+    num_kv_heads, head_dim = kv_cache.shape[3], kv_cache.shape[4]
+    kv_cache[0].view(-1, num_kv_heads, head_dim)[slot_mapping] = k.to(kv_cache.dtype)
+    kv_cache[1].view(-1, num_kv_heads, head_dim)[slot_mapping] = v.to(kv_cache.dtype)

@@ -1,0 +1,1 @@
+"""Model building blocks whose implementation the runner can swap (plain torch now, Triton kernels later)."""

@@ -1,0 +1,116 @@
+"""Loading a Hugging Face safetensors checkpoint (single file or sharded index) into our modules.
+
+Checkpoint projections that our model fuses (q/k/v, gate/up) are copied into their slice
+of the fused weight. Every parameter must be filled exactly once; a missing or mis-shaped
+tensor is an error naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from tqdm import tqdm
+
+from backends.llm.models.llama import DecoderForCausalLM
+
+_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+_FUSED_PARTS = {
+    "self_attn.q_proj": ("self_attn.qkv_proj", 0),
+    "self_attn.k_proj": ("self_attn.qkv_proj", 1),
+    "self_attn.v_proj": ("self_attn.qkv_proj", 2),
+    "mlp.gate_proj": ("mlp.gate_up_proj", 0),
+    "mlp.up_proj": ("mlp.gate_up_proj", 1),
+}
+_IGNORED = re.compile(r"(rotary_emb\.inv_freq|\.masked_bias|\.attn\.bias)$")
+
+
+class WeightLoadError(ValueError):
+    pass
+
+
+def checkpoint_files(model_dir: Path) -> list[Path]:
+    """The safetensors files of a checkpoint: those an index lists, or every *.safetensors."""
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return [model_dir / name for name in sorted(set(weight_map.values()))]
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise WeightLoadError(f"no *.safetensors files in {model_dir}")
+    return files
+
+
+def load_weights(model: DecoderForCausalLM, model_dir: Path, show_progress: bool = True) -> None:
+    """Fill every parameter of `model` from the checkpoint in `model_dir`."""
+    targets = _target_slices(model)
+    filled: set[str] = set()
+    files = checkpoint_files(model_dir)
+    names = [(path, name) for path in files for name in _tensor_names(path)]
+    progress = tqdm(total=len(names), desc="Loading weights", unit="tensor", disable=not show_progress)
+    for path in files:
+        with safe_open(str(path), framework="pt", device="cpu") as checkpoint:
+            for name in checkpoint.keys():
+                progress.update(1)
+                if _IGNORED.search(name) or (name == "lm_head.weight" and model.config.tie_word_embeddings):
+                    continue
+                key = _our_key(name)
+                if key not in targets:
+                    raise WeightLoadError(f"checkpoint tensor '{name}' ({path.name}) has no place in the model")
+                _copy(checkpoint.get_tensor(name), targets[key], name)
+                filled.add(key)
+    progress.close()
+    missing = sorted(set(targets) - filled)
+    if missing:
+        raise WeightLoadError(f"checkpoint in {model_dir} lacks tensors for: {', '.join(missing[:8])}")
+
+
+def _tensor_names(path: Path) -> list[str]:
+    with safe_open(str(path), framework="pt", device="cpu") as checkpoint:
+        return list(checkpoint.keys())
+
+
+def _our_key(name: str) -> str:
+    """A checkpoint name as `<our parameter>[#part]`."""
+    if name == "lm_head.weight":
+        return "lm_head_weight"
+    if name.startswith("model.") and not name.startswith("model.layers."):
+        return name[len("model."):]
+    match = _LAYER.match(name)
+    if match is None:
+        return name
+    layer, rest = match.groups()
+    module, _, kind = rest.rpartition(".")
+    if module in _FUSED_PARTS:
+        fused, part = _FUSED_PARTS[module]
+        return f"layers.{layer}.{fused}.{kind}#{part}"
+    return f"layers.{layer}.{rest}"
+
+
+def _target_slices(model: DecoderForCausalLM) -> dict[str, tuple[torch.Tensor, slice | None]]:
+    """Every checkpoint key the model expects -> (parameter, rows of it)."""
+    targets: dict[str, tuple[torch.Tensor, slice | None]] = {}
+    modules = dict(model.named_modules())
+    for name, parameter in model.named_parameters():
+        module_name, _, kind = name.rpartition(".")
+        module = modules.get(module_name)
+        parts = getattr(module, "part_sizes", None)
+        if parts is not None and len(parts) > 1:
+            for index in range(len(parts)):
+                targets[f"{name}#{index}"] = (parameter, module.part_slice(index))
+        else:
+            targets[name] = (parameter, None)
+    return targets
+
+
+def _copy(tensor: torch.Tensor, target: tuple[torch.Tensor, slice | None], name: str) -> None:
+    parameter, rows = target
+    destination = parameter.data if rows is None else parameter.data[rows]
+    if tuple(destination.shape) != tuple(tensor.shape):
+        raise WeightLoadError(
+            f"checkpoint tensor '{name}' has shape {tuple(tensor.shape)}, the model expects {tuple(destination.shape)}"
+        )
+    destination.copy_(tensor.to(destination.dtype))
