@@ -82,10 +82,14 @@ class Scheduler:
 
     def abort(self, request_id: str) -> LLMRequest | None:
         """Finish a request now and free its blocks; None if it is not in the engine."""
+        return self.finish(request_id, RequestStatus.FINISHED_ABORTED)
+
+    def finish(self, request_id: str, status: RequestStatus) -> LLMRequest | None:
+        """Finish a request with `status` (e.g. a stop string matched) and free its blocks."""
         request = self.requests.get(request_id)
         if request is None:
             return None
-        self._finish(request, RequestStatus.FINISHED_ABORTED)
+        self._finish(request, status)
         return request
 
     @property

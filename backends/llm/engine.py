@@ -1,0 +1,104 @@
+"""The engine: scheduler + model runner + output processing, one `step()` at a time.
+
+Single-threaded and synchronous; the engine process drives it in a busy loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from backends.llm.engine_config import EngineConfig
+from backends.llm.kv_cache_manager import KVCacheManager
+from backends.llm.model_runner import ModelRunner, RunnerConfig
+from backends.llm.models.model_config import DecoderConfig
+from backends.llm.output_processor import OutputProcessor, RequestOutput
+from backends.llm.request import LLMRequest, RequestStatus
+from backends.llm.sampling_params import SamplingParams
+from backends.llm.scheduler import Scheduler, SchedulerConfig
+from backends.llm.tokenizer import TextTokenizer
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_max_model_len(config: EngineConfig, model_config: DecoderConfig) -> int:
+    if config.max_model_len is None:
+        return model_config.max_position_embeddings
+    return min(config.max_model_len, model_config.max_position_embeddings)
+
+
+class LLMEngine:
+    def __init__(self, model_dir: Path, config: EngineConfig):
+        self.config = config
+        self.model_config = DecoderConfig.from_file(Path(model_dir) / "config.json")
+        self.tokenizer = TextTokenizer(model_dir)
+        self.max_model_len = resolve_max_model_len(config, self.model_config)
+        device = resolve_device(config.device)
+        runner_config = RunnerConfig(
+            device=device, dtype=config.dtype, block_size=config.block_size, max_model_len=self.max_model_len,
+            num_kv_blocks=config.num_kv_blocks, gpu_memory_utilization=config.gpu_memory_utilization,
+            show_progress=config.show_progress,
+        )
+        self.runner = ModelRunner(Path(model_dir), self.model_config, runner_config)
+        self.kv_cache = KVCacheManager(self.runner.num_kv_blocks, config.block_size, config.enable_prefix_caching)
+        batched = config.max_num_batched_tokens or max(2048, self.max_model_len)
+        self.scheduler = Scheduler(
+            SchedulerConfig(config.max_num_seqs, batched, self.max_model_len, config.enable_chunked_prefill),
+            self.kv_cache,
+        )
+        self.outputs = OutputProcessor(self.tokenizer)
+        tokenizer_eos = self.tokenizer.eos_token_id
+        self.eos_token_ids = tuple(sorted(set(self.model_config.eos_token_ids) | ({tokenizer_eos} - {None})))
+
+    @property
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished
+
+    def add_request(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingParams) -> None:
+        """Queue a request; its token counts must already fit max_model_len (checked by the caller)."""
+        request = LLMRequest(request_id, list(prompt_token_ids), sampling, eos_token_ids=self.eos_token_ids)
+        self.scheduler.add_request(request)
+        self.outputs.add(request)
+
+    def abort(self, request_id: str) -> RequestOutput | None:
+        request = self.scheduler.abort(request_id)
+        if request is None:
+            return None
+        self.runner.sampler.forget(request_id)
+        output, _ = self.outputs.process(request)
+        return output
+
+    def step(self) -> list[RequestOutput]:
+        scheduled = self.scheduler.schedule()
+        if scheduled.is_empty:
+            return []
+        sampled = self.runner.execute(scheduled)
+        result = self.scheduler.update_from_output(scheduled, sampled.token_ids, sampled.logprobs)
+        outputs = []
+        for request in result.new_token_requests:
+            output, stopped = self.outputs.process(request)
+            if stopped and not request.is_finished:
+                self.scheduler.finish(request.request_id, RequestStatus.FINISHED_STOPPED)
+            if output.finished:
+                self.runner.sampler.forget(request.request_id)
+            outputs.append(output)
+        return outputs
+
+    def stats(self) -> dict:
+        """Gauges and counters for metrics, read after a step."""
+        return {
+            "num_running": len(self.scheduler.running),
+            "num_waiting": len(self.scheduler.waiting),
+            "kv_cache_usage": self.kv_cache.usage,
+            "num_preemptions": self.scheduler.num_preemptions,
+            "prefix_cache_queries": self.kv_cache.stats.num_queries,
+            "prefix_cache_hits": self.kv_cache.stats.num_hits,
+        }

@@ -1,0 +1,23 @@
+"""Engine settings, from the model's config.pbtxt `parameters` (all strings there)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EngineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str = "auto"  # "auto": cuda:<instance gpu> when a GPU is there, else cpu
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    max_num_seqs: int = Field(64, ge=1)
+    max_num_batched_tokens: int | None = Field(None, ge=1)  # None: max(2048, max_model_len)
+    max_model_len: int | None = Field(None, ge=2)  # None: the model's max_position_embeddings
+    block_size: int = Field(16, ge=1, le=256)
+    num_kv_blocks: int | None = Field(None, ge=1)  # required on the CPU (a KV token budget)
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    enable_prefix_caching: bool = True
+    enable_chunked_prefill: bool = True
+    show_progress: bool = True
