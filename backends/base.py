@@ -112,3 +112,11 @@ def _register_builtin_backends() -> None:
         from backends.python.backend import PythonBackend
 
         register_backend("python", PythonBackend)
+    if "llm" not in _BACKENDS:
+
+        def llm_backend() -> Backend:
+            from backends.llm.backend import LLMBackend  # imports torch: only when an LLM model loads
+
+            return LLMBackend()
+
+        register_backend("llm", llm_backend)

@@ -72,14 +72,28 @@ class Dataplane:
         """Run one request; raises for request-level problems, returns model failures in `error`."""
         loaded = self.manager.resolve(request.model_name, request.model_version)
         if loaded.is_decoupled:
-            raise UnsupportedError(
-                f"model '{request.model_name}' is decoupled (0..n responses per request); "
-                "use the streaming APIs instead of a single-response infer"
-            )
+            return await self._single_decoupled_response(request)
         batch_size = validate_request(request, loaded.config)
         response = await loaded.scheduler.infer(request, batch_size)
         response.model_version = str(loaded.version)
         return response
+
+    async def _single_decoupled_response(self, request: InferRequest) -> InferResponse:
+        """A decoupled model through a one-response API: fine when it sends exactly one response."""
+        stream = await self.infer_stream(request)
+        responses = []
+        try:
+            async for item in stream:
+                if item.response is not None:
+                    responses.append(item.response)
+        finally:
+            stream.cancel()
+        if len(responses) == 1:
+            return responses[0]
+        raise UnsupportedError(
+            f"model '{request.model_name}' is decoupled and sent {len(responses)} responses to this request; "
+            "a single-response infer needs exactly one: use the streaming APIs (ModelStreamInfer, generate_stream)"
+        )
 
     async def infer_stream(self, request: InferRequest) -> ResponseStream:
         """Start a request whose responses are streamed: 0..n for decoupled models, else one.

@@ -88,12 +88,16 @@ def _escape(text: str, quote: bool) -> str:
     return escaped.replace('"', '\\"') if quote else escaped
 
 
+# Backends register their own metrics here (e.g. the LLM backend's latency histograms).
+BACKEND_METRICS = CollectorRegistry()
+
+
 def create_metrics_app(stats: StatisticsRegistry) -> web.Application:
     registry = CollectorRegistry()
     registry.register(TritonStatisticsCollector(stats))
 
     async def metrics(request: web.Request) -> web.Response:
-        response = web.Response(body=render_text_format(registry))
+        response = web.Response(body=render_text_format(registry) + render_text_format(BACKEND_METRICS))
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 

@@ -31,6 +31,8 @@ class ResponseStream:
         self._lock = threading.Lock()
         self._is_closed = False
         self._is_cancelled = False
+        self._cancel_callbacks: list = []
+        self._is_drained = False  # the final item was handed to the frontend
 
     def send(self, response: InferResponse | None, is_final: bool) -> None:
         """Queue a response and/or the final flag; raises RuntimeError once the stream is closed."""
@@ -61,7 +63,20 @@ class ResponseStream:
         return self._is_closed
 
     def cancel(self) -> None:
+        """Mark cancelled (idempotent) and run the cancel callbacks once, e.g. to free engine resources."""
+        if self._is_cancelled or self._is_drained:
+            return
         self._is_cancelled = True
+        callbacks, self._cancel_callbacks = self._cancel_callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def on_cancel(self, callback) -> None:
+        """Call `callback()` when the stream is cancelled (at once if it already is)."""
+        if self._is_cancelled:
+            callback()
+        else:
+            self._cancel_callbacks.append(callback)
 
     def is_cancelled(self) -> bool:
         return self._is_cancelled
@@ -72,6 +87,8 @@ class ResponseStream:
     async def _items(self):
         while True:
             item = await self._queue.get()
+            if item.is_final:
+                self._is_drained = True
             yield item
             if item.is_final:
                 return

@@ -24,6 +24,7 @@ class RequestOutput:
     num_output_tokens: int
     num_cached_tokens: int
     logprobs: list[dict[int, float]] = field(default_factory=list)  # one dict per new token
+    queue_time_s: float | None = None  # on a request's first output: arrival to first schedule
 
 
 class _TextState:
@@ -49,6 +50,7 @@ class OutputProcessor:
     def process(self, request: LLMRequest) -> tuple[RequestOutput, bool]:
         """This step's output for `request`, and whether a stop string finished it."""
         state = self._states[request.request_id]
+        is_first = state.num_tokens_reported == 0
         new_ids = request.output_token_ids[state.num_tokens_reported :]
         logprobs = request.output_logprobs[state.num_tokens_reported :]
         state.num_tokens_reported = len(request.output_token_ids)
@@ -65,6 +67,8 @@ class OutputProcessor:
             request.request_id, new_ids, new_text, finished, reason, request.num_prompt_tokens,
             request.num_output_tokens, request.num_cached_prompt_tokens, logprobs,
         )
+        if is_first and request.first_scheduled_time is not None:
+            output.queue_time_s = request.first_scheduled_time - request.arrival_time
         if finished:
             self.drop(request.request_id)
         return output, stopped

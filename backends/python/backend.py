@@ -132,12 +132,19 @@ def _initialize_args(spec: InstanceSpec) -> dict[str, str]:
     }
 
 
+BlsRunner = Callable[[pb_utils.InferenceRequest], pb_utils.InferenceResponse]
+
+# Servers of this process that models' `exec()` may reach, newest last (tests run several).
+_installed_bls_runners: list[BlsRunner] = []
+
+
 def install_bls_runner(
     infer: Callable[[InferRequest], Awaitable[InferResponse]], loop: asyncio.AbstractEventLoop
-) -> None:
+) -> BlsRunner:
     """Let models call other models with `InferenceRequest.exec()` through the server's dataplane.
 
     `exec()` runs on an instance thread and blocks it until the server loop has the answer.
+    Returns the runner, for `uninstall_bls_runner` once that server has stopped.
     """
 
     def run(pb_request: pb_utils.InferenceRequest) -> pb_utils.InferenceResponse:
@@ -148,4 +155,16 @@ def install_bls_runner(
             response = InferResponse(pb_request.model_name(), "", error=exc)
         return to_pb_response_for_bls(response)
 
+    _installed_bls_runners.append(run)
     pb_utils._bls_runner = run
+    return run
+
+
+def uninstall_bls_runner(runner: BlsRunner) -> None:
+    """A stopped server's loop answers nothing: hand `exec()` back to the newest running server.
+
+    Without this, a model's `exec()` would wait forever on the loop of a server that stopped.
+    """
+    if runner in _installed_bls_runners:
+        _installed_bls_runners.remove(runner)
+    pb_utils._bls_runner = _installed_bls_runners[-1] if _installed_bls_runners else None

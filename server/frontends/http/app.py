@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from server.dataplane import Dataplane
-from server.errors import InvalidArgumentError, ModelExecutionError
+from server.errors import InvalidArgumentError, ModelgateError
 from server.frontends.http.error_middleware import error_middleware
 from server.frontends.http.generate_codec import decode_generate_request, encode_generate_response
 from server.frontends.http.infer_codec import (
@@ -98,40 +98,33 @@ class _Handlers:
         return _compressible(request, reply)
 
     async def generate(self, request: web.Request) -> web.Response:
-        """Exactly one response expected; a decoupled model that sends more is an error."""
-        infer_request = await self._generate_request(request)
-        stream = await self.dataplane.infer_stream(infer_request)
-        responses = []
-        try:
-            async for item in stream:
-                if item.response is not None:
-                    responses.append(item.response)
-        finally:
-            stream.cancel()
-        if len(responses) != 1:
-            raise ModelExecutionError(
-                f"generate expects the model to produce exactly 1 response, got {len(responses)}; "
-                "use generate_stream for models that produce any number of responses"
-            )
-        if responses[0].error is not None:
-            raise responses[0].error
-        return _json(encode_generate_response(responses[0]))
+        """Exactly one response expected; a decoupled model that sends another count is an error."""
+        response = await self.dataplane.infer(await self._generate_request(request))
+        if response.error is not None:
+            raise response.error
+        return _json(encode_generate_response(response))
 
     async def generate_stream(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events, one `data:` event per response; errors after the start are events too."""
+        """Server-sent events, one `data:` event per response.
+
+        A request that fails before its first response gets a plain JSON error with its status
+        (the SSE stream has not started); errors after that are `{"error": ...}` events.
+        """
         infer_request = await self._generate_request(request)
         stream = await self.dataplane.infer_stream(infer_request)
         reply = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
         try:
-            await reply.prepare(request)
             async for item in stream:
                 if item.response is None:
                     continue
-                if item.response.error is not None:
-                    event = {"error": item.response.error.message}
-                else:
-                    event = encode_generate_response(item.response)
+                if not reply.prepared:
+                    if item.response.error is not None:
+                        raise item.response.error
+                    await reply.prepare(request)
+                event = _generate_event(item.response)
                 await reply.write(b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n")
+            if not reply.prepared:
+                await reply.prepare(request)  # zero responses: an empty event stream
             await reply.write_eof()
         finally:
             stream.cancel()  # a client that went away cancels what is still running
@@ -171,6 +164,16 @@ class _Handlers:
 
     async def update_logging(self, request: web.Request) -> web.Response:
         return _json(self.log_settings.update(await _json_body(request)))
+
+
+def _generate_event(response) -> dict:
+    """One generate_stream event: the response, or its error (the stream has started: no status)."""
+    if response.error is not None:
+        return {"error": response.error.message}
+    try:
+        return encode_generate_response(response)
+    except ModelgateError as exc:
+        return {"error": exc.message}
 
 
 def _target(request: web.Request) -> tuple[str, str]:

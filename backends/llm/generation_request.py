@@ -1,0 +1,116 @@
+"""An inference request for an LLM model, read and checked before anything reaches the engine.
+
+Inputs follow vLLM's Triton backend: `text_input` (BYTES), `stream` (BOOL),
+`sampling_parameters` (BYTES, a JSON object of SamplingParams fields),
+`exclude_input_in_output` (BOOL); plus `chat_messages` (BYTES, a JSON list of
+{"role", "content"}) rendered with the model's chat template. Request parameters named
+like sampling fields (as Triton's generate endpoint passes them) override the JSON ones.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from backends.llm.chat_template import ChatTemplateError, render_chat
+from backends.llm.sampling_params import SamplingParams
+from backends.llm.tokenizer import TextTokenizer
+from server.errors import InvalidArgumentError
+from server.inference_types import InferRequest
+
+_FLAG_NAMES = ("stream", "exclude_input_in_output")
+
+
+@dataclass
+class GenerationRequest:
+    prompt_text: str
+    prompt_token_ids: list[int]
+    sampling: SamplingParams
+    stream: bool
+    exclude_input_in_output: bool
+
+
+def parse_generation_request(request: InferRequest, tokenizer: TextTokenizer, max_model_len: int) -> GenerationRequest:
+    prompt = _prompt_text(request, tokenizer)
+    if not prompt:
+        raise InvalidArgumentError("the prompt is empty; 'text_input' must hold at least one character")
+    token_ids = tokenizer.encode(prompt, add_special_tokens="chat_messages" not in request.inputs)
+    sampling = _sampling(request)
+    _check_lengths(len(token_ids), sampling, max_model_len, tokenizer)
+    return GenerationRequest(prompt, token_ids, sampling, _flag(request, "stream"),
+                             _flag(request, "exclude_input_in_output"))
+
+
+def _prompt_text(request: InferRequest, tokenizer: TextTokenizer) -> str:
+    if "chat_messages" in request.inputs:
+        messages = _json_input(request, "chat_messages")
+        if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
+            raise InvalidArgumentError("'chat_messages' must be a JSON list of {\"role\", \"content\"} objects")
+        try:
+            settings = tokenizer.settings
+            return render_chat(settings.chat_template, messages, settings.bos_token, settings.eos_token)
+        except ChatTemplateError as exc:
+            raise InvalidArgumentError(str(exc)) from None
+    if "text_input" not in request.inputs:
+        raise InvalidArgumentError("the request needs input 'text_input' (or 'chat_messages')")
+    return _text(request, "text_input")
+
+
+def _sampling(request: InferRequest) -> SamplingParams:
+    fields = _json_input(request, "sampling_parameters") if "sampling_parameters" in request.inputs else {}
+    if not isinstance(fields, dict):
+        raise InvalidArgumentError("'sampling_parameters' must be a JSON object")
+    fields = dict(fields)
+    for key in _FLAG_NAMES:
+        fields.pop(key, None)  # vLLM's backend accepts these among the sampling parameters too
+    fields.update({k: v for k, v in request.parameters.items() if k in SamplingParams.model_fields})
+    try:
+        return SamplingParams.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'sampling'}: {e['msg']}" for e in exc.errors())
+        raise InvalidArgumentError(f"invalid sampling parameters: {problems}") from None
+
+
+def _check_lengths(num_prompt: int, sampling: SamplingParams, max_model_len: int, tokenizer: TextTokenizer) -> None:
+    if num_prompt >= max_model_len:
+        raise InvalidArgumentError(
+            f"the prompt has {num_prompt} tokens; this model's context is {max_model_len} tokens "
+            "and generation needs at least one more"
+        )
+    if num_prompt + sampling.max_tokens > max_model_len:
+        raise InvalidArgumentError(
+            f"max_tokens {sampling.max_tokens} with a {num_prompt}-token prompt exceeds the model's context "
+            f"of {max_model_len} tokens; at most {max_model_len - num_prompt} new tokens fit"
+        )
+    too_large = [t for t in sampling.stop_token_ids if t >= tokenizer.vocab_size]
+    if too_large:
+        raise InvalidArgumentError(f"stop_token_ids {too_large} are not in the vocabulary of {tokenizer.vocab_size}")
+
+
+def _flag(request: InferRequest, name: str) -> bool:
+    if name in request.inputs:
+        values = request.inputs[name].data.reshape(-1)
+        return bool(values[0]) if values.size else False
+    value = request.parameters.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(f"parameter '{name}' must be a boolean")
+    return value
+
+
+def _text(request: InferRequest, name: str) -> str:
+    values = request.inputs[name].data.reshape(-1)
+    if values.size != 1:
+        raise InvalidArgumentError(f"input '{name}' must hold exactly one element, got {values.size}")
+    try:
+        return values[0].decode("utf-8") if isinstance(values[0], bytes) else str(values[0])
+    except UnicodeDecodeError:
+        raise InvalidArgumentError(f"input '{name}' is not valid UTF-8") from None
+
+
+def _json_input(request: InferRequest, name: str):
+    try:
+        return json.loads(_text(request, name))
+    except ValueError as exc:
+        raise InvalidArgumentError(f"input '{name}' is not valid JSON: {exc}") from None
