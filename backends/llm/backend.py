@@ -70,6 +70,7 @@ class _ActiveRequest:
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[dict] = field(default_factory=list)
+    unsent: int = 0  # tokens not yet in a streamed response (their text may be held back)
 
 
 class LLMModelInstance(ModelInstance):
@@ -137,9 +138,13 @@ class LLMModelInstance(ModelInstance):
         finished = output["finished"]
         if state.stream.is_cancelled():
             return
+        state.unsent += len(output["new_token_ids"])
         if state.generation.stream:
             if output["new_text"] or finished:
-                response = self._response(state, output, output["new_text"], output["new_token_ids"], output["logprobs"])
+                first = len(state.token_ids) - state.unsent
+                response = self._response(state, output, output["new_text"], state.token_ids[first:],
+                                          state.logprobs[first:])
+                state.unsent = 0
                 state.stream.send(response, is_final=finished)
         elif finished:
             text = state.text if state.generation.exclude_input_in_output else state.generation.prompt_text + state.text

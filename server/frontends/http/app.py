@@ -18,6 +18,7 @@ from server.frontends.http.infer_codec import (
     encode_infer_response,
     parse_header_length,
 )
+from server.frontends.openai.routes import add_openai_routes
 from server.log_settings import LogSettings
 from server.repository.config_files import parse_config_mapping
 
@@ -39,6 +40,7 @@ def create_http_app(dataplane: Dataplane, log_settings: LogSettings) -> web.Appl
     app.router.add_post("/v2/repository/models/{name}/load", handlers.load)
     app.router.add_post("/v2/repository/models/{name}/unload", handlers.unload)
     app.router.add_get("/v2/logging", handlers.get_logging)
+    add_openai_routes(app, dataplane)
     app.router.add_post("/v2/logging", handlers.update_logging)
     for prefix in (_MODEL, _VERSIONED):
         app.router.add_get(prefix, handlers.model_metadata)

@@ -1,0 +1,125 @@
+"""Running OpenAI choices as requests to an LLM model through the dataplane.
+
+Each choice is one streamed request (inputs `text_input` or `chat_messages`,
+`sampling_parameters`, `stream`); choices run concurrently and their deltas are merged
+in arrival order. The first item of every choice is awaited before anything is sent,
+so a request the model refuses is answered with a plain error and status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+import numpy as np
+
+from server.dataplane import Dataplane
+from server.errors import ModelgateError, NotFoundError
+from server.inference_types import InferRequest, InferTensor
+from server.response_stream import ResponseStream
+
+
+@dataclass
+class ChoiceDelta:
+    index: int
+    text: str
+    finish_reason: str | None
+    num_prompt_tokens: int
+    num_output_tokens: int
+    logprobs: list[dict] = field(default_factory=list)  # entries of the backend's `logprobs` output
+    error: str | None = None
+
+
+def check_llm_model(dataplane: Dataplane, model: str) -> None:
+    """NotFoundError unless `model` is a ready model of the llm backend."""
+    if model not in llm_model_names(dataplane):
+        raise NotFoundError(f"The model `{model}` does not exist or is not a ready LLM model.")
+
+
+def llm_model_names(dataplane: Dataplane) -> list[str]:
+    return sorted({v.name for v in dataplane.manager.all_serving() if v.config.backend == "llm"})
+
+
+async def start_choices(dataplane: Dataplane, model: str, prompt_input: tuple[str, str], sampling: dict,
+                        indexes: list[int]) -> list[tuple[int, ResponseStream, ChoiceDelta]]:
+    """Start one request per choice index; raises the first refusal (cancelling the others)."""
+    started = []
+    try:
+        for index in indexes:
+            fields = dict(sampling)
+            if "seed" in fields and len(indexes) > 1:
+                fields["seed"] += index  # distinct but reproducible choices
+            stream = await dataplane.infer_stream(_request(model, prompt_input, fields))
+            first = await _first_delta(stream, index)
+            started.append((index, stream, first))
+    except ModelgateError:
+        for _, stream, _ in started:
+            stream.cancel()
+        raise
+    return started
+
+
+async def merged_deltas(started: list[tuple[int, ResponseStream, ChoiceDelta]]) -> AsyncIterator[ChoiceDelta]:
+    """Every choice's deltas (the awaited first ones included) until all finished."""
+    queue: asyncio.Queue = asyncio.Queue()
+    tasks = [asyncio.create_task(_pump(stream, first, index, queue)) for index, stream, first in started]
+    remaining = len(tasks)
+    try:
+        while remaining:
+            item = await queue.get()
+            if item is None:
+                remaining -= 1
+                continue
+            yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        for _, stream, _ in started:
+            stream.cancel()
+
+
+async def _pump(stream: ResponseStream, first: ChoiceDelta, index: int, queue: asyncio.Queue) -> None:
+    try:
+        await queue.put(first)
+        if first.finish_reason is None and first.error is None:
+            async for item in stream:
+                if item.response is not None:
+                    await queue.put(_delta(item.response, index))
+    finally:
+        queue.put_nowait(None)
+
+
+async def _first_delta(stream: ResponseStream, index: int) -> ChoiceDelta:
+    async for item in stream:
+        if item.response is None:
+            continue
+        if item.response.error is not None:
+            raise item.response.error
+        return _delta(item.response, index)
+    return ChoiceDelta(index, "", "stop", 0, 0)
+
+
+def _delta(response, index: int) -> ChoiceDelta:
+    if response.error is not None:
+        return ChoiceDelta(index, "", "error", 0, 0, error=response.error.message)
+    values = {o.name: o.data.reshape(-1)[0] for o in response.outputs}
+    text = values["text_output"].decode("utf-8", errors="replace")
+    reason = values["finish_reason"].decode() or None
+    logprobs = json.loads(values["logprobs"].decode()) if "logprobs" in values else []
+    return ChoiceDelta(index, text, reason, int(values["num_input_tokens"]), int(values["num_output_tokens"]), logprobs)
+
+
+def _request(model: str, prompt_input: tuple[str, str], sampling: dict) -> InferRequest:
+    name, text = prompt_input
+    inputs = {
+        name: _bytes_tensor(name, text),
+        "sampling_parameters": _bytes_tensor("sampling_parameters", json.dumps(sampling)),
+        "stream": InferTensor("stream", "BOOL", (1,), np.array([True])),
+    }
+    return InferRequest(model_name=model, inputs=inputs)
+
+
+def _bytes_tensor(name: str, text: str) -> InferTensor:
+    return InferTensor(name, "BYTES", (1,), np.array([text.encode("utf-8")], dtype=object))

@@ -1,0 +1,208 @@
+"""The OpenAI-compatible handlers: validate the body, run choices through the dataplane, encode."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from server.dataplane import Dataplane
+from server.errors import InvalidArgumentError, ModelgateError
+from server.frontends.openai.generation import ChoiceDelta, check_llm_model, llm_model_names, merged_deltas, start_choices
+from server.frontends.openai.responses import chat_logprobs, completion_id, completion_logprobs, envelope, usage
+from server.frontends.openai.schemas import ChatCompletionRequest, CompletionRequest
+
+
+def add_openai_routes(app: web.Application, dataplane: Dataplane) -> None:
+    handlers = _OpenAIHandlers(dataplane)
+    app.router.add_get("/v1/models", handlers.models)
+    app.router.add_post("/v1/completions", handlers.completions)
+    app.router.add_post("/v1/chat/completions", handlers.chat_completions)
+
+
+def openai_error(status: int, message: str) -> web.Response:
+    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "server_error")
+    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    return web.json_response(body, status=status)
+
+
+class _OpenAIHandlers:
+    def __init__(self, dataplane: Dataplane):
+        self.dataplane = dataplane
+
+    async def models(self, request: web.Request) -> web.Response:
+        created = int(time.time())
+        data = [{"id": name, "object": "model", "created": created, "owned_by": "modelgate"}
+                for name in llm_model_names(self.dataplane)]
+        return web.json_response({"object": "list", "data": data})
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await _parse(request, CompletionRequest)
+            check_llm_model(self.dataplane, body.model)
+            prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+            sampling = body.sampling_fields(body.max_tokens, body.logprobs)
+            started = []
+            for number, prompt in enumerate(prompts):
+                indexes = list(range(number * body.n, (number + 1) * body.n))
+                started += await start_choices(self.dataplane, body.model, ("text_input", prompt), sampling, indexes)
+        except ModelgateError as exc:
+            return openai_error(exc.http_status, exc.message)
+        encoder = _CompletionEncoder(body, prompts)
+        return await _respond(request, body, started, encoder)
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await _parse(request, ChatCompletionRequest)
+            check_llm_model(self.dataplane, body.model)
+            messages = [{"role": m.role, "content": _message_text(m)} for m in body.messages]
+            top = (body.top_logprobs or 0) if body.logprobs else None
+            sampling = body.sampling_fields(body.max_completion_tokens or body.max_tokens, top)
+            started = await start_choices(self.dataplane, body.model, ("chat_messages", json.dumps(messages)),
+                                          sampling, list(range(body.n)))
+        except ModelgateError as exc:
+            return openai_error(exc.http_status, exc.message)
+        return await _respond(request, body, started, _ChatEncoder(body))
+
+
+async def _respond(request: web.Request, body, started, encoder) -> web.StreamResponse:
+    if not body.stream:
+        async for delta in merged_deltas(started):
+            encoder.add(delta)
+        if encoder.error:
+            return openai_error(500, encoder.error)
+        return web.json_response(encoder.whole())
+    reply = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"})
+    await reply.prepare(request)
+    for chunk in encoder.opening_chunks(len(started)):
+        await _event(reply, chunk)
+    async for delta in merged_deltas(started):
+        encoder.add(delta)
+        await _event(reply, encoder.chunk(delta) if delta.error is None else {"error": {"message": delta.error}})
+    if body.stream_options and body.stream_options.include_usage:
+        await _event(reply, encoder.usage_chunk())
+    await reply.write(b"data: [DONE]\n\n")
+    await reply.write_eof()
+    return reply
+
+
+async def _event(reply: web.StreamResponse, payload: dict) -> None:
+    await reply.write(b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n")
+
+
+async def _parse(request: web.Request, schema: type[BaseModel]):
+    try:
+        raw = await request.json()
+    except ValueError as exc:
+        raise InvalidArgumentError(f"request body is not valid JSON: {exc}") from None
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        raise InvalidArgumentError(problems) from None
+
+
+def _message_text(message) -> str:
+    try:
+        return message.text()
+    except ValueError as exc:
+        raise InvalidArgumentError(str(exc)) from None
+
+
+class _Accumulator:
+    """What the choices said so far, for the whole response and the usage."""
+
+    def __init__(self, body):
+        self.body = body
+        self.texts: dict[int, str] = {}
+        self.logprobs: dict[int, list] = {}
+        self.reasons: dict[int, str | None] = {}
+        self.prompt_tokens: dict[int, int] = {}
+        self.output_tokens: dict[int, int] = {}
+        self.error: str | None = None
+
+    def add(self, delta: ChoiceDelta) -> None:
+        if delta.error is not None:
+            self.error = delta.error
+            return
+        self.texts[delta.index] = self.texts.get(delta.index, "") + delta.text
+        self.logprobs.setdefault(delta.index, []).extend(delta.logprobs)
+        self.reasons[delta.index] = delta.finish_reason
+        self.prompt_tokens[delta.index] = delta.num_prompt_tokens
+        self.output_tokens[delta.index] = delta.num_output_tokens
+
+    def usage(self) -> dict:
+        n = self.body.n
+        prompt = sum(tokens for index, tokens in self.prompt_tokens.items() if index % n == 0)
+        return usage(prompt, sum(self.output_tokens.values()))
+
+
+class _CompletionEncoder(_Accumulator):
+    def __init__(self, body: CompletionRequest, prompts: list[str]):
+        super().__init__(body)
+        self.prompts = prompts
+        self.id = completion_id("cmpl")
+        self._echoed: set[int] = set()
+
+    def whole(self) -> dict:
+        choices = []
+        for index in sorted(self.texts):
+            prefix = self.prompts[index // self.body.n] if self.body.echo else ""
+            logprobs = completion_logprobs(self.logprobs[index], len(prefix)) if self.body.logprobs is not None else None
+            choices.append({"index": index, "text": prefix + self.texts[index], "logprobs": logprobs,
+                            "finish_reason": self.reasons[index]})
+        result = envelope("text_completion", self.id, self.body.model, choices)
+        result["usage"] = self.usage()
+        return result
+
+    def opening_chunks(self, num_choices: int) -> list[dict]:
+        return []
+
+    def chunk(self, delta: ChoiceDelta) -> dict:
+        text = delta.text
+        if self.body.echo and delta.index not in self._echoed:
+            self._echoed.add(delta.index)
+            text = self.prompts[delta.index // self.body.n] + text
+        logprobs = completion_logprobs(delta.logprobs, 0) if self.body.logprobs is not None else None
+        choice = {"index": delta.index, "text": text, "logprobs": logprobs, "finish_reason": delta.finish_reason}
+        return envelope("text_completion", self.id, self.body.model, [choice])
+
+    def usage_chunk(self) -> dict:
+        chunk = envelope("text_completion", self.id, self.body.model, [])
+        chunk["usage"] = self.usage()
+        return chunk
+
+
+class _ChatEncoder(_Accumulator):
+    def __init__(self, body: ChatCompletionRequest):
+        super().__init__(body)
+        self.id = completion_id("chatcmpl")
+
+    def _logprobs(self, entries: list[dict]):
+        return chat_logprobs(entries, self.body.top_logprobs or 0) if self.body.logprobs else None
+
+    def whole(self) -> dict:
+        choices = [{"index": index, "message": {"role": "assistant", "content": self.texts[index]},
+                    "logprobs": self._logprobs(self.logprobs[index]), "finish_reason": self.reasons[index]}
+                   for index in sorted(self.texts)]
+        result = envelope("chat.completion", self.id, self.body.model, choices)
+        result["usage"] = self.usage()
+        return result
+
+    def opening_chunks(self, num_choices: int) -> list[dict]:
+        """OpenAI opens each choice's stream with the assistant role."""
+        return [envelope("chat.completion.chunk", self.id, self.body.model,
+                         [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                           "finish_reason": None}]) for i in range(num_choices)]
+
+    def chunk(self, delta: ChoiceDelta) -> dict:
+        choice = {"index": delta.index, "delta": {"content": delta.text} if delta.text else {},
+                  "logprobs": self._logprobs(delta.logprobs), "finish_reason": delta.finish_reason}
+        return envelope("chat.completion.chunk", self.id, self.body.model, [choice])
+
+    def usage_chunk(self) -> dict:
+        chunk = envelope("chat.completion.chunk", self.id, self.body.model, [])
+        chunk["usage"] = self.usage()
+        return chunk
