@@ -32,7 +32,7 @@ class TorchPagedAttention:
         write_kv_cache(k, v, kv_cache, metadata.slot_mapping)
         if metadata.is_decode_only:
             return self._decode(q, kv_cache, metadata)
-        return self._varlen(q, kv_cache, metadata)
+        return self._varlen(q, k, v, kv_cache, metadata)
 
     def _decode(self, q: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata) -> torch.Tensor:
         block_size = kv_cache.shape[2]
@@ -55,11 +55,15 @@ class TorchPagedAttention:
         )
         return out.squeeze(2)
 
-    def _varlen(self, q: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata) -> torch.Tensor:
+    def _varlen(self, q, k, v, kv_cache: torch.Tensor, metadata: AttentionMetadata) -> torch.Tensor:
         out = torch.empty_like(q)
         block_size = kv_cache.shape[2]
         starts = metadata.query_start_cpu
-        for index, context_len in enumerate(metadata.context_lens_cpu):
+        fresh, others = self._group_fresh_prefills(metadata)
+        for length, indexes in fresh.items():
+            self._fresh_prefills(q, k, v, out, [starts[i] for i in indexes], length)
+        for index in others:
+            context_len = metadata.context_lens_cpu[index]
             begin, end = starts[index], starts[index + 1]
             num_blocks = -(-context_len // block_size)
             table = metadata.block_tables[index, :num_blocks].long()
@@ -75,6 +79,34 @@ class TorchPagedAttention:
                 enable_gqa=self.num_heads != self.num_kv_heads,
             ).transpose(0, 1)
         return out
+
+    def _group_fresh_prefills(self, metadata: AttentionMetadata) -> tuple[dict[int, list[int]], list[int]]:
+        """Sequences whose whole context is new this step, by length; and the rest.
+
+        Fresh prefills need no cache read: equal-length ones run as one causal batch.
+        """
+        fresh: dict[int, list[int]] = {}
+        others = []
+        starts = metadata.query_start_cpu
+        for index, context_len in enumerate(metadata.context_lens_cpu):
+            num_queries = starts[index + 1] - starts[index]
+            is_fresh = num_queries == context_len
+            if is_fresh and (self.sliding_window is None or context_len <= self.sliding_window):
+                fresh.setdefault(context_len, []).append(index)
+            else:
+                others.append(index)
+        return fresh, others
+
+    def _fresh_prefills(self, q, k, v, out, begins: list[int], length: int) -> None:
+        rows = torch.tensor(begins, device=q.device).unsqueeze(1) + torch.arange(length, device=q.device)
+        out[rows] = F.scaled_dot_product_attention(
+            q[rows].transpose(1, 2),  # [num_seqs, num_heads, length, head_dim]
+            k[rows].transpose(1, 2).to(q.dtype),
+            v[rows].transpose(1, 2).to(q.dtype),
+            is_causal=True,
+            scale=self.scale,
+            enable_gqa=self.num_heads != self.num_kv_heads,
+        ).transpose(1, 2)
 
     def _mask(self, num_queries: int, context_len: int, device) -> torch.Tensor:
         """[num_queries, context_len] bool: query j (position context_len - num_queries + j) sees keys <= it."""

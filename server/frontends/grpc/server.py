@@ -30,6 +30,9 @@ class GrpcFrontend:
             options=[
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                # grpc sets SO_REUSEPORT by default: a second server on a taken port would start
+                # and silently split the clients with the first. Triton's --reuse-grpc-port is off too.
+                ("grpc.so_reuseport", 0),
             ]
         )
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.service, self.server)
