@@ -7,6 +7,7 @@ from typing import Any
 
 from server.errors import InvalidArgumentError
 
+_OWN_LOGGERS = ("server", "backends", "kernels", "clients", "modelgate")
 _BOOL_KEYS = {"log_info": logging.INFO, "log_warning": logging.WARNING, "log_error": logging.ERROR}
 
 
@@ -46,8 +47,11 @@ class LogSettings:
             raise InvalidArgumentError(f"unknown log setting '{key}'; allowed: {', '.join(self.values)}")
 
     def _apply(self) -> None:
+        """Verbose logging applies to modelgate's own loggers; libraries (grpc, aiohttp) stay at INFO."""
         level = logging.DEBUG if self.values["log_verbose_level"] > 0 else logging.INFO
         for key, key_level in _BOOL_KEYS.items():
             if not self.values[key]:
                 level = max(level, key_level + 1)
-        logging.getLogger().setLevel(level)
+        for name in _OWN_LOGGERS:
+            logging.getLogger(name).setLevel(level)
+        logging.getLogger().setLevel(max(level, logging.INFO))

@@ -59,10 +59,16 @@ class ModelManager:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def load(self, name: str, config_override: ModelConfig | None = None, files: dict[str, bytes] | None = None) -> None:
-        """Load or reload `name`; raises the first failure (the old versions keep serving)."""
+        """Load or reload `name`; raises the first failure (the old versions keep serving).
+
+        A model that no repository has (and no `files` provide) is refused before any state is
+        kept for it, so a mistyped name never shows up in the repository index.
+        """
         check_model_name(name)
         if files and config_override is None:
             raise InvalidArgumentError("load parameters 'file:*' need the 'config' parameter too")
+        if not files and name not in self._entries:
+            self.layout.locate(name)  # NotFoundError / duplicate error, recording nothing
         entry = self._entries.setdefault(name, ModelEntry(name))
         async with entry.lock:
             await self._load_locked(entry, config_override, files or {})
@@ -241,8 +247,16 @@ class ModelManager:
                 del entry.statuses[version]
 
     def _reason(self, entry: ModelEntry) -> str:
-        reasons = [s.reason for s in entry.statuses.values() if s.reason]
-        return entry.model_reason or (reasons[-1] if reasons else "not loaded")
+        """Why no version serves: the model's failure, else each version's state and reason."""
+        if entry.model_reason:
+            return entry.model_reason
+        described = [
+            f"version {v} is {s.state.value}" + (f": {s.reason}" if s.reason else "")
+            for v, s in sorted(entry.statuses.items())
+        ]
+        if not described:
+            return ModelState.LOADING.value if entry.lock.locked() else "not loaded"
+        return "; ".join(described)
 
     def _index_rows(self, name: str, duplicate_reason: str) -> list[dict]:
         entry = self._entries.get(name)

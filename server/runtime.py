@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from backends.python.backend import install_bls_runner
+from backends.python.backend import install_bls_runner, uninstall_bls_runner
 from server.dataplane import Dataplane
 from server.errors import ModelgateError
 from server.frontends.grpc.server import GrpcFrontend
@@ -40,9 +40,10 @@ class ModelgateServer:
         self.metrics_port: int | None = None
         self._runners: list[web.AppRunner] = []
         self._poll_task: asyncio.Task | None = None
+        self._bls_runner = None
 
     async def start(self) -> None:
-        install_bls_runner(self.dataplane.infer, asyncio.get_running_loop())
+        self._bls_runner = install_bls_runner(self.dataplane.infer, asyncio.get_running_loop())
         await self._load_initial_models()
         if self.settings.allow_http:
             self.http_port = await self._serve(create_http_app(self.dataplane, self.log_settings), self.settings.http_port)
@@ -73,6 +74,8 @@ class ModelgateServer:
             await asyncio.wait_for(self.manager.shutdown(), timeout=self.settings.exit_timeout_secs)
         except asyncio.TimeoutError:
             logger.warning("models did not unload within --exit-timeout-secs=%s", self.settings.exit_timeout_secs)
+        if self._bls_runner is not None:  # after the unloads: a finalizing model may still call others
+            uninstall_bls_runner(self._bls_runner)
 
     async def _load_initial_models(self) -> None:
         mode = self.settings.model_control_mode

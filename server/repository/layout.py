@@ -15,12 +15,15 @@ from pathlib import Path
 
 from server.errors import InvalidArgumentError, NotFoundError
 
-_VALID_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_VALID_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+# Version folders: plain ASCII decimal numbers without leading zeros, so that the folder
+# name is exactly str(version) ("²" or "٣" pass str.isdigit(), "01" would alias "1").
+_VERSION_FOLDER = re.compile(r"0|[1-9][0-9]*")
 
 
 def check_model_name(name: str) -> None:
     """Raise InvalidArgumentError unless `name` is a plain folder name (no separators, no '..')."""
-    if not name or not _VALID_NAME.match(name) or name in (".", "..") or ".." in name:
+    if not name or not _VALID_NAME.fullmatch(name) or ".." in name:
         raise InvalidArgumentError(
             f"invalid model name '{name}': allowed are letters, digits, '_', '-' and '.', "
             "not starting with '.' or '-' and without '..' or path separators"
@@ -46,7 +49,7 @@ class RepositoryLayout:
         duplicated: dict[str, str] = {}
         for root in self.roots:
             for entry in sorted(_subdirectories(root)):
-                if _VALID_NAME.match(entry.name) is None or ".." in entry.name:
+                if _VALID_NAME.fullmatch(entry.name) is None or ".." in entry.name:
                     continue
                 if entry.name in found:
                     duplicated[entry.name] = (
@@ -74,8 +77,8 @@ class RepositoryLayout:
 
 
 def version_numbers(model_dir: Path) -> list[int]:
-    """Numeric sub-folder names of a model folder, ascending."""
-    return sorted(int(d.name) for d in _subdirectories(model_dir) if d.name.isdigit())
+    """Numeric sub-folder names of a model folder, ascending; other folders are ignored."""
+    return sorted(int(d.name) for d in _subdirectories(model_dir) if _VERSION_FOLDER.fullmatch(d.name))
 
 
 def fingerprint(model_dir: Path) -> str:

@@ -12,6 +12,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from backends.base import Backend, ExecuteResult, InstanceSpec, ModelInstance
+from server.errors import UnavailableError
 from server.inference_types import InferRequest
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ class InstancePool:
         ]
         self._instances: list[ModelInstance] = []
         self._free: asyncio.Queue[int] = asyncio.Queue()
+        self._is_closing = False
 
     async def load(self, backend: Backend) -> None:
         """Create every instance on its thread; on any failure unload those made and raise."""
@@ -48,6 +50,10 @@ class InstancePool:
         waited_from = loop.time()
         index = await self._free.get()
         queue_ns = int((loop.time() - waited_from) * 1e9)
+        if self._is_closing:
+            # Never run a model after its unload was queued: the request fails, the model finalizes cleanly.
+            self._free.put_nowait(index)
+            raise UnavailableError(f"model '{self.specs[0].model_name}' is unloading; retry the request")
         try:
             result = await loop.run_in_executor(self._executors[index], self._instances[index].execute, requests)
         finally:
@@ -55,7 +61,12 @@ class InstancePool:
         return result, queue_ns
 
     async def close(self) -> None:
-        """Unload all instances once the executions already started have finished."""
+        """Unload all instances once the executions already started have finished.
+
+        Requests still waiting for an instance are refused (UnavailableError) rather than run
+        after the unload.
+        """
+        self._is_closing = True
         await self._unload_instances()
         self._shutdown_executors()
 

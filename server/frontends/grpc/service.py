@@ -99,6 +99,27 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         await self.dataplane.unload_model(request.model_name, bool(parameters.get("unload_dependents", False)))
         return service_pb2.RepositoryModelUnloadResponse()
 
+    async def SystemSharedMemoryStatus(self, request, context):
+        await _unsupported(context, "system shared memory")
+
+    async def SystemSharedMemoryRegister(self, request, context):
+        await _unsupported(context, "system shared memory")
+
+    async def SystemSharedMemoryUnregister(self, request, context):
+        await _unsupported(context, "system shared memory")
+
+    async def CudaSharedMemoryStatus(self, request, context):
+        await _unsupported(context, "CUDA shared memory")
+
+    async def CudaSharedMemoryRegister(self, request, context):
+        await _unsupported(context, "CUDA shared memory")
+
+    async def CudaSharedMemoryUnregister(self, request, context):
+        await _unsupported(context, "CUDA shared memory")
+
+    async def TraceSetting(self, request, context):
+        await _unsupported(context, "trace")
+
     @_aborting_on_errors
     async def LogSettings(self, request, context):
         changes = {}
@@ -110,6 +131,10 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         for key, value in settings.items():
             _set_log_value(response.settings[key], value)
         return response
+
+
+async def _unsupported(context, extension: str):
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"modelgate does not support the {extension} extension yet")
 
 
 def _file_bytes(key: str, value) -> bytes:
