@@ -64,10 +64,22 @@ def from_pb_response(
         return response
     try:
         response.outputs = _outputs(pb_response, request, config)
-        response.parameters = json.loads(pb_response.parameters() or "{}")
+        response.parameters = _parameters(pb_response, request.model_name)
     except ModelgateError as exc:
         response.error = exc
     return response
+
+
+def _parameters(pb_response, model_name: str) -> dict:
+    """Response parameters must be strings, integers, floats or booleans, as Triton requires."""
+    parameters = json.loads(pb_response.parameters() or "{}")
+    for key, value in parameters.items():
+        if not isinstance(value, (str, int, float, bool)):
+            raise ModelExecutionError(
+                f"model '{model_name}' returned response parameter '{key}' of type {type(value).__name__}; "
+                "parameters must be strings, numbers or booleans"
+            )
+    return parameters
 
 
 def _outputs(pb_response, request: InferRequest, config: ModelConfig) -> list[InferTensor]:

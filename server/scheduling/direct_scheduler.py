@@ -53,14 +53,15 @@ class DirectScheduler:
         self._record_outcome(not failed, started, queue_ns, batch_size, timings)
 
     async def _execute(self, request: InferRequest, batch_size: int):
+        # Pending means waiting for an instance, as Triton's nv_inference_pending_request_count.
         self.stats.pending_requests += 1
-        try:
-            result, queue_ns = await self.pool.run([request])
-        finally:
-            self.stats.pending_requests -= 1
+        result, queue_ns = await self.pool.run([request], on_dispatch=self._dispatched)
         timings = result.timings
         self.stats.record_execution(batch_size, timings.input_ns, timings.infer_ns, timings.output_ns)
         return result.responses, queue_ns, timings
+
+    def _dispatched(self) -> None:
+        self.stats.pending_requests -= 1
 
     def _record_outcome(self, succeeded: bool, started: int, queue_ns: int, batch_size: int, timings) -> None:
         elapsed = time.perf_counter_ns() - started

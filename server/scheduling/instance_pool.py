@@ -44,11 +44,18 @@ class InstancePool:
         for index in range(len(self._instances)):
             self._free.put_nowait(index)
 
-    async def run(self, requests: list[InferRequest]) -> tuple[ExecuteResult, int]:
-        """Execute `requests` as one batch on the next free instance; (result, queue ns)."""
+    async def run(self, requests: list[InferRequest], on_dispatch=None) -> tuple[ExecuteResult, int]:
+        """Execute `requests` as one batch on the next free instance; (result, queue ns).
+
+        `on_dispatch()` runs when an instance was found, i.e. when the requests stop waiting.
+        """
         loop = asyncio.get_running_loop()
         waited_from = loop.time()
-        index = await self._free.get()
+        try:
+            index = await self._free.get()
+        finally:
+            if on_dispatch is not None:
+                on_dispatch()
         queue_ns = int((loop.time() - waited_from) * 1e9)
         if self._is_closing:
             # Never run a model after its unload was queued: the request fails, the model finalizes cleanly.

@@ -77,6 +77,8 @@ def _decode_input(tensor, raw: bytes | None) -> InferTensor:
     if any(d < 0 for d in shape):
         raise InvalidArgumentError(f"{where}: shape must hold non-negative sizes, got {list(shape)}")
     if raw is not None:
+        if tensor.HasField("contents"):
+            raise InvalidArgumentError(f"{where}: has both 'contents' and raw_input_contents; send one of them")
         data = array_from_raw(raw, datatype, shape, where)
     else:
         data = _from_contents(tensor.contents, datatype, shape, where)

@@ -4,7 +4,9 @@ Each request read from the client starts at once; its responses are written as t
 (a decoupled model's 0..n, or the single response of any other model), each carrying
 `triton_final_response`. A final flag without a response is written only when the
 request asked for it with `triton_enable_empty_final_response`. A request that fails
-before it runs is answered with `error_message` and the stream goes on. When the client
+before it runs, and a response that carries an error, are answered with `error_message`
+plus an `infer_response` naming the request (id, model, version, final flag) as Triton
+does, so that clients can tell which request failed; the stream goes on. When the client
 cancels or disconnects, every request still running is cancelled.
 """
 
@@ -74,7 +76,10 @@ class _StreamSession:
             request = decode_infer_request(message)
             stream = await self.dataplane.infer_stream(request)
         except ModelgateError as exc:
-            self.outgoing.put_nowait(service_pb2.ModelStreamInferResponse(error_message=exc.message))
+            target = service_pb2.ModelInferResponse(
+                model_name=message.model_name, model_version=message.model_version, id=message.id
+            )
+            self.outgoing.put_nowait(_error_message(exc.message, target, is_final=True))
             return
         self.streams.add(stream)
         task = asyncio.create_task(self._forward(request, stream))
@@ -97,12 +102,24 @@ def _stream_message(item: StreamItem, request: InferRequest, wants_empty_final: 
     if response is None:
         if not wants_empty_final:
             return None
-        infer_response = service_pb2.ModelInferResponse(
-            model_name=request.model_name, model_version=request.model_version, id=request.id
-        )
+        infer_response = _bare_response(request)
     elif response.error is not None:
-        return service_pb2.ModelStreamInferResponse(error_message=response.error.message)
+        return _error_message(response.error.message, _bare_response(request), item.is_final)
     else:
-        infer_response = encode_infer_response(response)
+        try:
+            infer_response = encode_infer_response(response)
+        except ModelgateError as exc:  # e.g. a response parameter that has no gRPC form
+            return _error_message(exc.message, _bare_response(request), item.is_final)
     infer_response.parameters[FINAL_PARAMETER].CopyFrom(infer_parameter(item.is_final))
     return service_pb2.ModelStreamInferResponse(infer_response=infer_response)
+
+
+def _bare_response(request: InferRequest) -> service_pb2.ModelInferResponse:
+    return service_pb2.ModelInferResponse(
+        model_name=request.model_name, model_version=request.model_version, id=request.id
+    )
+
+
+def _error_message(message: str, target: service_pb2.ModelInferResponse, is_final: bool):
+    target.parameters[FINAL_PARAMETER].CopyFrom(infer_parameter(is_final))
+    return service_pb2.ModelStreamInferResponse(error_message=message, infer_response=target)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.errors import InvalidArgumentError
-from server.frontends.http.json_tensors import array_to_json, json_to_array
+from server.errors import InvalidArgumentError, ModelExecutionError
+from server.frontends.http.json_tensors import array_to_json, bytes_are_utf8, json_to_array
 from server.inference_types import InferRequest, InferResponse, InferTensor
 from server.tensors import datatypes
 
@@ -33,10 +33,16 @@ def decode_generate_request(body: dict, model_name: str, model_version: str, met
 
 
 def encode_generate_response(response: InferResponse) -> dict[str, Any]:
+    """Raises ModelExecutionError for a BYTES output that is not UTF-8 (JSON has no form for it)."""
     body: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
     if response.id:
         body["id"] = response.id
     for output in response.outputs:
+        if output.datatype == "BYTES" and not bytes_are_utf8(output.data):
+            raise ModelExecutionError(
+                f"output '{output.name}' of model '{response.model_name}' holds bytes that are not UTF-8, "
+                "which generate cannot return as JSON text; use the infer API with binary data"
+            )
         values = array_to_json(output.data)
         body[output.name] = values[0] if len(values) == 1 else values
     for key, value in response.parameters.items():
