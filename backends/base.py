@@ -10,6 +10,10 @@ Invariants of `ModelInstance.execute(requests)`:
 - a failure that concerns one request is that response's `error`; an exception escaping
   `execute` fails every request of the batch (the scheduler turns it into errors);
 - output arrays are numpy arrays whose shape is the declared shape of the output.
+
+For a decoupled model, responses travel on each request's `response_stream` instead; the
+returned list is then either empty (nothing failed up front) or one response per request,
+where a response carrying an error ends that request's stream with it.
 """
 
 from __future__ import annotations

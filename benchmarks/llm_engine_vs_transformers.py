@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--osl", type=int, default=128)
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/modelgate-llama3-8b-random"))
     parser.add_argument("--tiny", action="store_true", help="a tiny model, for a CPU smoke run")
-    parser.add_argument("--max-num-batched-tokens", type=int, default=8192)
+    parser.add_argument("--max-num-batched-tokens", type=int, default=16384)
     parser.add_argument("--skip-transformers", action="store_true")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"

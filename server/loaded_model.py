@@ -10,6 +10,7 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
 from backends.base import Backend, InstanceSpec
 from server.repository.config_json import config_to_dict
 from server.scheduling.direct_scheduler import DirectScheduler
+from server.scheduling.dynamic_batcher import DynamicBatcher
 from server.scheduling.instance_pool import InstancePool
 from server.statistics import VersionStatistics
 
@@ -20,7 +21,7 @@ class LoadedVersion:
     version: int
     config: ModelConfig
     config_dict: dict  # Triton's JSON form of `config`
-    scheduler: DirectScheduler
+    scheduler: DirectScheduler | DynamicBatcher
     stats: VersionStatistics
 
     @property
@@ -50,11 +51,18 @@ def instance_specs(config: ModelConfig, model_dir: Path, version: int) -> list[I
     return specs
 
 
+def make_scheduler(pool: InstancePool, stats: VersionStatistics, config: ModelConfig):
+    """The dynamic batcher when the config asks for it (and the model batches), else direct."""
+    if config.HasField("dynamic_batching") and config.max_batch_size > 0:
+        return DynamicBatcher(pool, stats, config)
+    return DirectScheduler(pool, stats, is_decoupled=config.model_transaction_policy.decoupled)
+
+
 async def load_version(
     config: ModelConfig, backend: Backend, model_dir: Path, version: int, stats: VersionStatistics
 ) -> LoadedVersion:
     """Create every instance of `version`; raises what the backend raised."""
     pool = InstancePool(instance_specs(config, model_dir, version))
     await pool.load(backend)
-    scheduler = DirectScheduler(pool, stats, is_decoupled=config.model_transaction_policy.decoupled)
+    scheduler = make_scheduler(pool, stats, config)
     return LoadedVersion(config.name, version, config, config_to_dict(config), scheduler, stats)

@@ -86,13 +86,17 @@ class LLMModelInstance(ModelInstance):
         self.max_model_len = self.engine.info["max_model_len"]
 
     def execute(self, requests: list[InferRequest]) -> ExecuteResult:
-        failures = []
+        """One response per request: an error for a request refused up front, else an empty one."""
+        version = str(self.spec.model_version)
+        responses = []
         for request in requests:
+            response = InferResponse(request.model_name, version, id=request.id)
             try:
                 self._submit(request)
             except ModelgateError as exc:
-                failures.append(InferResponse(request.model_name, str(self.spec.model_version), id=request.id, error=exc))
-        return ExecuteResult(failures)
+                response.error = exc
+            responses.append(response)
+        return ExecuteResult(responses)
 
     def unload(self) -> None:
         self.engine.shutdown()
@@ -112,8 +116,10 @@ class LLMModelInstance(ModelInstance):
         wanted = request.requested_output_names or list(OUTPUT_NAMES)
         with self._lock:
             self._active[engine_id] = _ActiveRequest(request.response_stream, request, generation, wanted)
-        request.response_stream.on_cancel(lambda: self.engine.abort(engine_id))
         self.engine.add(engine_id, generation.prompt_token_ids, generation.sampling)
+        # After `add`: a stream cancelled already (client gone while queued) aborts at once,
+        # and the abort must reach the engine after the request it aborts.
+        request.response_stream.on_cancel(lambda: self.engine.abort(engine_id))
 
     def _on_outputs(self, outputs: list[dict], stats: dict) -> None:
         """Runs on the engine client's reader thread."""

@@ -49,7 +49,7 @@ class DirectScheduler:
         responses, queue_ns, timings = await self._execute(request, batch_size)
         failed = [r for r in responses if r.error is not None]
         for response in failed:
-            stream.fail(response)  # execute raised: end the stream with the error
+            stream.fail(response)  # the request failed before streaming: end the stream with the error
         self._record_outcome(not failed, started, queue_ns, batch_size, timings)
 
     async def _execute(self, request: InferRequest, batch_size: int):

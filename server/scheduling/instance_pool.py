@@ -52,20 +52,33 @@ class InstancePool:
         loop = asyncio.get_running_loop()
         waited_from = loop.time()
         try:
-            index = await self._free.get()
+            index = await self.acquire()
         finally:
             if on_dispatch is not None:
                 on_dispatch()
         queue_ns = int((loop.time() - waited_from) * 1e9)
+        return await self.execute_on(index, requests), queue_ns
+
+    async def acquire(self) -> int:
+        """Wait for a free instance and hold it; `execute_on` releases it."""
+        index = await self._free.get()
         if self._is_closing:
             # Never run a model after its unload was queued: the request fails, the model finalizes cleanly.
             self._free.put_nowait(index)
             raise UnavailableError(f"model '{self.specs[0].model_name}' is unloading; retry the request")
+        return index
+
+    def release(self, index: int) -> None:
+        """Give back an instance taken with `acquire` without running anything on it."""
+        self._free.put_nowait(index)
+
+    async def execute_on(self, index: int, requests: list[InferRequest]) -> ExecuteResult:
+        """Run one batch on the held instance `index`, then release it."""
+        loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(self._executors[index], self._instances[index].execute, requests)
+            return await loop.run_in_executor(self._executors[index], self._instances[index].execute, requests)
         finally:
             self._free.put_nowait(index)
-        return result, queue_ns
 
     async def close(self) -> None:
         """Unload all instances once the executions already started have finished.

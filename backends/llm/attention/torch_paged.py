@@ -35,20 +35,31 @@ class TorchPagedAttention:
         return self._varlen(q, k, v, kv_cache, metadata)
 
     def _decode(self, q: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata) -> torch.Tensor:
+        return self._decode_rows(q, kv_cache, metadata.block_tables, metadata.context_lens, metadata.max_context_len)
+
+    def _decode_rows(
+        self,
+        q: torch.Tensor,  # [num_seqs, num_heads, head_dim]: one query per sequence
+        kv_cache: torch.Tensor,
+        block_tables: torch.Tensor,  # [num_seqs, max_blocks]
+        context_lens: torch.Tensor,  # [num_seqs]
+        max_context_len: int,
+    ) -> torch.Tensor:
+        """Single-query sequences as one padded batch: gather their keys, mask past each length."""
         block_size = kv_cache.shape[2]
-        num_blocks = -(-metadata.max_context_len // block_size)
-        tables = metadata.block_tables[:, :num_blocks].long()
+        num_blocks = -(-max_context_len // block_size)
+        tables = block_tables[:, :num_blocks].long()
         keys = kv_cache[0][tables].flatten(1, 2)  # [num_seqs, num_blocks * block_size, num_kv_heads, head_dim]
         values = kv_cache[1][tables].flatten(1, 2)
         key_positions = torch.arange(keys.shape[1], device=q.device)
-        lens = metadata.context_lens.long().unsqueeze(1)
+        lens = context_lens.long().unsqueeze(1)
         visible = key_positions.unsqueeze(0) < lens  # [num_seqs, max_len]
         if self.sliding_window is not None:
             visible &= key_positions.unsqueeze(0) > lens - 1 - self.sliding_window
         out = F.scaled_dot_product_attention(
             q.unsqueeze(2),  # [num_seqs, num_heads, 1, head_dim]
-            keys.transpose(1, 2),
-            values.transpose(1, 2),
+            keys.transpose(1, 2).to(q.dtype),
+            values.transpose(1, 2).to(q.dtype),
             attn_mask=visible[:, None, None, :],
             scale=self.scale,
             enable_gqa=self.num_heads != self.num_kv_heads,
@@ -62,7 +73,12 @@ class TorchPagedAttention:
         fresh, others = self._group_fresh_prefills(metadata)
         for length, indexes in fresh.items():
             self._fresh_prefills(q, k, v, out, [starts[i] for i in indexes], length)
+        decodes = [i for i in others if starts[i + 1] - starts[i] == 1]
+        if decodes:
+            self._batched_decodes(q, kv_cache, metadata, out, decodes)
         for index in others:
+            if starts[index + 1] - starts[index] == 1:
+                continue
             context_len = metadata.context_lens_cpu[index]
             begin, end = starts[index], starts[index + 1]
             num_blocks = -(-context_len // block_size)
@@ -79,6 +95,15 @@ class TorchPagedAttention:
                 enable_gqa=self.num_heads != self.num_kv_heads,
             ).transpose(0, 1)
         return out
+
+    def _batched_decodes(self, q, kv_cache, metadata: AttentionMetadata, out, indexes: list[int]) -> None:
+        """The decodes of a mixed step, in one padded batch instead of one call each."""
+        selected = torch.tensor(indexes, device=q.device)
+        rows = torch.tensor([metadata.query_start_cpu[i] for i in indexes], device=q.device)
+        max_len = max(metadata.context_lens_cpu[i] for i in indexes)
+        out[rows] = self._decode_rows(
+            q[rows], kv_cache, metadata.block_tables[selected], metadata.context_lens[selected], max_len
+        )
 
     def _group_fresh_prefills(self, metadata: AttentionMetadata) -> tuple[dict[int, list[int]], list[int]]:
         """Sequences whose whole context is new this step, by length; and the rest.
