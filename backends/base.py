@@ -112,15 +112,24 @@ def backend_for_config(config: ModelConfig, source: str) -> Backend:
 
 
 def _register_builtin_backends() -> None:
-    if "python" not in _BACKENDS:
-        from backends.python.backend import PythonBackend
+    """The backends modelgate ships; each module is imported only when a model needs it."""
+    for name, module, class_name, platforms in _BUILTIN:
+        if name not in _BACKENDS:
+            register_backend(name, _lazy(module, class_name), platforms)
 
-        register_backend("python", PythonBackend)
-    if "llm" not in _BACKENDS:
 
-        def llm_backend() -> Backend:
-            from backends.llm.backend import LLMBackend  # imports torch: only when an LLM model loads
+def _lazy(module: str, class_name: str) -> Callable[[], Backend]:
+    def create() -> Backend:
+        import importlib
 
-            return LLMBackend()
+        return getattr(importlib.import_module(module), class_name)()
 
-        register_backend("llm", llm_backend)
+    return create
+
+
+_BUILTIN = [
+    ("python", "backends.python.backend", "PythonBackend", ()),
+    ("llm", "backends.llm.backend", "LLMBackend", ()),
+    ("pytorch", "backends.pytorch.backend", "PyTorchBackend", ("pytorch_libtorch", "torch_export")),
+    ("onnxruntime", "backends.onnx.backend", "OnnxBackend", ("onnxruntime_onnx",)),
+]
