@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--exit-timeout-secs", type=float, default=30.0)
     serve.add_argument("--log-verbose", type=int, default=0)
     serve.set_defaults(run=_serve)
+    from clients.size.cli import add_size_command
+
+    add_size_command(commands)
     return parser
 
 

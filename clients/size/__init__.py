@@ -1,0 +1,1 @@
+"""`modelgate size`: memory arithmetic for LLM deployments, and sizing from measured traffic."""

@@ -1,0 +1,45 @@
+"""`modelgate size memory`: print the memory arithmetic for a checkpoint config on a GPU."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from backends.llm.models.model_config import DecoderConfig
+from clients.size.memory import BYTES_PER_ELEMENT, GIB, parameter_counts, plan
+
+
+def add_size_command(commands) -> None:
+    size = commands.add_parser("size", help="memory and engine sizing for LLM deployments")
+    kinds = size.add_subparsers(dest="size_command", required=True)
+    memory = kinds.add_parser("memory", help="weights, KV cache per token and what fits, from config.json")
+    memory.add_argument("--config", type=Path, required=True, help="a checkpoint's config.json (or its folder)")
+    memory.add_argument("--gpu-memory-gib", type=float, default=80.0)
+    memory.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    memory.add_argument("--weights-dtype", choices=sorted(BYTES_PER_ELEMENT), default="bf16")
+    memory.add_argument("--kv-dtype", choices=sorted(BYTES_PER_ELEMENT), default="bf16")
+    memory.add_argument("--isl", type=int, default=1024, help="input tokens per sequence")
+    memory.add_argument("--osl", type=int, default=1024, help="output tokens per sequence")
+    memory.add_argument("--block-size", type=int, default=16)
+    memory.set_defaults(run=run_memory)
+
+
+def run_memory(args: argparse.Namespace) -> int:
+    path = args.config / "config.json" if args.config.is_dir() else args.config
+    config = DecoderConfig.from_file(path)
+    result = plan(config, int(args.gpu_memory_gib * GIB), args.gpu_memory_utilization, args.weights_dtype,
+                  args.kv_dtype, args.isl, args.osl, args.block_size)
+    counts = parameter_counts(config)
+    rows = [
+        ("parameters", f"{counts.total / 1e9:.2f} B"),
+        (f"weights ({args.weights_dtype})", f"{result.weight_bytes / GIB:.2f} GiB"),
+        (f"KV per token ({args.kv_dtype})", f"{result.kv_bytes_per_token / 1024:.1f} KiB"),
+        (f"KV budget ({args.gpu_memory_utilization:.0%} of {args.gpu_memory_gib:g} GiB)",
+         f"{result.kv_budget_bytes / GIB:.2f} GiB"),
+        ("KV tokens that fit", f"{result.kv_tokens:,}"),
+        (f"concurrent sequences at {result.sequence_tokens} tokens", f"{result.concurrent_sequences:,}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return 0 if result.kv_tokens > 0 else 1

@@ -1,0 +1,67 @@
+"""`modelgate size memory` arithmetic against hand-computed values for Llama-3-8B and 70B."""
+
+import json
+import subprocess
+import sys
+
+from backends.llm.models.model_config import DecoderConfig
+from clients.size.memory import GIB, kv_bytes_per_token, parameter_counts, plan, weight_bytes
+
+LLAMA3_8B = {"architectures": ["LlamaForCausalLM"], "vocab_size": 128256, "hidden_size": 4096,
+             "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+             "num_key_value_heads": 8, "tie_word_embeddings": False}
+LLAMA3_70B = dict(LLAMA3_8B, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+                  num_attention_heads=64)
+
+
+def _config(raw):
+    return DecoderConfig.from_dict(raw)
+
+
+def test_parameter_counts_match_the_published_checkpoints():
+    # 8B: embed 128256*4096 twice (untied) + 32 * (q 4096^2 + k,v 2*4096*1024 + o 4096^2 + mlp 3*4096*14336
+    # + 2 norms 4096) + final norm 4096.
+    by_hand_8b = 2 * 128256 * 4096 + 32 * (2 * 4096**2 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096) + 4096
+    assert by_hand_8b == 8_030_261_248
+    assert parameter_counts(_config(LLAMA3_8B)).total == by_hand_8b
+    assert parameter_counts(_config(LLAMA3_70B)).total == 70_553_706_496
+
+
+def test_kv_bytes_per_token():
+    # 2 (K and V) * layers * kv heads * head dim * bytes
+    assert kv_bytes_per_token(_config(LLAMA3_8B), "bf16") == 2 * 32 * 8 * 128 * 2 == 131072
+    assert kv_bytes_per_token(_config(LLAMA3_8B), "fp8") == 65536
+    assert kv_bytes_per_token(_config(LLAMA3_70B), "bf16") == 2 * 80 * 8 * 128 * 2 == 327680
+
+
+def test_weight_bytes_per_precision():
+    config = _config(LLAMA3_8B)
+    assert weight_bytes(config, "bf16") == 2 * 8_030_261_248
+    counts = parameter_counts(config)
+    # FP8: linear layers one byte + a float32 scale per output channel; the rest 16-bit.
+    channels = 32 * ((4096 + 2 * 1024) + 4096 + 2 * 14336 + 4096)
+    assert counts.linear_output_channels == channels
+    assert weight_bytes(config, "fp8") == counts.linear + 4 * channels + 2 * counts.other
+    assert counts.other == 2 * 128256 * 4096 + 32 * 2 * 4096 + 4096
+
+
+def test_plan_on_an_80_gib_gpu():
+    config = _config(LLAMA3_8B)
+    result = plan(config, 80 * GIB, 0.9, "bf16", "bf16", isl=1000, osl=1000, block_size=16)
+    budget = int(80 * GIB * 0.9) - 2 * 8_030_261_248
+    assert result.kv_budget_bytes == budget
+    blocks = budget // (131072 * 16)
+    assert result.kv_tokens == blocks * 16
+    assert result.concurrent_sequences == blocks // 125  # 2000 tokens = 125 blocks of 16
+    seventy = plan(_config(LLAMA3_70B), 80 * GIB, 0.9, "bf16", "bf16", isl=1000, osl=1000)
+    assert seventy.kv_tokens == 0 and seventy.concurrent_sequences == 0  # 141 GB of weights do not fit
+
+
+def test_command_line(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(LLAMA3_8B))
+    result = subprocess.run([sys.executable, "-m", "server.cli", "size", "memory", "--config", str(tmp_path),
+                             "--weights-dtype", "fp8", "--kv-dtype", "fp8", "--isl", "128", "--osl", "128"],
+                            capture_output=True, text=True, check=True)
+    assert "8.03 B" in result.stdout and "64.0 KiB" in result.stdout
+    assert "concurrent sequences at 256 tokens" in result.stdout
