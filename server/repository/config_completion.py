@@ -12,10 +12,16 @@ from server.repository.config_files import find_config_file, read_config_file
 from server.repository.config_validation import validate_model_config
 from server.repository.layout import version_numbers
 from server.repository.version_policy import select_versions
+from server.scheduling.ensemble_graph import build_ensemble_graph, is_ensemble
 
 
 def read_model_config(model_dir: Path, name: str, override: ModelConfig | None) -> tuple[ModelConfig, str]:
-    """(config, source) from the override, the config file, or a python model.py alone."""
+    """(config, source) from the override, the config file, or a lone python model.py / model.onnx.
+
+    Without a config file, a version folder holding model.py makes a python model and one
+    holding model.onnx (a file, or a folder for external data) an ONNX Runtime model; the
+    backend's auto-complete then fills the rest.
+    """
     if override is not None:
         config = ModelConfig()
         config.CopyFrom(override)
@@ -24,25 +30,34 @@ def read_model_config(model_dir: Path, name: str, override: ModelConfig | None) 
         path = find_config_file(model_dir)
         if path is not None:
             config, source = read_config_file(path), str(path)
-        elif any((model_dir / str(v) / "model.py").is_file() for v in version_numbers(model_dir)):
+        elif any(p.is_file() for p in _version_paths(model_dir, "model.py")):
             config, source = ModelConfig(backend="python"), f"{model_dir} (no config file, python model.py found)"
+        elif any(p.exists() for p in _version_paths(model_dir, "model.onnx")):
+            config, source = ModelConfig(platform="onnxruntime_onnx"), f"{model_dir} (no config file, model.onnx found)"
         else:
             raise ConfigError(
-                str(model_dir), "<file>", "no config.pbtxt, config.yaml or config.json, and no <version>/model.py"
+                str(model_dir), "<file>",
+                "no config.pbtxt, config.yaml or config.json, and no <version>/model.py or <version>/model.onnx",
             )
     if not config.name:
         config.name = name
     return config, source
 
 
+def _version_paths(model_dir: Path, filename: str) -> list[Path]:
+    return [model_dir / str(v) / filename for v in version_numbers(model_dir)]
+
+
 def complete_model_config(
     config: ModelConfig, source: str, model_dir: Path, name: str
-) -> tuple[ModelConfig, Backend, list[int]]:
+) -> tuple[ModelConfig, Backend | None, list[int]]:
     """Auto-complete from the model, fill Triton's defaults and validate.
 
     Returns (config, backend, versions to serve). The model's own auto-completion runs with
-    the newest version folder the policy selects.
+    the newest version folder the policy selects. An ensemble has no backend (None).
     """
+    if is_ensemble(config):
+        return _complete_ensemble(config, source, model_dir, name)
     backend = backend_for_config(config, source)
     if not config.backend and backend.name:
         config.backend = backend.name
@@ -58,6 +73,22 @@ def complete_model_config(
     _fill_defaults(config, backend)
     validate_model_config(config, source, name)
     return config, backend, versions
+
+
+def _complete_ensemble(
+    config: ModelConfig, source: str, model_dir: Path, name: str
+) -> tuple[ModelConfig, None, list[int]]:
+    """An ensemble: no backend, no instances (its steps run on the composing models' instances).
+
+    Its version folders exist (empty) as Triton requires; its steps must form a valid graph
+    here, while the composing models are checked when the ensemble loads.
+    """
+    versions = select_versions(config.version_policy, version_numbers(model_dir))
+    _check_versions(config, source, model_dir, versions)
+    _fill_version_policy(config)
+    validate_model_config(config, source, name)
+    build_ensemble_graph(config, source)
+    return config, None, versions
 
 
 def _check_versions(config: ModelConfig, source: str, model_dir: Path, versions: list[int]) -> None:
@@ -76,8 +107,7 @@ def _check_versions(config: ModelConfig, source: str, model_dir: Path, versions:
 
 def _fill_defaults(config: ModelConfig, backend: Backend) -> None:
     """Defaults Triton fills: latest-1 version policy, one CPU instance group, model filename."""
-    if config.version_policy.WhichOneof("policy_choice") is None:
-        config.version_policy.latest.num_versions = 1
+    _fill_version_policy(config)
     if not config.instance_group:
         config.instance_group.add(count=1, kind=ModelInstanceGroup.KIND_CPU)
     for index, group in enumerate(config.instance_group):
@@ -90,3 +120,8 @@ def _fill_defaults(config: ModelConfig, backend: Backend) -> None:
             group.kind = ModelInstanceGroup.KIND_CPU
     if not config.default_model_filename:
         config.default_model_filename = backend.default_model_filename()
+
+
+def _fill_version_policy(config: ModelConfig) -> None:
+    if config.version_policy.WhichOneof("policy_choice") is None:
+        config.version_policy.latest.num_versions = 1

@@ -114,7 +114,7 @@ def test_auto_complete_fills_what_the_config_left_out(tmp_path):
 def test_no_config_file_and_no_model_py_is_an_error(tmp_path):
     model_dir = tmp_path / "empty"
     (model_dir / "1").mkdir(parents=True)
-    (model_dir / "1" / "model.onnx").write_bytes(b"")
+    (model_dir / "1" / "model.bin").write_bytes(b"")
     with pytest.raises(ConfigError) as raised:
         read_model_config(model_dir, "empty", None)
     assert raised.value.source == str(model_dir)
