@@ -126,7 +126,7 @@ class Dataplane:
         check_model_name(name)
         if not self.manager.known_model(name):
             self.manager.layout.locate(name)
-        await self.manager.unload(name)
+        await self.manager.unload(name, unload_dependents)
 
     def _require_explicit_mode(self, action: str) -> None:
         if self.control_mode != "explicit":

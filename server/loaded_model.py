@@ -8,9 +8,12 @@ from pathlib import Path
 from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
 
 from backends.base import Backend, InstanceSpec
+from server.errors import UnavailableError
 from server.repository.config_json import config_to_dict
 from server.scheduling.direct_scheduler import DirectScheduler
 from server.scheduling.dynamic_batcher import DynamicBatcher
+from server.scheduling.ensemble_graph import build_ensemble_graph, is_ensemble
+from server.scheduling.ensemble_scheduler import EnsembleScheduler, StepInfer
 from server.scheduling.instance_pool import InstancePool
 from server.statistics import VersionStatistics
 
@@ -21,7 +24,7 @@ class LoadedVersion:
     version: int
     config: ModelConfig
     config_dict: dict  # Triton's JSON form of `config`
-    scheduler: DirectScheduler | DynamicBatcher
+    scheduler: DirectScheduler | DynamicBatcher | EnsembleScheduler
     stats: VersionStatistics
 
     @property
@@ -51,18 +54,33 @@ def instance_specs(config: ModelConfig, model_dir: Path, version: int) -> list[I
     return specs
 
 
-def make_scheduler(pool: InstancePool, stats: VersionStatistics, config: ModelConfig):
-    """The dynamic batcher when the config asks for it (and the model batches), else direct."""
+def make_scheduler(
+    pool: InstancePool | None, stats: VersionStatistics, config: ModelConfig, infer_step: StepInfer | None = None
+):
+    """The ensemble scheduler for an ensemble (no pool: its steps run on the composing models),
+    the dynamic batcher when the config asks for it (and the model batches), else direct."""
+    if is_ensemble(config):
+        if infer_step is None:
+            raise UnavailableError(f"ensemble '{config.name}' cannot run: this server has no dataplane for its steps")
+        return EnsembleScheduler(build_ensemble_graph(config, config.name), stats, infer_step)
     if config.HasField("dynamic_batching") and config.max_batch_size > 0:
         return DynamicBatcher(pool, stats, config)
     return DirectScheduler(pool, stats, is_decoupled=config.model_transaction_policy.decoupled)
 
 
 async def load_version(
-    config: ModelConfig, backend: Backend, model_dir: Path, version: int, stats: VersionStatistics
+    config: ModelConfig,
+    backend: Backend | None,
+    model_dir: Path,
+    version: int,
+    stats: VersionStatistics,
+    infer_step: StepInfer | None = None,
 ) -> LoadedVersion:
-    """Create every instance of `version`; raises what the backend raised."""
-    pool = InstancePool(instance_specs(config, model_dir, version))
-    await pool.load(backend)
-    scheduler = make_scheduler(pool, stats, config)
+    """Create every instance of `version` (none for an ensemble: `backend` is None); raises what
+    the backend raised. `infer_step` runs an ensemble's steps (the dataplane's `infer`)."""
+    pool = None
+    if backend is not None:
+        pool = InstancePool(instance_specs(config, model_dir, version))
+        await pool.load(backend)
+    scheduler = make_scheduler(pool, stats, config, infer_step)
     return LoadedVersion(config.name, version, config, config_to_dict(config), scheduler, stats)

@@ -4,6 +4,10 @@ All methods run on the event loop; model code runs on instance threads. A load o
 model is serialized with other loads/unloads of the same model by a per-model lock.
 A reload builds the new versions while the old ones keep serving and swaps them in only
 if every new version loaded; otherwise the old versions keep serving and the load fails.
+An ensemble loads after its composing models: each one that is loading is waited for, each
+one that serves no version is loaded first (as Triton does), then the ensemble is checked
+against their configs. Ensembles that contain each other fail to load instead of waiting
+on each other forever.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from server.errors import InvalidArgumentError, ModelgateError, NotFoundError, UnavailableError
+from server.errors import ConfigError, InvalidArgumentError, ModelgateError, NotFoundError, UnavailableError
 from server.loaded_model import LoadedVersion, load_version
 from server.repository.config_completion import complete_model_config, read_model_config
 from server.repository.layout import RepositoryLayout, check_model_name, fingerprint
 from server.repository.override_files import remove_override_model_dir, write_override_model_dir
+from server.scheduling.ensemble_composing_checks import check_composing_models
+from server.scheduling.ensemble_graph import EnsembleStep, build_ensemble_graph, composing_model_names, is_ensemble
+from server.scheduling.ensemble_scheduler import StepInfer
 from server.statistics import StatisticsRegistry, VersionStatistics
 
 logger = logging.getLogger(__name__)
@@ -55,6 +62,10 @@ class ModelManager:
         self.layout = layout
         self.stats = stats
         self._entries: dict[str, ModelEntry] = {}
+        # Runs ensemble steps: the dataplane's `infer`, set by whoever builds the dataplane
+        # (ModelgateServer); while it is None, ensembles fail to load.
+        self.infer_step: StepInfer | None = None
+        self._ensemble_waits: dict[str, set[str]] = {}  # ensemble being loaded -> composing models awaited
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -73,14 +84,21 @@ class ModelManager:
         async with entry.lock:
             await self._load_locked(entry, config_override, files or {})
 
-    async def unload(self, name: str) -> None:
+    async def unload(self, name: str, unload_dependents: bool = False) -> None:
+        """Unload `name`; with `unload_dependents` (Triton's parameter), an ensemble's composing
+        models too, except those that another serving ensemble still uses."""
         check_model_name(name)
         entry = self._entries.get(name)
         if entry is None:
             self.layout.locate(name)  # NotFoundError for a model the repository does not have
             return
+        composing = sorted(_composing_names(entry)) if unload_dependents else []
         async with entry.lock:
             await self._unload_locked(entry, "unloaded")
+        still_used = {n for other in self._entries.values() for n in _composing_names(other)}
+        for model in composing:
+            if model not in still_used and model in self._entries:
+                await self.unload(model, unload_dependents=True)
 
     async def forget(self, name: str) -> None:
         """Unload a model removed from the repository and drop it from the index."""
@@ -164,6 +182,8 @@ class ModelManager:
             config, backend, versions = await asyncio.to_thread(
                 complete_model_config, config, source, model_dir, entry.name
             )
+            if is_ensemble(config):
+                await self._prepare_composing_models(config, source)
         except ModelgateError as exc:
             self._record_model_failure(entry, exc.message, override_dir)
             raise
@@ -187,7 +207,7 @@ class ModelManager:
                 entry.statuses[version] = VersionStatus(ModelState.LOADING)
             try:
                 stats = VersionStatistics(entry.name, str(version))  # a (re)load starts afresh, as in Triton
-                loaded[version] = await load_version(config, backend, model_dir, version, stats)
+                loaded[version] = await load_version(config, backend, model_dir, version, stats, self.infer_step)
             except Exception as exc:  # the model's initialize failed: report it, keep the server up
                 logger.exception("loading model '%s' version %d failed", entry.name, version)
                 failures.append((version, f"{type(exc).__name__}: {exc}"))
@@ -232,6 +252,69 @@ class ModelManager:
         for loaded in versions.values():
             await loaded.scheduler.close()
 
+    # -- ensembles -------------------------------------------------------------------------
+
+    async def _prepare_composing_models(self, config: ModelConfig, source: str) -> None:
+        """Make every composing model of the ensemble `config` serve, then check the ensemble
+        against their configs; ConfigError naming the step's field otherwise.
+
+        Done in every control mode: in none and poll mode the composing models load anyway,
+        and a model loaded here is not loaded twice (the startup loads wait on its lock, the
+        poller sees its fingerprint).
+        """
+        graph = build_ensemble_graph(config, source)
+        names = composing_model_names(config)
+        outcomes = await asyncio.gather(*(self._ensure_serving(config.name, n) for n in names), return_exceptions=True)
+        failures = {name: outcome for name, outcome in zip(names, outcomes) if outcome is not None}
+        composing = {}
+        for step in graph.steps:
+            failure = failures.get(step.model_name)
+            if isinstance(failure, ModelgateError):
+                reason = f"model '{step.model_name}' is not available: {failure.message}"
+                raise ConfigError(source, f"{step.field}.model_name", reason)
+            if failure is not None:
+                raise failure
+            composing[step.index] = self._composing_config(step, source)
+        check_composing_models(config, graph, source, composing)
+
+    async def _ensure_serving(self, ensemble: str, name: str) -> None:
+        """Wait for a load of `name` in progress; load `name` if no version of it serves."""
+        if self._waits_on(name, ensemble):
+            raise InvalidArgumentError(f"it contains ensemble '{ensemble}' (directly or not): the ensembles form a cycle")
+        waits = self._ensemble_waits.setdefault(ensemble, set())
+        waits.add(name)
+        try:
+            entry = self._entries.get(name)
+            if entry is not None and entry.lock.locked():
+                async with entry.lock:
+                    pass  # a load or unload of `name` is in progress: only its outcome matters
+            if not self.ready_versions(name):
+                await self.load(name)
+        finally:
+            waits.discard(name)
+            if not waits:
+                self._ensemble_waits.pop(ensemble, None)
+
+    def _waits_on(self, start: str, target: str) -> bool:
+        """Whether `start` is `target` or an ensemble being loaded that waits, transitively, on it."""
+        seen: set[str] = set()
+        pending = [start]
+        while pending:
+            name = pending.pop()
+            if name == target:
+                return True
+            if name not in seen:
+                seen.add(name)
+                pending.extend(self._ensemble_waits.get(name, ()))
+        return False
+
+    def _composing_config(self, step: EnsembleStep, source: str) -> ModelConfig:
+        try:
+            return self.resolve(step.model_name, step.model_version).config
+        except ModelgateError as exc:
+            field = f"{step.field}.model_version" if step.model_version else f"{step.field}.model_name"
+            raise ConfigError(source, field, exc.message) from None
+
     def _record_model_failure(self, entry: ModelEntry, reason: str, override_dir: Path | None) -> None:
         remove_override_model_dir(override_dir)
         if entry.serving:
@@ -271,6 +354,11 @@ class ModelManager:
             {"name": name, "version": str(v), "state": s.state.value, "reason": s.reason}
             for v, s in sorted(entry.statuses.items())
         ]
+
+
+def _composing_names(entry: ModelEntry) -> set[str]:
+    """The models that the serving versions of `entry` use as ensemble steps (none unless an ensemble)."""
+    return {n for v in entry.serving.values() if is_ensemble(v.config) for n in composing_model_names(v.config)}
 
 
 def _parse_version(version: str) -> int:

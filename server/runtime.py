@@ -32,6 +32,7 @@ class ModelgateServer:
         self.stats = StatisticsRegistry()
         self.manager = ModelManager(self.layout, self.stats)
         self.dataplane = Dataplane(self.manager, self.stats, settings.model_control_mode)
+        self.manager.infer_step = self.dataplane.infer  # ensembles run each step through the dataplane
         self.log_settings = LogSettings(settings.log_verbose)
         self.poller = RepositoryPoller(self.manager, self.layout, settings.repository_poll_secs)
         self.grpc = GrpcFrontend(self.dataplane, self.log_settings) if settings.allow_grpc else None
