@@ -7,7 +7,11 @@ import tritonclient.http as httpclient
 def test_every_example_model_is_ready(client):
     index = client.get_model_repository_index()
     states = {row["name"]: row["state"] for row in index}
-    assert states == {"add_sub": "READY", "batched_scale": "READY", "string_ops": "READY", "repeat_int32": "READY"}
+    assert states == {
+        name: "READY"
+        for name in ("add_sub", "batched_scale", "string_ops", "repeat_int32", "add_batch_dim",
+                     "ensemble_add_sub_scale", "simple_onnx", "simple_torchscript", "tiny_llm")
+    }
 
 
 def test_add_sub_json_and_binary(client):
@@ -21,3 +25,16 @@ def test_add_sub_json_and_binary(client):
         result = client.infer("add_sub", inputs, outputs=outputs)
         np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + b)
         np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
+
+
+def test_tiny_llm_answers_with_recognisable_text(example_server):
+    import json
+    import urllib.request
+
+    body = json.dumps({"text_input": "The capital of France is",
+                       "parameters": {"max_tokens": 8, "temperature": 0, "exclude_input_in_output": True}})
+    request = urllib.request.Request(f"http://{example_server.http_url}/v2/models/tiny_llm/generate",
+                                     data=body.encode(), headers={"Content-Type": "application/json"})
+    answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+    assert answer["text_output"].strip() == "Paris."
+    assert answer["finish_reason"] == "stop"
