@@ -100,7 +100,8 @@ class ModelgateServer:
             logger.error("model '%s' failed to load: %s", name, exc.message)
 
     async def _serve(self, app: web.Application, port: int) -> int:
-        runner = web.AppRunner(app, access_log=None)
+        # Open connections get at most --exit-timeout-secs to finish at shutdown (aiohttp waits 60 s by default).
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.settings.exit_timeout_secs)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.http_address, port, reuse_address=True)
         await site.start()

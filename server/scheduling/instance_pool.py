@@ -8,6 +8,7 @@ free instance; `close` lets in-flight executions finish, then unloads every inst
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,7 +26,10 @@ class InstancePool:
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"instance-{spec.instance_name}") for spec in specs
         ]
         self._instances: list[ModelInstance] = []
-        self._free: asyncio.Queue[int] = asyncio.Queue()
+        self._free: list[int] = []
+        # Requests waiting for an instance, oldest first: a freed instance goes straight to the
+        # oldest one, so a request arriving later cannot overtake it (FIFO, bounded tail latency).
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._is_closing = False
 
     async def load(self, backend: Backend) -> None:
@@ -41,8 +45,7 @@ class InstancePool:
             await self._unload_instances()
             self._shutdown_executors()
             raise failures[0]
-        for index in range(len(self._instances)):
-            self._free.put_nowait(index)
+        self._free = list(range(len(self._instances)))
 
     async def run(self, requests: list[InferRequest], on_dispatch=None) -> tuple[ExecuteResult, int]:
         """Execute `requests` as one batch on the next free instance; (result, queue ns).
@@ -60,17 +63,32 @@ class InstancePool:
         return await self.execute_on(index, requests), queue_ns
 
     async def acquire(self) -> int:
-        """Wait for a free instance and hold it; `execute_on` releases it."""
-        index = await self._free.get()
+        """Wait (first come, first served) for a free instance and hold it; `execute_on` releases it."""
+        if self._free and not self._waiters:
+            index = self._free.pop()
+        else:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                index = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self.release(waiter.result())  # handed over just as we were cancelled: pass it on
+                raise
         if self._is_closing:
             # Never run a model after its unload was queued: the request fails, the model finalizes cleanly.
-            self._free.put_nowait(index)
+            self.release(index)
             raise UnavailableError(f"model '{self.specs[0].model_name}' is unloading; retry the request")
         return index
 
     def release(self, index: int) -> None:
-        """Give back an instance taken with `acquire` without running anything on it."""
-        self._free.put_nowait(index)
+        """Give an instance back: to the oldest waiting request, else to the free list."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(index)
+                return
+        self._free.append(index)
 
     async def execute_on(self, index: int, requests: list[InferRequest]) -> ExecuteResult:
         """Run one batch on the held instance `index`, then release it."""
@@ -78,7 +96,7 @@ class InstancePool:
         try:
             return await loop.run_in_executor(self._executors[index], self._instances[index].execute, requests)
         finally:
-            self._free.put_nowait(index)
+            self.release(index)
 
     async def close(self) -> None:
         """Unload all instances once the executions already started have finished.
