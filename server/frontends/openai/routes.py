@@ -144,7 +144,7 @@ class _CompletionEncoder(_Accumulator):
         super().__init__(body)
         self.prompts = prompts
         self.id = completion_id("cmpl")
-        self._echoed: set[int] = set()
+        self._offsets: dict[int, int] = {}  # per choice streaming: text offset of its next token
 
     def whole(self) -> dict:
         choices = []
@@ -162,10 +162,13 @@ class _CompletionEncoder(_Accumulator):
 
     def chunk(self, delta: ChoiceDelta) -> dict:
         text = delta.text
-        if self.body.echo and delta.index not in self._echoed:
-            self._echoed.add(delta.index)
-            text = self.prompts[delta.index // self.body.n] + text
-        logprobs = completion_logprobs(delta.logprobs, 0) if self.body.logprobs is not None else None
+        start = self._offsets.get(delta.index)
+        if start is None:  # the choice's first chunk: it carries the echoed prompt
+            prefix = self.prompts[delta.index // self.body.n] if self.body.echo else ""
+            text, start = prefix + text, len(prefix)
+        # text_offset counts from the start of the choice's whole text, as in a whole response
+        self._offsets[delta.index] = start + sum(len(entry["token"]) for entry in delta.logprobs)
+        logprobs = completion_logprobs(delta.logprobs, start) if self.body.logprobs is not None else None
         choice = {"index": delta.index, "text": text, "logprobs": logprobs, "finish_reason": delta.finish_reason}
         return envelope("text_completion", self.id, self.body.model, [choice])
 

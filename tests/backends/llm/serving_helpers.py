@@ -1,0 +1,160 @@
+"""Helpers for tests of LLM serving: a reference engine, the LLM metrics, tritonclient inputs and streams."""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import requests
+import tritonclient.grpc as grpcclient
+from prometheus_client.parser import text_string_to_metric_families
+
+from backends.llm.engine import LLMEngine
+from backends.llm.engine_config import EngineConfig
+from backends.llm.sampling_params import SamplingParams
+
+WAIT_S = 30  # the bound of every wait: a response, a stream item, the engine going idle
+
+
+# -- the engine alone ---------------------------------------------------------------------------
+
+
+@dataclass
+class Generation:
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    logprobs: list[dict[int, float]]
+
+
+class ReferenceEngine:
+    """A checkpoint run in this process, one request at a time: what a solo run produces."""
+
+    def __init__(self, checkpoint: Path, **engine_settings):
+        self.engine = LLMEngine(checkpoint, EngineConfig(device="cpu", show_progress=False, **engine_settings))
+        self.tokenizer = self.engine.tokenizer
+        self._cache: dict = {}
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        return self.tokenizer.encode(prompt)
+
+    def token_texts(self, token_ids: list[int]) -> list[str]:
+        return [self.tokenizer.decode([token_id], skip_special_tokens=False) for token_id in token_ids]
+
+    def greedy(self, prompt_ids: list[int], max_tokens: int, **sampling) -> Generation:
+        """Greedy, EOS ignored (so exactly max_tokens unless a stop says otherwise)."""
+        key = (tuple(prompt_ids), max_tokens, json.dumps(sampling, sort_keys=True))
+        if key not in self._cache:
+            params = SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True, **sampling)
+            self._cache[key] = self._run(prompt_ids, params)
+        return self._cache[key]
+
+    def _run(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
+        self.engine.add_request(f"ref-{len(self._cache)}", prompt_ids, params)
+        text, token_ids, logprobs, reason = "", [], [], None
+        for _ in range(10 * self.engine.max_model_len):
+            if not self.engine.has_unfinished:
+                break
+            for output in self.engine.step():
+                text += output.new_text
+                token_ids += output.new_token_ids
+                logprobs += output.logprobs
+                reason = output.finish_reason if output.finished else reason
+        assert not self.engine.has_unfinished
+        return Generation(text, token_ids, reason, logprobs)
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+
+def llm_metrics(metrics_url: str, labels: dict[str, str]) -> dict[str, float]:
+    """The modelgate_llm_* samples carrying exactly `labels` (histogram buckets left out), by name."""
+    text = requests.get(metrics_url, timeout=WAIT_S).text
+    return {sample.name: sample.value for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name.startswith("modelgate_llm_") and sample.labels == labels}
+
+
+def wait_engine_idle(metrics_url: str, labels: dict[str, str]) -> dict[str, float]:
+    """Poll the metrics until no request runs or waits and no KV block is held; returns them."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        metrics = llm_metrics(metrics_url, labels)
+        idle = all(metrics.get(f"modelgate_llm_{name}", 0) == 0  # absent before the first request
+                   for name in ("num_requests_running", "num_requests_waiting", "kv_cache_usage_ratio"))
+        if idle or time.monotonic() > deadline:
+            assert idle, f"the engine did not go idle: {metrics}"
+            return metrics
+        time.sleep(0.02)
+
+
+def metric_delta(before: dict, after: dict, name: str) -> float:
+    return after.get(name, 0) - before.get(name, 0)
+
+
+# -- tritonclient -------------------------------------------------------------------------------
+
+
+def llm_inputs(client_module, prompt: str, sampling: str, **flags) -> list:
+    """text_input and sampling_parameters (BYTES) plus BOOL flags, as `client_module`'s InferInputs."""
+    values = [("text_input", "BYTES", np.array([prompt.encode()], dtype=object)),
+              ("sampling_parameters", "BYTES", np.array([sampling.encode()], dtype=object))]
+    values += [(name, "BOOL", np.array([flag])) for name, flag in flags.items()]
+    inputs = []
+    for name, datatype, array in values:
+        inputs.append(client_module.InferInput(name, [1], datatype))
+        inputs[-1].set_data_from_numpy(array)
+    return inputs
+
+
+def text_output(result) -> str:
+    return result.as_numpy("text_output")[0].decode()
+
+
+def string_output(result, name: str) -> str:
+    return result.as_numpy(name)[0].decode()
+
+
+def int_output(result, name: str) -> int:
+    return int(result.as_numpy(name)[0])
+
+
+def is_final(result) -> bool:
+    return result.get_response().parameters["triton_final_response"].bool_param
+
+
+class GrpcStream:
+    """A tritonclient.grpc client with one open stream; its callback's (result, error) pairs queue up."""
+
+    def __init__(self, grpc_url: str, model: str):
+        self.model = model
+        self.client = grpcclient.InferenceServerClient(grpc_url)
+        self.items: queue.Queue = queue.Queue()
+        self.client.start_stream(callback=lambda result, error: self.items.put((result, error)))
+
+    def send(self, request_id: str, prompt: str, sampling: str, stream: bool = True, **flags) -> None:
+        inputs = llm_inputs(grpcclient, prompt, sampling, stream=stream, **flags)
+        self.client.async_stream_infer(self.model, inputs, request_id=request_id)
+
+    def next(self):
+        return self.items.get(timeout=WAIT_S)
+
+    def collect(self, request_ids: set[str]) -> dict[str, list]:
+        """Every request's results until each got its final response (errors fail the test)."""
+        results: dict[str, list] = {request_id: [] for request_id in request_ids}
+        unfinished = set(request_ids)
+        while unfinished:
+            result, error = self.next()
+            assert error is None, error
+            request_id = result.get_response().id
+            results[request_id].append(result)
+            if is_final(result):
+                unfinished.discard(request_id)
+        return results
+
+    def close(self, cancel: bool = False) -> None:
+        self.client.stop_stream(cancel_requests=cancel)
+        self.client.close()
