@@ -64,19 +64,21 @@ class ResponseStream:
 
     def cancel(self) -> None:
         """Mark cancelled (idempotent) and run the cancel callbacks once, e.g. to free engine resources."""
-        if self._is_cancelled or self._is_drained:
-            return
-        self._is_cancelled = True
-        callbacks, self._cancel_callbacks = self._cancel_callbacks, []
+        with self._lock:  # against on_cancel from a backend thread: no callback may be lost
+            if self._is_cancelled or self._is_drained:
+                return
+            self._is_cancelled = True
+            callbacks, self._cancel_callbacks = self._cancel_callbacks, []
         for callback in callbacks:
             callback()
 
     def on_cancel(self, callback) -> None:
         """Call `callback()` when the stream is cancelled (at once if it already is)."""
-        if self._is_cancelled:
-            callback()
-        else:
-            self._cancel_callbacks.append(callback)
+        with self._lock:
+            if not self._is_cancelled:
+                self._cancel_callbacks.append(callback)
+                return
+        callback()
 
     def is_cancelled(self) -> bool:
         return self._is_cancelled

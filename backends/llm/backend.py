@@ -84,6 +84,7 @@ class LLMModelInstance(ModelInstance):
         self._ids = itertools.count()
         self.engine = EngineClient(spec.version_dir, self.engine_config, self._on_outputs)
         self.max_model_len = self.engine.info["max_model_len"]
+        llm_metrics.publish_zeros(self.labels)
 
     def execute(self, requests: list[InferRequest]) -> ExecuteResult:
         """One response per request: an error for a request refused up front, else an empty one."""

@@ -63,7 +63,12 @@ class LLMEngine:
         return self.scheduler.has_unfinished
 
     def add_request(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingParams) -> None:
-        """Queue a request; its token counts must already fit max_model_len (checked by the caller)."""
+        """Queue a request; ValueError if it cannot fit the context (the server checks this first)."""
+        if not prompt_token_ids or len(prompt_token_ids) + sampling.max_tokens > self.max_model_len:
+            raise ValueError(
+                f"request '{request_id}': {len(prompt_token_ids)} prompt tokens + max_tokens {sampling.max_tokens} "
+                f"do not fit max_model_len {self.max_model_len}"
+            )
         request = LLMRequest(request_id, list(prompt_token_ids), sampling, eos_token_ids=self.eos_token_ids)
         self.scheduler.add_request(request)
         self.outputs.add(request)

@@ -67,13 +67,23 @@ def _serve(engine, inbox: Connection, outbox: Connection) -> None:
 
 def _handle(engine, message: dict):
     if message["type"] == "add":
-        sampling = SamplingParams.model_validate(message["sampling"])
-        engine.add_request(message["request_id"], message["prompt_token_ids"], sampling)
+        try:
+            sampling = SamplingParams.model_validate(message["sampling"])
+            engine.add_request(message["request_id"], message["prompt_token_ids"], sampling)
+        except ValueError as exc:  # never reached through the server, which checks first; still, never hang
+            logger.error("refused request: %s", exc)
+            return _refused(message)
         return None
     if message["type"] == "abort":
         return engine.abort(message["request_id"])
     logger.warning("unknown engine message type %r", message["type"])
     return None
+
+
+def _refused(message: dict):
+    from backends.llm.output_processor import RequestOutput
+
+    return RequestOutput(message["request_id"], [], "", True, "abort", len(message["prompt_token_ids"]), 0, 0)
 
 
 def _abort_everything(engine) -> list:

@@ -36,8 +36,9 @@ def parse_generation_request(request: InferRequest, tokenizer: TextTokenizer, ma
     prompt = _prompt_text(request, tokenizer)
     if not prompt:
         raise InvalidArgumentError("the prompt is empty; 'text_input' must hold at least one character")
-    token_ids = tokenizer.encode(prompt, add_special_tokens="chat_messages" not in request.inputs)
-    sampling = _sampling(request)
+    is_chat = "chat_messages" in request.inputs
+    token_ids = tokenizer.encode(prompt, add_special_tokens=not is_chat)
+    sampling = _sampling(request, fill_context=max_model_len - len(token_ids) if is_chat else None)
     _check_lengths(len(token_ids), sampling, max_model_len, tokenizer)
     return GenerationRequest(prompt, token_ids, sampling, _flag(request, "stream"),
                              _flag(request, "exclude_input_in_output"))
@@ -58,7 +59,11 @@ def _prompt_text(request: InferRequest, tokenizer: TextTokenizer) -> str:
     return _text(request, "text_input")
 
 
-def _sampling(request: InferRequest) -> SamplingParams:
+def _sampling(request: InferRequest, fill_context: int | None = None) -> SamplingParams:
+    """SamplingParams from the JSON input and the request parameters.
+
+    `fill_context`: for chat, as OpenAI and vLLM do, no max_tokens means the rest of the context.
+    """
     fields = _json_input(request, "sampling_parameters") if "sampling_parameters" in request.inputs else {}
     if not isinstance(fields, dict):
         raise InvalidArgumentError("'sampling_parameters' must be a JSON object")
@@ -66,6 +71,8 @@ def _sampling(request: InferRequest) -> SamplingParams:
     for key in _FLAG_NAMES:
         fields.pop(key, None)  # vLLM's backend accepts these among the sampling parameters too
     fields.update({k: v for k, v in request.parameters.items() if k in SamplingParams.model_fields})
+    if fill_context is not None and fields.get("max_tokens") is None and fill_context >= 1:
+        fields["max_tokens"] = fill_context
     try:
         return SamplingParams.model_validate(fields)
     except ValidationError as exc:

@@ -53,12 +53,22 @@ def record_engine_stats(labels: tuple[str, str], stats: dict) -> None:
     PREFIX_CACHE_HIT_RATE.labels(*labels).set(stats["prefix_cache_hits"] / queries if queries else 0.0)
 
 
+def publish_zeros(labels: tuple[str, str]) -> None:
+    """Create a model version's series at load, so dashboards see zeros rather than nothing."""
+    for metric in _all_metrics():
+        metric.labels(*labels)
+
+
 def forget(labels: tuple[str, str]) -> None:
     """Drop a model version's series when it unloads."""
-    for metric in (TIME_TO_FIRST_TOKEN, INTER_TOKEN_LATENCY, END_TO_END_LATENCY, QUEUE_TIME, PROMPT_TOKENS,
-                   GENERATION_TOKENS, REQUESTS_RUNNING, REQUESTS_WAITING, KV_CACHE_USAGE, PREEMPTIONS,
-                   PREFIX_CACHE_QUERIES, PREFIX_CACHE_HITS, PREFIX_CACHE_HIT_RATE):
+    for metric in _all_metrics():
         try:
             metric.remove(*labels)
         except KeyError:
             pass
+
+
+def _all_metrics():
+    return (TIME_TO_FIRST_TOKEN, INTER_TOKEN_LATENCY, END_TO_END_LATENCY, QUEUE_TIME, PROMPT_TOKENS,
+            GENERATION_TOKENS, REQUESTS_RUNNING, REQUESTS_WAITING, KV_CACHE_USAGE, PREEMPTIONS,
+            PREFIX_CACHE_QUERIES, PREFIX_CACHE_HITS, PREFIX_CACHE_HIT_RATE)

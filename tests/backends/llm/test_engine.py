@@ -119,3 +119,12 @@ def test_seeded_sampling_is_reproducible_and_abort_frees_blocks(checkpoint):
     assert output.finished and output.finish_reason == "abort"
     assert engine.kv_cache.pool.num_free_blocks == engine.kv_cache.pool.num_blocks
     assert not engine.has_unfinished
+
+
+def test_engine_refuses_what_cannot_fit_its_context(checkpoint):
+    engine = _engine(checkpoint, max_model_len=32)
+    with pytest.raises(ValueError, match="do not fit max_model_len 32"):
+        engine.add_request("big", list(range(3, 30)), SamplingParams(max_tokens=10))
+    with pytest.raises(ValueError):
+        engine.add_request("empty", [], SamplingParams(max_tokens=1))
+    assert not engine.has_unfinished

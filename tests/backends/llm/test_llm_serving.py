@@ -627,3 +627,10 @@ def test_rejected_requests_never_reach_the_engine(server, oai):
     assert metric_delta(before, after, "modelgate_llm_prefix_cache_queries") == good["num_input_tokens"]
     assert metric_delta(before, after, "modelgate_llm_generation_tokens_total") == 4
     assert metric_delta(before, after, "modelgate_llm_time_to_first_token_seconds_count") == 1
+
+
+def test_chat_without_max_tokens_may_use_the_rest_of_the_context(oai):
+    reply = oai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "quick brown"}],
+                                        temperature=0, extra_body={"ignore_eos": True})
+    assert reply.usage.completion_tokens == MAX_MODEL_LEN - reply.usage.prompt_tokens
+    assert reply.choices[0].finish_reason == "length"
