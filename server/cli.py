@@ -42,8 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--exit-timeout-secs", type=float, default=30.0)
     serve.add_argument("--log-verbose", type=int, default=0)
     serve.set_defaults(run=_serve)
+    from clients.bench.cli import add_bench_command
     from clients.size.cli import add_size_command
 
+    add_bench_command(commands)
     add_size_command(commands)
     return parser
 

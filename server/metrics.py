@@ -51,6 +51,12 @@ class TritonStatisticsCollector:
         ]
         yield _family("nv_inference_request_failure", "Number of failed inference requests, all batch sizes",
                       "counter", failures)
+        yield _family("modelgate_inference_exec_requests",
+                      "Requests executed, over all executions (divided by nv_inference_exec_count: requests per batch)",
+                      "counter", [(_labels(s), s.executed_requests) for s in versions])
+        yield _family("modelgate_inference_batch_executions", "Model executions by batch size (rows)", "counter",
+                      [({**_labels(s), "batch_size": str(size)}, batch.compute_infer.count)
+                       for s in versions for size, batch in sorted(s.batches.items())])
         yield _family("nv_inference_pending_request_count",
                       "Instantaneous number of pending requests awaiting execution per-model.", "gauge",
                       [(_labels(s), s.pending_requests) for s in versions])

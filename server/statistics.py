@@ -47,10 +47,12 @@ class VersionStatistics:
     batches: dict[int, BatchStatistics] = field(default_factory=dict)
     failures_by_reason: dict[str, int] = field(default_factory=dict)
     pending_requests: int = 0
+    executed_requests: int = 0  # requests over all executions: / execution_count = requests batched per execution
 
-    def record_execution(self, batch_size: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
-        """One model execution of `batch_size` rows (counted whatever its requests' outcome)."""
+    def record_execution(self, batch_size: int, num_requests: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        """One model execution of `num_requests` requests, `batch_size` rows in all (whatever their outcome)."""
         self.execution_count += 1
+        self.executed_requests += num_requests
         batch = self.batches.setdefault(batch_size, BatchStatistics())
         batch.compute_input.add(input_ns)
         batch.compute_infer.add(infer_ns)

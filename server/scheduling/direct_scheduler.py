@@ -57,7 +57,7 @@ class DirectScheduler:
         self.stats.pending_requests += 1
         result, queue_ns = await self.pool.run([request], on_dispatch=self._dispatched)
         timings = result.timings
-        self.stats.record_execution(batch_size, timings.input_ns, timings.infer_ns, timings.output_ns)
+        self.stats.record_execution(batch_size, 1, timings.input_ns, timings.infer_ns, timings.output_ns)
         return result.responses, queue_ns, timings
 
     def _dispatched(self) -> None:

@@ -167,7 +167,7 @@ class DynamicBatcher:
             return
         timings = result.timings
         size = sum(e.batch_size for e in batch)
-        self.stats.record_execution(size, timings.input_ns, timings.infer_ns, timings.output_ns)
+        self.stats.record_execution(size, len(batch), timings.input_ns, timings.infer_ns, timings.output_ns)
         responses = result.responses
         if not self.is_decoupled and len(responses) != len(batch):
             responses = [InferResponse(e.request.model_name, "", id=e.request.id,

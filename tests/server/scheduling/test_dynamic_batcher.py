@@ -137,9 +137,21 @@ def _call(result, name="CALL"):
     return int(result.as_numpy(name)[0, 0])
 
 
+def _metric(running, name: str, **labels) -> float:
+    text = urllib.request.urlopen(running.metrics_url, timeout=10).read().decode()
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{wanted}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def test_queued_requests_run_as_one_batch_of_the_preferred_size(batching_server):
     running, client, gates = batching_server
     before = client.get_inference_statistics("batched")["model_stats"][0]
+    labels = {"model": "batched", "version": "1"}
+    requests_before = _metric(running, "modelgate_inference_exec_requests", **labels)
+    fours_before = _metric(running, "modelgate_inference_batch_executions", batch_size="4", **labels)
     with _Gate(running, client, gates["batched"], "batched") as gate:
         queued = gate.queue(4)
         _wait_pending(running, "batched", 4)
@@ -152,6 +164,9 @@ def test_queued_requests_run_as_one_batch_of_the_preferred_size(batching_server)
     assert after["execution_count"] - before["execution_count"] == 2  # the blocker, then one batch of 4
     assert after["inference_count"] - before["inference_count"] == 5
     assert any(b["batch_size"] == 4 for b in after["batch_stats"])
+    # The metrics show the batching too: 5 requests in 2 executions, one of them of 4 rows.
+    assert _metric(running, "modelgate_inference_exec_requests", **labels) - requests_before == 5
+    assert _metric(running, "modelgate_inference_batch_executions", batch_size="4", **labels) - fours_before == 1
 
 
 def test_batches_never_exceed_max_batch_size_rows(batching_server):
