@@ -1,0 +1,400 @@
+"""FP8 (e4m3) W8A8 GEMM: out[m, n] = (sum_k xq[m, k] * wq[n, k]) * x_scale[m] * w_scale[n] (+ bias[n]).
+
+Activations carry one dynamic scale per token (kernels.fp8_quant.quantize_per_token), weights one scale per
+output channel (quantized at load, or read from an FP8 checkpoint). Products of two e4m3 values are exact in
+fp32 and the sums accumulate in fp32 registers (on Hopper the tensor cores' own sums are shorter than fp32:
+Triton's default fast accumulation; `precise_accumulation=True` adds every BLOCK_K slice into the fp32
+accumulator instead); scales and bias are applied once, in the epilogue, and the result is rounded once
+to `out_dtype`.
+
+Tile configurations (Fp8GemmConfig) come from one explicit table keyed on the M bucket (`select_config`), so a
+given (M, N, K, SM count) always runs the same kernel and the interpreter runs the same code as the GPU.
+Why these tiles (H100: 132 SMs, 227 KB shared memory per block, 50 MB L2):
+- decode (M <= 64) is bound by reading the weight: BLOCK_M is the smallest of 16/32/64 that covers M (16 is
+  tl.dot's minimum: the least MMA work on padding rows), BLOCK_N = 64 keeps enough programs (N/64) to spread the weight over the SMs, and
+  BLOCK_K = 256 with 4-5 stages keeps ~64-100 KB of weight loads in flight per SM. When the tiles are
+  fewer than the SMs (o and down projections: N/64 = 64 tiles), K is split over 2-8 programs (split-K)
+  whose fp32 partials a small kernel sums in a fixed order (deterministic, no atomics).
+- mid (64 < M <= 256): 64x128x128 tiles, 4 stages, GROUP_M = 8.
+- prefill (M > 256) is bound by the tensor cores: 128x256x128 tiles, 8 warps (two warpgroups of wgmma),
+  3 stages (3 x 48 KB shared), GROUP_M = 8 so that programs running together share weight columns in L2;
+  when 128x256 tiles would leave SMs idle (fewer tiles than SMs), 128x128x128 with 4 stages.
+Tiles shrink to the problem for tiny layers (BLOCK_N, BLOCK_K down to max(32, next power of two)).
+
+Rows past M or N are read from an in-range row (index modulo M/N) so the loads stay unmasked along M and
+N; only the store is masked. K is masked only when K % BLOCK_K != 0 (EVEN_K).
+
+`fp8_linear_from_activations` quantizes per token and multiplies; with fused=True it does both in one kernel
+(each program recomputes its rows' amax from the bf16 input: it saves a launch and the fp8 round trip,
+at the price of re-reading the activation rows, which is worth it only for small M).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+
+import torch
+
+from kernels.fp8_quant import (
+    FP8_DTYPE,
+    FP8_MAX,
+    MIN_SCALE,
+    SOURCE_DTYPES,
+    check_launchable,
+    is_interpreted,
+    quantize_per_token,
+    quantize_per_token_reference,
+    tl,
+    to_e4m3,
+    triton,
+)
+
+OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+# The H100 SXM's SM count: the config choice under the interpreter (CPU) matches an H100's.
+DEFAULT_NUM_SMS = 132
+MAX_SPLIT_K = 8
+MIN_K_BLOCKS_PER_SPLIT = 4  # fewer K steps than this per program and the pipeline never fills
+
+
+@dataclass(frozen=True)
+class Fp8GemmConfig:
+    """One launch configuration of the FP8 GEMM kernel."""
+
+    block_m: int
+    block_n: int
+    block_k: int
+    group_m: int = 1  # M tiles per swizzle group (programs in a group share B tiles through L2)
+    split_k: int = 1  # programs along K; > 1 adds an fp32 partial buffer and a reduction kernel
+    num_warps: int = 4
+    num_stages: int = 3
+
+    def validate(self) -> None:
+        # fp8 tl.dot on NVIDIA needs K >= 32 per dot (the interpreter would accept less).
+        for name, least in (("block_m", 16), ("block_n", 16), ("block_k", 32)):
+            value = getattr(self, name)
+            if value < least or value & (value - 1):
+                raise ValueError(f"Fp8GemmConfig.{name} must be a power of two >= {least}, got {value}")
+        if self.group_m < 1 or self.split_k < 1 or self.num_stages < 1:
+            raise ValueError(f"Fp8GemmConfig: group_m, split_k and num_stages must be >= 1, got {self}")
+        if self.num_warps not in (1, 2, 4, 8, 16):
+            raise ValueError(f"Fp8GemmConfig.num_warps must be 1, 2, 4, 8 or 16, got {self.num_warps}")
+
+
+# (largest M of the bucket, config); the table `select_config` starts from. See the module docstring.
+CONFIG_TABLE: tuple[tuple[int, Fp8GemmConfig], ...] = (
+    (16, Fp8GemmConfig(block_m=16, block_n=64, block_k=256, group_m=1, num_warps=4, num_stages=5)),
+    (32, Fp8GemmConfig(block_m=32, block_n=64, block_k=256, group_m=1, num_warps=4, num_stages=5)),
+    (64, Fp8GemmConfig(block_m=64, block_n=64, block_k=256, group_m=1, num_warps=4, num_stages=4)),
+    (256, Fp8GemmConfig(block_m=64, block_n=128, block_k=128, group_m=8, num_warps=4, num_stages=4)),
+)
+PREFILL_CONFIG = Fp8GemmConfig(block_m=128, block_n=256, block_k=128, group_m=8, num_warps=8, num_stages=3)
+PREFILL_NARROW_CONFIG = Fp8GemmConfig(block_m=128, block_n=128, block_k=128, group_m=8, num_warps=8, num_stages=4)
+DECODE_MAX_M = 64
+
+
+@functools.lru_cache(maxsize=4096)
+def select_config(M: int, N: int, K: int, num_sms: int = DEFAULT_NUM_SMS) -> Fp8GemmConfig:
+    """The table's config for this problem: M bucket, prefill tile width, tiny-layer shrink, decode split-K."""
+    config = next((c for max_m, c in CONFIG_TABLE if M <= max_m), None)
+    if config is None:
+        wide_tiles = triton.cdiv(M, PREFILL_CONFIG.block_m) * triton.cdiv(N, PREFILL_CONFIG.block_n)
+        config = PREFILL_CONFIG if wide_tiles >= num_sms else PREFILL_NARROW_CONFIG
+    block_n = min(config.block_n, max(32, triton.next_power_of_2(N)))
+    block_k = min(config.block_k, max(32, triton.next_power_of_2(K)))
+    split_k = 1
+    if M <= DECODE_MAX_M:
+        tiles = triton.cdiv(M, config.block_m) * triton.cdiv(N, block_n)
+        if tiles < num_sms:
+            k_blocks = triton.cdiv(K, block_k)
+            split_k = max(1, min(MAX_SPLIT_K, triton.cdiv(num_sms, tiles), k_blocks // MIN_K_BLOCKS_PER_SPLIT))
+    return dataclasses.replace(config, block_n=block_n, block_k=block_k, split_k=split_k)
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_num_sms(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def num_sms_of(device: torch.device) -> int:
+    """SM count of a CUDA device; DEFAULT_NUM_SMS for the CPU (interpreter)."""
+    if device.type != "cuda":
+        return DEFAULT_NUM_SMS
+    return _cuda_num_sms(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@triton.jit
+def to_output(acc, OUT_TY: tl.constexpr, ROUND_IN_FP32: tl.constexpr):
+    """acc (fp32) -> OUT_TY, round to nearest even. The interpreter truncates fp32 -> bf16, so under it
+    (ROUND_IN_FP32) the rounding is done on the bits first and the conversion is exact."""
+    if ROUND_IN_FP32:
+        if OUT_TY == tl.bfloat16:
+            bits = acc.to(tl.int32, bitcast=True)
+            acc = ((bits + 0x7FFF + ((bits >> 16) & 1)) & -65536).to(tl.float32, bitcast=True)
+    return acc.to(OUT_TY)
+
+
+@triton.jit
+def _fp8_gemm_kernel(
+    a_ptr,  # [M, K] activations: float8_e4m3fn, or bf16/fp16/fp32 when FUSE_QUANT; column stride 1
+    b_ptr,  # [N, K] float8_e4m3fn weight (nn.Linear layout); column stride 1
+    a_scale_ptr,  # [M] float32 per-token scales (not read when FUSE_QUANT: computed here)
+    b_scale_ptr,  # [N] float32 per-output-channel scales
+    bias_ptr,  # [N] bias, read only when HAS_BIAS
+    c_ptr,  # SPLIT_K == 1: [M, N] output; else [SPLIT_K, M, N] float32 partials (times the token scale)
+    M,  # rows of a (tokens)
+    N,  # rows of b (output channels)
+    K,  # reduction length
+    stride_am,  # elements between rows of a
+    stride_bn,  # elements between rows of b
+    stride_cm,  # elements between rows of c
+    stride_cs,  # elements between the SPLIT_K slices of c (unused when SPLIT_K == 1)
+    K_PER_SPLIT,  # K columns per split, a multiple of BLOCK_K (K itself when SPLIT_K == 1)
+    HAS_BIAS: tl.constexpr,  # add bias[n]
+    FUSE_QUANT: tl.constexpr,  # a is high precision: quantize it per token here
+    FP8_MAX: tl.constexpr,  # 448, for FUSE_QUANT
+    MIN_SCALE: tl.constexpr,  # smallest token scale, for FUSE_QUANT
+    ROUND_IN_FP32: tl.constexpr,  # interpreter only: round to nearest even in fp32 (see fp8_quant, to_output)
+    EVEN_K: tl.constexpr,  # K % BLOCK_K == 0: no K masks
+    BLOCK_M: tl.constexpr,  # tile rows (tokens)
+    BLOCK_N: tl.constexpr,  # tile columns (output channels)
+    BLOCK_K: tl.constexpr,  # K step
+    GROUP_M: tl.constexpr,  # M tiles per swizzle group
+    SPLIT_K: tl.constexpr,  # programs along K (grid axis 1)
+    MAX_IMPRECISE_ACC: tl.constexpr,  # sm_90: K elements the tensor cores sum before an fp32 add; None: all
+):
+    # Grouped ordering: consecutive programs walk GROUP_M tiles down M before moving along N, so the
+    # weight tiles they load are shared through L2.
+    pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_pid_in_group = GROUP_M * num_pid_n
+    first_pid_m = (pid // num_pid_in_group) * GROUP_M
+    group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    # Out-of-range rows read an in-range row instead of masking (unmasked, vectorizable loads); the
+    # store below drops them. int64: rows * stride passes 2^31 for big prefills and weights.
+    rows_a = (offs_m % M).to(tl.int64)
+    rows_b = (offs_n % N).to(tl.int64)
+    k_start = pid_k * K_PER_SPLIT
+    k_len = tl.minimum(K - k_start, K_PER_SPLIT)
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + rows_a[:, None] * stride_am + (k_start + offs_k)[None, :]
+    b_ptrs = b_ptr + rows_b[:, None] * stride_bn + (k_start + offs_k)[None, :]
+
+    if FUSE_QUANT:
+        # The token scale needs the whole row, whatever part of K this program multiplies.
+        amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            row = tl.load(a_ptr + rows_a[:, None] * stride_am + (k0 + offs_k)[None, :],
+                          mask=(k0 + offs_k)[None, :] < K, other=0.0)
+            amax = tl.maximum(amax, tl.max(tl.abs(row.to(tl.float32)), axis=1))
+        a_scale = tl.maximum(tl.div_rn(amax, FP8_MAX), MIN_SCALE)
+    else:
+        a_scale = tl.load(a_scale_ptr + rows_a)
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, tl.cdiv(k_len, BLOCK_K)):
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            b = tl.load(b_ptrs)
+        else:
+            k_mask = offs_k[None, :] < k_len - k * BLOCK_K
+            a = tl.load(a_ptrs, mask=k_mask, other=0.0)
+            b = tl.load(b_ptrs, mask=k_mask, other=0.0)
+        if FUSE_QUANT:
+            a = to_e4m3(tl.div_rn(a.to(tl.float32), a_scale[:, None]), FP8_MAX, ROUND_IN_FP32)
+        acc = tl.dot(a, tl.trans(b), acc, max_num_imprecise_acc=MAX_IMPRECISE_ACC)
+        a_ptrs += BLOCK_K
+        b_ptrs += BLOCK_K
+
+    acc = acc * a_scale[:, None]
+    c_mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    c_ptrs = c_ptr + pid_k.to(tl.int64) * stride_cs + offs_m.to(tl.int64)[:, None] * stride_cm + offs_n[None, :]
+    if SPLIT_K == 1:
+        acc = acc * tl.load(b_scale_ptr + rows_b)[None, :]
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + rows_b).to(tl.float32)[None, :]
+        tl.store(c_ptrs, to_output(acc, c_ptr.dtype.element_ty, ROUND_IN_FP32), mask=c_mask)
+    else:
+        tl.store(c_ptrs, acc, mask=c_mask)
+
+
+@triton.jit
+def _split_k_reduce_kernel(
+    p_ptr,  # [SPLIT_K, M, N] float32 partial sums, contiguous
+    b_scale_ptr,  # [N] float32 per-output-channel scales
+    bias_ptr,  # [N] bias, read only when HAS_BIAS
+    c_ptr,  # [M, N] output, contiguous
+    M,  # rows
+    N,  # columns
+    HAS_BIAS: tl.constexpr,  # add bias[n]
+    SPLIT_K: tl.constexpr,  # number of partial slices, summed in order (deterministic)
+    BLOCK: tl.constexpr,  # elements per program
+    ROUND_IN_FP32: tl.constexpr,  # interpreter only (see to_output)
+):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < M * N
+    cols = offs % N
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for s in tl.static_range(SPLIT_K):
+        acc += tl.load(p_ptr + s * M * N + offs, mask=mask, other=0.0)
+    acc = acc * tl.load(b_scale_ptr + cols, mask=mask, other=0.0)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    tl.store(c_ptr + offs, to_output(acc, c_ptr.dtype.element_ty, ROUND_IN_FP32), mask=mask)
+
+
+def _check_matrix(t: torch.Tensor, name: str, dtypes: tuple, what: str) -> None:
+    if t.dim() != 2:
+        raise ValueError(f"{what}: {name} must be 2-D, got shape {tuple(t.shape)}")
+    if t.dtype not in dtypes:
+        raise ValueError(f"{what}: {name} must be one of {[str(d) for d in dtypes]}, got {t.dtype}")
+    if t.shape[1] > 1 and t.stride(1) != 1:
+        raise ValueError(f"{what}: {name} needs unit column stride (rows may be strided), got strides {t.stride()}")
+
+
+def _check_vector(t: torch.Tensor | None, name: str, length: int, dtypes: tuple, what: str) -> None:
+    if t is None:
+        return
+    if t.shape != (length,):
+        raise ValueError(f"{what}: {name} must have shape [{length}], got {tuple(t.shape)}")
+    if t.dtype not in dtypes:
+        raise ValueError(f"{what}: {name} must be one of {[str(d) for d in dtypes]}, got {t.dtype}")
+    if length > 1 and t.stride(0) != 1:
+        raise ValueError(f"{what}: {name} must be contiguous, got stride {t.stride()}")
+
+
+def _check_gemm_args(x, x_scales, w_fp8, w_scales, bias, out_dtype, x_dtypes, what) -> None:
+    _check_matrix(x, "x", x_dtypes, what)
+    _check_matrix(w_fp8, "w_fp8", (FP8_DTYPE,), what)
+    (M, K), N = x.shape, w_fp8.shape[0]
+    if w_fp8.shape[1] != K:
+        raise ValueError(f"{what}: x is [M, K] = {list(x.shape)} but w_fp8 is [N, K] = {list(w_fp8.shape)}")
+    if K == 0:
+        raise ValueError(f"{what}: K must be > 0")
+    _check_vector(x_scales, "x_scales", M, (torch.float32,), what)
+    _check_vector(w_scales, "w_scales", N, (torch.float32,), what)
+    _check_vector(bias, "bias", N, OUT_DTYPES, what)
+    if out_dtype not in OUT_DTYPES:
+        raise ValueError(f"{what}: out_dtype must be bfloat16, float16 or float32, got {out_dtype}")
+    tensors = [t for t in (x, x_scales, w_fp8, w_scales, bias) if t is not None]
+    check_launchable(_fp8_gemm_kernel, what, *tensors)
+
+
+def _launch(x, x_scales, w_fp8, w_scales, bias, out_dtype, config, fuse_quant: bool,
+            precise_accumulation: bool) -> torch.Tensor:
+    (M, K), N = x.shape, w_fp8.shape[0]
+    out = torch.empty((M, N), dtype=out_dtype, device=x.device)
+    if M == 0 or N == 0:
+        return out
+    config = config or select_config(M, N, K, num_sms_of(x.device))
+    config.validate()
+    k_per_split = triton.cdiv(triton.cdiv(K, config.block_k), config.split_k) * config.block_k
+    split_k = triton.cdiv(K, k_per_split)  # every split non-empty
+    partials = torch.empty((split_k, M, N), dtype=torch.float32, device=x.device) if split_k > 1 else out
+    grid = (triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n), split_k)
+    _fp8_gemm_kernel[grid](
+        x, w_fp8, x if x_scales is None else x_scales, w_scales, w_scales if bias is None else bias, partials,
+        M, N, K, x.stride(0), w_fp8.stride(0), N, M * N, k_per_split,
+        HAS_BIAS=bias is not None, FUSE_QUANT=fuse_quant, FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE,
+        ROUND_IN_FP32=is_interpreted(_fp8_gemm_kernel), EVEN_K=K % config.block_k == 0,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
+        SPLIT_K=split_k, MAX_IMPRECISE_ACC=config.block_k if precise_accumulation else None,
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    if split_k > 1:
+        block = 1024
+        _split_k_reduce_kernel[(triton.cdiv(M * N, block),)](
+            partials, w_scales, w_scales if bias is None else bias, out, M, N,
+            HAS_BIAS=bias is not None, SPLIT_K=split_k, BLOCK=block, num_warps=4,
+            ROUND_IN_FP32=is_interpreted(_split_k_reduce_kernel),
+        )
+    return out
+
+
+def fp8_linear(
+    x_fp8: torch.Tensor,  # [M, K] float8_e4m3fn, unit column stride
+    x_scales: torch.Tensor,  # [M] float32 per-token scales
+    w_fp8: torch.Tensor,  # [N, K] float8_e4m3fn, unit column stride
+    w_scales: torch.Tensor,  # [N] float32 per-output-channel scales
+    bias: torch.Tensor | None = None,  # [N] bf16/fp16/fp32
+    out_dtype: torch.dtype = torch.bfloat16,
+    config: Fp8GemmConfig | None = None,
+    precise_accumulation: bool = False,
+) -> torch.Tensor:
+    """out [M, N] = (x_fp8 @ w_fp8^T) * x_scales[:, None] * w_scales[None, :] (+ bias), fp32 accumulation.
+
+    All tensors on one CUDA device (CPU under TRITON_INTERPRET=1). `config` overrides the table's choice
+    (select_config); leave it None in production. Raises ValueError on wrong shapes, dtypes, strides, devices.
+    On Hopper the fp8 tensor cores sum their products with fewer bits than fp32 (Triton's default there:
+    fast accumulation, like torch._scaled_mm(use_fast_accum=True)); precise_accumulation=True adds each
+    BLOCK_K slice into the fp32 accumulator separately (like use_fast_accum=False), at some speed cost.
+    """
+    _check_gemm_args(x_fp8, x_scales, w_fp8, w_scales, bias, out_dtype, (FP8_DTYPE,), "fp8_linear")
+    return _launch(x_fp8, x_scales, w_fp8, w_scales, bias, out_dtype, config, False, precise_accumulation)
+
+
+def fp8_linear_from_activations(
+    x: torch.Tensor,  # [..., K] bf16/fp16/fp32
+    w_fp8: torch.Tensor,  # [N, K] float8_e4m3fn
+    w_scales: torch.Tensor,  # [N] float32
+    bias: torch.Tensor | None = None,  # [N]
+    out_dtype: torch.dtype | None = None,
+    fused: bool = False,
+    config: Fp8GemmConfig | None = None,
+    precise_accumulation: bool = False,
+) -> torch.Tensor:
+    """[..., N]: x quantized per token (quantize_per_token), then fp8_linear. out_dtype defaults to x.dtype.
+
+    fused=True quantizes inside the GEMM kernel (one launch, no fp8 copy of x); the results are the same
+    up to fp32 summation order. precise_accumulation: see fp8_linear.
+    """
+    what = "fp8_linear_from_activations"
+    if x.dim() < 1:
+        raise ValueError(f"{what}: x must have a last dimension K, got a scalar")
+    out_dtype = x.dtype if out_dtype is None else out_dtype
+    x2d = x.reshape(-1, x.shape[-1])
+    if x2d.shape[1] > 1 and x2d.stride(1) != 1:
+        x2d = x2d.contiguous()
+    if fused:
+        _check_gemm_args(x2d, None, w_fp8, w_scales, bias, out_dtype, SOURCE_DTYPES, what)
+        out = _launch(x2d, None, w_fp8, w_scales, bias, out_dtype, config, True, precise_accumulation)
+    else:
+        _check_gemm_args(x2d, None, w_fp8, w_scales, bias, out_dtype, SOURCE_DTYPES, what)
+        x_fp8, x_scales = quantize_per_token(x2d)
+        out = _launch(x_fp8, x_scales, w_fp8, w_scales, bias, out_dtype, config, False, precise_accumulation)
+    return out.reshape(*x.shape[:-1], w_fp8.shape[0])
+
+
+def fp8_linear_reference(
+    x_fp8: torch.Tensor,  # [M, K] float8_e4m3fn
+    x_scales: torch.Tensor,  # [M] float32
+    w_fp8: torch.Tensor,  # [N, K] float8_e4m3fn
+    w_scales: torch.Tensor,  # [N] float32
+    bias: torch.Tensor | None = None,  # [N]
+    out_dtype: torch.dtype = torch.bfloat16,
+) -> torch.Tensor:
+    """Torch reference of fp8_linear: fp32 matmul of the fp8 values (exact products), then the same epilogue."""
+    acc = x_fp8.float() @ w_fp8.float().t()
+    out = acc * x_scales.float()[:, None] * w_scales.float()[None, :]
+    if bias is not None:
+        out = out + bias.float()[None, :]
+    return out.to(out_dtype)
+
+
+def fp8_linear_from_activations_reference(
+    x: torch.Tensor, w_fp8: torch.Tensor, w_scales: torch.Tensor, bias: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Torch reference of fp8_linear_from_activations (the CPU engine's FP8 linear). x: [..., K] -> [..., N]."""
+    x2d = x.reshape(-1, x.shape[-1])
+    x_fp8, x_scales = quantize_per_token_reference(x2d)
+    out = fp8_linear_reference(x_fp8, x_scales, w_fp8, w_scales, bias, out_dtype or x.dtype)
+    return out.reshape(*x.shape[:-1], w_fp8.shape[0])
