@@ -24,6 +24,7 @@ from backends.llm.engine_config import EngineConfig
 from backends.llm.generation_request import GenerationRequest, parse_generation_request
 from backends.llm.llm_responses import OUTPUT_NAMES, build_response, logprobs_json
 from backends.llm.tokenizer import TextTokenizer
+from backends.llm.trace_recorder import TRACE_PARAMETERS, trace_recorder
 from server.errors import ConfigError, ModelgateError, ModelExecutionError
 from server.inference_types import InferRequest, InferResponse
 from server.response_stream import ResponseStream
@@ -66,6 +67,7 @@ class _ActiveRequest:
     generation: GenerationRequest
     wanted: list[str]
     arrival: float = field(default_factory=time.monotonic)
+    first_token_time: float | None = None
     last_token_time: float | None = None
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
@@ -78,6 +80,8 @@ class LLMModelInstance(ModelInstance):
         self.spec = spec
         self.labels = (spec.model_name, str(spec.model_version))
         self.engine_config = _engine_config(spec)
+        parameters = {key: value.string_value for key, value in spec.config.parameters.items()}
+        self.trace = trace_recorder(spec.model_name, str(spec.model_version), parameters)  # None: tracing off
         self.tokenizer = TextTokenizer(spec.version_dir)
         self._active: dict[str, _ActiveRequest] = {}
         self._lock = threading.Lock()
@@ -106,6 +110,8 @@ class LLMModelInstance(ModelInstance):
         for state in active.values():
             state.stream.fail(self._error_response(state, "the model was unloaded"))
         llm_metrics.forget(self.labels)
+        if self.trace is not None:
+            self.trace.close()
 
     def _submit(self, request: InferRequest) -> None:
         if request.response_stream is None:
@@ -174,6 +180,7 @@ class LLMModelInstance(ModelInstance):
             llm_metrics.QUEUE_TIME.labels(*labels).observe(output["queue_time_s"])
         if new_tokens:
             if state.last_token_time is None:
+                state.first_token_time = now
                 llm_metrics.TIME_TO_FIRST_TOKEN.labels(*labels).observe(now - state.arrival)
             else:
                 llm_metrics.INTER_TOKEN_LATENCY.labels(*labels).observe((now - state.last_token_time) / new_tokens)
@@ -182,6 +189,8 @@ class LLMModelInstance(ModelInstance):
         if output["finished"]:
             llm_metrics.END_TO_END_LATENCY.labels(*labels).observe(now - state.arrival)
             llm_metrics.PROMPT_TOKENS.labels(*labels).inc(output["num_prompt_tokens"])
+            if self.trace is not None:  # on the reader thread: file writes never block the event loop
+                self.trace.record(state.arrival, state.first_token_time, now, output)
 
     def _fail_all(self, message: str) -> None:
         with self._lock:
@@ -196,7 +205,8 @@ class LLMModelInstance(ModelInstance):
 
 def _engine_config(spec: InstanceSpec) -> EngineConfig:
     """EngineConfig from the config's parameters; device from the instance group."""
-    settings = {key: value.string_value for key, value in spec.config.parameters.items()}
+    settings = {key: value.string_value for key, value in spec.config.parameters.items()
+                if key not in TRACE_PARAMETERS}
     if "device" not in settings:
         settings["device"] = f"cuda:{spec.device_id}" if spec.kind == "GPU" else "cpu"
     try:

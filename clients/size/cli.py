@@ -7,6 +7,7 @@ from pathlib import Path
 
 from backends.llm.models.model_config import DecoderConfig
 from clients.size.memory import BYTES_PER_ELEMENT, GIB, parameter_counts, plan
+from clients.size.traffic_cli import add_traffic_command
 
 
 def add_size_command(commands) -> None:
@@ -22,6 +23,7 @@ def add_size_command(commands) -> None:
     memory.add_argument("--osl", type=int, default=1024, help="output tokens per sequence")
     memory.add_argument("--block-size", type=int, default=16)
     memory.set_defaults(run=run_memory)
+    add_traffic_command(kinds)
 
 
 def run_memory(args: argparse.Namespace) -> int:

@@ -1,0 +1,165 @@
+"""`modelgate bench llm` and `modelgate bench tensor`: flags -> settings -> a run -> a table (and files)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from clients.bench.patterns import CLASS_NAMES, PatternError
+
+
+def add_bench_command(commands) -> None:
+    bench = commands.add_parser("bench", help="load generators: LLM serving (TTFT, ITL, TTC) and any KServe v2 model")
+    kinds = bench.add_subparsers(dest="bench_command", required=True)
+    _add_llm(kinds.add_parser("llm", help="stream LLM requests of chosen ISL/OSL patterns and measure them"))
+    _add_tensor(kinds.add_parser("tensor", help="random tensors from a model's metadata over a concurrency sweep"))
+
+
+def _add_llm(llm: argparse.ArgumentParser) -> None:
+    target = llm.add_argument_group("target")
+    target.add_argument("--url", help="host:port; default localhost:8000 (HTTP protocols) or localhost:8001 (grpc)")
+    target.add_argument("--protocol", choices=["generate_stream", "grpc", "openai-chat", "openai-completions"],
+                        default="generate_stream")
+    target.add_argument("-m", "--model", required=True)
+    target.add_argument("--model-version", default="")
+    target.add_argument("--tokenizer", type=Path, help="tokenizer.json or a model folder: prompts of exact ISL")
+    target.add_argument("--temperature", type=float)
+    target.add_argument("--extra-body", type=json.loads, default={},
+                        help="JSON object merged into each request body (grpc: into sampling_parameters)")
+    target.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request")
+    lengths = llm.add_argument_group("request pattern (lengths in tokens)")
+    lengths.add_argument("--pattern", default="fixed",
+                         choices=["fixed", *CLASS_NAMES, "mix", "normal", "uniform", "trace"])
+    for name, default in (("isl", 128), ("osl", 128), ("short-isl", 128), ("long-isl", 2048), ("short-osl", 128),
+                          ("long-osl", 1024)):
+        lengths.add_argument(f"--{name}", type=int, default=default)
+    lengths.add_argument("--mix", default="", help="class weights of the mix, e.g. long-in-short-out=3,short-in-short-out=1")
+    lengths.add_argument("--isl-stddev", type=float, default=0.0, help="normal: standard deviation of the ISL")
+    lengths.add_argument("--osl-stddev", type=float, default=0.0)
+    for name in ("isl-min", "isl-max", "osl-min", "osl-max"):
+        lengths.add_argument(f"--{name}", type=int, help="uniform: range bound (default 1 and --isl/--osl)")
+    lengths.add_argument("--trace-file", type=Path, help="trace: JSONL with isl and osl per line")
+    lengths.add_argument("--max-model-len", type=int, help="shorten requests (input first) to fit this context")
+    load = llm.add_argument_group("load")
+    how = load.add_mutually_exclusive_group()
+    how.add_argument("--concurrency", type=int, help="closed loop: this many requests in flight (default 1)")
+    how.add_argument("--request-rate", type=float, help="open loop: Poisson arrivals per second")
+    load.add_argument("--max-concurrency", type=int, help="with --request-rate: cap on requests in flight")
+    load.add_argument("--num-requests", type=int, help="stop launching after this many (default 100 without --duration)")
+    load.add_argument("--duration", type=float, help="stop launching after this many seconds")
+    load.add_argument("--warmup-requests", type=int, default=0)
+    load.add_argument("--seed", type=int, default=0)
+    out = llm.add_argument_group("output")
+    out.add_argument("--output-dir", type=Path, help="write bench.json, requests.csv and four PNG plots here")
+    out.add_argument("--no-plots", action="store_true")
+    out.add_argument("--no-progress", action="store_true")
+    llm.set_defaults(run=run_llm)
+
+
+def run_llm(args: argparse.Namespace) -> int:
+    from clients.bench.llm_bench import run_llm_bench
+    from clients.bench.llm_settings import LengthSettings, LLMBenchSettings, LoadSettings
+
+    try:
+        settings = LLMBenchSettings(
+            url=args.url or ("localhost:8001" if args.protocol == "grpc" else "localhost:8000"),
+            protocol=args.protocol, model=args.model, model_version=args.model_version, tokenizer=args.tokenizer,
+            temperature=args.temperature, extra_body=args.extra_body, request_timeout_s=args.request_timeout,
+            output_dir=args.output_dir, plots=not args.no_plots, progress=not args.no_progress,
+            lengths=LengthSettings(
+                pattern=args.pattern, isl=args.isl, osl=args.osl, short_isl=args.short_isl, long_isl=args.long_isl,
+                short_osl=args.short_osl, long_osl=args.long_osl, mix_weights=_weights(args.mix),
+                isl_stddev=args.isl_stddev, osl_stddev=args.osl_stddev, isl_min=args.isl_min, isl_max=args.isl_max,
+                osl_min=args.osl_min, osl_max=args.osl_max, trace_file=args.trace_file,
+                max_model_len=args.max_model_len),
+            load=LoadSettings(
+                concurrency=args.concurrency if args.concurrency or args.request_rate else 1,
+                request_rate=args.request_rate, max_concurrency=args.max_concurrency,
+                num_requests=args.num_requests if args.num_requests or args.duration else 100,
+                duration_s=args.duration, warmup_requests=args.warmup_requests, seed=args.seed),
+        )
+    except (ValidationError, ValueError) as exc:  # ValueError: --mix weights that are not numbers
+        return _usage_error("llm", exc)
+    try:
+        result = run_llm_bench(settings)
+    except (PatternError, FileNotFoundError) as exc:  # a bad trace file or tokenizer path
+        return _usage_error("llm", exc)
+    print(result.table)
+    for path in result.files:
+        print(f"wrote {path}")
+    return 0 if result.summary["num_ok"] else 1
+
+
+def _add_tensor(tensor: argparse.ArgumentParser) -> None:
+    tensor.add_argument("--url", help="host:port; default localhost:8000 (http) or localhost:8001 (grpc)")
+    tensor.add_argument("--protocol", choices=["http", "grpc"], default="http")
+    tensor.add_argument("-m", "--model", required=True)
+    tensor.add_argument("--model-version", default="")
+    tensor.add_argument("--concurrency", default="1,4,16", help="comma-separated levels of the sweep")
+    tensor.add_argument("--num-requests", type=int, help="requests per level (default 100 without --duration)")
+    tensor.add_argument("--duration", type=float, help="seconds per level")
+    tensor.add_argument("--warmup-requests", type=int, default=5)
+    tensor.add_argument("--batch-size", type=int, default=1, help="the batch dimension of batched models")
+    tensor.add_argument("--shape-size", type=int, default=16, help="the size given to every other -1 dimension")
+    tensor.add_argument("--shape", action="append", default=[], help="NAME:D1,D2 for one input (no batch dim)")
+    tensor.add_argument("--seed", type=int, default=0)
+    tensor.add_argument("--output-file", type=Path, help="write the sweep as JSON")
+    tensor.set_defaults(run=run_tensor)
+
+
+def run_tensor(args: argparse.Namespace) -> int:
+    from tritonclient.utils import InferenceServerException
+
+    from clients.bench.tensor_bench import TensorBenchSettings, run_tensor_bench
+    from clients.bench.tensor_inputs import TensorInputError
+
+    try:
+        settings = TensorBenchSettings(
+            url=args.url or ("localhost:8001" if args.protocol == "grpc" else "localhost:8000"),
+            protocol=args.protocol, model=args.model, model_version=args.model_version,
+            concurrency=[int(level) for level in args.concurrency.split(",") if level.strip()],
+            num_requests=args.num_requests if args.num_requests or args.duration else 100,
+            duration_s=args.duration, warmup_requests=args.warmup_requests, batch_size=args.batch_size,
+            shape_size=args.shape_size, shapes=_shapes(args.shape), seed=args.seed, output_file=args.output_file)
+        result = run_tensor_bench(settings)
+    except (ValidationError, ValueError, TensorInputError, InferenceServerException, OSError) as exc:
+        return _usage_error("tensor", exc)
+    print(result.table)
+    if settings.output_file is not None:
+        print(f"wrote {settings.output_file}")
+    return 0 if all(level.num_ok for level in result.levels) else 1
+
+
+def _weights(text: str) -> dict[str, float]:
+    weights = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, weight = item.partition("=")
+        try:
+            weights[name.strip()] = float(weight or 1)
+        except ValueError:
+            raise ValueError(f"--mix {item}: expected CLASS=WEIGHT with a number") from None
+    return weights
+
+
+def _shapes(items: list[str]) -> dict[str, list[int]]:
+    shapes = {}
+    for item in items:
+        name, _, dims = item.rpartition(":")
+        if not name:
+            raise ValueError(f"--shape {item}: expected NAME:D1,D2")
+        shapes[name] = [int(d) for d in dims.split(",") if d.strip()]
+    return shapes
+
+
+def _usage_error(command: str, exc: Exception) -> int:
+    if isinstance(exc, ValidationError):
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"]) or "settings"
+            print(f"modelgate bench {command}: {field}: {error['msg']}", file=sys.stderr)
+    else:
+        print(f"modelgate bench {command}: {exc}", file=sys.stderr)
+    return 2

@@ -1,0 +1,116 @@
+"""`bench llm` as a library call: run the load, summarize, write JSON/CSV/plots.
+
+    result = run_llm_bench(LLMBenchSettings(model="tiny_llm", load=LoadSettings(concurrency=4, num_requests=60)))
+    print(result.table)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from clients.bench.kserve_grpc_client import KServeGrpcStreamClient
+from clients.bench.kserve_http_client import KServeGenerateStreamClient
+from clients.bench.llm_client import Clock, LLMClient
+from clients.bench.llm_settings import LLMBenchSettings
+from clients.bench.load_generator import run_load
+from clients.bench.openai_client import OpenAIClient
+from clients.bench.patterns import RequestPlan, request_plans
+from clients.bench.plots import write_plots
+from clients.bench.prompts import PromptBuilder
+from clients.bench.report import CSV_NAME, JSON_NAME, summary_table, write_csv, write_json
+from clients.bench.request_record import RequestRecord
+from clients.bench.statistics import summarize
+
+_WARMUP_SEED_OFFSET = 1000  # warm-up draws its own plans: the measured sequence does not depend on it
+
+
+@dataclass
+class LLMBenchResult:
+    settings: LLMBenchSettings
+    summary: dict
+    records: list[RequestRecord]  # measured requests, by plan index
+    warmup: list[RequestRecord]
+    table: str
+    files: list[Path] = field(default_factory=list)
+
+
+def run_llm_bench(settings: LLMBenchSettings) -> LLMBenchResult:
+    """Runs the benchmark on a fresh event loop (call it from code that has none running)."""
+    return asyncio.run(bench_llm(settings))
+
+
+def make_client(settings: LLMBenchSettings) -> LLMClient:
+    if settings.protocol == "generate_stream":
+        return KServeGenerateStreamClient(settings)
+    if settings.protocol == "grpc":
+        return KServeGrpcStreamClient(settings)
+    return OpenAIClient(settings, chat=settings.protocol == "openai-chat")
+
+
+async def bench_llm(settings: LLMBenchSettings) -> LLMBenchResult:
+    seed = settings.load.seed
+    plans = request_plans(settings.lengths, seed)
+    warmup_plans = request_plans(settings.lengths, seed + _WARMUP_SEED_OFFSET)
+    prompts = PromptBuilder(settings.tokenizer, seed)
+    client = make_client(settings)
+    await client.open()
+    try:
+        with tqdm(total=settings.load.num_requests, unit="req", disable=not settings.progress,
+                  desc=f"{client.protocol} {settings.lengths.pattern}") as bar:
+            measure = functools.partial(_measure, client, prompts)
+            result = await run_load(measure, plans, warmup_plans, settings.load, lambda record: bar.update(1))
+    finally:
+        await client.close()
+    for record in result.records + result.warmup:
+        record.start_s -= result.started  # measure() left the send time (perf_counter) there
+    summary = summarize(result.records)
+    bench = LLMBenchResult(settings, summary, result.records, result.warmup, summary_table(summary, _title(settings)))
+    if settings.output_dir is not None:
+        bench.files = _write_outputs(bench)
+    return bench
+
+
+async def _measure(client: LLMClient, prompts: PromptBuilder, plan: RequestPlan) -> RequestRecord:
+    prompt = prompts.build(plan.isl)
+    record = RequestRecord(plan.index, plan.pattern, client.protocol, started_at=time.time(),
+                           planned_isl=plan.isl, planned_osl=plan.osl)
+    clock = Clock()
+    record.start_s = clock.sent
+    try:
+        outcome = await client.stream(prompt.text, plan.osl, clock)
+    except Exception as exc:  # a failed request is a measurement too: keep going
+        record.error = f"{type(exc).__name__}: {exc}"[:500]
+        record.e2e_s = clock.elapsed()
+        return record
+    record.e2e_s = clock.elapsed()
+    outcome.timeline.fill_record(record, outcome.num_output_tokens)
+    record.isl = outcome.num_input_tokens if outcome.num_input_tokens is not None else (prompt.num_tokens or plan.isl)
+    record.finish_reason = outcome.finish_reason
+    if record.osl == 0:
+        record.error = "the stream ended without output tokens"
+    return record
+
+
+def _title(settings: LLMBenchSettings) -> str:
+    load = settings.load
+    how = f"concurrency {load.concurrency}" if load.concurrency else f"{load.request_rate:g} req/s Poisson"
+    return f"modelgate bench llm: {settings.model} over {settings.protocol} at {settings.url}, " \
+           f"pattern {settings.lengths.pattern}, {how}"
+
+
+def _write_outputs(bench: LLMBenchResult) -> list[Path]:
+    folder = Path(bench.settings.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / JSON_NAME, bench.settings.model_dump(mode="json"), bench.summary, bench.records)
+    write_csv(folder / CSV_NAME, bench.records)
+    files = [folder / JSON_NAME, folder / CSV_NAME]
+    if bench.settings.plots:
+        subtitle = f"{bench.settings.model}, {bench.settings.protocol}"
+        files += write_plots(bench.records, folder, subtitle)
+    return files

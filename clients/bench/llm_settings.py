@@ -1,0 +1,91 @@
+"""Settings of `modelgate bench llm`: where to send, what to send, how hard, where to write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Protocol = Literal["generate_stream", "grpc", "openai-chat", "openai-completions"]
+PatternKind = Literal["fixed", "long-in-short-out", "long-in-long-out", "short-in-long-out", "short-in-short-out",
+                      "mix", "normal", "uniform", "trace"]
+
+
+class LengthSettings(BaseModel):
+    """Input/output lengths (tokens) of the request patterns.
+
+    fixed: isl/osl. The four classes: short_* or long_* per side. mix: the four classes drawn with
+    `mix_weights`. normal: mean isl/osl with *_stddev. uniform: [*_min, *_max]. trace: a JSONL file
+    with `isl` and `osl` per line, replayed in order (cycled). Every sampled length is at least 1, and
+    with `max_model_len` set a request is shortened (input first) so that isl + osl fits.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pattern: PatternKind = "fixed"
+    isl: int = Field(128, ge=1)
+    osl: int = Field(128, ge=1)
+    short_isl: int = Field(128, ge=1)
+    long_isl: int = Field(2048, ge=1)
+    short_osl: int = Field(128, ge=1)
+    long_osl: int = Field(1024, ge=1)
+    mix_weights: dict[str, float] = Field(default_factory=dict)  # class name -> weight; empty: equal
+    isl_stddev: float = Field(0.0, ge=0.0)
+    osl_stddev: float = Field(0.0, ge=0.0)
+    isl_min: int | None = Field(None, ge=1)
+    isl_max: int | None = Field(None, ge=1)
+    osl_min: int | None = Field(None, ge=1)
+    osl_max: int | None = Field(None, ge=1)
+    trace_file: Path | None = None
+    max_model_len: int | None = Field(None, ge=2)
+
+    @model_validator(mode="after")
+    def _check(self) -> "LengthSettings":
+        if self.pattern == "trace" and self.trace_file is None:
+            raise ValueError("pattern 'trace' needs trace_file (a JSONL file with isl and osl per line)")
+        return self
+
+
+class LoadSettings(BaseModel):
+    """How hard: closed-loop `concurrency` workers, or Poisson arrivals at `request_rate` per second.
+
+    The run stops launching requests after `num_requests` or `duration_s`, whichever comes first (at
+    least one must be set); requests in flight then finish. `warmup_requests` run before, unmeasured.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    concurrency: int | None = Field(None, ge=1)
+    request_rate: float | None = Field(None, gt=0.0)
+    max_concurrency: int | None = Field(None, ge=1)  # rate mode: cap on requests in flight
+    num_requests: int | None = Field(None, ge=1)
+    duration_s: float | None = Field(None, gt=0.0)
+    warmup_requests: int = Field(0, ge=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> "LoadSettings":
+        if (self.concurrency is None) == (self.request_rate is None):
+            raise ValueError("set exactly one of concurrency and request_rate")
+        if self.num_requests is None and self.duration_s is None:
+            raise ValueError("set num_requests, duration_s or both: the run must be bounded")
+        return self
+
+
+class LLMBenchSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = "localhost:8000"  # host:port (http:// optional); gRPC: the gRPC port
+    protocol: Protocol = "generate_stream"
+    model: str
+    model_version: str = ""
+    tokenizer: Path | None = None  # tokenizer.json or a folder with it: prompts of exact length
+    lengths: LengthSettings = LengthSettings()
+    load: LoadSettings
+    temperature: float | None = Field(None, ge=0.0)
+    extra_body: dict = Field(default_factory=dict)  # merged into each HTTP body / sampling parameters
+    request_timeout_s: float = Field(600.0, gt=0.0)
+    output_dir: Path | None = None  # bench.json, requests.csv and the PNG plots go here
+    plots: bool = True
+    progress: bool = True
