@@ -9,6 +9,7 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
 
 from backends.base import Backend, InstanceSpec
 from server.errors import UnavailableError
+from server.gpu_devices import visible_gpu_count
 from server.repository.config_json import config_to_dict
 from server.scheduling.direct_scheduler import DirectScheduler
 from server.scheduling.dynamic_batcher import DynamicBatcher
@@ -33,19 +34,25 @@ class LoadedVersion:
 
 
 def instance_specs(config: ModelConfig, model_dir: Path, version: int) -> list[InstanceSpec]:
-    """One spec per instance: Triton's names `<group>_<k>`, CPU or the group's GPUs in turn."""
+    """One spec per instance, as Triton places them.
+
+    A CPU group makes `count` instances; a GPU group makes `count` instances on each of its
+    `gpus` (every visible GPU when none are listed). Names are `<group>_<k>`, k counting
+    across the group.
+    """
     specs = []
     for group in config.instance_group:
         is_gpu = group.kind == ModelInstanceGroup.KIND_GPU
-        devices = list(group.gpus) or [0]
-        for k in range(group.count):
+        devices = (list(group.gpus) or list(range(visible_gpu_count())) or [0]) if is_gpu else [0]
+        placements = [device for device in devices for _ in range(group.count)]
+        for k, device in enumerate(placements):
             specs.append(
                 InstanceSpec(
                     model_name=config.name,
                     model_version=version,
                     instance_name=f"{group.name}_{k}",
                     kind="GPU" if is_gpu else "CPU",
-                    device_id=devices[k % len(devices)] if is_gpu else 0,
+                    device_id=device,
                     model_dir=model_dir,
                     version_dir=model_dir / str(version),
                     config=config,

@@ -8,6 +8,7 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
 
 from backends.base import Backend, backend_for_config
 from server.errors import ConfigError
+from server.gpu_devices import visible_gpu_count
 from server.repository.config_files import find_config_file, read_config_file
 from server.repository.config_validation import validate_model_config
 from server.repository.layout import version_numbers
@@ -105,6 +106,9 @@ def _check_versions(config: ModelConfig, source: str, model_dir: Path, versions:
             raise ConfigError(source, "version_policy.specific.versions", f"versions {missing} have no folder")
 
 
+_GPU_BACKENDS = {"pytorch", "onnxruntime", "llm"}
+
+
 def _fill_defaults(config: ModelConfig, backend: Backend) -> None:
     """Defaults Triton fills: latest-1 version policy, one CPU instance group, model filename."""
     _fill_version_policy(config)
@@ -116,8 +120,9 @@ def _fill_defaults(config: ModelConfig, backend: Backend) -> None:
         if group.count == 0:
             group.count = 1
         if group.kind == ModelInstanceGroup.KIND_AUTO:
-            # No GPU placement yet: KIND_AUTO resolves to CPU (GPU placement arrives with the torch backends).
-            group.kind = ModelInstanceGroup.KIND_CPU
+            # As Triton: GPU instances when GPUs are visible and the backend runs on them.
+            uses_gpu = backend.name in _GPU_BACKENDS and (group.gpus or visible_gpu_count() > 0)
+            group.kind = ModelInstanceGroup.KIND_GPU if uses_gpu else ModelInstanceGroup.KIND_CPU
     if not config.default_model_filename:
         config.default_model_filename = backend.default_model_filename()
 

@@ -1,0 +1,231 @@
+"""Paged decode attention (kernels/paged_decode_attention.py) against the GPU's memory bandwidth, same run.
+
+Decode attention is memory bound: each step reads every cached K/V byte of the batch once. This script
+measures, on one CUDA GPU:
+  - the copy bandwidth: torch copy of a 1 GiB tensor into another, counting bytes read + written;
+  - a read-only bandwidth estimate: torch sum of a 1 GiB tensor, counting the bytes read;
+  - the decode kernel at batch 64, contexts 1k and 4k (every sequence at the full context), 32 query heads,
+    8 KV heads, head_dim 128, block 16, with bf16 and FP8 KV, for the split plan it picks by default and for
+    a few forced plans and tile configs; GB/s = K/V bytes it must read (FP8: values + per-token scales) / time;
+  - the engine's current torch path (TorchPagedAttention, bf16 only) as a peer.
+Each variant's output is first checked against the torch reference (relative error < 1e-2, output poisoned
+with NaN beforehand). Times are medians of CUDA-graph replays (20 launches per graph, as the engine's
+decode runs under CUDA graphs), so Python launch overhead stays out; every cache is larger than L2. The torch
+peer is timed with plain events (its launches are few and long). The default is measured again at the end
+("again" rows): the difference is the run-to-run spread.
+
+    python benchmarks/decode_attention.py            # full sweep (~15 variants per case)
+    python benchmarks/decode_attention.py --quick    # default plan and config only
+
+Prints the full table, then a short summary table last. Without a GPU it says so and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+BATCH, NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE = 64, 32, 8, 128, 16
+CONTEXTS = (1024, 4096)
+LAUNCHES_PER_GRAPH = 20
+GIB = 1 << 30
+DEVICE = "cuda"
+
+
+def time_ms(fn, repeats: int = 30, graphed: bool = True) -> float:
+    """Median milliseconds of one fn() call, from CUDA-graph replays of LAUNCHES_PER_GRAPH calls
+    (graphed=False: events around each plain call, after the same warm-up)."""
+    if not graphed:
+        for _ in range(3):
+            fn()
+        return statistics.median(_event_ms(fn) for _ in range(repeats))
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()  # compile, allocate, warm up outside the graph
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(LAUNCHES_PER_GRAPH):
+            fn()
+    graph.replay()
+    torch.cuda.synchronize()
+    return statistics.median(_event_ms(graph.replay) / LAUNCHES_PER_GRAPH for _ in range(repeats))
+
+
+def _event_ms(fn) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
+def memory_bandwidths() -> tuple[float, float]:
+    """(copy GB/s counting read + write, read-only GB/s of a sum) on 1 GiB tensors of random data."""
+    source = torch.randn(GIB // 4, device="cuda")
+    target = torch.empty_like(source)
+    copy_ms = time_ms(lambda: target.copy_(source))
+    total = torch.empty((), device="cuda")
+    read_ms = time_ms(lambda: torch.sum(source, out=total))
+    return 2 * GIB / copy_ms / 1e6, GIB / read_ms / 1e6
+
+
+def make_batch(context_len: int, cache_dtype: torch.dtype, generator: torch.Generator):
+    """A paged cache of BATCH sequences at context_len, blocks shuffled, filled through reshape_and_cache."""
+    from kernels.reshape_and_cache import allocate_kv_cache, reshape_and_cache
+
+    blocks_per_seq = context_len // BLOCK_SIZE
+    num_blocks = BATCH * blocks_per_seq + 1
+    kv_cache, kv_scales = allocate_kv_cache(num_blocks, BLOCK_SIZE, NUM_KV_HEADS, HEAD_DIM, cache_dtype, DEVICE)
+    chunk = 1 << 16  # tokens written per call, so the bf16 source stays small
+    for first in range(0, num_blocks * BLOCK_SIZE, chunk):
+        slots = torch.arange(first, min(first + chunk, num_blocks * BLOCK_SIZE), device=DEVICE)
+        shape = (len(slots), NUM_KV_HEADS, HEAD_DIM)
+        key = torch.randn(shape, device=DEVICE, dtype=torch.bfloat16)
+        value = torch.randn(shape, device=DEVICE, dtype=torch.bfloat16)
+        reshape_and_cache(key, value, kv_cache, slots, kv_scales)
+    order = torch.randperm(num_blocks, generator=generator)[: BATCH * blocks_per_seq]
+    block_tables = order.view(BATCH, blocks_per_seq).to(torch.int32).to(DEVICE)
+    context_lens = torch.full((BATCH,), context_len, dtype=torch.int32, device=DEVICE)
+    q = torch.randn((BATCH, NUM_HEADS, HEAD_DIM), generator=generator).to(DEVICE, torch.bfloat16)
+    return q, kv_cache, kv_scales, block_tables, context_lens
+
+
+def kv_bytes(context_len: int, cache_dtype: torch.dtype) -> int:
+    """Bytes of K and V the batch's attention must read (FP8: values and their float32 scales)."""
+    per_token_head = HEAD_DIM * cache_dtype.itemsize + (4 if cache_dtype.itemsize == 1 else 0)
+    return 2 * BATCH * context_len * NUM_KV_HEADS * per_token_head
+
+
+def variants(context_len: int, quick: bool):
+    """(name, split or None for the default plan, config or None for the default)."""
+    from kernels.paged_decode_attention import SINGLE_PASS, DecodeConfig, DecodeSplit
+
+    yield "default", None, None
+    if quick:
+        return
+    for size in (512, 1024):
+        if size < context_len:
+            yield f"split {context_len // size}x{size}", DecodeSplit(context_len // size, size), None
+    yield "single pass", SINGLE_PASS, None
+    # stages 1: no cp.async staging (FP8 tiles then convert in registers instead of byte-wise from shared memory).
+    for block_n, warps, stages in ((32, 4, 2), (64, 4, 3), (128, 4, 2), (128, 8, 3), (64, 8, 2), (64, 4, 1)):
+        config = DecodeConfig(block_n, warps, stages)
+        yield f"single n{block_n} w{warps} s{stages}", SINGLE_PASS, config
+        yield f"split 512 n{block_n} w{warps} s{stages}", DecodeSplit(context_len // 512, 512), config
+
+
+def measure_case(context_len, cache_dtype, bandwidths, quick, rows, with_peer=True):
+    from kernels.paged_decode_attention import (
+        default_decode_config,
+        num_sms,
+        paged_decode_attention,
+        paged_decode_attention_reference,
+        plan_decode_split,
+    )
+
+    generator = torch.Generator().manual_seed(context_len)
+    q, kv_cache, kv_scales, block_tables, context_lens = make_batch(context_len, cache_dtype, generator)
+    expected = paged_decode_attention_reference(q, kv_cache, block_tables, context_lens, kv_scales=kv_scales)
+    nbytes = kv_bytes(context_len, cache_dtype)
+    dtype_name = "fp8" if cache_dtype.itemsize == 1 else "bf16"
+    plan = plan_decode_split(BATCH, NUM_KV_HEADS, context_len, default_decode_config(HEAD_DIM).block_n,
+                             num_sms(q.device))
+    for name, split, config in variants(context_len, quick):
+        out = torch.full_like(q, float("nan"))
+
+        def call():
+            paged_decode_attention(q, kv_cache, block_tables, context_lens, context_len, kv_scales=kv_scales,
+                                   split=split, config=config, out=out)
+
+        call()
+        error = ((out.float() - expected.float()).norm() / expected.float().norm()).item()
+        if not error < 1e-2:  # NaN fails too
+            raise SystemExit(f"{dtype_name} ctx {context_len} {name}: relative error {error:.3g} vs the reference")
+        label = f"{name} ({plan.num_partitions} part)" if split is None else name
+        rows.append(_row(dtype_name, context_len, label, time_ms(call), nbytes, bandwidths, error))
+    if with_peer and cache_dtype == torch.bfloat16:
+        _torch_peer(q, kv_cache, block_tables, context_lens, context_len, expected, nbytes, bandwidths, rows)
+    del q, kv_cache, kv_scales, block_tables, expected
+    torch.cuda.empty_cache()
+
+
+def _torch_peer(q, kv_cache, block_tables, context_lens, context_len, expected, nbytes, bandwidths, rows):
+    from backends.llm.attention.torch_paged import TorchPagedAttention
+
+    engine = TorchPagedAttention(NUM_HEADS, NUM_KV_HEADS, HEAD_DIM)
+
+    def call():
+        return engine._decode_rows(q, kv_cache, block_tables, context_lens, context_len)
+
+    error = ((call().float() - expected.float()).norm() / expected.float().norm()).item()
+    rows.append(_row("bf16", context_len, "torch_paged (engine today)", time_ms(call, repeats=10, graphed=False), nbytes,
+                     bandwidths, error))
+
+
+def _row(dtype_name, context_len, name, ms, nbytes, bandwidths, error):
+    copy_bw, read_bw = bandwidths
+    gbps = nbytes / ms / 1e6
+    return dict(kv=dtype_name, ctx=context_len, variant=name, us=ms * 1e3, gbps=gbps,
+                vs_copy=gbps / copy_bw, vs_read=gbps / read_bw, error=error)
+
+
+def print_table(rows, title):
+    print(f"\n{title}")
+    header = f"{'kv':<5}{'ctx':>6}  {'variant':<34}{'us':>9}{'GB/s':>9}{'/copy':>8}{'/read':>8}{'rel err':>10}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['kv']:<5}{r['ctx']:>6}  {r['variant']:<34}{r['us']:>9.1f}{r['gbps']:>9.0f}"
+              f"{r['vs_copy']:>8.2f}{r['vs_read']:>8.2f}{r['error']:>10.1e}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="only the default plan and config")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("decode_attention benchmark: needs a CUDA GPU (none found); nothing measured.")
+        return 0
+    from kernels.reshape_and_cache import FP8_DTYPE
+
+    print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
+          f"triton {__import__('triton').__version__}")
+    bandwidths = memory_bandwidths()
+    print(f"copy bandwidth (read + write): {bandwidths[0]:.0f} GB/s; read-only (torch.sum): {bandwidths[1]:.0f} GB/s")
+    print(f"batch {BATCH}, {NUM_HEADS} query heads / {NUM_KV_HEADS} KV heads, head_dim {HEAD_DIM}, block {BLOCK_SIZE}; "
+          f"GB/s = K/V bytes (FP8: + scales) / time")
+    rows = []
+    for context_len in CONTEXTS:
+        for cache_dtype in (torch.bfloat16, FP8_DTYPE):
+            measure_case(context_len, cache_dtype, bandwidths, args.quick, rows)
+    # The default measured again at the end: the run-to-run spread.
+    for context_len in CONTEXTS:
+        for cache_dtype in (torch.bfloat16, FP8_DTYPE):
+            before = len(rows)
+            measure_case(context_len, cache_dtype, bandwidths, True, rows, with_peer=False)
+            rows[before]["variant"] += " again"
+    print_table(rows, "all variants")
+    summary = []
+    for context_len in CONTEXTS:
+        for kv in ("bf16", "fp8"):
+            case = [r for r in rows if r["kv"] == kv and r["ctx"] == context_len and "torch" not in r["variant"]]
+            summary.append(case[0])
+            summary.append(dict(max(case, key=lambda r: r["gbps"]), variant="best: " + max(
+                case, key=lambda r: r["gbps"])["variant"]))
+            summary += [r for r in rows if r["kv"] == kv and r["ctx"] == context_len and "torch" in r["variant"]]
+    print_table(summary, f"summary (copy {bandwidths[0]:.0f} GB/s, read-only {bandwidths[1]:.0f} GB/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,478 @@
+"""Decode attention over the paged KV cache: one query token per sequence (flash-decoding).
+
+q [num_seqs, num_heads, head_dim] attends to the first context_lens[i] tokens of sequence i's cache (its own
+K/V included: reshape_and_cache wrote them first), through block_tables. Query head h reads KV head
+h // (num_heads // num_kv_heads), as torch's enable_gqa does.
+
+- GQA grouping: a program owns one (sequence, KV head) and all the query heads that share it, stacked as the M
+  rows of tl.dot (padded to 16), so every K/V tile is read from memory once per group, not once per query head.
+- KV tiles of BLOCK_N tokens are gathered token by token through the block table, so BLOCK_N does not depend
+  on the cache's block_size (16, 8, or any other).
+- Split-KV: the context may be cut into partitions of partition_size tokens, one program each; a second
+  kernel combines their (max, sum, unnormalized output) (flash-decoding). `plan_decode_split` picks it when
+  (sequences x KV heads) alone would leave the GPU's SMs short of programs; otherwise one pass writes the
+  output directly. A caller that captures CUDA graphs passes a fixed `DecodeSplit` (from max_model_len).
+- FP8 KV (see kernels/reshape_and_cache.py): tiles are converted to q's dtype in registers; the per-token K
+  scale multiplies the score column, the V scale the probability column.
+- Sliding window: the query (position context_len - 1) sees keys at positions > context_len - 1 - window.
+- Softmax in float32 with exp2 (scores carry softmax_scale * log2(e)); K/V cache offsets in int64.
+
+`paged_decode_attention_reference` is the plain-torch version (gather, dequantize, masked softmax in fp32).
+The tile update (`attend_kv_tile`) is shared with kernels/prefill_attention.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import torch
+
+from kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, triton
+from kernels.reshape_and_cache import check_kv_cache, gather_kv_reference
+
+QUERY_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+LOG2E = 1.4426950408889634
+# The split planner aims at this many programs per SM (enough to hide memory latency and even out the tail)...
+TARGET_PROGRAMS_PER_SM = 4
+# ...and never cuts partitions shorter than this (each partition costs a write and a read of head_dim floats
+# per query head, and the reduce kernel).
+MIN_PARTITION_SIZE = 256
+# SMs assumed when there is no GPU (CPU tests plan as an H100 SXM would).
+DEFAULT_NUM_SMS = 132
+# Partitions combined per step by the reduce kernel.
+REDUCE_PARTITION_BLOCK = 32
+
+
+class DecodeSplit(NamedTuple):
+    """How the KV length is cut: num_partitions programs per (sequence, KV head), partition_size tokens each.
+
+    num_partitions == 1 is the single pass (partition_size is then unused). With more, partition_size must
+    be a multiple of the kernel's BLOCK_N and num_partitions * partition_size >= every context length.
+    """
+
+    num_partitions: int
+    partition_size: int
+
+
+class DecodeConfig(NamedTuple):
+    """Launch parameters of the main kernel."""
+
+    block_n: int  # KV tokens per tile (power of two, >= 16)
+    num_warps: int
+    num_stages: int
+
+
+SINGLE_PASS = DecodeSplit(1, 0)
+
+
+@triton.jit
+def attention_dot(a, b, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """tl.dot in fp32 accumulation; UPCAST multiplies in fp32 (the interpreter's bf16 dot is broken)."""
+    if UPCAST:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, input_precision=PRECISION)
+
+
+@triton.jit
+def attend_kv_tile(
+    q,  # [M, HEAD_DIM_PAD] queries (pre-scaling), q's dtype
+    m,  # [M] float32 running max of the scaled scores (log2 domain), -inf before any key
+    l,  # [M] float32 running sum of exp2(score - m)
+    acc,  # [M, HEAD_DIM_PAD] float32 running sum of exp2(score - m) * v
+    k_cache_ptr,  # [num_blocks, block_size, num_kv_heads, head_dim] keys
+    v_cache_ptr,  # [num_blocks, block_size, num_kv_heads, head_dim] values
+    k_scale_ptr,  # [num_blocks, block_size, num_kv_heads] float32 (IS_FP8)
+    v_scale_ptr,  # [num_blocks, block_size, num_kv_heads] float32 (IS_FP8)
+    block_table_ptr,  # this sequence's row of block_tables (int32)
+    positions,  # [BLOCK_N] int32 key positions of the tile
+    in_context,  # [BLOCK_N] bool: position < context length (what may be loaded)
+    visible,  # [M, BLOCK_N] or [1, BLOCK_N] bool: which (query, key) pairs count
+    kv_head,  # the KV head
+    block_size,  # tokens per cache block
+    qk_scale,  # softmax scale * log2(e)
+    stride_cache_block, stride_cache_slot, stride_cache_head,
+    stride_scale_block, stride_scale_slot, stride_scale_head,
+    HEAD_DIM: tl.constexpr,
+    HEAD_DIM_PAD: tl.constexpr,
+    IS_FP8: tl.constexpr,
+    UPCAST_DOT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """One online-softmax step over a tile of keys; returns the updated (m, l, acc)."""
+    blocks = tl.load(block_table_ptr + positions // block_size, mask=in_context, other=0).to(tl.int64)
+    in_block = (positions % block_size).to(tl.int64)
+    dims = tl.arange(0, HEAD_DIM_PAD)
+    token_offsets = blocks * stride_cache_block + in_block * stride_cache_slot + kv_head * stride_cache_head
+    kv_offsets = token_offsets[:, None] + dims[None, :]
+    kv_mask = in_context[:, None] & (dims < HEAD_DIM)[None, :]
+    k = tl.load(k_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
+    v = tl.load(v_cache_ptr + kv_offsets, mask=kv_mask, other=0.0)
+    scores = attention_dot(q, tl.trans(k.to(q.dtype)), UPCAST_DOT, DOT_PRECISION)  # [M, BLOCK_N]
+    if IS_FP8:
+        scale_offsets = blocks * stride_scale_block + in_block * stride_scale_slot + kv_head * stride_scale_head
+        k_scale = tl.load(k_scale_ptr + scale_offsets, mask=in_context, other=0.0)
+        v_scale = tl.load(v_scale_ptr + scale_offsets, mask=in_context, other=0.0)
+        scores = scores * (k_scale * qk_scale)[None, :]
+    else:
+        scores = scores * qk_scale
+    scores = tl.where(visible, scores, float("-inf"))
+    m_new = tl.maximum(m, tl.max(scores, axis=1))
+    # A row with no visible key yet keeps m = -inf; subtracting 0 instead keeps its p and alpha at 0, not NaN.
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m - m_safe)
+    p = tl.exp2(scores - m_safe[:, None])
+    l = l * alpha + tl.sum(p, axis=1)
+    if IS_FP8:
+        p = p * v_scale[None, :]
+    acc = acc * alpha[:, None] + attention_dot(p.to(q.dtype), v.to(q.dtype), UPCAST_DOT, DOT_PRECISION)
+    return m_new, l, acc
+
+
+@triton.jit
+def _paged_decode_kernel(
+    out_ptr,  # [num_seqs, num_heads, head_dim] output (single pass), head_dim stride 1
+    partial_acc_ptr,  # [num_seqs, num_heads, num_partitions, HEAD_DIM_PAD] float32 (SPLIT), contiguous
+    partial_max_ptr,  # [num_seqs, num_heads, num_partitions] float32 (SPLIT): max score, log2 domain
+    partial_sum_ptr,  # [num_seqs, num_heads, num_partitions] float32 (SPLIT): sum of exp2(score - max)
+    q_ptr,  # [num_seqs, num_heads, head_dim] queries, head_dim stride 1
+    k_cache_ptr,  # [num_blocks, block_size, num_kv_heads, head_dim] kv_cache[0]
+    v_cache_ptr,  # [num_blocks, block_size, num_kv_heads, head_dim] kv_cache[1]
+    k_scale_ptr,  # [num_blocks, block_size, num_kv_heads] float32 kv_scales[0] (IS_FP8)
+    v_scale_ptr,  # [num_blocks, block_size, num_kv_heads] float32 kv_scales[1] (IS_FP8)
+    block_tables_ptr,  # [num_seqs, max_blocks] int32
+    context_lens_ptr,  # [num_seqs] int32: tokens in the cache, the query's own included
+    qk_scale,  # softmax scale * log2(e)
+    sliding_window,  # keys the query sees, itself included (HAS_WINDOW)
+    block_size,  # tokens per cache block
+    partition_size,  # tokens per partition: a multiple of BLOCK_N (single pass: >= any context)
+    num_heads,  # query heads
+    num_partitions,  # programs along axis 2
+    stride_q_seq, stride_q_head,
+    stride_out_seq, stride_out_head,
+    stride_cache_block, stride_cache_slot, stride_cache_head,
+    stride_scale_block, stride_scale_slot, stride_scale_head,
+    stride_table_seq,
+    QUERIES_PER_KV: tl.constexpr,  # query heads per KV head
+    GROUP_PAD: tl.constexpr,  # QUERIES_PER_KV padded to a power of two >= 16 (tl.dot's M)
+    HEAD_DIM: tl.constexpr,
+    HEAD_DIM_PAD: tl.constexpr,  # HEAD_DIM rounded up to a power of two >= 16
+    BLOCK_N: tl.constexpr,  # keys per tile
+    HAS_WINDOW: tl.constexpr,
+    IS_FP8: tl.constexpr,
+    SPLIT: tl.constexpr,  # write partials for the reduce kernel instead of the output
+    UPCAST_DOT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    seq = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    partition = tl.program_id(2)
+    context_len = tl.load(context_lens_ptr + seq)
+    window_start = 0
+    if HAS_WINDOW:
+        window_start = tl.maximum(context_len - sliding_window, 0)
+    # Tiles start on BLOCK_N multiples, so the partition that holds window_start also holds its tile.
+    start = tl.maximum(partition * partition_size, (window_start // BLOCK_N) * BLOCK_N)
+    end = tl.minimum(partition * partition_size + partition_size, context_len)
+    if SPLIT:
+        if start >= end:
+            return  # nothing of this sequence here; the reduce kernel skips the partition the same way
+    groups = tl.arange(0, GROUP_PAD)
+    dims = tl.arange(0, HEAD_DIM_PAD)
+    heads = kv_head * QUERIES_PER_KV + groups
+    row_mask = (groups < QUERIES_PER_KV)[:, None] & (dims < HEAD_DIM)[None, :]
+    seq64 = seq.to(tl.int64)
+    q = tl.load(q_ptr + seq64 * stride_q_seq + heads[:, None] * stride_q_head + dims[None, :], mask=row_mask, other=0.0)
+    m = tl.full([GROUP_PAD], float("-inf"), tl.float32)
+    l = tl.zeros([GROUP_PAD], tl.float32)
+    acc = tl.zeros([GROUP_PAD, HEAD_DIM_PAD], tl.float32)
+    block_table_ptr = block_tables_ptr + seq64 * stride_table_seq
+    for tile_start in range(start, end, BLOCK_N):
+        positions = tile_start + tl.arange(0, BLOCK_N)
+        in_context = positions < context_len
+        visible = in_context & (positions >= window_start)
+        m, l, acc = attend_kv_tile(
+            q, m, l, acc, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, block_table_ptr,
+            positions, in_context, visible[None, :], kv_head, block_size, qk_scale,
+            stride_cache_block, stride_cache_slot, stride_cache_head,
+            stride_scale_block, stride_scale_slot, stride_scale_head,
+            HEAD_DIM, HEAD_DIM_PAD, IS_FP8, UPCAST_DOT, DOT_PRECISION,
+        )
+    if SPLIT:
+        rows = (seq64 * num_heads + heads) * num_partitions + partition  # [GROUP_PAD]
+        group_mask = groups < QUERIES_PER_KV
+        tl.store(partial_max_ptr + rows, m, mask=group_mask)
+        tl.store(partial_sum_ptr + rows, l, mask=group_mask)
+        tl.store(partial_acc_ptr + rows[:, None] * HEAD_DIM_PAD + dims[None, :], acc, mask=row_mask)
+    else:
+        # l == 0 only for an empty context (a padded batch row): its output is 0.
+        out = acc / tl.where(l == 0.0, 1.0, l)[:, None]
+        out_offsets = seq64 * stride_out_seq + heads[:, None] * stride_out_head + dims[None, :]
+        tl.store(out_ptr + out_offsets, out.to(out_ptr.dtype.element_ty), mask=row_mask)
+
+
+@triton.jit
+def _reduce_partitions_kernel(
+    out_ptr,  # [num_seqs, num_heads, head_dim] output, head_dim stride 1
+    partial_acc_ptr,  # [num_seqs, num_heads, num_partitions, HEAD_DIM_PAD] float32
+    partial_max_ptr,  # [num_seqs, num_heads, num_partitions] float32
+    partial_sum_ptr,  # [num_seqs, num_heads, num_partitions] float32
+    context_lens_ptr,  # [num_seqs] int32
+    sliding_window,  # as in the main kernel (HAS_WINDOW)
+    partition_size,  # as in the main kernel
+    num_heads,
+    num_partitions,
+    stride_out_seq, stride_out_head,
+    HEAD_DIM: tl.constexpr,
+    HEAD_DIM_PAD: tl.constexpr,
+    BLOCK_N: tl.constexpr,  # the main kernel's tile, for its window rounding
+    PARTITION_BLOCK: tl.constexpr,  # partitions combined per step
+    HAS_WINDOW: tl.constexpr,
+):
+    seq = tl.program_id(0)
+    head = tl.program_id(1)
+    context_len = tl.load(context_lens_ptr + seq)
+    window_start = 0
+    if HAS_WINDOW:
+        window_start = tl.maximum(context_len - sliding_window, 0)
+    # Exactly the partitions the main kernel wrote (each holds at least one visible key).
+    first = ((window_start // BLOCK_N) * BLOCK_N) // partition_size
+    last = tl.minimum(tl.cdiv(context_len, partition_size), num_partitions)
+    row = (seq.to(tl.int64) * num_heads + head) * num_partitions
+    parts = tl.arange(0, PARTITION_BLOCK)
+    dims = tl.arange(0, HEAD_DIM_PAD)
+    max_seen = tl.full([PARTITION_BLOCK], float("-inf"), tl.float32)
+    for p0 in range(first, last, PARTITION_BLOCK):
+        mask = p0 + parts < last
+        max_seen = tl.maximum(max_seen, tl.load(partial_max_ptr + row + p0 + parts, mask=mask, other=float("-inf")))
+    global_max = tl.max(max_seen, axis=0)
+    global_max = tl.where(global_max == float("-inf"), 0.0, global_max)
+    total = tl.zeros([PARTITION_BLOCK], tl.float32)
+    acc = tl.zeros([PARTITION_BLOCK, HEAD_DIM_PAD], tl.float32)
+    for p0 in range(first, last, PARTITION_BLOCK):
+        mask = p0 + parts < last
+        weight = tl.exp2(tl.load(partial_max_ptr + row + p0 + parts, mask=mask, other=float("-inf")) - global_max)
+        total += weight * tl.load(partial_sum_ptr + row + p0 + parts, mask=mask, other=0.0)
+        partial = tl.load(
+            partial_acc_ptr + (row + p0 + parts)[:, None] * HEAD_DIM_PAD + dims[None, :], mask=mask[:, None], other=0.0
+        )
+        acc += weight[:, None] * partial
+    denominator = tl.sum(total, axis=0)
+    out = tl.sum(acc, axis=0) / tl.where(denominator == 0.0, 1.0, denominator)
+    out_offsets = seq.to(tl.int64) * stride_out_seq + head * stride_out_head + dims
+    tl.store(out_ptr + out_offsets, out.to(out_ptr.dtype.element_ty), mask=dims < HEAD_DIM)
+
+
+@functools.lru_cache(maxsize=None)
+def num_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (DEFAULT_NUM_SMS elsewhere)."""
+    if device.type != "cuda":
+        return DEFAULT_NUM_SMS
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def default_decode_config(head_dim: int) -> DecodeConfig:
+    """64-token tiles (16 KB of bf16 K per tile at head_dim 128), 4 warps, 2 stages of loads in flight."""
+    block_n = 64 if head_dim <= 128 else 32
+    return DecodeConfig(block_n=block_n, num_warps=4, num_stages=2)
+
+
+def plan_decode_split(
+    num_seqs: int, num_kv_heads: int, max_context_len: int, block_n: int, sms: int = DEFAULT_NUM_SMS
+) -> DecodeSplit:
+    """Cut each context into the whole number of partitions by which (num_seqs x num_kv_heads) programs fall
+    short of TARGET_PROGRAMS_PER_SM per SM, each partition at least MIN_PARTITION_SIZE tokens; a single pass
+    when that number is 1 (the grid is at least half full) or the context is short."""
+    programs = max(num_seqs * num_kv_heads, 1)
+    wanted = TARGET_PROGRAMS_PER_SM * sms // programs
+    num_partitions = min(wanted, max_context_len // MIN_PARTITION_SIZE)
+    if num_partitions <= 1:
+        return SINGLE_PASS
+    partition_size = math.ceil(math.ceil(max_context_len / num_partitions) / block_n) * block_n
+    return DecodeSplit(math.ceil(max_context_len / partition_size), partition_size)
+
+
+def paged_decode_attention(
+    q: torch.Tensor,  # [num_seqs, num_heads, head_dim] bf16/fp16/fp32
+    kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_dim] q's dtype or float8_e4m3fn
+    block_tables: torch.Tensor,  # [num_seqs, max_blocks] int32
+    context_lens: torch.Tensor,  # [num_seqs] int32, 0 <= context_lens[i] <= max_context_len
+    max_context_len: int,  # host-side upper bound of context_lens (sizes the split grid)
+    *,
+    kv_scales: torch.Tensor | None = None,  # [2, num_blocks, block_size, num_kv_heads] float32 (FP8 cache)
+    softmax_scale: float | None = None,  # default head_dim ** -0.5
+    sliding_window: int | None = None,  # keys the query sees, itself included
+    split: DecodeSplit | None = None,  # default plan_decode_split(...)
+    config: DecodeConfig | None = None,  # default default_decode_config(...)
+    out: torch.Tensor | None = None,  # [num_seqs, num_heads, head_dim] q's dtype, head_dim stride 1
+) -> torch.Tensor:  # [num_seqs, num_heads, head_dim] q's dtype
+    """Attention of each sequence's single query over its cached context.
+
+    Invariants: context_lens[i] <= max_context_len (a split launch ignores keys past
+    split.num_partitions * split.partition_size, which must cover max_context_len); block_tables[i] holds
+    ceil(context_lens[i] / block_size) valid blocks; a sequence with context_len 0 gets zeros. The cache must
+    already hold the query token's own K/V (reshape_and_cache first). Raises ValueError on a shape, dtype,
+    stride or device mismatch, or a split that does not cover max_context_len.
+    """
+    what = "paged_decode_attention"
+    num_seqs, num_heads, head_dim = _check_arguments(q, kv_cache, block_tables, context_lens, kv_scales, what)
+    check_launchable(_paged_decode_kernel, what, q, kv_cache, block_tables, context_lens)
+    num_kv_heads = kv_cache.shape[3]
+    is_fp8 = kv_cache.dtype == FP8_DTYPE
+    config = config or default_decode_config(head_dim)
+    if split is None:
+        split = plan_decode_split(num_seqs, num_kv_heads, max_context_len, config.block_n, num_sms(q.device))
+    _check_split(split, config, max_context_len, sliding_window, what)
+    out = checked_output(out, q, what)
+    if num_seqs == 0:
+        return out
+    queries_per_kv = num_heads // num_kv_heads
+    head_dim_pad = max(16, triton.next_power_of_2(head_dim))
+    is_split = split.num_partitions > 1
+    # A single pass treats the whole context as partition 0.
+    partition_size = split.partition_size if is_split else block_tables.shape[1] * kv_cache.shape[2] + config.block_n
+    partials = _partials(num_seqs, num_heads, split.num_partitions if is_split else 1, head_dim_pad, q.device)
+    k_cache, v_cache = kv_cache[0], kv_cache[1]
+    k_scale, v_scale = (kv_scales[0], kv_scales[1]) if is_fp8 else (k_cache, v_cache)
+    scale = (softmax_scale if softmax_scale is not None else head_dim**-0.5) * LOG2E
+    grid = (num_seqs, num_kv_heads, split.num_partitions)
+    _paged_decode_kernel[grid](
+        out, *partials, q, k_cache, v_cache, k_scale, v_scale, block_tables, context_lens,
+        scale, sliding_window or 0, kv_cache.shape[2], partition_size, num_heads, split.num_partitions,
+        q.stride(0), q.stride(1), out.stride(0), out.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        *(k_scale.stride()[:3] if is_fp8 else (0, 0, 0)),
+        block_tables.stride(0),
+        QUERIES_PER_KV=queries_per_kv, GROUP_PAD=max(16, triton.next_power_of_2(queries_per_kv)),
+        HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, BLOCK_N=config.block_n,
+        HAS_WINDOW=sliding_window is not None, IS_FP8=is_fp8, SPLIT=is_split,
+        UPCAST_DOT=is_interpreted(_paged_decode_kernel), DOT_PRECISION=dot_precision(q.dtype),
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    if is_split:
+        _reduce_partitions_kernel[(num_seqs, num_heads)](
+            out, *partials, context_lens, sliding_window or 0, split.partition_size, num_heads,
+            split.num_partitions, out.stride(0), out.stride(1),
+            HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, BLOCK_N=config.block_n,
+            PARTITION_BLOCK=min(REDUCE_PARTITION_BLOCK, triton.next_power_of_2(split.num_partitions)),
+            HAS_WINDOW=sliding_window is not None, num_warps=4,
+        )
+    return out
+
+
+def dot_precision(dtype: torch.dtype) -> str | None:
+    # fp32 operands: exact fp32 products (the GPU default would be tf32); 16-bit operands take the default.
+    return "ieee" if dtype == torch.float32 else None
+
+
+def _partials(num_seqs, num_heads, num_partitions, head_dim_pad, device) -> tuple[torch.Tensor, ...]:
+    acc = torch.empty((num_seqs, num_heads, num_partitions, head_dim_pad), dtype=torch.float32, device=device)
+    maxes = torch.empty((num_seqs, num_heads, num_partitions), dtype=torch.float32, device=device)
+    sums = torch.empty((num_seqs, num_heads, num_partitions), dtype=torch.float32, device=device)
+    return acc, maxes, sums
+
+
+def checked_output(out: torch.Tensor | None, q: torch.Tensor, what: str) -> torch.Tensor:
+    if out is None:
+        return torch.empty_like(q, memory_format=torch.contiguous_format)
+    if out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
+        raise ValueError(f"{what}: out must be {q.dtype} {tuple(q.shape)} on {q.device}, got {out.dtype} "
+                         f"{tuple(out.shape)} on {out.device}")
+    if q.shape[2] > 1 and out.stride(2) != 1:
+        raise ValueError(f"{what}: out needs a contiguous head_dim (stride 1), got strides {out.stride()}")
+    return out
+
+
+def _check_split(split: DecodeSplit, config: DecodeConfig, max_context_len: int, sliding_window, what: str) -> None:
+    if config.block_n < 16 or config.block_n & (config.block_n - 1):
+        raise ValueError(f"{what}: config.block_n must be a power of two >= 16, got {config.block_n}")
+    if sliding_window is not None and sliding_window < 1:
+        raise ValueError(f"{what}: sliding_window must be >= 1 or None, got {sliding_window}")
+    if split.num_partitions < 1:
+        raise ValueError(f"{what}: split.num_partitions must be >= 1, got {split.num_partitions}")
+    if split.num_partitions == 1:
+        return
+    if split.partition_size <= 0 or split.partition_size % config.block_n:
+        raise ValueError(
+            f"{what}: split.partition_size must be a positive multiple of block_n={config.block_n}, "
+            f"got {split.partition_size}"
+        )
+    if split.num_partitions * split.partition_size < max_context_len:
+        raise ValueError(
+            f"{what}: {split.num_partitions} partitions of {split.partition_size} tokens do not cover "
+            f"max_context_len={max_context_len}"
+        )
+
+
+def _check_arguments(q, kv_cache, block_tables, context_lens, kv_scales, what: str) -> tuple[int, int, int]:
+    if q.dim() != 3:
+        raise ValueError(f"{what}: q must be [num_seqs, num_heads, head_dim], got {tuple(q.shape)}")
+    if q.dtype not in QUERY_DTYPES:
+        raise ValueError(f"{what}: q must be bfloat16, float16 or float32, got {q.dtype}")
+    num_seqs, num_heads, head_dim = q.shape
+    if kv_cache.dim() == 5 and kv_cache.dtype not in (q.dtype, FP8_DTYPE):
+        raise ValueError(f"{what}: kv_cache must be {q.dtype} (q's dtype) or float8_e4m3fn, got {kv_cache.dtype}")
+    num_kv_heads = kv_cache.shape[3] if kv_cache.dim() == 5 else 0
+    check_kv_cache(kv_cache, kv_scales, what, num_kv_heads=num_kv_heads, head_dim=head_dim)
+    if num_kv_heads == 0 or num_heads % num_kv_heads:
+        raise ValueError(f"{what}: num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads}")
+    if head_dim > 1 and q.stride(2) != 1:
+        raise ValueError(f"{what}: q needs a contiguous head_dim (stride 1), got strides {q.stride()}")
+    check_sequence_tables(block_tables, context_lens, num_seqs, what)
+    return num_seqs, num_heads, head_dim
+
+
+def check_sequence_tables(block_tables: torch.Tensor, context_lens: torch.Tensor, num_seqs: int, what: str) -> None:
+    """Raise ValueError unless block_tables is int32 [num_seqs, max_blocks] and context_lens int32 [num_seqs]."""
+    if block_tables.dtype != torch.int32 or block_tables.dim() != 2 or block_tables.shape[0] != num_seqs:
+        raise ValueError(
+            f"{what}: block_tables must be int32 [num_seqs={num_seqs}, max_blocks], "
+            f"got {block_tables.dtype} {tuple(block_tables.shape)}"
+        )
+    if block_tables.shape[1] > 1 and block_tables.stride(1) != 1:
+        raise ValueError(f"{what}: block_tables rows must be contiguous, got strides {block_tables.stride()}")
+    if context_lens.dtype != torch.int32 or context_lens.shape != (num_seqs,):
+        raise ValueError(
+            f"{what}: context_lens must be int32 [num_seqs={num_seqs}], "
+            f"got {context_lens.dtype} {tuple(context_lens.shape)}"
+        )
+    if num_seqs > 1 and context_lens.stride(0) != 1:
+        raise ValueError(f"{what}: context_lens must be contiguous, got stride {context_lens.stride()}")
+
+
+def paged_decode_attention_reference(
+    q: torch.Tensor,  # [num_seqs, num_heads, head_dim]
+    kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_dim]
+    block_tables: torch.Tensor,  # [num_seqs, max_blocks] int32
+    context_lens: torch.Tensor,  # [num_seqs] int32
+    *,
+    kv_scales: torch.Tensor | None = None,
+    softmax_scale: float | None = None,
+    sliding_window: int | None = None,
+) -> torch.Tensor:  # [num_seqs, num_heads, head_dim] q's dtype
+    """Plain torch: gather each sequence's K/V (dequantized) into a padded batch, masked softmax in fp32."""
+    num_seqs, num_heads, head_dim = q.shape
+    num_kv_heads = kv_cache.shape[3]
+    lens = [int(n) for n in context_lens.tolist()]
+    max_len = max(lens, default=0)
+    keys = q.new_zeros((num_seqs, max_len, num_kv_heads, head_dim), dtype=torch.float32)
+    values = torch.zeros_like(keys)
+    for index, length in enumerate(lens):
+        keys[index, :length], values[index, :length] = gather_kv_reference(
+            kv_cache, kv_scales, block_tables[index], length
+        )
+    group = num_heads // num_kv_heads
+    scale = softmax_scale if softmax_scale is not None else head_dim**-0.5
+    grouped_q = q.float().view(num_seqs, num_kv_heads, group, head_dim)
+    scores = torch.einsum("skgd,snkd->skgn", grouped_q, keys) * scale
+    positions = torch.arange(max_len, device=q.device)
+    lengths = context_lens.to(q.device).long()[:, None]
+    visible = positions[None, :] < lengths  # [num_seqs, max_len]
+    if sliding_window is not None:
+        visible &= positions[None, :] >= lengths - sliding_window
+    scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
+    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # an empty context gives 0, as the kernel does
+    out = torch.einsum("skgn,snkd->skgd", probs, values)
+    return out.reshape(num_seqs, num_heads, head_dim).to(q.dtype)
