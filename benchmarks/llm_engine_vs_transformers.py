@@ -129,6 +129,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="a tiny model, for a CPU smoke run")
     parser.add_argument("--max-num-batched-tokens", type=int, default=16384)
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--build-only", action="store_true", help="only write the random checkpoint")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     shape = TINY if args.tiny else LLAMA3_8B
@@ -136,6 +137,8 @@ def main() -> None:
         started = time.perf_counter()
         build_checkpoint(args.checkpoint, shape, device)
         print(f"built random checkpoint in {time.perf_counter() - started:.1f} s", flush=True)
+    if args.build_only:
+        return
     batch = prompts(args.num_requests, args.isl, shape["vocab_size"])
     settings = dict(max_num_seqs=args.num_requests, max_num_batched_tokens=args.max_num_batched_tokens,
                     max_model_len=args.isl + args.osl + 16, show_progress=False)
