@@ -214,7 +214,9 @@ def quantize_rows_reference(x: torch.Tensor) -> Fp8Rows:
     """Plain-torch row quantization (any device, float32 math, torch's round-to-nearest-even conversion)."""
     x32 = x.float()
     amax = x32.abs().amax(dim=1) if x32.shape[1] else x32.new_zeros(x32.shape[0])
-    scales = torch.clamp(amax / FP8_MAX, min=MIN_SCALE)
+    # A tensor divisor: torch's CUDA division by a Python scalar multiplies by its reciprocal, which is
+    # 1 ULP off IEEE division; the kernels divide with div_rn.
+    scales = torch.clamp(amax / torch.full_like(amax, FP8_MAX), min=MIN_SCALE)
     values = torch.clamp(x32 / scales[:, None], -FP8_MAX, FP8_MAX).to(FP8_DTYPE)
     return Fp8Rows(values, scales)
 

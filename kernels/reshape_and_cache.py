@@ -221,7 +221,8 @@ class QuantizedHeads(NamedTuple):
 def quantize_heads_reference(x: torch.Tensor) -> QuantizedHeads:
     """Torch version of the kernel's quantization. x: [num_tokens, num_kv_heads, head_dim]."""
     x32 = x.float()
-    scales = torch.clamp(x32.abs().amax(dim=-1) / FP8_MAX, min=MIN_SCALE)
+    amax = x32.abs().amax(dim=-1)
+    scales = torch.clamp(amax / torch.full_like(amax, FP8_MAX), min=MIN_SCALE)  # IEEE division, as the kernel's
     values = torch.clamp(x32 / scales[..., None], -FP8_MAX, FP8_MAX).to(FP8_DTYPE)
     return QuantizedHeads(values, scales)
 
