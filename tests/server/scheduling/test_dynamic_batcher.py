@@ -67,6 +67,7 @@ MODELS = {
                  "priority_queue_policy { key: 1 value { timeout_action: REJECT allow_timeout_override: true } } "
                  "priority_queue_policy { key: 2 value { timeout_action: DELAY allow_timeout_override: true } }"),
     "immediate": "",
+    "delayed": "max_queue_delay_microseconds: 300000 preferred_batch_size: [ 4 ]",
 }
 
 
@@ -239,3 +240,18 @@ def test_without_delay_a_lone_request_is_not_held(batching_server):
     _, client, _ = batching_server
     result = client.infer("immediate", [_input(2)])
     assert _call(result, "REQUESTS") == 1 and _call(result, "ROWS") == 2
+
+
+def test_a_lone_request_waits_for_the_queue_delay_then_runs_alone(batching_server):
+    """The batcher holds a request up to max_queue_delay for company, then sends what it has.
+
+    Checked through the server's statistics: the request's queue time covers the 300 ms delay, and it
+    ran as a batch of one (it did not wait for a preferred batch that never came).
+    """
+    _, client, _ = batching_server
+    before = client.get_inference_statistics("delayed")["model_stats"][0]["inference_stats"]["queue"]
+    result = client.infer("delayed", [_input(1)])
+    after = client.get_inference_statistics("delayed")["model_stats"][0]["inference_stats"]["queue"]
+    assert _call(result, "REQUESTS") == 1
+    assert after["count"] - before["count"] == 1
+    assert after["ns"] - before["ns"] >= 300_000 * 1000
