@@ -35,6 +35,18 @@ _CONTENTS_FIELD = {
 }
 
 
+# The numpy dtype each typed `contents` field holds (narrower types are range-checked, then cast).
+_CONTENTS_DTYPE = {
+    "bool_contents": np.bool_,
+    "int_contents": np.int64,
+    "int64_contents": np.int64,
+    "uint_contents": np.int64,
+    "uint64_contents": np.uint64,
+    "fp32_contents": np.float32,
+    "fp64_contents": np.float64,
+}
+
+
 def decode_infer_request(message: service_pb2.ModelInferRequest) -> InferRequest:
     request = InferRequest(
         model_name=message.model_name,
@@ -102,7 +114,8 @@ def _from_contents(contents, datatype: datatypes.DataType, shape: tuple[int, ...
         array = np.empty(count, dtype=object)
         array[:] = list(values)
         return array.reshape(shape)
-    array = np.array(values, dtype=np.int64 if field in ("int_contents", "uint_contents") else None)
+    # An explicit dtype: numpy would make float64 of uint64 values mixing small ones and ones >= 2**63.
+    array = np.array(values, dtype=_CONTENTS_DTYPE[field])
     if datatype.numpy_dtype.kind in "iu" and array.size:
         info = np.iinfo(datatype.numpy_dtype)
         if array.min() < info.min or array.max() > info.max:
