@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--max-num-batched-tokens", type=int, default=16384)
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--build-only", action="store_true", help="only write the random checkpoint")
+    parser.add_argument("--attention-backend", choices=["auto", "torch", "triton"], default="auto")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     shape = TINY if args.tiny else LLAMA3_8B
@@ -141,11 +142,12 @@ def main() -> None:
         return
     batch = prompts(args.num_requests, args.isl, shape["vocab_size"])
     settings = dict(max_num_seqs=args.num_requests, max_num_batched_tokens=args.max_num_batched_tokens,
-                    max_model_len=args.isl + args.osl + 16, show_progress=False)
+                    max_model_len=args.isl + args.osl + 16, show_progress=False,
+                    attention_backend=args.attention_backend)
     if device == "cpu":
         settings["num_kv_blocks"] = args.num_requests * ((args.isl + args.osl) // 16 + 2)
     ours = run_modelgate(args.checkpoint, batch, args.osl, device, settings)
-    print(f"modelgate: {ours['tokens_per_s']:.0f} output tok/s in {ours['elapsed_s']:.2f} s "
+    print(f"modelgate ({args.attention_backend} attention): {ours['tokens_per_s']:.0f} output tok/s in {ours['elapsed_s']:.2f} s "
           f"(kv blocks {ours['kv_blocks']}, preemptions {ours['preemptions']})", flush=True)
     gc.collect()
     torch.cuda.empty_cache() if device == "cuda" else None

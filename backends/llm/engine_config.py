@@ -21,3 +21,6 @@ class EngineConfig(BaseModel):
     enable_prefix_caching: bool = True
     enable_chunked_prefill: bool = True
     show_progress: bool = True
+    # "auto": the Triton kernels on a CUDA device, plain torch on the CPU ("triton" on the CPU: tests only,
+    # under TRITON_INTERPRET=1)
+    attention_backend: Literal["auto", "torch", "triton"] = "auto"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -34,6 +35,27 @@ class RunnerConfig:
     num_kv_blocks: int | None = None  # None: from gpu_memory_utilization on a GPU
     gpu_memory_utilization: float = 0.9
     show_progress: bool = True
+    # "auto": "triton" (kernels/) on a CUDA device, "torch" (the plain-torch reference) elsewhere.
+    # "triton" on the CPU runs the kernels under TRITON_INTERPRET=1 only: that is for tests.
+    attention_backend: Literal["auto", "torch", "triton"] = "auto"
+
+
+def resolve_attention_backend(name: str, device: torch.device) -> str:
+    if name == "auto":
+        return "triton" if device.type == "cuda" else "torch"
+    if name not in ("torch", "triton"):
+        raise ValueError(f"attention_backend '{name}' is not supported; allowed: auto, torch, triton")
+    return name
+
+
+def make_attention(backend: str, model_config: DecoderConfig, device: torch.device):
+    """The attention implementation every layer shares; the Triton one is imported only when chosen."""
+    c = model_config
+    if backend == "triton":
+        from backends.llm.attention.triton_paged import TritonPagedAttention
+
+        return TritonPagedAttention(c.num_heads, c.num_kv_heads, c.head_dim, c.sliding_window, device)
+    return TorchPagedAttention(c.num_heads, c.num_kv_heads, c.head_dim, c.sliding_window)
 
 
 def resolve_dtype(name: str, checkpoint_dtype: str, device: str) -> torch.dtype:
@@ -53,9 +75,8 @@ class ModelRunner:
         self.device = torch.device(config.device)
         self.dtype = resolve_dtype(config.dtype, model_config.torch_dtype, config.device)
         self.block_size = config.block_size
-        attention = TorchPagedAttention(
-            model_config.num_heads, model_config.num_kv_heads, model_config.head_dim, model_config.sliding_window
-        )
+        self.attention_backend = resolve_attention_backend(config.attention_backend, self.device)
+        attention = make_attention(self.attention_backend, model_config, self.device)
         with torch.device(self.device):
             self.model = DecoderForCausalLM(model_config, attention, self.dtype, config.max_model_len)
         load_weights(self.model, model_dir, show_progress=config.show_progress)

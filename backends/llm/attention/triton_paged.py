@@ -1,0 +1,88 @@
+"""Attention over the paged KV cache with the Triton kernels in kernels/: the GPU implementation.
+
+Same contract as `TorchPagedAttention.forward` (the reference it is tested against): write the step's K/V
+into the cache (`kernels.reshape_and_cache`), then
+- a decode-only step (one query per sequence) runs `kernels.paged_decode_attention` (split-KV when the
+  batch alone would leave SMs idle);
+- any other step runs `kernels.prefill_attention` once for every sequence: fresh prefills, chunks over a
+  cached prefix and the one-token decodes of a mixed step alike.
+GQA (query head h reads KV head h // (num_heads // num_kv_heads)) and the sliding window (a query at position
+p sees keys at positions > p - window) are handled inside the kernels.
+
+The kernels need CUDA tensors, or CPU tensors under TRITON_INTERPRET=1 (set before kernels/ is imported):
+the interpreter path exists for tests only, it is orders of magnitude slower than the torch reference.
+
+FP8 KV cache: the kernels already read float8_e4m3fn caches with per-(token, KV head) scales
+(kernels/reshape_and_cache.py); `kv_scales` is threaded through every launch below so that enabling it only
+needs the runner to allocate the scales and pass them. Until then it is None (bf16/fp16/fp32 caches).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from backends.llm.attention.metadata import AttentionMetadata
+from kernels.fp8_quant import HAS_TRITON, is_interpreted
+from kernels.paged_decode_attention import paged_decode_attention
+from kernels.prefill_attention import _prefill_attention_kernel, prefill_attention
+from kernels.reshape_and_cache import reshape_and_cache
+
+
+class TritonPagedAttention:
+    def __init__(
+        self,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        sliding_window: int | None = None,
+        device: torch.device | str = "cuda",
+    ):
+        if num_heads % num_kv_heads:
+            raise ValueError(f"num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads}")
+        check_runnable(torch.device(device))
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.scale = head_dim**-0.5
+        self.sliding_window = sliding_window
+
+    def forward(
+        self,
+        q: torch.Tensor,  # [num_tokens, num_heads, head_dim]
+        k: torch.Tensor,  # [num_tokens, num_kv_heads, head_dim]
+        v: torch.Tensor,  # [num_tokens, num_kv_heads, head_dim]
+        kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_dim], q's dtype
+        metadata: AttentionMetadata,
+        kv_scales: torch.Tensor | None = None,  # [2, num_blocks, block_size, num_kv_heads] float32, FP8 cache only
+    ) -> torch.Tensor:  # [num_tokens, num_heads, head_dim]
+        reshape_and_cache(k, v, kv_cache, metadata.slot_mapping, kv_scales)
+        if metadata.is_decode_only:
+            return self._decode(q, kv_cache, metadata, kv_scales)
+        return self._prefill(q, kv_cache, metadata, kv_scales)
+
+    def _decode(self, q, kv_cache, metadata: AttentionMetadata, kv_scales) -> torch.Tensor:
+        # q: [num_seqs, num_heads, head_dim], one query token per sequence
+        return paged_decode_attention(
+            q, kv_cache, metadata.block_tables, metadata.context_lens, metadata.max_context_len,
+            kv_scales=kv_scales, softmax_scale=self.scale, sliding_window=self.sliding_window,
+        )
+
+    def _prefill(self, q, kv_cache, metadata: AttentionMetadata, kv_scales) -> torch.Tensor:
+        starts = metadata.query_start_cpu
+        max_query_len = max(end - begin for begin, end in zip(starts, starts[1:]))
+        return prefill_attention(
+            q, kv_cache, metadata.block_tables, metadata.query_start, metadata.context_lens, max_query_len,
+            kv_scales=kv_scales, softmax_scale=self.scale, sliding_window=self.sliding_window,
+        )
+
+
+def check_runnable(device: torch.device) -> None:
+    """Raise ValueError unless the kernels can run on `device`: CUDA, or the CPU under TRITON_INTERPRET=1."""
+    if not HAS_TRITON:
+        raise ValueError("attention_backend 'triton' needs the triton package; use attention_backend 'torch'")
+    if device.type == "cuda" or (device.type == "cpu" and is_interpreted(_prefill_attention_kernel)):
+        return
+    raise ValueError(
+        f"attention_backend 'triton' runs on CUDA devices, or on the CPU only under TRITON_INTERPRET=1 "
+        f"(set before kernels/ is imported; for tests), got device {device}; use attention_backend 'torch'"
+    )

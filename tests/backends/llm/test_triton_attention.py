@@ -1,0 +1,125 @@
+"""TritonPagedAttention (kernels/) gives the logits of TorchPagedAttention and of transformers, step by step.
+
+Without a GPU the kernels run under the Triton interpreter: TRITON_INTERPRET is read when a @triton.jit
+function is defined, so it is set here before anything imports kernels/ (as tests/kernels/conftest.py does);
+kernel modules another test imported earlier without it are dropped, so that this run imports them afresh.
+"""
+
+import os
+import sys
+
+import torch
+
+if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+    os.environ["TRITON_INTERPRET"] = "1"
+    for _name in [n for n in sys.modules if n.startswith("kernels.") or n == "backends.llm.attention.triton_paged"]:
+        del sys.modules[_name]
+
+import pytest  # noqa: E402
+
+from backends.llm.attention.torch_paged import TorchPagedAttention  # noqa: E402
+from backends.llm.attention.triton_paged import TritonPagedAttention  # noqa: E402
+from backends.llm.engine_config import EngineConfig  # noqa: E402
+from backends.llm.kv_cache_manager import KVCacheManager  # noqa: E402
+from backends.llm.model_runner import ModelRunner, RunnerConfig  # noqa: E402
+from backends.llm.models.model_config import DecoderConfig  # noqa: E402
+from backends.llm.request import LLMRequest  # noqa: E402
+from backends.llm.sampling_params import SamplingParams  # noqa: E402
+from backends.llm.scheduler import ScheduledRequest  # noqa: E402
+from tests.backends.llm.hf_checkpoints import hf_model, save_random_checkpoint  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+NUM_BLOCKS, BLOCK_SIZE = 48, 4
+PROMPT_LENS = {"a": 21, "b": 14, "c": 7}
+# Each step: (request, first new token, end). A: chunked prefill (the second chunk over its cached prefix);
+# B: a fresh prefill; decode-only steps; a mixed step (C's fresh prefill + decodes of A and B); decodes.
+# Decodes feed the prompt's next token (teacher forcing), so every position can be checked against transformers.
+SCHEDULE = [
+    [("a", 0, 9)],
+    [("a", 9, 16), ("b", 0, 10)],
+    [("a", 16, 17), ("b", 10, 11)],
+    [("a", 17, 18), ("b", 11, 12)],
+    [("c", 0, 7), ("a", 18, 19), ("b", 12, 13)],
+    [("a", 19, 20), ("b", 13, 14), ("c", 6, 7)],
+    [("a", 20, 21)],
+]
+CASES = [
+    ("LlamaForCausalLM", {}),  # 4 query heads over 2 KV heads (GQA), head_dim 16
+    ("MistralForCausalLM", {"sliding_window": 6}),
+]
+
+
+def _runner(directory, backend: str) -> ModelRunner:
+    config = DecoderConfig.from_file(directory / "config.json")
+    settings = RunnerConfig(device=DEVICE, dtype="float32", num_kv_blocks=NUM_BLOCKS, block_size=BLOCK_SIZE,
+                            max_model_len=64, show_progress=False, attention_backend=backend)
+    return ModelRunner(directory, config, settings)
+
+
+def _prompts() -> dict[str, list[int]]:
+    generator = torch.Generator().manual_seed(3)
+    return {name: torch.randint(0, 211, (n,), generator=generator).tolist() for name, n in PROMPT_LENS.items()}
+
+
+def _run_schedule(runner: ModelRunner, prompts: dict[str, list[int]]) -> list[dict[str, torch.Tensor]]:
+    """Logits of every new token of every step, by request: [{name: [num_new, vocab]}]."""
+    kv = KVCacheManager(NUM_BLOCKS, BLOCK_SIZE, enable_prefix_caching=False)
+    requests = {name: LLMRequest(name, tokens, SamplingParams()) for name, tokens in prompts.items()}
+    steps = []
+    for step in SCHEDULE:
+        items = []
+        for name, start, end in step:
+            request = requests[name]
+            if start == request.num_computed_tokens:  # C's row 6 is recomputed once; no new slots for it
+                assert kv.allocate_slots(request, end - start)
+            items.append(ScheduledRequest(request, start, end - start, kv.block_ids(name)))
+        inputs = runner._prepare(items)
+        assert inputs.metadata.is_decode_only == all(end - start == 1 for _, start, end in step)
+        with torch.inference_mode():
+            hidden = runner.model(inputs.token_ids, inputs.positions, runner.kv_caches, inputs.metadata)
+            logits = runner.model.compute_logits(hidden).cpu()
+        bounds = inputs.metadata.query_start_cpu
+        steps.append({name: logits[bounds[i]:bounds[i + 1]] for i, (name, _, _) in enumerate(step)})
+        for name, _, end in step:
+            requests[name].num_computed_tokens = max(requests[name].num_computed_tokens, end)
+    return steps
+
+
+@pytest.mark.parametrize("architecture, overrides", CASES)
+def test_triton_attention_logits_equal_torch_and_transformers(tmp_path, architecture, overrides):
+    directory = save_random_checkpoint(architecture, tmp_path, **overrides)
+    prompts = _prompts()
+    triton_runner = _runner(directory, "triton")
+    assert isinstance(triton_runner.model.layers[0].self_attn.attention_impl, TritonPagedAttention)
+    ours = _run_schedule(triton_runner, prompts)
+    reference = _run_schedule(_runner(directory, "torch"), prompts)
+    for index, (got, expected) in enumerate(zip(ours, reference)):
+        for name in expected:
+            torch.testing.assert_close(got[name], expected[name], atol=1e-4, rtol=1e-4,
+                                       msg=lambda m, i=index, n=name: f"step {i}, request {n}: {m}")
+    model = hf_model(directory)
+    for name, tokens in prompts.items():
+        with torch.no_grad():
+            expected = model(torch.tensor([tokens])).logits[0]
+        rows = {}
+        for step, logits in zip(SCHEDULE, ours):
+            for request, start, end in step:
+                if request == name:
+                    rows.update({start + j: logits[name][j] for j in range(end - start)})
+        got = torch.stack([rows[p] for p in range(len(tokens))])
+        torch.testing.assert_close(got, expected, atol=2e-4, rtol=1e-4, msg=lambda m, n=name: f"request {n}: {m}")
+
+
+def test_attention_backend_selection(tmp_path):
+    directory = save_random_checkpoint("LlamaForCausalLM", tmp_path)
+    config = DecoderConfig.from_file(directory / "config.json")
+    runner = ModelRunner(directory, config, RunnerConfig(num_kv_blocks=4, block_size=4, max_model_len=32,
+                                                         show_progress=False))
+    expected = "triton" if runner.device.type == "cuda" else "torch"  # "auto"
+    assert runner.attention_backend == expected
+    if expected == "torch":
+        assert isinstance(runner.model.layers[0].self_attn.attention_impl, TorchPagedAttention)
+    assert EngineConfig(attention_backend="triton").attention_backend == "triton"
+    assert EngineConfig().attention_backend == "auto"
+    with pytest.raises(ValueError):
+        EngineConfig(attention_backend="flash")
