@@ -24,3 +24,9 @@ class EngineConfig(BaseModel):
     # "auto": the Triton kernels on a CUDA device, plain torch on the CPU ("triton" on the CPU: tests only,
     # under TRITON_INTERPRET=1)
     attention_backend: Literal["auto", "torch", "triton"] = "auto"
+    # "fp8": attention and MLP weights quantized to FP8 e4m3 after loading (per-channel weight scales, dynamic
+    # per-token activation scales); embeddings, norms and lm_head stay unquantized. FP8 checkpoints (with
+    # weight_scale tensors) load as FP8 whatever this says.
+    quantization: Literal["none", "fp8"] = "none"
+    # "fp8": float8_e4m3fn paged KV cache with per-(token, KV head) scales; needs the triton attention backend.
+    kv_cache_dtype: Literal["auto", "fp8"] = "auto"

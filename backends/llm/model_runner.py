@@ -17,7 +17,7 @@ from backends.llm.attention.metadata import AttentionMetadata
 from backends.llm.attention.torch_paged import TorchPagedAttention
 from backends.llm.models.llama import DecoderForCausalLM
 from backends.llm.models.model_config import DecoderConfig
-from backends.llm.models.weight_loader import load_weights
+from backends.llm.models.weight_loader import checkpoint_has_fp8_weights, load_weights
 from backends.llm.sampler import Sampler, SamplerOutput
 from backends.llm.scheduler import ScheduledRequest, SchedulerOutput
 
@@ -38,6 +38,11 @@ class RunnerConfig:
     # "auto": "triton" (kernels/) on a CUDA device, "torch" (the plain-torch reference) elsewhere.
     # "triton" on the CPU runs the kernels under TRITON_INTERPRET=1 only: that is for tests.
     attention_backend: Literal["auto", "torch", "triton"] = "auto"
+    # "fp8": attention and MLP linears as FP8 e4m3 weights with per-channel scales (quantized after a
+    # bf16/fp32 checkpoint loads); an FP8 checkpoint (weight_scale tensors) always loads as FP8.
+    quantization: Literal["none", "fp8"] = "none"
+    # "fp8": float8_e4m3fn KV cache with per-(token, KV head) float32 scales; needs the triton attention backend.
+    kv_cache_dtype: Literal["auto", "fp8"] = "auto"
 
 
 def resolve_attention_backend(name: str, device: torch.device) -> str:
@@ -58,6 +63,19 @@ def make_attention(backend: str, model_config: DecoderConfig, device: torch.devi
     return TorchPagedAttention(c.num_heads, c.num_kv_heads, c.head_dim, c.sliding_window)
 
 
+def check_quantization(config: RunnerConfig, attention_backend: str) -> None:
+    """ValueError unless the quantization settings are known and the FP8 KV cache has the triton backend."""
+    if config.quantization not in ("none", "fp8"):
+        raise ValueError(f"quantization '{config.quantization}' is not supported; allowed: none, fp8")
+    if config.kv_cache_dtype not in ("auto", "fp8"):
+        raise ValueError(f"kv_cache_dtype '{config.kv_cache_dtype}' is not supported; allowed: auto, fp8")
+    if config.kv_cache_dtype == "fp8" and attention_backend != "triton":
+        raise ValueError(
+            f"kv_cache_dtype 'fp8' needs attention_backend 'triton' (a CUDA device, or TRITON_INTERPRET=1 on the "
+            f"CPU for tests); the resolved attention backend is '{attention_backend}'; use kv_cache_dtype 'auto'"
+        )
+
+
 def resolve_dtype(name: str, checkpoint_dtype: str, device: str) -> torch.dtype:
     if name == "auto":
         if device == "cpu":
@@ -76,25 +94,57 @@ class ModelRunner:
         self.dtype = resolve_dtype(config.dtype, model_config.torch_dtype, config.device)
         self.block_size = config.block_size
         self.attention_backend = resolve_attention_backend(config.attention_backend, self.device)
+        check_quantization(config, self.attention_backend)
+        self.kv_cache_dtype = torch.float8_e4m3fn if config.kv_cache_dtype == "fp8" else self.dtype
         attention = make_attention(self.attention_backend, model_config, self.device)
         with torch.device(self.device):
             self.model = DecoderForCausalLM(model_config, attention, self.dtype, config.max_model_len)
-        load_weights(self.model, model_dir, show_progress=config.show_progress)
+        self.quantization = self._load(model_dir)
         self.model.eval()
         self.num_kv_blocks = config.num_kv_blocks or self._blocks_that_fit()
-        shape = (2, self.num_kv_blocks, self.block_size, model_config.num_kv_heads, model_config.head_dim)
-        self.kv_caches = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(model_config.num_layers)]
+        self.kv_caches, self.kv_scales = self._allocate_kv_caches()
         self.sampler = Sampler()
+
+    def _load(self, model_dir: Path) -> str:
+        """Load the weights; with FP8 the attention/MLP linears become Fp8Linear. Returns the quantization."""
+        # Imported here: kernels/ is imported only when FP8 is used (and after tests set TRITON_INTERPRET).
+        from backends.llm.layers.fp8_linear import quantize_linears, use_empty_fp8_linears
+
+        if checkpoint_has_fp8_weights(model_dir):
+            logger.info("FP8 checkpoint: its weights and weight scales load as they are")
+            use_empty_fp8_linears(self.model)
+            load_weights(self.model, model_dir, show_progress=self.config.show_progress)
+            return "fp8"
+        load_weights(self.model, model_dir, show_progress=self.config.show_progress)
+        if self.config.quantization == "fp8":
+            quantize_linears(self.model)
+        return self.config.quantization
+
+    def _allocate_kv_caches(self) -> tuple[list[torch.Tensor], list[torch.Tensor | None] | None]:
+        """One zeroed cache per layer, and for an FP8 cache one scales tensor per layer (else None)."""
+        from kernels.reshape_and_cache import allocate_kv_cache
+
+        c = self.model_config
+        caches, scales = [], []
+        for _ in range(c.num_layers):
+            cache, layer_scales = allocate_kv_cache(self.num_kv_blocks, self.block_size, c.num_kv_heads, c.head_dim,
+                                                    self.kv_cache_dtype, self.device)
+            # Zeroed, not empty: unwritten FP8 bytes may be NaN patterns that masked-out lanes still multiply.
+            caches.append(cache.zero_())
+            scales.append(None if layer_scales is None else layer_scales.fill_(1.0))
+        return caches, (scales if self.kv_cache_dtype == torch.float8_e4m3fn else None)
 
     @property
     def kv_bytes_per_block(self) -> int:
         c = self.model_config
-        return 2 * c.num_layers * self.block_size * c.num_kv_heads * c.head_dim * torch.finfo(self.dtype).bits // 8
+        element_bytes = torch.finfo(self.kv_cache_dtype).bits // 8
+        scale_bytes = 4 if self.kv_cache_dtype == torch.float8_e4m3fn else 0  # one fp32 per (token, KV head)
+        return 2 * c.num_layers * self.block_size * c.num_kv_heads * (c.head_dim * element_bytes + scale_bytes)
 
     @torch.inference_mode()
     def execute(self, output: SchedulerOutput) -> SamplerOutput:
         inputs = self._prepare(output.scheduled)
-        hidden = self.model(inputs.token_ids, inputs.positions, self.kv_caches, inputs.metadata)
+        hidden = self.model(inputs.token_ids, inputs.positions, self.kv_caches, inputs.metadata, self.kv_scales)
         if not inputs.sample_rows:
             return SamplerOutput({}, {})
         logits = self.model.compute_logits(hidden[inputs.sample_rows])

@@ -25,7 +25,9 @@ class Attention(nn.Module):
         self.o_proj = FusedLinear(q_size, [config.hidden_size], config.o_bias, dtype)
         self.attention_impl = attention_impl
 
-    def forward(self, hidden, positions, rotary: RotaryEmbedding, kv_cache, metadata: AttentionMetadata):
+    def forward(self, hidden, positions, rotary: RotaryEmbedding, kv_cache, metadata: AttentionMetadata,
+                kv_scales: torch.Tensor | None = None):
+        # kv_scales: [2, num_blocks, block_size, num_kv_heads] float32 for an FP8 cache (Triton attention only)
         num_tokens = hidden.shape[0]
         q, k, v = self.qkv_proj(hidden).split(
             [self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim, self.num_kv_heads * self.head_dim], -1
@@ -34,7 +36,10 @@ class Attention(nn.Module):
         k = k.view(num_tokens, self.num_kv_heads, self.head_dim)
         v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
         q, k = rotary(positions, q, k)
-        out = self.attention_impl.forward(q, k, v, kv_cache, metadata)
+        if kv_scales is None:
+            out = self.attention_impl.forward(q, k, v, kv_cache, metadata)
+        else:
+            out = self.attention_impl.forward(q, k, v, kv_cache, metadata, kv_scales=kv_scales)
         return self.o_proj(out.reshape(num_tokens, -1))
 
 
@@ -58,9 +63,9 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.mlp = MLP(config, dtype)
 
-    def forward(self, hidden, residual, positions, rotary, kv_cache, metadata):
+    def forward(self, hidden, residual, positions, rotary, kv_cache, metadata, kv_scales=None):
         normed, residual = self.input_layernorm(hidden, residual)
-        hidden = self.self_attn(normed, positions, rotary, kv_cache, metadata)
+        hidden = self.self_attn(normed, positions, rotary, kv_cache, metadata, kv_scales)
         normed, residual = self.post_attention_layernorm(hidden, residual)
         return self.mlp(normed), residual
 
@@ -80,12 +85,15 @@ class DecoderForCausalLM(nn.Module):
             self.lm_head_weight = nn.Parameter(torch.empty(config.vocab_size, config.hidden_size, dtype=dtype),
                                                requires_grad=False)
 
-    def forward(self, token_ids, positions, kv_caches: list[torch.Tensor], metadata: AttentionMetadata):
+    def forward(self, token_ids, positions, kv_caches: list[torch.Tensor], metadata: AttentionMetadata,
+                kv_scales: list[torch.Tensor | None] | None = None):
         # token_ids, positions: [num_tokens] -> hidden states [num_tokens, hidden_size]
+        # kv_scales: one per layer for an FP8 KV cache (None: caches in the model's dtype)
         hidden = self.embed_tokens(token_ids)
         residual = None
-        for layer, kv_cache in zip(self.layers, kv_caches):
-            hidden, residual = layer(hidden, residual, positions, self.rotary, kv_cache, metadata)
+        scales = kv_scales if kv_scales is not None else [None] * len(self.layers)
+        for layer, kv_cache, layer_scales in zip(self.layers, kv_caches, scales):
+            hidden, residual = layer(hidden, residual, positions, self.rotary, kv_cache, metadata, layer_scales)
         hidden, _ = self.norm(hidden, residual)
         return hidden
 

@@ -3,6 +3,11 @@
 Checkpoint projections that our model fuses (q/k/v, gate/up) are copied into their slice
 of the fused weight. Every parameter must be filled exactly once; a missing or mis-shaped
 tensor is an error naming it.
+
+FP8 checkpoints (float8_e4m3fn `...proj.weight` with `...proj.weight_scale`, per-tensor or per-channel) load
+as they are into Fp8Linear modules (`checkpoint_has_fp8_weights` tells the runner to put them in first); a
+per-tensor scale fills every row of its part. Static activation and KV scales (`input_scale`,
+`output_scale`, `k_scale`, `v_scale`) are ignored: activations and the FP8 KV cache use dynamic scales.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from tqdm import tqdm
 
 from backends.llm.models.llama import DecoderForCausalLM
 
+FP8_DTYPE = torch.float8_e4m3fn  # not imported from kernels/: loading a checkpoint must not import triton
+
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 _FUSED_PARTS = {
     "self_attn.q_proj": ("self_attn.qkv_proj", 0),
@@ -25,7 +32,9 @@ _FUSED_PARTS = {
     "mlp.gate_proj": ("mlp.gate_up_proj", 0),
     "mlp.up_proj": ("mlp.gate_up_proj", 1),
 }
-_IGNORED = re.compile(r"(rotary_emb\.inv_freq|\.masked_bias|\.attn\.bias)$")
+_IGNORED = re.compile(
+    r"(rotary_emb\.inv_freq|\.masked_bias|\.attn\.bias|\.input_scale|\.output_scale|\.k_scale|\.v_scale)$"
+)
 
 
 class WeightLoadError(ValueError):
@@ -42,6 +51,11 @@ def checkpoint_files(model_dir: Path) -> list[Path]:
     if not files:
         raise WeightLoadError(f"no *.safetensors files in {model_dir}")
     return files
+
+
+def checkpoint_has_fp8_weights(model_dir: Path) -> bool:
+    """True when the checkpoint carries FP8 weights with their `weight_scale` tensors."""
+    return any(name.endswith(".weight_scale") for path in checkpoint_files(model_dir) for name in _tensor_names(path))
 
 
 def load_weights(model: DecoderForCausalLM, model_dir: Path, show_progress: bool = True) -> None:
@@ -109,8 +123,27 @@ def _target_slices(model: DecoderForCausalLM) -> dict[str, tuple[torch.Tensor, s
 def _copy(tensor: torch.Tensor, target: tuple[torch.Tensor, slice | None], name: str) -> None:
     parameter, rows = target
     destination = parameter.data if rows is None else parameter.data[rows]
+    if name.endswith(".weight_scale"):
+        tensor = _scale_rows(tensor, destination.shape[0], name)
+    if (tensor.dtype == FP8_DTYPE) != (destination.dtype == FP8_DTYPE):
+        raise WeightLoadError(
+            f"checkpoint tensor '{name}' is {tensor.dtype} but the model expects {destination.dtype} "
+            f"(FP8 weights need their weight_scale; a mixed FP8/unquantized checkpoint is not supported)"
+        )
     if tuple(destination.shape) != tuple(tensor.shape):
         raise WeightLoadError(
             f"checkpoint tensor '{name}' has shape {tuple(tensor.shape)}, the model expects {tuple(destination.shape)}"
         )
     destination.copy_(tensor.to(destination.dtype))
+
+
+def _scale_rows(scale: torch.Tensor, num_rows: int, name: str) -> torch.Tensor:
+    """A checkpoint weight_scale as one float32 scale per output row: per-tensor ((), [1]) or per-channel."""
+    if scale.numel() == 1 and scale.dim() <= 2:
+        return scale.float().reshape(1).expand(num_rows)
+    if scale.numel() == num_rows and (scale.dim() == 1 or (scale.dim() == 2 and scale.shape[1] == 1)):
+        return scale.float().reshape(num_rows)
+    raise WeightLoadError(
+        f"checkpoint tensor '{name}' has shape {tuple(scale.shape)}; weight scales must be per-tensor (() or [1]) "
+        f"or per-channel ([{num_rows}] or [{num_rows}, 1]); block-wise scales are not supported"
+    )

@@ -1,0 +1,95 @@
+"""FP8 (e4m3) W8A8 linear layers: per-output-channel weight scales, dynamic per-token activation scales.
+
+`Fp8Linear` replaces a `FusedLinear` of attention and MLP (qkv_proj, o_proj, gate_up_proj, down_proj) either
+after a bf16/fp16/fp32 checkpoint loaded (`quantize_linears`: each weight quantized per output channel, the
+original freed) or before an FP8 checkpoint loads (`use_empty_fp8_linears`: the loader fills `weight` and
+`weight_scale` slice by slice, as they are in the checkpoint). Embeddings, norms and lm_head stay unquantized.
+
+Parameter names match the checkpoint's (`weight`, `weight_scale`, `bias`) and fused layers keep their
+`part_sizes`, so the weight loader fills them like a FusedLinear.
+
+Forward runs `kernels.fp8_gemm.fp8_linear_from_activations` (the Triton kernels) where they can run: on CUDA,
+or on the CPU under TRITON_INTERPRET=1 (tests); elsewhere its torch reference (the CPU engine without triton).
+The output has the activations' dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from backends.llm.layers.linear import FusedLinear
+from kernels.fp8_gemm import _fp8_gemm_kernel, fp8_linear_from_activations, fp8_linear_from_activations_reference
+from kernels.fp8_quant import FP8_DTYPE, HAS_TRITON, fp8_weight_from_checkpoint, is_interpreted
+
+# The FusedLinears of one decoder layer that FP8 replaces (dotted paths inside a DecoderLayer).
+QUANTIZED_LINEARS = ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")
+
+
+def can_run_kernels(device: torch.device) -> bool:
+    """True when the Triton FP8 GEMM can run on `device`: CUDA, or the CPU under TRITON_INTERPRET=1."""
+    if not HAS_TRITON:
+        return False
+    return device.type == "cuda" or (device.type == "cpu" and is_interpreted(_fp8_gemm_kernel))
+
+
+class Fp8Linear(nn.Module):
+    """y = (quant(x) @ weight^T) * x_scale * weight_scale (+ bias); weight [N, K] e4m3, weight_scale [N] fp32."""
+
+    def __init__(self, in_features: int, part_sizes: list[int], bias: torch.Tensor | None, device: torch.device):
+        super().__init__()
+        self.part_sizes = list(part_sizes)
+        out_features = sum(part_sizes)
+        self.weight = nn.Parameter(
+            torch.zeros(out_features, in_features, dtype=FP8_DTYPE, device=device), requires_grad=False
+        )
+        self.weight_scale = nn.Parameter(
+            torch.ones(out_features, dtype=torch.float32, device=device), requires_grad=False
+        )
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+        self.use_kernels = can_run_kernels(torch.device(device))
+
+    @classmethod
+    def empty(cls, linear: FusedLinear) -> "Fp8Linear":
+        """An unfilled Fp8Linear shaped like `linear` (for an FP8 checkpoint); keeps linear's bias tensor."""
+        return cls(linear.weight.shape[1], linear.part_sizes, linear.bias, linear.weight.device)
+
+    @classmethod
+    def from_linear(cls, linear: FusedLinear) -> "Fp8Linear":
+        """`linear`'s weight quantized per output channel (its bias kept in its dtype)."""
+        layer = cls.empty(linear)
+        weight, scales = fp8_weight_from_checkpoint(linear.weight.data)
+        layer.weight.data = weight
+        layer.weight_scale.data = scales
+        return layer
+
+    def part_slice(self, index: int) -> slice:
+        start = sum(self.part_sizes[:index])
+        return slice(start, start + self.part_sizes[index])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [..., in_features] bf16/fp16/fp32 -> [..., out_features] in x's dtype
+        bias = self.bias
+        if self.use_kernels:
+            return fp8_linear_from_activations(x, self.weight, self.weight_scale, bias)
+        return fp8_linear_from_activations_reference(x, self.weight, self.weight_scale, bias)
+
+
+def _replace_linears(model: nn.Module, make) -> None:
+    for layer in model.layers:
+        for path in QUANTIZED_LINEARS:
+            parent_name, _, name = path.rpartition(".")
+            parent = layer.get_submodule(parent_name)
+            setattr(parent, name, make(getattr(parent, name)))
+
+
+def quantize_linears(model: nn.Module) -> None:
+    """Replace every FusedLinear of attention and MLP by its FP8 quantization; the originals are freed."""
+    _replace_linears(model, lambda linear: linear if isinstance(linear, Fp8Linear) else Fp8Linear.from_linear(linear))
+    if torch.cuda.is_available() and next(model.parameters()).is_cuda:
+        torch.cuda.empty_cache()
+
+
+def use_empty_fp8_linears(model: nn.Module) -> None:
+    """Replace those FusedLinears by unfilled Fp8Linears before an FP8 checkpoint loads into them."""
+    _replace_linears(model, Fp8Linear.empty)
