@@ -131,6 +131,8 @@ def main() -> None:
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--build-only", action="store_true", help="only write the random checkpoint")
     parser.add_argument("--attention-backend", choices=["auto", "torch", "triton"], default="auto")
+    parser.add_argument("--quantization", choices=["none", "fp8"], default="none")
+    parser.add_argument("--kv-cache-dtype", choices=["auto", "fp8"], default="auto")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     shape = TINY if args.tiny else LLAMA3_8B
@@ -143,11 +145,13 @@ def main() -> None:
     batch = prompts(args.num_requests, args.isl, shape["vocab_size"])
     settings = dict(max_num_seqs=args.num_requests, max_num_batched_tokens=args.max_num_batched_tokens,
                     max_model_len=args.isl + args.osl + 16, show_progress=False,
-                    attention_backend=args.attention_backend)
+                    attention_backend=args.attention_backend, quantization=args.quantization,
+                    kv_cache_dtype=args.kv_cache_dtype)
     if device == "cpu":
         settings["num_kv_blocks"] = args.num_requests * ((args.isl + args.osl) // 16 + 2)
     ours = run_modelgate(args.checkpoint, batch, args.osl, device, settings)
-    print(f"modelgate ({args.attention_backend} attention): {ours['tokens_per_s']:.0f} output tok/s in {ours['elapsed_s']:.2f} s "
+    print(f"modelgate ({args.attention_backend} attention, weights {args.quantization}, KV {args.kv_cache_dtype}): "
+          f"{ours['tokens_per_s']:.0f} output tok/s in {ours['elapsed_s']:.2f} s "
           f"(kv blocks {ours['kv_blocks']}, preemptions {ours['preemptions']})", flush=True)
     gc.collect()
     torch.cuda.empty_cache() if device == "cuda" else None
