@@ -50,7 +50,11 @@ def checkpoint(tmp_path_factory):
     return save_random_checkpoint("LlamaForCausalLM", tmp_path_factory.mktemp("fp8"), intermediate_size=128)
 
 
-def _runner(directory, device="cpu", dtype="float32", backend="triton", **settings) -> ModelRunner:
+# The float32 tests run where the kernels run: on the GPU when there is one, else under the interpreter.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _runner(directory, device=DEVICE, dtype="float32", backend="triton", **settings) -> ModelRunner:
     config = DecoderConfig.from_file(directory / "config.json")
     return ModelRunner(directory, config, RunnerConfig(
         device=device, dtype=dtype, num_kv_blocks=NUM_BLOCKS, block_size=BLOCK_SIZE, max_model_len=64,
@@ -131,7 +135,7 @@ def test_fp8_weights_replace_attention_and_mlp_linears_only(checkpoint):
     assert model.norm.weight.dtype == torch.float32
     # Without runnable kernels (a CPU without the interpreter) Fp8Linear uses the torch reference: same result.
     down = model.layers[0].mlp.down_proj
-    x = torch.randn(5, down.weight.shape[1], generator=torch.Generator().manual_seed(1))
+    x = torch.randn(5, down.weight.shape[1], generator=torch.Generator().manual_seed(1)).to(down.weight.device)
     with torch.inference_mode():
         kernel = down(x)
         down.use_kernels = False
@@ -182,11 +186,11 @@ def test_fp8_checkpoint_loads_as_it_is(checkpoint, reference_logits, tmp_path):
     assert isinstance(qkv, Fp8Linear)
     q_rows, k_rows = qkv.part_slice(0), qkv.part_slice(1)
     q_weight = tensors["model.layers.1.self_attn.q_proj.weight"]
-    assert torch.equal(qkv.weight.data[q_rows].view(torch.uint8), q_weight.view(torch.uint8))
+    assert torch.equal(qkv.weight.data[q_rows].cpu().view(torch.uint8), q_weight.view(torch.uint8))
     q_scale = tensors["model.layers.1.self_attn.q_proj.weight_scale"]
-    assert torch.equal(qkv.weight_scale.data[q_rows], q_scale.expand(q_weight.shape[0]))
+    assert torch.equal(qkv.weight_scale.data[q_rows].cpu(), q_scale.expand(q_weight.shape[0]))
     k_scale = tensors["model.layers.1.self_attn.k_proj.weight_scale"]
-    assert torch.equal(qkv.weight_scale.data[k_rows], k_scale.reshape(-1))
+    assert torch.equal(qkv.weight_scale.data[k_rows].cpu(), k_scale.reshape(-1))
     relative, top1 = _agreement(_all_logits(runner, _prompts()), reference_logits)
     assert relative < MAX_RELATIVE_ERROR and top1 >= MIN_TOP1_AGREEMENT
 
@@ -246,7 +250,7 @@ def _check_greedy_agreement(directory, device: str, dtype: str, reference_backen
 
 
 def test_fp8_engine_greedy_agrees_with_unquantized(tiny):
-    _check_greedy_agreement(tiny, "cpu", "float32", "torch")
+    _check_greedy_agreement(tiny, DEVICE, "float32", "torch")
 
 
 @pytest.mark.gpu
