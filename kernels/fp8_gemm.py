@@ -55,6 +55,9 @@ OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 # The H100 SXM's SM count: the config choice under the interpreter (CPU) matches an H100's.
 DEFAULT_NUM_SMS = 132
 MAX_SPLIT_K = 8
+# Split K only for long reductions: on the H100 (benchmarks/fp8_gemm.py --sweep, M = 1..64) unsplit tiles beat
+# split ones for K = 4096 (qkv, o), while the down projection (K = 14336) gains from splitting.
+SPLIT_K_MIN_K = 8192
 MIN_K_BLOCKS_PER_SPLIT = 4  # fewer K steps than this per program and the pipeline never fills
 
 
@@ -104,7 +107,7 @@ def select_config(M: int, N: int, K: int, num_sms: int = DEFAULT_NUM_SMS) -> Fp8
     block_n = min(config.block_n, max(32, triton.next_power_of_2(N)))
     block_k = min(config.block_k, max(32, triton.next_power_of_2(K)))
     split_k = 1
-    if M <= DECODE_MAX_M:
+    if M <= DECODE_MAX_M and K >= SPLIT_K_MIN_K:
         tiles = triton.cdiv(M, config.block_m) * triton.cdiv(N, block_n)
         if tiles < num_sms:
             k_blocks = triton.cdiv(K, block_k)

@@ -100,9 +100,9 @@ def test_table_buckets(M, dev):
 
 def test_select_config_table():
     assert select_config(1, 28672, 4096) == Fp8GemmConfig(16, 64, 256, 1, 1, 4, 5)  # 448 tiles: no split
-    assert select_config(1, 4096, 4096).split_k == 3  # 64 tiles on 132 SMs
-    assert select_config(1, 4096, 14336).split_k == 3
-    assert select_config(16, 6144, 4096).split_k == 2
+    assert select_config(1, 4096, 4096).split_k == 1  # K = 4096: unsplit measured faster on the H100
+    assert select_config(1, 4096, 14336).split_k == 3  # 64 tiles on 132 SMs, long K: split
+    assert select_config(16, 6144, 4096).split_k == 1
     assert select_config(17, 4096, 4096).block_m == 32 and select_config(64, 4096, 4096).block_m == 64
     assert select_config(256, 4096, 4096) == Fp8GemmConfig(64, 128, 128, 8, 1, 4, 4)
     assert select_config(4096, 4096, 4096) == PREFILL_CONFIG
