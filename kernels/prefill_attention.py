@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 
 from kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, triton
-from kernels.paged_decode_attention import (
+from kernels.paged_attention_common import (
     LOG2E,
     QUERY_DTYPES,
     attend_kv_tile,
