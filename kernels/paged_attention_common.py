@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.fp8_quant import tl, triton
+from kernels.fp8_quant import FP8_DTYPE, tl, triton
+from kernels.reshape_and_cache import check_kv_cache
 
 QUERY_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 LOG2E = 1.4426950408889634
@@ -106,3 +107,22 @@ def check_sequence_tables(block_tables: torch.Tensor, context_lens: torch.Tensor
         )
     if num_seqs > 1 and context_lens.stride(0) != 1:
         raise ValueError(f"{what}: context_lens must be contiguous, got stride {context_lens.stride()}")
+
+
+def check_query_and_cache(q, kv_cache, kv_scales, rows: str, what: str) -> tuple[int, int]:
+    """Raise ValueError unless q is [rows, num_heads, head_dim] of a float dtype, with a paged cache of q's
+    dtype (or FP8 with scales) whose KV heads divide the query heads; returns (num_heads, head_dim)."""
+    if q.dim() != 3:
+        raise ValueError(f"{what}: q must be [{rows}, num_heads, head_dim], got {tuple(q.shape)}")
+    if q.dtype not in QUERY_DTYPES:
+        raise ValueError(f"{what}: q must be bfloat16, float16 or float32, got {q.dtype}")
+    num_heads, head_dim = q.shape[1], q.shape[2]
+    if kv_cache.dim() == 5 and kv_cache.dtype not in (q.dtype, FP8_DTYPE):
+        raise ValueError(f"{what}: kv_cache must be {q.dtype} (q's dtype) or float8_e4m3fn, got {kv_cache.dtype}")
+    num_kv_heads = kv_cache.shape[3] if kv_cache.dim() == 5 else 0
+    check_kv_cache(kv_cache, kv_scales, what, num_kv_heads=num_kv_heads, head_dim=head_dim)
+    if num_kv_heads == 0 or num_heads % num_kv_heads:
+        raise ValueError(f"{what}: num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads}")
+    if head_dim > 1 and q.stride(2) != 1:
+        raise ValueError(f"{what}: q needs a contiguous head_dim (stride 1), got strides {q.stride()}")
+    return num_heads, head_dim

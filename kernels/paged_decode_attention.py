@@ -30,15 +30,15 @@ from typing import NamedTuple
 import torch
 
 from kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, triton
-from kernels.paged_attention_common import (  # noqa: F401  (QUERY_DTYPES, LOG2E: re-exported for callers)
+from kernels.paged_attention_common import (
     LOG2E,
-    QUERY_DTYPES,
     attend_kv_tile,
     check_sequence_tables,
+    check_query_and_cache,
     checked_output,
     dot_precision,
 )
-from kernels.reshape_and_cache import check_kv_cache, gather_kv_reference
+from kernels.reshape_and_cache import gather_kv_reference
 
 # The split planner aims at this many programs per SM (enough to hide memory latency and even out the tail)...
 TARGET_PROGRAMS_PER_SM = 4
@@ -333,19 +333,8 @@ def _check_split(split: DecodeSplit, config: DecodeConfig, max_context_len: int,
 
 
 def _check_arguments(q, kv_cache, block_tables, context_lens, kv_scales, what: str) -> tuple[int, int, int]:
-    if q.dim() != 3:
-        raise ValueError(f"{what}: q must be [num_seqs, num_heads, head_dim], got {tuple(q.shape)}")
-    if q.dtype not in QUERY_DTYPES:
-        raise ValueError(f"{what}: q must be bfloat16, float16 or float32, got {q.dtype}")
-    num_seqs, num_heads, head_dim = q.shape
-    if kv_cache.dim() == 5 and kv_cache.dtype not in (q.dtype, FP8_DTYPE):
-        raise ValueError(f"{what}: kv_cache must be {q.dtype} (q's dtype) or float8_e4m3fn, got {kv_cache.dtype}")
-    num_kv_heads = kv_cache.shape[3] if kv_cache.dim() == 5 else 0
-    check_kv_cache(kv_cache, kv_scales, what, num_kv_heads=num_kv_heads, head_dim=head_dim)
-    if num_kv_heads == 0 or num_heads % num_kv_heads:
-        raise ValueError(f"{what}: num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads}")
-    if head_dim > 1 and q.stride(2) != 1:
-        raise ValueError(f"{what}: q needs a contiguous head_dim (stride 1), got strides {q.stride()}")
+    num_heads, head_dim = check_query_and_cache(q, kv_cache, kv_scales, "num_seqs", what)
+    num_seqs = q.shape[0]
     check_sequence_tables(block_tables, context_lens, num_seqs, what)
     return num_seqs, num_heads, head_dim
 

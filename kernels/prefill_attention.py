@@ -25,13 +25,13 @@ import torch
 from kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, triton
 from kernels.paged_attention_common import (
     LOG2E,
-    QUERY_DTYPES,
     attend_kv_tile,
+    check_query_and_cache,
     check_sequence_tables,
     checked_output,
     dot_precision,
 )
-from kernels.reshape_and_cache import check_kv_cache, gather_kv_reference
+from kernels.reshape_and_cache import gather_kv_reference
 
 
 class PrefillConfig(NamedTuple):
@@ -194,19 +194,7 @@ def _check_config(config: PrefillConfig, sliding_window, what: str) -> None:
 
 
 def _check_arguments(q, kv_cache, block_tables, query_start, context_lens, kv_scales, what: str) -> None:
-    if q.dim() != 3:
-        raise ValueError(f"{what}: q must be [num_tokens, num_heads, head_dim], got {tuple(q.shape)}")
-    if q.dtype not in QUERY_DTYPES:
-        raise ValueError(f"{what}: q must be bfloat16, float16 or float32, got {q.dtype}")
-    num_heads, head_dim = q.shape[1], q.shape[2]
-    if kv_cache.dim() == 5 and kv_cache.dtype not in (q.dtype, FP8_DTYPE):
-        raise ValueError(f"{what}: kv_cache must be {q.dtype} (q's dtype) or float8_e4m3fn, got {kv_cache.dtype}")
-    num_kv_heads = kv_cache.shape[3] if kv_cache.dim() == 5 else 0
-    check_kv_cache(kv_cache, kv_scales, what, num_kv_heads=num_kv_heads, head_dim=head_dim)
-    if num_kv_heads == 0 or num_heads % num_kv_heads:
-        raise ValueError(f"{what}: num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads}")
-    if head_dim > 1 and q.stride(2) != 1:
-        raise ValueError(f"{what}: q needs a contiguous head_dim (stride 1), got strides {q.stride()}")
+    check_query_and_cache(q, kv_cache, kv_scales, "num_tokens", what)
     num_seqs = context_lens.shape[0] if context_lens.dim() == 1 else -1
     check_sequence_tables(block_tables, context_lens, num_seqs, what)
     if query_start.dtype != torch.int32 or query_start.shape != (num_seqs + 1,):
