@@ -47,6 +47,7 @@ class LLMEngine:
             num_kv_blocks=config.num_kv_blocks, gpu_memory_utilization=config.gpu_memory_utilization,
             show_progress=config.show_progress, attention_backend=config.attention_backend,
             quantization=config.quantization, kv_cache_dtype=config.kv_cache_dtype,
+            cuda_graph_batch_sizes=tuple(self._graph_batch_sizes(config)),
         )
         self.runner = ModelRunner(Path(model_dir), self.model_config, runner_config)
         self.kv_cache = KVCacheManager(self.runner.num_kv_blocks, config.block_size, config.enable_prefix_caching)
@@ -58,6 +59,14 @@ class LLMEngine:
         self.outputs = OutputProcessor(self.tokenizer)
         tokenizer_eos = self.tokenizer.eos_token_id
         self.eos_token_ids = tuple(sorted(set(self.model_config.eos_token_ids) | ({tokenizer_eos} - {None})))
+
+    @staticmethod
+    def _graph_batch_sizes(config: EngineConfig) -> list[int]:
+        from backends.llm.cuda_graphs import capture_sizes
+
+        if config.enforce_eager:
+            return []
+        return capture_sizes(min(config.cuda_graph_max_batch_size, config.max_num_seqs))
 
     @property
     def has_unfinished(self) -> bool:

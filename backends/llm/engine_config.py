@@ -30,3 +30,8 @@ class EngineConfig(BaseModel):
     quantization: Literal["none", "fp8"] = "none"
     # "fp8": float8_e4m3fn paged KV cache with per-(token, KV head) scales; needs the triton attention backend.
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
+    # Decode steps of up to this many sequences replay CUDA graphs (captured at load, at batch sizes 1, 2, 4, 8
+    # and multiples of 16; a step pads to the next size); larger ones run eagerly. CUDA with the triton attention
+    # backend only. enforce_eager (vLLM's name) turns graphs off.
+    cuda_graph_max_batch_size: int = Field(256, ge=0)
+    enforce_eager: bool = False

@@ -43,6 +43,9 @@ class RunnerConfig:
     quantization: Literal["none", "fp8"] = "none"
     # "fp8": float8_e4m3fn KV cache with per-(token, KV head) float32 scales; needs the triton attention backend.
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
+    # Batch sizes of the decode steps captured as CUDA graphs (backends/llm/cuda_graphs.py); used only on a CUDA
+    # device with the triton attention backend. Empty: every step runs eagerly.
+    cuda_graph_batch_sizes: tuple[int, ...] = ()
 
 
 def resolve_attention_backend(name: str, device: torch.device) -> str:
@@ -104,6 +107,34 @@ class ModelRunner:
         self.num_kv_blocks = config.num_kv_blocks or self._blocks_that_fit()
         self.kv_caches, self.kv_scales = self._allocate_kv_caches()
         self.sampler = Sampler()
+        self.decode_graphs = None
+        if config.cuda_graph_batch_sizes and self.device.type == "cuda" and self.attention_backend == "triton":
+            self.use_decode_graphs(list(config.cuda_graph_batch_sizes))
+
+    def use_decode_graphs(self, batch_sizes: list[int], replay: bool = True) -> None:
+        """Run decode steps of up to max(batch_sizes) sequences through DecodeGraphs (captured now when replay).
+
+        replay=False runs the graphs' padded static-buffer path eagerly (for tests on the CPU).
+        """
+        from backends.llm.cuda_graphs import DecodeGraphs
+        from kernels.paged_decode_attention import default_decode_config, num_sms, plan_decode_split
+
+        if self.attention_backend != "triton":
+            raise ValueError("decode CUDA graphs need attention_backend 'triton'")
+        c = self.model_config
+        block_n = default_decode_config(c.head_dim).block_n
+        sms = num_sms(self.device)
+
+        def decode_split_for(batch_size: int):
+            return plan_decode_split(batch_size, c.num_kv_heads, self.config.max_model_len, block_n, sms)
+
+        graphs = DecodeGraphs(
+            self.model, self.kv_caches, self.kv_scales, batch_sizes=batch_sizes,
+            max_model_len=self.config.max_model_len, block_size=self.block_size,
+            decode_split_for=decode_split_for, device=self.device, replay=replay,
+        )
+        graphs.capture()
+        self.decode_graphs = graphs
 
     def _load(self, model_dir: Path) -> str:
         """Load the weights; with FP8 the attention/MLP linears become Fp8Linear. Returns the quantization."""
@@ -143,7 +174,17 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, output: SchedulerOutput) -> SamplerOutput:
-        inputs = self._prepare(output.scheduled)
+        scheduled = output.scheduled
+        graphs = self.decode_graphs
+        if graphs is not None and graphs.supports(len(scheduled)) and _is_decode_step(scheduled):
+            logits = graphs.run(_decode_rows(scheduled, self.block_size))
+            sample_rows = [row for row, item in enumerate(scheduled) if item.samples]
+            if not sample_rows:
+                return SamplerOutput({}, {})
+            if len(sample_rows) < len(scheduled):
+                logits = logits[sample_rows]
+            return self.sampler.sample(logits, [item.request for item in scheduled if item.samples])
+        inputs = self._prepare(scheduled)
         hidden = self.model(inputs.token_ids, inputs.positions, self.kv_caches, inputs.metadata, self.kv_scales)
         if not inputs.sample_rows:
             return SamplerOutput({}, {})
@@ -202,6 +243,23 @@ class _StepInputs:
     positions: torch.Tensor  # [num_tokens]
     metadata: AttentionMetadata
     sample_rows: list[int]
+
+
+def _is_decode_step(scheduled: list[ScheduledRequest]) -> bool:
+    """One new token for every sequence (a decode, or a prefill's one-token last chunk: the same computation)."""
+    return all(item.num_new_tokens == 1 for item in scheduled)
+
+
+def _decode_rows(scheduled: list[ScheduledRequest], block_size: int):
+    from backends.llm.cuda_graphs import DecodeRows
+
+    token_ids, positions, slots = [], [], []
+    for item in scheduled:
+        position = item.num_computed_tokens
+        token_ids.append(_token_slice(item.request, position, position + 1)[0])
+        positions.append(position)
+        slots.append(item.block_ids[position // block_size] * block_size + position % block_size)
+    return DecodeRows(token_ids, positions, slots, [item.block_ids for item in scheduled])
 
 
 def _token_slice(request, start: int, end: int) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -24,6 +25,9 @@ class AttentionMetadata:
     context_lens_cpu: list[int]
     max_context_len: int
     is_decode_only: bool  # every sequence has exactly one query token
+    # A fixed kernels.paged_decode_attention.DecodeSplit for a CUDA-graph capture (planned from max_model_len,
+    # so that one graph serves every context length); None: the kernel plans it from max_context_len.
+    decode_split: Any = None
 
     @property
     def num_seqs(self) -> int:

@@ -12,9 +12,12 @@ p sees keys at positions > p - window) are handled inside the kernels.
 The kernels need CUDA tensors, or CPU tensors under TRITON_INTERPRET=1 (set before kernels/ is imported):
 the interpreter path exists for tests only, it is orders of magnitude slower than the torch reference.
 
-FP8 KV cache: the kernels already read float8_e4m3fn caches with per-(token, KV head) scales
-(kernels/reshape_and_cache.py); `kv_scales` is threaded through every launch below so that enabling it only
-needs the runner to allocate the scales and pass them. Until then it is None (bf16/fp16/fp32 caches).
+FP8 KV cache: the kernels read float8_e4m3fn caches with per-(token, KV head) scales
+(kernels/reshape_and_cache.py); `kv_scales` is None for bf16/fp16/fp32 caches.
+
+Nothing here synchronizes with the GPU, so a decode step can be captured in a CUDA graph
+(backends/llm/cuda_graphs.py): the metadata then carries a fixed decode split and padded rows (slot -1,
+context length 0).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class TritonPagedAttention:
         return paged_decode_attention(
             q, kv_cache, metadata.block_tables, metadata.context_lens, metadata.max_context_len,
             kv_scales=kv_scales, softmax_scale=self.scale, sliding_window=self.sliding_window,
+            split=metadata.decode_split,
         )
 
     def _prefill(self, q, kv_cache, metadata: AttentionMetadata, kv_scales) -> torch.Tensor:

@@ -1,0 +1,123 @@
+"""Decode CUDA graphs (backends/llm/cuda_graphs.py): the padded static-buffer path gives the eager engine's tokens.
+
+On the CPU the graphs' path runs eagerly (`replay=False`) under the Triton interpreter: padding rows (slot -1,
+context 0), the fixed decode split planned from max_model_len and the staged inputs are what is checked. On a
+GPU (`-m gpu`) the graphs are captured and replayed for real.
+"""
+
+import os
+import sys
+
+import torch
+
+if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+    os.environ["TRITON_INTERPRET"] = "1"
+    for _name in [n for n in sys.modules if n.startswith("kernels.") or n in (
+            "backends.llm.attention.triton_paged", "backends.llm.layers.fp8_linear")]:
+        del sys.modules[_name]
+
+import pytest  # noqa: E402
+
+from backends.llm.cuda_graphs import capture_sizes  # noqa: E402
+from backends.llm.engine import LLMEngine  # noqa: E402
+from backends.llm.engine_config import EngineConfig  # noqa: E402
+from backends.llm.sampling_params import SamplingParams  # noqa: E402
+from tests.backends.llm.tiny_checkpoint import make_tiny_checkpoint  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+# Different output lengths make the decode batch shrink 5 -> 3 -> 2 -> 1, so steps pad to 8, 4 and 1 rows.
+REQUESTS = {"quick brown fox": 7, "lazy dog": 3, "stitch in time saves": 5, "apple a day": 3, "café": 9}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("graphs"), intermediate_size=128,
+                                max_position_embeddings=1024)
+
+
+def _engine(directory, device=DEVICE, dtype="float32", **settings) -> LLMEngine:
+    options = dict(device=device, dtype=dtype, num_kv_blocks=96, block_size=4, max_model_len=600,
+                   show_progress=False, attention_backend="triton", enforce_eager=True)
+    options.update(settings)
+    return LLMEngine(directory, EngineConfig(**options))
+
+
+def _greedy(engine: LLMEngine) -> dict[str, list[int]]:
+    for i, (text, max_tokens) in enumerate(REQUESTS.items()):
+        sampling = SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True)
+        engine.add_request(f"r{i}", engine.tokenizer.encode(text), sampling)
+    tokens: dict[str, list[int]] = {}
+    while engine.has_unfinished:
+        for output in engine.step():
+            tokens.setdefault(output.request_id, []).extend(output.new_token_ids)
+    return tokens
+
+
+def _count_graph_steps(engine: LLMEngine) -> list[int]:
+    """Record the batch size of every step that goes through the graphs."""
+    graphs, sizes = engine.runner.decode_graphs, []
+    run = graphs.run
+
+    def counting_run(rows):
+        sizes.append(rows.num_seqs)
+        return run(rows)
+
+    graphs.run = counting_run
+    return sizes
+
+
+def test_capture_sizes():
+    assert capture_sizes(0) == []
+    assert capture_sizes(1) == [1]
+    assert capture_sizes(6) == [1, 2, 4, 6]
+    assert capture_sizes(40) == [1, 2, 4, 8, 16, 32, 40]
+    assert capture_sizes(64) == [1, 2, 4, 8, 16, 32, 48, 64]
+
+
+def test_graph_batch_sizes_follow_the_engine_config():
+    assert LLMEngine._graph_batch_sizes(EngineConfig(max_num_seqs=20)) == [1, 2, 4, 8, 16, 20]
+    assert LLMEngine._graph_batch_sizes(EngineConfig(max_num_seqs=500, cuda_graph_max_batch_size=32))[-1] == 32
+    assert LLMEngine._graph_batch_sizes(EngineConfig(enforce_eager=True)) == []
+    assert LLMEngine._graph_batch_sizes(EngineConfig(cuda_graph_max_batch_size=0)) == []
+
+
+def test_padded_graph_path_gives_the_eager_tokens(tiny):
+    expected = _greedy(_engine(tiny))
+    engine = _engine(tiny)
+    engine.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
+    # max_model_len 600 at batch <= 8 makes the planned split cut the context into partitions.
+    split = engine.runner.decode_graphs._metadata(1).decode_split
+    assert split.num_partitions > 1
+    sizes = _count_graph_steps(engine)
+    assert _greedy(engine) == expected
+    assert sizes and max(sizes) == len(REQUESTS) and min(sizes) == 1
+    assert set(sizes) >= {5, 3, 1}  # padded to 8, 4 and 1
+
+
+def test_steps_larger_than_the_graphs_run_eagerly(tiny):
+    expected = _greedy(_engine(tiny))
+    engine = _engine(tiny)
+    engine.runner.use_decode_graphs([1, 2], replay=CUDA)
+    sizes = _count_graph_steps(engine)
+    assert _greedy(engine) == expected
+    assert sizes and max(sizes) <= 2
+
+
+def test_graphs_need_the_triton_backend(tiny):
+    engine = _engine(tiny, attention_backend="torch")
+    with pytest.raises(ValueError, match="attention_backend 'triton'"):
+        engine.runner.use_decode_graphs([1, 2])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("quantization, kv_cache_dtype", [("none", "auto"), ("fp8", "fp8")])
+def test_captured_graphs_on_cuda_give_the_eager_tokens(tiny, quantization, kv_cache_dtype):
+    settings = dict(device="cuda", dtype="bfloat16", quantization=quantization, kv_cache_dtype=kv_cache_dtype)
+    expected = _greedy(_engine(tiny, **settings))
+    engine = _engine(tiny, **{**settings, "enforce_eager": False, "max_num_seqs": 8})
+    assert engine.runner.decode_graphs is not None and engine.runner.decode_graphs.replay
+    sizes = _count_graph_steps(engine)
+    assert _greedy(engine) == expected
+    assert sizes
