@@ -1,0 +1,125 @@
+"""The engine's decode step against its floor, Llama-3-8B-shaped random model, on one CUDA GPU, same run.
+
+A decode step must read every weight once (all but the embedding rows it does not look up) and the KV of
+every sequence's context. Its floor is those bytes / the read-only memory bandwidth measured in the same run
+(torch sum over 1 GiB, as benchmarks/decode_attention.py measures it). For each setting (bf16; FP8 weights
++ FP8 KV) and batch size (1 and 64 by default), every sequence at context --context:
+  - graph step: one decode step replayed from its CUDA graph (model + logits), CUDA-event timed, median;
+  - engine step: LLMEngine.step() during steady decoding (scheduler, graph replay, sampler, output
+    processing), wall time, median;
+  - floor and the ratios step / floor.
+
+    python benchmarks/llm_decode_step.py                      # bf16 and fp8, batch 1 and 64, context 1024
+    python benchmarks/llm_decode_step.py --settings fp8 --batches 1 --context 128
+
+The checkpoint is the one benchmarks/llm_engine_vs_transformers.py builds (built here when missing).
+Without a GPU it says so and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.decode_attention import memory_bandwidths  # noqa: E402
+from benchmarks.llm_engine_vs_transformers import LLAMA3_8B, SETTINGS, build_checkpoint, prompts  # noqa: E402
+
+TIMED_STEPS = 30
+
+
+def step_floor_bytes(engine, batch: int, context: int) -> int:
+    """Bytes one decode step of `batch` sequences at `context` tokens must read."""
+    model = engine.runner.model
+    weights = sum(t.numel() * t.element_size() for name, t in model.named_parameters() if "embed_tokens" not in name)
+    if model.config.tie_word_embeddings:
+        weights += model.embed_tokens.weight.numel() * model.embed_tokens.weight.element_size()
+    embedding_rows = batch * model.config.hidden_size * model.embed_tokens.weight.element_size()
+    kv_per_token = engine.runner.kv_bytes_per_block // engine.runner.block_size
+    return weights + embedding_rows + batch * context * kv_per_token
+
+
+def measure(engine, batch: int, context: int, vocab: int) -> dict:
+    """Fill `batch` sequences to `context` tokens, then time decode steps (engine and graph replay)."""
+    from backends.llm.sampling_params import SamplingParams
+
+    sampling = SamplingParams(max_tokens=TIMED_STEPS + 8, temperature=0, ignore_eos=True)
+    ids = [f"b{batch}-{i}-{time.monotonic_ns()}" for i in range(batch)]
+    for request_id, prompt in zip(ids, prompts(batch, context, vocab)):
+        engine.add_request(request_id, prompt, sampling)
+    while any(r.num_output_tokens == 0 for r in engine.scheduler.running) or engine.scheduler.waiting:
+        engine.step()  # prefill
+    for _ in range(3):
+        engine.step()  # first decodes, outside the timing
+    step_ms = []
+    for _ in range(TIMED_STEPS):
+        started = time.perf_counter()
+        engine.step()
+        step_ms.append((time.perf_counter() - started) * 1e3)
+    graphs = engine.runner.decode_graphs
+    graph_ms = None
+    if graphs is not None and graphs.supports(batch):
+        graph = graphs._graphs[graphs.padded_size(batch)]  # inputs of the last step are still staged
+        times = []
+        for _ in range(TIMED_STEPS):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            graph.replay()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        graph_ms = statistics.median(times)
+    for request_id in ids:
+        engine.abort(request_id)
+    return {"engine_ms": statistics.median(step_ms), "graph_ms": graph_ms,
+            "bytes": step_floor_bytes(engine, batch, context + 3 + TIMED_STEPS)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=["bf16", "fp8"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 64])
+    parser.add_argument("--context", type=int, default=1024)
+    parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/modelgate-llama3-8b-random"))
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("no CUDA GPU: nothing measured")
+        return 0
+    from backends.llm.engine import LLMEngine
+    from backends.llm.engine_config import EngineConfig
+
+    if not (args.checkpoint / "config.json").is_file():
+        build_checkpoint(args.checkpoint, LLAMA3_8B, "cuda")
+    copy_bw, read_bw = memory_bandwidths()
+    print(f"copy bandwidth (read + write) {copy_bw:.0f} GB/s, read-only {read_bw:.0f} GB/s", flush=True)
+    rows = []
+    for setting in args.settings:
+        engine = LLMEngine(args.checkpoint, EngineConfig(
+            device="cuda", max_num_seqs=max(args.batches), max_model_len=args.context + TIMED_STEPS + 64,
+            max_num_batched_tokens=16384, enable_prefix_caching=False, show_progress=False, **SETTINGS[setting]))
+        for batch in args.batches:
+            result = measure(engine, batch, args.context, LLAMA3_8B["vocab_size"])
+            floor_ms = result["bytes"] / (read_bw * 1e9) * 1e3
+            rows.append((setting, batch, result, floor_ms))
+            print(f"{setting} batch {batch}: engine step {result['engine_ms']:.2f} ms, graph step "
+                  f"{result['graph_ms']:.2f} ms, floor {floor_ms:.2f} ms ({result['bytes'] / 1e9:.2f} GB)", flush=True)
+        del engine
+        torch.cuda.empty_cache()
+    print(f"\nLlama-3-8B-shaped, context {args.context}, {torch.cuda.get_device_name()}, read-only {read_bw:.0f} GB/s")
+    print(f"{'setting':<8}{'batch':>6}{'GB read':>9}{'floor ms':>10}{'graph ms':>10}{'engine ms':>11}"
+          f"{'graph/floor':>13}{'engine/floor':>14}")
+    for setting, batch, r, floor_ms in rows:
+        graph = r["graph_ms"] or float("nan")
+        print(f"{setting:<8}{batch:>6}{r['bytes'] / 1e9:>9.2f}{floor_ms:>10.2f}{graph:>10.2f}{r['engine_ms']:>11.2f}"
+              f"{graph / floor_ms:>13.2f}{r['engine_ms'] / floor_ms:>14.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
