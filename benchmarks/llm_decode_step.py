@@ -19,6 +19,7 @@ Without a GPU it says so and exits 0.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import time
@@ -110,6 +111,7 @@ def main() -> int:
             print(f"{setting} batch {batch}: engine step {result['engine_ms']:.2f} ms, graph step "
                   f"{result['graph_ms']:.2f} ms, floor {floor_ms:.2f} ms ({result['bytes'] / 1e9:.2f} GB)", flush=True)
         del engine
+        gc.collect()  # the engine holds reference cycles (graphs <-> runner)
         torch.cuda.empty_cache()
     print(f"\nLlama-3-8B-shaped, context {args.context}, {torch.cuda.get_device_name()}, read-only {read_bw:.0f} GB/s")
     print(f"{'setting':<8}{'batch':>6}{'GB read':>9}{'floor ms':>10}{'graph ms':>10}{'engine ms':>11}"

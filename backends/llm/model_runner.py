@@ -46,6 +46,10 @@ class RunnerConfig:
     # Batch sizes of the decode steps captured as CUDA graphs (backends/llm/cuda_graphs.py); used only on a CUDA
     # device with the triton attention backend. Empty: every step runs eagerly.
     cuda_graph_batch_sizes: tuple[int, ...] = ()
+    # The scheduler's limits: a step's tokens and sampled rows. On a GPU, a forward of this many tokens is run
+    # once before the KV cache is sized, so that its activations' peak is kept free.
+    max_num_batched_tokens: int = 2048
+    max_num_seqs: int = 64
 
 
 def resolve_attention_backend(name: str, device: torch.device) -> str:
@@ -225,16 +229,64 @@ class ModelRunner:
         )
 
     def _blocks_that_fit(self) -> int:
+        """KV blocks that fit in gpu_memory_utilization of the GPU, after the weights, the activations' peak of
+        the largest step and the CUDA graphs' memory (a decode step at the largest graph batch size)."""
         if self.device.type != "cuda":
             raise ValueError("on the CPU, num_kv_blocks (a KV token budget) must be configured")
+        torch.cuda.empty_cache()
         free, total = torch.cuda.mem_get_info(self.device)
-        budget = free - (1 - self.config.gpu_memory_utilization) * total
+        step_peak = self._activation_peak_bytes(self.config.max_num_batched_tokens, self.config.max_num_seqs)
+        graph_sizes = self.config.cuda_graph_batch_sizes
+        graphs_peak = self._activation_peak_bytes(max(graph_sizes), max(graph_sizes)) if graph_sizes else 0
+        budget = free - (1 - self.config.gpu_memory_utilization) * total - step_peak - graphs_peak
         blocks = int(budget // self.kv_bytes_per_block)
         if blocks < 1:
-            raise ValueError("no GPU memory left for the KV cache; raise gpu_memory_utilization")
-        logger.info("KV cache: %d blocks of %d tokens (%.1f GiB)", blocks, self.block_size,
-                    blocks * self.kv_bytes_per_block / 2**30)
+            raise ValueError(
+                f"no GPU memory left for the KV cache ({free / 2**30:.1f} GiB free after the weights, activations "
+                f"need {(step_peak + graphs_peak) / 2**30:.1f} GiB); raise gpu_memory_utilization or lower "
+                f"max_num_batched_tokens"
+            )
+        logger.info("KV cache: %d blocks of %d tokens (%.1f GiB); activations peak %.2f GiB, graphs %.2f GiB", blocks,
+                    self.block_size, blocks * self.kv_bytes_per_block / 2**30, step_peak / 2**30, graphs_peak / 2**30)
         return blocks
+
+    @torch.inference_mode()
+    def _activation_peak_bytes(self, num_tokens: int, num_sampled: int) -> int:
+        """Peak bytes a step of num_tokens tokens (one sequence) allocates beyond the weights, logits of
+        num_sampled rows included. The KV is a one-block dummy the step writes nothing to (slots -1) and whose
+        block every table entry names."""
+        from kernels.reshape_and_cache import allocate_kv_cache
+
+        c = self.model_config
+        caches, scales = [], []
+        for _ in range(c.num_layers):
+            cache, layer_scales = allocate_kv_cache(1, self.block_size, c.num_kv_heads, c.head_dim,
+                                                    self.kv_cache_dtype, self.device)
+            caches.append(cache.zero_())
+            scales.append(None if layer_scales is None else layer_scales.fill_(1.0))
+        kv_scales = scales if self.kv_cache_dtype == torch.float8_e4m3fn else None
+        device = self.device
+        metadata = AttentionMetadata(
+            slot_mapping=torch.full((num_tokens,), -1, dtype=torch.long, device=device),
+            query_start=torch.tensor([0, num_tokens], dtype=torch.int32, device=device),
+            context_lens=torch.tensor([num_tokens], dtype=torch.int32, device=device),
+            block_tables=torch.zeros((1, -(-num_tokens // self.block_size)), dtype=torch.int32, device=device),
+            query_start_cpu=[0, num_tokens], context_lens_cpu=[num_tokens], max_context_len=num_tokens,
+            is_decode_only=num_tokens == 1,
+        )
+        token_ids = torch.zeros(num_tokens, dtype=torch.long, device=device)
+        positions = torch.arange(num_tokens, device=device) % self.config.max_model_len
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        hidden = self.model(token_ids, positions, caches, metadata, kv_scales)
+        logits = self.model.compute_logits(hidden[-num_sampled:])
+        logits.clone().argmax(-1)  # the sampler may work on a copy of the logits
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - before
+        del hidden, logits, caches, scales, kv_scales
+        torch.cuda.empty_cache()
+        return peak
 
 
 @dataclass
