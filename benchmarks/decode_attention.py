@@ -109,9 +109,11 @@ def kv_bytes(context_len: int, cache_dtype: torch.dtype) -> int:
 
 def variants(context_len: int, quick: bool):
     """(name, split or None for the default plan, config or None for the default)."""
-    from kernels.paged_decode_attention import SINGLE_PASS, DecodeConfig, DecodeSplit
+    from kernels.paged_decode_attention import SINGLE_PASS, DecodeConfig, DecodeSplit, default_decode_config
 
     yield "default", None, None
+    # FP8 tiles loaded as bytes instead of int32 words (kernels/fp8_kv_words.py): the earlier path, for comparison.
+    yield "fp8 as bytes", None, default_decode_config(HEAD_DIM)._replace(words=False)
     if quick:
         return
     for size in (512, 1024):
@@ -142,6 +144,8 @@ def measure_case(context_len, cache_dtype, bandwidths, quick, rows, with_peer=Tr
     plan = plan_decode_split(BATCH, NUM_KV_HEADS, context_len, default_decode_config(HEAD_DIM).block_n,
                              num_sms(q.device))
     for name, split, config in variants(context_len, quick):
+        if name.startswith("fp8") and dtype_name != "fp8":
+            continue
         out = torch.full_like(q, float("nan"))
 
         def call():

@@ -13,7 +13,8 @@ h // (num_heads // num_kv_heads), as torch's enable_gqa does.
   (sequences x KV heads) alone would leave the GPU's SMs short of programs; otherwise one pass writes the
   output directly. A caller that captures CUDA graphs passes a fixed `DecodeSplit` (from max_model_len).
 - FP8 KV (see kernels/reshape_and_cache.py): tiles are converted to q's dtype in registers; the per-token K
-  scale multiplies the score column, the V scale the probability column.
+  scale multiplies the score column, the V scale the probability column. With head_dim a power of two >= 64
+  the cache is read as int32 words, a quarter of the head dims per byte (kernels/fp8_kv_words.py).
 - Sliding window: the query (position context_len - 1) sees keys at positions > context_len - 1 - window.
 - Softmax in float32 with exp2 (scores carry softmax_scale * log2(e)); K/V cache offsets in int64.
 
@@ -29,6 +30,7 @@ from typing import NamedTuple
 
 import torch
 
+from kernels.fp8_kv_words import as_words, attend_fp8_words_tile, load_quarters, packed_fp8_ok, store_quarters
 from kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, triton
 from kernels.paged_attention_common import (
     LOG2E,
@@ -68,6 +70,7 @@ class DecodeConfig(NamedTuple):
     block_n: int  # KV tokens per tile (power of two, >= 16)
     num_warps: int
     num_stages: int
+    words: bool = True  # an FP8 cache is read as int32 words where packed_fp8_ok (kernels/fp8_kv_words.py)
 
 
 SINGLE_PASS = DecodeSplit(1, 0)
@@ -107,6 +110,7 @@ def _paged_decode_kernel(
     SPLIT: tl.constexpr,  # write partials for the reduce kernel instead of the output
     UPCAST_DOT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    WORDS: tl.constexpr = False,  # FP8 cache read as int32 words (kernels/fp8_kv_words.py); caches are word views
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -124,35 +128,62 @@ def _paged_decode_kernel(
     groups = tl.arange(0, GROUP_PAD)
     dims = tl.arange(0, HEAD_DIM_PAD)
     heads = kv_head * QUERIES_PER_KV + groups
-    row_mask = (groups < QUERIES_PER_KV)[:, None] & (dims < HEAD_DIM)[None, :]
+    group_mask = groups < QUERIES_PER_KV
+    row_mask = group_mask[:, None] & (dims < HEAD_DIM)[None, :]
     seq64 = seq.to(tl.int64)
-    q = tl.load(q_ptr + seq64 * stride_q_seq + heads[:, None] * stride_q_head + dims[None, :], mask=row_mask, other=0.0)
     m = tl.full([GROUP_PAD], float("-inf"), tl.float32)
     l = tl.zeros([GROUP_PAD], tl.float32)
-    acc = tl.zeros([GROUP_PAD, HEAD_DIM_PAD], tl.float32)
     block_table_ptr = block_tables_ptr + seq64 * stride_table_seq
+    q_rows = seq64 * stride_q_seq + heads[:, None] * stride_q_head
+    if WORDS:
+        quarter4 = 4 * tl.arange(0, HEAD_DIM // 4)[None, :]  # dims 4c of each quarter
+        q0, q1, q2, q3 = load_quarters(q_ptr, q_rows + quarter4, group_mask[:, None], 1, 0.0)
+        acc0 = tl.zeros([GROUP_PAD, HEAD_DIM // 4], tl.float32)
+        acc1 = tl.zeros([GROUP_PAD, HEAD_DIM // 4], tl.float32)
+        acc2 = tl.zeros([GROUP_PAD, HEAD_DIM // 4], tl.float32)
+        acc3 = tl.zeros([GROUP_PAD, HEAD_DIM // 4], tl.float32)
+    else:
+        q = tl.load(q_ptr + q_rows + dims[None, :], mask=row_mask, other=0.0)
+        acc = tl.zeros([GROUP_PAD, HEAD_DIM_PAD], tl.float32)
     for tile_start in range(start, end, BLOCK_N):
         positions = tile_start + tl.arange(0, BLOCK_N)
         in_context = positions < context_len
         visible = in_context & (positions >= window_start)
-        m, l, acc = attend_kv_tile(
-            q, m, l, acc, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, block_table_ptr,
-            positions, in_context, visible[None, :], kv_head, block_size, qk_scale,
-            stride_cache_block, stride_cache_slot, stride_cache_head,
-            stride_scale_block, stride_scale_slot, stride_scale_head,
-            HEAD_DIM, HEAD_DIM_PAD, IS_FP8, UPCAST_DOT, DOT_PRECISION,
-        )
+        if WORDS:
+            m, l, acc0, acc1, acc2, acc3 = attend_fp8_words_tile(
+                q0, q1, q2, q3, m, l, acc0, acc1, acc2, acc3, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr,
+                block_table_ptr, positions, in_context, visible[None, :], kv_head, block_size, qk_scale,
+                stride_cache_block, stride_cache_slot, stride_cache_head,
+                stride_scale_block, stride_scale_slot, stride_scale_head,
+                HEAD_DIM // 4, UPCAST_DOT, DOT_PRECISION,
+            )
+        else:
+            m, l, acc = attend_kv_tile(
+                q, m, l, acc, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, block_table_ptr,
+                positions, in_context, visible[None, :], kv_head, block_size, qk_scale,
+                stride_cache_block, stride_cache_slot, stride_cache_head,
+                stride_scale_block, stride_scale_slot, stride_scale_head,
+                HEAD_DIM, HEAD_DIM_PAD, IS_FP8, UPCAST_DOT, DOT_PRECISION,
+            )
     if SPLIT:
         rows = (seq64 * num_heads + heads) * num_partitions + partition  # [GROUP_PAD]
-        group_mask = groups < QUERIES_PER_KV
         tl.store(partial_max_ptr + rows, m, mask=group_mask)
         tl.store(partial_sum_ptr + rows, l, mask=group_mask)
-        tl.store(partial_acc_ptr + rows[:, None] * HEAD_DIM_PAD + dims[None, :], acc, mask=row_mask)
+        acc_rows = partial_acc_ptr + rows[:, None] * HEAD_DIM_PAD
+        if WORDS:
+            store_quarters(acc_rows + quarter4, acc0, acc1, acc2, acc3, group_mask[:, None])
+        else:
+            tl.store(acc_rows + dims[None, :], acc, mask=row_mask)
     else:
         # l == 0 only for an empty context (a padded batch row): its output is 0.
-        out = acc / tl.where(l == 0.0, 1.0, l)[:, None]
-        out_offsets = seq64 * stride_out_seq + heads[:, None] * stride_out_head + dims[None, :]
-        tl.store(out_ptr + out_offsets, out.to(out_ptr.dtype.element_ty), mask=row_mask)
+        inverse = 1.0 / tl.where(l == 0.0, 1.0, l)[:, None]
+        out_rows = out_ptr + seq64 * stride_out_seq + heads[:, None] * stride_out_head
+        out_ty = out_ptr.dtype.element_ty
+        if WORDS:
+            store_quarters(out_rows + quarter4, (acc0 * inverse).to(out_ty), (acc1 * inverse).to(out_ty),
+                           (acc2 * inverse).to(out_ty), (acc3 * inverse).to(out_ty), group_mask[:, None])
+        else:
+            tl.store(out_rows + dims[None, :], (acc * inverse).to(out_ty), mask=row_mask)
 
 
 @triton.jit
@@ -278,6 +309,9 @@ def paged_decode_attention(
     partials = _partials(num_seqs, num_heads, split.num_partitions if is_split else 1, head_dim_pad, q.device)
     k_cache, v_cache = kv_cache[0], kv_cache[1]
     k_scale, v_scale = (kv_scales[0], kv_scales[1]) if is_fp8 else (k_cache, v_cache)
+    words = packed_fp8_ok(kv_cache, head_dim) and config.words
+    if words:
+        k_cache, v_cache = as_words(k_cache), as_words(v_cache)
     scale = (softmax_scale if softmax_scale is not None else head_dim**-0.5) * LOG2E
     grid = (num_seqs, num_kv_heads, split.num_partitions)
     _paged_decode_kernel[grid](
@@ -290,7 +324,7 @@ def paged_decode_attention(
         QUERIES_PER_KV=queries_per_kv, GROUP_PAD=max(16, triton.next_power_of_2(queries_per_kv)),
         HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, BLOCK_N=config.block_n,
         HAS_WINDOW=sliding_window is not None, IS_FP8=is_fp8, SPLIT=is_split,
-        UPCAST_DOT=is_interpreted(_paged_decode_kernel), DOT_PRECISION=dot_precision(q.dtype),
+        UPCAST_DOT=is_interpreted(_paged_decode_kernel), DOT_PRECISION=dot_precision(q.dtype), WORDS=words,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     if is_split:

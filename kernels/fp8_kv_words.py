@@ -1,0 +1,103 @@
+"""FP8 KV tiles read as 32-bit words: the decode kernel's fast path for a float8_e4m3fn cache.
+
+Loading an e4m3 K/V tile as float8 lets the compiler stage it in shared memory as bytes and then read it back a
+byte at a time to build the 16-bit tensor-core operands (there is no transposing matrix load for 8-bit
+data); the H100 measured the FP8 decode at half the bytes per second of bf16 that way. Here the cache is
+viewed as int32 words of 4 e4m3 values: word c of a token's head holds dims 4c..4c+3. Byte j of every word
+is one "quarter" of the head: dims j, j+4, j+8, ... Each quarter converts in registers (shift, mask, bitcast,
+cvt) into a bf16/fp16 tile that feeds tl.dot like a bf16 cache would. The query is split into the same
+quarters (q_j = q[:, j::4]) so that q.k = sum_j q_j.k_j, and the output accumulates per quarter
+(acc_j = p @ v_j), stored back to dims 4c + j.
+
+Needs head_dim a power of two >= 64 (a quarter is a tl.dot K of at least 16): `packed_fp8_ok`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels.fp8_quant import tl, triton
+from kernels.paged_attention_common import attention_dot
+
+
+def packed_fp8_ok(kv_cache: torch.Tensor, head_dim: int) -> bool:
+    """True when the decode kernel can read this FP8 cache as words (head_dim a power of two >= 64)."""
+    return kv_cache.dtype == torch.float8_e4m3fn and head_dim >= 64 and head_dim & (head_dim - 1) == 0
+
+
+def as_words(cache: torch.Tensor) -> torch.Tensor:
+    """[num_blocks, block_size, num_kv_heads, head_dim] float8 -> [..., head_dim // 4] int32, same memory."""
+    return cache.view(torch.int32)
+
+
+@triton.jit
+def quarter_of_words(words, J: tl.constexpr, OUT_TY: tl.constexpr):
+    """Byte J of every int32 word, as the e4m3 value it holds, converted to OUT_TY."""
+    return ((words >> (8 * J)) & 0xFF).to(tl.uint8).to(tl.float8e4nv, bitcast=True).to(OUT_TY)
+
+
+@triton.jit
+def load_quarters(ptr, offsets, mask, J_STRIDE: tl.constexpr, OTHER):
+    """(x[..., 0::4], x[..., 1::4], x[..., 2::4], x[..., 3::4]) of a tensor of head vectors at ptr + offsets,
+    offsets addressing element 4c of each head vector (so offsets + j address dims 4c + j)."""
+    x0 = tl.load(ptr + offsets, mask=mask, other=OTHER)
+    x1 = tl.load(ptr + offsets + J_STRIDE, mask=mask, other=OTHER)
+    x2 = tl.load(ptr + offsets + 2 * J_STRIDE, mask=mask, other=OTHER)
+    x3 = tl.load(ptr + offsets + 3 * J_STRIDE, mask=mask, other=OTHER)
+    return x0, x1, x2, x3
+
+
+@triton.jit
+def store_quarters(ptr, x0, x1, x2, x3, mask):
+    """Store quarters x_j to ptr + j (ptr addressing dims 4c of each row): the inverse of load_quarters."""
+    tl.store(ptr, x0, mask=mask)
+    tl.store(ptr + 1, x1, mask=mask)
+    tl.store(ptr + 2, x2, mask=mask)
+    tl.store(ptr + 3, x3, mask=mask)
+
+
+@triton.jit
+def attend_fp8_words_tile(
+    q0, q1, q2, q3,  # [M, QUARTER] query quarters q[:, j::4], q's dtype
+    m, l,  # [M] float32 running max (log2 domain) and sum, as in attend_kv_tile
+    acc0, acc1, acc2, acc3,  # [M, QUARTER] float32 output quarters
+    k_words_ptr, v_words_ptr,  # [num_blocks, block_size, num_kv_heads, head_dim // 4] int32 views of the cache
+    k_scale_ptr, v_scale_ptr,  # [num_blocks, block_size, num_kv_heads] float32
+    block_table_ptr,  # this sequence's row of block_tables (int32)
+    positions, in_context, visible,  # as in attend_kv_tile
+    kv_head, block_size, qk_scale,
+    stride_word_block, stride_word_slot, stride_word_head,
+    stride_scale_block, stride_scale_slot, stride_scale_head,
+    QUARTER: tl.constexpr,  # head_dim // 4
+    UPCAST_DOT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """One online-softmax step over a tile of FP8 keys read as words; returns (m, l, acc0..acc3)."""
+    blocks = tl.load(block_table_ptr + positions // block_size, mask=in_context, other=0).to(tl.int64)
+    in_block = (positions % block_size).to(tl.int64)
+    words = tl.arange(0, QUARTER)
+    offsets = (blocks * stride_word_block + in_block * stride_word_slot + kv_head * stride_word_head)[:, None] \
+        + words[None, :]
+    mask = in_context[:, None]
+    k = tl.load(k_words_ptr + offsets, mask=mask, other=0)
+    v = tl.load(v_words_ptr + offsets, mask=mask, other=0)
+    ty = q0.dtype
+    scores = attention_dot(q0, tl.trans(quarter_of_words(k, 0, ty)), UPCAST_DOT, DOT_PRECISION)
+    scores += attention_dot(q1, tl.trans(quarter_of_words(k, 1, ty)), UPCAST_DOT, DOT_PRECISION)
+    scores += attention_dot(q2, tl.trans(quarter_of_words(k, 2, ty)), UPCAST_DOT, DOT_PRECISION)
+    scores += attention_dot(q3, tl.trans(quarter_of_words(k, 3, ty)), UPCAST_DOT, DOT_PRECISION)
+    scale_offsets = blocks * stride_scale_block + in_block * stride_scale_slot + kv_head * stride_scale_head
+    k_scale = tl.load(k_scale_ptr + scale_offsets, mask=in_context, other=0.0)
+    v_scale = tl.load(v_scale_ptr + scale_offsets, mask=in_context, other=0.0)
+    scores = tl.where(visible, scores * (k_scale * qk_scale)[None, :], float("-inf"))
+    m_new = tl.maximum(m, tl.max(scores, axis=1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no visible key yet: p and alpha stay 0, not NaN
+    alpha = tl.exp2(m - m_safe)
+    p = tl.exp2(scores - m_safe[:, None])
+    l = l * alpha + tl.sum(p, axis=1)
+    p = (p * v_scale[None, :]).to(ty)
+    acc0 = acc0 * alpha[:, None] + attention_dot(p, quarter_of_words(v, 0, ty), UPCAST_DOT, DOT_PRECISION)
+    acc1 = acc1 * alpha[:, None] + attention_dot(p, quarter_of_words(v, 1, ty), UPCAST_DOT, DOT_PRECISION)
+    acc2 = acc2 * alpha[:, None] + attention_dot(p, quarter_of_words(v, 2, ty), UPCAST_DOT, DOT_PRECISION)
+    acc3 = acc3 * alpha[:, None] + attention_dot(p, quarter_of_words(v, 3, ty), UPCAST_DOT, DOT_PRECISION)
+    return m_new, l, acc0, acc1, acc2, acc3
