@@ -24,12 +24,20 @@ The tile update (`attend_kv_tile`) and the argument checks live in kernels/paged
 
 from __future__ import annotations
 
-import functools
-import math
-from typing import NamedTuple
-
 import torch
 
+from kernels.decode_split import (  # noqa: F401  (re-exported: the split API is part of this kernel's)
+    DEFAULT_NUM_SMS,
+    MIN_PARTITION_SIZE,
+    SINGLE_PASS,
+    TARGET_PROGRAMS_PER_SM,
+    DecodeConfig,
+    DecodeSplit,
+    check_split,
+    default_decode_config,
+    num_sms,
+    plan_decode_split,
+)
 from kernels.fp8_kv_words import as_words, attend_fp8_words_tile, load_quarters, packed_fp8_ok, store_quarters
 from kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, triton
 from kernels.paged_attention_common import (
@@ -42,38 +50,8 @@ from kernels.paged_attention_common import (
 )
 from kernels.reshape_and_cache import gather_kv_reference
 
-# The split planner aims at this many programs per SM (enough to hide memory latency and even out the tail)...
-TARGET_PROGRAMS_PER_SM = 4
-# ...and never cuts partitions shorter than this (each partition costs a write and a read of head_dim floats
-# per query head, and the reduce kernel).
-MIN_PARTITION_SIZE = 256
-# SMs assumed when there is no GPU (CPU tests plan as an H100 SXM would).
-DEFAULT_NUM_SMS = 132
 # Partitions combined per step by the reduce kernel.
 REDUCE_PARTITION_BLOCK = 32
-
-
-class DecodeSplit(NamedTuple):
-    """How the KV length is cut: num_partitions programs per (sequence, KV head), partition_size tokens each.
-
-    num_partitions == 1 is the single pass (partition_size is then unused). With more, partition_size must
-    be a multiple of the kernel's BLOCK_N and num_partitions * partition_size >= every context length.
-    """
-
-    num_partitions: int
-    partition_size: int
-
-
-class DecodeConfig(NamedTuple):
-    """Launch parameters of the main kernel."""
-
-    block_n: int  # KV tokens per tile (power of two, >= 16)
-    num_warps: int
-    num_stages: int
-    words: bool = True  # an FP8 cache is read as int32 words where packed_fp8_ok (kernels/fp8_kv_words.py)
-
-
-SINGLE_PASS = DecodeSplit(1, 0)
 
 
 @triton.jit
@@ -238,35 +216,6 @@ def _reduce_partitions_kernel(
     tl.store(out_ptr + out_offsets, out.to(out_ptr.dtype.element_ty), mask=dims < HEAD_DIM)
 
 
-@functools.lru_cache(maxsize=None)
-def num_sms(device: torch.device) -> int:
-    """Streaming multiprocessors of a CUDA device (DEFAULT_NUM_SMS elsewhere)."""
-    if device.type != "cuda":
-        return DEFAULT_NUM_SMS
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
-def default_decode_config(head_dim: int) -> DecodeConfig:
-    """64-token tiles (16 KB of bf16 K per tile at head_dim 128), 4 warps, 2 stages of loads in flight."""
-    block_n = 64 if head_dim <= 128 else 32
-    return DecodeConfig(block_n=block_n, num_warps=4, num_stages=2)
-
-
-def plan_decode_split(
-    num_seqs: int, num_kv_heads: int, max_context_len: int, block_n: int, sms: int = DEFAULT_NUM_SMS
-) -> DecodeSplit:
-    """Cut each context into the whole number of partitions by which (num_seqs x num_kv_heads) programs fall
-    short of TARGET_PROGRAMS_PER_SM per SM, each partition at least MIN_PARTITION_SIZE tokens; a single pass
-    when that number is 1 (the grid is at least half full) or the context is short."""
-    programs = max(num_seqs * num_kv_heads, 1)
-    wanted = TARGET_PROGRAMS_PER_SM * sms // programs
-    num_partitions = min(wanted, max_context_len // MIN_PARTITION_SIZE)
-    if num_partitions <= 1:
-        return SINGLE_PASS
-    partition_size = math.ceil(math.ceil(max_context_len / num_partitions) / block_n) * block_n
-    return DecodeSplit(math.ceil(max_context_len / partition_size), partition_size)
-
-
 def paged_decode_attention(
     q: torch.Tensor,  # [num_seqs, num_heads, head_dim] bf16/fp16/fp32
     kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_dim] q's dtype or float8_e4m3fn
@@ -297,7 +246,7 @@ def paged_decode_attention(
     config = config or default_decode_config(head_dim)
     if split is None:
         split = plan_decode_split(num_seqs, num_kv_heads, max_context_len, config.block_n, num_sms(q.device))
-    _check_split(split, config, max_context_len, sliding_window, what)
+    check_split(split, config, max_context_len, sliding_window, what)
     out = checked_output(out, q, what)
     if num_seqs == 0:
         return out
@@ -343,27 +292,6 @@ def _partials(num_seqs, num_heads, num_partitions, head_dim_pad, device) -> tupl
     maxes = torch.empty((num_seqs, num_heads, num_partitions), dtype=torch.float32, device=device)
     sums = torch.empty((num_seqs, num_heads, num_partitions), dtype=torch.float32, device=device)
     return acc, maxes, sums
-
-
-def _check_split(split: DecodeSplit, config: DecodeConfig, max_context_len: int, sliding_window, what: str) -> None:
-    if config.block_n < 16 or config.block_n & (config.block_n - 1):
-        raise ValueError(f"{what}: config.block_n must be a power of two >= 16, got {config.block_n}")
-    if sliding_window is not None and sliding_window < 1:
-        raise ValueError(f"{what}: sliding_window must be >= 1 or None, got {sliding_window}")
-    if split.num_partitions < 1:
-        raise ValueError(f"{what}: split.num_partitions must be >= 1, got {split.num_partitions}")
-    if split.num_partitions == 1:
-        return
-    if split.partition_size <= 0 or split.partition_size % config.block_n:
-        raise ValueError(
-            f"{what}: split.partition_size must be a positive multiple of block_n={config.block_n}, "
-            f"got {split.partition_size}"
-        )
-    if split.num_partitions * split.partition_size < max_context_len:
-        raise ValueError(
-            f"{what}: {split.num_partitions} partitions of {split.partition_size} tokens do not cover "
-            f"max_context_len={max_context_len}"
-        )
 
 
 def _check_arguments(q, kv_cache, block_tables, context_lens, kv_scales, what: str) -> tuple[int, int, int]:
