@@ -53,6 +53,18 @@ def assert_matches_reference(out, ref, rtol=2**-7, atol_of_rms=1e-3):
     assert relative_error(out, ref) < 1e-2
 
 
+def assert_within_fast_accumulation(out, ref, x_fp8, x_scales, w_fp8, w_scales):
+    """Hopper's fast FP8 accumulation (the default, as torch._scaled_mm's use_fast_accum=True) keeps fewer
+    mantissa bits than fp32 while it sums a BLOCK_K slice, so its error grows with sum_k |x_k w_k|, not with
+    |out|: per element |out - ref| <= 2^-7 |ref| + 2^-10 sum_k |x_k w_k| (scaled), and overall < 1e-2."""
+    magnitude = (x_fp8.float().abs() * x_scales[:, None]) @ (w_fp8.float().abs() * w_scales[:, None]).T
+    error = (out.float() - ref.float()).abs()
+    allowed = 2**-7 * ref.float().abs() + 2**-10 * magnitude
+    worst = (error - allowed).max().item()
+    assert worst <= 0, f"an element is {worst:.3g} past |ref| 2^-7 + sum|x w| 2^-10"
+    assert relative_error(out, ref) < 1e-2
+
+
 def run_linear(x_fp8, x_scales, w_fp8, w_scales, b, **kwargs):
     with poisoned_outputs():
         return fp8_linear(x_fp8, x_scales, w_fp8, w_scales, b, **kwargs)
@@ -220,8 +232,9 @@ def test_llama3_8b_shapes_gpu(M, layer, cuda, exact_fp32_matmul):
     _, _, b, x_fp8, x_scales, w_fp8, w_scales = make_problem(M, N, K, cuda, bias=False)
     out = run_linear(x_fp8, x_scales, w_fp8, w_scales, None)
     ref = fp8_linear_reference(x_fp8, x_scales, w_fp8, w_scales)
-    assert_matches_reference(out, ref, **GPU_TOLERANCE)
-    assert_matches_reference(out, _scaled_mm_rowwise(x_fp8, x_scales, w_fp8, w_scales), **GPU_TOLERANCE)
+    assert_within_fast_accumulation(out, ref, x_fp8, x_scales, w_fp8, w_scales)
+    peer = _scaled_mm_rowwise(x_fp8, x_scales, w_fp8, w_scales)
+    assert_within_fast_accumulation(out, peer, x_fp8, x_scales, w_fp8, w_scales)
     again = run_linear(x_fp8, x_scales, w_fp8, w_scales, None)
     assert torch.equal(out, again), "two runs on the same inputs differ: a race"
     precise = run_linear(x_fp8, x_scales, w_fp8, w_scales, None, precise_accumulation=True)
@@ -239,5 +252,7 @@ def test_llama3_8b_from_activations_gpu(M, layer, cuda, exact_fp32_matmul):
     with poisoned_outputs():
         unfused = fp8_linear_from_activations(x, w_fp8, w_scales, b)
         fused = fp8_linear_from_activations(x, w_fp8, w_scales, b, fused=True)
-    assert_matches_reference(unfused, ref, **GPU_TOLERANCE)
-    assert_matches_reference(fused, ref, **GPU_TOLERANCE)
+    x_fp8, x_scales = quantize_per_token_reference(x)
+    bias = b.float()  # compared without it: the bound is on the sum of products
+    for out in (unfused, fused):
+        assert_within_fast_accumulation(out.float() - bias, ref.float() - bias, x_fp8, x_scales, w_fp8, w_scales)
