@@ -305,13 +305,20 @@ def _is_decode_step(scheduled: list[ScheduledRequest]) -> bool:
 def _decode_rows(scheduled: list[ScheduledRequest], block_size: int):
     from backends.llm.cuda_graphs import DecodeRows
 
-    token_ids, positions, slots = [], [], []
+    token_ids, positions, slots, tables = [], [], [], []
     for item in scheduled:
+        request = item.request
         position = item.num_computed_tokens
-        token_ids.append(_token_slice(item.request, position, position + 1)[0])
+        outputs = request.output_token_ids
+        if outputs and position == request.num_prompt_tokens + len(outputs) - 1:
+            token_ids.append(outputs[-1])  # the usual decode: the token sampled last step
+        else:
+            token_ids.append(_token_slice(request, position, position + 1)[0])
         positions.append(position)
-        slots.append(item.block_ids[position // block_size] * block_size + position % block_size)
-    return DecodeRows(token_ids, positions, slots, [item.block_ids for item in scheduled])
+        block_ids = item.block_ids
+        slots.append(block_ids[position // block_size] * block_size + position % block_size)
+        tables.append(block_ids)
+    return DecodeRows(token_ids, positions, slots, tables)
 
 
 def _token_slice(request, start: int, end: int) -> list[int]:
