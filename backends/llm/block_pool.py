@@ -11,7 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class KVBlock:
     block_id: int
     ref_count: int = 0
@@ -77,11 +77,9 @@ class BlockPool:
             if block.ref_count == 0:
                 self._free[block.block_id] = block
 
-    def lookup(self, block_hash: int, token_ids: tuple[int, ...]) -> KVBlock | None:
-        block = self._cached.get(block_hash)
-        if block is not None and block.token_ids == token_ids:
-            return block
-        return None
+    def cached_block(self, block_hash: int) -> KVBlock | None:
+        """The cached block under `block_hash`, if any; the caller compares its `token_ids` (a hash may collide)."""
+        return self._cached.get(block_hash)
 
     def cache(self, block: KVBlock, block_hash: int, token_ids: tuple[int, ...]) -> None:
         """Record a full block under its hash (a block already cached keeps its first entry)."""

@@ -2,6 +2,11 @@
 
 Stop strings are matched on the detokenized text; while a request streams, the last
 (longest stop string - 1) characters are held back so a stop string is never half sent.
+
+`process` runs for every request on every step. A request without stop strings keeps no
+text at all: its new text is exactly what the detokenizer completed this step. A request
+with stop strings keeps only the window where a stop string can still start: the
+unsent text and the `hold_back` characters before it.
 """
 
 from __future__ import annotations
@@ -26,13 +31,28 @@ class RequestOutput:
     logprobs: list[dict[int, float]] = field(default_factory=list)  # one dict per new token
     queue_time_s: float | None = None  # on a request's first output: arrival to first schedule
 
+    def to_dict(self) -> dict:
+        """The fields as a dict, equal to `dataclasses.asdict(self)` but shallow: the lists are shared,
+        not deep-copied (asdict costs ~8 µs per output, ~2 ms per step at batch 256)."""
+        return {
+            "request_id": self.request_id, "new_token_ids": self.new_token_ids, "new_text": self.new_text,
+            "finished": self.finished, "finish_reason": self.finish_reason,
+            "num_prompt_tokens": self.num_prompt_tokens, "num_output_tokens": self.num_output_tokens,
+            "num_cached_tokens": self.num_cached_tokens, "logprobs": self.logprobs,
+            "queue_time_s": self.queue_time_s,
+        }
+
 
 class _TextState:
     def __init__(self, tokenizer: TextTokenizer, request: LLMRequest):
         self.detokenizer = IncrementalDetokenizer(tokenizer, request.prompt_token_ids)
         self.stops = request.sampling.stop
         self.hold_back = max((len(s) for s in self.stops), default=1) - 1
+        # With stop strings: characters sent so far, and the text from character `window_start` on, where
+        # window_start = max(0, emitted - hold_back); the next stop search starts there.
         self.emitted = 0
+        self.window = ""
+        self.window_start = 0
         self.num_tokens_reported = 0
 
 
@@ -50,39 +70,47 @@ class OutputProcessor:
     def process(self, request: LLMRequest) -> tuple[RequestOutput, bool]:
         """This step's output for `request`, and whether a stop string finished it."""
         state = self._states[request.request_id]
-        is_first = state.num_tokens_reported == 0
-        new_ids = request.output_token_ids[state.num_tokens_reported :]
-        logprobs = request.output_logprobs[state.num_tokens_reported :]
-        state.num_tokens_reported = len(request.output_token_ids)
-        state.detokenizer.add(new_ids)
-        if request.is_finished:
-            state.detokenizer.flush()
-        text, stopped = self._text_after_stops(state, request)
-        finished = request.is_finished or stopped
-        visible_end = len(text) if finished else max(state.emitted, len(text) - state.hold_back)
-        new_text = text[state.emitted : visible_end]
-        state.emitted = visible_end
-        reason = "stop" if stopped else (request.status.value if request.is_finished else None)
+        reported = state.num_tokens_reported
+        new_ids = request.output_token_ids[reported:]
+        logprobs = request.output_logprobs[reported:]
+        state.num_tokens_reported = reported + len(new_ids)
+        is_finished = request.is_finished
+        added = state.detokenizer.add(new_ids) if new_ids else ""
+        if is_finished:
+            added += state.detokenizer.flush()
+        if state.stops:
+            new_text, stopped = self._visible_text(state, request, added, is_finished)
+        else:
+            new_text, stopped = added, False
+        finished = is_finished or stopped
+        reason = "stop" if stopped else (request.status.value if is_finished else None)
         output = RequestOutput(
             request.request_id, new_ids, new_text, finished, reason, request.num_prompt_tokens,
-            request.num_output_tokens, request.num_cached_prompt_tokens, logprobs,
+            state.num_tokens_reported, request.num_cached_prompt_tokens, logprobs,
         )
-        if is_first and request.first_scheduled_time is not None:
+        if reported == 0 and request.first_scheduled_time is not None:
             output.queue_time_s = request.first_scheduled_time - request.arrival_time
         if finished:
             self.drop(request.request_id)
         return output, stopped
 
-    def _text_after_stops(self, state: _TextState, request: LLMRequest) -> tuple[str, bool]:
-        text = state.detokenizer.text
-        if not state.stops:
-            return text, False
-        search_from = max(0, state.emitted - state.hold_back)
-        hits = [(text.find(stop, search_from), stop) for stop in state.stops]
-        hits = [(index, stop) for index, stop in hits if index >= 0]
-        if not hits:
-            return text, False
-        index, stop = min(hits)
-        request.stop_reason = stop
-        end = index + len(stop) if request.sampling.include_stop_str_in_output else index
-        return text[:end], True
+    def _visible_text(self, state: _TextState, request: LLMRequest, added: str, is_finished: bool) -> tuple[str, bool]:
+        """For a request with stop strings: the text to send now, and whether a stop string ended it."""
+        start = state.window_start
+        window = state.window + added  # the text from character `start` on
+        hits = [(index, stop) for stop in state.stops if (index := window.find(stop)) >= 0]
+        stopped = bool(hits)
+        if stopped:
+            index, stop = min(hits)
+            request.stop_reason = stop
+            window = window[: index + len(stop) if request.sampling.include_stop_str_in_output else index]
+        text_length = start + len(window)
+        if is_finished or stopped:
+            visible_end = text_length
+        else:
+            visible_end = max(state.emitted, text_length - state.hold_back)
+        new_text = window[state.emitted - start : visible_end - start]
+        state.emitted = visible_end
+        state.window_start = max(0, visible_end - state.hold_back)
+        state.window = window[state.window_start - start :]
+        return new_text, stopped

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 
 from backends.llm.sampling_params import SamplingParams
 
@@ -19,12 +20,21 @@ class RequestStatus(str, Enum):
 
     @property
     def is_finished(self) -> bool:
-        return self in (RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH, RequestStatus.FINISHED_ABORTED)
+        # A module-level frozenset: reading members off the Enum class (three per call) costs ~10x more,
+        # and this runs several times per request per step.
+        return self in _FINISHED
 
 
-@dataclass
+_FINISHED = frozenset((RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH, RequestStatus.FINISHED_ABORTED))
+
+
+@dataclass(eq=False)
 class LLMRequest:
-    """Invariant: `num_computed_tokens <= num_tokens`; tokens past it are not in the KV cache yet."""
+    """Invariant: `num_computed_tokens <= num_tokens`; tokens past it are not in the KV cache yet.
+
+    Requests compare and hash by identity (eq=False): the scheduler looks them up in its queues, and a
+    field-by-field comparison of two requests would be both slow and meaningless.
+    """
 
     request_id: str
     prompt_token_ids: list[int]
@@ -39,10 +49,22 @@ class LLMRequest:
     status: RequestStatus = RequestStatus.WAITING
     stop_reason: int | str | None = None
     first_scheduled_time: float | None = None
+    # Chained hashes of the full blocks of `all_token_ids`, as far as the KV cache manager has needed
+    # them. Tokens are only ever appended, so an entry never goes stale; the manager extends the list.
+    block_hashes: list[int] = field(default_factory=list, repr=False)
 
     @property
     def all_token_ids(self) -> list[int]:
         return self.prompt_token_ids + self.output_token_ids
+
+    def token_slice(self, start: int, end: int) -> list[int]:
+        """`all_token_ids[start:end]` without building the whole list first."""
+        num_prompt = len(self.prompt_token_ids)
+        if start >= num_prompt:
+            return self.output_token_ids[start - num_prompt : end - num_prompt]
+        if end <= num_prompt:
+            return self.prompt_token_ids[start:end]
+        return self.prompt_token_ids[start:] + self.output_token_ids[: end - num_prompt]
 
     @property
     def num_tokens(self) -> int:
@@ -58,4 +80,13 @@ class LLMRequest:
 
     @property
     def is_finished(self) -> bool:
-        return self.status.is_finished
+        return self.status in _FINISHED
+
+    @cached_property
+    def is_plain_greedy(self) -> bool:
+        """Greedy, with no penalties and no logprobs: past min_tokens its token is the raw logits' argmax.
+
+        Cached (sampling settings never change): the sampler asks for every request on every step.
+        """
+        sampling = self.sampling
+        return sampling.is_greedy and not sampling.uses_penalties and sampling.logprobs is None

@@ -4,6 +4,12 @@ Order: penalties (repetition over prompt and output, presence/frequency over out
 min_tokens (stop tokens masked), then greedy argmax, or temperature -> top-k -> top-p ->
 min-p -> a draw (from the request's own generator when it has a seed). Logprobs are of
 the model's distribution (log-softmax of the raw logits), as vLLM reports them.
+
+This runs once per engine step for the whole batch, so the work is batched: a batch of
+plain greedy requests (the common serving case) is one argmax and one `.tolist()`; the
+logits are copied only when some row is changed (penalties, min_tokens); top-k, top-p,
+min-p, unseeded draws and logprobs run on all their rows at once. Only seeded draws go
+row by row, each from its request's own generator.
 """
 
 from __future__ import annotations
@@ -29,38 +35,53 @@ class Sampler:
         self._generators.pop(request_id, None)
 
     def sample(self, logits: torch.Tensor, requests: list[LLMRequest]) -> SamplerOutput:
-        # logits: [num_rows, vocab_size] float32, row i for requests[i]
-        raw = logits
-        logits = logits.clone()
-        for row, request in enumerate(requests):
-            _apply_penalties(logits[row], request)
-            _mask_stop_tokens_before_min(logits[row], request)
-        chosen = self._choose(logits, requests)
-        token_ids = {r.request_id: int(t) for r, t in zip(requests, chosen.tolist())}
-        return SamplerOutput(token_ids, _logprobs(raw, requests, chosen))
+        """One token per row; `logits` [num_rows, vocab_size] (row i for requests[i]) is never changed."""
+        request_ids = [r.request_id for r in requests]
+        if all(r.is_plain_greedy and len(r.output_token_ids) >= r.sampling.min_tokens for r in requests):
+            return SamplerOutput(dict(zip(request_ids, logits.argmax(dim=-1).tolist())), {})
+        chosen = self._choose(_processed_logits(logits, requests), requests)
+        return SamplerOutput(dict(zip(request_ids, chosen.tolist())), _logprobs(logits, requests, chosen))
 
     def _choose(self, logits: torch.Tensor, requests: list[LLMRequest]) -> torch.Tensor:
+        """[num_rows] token ids: argmax for greedy rows, a draw for the others."""
         chosen = logits.argmax(dim=-1)
         random_rows = [i for i, r in enumerate(requests) if not r.sampling.is_greedy]
         if not random_rows:
             return chosen
-        rows = torch.tensor(random_rows, device=logits.device)
-        probs = _filtered_probabilities(logits[rows], [requests[i] for i in random_rows])
-        for position, index in enumerate(random_rows):
-            generator = self._generator(requests[index], logits.device)
-            chosen[index] = torch.multinomial(probs[position], 1, generator=generator)[0]
+        device = logits.device
+        random_requests = [requests[i] for i in random_rows]
+        probs = _filtered_probabilities(logits[random_rows], random_requests)  # [len(random_rows), vocab]
+        unseeded = [p for p, r in enumerate(random_requests) if r.sampling.seed is None]
+        if unseeded:
+            draws = torch.multinomial(probs[unseeded], 1).squeeze(1)
+            chosen[torch.tensor([random_rows[p] for p in unseeded], device=device)] = draws
+        for position, request in enumerate(random_requests):
+            if request.sampling.seed is not None:
+                generator = self._generator(request, device)
+                chosen[random_rows[position]] = torch.multinomial(probs[position], 1, generator=generator)[0]
         return chosen
 
-    def _generator(self, request: LLMRequest, device) -> torch.Generator | None:
-        seed = request.sampling.seed
-        if seed is None:
-            return None
+    def _generator(self, request: LLMRequest, device) -> torch.Generator:
         generator = self._generators.get(request.request_id)
         if generator is None:
             generator = torch.Generator(device=device)
-            generator.manual_seed(seed)
+            generator.manual_seed(request.sampling.seed)
             self._generators[request.request_id] = generator
         return generator
+
+
+def _processed_logits(logits: torch.Tensor, requests: list[LLMRequest]) -> torch.Tensor:
+    """The logits after penalties and min_tokens masks: a copy when some row changes, else `logits` itself."""
+    rows = [i for i, r in enumerate(requests) if r.sampling.uses_penalties or _stop_ids_to_mask(r)]
+    if not rows:
+        return logits
+    logits = logits.clone()
+    for row in rows:
+        _apply_penalties(logits[row], requests[row])
+        stops = _stop_ids_to_mask(requests[row])
+        if stops:
+            logits[row, torch.tensor(stops, device=logits.device, dtype=torch.long)] = float("-inf")
+    return logits
 
 
 def _apply_penalties(row: torch.Tensor, request: LLMRequest) -> None:
@@ -77,50 +98,71 @@ def _apply_penalties(row: torch.Tensor, request: LLMRequest) -> None:
         row -= sampling.frequency_penalty * counts + sampling.presence_penalty * (counts > 0).to(row.dtype)
 
 
-def _mask_stop_tokens_before_min(row: torch.Tensor, request: LLMRequest) -> None:
+def _stop_ids_to_mask(request: LLMRequest) -> list[int]:
+    """The stop token ids that min_tokens forbids at this step (none once min_tokens are out)."""
     sampling = request.sampling
-    if request.num_output_tokens >= sampling.min_tokens:
-        return
-    stops = list(sampling.stop_token_ids) + ([] if sampling.ignore_eos else list(request.eos_token_ids))
-    if stops:
-        row[torch.tensor(stops, device=row.device, dtype=torch.long)] = float("-inf")
+    if len(request.output_token_ids) >= sampling.min_tokens:
+        return []
+    return list(sampling.stop_token_ids) + ([] if sampling.ignore_eos else list(request.eos_token_ids))
 
 
 def _filtered_probabilities(logits: torch.Tensor, requests: list[LLMRequest]) -> torch.Tensor:
     """[num_rows, vocab] probabilities after temperature, top-k, top-p and min-p."""
-    temperatures = torch.tensor([r.sampling.temperature for r in requests], device=logits.device).unsqueeze(1)
+    device = logits.device
+    temperatures = torch.tensor([r.sampling.temperature for r in requests], device=device).unsqueeze(1)
     logits = logits / temperatures
-    for row, request in enumerate(requests):
-        top_k = request.sampling.top_k
-        if 0 < top_k < logits.shape[1]:
-            threshold = torch.topk(logits[row], top_k).values[-1]
-            logits[row][logits[row] < threshold] = float("-inf")
+    vocab = logits.shape[1]
+    top_k_rows = [i for i, r in enumerate(requests) if 0 < r.sampling.top_k < vocab]
+    if top_k_rows:
+        _keep_top_k(logits, top_k_rows, [requests[i].sampling.top_k for i in top_k_rows])
     probs = torch.softmax(logits, dim=-1)
-    for row, request in enumerate(requests):
-        _top_p_min_p(probs[row], request.sampling.top_p, request.sampling.min_p)
+    top_p_rows = [i for i, r in enumerate(requests) if r.sampling.top_p < 1.0]
+    if top_p_rows:
+        _keep_top_p(probs, top_p_rows, [requests[i].sampling.top_p for i in top_p_rows])
+    if any(r.sampling.min_p > 0.0 for r in requests):
+        min_p = torch.tensor([r.sampling.min_p for r in requests], device=device).unsqueeze(1)
+        probs[probs < min_p * probs.max(dim=-1, keepdim=True).values] = 0.0  # rows with min_p 0 keep all
     return probs
 
 
-def _top_p_min_p(probs: torch.Tensor, top_p: float, min_p: float) -> None:
-    if top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        before = torch.cumsum(sorted_probs, 0) - sorted_probs  # mass of strictly more likely tokens
-        drop = order[before >= top_p]
-        probs[drop] = 0.0
-    if min_p > 0.0:
-        probs[probs < min_p * probs.max()] = 0.0
+def _keep_top_k(logits: torch.Tensor, rows: list[int], top_ks: list[int]) -> None:
+    """-inf below each row's k-th largest logit (ties with it are kept), in place."""
+    subset = logits[rows]
+    values = torch.topk(subset, max(top_ks), dim=-1).values  # sorted, descending
+    index = torch.tensor(top_ks, device=logits.device).sub_(1).unsqueeze(1)
+    thresholds = values.gather(1, index)
+    subset[subset < thresholds] = float("-inf")
+    logits[rows] = subset
+
+
+def _keep_top_p(probs: torch.Tensor, rows: list[int], top_ps: list[float]) -> None:
+    """Zero the tokens outside each row's nucleus: those whose more likely tokens already hold top_p."""
+    subset = probs[rows]
+    sorted_probs, order = torch.sort(subset, dim=-1, descending=True)
+    before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass of strictly more likely tokens
+    drop_sorted = before >= torch.tensor(top_ps, device=probs.device, dtype=probs.dtype).unsqueeze(1)
+    drop = torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)
+    subset[drop] = 0.0
+    probs[rows] = subset
 
 
 def _logprobs(raw: torch.Tensor, requests: list[LLMRequest], chosen: torch.Tensor) -> dict[str, dict[int, float]]:
-    wanted = [(i, r) for i, r in enumerate(requests) if r.sampling.logprobs is not None]
+    wanted = [i for i, r in enumerate(requests) if r.sampling.logprobs is not None]
     if not wanted:
         return {}
-    log_probs = torch.log_softmax(raw[[i for i, _ in wanted]], dim=-1)
+    log_probs = torch.log_softmax(raw[wanted], dim=-1)  # [len(wanted), vocab]
+    chosen_ids = chosen[wanted]
+    chosen_values = log_probs.gather(1, chosen_ids.unsqueeze(1)).squeeze(1).tolist()
+    chosen_ids = chosen_ids.tolist()
+    max_top = max(requests[i].sampling.logprobs for i in wanted)
+    if max_top:
+        top = torch.topk(log_probs, max_top, dim=-1)  # sorted, so each row's first n are its top n
+        top_ids, top_values = top.indices.tolist(), top.values.tolist()
     result = {}
-    for position, (row, request) in enumerate(wanted):
-        values = {int(chosen[row]): float(log_probs[position, chosen[row]])}
-        if request.sampling.logprobs:
-            top = torch.topk(log_probs[position], request.sampling.logprobs)
-            values.update({int(t): float(v) for t, v in zip(top.indices.tolist(), top.values.tolist())})
-        result[request.request_id] = values
+    for position, row in enumerate(wanted):
+        values = {chosen_ids[position]: chosen_values[position]}
+        num_top = requests[row].sampling.logprobs
+        if num_top:
+            values.update(zip(top_ids[position][:num_top], top_values[position][:num_top]))
+        result[requests[row].request_id] = values
     return result

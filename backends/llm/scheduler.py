@@ -26,19 +26,23 @@ class SchedulerConfig:
     enable_chunked_prefill: bool = True
 
 
-@dataclass
+@dataclass(slots=True)
 class ScheduledRequest:
-    """One request's share of a step: tokens [num_computed_tokens, +num_new_tokens)."""
+    """One request's share of a step: tokens [num_computed_tokens, +num_new_tokens).
+
+    `block_ids` is the KV cache manager's live block table of the request (read only).
+    """
 
     request: LLMRequest
     num_computed_tokens: int
     num_new_tokens: int
     block_ids: list[int]
+    # Whether this step reaches the request's last known token, so a token is sampled. Fixed when the
+    # step is built (the runner and update_from_output read it several times per request).
+    samples: bool = field(init=False)
 
-    @property
-    def samples(self) -> bool:
-        """Whether this step reaches the request's last known token, so a token is sampled."""
-        return self.num_computed_tokens + self.num_new_tokens == self.request.num_tokens
+    def __post_init__(self) -> None:
+        self.samples = self.num_computed_tokens + self.num_new_tokens == self.request.num_tokens
 
 
 @dataclass
@@ -109,39 +113,49 @@ class Scheduler:
     def update_from_output(self, output: SchedulerOutput, sampled: dict[str, int], logprobs=None) -> StepResult:
         """Advance each scheduled request; append sampled tokens; finish stopped requests."""
         result = StepResult()
+        new_token_requests, finished = result.new_token_requests, result.finished
+        cache_full_blocks = self.kv_cache.cache_full_blocks
+        max_model_len = self.config.max_model_len
         for item in output.scheduled:
             request = item.request
             if request.is_finished:
                 continue  # aborted while the step ran
             request.num_computed_tokens = item.num_computed_tokens + item.num_new_tokens
-            self.kv_cache.cache_full_blocks(request)
+            cache_full_blocks(request)
             if not item.samples:
                 continue
-            request.output_token_ids.append(sampled[request.request_id])
-            if logprobs is not None and request.request_id in logprobs:
-                request.output_logprobs.append(logprobs[request.request_id])
-            result.new_token_requests.append(request)
-            status = check_stop(request, self.config.max_model_len)
+            request_id = request.request_id
+            request.output_token_ids.append(sampled[request_id])
+            if logprobs and request_id in logprobs:
+                request.output_logprobs.append(logprobs[request_id])
+            new_token_requests.append(request)
+            status = check_stop(request, max_model_len)
             if status is not None:
-                self._finish(request, status)
-                result.finished.append(request)
+                self._finish(request, status, leave_in_running=True)
+                finished.append(request)
+        if finished:
+            # One pass instead of a list.remove per finished request (a whole batch may finish together).
+            self.running[:] = [r for r in self.running if not r.is_finished]
         return result
 
     # -- internals ---------------------------------------------------------------------
 
     def _schedule_running(self, output: SchedulerOutput, budget: int) -> int:
+        running, scheduled = self.running, output.scheduled
+        allocate_slots, block_ids = self.kv_cache.allocate_slots, self.kv_cache.block_ids
         index = 0
-        while index < len(self.running) and budget > 0:
-            request = self.running[index]
+        while index < len(running) and budget > 0:
+            request = running[index]
             num_new = min(request.num_tokens - request.num_computed_tokens, budget)
-            while not self.kv_cache.allocate_slots(request, num_new):
-                victim = self.running[-1]
+            while not allocate_slots(request, num_new):
+                victim = running[-1]
                 self._preempt(victim)
                 output.preempted_ids.append(victim.request_id)
                 if victim is request:
                     break
             else:
-                output.scheduled.append(self._scheduled(request, num_new))
+                scheduled.append(ScheduledRequest(request, request.num_computed_tokens, num_new,
+                                                  block_ids(request.request_id)))
                 budget -= num_new
                 index += 1
                 continue
@@ -181,9 +195,12 @@ class Scheduler:
         self.num_preemptions += 1
         self.waiting.appendleft(request)
 
-    def _finish(self, request: LLMRequest, status: RequestStatus) -> None:
+    def _finish(self, request: LLMRequest, status: RequestStatus, leave_in_running: bool = False) -> None:
+        """`leave_in_running`: a running request whose caller takes it out of `running` (all at once)."""
         request.status = status
-        if request in self.running:
+        if leave_in_running:
+            pass
+        elif request in self.running:
             self.running.remove(request)
         elif request in self.waiting:
             self.waiting.remove(request)

@@ -1,0 +1,108 @@
+"""The batched sampler: its greedy fast path and its general path pick what the per-row reference picks."""
+
+import pytest
+import torch
+
+from backends.llm.request import LLMRequest
+from backends.llm.sampler import Sampler
+from backends.llm.sampling_params import SamplingParams
+from tests.backends.llm.reference_sampler import ReferenceSampler
+
+VOCAB = 64
+EOS = 3
+
+
+def _logits(num_rows: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(num_rows, VOCAB, generator=torch.Generator().manual_seed(seed)) * 3  # [num_rows, vocab]
+
+
+def _request(index: int, sampling: SamplingParams, num_outputs: int = 4) -> LLMRequest:
+    request = LLMRequest(f"r{index}", [5, 6, 7, index % VOCAB], sampling, eos_token_ids=(EOS,))
+    request.output_token_ids.extend((index * 7 + k) % VOCAB for k in range(num_outputs))
+    return request
+
+
+GREEDY = SamplingParams(temperature=0)
+MIXED = [
+    GREEDY,
+    SamplingParams(temperature=0.8, seed=11),
+    SamplingParams(temperature=1.0, top_k=5, seed=12),
+    SamplingParams(temperature=0.7, top_p=0.8, seed=13),
+    SamplingParams(temperature=1.2, min_p=0.05, top_k=20, top_p=0.9, seed=14),
+    SamplingParams(temperature=0, repetition_penalty=1.3, presence_penalty=0.5, frequency_penalty=0.2),
+    SamplingParams(temperature=0.9, repetition_penalty=1.2, seed=15),
+    SamplingParams(temperature=0, min_tokens=10, stop_token_ids=[9]),
+    SamplingParams(temperature=0, logprobs=3),
+    SamplingParams(temperature=1.0, seed=16, logprobs=0),
+    SamplingParams(temperature=0.5, top_k=1),  # top_k 1 is greedy
+    SamplingParams(temperature=1.0, top_p=0.5, seed=17, logprobs=5),
+]
+
+
+def test_all_greedy_batch_is_one_argmax_and_leaves_the_logits_alone():
+    logits = _logits(37)
+    before = logits.clone()
+    requests = [_request(i, GREEDY) for i in range(37)]
+    assert all(r.is_plain_greedy for r in requests)
+    out = Sampler().sample(logits, requests)
+    assert out.token_ids == {f"r{i}": int(t) for i, t in enumerate(logits.argmax(dim=-1))}
+    assert out.logprobs == {}
+    assert torch.equal(logits, before)
+
+
+@pytest.mark.parametrize("num_outputs", [0, 4])
+def test_mixed_batch_equals_the_per_row_reference(num_outputs):
+    logits = _logits(len(MIXED), seed=num_outputs)
+    before = logits.clone()
+    requests = [_request(i, s, num_outputs) for i, s in enumerate(MIXED)]
+    sampler, reference = Sampler(), ReferenceSampler()
+    for _ in range(3):  # seeded generators advance step after step in both
+        ours, theirs = sampler.sample(logits, requests), reference.sample(logits, requests)
+        assert ours.token_ids == theirs.token_ids
+        assert ours.logprobs.keys() == theirs.logprobs.keys()
+        for request_id, values in theirs.logprobs.items():
+            assert ours.logprobs[request_id] == pytest.approx(values)
+    assert torch.equal(logits, before)
+
+
+def test_greedy_rows_give_the_same_token_alone_and_in_a_mixed_batch():
+    logits = _logits(len(MIXED), seed=3)
+    requests = [_request(i, s) for i, s in enumerate(MIXED)]
+    mixed = Sampler().sample(logits, requests).token_ids
+    greedy_rows = [i for i, r in enumerate(requests) if r.is_plain_greedy]
+    assert len(greedy_rows) >= 2
+    alone = Sampler().sample(logits[greedy_rows], [requests[i] for i in greedy_rows]).token_ids
+    assert alone == {requests[i].request_id: mixed[requests[i].request_id] for i in greedy_rows}
+
+
+def test_min_tokens_keeps_a_greedy_request_off_its_stop_tokens():
+    logits = _logits(2)
+    logits[:, EOS] = 100.0  # EOS is every row's argmax
+    held = _request(0, SamplingParams(temperature=0, min_tokens=6), num_outputs=2)
+    free = _request(1, SamplingParams(temperature=0, min_tokens=6), num_outputs=6)
+    out = Sampler().sample(logits, [held, free]).token_ids
+    masked = logits[0].clone()
+    masked[EOS] = float("-inf")
+    assert out["r0"] == int(masked.argmax()) and out["r1"] == EOS
+
+
+def test_logprobs_are_the_raw_distribution_at_the_chosen_and_top_tokens():
+    logits = _logits(3, seed=5)
+    requests = [_request(0, SamplingParams(temperature=0, logprobs=4)),
+                _request(1, GREEDY),
+                _request(2, SamplingParams(temperature=1.0, seed=1, logprobs=0, repetition_penalty=1.5))]
+    out = Sampler().sample(logits, requests)
+    assert set(out.logprobs) == {"r0", "r2"}
+    expected = torch.log_softmax(logits, dim=-1)
+    top = expected[0].topk(4)
+    assert out.logprobs["r0"] == pytest.approx({int(t): float(v) for t, v in zip(top.indices, top.values)})
+    chosen = out.token_ids["r2"]
+    assert out.logprobs["r2"] == pytest.approx({chosen: float(expected[2, chosen])})
+
+
+def test_unseeded_draws_stay_inside_each_rows_filter():
+    logits = _logits(64, seed=7)
+    requests = [_request(i, SamplingParams(temperature=1.0, top_k=3)) for i in range(64)]
+    out = Sampler().sample(logits, requests).token_ids
+    for i, request in enumerate(requests):
+        assert out[request.request_id] in logits[i].topk(3).indices.tolist()
