@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import traceback
-from dataclasses import asdict
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -54,7 +53,7 @@ def _serve(engine, inbox: Connection, outbox: Connection) -> None:
                 return
             aborted = _handle(engine, message)
             if aborted is not None:
-                send(outbox, {"type": "outputs", "outputs": [asdict(aborted)], "stats": engine.stats()})
+                send(outbox, {"type": "outputs", "outputs": [aborted.to_dict()], "stats": engine.stats()})
             timeout = 0
         try:
             outputs = engine.step()
@@ -62,7 +61,7 @@ def _serve(engine, inbox: Connection, outbox: Connection) -> None:
             logger.error("engine step failed:\n%s", traceback.format_exc())
             outputs = _abort_everything(engine)
         if outputs:
-            send(outbox, {"type": "outputs", "outputs": [asdict(o) for o in outputs], "stats": engine.stats()})
+            send(outbox, {"type": "outputs", "outputs": [o.to_dict() for o in outputs], "stats": engine.stats()})
 
 
 def _handle(engine, message: dict):
