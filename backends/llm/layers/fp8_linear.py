@@ -11,6 +11,12 @@ Parameter names match the checkpoint's (`weight`, `weight_scale`, `bias`) and fu
 Forward runs `kernels.fp8_gemm.fp8_linear_from_activations` (the Triton kernels) where they can run: on CUDA,
 or on the CPU under TRITON_INTERPRET=1 (tests); elsewhere its torch reference (the CPU engine without triton).
 The output has the activations' dtype.
+
+Forward also takes activations already quantized per token (`Fp8Rows`: values + scales, the convention of
+`kernels.fp8_quant.quantize_per_token`) and multiplies them as they are (`fp8_linear`): the layer before it
+(the fused RMSNorm, SiLU-and-mul) then writes FP8 directly, which saves the bf16 round trip and a
+quantization kernel. Such output has the model's dtype (`out_dtype`). Replacing the linears ends with
+`model.set_fp8_fusion()`, where the model decides, once, which producers quantize for which Fp8Linear.
 """
 
 from __future__ import annotations
@@ -19,8 +25,14 @@ import torch
 from torch import nn
 
 from backends.llm.layers.linear import FusedLinear
-from kernels.fp8_gemm import _fp8_gemm_kernel, fp8_linear_from_activations, fp8_linear_from_activations_reference
-from kernels.fp8_quant import FP8_DTYPE, HAS_TRITON, fp8_weight_from_checkpoint, is_interpreted
+from kernels.fp8_gemm import (
+    _fp8_gemm_kernel,
+    fp8_linear,
+    fp8_linear_from_activations,
+    fp8_linear_from_activations_reference,
+    fp8_linear_reference,
+)
+from kernels.fp8_quant import FP8_DTYPE, HAS_TRITON, Fp8Rows, fp8_weight_from_checkpoint, is_interpreted
 
 # The FusedLinears of one decoder layer that FP8 replaces (dotted paths inside a DecoderLayer).
 QUANTIZED_LINEARS = ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")
@@ -36,8 +48,10 @@ def can_run_kernels(device: torch.device) -> bool:
 class Fp8Linear(nn.Module):
     """y = (quant(x) @ weight^T) * x_scale * weight_scale (+ bias); weight [N, K] e4m3, weight_scale [N] fp32."""
 
-    def __init__(self, in_features: int, part_sizes: list[int], bias: torch.Tensor | None, device: torch.device):
+    def __init__(self, in_features: int, part_sizes: list[int], bias: torch.Tensor | None, device: torch.device,
+                 out_dtype: torch.dtype = torch.bfloat16):
         super().__init__()
+        self.out_dtype = out_dtype  # of the output for Fp8Rows inputs (others give their own dtype)
         self.part_sizes = list(part_sizes)
         out_features = sum(part_sizes)
         self.weight = nn.Parameter(
@@ -52,7 +66,7 @@ class Fp8Linear(nn.Module):
     @classmethod
     def empty(cls, linear: FusedLinear) -> "Fp8Linear":
         """An unfilled Fp8Linear shaped like `linear` (for an FP8 checkpoint); keeps linear's bias tensor."""
-        return cls(linear.weight.shape[1], linear.part_sizes, linear.bias, linear.weight.device)
+        return cls(linear.weight.shape[1], linear.part_sizes, linear.bias, linear.weight.device, linear.weight.dtype)
 
     @classmethod
     def from_linear(cls, linear: FusedLinear) -> "Fp8Linear":
@@ -67,9 +81,18 @@ class Fp8Linear(nn.Module):
         start = sum(self.part_sizes[:index])
         return slice(start, start + self.part_sizes[index])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [..., in_features] bf16/fp16/fp32 -> [..., out_features] in x's dtype
+    @property
+    def accepts_fp8_input(self) -> bool:
+        """True when forward multiplies Fp8Rows with the kernels (the layer before may then quantize for it)."""
+        return self.use_kernels
+
+    def forward(self, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
+        # x: [..., in_features] bf16/fp16/fp32 -> [..., out_features] in x's dtype; or
+        # Fp8Rows([num_tokens, in_features] e4m3, [num_tokens] fp32) -> [num_tokens, out_features] in out_dtype
         bias = self.bias
+        if isinstance(x, Fp8Rows):
+            gemm = fp8_linear if self.use_kernels else fp8_linear_reference
+            return gemm(x.values, x.scales, self.weight, self.weight_scale, bias, self.out_dtype)
         if self.use_kernels:
             return fp8_linear_from_activations(x, self.weight, self.weight_scale, bias)
         return fp8_linear_from_activations_reference(x, self.weight, self.weight_scale, bias)
@@ -81,6 +104,8 @@ def _replace_linears(model: nn.Module, make) -> None:
             parent_name, _, name = path.rpartition(".")
             parent = layer.get_submodule(parent_name)
             setattr(parent, name, make(getattr(parent, name)))
+    # The layers before the new Fp8Linears may now quantize for them (decided once, here).
+    model.set_fp8_fusion()
 
 
 def quantize_linears(model: nn.Module) -> None:

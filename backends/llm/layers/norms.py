@@ -1,4 +1,12 @@
-"""RMSNorm in float32, as the Llama family computes it."""
+"""RMSNorm in float32, as the Llama family computes it; the fused Triton kernel where it can run.
+
+Where kernels run (CUDA, or the CPU under TRITON_INTERPRET=1, decided once at construction from the weight's
+device) and the model asks for them (`use_kernel`, see llama.wants_kernels), forward is
+`kernels.rms_norm.rms_norm`: residual add + norm in one pass, the residual updated in place. Elsewhere the
+torch code below, which is also the kernel's reference. With `quantize_output` set (by
+the model, when the next layer is an FP8 GEMM running kernels) the kernel emits the per-token FP8
+quantization of its output (`Fp8Rows`) instead of the normalized rows.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +14,38 @@ import torch
 from torch import nn
 
 
+def _kernel_for(device: torch.device):
+    """kernels.rms_norm.rms_norm when it can run on `device`, else None.
+
+    Imported here, not at module import: kernels/ is read after tests set TRITON_INTERPRET (see model_runner).
+    """
+    from kernels import rms_norm as module  # imports without triton too (can_run_on is then False)
+
+    return module.rms_norm if module.can_run_on(device) else None
+
+
 class RMSNorm(nn.Module):
-    def __init__(self, size: int, eps: float, dtype: torch.dtype):
+    def __init__(self, size: int, eps: float, dtype: torch.dtype, use_kernel: bool = True):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(size, dtype=dtype), requires_grad=False)
+        self.kernel = _kernel_for(self.weight.device) if use_kernel else None
+        self.quantize_output = False  # see can_quantize_output
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(normalized, new residual): with `residual`, normalizes x + residual and returns that sum."""
+    @property
+    def can_quantize_output(self) -> bool:
+        """True when forward can return Fp8Rows (the fused kernel runs here)."""
+        return self.kernel is not None
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
+        """(normalized, new residual): with `residual`, normalizes x + residual and returns that sum.
+
+        x, residual: [num_tokens, hidden]. normalized is a tensor in x's dtype, or Fp8Rows when
+        quantize_output is set. The kernel path overwrites `residual` with the sum (and returns it): callers
+        use the returned residual, never the one they passed.
+        """
+        if self.kernel is not None:
+            return self.kernel(x, self.weight, self.eps, residual, out_fp8=self.quantize_output)
         if residual is not None:
             x = x + residual
         as_float = x.float()

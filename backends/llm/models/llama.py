@@ -2,6 +2,15 @@
 
 Tokens of all sequences of a step are laid out back to back ([num_tokens, hidden]); the
 attention implementation reads the step's AttentionMetadata and the layer's paged cache.
+
+Norms, rotary embedding and SiLU-and-mul run the Triton kernels of kernels/ where they can (`wants_kernels`
+decides once, from the device and the attention implementation); elsewhere their torch references.
+
+FP8 fusion: with FP8 linears running the Triton kernels, the RMSNorms before qkv_proj and gate_up_proj and
+the SiLU-and-mul before down_proj write the per-token FP8 quantization of their output (Fp8Rows) instead of
+bf16 rows, and the Fp8Linear multiplies it as it is. `set_fp8_fusion` decides this once, after the linears
+are replaced (backends/llm/layers/fp8_linear.py calls it), by setting each producer's `quantize_output`; the
+forward code is the same either way: a producer's output goes to its one consumer, whatever its type.
 """
 
 from __future__ import annotations
@@ -10,10 +19,23 @@ import torch
 from torch import nn
 
 from backends.llm.attention.metadata import AttentionMetadata
+from backends.llm.attention.torch_paged import TorchPagedAttention
+from backends.llm.layers.activation import SiluAndMul
 from backends.llm.layers.linear import FusedLinear
 from backends.llm.layers.norms import RMSNorm
 from backends.llm.models.model_config import DecoderConfig
 from backends.llm.models.rotary import RotaryEmbedding
+
+
+def wants_kernels(attention_impl) -> bool:
+    """Whether norms, rotary and SiLU-and-mul should use their Triton kernels (each still checks it can run).
+
+    Yes on a GPU. On the CPU they could only run under the Triton interpreter, which exists for tests and is
+    about a hundred times slower than torch: there they follow the attention, i.e. run only with the triton
+    attention backend (the tests that check the kernels in the model choose it); the plain CPU engine keeps
+    the torch code.
+    """
+    return torch.get_default_device().type != "cpu" or not isinstance(attention_impl, TorchPagedAttention)
 
 
 class Attention(nn.Module):
@@ -27,9 +49,11 @@ class Attention(nn.Module):
 
     def forward(self, hidden, positions, rotary: RotaryEmbedding, kv_cache, metadata: AttentionMetadata,
                 kv_scales: torch.Tensor | None = None):
+        # hidden: [num_tokens, hidden_size], or its Fp8Rows when input_layernorm quantizes for an FP8 qkv_proj
         # kv_scales: [2, num_blocks, block_size, num_kv_heads] float32 for an FP8 cache (Triton attention only)
-        num_tokens = hidden.shape[0]
-        q, k, v = self.qkv_proj(hidden).split(
+        qkv = self.qkv_proj(hidden)
+        num_tokens = qkv.shape[0]
+        q, k, v = qkv.split(
             [self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim, self.num_kv_heads * self.head_dim], -1
         )
         q = q.view(num_tokens, self.num_heads, self.head_dim)
@@ -44,24 +68,40 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, config: DecoderConfig, dtype: torch.dtype):
+    def __init__(self, config: DecoderConfig, dtype: torch.dtype, use_kernels: bool = True):
         super().__init__()
         size = config.intermediate_size
         self.gate_up_proj = FusedLinear(config.hidden_size, [size, size], config.mlp_bias, dtype)
         self.down_proj = FusedLinear(size, [config.hidden_size], config.mlp_bias, dtype)
+        self.act_fn = SiluAndMul(use_kernels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(nn.functional.silu(gate) * up)
+    def forward(self, x):
+        # x: [num_tokens, hidden_size], or its Fp8Rows (post_attention_layernorm quantizing for gate_up_proj)
+        return self.down_proj(self.act_fn(self.gate_up_proj(x)))
+
+
+def _reads_fp8_rows(linear: nn.Module) -> bool:
+    """True for a linear that multiplies per-token FP8 activations (Fp8Rows) with kernels: an Fp8Linear that
+    runs them. Duck-typed so that this module does not import kernels/ (they load after TRITON_INTERPRET)."""
+    return getattr(linear, "accepts_fp8_input", False)
 
 
 class DecoderLayer(nn.Module):
     def __init__(self, config: DecoderConfig, attention_impl, dtype: torch.dtype):
         super().__init__()
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+        use_kernels = wants_kernels(attention_impl)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, use_kernels)
         self.self_attn = Attention(config, attention_impl, dtype)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
-        self.mlp = MLP(config, dtype)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, use_kernels)
+        self.mlp = MLP(config, dtype, use_kernels)
+
+    def set_fp8_fusion(self, enabled: bool = True) -> None:
+        """Each producer quantizes its output for the FP8 GEMM that reads it where both run kernels."""
+        pairs = ((self.input_layernorm, self.self_attn.qkv_proj),
+                 (self.post_attention_layernorm, self.mlp.gate_up_proj),
+                 (self.mlp.act_fn, self.mlp.down_proj))
+        for producer, consumer in pairs:
+            producer.quantize_output = enabled and producer.can_quantize_output and _reads_fp8_rows(consumer)
 
     def forward(self, hidden, residual, positions, rotary, kv_cache, metadata, kv_scales=None):
         normed, residual = self.input_layernorm(hidden, residual)
@@ -79,11 +119,18 @@ class DecoderForCausalLM(nn.Module):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, dtype=dtype)
         self.embed_tokens.weight.requires_grad_(False)
         self.layers = nn.ModuleList(DecoderLayer(config, attention_impl, dtype) for _ in range(config.num_layers))
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
-        self.rotary = RotaryEmbedding(config, max_positions)
+        use_kernels = wants_kernels(attention_impl)
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, use_kernels)
+        self.rotary = RotaryEmbedding(config, max_positions, use_kernels)
         if not config.tie_word_embeddings:
             self.lm_head_weight = nn.Parameter(torch.empty(config.vocab_size, config.hidden_size, dtype=dtype),
                                                requires_grad=False)
+
+    def set_fp8_fusion(self, enabled: bool = True) -> None:
+        """Let norms and SiLU-and-mul emit FP8 for the FP8 linears after them (see the module docstring);
+        enabled=False restores bf16 outputs everywhere (the unfused path, for comparisons)."""
+        for layer in self.layers:
+            layer.set_fp8_fusion(enabled)
 
     def forward(self, token_ids, positions, kv_caches: list[torch.Tensor], metadata: AttentionMetadata,
                 kv_scales: list[torch.Tensor | None] | None = None):

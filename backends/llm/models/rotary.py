@@ -1,4 +1,10 @@
-"""Rotary position embedding (GPT-NeoX style halves, as Llama uses) with Llama 3 / linear scaling."""
+"""Rotary position embedding (GPT-NeoX style halves, as Llama uses) with Llama 3 / linear scaling.
+
+Where kernels run (CUDA, or the CPU under TRITON_INTERPRET=1, decided once at construction from the caches'
+device) and the model asks for them (`use_kernel`, see llama.wants_kernels), RotaryEmbedding rotates q and k
+in place with `kernels.rotary_embedding` (one read and one write of each element, no new tensors);
+elsewhere `_rotate` below, the kernel's reference, returns new tensors.
+"""
 
 from __future__ import annotations
 
@@ -36,18 +42,36 @@ def _llama3(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
     return torch.where(is_medium, smoothed, scaled)
 
 
+def _kernel_for(device: torch.device):
+    """kernels.rotary_embedding.rotary_embedding when it can run on `device`, else None.
+
+    Imported here, not at module import: kernels/ is read after tests set TRITON_INTERPRET (see model_runner).
+    """
+    from kernels import rotary_embedding as module  # imports without triton too (can_run_on is then False)
+
+    return module.rotary_embedding if module.can_run_on(device) else None
+
+
 class RotaryEmbedding(torch.nn.Module):
     """Applies rotary embedding to q and k at given positions; cos/sin are cached up to max_positions."""
 
-    def __init__(self, config: DecoderConfig, max_positions: int):
+    def __init__(self, config: DecoderConfig, max_positions: int, use_kernel: bool = True):
         super().__init__()
         positions = torch.arange(max_positions, dtype=torch.float32)
         angles = torch.outer(positions, inverse_frequencies(config))  # [max_positions, head_dim // 2]
         self.register_buffer("cos", torch.cos(angles), persistent=False)
         self.register_buffer("sin", torch.sin(angles), persistent=False)
+        self.kernel = _kernel_for(self.cos.device) if use_kernel else None
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # positions: [num_tokens]; q: [num_tokens, num_heads, head_dim]; k: [num_tokens, num_kv_heads, head_dim]
+        """Rotated (q, k). With the kernel they are q and k themselves, rotated in place (q and k may be
+        strided views of the qkv output); without it, new tensors.
+
+        positions: [num_tokens] int64; q: [num_tokens, num_heads, head_dim]; k: [num_tokens, num_kv_heads, head_dim]
+        """
+        if self.kernel is not None:
+            self.kernel(q, k, positions, self.cos, self.sin)
+            return q, k
         cos = self.cos[positions].unsqueeze(1)
         sin = self.sin[positions].unsqueeze(1)
         return _rotate(q, cos, sin), _rotate(k, cos, sin)

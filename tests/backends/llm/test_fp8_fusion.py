@@ -1,0 +1,129 @@
+"""FP8 fusion in the Llama model: norms and SiLU-and-mul emit per-token FP8 for the FP8 GEMMs after them.
+
+The fused path (input_layernorm -> FP8 -> qkv_proj, post_attention_layernorm -> FP8 -> gate_up_proj,
+silu_and_mul -> FP8 -> down_proj) must give the logits of the unfused FP8 path (bf16/fp32 rows, then
+quantize_per_token inside Fp8Linear): both feed the same GEMM the same FP8 values, so under the interpreter
+the logits are equal. On a GPU the bound is 1e-3 relative: the plain and FP8 variants of a kernel are compiled
+separately and might order an fp32 reduction differently, flipping the rounding of an activation now and then.
+
+Without a GPU the kernels run under the Triton interpreter: TRITON_INTERPRET is set before anything imports
+kernels/ (see test_fp8_engine.py).
+"""
+
+import os
+import sys
+
+import torch
+
+if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+    os.environ["TRITON_INTERPRET"] = "1"
+    for _name in [n for n in sys.modules if n.startswith("kernels.") or n in (
+            "backends.llm.attention.triton_paged", "backends.llm.layers.fp8_linear")]:
+        del sys.modules[_name]
+
+import pytest  # noqa: E402
+
+from backends.llm.kv_cache_manager import KVCacheManager  # noqa: E402
+from backends.llm.layers.fp8_linear import Fp8Linear  # noqa: E402
+from backends.llm.model_runner import ModelRunner, RunnerConfig  # noqa: E402
+from backends.llm.models.model_config import DecoderConfig  # noqa: E402
+from backends.llm.request import LLMRequest  # noqa: E402
+from backends.llm.sampling_params import SamplingParams  # noqa: E402
+from backends.llm.scheduler import ScheduledRequest  # noqa: E402
+from kernels.fp8_quant import Fp8Rows, quantize_per_token  # noqa: E402
+from tests.backends.llm.hf_checkpoints import save_random_checkpoint  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+NUM_BLOCKS, BLOCK_SIZE = 16, 4
+PROMPT_LENS = (9, 5)
+NUM_DECODES = 2
+MAX_RELATIVE_DIFFERENCE = 0.0 if DEVICE == "cpu" else 1e-3
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    # hidden 64, intermediate 128, head_dim 16: FP8 dots need K >= 32 on a GPU.
+    return save_random_checkpoint("LlamaForCausalLM", tmp_path_factory.mktemp("fusion"), intermediate_size=128)
+
+
+def _runner(directory, dtype: str, backend: str = "triton", quantization: str = "fp8") -> ModelRunner:
+    config = DecoderConfig.from_file(directory / "config.json")
+    return ModelRunner(directory, config, RunnerConfig(
+        device=DEVICE, dtype=dtype, num_kv_blocks=NUM_BLOCKS, block_size=BLOCK_SIZE, max_model_len=32,
+        show_progress=False, attention_backend=backend, quantization=quantization))
+
+
+def _fusion_flags(model) -> list[bool]:
+    return [flag for layer in model.layers for flag in (
+        layer.input_layernorm.quantize_output, layer.post_attention_layernorm.quantize_output,
+        layer.mlp.act_fn.quantize_output)]
+
+
+def _all_logits(runner: ModelRunner) -> torch.Tensor:
+    """float32 logits of every position: one prefill step of all but the last NUM_DECODES tokens of each
+    prompt, then NUM_DECODES decode steps (teacher forcing)."""
+    generator = torch.Generator().manual_seed(7)
+    prompts = [torch.randint(0, 211, (n,), generator=generator).tolist() for n in PROMPT_LENS]
+    kv = KVCacheManager(NUM_BLOCKS, BLOCK_SIZE, enable_prefix_caching=False)
+    requests = [LLMRequest(f"r{i}", tokens, SamplingParams()) for i, tokens in enumerate(prompts)]
+    logits = []
+    for step in range(NUM_DECODES + 1):
+        items = []
+        for request in requests:
+            count = request.num_prompt_tokens - NUM_DECODES if step == 0 else 1
+            assert kv.allocate_slots(request, count)
+            items.append(ScheduledRequest(request, request.num_computed_tokens, count,
+                                          kv.block_ids(request.request_id)))
+        inputs = runner._prepare(items)
+        with torch.inference_mode():
+            hidden = runner.model(inputs.token_ids, inputs.positions, runner.kv_caches, inputs.metadata,
+                                  runner.kv_scales)
+            logits.append(runner.model.compute_logits(hidden).float().cpu())
+        for item in items:
+            item.request.num_computed_tokens = item.num_computed_tokens + item.num_new_tokens
+    return torch.cat(logits)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_fp8_path_gives_the_unfused_logits(checkpoint, dtype):
+    runner = _runner(checkpoint, dtype)
+    model = runner.model
+    assert all(_fusion_flags(model)), "quantizing the linears turns the fusion on where kernels run"
+    fused = _all_logits(runner)
+    model.set_fp8_fusion(False)
+    assert not any(_fusion_flags(model))
+    unfused = _all_logits(runner)
+    relative = ((fused - unfused).norm() / unfused.norm()).item()
+    print(f"{dtype}: fused vs unfused FP8 logits, relative difference {relative:.2e}, "
+          f"max |difference| {(fused - unfused).abs().max().item():.2e}")
+    assert relative <= MAX_RELATIVE_DIFFERENCE
+
+
+def test_no_fusion_without_fp8_kernels_on_both_sides(checkpoint):
+    # Unquantized linears: nothing to quantize for.
+    assert not any(_fusion_flags(_runner(checkpoint, "float32", quantization="none").model))
+    if DEVICE == "cpu":
+        # The torch attention backend keeps the CPU model on torch code (no norm/activation kernels), while
+        # Fp8Linear still runs its GEMM kernel under the interpreter: the producers cannot quantize.
+        model = _runner(checkpoint, "float32", backend="torch").model
+        assert model.layers[0].mlp.down_proj.accepts_fp8_input and not any(_fusion_flags(model))
+    # A consumer that cannot take FP8 rows (its kernels off) keeps its producer's output unquantized.
+    model = _runner(checkpoint, "float32").model
+    model.layers[0].mlp.down_proj.use_kernels = False
+    model.set_fp8_fusion()
+    assert not model.layers[0].mlp.act_fn.quantize_output and model.layers[0].input_layernorm.quantize_output
+
+
+def test_fp8_linear_takes_quantized_rows(checkpoint):
+    model = _runner(checkpoint, "float32").model
+    down = model.layers[0].mlp.down_proj
+    assert isinstance(down, Fp8Linear)
+    x = torch.randn(5, down.weight.shape[1], generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    with torch.inference_mode():
+        from_rows = down(Fp8Rows(*quantize_per_token(x)))
+        from_activations = down(x)
+        down.use_kernels = False  # the torch reference path takes Fp8Rows too
+        reference = down(Fp8Rows(*quantize_per_token(x)))
+    assert from_rows.dtype == torch.float32 and from_rows.shape == (5, down.weight.shape[0])
+    torch.testing.assert_close(from_rows, from_activations, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(reference, from_rows, rtol=1e-5, atol=1e-5)
