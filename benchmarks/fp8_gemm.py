@@ -103,7 +103,8 @@ def sweep_candidates(M: int):
         return [Fp8GemmConfig(block_m, bn, bk, 1, split, warps, stages)
                 for bn, bk, stages, warps in shapes for split in (1, 2, 4)]
     shapes = [(64, 128, 128, 4, 4), (128, 128, 128, 4, 8), (128, 256, 128, 3, 8), (128, 128, 64, 5, 4),
-              (256, 128, 128, 3, 8), (128, 256, 64, 4, 8)]
+              (256, 128, 128, 3, 8), (128, 256, 64, 4, 8), (64, 64, 256, 4, 4), (64, 128, 256, 3, 4),
+              (128, 64, 128, 4, 4), (128, 128, 128, 4, 4), (64, 256, 128, 3, 8)]
     return [Fp8GemmConfig(bm, bn, bk, 8, 1, warps, stages) for bm, bn, bk, stages, warps in shapes]
 
 
