@@ -15,7 +15,8 @@ Why these tiles (H100: 132 SMs, 227 KB shared memory per block, 50 MB L2):
   BLOCK_K = 256 with 4-5 stages keeps ~64-100 KB of weight loads in flight per SM. When the tiles are
   fewer than the SMs (o and down projections: N/64 = 64 tiles), K is split over 2-8 programs (split-K)
   whose fp32 partials a small kernel sums in a fixed order (deterministic, no atomics).
-- mid (64 < M <= 256): 64x128x128 tiles, 4 stages, GROUP_M = 8.
+- mid (64 < M <= 256): 64x128x256 tiles, 3 stages, GROUP_M = 8; the prefill tile when its 128x256 tiles
+  alone fill the SMs (gate_up at M = 256), as the H100 sweep measured.
 - prefill (M > 256) is bound by the tensor cores: 128x256x128 tiles, 8 warps (two warpgroups of wgmma),
   3 stages (3 x 48 KB shared), GROUP_M = 8 so that programs running together share weight columns in L2;
   when 128x256 tiles would leave SMs idle (fewer tiles than SMs), 128x128x128 with 4 stages.
@@ -90,7 +91,7 @@ CONFIG_TABLE: tuple[tuple[int, Fp8GemmConfig], ...] = (
     (16, Fp8GemmConfig(block_m=16, block_n=64, block_k=256, group_m=1, num_warps=4, num_stages=5)),
     (32, Fp8GemmConfig(block_m=32, block_n=64, block_k=256, group_m=1, num_warps=4, num_stages=5)),
     (64, Fp8GemmConfig(block_m=64, block_n=64, block_k=256, group_m=1, num_warps=4, num_stages=4)),
-    (256, Fp8GemmConfig(block_m=64, block_n=128, block_k=128, group_m=8, num_warps=4, num_stages=4)),
+    (256, Fp8GemmConfig(block_m=64, block_n=128, block_k=256, group_m=8, num_warps=4, num_stages=3)),
 )
 PREFILL_CONFIG = Fp8GemmConfig(block_m=128, block_n=256, block_k=128, group_m=8, num_warps=8, num_stages=3)
 PREFILL_NARROW_CONFIG = Fp8GemmConfig(block_m=128, block_n=128, block_k=128, group_m=8, num_warps=8, num_stages=4)
@@ -101,9 +102,11 @@ DECODE_MAX_M = 64
 def select_config(M: int, N: int, K: int, num_sms: int = DEFAULT_NUM_SMS) -> Fp8GemmConfig:
     """The table's config for this problem: M bucket, prefill tile width, tiny-layer shrink, decode split-K."""
     config = next((c for max_m, c in CONFIG_TABLE if M <= max_m), None)
+    wide_tiles = triton.cdiv(M, PREFILL_CONFIG.block_m) * triton.cdiv(N, PREFILL_CONFIG.block_n)
     if config is None:
-        wide_tiles = triton.cdiv(M, PREFILL_CONFIG.block_m) * triton.cdiv(N, PREFILL_CONFIG.block_n)
         config = PREFILL_CONFIG if wide_tiles >= num_sms else PREFILL_NARROW_CONFIG
+    elif M > DECODE_MAX_M and wide_tiles >= num_sms:
+        config = PREFILL_CONFIG  # M 65..256 over a wide N (gate_up): the prefill tile fills the GPU already
     block_n = min(config.block_n, max(32, triton.next_power_of_2(N)))
     block_k = min(config.block_k, max(32, triton.next_power_of_2(K)))
     split_k = 1

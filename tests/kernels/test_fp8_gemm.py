@@ -116,7 +116,8 @@ def test_select_config_table():
     assert select_config(1, 4096, 14336).split_k == 3  # 64 tiles on 132 SMs, long K: split
     assert select_config(16, 6144, 4096).split_k == 1
     assert select_config(17, 4096, 4096).block_m == 32 and select_config(64, 4096, 4096).block_m == 64
-    assert select_config(256, 4096, 4096) == Fp8GemmConfig(64, 128, 128, 8, 1, 4, 4)
+    assert select_config(256, 4096, 4096) == Fp8GemmConfig(64, 128, 256, 8, 1, 4, 3)
+    assert select_config(256, 28672, 4096) == PREFILL_CONFIG  # 2 x 112 wide tiles fill 132 SMs
     assert select_config(4096, 4096, 4096) == PREFILL_CONFIG
     assert select_config(512, 4096, 4096) == PREFILL_NARROW_CONFIG  # 4 x 16 wide tiles < 132 SMs
     assert select_config(1, 5, 40) == Fp8GemmConfig(16, 32, 64, 1, 1, 4, 5)  # shrunk to the layer

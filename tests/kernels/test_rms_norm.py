@@ -2,9 +2,10 @@
 
 Tolerances:
 - the new residual (x + residual, one rounding to the input dtype) equals the reference bit for bit;
-- the normalized rows are within one unit in the last place of the output dtype (rtol 2^-7 bf16, 2^-10 fp16,
-  1e-6 fp32): the kernel sums the squares in another order, which may move rstd by an fp32 ULP and flip a
-  rounding of the output;
+- the normalized rows are within two units in the last place of the output dtype (rtol 2^-6 bf16, 2^-9 fp16,
+  1e-6 fp32): the kernel sums the squares in another order, which may move rstd by an fp32 ULP, and it
+  rounds weight * normalized once where the reference rounds normalized first (the H100 saw 17 of 16M bf16
+  elements 2 ULPs apart at 4096 x 4096);
 - FP8 output: the fusion's contract is that values and scales are exactly quantize_per_token of the kernel's
   own normalized rows (bit for bit); against the reference's quantization they are within 1 e4m3 ULP
   (a one-unit change of the row amax moves the scale by at most 2^-7) and the scales within the output
@@ -20,7 +21,7 @@ from kernels.rms_norm import rms_norm, rms_norm_reference
 from tests.kernels.kernel_checks import assert_fp8_within_ulps, poisoned_outputs
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
-RTOL = {torch.bfloat16: 2**-7, torch.float16: 2**-10, torch.float32: 1e-6}
+RTOL = {torch.bfloat16: 2**-6, torch.float16: 2**-9, torch.float32: 1e-6}
 EPS = 1e-5
 
 
