@@ -136,9 +136,11 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def transformers_batch_size(isl: int, osl: int, kv_budget_bytes: float = 40e9) -> int:
-    """The largest batch (at most 256) whose bf16 KV of the 8B shape (128 KiB per token) fits kv_budget_bytes."""
-    return max(1, min(256, int(kv_budget_bytes // ((isl + osl) * 131072))))
+def transformers_batch_size(isl: int, osl: int, kv_budget_bytes: float = 40e9, prefill_tokens: int = 65536) -> int:
+    """The largest batch (at most 256) whose bf16 KV of the 8B shape (128 KiB per token) fits kv_budget_bytes
+    and whose one-shot prefill stays within prefill_tokens (140 x 2048 tokens ran out of memory on the H100)."""
+    by_kv = int(kv_budget_bytes // ((isl + osl) * 131072))
+    return max(1, min(256, by_kv, prefill_tokens // isl))
 
 
 def main() -> None:
