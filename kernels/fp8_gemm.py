@@ -47,6 +47,7 @@ from kernels.fp8_quant import (
     is_interpreted,
     quantize_per_token,
     quantize_per_token_reference,
+    to_output,
     tl,
     to_e4m3,
     triton,
@@ -128,17 +129,6 @@ def num_sms_of(device: torch.device) -> int:
     if device.type != "cuda":
         return DEFAULT_NUM_SMS
     return _cuda_num_sms(device.index if device.index is not None else torch.cuda.current_device())
-
-
-@triton.jit
-def to_output(acc, OUT_TY: tl.constexpr, ROUND_IN_FP32: tl.constexpr):
-    """acc (fp32) -> OUT_TY, round to nearest even. The interpreter truncates fp32 -> bf16, so under it
-    (ROUND_IN_FP32) the rounding is done on the bits first and the conversion is exact."""
-    if ROUND_IN_FP32:
-        if OUT_TY == tl.bfloat16:
-            bits = acc.to(tl.int32, bitcast=True)
-            acc = ((bits + 0x7FFF + ((bits >> 16) & 1)) & -65536).to(tl.float32, bitcast=True)
-    return acc.to(OUT_TY)
 
 
 @triton.jit

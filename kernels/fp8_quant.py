@@ -93,6 +93,17 @@ def to_e4m3(x, FP8_MAX: tl.constexpr, ROUND_IN_FP32: tl.constexpr):
 
 
 @triton.jit
+def to_output(acc, OUT_TY: tl.constexpr, ROUND_IN_FP32: tl.constexpr):
+    """acc (fp32) -> OUT_TY, round to nearest even. The interpreter truncates fp32 -> bf16, so under it
+    (ROUND_IN_FP32) the rounding is done on the bits first and the conversion is exact."""
+    if ROUND_IN_FP32:
+        if OUT_TY == tl.bfloat16:
+            bits = acc.to(tl.int32, bitcast=True)
+            acc = ((bits + 0x7FFF + ((bits >> 16) & 1)) & -65536).to(tl.float32, bitcast=True)
+    return acc.to(OUT_TY)
+
+
+@triton.jit
 def _quantize_rows_kernel(
     x_ptr,  # [M, K] source rows (bf16/fp16/fp32); column stride 1, row stride stride_xm
     q_ptr,  # [M, K] float8_e4m3fn output; column stride 1, row stride stride_qm

@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import torch
 
-from kernels.fp8_gemm import to_output
+from kernels.fp8_quant import to_output
 from kernels.fp8_quant import (
     FP8_DTYPE,
     FP8_MAX,

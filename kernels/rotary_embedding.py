@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.fp8_gemm import to_output
+from kernels.fp8_quant import to_output
 from kernels.fp8_quant import HAS_TRITON, check_launchable, is_interpreted, tl, triton
 
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.fp8_gemm import to_output
+from kernels.fp8_quant import to_output
 from kernels.fp8_quant import (
     FP8_DTYPE,
     FP8_MAX,
