@@ -29,7 +29,6 @@ from typing import NamedTuple
 
 import torch
 
-from kernels.fp8_quant import to_output
 from kernels.fp8_quant import (
     FP8_DTYPE,
     FP8_MAX,
@@ -41,6 +40,7 @@ from kernels.fp8_quant import (
     quantize_per_token_reference,
     tl,
     to_e4m3,
+    to_output,
     triton,
 )
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import torch
 
-from kernels.fp8_quant import to_output
 from kernels.fp8_quant import (
     FP8_DTYPE,
     FP8_MAX,
@@ -36,6 +35,7 @@ from kernels.fp8_quant import (
     quantize_per_token_reference,
     tl,
     to_e4m3,
+    to_output,
     triton,
 )
 
