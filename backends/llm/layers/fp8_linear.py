@@ -8,7 +8,8 @@ original freed) or before an FP8 checkpoint loads (`use_empty_fp8_linears`: the 
 Parameter names match the checkpoint's (`weight`, `weight_scale`, `bias`) and fused layers keep their
 `part_sizes`, so the weight loader fills them like a FusedLinear.
 
-Forward runs `kernels.fp8_gemm.fp8_linear_from_activations` (the Triton kernels) where they can run: on CUDA,
+Forward runs `kernels.fp8_gemm.fp8_linear_from_activations` (the Triton kernels) where they can run (a single
+token goes through `kernels.fp8_gemv`, bound by the weight reads, on its unquantized activations): on CUDA,
 or on the CPU under TRITON_INTERPRET=1 (tests); elsewhere its torch reference (the CPU engine without triton).
 The output has the activations' dtype.
 
@@ -32,7 +33,14 @@ from kernels.fp8_gemm import (
     fp8_linear_from_activations_reference,
     fp8_linear_reference,
 )
-from kernels.fp8_quant import FP8_DTYPE, HAS_TRITON, Fp8Rows, fp8_weight_from_checkpoint, is_interpreted
+from kernels.fp8_gemv import fp8_gemv
+from kernels.fp8_quant import (
+    FP8_DTYPE,
+    HAS_TRITON,
+    Fp8Rows,
+    fp8_weight_from_checkpoint,
+    is_interpreted,
+)
 
 # The FusedLinears of one decoder layer that FP8 replaces (dotted paths inside a DecoderLayer).
 QUANTIZED_LINEARS = ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")
@@ -91,11 +99,20 @@ class Fp8Linear(nn.Module):
         # Fp8Rows([num_tokens, in_features] e4m3, [num_tokens] fp32) -> [num_tokens, out_features] in out_dtype
         bias = self.bias
         if isinstance(x, Fp8Rows):
+            if self.use_kernels and _is_one_row(x.values):
+                return fp8_gemv(x.values, self.weight, self.weight_scale, bias, x.scales, self.out_dtype)
             gemm = fp8_linear if self.use_kernels else fp8_linear_reference
             return gemm(x.values, x.scales, self.weight, self.weight_scale, bias, self.out_dtype)
         if self.use_kernels:
+            rows = x.reshape(-1, x.shape[-1])
+            if _is_one_row(rows):  # a batch-1 decode: the weight-bandwidth GEMV, on unquantized activations
+                return fp8_gemv(rows, self.weight, self.weight_scale, bias).reshape(*x.shape[:-1], -1)
             return fp8_linear_from_activations(x, self.weight, self.weight_scale, bias)
         return fp8_linear_from_activations_reference(x, self.weight, self.weight_scale, bias)
+
+
+def _is_one_row(rows: torch.Tensor) -> bool:
+    return rows.shape[0] == 1 and rows[0].is_contiguous()
 
 
 def _replace_linears(model: nn.Module, make) -> None:
