@@ -2,15 +2,22 @@
 
 A single token's linear is bound by reading the weights, so each row gives GB/s (weight + scale bytes per
 time) and its fraction of the device-to-device copy bandwidth measured in the same run (bytes read + written),
-beside: our tensor-core GEMM at M = 1 (activation quantization included, as the engine runs it),
-torch._scaled_mm rowwise at M = 1 (quantization excluded), and torch's bf16 linear.
+beside: our tensor-core GEMM at M = 1 (with its activation quantization, as the engine ran it before the
+GEMV), torch._scaled_mm rowwise at M = 1 (quantization excluded) and torch's bf16 linear.
 
-    python benchmarks/fp8_gemv.py
+Times are medians of CUDA-graph replays (benchmarks/decode_attention.py's time_ms: 20 calls per graph, so
+Python launch cost stays out, as in the engine's decode graphs); each call reads the next of several weight
+copies, together at least 120 MB, so that L2 (50 MB) never holds the weights, as in a real decode.
+
+    python benchmarks/fp8_gemv.py            # the default config
+    python benchmarks/fp8_gemv.py --sweep    # also other block sizes, warps and programs per SM
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import sys
 from pathlib import Path
 
@@ -18,38 +25,64 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.fp8_gemm import LLAMA3_8B, bench_ms, copy_bandwidth_gbs  # noqa: E402
+from benchmarks.decode_attention import memory_bandwidths, time_ms  # noqa: E402
+from benchmarks.fp8_gemm import LLAMA3_8B  # noqa: E402
+
+COLD_BYTES = 120e6
+
+
+def rotating(make_call, copies: int):
+    """A function calling make_call(i) for i = 0, 1, ... cycling over copies (each capture takes the next)."""
+    calls = [make_call(i) for i in range(copies)]
+    counter = itertools.count()
+    return lambda: calls[next(counter) % copies]()
+
+
+def sweep_configs():
+    from kernels.fp8_gemv import GemvConfig
+
+    for block_n, block_k, warps, per_sm in itertools.product((16, 32, 64), (256, 512, 1024), (4, 8), (4, 8)):
+        yield GemvConfig(block_n, block_k, warps, per_sm)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--warmup-ms", type=int, default=25)
-    parser.add_argument("--rep-ms", type=int, default=200)
+    parser.add_argument("--sweep", action="store_true")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA GPU: nothing measured")
         return 0
     from kernels.fp8_gemm import fp8_linear_from_activations
-    from kernels.fp8_gemv import fp8_gemv
+    from kernels.fp8_gemv import DEFAULT_CONFIG, fp8_gemv
     from kernels.fp8_quant import quantize_per_token, quantize_weight_per_channel
 
-    copy = copy_bandwidth_gbs(args)
-    print(f"{torch.cuda.get_device_name()}: copy bandwidth {copy:.0f} GB/s (read + write)")
-    print(f"{'layer':<8}{'N':>6}{'K':>6}{'gemv us':>9}{'GB/s':>7}{'/copy':>7}{'gemm+q us':>11}{'scaled_mm us':>14}"
-          f"{'bf16 us':>9}{'gemv speed-up vs gemm':>23}")
+    copy_bw, read_bw = memory_bandwidths()
+    print(f"{torch.cuda.get_device_name()}: copy {copy_bw:.0f} GB/s (read + write), read-only {read_bw:.0f} GB/s")
+    print(f"{'layer':<8}{'N':>6}{'K':>6}{'gemv us':>9}{'GB/s':>7}{'/read':>7}{'gemm+q us':>11}{'scaled_mm us':>14}"
+          f"{'bf16 us':>9}{'gemm/gemv':>11}{'scaled_mm/gemv':>16}  best sweep config")
     for layer, (N, K) in LLAMA3_8B.items():
         x = torch.randn(1, K, device="cuda", dtype=torch.bfloat16)
-        w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16) * 0.05
-        w_fp8, w_scales = quantize_weight_per_channel(w)
+        copies = max(1, math.ceil(COLD_BYTES / (N * K)))
+        weights = [quantize_weight_per_channel(torch.randn(N, K, device="cuda", dtype=torch.bfloat16) * 0.05)
+                   for _ in range(copies)]
         x_fp8, x_scales = quantize_per_token(x)
-        gemv_ms = bench_ms(lambda: fp8_gemv(x, w_fp8, w_scales), args)
-        gemm_ms = bench_ms(lambda: fp8_linear_from_activations(x, w_fp8, w_scales), args)
-        scaled_ms = bench_ms(lambda: torch._scaled_mm(x_fp8, w_fp8.t(), scale_a=x_scales[:, None],
-                                                      scale_b=w_scales[None, :], out_dtype=torch.bfloat16), args)
-        bf16_ms = bench_ms(lambda: torch.nn.functional.linear(x, w), args)
-        gbs = (N * K + 4 * N) / gemv_ms / 1e6
-        print(f"{layer:<8}{N:>6}{K:>6}{gemv_ms * 1e3:>9.1f}{gbs:>7.0f}{gbs / copy:>7.2f}{gemm_ms * 1e3:>11.1f}"
-              f"{scaled_ms * 1e3:>14.1f}{bf16_ms * 1e3:>9.1f}{gemm_ms / gemv_ms:>23.2f}")
+        gemv = time_ms(rotating(lambda i: lambda: fp8_gemv(x, *weights[i]), copies)) * 1e3
+        gemm = time_ms(rotating(lambda i: lambda: fp8_linear_from_activations(x, *weights[i]), copies)) * 1e3
+        scaled = time_ms(rotating(lambda i: lambda: torch._scaled_mm(
+            x_fp8, weights[i][0].t(), scale_a=x_scales[:, None], scale_b=weights[i][1][None, :],
+            out_dtype=torch.bfloat16), copies)) * 1e3
+        bf16_copies = max(1, math.ceil(COLD_BYTES / (2 * N * K)))
+        bf16_weights = [torch.randn(N, K, device="cuda", dtype=torch.bfloat16) for _ in range(bf16_copies)]
+        bf16 = time_ms(rotating(lambda i: lambda: torch.nn.functional.linear(x, bf16_weights[i]), bf16_copies)) * 1e3
+        best = ""
+        if args.sweep:
+            timed = [(time_ms(rotating(lambda i, c=c: lambda: fp8_gemv(x, *weights[i], config=c), copies)) * 1e3, c)
+                     for c in sweep_configs()]
+            best_us, best_config = min(timed)
+            best = f"  {best_us:.1f} us {tuple(best_config)} (default {tuple(DEFAULT_CONFIG)})"
+        gbs = (N * K + 4 * N) / gemv / 1e3
+        print(f"{layer:<8}{N:>6}{K:>6}{gemv:>9.1f}{gbs:>7.0f}{gbs / read_bw:>7.2f}{gemm:>11.1f}{scaled:>14.1f}"
+              f"{bf16:>9.1f}{gemm / gemv:>11.2f}{scaled / gemv:>16.2f}{best}", flush=True)
     return 0
 
 

@@ -3,7 +3,7 @@
 The tensor-core GEMM (kernels/fp8_gemm.py) pads one token to a 16-row tile and, with 64-column tiles, gives
 qkv and o fewer programs than the H100 has SMs: it read their weights at 36-45% of the memory bandwidth.
 Here every program reduces BLOCK_N weight rows over a slice of K with CUDA-core FMAs, and K is split so that
-there are about PROGRAMS_PER_SM programs per SM (partials summed in a fixed order: deterministic).
+there are about `programs_per_sm` programs per SM (partials summed in a fixed order: deterministic).
 
     out[n] = w_scale[n] * sum_k w[n, k] * x[k]  (* x_scale when x is FP8)  (+ bias[n])
 
@@ -14,15 +14,24 @@ and one launch fewer) or already FP8 with its per-token scale (a fused norm's ou
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from kernels.fp8_gemm import _split_k_reduce_kernel, num_sms_of
 from kernels.fp8_quant import FP8_DTYPE, SOURCE_DTYPES, check_launchable, is_interpreted, tl, to_output, triton
 
-BLOCK_N = 32  # weight rows per program
-BLOCK_K = 512  # bytes of each row per step: 16 KB of weights per step and program
-PROGRAMS_PER_SM = 4
 MAX_SPLIT_K = 16
+
+
+class GemvConfig(NamedTuple):
+    block_n: int = 32  # weight rows per program
+    block_k: int = 512  # bytes of each row per step: 16 KB of weights per step and program
+    num_warps: int = 4
+    programs_per_sm: int = 4  # K is split until the grid has this many programs per SM
+
+
+DEFAULT_CONFIG = GemvConfig()
 
 
 @triton.jit
@@ -67,12 +76,12 @@ def _fp8_gemv_kernel(
         tl.store(out_ptr + pid_k * N + rows, acc, mask=row_mask)
 
 
-def plan_split_k(N: int, K: int, num_sms: int) -> int:
-    """Splits of K so that ceil(N / BLOCK_N) * splits reaches PROGRAMS_PER_SM per SM, each split at least
-    two BLOCK_K steps long."""
-    row_programs = triton.cdiv(N, BLOCK_N)
-    wanted = triton.cdiv(PROGRAMS_PER_SM * num_sms, row_programs)
-    return max(1, min(MAX_SPLIT_K, wanted, K // (2 * BLOCK_K)))
+def plan_split_k(N: int, K: int, num_sms: int, config: GemvConfig = DEFAULT_CONFIG) -> int:
+    """Splits of K so that ceil(N / block_n) * splits reaches programs_per_sm per SM, each split at least
+    two block_k steps long."""
+    row_programs = triton.cdiv(N, config.block_n)
+    wanted = triton.cdiv(config.programs_per_sm * num_sms, row_programs)
+    return max(1, min(MAX_SPLIT_K, wanted, K // (2 * config.block_k)))
 
 
 def fp8_gemv(
@@ -82,6 +91,7 @@ def fp8_gemv(
     bias: torch.Tensor | None = None,  # [N]
     x_scale: torch.Tensor | None = None,  # [1] float32, only for an FP8 x
     out_dtype: torch.dtype | None = None,  # default x's dtype (bfloat16 for an FP8 x)
+    config: GemvConfig = DEFAULT_CONFIG,  # tuning (benchmarks/fp8_gemv.py --sweep)
 ) -> torch.Tensor:  # [1, N]
     """One token through an FP8-weight linear; ValueError on wrong shapes, dtypes, strides or devices."""
     what = "fp8_gemv"
@@ -92,16 +102,16 @@ def fp8_gemv(
     N, K = w_fp8.shape
     out_dtype = out_dtype or (torch.bfloat16 if is_fp8 else x.dtype)
     out = torch.empty((1, N), dtype=out_dtype, device=x.device)
-    split_k = plan_split_k(N, K, num_sms_of(x.device))
-    k_per_split = triton.cdiv(triton.cdiv(K, split_k), BLOCK_K) * BLOCK_K
+    split_k = plan_split_k(N, K, num_sms_of(x.device), config)
+    k_per_split = triton.cdiv(triton.cdiv(K, split_k), config.block_k) * config.block_k
     split_k = triton.cdiv(K, k_per_split)  # every split non-empty
     partials = torch.empty((split_k, 1, N), dtype=torch.float32, device=x.device) if split_k > 1 else out
     interpreted = is_interpreted(_fp8_gemv_kernel)
-    _fp8_gemv_kernel[(triton.cdiv(N, BLOCK_N), split_k)](
+    _fp8_gemv_kernel[(triton.cdiv(N, config.block_n), split_k)](
         x, x_scale if is_fp8 else w_scales, w_fp8, w_scales, w_scales if bias is None else bias, partials,
         N, K, w_fp8.stride(0), k_per_split,
-        X_IS_FP8=is_fp8, HAS_BIAS=bias is not None, SPLIT_K=split_k, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
-        ROUND_IN_FP32=interpreted, num_warps=4,
+        X_IS_FP8=is_fp8, HAS_BIAS=bias is not None, SPLIT_K=split_k, BLOCK_N=config.block_n,
+        BLOCK_K=config.block_k, ROUND_IN_FP32=interpreted, num_warps=config.num_warps,
     )
     if split_k > 1:
         block = 1024
