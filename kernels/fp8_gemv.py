@@ -25,9 +25,9 @@ MAX_SPLIT_K = 16
 
 
 class GemvConfig(NamedTuple):
-    block_n: int = 32  # weight rows per program
-    block_k: int = 512  # bytes of each row per step: 16 KB of weights per step and program
-    num_warps: int = 4
+    block_n: int = 16  # weight rows per program
+    block_k: int = 512  # bytes of each row per step: 8 KB of weights per step and program
+    num_warps: int = 8
     programs_per_sm: int = 4  # K is split until the grid has this many programs per SM
 
 
