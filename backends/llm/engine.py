@@ -58,6 +58,7 @@ class LLMEngine:
             self.kv_cache,
         )
         self.outputs = OutputProcessor(self.tokenizer)
+        self._pending_outputs: list = []  # requests whose new tokens are not processed yet
         tokenizer_eos = self.tokenizer.eos_token_id
         self.eos_token_ids = tuple(sorted(set(self.model_config.eos_token_ids) | ({tokenizer_eos} - {None})))
 
@@ -71,7 +72,7 @@ class LLMEngine:
 
     @property
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_unfinished
+        return self.scheduler.has_unfinished or bool(self._pending_outputs)
 
     def add_request(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingParams) -> None:
         """Queue a request; ValueError if it cannot fit the context (the server checks this first)."""
@@ -89,17 +90,34 @@ class LLMEngine:
         if request is None:
             return None
         self.runner.sampler.forget(request_id)
+        self._pending_outputs = [r for r in self._pending_outputs if r is not request]  # its final output is this
         output, _ = self.outputs.process(request)
         return output
 
     def step(self) -> list[RequestOutput]:
+        """Run one step; the outputs of the requests that got tokens (with overlap_output_processing: those of
+        the step before, processed while this step ran on the GPU)."""
         scheduled = self.scheduler.schedule()
         if scheduled.is_empty:
-            return []
-        sampled = self.runner.execute(scheduled)
+            return self._process_outputs(self._pending_outputs)
+        pending_sample = self.runner.launch(scheduled)
+        if self.config.overlap_output_processing:
+            # Stop strings found here finish requests that this step already computes: the scheduler drops
+            # their tokens (update_from_output skips finished requests) and nothing reuses their blocks before
+            # the next schedule(), after the step has finished.
+            outputs = self._process_outputs(self._pending_outputs)
+        sampled = pending_sample.result()
         result = self.scheduler.update_from_output(scheduled, sampled.token_ids, sampled.logprobs)
+        self._pending_outputs = result.new_token_requests
+        if not self.config.overlap_output_processing:
+            outputs = self._process_outputs(self._pending_outputs)
+        return outputs
+
+    def _process_outputs(self, requests: list) -> list[RequestOutput]:
+        """Detokenize and stop-string-check the requests that got tokens; returns their outputs."""
+        self._pending_outputs = []
         outputs = []
-        for request in result.new_token_requests:
+        for request in requests:
             output, stopped = self.outputs.process(request)
             if stopped and not request.is_finished:
                 self.scheduler.finish(request.request_id, RequestStatus.FINISHED_STOPPED)

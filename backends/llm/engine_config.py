@@ -35,3 +35,6 @@ class EngineConfig(BaseModel):
     # backend only. enforce_eager (vLLM's name) turns graphs off.
     cuda_graph_max_batch_size: int = Field(256, ge=0)
     enforce_eager: bool = False
+    # Detokenize and check stop strings of a step's tokens while the next step runs on the GPU. Each step's
+    # outputs then come out one step later, and a request a stop string ends computes one token more (dropped).
+    overlap_output_processing: bool = True

@@ -18,7 +18,7 @@ from backends.llm.attention.torch_paged import TorchPagedAttention
 from backends.llm.models.llama import DecoderForCausalLM
 from backends.llm.models.model_config import DecoderConfig
 from backends.llm.models.weight_loader import checkpoint_has_fp8_weights, load_weights
-from backends.llm.sampler import Sampler, SamplerOutput
+from backends.llm.sampler import PendingSample, Sampler, SamplerOutput
 from backends.llm.scheduler import ScheduledRequest, SchedulerOutput
 
 logger = logging.getLogger(__name__)
@@ -176,25 +176,30 @@ class ModelRunner:
         scale_bytes = 4 if self.kv_cache_dtype == torch.float8_e4m3fn else 0  # one fp32 per (token, KV head)
         return 2 * c.num_layers * self.block_size * c.num_kv_heads * (c.head_dim * element_bytes + scale_bytes)
 
-    @torch.inference_mode()
     def execute(self, output: SchedulerOutput) -> SamplerOutput:
+        """Run the step and sample: the tokens on the host."""
+        return self.launch(output).result()
+
+    @torch.inference_mode()
+    def launch(self, output: SchedulerOutput) -> PendingSample:
+        """Queue the step's GPU work and sampling; the tokens may still be on their way (PendingSample.result)."""
         scheduled = output.scheduled
         graphs = self.decode_graphs
         if graphs is not None and graphs.supports(len(scheduled)) and _is_decode_step(scheduled):
             logits = graphs.run(_decode_rows(scheduled, self.block_size))
             sample_rows = [row for row, item in enumerate(scheduled) if item.samples]
             if not sample_rows:
-                return SamplerOutput({}, {})
+                return PendingSample(SamplerOutput({}, {}))
             if len(sample_rows) < len(scheduled):
                 logits = logits[sample_rows]
-            return self.sampler.sample(logits, [item.request for item in scheduled if item.samples])
+            return self.sampler.sample_async(logits, [item.request for item in scheduled if item.samples])
         inputs = self._prepare(scheduled)
         hidden = self.model(inputs.token_ids, inputs.positions, self.kv_caches, inputs.metadata, self.kv_scales)
         if not inputs.sample_rows:
-            return SamplerOutput({}, {})
+            return PendingSample(SamplerOutput({}, {}))
         logits = self.model.compute_logits(hidden[inputs.sample_rows])
         sampled = [item.request for item in output.scheduled if item.samples]
-        return self.sampler.sample(logits, sampled)
+        return self.sampler.sample_async(logits, sampled)
 
     def _prepare(self, scheduled: list[ScheduledRequest]) -> "_StepInputs":
         token_ids, positions, slots, query_start, context_lens, sample_rows = [], [], [], [0], [], []

@@ -27,6 +27,24 @@ class SamplerOutput:
     logprobs: dict[str, dict[int, float]]  # only for requests that asked: sampled + top-n
 
 
+class PendingSample:
+    """A step's sampled tokens, possibly still on their way from the GPU: `result()` waits for them.
+
+    The greedy fast path only queues the argmax and an asynchronous copy to pinned host memory, so the caller
+    can do CPU work while the GPU finishes the step; other paths are computed at once.
+    """
+
+    def __init__(self, output: SamplerOutput | None = None, request_ids=None, host=None, copied=None):
+        self._output, self._request_ids, self._host, self._copied = output, request_ids, host, copied
+
+    def result(self) -> SamplerOutput:
+        if self._output is None:
+            if self._copied is not None:
+                self._copied.synchronize()
+            self._output = SamplerOutput(dict(zip(self._request_ids, self._host.tolist())), {})
+        return self._output
+
+
 class Sampler:
     def __init__(self):
         self._generators: dict[str, torch.Generator] = {}
@@ -36,9 +54,23 @@ class Sampler:
 
     def sample(self, logits: torch.Tensor, requests: list[LLMRequest]) -> SamplerOutput:
         """One token per row; `logits` [num_rows, vocab_size] (row i for requests[i]) is never changed."""
+        return self.sample_async(logits, requests).result()
+
+    def sample_async(self, logits: torch.Tensor, requests: list[LLMRequest]) -> PendingSample:
+        """`sample`, returning before a plain-greedy batch's tokens reach the host (see PendingSample)."""
         request_ids = [r.request_id for r in requests]
         if all(r.is_plain_greedy and len(r.output_token_ids) >= r.sampling.min_tokens for r in requests):
-            return SamplerOutput(dict(zip(request_ids, logits.argmax(dim=-1).tolist())), {})
+            chosen = logits.argmax(dim=-1)
+            if chosen.device.type != "cuda":
+                return PendingSample(request_ids=request_ids, host=chosen)
+            host = torch.empty(chosen.shape, dtype=chosen.dtype, pin_memory=True)
+            host.copy_(chosen, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record()
+            return PendingSample(request_ids=request_ids, host=host, copied=copied)
+        return PendingSample(self._sample_general(logits, requests, request_ids))
+
+    def _sample_general(self, logits: torch.Tensor, requests: list[LLMRequest], request_ids) -> SamplerOutput:
         chosen = self._choose(_processed_logits(logits, requests), requests)
         return SamplerOutput(dict(zip(request_ids, chosen.tolist())), _logprobs(logits, requests, chosen))
 
