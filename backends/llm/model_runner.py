@@ -7,6 +7,7 @@ once, and samples one token for each request whose step reaches its last known t
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -112,6 +113,7 @@ class ModelRunner:
         self.kv_caches, self.kv_scales = self._allocate_kv_caches()
         self.sampler = Sampler()
         self.decode_graphs = None
+        self.warm_up()
         if config.cuda_graph_batch_sizes and self.device.type == "cuda" and self.attention_backend == "triton":
             self.use_decode_graphs(list(config.cuda_graph_batch_sizes))
 
@@ -258,8 +260,36 @@ class ModelRunner:
     @torch.inference_mode()
     def _activation_peak_bytes(self, num_tokens: int, num_sampled: int) -> int:
         """Peak bytes a step of num_tokens tokens (one sequence) allocates beyond the weights, logits of
-        num_sampled rows included. The KV is a one-block dummy the step writes nothing to (slots -1) and whose
-        block every table entry names."""
+        num_sampled rows included (a `_dummy_step`)."""
+        device = self.device
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        self._dummy_step(num_tokens, num_sampled)
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - before
+        torch.cuda.empty_cache()
+        return peak
+
+    @torch.inference_mode()
+    def warm_up(self) -> None:
+        """Compile the Triton kernels for the shapes eager steps take (token counts of 1, multiples of 16 and
+        others, in every M bucket of the FP8 GEMM's tile table) now, so that no request waits on the JIT.
+        Triton keeps what it compiles on disk: a later start only loads it."""
+        if self.device.type != "cuda":
+            return
+        started = time.perf_counter()
+        largest = self.config.max_num_batched_tokens
+        counts = {1, 2, 16, 17, 32, 33, 64, 65, 256, 257, 4096, 4097, largest - 1, largest}
+        for count in sorted(c for c in counts if 0 < c <= largest):
+            self._dummy_step(count, min(count, self.config.max_num_seqs))
+        torch.cuda.synchronize(self.device)
+        torch.cuda.empty_cache()
+        logger.info("warmed up eager step shapes in %.1f s", time.perf_counter() - started)
+
+    def _dummy_step(self, num_tokens: int, num_sampled: int) -> None:
+        """A forward of num_tokens tokens of one sequence and the logits of its last num_sampled rows, over a
+        one-block dummy KV cache that nothing is written to (slots -1) and whose block every table entry names."""
         from kernels.reshape_and_cache import allocate_kv_cache
 
         c = self.model_config
@@ -281,17 +311,9 @@ class ModelRunner:
         )
         token_ids = torch.zeros(num_tokens, dtype=torch.long, device=device)
         positions = torch.arange(num_tokens, device=device) % self.config.max_model_len
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
         hidden = self.model(token_ids, positions, caches, metadata, kv_scales)
         logits = self.model.compute_logits(hidden[-num_sampled:])
         logits.clone().argmax(-1)  # the sampler may work on a copy of the logits
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) - before
-        del hidden, logits, caches, scales, kv_scales
-        torch.cuda.empty_cache()
-        return peak
 
 
 @dataclass
