@@ -50,6 +50,16 @@ def load_responses(path: Path) -> dict[str, FixedResponse]:
     }
 
 
+def save_responses(path: Path, responses: dict[str, FixedResponse]) -> None:
+    """Write `responses` in the format `load_responses` reads."""
+    raw = {
+        encoding: {"body_base64": base64.b64encode(r.body).decode(), "content_type": r.content_type,
+                   "header_length": r.header_length}
+        for encoding, r in responses.items()
+    }
+    path.write_text(json.dumps(raw))
+
+
 def create_app(responses: dict[str, FixedResponse]) -> web.Application:
     async def infer(request: web.Request) -> web.Response:
         await request.read()
