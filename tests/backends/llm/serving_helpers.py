@@ -1,10 +1,12 @@
-"""Helpers for tests of LLM serving: a reference engine, the LLM metrics, tritonclient inputs and streams."""
+"""Helpers for tests of LLM serving: the tiny model served, requests to it, a reference engine, the LLM
+metrics, tritonclient inputs and streams."""
 
 from __future__ import annotations
 
 import json
 import queue
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +18,61 @@ from prometheus_client.parser import text_string_to_metric_families
 from backends.llm.engine import LLMEngine
 from backends.llm.engine_config import EngineConfig
 from backends.llm.sampling_params import SamplingParams
+from tests.server_harness import RunningServer
 
 WAIT_S = 30  # the bound of every wait: a response, a stream item, the engine going idle
+
+
+# -- the tiny model that the serving tests' server (conftest.py) serves ---------------------------
+
+
+MODEL = "tiny"
+MAX_MODEL_LEN = 128
+ENGINE_SETTINGS = {"num_kv_blocks": 64, "block_size": 4, "max_model_len": MAX_MODEL_LEN}
+LABELS = {"model": MODEL, "version": "1"}
+PROMPTS = ["quick brown", "the lazy dog", "a stitch in time", "apple a day", "café naïve"]
+TOO_LONG = "the quick brown fox jumps over the lazy dog " * 40
+LONG = MAX_MODEL_LEN - 12  # more tokens than a client waits for
+GREEDY = {"temperature": 0, "extra_body": {"ignore_eos": True}}  # OpenAI SDK arguments
+
+
+# -- requests to the server ---------------------------------------------------------------------
+
+
+def model_url(server: RunningServer, route: str) -> str:
+    return f"http://{server.http_url}/v2/models/{MODEL}/{route}"
+
+
+def greedy_sampling(max_tokens: int, **fields) -> str:
+    return json.dumps({"max_tokens": max_tokens, "temperature": 0, "ignore_eos": True, **fields})
+
+
+def generate(server: RunningServer, prompt: str, max_tokens: int, **body) -> requests.Response:
+    body = {"text_input": prompt, "sampling_parameters": greedy_sampling(max_tokens), **body}
+    return requests.post(model_url(server, "generate"), json=body, timeout=WAIT_S)
+
+
+def generate_stream(server: RunningServer, body: dict) -> tuple[requests.Response, list[dict]]:
+    response = requests.post(model_url(server, "generate_stream"), json=body, timeout=WAIT_S)
+    events = [json.loads(line[len("data: "):]) for line in response.text.split("\n\n") if line.startswith("data: ")]
+    return response, events
+
+
+def stop_string(text: str) -> str:
+    """Two characters from the second half of `text` (no U+FFFD, which may stand for held-back bytes)."""
+    for start in range(len(text) // 2, len(text) - 1):
+        candidate = text[start : start + 2]
+        if "\ufffd" not in candidate:
+            return candidate
+    raise AssertionError(f"no usable stop string in {text!r}")
+
+
+def chat_prompt_ids(checkpoint: Path, messages: list[dict]) -> list[int]:
+    """The prompt as transformers renders the model's chat template."""
+    from transformers import AutoTokenizer
+
+    rendered = AutoTokenizer.from_pretrained(checkpoint).apply_chat_template(messages, add_generation_prompt=True)
+    return list(rendered["input_ids"] if isinstance(rendered, Mapping) else rendered)
 
 
 # -- the engine alone ---------------------------------------------------------------------------
@@ -93,6 +148,14 @@ def wait_engine_idle(metrics_url: str, labels: dict[str, str]) -> dict[str, floa
 
 def metric_delta(before: dict, after: dict, name: str) -> float:
     return after.get(name, 0) - before.get(name, 0)
+
+
+def server_metrics(server: RunningServer) -> dict[str, float]:
+    return llm_metrics(server.metrics_url, LABELS)
+
+
+def wait_server_idle(server: RunningServer) -> dict[str, float]:
+    return wait_engine_idle(server.metrics_url, LABELS)
 
 
 # -- tritonclient -------------------------------------------------------------------------------

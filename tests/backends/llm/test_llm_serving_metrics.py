@@ -1,0 +1,28 @@
+"""The LLM metrics of one served request: requests, tokens and latencies."""
+
+from __future__ import annotations
+
+from tests.backends.llm.serving_helpers import (
+    PROMPTS,
+    generate_stream,
+    greedy_sampling,
+    metric_delta,
+    wait_server_idle,
+)
+
+
+def test_metrics_count_the_requests_tokens_and_latencies(server, reference):
+    before = wait_server_idle(server)
+    prompt = PROMPTS[4]
+    body = {"text_input": prompt, "sampling_parameters": greedy_sampling(7), "stream": True}
+    _, events = generate_stream(server, body)
+    assert events[-1]["num_output_tokens"] == 7
+    after = wait_server_idle(server)
+    assert metric_delta(before, after, "modelgate_llm_generation_tokens_total") == 7
+    assert metric_delta(before, after, "modelgate_llm_prompt_tokens_total") == len(reference.prompt_ids(prompt))
+    for name in ("time_to_first_token_seconds", "e2e_request_latency_seconds", "queue_time_seconds"):
+        assert metric_delta(before, after, f"modelgate_llm_{name}_count") == 1, name
+    assert metric_delta(before, after, "modelgate_llm_inter_token_latency_seconds_count") == 6
+    assert metric_delta(before, after, "modelgate_llm_time_to_first_token_seconds_sum") > 0
+    assert metric_delta(before, after, "modelgate_llm_prefix_cache_queries") == len(reference.prompt_ids(prompt))
+    assert after["modelgate_llm_num_preemptions"] == 0
