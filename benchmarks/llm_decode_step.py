@@ -11,6 +11,10 @@ every sequence's context. Its floor is those bytes / the read-only memory bandwi
 
     python benchmarks/llm_decode_step.py                      # bf16 and fp8, batch 1 and 64, context 1024
     python benchmarks/llm_decode_step.py --settings fp8 --batches 1 --context 128
+    python benchmarks/llm_decode_step.py --settings fp8 --batches 1 --profile   # + kernels of one graph step
+
+--profile adds, per setting and batch, the kernels of one graph replay (torch.profiler over TIMED_STEPS
+replays): calls per step, microseconds per step, and the step time no kernel was running (launch gaps).
 
 The checkpoint is the one benchmarks/llm_engine_vs_transformers.py builds (built here when missing).
 Without a GPU it says so and exits 0.
@@ -46,7 +50,28 @@ def step_floor_bytes(engine, batch: int, context: int) -> int:
     return weights + embedding_rows + batch * context * kv_per_token
 
 
-def measure(engine, batch: int, context: int, vocab: int) -> dict:
+def print_kernel_profile(graph, graph_ms: float) -> None:
+    """Kernels of one replay of `graph`, grouped by name, longest first; and the time between kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(TIMED_STEPS):
+            graph.replay()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    by_name: dict[str, list[float]] = {}
+    for event in kernels:
+        by_name.setdefault(event.name, []).append(event.device_time)
+    busy_us = sum(sum(times) for times in by_name.values()) / TIMED_STEPS
+    print(f"  kernels of one graph step ({len(kernels) / TIMED_STEPS:.0f} launches, {busy_us:.0f} us busy of "
+          f"{graph_ms * 1e3:.0f} us: {graph_ms * 1e3 - busy_us:.0f} us between kernels)")
+    print(f"  {'calls':>6}{'us/step':>9}{'us/call':>9}  kernel")
+    for name, times in sorted(by_name.items(), key=lambda item: -sum(item[1])):
+        print(f"  {len(times) / TIMED_STEPS:>6.0f}{sum(times) / TIMED_STEPS:>9.1f}{statistics.median(times):>9.2f}"
+              f"  {name[:90]}")
+
+
+def measure(engine, batch: int, context: int, vocab: int, profile: bool = False) -> dict:
     """Fill `batch` sequences to `context` tokens, then time decode steps (engine and graph replay)."""
     from backends.llm.sampling_params import SamplingParams
 
@@ -76,6 +101,8 @@ def measure(engine, batch: int, context: int, vocab: int) -> dict:
             end.synchronize()
             times.append(start.elapsed_time(end))
         graph_ms = statistics.median(times)
+        if profile:
+            print_kernel_profile(graph, graph_ms)
     for request_id in ids:
         engine.abort(request_id)
     return {"engine_ms": statistics.median(step_ms), "graph_ms": graph_ms,
@@ -87,6 +114,7 @@ def main() -> int:
     parser.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=["bf16", "fp8"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 64])
     parser.add_argument("--context", type=int, default=1024)
+    parser.add_argument("--profile", action="store_true", help="print the kernels of one graph step")
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/modelgate-llama3-8b-random"))
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -105,7 +133,7 @@ def main() -> int:
             device="cuda", max_num_seqs=max(args.batches), max_model_len=args.context + TIMED_STEPS + 64,
             max_num_batched_tokens=16384, enable_prefix_caching=False, show_progress=False, **SETTINGS[setting]))
         for batch in args.batches:
-            result = measure(engine, batch, args.context, LLAMA3_8B["vocab_size"])
+            result = measure(engine, batch, args.context, LLAMA3_8B["vocab_size"], args.profile)
             floor_ms = result["bytes"] / (read_bw * 1e9) * 1e3
             rows.append((setting, batch, result, floor_ms))
             print(f"{setting} batch {batch}: engine step {result['engine_ms']:.2f} ms, graph step "

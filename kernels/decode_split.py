@@ -14,9 +14,10 @@ import torch
 
 # The split planner aims at this many programs per SM (enough to hide memory latency and even out the tail)...
 TARGET_PROGRAMS_PER_SM = 4
-# ...and never cuts partitions shorter than this (each partition costs a write and a read of head_dim floats
-# per query head, and the reduce kernel).
-MIN_PARTITION_SIZE = 256
+# ...and never plans partitions shorter than this: one default tile. A partition's partials (head_dim floats
+# per query head: 2 KB at 4 query heads per KV head) are an eighth of the bf16 K/V of a 64-token tile, while
+# every extra tile a program walks costs a dependent round trip to memory (block table, then K/V).
+MIN_PARTITION_SIZE = 64
 # SMs assumed when there is no GPU (CPU tests plan as an H100 SXM would).
 DEFAULT_NUM_SMS = 132
 

@@ -8,8 +8,9 @@ h // (num_heads // num_kv_heads), as torch's enable_gqa does.
   rows of tl.dot (padded to 16), so every K/V tile is read from memory once per group, not once per query head.
 - KV tiles of BLOCK_N tokens are gathered token by token through the block table, so BLOCK_N does not depend
   on the cache's block_size (16, 8, or any other).
-- Split-KV: the context may be cut into partitions of partition_size tokens, one program each; a second
-  kernel combines their (max, sum, unnormalized output) (flash-decoding). `plan_decode_split` picks it when
+- Split-KV: the context may be cut into num_partitions partitions, one program each; a second kernel combines
+  their (max, sum, unnormalized output) (flash-decoding). Each sequence cuts its own context evenly (whole
+  tiles, at most split.partition_size tokens per partition), so short sequences use every partition too. `plan_decode_split` picks it when
   (sequences x KV heads) alone would leave the GPU's SMs short of programs; otherwise one pass writes the
   output directly. A caller that captures CUDA graphs passes a fixed `DecodeSplit` (from max_model_len).
 - FP8 KV (see kernels/reshape_and_cache.py): tiles are converted to q's dtype in registers; the per-token K
@@ -55,6 +56,21 @@ REDUCE_PARTITION_BLOCK = 32
 
 
 @triton.jit
+def _sequence_partitions(context_len, window_start, partition_size, num_partitions, BLOCK_N: tl.constexpr):
+    """(first key, tokens per partition) of one sequence: its visible keys, from the tile holding window_start
+    to context_len, cut evenly into num_partitions whole tiles, at most partition_size tokens each.
+
+    A split is fixed for the longest context (a CUDA graph fixes it for max_model_len), and shorter sequences
+    still spread over every partition instead of over the first few: at batch 1 and context 1024 under a
+    split planned for 8192, 16 programs of one tile each per KV head rather than 4 of four tiles (an H100
+    profile: each tile of a program costs a dependent block-table and K/V round trip).
+    partition_size caps the size, so num_partitions * size covers every context the split covers."""
+    first_key = (window_start // BLOCK_N) * BLOCK_N  # tiles start on BLOCK_N multiples
+    even = tl.cdiv(tl.cdiv(context_len - first_key, num_partitions), BLOCK_N) * BLOCK_N
+    return first_key, tl.minimum(tl.maximum(even, BLOCK_N), partition_size)
+
+
+@triton.jit
 def _paged_decode_kernel(
     out_ptr,  # [num_seqs, num_heads, head_dim] output (single pass), head_dim stride 1
     partial_acc_ptr,  # [num_seqs, num_heads, num_partitions, HEAD_DIM_PAD] float32 (SPLIT), contiguous
@@ -97,9 +113,9 @@ def _paged_decode_kernel(
     window_start = 0
     if HAS_WINDOW:
         window_start = tl.maximum(context_len - sliding_window, 0)
-    # Tiles start on BLOCK_N multiples, so the partition that holds window_start also holds its tile.
-    start = tl.maximum(partition * partition_size, (window_start // BLOCK_N) * BLOCK_N)
-    end = tl.minimum(partition * partition_size + partition_size, context_len)
+    first_key, size = _sequence_partitions(context_len, window_start, partition_size, num_partitions, BLOCK_N)
+    start = first_key + partition * size
+    end = tl.minimum(start + size, context_len)
     if SPLIT:
         if start >= end:
             return  # nothing of this sequence here; the reduce kernel skips the partition the same way
@@ -189,20 +205,20 @@ def _reduce_partitions_kernel(
     if HAS_WINDOW:
         window_start = tl.maximum(context_len - sliding_window, 0)
     # Exactly the partitions the main kernel wrote (each holds at least one visible key).
-    first = ((window_start // BLOCK_N) * BLOCK_N) // partition_size
-    last = tl.minimum(tl.cdiv(context_len, partition_size), num_partitions)
+    first_key, size = _sequence_partitions(context_len, window_start, partition_size, num_partitions, BLOCK_N)
+    last = tl.minimum(tl.cdiv(context_len - first_key, size), num_partitions)
     row = (seq.to(tl.int64) * num_heads + head) * num_partitions
     parts = tl.arange(0, PARTITION_BLOCK)
     dims = tl.arange(0, HEAD_DIM_PAD)
     max_seen = tl.full([PARTITION_BLOCK], float("-inf"), tl.float32)
-    for p0 in range(first, last, PARTITION_BLOCK):
+    for p0 in range(0, last, PARTITION_BLOCK):
         mask = p0 + parts < last
         max_seen = tl.maximum(max_seen, tl.load(partial_max_ptr + row + p0 + parts, mask=mask, other=float("-inf")))
     global_max = tl.max(max_seen, axis=0)
     global_max = tl.where(global_max == float("-inf"), 0.0, global_max)
     total = tl.zeros([PARTITION_BLOCK], tl.float32)
     acc = tl.zeros([PARTITION_BLOCK, HEAD_DIM_PAD], tl.float32)
-    for p0 in range(first, last, PARTITION_BLOCK):
+    for p0 in range(0, last, PARTITION_BLOCK):
         mask = p0 + parts < last
         weight = tl.exp2(tl.load(partial_max_ptr + row + p0 + parts, mask=mask, other=float("-inf")) - global_max)
         total += weight * tl.load(partial_sum_ptr + row + p0 + parts, mask=mask, other=0.0)

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from kernels.fp8_gemm import (
+    DECODE_WIDE_CONFIG,
     PREFILL_CONFIG,
     PREFILL_NARROW_CONFIG,
     Fp8GemmConfig,
@@ -117,6 +118,8 @@ def test_select_config_table():
     assert select_config(1, 4096, 14336).split_k == 3  # 64 tiles on 132 SMs, long K: split
     assert select_config(16, 6144, 4096).split_k == 1
     assert select_config(17, 4096, 4096).block_m == 32 and select_config(64, 4096, 4096).block_m == 64
+    assert select_config(64, 28672, 4096) == DECODE_WIDE_CONFIG  # 448 tiles: two programs per SM
+    assert select_config(64, 6144, 4096).block_k == 256  # 96 tiles: the deep single-program pipeline
     assert select_config(256, 4096, 4096) == Fp8GemmConfig(64, 128, 256, 8, 1, 4, 3)
     assert select_config(256, 28672, 4096) == PREFILL_CONFIG  # 2 x 112 wide tiles fill 132 SMs
     assert select_config(4096, 4096, 4096) == PREFILL_CONFIG

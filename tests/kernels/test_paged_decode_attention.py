@@ -5,6 +5,7 @@ import torch
 
 from backends.llm.attention.torch_paged import TorchPagedAttention
 from kernels.paged_decode_attention import (
+    MIN_PARTITION_SIZE,
     SINGLE_PASS,
     DecodeConfig,
     DecodeSplit,
@@ -26,6 +27,8 @@ from tests.kernels.kernel_checks import poisoned_outputs, relative_error
 # Small tiles so that a 70-token context spans several tiles and partitions.
 SMALL = DecodeConfig(block_n=16, num_warps=4, num_stages=1)
 SPLIT_32 = DecodeSplit(num_partitions=3, partition_size=32)  # covers contexts up to 96
+# More partitions than the shorter contexts have tiles: each sequence cuts its own context evenly.
+SPLIT_8 = DecodeSplit(num_partitions=8, partition_size=16)
 
 
 def query_dtype(cache_dtype):
@@ -70,6 +73,8 @@ def test_dtypes_and_gqa_groups(dev, cache_dtype, num_kv_heads):
         (FP8_DTYPE, 2, 8, 20, SINGLE_PASS),
         (FP8_DTYPE, 1, 16, 20, SPLIT_32),
         (FP8_DTYPE, 4, 8, None, SPLIT_32),
+        (torch.float32, 2, 16, 20, SPLIT_8),
+        (FP8_DTYPE, 2, 16, None, SPLIT_8),
     ],
 )
 def test_windows_block_sizes_and_splits(dev, cache_dtype, num_kv_heads, block_size, window, split):
@@ -91,7 +96,7 @@ def test_split_equals_single_pass(dev):
     q = torch.randn((4, 4, 64), generator=generator).to(dev)
     args = (q, cache.kv_cache, cache.block_tables, cache.context_lens, 70)
     single = paged_decode_attention(*args, split=SINGLE_PASS, config=SMALL)
-    for split in (DecodeSplit(5, 16), DecodeSplit(2, 48), DecodeSplit(1, 0)):
+    for split in (DecodeSplit(5, 16), DecodeSplit(2, 48), SPLIT_8, DecodeSplit(1, 0)):
         assert relative_error(paged_decode_attention(*args, split=split, config=SMALL), single) < 1e-6
 
 
@@ -180,9 +185,9 @@ def test_split_plan():
     assert plan_decode_split(16, 8, 4096, 64, sms=132) == DecodeSplit(4, 1024)
     # A small batch with a long context: 33 wanted, rounded to 64-token tiles.
     assert plan_decode_split(2, 8, 32768, 64, sms=132) == DecodeSplit(32, 1024)
-    assert plan_decode_split(1, 8, 300, 64, sms=132) == SINGLE_PASS  # too short to cut
+    assert plan_decode_split(1, 8, 100, 64, sms=132) == SINGLE_PASS  # too short to cut
     plan = plan_decode_split(1, 1, 1000, 64, sms=132)
-    assert plan.num_partitions * plan.partition_size >= 1000 and plan.partition_size >= 256
+    assert plan.num_partitions * plan.partition_size >= 1000 and plan.partition_size >= MIN_PARTITION_SIZE
 
 
 def _arguments(dev, **changes):

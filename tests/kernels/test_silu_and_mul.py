@@ -67,8 +67,9 @@ def test_fp8_output_is_the_per_token_quantization(num_tokens, dtype, dev):
 
 
 def test_row_walk_over_several_tiles(monkeypatch, dev):
-    # At Llama 3 8B (I = 14336) the FP8 path walks a row in 7 tiles of 2048 and the plain path spreads it over
-    # 14 programs: the same with tiles of 32 columns over I = 100 (a partial last tile), one row per program.
+    # Rows past MAX_SINGLE_TILE walk in BLOCK_FP8 tiles (FP8) and the plain path spreads a row over programs
+    # (14 at Llama 3 8B): the same with tiles of 32 columns over I = 100 (a partial last tile), one row each.
+    monkeypatch.setattr(silu_module, "MAX_SINGLE_TILE", 32)
     monkeypatch.setattr(silu_module, "BLOCK_FP8", 32)
     monkeypatch.setattr(silu_module, "BLOCK_PLAIN", 32)
     monkeypatch.setattr(silu_module, "TILE_ELEMENTS", 32)
