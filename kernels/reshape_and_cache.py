@@ -46,6 +46,21 @@ CACHE_DTYPES = (torch.bfloat16, torch.float16, torch.float32, FP8_DTYPE)
 
 
 @triton.jit
+def fp8_head_scales(amax, FP8_MAX: tl.constexpr, MIN_SCALE: tl.constexpr):
+    """[heads] float32 amax |x| of each head vector -> its FP8 scale, max(amax / FP8_MAX, MIN_SCALE) (IEEE division).
+
+    Shared with the fused rotary KV write (kernels/rotary_reshape_and_cache.py) so both write the same format.
+    """
+    return tl.maximum(tl.div_rn(amax, FP8_MAX), MIN_SCALE)
+
+
+@triton.jit
+def quantize_heads(x, scales, FP8_MAX: tl.constexpr, ROUND_IN_FP32: tl.constexpr):
+    """x [heads, dims] float32, scales [heads] -> x / scales as saturated e4m3 (round to nearest even)."""
+    return to_e4m3(tl.div_rn(x, scales[:, None]), FP8_MAX, ROUND_IN_FP32)
+
+
+@triton.jit
 def _reshape_and_cache_kernel(
     key_ptr,  # [num_tokens, num_kv_heads, head_dim] new keys (bf16/fp16/fp32), head_dim stride 1
     value_ptr,  # [num_tokens, num_kv_heads, head_dim] new values, head_dim stride 1
@@ -91,10 +106,10 @@ def _reshape_and_cache_kernel(
         head_mask = heads < NUM_KV_HEADS
         key = key.to(tl.float32)
         value = value.to(tl.float32)
-        key_scale = tl.maximum(tl.div_rn(tl.max(tl.abs(key), axis=1), FP8_MAX), MIN_SCALE)  # [HEADS_PAD]
-        value_scale = tl.maximum(tl.div_rn(tl.max(tl.abs(value), axis=1), FP8_MAX), MIN_SCALE)
-        key_q = to_e4m3(tl.div_rn(key, key_scale[:, None]), FP8_MAX, ROUND_IN_FP32)
-        value_q = to_e4m3(tl.div_rn(value, value_scale[:, None]), FP8_MAX, ROUND_IN_FP32)
+        key_scale = fp8_head_scales(tl.max(tl.abs(key), axis=1), FP8_MAX, MIN_SCALE)  # [HEADS_PAD]
+        value_scale = fp8_head_scales(tl.max(tl.abs(value), axis=1), FP8_MAX, MIN_SCALE)
+        key_q = quantize_heads(key, key_scale, FP8_MAX, ROUND_IN_FP32)
+        value_q = quantize_heads(value, value_scale, FP8_MAX, ROUND_IN_FP32)
         tl.store(k_cache_ptr + cache_offsets, key_q, mask=mask)
         tl.store(v_cache_ptr + cache_offsets, value_q, mask=mask)
         tl.store(k_scale_ptr + scale_offsets, key_scale, mask=head_mask)
@@ -121,7 +136,7 @@ def reshape_and_cache(
     as long as head_dim is contiguous. Raises ValueError on a shape, dtype, stride or device mismatch.
     """
     what = "reshape_and_cache"
-    _check_arguments(key, value, kv_cache, slot_mapping, kv_scales, what)
+    check_write_arguments(key, value, kv_cache, slot_mapping, kv_scales, what)
     check_launchable(_reshape_and_cache_kernel, what, key, value, kv_cache, slot_mapping)
     num_tokens, num_kv_heads, head_dim = key.shape
     if num_tokens == 0:
@@ -146,7 +161,8 @@ def reshape_and_cache(
     )
 
 
-def _check_arguments(key, value, kv_cache, slot_mapping, kv_scales, what: str) -> None:
+def check_write_arguments(key, value, kv_cache, slot_mapping, kv_scales, what: str) -> None:
+    """Raise ValueError naming the argument unless key, value, the cache and slot_mapping fit the KV write."""
     if key.dim() != 3 or value.shape != key.shape:
         raise ValueError(
             f"{what}: key and value must both be [num_tokens, num_kv_heads, head_dim], "

@@ -25,6 +25,19 @@ TILE_ELEMENTS = 4096  # BLOCK_T * Q_HEADS_PAD * HEAD_DIM: tokens per program = T
 
 
 @triton.jit
+def rotated_halves(x_ptr, first, mask, cos, sin, HALF: tl.constexpr, ROUND_IN_FP32: tl.constexpr):
+    """The rotated halves (x1', x2') of the head vectors whose first halves start at x_ptr + first, in x's dtype.
+
+    Any block shape: first/mask are offsets/mask of the first halves, cos/sin broadcast against them. Also the
+    fused KV write's rotation (kernels/rotary_reshape_and_cache.py): one definition keeps both bit-identical.
+    """
+    x1 = tl.load(x_ptr + first, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(x_ptr + first + HALF, mask=mask, other=0.0).to(tl.float32)
+    dtype = x_ptr.dtype.element_ty
+    return to_output(x1 * cos - x2 * sin, dtype, ROUND_IN_FP32), to_output(x2 * cos + x1 * sin, dtype, ROUND_IN_FP32)
+
+
+@triton.jit
 def _rotate_heads(
     x_ptr, tokens, token_mask, stride_token, stride_head, cos, sin,
     NUM_HEADS: tl.constexpr, HEADS_PAD: tl.constexpr, HALF: tl.constexpr, HALF_PAD: tl.constexpr,
@@ -34,16 +47,10 @@ def _rotate_heads(
     heads = tl.arange(0, HEADS_PAD)
     dims = tl.arange(0, HALF_PAD)
     mask = token_mask[:, None, None] & (heads < NUM_HEADS)[None, :, None] & (dims < HALF)[None, None, :]
-    first = x_ptr + tokens[:, None, None] * stride_token + heads[None, :, None] * stride_head + dims[None, None, :]
-    x1 = tl.load(first, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(first + HALF, mask=mask, other=0.0).to(tl.float32)
-    cos = cos[:, None, :]
-    sin = sin[:, None, :]
-    out1 = x1 * cos - x2 * sin
-    out2 = x2 * cos + x1 * sin
-    dtype = x_ptr.dtype.element_ty
-    tl.store(first, to_output(out1, dtype, ROUND_IN_FP32), mask=mask)
-    tl.store(first + HALF, to_output(out2, dtype, ROUND_IN_FP32), mask=mask)
+    first = tokens[:, None, None] * stride_token + heads[None, :, None] * stride_head + dims[None, None, :]
+    out1, out2 = rotated_halves(x_ptr, first, mask, cos[:, None, :], sin[:, None, :], HALF, ROUND_IN_FP32)
+    tl.store(x_ptr + first, out1, mask=mask)
+    tl.store(x_ptr + first + HALF, out2, mask=mask)
 
 
 @triton.jit
@@ -99,7 +106,8 @@ def _check_heads(t: torch.Tensor, name: str, num_tokens: int, head_dim: int, wha
         raise ValueError(f"{what}: {name} needs a contiguous head_dim (stride 1), got strides {t.stride()}")
 
 
-def _check_arguments(q, k, positions, cos, sin, what: str) -> None:
+def check_rotary_arguments(q, k, positions, cos, sin, what: str) -> None:
+    """Raise ValueError naming the argument unless q, k, positions, cos and sin fit rotary_embedding."""
     if q.dim() != 3:
         raise ValueError(f"{what}: q must be [num_tokens, num_heads, head_dim], got shape {tuple(q.shape)}")
     num_tokens, _, head_dim = q.shape
@@ -140,7 +148,7 @@ def rotary_embedding(
     device mismatch.
     """
     what = "rotary_embedding"
-    _check_arguments(q, k, positions, cos, sin, what)
+    check_rotary_arguments(q, k, positions, cos, sin, what)
     check_launchable(_rotary_embedding_kernel, what, q, k, positions, cos, sin)
     num_tokens, num_q_heads, head_dim = q.shape
     num_kv_heads = k.shape[1]

@@ -1,7 +1,8 @@
 """Attention over the paged KV cache with the Triton kernels in kernels/: the GPU implementation.
 
 Same contract as `TorchPagedAttention.forward` (the reference it is tested against): write the step's K/V
-into the cache (`kernels.reshape_and_cache`), then
+into the cache (`kernels.reshape_and_cache`; with a `rotation`, `kernels.rotary_reshape_and_cache`, which also
+applies the rotary embedding to q and k on the way, one launch instead of two), then
 - a decode-only step (one query per sequence) runs `kernels.paged_decode_attention` (split-KV when the
   batch alone would leave SMs idle);
 - any other step runs `kernels.prefill_attention` once for every sequence: fresh prefills, chunks over a
@@ -25,13 +26,19 @@ from __future__ import annotations
 import torch
 
 from backends.llm.attention.metadata import AttentionMetadata
+from backends.llm.models.rotary import Rotation
 from kernels.fp8_quant import HAS_TRITON, is_interpreted
 from kernels.paged_decode_attention import paged_decode_attention
 from kernels.prefill_attention import _prefill_attention_kernel, prefill_attention
 from kernels.reshape_and_cache import reshape_and_cache
+from kernels.rotary_reshape_and_cache import rotary_reshape_and_cache
 
 
 class TritonPagedAttention:
+    # Whether the model may hand the rotary embedding to forward (`rotation`) instead of applying it first;
+    # set False on an instance for the unfused path (two launches), e.g. to compare the two.
+    fuses_rotary: bool = True
+
     def __init__(
         self,
         num_heads: int,
@@ -57,8 +64,16 @@ class TritonPagedAttention:
         kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_dim], q's dtype
         metadata: AttentionMetadata,
         kv_scales: torch.Tensor | None = None,  # [2, num_blocks, block_size, num_kv_heads] float32, FP8 cache only
+        rotation: Rotation | None = None,
     ) -> torch.Tensor:  # [num_tokens, num_heads, head_dim]
-        reshape_and_cache(k, v, kv_cache, metadata.slot_mapping, kv_scales)
+        """Attention of the step's queries; q and k are rotated already, or by the KV write when `rotation` is
+        given: q is then rotated in place, k only in the cache (attention reads K from there, nothing else
+        reads k), with the bits of rotary_embedding followed by reshape_and_cache."""
+        if rotation is None:
+            reshape_and_cache(k, v, kv_cache, metadata.slot_mapping, kv_scales)
+        else:
+            rotary_reshape_and_cache(q, k, v, kv_cache, metadata.slot_mapping, rotation.positions, rotation.cos,
+                                     rotation.sin, kv_scales)
         if metadata.is_decode_only:
             return self._decode(q, kv_cache, metadata, kv_scales)
         return self._prefill(q, kv_cache, metadata, kv_scales)

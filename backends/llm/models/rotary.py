@@ -4,11 +4,16 @@ Where kernels run (CUDA, or the CPU under TRITON_INTERPRET=1, decided once at co
 device) and the model asks for them (`use_kernel`, see llama.wants_kernels), RotaryEmbedding rotates q and k
 in place with `kernels.rotary_embedding` (one read and one write of each element, no new tensors);
 elsewhere `_rotate` below, the kernel's reference, returns new tensors.
+
+When it uses the kernel, the rotation can instead be fused into the attention's KV write
+(`kernels.rotary_reshape_and_cache`, one launch fewer per layer): `rotation(positions)` hands out what that
+kernel needs, and the model then does not call the RotaryEmbedding itself (see llama.Attention).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -52,6 +57,14 @@ def _kernel_for(device: torch.device):
     return module.rotary_embedding if module.can_run_on(device) else None
 
 
+class Rotation(NamedTuple):
+    """A RotaryEmbedding's rotation of one step, for a kernel that applies it itself (fused into the KV write)."""
+
+    positions: torch.Tensor  # [num_tokens] int64
+    cos: torch.Tensor  # [max_positions, head_dim // 2] float32
+    sin: torch.Tensor  # [max_positions, head_dim // 2] float32
+
+
 class RotaryEmbedding(torch.nn.Module):
     """Applies rotary embedding to q and k at given positions; cos/sin are cached up to max_positions."""
 
@@ -75,6 +88,15 @@ class RotaryEmbedding(torch.nn.Module):
         cos = self.cos[positions].unsqueeze(1)
         sin = self.sin[positions].unsqueeze(1)
         return _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+    def rotation(self, positions: torch.Tensor) -> Rotation | None:
+        """The rotation at positions ([num_tokens] int64) for a fused kernel to apply, or None when this
+        RotaryEmbedding rotates with torch (no kernel here, or the model chose the torch code): then call it.
+
+        Fused only where the kernel would run anyway, so that fusing never changes which math runs."""
+        if self.kernel is None:
+            return None
+        return Rotation(positions, self.cos, self.sin)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

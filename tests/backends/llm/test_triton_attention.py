@@ -17,6 +17,7 @@ if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
 
 import pytest  # noqa: E402
 
+import backends.llm.attention.triton_paged as triton_paged  # noqa: E402
 from backends.llm.attention.torch_paged import TorchPagedAttention  # noqa: E402
 from backends.llm.attention.triton_paged import TritonPagedAttention  # noqa: E402
 from backends.llm.engine_config import EngineConfig  # noqa: E402
@@ -49,10 +50,11 @@ CASES = [
 ]
 
 
-def _runner(directory, backend: str) -> ModelRunner:
+def _runner(directory, backend: str, dtype: str = "float32", kv_cache_dtype: str = "auto") -> ModelRunner:
     config = DecoderConfig.from_file(directory / "config.json")
-    settings = RunnerConfig(device=DEVICE, dtype="float32", num_kv_blocks=NUM_BLOCKS, block_size=BLOCK_SIZE,
-                            max_model_len=64, show_progress=False, attention_backend=backend)
+    settings = RunnerConfig(device=DEVICE, dtype=dtype, num_kv_blocks=NUM_BLOCKS, block_size=BLOCK_SIZE,
+                            max_model_len=64, show_progress=False, attention_backend=backend,
+                            kv_cache_dtype=kv_cache_dtype)
     return ModelRunner(directory, config, settings)
 
 
@@ -76,7 +78,8 @@ def _run_schedule(runner: ModelRunner, prompts: dict[str, list[int]]) -> list[di
         inputs = runner._prepare(items)
         assert inputs.metadata.is_decode_only == all(end - start == 1 for _, start, end in step)
         with torch.inference_mode():
-            hidden = runner.model(inputs.token_ids, inputs.positions, runner.kv_caches, inputs.metadata)
+            hidden = runner.model(inputs.token_ids, inputs.positions, runner.kv_caches, inputs.metadata,
+                                  runner.kv_scales)
             logits = runner.model.compute_logits(hidden).cpu()
         bounds = inputs.metadata.query_start_cpu
         steps.append({name: logits[bounds[i]:bounds[i + 1]] for i, (name, _, _) in enumerate(step)})
@@ -108,6 +111,49 @@ def test_triton_attention_logits_equal_torch_and_transformers(tmp_path, architec
                     rows.update({start + j: logits[name][j] for j in range(end - start)})
         got = torch.stack([rows[p] for p in range(len(tokens))])
         torch.testing.assert_close(got, expected, atol=2e-4, rtol=1e-4, msg=lambda m, n=name: f"request {n}: {m}")
+
+
+def _count_launches(runner: ModelRunner, monkeypatch) -> dict[str, int]:
+    """Calls of the separate rotary kernel and of the fused rotary KV write while `runner` runs."""
+    counts = {"rotary": 0, "fused": 0}
+    rotary_kernel, fused_write = runner.model.rotary.kernel, triton_paged.rotary_reshape_and_cache
+
+    def rotary(*args):
+        counts["rotary"] += 1
+        return rotary_kernel(*args)
+
+    def fused(*args):
+        counts["fused"] += 1
+        return fused_write(*args)
+
+    runner.model.rotary.kernel = rotary
+    monkeypatch.setattr(triton_paged, "rotary_reshape_and_cache", fused)
+    return counts
+
+
+@pytest.mark.parametrize("dtype, kv_cache_dtype", [("float32", "auto"), ("bfloat16", "auto"), ("bfloat16", "fp8")])
+def test_fused_rotary_kv_write_gives_the_unfused_logits_bit_for_bit(tmp_path, monkeypatch, dtype, kv_cache_dtype):
+    """The Triton attention rotates q and k in its KV write (one launch per layer instead of two): logits and
+    cache equal those of the rotary kernel followed by reshape_and_cache, exactly, through every kind of step."""
+    directory = save_random_checkpoint("LlamaForCausalLM", tmp_path)
+    prompts = _prompts()
+    fused, unfused = (_runner(directory, "triton", dtype, kv_cache_dtype) for _ in range(2))
+    for layer in unfused.model.layers:
+        layer.self_attn.attention_impl.fuses_rotary = False
+    fused_counts = _count_launches(fused, monkeypatch)
+    fused_steps = _run_schedule(fused, prompts)
+    unfused_counts = _count_launches(unfused, monkeypatch)
+    unfused_steps = _run_schedule(unfused, prompts)
+    layer_steps = len(SCHEDULE) * len(fused.model.layers)
+    assert fused_counts == {"rotary": 0, "fused": layer_steps}
+    assert unfused_counts == {"rotary": layer_steps, "fused": 0}
+    for index, (got, expected) in enumerate(zip(fused_steps, unfused_steps)):
+        for name in expected:
+            assert torch.equal(got[name], expected[name]), f"step {index}, request {name}"
+    for got, expected in zip(fused.kv_caches, unfused.kv_caches):
+        assert torch.equal(got.view(torch.uint8), expected.view(torch.uint8))
+    for got, expected in zip(fused.kv_scales or [], unfused.kv_scales or []):
+        assert torch.equal(got, expected)
 
 
 def test_attention_backend_selection(tmp_path):
