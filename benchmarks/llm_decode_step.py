@@ -14,7 +14,8 @@ every sequence's context. Its floor is those bytes / the read-only memory bandwi
     python benchmarks/llm_decode_step.py --settings fp8 --batches 1 --profile   # + kernels of one graph step
 
 --profile adds, per setting and batch, the kernels of one graph replay (torch.profiler over TIMED_STEPS
-replays): calls per step, microseconds per step, and the step time no kernel was running (launch gaps).
+replays): calls per step, microseconds per step, and the step time no kernel was running (launch gaps); and
+the host and device operations of ten engine.step() calls (what the engine adds to the replay).
 
 The checkpoint is the one benchmarks/llm_engine_vs_transformers.py builds (built here when missing).
 Without a GPU it says so and exits 0.
@@ -71,11 +72,23 @@ def print_kernel_profile(graph, graph_ms: float) -> None:
               f"  {name[:90]}")
 
 
+def print_engine_step_profile(engine, steps: int = 10) -> None:
+    """Host and device activity of `steps` engine.step() calls: where the time outside the graph replay goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            engine.step()
+        torch.cuda.synchronize()
+    print(f"  engine.step() x {steps}, by host time (ms are totals over the {steps} steps)")
+    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25, max_name_column_width=60))
+
+
 def measure(engine, batch: int, context: int, vocab: int, profile: bool = False) -> dict:
     """Fill `batch` sequences to `context` tokens, then time decode steps (engine and graph replay)."""
     from backends.llm.sampling_params import SamplingParams
 
-    sampling = SamplingParams(max_tokens=TIMED_STEPS + 8, temperature=0, ignore_eos=True)
+    sampling = SamplingParams(max_tokens=TIMED_STEPS + 20, temperature=0, ignore_eos=True)
     ids = [f"b{batch}-{i}-{time.monotonic_ns()}" for i in range(batch)]
     for request_id, prompt in zip(ids, prompts(batch, context, vocab)):
         engine.add_request(request_id, prompt, sampling)
@@ -88,6 +101,8 @@ def measure(engine, batch: int, context: int, vocab: int, profile: bool = False)
         started = time.perf_counter()
         engine.step()
         step_ms.append((time.perf_counter() - started) * 1e3)
+    if profile:
+        print_engine_step_profile(engine)
     graphs = engine.runner.decode_graphs
     graph_ms = None
     if graphs is not None and graphs.supports(batch):

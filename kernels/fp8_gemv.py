@@ -3,13 +3,24 @@
 The tensor-core GEMM (kernels/fp8_gemm.py) pads one token to a 16-row tile and, with 64-column tiles, gives
 qkv and o fewer programs than the H100 has SMs: it read their weights at 36-45% of the memory bandwidth.
 Here every program reduces BLOCK_N weight rows over a slice of K with CUDA-core FMAs, and K is split so that
-there are about `programs_per_sm` programs per SM (partials summed in a fixed order: deterministic).
+there are about `programs_per_sm` programs per SM.
 
     out[n] = w_scale[n] * sum_k w[n, k] * x[k]  (* x_scale when x is FP8)  (+ bias[n])
 
 x is the token's activations in bf16/fp16/fp32 (no quantization: more exact than the GEMM's per-token FP8,
 and one launch fewer) or already FP8 with its per-token scale (a fused norm's output).
-`fp8_gemv_reference` is the plain-torch version.
+
+Split-K is reduced inside the same launch ("serial split-K"), not by a second kernel (a ~1.6 us launch per
+linear in a CUDA-graph decode step): every program stores its fp32 partial sums, then increments its row
+block's int32 counter; the program that arrives last (count == SPLIT_K - 1) sums the SPLIT_K partials in the
+fixed order 0..SPLIT_K-1 (deterministic, whichever program came last), applies the scales and bias, writes the
+output and sets the counter back to 0. The counters (`split_k_counters`) are one zeroed buffer per device
+that every launch leaves zeroed again.
+
+With silu_and_mul=True the weight is a fused gate | up projection [2 * I, K]: each program reduces BLOCK_N gate
+rows n and the up rows n + I, and the epilogue writes silu(gate) * up, [1, I] (the Llama MLP's activation at
+one token, without the [1, 2 * I] round trip and the activation kernel's launch).
+`fp8_gemv_reference` is the plain-torch version (with silu_and_mul: kernels.silu_and_mul's reference of it).
 """
 
 from __future__ import annotations
@@ -18,14 +29,17 @@ from typing import NamedTuple
 
 import torch
 
-from kernels.fp8_gemm import _split_k_reduce_kernel, num_sms_of
+from kernels.fp8_gemm import num_sms_of
 from kernels.fp8_quant import FP8_DTYPE, SOURCE_DTYPES, check_launchable, is_interpreted, tl, to_output, triton
 
 MAX_SPLIT_K = 16
+# Counters per device: one per row block of a split launch. 2^16 covers N up to 1M rows at block_n = 16
+# (Llama 3 70B's gate_up: 57344 rows, 3584 blocks) for 256 KB of device memory.
+NUM_COUNTERS = 1 << 16
 
 
 class GemvConfig(NamedTuple):
-    block_n: int = 16  # weight rows per program
+    block_n: int = 16  # weight rows per program (gate rows, each with its up row, under silu_and_mul)
     block_k: int = 512  # bytes of each row per step: 8 KB of weights per step and program
     num_warps: int = 8
     programs_per_sm: int = 4  # K is split until the grid has this many programs per SM
@@ -35,16 +49,61 @@ DEFAULT_CONFIG = GemvConfig()
 
 
 @triton.jit
+def _linear_epilogue(acc, rows, row_mask, x_scale_ptr, w_scale_ptr, bias_ptr,
+                     X_IS_FP8: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """Sums over all of K -> the linear's fp32 output: x_scale, then w_scale, then bias (the reference's order)."""
+    if X_IS_FP8:
+        acc = acc * tl.load(x_scale_ptr)
+    acc = acc * tl.load(w_scale_ptr + rows, mask=row_mask, other=0.0)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
+    return acc
+
+
+@triton.jit
+def _write_output(acc, acc_up, rows, row_mask, N_OUT, x_scale_ptr, w_scale_ptr, bias_ptr, out_ptr,
+                  X_IS_FP8: tl.constexpr, HAS_BIAS: tl.constexpr, SILU_AND_MUL: tl.constexpr,
+                  ROUND_IN_FP32: tl.constexpr):
+    out_ty = out_ptr.dtype.element_ty
+    y = _linear_epilogue(acc, rows, row_mask, x_scale_ptr, w_scale_ptr, bias_ptr, X_IS_FP8, HAS_BIAS)
+    if SILU_AND_MUL:
+        # gate and up rounded to the output dtype, then silu and the product each rounded: the unfused path
+        # (this GEMV's [1, 2I] output, then kernels/silu_and_mul.py) computes exactly these values.
+        up = _linear_epilogue(acc_up, rows + N_OUT, row_mask, x_scale_ptr, w_scale_ptr, bias_ptr, X_IS_FP8, HAS_BIAS)
+        gate = to_output(y, out_ty, ROUND_IN_FP32).to(tl.float32)
+        up = to_output(up, out_ty, ROUND_IN_FP32).to(tl.float32)
+        silu = to_output(tl.div_rn(gate, 1.0 + tl.exp(-gate)), out_ty, ROUND_IN_FP32).to(tl.float32)
+        y = silu * up
+    tl.store(out_ptr + rows, to_output(y, out_ty, ROUND_IN_FP32), mask=row_mask)
+
+
+@triton.jit
+def _sum_partials(p_ptrs, row_mask, N, SPLIT_K: tl.constexpr):
+    """Sum of the SPLIT_K partials [SPLIT_K, N] at p_ptrs (this row block), in split order."""
+    acc = tl.zeros(p_ptrs.shape, tl.float32)
+    for s in tl.static_range(SPLIT_K):
+        # .cg: read from L2, the point of coherence, not L1: other SMs wrote these partials, and the L1 of this
+        # SM is not coherent with their stores; an L1 line of these addresses cached earlier would be stale.
+        # (Each partial is read once: L1 would not help anyway.)
+        acc += tl.load(p_ptrs + s * N, mask=row_mask, other=0.0, cache_modifier=".cg")
+    return acc
+
+
+@triton.jit
 def _fp8_gemv_kernel(
     x_ptr,  # [K] activations (X_IS_FP8: e4m3)
     x_scale_ptr,  # [1] float32 (X_IS_FP8)
-    w_ptr,  # [N, K] float8_e4m3fn, unit column stride
+    w_ptr,  # [N, K] float8_e4m3fn, unit column stride; SILU_AND_MUL: N = 2 * N_OUT, gate rows then up rows
     w_scale_ptr,  # [N] float32
     bias_ptr,  # [N] (HAS_BIAS)
-    out_ptr,  # SPLIT_K == 1: [N] output; else [SPLIT_K, N] float32 partials
-    N, K, stride_w, k_per_split,
+    out_ptr,  # [N_OUT] output
+    partials_ptr,  # [SPLIT_K, N] float32 partial sums (SPLIT_K > 1)
+    counters_ptr,  # [cdiv(N_OUT, BLOCK_N)] int32, 0 at launch; left 0 (SPLIT_K > 1)
+    N_OUT,  # output columns: N, or N / 2 with SILU_AND_MUL
+    K, stride_w, k_per_split,
     X_IS_FP8: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    SILU_AND_MUL: tl.constexpr,  # out[n] = silu(row n) * row (n + N_OUT), rounded like kernels/silu_and_mul.py
     SPLIT_K: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -53,27 +112,48 @@ def _fp8_gemv_kernel(
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_mask = rows < N
+    row_mask = rows < N_OUT
     k_start = pid_k * k_per_split
     k_end = tl.minimum(k_start + k_per_split, K)
     cols = tl.arange(0, BLOCK_K)
     w_rows = w_ptr + rows.to(tl.int64)[:, None] * stride_w
+    up_rows = w_ptr + (rows + N_OUT).to(tl.int64)[:, None] * stride_w
     acc = tl.zeros([BLOCK_N], tl.float32)
+    acc_up = tl.zeros([BLOCK_N], tl.float32)
     for k0 in range(k_start, k_end, BLOCK_K):
         k = k0 + cols
         k_mask = k < k_end
-        w = tl.load(w_rows + k[None, :], mask=row_mask[:, None] & k_mask[None, :], other=0.0).to(tl.float32)
+        w_mask = row_mask[:, None] & k_mask[None, :]
+        w = tl.load(w_rows + k[None, :], mask=w_mask, other=0.0).to(tl.float32)
         x = tl.load(x_ptr + k, mask=k_mask, other=0.0).to(tl.float32)
         acc += tl.sum(w * x[None, :], axis=1)
-    if X_IS_FP8:
-        acc = acc * tl.load(x_scale_ptr)
+        if SILU_AND_MUL:
+            w_up = tl.load(up_rows + k[None, :], mask=w_mask, other=0.0).to(tl.float32)
+            acc_up += tl.sum(w_up * x[None, :], axis=1)
     if SPLIT_K == 1:
-        acc = acc * tl.load(w_scale_ptr + rows, mask=row_mask, other=0.0)
-        if HAS_BIAS:
-            acc += tl.load(bias_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
-        tl.store(out_ptr + rows, to_output(acc, out_ptr.dtype.element_ty, ROUND_IN_FP32), mask=row_mask)
+        _write_output(acc, acc_up, rows, row_mask, N_OUT, x_scale_ptr, w_scale_ptr, bias_ptr, out_ptr,
+                      X_IS_FP8, HAS_BIAS, SILU_AND_MUL, ROUND_IN_FP32)
     else:
-        tl.store(out_ptr + pid_k * N + rows, acc, mask=row_mask)
+        N = 2 * N_OUT if SILU_AND_MUL else N_OUT
+        p_ptrs = partials_ptr + rows
+        tl.store(p_ptrs + pid_k * N, acc, mask=row_mask)
+        if SILU_AND_MUL:
+            tl.store(p_ptrs + N_OUT + pid_k * N, acc_up, mask=row_mask)
+        # Every thread's partial stores must happen before the counter increment, which Triton issues from one
+        # thread (tid 0) for the program: the barrier orders them within the program, the increment's release
+        # (atomic_add is acq_rel, gpu scope) publishes them to the program that sees the last count, whose
+        # acquire (then the barrier that broadcasts the count) orders its reads of the partials after them.
+        tl.debug_barrier()
+        count = tl.atomic_add(counters_ptr + pid_n, 1)
+        if count == SPLIT_K - 1:  # the others have all stored theirs (the interpreter: pid_k == SPLIT_K - 1)
+            acc = _sum_partials(p_ptrs, row_mask, N, SPLIT_K)
+            if SILU_AND_MUL:
+                acc_up = _sum_partials(p_ptrs + N_OUT, row_mask, N, SPLIT_K)
+            _write_output(acc, acc_up, rows, row_mask, N_OUT, x_scale_ptr, w_scale_ptr, bias_ptr, out_ptr,
+                          X_IS_FP8, HAS_BIAS, SILU_AND_MUL, ROUND_IN_FP32)
+            # Nobody touches this counter again in this launch (all SPLIT_K programs have counted): the next
+            # launch, or CUDA-graph replay, starts from 0.
+            tl.store(counters_ptr + pid_n, 0)
 
 
 def plan_split_k(N: int, K: int, num_sms: int, config: GemvConfig = DEFAULT_CONFIG) -> int:
@@ -84,6 +164,34 @@ def plan_split_k(N: int, K: int, num_sms: int, config: GemvConfig = DEFAULT_CONF
     return max(1, min(MAX_SPLIT_K, wanted, K // (2 * config.block_k)))
 
 
+# device -> int32 [NUM_COUNTERS], all 0 between launches. Never replaced nor freed: CUDA graphs captured
+# with a launch keep its address.
+_COUNTERS: dict[torch.device, torch.Tensor] = {}
+
+
+def split_k_counters(device: torch.device) -> torch.Tensor:
+    """The split-K counters of `device`: int32 [NUM_COUNTERS], zero between fp8_gemv launches.
+
+    Created (torch.zeros) by the first split call on the device, which must not be inside a CUDA-graph capture:
+    a buffer made there would come from the graph's private pool and stay unzeroed until the first replay
+    (the capture records the fill, it does not run it). The model runner's eager warm-up (and the eager run
+    before each capture) creates it; a first call during capture raises RuntimeError instead of capturing a
+    broken launch. Call this once before capturing to be independent of that.
+
+    One buffer per device, shared by all streams: launches that use it must not overlap, i.e. fp8_gemv runs on
+    one stream per device (the engine's, whose graphs also replay on it) and is not launched with programmatic
+    dependent launch. Concurrent calls on two streams could mix their counts.
+    """
+    counters = _COUNTERS.get(device)
+    if counters is None:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(f"fp8_gemv: the split-K counters of {device} do not exist yet and cannot be "
+                               "created during CUDA-graph capture; call kernels.fp8_gemv.split_k_counters(device) "
+                               "or run fp8_gemv once eagerly before capturing")
+        counters = _COUNTERS[device] = torch.zeros(NUM_COUNTERS, dtype=torch.int32, device=device)
+    return counters
+
+
 def fp8_gemv(
     x: torch.Tensor,  # [1, K] bf16/fp16/fp32, or float8_e4m3fn with x_scale
     w_fp8: torch.Tensor,  # [N, K] float8_e4m3fn, unit column stride
@@ -92,33 +200,48 @@ def fp8_gemv(
     x_scale: torch.Tensor | None = None,  # [1] float32, only for an FP8 x
     out_dtype: torch.dtype | None = None,  # default x's dtype (bfloat16 for an FP8 x)
     config: GemvConfig = DEFAULT_CONFIG,  # tuning (benchmarks/fp8_gemv.py --sweep)
-) -> torch.Tensor:  # [1, N]
-    """One token through an FP8-weight linear; ValueError on wrong shapes, dtypes, strides or devices."""
+    silu_and_mul: bool = False,  # w_fp8 is gate | up [2 * I, K]: return silu(gate) * up, [1, I]
+) -> torch.Tensor:  # [1, N], or [1, N / 2] with silu_and_mul
+    """One token through an FP8-weight linear, in one launch; ValueError on wrong shapes, dtypes, strides or
+    devices. Deterministic: the same inputs give the same bits whatever order the programs run in.
+
+    silu_and_mul: out = silu(gate) * up of the linear's output gate | up, with every rounding of the unfused
+    path (this GEMV to out_dtype, then kernels.silu_and_mul): gate and up, then silu, then the product, each
+    rounded to out_dtype. K is split as for the whole [2 * I, K] weight, so gate and up are the unfused sums.
+    Split launches use the device's shared counters: see split_k_counters (one stream; before graph capture).
+    """
     what = "fp8_gemv"
     is_fp8 = x.dtype == FP8_DTYPE
     _check(x, w_fp8, w_scales, bias, x_scale, is_fp8, what)
     tensors = [t for t in (x, w_fp8, w_scales, bias, x_scale) if t is not None]
     check_launchable(_fp8_gemv_kernel, what, *tensors)
     N, K = w_fp8.shape
+    if silu_and_mul and N % 2:
+        raise ValueError(f"{what}: silu_and_mul needs an even number of weight rows (gate | up), got N={N}")
+    n_out = N // 2 if silu_and_mul else N
     out_dtype = out_dtype or (torch.bfloat16 if is_fp8 else x.dtype)
-    out = torch.empty((1, N), dtype=out_dtype, device=x.device)
+    out = torch.empty((1, n_out), dtype=out_dtype, device=x.device)
+    # Planned on all N rows: a program of the fused epilogue reads both its gate and its up rows, so the
+    # weight bytes per program and split are those of the plain GEMV over [2 * I, K].
     split_k = plan_split_k(N, K, num_sms_of(x.device), config)
     k_per_split = triton.cdiv(triton.cdiv(K, split_k), config.block_k) * config.block_k
     split_k = triton.cdiv(K, k_per_split)  # every split non-empty
-    partials = torch.empty((split_k, 1, N), dtype=torch.float32, device=x.device) if split_k > 1 else out
-    interpreted = is_interpreted(_fp8_gemv_kernel)
-    _fp8_gemv_kernel[(triton.cdiv(N, config.block_n), split_k)](
-        x, x_scale if is_fp8 else w_scales, w_fp8, w_scales, w_scales if bias is None else bias, partials,
-        N, K, w_fp8.stride(0), k_per_split,
-        X_IS_FP8=is_fp8, HAS_BIAS=bias is not None, SPLIT_K=split_k, BLOCK_N=config.block_n,
-        BLOCK_K=config.block_k, ROUND_IN_FP32=interpreted, num_warps=config.num_warps,
-    )
+    row_blocks = triton.cdiv(n_out, config.block_n)
     if split_k > 1:
-        block = 1024
-        _split_k_reduce_kernel[(triton.cdiv(N, block),)](
-            partials, w_scales, w_scales if bias is None else bias, out, 1, N,
-            HAS_BIAS=bias is not None, SPLIT_K=split_k, BLOCK=block, ROUND_IN_FP32=interpreted, num_warps=4,
-        )
+        if row_blocks > NUM_COUNTERS:
+            raise ValueError(f"{what}: {row_blocks} row blocks of {config.block_n} exceed the {NUM_COUNTERS} "
+                             f"split-K counters; use a larger config.block_n")
+        partials = torch.empty((split_k, N), dtype=torch.float32, device=x.device)
+        counters = split_k_counters(x.device)
+    else:
+        partials = counters = out  # not read
+    _fp8_gemv_kernel[(row_blocks, split_k)](
+        x, x_scale if is_fp8 else w_scales, w_fp8, w_scales, w_scales if bias is None else bias, out,
+        partials, counters, n_out, K, w_fp8.stride(0), k_per_split,
+        X_IS_FP8=is_fp8, HAS_BIAS=bias is not None, SILU_AND_MUL=silu_and_mul, SPLIT_K=split_k,
+        BLOCK_N=config.block_n, BLOCK_K=config.block_k, ROUND_IN_FP32=is_interpreted(_fp8_gemv_kernel),
+        num_warps=config.num_warps,
+    )
     return out
 
 

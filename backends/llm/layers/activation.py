@@ -35,9 +35,14 @@ class SiluAndMul(nn.Module):
         self.quantize_output = False  # see can_quantize_output
 
     @property
+    def runs_kernel(self) -> bool:
+        """True when forward runs kernels.silu_and_mul (decided at construction), not the torch code."""
+        return self.kernel is not None
+
+    @property
     def can_quantize_output(self) -> bool:
         """True when forward can return Fp8Rows (the kernel runs here)."""
-        return self.kernel is not None
+        return self.runs_kernel
 
     def forward(self, x: torch.Tensor):
         # x: [num_tokens, 2 * intermediate] -> [num_tokens, intermediate] in x's dtype, or Fp8Rows

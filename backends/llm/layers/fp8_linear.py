@@ -18,6 +18,9 @@ Forward also takes activations already quantized per token (`Fp8Rows`: values + 
 (the fused RMSNorm, SiLU-and-mul) then writes FP8 directly, which saves the bf16 round trip and a
 quantization kernel. Such output has the model's dtype (`out_dtype`). Replacing the linears ends with
 `model.set_fp8_fusion()`, where the model decides, once, which producers quantize for which Fp8Linear.
+
+A gate | up projection may also apply SiLU-and-mul itself (`fuse_silu_and_mul`, set by the model): a
+single-token forward then returns silu(gate) * up, [1, I], from the GEMV's epilogue (see kernels/fp8_gemv.py).
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ class Fp8Linear(nn.Module):
         )
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
         self.use_kernels = can_run_kernels(torch.device(device))
+        # Single-token forwards return silu(gate) * up, [1, I] (see can_fuse_silu_and_mul); set by the model.
+        self.fuse_silu_and_mul = False
 
     @classmethod
     def empty(cls, linear: FusedLinear) -> "Fp8Linear":
@@ -94,21 +99,33 @@ class Fp8Linear(nn.Module):
         """True when forward multiplies Fp8Rows with the kernels (the layer before may then quantize for it)."""
         return self.use_kernels
 
+    @property
+    def can_fuse_silu_and_mul(self) -> bool:
+        """True for a gate | up projection (two equal parts) whose single-token forward runs the GEMV kernel,
+        which can then apply SiLU-and-mul in its epilogue."""
+        return self.use_kernels and len(self.part_sizes) == 2 and self.part_sizes[0] == self.part_sizes[1]
+
     def forward(self, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
         # x: [..., in_features] bf16/fp16/fp32 -> [..., out_features] in x's dtype; or
-        # Fp8Rows([num_tokens, in_features] e4m3, [num_tokens] fp32) -> [num_tokens, out_features] in out_dtype
+        # Fp8Rows([num_tokens, in_features] e4m3, [num_tokens] fp32) -> [num_tokens, out_features] in out_dtype.
+        # One token with fuse_silu_and_mul: [..., out_features / 2] = silu(gate) * up instead.
         bias = self.bias
         if isinstance(x, Fp8Rows):
             if self.use_kernels and _is_one_row(x.values):
-                return fp8_gemv(x.values, self.weight, self.weight_scale, bias, x.scales, self.out_dtype)
+                return self._gemv(x.values, x.scales, self.out_dtype)
             gemm = fp8_linear if self.use_kernels else fp8_linear_reference
             return gemm(x.values, x.scales, self.weight, self.weight_scale, bias, self.out_dtype)
         if self.use_kernels:
             rows = x.reshape(-1, x.shape[-1])
             if _is_one_row(rows):  # a batch-1 decode: the weight-bandwidth GEMV, on unquantized activations
-                return fp8_gemv(rows, self.weight, self.weight_scale, bias).reshape(*x.shape[:-1], -1)
+                return self._gemv(rows, None, None).reshape(*x.shape[:-1], -1)
             return fp8_linear_from_activations(x, self.weight, self.weight_scale, bias)
         return fp8_linear_from_activations_reference(x, self.weight, self.weight_scale, bias)
+
+    def _gemv(self, row: torch.Tensor, scale: torch.Tensor | None, out_dtype: torch.dtype | None) -> torch.Tensor:
+        # row: [1, in_features] (e4m3 with its [1] scale, or unquantized) -> [1, out_features or I]
+        return fp8_gemv(row, self.weight, self.weight_scale, self.bias, scale, out_dtype,
+                        silu_and_mul=self.fuse_silu_and_mul)
 
 
 def _is_one_row(rows: torch.Tensor) -> bool:

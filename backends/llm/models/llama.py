@@ -59,25 +59,48 @@ class Attention(nn.Module):
         q = q.view(num_tokens, self.num_heads, self.head_dim)
         k = k.view(num_tokens, self.num_kv_heads, self.head_dim)
         v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
-        q, k = rotary(positions, q, k)
-        if kv_scales is None:
-            out = self.attention_impl.forward(q, k, v, kv_cache, metadata)
+        # Only the Triton attention takes these (TorchPagedAttention.forward has neither argument).
+        options = {} if kv_scales is None else {"kv_scales": kv_scales}
+        # An attention whose KV write can rotate gets the rotation instead (one launch fewer per layer); k then
+        # stays unrotated, which is fine: only the attention reads it, and it reads K from the cache.
+        fuses = getattr(self.attention_impl, "fuses_rotary", False)
+        rotation = rotary.rotation(positions) if fuses else None
+        if rotation is None:
+            q, k = rotary(positions, q, k)
         else:
-            out = self.attention_impl.forward(q, k, v, kv_cache, metadata, kv_scales=kv_scales)
+            options["rotation"] = rotation
+        out = self.attention_impl.forward(q, k, v, kv_cache, metadata, **options)
         return self.o_proj(out.reshape(num_tokens, -1))
 
 
 class MLP(nn.Module):
+    """SwiGLU: down_proj(silu(gate) * up), gate | up = gate_up_proj(x).
+
+    Single-token fusion (`set_silu_fusion`): an FP8 gate_up_proj running its GEMV kernel applies SiLU-and-mul in
+    the GEMV's epilogue when a step has one token and returns the [1, I] product in the model's dtype; forward
+    then skips act_fn (the output's width, I instead of 2 * I, says which happened) and down_proj reads that
+    row unquantized. Steps of more tokens are unchanged.
+    """
+
     def __init__(self, config: DecoderConfig, dtype: torch.dtype, use_kernels: bool = True):
         super().__init__()
-        size = config.intermediate_size
+        size = self.intermediate_size = config.intermediate_size
         self.gate_up_proj = FusedLinear(config.hidden_size, [size, size], config.mlp_bias, dtype)
         self.down_proj = FusedLinear(size, [config.hidden_size], config.mlp_bias, dtype)
         self.act_fn = SiluAndMul(use_kernels)
 
+    def set_silu_fusion(self, enabled: bool = True) -> None:
+        """Let gate_up_proj apply SiLU-and-mul at one token where it can and act_fn runs its kernel too (the
+        torch activation stays where the model keeps torch code). Duck-typed: FusedLinear has no such flag."""
+        if hasattr(self.gate_up_proj, "fuse_silu_and_mul"):
+            self.gate_up_proj.fuse_silu_and_mul = (
+                enabled and self.gate_up_proj.can_fuse_silu_and_mul and self.act_fn.runs_kernel)
+
     def forward(self, x):
         # x: [num_tokens, hidden_size], or its Fp8Rows (post_attention_layernorm quantizing for gate_up_proj)
-        return self.down_proj(self.act_fn(self.gate_up_proj(x)))
+        gate_up = self.gate_up_proj(x)  # [num_tokens, 2 * I], or [1, I] already activated (see the class docstring)
+        activated = gate_up if gate_up.shape[-1] == self.intermediate_size else self.act_fn(gate_up)
+        return self.down_proj(activated)
 
 
 def _reads_fp8_rows(linear: nn.Module) -> bool:
@@ -102,6 +125,8 @@ class DecoderLayer(nn.Module):
                  (self.mlp.act_fn, self.mlp.down_proj))
         for producer, consumer in pairs:
             producer.quantize_output = enabled and producer.can_quantize_output and _reads_fp8_rows(consumer)
+        # At one token gate_up_proj may also take over act_fn, whose quantize_output then does not apply.
+        self.mlp.set_silu_fusion(enabled)
 
     def forward(self, hidden, residual, positions, rotary, kv_cache, metadata, kv_scales=None):
         normed, residual = self.input_layernorm(hidden, residual)

@@ -6,6 +6,10 @@ quantize_per_token inside Fp8Linear): both feed the same GEMM the same FP8 value
 the logits are equal. On a GPU the bound is 1e-3 relative: the plain and FP8 variants of a kernel are compiled
 separately and might order an fp32 reduction differently, flipping the rounding of an activation now and then.
 
+At one token an FP8 gate_up_proj also applies SiLU-and-mul in its GEMV's epilogue and down_proj reads the product
+unquantized: the one-token decode's logits must be those of the same model with that fusion off and act_fn
+writing rows in the model's dtype (the same GEMV sums, the same roundings), within the same bound.
+
 Without a GPU the kernels run under the Triton interpreter: TRITON_INTERPRET is set before anything imports
 kernels/ (see test_fp8_engine.py).
 """
@@ -56,14 +60,14 @@ def _runner(directory, dtype: str, backend: str = "triton", quantization: str = 
 def _fusion_flags(model) -> list[bool]:
     return [flag for layer in model.layers for flag in (
         layer.input_layernorm.quantize_output, layer.post_attention_layernorm.quantize_output,
-        layer.mlp.act_fn.quantize_output)]
+        layer.mlp.act_fn.quantize_output, getattr(layer.mlp.gate_up_proj, "fuse_silu_and_mul", False))]
 
 
-def _all_logits(runner: ModelRunner) -> torch.Tensor:
+def _all_logits(runner: ModelRunner, prompt_lens=PROMPT_LENS) -> torch.Tensor:
     """float32 logits of every position: one prefill step of all but the last NUM_DECODES tokens of each
     prompt, then NUM_DECODES decode steps (teacher forcing)."""
     generator = torch.Generator().manual_seed(7)
-    prompts = [torch.randint(0, 211, (n,), generator=generator).tolist() for n in PROMPT_LENS]
+    prompts = [torch.randint(0, 211, (n,), generator=generator).tolist() for n in prompt_lens]
     kv = KVCacheManager(NUM_BLOCKS, BLOCK_SIZE, enable_prefix_caching=False)
     requests = [LLMRequest(f"r{i}", tokens, SamplingParams()) for i, tokens in enumerate(prompts)]
     logits = []
@@ -96,6 +100,27 @@ def test_fused_fp8_path_gives_the_unfused_logits(checkpoint, dtype):
     relative = ((fused - unfused).norm() / unfused.norm()).item()
     print(f"{dtype}: fused vs unfused FP8 logits, relative difference {relative:.2e}, "
           f"max |difference| {(fused - unfused).abs().max().item():.2e}")
+    assert relative <= MAX_RELATIVE_DIFFERENCE
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_silu_epilogue_at_one_token_gives_the_unfused_logits(checkpoint, dtype):
+    runner = _runner(checkpoint, dtype)
+    mlps = [layer.mlp for layer in runner.model.layers]
+    assert all(mlp.gate_up_proj.fuse_silu_and_mul for mlp in mlps)
+    activations = []
+    hooks = [mlp.act_fn.register_forward_hook(lambda *_: activations.append(1)) for mlp in mlps]
+    fused = _all_logits(runner, prompt_lens=(9,))  # one sequence: its decode steps have one token
+    assert len(activations) == len(mlps), "act_fn runs in the prefill only: the decodes fuse it"
+    for mlp in mlps:  # the same GEMVs, then act_fn on their [1, 2I] rows, and down_proj reading its output
+        mlp.set_silu_fusion(False)
+        mlp.act_fn.quantize_output = False
+    unfused = _all_logits(runner, prompt_lens=(9,))
+    assert len(activations) == 4 * len(mlps)
+    for hook in hooks:
+        hook.remove()
+    relative = ((fused - unfused).norm() / unfused.norm()).item()
+    print(f"{dtype}: one-token SiLU epilogue vs act_fn, relative difference {relative:.2e}")
     assert relative <= MAX_RELATIVE_DIFFERENCE
 
 
