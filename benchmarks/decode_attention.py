@@ -16,6 +16,7 @@ peer is timed with plain events (its launches are few and long). The default is 
 
     python benchmarks/decode_attention.py            # full sweep (~15 variants per case)
     python benchmarks/decode_attention.py --quick    # default plan and config only
+    python benchmarks/decode_attention.py --batch 1 --contexts 1024   # batch 1: partitions of 64-256 tokens
 
 Prints the full table, then a short summary table last. Without a GPU it says so and exits 0.
 """
@@ -116,6 +117,13 @@ def variants(context_len: int, quick: bool):
     yield "fp8 as bytes", None, default_decode_config(HEAD_DIM)._replace(words=False)
     if quick:
         return
+    if BATCH <= 8:  # a few (sequence, KV head) pairs: latency-bound, short partitions of one or two tiles
+        for size in (64, 128, 256):
+            for block_n, warps, stages in ((64, 4, 1), (64, 4, 2), (64, 2, 1), (32, 4, 1), (32, 2, 1), (64, 8, 1)):
+                split = DecodeSplit(-(-context_len // size), size)
+                yield f"split {split.num_partitions}x{size} n{block_n} w{warps} s{stages}", split, \
+                    DecodeConfig(block_n, warps, stages)
+        return
     for size in (512, 1024):
         if size < context_len:
             yield f"split {context_len // size}x{size}", DecodeSplit(context_len // size, size), None
@@ -197,7 +205,10 @@ def print_table(rows, title):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only the default plan and config")
+    parser.add_argument("--batch", type=int, default=64, help="sequences (small batches sweep short splits)")
+    parser.add_argument("--contexts", type=int, nargs="+", default=[1024, 4096])
     args = parser.parse_args()
+    globals().update(BATCH=args.batch, CONTEXTS=tuple(args.contexts))  # the case builders read these
     if not torch.cuda.is_available():
         print("decode_attention benchmark: needs a CUDA GPU (none found); nothing measured.")
         return 0
