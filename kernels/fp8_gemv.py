@@ -31,6 +31,7 @@ import torch
 
 from kernels.fp8_gemm import num_sms_of
 from kernels.fp8_quant import FP8_DTYPE, SOURCE_DTYPES, check_launchable, is_interpreted, tl, to_output, triton
+from kernels.split_counters import split_counters
 
 MAX_SPLIT_K = 16
 # Counters per device: one per row block of a split launch. 2^16 covers N up to 1M rows at block_n = 16
@@ -164,32 +165,19 @@ def plan_split_k(N: int, K: int, num_sms: int, config: GemvConfig = DEFAULT_CONF
     return max(1, min(MAX_SPLIT_K, wanted, K // (2 * config.block_k)))
 
 
-# device -> int32 [NUM_COUNTERS], all 0 between launches. Never replaced nor freed: CUDA graphs captured
-# with a launch keep its address.
-_COUNTERS: dict[torch.device, torch.Tensor] = {}
-
-
 def split_k_counters(device: torch.device) -> torch.Tensor:
     """The split-K counters of `device`: int32 [NUM_COUNTERS], zero between fp8_gemv launches.
 
-    Created (torch.zeros) by the first split call on the device, which must not be inside a CUDA-graph capture:
-    a buffer made there would come from the graph's private pool and stay unzeroed until the first replay
-    (the capture records the fill, it does not run it). The model runner's eager warm-up (and the eager run
-    before each capture) creates it; a first call during capture raises RuntimeError instead of capturing a
-    broken launch. Call this once before capturing to be independent of that.
+    fp8_gemv's own buffer of kernels/split_counters.py (never shared with another kernel's counters), created
+    by the first split call on the device, which must not be inside a CUDA-graph capture: such a call raises
+    RuntimeError instead of capturing a broken launch. The model runner's eager warm-up (and the eager run
+    before each capture) creates it; call this once before capturing to be independent of that.
 
     One buffer per device, shared by all streams: launches that use it must not overlap, i.e. fp8_gemv runs on
     one stream per device (the engine's, whose graphs also replay on it) and is not launched with programmatic
     dependent launch. Concurrent calls on two streams could mix their counts.
     """
-    counters = _COUNTERS.get(device)
-    if counters is None:
-        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-            raise RuntimeError(f"fp8_gemv: the split-K counters of {device} do not exist yet and cannot be "
-                               "created during CUDA-graph capture; call kernels.fp8_gemv.split_k_counters(device) "
-                               "or run fp8_gemv once eagerly before capturing")
-        counters = _COUNTERS[device] = torch.zeros(NUM_COUNTERS, dtype=torch.int32, device=device)
-    return counters
+    return split_counters("fp8_gemv", device, NUM_COUNTERS)
 
 
 def fp8_gemv(

@@ -8,11 +8,17 @@ h // (num_heads // num_kv_heads), as torch's enable_gqa does.
   rows of tl.dot (padded to 16), so every K/V tile is read from memory once per group, not once per query head.
 - KV tiles of BLOCK_N tokens are gathered token by token through the block table, so BLOCK_N does not depend
   on the cache's block_size (16, 8, or any other).
-- Split-KV: the context may be cut into num_partitions partitions, one program each; a second kernel combines
-  their (max, sum, unnormalized output) (flash-decoding). Each sequence cuts its own context evenly (whole
-  tiles, at most split.partition_size tokens per partition), so short sequences use every partition too. `plan_decode_split` picks it when
-  (sequences x KV heads) alone would leave the GPU's SMs short of programs; otherwise one pass writes the
-  output directly. A caller that captures CUDA graphs passes a fixed `DecodeSplit` (from max_model_len).
+- Split-KV: the context may be cut into num_partitions partitions, one program each, whose (max, sum,
+  unnormalized output) are combined as in flash-decoding. Each sequence cuts its own context evenly (whole
+  tiles, at most split.partition_size tokens per partition), so short sequences use every partition too.
+  `plan_decode_split` picks it when (sequences x KV heads) alone would leave the GPU's SMs short of programs;
+  otherwise one pass writes the output directly. A caller that captures CUDA graphs passes a fixed
+  `DecodeSplit` (from max_model_len).
+- The partitions are combined in the same launch, not by a second kernel (a ~2.5 us launch per layer at batch
+  1): every partition program of a (sequence, KV head), empty ones included, stores its partials (empty ones
+  store none) and increments that pair's int32 counter; the program that sees num_partitions - 1 combines the
+  non-empty partitions in order 0, 1, ... (the same bits whichever program came last), writes the output rows
+  of the group's query heads and sets the counter back to 0 (kernels/split_counters.py, as kernels/fp8_gemv.py).
 - FP8 KV (see kernels/reshape_and_cache.py): tiles are converted to q's dtype in registers; the per-token K
   scale multiplies the score column, the V scale the probability column. With head_dim a power of two >= 64
   the cache is read as int32 words, a quarter of the head dims per byte (kernels/fp8_kv_words.py).
@@ -50,9 +56,15 @@ from kernels.paged_attention_common import (
     dot_precision,
 )
 from kernels.reshape_and_cache import gather_kv_reference
+from kernels.split_counters import split_counters
 
-# Partitions combined per step by the reduce kernel.
-REDUCE_PARTITION_BLOCK = 32
+# Owner of the split launches' counters (kernels/split_counters.py): one per (sequence, KV head).
+COUNTER_OWNER = "paged_decode_attention"
+# The combining program reads at most this many partitions per step...
+MAX_COMBINE_PARTITIONS = 32
+# ...and at most this many partial floats per step ([query heads, partitions, head dims]: 64 registers per
+# thread at 4 warps), so that the combine does not raise the register count of the whole kernel much.
+MAX_COMBINE_ELEMENTS = 8192
 
 
 @triton.jit
@@ -76,6 +88,7 @@ def _paged_decode_kernel(
     partial_acc_ptr,  # [num_seqs, num_heads, num_partitions, HEAD_DIM_PAD] float32 (SPLIT), contiguous
     partial_max_ptr,  # [num_seqs, num_heads, num_partitions] float32 (SPLIT): max score, log2 domain
     partial_sum_ptr,  # [num_seqs, num_heads, num_partitions] float32 (SPLIT): sum of exp2(score - max)
+    counters_ptr,  # [>= num_seqs * num_kv_heads] int32, 0 at launch; left 0 (SPLIT)
     q_ptr,  # [num_seqs, num_heads, head_dim] queries, head_dim stride 1
     k_cache_ptr,  # [num_blocks, block_size, num_kv_heads, head_dim] kv_cache[0]
     v_cache_ptr,  # [num_blocks, block_size, num_kv_heads, head_dim] kv_cache[1]
@@ -96,12 +109,14 @@ def _paged_decode_kernel(
     stride_table_seq,
     QUERIES_PER_KV: tl.constexpr,  # query heads per KV head
     GROUP_PAD: tl.constexpr,  # QUERIES_PER_KV padded to a power of two >= 16 (tl.dot's M)
+    GROUP_POW2: tl.constexpr,  # QUERIES_PER_KV rounded up to a power of two (the combine's rows)
     HEAD_DIM: tl.constexpr,
     HEAD_DIM_PAD: tl.constexpr,  # HEAD_DIM rounded up to a power of two >= 16
     BLOCK_N: tl.constexpr,  # keys per tile
     HAS_WINDOW: tl.constexpr,
     IS_FP8: tl.constexpr,
-    SPLIT: tl.constexpr,  # write partials for the reduce kernel instead of the output
+    SPLIT: tl.constexpr,  # write partials; the last program of the (sequence, KV head) combines them
+    COMBINE_BLOCK: tl.constexpr,  # partitions the combining program reads per step (SPLIT)
     UPCAST_DOT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     WORDS: tl.constexpr = False,  # FP8 cache read as int32 words (kernels/fp8_kv_words.py); caches are word views
@@ -116,9 +131,6 @@ def _paged_decode_kernel(
     first_key, size = _sequence_partitions(context_len, window_start, partition_size, num_partitions, BLOCK_N)
     start = first_key + partition * size
     end = tl.minimum(start + size, context_len)
-    if SPLIT:
-        if start >= end:
-            return  # nothing of this sequence here; the reduce kernel skips the partition the same way
     groups = tl.arange(0, GROUP_PAD)
     dims = tl.arange(0, HEAD_DIM_PAD)
     heads = kv_head * QUERIES_PER_KV + groups
@@ -160,14 +172,35 @@ def _paged_decode_kernel(
                 HEAD_DIM, HEAD_DIM_PAD, IS_FP8, UPCAST_DOT, DOT_PRECISION,
             )
     if SPLIT:
-        rows = (seq64 * num_heads + heads) * num_partitions + partition  # [GROUP_PAD]
-        tl.store(partial_max_ptr + rows, m, mask=group_mask)
-        tl.store(partial_sum_ptr + rows, l, mask=group_mask)
-        acc_rows = partial_acc_ptr + rows[:, None] * HEAD_DIM_PAD
-        if WORDS:
-            store_quarters(acc_rows + quarter4, acc0, acc1, acc2, acc3, group_mask[:, None])
-        else:
-            tl.store(acc_rows + dims[None, :], acc, mask=row_mask)
+        # An empty partition (start >= end: its tile loop did not run) stores nothing, as the combine reads
+        # only partitions 0..last-1 (the non-empty ones), but it still counts in below.
+        if start < end:
+            rows = (seq64 * num_heads + heads) * num_partitions + partition  # [GROUP_PAD]
+            tl.store(partial_max_ptr + rows, m, mask=group_mask)
+            tl.store(partial_sum_ptr + rows, l, mask=group_mask)
+            acc_rows = partial_acc_ptr + rows[:, None] * HEAD_DIM_PAD
+            if WORDS:
+                store_quarters(acc_rows + quarter4, acc0, acc1, acc2, acc3, group_mask[:, None])
+            else:
+                tl.store(acc_rows + dims[None, :], acc, mask=row_mask)
+        # Every thread's partial stores must happen before the counter increment, which Triton issues from one
+        # thread for the program: the barrier orders them within the program; the increment's release (acq_rel,
+        # gpu scope) publishes them to the program that sees the last count, whose acquire (then the barrier
+        # that broadcasts the count) orders its reads of the partials after them.
+        tl.debug_barrier()
+        counter_ptr = counters_ptr + seq64 * tl.num_programs(1) + kv_head
+        count = tl.atomic_add(counter_ptr, 1, sem="acq_rel", scope="gpu")
+        if count == num_partitions - 1:  # all others have stored theirs (the interpreter: the last program)
+            # The partitions that hold a visible key: 0..last-1 (partitions are consecutive runs of keys).
+            last = tl.minimum(tl.cdiv(context_len - first_key, size), num_partitions)
+            _combine_partitions(
+                out_ptr, partial_acc_ptr, partial_max_ptr, partial_sum_ptr, seq64, kv_head, last, num_heads,
+                num_partitions, stride_out_seq, stride_out_head,
+                QUERIES_PER_KV, GROUP_POW2, HEAD_DIM, HEAD_DIM_PAD, COMBINE_BLOCK,
+            )
+            # All num_partitions programs have counted: nobody touches this counter again in this launch, and
+            # the next launch (or CUDA-graph replay) starts from 0.
+            tl.store(counter_ptr, 0)
     else:
         # l == 0 only for an empty context (a padded batch row): its output is 0.
         inverse = 1.0 / tl.where(l == 0.0, 1.0, l)[:, None]
@@ -181,55 +214,53 @@ def _paged_decode_kernel(
 
 
 @triton.jit
-def _reduce_partitions_kernel(
-    out_ptr,  # [num_seqs, num_heads, head_dim] output, head_dim stride 1
-    partial_acc_ptr,  # [num_seqs, num_heads, num_partitions, HEAD_DIM_PAD] float32
-    partial_max_ptr,  # [num_seqs, num_heads, num_partitions] float32
-    partial_sum_ptr,  # [num_seqs, num_heads, num_partitions] float32
-    context_lens_ptr,  # [num_seqs] int32
-    sliding_window,  # as in the main kernel (HAS_WINDOW)
-    partition_size,  # as in the main kernel
-    num_heads,
-    num_partitions,
-    stride_out_seq, stride_out_head,
+def _combine_partitions(
+    out_ptr, partial_acc_ptr, partial_max_ptr, partial_sum_ptr,  # as in _paged_decode_kernel
+    seq64,  # the sequence (int64)
+    kv_head,
+    last,  # partitions 0..last-1 hold the partials (the others are empty)
+    num_heads, num_partitions, stride_out_seq, stride_out_head,
+    QUERIES_PER_KV: tl.constexpr,
+    GROUP_POW2: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     HEAD_DIM_PAD: tl.constexpr,
-    BLOCK_N: tl.constexpr,  # the main kernel's tile, for its window rounding
-    PARTITION_BLOCK: tl.constexpr,  # partitions combined per step
-    HAS_WINDOW: tl.constexpr,
+    COMBINE_BLOCK: tl.constexpr,  # partitions per step
 ):
-    seq = tl.program_id(0)
-    head = tl.program_id(1)
-    context_len = tl.load(context_lens_ptr + seq)
-    window_start = 0
-    if HAS_WINDOW:
-        window_start = tl.maximum(context_len - sliding_window, 0)
-    # Exactly the partitions the main kernel wrote (each holds at least one visible key).
-    first_key, size = _sequence_partitions(context_len, window_start, partition_size, num_partitions, BLOCK_N)
-    last = tl.minimum(tl.cdiv(context_len - first_key, size), num_partitions)
-    row = (seq.to(tl.int64) * num_heads + head) * num_partitions
-    parts = tl.arange(0, PARTITION_BLOCK)
+    """Output rows of the KV head's query heads from their partitions' partials (flash-decoding): with M the
+    largest partition max, out = sum_p exp2(m_p - M) acc_p / sum_p exp2(m_p - M) l_p, summed in partition
+    order; 0 where no partition holds a key (an empty context)."""
+    groups = tl.arange(0, GROUP_POW2)
+    heads = kv_head * QUERIES_PER_KV + groups
+    group_mask = groups < QUERIES_PER_KV
+    parts = tl.arange(0, COMBINE_BLOCK)
     dims = tl.arange(0, HEAD_DIM_PAD)
-    max_seen = tl.full([PARTITION_BLOCK], float("-inf"), tl.float32)
-    for p0 in range(0, last, PARTITION_BLOCK):
-        mask = p0 + parts < last
-        max_seen = tl.maximum(max_seen, tl.load(partial_max_ptr + row + p0 + parts, mask=mask, other=float("-inf")))
-    global_max = tl.max(max_seen, axis=0)
-    global_max = tl.where(global_max == float("-inf"), 0.0, global_max)
-    total = tl.zeros([PARTITION_BLOCK], tl.float32)
-    acc = tl.zeros([PARTITION_BLOCK, HEAD_DIM_PAD], tl.float32)
-    for p0 in range(0, last, PARTITION_BLOCK):
-        mask = p0 + parts < last
-        weight = tl.exp2(tl.load(partial_max_ptr + row + p0 + parts, mask=mask, other=float("-inf")) - global_max)
-        total += weight * tl.load(partial_sum_ptr + row + p0 + parts, mask=mask, other=0.0)
-        partial = tl.load(
-            partial_acc_ptr + (row + p0 + parts)[:, None] * HEAD_DIM_PAD + dims[None, :], mask=mask[:, None], other=0.0
-        )
-        acc += weight[:, None] * partial
-    denominator = tl.sum(total, axis=0)
-    out = tl.sum(acc, axis=0) / tl.where(denominator == 0.0, 1.0, denominator)
-    out_offsets = seq.to(tl.int64) * stride_out_seq + head * stride_out_head + dims
-    tl.store(out_ptr + out_offsets, out.to(out_ptr.dtype.element_ty), mask=dims < HEAD_DIM)
+    first_rows = (seq64 * num_heads + heads) * num_partitions  # [GROUP_POW2]: each head's partition 0
+    # .cg loads: other SMs wrote these partials; read them from L2, the point of coherence, never from a
+    # (non-coherent) L1 line of this SM.
+    max_seen = tl.full([GROUP_POW2, COMBINE_BLOCK], float("-inf"), tl.float32)
+    for p0 in range(0, last, COMBINE_BLOCK):
+        rows = first_rows[:, None] + p0 + parts[None, :]
+        mask = group_mask[:, None] & (p0 + parts < last)[None, :]
+        maxes = tl.load(partial_max_ptr + rows, mask=mask, other=float("-inf"), cache_modifier=".cg")
+        max_seen = tl.maximum(max_seen, maxes)
+    global_max = tl.max(max_seen, axis=1)
+    global_max = tl.where(global_max == float("-inf"), 0.0, global_max)[:, None]
+    total = tl.zeros([GROUP_POW2, COMBINE_BLOCK], tl.float32)
+    acc = tl.zeros([GROUP_POW2, HEAD_DIM_PAD], tl.float32)
+    for p0 in range(0, last, COMBINE_BLOCK):
+        rows = first_rows[:, None] + p0 + parts[None, :]  # [GROUP_POW2, COMBINE_BLOCK]
+        mask = group_mask[:, None] & (p0 + parts < last)[None, :]
+        maxes = tl.load(partial_max_ptr + rows, mask=mask, other=float("-inf"), cache_modifier=".cg")
+        weight = tl.exp2(maxes - global_max)
+        total += weight * tl.load(partial_sum_ptr + rows, mask=mask, other=0.0, cache_modifier=".cg")
+        partial = tl.load(partial_acc_ptr + rows[:, :, None] * HEAD_DIM_PAD + dims[None, None, :],
+                          mask=mask[:, :, None], other=0.0, cache_modifier=".cg")
+        acc += tl.sum(weight[:, :, None] * partial, axis=1)
+    denominator = tl.sum(total, axis=1)
+    out = acc / tl.where(denominator == 0.0, 1.0, denominator)[:, None]
+    out_rows = out_ptr + seq64 * stride_out_seq + heads[:, None] * stride_out_head
+    out_mask = group_mask[:, None] & (dims < HEAD_DIM)[None, :]
+    tl.store(out_rows + dims[None, :], out.to(out_ptr.dtype.element_ty), mask=out_mask)
 
 
 def paged_decode_attention(
@@ -253,6 +284,12 @@ def paged_decode_attention(
     ceil(context_lens[i] / block_size) valid blocks; a sequence with context_len 0 gets zeros. The cache must
     already hold the query token's own K/V (reshape_and_cache first). Raises ValueError on a shape, dtype,
     stride or device mismatch, or a split that does not cover max_context_len.
+
+    A split launch (num_partitions > 1) is one kernel: it uses this device's counters (COUNTER_OWNER in
+    kernels/split_counters.py, one per sequence x KV head), so split calls run on one stream, one after
+    another, and the first split call with the most sequences runs before any CUDA-graph capture (one made
+    during a capture that would need a larger buffer raises RuntimeError). Deterministic: the same inputs give
+    the same bits whichever partition program finishes last.
     """
     what = "paged_decode_attention"
     num_seqs, num_heads, head_dim = _check_arguments(q, kv_cache, block_tables, context_lens, kv_scales, what)
@@ -272,6 +309,8 @@ def paged_decode_attention(
     # A single pass treats the whole context as partition 0.
     partition_size = split.partition_size if is_split else block_tables.shape[1] * kv_cache.shape[2] + config.block_n
     partials = _partials(num_seqs, num_heads, split.num_partitions if is_split else 1, head_dim_pad, q.device)
+    counters = split_counters(COUNTER_OWNER, q.device, num_seqs * num_kv_heads) if is_split else context_lens
+    group_pow2 = triton.next_power_of_2(queries_per_kv)
     k_cache, v_cache = kv_cache[0], kv_cache[1]
     k_scale, v_scale = (kv_scales[0], kv_scales[1]) if is_fp8 else (k_cache, v_cache)
     words = packed_fp8_ok(kv_cache, head_dim) and config.words
@@ -280,27 +319,28 @@ def paged_decode_attention(
     scale = (softmax_scale if softmax_scale is not None else head_dim**-0.5) * LOG2E
     grid = (num_seqs, num_kv_heads, split.num_partitions)
     _paged_decode_kernel[grid](
-        out, *partials, q, k_cache, v_cache, k_scale, v_scale, block_tables, context_lens,
+        out, *partials, counters, q, k_cache, v_cache, k_scale, v_scale, block_tables, context_lens,
         scale, sliding_window or 0, kv_cache.shape[2], partition_size, num_heads, split.num_partitions,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         *(k_scale.stride()[:3] if is_fp8 else (0, 0, 0)),
         block_tables.stride(0),
-        QUERIES_PER_KV=queries_per_kv, GROUP_PAD=max(16, triton.next_power_of_2(queries_per_kv)),
+        QUERIES_PER_KV=queries_per_kv, GROUP_PAD=max(16, group_pow2), GROUP_POW2=group_pow2,
         HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, BLOCK_N=config.block_n,
         HAS_WINDOW=sliding_window is not None, IS_FP8=is_fp8, SPLIT=is_split,
+        COMBINE_BLOCK=_combine_block(split.num_partitions, group_pow2, head_dim_pad),
         UPCAST_DOT=is_interpreted(_paged_decode_kernel), DOT_PRECISION=dot_precision(q.dtype), WORDS=words,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
-    if is_split:
-        _reduce_partitions_kernel[(num_seqs, num_heads)](
-            out, *partials, context_lens, sliding_window or 0, split.partition_size, num_heads,
-            split.num_partitions, out.stride(0), out.stride(1),
-            HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, BLOCK_N=config.block_n,
-            PARTITION_BLOCK=min(REDUCE_PARTITION_BLOCK, triton.next_power_of_2(split.num_partitions)),
-            HAS_WINDOW=sliding_window is not None, num_warps=4,
-        )
     return out
+
+
+def _combine_block(num_partitions: int, group_pow2: int, head_dim_pad: int) -> int:
+    """Partitions per combine step: a power of two, at most MAX_COMBINE_PARTITIONS and num_partitions (rounded
+    up), and within MAX_COMBINE_ELEMENTS partial floats."""
+    fit = max(1, MAX_COMBINE_ELEMENTS // (group_pow2 * head_dim_pad))
+    fit = 1 << (fit.bit_length() - 1)  # rounded down to a power of two
+    return min(MAX_COMBINE_PARTITIONS, triton.next_power_of_2(num_partitions), fit)
 
 
 def _partials(num_seqs, num_heads, num_partitions, head_dim_pad, device) -> tuple[torch.Tensor, ...]:

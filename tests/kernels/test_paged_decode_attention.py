@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from backends.llm.attention.torch_paged import TorchPagedAttention
+from kernels.fp8_gemv import split_k_counters
 from kernels.paged_decode_attention import (
+    COUNTER_OWNER,
     MIN_PARTITION_SIZE,
     SINGLE_PASS,
     DecodeConfig,
@@ -14,6 +16,7 @@ from kernels.paged_decode_attention import (
     plan_decode_split,
 )
 from kernels.reshape_and_cache import FP8_DTYPE
+from kernels.split_counters import split_counters
 from tests.kernels.attention_references import (
     BF16_TOLERANCE,
     FP32_TOLERANCE,
@@ -116,6 +119,71 @@ def test_fp8_cache_of_arbitrary_bits(dev):
             q, cache.kv_cache, cache.block_tables, cache.context_lens, kv_scales=cache.kv_scales
         )
         assert relative_error(out, expected) < 2e-3  # fp16 P and output
+
+
+@pytest.mark.parametrize(
+    "cache_dtype, num_kv_heads, window, split",
+    [
+        (torch.float32, 2, None, SPLIT_8),
+        (torch.float32, 1, 20, SPLIT_32),
+        (FP8_DTYPE, 2, 9, SPLIT_8),  # FP8 words, window: partitions before the window are empty
+        (torch.bfloat16, 4, None, DecodeSplit(5, 16)),
+    ],
+)
+def test_split_combined_in_kernel(dev, cache_dtype, num_kv_heads, window, split):
+    """The last partition program of each (sequence, KV head) combines the partials: the single pass's output
+    (empty partitions and an empty context included), counters back to 0, the same bits on a second call."""
+    generator = torch.Generator().manual_seed(14)
+    lens = [70, 0, 3, 33, 16]  # 0: a padded CUDA-graph row; 3: fewer tiles than partitions
+    cache = make_paged_cache(lens, 16, num_kv_heads, 64, cache_dtype, dev, generator)
+    q = torch.randn((len(lens), 4, 64), generator=generator).to(dev, query_dtype(cache_dtype))
+    args = (q, cache.kv_cache, cache.block_tables, cache.context_lens, max(lens))
+    options = dict(kv_scales=cache.kv_scales, sliding_window=window, config=SMALL)
+    with poisoned_outputs():
+        out = paged_decode_attention(*args, split=split, **options)
+    assert not split_counters(COUNTER_OWNER, dev, len(lens) * num_kv_heads).any(), "the last program resets"
+    with poisoned_outputs():
+        again = paged_decode_attention(*args, split=split, **options)
+    assert torch.equal(out, again), "a second launch on the reset counters gives the same bits"
+    assert torch.equal(out[1], torch.zeros_like(out[1]))
+    single = paged_decode_attention(*args, split=SINGLE_PASS, **options)
+    assert relative_error(out, single) < (1e-6 if q.dtype == torch.float32 else tolerance(q.dtype))
+    expected = paged_decode_attention_reference(
+        q, cache.kv_cache, cache.block_tables, cache.context_lens, kv_scales=cache.kv_scales, sliding_window=window
+    )
+    assert relative_error(out, expected) < tolerance(q.dtype)
+
+
+def test_combine_in_several_steps(dev, monkeypatch):
+    """The combining program walks the partitions in steps (2 at a time here, 32 by default)."""
+    import kernels.paged_decode_attention as module
+
+    generator = torch.Generator().manual_seed(17)
+    lens = [70, 20, 0]
+    cache = make_paged_cache(lens, 8, 2, 64, torch.float32, dev, generator)
+    q = torch.randn((3, 6, 64), generator=generator).to(dev)  # 3 query heads per KV head
+    args = (q, cache.kv_cache, cache.block_tables, cache.context_lens, 70)
+    monkeypatch.setattr(module, "MAX_COMBINE_PARTITIONS", 2)
+    with poisoned_outputs():
+        out = paged_decode_attention(*args, split=DecodeSplit(5, 16), config=SMALL)
+    assert relative_error(out, paged_decode_attention(*args, split=SINGLE_PASS, config=SMALL)) < 1e-6
+    assert not split_counters(COUNTER_OWNER, dev, 6).any()
+
+
+def test_split_counters_grow_and_stay_separate(dev):
+    """More sequences than the decode counters hold grow them (outside capture); fp8_gemv keeps its own."""
+    generator = torch.Generator().manual_seed(15)
+    small = split_counters(COUNTER_OWNER, dev, 1)
+    lens = [9] * (small.numel() + 1)
+    cache = make_paged_cache(lens, 8, 1, 16, torch.float32, dev, generator)
+    q = torch.randn((len(lens), 2, 16), generator=generator).to(dev)
+    out = paged_decode_attention(q, cache.kv_cache, cache.block_tables, cache.context_lens, 9,
+                                 split=DecodeSplit(2, 16), config=SMALL)
+    grown = split_counters(COUNTER_OWNER, dev, 1)
+    assert grown.numel() >= len(lens) and not grown.any()
+    assert grown.data_ptr() != split_k_counters(dev).data_ptr()
+    expected = paged_decode_attention_reference(q, cache.kv_cache, cache.block_tables, cache.context_lens)
+    assert relative_error(out, expected) < FP32_TOLERANCE
 
 
 @pytest.mark.parametrize("split", [SINGLE_PASS, SPLIT_32])
@@ -275,3 +343,30 @@ def test_fp8_words_path_equals_the_byte_path(dev, split):
             q, cache.kv_cache, cache.block_tables, cache.context_lens, kv_scales=cache.kv_scales
         )
         assert relative_error(outputs[0], expected) < BF16_TOLERANCE
+
+
+@pytest.mark.gpu
+def test_split_in_cuda_graph_gpu(cuda):
+    """Batch 1 and Llama 3 8B heads under the split planned for 8192 tokens, eagerly and as a replayed CUDA
+    graph: the counters are 0 after every launch and every replay gives the eager bits."""
+    generator = torch.Generator().manual_seed(16)
+    cache = make_paged_cache([3000], 16, 8, 128, torch.bfloat16, cuda, generator)
+    q = torch.randn((1, 32, 128), generator=generator).to(cuda, torch.bfloat16)
+    split = plan_decode_split(1, 8, 8192, 64, sms=torch.cuda.get_device_properties(cuda).multi_processor_count)
+    assert split.num_partitions > 1
+
+    def decode():
+        return paged_decode_attention(q, cache.kv_cache, cache.block_tables, cache.context_lens, 8192, split=split)
+
+    eager = decode()
+    expected = paged_decode_attention_reference(q, cache.kv_cache, cache.block_tables, cache.context_lens)
+    assert relative_error(eager, expected) < BF16_TOLERANCE
+    assert torch.equal(eager, decode())
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        replayed = decode()
+    for _ in range(3):
+        replayed.zero_()
+        graph.replay()
+        assert torch.equal(replayed, eager)
+    assert not split_counters(COUNTER_OWNER, cuda, 8).any()
