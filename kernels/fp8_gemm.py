@@ -15,8 +15,7 @@ Why these tiles (H100: 132 SMs, 227 KB shared memory per block, 50 MB L2):
   BLOCK_K = 256 with 4-5 stages keeps ~64-100 KB of weight loads in flight per SM. When the tiles are
   fewer than the SMs (o and down projections: N/64 = 64 tiles), K is split over 2-8 programs (split-K)
   whose fp32 partials a small kernel sums in a fixed order (deterministic, no atomics).
-- M 33..64 over a wide N (gate_up: 448 tiles) uses 64x64x128 with 6 stages instead, so that two programs fit
-  an SM (DECODE_WIDE_CONFIG).
+  M 33..64 over a wide N (gate_up) uses DECODE_WIDE_CONFIG instead: two programs per SM.
 - mid (64 < M <= 256): 64x128x256 tiles, 3 stages, GROUP_M = 8; the prefill tile when its 128x256 tiles
   alone fill the SMs (gate_up at M = 256), as the H100 sweep measured.
 - prefill (M > 256) is bound by the tensor cores: 128x256x128 tiles, 8 warps (two warpgroups of wgmma),
@@ -96,8 +95,7 @@ CONFIG_TABLE: tuple[tuple[int, Fp8GemmConfig], ...] = (
     (64, Fp8GemmConfig(block_m=64, block_n=64, block_k=256, group_m=1, num_warps=4, num_stages=4)),
     (256, Fp8GemmConfig(block_m=64, block_n=128, block_k=256, group_m=8, num_warps=4, num_stages=3)),
 )
-# M 33..64 over a wide N (at least two waves of 64x64 tiles: gate_up): half-depth stages, 96 KB of shared memory,
-# so two programs share an SM and one's loads cover the other's epilogue (H100 sweep: 262 vs 249 TFLOP/s).
+# M 33..64, N >= 2 waves of 64-wide tiles: 96 KB of shared memory, two programs per SM (H100: 262 vs 249 TFLOP/s).
 DECODE_WIDE_CONFIG = Fp8GemmConfig(block_m=64, block_n=64, block_k=128, group_m=1, num_warps=4, num_stages=6)
 PREFILL_CONFIG = Fp8GemmConfig(block_m=128, block_n=256, block_k=128, group_m=8, num_warps=8, num_stages=3)
 PREFILL_NARROW_CONFIG = Fp8GemmConfig(block_m=128, block_n=128, block_k=128, group_m=8, num_warps=8, num_stages=4)
