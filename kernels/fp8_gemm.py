@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass
 
 import torch
 
@@ -64,7 +63,7 @@ SPLIT_K_MIN_K = 8192
 MIN_K_BLOCKS_PER_SPLIT = 4  # fewer K steps than this per program and the pipeline never fills
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Fp8GemmConfig:
     """One launch configuration of the FP8 GEMM kernel."""
 

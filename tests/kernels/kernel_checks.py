@@ -42,3 +42,16 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """||actual - expected|| / ||expected|| in float64."""
     actual, expected = actual.double(), expected.double()
     return ((actual - expected).norm() / expected.norm().clamp_min(1e-300)).item()
+
+
+def assert_graph_replays_equal(launch, eager: torch.Tensor, replays: int = 3) -> None:
+    """Capture launch() (returning its output tensor) in a CUDA graph and check that every replay, into a
+    zeroed output, reproduces `eager` bit for bit (state the kernels keep between launches, such as split
+    counters, must come back the same)."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        replayed = launch()
+    for _ in range(replays):
+        replayed.zero_()
+        graph.replay()
+        assert torch.equal(replayed, eager)

@@ -19,7 +19,7 @@ import torch
 from kernels.fp8_gemv import GemvConfig, fp8_gemv, fp8_gemv_reference, plan_split_k, split_k_counters
 from kernels.fp8_quant import quantize_per_token_reference, quantize_weight_per_channel_reference
 from kernels.silu_and_mul import silu_and_mul, silu_and_mul_reference
-from tests.kernels.kernel_checks import poisoned_outputs, relative_error
+from tests.kernels.kernel_checks import assert_graph_replays_equal, poisoned_outputs, relative_error
 
 # 8-row programs over 32-byte K steps: K of a few hundred already splits (plan_split_k: up to K // 64 splits).
 SMALL_SPLIT = GemvConfig(block_n=8, block_k=32, num_warps=4, programs_per_sm=4)
@@ -168,11 +168,5 @@ def test_llama3_8b_mlp_gpu(cuda):
     eager = mlp()
     expected = fp8_gemv_reference(activated, w_down, s_down).float()
     torch.testing.assert_close(eager.float(), expected, rtol=2**-7, atol=1e-3 * expected.abs().max().item())
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        replayed = mlp()
-    for _ in range(3):
-        replayed.zero_()
-        graph.replay()
-        assert torch.equal(replayed, eager)
+    assert_graph_replays_equal(mlp, eager)
     assert not split_k_counters(cuda).any()

@@ -25,7 +25,7 @@ from tests.kernels.attention_references import (
     naive_attention_float64,
     random_fp8_bits,
 )
-from tests.kernels.kernel_checks import poisoned_outputs, relative_error
+from tests.kernels.kernel_checks import assert_graph_replays_equal, poisoned_outputs, relative_error
 
 # Small tiles so that a 70-token context spans several tiles and partitions.
 SMALL = DecodeConfig(block_n=16, num_warps=4, num_stages=1)
@@ -362,11 +362,5 @@ def test_split_in_cuda_graph_gpu(cuda):
     expected = paged_decode_attention_reference(q, cache.kv_cache, cache.block_tables, cache.context_lens)
     assert relative_error(eager, expected) < BF16_TOLERANCE
     assert torch.equal(eager, decode())
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        replayed = decode()
-    for _ in range(3):
-        replayed.zero_()
-        graph.replay()
-        assert torch.equal(replayed, eager)
+    assert_graph_replays_equal(decode, eager)
     assert not split_counters(COUNTER_OWNER, cuda, 8).any()
