@@ -31,6 +31,8 @@ import torch
 
 from kernels.fp8_gemm import num_sms_of
 from kernels.fp8_quant import FP8_DTYPE, SOURCE_DTYPES, check_launchable, is_interpreted, tl, to_output, triton
+from kernels.grid_dependency import PREFETCH_ALIGNMENT, pdl_supported, prefetch_rows_to_l2, wait_for_previous_kernel
+from kernels.rms_norm import add_residual, inverse_rms, normalize
 from kernels.split_counters import split_counters
 
 MAX_SPLIT_K = 16
@@ -44,9 +46,23 @@ class GemvConfig(NamedTuple):
     block_k: int = 512  # bytes of each row per step: 8 KB of weights per step and program
     num_warps: int = 8
     programs_per_sm: int = 4  # K is split until the grid has this many programs per SM
+    # Hopper: launch with programmatic dependent launch (kernels/grid_dependency.py): the first weight tile is
+    # read while the previous kernel still runs.
+    pdl: bool = True
 
 
 DEFAULT_CONFIG = GemvConfig()
+
+
+class InputNorm(NamedTuple):
+    """The GEMV's input is rms_norm(x (+ residual)) (kernels/rms_norm.py's math, bf16/fp16/fp32 x), which the
+    GEMV computes itself: the norm's launch before it goes away. Unlike rms_norm, the sum x + residual is
+    written to `new_residual`, a separate [1, K] buffer (residual is still being read by other programs)."""
+
+    weight: torch.Tensor  # [K], x's dtype, contiguous
+    eps: float
+    residual: torch.Tensor | None = None  # [1, K], x's dtype
+    new_residual: torch.Tensor | None = None  # [1, K], x's dtype: receives x + residual (given iff residual is)
 
 
 @triton.jit
@@ -91,6 +107,36 @@ def _sum_partials(p_ptrs, row_mask, N, SPLIT_K: tl.constexpr):
 
 
 @triton.jit
+def _input_rstd(x_ptr, residual_ptr, new_residual_ptr, K, eps, writes_residual,
+                HAS_RESIDUAL: tl.constexpr, K_POW2: tl.constexpr, ROUND_IN_FP32: tl.constexpr):
+    """NORM: 1 / rms of the whole input row x (+ residual); one program also stores the sum (the new residual).
+    Every program computes it: 2 x K elements from L2, instead of a norm kernel's launch before this one."""
+    ks = tl.arange(0, K_POW2)
+    mask = ks < K
+    h = tl.load(x_ptr + ks, mask=mask, other=0.0).to(tl.float32)
+    if HAS_RESIDUAL:
+        dtype = x_ptr.dtype.element_ty
+        h = add_residual(h, tl.load(residual_ptr + ks, mask=mask, other=0.0).to(tl.float32), dtype, ROUND_IN_FP32)
+        if writes_residual:
+            tl.store(new_residual_ptr + ks, h.to(dtype), mask=mask)
+    return inverse_rms(tl.sum(h * h, axis=0), K, eps)
+
+
+@triton.jit
+def _input_slice(x_ptr, residual_ptr, norm_weight_ptr, k, k_mask, rstd,
+                 NORM: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ROUND_IN_FP32: tl.constexpr):
+    """The linear's input at columns k, fp32: x, or (NORM) kernels/rms_norm.py's output for them."""
+    x = tl.load(x_ptr + k, mask=k_mask, other=0.0).to(tl.float32)
+    if NORM:
+        dtype = x_ptr.dtype.element_ty
+        if HAS_RESIDUAL:
+            x = add_residual(x, tl.load(residual_ptr + k, mask=k_mask, other=0.0).to(tl.float32), dtype, ROUND_IN_FP32)
+        weight = tl.load(norm_weight_ptr + k, mask=k_mask, other=0.0).to(tl.float32)
+        x = normalize(x, rstd, weight, dtype, ROUND_IN_FP32).to(tl.float32)
+    return x
+
+
+@triton.jit
 def _fp8_gemv_kernel(
     x_ptr,  # [K] activations (X_IS_FP8: e4m3)
     x_scale_ptr,  # [1] float32 (X_IS_FP8)
@@ -109,6 +155,16 @@ def _fp8_gemv_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     ROUND_IN_FP32: tl.constexpr,
+    PDL: tl.constexpr,  # launched with programmatic dependent launch: wait before reading x
+    PREFETCH: tl.constexpr,  # L2-prefetch the program's whole weight slice before that wait
+    PREFETCH_CHUNKS: tl.constexpr,  # bulk prefetches per row (BLOCK_N * PREFETCH_CHUNKS = the thread count)
+    residual_ptr,  # [K] (NORM and HAS_RESIDUAL), x's dtype
+    norm_weight_ptr,  # [K] (NORM), x's dtype
+    new_residual_ptr,  # [K] (NORM and HAS_RESIDUAL): x + residual, written by program (0, 0)
+    eps,  # (NORM)
+    NORM: tl.constexpr,  # the linear's input is rms_norm(x (+ residual)), computed here (see InputNorm)
+    HAS_RESIDUAL: tl.constexpr,
+    K_POW2: tl.constexpr,  # (NORM) K rounded up to a power of two: the whole row, for its mean square
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -116,17 +172,40 @@ def _fp8_gemv_kernel(
     row_mask = rows < N_OUT
     k_start = pid_k * k_per_split
     k_end = tl.minimum(k_start + k_per_split, K)
+    if PREFETCH:  # the weights: no kernel writes them, so they may be read before the wait
+        span = k_end - k_start
+        prefetch_rows_to_l2(w_ptr, pid_n * BLOCK_N, N_OUT, stride_w, k_start, span, BLOCK_N, PREFETCH_CHUNKS)
+        if SILU_AND_MUL:
+            prefetch_rows_to_l2(w_ptr, pid_n * BLOCK_N + N_OUT, 2 * N_OUT, stride_w, k_start, span,
+                                BLOCK_N, PREFETCH_CHUNKS)
     cols = tl.arange(0, BLOCK_K)
     w_rows = w_ptr + rows.to(tl.int64)[:, None] * stride_w
     up_rows = w_ptr + (rows + N_OUT).to(tl.int64)[:, None] * stride_w
-    acc = tl.zeros([BLOCK_N], tl.float32)
+    # The first weight tile is loaded before the wait (with PDL, while the previous kernel still runs): the
+    # memory latency of a kernel's first loads is off the chain's critical path. Every split is non-empty.
+    k = k_start + cols
+    k_mask = k < k_end
+    w_mask = row_mask[:, None] & k_mask[None, :]
+    w_first = tl.load(w_rows + k[None, :], mask=w_mask, other=0.0)
+    up_first = w_first
+    if SILU_AND_MUL:
+        up_first = tl.load(up_rows + k[None, :], mask=w_mask, other=0.0)
+    wait_for_previous_kernel(PDL)
+    rstd = 0.0
+    if NORM:
+        rstd = _input_rstd(x_ptr, residual_ptr, new_residual_ptr, K, eps, (pid_n + pid_k) == 0,
+                           HAS_RESIDUAL, K_POW2, ROUND_IN_FP32)
+    x = _input_slice(x_ptr, residual_ptr, norm_weight_ptr, k, k_mask, rstd, NORM, HAS_RESIDUAL, ROUND_IN_FP32)
+    acc = tl.sum(w_first.to(tl.float32) * x[None, :], axis=1)
     acc_up = tl.zeros([BLOCK_N], tl.float32)
-    for k0 in range(k_start, k_end, BLOCK_K):
+    if SILU_AND_MUL:
+        acc_up = tl.sum(up_first.to(tl.float32) * x[None, :], axis=1)
+    for k0 in range(k_start + BLOCK_K, k_end, BLOCK_K):
         k = k0 + cols
         k_mask = k < k_end
         w_mask = row_mask[:, None] & k_mask[None, :]
         w = tl.load(w_rows + k[None, :], mask=w_mask, other=0.0).to(tl.float32)
-        x = tl.load(x_ptr + k, mask=k_mask, other=0.0).to(tl.float32)
+        x = _input_slice(x_ptr, residual_ptr, norm_weight_ptr, k, k_mask, rstd, NORM, HAS_RESIDUAL, ROUND_IN_FP32)
         acc += tl.sum(w * x[None, :], axis=1)
         if SILU_AND_MUL:
             w_up = tl.load(up_rows + k[None, :], mask=w_mask, other=0.0).to(tl.float32)
@@ -189,6 +268,8 @@ def fp8_gemv(
     out_dtype: torch.dtype | None = None,  # default x's dtype (bfloat16 for an FP8 x)
     config: GemvConfig = DEFAULT_CONFIG,  # tuning (benchmarks/fp8_gemv.py --sweep)
     silu_and_mul: bool = False,  # w_fp8 is gate | up [2 * I, K]: return silu(gate) * up, [1, I]
+    norm: InputNorm | None = None,  # multiply rms_norm(x (+ residual)) instead of x
+    prefetch_weights: bool = False,  # the kernel before leaves memory idle (attention): read the weights then
 ) -> torch.Tensor:  # [1, N], or [1, N / 2] with silu_and_mul
     """One token through an FP8-weight linear, in one launch; ValueError on wrong shapes, dtypes, strides or
     devices. Deterministic: the same inputs give the same bits whatever order the programs run in.
@@ -197,11 +278,19 @@ def fp8_gemv(
     path (this GEMV to out_dtype, then kernels.silu_and_mul): gate and up, then silu, then the product, each
     rounded to out_dtype. K is split as for the whole [2 * I, K] weight, so gate and up are the unfused sums.
     Split launches use the device's shared counters: see split_k_counters (one stream; before graph capture).
+
+    norm: the input row is normalized here (InputNorm), with the rounding of kernels.rms_norm's bf16 output;
+    the norm's mean square sums in another order than rms_norm's, so the result may differ from rms_norm then
+    this GEMV by an output ULP. On Hopper the launch uses PDL (config.pdl); prefetch_weights also L2-prefetches
+    every program's whole weight slice before it waits for the previous kernel.
     """
     what = "fp8_gemv"
     is_fp8 = x.dtype == FP8_DTYPE
     _check(x, w_fp8, w_scales, bias, x_scale, is_fp8, what)
-    tensors = [t for t in (x, w_fp8, w_scales, bias, x_scale) if t is not None]
+    if norm is not None:
+        _check_norm(x, norm, what)
+    norm_tensors = () if norm is None else (norm.weight, norm.residual, norm.new_residual)
+    tensors = [t for t in (x, w_fp8, w_scales, bias, x_scale, *norm_tensors) if t is not None]
     check_launchable(_fp8_gemv_kernel, what, *tensors)
     N, K = w_fp8.shape
     if silu_and_mul and N % 2:
@@ -223,14 +312,47 @@ def fp8_gemv(
         counters = split_k_counters(x.device)
     else:
         partials = counters = out  # not read
+    supported = pdl_supported(_fp8_gemv_kernel, x.device)
+    pdl = config.pdl and supported
+    prefetch = supported and prefetch_weights and _prefetchable(w_fp8)
+    threads = 32 * config.num_warps
+    has_residual = norm is not None and norm.residual is not None
     _fp8_gemv_kernel[(row_blocks, split_k)](
         x, x_scale if is_fp8 else w_scales, w_fp8, w_scales, w_scales if bias is None else bias, out,
         partials, counters, n_out, K, w_fp8.stride(0), k_per_split,
         X_IS_FP8=is_fp8, HAS_BIAS=bias is not None, SILU_AND_MUL=silu_and_mul, SPLIT_K=split_k,
         BLOCK_N=config.block_n, BLOCK_K=config.block_k, ROUND_IN_FP32=is_interpreted(_fp8_gemv_kernel),
-        num_warps=config.num_warps,
+        PDL=pdl, PREFETCH=prefetch, PREFETCH_CHUNKS=max(1, threads // config.block_n),
+        residual_ptr=norm.residual if has_residual else w_scales,
+        norm_weight_ptr=w_scales if norm is None else norm.weight,
+        new_residual_ptr=norm.new_residual if has_residual else w_scales, eps=0.0 if norm is None else norm.eps,
+        NORM=norm is not None, HAS_RESIDUAL=has_residual, K_POW2=triton.next_power_of_2(K),
+        num_warps=config.num_warps, launch_pdl=pdl,
     )
     return out
+
+
+def _prefetchable(w_fp8: torch.Tensor) -> bool:
+    """Bulk L2 prefetches need 16-byte aligned row starts (split starts are multiples of block_k)."""
+    return w_fp8.data_ptr() % PREFETCH_ALIGNMENT == 0 and w_fp8.stride(0) % PREFETCH_ALIGNMENT == 0
+
+
+def _check_norm(x, norm: InputNorm, what: str) -> None:
+    K = x.shape[1]
+    if x.dtype not in SOURCE_DTYPES:
+        raise ValueError(f"{what}: a normalized input must be bfloat16, float16 or float32, got {x.dtype}")
+    if norm.weight.shape != (K,) or norm.weight.dtype != x.dtype or not norm.weight.is_contiguous():
+        raise ValueError(f"{what}: norm.weight must be contiguous {x.dtype} [{K}], got "
+                         f"{norm.weight.dtype} {tuple(norm.weight.shape)}")
+    if (norm.residual is None) != (norm.new_residual is None):
+        raise ValueError(f"{what}: norm.new_residual goes with norm.residual and only with it")
+    for name in ("residual", "new_residual"):
+        t = getattr(norm, name)
+        if t is not None and (t.shape != (1, K) or t.dtype != x.dtype or not t.is_contiguous()):
+            raise ValueError(f"{what}: norm.{name} must be a contiguous {x.dtype} [1, {K}], got "
+                             f"{t.dtype} {tuple(t.shape)}")
+    if norm.new_residual is not None and norm.new_residual.data_ptr() in (x.data_ptr(), norm.residual.data_ptr()):
+        raise ValueError(f"{what}: norm.new_residual must not overlap x or norm.residual (they are still read)")
 
 
 def _check(x, w_fp8, w_scales, bias, x_scale, is_fp8, what) -> None:

@@ -47,6 +47,7 @@ from kernels.decode_split import (  # noqa: F401  (re-exported: the split API is
 )
 from kernels.fp8_kv_words import as_words, attend_fp8_words_tile, load_quarters, packed_fp8_ok, store_quarters
 from kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, triton
+from kernels.grid_dependency import allow_dependents_to_launch, pdl_supported
 from kernels.paged_attention_common import (
     LOG2E,
     attend_kv_tile,
@@ -120,7 +121,11 @@ def _paged_decode_kernel(
     UPCAST_DOT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     WORDS: tl.constexpr = False,  # FP8 cache read as int32 words (kernels/fp8_kv_words.py); caches are word views
+    # Hopper: the next kernel (o_proj's GEMV) may launch now and read its weights during this latency-bound one
+    # (at the start: letting it in only after the KV tiles, or at the end, measured slower).
+    EARLY_DEPENDENTS: tl.constexpr = False,
 ):
+    allow_dependents_to_launch(EARLY_DEPENDENTS)
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     partition = tl.program_id(2)
@@ -330,6 +335,7 @@ def paged_decode_attention(
         HAS_WINDOW=sliding_window is not None, IS_FP8=is_fp8, SPLIT=is_split,
         COMBINE_BLOCK=_combine_block(split.num_partitions, group_pow2, head_dim_pad),
         UPCAST_DOT=is_interpreted(_paged_decode_kernel), DOT_PRECISION=dot_precision(q.dtype), WORDS=words,
+        EARLY_DEPENDENTS=pdl_supported(_paged_decode_kernel, q.device),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out

@@ -43,6 +43,7 @@ from kernels.fp8_quant import (
     to_output,
     triton,
 )
+from kernels.grid_dependency import allow_dependents_to_launch, pdl_supported
 
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 # A row lives in registers: 32K fp32 elements over 16 warps is 64 per thread (hidden sizes go to 16384).
@@ -55,6 +56,27 @@ class RmsNormOutput(NamedTuple):
 
     out: torch.Tensor | Fp8Rows  # [num_tokens, hidden] in x's dtype, or Fp8Rows(values, scales)
     residual: torch.Tensor  # [num_tokens, hidden] in x's dtype
+
+
+@triton.jit
+def add_residual(x, residual, dtype: tl.constexpr, ROUND_IN_FP32: tl.constexpr):
+    """x + residual (fp32 values of `dtype`) rounded to `dtype`, as fp32: torch's x + residual; the norm reads
+    the rounded sum, which is also the new residual."""
+    return to_output(x + residual, dtype, ROUND_IN_FP32).to(tl.float32)
+
+
+@triton.jit
+def inverse_rms(sum_squares, hidden, eps):
+    """1 / sqrt(sum_squares / hidden + eps), each step IEEE-rounded."""
+    mean_square = tl.div_rn(sum_squares, hidden * 1.0)
+    return tl.div_rn(tl.full(mean_square.shape, 1.0, tl.float32), tl.sqrt_rn(mean_square + eps))
+
+
+@triton.jit
+def normalize(x, rstd, weight, dtype: tl.constexpr, ROUND_IN_FP32: tl.constexpr):
+    """weight * (x * rstd).to(dtype), rounded to `dtype` (x, rstd, weight fp32, broadcastable): norms.py's math."""
+    normalized = to_output(x * rstd, dtype, ROUND_IN_FP32).to(tl.float32)
+    return to_output(normalized * weight, dtype, ROUND_IN_FP32)
 
 
 @triton.jit
@@ -77,7 +99,9 @@ def _rms_norm_kernel(
     BLOCK_M: tl.constexpr,  # rows per program
     BLOCK: tl.constexpr,  # hidden rounded up to a power of two
     ROUND_IN_FP32: tl.constexpr,  # interpreter only: round to nearest even in fp32 before converting
+    EARLY_DEPENDENTS: tl.constexpr,  # the next kernel may launch (PDL) and prefetch its weights meanwhile
 ):
+    allow_dependents_to_launch(EARLY_DEPENDENTS)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < num_tokens
     rows = rows.to(tl.int64)[:, None]  # int64: rows * stride passes 2^31 for long prefills
@@ -88,15 +112,11 @@ def _rms_norm_kernel(
     if HAS_RESIDUAL:
         residual_ptrs = residual_ptr + rows * stride_residual + cols[None, :]
         residual = tl.load(residual_ptrs, mask=mask, other=0.0).to(tl.float32)
-        # Rounded to the input dtype, like torch's x + residual; the norm reads the rounded sum.
-        summed = to_output(x + residual, dtype, ROUND_IN_FP32)
-        tl.store(residual_ptrs, summed, mask=mask)
-        x = summed.to(tl.float32)
-    mean_square = tl.div_rn(tl.sum(x * x, axis=1), hidden * 1.0)  # [BLOCK_M]
-    rstd = tl.div_rn(tl.full([BLOCK_M], 1.0, tl.float32), tl.sqrt_rn(mean_square + eps))
-    normalized = to_output(x * rstd[:, None], dtype, ROUND_IN_FP32).to(tl.float32)
+        x = add_residual(x, residual, dtype, ROUND_IN_FP32)
+        tl.store(residual_ptrs, x.to(dtype), mask=mask)
+    rstd = inverse_rms(tl.sum(x * x, axis=1), hidden, eps)  # [BLOCK_M]
     weight = tl.load(weight_ptr + cols, mask=cols < hidden, other=0.0).to(tl.float32)
-    y = to_output(normalized * weight[None, :], dtype, ROUND_IN_FP32)
+    y = normalize(x, rstd[:, None], weight[None, :], dtype, ROUND_IN_FP32)
     out_ptrs = out_ptr + rows * stride_out + cols[None, :]
     if FP8_OUT:
         y = y.to(tl.float32)
@@ -174,6 +194,7 @@ def rms_norm(
         x.stride(0), new_residual.stride(0), out.stride(0), float(eps),
         HAS_RESIDUAL=residual is not None, FP8_OUT=out_fp8, FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE,
         BLOCK_M=block_m, BLOCK=block, ROUND_IN_FP32=is_interpreted(_rms_norm_kernel),
+        EARLY_DEPENDENTS=pdl_supported(_rms_norm_kernel, x.device),
         # ~8 elements per thread: 16-byte bf16 loads, up to 16 warps for long rows.
         num_warps=max(1, min(16, block_m * block // 256)),
     )

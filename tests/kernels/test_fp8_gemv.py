@@ -170,3 +170,32 @@ def test_llama3_8b_mlp_gpu(cuda):
     torch.testing.assert_close(eager.float(), expected, rtol=2**-7, atol=1e-3 * expected.abs().max().item())
     assert_graph_replays_equal(mlp, eager)
     assert not split_k_counters(cuda).any()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_dependent_launch_and_prefetch_gpu(prefetch, cuda):
+    """PDL and the L2 prefetch change when the weights are read, not what is computed: a norm -> gate_up (SiLU)
+    -> down -> o chain, each GEMV launched while the kernel before it still runs, gives the bits of the plain
+    launches, eagerly and from a replayed CUDA graph."""
+    from kernels.fp8_gemv import _fp8_gemv_kernel
+    from kernels.grid_dependency import pdl_supported
+    from kernels.rms_norm import rms_norm
+
+    assert pdl_supported(_fp8_gemv_kernel, cuda) == (torch.cuda.get_device_capability(cuda) >= (9, 0))
+    x, w_gate_up, s_gate_up, _ = make_problem(28672, 4096, cuda, seed=1)
+    _, w_down, s_down, _ = make_problem(4096, 14336, cuda, seed=2)
+    _, w_o, s_o, _ = make_problem(4096, 4096, cuda, seed=3)
+    residual, norm_weight = torch.randn_like(x), torch.rand_like(x[0]) + 0.5
+
+    def chain(pdl: bool, prefetch: bool):
+        config = GemvConfig(pdl=pdl)
+        normed, _ = rms_norm(x, norm_weight, 1e-5, residual.clone())
+        activated = fp8_gemv(normed, w_gate_up, s_gate_up, silu_and_mul=True, config=config, prefetch_weights=prefetch)
+        down = fp8_gemv(activated, w_down, s_down, config=config, prefetch_weights=prefetch)
+        return fp8_gemv(down, w_o, s_o, config=config, prefetch_weights=prefetch)
+
+    plain = chain(False, False)
+    assert torch.equal(chain(True, prefetch), plain)
+    assert_graph_replays_equal(lambda: chain(True, prefetch), plain)
+    assert not split_k_counters(cuda).any()

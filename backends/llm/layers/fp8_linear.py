@@ -21,6 +21,11 @@ quantization kernel. Such output has the model's dtype (`out_dtype`). Replacing 
 
 A gate | up projection may also apply SiLU-and-mul itself (`fuse_silu_and_mul`, set by the model): a
 single-token forward then returns silu(gate) * up, [1, I], from the GEMV's epilogue (see kernels/fp8_gemv.py).
+
+Forward also takes a `PendingNorm` (the RMSNorm before it, deferred by the model where `can_normalize_input`):
+the single-token GEMV normalizes the row itself and fills the pending norm's new residual; other shapes run
+the norm first. `prefetch_weights` (set by the model on a linear that follows attention) lets the GEMV read
+its weights into L2 while the attention, which leaves memory bandwidth idle, still runs.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import torch
 from torch import nn
 
 from backends.llm.layers.linear import FusedLinear
+from backends.llm.layers.norms import PendingNorm
 from kernels.fp8_gemm import (
     _fp8_gemm_kernel,
     fp8_linear,
@@ -36,7 +42,7 @@ from kernels.fp8_gemm import (
     fp8_linear_from_activations_reference,
     fp8_linear_reference,
 )
-from kernels.fp8_gemv import fp8_gemv
+from kernels.fp8_gemv import InputNorm, fp8_gemv
 from kernels.fp8_quant import (
     FP8_DTYPE,
     HAS_TRITON,
@@ -75,6 +81,8 @@ class Fp8Linear(nn.Module):
         self.use_kernels = can_run_kernels(torch.device(device))
         # Single-token forwards return silu(gate) * up, [1, I] (see can_fuse_silu_and_mul); set by the model.
         self.fuse_silu_and_mul = False
+        # The single-token GEMV L2-prefetches its weights while the kernel before it runs; set by the model.
+        self.prefetch_weights = False
 
     @classmethod
     def empty(cls, linear: FusedLinear) -> "Fp8Linear":
@@ -105,11 +113,23 @@ class Fp8Linear(nn.Module):
         which can then apply SiLU-and-mul in its epilogue."""
         return self.use_kernels and len(self.part_sizes) == 2 and self.part_sizes[0] == self.part_sizes[1]
 
-    def forward(self, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
+    @property
+    def can_normalize_input(self) -> bool:
+        """True when a single-token forward normalizes a PendingNorm inside its GEMV (the norm must run its
+        kernel too: the fused math is the kernel's)."""
+        return self.use_kernels
+
+    def forward(self, x: torch.Tensor | Fp8Rows | PendingNorm) -> torch.Tensor:
         # x: [..., in_features] bf16/fp16/fp32 -> [..., out_features] in x's dtype; or
         # Fp8Rows([num_tokens, in_features] e4m3, [num_tokens] fp32) -> [num_tokens, out_features] in out_dtype.
         # One token with fuse_silu_and_mul: [..., out_features / 2] = silu(gate) * up instead.
+        # A PendingNorm: as the norm's output.
         bias = self.bias
+        if isinstance(x, PendingNorm):
+            if self.use_kernels and x.norm.kernel is not None and _is_one_row(x.hidden):
+                norm = InputNorm(x.norm.weight, x.norm.eps, x.residual, None if x.residual is None else x.new_residual)
+                return self._gemv(x.hidden, None, None, norm)
+            x = x.apply()
         if isinstance(x, Fp8Rows):
             if self.use_kernels and _is_one_row(x.values):
                 return self._gemv(x.values, x.scales, self.out_dtype)
@@ -122,10 +142,11 @@ class Fp8Linear(nn.Module):
             return fp8_linear_from_activations(x, self.weight, self.weight_scale, bias)
         return fp8_linear_from_activations_reference(x, self.weight, self.weight_scale, bias)
 
-    def _gemv(self, row: torch.Tensor, scale: torch.Tensor | None, out_dtype: torch.dtype | None) -> torch.Tensor:
+    def _gemv(self, row: torch.Tensor, scale: torch.Tensor | None, out_dtype: torch.dtype | None,
+              norm: InputNorm | None = None) -> torch.Tensor:
         # row: [1, in_features] (e4m3 with its [1] scale, or unquantized) -> [1, out_features or I]
         return fp8_gemv(row, self.weight, self.weight_scale, self.bias, scale, out_dtype,
-                        silu_and_mul=self.fuse_silu_and_mul)
+                        silu_and_mul=self.fuse_silu_and_mul, norm=norm, prefetch_weights=self.prefetch_weights)
 
 
 def _is_one_row(rows: torch.Tensor) -> bool:

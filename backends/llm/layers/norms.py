@@ -6,9 +6,15 @@ device) and the model asks for them (`use_kernel`, see llama.wants_kernels), for
 torch code below, which is also the kernel's reference. With `quantize_output` set (by
 the model, when the next layer is an FP8 GEMM running kernels) the kernel emits the per-token FP8
 quantization of its output (`Fp8Rows`) instead of the normalized rows.
+
+`PendingNorm` defers a norm into the linear that reads its output: an FP8 linear running its single-token
+GEMV normalizes the row itself (kernels.fp8_gemv.InputNorm), one launch fewer; any other consumer calls
+`apply()`, which runs the norm as usual.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -51,3 +57,27 @@ class RMSNorm(nn.Module):
         as_float = x.float()
         normalized = as_float * torch.rsqrt(as_float.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * normalized.to(x.dtype), x
+
+
+class PendingNorm(NamedTuple):
+    """norm(hidden, residual), not computed yet: the linear that reads it computes it (see the module docstring).
+
+    new_residual is the buffer that receives hidden + residual (hidden itself without a residual): the layer
+    hands it on as the residual before the norm has run, so whoever computes the norm must fill it.
+    """
+
+    hidden: torch.Tensor  # [num_tokens, hidden_size]
+    residual: torch.Tensor | None  # [num_tokens, hidden_size]; apply() may overwrite it (the layer is done with it)
+    norm: RMSNorm
+    new_residual: torch.Tensor  # [num_tokens, hidden_size]: a new buffer, or hidden when residual is None
+
+    @classmethod
+    def of(cls, norm: RMSNorm, hidden: torch.Tensor, residual: torch.Tensor | None) -> "PendingNorm":
+        return cls(hidden, residual, norm, hidden if residual is None else torch.empty_like(hidden))
+
+    def apply(self):
+        """The norm's output (a tensor, or Fp8Rows when the norm quantizes), new_residual filled."""
+        normed, summed = self.norm(self.hidden, self.residual)
+        if summed is not self.new_residual:
+            self.new_residual.copy_(summed)
+        return normed

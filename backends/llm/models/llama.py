@@ -11,6 +11,10 @@ the SiLU-and-mul before down_proj write the per-token FP8 quantization of their 
 bf16 rows, and the Fp8Linear multiplies it as it is. `set_fp8_fusion` decides this once, after the linears
 are replaced (backends/llm/layers/fp8_linear.py calls it), by setting each producer's `quantize_output`; the
 forward code is the same either way: a producer's output goes to its one consumer, whatever its type.
+
+At one token (a batch-1 decode) the two RMSNorms of a layer are deferred into the FP8 GEMVs after them
+(`PendingNorm`: the GEMV normalizes its input row, one launch fewer each), and o_proj's GEMV prefetches its
+weights while the attention runs.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from backends.llm.attention.metadata import AttentionMetadata
 from backends.llm.attention.torch_paged import TorchPagedAttention
 from backends.llm.layers.activation import SiluAndMul
 from backends.llm.layers.linear import FusedLinear
-from backends.llm.layers.norms import RMSNorm
+from backends.llm.layers.norms import PendingNorm, RMSNorm
 from backends.llm.models.model_config import DecoderConfig
 from backends.llm.models.rotary import RotaryEmbedding
 
@@ -117,6 +121,7 @@ class DecoderLayer(nn.Module):
         self.self_attn = Attention(config, attention_impl, dtype)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, use_kernels)
         self.mlp = MLP(config, dtype, use_kernels)
+        self.defers_norms = False  # see set_fp8_fusion
 
     def set_fp8_fusion(self, enabled: bool = True) -> None:
         """Each producer quantizes its output for the FP8 GEMM that reads it where both run kernels."""
@@ -127,11 +132,24 @@ class DecoderLayer(nn.Module):
             producer.quantize_output = enabled and producer.can_quantize_output and _reads_fp8_rows(consumer)
         # At one token gate_up_proj may also take over act_fn, whose quantize_output then does not apply.
         self.mlp.set_silu_fusion(enabled)
+        self.defers_norms = enabled and all(
+            norm.kernel is not None and getattr(linear, "can_normalize_input", False)
+            for norm, linear in pairs[:2])
+        if hasattr(self.self_attn.o_proj, "prefetch_weights"):
+            self.self_attn.o_proj.prefetch_weights = enabled
+
+    def _normed(self, norm: RMSNorm, hidden, residual):
+        """(norm's output, new residual); at one token with defers_norms a PendingNorm that the next linear
+        computes, and the buffer it fills with the new residual."""
+        if self.defers_norms and hidden.shape[0] == 1:
+            pending = PendingNorm.of(norm, hidden, residual)
+            return pending, pending.new_residual
+        return norm(hidden, residual)
 
     def forward(self, hidden, residual, positions, rotary, kv_cache, metadata, kv_scales=None):
-        normed, residual = self.input_layernorm(hidden, residual)
+        normed, residual = self._normed(self.input_layernorm, hidden, residual)
         hidden = self.self_attn(normed, positions, rotary, kv_cache, metadata, kv_scales)
-        normed, residual = self.post_attention_layernorm(hidden, residual)
+        normed, residual = self._normed(self.post_attention_layernorm, hidden, residual)
         return self.mlp(normed), residual
 
 

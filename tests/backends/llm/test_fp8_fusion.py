@@ -10,6 +10,10 @@ At one token an FP8 gate_up_proj also applies SiLU-and-mul in its GEMV's epilogu
 unquantized: the one-token decode's logits must be those of the same model with that fusion off and act_fn
 writing rows in the model's dtype (the same GEMV sums, the same roundings), within the same bound.
 
+At one token the layer's two RMSNorms are deferred into the GEMVs of qkv_proj and gate_up_proj, which normalize
+their input row themselves (unquantized): the logits must be those of the norms' kernels writing rows in the
+model's dtype for the same GEMVs, within the same bound.
+
 Without a GPU the kernels run under the Triton interpreter: TRITON_INTERPRET is set before anything imports
 kernels/ (see test_fp8_engine.py).
 """
@@ -124,9 +128,53 @@ def test_silu_epilogue_at_one_token_gives_the_unfused_logits(checkpoint, dtype):
     assert relative <= MAX_RELATIVE_DIFFERENCE
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_norms_deferred_into_the_gemv_at_one_token(checkpoint, dtype):
+    runner = _runner(checkpoint, dtype)
+    layers = runner.model.layers
+    assert all(layer.defers_norms and layer.self_attn.o_proj.prefetch_weights for layer in layers)
+    norm_calls = []
+    hooks = [norm.register_forward_hook(lambda *_: norm_calls.append(1))
+             for layer in layers for norm in (layer.input_layernorm, layer.post_attention_layernorm)]
+    fused = _all_logits(runner, prompt_lens=(9,))  # one sequence: its decode steps have one token
+    assert len(norm_calls) == 2 * len(layers), "the norms run in the prefill only: the decodes defer them"
+    for layer in layers:  # the norms' kernels write rows in the model's dtype, read by the same GEMVs
+        layer.defers_norms = False
+        layer.input_layernorm.quantize_output = layer.post_attention_layernorm.quantize_output = False
+    unfused = _all_logits(runner, prompt_lens=(9,))
+    assert len(norm_calls) == 2 * len(layers) * (2 + NUM_DECODES)
+    for hook in hooks:
+        hook.remove()
+    relative = ((fused - unfused).norm() / unfused.norm()).item()
+    print(f"{dtype}: norms in the GEMV vs norm kernels, relative difference {relative:.2e}")
+    assert relative <= MAX_RELATIVE_DIFFERENCE
+    runner.model.set_fp8_fusion(False)
+    assert not any(layer.defers_norms or layer.self_attn.o_proj.prefetch_weights for layer in layers)
+
+
+def test_pending_norm_outside_the_gemv_runs_the_norm(checkpoint):
+    """A deferred norm that reaches a linear which cannot fuse it (several tokens, or no kernels) is computed
+    first: same output and new residual as the norm called directly."""
+    from backends.llm.layers.norms import PendingNorm
+
+    model = _runner(checkpoint, "float32").model
+    layer = model.layers[0]
+    qkv = layer.self_attn.qkv_proj
+    generator = torch.Generator().manual_seed(3)
+    hidden, residual = (torch.randn(3, 64, generator=generator).to(DEVICE) for _ in range(2))
+    with torch.inference_mode():
+        pending = PendingNorm.of(layer.input_layernorm, hidden, residual.clone())
+        out = qkv(pending)
+        normed, expected_residual = layer.input_layernorm(hidden, residual.clone())
+        expected = qkv(normed)
+    assert torch.equal(pending.new_residual, expected_residual)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
 def test_no_fusion_without_fp8_kernels_on_both_sides(checkpoint):
     # Unquantized linears: nothing to quantize for.
-    assert not any(_fusion_flags(_runner(checkpoint, "float32", quantization="none").model))
+    unquantized = _runner(checkpoint, "float32", quantization="none").model
+    assert not any(_fusion_flags(unquantized)) and not any(layer.defers_norms for layer in unquantized.layers)
     if DEVICE == "cpu":
         # The torch attention backend keeps the CPU model on torch code (no norm/activation kernels), while
         # Fp8Linear still runs its GEMM kernel under the interpreter: the producers cannot quantize.
