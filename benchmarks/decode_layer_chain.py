@@ -7,7 +7,8 @@ gate_up GEMV with SiLU-and-mul -> down GEMV. (Rotary and the KV write, the embed
 out: they do not change with the GEMV's settings.)
 
 For each setting (programmatic dependent launch of the GEMVs on/off, o_proj's weights L2-prefetched during
-the attention, the norms computed inside the GEMVs after them instead of their own kernels) it prints the chain's time per step, per layer, and its ratio to the floor: the layers' weight
+the attention, the norms computed inside the GEMVs after them instead of their own kernels, weight rows per
+GEMV program and programs per SM) it prints the chain's time per step, per layer, and its ratio to the floor: the layers' weight
 bytes and KV bytes / the read-only bandwidth measured in the same run.
 
     python benchmarks/decode_layer_chain.py [--context 1024]
@@ -64,16 +65,22 @@ def make_cache(context: int):
     return caches, table, lens
 
 
-def chain(layers, caches, table, lens, context: int, pdl: bool, prefetch_o: bool, norms_in_gemv: bool):
-    from kernels.fp8_gemv import DEFAULT_CONFIG, InputNorm, fp8_gemv
+def chain(layers, caches, table, lens, context: int, pdl: bool, prefetch_o: bool, norms_in_gemv: bool,
+          rows: int = 0, per_sm: int = 0):
+    from kernels.fp8_gemv import DEFAULT_CONFIG, SILU_DEFAULT_CONFIG, InputNorm, fp8_gemv
     from kernels.paged_decode_attention import paged_decode_attention
     from kernels.rms_norm import rms_norm
 
     config = DEFAULT_CONFIG._replace(pdl=pdl)
+    configs = {name: config for name in ("qkv", "o", "down")}
+    configs["gate_up"] = SILU_DEFAULT_CONFIG._replace(pdl=pdl)
+    if rows:  # every program reads `rows` weight rows (gate_up with SiLU: rows / 2 gate and as many up rows)
+        tuned = config._replace(block_n=rows, programs_per_sm=per_sm)
+        configs.update(qkv=tuned, o=tuned, down=tuned, gate_up=tuned._replace(block_n=rows // 2))
     hidden = torch.randn(1, HIDDEN, device="cuda", dtype=torch.bfloat16)
     residual = torch.randn(1, HIDDEN, device="cuda", dtype=torch.bfloat16)
 
-    def normed_gemv(h, r, norm_weight, weight, silu=False):
+    def normed_gemv(h, r, norm_weight, weight, config, silu=False):
         if norms_in_gemv:
             new_residual = torch.empty_like(r)
             norm = InputNorm(norm_weight, 1e-5, r, new_residual)
@@ -84,12 +91,12 @@ def chain(layers, caches, table, lens, context: int, pdl: bool, prefetch_o: bool
     def step():
         h, r = hidden, residual.clone()
         for layer, (kv_cache, kv_scales) in zip(layers, caches):
-            qkv, r = normed_gemv(h, r, layer.norms[0], layer.qkv)
+            qkv, r = normed_gemv(h, r, layer.norms[0], layer.qkv, configs["qkv"])
             q = qkv[:, : HEADS * HEAD_DIM].view(1, HEADS, HEAD_DIM)
             attn = paged_decode_attention(q, kv_cache, table, lens, kv_scales=kv_scales, max_context_len=context)
-            h = fp8_gemv(attn.view(1, -1), *layer.o, config=config, prefetch_weights=prefetch_o)
-            activated, r = normed_gemv(h, r, layer.norms[1], layer.gate_up, silu=True)
-            h = fp8_gemv(activated, *layer.down, config=config)
+            h = fp8_gemv(attn.view(1, -1), *layer.o, config=configs["o"], prefetch_weights=prefetch_o)
+            activated, r = normed_gemv(h, r, layer.norms[1], layer.gate_up, configs["gate_up"], silu=True)
+            h = fp8_gemv(activated, *layer.down, config=configs["down"])
         return h
 
     return step
@@ -110,12 +117,15 @@ def main() -> int:
     floor_us = (sum(layer.weight_bytes() for layer in layers) + kv_bytes) / read_bw / 1e3
     print(f"{torch.cuda.get_device_name()}: read-only {read_bw:.0f} GB/s; {LAYERS} layers, context {args.context}: "
           f"floor {floor_us:.0f} us")
-    print(f"{'pdl':>6}{'o_proj prefetch':>17}{'norms in GEMV':>15}{'step us':>9}{'us/layer':>10}{'/floor':>8}")
-    for pdl, prefetch_o, norms_in_gemv in ((False, False, False), (True, False, False), (True, True, False),
-                                           (True, False, True), (True, True, True)):
-        step = chain(layers, caches, table, lens, args.context, pdl, prefetch_o, norms_in_gemv)
+    print(f"{'pdl':>6}{'o_proj prefetch':>17}{'norms in GEMV':>15}{'rows x programs':>16}{'step us':>9}{'us/layer':>10}{'/floor':>8}")
+    for pdl, prefetch_o, norms_in_gemv, rows, per_sm in (
+            (False, False, False, 0, 0), (True, False, False, 0, 0), (True, True, False, 0, 0),
+            (True, False, True, 0, 0), (True, True, True, 0, 0), (True, True, True, 16, 4), (True, True, True, 32, 2),
+            (True, True, True, 32, 4), (True, True, True, 64, 3)):
+        step = chain(layers, caches, table, lens, args.context, pdl, prefetch_o, norms_in_gemv, rows, per_sm)
         step_us = time_ms(step) * 1e3
-        print(f"{pdl!s:>6}{prefetch_o!s:>17}{norms_in_gemv!s:>15}{step_us:>9.0f}"
+        tiles = f"{rows} x {per_sm}/SM" if rows else "default 32 x 3"
+        print(f"{pdl!s:>6}{prefetch_o!s:>17}{norms_in_gemv!s:>15}{tiles:>16}{step_us:>9.0f}"
               f"{step_us / LAYERS:>10.2f}{step_us / floor_us:>8.3f}", flush=True)
     return 0
 

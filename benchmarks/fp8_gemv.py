@@ -41,8 +41,17 @@ def rotating(make_call, copies: int):
 def sweep_configs():
     from kernels.fp8_gemv import GemvConfig
 
-    for block_n, block_k, warps, per_sm in itertools.product((16, 32, 64), (256, 512, 1024), (4, 8), (4, 8)):
+    for block_n, block_k, warps, per_sm in itertools.product((8, 16, 32, 64), (512, 1024), (4, 8), (2, 3, 4, 8)):
         yield GemvConfig(block_n, block_k, warps, per_sm)
+
+
+def registers_per_thread(kernel) -> str:
+    """Registers (and spills) of each compiled variant of `kernel` so far: what bounds programs per SM."""
+    try:
+        variants = [compiled for cache in kernel.device_caches.values() for compiled in cache[0].values()]
+        return " ".join(f"{c.n_regs}r/{c.n_spills}s" for c in variants)
+    except (AttributeError, IndexError, TypeError):  # the cache layout of another triton version
+        return "?"
 
 
 def main() -> int:
@@ -53,7 +62,7 @@ def main() -> int:
         print("no CUDA GPU: nothing measured")
         return 0
     from kernels.fp8_gemm import fp8_linear_from_activations
-    from kernels.fp8_gemv import DEFAULT_CONFIG, fp8_gemv
+    from kernels.fp8_gemv import DEFAULT_CONFIG, _fp8_gemv_kernel, fp8_gemv
     from kernels.fp8_quant import quantize_per_token, quantize_weight_per_channel
 
     copy_bw, read_bw = memory_bandwidths()
@@ -76,13 +85,14 @@ def main() -> int:
         bf16 = time_ms(rotating(lambda i: lambda: torch.nn.functional.linear(x, bf16_weights[i]), bf16_copies)) * 1e3
         best = ""
         if args.sweep:
-            timed = [(time_ms(rotating(lambda i, c=c: lambda: fp8_gemv(x, *weights[i], config=c), copies)) * 1e3, c)
-                     for c in sweep_configs()]
-            best_us, best_config = min(timed)
-            best = f"  {best_us:.1f} us {tuple(best_config)} (default {tuple(DEFAULT_CONFIG)})"
+            timed = sorted((time_ms(rotating(lambda i, c=c: lambda: fp8_gemv(x, *weights[i], config=c), copies)) * 1e3,
+                            tuple(c)) for c in sweep_configs())
+            best = "  " + "; ".join(f"{us:.1f} us {config}" for us, config in timed[:4])
+            best += f" (default {tuple(DEFAULT_CONFIG)})"
         gbs = (N * K + 4 * N) / gemv / 1e3
         print(f"{layer:<8}{N:>6}{K:>6}{gemv:>9.1f}{gbs:>7.0f}{gbs / read_bw:>7.2f}{gemm:>11.1f}{scaled:>14.1f}"
               f"{bf16:>9.1f}{gemm / gemv:>11.2f}{scaled / gemv:>16.2f}{best}", flush=True)
+    print(f"registers per thread of the compiled GEMVs: {registers_per_thread(_fp8_gemv_kernel)}")
     return 0
 
 

@@ -42,16 +42,19 @@ NUM_COUNTERS = 1 << 16
 
 
 class GemvConfig(NamedTuple):
-    block_n: int = 16  # weight rows per program (gate rows, each with its up row, under silu_and_mul)
-    block_k: int = 512  # bytes of each row per step: 8 KB of weights per step and program
+    block_n: int = 32  # weight rows per program (gate rows, each with its up row, under silu_and_mul)
+    block_k: int = 512  # bytes of each row per step: 16 KB of weights per step and program
     num_warps: int = 8
-    programs_per_sm: int = 4  # K is split until the grid has this many programs per SM
+    programs_per_sm: int = 3  # K is split until the grid has this many programs per SM
     # Hopper: launch with programmatic dependent launch (kernels/grid_dependency.py): the first weight tile is
     # read while the previous kernel still runs.
     pdl: bool = True
 
 
+# 32 rows x 3 programs per SM: the fastest batch-1 decode chain of an 8B model on the H100 among 16, 32 and 64
+# rows and 2 to 4 programs per SM (benchmarks/decode_layer_chain.py); with silu_and_mul, 16 gate + 16 up rows.
 DEFAULT_CONFIG = GemvConfig()
+SILU_DEFAULT_CONFIG = DEFAULT_CONFIG._replace(block_n=DEFAULT_CONFIG.block_n // 2)
 
 
 class InputNorm(NamedTuple):
@@ -184,22 +187,23 @@ def _fp8_gemv_kernel(
     # The first weight tile is loaded before the wait (with PDL, while the previous kernel still runs): the
     # memory latency of a kernel's first loads is off the chain's critical path. Every split is non-empty.
     k = k_start + cols
-    k_mask = k < k_end
-    w_mask = row_mask[:, None] & k_mask[None, :]
-    w_first = tl.load(w_rows + k[None, :], mask=w_mask, other=0.0)
-    up_first = w_first
+    w_mask = row_mask[:, None] & (k < k_end)[None, :]
+    w_tile = tl.load(w_rows + k[None, :], mask=w_mask, other=0.0)
+    up_tile = w_tile
     if SILU_AND_MUL:
-        up_first = tl.load(up_rows + k[None, :], mask=w_mask, other=0.0)
+        up_tile = tl.load(up_rows + k[None, :], mask=w_mask, other=0.0)
     wait_for_previous_kernel(PDL)
     rstd = 0.0
     if NORM:
         rstd = _input_rstd(x_ptr, residual_ptr, new_residual_ptr, K, eps, (pid_n + pid_k) == 0,
                            HAS_RESIDUAL, K_POW2, ROUND_IN_FP32)
-    x = _input_slice(x_ptr, residual_ptr, norm_weight_ptr, k, k_mask, rstd, NORM, HAS_RESIDUAL, ROUND_IN_FP32)
-    acc = tl.sum(w_first.to(tl.float32) * x[None, :], axis=1)
+    x = _input_slice(x_ptr, residual_ptr, norm_weight_ptr, k, k < k_end, rstd, NORM, HAS_RESIDUAL, ROUND_IN_FP32)
+    acc = tl.sum(w_tile.to(tl.float32) * x[None, :], axis=1)
     acc_up = tl.zeros([BLOCK_N], tl.float32)
     if SILU_AND_MUL:
-        acc_up = tl.sum(up_first.to(tl.float32) * x[None, :], axis=1)
+        acc_up = tl.sum(up_tile.to(tl.float32) * x[None, :], axis=1)
+    # The loop's loads are software-pipelined by the compiler (a hand-written double buffer in registers, and a
+    # conditional load inside the loop, both measured 20% slower on the H100).
     for k0 in range(k_start + BLOCK_K, k_end, BLOCK_K):
         k = k0 + cols
         k_mask = k < k_end
@@ -266,7 +270,7 @@ def fp8_gemv(
     bias: torch.Tensor | None = None,  # [N]
     x_scale: torch.Tensor | None = None,  # [1] float32, only for an FP8 x
     out_dtype: torch.dtype | None = None,  # default x's dtype (bfloat16 for an FP8 x)
-    config: GemvConfig = DEFAULT_CONFIG,  # tuning (benchmarks/fp8_gemv.py --sweep)
+    config: GemvConfig | None = None,  # tuning; default DEFAULT_CONFIG (SILU_DEFAULT_CONFIG with silu_and_mul)
     silu_and_mul: bool = False,  # w_fp8 is gate | up [2 * I, K]: return silu(gate) * up, [1, I]
     norm: InputNorm | None = None,  # multiply rms_norm(x (+ residual)) instead of x
     prefetch_weights: bool = False,  # the kernel before leaves memory idle (attention): read the weights then
@@ -296,6 +300,7 @@ def fp8_gemv(
     if silu_and_mul and N % 2:
         raise ValueError(f"{what}: silu_and_mul needs an even number of weight rows (gate | up), got N={N}")
     n_out = N // 2 if silu_and_mul else N
+    config = config or (SILU_DEFAULT_CONFIG if silu_and_mul else DEFAULT_CONFIG)
     out_dtype = out_dtype or (torch.bfloat16 if is_fp8 else x.dtype)
     out = torch.empty((1, n_out), dtype=out_dtype, device=x.device)
     # Planned on all N rows: a program of the fused epilogue reads both its gate and its up rows, so the

@@ -60,9 +60,9 @@ def test_fp8_activations_with_scale(dev):
 
 
 def test_split_plan():
-    assert plan_split_k(6144, 4096, 132) == 2  # 384 row programs: 2 splits reach 4 per SM
-    assert plan_split_k(28672, 4096, 132) == 1  # 1792 row programs are plenty
-    assert plan_split_k(4096, 14336, 132) == 3
+    assert plan_split_k(6144, 4096, 132) == 3  # 192 row programs of 32 rows: 3 splits reach 3 per SM
+    assert plan_split_k(28672, 4096, 132) == 1  # 896 row programs are plenty
+    assert plan_split_k(4096, 14336, 132) == 4
     assert plan_split_k(64, 512, 132) == 1  # too short to split
 
 
@@ -199,3 +199,4 @@ def test_dependent_launch_and_prefetch_gpu(prefetch, cuda):
     assert torch.equal(chain(True, prefetch), plain)
     assert_graph_replays_equal(lambda: chain(True, prefetch), plain)
     assert not split_k_counters(cuda).any()
+
