@@ -47,7 +47,7 @@ from kernels.decode_split import (  # noqa: F401  (re-exported: the split API is
 )
 from kernels.fp8_kv_words import as_words, attend_fp8_words_tile, load_quarters, packed_fp8_ok, store_quarters
 from kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, triton
-from kernels.grid_dependency import allow_dependents_to_launch, pdl_supported
+from kernels.grid_dependency import allow_dependents_to_launch, pdl_supported, wait_for_previous_kernel
 from kernels.paged_attention_common import (
     LOG2E,
     attend_kv_tile,
@@ -121,11 +121,12 @@ def _paged_decode_kernel(
     UPCAST_DOT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     WORDS: tl.constexpr = False,  # FP8 cache read as int32 words (kernels/fp8_kv_words.py); caches are word views
-    # Hopper: the next kernel (o_proj's GEMV) may launch now and read its weights during this latency-bound one
-    # (at the start: letting it in only after the KV tiles, or at the end, measured slower).
-    EARLY_DEPENDENTS: tl.constexpr = False,
+    # Hopper PDL: wait for the KV write before reading; the next kernel (o_proj) may launch at once and read its
+    # weights during this latency-bound one (letting it in after the KV tiles, or at the end, measured slower).
+    PDL: tl.constexpr = False,
 ):
-    allow_dependents_to_launch(EARLY_DEPENDENTS)
+    allow_dependents_to_launch(PDL)
+    wait_for_previous_kernel(PDL)
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     partition = tl.program_id(2)
@@ -323,6 +324,7 @@ def paged_decode_attention(
         k_cache, v_cache = as_words(k_cache), as_words(v_cache)
     scale = (softmax_scale if softmax_scale is not None else head_dim**-0.5) * LOG2E
     grid = (num_seqs, num_kv_heads, split.num_partitions)
+    pdl = pdl_supported(_paged_decode_kernel, q.device)
     _paged_decode_kernel[grid](
         out, *partials, counters, q, k_cache, v_cache, k_scale, v_scale, block_tables, context_lens,
         scale, sliding_window or 0, kv_cache.shape[2], partition_size, num_heads, split.num_partitions,
@@ -335,7 +337,7 @@ def paged_decode_attention(
         HAS_WINDOW=sliding_window is not None, IS_FP8=is_fp8, SPLIT=is_split,
         COMBINE_BLOCK=_combine_block(split.num_partitions, group_pow2, head_dim_pad),
         UPCAST_DOT=is_interpreted(_paged_decode_kernel), DOT_PRECISION=dot_precision(q.dtype), WORDS=words,
-        EARLY_DEPENDENTS=pdl_supported(_paged_decode_kernel, q.device),
+        PDL=pdl, launch_pdl=pdl,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from kernels.fp8_quant import FP8_DTYPE, FP8_MAX, MIN_SCALE, check_launchable, is_interpreted, tl, triton
+from kernels.grid_dependency import pdl_supported, wait_for_previous_kernel
 from kernels.reshape_and_cache import (
     check_write_arguments,
     fp8_head_scales,
@@ -81,7 +82,9 @@ def _rotary_reshape_and_cache_kernel(
     FP8_MAX: tl.constexpr,  # 448
     MIN_SCALE: tl.constexpr,  # lower bound of a scale
     ROUND_IN_FP32: tl.constexpr,  # interpreter only: round in fp32 before converting (its casts are off)
+    PDL: tl.constexpr,  # launched with programmatic dependent launch: wait for the qkv projection first
 ):
+    wait_for_previous_kernel(PDL)
     token = tl.program_id(0).to(tl.int64)  # int64: token * stride passes 2^31 for long prefills
     position = tl.load(positions_ptr + token)
     dims = tl.arange(0, HALF_PAD)
@@ -154,6 +157,7 @@ def rotary_reshape_and_cache(
     scale_strides = k_scale.stride()[:3] if is_fp8 else (0, 0, 0)
     q_heads_pad, kv_heads_pad = triton.next_power_of_2(num_q_heads), triton.next_power_of_2(num_kv_heads)
     half_pad = triton.next_power_of_2(head_dim // 2)
+    pdl = pdl_supported(_rotary_reshape_and_cache_kernel, q.device)
     _rotary_reshape_and_cache_kernel[(num_tokens,)](
         q, key, value, k_cache, v_cache, k_scale, v_scale, slot_mapping, positions, cos, sin,
         kv_cache.shape[2],
@@ -164,7 +168,7 @@ def rotary_reshape_and_cache(
         NUM_Q_HEADS=num_q_heads, NUM_KV_HEADS=num_kv_heads, Q_HEADS_PAD=q_heads_pad, KV_HEADS_PAD=kv_heads_pad,
         HALF=head_dim // 2, HALF_PAD=half_pad,
         IS_FP8=is_fp8, FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE,
-        ROUND_IN_FP32=is_interpreted(_rotary_reshape_and_cache_kernel),
+        ROUND_IN_FP32=is_interpreted(_rotary_reshape_and_cache_kernel), PDL=pdl, launch_pdl=pdl,
         # Sized by q, the widest of the three: 32 heads x 64 pairs at Llama sizes -> 8 warps.
         num_warps=max(1, min(8, q_heads_pad * half_pad // 256)),
         # a * b - c * d rounded twice, as the rotary kernel (and torch) round it: no FMA contraction.
