@@ -25,8 +25,8 @@ h // (num_heads // num_kv_heads), as torch's enable_gqa does.
 - Sliding window: the query (position context_len - 1) sees keys at positions > context_len - 1 - window.
 - Softmax in float32 with exp2 (scores carry softmax_scale * log2(e)); K/V cache offsets in int64.
 
-`paged_decode_attention_reference` is the plain-torch version (gather, dequantize, masked softmax in fp32).
-The tile update (`attend_kv_tile`) and the argument checks live in kernels/paged_attention_common.py.
+`paged_decode_attention_reference` is the plain-torch version (gather, dequantize, masked softmax in fp32); the
+tile update (`attend_kv_tile`) and the argument checks live in kernels/paged_attention_common.py.
 """
 
 from __future__ import annotations
