@@ -6,10 +6,10 @@ step runs per layer: RMSNorm (+ residual) -> qkv GEMV -> paged decode attention 
 gate_up GEMV with SiLU-and-mul -> down GEMV. (Rotary and the KV write, the embedding and lm_head are left
 out: they do not change with the GEMV's settings.)
 
-For each setting (programmatic dependent launch of the GEMVs on/off, o_proj's weights L2-prefetched during
-the attention, the norms computed inside the GEMVs after them instead of their own kernels, weight rows per
-GEMV program and programs per SM) it prints the chain's time per step, per layer, and its ratio to the floor: the layers' weight
-bytes and KV bytes / the read-only bandwidth measured in the same run.
+For each setting (programmatic dependent launch of the GEMVs on/off, o_proj's weights L2-prefetched during the
+attention, the norms computed inside the GEMVs after them instead of their own kernels, weight rows per GEMV
+program and programs per SM) it prints the chain's time per step, per layer, and its ratio to the floor: the
+layers' weight bytes and KV bytes / the read-only bandwidth measured in the same run.
 
     python benchmarks/decode_layer_chain.py [--context 1024]
 """
@@ -117,7 +117,8 @@ def main() -> int:
     floor_us = (sum(layer.weight_bytes() for layer in layers) + kv_bytes) / read_bw / 1e3
     print(f"{torch.cuda.get_device_name()}: read-only {read_bw:.0f} GB/s; {LAYERS} layers, context {args.context}: "
           f"floor {floor_us:.0f} us")
-    print(f"{'pdl':>6}{'o_proj prefetch':>17}{'norms in GEMV':>15}{'rows x programs':>16}{'step us':>9}{'us/layer':>10}{'/floor':>8}")
+    print(f"{'pdl':>6}{'o_proj prefetch':>17}{'norms in GEMV':>15}{'rows x programs':>16}{'step us':>9}"
+          f"{'us/layer':>10}{'/floor':>8}")
     for pdl, prefetch_o, norms_in_gemv, rows, per_sm in (
             (False, False, False, 0, 0), (True, False, False, 0, 0), (True, True, False, 0, 0),
             (True, False, True, 0, 0), (True, True, True, 0, 0), (True, True, True, 16, 4), (True, True, True, 32, 2),

@@ -20,6 +20,13 @@ that every launch leaves zeroed again.
 With silu_and_mul=True the weight is a fused gate | up projection [2 * I, K]: each program reduces BLOCK_N gate
 rows n and the up rows n + I, and the epilogue writes silu(gate) * up, [1, I] (the Llama MLP's activation at
 one token, without the [1, 2 * I] round trip and the activation kernel's launch).
+With norm=InputNorm(...) the input row is rms_norm(x (+ residual)), computed by every program (the whole row's
+mean square from L2, then its own K slice normalized as kernels/rms_norm.py rounds it): the batch-1 decode's
+norm launches go away; program (0, 0) writes the new residual.
+
+On Hopper the launch uses programmatic dependent launch (kernels/grid_dependency.py): each program reads its
+first weight tile before waiting for the previous kernel, and with prefetch_weights L2-prefetches its whole
+slice there too (o_proj after the attention, which leaves memory idle).
 `fp8_gemv_reference` is the plain-torch version (with silu_and_mul: kernels.silu_and_mul's reference of it).
 """
 

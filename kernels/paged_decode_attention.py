@@ -324,7 +324,6 @@ def paged_decode_attention(
         k_cache, v_cache = as_words(k_cache), as_words(v_cache)
     scale = (softmax_scale if softmax_scale is not None else head_dim**-0.5) * LOG2E
     grid = (num_seqs, num_kv_heads, split.num_partitions)
-    pdl = pdl_supported(_paged_decode_kernel, q.device)
     _paged_decode_kernel[grid](
         out, *partials, counters, q, k_cache, v_cache, k_scale, v_scale, block_tables, context_lens,
         scale, sliding_window or 0, kv_cache.shape[2], partition_size, num_heads, split.num_partitions,
@@ -337,7 +336,7 @@ def paged_decode_attention(
         HAS_WINDOW=sliding_window is not None, IS_FP8=is_fp8, SPLIT=is_split,
         COMBINE_BLOCK=_combine_block(split.num_partitions, group_pow2, head_dim_pad),
         UPCAST_DOT=is_interpreted(_paged_decode_kernel), DOT_PRECISION=dot_precision(q.dtype), WORDS=words,
-        PDL=pdl, launch_pdl=pdl,
+        PDL=pdl_supported(_paged_decode_kernel, q.device), launch_pdl=pdl_supported(_paged_decode_kernel, q.device),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out
