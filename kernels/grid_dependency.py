@@ -22,6 +22,8 @@ from `pdl_supported`, and the helpers compile to nothing when the flag is off.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from kernels.fp8_quant import HAS_TRITON, tl, triton
@@ -34,6 +36,12 @@ def pdl_supported(kernel, device: torch.device) -> bool:
     """True when `kernel` launches compiled on a Hopper-or-newer GPU (PDL and bulk L2 prefetch exist there)."""
     if not HAS_TRITON or device.type != "cuda" or type(kernel).__name__ == "InterpretedFunction":
         return False
+    return _hopper_or_newer(device)
+
+
+@functools.lru_cache(maxsize=None)
+def _hopper_or_newer(device: torch.device) -> bool:
+    # Cached: launchers ask on every (eager) launch, once per layer and step.
     return torch.cuda.get_device_capability(device) >= (9, 0)
 
 
