@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import torch
 
+from kernels.decode_combine import combine_block, combine_partitions, sequence_partitions, split_partials
+from kernels.decode_fresh_token import FreshToken, check_fresh_token, fresh_token_arguments, load_rotated, write_fresh_kv
 from kernels.decode_split import (  # noqa: F401  (re-exported: the split API is part of this kernel's)
     DEFAULT_NUM_SMS,
     MIN_PARTITION_SIZE,
@@ -46,7 +48,7 @@ from kernels.decode_split import (  # noqa: F401  (re-exported: the split API is
     plan_decode_split,
 )
 from kernels.fp8_kv_words import as_words, attend_fp8_words_tile, load_quarters, packed_fp8_ok, store_quarters
-from kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, triton
+from kernels.fp8_quant import FP8_DTYPE, FP8_MAX, MIN_SCALE, check_launchable, is_interpreted, tl, triton
 from kernels.grid_dependency import allow_dependents_to_launch, pdl_supported, wait_for_previous_kernel
 from kernels.paged_attention_common import (
     LOG2E,
@@ -61,26 +63,6 @@ from kernels.split_counters import split_counters
 
 # Owner of the split launches' counters (kernels/split_counters.py): one per (sequence, KV head).
 COUNTER_OWNER = "paged_decode_attention"
-# The combining program reads at most this many partitions per step...
-MAX_COMBINE_PARTITIONS = 32
-# ...and at most this many partial floats per step ([query heads, partitions, head dims]: 64 registers per
-# thread at 4 warps), so that the combine does not raise the register count of the whole kernel much.
-MAX_COMBINE_ELEMENTS = 8192
-
-
-@triton.jit
-def _sequence_partitions(context_len, window_start, partition_size, num_partitions, BLOCK_N: tl.constexpr):
-    """(first key, tokens per partition) of one sequence: its visible keys, from the tile holding window_start
-    to context_len, cut evenly into num_partitions whole tiles, at most partition_size tokens each.
-
-    A split is fixed for the longest context (a CUDA graph fixes it for max_model_len), and shorter sequences
-    still spread over every partition instead of over the first few: at batch 1 and context 1024 under a
-    split planned for 8192, 16 programs of one tile each per KV head rather than 4 of four tiles (an H100
-    profile: each tile of a program costs a dependent block-table and K/V round trip).
-    partition_size caps the size, so num_partitions * size covers every context the split covers."""
-    first_key = (window_start // BLOCK_N) * BLOCK_N  # tiles start on BLOCK_N multiples
-    even = tl.cdiv(tl.cdiv(context_len - first_key, num_partitions), BLOCK_N) * BLOCK_N
-    return first_key, tl.minimum(tl.maximum(even, BLOCK_N), partition_size)
 
 
 @triton.jit
@@ -97,6 +79,11 @@ def _paged_decode_kernel(
     v_scale_ptr,  # [num_blocks, block_size, num_kv_heads] float32 kv_scales[1] (IS_FP8)
     block_tables_ptr,  # [num_seqs, max_blocks] int32
     context_lens_ptr,  # [num_seqs] int32: tokens in the cache, the query's own included
+    # FRESH (kernels/decode_fresh_token.py): the FreshToken's key, value, slot_mapping, positions, cos, sin; the
+    # caches as elements (not words) and the strides of all of these.
+    key_ptr, value_ptr, fresh_k_cache_ptr, fresh_v_cache_ptr, slot_mapping_ptr, positions_ptr, cos_ptr, sin_ptr,
+    stride_key_seq, stride_key_head, stride_value_seq, stride_value_head,
+    stride_fresh_block, stride_fresh_slot, stride_fresh_head, stride_rotary,
     qk_scale,  # softmax scale * log2(e)
     sliding_window,  # keys the query sees, itself included (HAS_WINDOW)
     block_size,  # tokens per cache block
@@ -124,6 +111,10 @@ def _paged_decode_kernel(
     # Hopper PDL: wait for the KV write before reading; the next kernel (o_proj) may launch at once and read its
     # weights during this latency-bound one (letting it in after the KV tiles, or at the end, measured slower).
     PDL: tl.constexpr = False,
+    FRESH: tl.constexpr = False,  # rotate q on load; the program holding the last key writes the token's K/V first
+    FP8_MAX: tl.constexpr = 0.0,  # FRESH and IS_FP8: the KV write's format, kernels/fp8_quant.py's (launcher)
+    MIN_SCALE: tl.constexpr = 0.0,
+    ROUND_IN_FP32: tl.constexpr = False,  # interpreter: round on the bits (kernels/fp8_quant.to_output)
 ):
     allow_dependents_to_launch(PDL)
     wait_for_previous_kernel(PDL)
@@ -134,7 +125,7 @@ def _paged_decode_kernel(
     window_start = 0
     if HAS_WINDOW:
         window_start = tl.maximum(context_len - sliding_window, 0)
-    first_key, size = _sequence_partitions(context_len, window_start, partition_size, num_partitions, BLOCK_N)
+    first_key, size = sequence_partitions(context_len, window_start, partition_size, num_partitions, BLOCK_N)
     start = first_key + partition * size
     end = tl.minimum(start + size, context_len)
     groups = tl.arange(0, GROUP_PAD)
@@ -147,15 +138,45 @@ def _paged_decode_kernel(
     l = tl.zeros([GROUP_PAD], tl.float32)
     block_table_ptr = block_tables_ptr + seq64 * stride_table_seq
     q_rows = seq64 * stride_q_seq + heads[:, None] * stride_q_head
+    if FRESH:
+        position = tl.load(positions_ptr + seq64)
+        cos_row, sin_row = cos_ptr + position * stride_rotary, sin_ptr + position * stride_rotary
+        if (start <= context_len - 1) & (context_len - 1 < end):  # this program's keys hold the fresh token
+            slot = tl.load(slot_mapping_ptr + seq64)
+            if slot >= 0:
+                write_fresh_kv(
+                    key_ptr, value_ptr, fresh_k_cache_ptr, fresh_v_cache_ptr, k_scale_ptr, v_scale_ptr,
+                    seq64, kv_head, slot, block_size, cos_row, sin_row,
+                    stride_key_seq, stride_key_head, stride_value_seq, stride_value_head,
+                    stride_fresh_block, stride_fresh_slot, stride_fresh_head,
+                    stride_scale_block, stride_scale_slot, stride_scale_head,
+                    HEAD_DIM // 2, HEAD_DIM_PAD // 2, IS_FP8, FP8_MAX, MIN_SCALE, ROUND_IN_FP32,
+                )
+            tl.debug_barrier()  # every thread's K/V stores before any thread's tile loads (same program)
     if WORDS:
         quarter4 = 4 * tl.arange(0, HEAD_DIM // 4)[None, :]  # dims 4c of each quarter
-        q0, q1, q2, q3 = load_quarters(q_ptr, q_rows + quarter4, group_mask[:, None], 1, 0.0)
+        if FRESH:
+            half = HEAD_DIM // 2
+            q0 = load_rotated(q_ptr, q_rows + quarter4, quarter4, group_mask[:, None], cos_row, sin_row, half,
+                              ROUND_IN_FP32)
+            q1 = load_rotated(q_ptr, q_rows + quarter4 + 1, quarter4 + 1, group_mask[:, None], cos_row, sin_row,
+                              half, ROUND_IN_FP32)
+            q2 = load_rotated(q_ptr, q_rows + quarter4 + 2, quarter4 + 2, group_mask[:, None], cos_row, sin_row,
+                              half, ROUND_IN_FP32)
+            q3 = load_rotated(q_ptr, q_rows + quarter4 + 3, quarter4 + 3, group_mask[:, None], cos_row, sin_row,
+                              half, ROUND_IN_FP32)
+        else:
+            q0, q1, q2, q3 = load_quarters(q_ptr, q_rows + quarter4, group_mask[:, None], 1, 0.0)
         acc0 = tl.zeros([GROUP_PAD, HEAD_DIM // 4], tl.float32)
         acc1 = tl.zeros([GROUP_PAD, HEAD_DIM // 4], tl.float32)
         acc2 = tl.zeros([GROUP_PAD, HEAD_DIM // 4], tl.float32)
         acc3 = tl.zeros([GROUP_PAD, HEAD_DIM // 4], tl.float32)
     else:
-        q = tl.load(q_ptr + q_rows + dims[None, :], mask=row_mask, other=0.0)
+        if FRESH:
+            q = load_rotated(q_ptr, q_rows + dims[None, :], dims[None, :], row_mask, cos_row, sin_row, HEAD_DIM // 2,
+                             ROUND_IN_FP32)
+        else:
+            q = tl.load(q_ptr + q_rows + dims[None, :], mask=row_mask, other=0.0)
         acc = tl.zeros([GROUP_PAD, HEAD_DIM_PAD], tl.float32)
     for tile_start in range(start, end, BLOCK_N):
         positions = tile_start + tl.arange(0, BLOCK_N)
@@ -199,7 +220,7 @@ def _paged_decode_kernel(
         if count == num_partitions - 1:  # all others have stored theirs (the interpreter: the last program)
             # The partitions that hold a visible key: 0..last-1 (partitions are consecutive runs of keys).
             last = tl.minimum(tl.cdiv(context_len - first_key, size), num_partitions)
-            _combine_partitions(
+            combine_partitions(
                 out_ptr, partial_acc_ptr, partial_max_ptr, partial_sum_ptr, seq64, kv_head, last, num_heads,
                 num_partitions, stride_out_seq, stride_out_head,
                 QUERIES_PER_KV, GROUP_POW2, HEAD_DIM, HEAD_DIM_PAD, COMBINE_BLOCK,
@@ -219,56 +240,6 @@ def _paged_decode_kernel(
             tl.store(out_rows + dims[None, :], (acc * inverse).to(out_ty), mask=row_mask)
 
 
-@triton.jit
-def _combine_partitions(
-    out_ptr, partial_acc_ptr, partial_max_ptr, partial_sum_ptr,  # as in _paged_decode_kernel
-    seq64,  # the sequence (int64)
-    kv_head,
-    last,  # partitions 0..last-1 hold the partials (the others are empty)
-    num_heads, num_partitions, stride_out_seq, stride_out_head,
-    QUERIES_PER_KV: tl.constexpr,
-    GROUP_POW2: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
-    HEAD_DIM_PAD: tl.constexpr,
-    COMBINE_BLOCK: tl.constexpr,  # partitions per step
-):
-    """Output rows of the KV head's query heads from their partitions' partials (flash-decoding): with M the
-    largest partition max, out = sum_p exp2(m_p - M) acc_p / sum_p exp2(m_p - M) l_p, summed in partition
-    order; 0 where no partition holds a key (an empty context)."""
-    groups = tl.arange(0, GROUP_POW2)
-    heads = kv_head * QUERIES_PER_KV + groups
-    group_mask = groups < QUERIES_PER_KV
-    parts = tl.arange(0, COMBINE_BLOCK)
-    dims = tl.arange(0, HEAD_DIM_PAD)
-    first_rows = (seq64 * num_heads + heads) * num_partitions  # [GROUP_POW2]: each head's partition 0
-    # .cg loads: other SMs wrote these partials; read them from L2, the point of coherence, never from a
-    # (non-coherent) L1 line of this SM.
-    max_seen = tl.full([GROUP_POW2, COMBINE_BLOCK], float("-inf"), tl.float32)
-    for p0 in range(0, last, COMBINE_BLOCK):
-        rows = first_rows[:, None] + p0 + parts[None, :]
-        mask = group_mask[:, None] & (p0 + parts < last)[None, :]
-        maxes = tl.load(partial_max_ptr + rows, mask=mask, other=float("-inf"), cache_modifier=".cg")
-        max_seen = tl.maximum(max_seen, maxes)
-    global_max = tl.max(max_seen, axis=1)
-    global_max = tl.where(global_max == float("-inf"), 0.0, global_max)[:, None]
-    total = tl.zeros([GROUP_POW2, COMBINE_BLOCK], tl.float32)
-    acc = tl.zeros([GROUP_POW2, HEAD_DIM_PAD], tl.float32)
-    for p0 in range(0, last, COMBINE_BLOCK):
-        rows = first_rows[:, None] + p0 + parts[None, :]  # [GROUP_POW2, COMBINE_BLOCK]
-        mask = group_mask[:, None] & (p0 + parts < last)[None, :]
-        maxes = tl.load(partial_max_ptr + rows, mask=mask, other=float("-inf"), cache_modifier=".cg")
-        weight = tl.exp2(maxes - global_max)
-        total += weight * tl.load(partial_sum_ptr + rows, mask=mask, other=0.0, cache_modifier=".cg")
-        partial = tl.load(partial_acc_ptr + rows[:, :, None] * HEAD_DIM_PAD + dims[None, None, :],
-                          mask=mask[:, :, None], other=0.0, cache_modifier=".cg")
-        acc += tl.sum(weight[:, :, None] * partial, axis=1)
-    denominator = tl.sum(total, axis=1)
-    out = acc / tl.where(denominator == 0.0, 1.0, denominator)[:, None]
-    out_rows = out_ptr + seq64 * stride_out_seq + heads[:, None] * stride_out_head
-    out_mask = group_mask[:, None] & (dims < HEAD_DIM)[None, :]
-    tl.store(out_rows + dims[None, :], out.to(out_ptr.dtype.element_ty), mask=out_mask)
-
-
 def paged_decode_attention(
     q: torch.Tensor,  # [num_seqs, num_heads, head_dim] bf16/fp16/fp32
     kv_cache: torch.Tensor,  # [2, num_blocks, block_size, num_kv_heads, head_dim] q's dtype or float8_e4m3fn
@@ -282,8 +253,14 @@ def paged_decode_attention(
     split: DecodeSplit | None = None,  # default plan_decode_split(...)
     config: DecodeConfig | None = None,  # default default_decode_config(...)
     out: torch.Tensor | None = None,  # [num_seqs, num_heads, head_dim] q's dtype, head_dim stride 1
+    fresh: FreshToken | None = None,  # q unrotated: rotate it and write the token's K/V here (decode_fresh_token)
 ) -> torch.Tensor:  # [num_seqs, num_heads, head_dim] q's dtype
     """Attention of each sequence's single query over its cached context.
+
+    With `fresh`, q and fresh.key are unrotated and the cache does not hold the token yet: the kernel rotates
+    q (q itself is not modified) and writes the token's rotated K and V at fresh.slot_mapping as
+    rotary_reshape_and_cache would (kernels/decode_fresh_token.py); fresh.positions[i] must be
+    context_lens[i] - 1.
 
     Invariants: context_lens[i] <= max_context_len (a split launch ignores keys past
     split.num_partitions * split.partition_size, which must cover max_context_len); block_tables[i] holds
@@ -299,7 +276,9 @@ def paged_decode_attention(
     """
     what = "paged_decode_attention"
     num_seqs, num_heads, head_dim = _check_arguments(q, kv_cache, block_tables, context_lens, kv_scales, what)
-    check_launchable(_paged_decode_kernel, what, q, kv_cache, block_tables, context_lens)
+    if fresh is not None:
+        check_fresh_token(fresh, q, kv_cache, kv_scales, what)
+    check_launchable(_paged_decode_kernel, what, q, kv_cache, block_tables, context_lens, *(fresh or ()))
     num_kv_heads = kv_cache.shape[3]
     is_fp8 = kv_cache.dtype == FP8_DTYPE
     config = config or default_decode_config(head_dim)
@@ -314,7 +293,7 @@ def paged_decode_attention(
     is_split = split.num_partitions > 1
     # A single pass treats the whole context as partition 0.
     partition_size = split.partition_size if is_split else block_tables.shape[1] * kv_cache.shape[2] + config.block_n
-    partials = _partials(num_seqs, num_heads, split.num_partitions if is_split else 1, head_dim_pad, q.device)
+    partials = split_partials(num_seqs, num_heads, split.num_partitions if is_split else 1, head_dim_pad, q.device)
     counters = split_counters(COUNTER_OWNER, q.device, num_seqs * num_kv_heads) if is_split else context_lens
     group_pow2 = triton.next_power_of_2(queries_per_kv)
     k_cache, v_cache = kv_cache[0], kv_cache[1]
@@ -326,7 +305,7 @@ def paged_decode_attention(
     grid = (num_seqs, num_kv_heads, split.num_partitions)
     _paged_decode_kernel[grid](
         out, *partials, counters, q, k_cache, v_cache, k_scale, v_scale, block_tables, context_lens,
-        scale, sliding_window or 0, kv_cache.shape[2], partition_size, num_heads, split.num_partitions,
+        *fresh_token_arguments(fresh, kv_cache), scale, sliding_window or 0, kv_cache.shape[2], partition_size, num_heads, split.num_partitions,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         *(k_scale.stride()[:3] if is_fp8 else (0, 0, 0)),
@@ -334,27 +313,13 @@ def paged_decode_attention(
         QUERIES_PER_KV=queries_per_kv, GROUP_PAD=max(16, group_pow2), GROUP_POW2=group_pow2,
         HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, BLOCK_N=config.block_n,
         HAS_WINDOW=sliding_window is not None, IS_FP8=is_fp8, SPLIT=is_split,
-        COMBINE_BLOCK=_combine_block(split.num_partitions, group_pow2, head_dim_pad),
+        COMBINE_BLOCK=combine_block(split.num_partitions, group_pow2, head_dim_pad),
         UPCAST_DOT=is_interpreted(_paged_decode_kernel), DOT_PRECISION=dot_precision(q.dtype), WORDS=words,
         PDL=pdl_supported(_paged_decode_kernel, q.device), launch_pdl=pdl_supported(_paged_decode_kernel, q.device),
+        FRESH=fresh is not None, FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, ROUND_IN_FP32=is_interpreted(_paged_decode_kernel),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out
-
-
-def _combine_block(num_partitions: int, group_pow2: int, head_dim_pad: int) -> int:
-    """Partitions per combine step: a power of two, at most MAX_COMBINE_PARTITIONS and num_partitions (rounded
-    up), and within MAX_COMBINE_ELEMENTS partial floats."""
-    fit = max(1, MAX_COMBINE_ELEMENTS // (group_pow2 * head_dim_pad))
-    fit = 1 << (fit.bit_length() - 1)  # rounded down to a power of two
-    return min(MAX_COMBINE_PARTITIONS, triton.next_power_of_2(num_partitions), fit)
-
-
-def _partials(num_seqs, num_heads, num_partitions, head_dim_pad, device) -> tuple[torch.Tensor, ...]:
-    acc = torch.empty((num_seqs, num_heads, num_partitions, head_dim_pad), dtype=torch.float32, device=device)
-    maxes = torch.empty((num_seqs, num_heads, num_partitions), dtype=torch.float32, device=device)
-    sums = torch.empty((num_seqs, num_heads, num_partitions), dtype=torch.float32, device=device)
-    return acc, maxes, sums
 
 
 def _check_arguments(q, kv_cache, block_tables, context_lens, kv_scales, what: str) -> tuple[int, int, int]:

@@ -156,7 +156,7 @@ def test_split_combined_in_kernel(dev, cache_dtype, num_kv_heads, window, split)
 
 def test_combine_in_several_steps(dev, monkeypatch):
     """The combining program walks the partitions in steps (2 at a time here, 32 by default)."""
-    import kernels.paged_decode_attention as module
+    import kernels.decode_combine as module
 
     generator = torch.Generator().manual_seed(17)
     lens = [70, 20, 0]

@@ -133,27 +133,37 @@ def _count_launches(runner: ModelRunner, monkeypatch) -> dict[str, int]:
 
 @pytest.mark.parametrize("dtype, kv_cache_dtype", [("float32", "auto"), ("bfloat16", "auto"), ("bfloat16", "fp8")])
 def test_fused_rotary_kv_write_gives_the_unfused_logits_bit_for_bit(tmp_path, monkeypatch, dtype, kv_cache_dtype):
-    """The Triton attention rotates q and k in its KV write (one launch per layer instead of two): logits and
-    cache equal those of the rotary kernel followed by reshape_and_cache, exactly, through every kind of step."""
+    """The Triton attention rotates q and k in its KV write (one launch per layer instead of two), and in a
+    decode-only step inside the decode kernel (one launch in all): logits and cache equal those of the rotary
+    kernel followed by reshape_and_cache, exactly, through every kind of step."""
     directory = save_random_checkpoint("LlamaForCausalLM", tmp_path)
     prompts = _prompts()
-    fused, unfused = (_runner(directory, "triton", dtype, kv_cache_dtype) for _ in range(2))
+    fused, write_only, unfused = (_runner(directory, "triton", dtype, kv_cache_dtype) for _ in range(3))
+    for layer in write_only.model.layers:
+        layer.self_attn.attention_impl.fuses_decode_kv_write = False
     for layer in unfused.model.layers:
         layer.self_attn.attention_impl.fuses_rotary = False
-    fused_counts = _count_launches(fused, monkeypatch)
-    fused_steps = _run_schedule(fused, prompts)
-    unfused_counts = _count_launches(unfused, monkeypatch)
-    unfused_steps = _run_schedule(unfused, prompts)
-    layer_steps = len(SCHEDULE) * len(fused.model.layers)
-    assert fused_counts == {"rotary": 0, "fused": layer_steps}
-    assert unfused_counts == {"rotary": layer_steps, "fused": 0}
-    for index, (got, expected) in enumerate(zip(fused_steps, unfused_steps)):
-        for name in expected:
-            assert torch.equal(got[name], expected[name]), f"step {index}, request {name}"
-    for got, expected in zip(fused.kv_caches, unfused.kv_caches):
-        assert torch.equal(got.view(torch.uint8), expected.view(torch.uint8))
-    for got, expected in zip(fused.kv_scales or [], unfused.kv_scales or []):
-        assert torch.equal(got, expected)
+    results = {}
+    for name, runner in (("fused", fused), ("write_only", write_only), ("unfused", unfused)):
+        with monkeypatch.context() as patch:  # each runner's counters wrap the real kernels, not the last wrapper
+            counts = _count_launches(runner, patch)
+            results[name] = _run_schedule(runner, prompts), counts
+    layers = len(fused.model.layers)
+    layer_steps = len(SCHEDULE) * layers
+    decode_steps = sum(all(end - start == 1 for _, start, end in step) for step in SCHEDULE)
+    assert decode_steps == 4
+    assert results["fused"][1] == {"rotary": 0, "fused": layer_steps - decode_steps * layers}
+    assert results["write_only"][1] == {"rotary": 0, "fused": layer_steps}
+    assert results["unfused"][1] == {"rotary": layer_steps, "fused": 0}
+    for name in ("fused", "write_only"):
+        for index, (got, expected) in enumerate(zip(results[name][0], results["unfused"][0])):
+            for request in expected:
+                assert torch.equal(got[request], expected[request]), f"{name}: step {index}, request {request}"
+    for runner in (fused, write_only):
+        for got, expected in zip(runner.kv_caches, unfused.kv_caches):
+            assert torch.equal(got.view(torch.uint8), expected.view(torch.uint8))
+        for got, expected in zip(runner.kv_scales or [], unfused.kv_scales or []):
+            assert torch.equal(got, expected)
 
 
 def test_attention_backend_selection(tmp_path):
