@@ -3,6 +3,7 @@
 For each projection (qkv 6144x4096, o 4096x4096, gate_up 28672x4096, down 4096x14336; N x K) and
 M tokens (1, 16, 64, 256, 4096) it times, in the same run:
   ours       fp8_linear on activations already in fp8 (the GEMM alone; the config from the table)
+  gemv       at M = 1: kernels.fp8_gemv on the bf16 row, what the engine runs for one token (no quantization)
   ours+q     fp8_linear_from_activations: per-token quantization kernel, then the GEMM (what a layer costs)
   fused      the same with fused=True (quantization inside the GEMM), for M <= 64
   precise    fp8_linear(precise_accumulation=True): fp32 adds every BLOCK_K (ours defaults to fast accumulation)
@@ -10,14 +11,18 @@ M tokens (1, 16, 64, 256, 4096) it times, in the same run:
              per-tensor scales if rowwise is refused (then said so, and its errors are not compared)
   fast       torch._scaled_mm with use_fast_accum=True: the accumulation our kernel uses on sm_90
   bf16       torch.matmul in bf16, for context
-TFLOP/s = 2 M N K / median time; `vs sm` = ours / scaled_mm and `vs fast` = ours / fast (> 1: ours faster).
+TFLOP/s = 2 M N K / time; `vs sm` = ours / scaled_mm and `vs fast` = ours / fast (> 1: ours faster); at M = 1
+`gemv vs sm` = gemv / scaled_mm.
 `bw%`: bytes ours must move (weight + activations + output, once) over its time, as a share of the
 device-to-device copy bandwidth measured at the start (the decode shapes should approach it).
 `err`: ||ours - scaled_mm|| / ||scaled_mm|| on the same fp8 inputs (bf16 outputs).
 
-Timing: triton.testing.do_bench, median of CUDA-event times; it clears L2 before each call, so every call
-reads its weight from HBM as a forward pass does. `--sweep` also times a few alternative tile configs per
-case and prints the best next to the table's choice (tuning data for kernels/fp8_gemm.py's CONFIG_TABLE).
+Timing (benchmarks/gpu_timing.py): every call reads the next of several weight copies (more than L2 holds
+together), so it reads its weights from HBM as a forward pass does; each contender is a CUDA graph of 20
+calls, and the contenders of a case are replayed in turns, 5 rounds; a contender's time is its best round's
+median, `spread` the slowest round of ours over its fastest (another tenant's work shows there). `--sweep`
+also times a few alternative tile configs per case and prints the best next to the table's choice (tuning
+data for kernels/fp8_gemm.py's CONFIG_TABLE).
 
     python benchmarks/fp8_gemm.py                      # all shapes, M = 1 16 64 256 4096
     python benchmarks/fp8_gemm.py --m 1 16 --layers o down --sweep --json $OUT/fp8_gemm.json
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -43,25 +49,10 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--m", type=int, nargs="+", default=list(M_VALUES), help="token counts")
     parser.add_argument("--layers", nargs="+", default=list(LLAMA3_8B), choices=list(LLAMA3_8B))
-    parser.add_argument("--warmup-ms", type=int, default=25, help="do_bench warm-up (ms)")
-    parser.add_argument("--rep-ms", type=int, default=200, help="do_bench measured time per case (ms)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per case")
     parser.add_argument("--sweep", action="store_true", help="also time alternative tile configs")
     parser.add_argument("--json", type=Path, help="write every number here")
     return parser.parse_args()
-
-
-def bench_ms(fn, args) -> float:
-    import triton.testing
-
-    return triton.testing.do_bench(fn, warmup=args.warmup_ms, rep=args.rep_ms, return_mode="median")
-
-
-def copy_bandwidth_gbs(args) -> float:
-    """Device-to-device copy of 1 GiB: bytes read + bytes written per second."""
-    src = torch.randn(256 * 1024 * 1024, device=DEVICE)
-    dst = torch.empty_like(src)
-    ms = bench_ms(lambda: dst.copy_(src), args)
-    return 2 * src.numel() * 4 / ms / 1e6
 
 
 def rowwise_scaled_mm_supported() -> str | None:
@@ -76,21 +67,15 @@ def rowwise_scaled_mm_supported() -> str | None:
         return str(error).splitlines()[0]
 
 
-def scaled_mm_fn(x_fp8, x_scales, w_fp8, w_scales, rowwise: bool, fast: bool):
-    if rowwise:
-        scale_a, scale_b = x_scales[:, None], w_scales[None, :]
-    else:
-        scale_a = scale_b = torch.ones((), device=DEVICE)
-    return lambda: torch._scaled_mm(x_fp8, w_fp8.t(), scale_a=scale_a, scale_b=scale_b, out_dtype=torch.bfloat16,
-                                    use_fast_accum=fast)
+def scaled_mm_fn(x_fp8, x_scales, rowwise: bool, fast: bool):
+    """call(w_fp8, w_scales): torch._scaled_mm of the fp8 activations by that weight, bf16 out."""
+    ones = torch.ones((), device=DEVICE)
 
-
-def try_time(fn, args) -> tuple[float | None, str | None]:
-    try:
-        fn()
-        return bench_ms(fn, args), None
-    except Exception as error:  # noqa: BLE001 - a config that fails to compile (shared memory) is a result too
-        return None, f"{type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}"
+    def call(w_fp8, w_scales):
+        scale_a, scale_b = (x_scales[:, None], w_scales[None, :]) if rowwise else (ones, ones)
+        return torch._scaled_mm(x_fp8, w_fp8.t(), scale_a=scale_a, scale_b=scale_b, out_dtype=torch.bfloat16,
+                                use_fast_accum=fast)
+    return call
 
 
 def sweep_candidates(M: int):
@@ -114,6 +99,7 @@ def config_name(config) -> str:
 
 
 def run_case(layer: str, M: int, args, rowwise: bool, copy_gbs: float) -> dict:
+    from benchmarks.gpu_timing import COLD_BYTES, interleaved_rounds_ms, rotating
     from kernels.fp8_gemm import (
         DECODE_MAX_M,
         fp8_linear,
@@ -121,6 +107,7 @@ def run_case(layer: str, M: int, args, rowwise: bool, copy_gbs: float) -> dict:
         num_sms_of,
         select_config,
     )
+    from kernels.fp8_gemv import fp8_gemv
     from kernels.fp8_quant import quantize_per_token, quantize_weight_per_channel
 
     N, K = LLAMA3_8B[layer]
@@ -136,42 +123,51 @@ def run_case(layer: str, M: int, args, rowwise: bool, copy_gbs: float) -> dict:
     def tflops(ms):
         return None if ms is None else flops / ms / 1e9
 
-    ours = lambda: fp8_linear(x_fp8, x_scales, w_fp8, w_scales)  # noqa: E731
-    peer = scaled_mm_fn(x_fp8, x_scales, w_fp8, w_scales, rowwise, fast=False)
-    fast = scaled_mm_fn(x_fp8, x_scales, w_fp8, w_scales, rowwise, fast=True)
-    out = ours()
-    ref, reason = (peer(), None) if rowwise else (None, "per-tensor peer")
+    copies = max(1, math.ceil(COLD_BYTES / (N * K)))
+    weights = [(w_fp8, w_scales)] + [(w_fp8.clone(), w_scales.clone()) for _ in range(copies - 1)]
+    bf16_copies = max(1, math.ceil(COLD_BYTES / (2 * N * K)))
+    bf16_weights = [w] + [w.clone() for _ in range(bf16_copies - 1)]
+
+    def cold(call):
+        """call(w_fp8, w_scales) on the next weight copy each time."""
+        return rotating(lambda i: lambda: call(*weights[i]), copies)
+
+    ours = cold(lambda wq, ws: fp8_linear(x_fp8, x_scales, wq, ws))
+    out = fp8_linear(x_fp8, x_scales, w_fp8, w_scales)
+    peer = scaled_mm_fn(x_fp8, x_scales, rowwise, fast=False)
+    ref = peer(w_fp8, w_scales) if rowwise else None  # per-tensor scales: not the same product
     row["err"] = None if ref is None else ((out.float() - ref.float()).norm() / ref.float().norm()).item()
 
-    timings = {
+    calls = {
         "ours": ours,
-        "ours+q": lambda: fp8_linear_from_activations(x, w_fp8, w_scales),
-        "precise": lambda: fp8_linear(x_fp8, x_scales, w_fp8, w_scales, precise_accumulation=True),
-        "scaled_mm": peer,
-        "fast": fast,
-        "bf16": lambda: torch.matmul(x, w.t()),
+        "ours+q": cold(lambda wq, ws: fp8_linear_from_activations(x, wq, ws)),
+        "precise": cold(lambda wq, ws: fp8_linear(x_fp8, x_scales, wq, ws, precise_accumulation=True)),
+        "scaled_mm": cold(peer),
+        "fast": cold(scaled_mm_fn(x_fp8, x_scales, rowwise, fast=True)),
+        "bf16": rotating(lambda i: lambda: torch.matmul(x, bf16_weights[i].t()), bf16_copies),
     }
     if M <= DECODE_MAX_M:
-        timings["fused"] = lambda: fp8_linear_from_activations(x, w_fp8, w_scales, fused=True)
-    for name, fn in timings.items():
-        ms, error = try_time(fn, args)
-        row[name + "_ms"], row[name] = ms, tflops(ms)
-        if error:
-            row["errors"][name] = error
-    ours_again, _ = try_time(ours, args)  # the same version twice: the spread is the noise floor
-    row["spread"] = None if ours_again is None or row["ours_ms"] is None else abs(ours_again / row["ours_ms"] - 1)
+        calls["fused"] = cold(lambda wq, ws: fp8_linear_from_activations(x, wq, ws, fused=True))
+    if M == 1:
+        calls["gemv"] = cold(lambda wq, ws: fp8_gemv(x, wq, ws))
+    times = interleaved_rounds_ms(calls, rounds=args.rounds)
+    for name in calls:
+        row[name + "_ms"], row[name] = times.best(name), tflops(times.best(name))
+    row["errors"].update(times.errors)
+    row["spread"] = times.spread("ours")
     bytes_moved = N * K + M * K + 2 * M * N + 4 * (M + N)
     row["bw_pct"] = None if row["ours_ms"] is None else 100 * bytes_moved / row["ours_ms"] / 1e6 / copy_gbs
 
     if args.sweep:
+        candidates = {config_name(c): cold(lambda wq, ws, c=c: fp8_linear(x_fp8, x_scales, wq, ws, config=c))
+                      for c in sweep_candidates(M)}
+        swept = interleaved_rounds_ms(candidates, rounds=1)
         best = (row["ours_ms"], row["config"])
-        for candidate in sweep_candidates(M):
-            ms, _ = try_time(lambda c=candidate: fp8_linear(x_fp8, x_scales, w_fp8, w_scales, config=c), args)
+        for name in candidates:
+            ms = swept.best(name)
             if ms is not None and (best[0] is None or ms < best[0]):
-                best = (ms, config_name(candidate))
+                best = (ms, name)
         row["best_config"], row["best"] = best[1], tflops(best[0])
-    del x, w, w_fp8, x_fp8
-    torch.cuda.empty_cache()
     return row
 
 
@@ -186,10 +182,10 @@ def ratio(a, b) -> str:
 def print_table(rows: list[dict], args) -> None:
     header = (f"{'layer':8} {'M':>5} {'N':>6} {'K':>6} {'config':24} {'ours':>7} {'ours+q':>7} {'fused':>7} "
               f"{'precise':>7} {'sc_mm':>7} {'vs sm':>6} {'fast':>7} {'vs fast':>7} {'bf16':>7} {'bw%':>5} "
-              f"{'spread':>6} {'err':>8}")
+              f"{'spread':>6} {'err':>8} {'gemv':>7} {'gemv vs sm':>10}")
     if args.sweep:
         header += f"  {'best config':24} {'best':>7}"
-    print("TFLOP/s (median); vs = ours / peer")
+    print("TFLOP/s (best round's median); vs = ours / peer")
     print(header)
     for r in rows:
         spread = "-" if r["spread"] is None else f"{100 * r['spread']:.1f}%"
@@ -197,7 +193,8 @@ def print_table(rows: list[dict], args) -> None:
         line = (f"{r['layer']:8} {r['M']:>5} {r['N']:>6} {r['K']:>6} {r['config']:24} {fmt(r['ours']):>7} "
                 f"{fmt(r['ours+q']):>7} {fmt(r.get('fused')):>7} {fmt(r['precise']):>7} {fmt(r['scaled_mm']):>7} "
                 f"{ratio(r['ours'], r['scaled_mm']):>6} {fmt(r['fast']):>7} {ratio(r['ours'], r['fast']):>7} "
-                f"{fmt(r['bf16']):>7} {fmt(r['bw_pct'], 0):>5} {spread:>6} {err:>8}")
+                f"{fmt(r['bf16']):>7} {fmt(r['bw_pct'], 0):>5} {spread:>6} {err:>8} {fmt(r.get('gemv')):>7} "
+                f"{ratio(r.get('gemv'), r['scaled_mm']):>10}")
         if args.sweep:
             line += f"  {r['best_config']:24} {fmt(r['best']):>7}"
         print(line)
@@ -220,12 +217,15 @@ def main() -> int:
     if refused:
         print(f"torch._scaled_mm refused rowwise scales ({refused}): the peer uses per-tensor scales "
               f"(timing only; err not compared)")
-    copy_gbs = copy_bandwidth_gbs(args)
+    from benchmarks.decode_attention import memory_bandwidths
+
+    copy_gbs, _ = memory_bandwidths()
     print(f"device-to-device copy: {copy_gbs:.0f} GB/s (read + write)")
     rows = []
     for layer in args.layers:
         for M in args.m:
             rows.append(run_case(layer, M, args, rowwise=refused is None, copy_gbs=copy_gbs))
+            torch.cuda.empty_cache()  # the case's weight copies and graphs are gone now
             print(f"  done {layer} M={M}: ours {fmt(rows[-1]['ours'])} TFLOP/s", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

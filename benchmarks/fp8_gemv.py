@@ -27,15 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.decode_attention import memory_bandwidths, time_ms  # noqa: E402
 from benchmarks.fp8_gemm import LLAMA3_8B  # noqa: E402
+from benchmarks.gpu_timing import COLD_BYTES, rotating  # noqa: E402
 
-COLD_BYTES = 120e6
-
-
-def rotating(make_call, copies: int):
-    """A function calling make_call(i) for i = 0, 1, ... cycling over copies (each capture takes the next)."""
-    calls = [make_call(i) for i in range(copies)]
-    counter = itertools.count()
-    return lambda: calls[next(counter) % copies]()
 
 
 def sweep_configs():
