@@ -34,7 +34,15 @@ from __future__ import annotations
 import torch
 
 from kernels.decode_combine import combine_block, combine_partitions, sequence_partitions, split_partials
-from kernels.decode_fresh_token import FreshToken, check_fresh_token, fresh_token_arguments, load_rotated, write_fresh_kv
+from kernels.decode_fresh_token import (
+    FreshToken,
+    attend_fresh_token,
+    attend_fresh_token_quarters,
+    check_fresh_token,
+    fresh_token_arguments,
+    load_rotated,
+    write_fresh_kv,
+)
 from kernels.decode_split import (  # noqa: F401  (re-exported: the split API is part of this kernel's)
     DEFAULT_NUM_SMS,
     MIN_PARTITION_SIZE,
@@ -111,7 +119,7 @@ def _paged_decode_kernel(
     # Hopper PDL: wait for the KV write before reading; the next kernel (o_proj) may launch at once and read its
     # weights during this latency-bound one (letting it in after the KV tiles, or at the end, measured slower).
     PDL: tl.constexpr = False,
-    FRESH: tl.constexpr = False,  # rotate q on load; the program holding the last key writes the token's K/V first
+    FRESH: tl.constexpr = False,  # rotate q on load; attend the last key from registers and write it to the cache
     FP8_MAX: tl.constexpr = 0.0,  # FRESH and IS_FP8: the KV write's format, kernels/fp8_quant.py's (launcher)
     MIN_SCALE: tl.constexpr = 0.0,
     ROUND_IN_FP32: tl.constexpr = False,  # interpreter: round on the bits (kernels/fp8_quant.to_output)
@@ -138,21 +146,11 @@ def _paged_decode_kernel(
     l = tl.zeros([GROUP_PAD], tl.float32)
     block_table_ptr = block_tables_ptr + seq64 * stride_table_seq
     q_rows = seq64 * stride_q_seq + heads[:, None] * stride_q_head
+    cached_len = context_len  # keys the tile loop reads from the cache
     if FRESH:
         position = tl.load(positions_ptr + seq64)
         cos_row, sin_row = cos_ptr + position * stride_rotary, sin_ptr + position * stride_rotary
-        if (start <= context_len - 1) & (context_len - 1 < end):  # this program's keys hold the fresh token
-            slot = tl.load(slot_mapping_ptr + seq64)
-            if slot >= 0:
-                write_fresh_kv(
-                    key_ptr, value_ptr, fresh_k_cache_ptr, fresh_v_cache_ptr, k_scale_ptr, v_scale_ptr,
-                    seq64, kv_head, slot, block_size, cos_row, sin_row,
-                    stride_key_seq, stride_key_head, stride_value_seq, stride_value_head,
-                    stride_fresh_block, stride_fresh_slot, stride_fresh_head,
-                    stride_scale_block, stride_scale_slot, stride_scale_head,
-                    HEAD_DIM // 2, HEAD_DIM_PAD // 2, IS_FP8, FP8_MAX, MIN_SCALE, ROUND_IN_FP32,
-                )
-            tl.debug_barrier()  # every thread's K/V stores before any thread's tile loads (same program)
+        cached_len = context_len - 1  # the fresh token's key is attended from registers, after the loop
     if WORDS:
         quarter4 = 4 * tl.arange(0, HEAD_DIM // 4)[None, :]  # dims 4c of each quarter
         if FRESH:
@@ -178,9 +176,9 @@ def _paged_decode_kernel(
         else:
             q = tl.load(q_ptr + q_rows + dims[None, :], mask=row_mask, other=0.0)
         acc = tl.zeros([GROUP_PAD, HEAD_DIM_PAD], tl.float32)
-    for tile_start in range(start, end, BLOCK_N):
+    for tile_start in range(start, tl.minimum(end, cached_len), BLOCK_N):
         positions = tile_start + tl.arange(0, BLOCK_N)
-        in_context = positions < context_len
+        in_context = positions < cached_len
         visible = in_context & (positions >= window_start)
         if WORDS:
             m, l, acc0, acc1, acc2, acc3 = attend_fp8_words_tile(
@@ -198,6 +196,30 @@ def _paged_decode_kernel(
                 stride_scale_block, stride_scale_slot, stride_scale_head,
                 HEAD_DIM, HEAD_DIM_PAD, IS_FP8, UPCAST_DOT, DOT_PRECISION,
             )
+    if FRESH:
+        if (start <= cached_len) & (cached_len < end):  # this program's keys include the fresh token's
+            key_row = seq64 * stride_key_seq + kv_head * stride_key_head
+            value_row = seq64 * stride_value_seq + kv_head * stride_value_head
+            if WORDS:
+                m, l, acc0, acc1, acc2, acc3 = attend_fresh_token_quarters(
+                    q0, q1, q2, q3, m, l, acc0, acc1, acc2, acc3, key_ptr, value_ptr, key_row, value_row,
+                    cos_row, sin_row, qk_scale, HEAD_DIM, FP8_MAX, MIN_SCALE, ROUND_IN_FP32,
+                )
+            else:
+                m, l, acc = attend_fresh_token(
+                    q, m, l, acc, key_ptr, value_ptr, key_row, value_row, cos_row, sin_row, qk_scale,
+                    HEAD_DIM, HEAD_DIM_PAD, IS_FP8, FP8_MAX, MIN_SCALE, ROUND_IN_FP32,
+                )
+            slot = tl.load(slot_mapping_ptr + seq64)
+            if slot >= 0:  # for the steps after this one; nothing in this launch reads it
+                write_fresh_kv(
+                    key_ptr, value_ptr, fresh_k_cache_ptr, fresh_v_cache_ptr, k_scale_ptr, v_scale_ptr,
+                    seq64, kv_head, slot, block_size, cos_row, sin_row,
+                    stride_key_seq, stride_key_head, stride_value_seq, stride_value_head,
+                    stride_fresh_block, stride_fresh_slot, stride_fresh_head,
+                    stride_scale_block, stride_scale_slot, stride_scale_head,
+                    HEAD_DIM // 2, HEAD_DIM_PAD // 2, IS_FP8, FP8_MAX, MIN_SCALE, ROUND_IN_FP32,
+                )
     if SPLIT:
         # An empty partition (start >= end: its tile loop did not run) stores nothing, as the combine reads
         # only partitions 0..last-1 (the non-empty ones), but it still counts in below.
@@ -258,9 +280,9 @@ def paged_decode_attention(
     """Attention of each sequence's single query over its cached context.
 
     With `fresh`, q and fresh.key are unrotated and the cache does not hold the token yet: the kernel rotates
-    q (q itself is not modified) and writes the token's rotated K and V at fresh.slot_mapping as
-    rotary_reshape_and_cache would (kernels/decode_fresh_token.py); fresh.positions[i] must be
-    context_lens[i] - 1.
+    q (q itself is not modified), attends the token's own key from registers (rotated, and FP8-rounded as the
+    cache will hold it) and writes that K and V at fresh.slot_mapping (none where < 0) with the bits of
+    rotary_reshape_and_cache (kernels/decode_fresh_token.py); fresh.positions[i] must be context_lens[i] - 1.
 
     Invariants: context_lens[i] <= max_context_len (a split launch ignores keys past
     split.num_partitions * split.partition_size, which must cover max_context_len); block_tables[i] holds
