@@ -13,10 +13,6 @@ every sequence's context. Its floor is those bytes / the read-only memory bandwi
     python benchmarks/llm_decode_step.py --settings fp8 --batches 1 --context 128
     python benchmarks/llm_decode_step.py --settings fp8 --batches 1 --profile   # + kernels of one graph step
 
---compare-kv-write also measures each setting with the step's rotary + KV write as its own launch before the
-decode attention (TritonPagedAttention.fuses_decode_kv_write off, graphs recaptured), as before it moved
-into the decode kernel (kernels/decode_fresh_token.py).
-
 --profile adds, per setting and batch, the kernels of one graph replay (torch.profiler over TIMED_STEPS
 replays): calls per step, microseconds per step, and the step time no kernel was running (launch gaps); and
 the host and device operations of ten engine.step() calls (what the engine adds to the replay).
@@ -88,18 +84,6 @@ def print_engine_step_profile(engine, steps: int = 10) -> None:
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25, max_name_column_width=60))
 
 
-def use_fused_decode_kv_write(engine, fused: bool) -> None:
-    """Decode steps with the rotary + KV write inside the decode attention (fused) or as its own launch; the
-    decode graphs are captured again when that changes."""
-    runner = engine.runner
-    attention = runner.model.layers[0].self_attn.attention_impl  # one instance, shared by every layer
-    if getattr(attention, "fuses_decode_kv_write", fused) == fused:
-        return
-    attention.fuses_decode_kv_write = fused
-    if runner.decode_graphs is not None:
-        runner.use_decode_graphs(sorted(runner.decode_graphs._graphs))
-
-
 def measure(engine, batch: int, context: int, vocab: int, profile: bool = False) -> dict:
     """Fill `batch` sequences to `context` tokens, then time decode steps (engine and graph replay)."""
     from backends.llm.sampling_params import SamplingParams
@@ -146,8 +130,6 @@ def main() -> int:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 64])
     parser.add_argument("--context", type=int, default=1024)
     parser.add_argument("--profile", action="store_true", help="print the kernels of one graph step")
-    parser.add_argument("--compare-kv-write", action="store_true",
-                        help="also measure with the rotary + KV write as a separate launch")
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/modelgate-llama3-8b-random"))
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -165,25 +147,21 @@ def main() -> int:
         engine = LLMEngine(args.checkpoint, EngineConfig(
             device="cuda", max_num_seqs=max(args.batches), max_model_len=args.context + TIMED_STEPS + 64,
             max_num_batched_tokens=16384, enable_prefix_caching=False, show_progress=False, **SETTINGS[setting]))
-        for fused in (True, False) if args.compare_kv_write else (True,):
-            label = setting if fused else f"{setting} kv-write apart"
-            use_fused_decode_kv_write(engine, fused)
-            for batch in args.batches:
-                result = measure(engine, batch, args.context, LLAMA3_8B["vocab_size"], args.profile)
-                floor_ms = result["bytes"] / (read_bw * 1e9) * 1e3
-                rows.append((label, batch, result, floor_ms))
-                print(f"{label} batch {batch}: engine step {result['engine_ms']:.2f} ms, graph step "
-                      f"{result['graph_ms']:.2f} ms, floor {floor_ms:.2f} ms ({result['bytes'] / 1e9:.2f} GB)",
-                      flush=True)
+        for batch in args.batches:
+            result = measure(engine, batch, args.context, LLAMA3_8B["vocab_size"], args.profile)
+            floor_ms = result["bytes"] / (read_bw * 1e9) * 1e3
+            rows.append((setting, batch, result, floor_ms))
+            print(f"{setting} batch {batch}: engine step {result['engine_ms']:.2f} ms, graph step "
+                  f"{result['graph_ms']:.2f} ms, floor {floor_ms:.2f} ms ({result['bytes'] / 1e9:.2f} GB)", flush=True)
         del engine
         gc.collect()  # the engine holds reference cycles (graphs <-> runner)
         torch.cuda.empty_cache()
     print(f"\nLlama-3-8B-shaped, context {args.context}, {torch.cuda.get_device_name()}, read-only {read_bw:.0f} GB/s")
-    print(f"{'setting':<24}{'batch':>6}{'GB read':>9}{'floor ms':>10}{'graph ms':>10}{'engine ms':>11}"
+    print(f"{'setting':<8}{'batch':>6}{'GB read':>9}{'floor ms':>10}{'graph ms':>10}{'engine ms':>11}"
           f"{'graph/floor':>13}{'engine/floor':>14}")
     for setting, batch, r, floor_ms in rows:
         graph = r["graph_ms"] or float("nan")
-        print(f"{setting:<24}{batch:>6}{r['bytes'] / 1e9:>9.2f}{floor_ms:>10.2f}{graph:>10.2f}{r['engine_ms']:>11.2f}"
+        print(f"{setting:<8}{batch:>6}{r['bytes'] / 1e9:>9.2f}{floor_ms:>10.2f}{graph:>10.2f}{r['engine_ms']:>11.2f}"
               f"{graph / floor_ms:>13.2f}{r['engine_ms'] / floor_ms:>14.2f}")
     return 0
 

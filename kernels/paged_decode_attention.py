@@ -34,15 +34,6 @@ from __future__ import annotations
 import torch
 
 from kernels.decode_combine import combine_block, combine_partitions, sequence_partitions, split_partials
-from kernels.decode_fresh_token import (
-    FreshToken,
-    attend_fresh_token,
-    attend_fresh_token_quarters,
-    check_fresh_token,
-    fresh_token_arguments,
-    load_rotated,
-    write_fresh_kv,
-)
 from kernels.decode_split import (  # noqa: F401  (re-exported: the split API is part of this kernel's)
     DEFAULT_NUM_SMS,
     MIN_PARTITION_SIZE,
@@ -56,7 +47,7 @@ from kernels.decode_split import (  # noqa: F401  (re-exported: the split API is
     plan_decode_split,
 )
 from kernels.fp8_kv_words import as_words, attend_fp8_words_tile, load_quarters, packed_fp8_ok, store_quarters
-from kernels.fp8_quant import FP8_DTYPE, FP8_MAX, MIN_SCALE, check_launchable, is_interpreted, tl, triton
+from kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, triton
 from kernels.grid_dependency import allow_dependents_to_launch, pdl_supported, wait_for_previous_kernel
 from kernels.paged_attention_common import (
     LOG2E,
@@ -87,11 +78,6 @@ def _paged_decode_kernel(
     v_scale_ptr,  # [num_blocks, block_size, num_kv_heads] float32 kv_scales[1] (IS_FP8)
     block_tables_ptr,  # [num_seqs, max_blocks] int32
     context_lens_ptr,  # [num_seqs] int32: tokens in the cache, the query's own included
-    # FRESH (kernels/decode_fresh_token.py): the FreshToken's key, value, slot_mapping, positions, cos, sin; the
-    # caches as elements (not words) and the strides of all of these.
-    key_ptr, value_ptr, fresh_k_cache_ptr, fresh_v_cache_ptr, slot_mapping_ptr, positions_ptr, cos_ptr, sin_ptr,
-    stride_key_seq, stride_key_head, stride_value_seq, stride_value_head,
-    stride_fresh_block, stride_fresh_slot, stride_fresh_head, stride_rotary,
     qk_scale,  # softmax scale * log2(e)
     sliding_window,  # keys the query sees, itself included (HAS_WINDOW)
     block_size,  # tokens per cache block
@@ -119,10 +105,6 @@ def _paged_decode_kernel(
     # Hopper PDL: wait for the KV write before reading; the next kernel (o_proj) may launch at once and read its
     # weights during this latency-bound one (letting it in after the KV tiles, or at the end, measured slower).
     PDL: tl.constexpr = False,
-    FRESH: tl.constexpr = False,  # rotate q on load; attend the last key from registers and write it to the cache
-    FP8_MAX: tl.constexpr = 0.0,  # FRESH and IS_FP8: the KV write's format, kernels/fp8_quant.py's (launcher)
-    MIN_SCALE: tl.constexpr = 0.0,
-    ROUND_IN_FP32: tl.constexpr = False,  # interpreter: round on the bits (kernels/fp8_quant.to_output)
 ):
     allow_dependents_to_launch(PDL)
     wait_for_previous_kernel(PDL)
@@ -146,39 +128,19 @@ def _paged_decode_kernel(
     l = tl.zeros([GROUP_PAD], tl.float32)
     block_table_ptr = block_tables_ptr + seq64 * stride_table_seq
     q_rows = seq64 * stride_q_seq + heads[:, None] * stride_q_head
-    cached_len = context_len  # keys the tile loop reads from the cache
-    if FRESH:
-        position = tl.load(positions_ptr + seq64)
-        cos_row, sin_row = cos_ptr + position * stride_rotary, sin_ptr + position * stride_rotary
-        cached_len = context_len - 1  # the fresh token's key is attended from registers, after the loop
     if WORDS:
         quarter4 = 4 * tl.arange(0, HEAD_DIM // 4)[None, :]  # dims 4c of each quarter
-        if FRESH:
-            half = HEAD_DIM // 2
-            q0 = load_rotated(q_ptr, q_rows + quarter4, quarter4, group_mask[:, None], cos_row, sin_row, half,
-                              ROUND_IN_FP32)
-            q1 = load_rotated(q_ptr, q_rows + quarter4 + 1, quarter4 + 1, group_mask[:, None], cos_row, sin_row,
-                              half, ROUND_IN_FP32)
-            q2 = load_rotated(q_ptr, q_rows + quarter4 + 2, quarter4 + 2, group_mask[:, None], cos_row, sin_row,
-                              half, ROUND_IN_FP32)
-            q3 = load_rotated(q_ptr, q_rows + quarter4 + 3, quarter4 + 3, group_mask[:, None], cos_row, sin_row,
-                              half, ROUND_IN_FP32)
-        else:
-            q0, q1, q2, q3 = load_quarters(q_ptr, q_rows + quarter4, group_mask[:, None], 1, 0.0)
+        q0, q1, q2, q3 = load_quarters(q_ptr, q_rows + quarter4, group_mask[:, None], 1, 0.0)
         acc0 = tl.zeros([GROUP_PAD, HEAD_DIM // 4], tl.float32)
         acc1 = tl.zeros([GROUP_PAD, HEAD_DIM // 4], tl.float32)
         acc2 = tl.zeros([GROUP_PAD, HEAD_DIM // 4], tl.float32)
         acc3 = tl.zeros([GROUP_PAD, HEAD_DIM // 4], tl.float32)
     else:
-        if FRESH:
-            q = load_rotated(q_ptr, q_rows + dims[None, :], dims[None, :], row_mask, cos_row, sin_row, HEAD_DIM // 2,
-                             ROUND_IN_FP32)
-        else:
-            q = tl.load(q_ptr + q_rows + dims[None, :], mask=row_mask, other=0.0)
+        q = tl.load(q_ptr + q_rows + dims[None, :], mask=row_mask, other=0.0)
         acc = tl.zeros([GROUP_PAD, HEAD_DIM_PAD], tl.float32)
-    for tile_start in range(start, tl.minimum(end, cached_len), BLOCK_N):
+    for tile_start in range(start, end, BLOCK_N):
         positions = tile_start + tl.arange(0, BLOCK_N)
-        in_context = positions < cached_len
+        in_context = positions < context_len
         visible = in_context & (positions >= window_start)
         if WORDS:
             m, l, acc0, acc1, acc2, acc3 = attend_fp8_words_tile(
@@ -196,30 +158,6 @@ def _paged_decode_kernel(
                 stride_scale_block, stride_scale_slot, stride_scale_head,
                 HEAD_DIM, HEAD_DIM_PAD, IS_FP8, UPCAST_DOT, DOT_PRECISION,
             )
-    if FRESH:
-        if (start <= cached_len) & (cached_len < end):  # this program's keys include the fresh token's
-            key_row = seq64 * stride_key_seq + kv_head * stride_key_head
-            value_row = seq64 * stride_value_seq + kv_head * stride_value_head
-            if WORDS:
-                m, l, acc0, acc1, acc2, acc3 = attend_fresh_token_quarters(
-                    q0, q1, q2, q3, m, l, acc0, acc1, acc2, acc3, key_ptr, value_ptr, key_row, value_row,
-                    cos_row, sin_row, qk_scale, HEAD_DIM, FP8_MAX, MIN_SCALE, ROUND_IN_FP32,
-                )
-            else:
-                m, l, acc = attend_fresh_token(
-                    q, m, l, acc, key_ptr, value_ptr, key_row, value_row, cos_row, sin_row, qk_scale,
-                    HEAD_DIM, HEAD_DIM_PAD, IS_FP8, FP8_MAX, MIN_SCALE, ROUND_IN_FP32,
-                )
-            slot = tl.load(slot_mapping_ptr + seq64)
-            if slot >= 0:  # for the steps after this one; nothing in this launch reads it
-                write_fresh_kv(
-                    key_ptr, value_ptr, fresh_k_cache_ptr, fresh_v_cache_ptr, k_scale_ptr, v_scale_ptr,
-                    seq64, kv_head, slot, block_size, cos_row, sin_row,
-                    stride_key_seq, stride_key_head, stride_value_seq, stride_value_head,
-                    stride_fresh_block, stride_fresh_slot, stride_fresh_head,
-                    stride_scale_block, stride_scale_slot, stride_scale_head,
-                    HEAD_DIM // 2, HEAD_DIM_PAD // 2, IS_FP8, FP8_MAX, MIN_SCALE, ROUND_IN_FP32,
-                )
     if SPLIT:
         # An empty partition (start >= end: its tile loop did not run) stores nothing, as the combine reads
         # only partitions 0..last-1 (the non-empty ones), but it still counts in below.
@@ -275,14 +213,8 @@ def paged_decode_attention(
     split: DecodeSplit | None = None,  # default plan_decode_split(...)
     config: DecodeConfig | None = None,  # default default_decode_config(...)
     out: torch.Tensor | None = None,  # [num_seqs, num_heads, head_dim] q's dtype, head_dim stride 1
-    fresh: FreshToken | None = None,  # q unrotated: rotate it and write the token's K/V here (decode_fresh_token)
 ) -> torch.Tensor:  # [num_seqs, num_heads, head_dim] q's dtype
     """Attention of each sequence's single query over its cached context.
-
-    With `fresh`, q and fresh.key are unrotated and the cache does not hold the token yet: the kernel rotates
-    q (q itself is not modified), attends the token's own key from registers (rotated, and FP8-rounded as the
-    cache will hold it) and writes that K and V at fresh.slot_mapping (none where < 0) with the bits of
-    rotary_reshape_and_cache (kernels/decode_fresh_token.py); fresh.positions[i] must be context_lens[i] - 1.
 
     Invariants: context_lens[i] <= max_context_len (a split launch ignores keys past
     split.num_partitions * split.partition_size, which must cover max_context_len); block_tables[i] holds
@@ -298,9 +230,7 @@ def paged_decode_attention(
     """
     what = "paged_decode_attention"
     num_seqs, num_heads, head_dim = _check_arguments(q, kv_cache, block_tables, context_lens, kv_scales, what)
-    if fresh is not None:
-        check_fresh_token(fresh, q, kv_cache, kv_scales, what)
-    check_launchable(_paged_decode_kernel, what, q, kv_cache, block_tables, context_lens, *(fresh or ()))
+    check_launchable(_paged_decode_kernel, what, q, kv_cache, block_tables, context_lens)
     num_kv_heads = kv_cache.shape[3]
     is_fp8 = kv_cache.dtype == FP8_DTYPE
     config = config or default_decode_config(head_dim)
@@ -327,7 +257,7 @@ def paged_decode_attention(
     grid = (num_seqs, num_kv_heads, split.num_partitions)
     _paged_decode_kernel[grid](
         out, *partials, counters, q, k_cache, v_cache, k_scale, v_scale, block_tables, context_lens,
-        *fresh_token_arguments(fresh, kv_cache), scale, sliding_window or 0, kv_cache.shape[2], partition_size, num_heads, split.num_partitions,
+        scale, sliding_window or 0, kv_cache.shape[2], partition_size, num_heads, split.num_partitions,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         *(k_scale.stride()[:3] if is_fp8 else (0, 0, 0)),
@@ -338,7 +268,6 @@ def paged_decode_attention(
         COMBINE_BLOCK=combine_block(split.num_partitions, group_pow2, head_dim_pad),
         UPCAST_DOT=is_interpreted(_paged_decode_kernel), DOT_PRECISION=dot_precision(q.dtype), WORDS=words,
         PDL=pdl_supported(_paged_decode_kernel, q.device), launch_pdl=pdl_supported(_paged_decode_kernel, q.device),
-        FRESH=fresh is not None, FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, ROUND_IN_FP32=is_interpreted(_paged_decode_kernel),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out

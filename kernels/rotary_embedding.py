@@ -25,30 +25,16 @@ TILE_ELEMENTS = 4096  # BLOCK_T * Q_HEADS_PAD * HEAD_DIM: tokens per program = T
 
 
 @triton.jit
-def rounded_product(a, b, INTERPRETED: tl.constexpr):
-    """a * b (float32) rounded on its own: compiled, a PTX mul.rn, which no mul-add contraction can fuse into the
-    add or subtract that follows (the rotation then has the same bits in kernels compiled with FMA contraction,
-    e.g. decode attention's, as in those launched with it off); the interpreter never contracts."""
-    if INTERPRETED:
-        return a * b
-    return tl.inline_asm_elementwise("mul.rn.f32 $0, $1, $2;", "=f,f,f", [a, b], dtype=tl.float32, is_pure=True,
-                                     pack=1)
-
-
-@triton.jit
 def rotated_halves(x_ptr, first, mask, cos, sin, HALF: tl.constexpr, ROUND_IN_FP32: tl.constexpr):
     """The rotated halves (x1', x2') of the head vectors whose first halves start at x_ptr + first, in x's dtype.
 
     Any block shape: first/mask are offsets/mask of the first halves, cos/sin broadcast against them. Also the
-    fused KV writes' rotation (kernels/rotary_reshape_and_cache.py, kernels/decode_fresh_token.py): one
-    definition keeps them bit-identical. ROUND_IN_FP32 is set exactly under the interpreter.
+    fused KV write's rotation (kernels/rotary_reshape_and_cache.py): one definition keeps both bit-identical.
     """
     x1 = tl.load(x_ptr + first, mask=mask, other=0.0).to(tl.float32)
     x2 = tl.load(x_ptr + first + HALF, mask=mask, other=0.0).to(tl.float32)
     dtype = x_ptr.dtype.element_ty
-    first_half = rounded_product(x1, cos, ROUND_IN_FP32) - rounded_product(x2, sin, ROUND_IN_FP32)
-    second_half = rounded_product(x2, cos, ROUND_IN_FP32) + rounded_product(x1, sin, ROUND_IN_FP32)
-    return to_output(first_half, dtype, ROUND_IN_FP32), to_output(second_half, dtype, ROUND_IN_FP32)
+    return to_output(x1 * cos - x2 * sin, dtype, ROUND_IN_FP32), to_output(x2 * cos + x1 * sin, dtype, ROUND_IN_FP32)
 
 
 @triton.jit

@@ -53,29 +53,6 @@ def _write_halves(
 
 
 @triton.jit
-def cache_rotated_kv(
-    key_ptr, value_ptr,  # the step's keys (unrotated) and values
-    k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr,  # kv_cache[i] (element pointers), kv_scales[i] (IS_FP8)
-    key_first, value_first, cache_first,  # [heads, HALF_PAD] offsets of the first halves in key, value, cache
-    scale_offsets,  # [heads] offsets of each head's scale in kv_scales[i]
-    mask, head_mask,  # [heads, HALF_PAD] and [heads]
-    cos, sin,  # [1, HALF_PAD] float32 of the token's position
-    HALF: tl.constexpr, IS_FP8: tl.constexpr, FP8_MAX: tl.constexpr, MIN_SCALE: tl.constexpr,
-    ROUND_IN_FP32: tl.constexpr,
-):
-    """Rotate the keys (rounded to key's dtype, as the in-place rotation stores them) and write them and the
-    values into the cache. Also the fresh-token write of the fused decode attention
-    (kernels/decode_fresh_token.py): one definition keeps both bit-identical."""
-    k1, k2 = rotated_halves(key_ptr, key_first, mask, cos, sin, HALF, ROUND_IN_FP32)
-    v1 = tl.load(value_ptr + value_first, mask=mask, other=0.0)
-    v2 = tl.load(value_ptr + value_first + HALF, mask=mask, other=0.0)
-    _write_halves(k1, k2, k_cache_ptr, cache_first, mask, k_scale_ptr, scale_offsets, head_mask,
-                  HALF, IS_FP8, FP8_MAX, MIN_SCALE, ROUND_IN_FP32)
-    _write_halves(v1, v2, v_cache_ptr, cache_first, mask, v_scale_ptr, scale_offsets, head_mask,
-                  HALF, IS_FP8, FP8_MAX, MIN_SCALE, ROUND_IN_FP32)
-
-
-@triton.jit
 def _rotary_reshape_and_cache_kernel(
     q_ptr,  # [num_tokens, num_q_heads, head_dim] queries (bf16/fp16/fp32), head_dim stride 1; rotated in place
     key_ptr,  # [num_tokens, num_kv_heads, head_dim] keys, head_dim stride 1; read only (rotated into the cache)
@@ -135,9 +112,13 @@ def _rotary_reshape_and_cache_kernel(
     cache_first = block * stride_cache_block + offset * stride_cache_slot + heads[:, None] * stride_cache_head
     cache_first = cache_first + dims[None, :]
     scale_offsets = block * stride_scale_block + offset * stride_scale_slot + heads * stride_scale_head
-    cache_rotated_kv(key_ptr, value_ptr, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, key_first, value_first,
-                     cache_first, scale_offsets, mask, head_mask, cos, sin,
-                     HALF, IS_FP8, FP8_MAX, MIN_SCALE, ROUND_IN_FP32)
+    k1, k2 = rotated_halves(key_ptr, key_first, mask, cos, sin, HALF, ROUND_IN_FP32)
+    v1 = tl.load(value_ptr + value_first, mask=mask, other=0.0)
+    v2 = tl.load(value_ptr + value_first + HALF, mask=mask, other=0.0)
+    _write_halves(k1, k2, k_cache_ptr, cache_first, mask, k_scale_ptr, scale_offsets, head_mask,
+                  HALF, IS_FP8, FP8_MAX, MIN_SCALE, ROUND_IN_FP32)
+    _write_halves(v1, v2, v_cache_ptr, cache_first, mask, v_scale_ptr, scale_offsets, head_mask,
+                  HALF, IS_FP8, FP8_MAX, MIN_SCALE, ROUND_IN_FP32)
 
 
 def rotary_reshape_and_cache(

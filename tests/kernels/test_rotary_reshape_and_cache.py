@@ -8,7 +8,7 @@ from kernels.reshape_and_cache import FP8_DTYPE, reshape_and_cache, reshape_and_
 from kernels.rotary_embedding import rotary_embedding, rotary_embedding_reference
 from kernels.rotary_reshape_and_cache import rotary_reshape_and_cache, rotary_reshape_and_cache_reference
 from tests.kernels.test_reshape_and_cache import assert_same_cache, random_cache
-from tests.kernels.test_rotary_embedding import MAX_POSITIONS, caches, fused_qkv, positions_for
+from tests.kernels.test_rotary_embedding import MAX_POSITIONS, caches, fused_qkv
 
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 8192}

@@ -4,8 +4,7 @@ Same contract as `TorchPagedAttention.forward` (the reference it is tested again
 into the cache (`kernels.reshape_and_cache`; with a `rotation`, `kernels.rotary_reshape_and_cache`, which also
 applies the rotary embedding to q and k on the way, one launch instead of two), then
 - a decode-only step (one query per sequence) runs `kernels.paged_decode_attention` (split-KV when the
-  batch alone would leave SMs idle); with a `rotation` the decode kernel itself rotates q and writes the
-  token's K/V (kernels/decode_fresh_token.py), so the step's attention is one launch;
+  batch alone would leave SMs idle);
 - any other step runs `kernels.prefill_attention` once for every sequence: fresh prefills, chunks over a
   cached prefix and the one-token decodes of a mixed step alike.
 GQA (query head h reads KV head h // (num_heads // num_kv_heads)) and the sliding window (a query at position
@@ -28,7 +27,6 @@ import torch
 
 from backends.llm.attention.metadata import AttentionMetadata
 from backends.llm.models.rotary import Rotation
-from kernels.decode_fresh_token import FreshToken
 from kernels.fp8_quant import HAS_TRITON, is_interpreted
 from kernels.paged_decode_attention import paged_decode_attention
 from kernels.prefill_attention import _prefill_attention_kernel, prefill_attention
@@ -40,9 +38,6 @@ class TritonPagedAttention:
     # Whether the model may hand the rotary embedding to forward (`rotation`) instead of applying it first;
     # set False on an instance for the unfused path (two launches), e.g. to compare the two.
     fuses_rotary: bool = True
-    # Whether a decode-only step with a rotation hands the KV write and rotation to the decode kernel itself
-    # (one launch) rather than to rotary_reshape_and_cache before it (two); False on an instance to compare.
-    fuses_decode_kv_write: bool = True
 
     def __init__(
         self,
@@ -72,12 +67,8 @@ class TritonPagedAttention:
         rotation: Rotation | None = None,
     ) -> torch.Tensor:  # [num_tokens, num_heads, head_dim]
         """Attention of the step's queries; q and k are rotated already, or by the KV write when `rotation` is
-        given: q is then rotated in place (in a fused decode, only in the kernel's registers), k only in the
-        cache (attention reads K from there, nothing else reads k), with the bits of rotary_embedding followed
-        by reshape_and_cache."""
-        if rotation is not None and metadata.is_decode_only and self.fuses_decode_kv_write:
-            fresh = FreshToken(k, v, metadata.slot_mapping, rotation.positions, rotation.cos, rotation.sin)
-            return self._decode(q, kv_cache, metadata, kv_scales, fresh)
+        given: q is then rotated in place, k only in the cache (attention reads K from there, nothing else
+        reads k), with the bits of rotary_embedding followed by reshape_and_cache."""
         if rotation is None:
             reshape_and_cache(k, v, kv_cache, metadata.slot_mapping, kv_scales)
         else:
@@ -87,12 +78,12 @@ class TritonPagedAttention:
             return self._decode(q, kv_cache, metadata, kv_scales)
         return self._prefill(q, kv_cache, metadata, kv_scales)
 
-    def _decode(self, q, kv_cache, metadata: AttentionMetadata, kv_scales, fresh: FreshToken | None = None):
+    def _decode(self, q, kv_cache, metadata: AttentionMetadata, kv_scales) -> torch.Tensor:
         # q: [num_seqs, num_heads, head_dim], one query token per sequence
         return paged_decode_attention(
             q, kv_cache, metadata.block_tables, metadata.context_lens, metadata.max_context_len,
             kv_scales=kv_scales, softmax_scale=self.scale, sliding_window=self.sliding_window,
-            split=metadata.decode_split, fresh=fresh,
+            split=metadata.decode_split,
         )
 
     def _prefill(self, q, kv_cache, metadata: AttentionMetadata, kv_scales) -> torch.Tensor:

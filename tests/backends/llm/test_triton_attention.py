@@ -132,45 +132,28 @@ def _count_launches(runner: ModelRunner, monkeypatch) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("dtype, kv_cache_dtype", [("float32", "auto"), ("bfloat16", "auto"), ("bfloat16", "fp8")])
-def test_fused_rotary_kv_write_gives_the_unfused_logits_and_cache(tmp_path, monkeypatch, dtype, kv_cache_dtype):
+def test_fused_rotary_kv_write_gives_the_unfused_logits_bit_for_bit(tmp_path, monkeypatch, dtype, kv_cache_dtype):
     """The Triton attention rotates q and k in its KV write (one launch per layer instead of two): logits and
-    cache equal those of the rotary kernel followed by reshape_and_cache, exactly, through every kind of step.
-    In a decode-only step the decode kernel does it itself (one launch in all): the same cache bytes, and
-    logits within the attention's rounding."""
+    cache equal those of the rotary kernel followed by reshape_and_cache, exactly, through every kind of step."""
     directory = save_random_checkpoint("LlamaForCausalLM", tmp_path)
     prompts = _prompts()
-    fused, write_only, unfused = (_runner(directory, "triton", dtype, kv_cache_dtype) for _ in range(3))
-    for layer in write_only.model.layers:
-        layer.self_attn.attention_impl.fuses_decode_kv_write = False
+    fused, unfused = (_runner(directory, "triton", dtype, kv_cache_dtype) for _ in range(2))
     for layer in unfused.model.layers:
         layer.self_attn.attention_impl.fuses_rotary = False
-    results = {}
-    for name, runner in (("fused", fused), ("write_only", write_only), ("unfused", unfused)):
-        with monkeypatch.context() as patch:  # each runner's counters wrap the real kernels, not the last wrapper
-            counts = _count_launches(runner, patch)
-            results[name] = _run_schedule(runner, prompts), counts
-    layers = len(fused.model.layers)
-    layer_steps = len(SCHEDULE) * layers
-    decode_steps = sum(all(end - start == 1 for _, start, end in step) for step in SCHEDULE)
-    assert decode_steps == 4
-    assert results["fused"][1] == {"rotary": 0, "fused": layer_steps - decode_steps * layers}
-    assert results["write_only"][1] == {"rotary": 0, "fused": layer_steps}
-    assert results["unfused"][1] == {"rotary": layer_steps, "fused": 0}
-    # The decode kernel sums the fresh key's score in another order than its tiles' dot: not bit for bit there.
-    tolerance = 1e-5 if dtype == "float32" else 1e-2
-    for index, (fused_step, write_only_step, expected) in enumerate(zip(results["fused"][0],
-                                                                         results["write_only"][0],
-                                                                         results["unfused"][0])):
-        for request in expected:
-            assert torch.equal(write_only_step[request], expected[request]), f"step {index}, request {request}"
-            error = (fused_step[request] - expected[request]).float().norm() / expected[request].float().norm()
-            assert error < tolerance, f"step {index}, request {request}: {error}"
-    # Fused decodes: the first layer's cache is exact; later layers' inputs carry the rounding noted above.
-    for runner, layers_exact in ((fused, 1), (write_only, layers)):
-        for got, expected in zip(runner.kv_caches[:layers_exact], unfused.kv_caches):
-            assert torch.equal(got.view(torch.uint8), expected.view(torch.uint8))
-        for got, expected in zip((runner.kv_scales or [])[:layers_exact], unfused.kv_scales or []):
-            assert torch.equal(got, expected)
+    fused_counts = _count_launches(fused, monkeypatch)
+    fused_steps = _run_schedule(fused, prompts)
+    unfused_counts = _count_launches(unfused, monkeypatch)
+    unfused_steps = _run_schedule(unfused, prompts)
+    layer_steps = len(SCHEDULE) * len(fused.model.layers)
+    assert fused_counts == {"rotary": 0, "fused": layer_steps}
+    assert unfused_counts == {"rotary": layer_steps, "fused": 0}
+    for index, (got, expected) in enumerate(zip(fused_steps, unfused_steps)):
+        for name in expected:
+            assert torch.equal(got[name], expected[name]), f"step {index}, request {name}"
+    for got, expected in zip(fused.kv_caches, unfused.kv_caches):
+        assert torch.equal(got.view(torch.uint8), expected.view(torch.uint8))
+    for got, expected in zip(fused.kv_scales or [], unfused.kv_scales or []):
+        assert torch.equal(got, expected)
 
 
 def test_attention_backend_selection(tmp_path):
