@@ -13,6 +13,9 @@ every sequence's context. Its floor is those bytes / the read-only memory bandwi
     python benchmarks/llm_decode_step.py --settings fp8 --batches 1 --context 128
     python benchmarks/llm_decode_step.py --settings fp8 --batches 1 --profile   # + kernels of one graph step
 
+--compare-ahead also measures each setting with launch_decode_ahead off (engine.step() then reads each step's
+tokens back before it launches the next; the graph step is the same).
+
 --profile adds, per setting and batch, the kernels of one graph replay (torch.profiler over TIMED_STEPS
 replays): calls per step, microseconds per step, and the step time no kernel was running (launch gaps); and
 the host and device operations of ten engine.step() calls (what the engine adds to the replay).
@@ -130,6 +133,8 @@ def main() -> int:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 64])
     parser.add_argument("--context", type=int, default=1024)
     parser.add_argument("--profile", action="store_true", help="print the kernels of one graph step")
+    parser.add_argument("--compare-ahead", action="store_true",
+                        help="also measure engine steps with launch_decode_ahead off")
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/modelgate-llama3-8b-random"))
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -147,21 +152,25 @@ def main() -> int:
         engine = LLMEngine(args.checkpoint, EngineConfig(
             device="cuda", max_num_seqs=max(args.batches), max_model_len=args.context + TIMED_STEPS + 64,
             max_num_batched_tokens=16384, enable_prefix_caching=False, show_progress=False, **SETTINGS[setting]))
-        for batch in args.batches:
-            result = measure(engine, batch, args.context, LLAMA3_8B["vocab_size"], args.profile)
-            floor_ms = result["bytes"] / (read_bw * 1e9) * 1e3
-            rows.append((setting, batch, result, floor_ms))
-            print(f"{setting} batch {batch}: engine step {result['engine_ms']:.2f} ms, graph step "
-                  f"{result['graph_ms']:.2f} ms, floor {floor_ms:.2f} ms ({result['bytes'] / 1e9:.2f} GB)", flush=True)
+        for ahead in (True, False) if args.compare_ahead else (True,):
+            engine.config = engine.config.model_copy(update={"launch_decode_ahead": ahead})
+            label = setting if ahead else f"{setting} wait"
+            for batch in args.batches:
+                result = measure(engine, batch, args.context, LLAMA3_8B["vocab_size"], args.profile)
+                floor_ms = result["bytes"] / (read_bw * 1e9) * 1e3
+                rows.append((label, batch, result, floor_ms))
+                print(f"{label} batch {batch}: engine step {result['engine_ms']:.2f} ms, graph step "
+                      f"{result['graph_ms']:.2f} ms, floor {floor_ms:.2f} ms ({result['bytes'] / 1e9:.2f} GB)",
+                      flush=True)
         del engine
         gc.collect()  # the engine holds reference cycles (graphs <-> runner)
         torch.cuda.empty_cache()
     print(f"\nLlama-3-8B-shaped, context {args.context}, {torch.cuda.get_device_name()}, read-only {read_bw:.0f} GB/s")
-    print(f"{'setting':<8}{'batch':>6}{'GB read':>9}{'floor ms':>10}{'graph ms':>10}{'engine ms':>11}"
+    print(f"{'setting':<10}{'batch':>6}{'GB read':>9}{'floor ms':>10}{'graph ms':>10}{'engine ms':>11}"
           f"{'graph/floor':>13}{'engine/floor':>14}")
     for setting, batch, r, floor_ms in rows:
         graph = r["graph_ms"] or float("nan")
-        print(f"{setting:<8}{batch:>6}{r['bytes'] / 1e9:>9.2f}{floor_ms:>10.2f}{graph:>10.2f}{r['engine_ms']:>11.2f}"
+        print(f"{setting:<10}{batch:>6}{r['bytes'] / 1e9:>9.2f}{floor_ms:>10.2f}{graph:>10.2f}{r['engine_ms']:>11.2f}"
               f"{graph / floor_ms:>13.2f}{r['engine_ms'] / floor_ms:>14.2f}")
     return 0
 

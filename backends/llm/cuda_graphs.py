@@ -123,11 +123,16 @@ class DecodeGraphs:
                     self.batch_sizes, time.perf_counter() - started)
 
     @torch.inference_mode()
-    def run(self, rows: DecodeRows) -> torch.Tensor:
-        """float32 logits [rows.num_seqs, vocab] of one decode step; the K/V of its tokens land in the cache."""
+    def run(self, rows: DecodeRows, device_token_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """float32 logits [rows.num_seqs, vocab] of one decode step; the K/V of its tokens land in the cache.
+
+        device_token_ids [rows.num_seqs] int64 on the device replaces rows.token_ids: the tokens a step still
+        queued on the stream samples (a step launched ahead of its predecessor's result)."""
         n = rows.num_seqs
         size = self.padded_size(n)
         self._stage(rows, size)
+        if device_token_ids is not None:
+            self.token_ids[:n].copy_(device_token_ids)  # stream-ordered after the argmax that writes them
         if not self.replay:
             return self._forward(size, self._metadata(size))[:n]
         self._graphs[size].replay()

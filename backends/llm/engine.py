@@ -59,6 +59,7 @@ class LLMEngine:
         )
         self.outputs = OutputProcessor(self.tokenizer)
         self._pending_outputs: list = []  # requests whose new tokens are not processed yet
+        self._ahead: tuple | None = None  # (SchedulerOutput, PendingSample) of a decode step launched ahead
         tokenizer_eos = self.tokenizer.eos_token_id
         self.eos_token_ids = tuple(sorted(set(self.model_config.eos_token_ids) | ({tokenizer_eos} - {None})))
 
@@ -72,7 +73,7 @@ class LLMEngine:
 
     @property
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_unfinished or bool(self._pending_outputs)
+        return self.scheduler.has_unfinished or bool(self._pending_outputs) or self._ahead is not None
 
     def add_request(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingParams) -> None:
         """Queue a request; ValueError if it cannot fit the context (the server checks this first)."""
@@ -96,11 +97,28 @@ class LLMEngine:
 
     def step(self) -> list[RequestOutput]:
         """Run one step; the outputs of the requests that got tokens (with overlap_output_processing: those of
-        the step before, processed while this step ran on the GPU)."""
-        scheduled = self.scheduler.schedule()
-        if scheduled.is_empty:
-            return self._process_outputs(self._pending_outputs)
-        pending_sample = self.runner.launch(scheduled)
+        the step before, processed while this step ran on the GPU).
+
+        With launch_decode_ahead, the next step, when it surely is a decode of the same requests, is queued on
+        the GPU before this one's tokens are read back (they feed it on the device), and the next call takes
+        it instead of scheduling: the GPU then never waits for the host between decode steps."""
+        try:
+            return self._step()
+        except Exception:
+            self._ahead = None  # the engine process aborts everything after a failed step: start afresh
+            raise
+
+    def _step(self) -> list[RequestOutput]:
+        if self._ahead is not None:
+            scheduled, pending_sample = self._ahead
+            self._ahead = None
+        else:
+            scheduled = self.scheduler.schedule()
+            if scheduled.is_empty:
+                return self._process_outputs(self._pending_outputs)
+            pending_sample = self.runner.launch(scheduled)
+        if self.config.launch_decode_ahead:
+            self._ahead = self._launch_ahead(scheduled, pending_sample)
         if self.config.overlap_output_processing:
             # Stop strings found here finish requests that this step already computes: the scheduler drops
             # their tokens (update_from_output skips finished requests) and nothing reuses their blocks before
@@ -112,6 +130,14 @@ class LLMEngine:
         if not self.config.overlap_output_processing:
             outputs = self._process_outputs(self._pending_outputs)
         return outputs
+
+    def _launch_ahead(self, scheduled, pending_sample) -> tuple | None:
+        if not self.runner.can_launch_ahead(scheduled, pending_sample):
+            return None
+        ahead = self.scheduler.schedule_ahead(scheduled)
+        if ahead is None:
+            return None
+        return ahead, self.runner.launch_ahead(ahead, scheduled, pending_sample)
 
     def _process_outputs(self, requests: list) -> list[RequestOutput]:
         """Detokenize and stop-string-check the requests that got tokens; returns their outputs."""

@@ -38,3 +38,7 @@ class EngineConfig(BaseModel):
     # Detokenize and check stop strings of a step's tokens while the next step runs on the GPU. Each step's
     # outputs then come out one step later, and a request a stop string ends computes one token more (dropped).
     overlap_output_processing: bool = True
+    # Queue the next decode step on the GPU before this one's tokens reach the host, when the next step surely
+    # is a decode of the same requests (greedy, decode graphs; vLLM's async scheduling, for that case): the
+    # sampled tokens feed it on the device. A request that stops on a token computes one more (dropped).
+    launch_decode_ahead: bool = True

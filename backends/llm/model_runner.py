@@ -203,6 +203,31 @@ class ModelRunner:
         sampled = [item.request for item in output.scheduled if item.samples]
         return self.sampler.sample_async(logits, sampled)
 
+    def can_launch_ahead(self, previous: SchedulerOutput, pending: PendingSample) -> bool:
+        """Whether the decode step after `previous` can be queued before previous's tokens reach the host:
+        they are on the device in previous's row order (the greedy fast path sampled every row), the step
+        fits the decode graphs, and every request stays on that fast path (plain greedy, past min_tokens)."""
+        graphs, tokens = self.decode_graphs, pending.device_tokens
+        if graphs is None or tokens is None or tokens.shape[0] != len(previous.scheduled):
+            return False
+        return graphs.supports(len(previous.scheduled)) and all(
+            item.request.is_plain_greedy and item.request.num_output_tokens >= item.request.sampling.min_tokens
+            for item in previous.scheduled)
+
+    @torch.inference_mode()
+    def launch_ahead(self, output: SchedulerOutput, previous: SchedulerOutput, pending: PendingSample) -> PendingSample:
+        """Queue `output` (Scheduler.schedule_ahead of previous; can_launch_ahead said yes) behind previous: its
+        tokens are previous's sampled ones, read on the device. Returns its own pending tokens."""
+        scheduled = output.scheduled
+        tokens = pending.device_tokens
+        row_of = {id(item.request): row for row, item in enumerate(previous.scheduled)}
+        rows = [row_of[id(item.request)] for item in scheduled]
+        if rows != list(range(len(previous.scheduled))):  # some requests finish with previous: their rows go
+            index = torch.tensor(rows, dtype=torch.long, pin_memory=tokens.is_cuda)
+            tokens = tokens.index_select(0, index.to(tokens.device, non_blocking=True))
+        logits = self.decode_graphs.run(_decode_rows(scheduled, self.block_size, known_tokens=False), tokens)
+        return self.sampler.sample_async(logits, [item.request for item in scheduled])
+
     def _prepare(self, scheduled: list[ScheduledRequest]) -> "_StepInputs":
         token_ids, positions, slots, query_start, context_lens, sample_rows = [], [], [], [0], [], []
         block_size = self.block_size
@@ -329,7 +354,9 @@ def _is_decode_step(scheduled: list[ScheduledRequest]) -> bool:
     return all(item.num_new_tokens == 1 for item in scheduled)
 
 
-def _decode_rows(scheduled: list[ScheduledRequest], block_size: int):
+def _decode_rows(scheduled: list[ScheduledRequest], block_size: int, known_tokens: bool = True):
+    """The step's rows; with known_tokens=False the token ids are placeholders (0) that the caller supplies
+    on the device."""
     from backends.llm.cuda_graphs import DecodeRows
 
     token_ids, positions, slots, tables = [], [], [], []
@@ -337,7 +364,9 @@ def _decode_rows(scheduled: list[ScheduledRequest], block_size: int):
         request = item.request
         position = item.num_computed_tokens
         outputs = request.output_token_ids
-        if outputs and position == request.num_prompt_tokens + len(outputs) - 1:
+        if not known_tokens:
+            token_ids.append(0)
+        elif outputs and position == request.num_prompt_tokens + len(outputs) - 1:
             token_ids.append(outputs[-1])  # the usual decode: the token sampled last step
         else:
             token_ids.append(_token_slice(request, position, position + 1)[0])

@@ -34,8 +34,12 @@ class PendingSample:
     can do CPU work while the GPU finishes the step; other paths are computed at once.
     """
 
-    def __init__(self, output: SamplerOutput | None = None, request_ids=None, host=None, copied=None):
+    def __init__(self, output: SamplerOutput | None = None, request_ids=None, host=None, copied=None,
+                 device_tokens: torch.Tensor | None = None):
         self._output, self._request_ids, self._host, self._copied = output, request_ids, host, copied
+        # The greedy fast path's tokens where they were computed, row i for request_ids[i]: a decode step
+        # launched ahead feeds them to the model without waiting for the host copy (engine.launch_decode_ahead).
+        self.device_tokens = device_tokens
 
     def result(self) -> SamplerOutput:
         if self._output is None:
@@ -62,12 +66,12 @@ class Sampler:
         if all(r.is_plain_greedy and len(r.output_token_ids) >= r.sampling.min_tokens for r in requests):
             chosen = logits.argmax(dim=-1)
             if chosen.device.type != "cuda":
-                return PendingSample(request_ids=request_ids, host=chosen)
+                return PendingSample(request_ids=request_ids, host=chosen, device_tokens=chosen)
             host = torch.empty(chosen.shape, dtype=chosen.dtype, pin_memory=True)
             host.copy_(chosen, non_blocking=True)
             copied = torch.cuda.Event()
             copied.record()
-            return PendingSample(request_ids=request_ids, host=host, copied=copied)
+            return PendingSample(request_ids=request_ids, host=host, copied=copied, device_tokens=chosen)
         return PendingSample(self._sample_general(logits, requests, request_ids))
 
     def _sample_general(self, logits: torch.Tensor, requests: list[LLMRequest], request_ids) -> SamplerOutput:

@@ -110,6 +110,42 @@ class Scheduler:
             self._schedule_waiting(output, budget)
         return output
 
+    def schedule_ahead(self, previous: SchedulerOutput) -> SchedulerOutput | None:
+        """The step after `previous` while previous's tokens are still being computed, when it surely is one
+        decode of each of its requests; None when schedule() might do otherwise.
+
+        It is: every running request was in `previous` and sampled there (no prefill chunk goes on), and no
+        waiting request could be admitted. Requests that `previous` finishes for sure (max_tokens, the model's
+        context) are left out; one that it finishes on a stop token (not known yet) gets a wasted row, which
+        update_from_output skips as for an aborted one. Slots for both tokens are allocated now; None if they
+        do not fit (schedule() then preempts as usual; blocks taken for earlier requests stay theirs).
+        """
+        if self.waiting and len(self.running) < self.config.max_num_seqs:
+            return None
+        previous_requests = {id(item.request) for item in previous.scheduled if item.samples}
+        if len(previous_requests) != len(previous.scheduled):
+            return None
+        if any(id(request) not in previous_requests for request in self.running):
+            return None
+        output = SchedulerOutput()
+        max_model_len, allocate_slots, block_ids = self.config.max_model_len, self.kv_cache.allocate_slots, \
+            self.kv_cache.block_ids
+        for item in previous.scheduled:
+            request = item.request
+            if request.is_finished:
+                continue
+            num_output = request.num_output_tokens + 1  # with previous's token
+            if num_output >= request.sampling.max_tokens or request.num_tokens + 1 >= max_model_len:
+                continue
+            if not allocate_slots(request, item.num_computed_tokens + item.num_new_tokens + 1
+                                  - request.num_computed_tokens):
+                return None
+            ahead = ScheduledRequest(request, item.num_computed_tokens + item.num_new_tokens, 1,
+                                     block_ids(request.request_id))
+            ahead.samples = True  # its token is previous's, which request.num_tokens does not count yet
+            output.scheduled.append(ahead)
+        return output if output.scheduled else None
+
     def update_from_output(self, output: SchedulerOutput, sampled: dict[str, int], logprobs=None) -> StepResult:
         """Advance each scheduled request; append sampled tokens; finish stopped requests."""
         result = StepResult()

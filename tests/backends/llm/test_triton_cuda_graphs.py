@@ -59,9 +59,9 @@ def _count_graph_steps(engine: LLMEngine) -> list[int]:
     graphs, sizes = engine.runner.decode_graphs, []
     run = graphs.run
 
-    def counting_run(rows):
+    def counting_run(rows, device_token_ids=None):
         sizes.append(rows.num_seqs)
-        return run(rows)
+        return run(rows, device_token_ids)
 
     graphs.run = counting_run
     return sizes
@@ -121,3 +121,90 @@ def test_captured_graphs_on_cuda_give_the_eager_tokens(tiny, quantization, kv_ca
     sizes = _count_graph_steps(engine)
     assert _greedy(engine) == expected
     assert sizes
+
+
+def _count_ahead_launches(engine: LLMEngine) -> list[int]:
+    """Record the batch size of every decode step launched ahead of its predecessor's tokens."""
+    runner, sizes = engine.runner, []
+    launch_ahead = runner.launch_ahead
+
+    def counting(output, previous, pending):
+        sizes.append(len(output.scheduled))
+        return launch_ahead(output, previous, pending)
+
+    runner.launch_ahead = counting
+    return sizes
+
+
+def _stopping_greedy(engine: LLMEngine, stop_token: int) -> dict[str, tuple[list[int], str]]:
+    """Every request greedy; the first also stops on `stop_token` (a token it meets mid-way)."""
+    for i, (text, max_tokens) in enumerate(REQUESTS.items()):
+        stops = [stop_token] if i == 0 else []
+        sampling = SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True, stop_token_ids=stops)
+        engine.add_request(f"r{i}", engine.tokenizer.encode(text), sampling)
+    tokens, reasons = {}, {}
+    while engine.has_unfinished:
+        for output in engine.step():
+            tokens.setdefault(output.request_id, []).extend(output.new_token_ids)
+            if output.finished:
+                reasons[output.request_id] = output.finish_reason
+    return {rid: (tokens[rid], reasons[rid]) for rid in tokens}
+
+
+def test_decode_steps_launched_ahead_give_the_same_tokens(tiny):
+    """launch_decode_ahead queues each decode step before the last one's tokens are read back: the tokens and
+    finish reasons are those of the engine that waits, through a stop token (a request that stops computes one
+    row more, dropped) and the batch shrinking as requests reach max_tokens."""
+    expected = _greedy(_engine(tiny))
+    stop_token = expected["r0"][3]
+    waiting = _engine(tiny, launch_decode_ahead=False)
+    waiting.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
+    none_ahead = _count_ahead_launches(waiting)
+    reference = _stopping_greedy(waiting, stop_token)
+    assert none_ahead == []
+    assert reference["r0"] == (expected["r0"][:4], "stop")
+    ahead = _engine(tiny)
+    ahead.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
+    sizes = _count_ahead_launches(ahead)
+    assert _stopping_greedy(ahead, stop_token) == reference
+    assert len(sizes) >= 4 and max(sizes) == len(REQUESTS)
+    assert not ahead.has_unfinished and ahead.kv_cache.num_requests_holding_blocks() == 0
+
+
+def test_no_decode_ahead_for_sampled_requests(tiny):
+    """A request that draws (temperature > 0) keeps every step waiting for its tokens on the host."""
+    engine = _engine(tiny)
+    engine.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
+    sizes = _count_ahead_launches(engine)
+    engine.add_request("g", engine.tokenizer.encode("lazy dog"), SamplingParams(max_tokens=5, temperature=0))
+    engine.add_request("s", engine.tokenizer.encode("café"), SamplingParams(max_tokens=5, temperature=0.8, seed=3))
+    while engine.has_unfinished:
+        engine.step()
+    assert sizes == []
+
+
+def test_abort_while_a_step_is_launched_ahead(tiny):
+    """A request aborted while the step after is already queued gets no more tokens; the others are unchanged."""
+    expected = _greedy(_engine(tiny))
+    engine = _engine(tiny)
+    engine.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
+    sizes = _count_ahead_launches(engine)
+    for i, (text, max_tokens) in enumerate(REQUESTS.items()):
+        sampling = SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True)
+        engine.add_request(f"r{i}", engine.tokenizer.encode(text), sampling)
+    tokens: dict[str, list[int]] = {}
+    for _ in range(3):
+        for output in engine.step():
+            tokens.setdefault(output.request_id, []).extend(output.new_token_ids)
+    assert engine._ahead is not None  # the next decode is queued
+    aborted = engine.abort("r4")
+    assert aborted.finished and aborted.finish_reason == "abort"
+    tokens.setdefault("r4", []).extend(aborted.new_token_ids)
+    while engine.has_unfinished:
+        for output in engine.step():
+            assert output.request_id != "r4"
+            tokens.setdefault(output.request_id, []).extend(output.new_token_ids)
+    assert sizes
+    assert {rid: t for rid, t in tokens.items() if rid != "r4"} == {rid: t for rid, t in expected.items() if rid != "r4"}
+    assert tokens["r4"] == expected["r4"][: len(tokens["r4"])] and len(tokens["r4"]) < len(expected["r4"])
+    assert engine.kv_cache.num_requests_holding_blocks() == 0
