@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from backends.llm.request import LLMRequest
-from backends.llm.sampler import Sampler
+from backends.llm.sampler import Sampler, chunked_argmax, greedy_tokens
 from backends.llm.sampling_params import SamplingParams
 from tests.backends.llm.reference_sampler import ReferenceSampler
 
@@ -106,3 +106,35 @@ def test_unseeded_draws_stay_inside_each_rows_filter():
     out = Sampler().sample(logits, requests).token_ids
     for i, request in enumerate(requests):
         assert out[request.request_id] in logits[i].topk(3).indices.tolist()
+
+
+@pytest.mark.parametrize("chunks", [1, 4, 128])
+def test_chunked_argmax_is_argmax_with_its_first_index_on_ties(chunks):
+    generator = torch.Generator().manual_seed(11)
+    logits = torch.randn(5, 1024, generator=generator)
+    logits[1, [7, 300, 900]] = 50.0  # a tie across chunks: the first index wins
+    logits[2, [513, 514]] = 60.0  # a tie inside one chunk
+    logits[3] = float("-inf")  # a fully masked row: index 0, as argmax gives
+    logits[3, 1023] = float("-inf")
+    expected = logits.argmax(dim=-1)
+    assert expected[1] == 7 and expected[2] == 513
+    assert torch.equal(chunked_argmax(logits, chunks), expected)
+
+
+def _check_greedy_tokens(device: str) -> None:
+    generator = torch.Generator().manual_seed(12)
+    for rows, vocab in ((1, 128256), (64, 128256), (3, 32000), (2, 1000)):
+        logits = torch.randn(rows, vocab, generator=generator).to(device)
+        logits[0, [vocab // 3, vocab - 1]] = 9.0
+        assert torch.equal(greedy_tokens(logits), logits.argmax(dim=-1))
+
+
+def test_greedy_tokens_equal_argmax_on_the_cpu():
+    _check_greedy_tokens("cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_greedy_tokens_equal_argmax_on_cuda():
+    """On CUDA a 128K vocabulary takes the chunked path (128 chunks of 1002)."""
+    _check_greedy_tokens("cuda")
