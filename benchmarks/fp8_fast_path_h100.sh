@@ -3,7 +3,9 @@
 #   bash benchmarks/fp8_fast_path_h100.sh micro        # GPU tests, (a) FP8 GEMM, (b) decode attention, (c) decode step
 #   bash benchmarks/fp8_fast_path_h100.sh bf16         # (c) engine throughput, bf16, 3 ISL/OSL patterns x 1000 requests
 #   bash benchmarks/fp8_fast_path_h100.sh fp8          # (c) the same with FP8 weights + FP8 KV
-#   bash benchmarks/fp8_fast_path_h100.sh transformers # (c) transformers generate on the same checkpoint
+#   bash benchmarks/fp8_fast_path_h100.sh transformers # (c) transformers generate, 128/128 and 2048/128, 1000 requests
+#   bash benchmarks/fp8_fast_path_h100.sh transformers-long  # (c) transformers 1000/1000: 520 requests (8 batches
+#                                                      #     of 65) fit a call; 1000 would take ~15 minutes
 #   bash benchmarks/fp8_fast_path_h100.sh report       # (a), (b), (c) side by side from the logs (any machine)
 # Logs go to $LOG_DIR (default benchmarks/results).
 set -u
@@ -30,8 +32,12 @@ case $part in
       --settings "$part" --skip-transformers >"$log_dir/llm_throughput_${part}_h100.log" 2>&1
     ;;
   transformers)
-    python3 benchmarks/llm_engine_vs_transformers.py --num-requests 1000 --patterns "${patterns[@]}" \
-      --skip-modelgate --transformers-requests 256 >"$log_dir/llm_throughput_transformers_h100.log" 2>&1
+    python3 benchmarks/llm_engine_vs_transformers.py --num-requests 1000 --patterns 128/128 2048/128 \
+      --skip-modelgate --transformers-requests 1000 >"$log_dir/llm_throughput_transformers_h100.log" 2>&1
+    ;;
+  transformers-long)
+    python3 benchmarks/llm_engine_vs_transformers.py --num-requests 1000 --patterns 1000/1000 \
+      --skip-modelgate --transformers-requests 520 >>"$log_dir/llm_throughput_transformers_h100.log" 2>&1
     ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
 esac
