@@ -1,6 +1,8 @@
 """The engine: scheduler + model runner + output processing, one `step()` at a time.
 
-Single-threaded and synchronous; the engine process drives it in a busy loop.
+Single-threaded; the engine process drives it in a busy loop. The GPU work is queued asynchronously: a step's
+output processing runs while it computes (overlap_output_processing), and a decode step can be launched before
+the previous step's tokens are on the host (launch_decode_ahead, see step()).
 """
 
 from __future__ import annotations
