@@ -42,32 +42,14 @@ DEVICE = "cuda"
 def time_ms(fn, repeats: int = 30, graphed: bool = True) -> float:
     """Median milliseconds of one fn() call, from CUDA-graph replays of LAUNCHES_PER_GRAPH calls
     (graphed=False: events around each plain call, after the same warm-up)."""
+    from benchmarks.gpu_timing import capture_calls, event_ms
+
     if not graphed:
         for _ in range(3):
             fn()
-        return statistics.median(_event_ms(fn) for _ in range(repeats))
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()  # compile, allocate, warm up outside the graph
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(LAUNCHES_PER_GRAPH):
-            fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    return statistics.median(_event_ms(graph.replay) / LAUNCHES_PER_GRAPH for _ in range(repeats))
-
-
-def _event_ms(fn) -> float:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end)
+        return statistics.median(event_ms(fn) for _ in range(repeats))
+    graph = capture_calls(fn, LAUNCHES_PER_GRAPH)
+    return statistics.median(event_ms(graph.replay) / LAUNCHES_PER_GRAPH for _ in range(repeats))
 
 
 def memory_bandwidths() -> tuple[float, float]:
