@@ -19,14 +19,18 @@ where a response carrying an error ends that request's stream with it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from server.errors import ConfigError
-from server.inference_types import InferRequest, InferResponse
+from modelgate.core.errors import ConfigError
+from modelgate.core.inference_types import InferRequest, InferResponse
+
+# Runs a request on another model of the same server (Triton's BLS) and blocks until its response; it raises
+# ModelgateError for a request the server refuses. Call it from an instance's own thread, never the event loop.
+ModelCaller = Callable[[InferRequest], InferResponse]
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,8 @@ class InstanceSpec:
     model_dir: Path
     version_dir: Path
     config: ModelConfig
+    # Lent by the server at load: how this instance calls other models. None outside a server (unit tests).
+    call_model: ModelCaller | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -128,8 +134,8 @@ def _lazy(module: str, class_name: str) -> Callable[[], Backend]:
 
 
 _BUILTIN = [
-    ("python", "backends.python.backend", "PythonBackend", ()),
-    ("llm", "backends.llm.backend", "LLMBackend", ()),
-    ("pytorch", "backends.pytorch.backend", "PyTorchBackend", ("pytorch_libtorch", "torch_export")),
-    ("onnxruntime", "backends.onnx.backend", "OnnxBackend", ("onnxruntime_onnx",)),
+    ("python", "modelgate.backends.python.backend", "PythonBackend", ()),
+    ("llm", "modelgate.backends.llm.backend", "LLMBackend", ()),
+    ("pytorch", "modelgate.backends.pytorch.backend", "PyTorchBackend", ("pytorch_libtorch", "torch_export")),
+    ("onnxruntime", "modelgate.backends.onnx.backend", "OnnxBackend", ("onnxruntime_onnx",)),
 ]

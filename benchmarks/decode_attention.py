@@ -65,7 +65,7 @@ def memory_bandwidths() -> tuple[float, float]:
 
 def make_batch(context_len: int, cache_dtype: torch.dtype, generator: torch.Generator):
     """A paged cache of BATCH sequences at context_len, blocks shuffled, filled through reshape_and_cache."""
-    from kernels.reshape_and_cache import allocate_kv_cache, reshape_and_cache
+    from modelgate.kernels.reshape_and_cache import allocate_kv_cache, reshape_and_cache
 
     blocks_per_seq = context_len // BLOCK_SIZE
     num_blocks = BATCH * blocks_per_seq + 1
@@ -92,7 +92,7 @@ def kv_bytes(context_len: int, cache_dtype: torch.dtype) -> int:
 
 def variants(context_len: int, quick: bool):
     """(name, split or None for the default plan, config or None for the default)."""
-    from kernels.paged_decode_attention import SINGLE_PASS, DecodeConfig, DecodeSplit, default_decode_config
+    from modelgate.kernels.paged_decode_attention import SINGLE_PASS, DecodeConfig, DecodeSplit, default_decode_config
 
     yield "default", None, None
     # FP8 tiles loaded as bytes instead of int32 words (kernels/fp8_kv_words.py): the earlier path, for comparison.
@@ -118,7 +118,7 @@ def variants(context_len: int, quick: bool):
 
 
 def measure_case(context_len, cache_dtype, bandwidths, quick, rows, with_peer=True):
-    from kernels.paged_decode_attention import (
+    from modelgate.kernels.paged_decode_attention import (
         default_decode_config,
         num_sms,
         paged_decode_attention,
@@ -150,12 +150,10 @@ def measure_case(context_len, cache_dtype, bandwidths, quick, rows, with_peer=Tr
         rows.append(_row(dtype_name, context_len, label, time_ms(call), nbytes, bandwidths, error))
     if with_peer and cache_dtype == torch.bfloat16:
         _torch_peer(q, kv_cache, block_tables, context_lens, context_len, expected, nbytes, bandwidths, rows)
-    del q, kv_cache, kv_scales, block_tables, expected
-    torch.cuda.empty_cache()
 
 
 def _torch_peer(q, kv_cache, block_tables, context_lens, context_len, expected, nbytes, bandwidths, rows):
-    from backends.llm.attention.torch_paged import TorchPagedAttention
+    from modelgate.backends.llm.attention.torch_paged import TorchPagedAttention
 
     engine = TorchPagedAttention(NUM_HEADS, NUM_KV_HEADS, HEAD_DIM)
 
@@ -194,7 +192,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("decode_attention benchmark: needs a CUDA GPU (none found); nothing measured.")
         return 0
-    from kernels.reshape_and_cache import FP8_DTYPE
+    from modelgate.kernels.reshape_and_cache import FP8_DTYPE
 
     print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
           f"triton {__import__('triton').__version__}")
@@ -206,12 +204,14 @@ def main() -> int:
     for context_len in CONTEXTS:
         for cache_dtype in (torch.bfloat16, FP8_DTYPE):
             measure_case(context_len, cache_dtype, bandwidths, args.quick, rows)
+            torch.cuda.empty_cache()  # the case's tensors died with its frame
     # The default measured again at the end: the run-to-run spread.
     for context_len in CONTEXTS:
         for cache_dtype in (torch.bfloat16, FP8_DTYPE):
             before = len(rows)
             measure_case(context_len, cache_dtype, bandwidths, True, rows, with_peer=False)
             rows[before]["variant"] += " again"
+            torch.cuda.empty_cache()
     print_table(rows, "all variants")
     summary = []
     for context_len in CONTEXTS:

@@ -31,7 +31,7 @@ BLOCK_SIZE = 16
 
 
 def fp8_weight(rows: int, cols: int):
-    from kernels.fp8_quant import quantize_weight_per_channel
+    from modelgate.kernels.fp8_quant import quantize_weight_per_channel
 
     return quantize_weight_per_channel(torch.randn(rows, cols, device="cuda", dtype=torch.bfloat16) * 0.02)
 
@@ -49,7 +49,7 @@ class Layer:
 
 
 def make_cache(context: int):
-    from kernels.reshape_and_cache import allocate_kv_cache, reshape_and_cache
+    from modelgate.kernels.reshape_and_cache import allocate_kv_cache, reshape_and_cache
 
     blocks = context // BLOCK_SIZE
     caches = []
@@ -67,9 +67,9 @@ def make_cache(context: int):
 
 def chain(layers, caches, table, lens, context: int, pdl: bool, prefetch_o: bool, norms_in_gemv: bool,
           rows: int = 0, per_sm: int = 0):
-    from kernels.fp8_gemv import DEFAULT_CONFIG, SILU_DEFAULT_CONFIG, InputNorm, fp8_gemv
-    from kernels.paged_decode_attention import paged_decode_attention
-    from kernels.rms_norm import rms_norm
+    from modelgate.kernels.fp8_gemv import DEFAULT_CONFIG, SILU_DEFAULT_CONFIG, InputNorm, fp8_gemv
+    from modelgate.kernels.paged_decode_attention import paged_decode_attention
+    from modelgate.kernels.rms_norm import rms_norm
 
     config = DEFAULT_CONFIG._replace(pdl=pdl)
     configs = {name: config for name in ("qkv", "o", "down")}

@@ -79,7 +79,7 @@ def scaled_mm_fn(x_fp8, x_scales, rowwise: bool, fast: bool):
 
 
 def sweep_candidates(M: int):
-    from kernels.fp8_gemm import DECODE_MAX_M, Fp8GemmConfig, select_config
+    from modelgate.kernels.fp8_gemm import DECODE_MAX_M, Fp8GemmConfig, select_config
 
     if M <= DECODE_MAX_M:
         block_m = select_config(M, 4096, 4096).block_m
@@ -100,15 +100,15 @@ def config_name(config) -> str:
 
 def run_case(layer: str, M: int, args, rowwise: bool, copy_gbs: float) -> dict:
     from benchmarks.gpu_timing import COLD_BYTES, interleaved_rounds_ms, rotating
-    from kernels.fp8_gemm import (
+    from modelgate.kernels.fp8_gemm import (
         DECODE_MAX_M,
         fp8_linear,
         fp8_linear_from_activations,
         num_sms_of,
         select_config,
     )
-    from kernels.fp8_gemv import fp8_gemv
-    from kernels.fp8_quant import quantize_per_token, quantize_weight_per_channel
+    from modelgate.kernels.fp8_gemv import fp8_gemv
+    from modelgate.kernels.fp8_quant import quantize_per_token, quantize_weight_per_channel
 
     N, K = LLAMA3_8B[layer]
     torch.manual_seed(M * 7 + N + K)

@@ -30,9 +30,8 @@ from benchmarks.fp8_gemm import LLAMA3_8B  # noqa: E402
 from benchmarks.gpu_timing import COLD_BYTES, rotating  # noqa: E402
 
 
-
 def sweep_configs():
-    from kernels.fp8_gemv import GemvConfig
+    from modelgate.kernels.fp8_gemv import GemvConfig
 
     for block_n, block_k, warps, per_sm in itertools.product((8, 16, 32, 64), (512, 1024), (4, 8), (2, 3, 4, 8)):
         yield GemvConfig(block_n, block_k, warps, per_sm)
@@ -54,9 +53,9 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA GPU: nothing measured")
         return 0
-    from kernels.fp8_gemm import fp8_linear_from_activations
-    from kernels.fp8_gemv import DEFAULT_CONFIG, _fp8_gemv_kernel, fp8_gemv
-    from kernels.fp8_quant import quantize_per_token, quantize_weight_per_channel
+    from modelgate.kernels.fp8_gemm import fp8_linear_from_activations
+    from modelgate.kernels.fp8_gemv import DEFAULT_CONFIG, _fp8_gemv_kernel, fp8_gemv
+    from modelgate.kernels.fp8_quant import quantize_per_token, quantize_weight_per_channel
 
     copy_bw, read_bw = memory_bandwidths()
     print(f"{torch.cuda.get_device_name()}: copy {copy_bw:.0f} GB/s (read + write), read-only {read_bw:.0f} GB/s")

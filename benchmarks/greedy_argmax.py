@@ -23,8 +23,8 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA GPU: nothing measured")
         return 0
-    from backends.llm.sampler import greedy_tokens
     from benchmarks.gpu_timing import interleaved_rounds_ms
+    from modelgate.backends.llm.sampler import greedy_tokens
 
     print(f"{torch.cuda.get_device_name()}, vocabulary {VOCAB}, fp32 logits; microseconds per call")
     print(f"{'batch':>6}{'torch argmax':>14}{'greedy_tokens':>15}{'ratio':>7}")

@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def modelgate_command(repository: Path, port: int) -> list[str]:
     executable = shutil.which("modelgate")
-    prefix = [executable] if executable else [sys.executable, "-m", "server.cli"]
+    prefix = [executable] if executable else [sys.executable, "-m", "modelgate"]
     # Only add_sub: other models (an LLM engine with its busy loop, say) would share the server's core.
     command = [*prefix, "serve", "--model-repository", str(repository), "--model-control-mode", "explicit",
                "--load-model", MODEL, "--http-address", "127.0.0.1", "--http-port", str(port),

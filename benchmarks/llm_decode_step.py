@@ -89,7 +89,7 @@ def print_engine_step_profile(engine, steps: int = 10) -> None:
 
 def measure(engine, batch: int, context: int, vocab: int, profile: bool = False) -> dict:
     """Fill `batch` sequences to `context` tokens, then time decode steps (engine and graph replay)."""
-    from backends.llm.sampling_params import SamplingParams
+    from modelgate.backends.llm.sampling_params import SamplingParams
 
     sampling = SamplingParams(max_tokens=TIMED_STEPS + 20, temperature=0, ignore_eos=True)
     ids = [f"b{batch}-{i}-{time.monotonic_ns()}" for i in range(batch)]
@@ -140,8 +140,8 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA GPU: nothing measured")
         return 0
-    from backends.llm.engine import LLMEngine
-    from backends.llm.engine_config import EngineConfig
+    from modelgate.backends.llm.engine import LLMEngine
+    from modelgate.backends.llm.engine_config import EngineConfig
 
     if not (args.checkpoint / "config.json").is_file():
         build_checkpoint(args.checkpoint, LLAMA3_8B, "cuda")

@@ -91,8 +91,8 @@ class StepTimer:
 
 
 def make_engine(checkpoint: Path, batch_size: int, isl: int, osl: int, block_size: int):
-    from backends.llm.engine import LLMEngine
-    from backends.llm.engine_config import EngineConfig
+    from modelgate.backends.llm.engine import LLMEngine
+    from modelgate.backends.llm.engine_config import EngineConfig
 
     config = EngineConfig(device="cpu", max_num_seqs=batch_size, max_num_batched_tokens=16384,
                           max_model_len=isl + osl + 16, block_size=block_size, show_progress=False,
@@ -102,7 +102,7 @@ def make_engine(checkpoint: Path, batch_size: int, isl: int, osl: int, block_siz
 
 def run(engine, batch: list[list[int]], osl: int, tag: str) -> float:
     """Submit every request at once and step until all finish; returns the wall seconds."""
-    from backends.llm.sampling_params import SamplingParams
+    from modelgate.backends.llm.sampling_params import SamplingParams
 
     sampling = SamplingParams(max_tokens=osl, temperature=0, ignore_eos=True)
     for index, prompt in enumerate(batch):

@@ -87,9 +87,9 @@ def run_transformers(directory: Path, batch: list[list[int]], osl: int, device: 
 
 
 def make_engine(directory: Path, device: str, engine_settings: dict):
-    from backends.llm.engine import LLMEngine
-    from backends.llm.engine_config import EngineConfig
-    from backends.llm.sampling_params import SamplingParams
+    from modelgate.backends.llm.engine import LLMEngine
+    from modelgate.backends.llm.engine_config import EngineConfig
+    from modelgate.backends.llm.sampling_params import SamplingParams
 
     engine = LLMEngine(directory, EngineConfig(device=device, **engine_settings))
     _drive(engine, [[5, 6, 7, 8]] * 4, SamplingParams(max_tokens=4, temperature=0, ignore_eos=True))  # warm-up
@@ -98,7 +98,7 @@ def make_engine(directory: Path, device: str, engine_settings: dict):
 
 def run_modelgate(engine, batch: list[list[int]], osl: int) -> dict:
     """All requests submitted at once, stepped to the end (greedy, ignore_eos): tokens/s, TTFT and ITL."""
-    from backends.llm.sampling_params import SamplingParams
+    from modelgate.backends.llm.sampling_params import SamplingParams
 
     sampling = SamplingParams(max_tokens=osl, temperature=0, ignore_eos=True)
     preemptions = engine.scheduler.num_preemptions

@@ -24,7 +24,7 @@ from benchmarks.llm_engine_vs_transformers import LLAMA3_8B, SETTINGS, build_che
 
 
 def profile_step(engine, batch, osl: int, top: int) -> None:
-    from backends.llm.sampling_params import SamplingParams
+    from modelgate.backends.llm.sampling_params import SamplingParams
 
     sampling = SamplingParams(max_tokens=osl, temperature=0, ignore_eos=True)
     for i, prompt in enumerate(batch):
@@ -54,8 +54,8 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA GPU: nothing measured")
         return 0
-    from backends.llm.engine import LLMEngine
-    from backends.llm.engine_config import EngineConfig
+    from modelgate.backends.llm.engine import LLMEngine
+    from modelgate.backends.llm.engine_config import EngineConfig
 
     if not (args.checkpoint / "config.json").is_file():
         build_checkpoint(args.checkpoint, LLAMA3_8B, "cuda")

@@ -22,7 +22,7 @@ parameters { key: "gpu_memory_utilization" value { string_value: "0.85" } }
 parameters { key: "show_progress" value { string_value: "false" } }
 CONFIG
 
-python3 -m server.cli serve --model-repository "$repository" --http-port 18000 --allow-grpc false \
+python3 -m modelgate serve --model-repository "$repository" --http-port 18000 --allow-grpc false \
   --metrics-port 18002 >"$out/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
@@ -32,7 +32,7 @@ for _ in $(seq 1 300); do
   sleep 1
 done
 
-python3 -m server.cli bench llm --url localhost:18000 -m llama8b --tokenizer "$checkpoint" --pattern mix \
+python3 -m modelgate bench llm --url localhost:18000 -m llama8b --tokenizer "$checkpoint" --pattern mix \
   --short-isl 128 --long-isl 1024 --short-osl 128 --long-osl 512 --concurrency 64 --num-requests 256 \
   --warmup-requests 8 --no-progress --output-dir "$out" | tee "$out/summary.txt"
 curl -s localhost:18002/metrics | grep -E "^modelgate_llm_(kv_cache_usage|num_preemptions|prefix_cache_hit_rate)" \

@@ -27,7 +27,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from clients.bench.tensor_bench import TensorBenchSettings, run_tensor_bench  # noqa: E402
+from modelgate.clients.bench.tensor_bench import TensorBenchSettings, run_tensor_bench  # noqa: E402
 
 
 class Bottleneck(nn.Module):
@@ -113,7 +113,7 @@ def free_port() -> int:
 
 def start_server(repository: Path) -> tuple[subprocess.Popen, int]:
     grpc_port = free_port()
-    command = [sys.executable, "-m", "server.cli", "serve", "--model-repository", str(repository),
+    command = [sys.executable, "-m", "modelgate", "serve", "--model-repository", str(repository),
                "--http-port", str(free_port()), "--grpc-port", str(grpc_port), "--metrics-port", str(free_port())]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                cwd=Path(__file__).resolve().parent.parent)
@@ -133,10 +133,10 @@ def bench(grpc_port: int, model: str, concurrency: int, duration: float):
 
 def in_process_latency_us(repository: Path, kind: str, iterations: int) -> float:
     """The trivial model's backend instance called directly: what a request costs without the server."""
-    from backends.pytorch.backend import PyTorchBackend
-    from server.inference_types import InferRequest, InferTensor
-    from server.loaded_model import instance_specs
-    from server.repository.config_completion import complete_model_config, read_model_config
+    from modelgate.backends.pytorch.backend import PyTorchBackend
+    from modelgate.core.inference_types import InferRequest, InferTensor
+    from modelgate.server.loaded_model import instance_specs
+    from modelgate.server.repository.config_completion import complete_model_config, read_model_config
 
     model_dir = repository / "trivial"
     config, source = read_model_config(model_dir, "trivial", None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.fp8_quant import tl, triton
+from modelgate.kernels.fp8_quant import tl, triton
 
 # The combining program reads at most this many partitions per step...
 MAX_COMBINE_PARTITIONS = 32

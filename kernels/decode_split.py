@@ -45,7 +45,7 @@ class DecodeConfig(NamedTuple):
 SINGLE_PASS = DecodeSplit(1, 0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def num_sms(device: torch.device) -> int:
     """Streaming multiprocessors of a CUDA device (DEFAULT_NUM_SMS elsewhere)."""
     if device.type != "cuda":

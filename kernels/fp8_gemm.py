@@ -38,7 +38,7 @@ import functools
 
 import torch
 
-from kernels.fp8_quant import (
+from modelgate.kernels.fp8_quant import (
     FP8_DTYPE,
     FP8_MAX,
     MIN_SCALE,
@@ -47,9 +47,9 @@ from kernels.fp8_quant import (
     is_interpreted,
     quantize_per_token,
     quantize_per_token_reference,
-    to_output,
     tl,
     to_e4m3,
+    to_output,
     triton,
 )
 
@@ -123,7 +123,7 @@ def select_config(M: int, N: int, K: int, num_sms: int = DEFAULT_NUM_SMS) -> Fp8
     return dataclasses.replace(config, block_n=block_n, block_k=block_k, split_k=split_k)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cuda_num_sms(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 

@@ -36,11 +36,24 @@ from typing import NamedTuple
 
 import torch
 
-from kernels.fp8_gemm import num_sms_of
-from kernels.fp8_quant import FP8_DTYPE, SOURCE_DTYPES, check_launchable, is_interpreted, tl, to_output, triton
-from kernels.grid_dependency import PREFETCH_ALIGNMENT, pdl_supported, prefetch_rows_to_l2, wait_for_previous_kernel
-from kernels.rms_norm import add_residual, inverse_rms, normalize
-from kernels.split_counters import split_counters
+from modelgate.kernels.fp8_gemm import num_sms_of
+from modelgate.kernels.fp8_quant import (
+    FP8_DTYPE,
+    SOURCE_DTYPES,
+    check_launchable,
+    is_interpreted,
+    tl,
+    to_output,
+    triton,
+)
+from modelgate.kernels.grid_dependency import (
+    PREFETCH_ALIGNMENT,
+    pdl_supported,
+    prefetch_rows_to_l2,
+    wait_for_previous_kernel,
+)
+from modelgate.kernels.rms_norm import add_residual, inverse_rms, normalize
+from modelgate.kernels.split_counters import split_counters
 
 MAX_SPLIT_K = 16
 # Counters per device: one per row block of a split launch. 2^16 covers N up to 1M rows at block_n = 16

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.fp8_quant import tl, triton
-from kernels.paged_attention_common import attention_dot
+from modelgate.kernels.fp8_quant import tl, triton
+from modelgate.kernels.paged_attention_common import attention_dot
 
 
 def packed_fp8_ok(kv_cache: torch.Tensor, head_dim: int) -> bool:

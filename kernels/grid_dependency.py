@@ -26,7 +26,7 @@ import functools
 
 import torch
 
-from kernels.fp8_quant import HAS_TRITON, tl, triton
+from modelgate.kernels.fp8_quant import HAS_TRITON, tl, triton
 
 # Bulk prefetches need 16-byte aligned addresses and sizes.
 PREFETCH_ALIGNMENT = 16
@@ -39,7 +39,7 @@ def pdl_supported(kernel, device: torch.device) -> bool:
     return _hopper_or_newer(device)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hopper_or_newer(device: torch.device) -> bool:
     # Cached: launchers ask on every (eager) launch, once per layer and step.
     return torch.cuda.get_device_capability(device) >= (9, 0)

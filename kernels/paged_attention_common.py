@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.fp8_quant import FP8_DTYPE, tl, triton
-from kernels.reshape_and_cache import check_kv_cache
+from modelgate.kernels.fp8_quant import FP8_DTYPE, tl, triton
+from modelgate.kernels.reshape_and_cache import check_kv_cache
 
 QUERY_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 LOG2E = 1.4426950408889634

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.decode_combine import combine_block, combine_partitions, sequence_partitions, split_partials
-from kernels.decode_split import (  # noqa: F401  (re-exported: the split API is part of this kernel's)
+from modelgate.kernels.decode_combine import combine_block, combine_partitions, sequence_partitions, split_partials
+from modelgate.kernels.decode_split import (  # noqa: F401  (re-exported: the split API is part of this kernel's)
     DEFAULT_NUM_SMS,
     MIN_PARTITION_SIZE,
     SINGLE_PASS,
@@ -46,19 +46,19 @@ from kernels.decode_split import (  # noqa: F401  (re-exported: the split API is
     num_sms,
     plan_decode_split,
 )
-from kernels.fp8_kv_words import as_words, attend_fp8_words_tile, load_quarters, packed_fp8_ok, store_quarters
-from kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, triton
-from kernels.grid_dependency import allow_dependents_to_launch, pdl_supported, wait_for_previous_kernel
-from kernels.paged_attention_common import (
+from modelgate.kernels.fp8_kv_words import as_words, attend_fp8_words_tile, load_quarters, packed_fp8_ok, store_quarters
+from modelgate.kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, triton
+from modelgate.kernels.grid_dependency import allow_dependents_to_launch, pdl_supported, wait_for_previous_kernel
+from modelgate.kernels.paged_attention_common import (
     LOG2E,
     attend_kv_tile,
-    check_sequence_tables,
     check_query_and_cache,
+    check_sequence_tables,
     checked_output,
     dot_precision,
 )
-from kernels.reshape_and_cache import gather_kv_reference
-from kernels.split_counters import split_counters
+from modelgate.kernels.reshape_and_cache import gather_kv_reference
+from modelgate.kernels.split_counters import split_counters
 
 # Owner of the split launches' counters (kernels/split_counters.py): one per (sequence, KV head).
 COUNTER_OWNER = "paged_decode_attention"

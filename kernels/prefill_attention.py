@@ -22,8 +22,8 @@ from typing import NamedTuple
 
 import torch
 
-from kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, triton
-from kernels.paged_attention_common import (
+from modelgate.kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, triton
+from modelgate.kernels.paged_attention_common import (
     LOG2E,
     attend_kv_tile,
     check_query_and_cache,
@@ -31,7 +31,7 @@ from kernels.paged_attention_common import (
     checked_output,
     dot_precision,
 )
-from kernels.reshape_and_cache import gather_kv_reference
+from modelgate.kernels.reshape_and_cache import gather_kv_reference
 
 
 class PrefillConfig(NamedTuple):

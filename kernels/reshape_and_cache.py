@@ -30,14 +30,14 @@ from typing import NamedTuple
 
 import torch
 
-from kernels.fp8_quant import (
+from modelgate.kernels.fp8_quant import (
     FP8_DTYPE,
     FP8_MAX,
     MIN_SCALE,
     check_launchable,
     is_interpreted,
-    to_e4m3,
     tl,
+    to_e4m3,
     triton,
 )
 

@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import torch
 
-from kernels.fp8_quant import (
+from modelgate.kernels.fp8_quant import (
     FP8_DTYPE,
     FP8_MAX,
     HAS_TRITON,
@@ -43,7 +43,7 @@ from kernels.fp8_quant import (
     to_output,
     triton,
 )
-from kernels.grid_dependency import allow_dependents_to_launch, pdl_supported
+from modelgate.kernels.grid_dependency import allow_dependents_to_launch, pdl_supported
 
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 # A row lives in registers: 32K fp32 elements over 16 warps is 64 per thread (hidden sizes go to 16384).

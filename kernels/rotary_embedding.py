@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.fp8_quant import HAS_TRITON, check_launchable, is_interpreted, tl, to_output, triton
+from modelgate.kernels.fp8_quant import HAS_TRITON, check_launchable, is_interpreted, tl, to_output, triton
 
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 TILE_ELEMENTS = 4096  # BLOCK_T * Q_HEADS_PAD * HEAD_DIM: tokens per program = TILE_ELEMENTS // (that per token)

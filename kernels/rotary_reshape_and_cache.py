@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import torch
 
-from kernels.fp8_quant import FP8_DTYPE, FP8_MAX, MIN_SCALE, check_launchable, is_interpreted, tl, triton
-from kernels.grid_dependency import pdl_supported, wait_for_previous_kernel
-from kernels.reshape_and_cache import (
+from modelgate.kernels.fp8_quant import FP8_DTYPE, FP8_MAX, MIN_SCALE, check_launchable, is_interpreted, tl, triton
+from modelgate.kernels.grid_dependency import pdl_supported, wait_for_previous_kernel
+from modelgate.kernels.reshape_and_cache import (
     check_write_arguments,
     fp8_head_scales,
     quantize_heads,
     reshape_and_cache_reference,
 )
-from kernels.rotary_embedding import check_rotary_arguments, rotary_embedding_reference, rotated_halves
+from modelgate.kernels.rotary_embedding import check_rotary_arguments, rotary_embedding_reference, rotated_halves
 
 
 @triton.jit

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.fp8_quant import (
+from modelgate.kernels.fp8_quant import (
     FP8_DTYPE,
     FP8_MAX,
     HAS_TRITON,

@@ -1,4 +1,4 @@
-"""The `modelgate` command. `serve` takes Triton's flag names."""
+"""`modelgate serve`: flags (named as Triton's) -> settings -> the server on one event loop."""
 
 from __future__ import annotations
 
@@ -9,45 +9,34 @@ import sys
 
 from pydantic import ValidationError
 
-from server.settings import ServerSettings
+from modelgate.server.settings import ServerSettings
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    return args.run(args)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modelgate", description="A Python inference server in Triton's style.")
-    commands = parser.add_subparsers(dest="command")
-    serve = commands.add_parser("serve", help="serve the models of one or more model repositories")
+def add_serve_command(commands) -> None:
+    """The `serve` subcommand; flags are named as Triton's where Triton has one."""
+    serve = commands.add_parser("serve", help="serve the models of one or more model repositories",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     serve.add_argument("--model-repository", "--model-store", action="append", dest="model_repository",
-                       help="model repository folder (repeatable); default ./model_repository")
-    serve.add_argument("--http-address", default="0.0.0.0")
-    serve.add_argument("--http-port", type=int, default=8000)
-    serve.add_argument("--grpc-address", default="0.0.0.0")
-    serve.add_argument("--grpc-port", type=int, default=8001)
-    serve.add_argument("--metrics-port", type=int, default=8002)
-    serve.add_argument("--allow-http", type=_boolean, default=True)
-    serve.add_argument("--allow-grpc", type=_boolean, default=True)
-    serve.add_argument("--allow-metrics", type=_boolean, default=True)
-    serve.add_argument("--model-control-mode", choices=["none", "explicit", "poll"], default="none")
+                       help="model repository folder; repeatable (a model name in two is an error). "
+                            "Default: ./model_repository")
+    serve.add_argument("--http-address", default="0.0.0.0", help="address the HTTP/REST frontend binds")
+    serve.add_argument("--http-port", type=int, default=8000, help="KServe v2 HTTP, generate and OpenAI routes")
+    serve.add_argument("--grpc-address", default="0.0.0.0", help="address the gRPC frontend binds")
+    serve.add_argument("--grpc-port", type=int, default=8001, help="inference.GRPCInferenceService and health")
+    serve.add_argument("--metrics-port", type=int, default=8002, help="Prometheus text at /metrics")
+    serve.add_argument("--allow-http", type=_boolean, default=True, help="serve HTTP/REST (true or false)")
+    serve.add_argument("--allow-grpc", type=_boolean, default=True, help="serve gRPC (true or false)")
+    serve.add_argument("--allow-metrics", type=_boolean, default=True, help="serve /metrics (true or false)")
+    serve.add_argument("--model-control-mode", choices=["none", "explicit", "poll"], default="none",
+                       help="none: load every model, no load API; explicit: --load-model and the load/unload API; "
+                            "poll: rescan the repositories every --repository-poll-secs")
     serve.add_argument("--load-model", action="append", default=[],
                        help="model to load at start in explicit mode (repeatable, '*' for all)")
-    serve.add_argument("--repository-poll-secs", type=float, default=15.0)
-    serve.add_argument("--exit-timeout-secs", type=float, default=30.0)
-    serve.add_argument("--log-verbose", type=int, default=0)
+    serve.add_argument("--repository-poll-secs", type=float, default=15.0, help="seconds between rescans in poll mode")
+    serve.add_argument("--exit-timeout-secs", type=float, default=30.0,
+                       help="seconds shutdown waits for open connections and model unloads")
+    serve.add_argument("--log-verbose", type=int, default=0, help="verbosity of modelgate's own logs (0: info)")
     serve.set_defaults(run=_serve)
-    from clients.bench.cli import add_bench_command
-    from clients.size.cli import add_size_command
-
-    add_bench_command(commands)
-    add_size_command(commands)
-    return parser
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -74,7 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"modelgate serve: --{field.replace('_', '-')}: {error['msg']}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from server.runtime import serve_forever
+    from modelgate.server.runtime import serve_forever
 
     try:
         _event_loop_runner()(serve_forever(settings))
@@ -101,6 +90,3 @@ def _boolean(text: str) -> bool:
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
 
-
-if __name__ == "__main__":
-    sys.exit(main())

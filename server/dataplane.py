@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from server import __version__
-from server.errors import NotFoundError, UnsupportedError
-from server.inference_types import InferRequest, InferResponse
-from server.model_manager import ModelManager
-from server.repository.layout import check_model_name
-from server.request_validation import validate_request
-from server.response_stream import ResponseStream
-from server.statistics import StatisticsRegistry
-from server.tensors import datatypes
+from modelgate.core.errors import NotFoundError, UnsupportedError
+from modelgate.core.inference_types import InferRequest, InferResponse
+from modelgate.core.response_stream import ResponseStream
+from modelgate.core.tensors import datatypes
+from modelgate.core.version import MODELGATE_VERSION
+from modelgate.server.model_manager import ModelManager
+from modelgate.server.repository.layout import check_model_name
+from modelgate.server.request_validation import validate_request
+from modelgate.server.statistics import StatisticsRegistry
 
 SERVER_NAME = "modelgate"
 EXTENSIONS = [
@@ -41,7 +41,7 @@ class Dataplane:
     # -- health and metadata ----------------------------------------------------------------
 
     def server_metadata(self) -> dict:
-        return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+        return {"name": SERVER_NAME, "version": MODELGATE_VERSION, "extensions": list(EXTENSIONS)}
 
     def model_ready(self, name: str, version: str = "") -> bool:
         return self.manager.is_ready(name, version)

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
 
-from backends.base import Backend, InstanceSpec
-from server.errors import UnavailableError
-from server.gpu_devices import visible_gpu_count
-from server.repository.config_json import config_to_dict
-from server.scheduling.direct_scheduler import DirectScheduler
-from server.scheduling.dynamic_batcher import DynamicBatcher
-from server.scheduling.ensemble_graph import build_ensemble_graph, is_ensemble
-from server.scheduling.ensemble_scheduler import EnsembleScheduler, StepInfer
-from server.scheduling.instance_pool import InstancePool
-from server.statistics import VersionStatistics
+from modelgate.backends.base import Backend, InstanceSpec, ModelCaller
+from modelgate.core.config_json import config_to_dict
+from modelgate.core.errors import UnavailableError
+from modelgate.server.gpu_devices import visible_gpu_count
+from modelgate.server.scheduling.direct_scheduler import DirectScheduler
+from modelgate.server.scheduling.dynamic_batcher import DynamicBatcher
+from modelgate.server.scheduling.ensemble_graph import build_ensemble_graph, is_ensemble
+from modelgate.server.scheduling.ensemble_scheduler import EnsembleScheduler, StepInfer
+from modelgate.server.scheduling.instance_pool import InstancePool
+from modelgate.server.statistics import VersionStatistics
 
 
 @dataclass
@@ -33,7 +34,9 @@ class LoadedVersion:
         return self.config.model_transaction_policy.decoupled
 
 
-def instance_specs(config: ModelConfig, model_dir: Path, version: int) -> list[InstanceSpec]:
+def instance_specs(
+    config: ModelConfig, model_dir: Path, version: int, call_model: ModelCaller | None = None
+) -> list[InstanceSpec]:
     """One spec per instance, as Triton places them.
 
     A CPU group makes `count` instances; a GPU group makes `count` instances on each of its
@@ -56,6 +59,7 @@ def instance_specs(config: ModelConfig, model_dir: Path, version: int) -> list[I
                     model_dir=model_dir,
                     version_dir=model_dir / str(version),
                     config=config,
+                    call_model=call_model,
                 )
             )
     return specs
@@ -84,10 +88,21 @@ async def load_version(
     infer_step: StepInfer | None = None,
 ) -> LoadedVersion:
     """Create every instance of `version` (none for an ensemble: `backend` is None); raises what
-    the backend raised. `infer_step` runs an ensemble's steps (the dataplane's `infer`)."""
+    the backend raised. `infer_step` (the dataplane's `infer`) runs an ensemble's steps, and the requests
+    that the instances send to other models (BLS)."""
     pool = None
     if backend is not None:
-        pool = InstancePool(instance_specs(config, model_dir, version))
+        call_model = None if infer_step is None else blocking_caller(infer_step, asyncio.get_running_loop())
+        pool = InstancePool(instance_specs(config, model_dir, version, call_model))
         await pool.load(backend)
     scheduler = make_scheduler(pool, stats, config, infer_step)
     return LoadedVersion(config.name, version, config, config_to_dict(config), scheduler, stats)
+
+
+def blocking_caller(infer: StepInfer, loop: asyncio.AbstractEventLoop) -> ModelCaller:
+    """`infer` on the server's loop, for an instance thread that waits for the answer."""
+
+    def call(request):
+        return asyncio.run_coroutine_threadsafe(infer(request), loop).result()
+
+    return call

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from server.errors import InvalidArgumentError
+from modelgate.core.errors import InvalidArgumentError
 
 _OWN_LOGGERS = ("server", "backends", "kernels", "clients", "modelgate")
 _BOOL_KEYS = {"log_info": logging.INFO, "log_warning": logging.WARNING, "log_error": logging.ERROR}

@@ -8,7 +8,8 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
 
-from server.statistics import StatisticsRegistry, VersionStatistics
+from modelgate.core.backend_metrics import BACKEND_METRICS
+from modelgate.server.statistics import StatisticsRegistry, VersionStatistics
 
 _NS_PER_US = 1000
 
@@ -92,10 +93,6 @@ def render_text_format(registry: CollectorRegistry) -> bytes:
 def _escape(text: str, quote: bool) -> str:
     escaped = str(text).replace("\\", "\\\\").replace("\n", "\\n")
     return escaped.replace('"', '\\"') if quote else escaped
-
-
-# Backends register their own metrics here (e.g. the LLM backend's latency histograms).
-BACKEND_METRICS = CollectorRegistry()
 
 
 def create_metrics_app(stats: StatisticsRegistry) -> web.Application:

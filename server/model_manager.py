@@ -20,15 +20,20 @@ from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from server.errors import ConfigError, InvalidArgumentError, ModelgateError, NotFoundError, UnavailableError
-from server.loaded_model import LoadedVersion, load_version
-from server.repository.config_completion import complete_model_config, read_model_config
-from server.repository.layout import RepositoryLayout, check_model_name, fingerprint
-from server.repository.override_files import remove_override_model_dir, write_override_model_dir
-from server.scheduling.ensemble_composing_checks import check_composing_models
-from server.scheduling.ensemble_graph import EnsembleStep, build_ensemble_graph, composing_model_names, is_ensemble
-from server.scheduling.ensemble_scheduler import StepInfer
-from server.statistics import StatisticsRegistry, VersionStatistics
+from modelgate.core.errors import ConfigError, InvalidArgumentError, ModelgateError, NotFoundError, UnavailableError
+from modelgate.server.loaded_model import LoadedVersion, load_version
+from modelgate.server.repository.config_completion import complete_model_config, read_model_config
+from modelgate.server.repository.layout import RepositoryLayout, check_model_name, fingerprint
+from modelgate.server.repository.override_files import remove_override_model_dir, write_override_model_dir
+from modelgate.server.scheduling.ensemble_composing_checks import check_composing_models
+from modelgate.server.scheduling.ensemble_graph import (
+    EnsembleStep,
+    build_ensemble_graph,
+    composing_model_names,
+    is_ensemble,
+)
+from modelgate.server.scheduling.ensemble_scheduler import StepInfer
+from modelgate.server.statistics import StatisticsRegistry, VersionStatistics
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +227,7 @@ class ModelManager:
         for version, new_version in loaded.items():
             entry.statuses[version] = VersionStatus(ModelState.READY)
             self.stats.register(new_version.stats)
-        for version, old_version in old.items():
+        for version in old:
             if version not in loaded:
                 entry.statuses[version] = VersionStatus(ModelState.UNLOADING)
         await self._discard(old)

@@ -6,9 +6,9 @@ import math
 
 from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig
 
-from server.errors import InvalidArgumentError
-from server.inference_types import InferRequest, InferTensor
-from server.tensors import datatypes
+from modelgate.core.errors import InvalidArgumentError
+from modelgate.core.inference_types import InferRequest, InferTensor
+from modelgate.core.tensors import datatypes
 
 
 def validate_request(request: InferRequest, config: ModelConfig) -> int:

@@ -7,18 +7,17 @@ import logging
 
 from aiohttp import web
 
-from backends.python.backend import install_bls_runner, uninstall_bls_runner
-from server.dataplane import Dataplane
-from server.errors import ModelgateError
-from server.frontends.grpc.server import GrpcFrontend
-from server.frontends.http.app import create_http_app
-from server.log_settings import LogSettings
-from server.metrics import create_metrics_app
-from server.model_manager import ModelManager
-from server.repository.layout import RepositoryLayout
-from server.repository.poller import RepositoryPoller
-from server.settings import ServerSettings
-from server.statistics import StatisticsRegistry
+from modelgate.core.errors import ModelgateError
+from modelgate.server.dataplane import Dataplane
+from modelgate.server.frontends.grpc.server import GrpcFrontend
+from modelgate.server.frontends.http.app import create_http_app
+from modelgate.server.log_settings import LogSettings
+from modelgate.server.metrics import create_metrics_app
+from modelgate.server.model_manager import ModelManager
+from modelgate.server.repository.layout import RepositoryLayout
+from modelgate.server.repository.poller import RepositoryPoller
+from modelgate.server.settings import ServerSettings
+from modelgate.server.statistics import StatisticsRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +31,8 @@ class ModelgateServer:
         self.stats = StatisticsRegistry()
         self.manager = ModelManager(self.layout, self.stats)
         self.dataplane = Dataplane(self.manager, self.stats, settings.model_control_mode)
-        self.manager.infer_step = self.dataplane.infer  # ensembles run each step through the dataplane
+        # Ensemble steps and models calling models (BLS) go through the dataplane, as clients' requests do.
+        self.manager.infer_step = self.dataplane.infer
         self.log_settings = LogSettings(settings.log_verbose)
         self.poller = RepositoryPoller(self.manager, self.layout, settings.repository_poll_secs)
         self.grpc = GrpcFrontend(self.dataplane, self.log_settings) if settings.allow_grpc else None
@@ -41,10 +41,8 @@ class ModelgateServer:
         self.metrics_port: int | None = None
         self._runners: list[web.AppRunner] = []
         self._poll_task: asyncio.Task | None = None
-        self._bls_runner = None
 
     async def start(self) -> None:
-        self._bls_runner = install_bls_runner(self.dataplane.infer, asyncio.get_running_loop())
         await self._load_initial_models()
         if self.settings.allow_http:
             self.http_port = await self._serve(create_http_app(self.dataplane, self.log_settings), self.settings.http_port)
@@ -75,8 +73,6 @@ class ModelgateServer:
             await asyncio.wait_for(self.manager.shutdown(), timeout=self.settings.exit_timeout_secs)
         except asyncio.TimeoutError:
             logger.warning("models did not unload within --exit-timeout-secs=%s", self.settings.exit_timeout_secs)
-        if self._bls_runner is not None:  # after the unloads: a finalizing model may still call others
-            uninstall_bls_runner(self._bls_runner)
 
     async def _load_initial_models(self) -> None:
         mode = self.settings.model_control_mode
@@ -84,7 +80,7 @@ class ModelgateServer:
             await self.poller.poll_once()
             return
         models, duplicated = self.layout.scan()
-        for name, reason in duplicated.items():
+        for reason in duplicated.values():
             logger.error("%s", reason)
         if mode == "none" or "*" in self.settings.load_model:
             names = sorted(models)

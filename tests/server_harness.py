@@ -9,8 +9,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.runtime import ModelgateServer
-from server.settings import ServerSettings
+from modelgate.server.runtime import ModelgateServer
+from modelgate.server.settings import ServerSettings
 
 EXAMPLE_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 

@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig, ModelInstanceGroup
 
-from backends.base import Backend, ExecuteResult, InstanceSpec, ModelInstance
-from backends.llm import llm_metrics
-from backends.llm.engine_client import EngineClient
-from backends.llm.engine_config import EngineConfig
-from backends.llm.generation_request import GenerationRequest, parse_generation_request
-from backends.llm.llm_responses import OUTPUT_NAMES, build_response, logprobs_json
-from backends.llm.tokenizer import TextTokenizer
-from backends.llm.trace_recorder import TRACE_PARAMETERS, trace_recorder
-from server.errors import ConfigError, ModelgateError, ModelExecutionError
-from server.inference_types import InferRequest, InferResponse
-from server.response_stream import ResponseStream
+from modelgate.backends.base import Backend, ExecuteResult, InstanceSpec, ModelInstance
+from modelgate.backends.llm import llm_metrics
+from modelgate.backends.llm.engine_client import EngineClient
+from modelgate.backends.llm.engine_config import EngineConfig
+from modelgate.backends.llm.generation_request import GenerationRequest, parse_generation_request
+from modelgate.backends.llm.llm_responses import OUTPUT_NAMES, build_response, logprobs_json
+from modelgate.backends.llm.tokenizer import TextTokenizer
+from modelgate.backends.llm.trace_recorder import TRACE_PARAMETERS, trace_recorder
+from modelgate.core.errors import ConfigError, ModelExecutionError, ModelgateError
+from modelgate.core.inference_types import InferRequest, InferResponse
+from modelgate.core.response_stream import ResponseStream
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from backends.llm.attention.metadata import AttentionMetadata
+from modelgate.backends.llm.attention.metadata import AttentionMetadata
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ ids: callers get each step's new text and keep what they need (see output_proces
 
 from __future__ import annotations
 
-from backends.llm.tokenizer import TextTokenizer
+from modelgate.backends.llm.tokenizer import TextTokenizer
 
 _REPLACEMENT = "\ufffd"
 _CONTEXT_TOKENS = 5

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import torch
 
-from backends.llm.engine_config import EngineConfig
-from backends.llm.kv_cache_manager import KVCacheManager
-from backends.llm.model_runner import ModelRunner, RunnerConfig
-from backends.llm.models.model_config import DecoderConfig
-from backends.llm.output_processor import OutputProcessor, RequestOutput
-from backends.llm.request import LLMRequest, RequestStatus
-from backends.llm.sampling_params import SamplingParams
-from backends.llm.scheduler import Scheduler, SchedulerConfig
-from backends.llm.tokenizer import TextTokenizer
+from modelgate.backends.llm.engine_config import EngineConfig
+from modelgate.backends.llm.kv_cache_manager import KVCacheManager
+from modelgate.backends.llm.model_runner import ModelRunner, RunnerConfig
+from modelgate.backends.llm.models.model_config import DecoderConfig
+from modelgate.backends.llm.output_processor import OutputProcessor, RequestOutput
+from modelgate.backends.llm.request import LLMRequest, RequestStatus
+from modelgate.backends.llm.sampling_params import SamplingParams
+from modelgate.backends.llm.scheduler import Scheduler, SchedulerConfig
+from modelgate.backends.llm.tokenizer import TextTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class LLMEngine:
 
     @staticmethod
     def _graph_batch_sizes(config: EngineConfig) -> list[int]:
-        from backends.llm.cuda_graphs import capture_sizes
+        from modelgate.backends.llm.cuda_graphs import capture_sizes
 
         if config.enforce_eager:
             return []

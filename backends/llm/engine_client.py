@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from backends.llm.engine_config import EngineConfig
-from backends.llm.engine_process import engine_main, receive, send
-from backends.llm.sampling_params import SamplingParams
+from modelgate.backends.llm.engine_config import EngineConfig
+from modelgate.backends.llm.engine_process import engine_main, receive, send
+from modelgate.backends.llm.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 

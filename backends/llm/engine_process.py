@@ -14,8 +14,8 @@ import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from backends.llm.engine_config import EngineConfig
-from backends.llm.sampling_params import SamplingParams
+from modelgate.backends.llm.engine_config import EngineConfig
+from modelgate.backends.llm.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def engine_main(model_dir: str, config_json: str, inbox: Connection, outbox: Con
     """Entry point of the engine process."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s engine: %(message)s")
     try:
-        from backends.llm.engine import LLMEngine
+        from modelgate.backends.llm.engine import LLMEngine
 
         engine = LLMEngine(Path(model_dir), EngineConfig.model_validate_json(config_json))
     except Exception as exc:  # report why, the server marks the model UNAVAILABLE
@@ -80,7 +80,7 @@ def _handle(engine, message: dict):
 
 
 def _refused(message: dict):
-    from backends.llm.output_processor import RequestOutput
+    from modelgate.backends.llm.output_processor import RequestOutput
 
     return RequestOutput(message["request_id"], [], "", True, "abort", len(message["prompt_token_ids"]), 0, 0)
 

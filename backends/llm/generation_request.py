@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from backends.llm.chat_template import ChatTemplateError, render_chat
-from backends.llm.sampling_params import SamplingParams
-from backends.llm.tokenizer import TextTokenizer
-from server.errors import InvalidArgumentError
-from server.inference_types import InferRequest
+from modelgate.backends.llm.chat_template import ChatTemplateError, render_chat
+from modelgate.backends.llm.sampling_params import SamplingParams
+from modelgate.backends.llm.tokenizer import TextTokenizer
+from modelgate.core.errors import InvalidArgumentError
+from modelgate.core.inference_types import InferRequest
 
 _FLAG_NAMES = ("stream", "exclude_input_in_output")
 

@@ -12,8 +12,8 @@ blocks fill, and remembered on the request.
 
 from __future__ import annotations
 
-from backends.llm.block_pool import BlockPool, KVBlock, PrefixCacheStats
-from backends.llm.request import LLMRequest
+from modelgate.backends.llm.block_pool import BlockPool, KVBlock, PrefixCacheStats
+from modelgate.backends.llm.request import LLMRequest
 
 _ROOT_HASH = 0x9E3779B97F4A7C15
 

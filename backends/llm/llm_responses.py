@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
-from backends.llm.tokenizer import TextTokenizer
-from server.inference_types import InferResponse, InferTensor
+from modelgate.backends.llm.tokenizer import TextTokenizer
+from modelgate.core.inference_types import InferResponse, InferTensor
 
 OUTPUT_NAMES = ("text_output", "finish_reason", "num_input_tokens", "num_output_tokens", "logprobs")
 

@@ -14,13 +14,13 @@ from typing import Literal
 
 import torch
 
-from backends.llm.attention.metadata import AttentionMetadata
-from backends.llm.attention.torch_paged import TorchPagedAttention
-from backends.llm.models.llama import DecoderForCausalLM
-from backends.llm.models.model_config import DecoderConfig
-from backends.llm.models.weight_loader import checkpoint_has_fp8_weights, load_weights
-from backends.llm.sampler import PendingSample, Sampler, SamplerOutput
-from backends.llm.scheduler import ScheduledRequest, SchedulerOutput
+from modelgate.backends.llm.attention.metadata import AttentionMetadata
+from modelgate.backends.llm.attention.torch_paged import TorchPagedAttention
+from modelgate.backends.llm.models.llama import DecoderForCausalLM
+from modelgate.backends.llm.models.model_config import DecoderConfig
+from modelgate.backends.llm.models.weight_loader import checkpoint_has_fp8_weights, load_weights
+from modelgate.backends.llm.sampler import PendingSample, Sampler, SamplerOutput
+from modelgate.backends.llm.scheduler import ScheduledRequest, SchedulerOutput
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def make_attention(backend: str, model_config: DecoderConfig, device: torch.devi
     """The attention implementation every layer shares; the Triton one is imported only when chosen."""
     c = model_config
     if backend == "triton":
-        from backends.llm.attention.triton_paged import TritonPagedAttention
+        from modelgate.backends.llm.attention.triton_paged import TritonPagedAttention
 
         return TritonPagedAttention(c.num_heads, c.num_kv_heads, c.head_dim, c.sliding_window, device)
     return TorchPagedAttention(c.num_heads, c.num_kv_heads, c.head_dim, c.sliding_window)
@@ -122,8 +122,8 @@ class ModelRunner:
 
         replay=False runs the graphs' padded static-buffer path eagerly (for tests on the CPU).
         """
-        from backends.llm.cuda_graphs import DecodeGraphs
-        from kernels.paged_decode_attention import default_decode_config, num_sms, plan_decode_split
+        from modelgate.backends.llm.cuda_graphs import DecodeGraphs
+        from modelgate.kernels.paged_decode_attention import default_decode_config, num_sms, plan_decode_split
 
         if self.attention_backend != "triton":
             raise ValueError("decode CUDA graphs need attention_backend 'triton'")
@@ -145,7 +145,7 @@ class ModelRunner:
     def _load(self, model_dir: Path) -> str:
         """Load the weights; with FP8 the attention/MLP linears become Fp8Linear. Returns the quantization."""
         # Imported here: kernels/ is imported only when FP8 is used (and after tests set TRITON_INTERPRET).
-        from backends.llm.layers.fp8_linear import quantize_linears, use_empty_fp8_linears
+        from modelgate.backends.llm.layers.fp8_linear import quantize_linears, use_empty_fp8_linears
 
         if checkpoint_has_fp8_weights(model_dir):
             logger.info("FP8 checkpoint: its weights and weight scales load as they are")
@@ -159,7 +159,7 @@ class ModelRunner:
 
     def _allocate_kv_caches(self) -> tuple[list[torch.Tensor], list[torch.Tensor | None] | None]:
         """One zeroed cache per layer, and for an FP8 cache one scales tensor per layer (else None)."""
-        from kernels.reshape_and_cache import allocate_kv_cache
+        from modelgate.kernels.reshape_and_cache import allocate_kv_cache
 
         c = self.model_config
         caches, scales = [], []
@@ -228,7 +228,7 @@ class ModelRunner:
         logits = self.decode_graphs.run(_decode_rows(scheduled, self.block_size, known_tokens=False), tokens)
         return self.sampler.sample_async(logits, [item.request for item in scheduled])
 
-    def _prepare(self, scheduled: list[ScheduledRequest]) -> "_StepInputs":
+    def _prepare(self, scheduled: list[ScheduledRequest]) -> _StepInputs:
         token_ids, positions, slots, query_start, context_lens, sample_rows = [], [], [], [0], [], []
         block_size = self.block_size
         for item in scheduled:
@@ -315,7 +315,7 @@ class ModelRunner:
     def _dummy_step(self, num_tokens: int, num_sampled: int) -> None:
         """A forward of num_tokens tokens of one sequence and the logits of its last num_sampled rows, over a
         one-block dummy KV cache that nothing is written to (slots -1) and whose block every table entry names."""
-        from kernels.reshape_and_cache import allocate_kv_cache
+        from modelgate.kernels.reshape_and_cache import allocate_kv_cache
 
         c = self.model_config
         caches, scales = [], []
@@ -357,7 +357,7 @@ def _is_decode_step(scheduled: list[ScheduledRequest]) -> bool:
 def _decode_rows(scheduled: list[ScheduledRequest], block_size: int, known_tokens: bool = True):
     """The step's rows; with known_tokens=False the token ids are placeholders (0) that the caller supplies
     on the device."""
-    from backends.llm.cuda_graphs import DecodeRows
+    from modelgate.backends.llm.cuda_graphs import DecodeRows
 
     token_ids, positions, slots, tables = [], [], [], []
     for item in scheduled:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from backends.llm.detokenizer import IncrementalDetokenizer
-from backends.llm.request import LLMRequest
-from backends.llm.tokenizer import TextTokenizer
+from modelgate.backends.llm.detokenizer import IncrementalDetokenizer
+from modelgate.backends.llm.request import LLMRequest
+from modelgate.backends.llm.tokenizer import TextTokenizer
 
 
 @dataclass

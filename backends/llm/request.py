@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
 
-from backends.llm.sampling_params import SamplingParams
+from modelgate.backends.llm.sampling_params import SamplingParams
 
 
 class RequestStatus(str, Enum):

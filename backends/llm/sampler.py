@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from backends.llm.request import LLMRequest
+from modelgate.backends.llm.request import LLMRequest
 
 
 @dataclass

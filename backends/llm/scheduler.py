@@ -13,9 +13,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from backends.llm.kv_cache_manager import KVCacheManager
-from backends.llm.request import LLMRequest, RequestStatus
-from backends.llm.stop_checker import check_stop
+from modelgate.backends.llm.kv_cache_manager import KVCacheManager
+from modelgate.backends.llm.request import LLMRequest, RequestStatus
+from modelgate.backends.llm.stop_checker import check_stop
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ Stop strings are checked on detokenized text by the output processor, not here.
 
 from __future__ import annotations
 
-from backends.llm.request import LLMRequest, RequestStatus
+from modelgate.backends.llm.request import LLMRequest, RequestStatus
 
 
 def check_stop(request: LLMRequest, max_model_len: int) -> RequestStatus | None:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from server.errors import ConfigError
+from modelgate.core.errors import ConfigError
 
 TRACE_PARAMETERS = ("trace_file", "trace_max_bytes", "trace_backup_count")
 

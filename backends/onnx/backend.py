@@ -12,12 +12,12 @@ from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from backends.base import Backend, InstanceSpec, ModelInstance
-from backends.onnx.graph_config import GraphConfigCompleter
-from backends.onnx.graph_signature import GraphSignature, read_signature
-from backends.onnx.session_config import session_config_from
-from server.errors import ConfigError
-from server.repository.config_files import find_config_file
+from modelgate.backends.base import Backend, InstanceSpec, ModelInstance
+from modelgate.backends.onnx.graph_config import GraphConfigCompleter
+from modelgate.backends.onnx.graph_signature import GraphSignature, read_signature
+from modelgate.backends.onnx.session_config import session_config_from
+from modelgate.core.config_files import find_config_file
+from modelgate.core.errors import ConfigError
 
 DEFAULT_MODEL_FILENAME = "model.onnx"
 PLATFORM = "onnxruntime_onnx"
@@ -43,7 +43,7 @@ class OnnxBackend(Backend):
         return GraphConfigCompleter(graph, source, label).complete(config)
 
     def load_instance(self, spec: InstanceSpec) -> ModelInstance:
-        from backends.onnx.model_instance import OnnxModelInstance
+        from modelgate.backends.onnx.model_instance import OnnxModelInstance
 
         path = model_path(spec.version_dir, spec.config)
         if not path.is_file():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.errors import ModelExecutionError
+from modelgate.core.errors import ModelExecutionError
 
 Feeds = dict[str, np.ndarray]  # input name -> array, batch dimension first when the model batches
 

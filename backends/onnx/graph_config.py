@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig
 
-from backends.onnx.graph_signature import VARIABLE, GraphSignature, TensorSignature
-from server.errors import ConfigError
+from modelgate.backends.onnx.graph_signature import VARIABLE, GraphSignature, TensorSignature
+from modelgate.core.errors import ConfigError
 
 DEFAULT_MAX_BATCH_SIZE = 4
 

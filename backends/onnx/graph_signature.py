@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.onnx.onnx_types import config_type_of
+from modelgate.backends.onnx.onnx_types import config_type_of
 
 VARIABLE = -1
 

@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 from tritonclient.grpc.model_config_pb2 import DataType
 
-from backends.base import ComputeTimings, ExecuteResult, InstanceSpec, ModelInstance
-from backends.onnx.batch_tensors import Feeds, can_join, join_feeds, split_outputs
-from backends.onnx.graph_signature import signature_of_session
-from backends.onnx.onnx_types import from_onnx_strings, to_onnx_strings
-from backends.onnx.ort_run import run_session
-from backends.onnx.session_config import SessionConfig
-from backends.onnx.session_factory import create_session
-from server.errors import ModelExecutionError, ModelgateError
-from server.inference_types import InferRequest, InferResponse, InferTensor
-from server.tensors import datatypes
+from modelgate.backends.base import ComputeTimings, ExecuteResult, InstanceSpec, ModelInstance
+from modelgate.backends.onnx.batch_tensors import Feeds, can_join, join_feeds, split_outputs
+from modelgate.backends.onnx.graph_signature import signature_of_session
+from modelgate.backends.onnx.onnx_types import from_onnx_strings, to_onnx_strings
+from modelgate.backends.onnx.ort_run import run_session
+from modelgate.backends.onnx.session_config import SessionConfig
+from modelgate.backends.onnx.session_factory import create_session
+from modelgate.core.errors import ModelExecutionError, ModelgateError
+from modelgate.core.inference_types import InferRequest, InferResponse, InferTensor
+from modelgate.core.tensors import datatypes
 
 logger = logging.getLogger(__name__)
 

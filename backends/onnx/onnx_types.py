@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.errors import InvalidArgumentError
+from modelgate.core.errors import InvalidArgumentError
 
 # ONNX Runtime NodeArg.type -> ModelConfig DataType name.
 CONFIG_TYPE_BY_ORT_TYPE: dict[str, str] = {

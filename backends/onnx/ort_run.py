@@ -15,8 +15,8 @@ import ml_dtypes
 import numpy as np
 import onnxruntime
 
-from backends.onnx.onnx_types import BF16_ONNX_ELEMENT_TYPE
-from server.errors import ModelExecutionError
+from modelgate.backends.onnx.onnx_types import BF16_ONNX_ELEMENT_TYPE
+from modelgate.core.errors import ModelExecutionError
 
 
 def run_session(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from server.errors import ConfigError
+from modelgate.core.errors import ConfigError
 
 GPU_FALLBACK_CHOICES = ("refuse", "cpu")
 _THREAD_PARAMETERS = ("intra_op_thread_count", "inter_op_thread_count")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import onnxruntime
 
-from backends.base import InstanceSpec
-from backends.onnx.session_config import SessionConfig
-from server.errors import UnavailableError
+from modelgate.backends.base import InstanceSpec
+from modelgate.backends.onnx.session_config import SessionConfig
+from modelgate.core.errors import UnavailableError
 
 logger = logging.getLogger(__name__)
 

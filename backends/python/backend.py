@@ -11,24 +11,24 @@ import inspect
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-import backends.python.triton_python_backend_utils as pb_utils
-from backends.base import Backend, ComputeTimings, ExecuteResult, InstanceSpec, ModelInstance
-from backends.python.model_module import import_model_file
-from backends.python.request_conversion import (
+import modelgate.backends.python.triton_python_backend_utils as pb_utils
+from modelgate.backends.base import Backend, ComputeTimings, ExecuteResult, InstanceSpec, ModelCaller, ModelInstance
+from modelgate.backends.python.model_module import import_model_file
+from modelgate.backends.python.request_conversion import (
     from_pb_request_for_bls,
     from_pb_response,
     to_pb_request,
     to_pb_response_for_bls,
 )
-from server.errors import ModelExecutionError, ModelgateError
-from server.inference_types import InferRequest, InferResponse
-from server.repository.config_files import parse_config_mapping
-from server.repository.config_json import config_to_dict
+from modelgate.core.config_files import parse_config_mapping
+from modelgate.core.config_json import config_to_dict
+from modelgate.core.errors import ModelExecutionError, ModelgateError
+from modelgate.core.inference_types import InferRequest, InferResponse
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +70,10 @@ class PythonModelInstance(ModelInstance):
         module = import_model_file(spec.version_dir / _model_filename(spec.config), spec.model_name)
         self.model = module.TritonPythonModel()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._bls_runner = None if spec.call_model is None else bls_runner(spec.call_model)
         self.is_decoupled = spec.config.model_transaction_policy.decoupled
         if hasattr(self.model, "initialize"):
-            self._run(self.model.initialize(_initialize_args(spec)))
+            self._call_model(self.model.initialize, _initialize_args(spec))
 
     def execute(self, requests: list[InferRequest]) -> ExecuteResult:
         version = str(self.spec.model_version)
@@ -80,7 +81,7 @@ class PythonModelInstance(ModelInstance):
         pb_requests = [to_pb_request(r, self.spec.config, version) for r in requests]
         converted = time.perf_counter_ns()
         try:
-            pb_responses = self._run(self.model.execute(pb_requests))
+            pb_responses = self._call_model(self.model.execute, pb_requests)
             returned = time.perf_counter_ns()
             # A decoupled model answers through each request's response sender, not by returning.
             responses = [] if self.is_decoupled else self._responses(pb_responses, requests, version)
@@ -95,7 +96,7 @@ class PythonModelInstance(ModelInstance):
     def unload(self) -> None:
         try:
             if hasattr(self.model, "finalize"):
-                self._run(self.model.finalize())
+                self._call_model(self.model.finalize)
         finally:
             if self._loop is not None:
                 self._loop.close()
@@ -106,13 +107,19 @@ class PythonModelInstance(ModelInstance):
             raise ModelExecutionError(f"execute must return one response per request: {len(requests)} requests, got {got}")
         return [from_pb_response(p, r, self.spec.config, version) for p, r in zip(pb_responses, requests)]
 
-    def _run(self, result):
-        """Await `result` on the instance's private loop if the model returned a coroutine."""
-        if not inspect.isawaitable(result):
-            return result
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-        return self._loop.run_until_complete(result)
+    def _call_model(self, method, *args):
+        """Call into the model's code with this instance's BLS runner bound; await what it returns on the
+        instance's private loop if it is a coroutine (its tasks inherit the binding)."""
+        token = pb_utils.BLS_RUNNER.set(self._bls_runner)
+        try:
+            result = method(*args)
+            if not inspect.isawaitable(result):
+                return result
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+            return self._loop.run_until_complete(result)
+        finally:
+            pb_utils.BLS_RUNNER.reset(token)
 
 
 def _model_filename(config: ModelConfig) -> str:
@@ -132,39 +139,14 @@ def _initialize_args(spec: InstanceSpec) -> dict[str, str]:
     }
 
 
-BlsRunner = Callable[[pb_utils.InferenceRequest], pb_utils.InferenceResponse]
-
-# Servers of this process that models' `exec()` may reach, newest last (tests run several).
-_installed_bls_runners: list[BlsRunner] = []
-
-
-def install_bls_runner(
-    infer: Callable[[InferRequest], Awaitable[InferResponse]], loop: asyncio.AbstractEventLoop
-) -> BlsRunner:
-    """Let models call other models with `InferenceRequest.exec()` through the server's dataplane.
-
-    `exec()` runs on an instance thread and blocks it until the server loop has the answer.
-    Returns the runner, for `uninstall_bls_runner` once that server has stopped.
-    """
+def bls_runner(call_model: ModelCaller) -> Callable[[pb_utils.InferenceRequest], pb_utils.InferenceResponse]:
+    """`InferenceRequest.exec()` for one instance: the server's caller, in pb_utils' types both ways."""
 
     def run(pb_request: pb_utils.InferenceRequest) -> pb_utils.InferenceResponse:
         try:
-            request = from_pb_request_for_bls(pb_request)
-            response = asyncio.run_coroutine_threadsafe(infer(request), loop).result()
+            response = call_model(from_pb_request_for_bls(pb_request))
         except ModelgateError as exc:
             response = InferResponse(pb_request.model_name(), "", error=exc)
         return to_pb_response_for_bls(response)
 
-    _installed_bls_runners.append(run)
-    pb_utils._bls_runner = run
     return run
-
-
-def uninstall_bls_runner(runner: BlsRunner) -> None:
-    """A stopped server's loop answers nothing: hand `exec()` back to the newest running server.
-
-    Without this, a model's `exec()` would wait forever on the loop of a server that stopped.
-    """
-    if runner in _installed_bls_runners:
-        _installed_bls_runners.remove(runner)
-    pb_utils._bls_runner = _installed_bls_runners[-1] if _installed_bls_runners else None

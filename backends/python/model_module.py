@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-import backends.python.triton_python_backend_utils as pb_utils
+import modelgate.backends.python.triton_python_backend_utils as pb_utils
 
 _module_counter = itertools.count()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.python.pb_types import _WIRE_TO_CODE, TritonModelException, triton_to_numpy_type
-from server.tensors import datatypes
+from modelgate.backends.python.pb_types import _WIRE_TO_CODE, TritonModelException, triton_to_numpy_type
+from modelgate.core.tensors import datatypes
 
 
 class Tensor:
@@ -28,7 +28,7 @@ class Tensor:
         self._data = numpy_array
 
     @classmethod
-    def _wrap(cls, name: str, data) -> "Tensor":
+    def _wrap(cls, name: str, data) -> Tensor:
         tensor = cls.__new__(cls)
         tensor._name = name
         tensor._data = data
@@ -67,7 +67,7 @@ class Tensor:
         return _as_torch(self._data).__dlpack_device__()
 
     @staticmethod
-    def from_dlpack(name: str, dlpack_tensor) -> "Tensor":
+    def from_dlpack(name: str, dlpack_tensor) -> Tensor:
         """A Tensor sharing memory with a DLPack capsule or any object with `__dlpack__`."""
         import torch.utils.dlpack
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.tensors import datatypes
+from modelgate.core.tensors import datatypes
 
 TRITON_STRING_TO_NUMPY = {
     "TYPE_BOOL": bool,

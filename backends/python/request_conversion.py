@@ -7,10 +7,10 @@ import json
 import numpy as np
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-import backends.python.triton_python_backend_utils as pb_utils
-from server.errors import ModelExecutionError, ModelgateError, error_from_triton_code
-from server.inference_types import InferRequest, InferResponse, InferTensor
-from server.tensors import datatypes
+import modelgate.backends.python.triton_python_backend_utils as pb_utils
+from modelgate.core.errors import ModelExecutionError, ModelgateError, error_from_triton_code
+from modelgate.core.inference_types import InferRequest, InferResponse, InferTensor
+from modelgate.core.tensors import datatypes
 
 # Request parameters that steer the server itself and are not passed on to the model.
 _SERVER_PARAMETERS = {"binary_data_output"}
@@ -128,7 +128,7 @@ def to_pb_response_for_bls(response: InferResponse) -> pb_utils.InferenceRespons
 
 def from_pb_request_for_bls(pb_request: pb_utils.InferenceRequest) -> InferRequest:
     """A BLS request as a server request (validation happens in the dataplane)."""
-    from server.inference_types import RequestedOutput
+    from modelgate.core.inference_types import RequestedOutput
 
     inputs = {}
     for tensor in pb_request.inputs():

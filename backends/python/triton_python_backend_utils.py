@@ -8,21 +8,23 @@ Names, signatures and behaviour follow Triton's python backend.
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
+from contextvars import ContextVar
 
 import numpy as np
 
-from backends.python.pb_logger import Logger
-from backends.python.pb_tensor import Tensor
-from backends.python.pb_types import (  # noqa: F401  (re-exported names of Triton's API)
+from modelgate.backends.python.auto_complete_config import ModelConfig  # noqa: F401  (re-exported name)
+from modelgate.backends.python.pb_logger import Logger
+from modelgate.backends.python.pb_tensor import Tensor
+from modelgate.backends.python.pb_types import (  # noqa: F401  (re-exported names of Triton's API)
     TRITON_STRING_TO_NUMPY,
     TritonModelException,
     numpy_to_triton_type,
     triton_string_to_numpy,
     triton_to_numpy_type,
 )
-from server.tensors.bytes_codec import deserialize_bytes_tensor as _deserialize_bytes
-from server.tensors.bytes_codec import serialize_bytes_tensor as _serialize_bytes
+from modelgate.core.tensors.bytes_codec import deserialize_bytes_tensor as _deserialize_bytes
+from modelgate.core.tensors.bytes_codec import serialize_bytes_tensor as _serialize_bytes
 
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_END = 2
@@ -142,16 +144,15 @@ class InferenceRequest:
             )
         return self._response_sender
 
-    def exec(self, decoupled: bool = False) -> "InferenceResponse":
+    def exec(self, decoupled: bool = False) -> InferenceResponse:
         """Run this request on another model of the server (Triton's BLS) and wait for it."""
-        if _bls_runner is None:
-            raise TritonModelException("BLS requests can only be executed inside the server")
-        return _bls_runner(self)
+        return _current_bls_runner()(self)
 
-    async def async_exec(self, decoupled: bool = False) -> "InferenceResponse":
+    async def async_exec(self, decoupled: bool = False) -> InferenceResponse:
         import asyncio
 
-        return await asyncio.get_running_loop().run_in_executor(None, self.exec)
+        # The executor's thread does not inherit this context: take the runner along.
+        return await asyncio.get_running_loop().run_in_executor(None, _current_bls_runner(), self)
 
 
 class InferenceResponse:
@@ -182,11 +183,11 @@ class InferenceResponse:
 class InferenceResponseSender:
     """How a decoupled model sends 0..n responses for one request, then the final flag."""
 
-    def __init__(self, deliver: Callable[["InferenceResponse | None", bool], None], is_cancelled: Callable[[], bool]):
+    def __init__(self, deliver: Callable[[InferenceResponse | None, bool], None], is_cancelled: Callable[[], bool]):
         self._deliver = deliver
         self._is_cancelled = is_cancelled
 
-    def send(self, response: "InferenceResponse | None" = None, flags: int = 0) -> None:
+    def send(self, response: InferenceResponse | None = None, flags: int = 0) -> None:
         is_final = bool(flags & TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         if response is None and not is_final:
             raise TritonModelException("Inference Response object is needed when the flag is not final.")
@@ -227,7 +228,18 @@ def using_decoupled_model_transaction_policy(model_config: dict) -> bool:
 
 LogLevel = Logger.LogLevel
 
-# Set by the python backend: runs a BLS InferenceRequest through the server's dataplane.
-_bls_runner: Callable[[InferenceRequest], InferenceResponse] | None = None
+# The BLS runner of the instance whose code runs now: the python backend binds it around every call into the
+# model (initialize, execute, finalize) from the caller the server lent that instance at load. A context
+# variable, so that instances of several models (and several servers in one process) each reach their own.
+BLS_RUNNER: ContextVar[Callable[[InferenceRequest], InferenceResponse] | None] = ContextVar("bls_runner", default=None)
 
-from backends.python.auto_complete_config import ModelConfig  # noqa: E402  (re-exported name)
+
+def _current_bls_runner() -> Callable[[InferenceRequest], InferenceResponse]:
+    runner = BLS_RUNNER.get()
+    if runner is None:
+        raise TritonModelException(
+            "BLS requests can only be executed inside the server, from a model's initialize, execute or "
+            "finalize (threads a model starts itself: run them in contextvars.copy_context())"
+        )
+    return runner
+

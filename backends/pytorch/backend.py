@@ -13,10 +13,10 @@ from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from backends.base import Backend, InstanceSpec, ModelInstance
-from backends.pytorch.config_autocomplete import complete_pytorch_config
-from backends.pytorch.instance import PyTorchInstance
-from backends.pytorch.model_file import TORCHSCRIPT_FILENAME
+from modelgate.backends.base import Backend, InstanceSpec, ModelInstance
+from modelgate.backends.pytorch.config_autocomplete import complete_pytorch_config
+from modelgate.backends.pytorch.instance import PyTorchInstance
+from modelgate.backends.pytorch.model_file import TORCHSCRIPT_FILENAME
 
 
 class PyTorchBackend(Backend):

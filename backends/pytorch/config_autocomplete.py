@@ -20,12 +20,12 @@ from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig
 
-from backends.pytorch.export_signature import ProgramSignature, TensorSignature
-from backends.pytorch.loaded_module import load_program_signature
-from backends.pytorch.model_file import ModelFormat, find_model_file
-from backends.pytorch.tensor_dtypes import config_name
-from server.errors import ConfigError
-from server.repository.config_files import find_config_file
+from modelgate.backends.pytorch.export_signature import ProgramSignature, TensorSignature
+from modelgate.backends.pytorch.loaded_module import load_program_signature
+from modelgate.backends.pytorch.model_file import ModelFormat, find_model_file
+from modelgate.backends.pytorch.tensor_dtypes import config_name
+from modelgate.core.config_files import find_config_file
+from modelgate.core.errors import ConfigError
 
 DEFAULT_MAX_BATCH_SIZE = 4  # Triton's --backend-config=default-max-batch-size default
 

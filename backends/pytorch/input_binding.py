@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from backends.pytorch.loaded_module import ModuleArgument
-from server.errors import ConfigError
+from modelgate.backends.pytorch.loaded_module import ModuleArgument
+from modelgate.core.errors import ConfigError
 
 _INDEXED_NAME = re.compile(r"^.+__(\d+)$")
 

@@ -15,17 +15,17 @@ import numpy as np
 import torch
 from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig
 
-from backends.base import ComputeTimings, ExecuteResult, InstanceSpec, ModelInstance
-from backends.pytorch.input_binding import bind_inputs
-from backends.pytorch.instance_device import instance_device
-from backends.pytorch.loaded_module import ModuleArgument, load_module
-from backends.pytorch.model_file import find_model_file
-from backends.pytorch.output_binding import OutputBinding
-from backends.pytorch.output_tensors import host_array, output_specs, request_arrays
-from backends.pytorch.request_batch import RequestBatch, plan_batches
-from backends.pytorch.tensor_dtypes import is_lossless, to_torch, torch_dtype
-from server.errors import ConfigError, ModelExecutionError, ModelgateError
-from server.inference_types import InferRequest, InferResponse, InferTensor
+from modelgate.backends.base import ComputeTimings, ExecuteResult, InstanceSpec, ModelInstance
+from modelgate.backends.pytorch.input_binding import bind_inputs
+from modelgate.backends.pytorch.instance_device import instance_device
+from modelgate.backends.pytorch.loaded_module import ModuleArgument, load_module
+from modelgate.backends.pytorch.model_file import find_model_file
+from modelgate.backends.pytorch.output_binding import OutputBinding
+from modelgate.backends.pytorch.output_tensors import host_array, output_specs, request_arrays
+from modelgate.backends.pytorch.request_batch import RequestBatch, plan_batches
+from modelgate.backends.pytorch.tensor_dtypes import is_lossless, to_torch, torch_dtype
+from modelgate.core.errors import ConfigError, ModelExecutionError, ModelgateError
+from modelgate.core.inference_types import InferRequest, InferResponse, InferTensor
 
 logger = logging.getLogger(__name__)
 

@@ -7,13 +7,13 @@ one GPU overlap instead of serializing on the default stream.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
-from backends.base import InstanceSpec
-from server.errors import ConfigError
+from modelgate.backends.base import InstanceSpec
+from modelgate.core.errors import ConfigError
 
 
 @dataclass

@@ -10,13 +10,14 @@ server loads models and instances in parallel threads) must take turns.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from backends.pytorch.export_signature import ProgramSignature, program_signature
-from backends.pytorch.model_file import ModelFile, ModelFormat
+from modelgate.backends.pytorch.export_signature import ProgramSignature, program_signature
+from modelgate.backends.pytorch.model_file import ModelFile, ModelFormat
 
 _EXPORT_LOAD_LOCK = threading.Lock()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from server.errors import ConfigError
+from modelgate.core.errors import ConfigError
 
 TORCHSCRIPT_FILENAME = "model.pt"
 EXPORT_FILENAME = "model.pt2"

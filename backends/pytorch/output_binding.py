@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from server.errors import ModelExecutionError
+from modelgate.core.errors import ModelExecutionError
 
 _INDEXED_NAME = re.compile(r"^.+__(\d+)$")
 

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig
 
-from backends.pytorch.request_batch import RequestBatch
-from backends.pytorch.tensor_dtypes import is_lossless, to_numpy, torch_dtype
-from server.errors import ModelExecutionError
-from server.tensors import datatypes
+from modelgate.backends.pytorch.request_batch import RequestBatch
+from modelgate.backends.pytorch.tensor_dtypes import is_lossless, to_numpy, torch_dtype
+from modelgate.core.errors import ModelExecutionError
+from modelgate.core.tensors import datatypes
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.inference_types import InferRequest
+from modelgate.core.inference_types import InferRequest
 
 
 @dataclass(frozen=True)

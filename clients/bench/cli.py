@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from clients.bench.patterns import CLASS_NAMES, PatternError
+from modelgate.clients.bench.patterns import CLASS_NAMES, PatternError
 
 
 def add_bench_command(commands) -> None:
@@ -61,8 +61,8 @@ def _add_llm(llm: argparse.ArgumentParser) -> None:
 
 
 def run_llm(args: argparse.Namespace) -> int:
-    from clients.bench.llm_bench import run_llm_bench
-    from clients.bench.llm_settings import LengthSettings, LLMBenchSettings, LoadSettings
+    from modelgate.clients.bench.llm_bench import run_llm_bench
+    from modelgate.clients.bench.llm_settings import LengthSettings, LLMBenchSettings, LoadSettings
 
     try:
         settings = LLMBenchSettings(
@@ -114,8 +114,8 @@ def _add_tensor(tensor: argparse.ArgumentParser) -> None:
 def run_tensor(args: argparse.Namespace) -> int:
     from tritonclient.utils import InferenceServerException
 
-    from clients.bench.tensor_bench import TensorBenchSettings, run_tensor_bench
-    from clients.bench.tensor_inputs import TensorInputError
+    from modelgate.clients.bench.tensor_bench import TensorBenchSettings, run_tensor_bench
+    from modelgate.clients.bench.tensor_inputs import TensorInputError
 
     try:
         settings = TensorBenchSettings(

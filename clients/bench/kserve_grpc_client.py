@@ -13,7 +13,7 @@ import json
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
 
-from clients.bench.llm_client import Clock, LLMClient, RequestFailed, StreamOutcome, grpc_target
+from modelgate.clients.bench.llm_client import Clock, LLMClient, RequestFailed, StreamOutcome, grpc_target
 
 FINAL_PARAMETER = "triton_final_response"
 

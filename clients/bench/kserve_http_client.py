@@ -12,8 +12,8 @@ import json
 
 import aiohttp
 
-from clients.bench.llm_client import Clock, LLMClient, RequestFailed, StreamOutcome, http_base_url
-from clients.bench.sse import sse_data
+from modelgate.clients.bench.llm_client import Clock, LLMClient, RequestFailed, StreamOutcome, http_base_url
+from modelgate.clients.bench.sse import sse_data
 
 
 class KServeGenerateStreamClient(LLMClient):

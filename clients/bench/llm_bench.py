@@ -14,18 +14,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from clients.bench.kserve_grpc_client import KServeGrpcStreamClient
-from clients.bench.kserve_http_client import KServeGenerateStreamClient
-from clients.bench.llm_client import Clock, LLMClient
-from clients.bench.llm_settings import LLMBenchSettings
-from clients.bench.load_generator import run_load
-from clients.bench.openai_client import OpenAIClient
-from clients.bench.patterns import RequestPlan, request_plans
-from clients.bench.plots import write_plots
-from clients.bench.prompts import PromptBuilder
-from clients.bench.report import CSV_NAME, JSON_NAME, summary_table, write_csv, write_json
-from clients.bench.request_record import RequestRecord
-from clients.bench.statistics import summarize
+from modelgate.clients.bench.kserve_grpc_client import KServeGrpcStreamClient
+from modelgate.clients.bench.kserve_http_client import KServeGenerateStreamClient
+from modelgate.clients.bench.llm_client import Clock, LLMClient
+from modelgate.clients.bench.llm_settings import LLMBenchSettings
+from modelgate.clients.bench.load_generator import run_load
+from modelgate.clients.bench.openai_client import OpenAIClient
+from modelgate.clients.bench.patterns import RequestPlan, request_plans
+from modelgate.clients.bench.plots import write_plots
+from modelgate.clients.bench.prompts import PromptBuilder
+from modelgate.clients.bench.report import CSV_NAME, JSON_NAME, summary_table, write_csv, write_json
+from modelgate.clients.bench.request_record import RequestRecord
+from modelgate.clients.bench.statistics import summarize
 
 _WARMUP_SEED_OFFSET = 1000  # warm-up draws its own plans: the measured sequence does not depend on it
 

@@ -6,8 +6,8 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from clients.bench.llm_settings import LLMBenchSettings
-from clients.bench.request_record import TokenTimeline
+from modelgate.clients.bench.llm_settings import LLMBenchSettings
+from modelgate.clients.bench.request_record import TokenTimeline
 
 
 class RequestFailed(Exception):

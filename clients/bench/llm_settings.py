@@ -41,7 +41,7 @@ class LengthSettings(BaseModel):
     max_model_len: int | None = Field(None, ge=2)
 
     @model_validator(mode="after")
-    def _check(self) -> "LengthSettings":
+    def _check(self) -> LengthSettings:
         if self.pattern == "trace" and self.trace_file is None:
             raise ValueError("pattern 'trace' needs trace_file (a JSONL file with isl and osl per line)")
         return self
@@ -65,7 +65,7 @@ class LoadSettings(BaseModel):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _check(self) -> "LoadSettings":
+    def _check(self) -> LoadSettings:
         if (self.concurrency is None) == (self.request_rate is None):
             raise ValueError("set exactly one of concurrency and request_rate")
         if self.num_requests is None and self.duration_s is None:

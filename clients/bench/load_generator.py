@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Iterator
 
 import numpy as np
 
-from clients.bench.llm_settings import LoadSettings
-from clients.bench.patterns import RequestPlan
-from clients.bench.request_record import RequestRecord
+from modelgate.clients.bench.llm_settings import LoadSettings
+from modelgate.clients.bench.patterns import RequestPlan
+from modelgate.clients.bench.request_record import RequestRecord
 
 Measure = Callable[[RequestPlan], Awaitable[RequestRecord]]
 

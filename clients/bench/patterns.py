@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from clients.bench.llm_settings import LengthSettings
+from modelgate.clients.bench.llm_settings import LengthSettings
 
 CLASS_NAMES = ("long-in-short-out", "long-in-long-out", "short-in-long-out", "short-in-short-out")
 

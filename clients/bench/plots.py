@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clients.bench.request_record import RequestRecord
-from clients.bench.statistics import by_pattern, least_squares_line
+from modelgate.clients.bench.request_record import RequestRecord
+from modelgate.clients.bench.statistics import by_pattern, least_squares_line
 
 PLOT_FILES = ("isl_osl_histogram.png", "ttft_vs_isl.png", "itl_vs_position.png", "ttc_by_pattern.png")
 _STYLE = {"font.size": 12, "axes.titlesize": 14, "axes.labelsize": 12, "legend.fontsize": 10,

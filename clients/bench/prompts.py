@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clients.bench.prompt_corpus import CORPUS
+from modelgate.clients.bench.prompt_corpus import CORPUS
 
 WORDS_PER_TOKEN = 0.75
 _MAX_ADJUSTMENTS = 8

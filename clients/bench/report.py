@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from clients.bench.request_record import RequestRecord
+from modelgate.clients.bench.request_record import RequestRecord
 
 JSON_NAME = "bench.json"
 CSV_NAME = "requests.csv"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clients.bench.request_record import RequestRecord
+from modelgate.clients.bench.request_record import RequestRecord
 
 QUANTILES = (50, 90, 99)
 LATENCY_METRICS = ("ttft_s", "itl_s", "tpot_s", "ttc_s", "e2e_s")

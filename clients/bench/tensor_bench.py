@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from clients.bench.load_generator import RequestBudget
-from clients.bench.statistics import distribution
-from clients.bench.tensor_inputs import InputSpec, TensorInputError, input_specs, random_array
+from modelgate.clients.bench.load_generator import RequestBudget
+from modelgate.clients.bench.statistics import distribution
+from modelgate.clients.bench.tensor_inputs import InputSpec, TensorInputError, input_specs, random_array
 
 _INPUT_POOL = 8
 
@@ -44,7 +44,7 @@ class TensorBenchSettings(BaseModel):
     output_file: Path | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "TensorBenchSettings":
+    def _check(self) -> TensorBenchSettings:
         if min(self.concurrency) < 1:
             raise ValueError("concurrency levels must be at least 1")
         if self.num_requests is None and self.duration_s is None:
@@ -94,7 +94,7 @@ async def bench_tensor(settings: TensorBenchSettings) -> TensorBenchResult:
     return result
 
 
-async def _level(client: "_Client", pool, concurrency: int, num_requests: int | None,
+async def _level(client: _Client, pool, concurrency: int, num_requests: int | None,
                  duration_s: float | None) -> LevelResult:
     budget = RequestBudget(itertools.count(), num_requests, duration_s)
     latencies: list[float] = []

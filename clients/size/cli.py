@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from backends.llm.models.model_config import DecoderConfig
-from clients.size.memory import BYTES_PER_ELEMENT, GIB, parameter_counts, plan
-from clients.size.traffic_cli import add_traffic_command
+from modelgate.backends.llm.models.model_config import DecoderConfig
+from modelgate.clients.size.memory import BYTES_PER_ELEMENT, GIB, parameter_counts, plan
+from modelgate.clients.size.traffic_cli import add_traffic_command
 
 
 def add_size_command(commands) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backends.llm.models.model_config import DecoderConfig
+from modelgate.backends.llm.models.model_config import DecoderConfig
 
 BYTES_PER_ELEMENT = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 GIB = 2**30

@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from backends.llm.models.model_config import DecoderConfig
-from clients.size.memory import kv_bytes_per_token, plan
-from clients.size.traffic_input import TrafficRequest
+from modelgate.backends.llm.models.model_config import DecoderConfig
+from modelgate.clients.size.memory import kv_bytes_per_token, plan
+from modelgate.clients.size.traffic_input import TrafficRequest
 
 DAY_S = 86400
 

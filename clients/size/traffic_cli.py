@@ -8,10 +8,10 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from backends.llm.models.model_config import DecoderConfig
-from clients.size.memory import BYTES_PER_ELEMENT, GIB
-from clients.size.traffic import GpuSpec, WindowPlan, plan_windows, summarize_lengths
-from clients.size.traffic_input import TrafficInputError, read_traffic
+from modelgate.backends.llm.models.model_config import DecoderConfig
+from modelgate.clients.size.memory import BYTES_PER_ELEMENT, GIB
+from modelgate.clients.size.traffic import GpuSpec, WindowPlan, plan_windows, summarize_lengths
+from modelgate.clients.size.traffic_input import TrafficInputError, read_traffic
 
 _COLUMNS = (("window", "label", "{}"), ("requests", "num_requests", "{}"), ("req/s", "arrival_rate_per_s", "{:.3g}"),
             ("TTC s", "mean_ttc_s", "{:.3g}"), ("L", "concurrency", "{:.2f}"), ("max_in", "max_input_len", "{}"),

@@ -6,14 +6,14 @@ from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
 
-from backends.base import Backend, backend_for_config
-from server.errors import ConfigError
-from server.gpu_devices import visible_gpu_count
-from server.repository.config_files import find_config_file, read_config_file
-from server.repository.config_validation import validate_model_config
-from server.repository.layout import version_numbers
-from server.repository.version_policy import select_versions
-from server.scheduling.ensemble_graph import build_ensemble_graph, is_ensemble
+from modelgate.backends.base import Backend, backend_for_config
+from modelgate.core.config_files import find_config_file, read_config_file
+from modelgate.core.errors import ConfigError
+from modelgate.server.gpu_devices import visible_gpu_count
+from modelgate.server.repository.config_validation import validate_model_config
+from modelgate.server.repository.layout import version_numbers
+from modelgate.server.repository.version_policy import select_versions
+from modelgate.server.scheduling.ensemble_graph import build_ensemble_graph, is_ensemble
 
 
 def read_model_config(model_dir: Path, name: str, override: ModelConfig | None) -> tuple[ModelConfig, str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig
 
-from server.errors import ConfigError
-from server.scheduling.ensemble_graph import ENSEMBLE_PLATFORM
+from modelgate.core.errors import ConfigError
+from modelgate.server.scheduling.ensemble_graph import ENSEMBLE_PLATFORM
 
 MAX_DIMS = 64
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.errors import InvalidArgumentError, NotFoundError
+from modelgate.core.errors import InvalidArgumentError, NotFoundError
 
 _VALID_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 # Version folders: plain ASCII decimal numbers without leading zeros, so that the folder

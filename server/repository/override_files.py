@@ -6,7 +6,7 @@ import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from server.errors import InvalidArgumentError
+from modelgate.core.errors import InvalidArgumentError
 
 
 def write_override_model_dir(model_name: str, files: dict[str, bytes]) -> Path:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from server.errors import ModelgateError
-from server.model_manager import ModelManager
-from server.repository.layout import RepositoryLayout, fingerprint
+from modelgate.core.errors import ModelgateError
+from modelgate.server.model_manager import ModelManager
+from modelgate.server.repository.layout import RepositoryLayout, fingerprint
 
 logger = logging.getLogger(__name__)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from server.errors import ModelExecutionError
-from server.inference_types import InferRequest, InferResponse
-from server.response_stream import ResponseStream
-from server.scheduling.instance_pool import InstancePool
-from server.statistics import VersionStatistics
+from modelgate.core.errors import ModelExecutionError
+from modelgate.core.inference_types import InferRequest, InferResponse
+from modelgate.core.response_stream import ResponseStream
+from modelgate.server.scheduling.instance_pool import InstancePool
+from modelgate.server.statistics import VersionStatistics
 
 
 class DirectScheduler:

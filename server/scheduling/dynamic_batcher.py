@@ -16,12 +16,12 @@ import time
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from server.errors import ModelExecutionError, ModelgateError, UnavailableError
-from server.inference_types import InferRequest, InferResponse
-from server.response_stream import ResponseStream
-from server.scheduling.instance_pool import InstancePool
-from server.scheduling.priority_queue import PriorityQueue, QueuedRequest
-from server.statistics import VersionStatistics
+from modelgate.core.errors import ModelExecutionError, ModelgateError, UnavailableError
+from modelgate.core.inference_types import InferRequest, InferResponse
+from modelgate.core.response_stream import ResponseStream
+from modelgate.server.scheduling.instance_pool import InstancePool
+from modelgate.server.scheduling.priority_queue import PriorityQueue, QueuedRequest
+from modelgate.server.statistics import VersionStatistics
 
 
 class DynamicBatcher:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig
 
-from server.errors import ConfigError
-from server.scheduling.ensemble_graph import EnsembleGraph, EnsembleStep
+from modelgate.core.errors import ConfigError
+from modelgate.server.scheduling.ensemble_graph import EnsembleGraph, EnsembleStep
 
 
 @dataclass(frozen=True)

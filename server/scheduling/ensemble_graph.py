@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from server.errors import ConfigError
+from modelgate.core.errors import ConfigError
 
 ENSEMBLE_PLATFORM = "ensemble"
 LATEST_VERSION = -1  # `model_version: -1` in a step: the composing model's latest serving version

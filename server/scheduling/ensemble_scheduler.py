@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
-from server.errors import ModelExecutionError, ModelgateError, NotFoundError, UnavailableError
-from server.inference_types import InferRequest, InferResponse, InferTensor, RequestedOutput
-from server.response_stream import ResponseStream
-from server.scheduling.ensemble_graph import EnsembleGraph, EnsembleStep
-from server.statistics import VersionStatistics
+from modelgate.core.errors import ModelExecutionError, ModelgateError, NotFoundError, UnavailableError
+from modelgate.core.inference_types import InferRequest, InferResponse, InferTensor, RequestedOutput
+from modelgate.core.response_stream import ResponseStream
+from modelgate.server.scheduling.ensemble_graph import EnsembleGraph, EnsembleStep
+from modelgate.server.statistics import VersionStatistics
 
 StepInfer = Callable[[InferRequest], Awaitable[InferResponse]]
 

@@ -12,9 +12,9 @@ import collections
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from backends.base import Backend, ExecuteResult, InstanceSpec, ModelInstance
-from server.errors import UnavailableError
-from server.inference_types import InferRequest
+from modelgate.backends.base import Backend, ExecuteResult, InstanceSpec, ModelInstance
+from modelgate.core.errors import UnavailableError
+from modelgate.core.inference_types import InferRequest
 
 logger = logging.getLogger(__name__)
 

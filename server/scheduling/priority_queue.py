@@ -14,7 +14,7 @@ from typing import Any
 
 from tritonclient.grpc.model_config_pb2 import ModelDynamicBatching, ModelQueuePolicy
 
-from server.errors import InvalidArgumentError, UnavailableError
+from modelgate.core.errors import InvalidArgumentError, UnavailableError
 
 
 @dataclass(eq=False)

@@ -17,10 +17,10 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from clients.bench.llm_bench import run_llm_bench
-from clients.bench.llm_settings import LengthSettings, LLMBenchSettings, LoadSettings
-from clients.bench.patterns import CLASS_NAMES, class_lengths
-from clients.bench.plots import PLOT_FILES
+from modelgate.clients.bench.llm_bench import run_llm_bench
+from modelgate.clients.bench.llm_settings import LengthSettings, LLMBenchSettings, LoadSettings
+from modelgate.clients.bench.patterns import CLASS_NAMES, class_lengths
+from modelgate.clients.bench.plots import PLOT_FILES
 from tests.server_harness import EXAMPLE_REPOSITORY, copy_example_model, start_server
 
 MODEL = "tiny_llm"
@@ -132,7 +132,7 @@ def test_openai_chat_counts_tokens_from_usage(llm_server):
 
 def test_command_line_writes_json_csv_and_plots(llm_server, tmp_path):
     tokens_before = generated_tokens(llm_server)
-    command = [sys.executable, "-m", "server.cli", "bench", "llm", "--url", llm_server.http_url, "-m", MODEL,
+    command = [sys.executable, "-m", "modelgate", "bench", "llm", "--url", llm_server.http_url, "-m", MODEL,
                "--tokenizer", str(TOKENIZER), "--pattern", "mix", "--short-isl", "12", "--long-isl", "40",
                "--short-osl", "4", "--long-osl", "10", "--concurrency", "4", "--num-requests", "8",
                "--output-dir", str(tmp_path), "--no-progress"]

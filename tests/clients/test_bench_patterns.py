@@ -8,11 +8,11 @@ import json
 import pytest
 from tokenizers import Tokenizer
 
-from clients.bench.llm_settings import LengthSettings
-from clients.bench.patterns import PatternError, request_plans
-from clients.bench.prompts import PromptBuilder
-from clients.bench.request_record import RequestRecord, TokenTimeline
-from clients.bench.statistics import distribution, least_squares_line
+from modelgate.clients.bench.llm_settings import LengthSettings
+from modelgate.clients.bench.patterns import PatternError, request_plans
+from modelgate.clients.bench.prompts import PromptBuilder
+from modelgate.clients.bench.request_record import RequestRecord, TokenTimeline
+from modelgate.clients.bench.statistics import distribution, least_squares_line
 from tests.server_harness import EXAMPLE_REPOSITORY
 
 TOKENIZER_DIR = EXAMPLE_REPOSITORY / "tiny_llm" / "1"

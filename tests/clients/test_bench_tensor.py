@@ -8,9 +8,9 @@ import json
 import pytest
 import tritonclient.http as httpclient
 
-from clients.bench.tensor_bench import TensorBenchSettings, run_tensor_bench
-from clients.bench.tensor_inputs import InputSpec
-from server.cli import main
+from modelgate.cli import main
+from modelgate.clients.bench.tensor_bench import TensorBenchSettings, run_tensor_bench
+from modelgate.clients.bench.tensor_inputs import InputSpec
 from tests.server_harness import copy_example_model, start_server
 
 

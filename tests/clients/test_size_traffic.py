@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from backends.llm.models.model_config import DecoderConfig
-from backends.llm.trace_recorder import trace_recorder
-from clients.size.memory import weight_bytes
-from clients.size.traffic import GpuSpec, nearest_rank, plan_windows, poisson_quantile, summarize_lengths
-from clients.size.traffic_input import TrafficInputError, TrafficRequest, read_traffic
-from server.cli import main
-from server.errors import ConfigError
+from modelgate.backends.llm.models.model_config import DecoderConfig
+from modelgate.backends.llm.trace_recorder import trace_recorder
+from modelgate.cli import main
+from modelgate.clients.size.memory import weight_bytes
+from modelgate.clients.size.traffic import GpuSpec, nearest_rank, plan_windows, poisson_quantile, summarize_lengths
+from modelgate.clients.size.traffic_input import TrafficInputError, TrafficRequest, read_traffic
+from modelgate.core.errors import ConfigError
 from tests.server_harness import EXAMPLE_REPOSITORY
 
 DAY = 1704067200  # 2024-01-01 00:00 UTC

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.reshape_and_cache import FP8_DTYPE, allocate_kv_cache, reshape_and_cache_reference
+from modelgate.kernels.reshape_and_cache import FP8_DTYPE, allocate_kv_cache, reshape_and_cache_reference
 
 # Stated tolerances, as ||out - ref|| / ||ref|| against the kernels' fp32 torch references:
 # fp32 q and cache: fp32 arithmetic throughout ("ieee" dots), only summation order differs.

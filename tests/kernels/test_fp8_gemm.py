@@ -15,7 +15,7 @@ Tolerances:
 import pytest
 import torch
 
-from kernels.fp8_gemm import (
+from modelgate.kernels.fp8_gemm import (
     DECODE_WIDE_CONFIG,
     PREFILL_CONFIG,
     PREFILL_NARROW_CONFIG,
@@ -26,7 +26,7 @@ from kernels.fp8_gemm import (
     fp8_linear_reference,
     select_config,
 )
-from kernels.fp8_quant import (
+from modelgate.kernels.fp8_quant import (
     quantize_per_token,
     quantize_per_token_reference,
     quantize_weight_per_channel_reference,

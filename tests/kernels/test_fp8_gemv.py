@@ -16,9 +16,9 @@ the reference activation of the kernel's own gate | up instead (2 ULPs: exp diff
 import pytest
 import torch
 
-from kernels.fp8_gemv import GemvConfig, fp8_gemv, fp8_gemv_reference, plan_split_k, split_k_counters
-from kernels.fp8_quant import quantize_per_token_reference, quantize_weight_per_channel_reference
-from kernels.silu_and_mul import silu_and_mul, silu_and_mul_reference
+from modelgate.kernels.fp8_gemv import GemvConfig, fp8_gemv, fp8_gemv_reference, plan_split_k, split_k_counters
+from modelgate.kernels.fp8_quant import quantize_per_token_reference, quantize_weight_per_channel_reference
+from modelgate.kernels.silu_and_mul import silu_and_mul, silu_and_mul_reference
 from tests.kernels.kernel_checks import assert_graph_replays_equal, poisoned_outputs, relative_error
 
 # 8-row programs over 32-byte K steps: K of a few hundred already splits (plan_split_k: up to K // 64 splits).
@@ -178,9 +178,9 @@ def test_dependent_launch_and_prefetch_gpu(prefetch, cuda):
     """PDL and the L2 prefetch change when the weights are read, not what is computed: a norm -> gate_up (SiLU)
     -> down -> o chain, each GEMV launched while the kernel before it still runs, gives the bits of the plain
     launches, eagerly and from a replayed CUDA graph."""
-    from kernels.fp8_gemv import _fp8_gemv_kernel
-    from kernels.grid_dependency import pdl_supported
-    from kernels.rms_norm import rms_norm
+    from modelgate.kernels.fp8_gemv import _fp8_gemv_kernel
+    from modelgate.kernels.grid_dependency import pdl_supported
+    from modelgate.kernels.rms_norm import rms_norm
 
     assert pdl_supported(_fp8_gemv_kernel, cuda) == (torch.cuda.get_device_capability(cuda) >= (9, 0))
     x, w_gate_up, s_gate_up, _ = make_problem(28672, 4096, cuda, seed=1)

@@ -10,8 +10,8 @@ same contiguous row, and the outputs are equal.
 import pytest
 import torch
 
-from kernels.fp8_gemv import InputNorm, fp8_gemv, split_k_counters
-from kernels.rms_norm import rms_norm
+from modelgate.kernels.fp8_gemv import InputNorm, fp8_gemv, split_k_counters
+from modelgate.kernels.rms_norm import rms_norm
 from tests.kernels.kernel_checks import assert_graph_replays_equal, poisoned_outputs, relative_error
 from tests.kernels.test_fp8_gemv import SMALL_SPLIT, bf16_ulps, make_problem
 

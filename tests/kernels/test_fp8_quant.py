@@ -13,8 +13,8 @@ import sys
 import pytest
 import torch
 
-import kernels.fp8_quant as fp8_quant
-from kernels.fp8_quant import (
+import modelgate.kernels.fp8_quant as fp8_quant
+from modelgate.kernels.fp8_quant import (
     FP8_MAX,
     MIN_SCALE,
     check_launchable,
@@ -157,8 +157,8 @@ def test_references_import_without_triton():
     code = (
         "import sys; sys.modules['triton'] = None\n"
         "import torch\n"
-        "from kernels.fp8_gemm import fp8_linear, fp8_linear_from_activations_reference\n"
-        "from kernels.fp8_quant import fp8_weight_from_checkpoint\n"
+        "from modelgate.kernels.fp8_gemm import fp8_linear, fp8_linear_from_activations_reference\n"
+        "from modelgate.kernels.fp8_quant import fp8_weight_from_checkpoint\n"
         "w = fp8_weight_from_checkpoint(torch.randn(5, 16))\n"
         "print(tuple(fp8_linear_from_activations_reference(torch.randn(3, 16), *w).shape))\n"
         "try:\n"

@@ -7,8 +7,8 @@ are read (the GEMV GPU tests also compare chains of PDL launches and graph repla
 
 import torch
 
-from kernels.fp8_gemv import GemvConfig, _fp8_gemv_kernel, fp8_gemv
-from kernels.grid_dependency import pdl_supported
+from modelgate.kernels.fp8_gemv import GemvConfig, _fp8_gemv_kernel, fp8_gemv
+from modelgate.kernels.grid_dependency import pdl_supported
 from tests.kernels.test_fp8_gemv import SMALL_SPLIT, make_problem
 
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from backends.llm.attention.torch_paged import TorchPagedAttention
-from kernels.fp8_gemv import split_k_counters
-from kernels.paged_decode_attention import (
+from modelgate.backends.llm.attention.torch_paged import TorchPagedAttention
+from modelgate.kernels.fp8_gemv import split_k_counters
+from modelgate.kernels.paged_decode_attention import (
     COUNTER_OWNER,
     MIN_PARTITION_SIZE,
     SINGLE_PASS,
@@ -15,8 +15,8 @@ from kernels.paged_decode_attention import (
     paged_decode_attention_reference,
     plan_decode_split,
 )
-from kernels.reshape_and_cache import FP8_DTYPE
-from kernels.split_counters import split_counters
+from modelgate.kernels.reshape_and_cache import FP8_DTYPE
+from modelgate.kernels.split_counters import split_counters
 from tests.kernels.attention_references import (
     BF16_TOLERANCE,
     FP32_TOLERANCE,
@@ -156,7 +156,7 @@ def test_split_combined_in_kernel(dev, cache_dtype, num_kv_heads, window, split)
 
 def test_combine_in_several_steps(dev, monkeypatch):
     """The combining program walks the partitions in steps (2 at a time here, 32 by default)."""
-    import kernels.decode_combine as module
+    import modelgate.kernels.decode_combine as module
 
     generator = torch.Generator().manual_seed(17)
     lens = [70, 20, 0]

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from backends.llm.attention.metadata import AttentionMetadata
-from backends.llm.attention.torch_paged import TorchPagedAttention
-from kernels.paged_decode_attention import SINGLE_PASS, paged_decode_attention
-from kernels.prefill_attention import PrefillConfig, prefill_attention, prefill_attention_reference
-from kernels.reshape_and_cache import FP8_DTYPE, allocate_kv_cache, reshape_and_cache
+from modelgate.backends.llm.attention.metadata import AttentionMetadata
+from modelgate.backends.llm.attention.torch_paged import TorchPagedAttention
+from modelgate.kernels.paged_decode_attention import SINGLE_PASS, paged_decode_attention
+from modelgate.kernels.prefill_attention import PrefillConfig, prefill_attention, prefill_attention_reference
+from modelgate.kernels.reshape_and_cache import FP8_DTYPE, allocate_kv_cache, reshape_and_cache
 from tests.kernels.attention_references import (
     BF16_TOLERANCE,
     FP32_TOLERANCE,

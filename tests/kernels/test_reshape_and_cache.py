@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kernels.reshape_and_cache import (
+from modelgate.kernels.reshape_and_cache import (
     FP8_DTYPE,
     FP8_MAX,
     MIN_SCALE,

@@ -15,9 +15,9 @@ Tolerances:
 import pytest
 import torch
 
-import kernels.rms_norm as rms_norm_module
-from kernels.fp8_quant import quantize_per_token_reference
-from kernels.rms_norm import rms_norm, rms_norm_reference
+import modelgate.kernels.rms_norm as rms_norm_module
+from modelgate.kernels.fp8_quant import quantize_per_token_reference
+from modelgate.kernels.rms_norm import rms_norm, rms_norm_reference
 from tests.kernels.kernel_checks import assert_fp8_within_ulps, poisoned_outputs
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]

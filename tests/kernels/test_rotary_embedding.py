@@ -8,10 +8,10 @@ bit for bit.
 import pytest
 import torch
 
-import kernels.rotary_embedding as rotary_module
-from backends.llm.models.model_config import DecoderConfig
-from backends.llm.models.rotary import RotaryEmbedding
-from kernels.rotary_embedding import rotary_embedding, rotary_embedding_reference
+import modelgate.kernels.rotary_embedding as rotary_module
+from modelgate.backends.llm.models.model_config import DecoderConfig
+from modelgate.backends.llm.models.rotary import RotaryEmbedding
+from modelgate.kernels.rotary_embedding import rotary_embedding, rotary_embedding_reference
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 MAX_POSITIONS = 64

@@ -4,9 +4,9 @@ torch references, bit for bit: q, the cache (FP8 bytes included) and the scales;
 import pytest
 import torch
 
-from kernels.reshape_and_cache import FP8_DTYPE, reshape_and_cache, reshape_and_cache_reference
-from kernels.rotary_embedding import rotary_embedding, rotary_embedding_reference
-from kernels.rotary_reshape_and_cache import rotary_reshape_and_cache, rotary_reshape_and_cache_reference
+from modelgate.kernels.reshape_and_cache import FP8_DTYPE, reshape_and_cache, reshape_and_cache_reference
+from modelgate.kernels.rotary_embedding import rotary_embedding, rotary_embedding_reference
+from modelgate.kernels.rotary_reshape_and_cache import rotary_reshape_and_cache, rotary_reshape_and_cache_reference
 from tests.kernels.test_reshape_and_cache import assert_same_cache, random_cache
 from tests.kernels.test_rotary_embedding import MAX_POSITIONS, caches, fused_qkv
 

@@ -11,9 +11,9 @@ Tolerances:
 import pytest
 import torch
 
-import kernels.silu_and_mul as silu_module
-from kernels.fp8_quant import quantize_per_token_reference
-from kernels.silu_and_mul import silu_and_mul, silu_and_mul_reference
+import modelgate.kernels.silu_and_mul as silu_module
+from modelgate.kernels.fp8_quant import quantize_per_token_reference
+from modelgate.kernels.silu_and_mul import silu_and_mul, silu_and_mul_reference
 from tests.kernels.kernel_checks import assert_fp8_within_ulps, poisoned_outputs
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
@@ -245,19 +244,3 @@ def raw_request(running, method: str, path: str, body: bytes = b"") -> tuple[int
     finally:
         connection.close()
     return response.status, (json.loads(payload) if payload else None)
-
-
-@pytest.fixture
-def serve(make_server):
-    """Factory: serve([repo], **settings) -> (RunningServer, tritonclient.http client); both closed after."""
-    clients = []
-
-    def factory(repositories, **settings):
-        running = make_server(repositories, **settings)
-        client = httpclient.InferenceServerClient(running.http_url, network_timeout=60)
-        clients.append(client)
-        return running, client
-
-    yield factory
-    for client in clients:
-        client.close()

@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 
-from tests.server.lifecycle_models import (  # noqa: F401  (serve is a fixture)
+from tests.server.lifecycle_models import (
     BLS_CALLER_MODEL,
     infer_x,
     parameter,
-    serve,
     server_error,
     write_scale_model,
     xy_config,
@@ -53,3 +52,21 @@ def test_bls_still_reaches_this_server_after_another_one_stopped(bls_repository,
     other = start_server([tmp_path_factory.mktemp("other_repository")])
     other.stop()
     np.testing.assert_array_equal(infer_x(client, "caller", [1.0]), [105.0])
+
+
+def test_two_servers_in_one_process_each_call_their_own_models(bls_repository, serve, tmp_path_factory):
+    other_repository = tmp_path_factory.mktemp("other_repository")
+    write_scale_model(other_repository, "target", extra=parameter("factor", "10"))
+    _write_caller(other_repository, "caller", "target")
+    _, client = serve([bls_repository])
+    _, other_client = serve([other_repository])
+    np.testing.assert_array_equal(infer_x(other_client, "caller", [1.0]), [1.0 * 10 + 1 + 100])
+    np.testing.assert_array_equal(infer_x(client, "caller", [1.0]), [1.0 * 3 + 2 + 100])
+
+
+def test_exec_outside_a_model_call_says_where_it_works():
+    import modelgate.backends.python.triton_python_backend_utils as pb_utils
+
+    request = pb_utils.InferenceRequest(model_name="m", inputs=[], requested_output_names=[])
+    with pytest.raises(pb_utils.TritonModelException, match="only be executed inside the server"):
+        request.exec()

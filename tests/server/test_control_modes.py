@@ -6,13 +6,12 @@ import sys
 import numpy as np
 import pytest
 
-from tests.server.lifecycle_models import (  # noqa: F401  (serve is a fixture)
+from tests.server.lifecycle_models import (
     SCALE_MODEL,
     config_json,
     index_rows,
     infer_x,
     raw_request,
-    serve,
     server_error,
     state_of,
     write_scale_model,

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
 
-import server.loaded_model as loaded_model
-from server.loaded_model import instance_specs
+import modelgate.server.loaded_model as loaded_model
+from modelgate.server.loaded_model import instance_specs
 
 
 def _config(**group) -> ModelConfig:
@@ -33,8 +33,8 @@ def test_gpu_groups_without_gpus_use_every_visible_gpu(monkeypatch):
 
 
 def test_kind_auto_picks_gpu_only_when_gpus_are_visible(monkeypatch):
-    import server.repository.config_completion as completion
-    from backends.base import backend_for_config
+    import modelgate.server.repository.config_completion as completion
+    from modelgate.backends.base import backend_for_config
 
     for visible, expected in ((0, ModelInstanceGroup.KIND_CPU), (1, ModelInstanceGroup.KIND_GPU)):
         monkeypatch.setattr(completion, "visible_gpu_count", lambda visible=visible: visible)

@@ -10,14 +10,13 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
-from server.errors import InvalidArgumentError
-from tests.server.lifecycle_models import (  # noqa: F401  (serve is a fixture)
+from modelgate.core.errors import InvalidArgumentError
+from tests.server.lifecycle_models import (
     MARKER_MODEL,
     SCALE_MODEL,
     config_json,
     infer_x,
     raw_request,
-    serve,
     server_error,
     state_of,
     write_scale_model,

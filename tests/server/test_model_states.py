@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from tests.server.lifecycle_models import (  # noqa: F401  (serve is a fixture)
+from tests.server.lifecycle_models import (
     EXECUTE_RAISES_MODEL,
     INITIALIZE_RAISES_MODEL,
     SCALE_MODEL,
@@ -20,7 +20,6 @@ from tests.server.lifecycle_models import (  # noqa: F401  (serve is a fixture)
     index_rows,
     infer_x,
     parameter,
-    serve,
     server_error,
     state_of,
     wait_until,

@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from tests.server.lifecycle_models import (  # noqa: F401  (serve is a fixture)
+from tests.server.lifecycle_models import (
     SCALE_MODEL,
     config_json,
     index_rows,
     infer_x,
-    serve,
     server_error,
     write_scale_model,
 )

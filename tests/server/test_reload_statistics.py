@@ -2,11 +2,10 @@
 
 import numpy as np
 
-from tests.server.lifecycle_models import (  # noqa: F401  (serve is a fixture)
+from tests.server.lifecycle_models import (
     SCALE_MODEL,
     config_json,
     infer_x,
-    serve,
     server_error,
     write_scale_model,
 )

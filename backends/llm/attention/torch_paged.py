@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from backends.llm.attention.metadata import AttentionMetadata
+from modelgate.backends.llm.attention.metadata import AttentionMetadata
 
 
 class TorchPagedAttention:

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import torch
 
-from backends.llm.attention.metadata import AttentionMetadata
-from backends.llm.models.rotary import Rotation
-from kernels.fp8_quant import HAS_TRITON, is_interpreted
-from kernels.paged_decode_attention import paged_decode_attention
-from kernels.prefill_attention import _prefill_attention_kernel, prefill_attention
-from kernels.reshape_and_cache import reshape_and_cache
-from kernels.rotary_reshape_and_cache import rotary_reshape_and_cache
+from modelgate.backends.llm.attention.metadata import AttentionMetadata
+from modelgate.backends.llm.models.rotary import Rotation
+from modelgate.kernels.fp8_quant import HAS_TRITON, is_interpreted
+from modelgate.kernels.paged_decode_attention import paged_decode_attention
+from modelgate.kernels.prefill_attention import _prefill_attention_kernel, prefill_attention
+from modelgate.kernels.reshape_and_cache import reshape_and_cache
+from modelgate.kernels.rotary_reshape_and_cache import rotary_reshape_and_cache
 
 
 class TritonPagedAttention:

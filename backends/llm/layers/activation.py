@@ -15,11 +15,11 @@ from torch import nn
 
 
 def _kernel_for(device: torch.device):
-    """kernels.silu_and_mul.silu_and_mul when it can run on `device`, else None.
+    """modelgate.kernels.silu_and_mul.silu_and_mul when it can run on `device`, else None.
 
     Imported here, not at module import: kernels/ is read after tests set TRITON_INTERPRET (see model_runner).
     """
-    from kernels import silu_and_mul as module  # imports without triton too (can_run_on is then False)
+    from modelgate.kernels import silu_and_mul as module  # imports without triton too (can_run_on is then False)
 
     return module.silu_and_mul if module.can_run_on(device) else None
 

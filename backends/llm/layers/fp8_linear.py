@@ -33,17 +33,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from backends.llm.layers.linear import FusedLinear
-from backends.llm.layers.norms import PendingNorm
-from kernels.fp8_gemm import (
+from modelgate.backends.llm.layers.linear import FusedLinear
+from modelgate.backends.llm.layers.norms import PendingNorm
+from modelgate.kernels.fp8_gemm import (
     _fp8_gemm_kernel,
     fp8_linear,
     fp8_linear_from_activations,
     fp8_linear_from_activations_reference,
     fp8_linear_reference,
 )
-from kernels.fp8_gemv import InputNorm, fp8_gemv
-from kernels.fp8_quant import (
+from modelgate.kernels.fp8_gemv import InputNorm, fp8_gemv
+from modelgate.kernels.fp8_quant import (
     FP8_DTYPE,
     HAS_TRITON,
     Fp8Rows,
@@ -85,12 +85,12 @@ class Fp8Linear(nn.Module):
         self.prefetch_weights = False
 
     @classmethod
-    def empty(cls, linear: FusedLinear) -> "Fp8Linear":
+    def empty(cls, linear: FusedLinear) -> Fp8Linear:
         """An unfilled Fp8Linear shaped like `linear` (for an FP8 checkpoint); keeps linear's bias tensor."""
         return cls(linear.weight.shape[1], linear.part_sizes, linear.bias, linear.weight.device, linear.weight.dtype)
 
     @classmethod
-    def from_linear(cls, linear: FusedLinear) -> "Fp8Linear":
+    def from_linear(cls, linear: FusedLinear) -> Fp8Linear:
         """`linear`'s weight quantized per output channel (its bias kept in its dtype)."""
         layer = cls.empty(linear)
         weight, scales = fp8_weight_from_checkpoint(linear.weight.data)

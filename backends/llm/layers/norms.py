@@ -21,11 +21,11 @@ from torch import nn
 
 
 def _kernel_for(device: torch.device):
-    """kernels.rms_norm.rms_norm when it can run on `device`, else None.
+    """modelgate.kernels.rms_norm.rms_norm when it can run on `device`, else None.
 
     Imported here, not at module import: kernels/ is read after tests set TRITON_INTERPRET (see model_runner).
     """
-    from kernels import rms_norm as module  # imports without triton too (can_run_on is then False)
+    from modelgate.kernels import rms_norm as module  # imports without triton too (can_run_on is then False)
 
     return module.rms_norm if module.can_run_on(device) else None
 
@@ -72,7 +72,7 @@ class PendingNorm(NamedTuple):
     new_residual: torch.Tensor  # [num_tokens, hidden_size]: a new buffer, or hidden when residual is None
 
     @classmethod
-    def of(cls, norm: RMSNorm, hidden: torch.Tensor, residual: torch.Tensor | None) -> "PendingNorm":
+    def of(cls, norm: RMSNorm, hidden: torch.Tensor, residual: torch.Tensor | None) -> PendingNorm:
         return cls(hidden, residual, norm, hidden if residual is None else torch.empty_like(hidden))
 
     def apply(self):

@@ -22,13 +22,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from backends.llm.attention.metadata import AttentionMetadata
-from backends.llm.attention.torch_paged import TorchPagedAttention
-from backends.llm.layers.activation import SiluAndMul
-from backends.llm.layers.linear import FusedLinear
-from backends.llm.layers.norms import PendingNorm, RMSNorm
-from backends.llm.models.model_config import DecoderConfig
-from backends.llm.models.rotary import RotaryEmbedding
+from modelgate.backends.llm.attention.metadata import AttentionMetadata
+from modelgate.backends.llm.attention.torch_paged import TorchPagedAttention
+from modelgate.backends.llm.layers.activation import SiluAndMul
+from modelgate.backends.llm.layers.linear import FusedLinear
+from modelgate.backends.llm.layers.norms import PendingNorm, RMSNorm
+from modelgate.backends.llm.models.model_config import DecoderConfig
+from modelgate.backends.llm.models.rotary import RotaryEmbedding
 
 
 def wants_kernels(attention_impl) -> bool:

@@ -42,7 +42,7 @@ class DecoderConfig:
     torch_dtype: str = "float32"
 
     @classmethod
-    def from_file(cls, path: Path) -> "DecoderConfig":
+    def from_file(cls, path: Path) -> DecoderConfig:
         try:
             raw = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
@@ -50,7 +50,7 @@ class DecoderConfig:
         return cls.from_dict(raw, str(path))
 
     @classmethod
-    def from_dict(cls, raw: dict, source: str = "config.json") -> "DecoderConfig":
+    def from_dict(cls, raw: dict, source: str = "config.json") -> DecoderConfig:
         architecture = _architecture(raw, source)
         num_heads = _required(raw, "num_attention_heads", source)
         hidden = _required(raw, "hidden_size", source)

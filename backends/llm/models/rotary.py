@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from backends.llm.models.model_config import DecoderConfig, ModelConfigError
+from modelgate.backends.llm.models.model_config import DecoderConfig, ModelConfigError
 
 
 def inverse_frequencies(config: DecoderConfig) -> torch.Tensor:
@@ -48,11 +48,11 @@ def _llama3(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
 
 
 def _kernel_for(device: torch.device):
-    """kernels.rotary_embedding.rotary_embedding when it can run on `device`, else None.
+    """modelgate.kernels.rotary_embedding.rotary_embedding when it can run on `device`, else None.
 
     Imported here, not at module import: kernels/ is read after tests set TRITON_INTERPRET (see model_runner).
     """
-    from kernels import rotary_embedding as module  # imports without triton too (can_run_on is then False)
+    from modelgate.kernels import rotary_embedding as module  # imports without triton too (can_run_on is then False)
 
     return module.rotary_embedding if module.can_run_on(device) else None
 

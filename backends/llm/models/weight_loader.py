@@ -20,7 +20,7 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
-from backends.llm.models.llama import DecoderForCausalLM
+from modelgate.backends.llm.models.llama import DecoderForCausalLM
 
 FP8_DTYPE = torch.float8_e4m3fn  # not imported from kernels/: loading a checkpoint must not import triton
 

@@ -12,11 +12,11 @@ import math
 import numpy as np
 from tritonclient.grpc import service_pb2
 
-from server.errors import InvalidArgumentError
-from server.frontends.grpc.parameters import fill_parameters, parameters_to_dict
-from server.inference_types import InferRequest, InferResponse, InferTensor, RequestedOutput
-from server.tensors import datatypes
-from server.tensors.raw_bytes import array_from_raw, array_to_raw
+from modelgate.core.errors import InvalidArgumentError
+from modelgate.core.inference_types import InferRequest, InferResponse, InferTensor, RequestedOutput
+from modelgate.core.tensors import datatypes
+from modelgate.core.tensors.raw_bytes import array_from_raw, array_to_raw
+from modelgate.server.frontends.grpc.parameters import fill_parameters, parameters_to_dict
 
 # Which typed `contents` field carries each datatype (FP16 and BF16 have none: raw only).
 _CONTENTS_FIELD = {

@@ -6,7 +6,7 @@ from typing import Any
 
 from tritonclient.grpc import service_pb2
 
-from server.errors import InvalidArgumentError
+from modelgate.core.errors import InvalidArgumentError
 
 
 def parameters_to_dict(parameters) -> dict[str, Any]:

@@ -7,9 +7,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from tritonclient.grpc import service_pb2_grpc
 
-from server.dataplane import Dataplane
-from server.frontends.grpc.service import InferenceService
-from server.log_settings import LogSettings
+from modelgate.server.dataplane import Dataplane
+from modelgate.server.frontends.grpc.service import InferenceService
+from modelgate.server.log_settings import LogSettings
 
 # As large as Triton's (INT32_MAX): a tensor is as large as the client sends.
 MAX_MESSAGE_BYTES = 2**31 - 1

@@ -12,13 +12,13 @@ import grpc
 from google.protobuf import json_format
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from server.dataplane import Dataplane
-from server.errors import InvalidArgumentError, ModelgateError
-from server.frontends.grpc.infer_codec import decode_infer_request, encode_infer_response
-from server.frontends.grpc.parameters import parameters_to_dict
-from server.frontends.grpc.stream_infer import serve_infer_stream
-from server.log_settings import LogSettings
-from server.repository.config_files import parse_config_parameter
+from modelgate.core.config_files import parse_config_parameter
+from modelgate.core.errors import InvalidArgumentError, ModelgateError
+from modelgate.server.dataplane import Dataplane
+from modelgate.server.frontends.grpc.infer_codec import decode_infer_request, encode_infer_response
+from modelgate.server.frontends.grpc.parameters import parameters_to_dict
+from modelgate.server.frontends.grpc.stream_infer import serve_infer_stream
+from modelgate.server.log_settings import LogSettings
 
 
 def _aborting_on_errors(rpc):

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from tritonclient.grpc import service_pb2
 
-from server.dataplane import Dataplane
-from server.errors import ModelgateError
-from server.frontends.grpc.infer_codec import decode_infer_request, encode_infer_response
-from server.frontends.grpc.parameters import infer_parameter
-from server.inference_types import InferRequest
-from server.response_stream import ResponseStream, StreamItem
+from modelgate.core.errors import ModelgateError
+from modelgate.core.inference_types import InferRequest
+from modelgate.core.response_stream import ResponseStream, StreamItem
+from modelgate.server.dataplane import Dataplane
+from modelgate.server.frontends.grpc.infer_codec import decode_infer_request, encode_infer_response
+from modelgate.server.frontends.grpc.parameters import infer_parameter
 
 logger = logging.getLogger(__name__)
 

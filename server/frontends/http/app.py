@@ -8,19 +8,19 @@ from typing import Any
 
 from aiohttp import web
 
-from server.dataplane import Dataplane
-from server.errors import InvalidArgumentError, ModelgateError
-from server.frontends.http.error_middleware import error_middleware
-from server.frontends.http.generate_codec import decode_generate_request, encode_generate_response
-from server.frontends.http.infer_codec import (
+from modelgate.core.config_files import parse_config_mapping
+from modelgate.core.errors import InvalidArgumentError, ModelgateError
+from modelgate.server.dataplane import Dataplane
+from modelgate.server.frontends.http.error_middleware import error_middleware
+from modelgate.server.frontends.http.generate_codec import decode_generate_request, encode_generate_response
+from modelgate.server.frontends.http.infer_codec import (
     HEADER_LENGTH,
     decode_infer_request,
     encode_infer_response,
     parse_header_length,
 )
-from server.frontends.openai.routes import add_openai_routes
-from server.log_settings import LogSettings
-from server.repository.config_files import parse_config_mapping
+from modelgate.server.frontends.openai.routes import add_openai_routes
+from modelgate.server.log_settings import LogSettings
 
 # No limit of our own on body size, as in Triton: a tensor is as large as the client sends.
 MAX_BODY_BYTES = 1 << 40

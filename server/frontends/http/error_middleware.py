@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from server.errors import ModelgateError
+from modelgate.core.errors import ModelgateError
 
 logger = logging.getLogger(__name__)
 

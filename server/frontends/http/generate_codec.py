@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.errors import InvalidArgumentError, ModelExecutionError
-from server.frontends.http.json_tensors import array_to_json, bytes_are_utf8, json_to_array
-from server.inference_types import InferRequest, InferResponse, InferTensor
-from server.tensors import datatypes
+from modelgate.core.errors import InvalidArgumentError, ModelExecutionError
+from modelgate.core.inference_types import InferRequest, InferResponse, InferTensor
+from modelgate.core.tensors import datatypes
+from modelgate.server.frontends.http.json_tensors import array_to_json, bytes_are_utf8, json_to_array
 
 
 def decode_generate_request(body: dict, model_name: str, model_version: str, metadata: dict) -> InferRequest:

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from server.errors import InvalidArgumentError
-from server.frontends.http.json_tensors import array_to_json, bytes_are_utf8, json_to_array
-from server.inference_types import InferRequest, InferResponse, InferTensor, RequestedOutput
-from server.tensors import datatypes
-from server.tensors.bytes_codec import deserialize_bytes_tensor, serialize_bytes_tensor
+from modelgate.core.errors import InvalidArgumentError
+from modelgate.core.inference_types import InferRequest, InferResponse, InferTensor, RequestedOutput
+from modelgate.core.tensors import datatypes
+from modelgate.core.tensors.bytes_codec import deserialize_bytes_tensor, serialize_bytes_tensor
+from modelgate.server.frontends.http.json_tensors import array_to_json, bytes_are_utf8, json_to_array
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from server.errors import InvalidArgumentError
-from server.tensors.datatypes import DataType
+from modelgate.core.errors import InvalidArgumentError
+from modelgate.core.tensors.datatypes import DataType
 
 _ALLOWED_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
 

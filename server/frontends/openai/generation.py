@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 import numpy as np
 
-from server.dataplane import Dataplane
-from server.errors import ModelgateError, NotFoundError
-from server.inference_types import InferRequest, InferTensor
-from server.response_stream import ResponseStream
+from modelgate.core.errors import ModelgateError, NotFoundError
+from modelgate.core.inference_types import InferRequest, InferTensor
+from modelgate.core.response_stream import ResponseStream
+from modelgate.server.dataplane import Dataplane
 
 
 @dataclass

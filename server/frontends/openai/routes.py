@@ -8,11 +8,23 @@ import time
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from server.dataplane import Dataplane
-from server.errors import InvalidArgumentError, ModelgateError
-from server.frontends.openai.generation import ChoiceDelta, check_llm_model, llm_model_names, merged_deltas, start_choices
-from server.frontends.openai.responses import chat_logprobs, completion_id, completion_logprobs, envelope, usage
-from server.frontends.openai.schemas import ChatCompletionRequest, CompletionRequest
+from modelgate.core.errors import InvalidArgumentError, ModelgateError
+from modelgate.server.dataplane import Dataplane
+from modelgate.server.frontends.openai.generation import (
+    ChoiceDelta,
+    check_llm_model,
+    llm_model_names,
+    merged_deltas,
+    start_choices,
+)
+from modelgate.server.frontends.openai.responses import (
+    chat_logprobs,
+    completion_id,
+    completion_logprobs,
+    envelope,
+    usage,
+)
+from modelgate.server.frontends.openai.schemas import ChatCompletionRequest, CompletionRequest
 
 
 def add_openai_routes(app: web.Application, dataplane: Dataplane) -> None:

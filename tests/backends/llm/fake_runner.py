@@ -4,7 +4,7 @@ The next token is a hash of the whole context *read back through the block table
 wrong block table, position or prefix-cache hit changes the output.
 """
 
-from backends.llm.scheduler import SchedulerOutput
+from modelgate.backends.llm.scheduler import SchedulerOutput
 
 VOCAB = 50
 

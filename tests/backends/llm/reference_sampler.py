@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from backends.llm.request import LLMRequest
+from modelgate.backends.llm.request import LLMRequest
 
 # The per-row penalty step and the output type are unchanged by the batched sampler: shared, not copied.
-from backends.llm.sampler import SamplerOutput, _apply_penalties
+from modelgate.backends.llm.sampler import SamplerOutput, _apply_penalties
 
 
 class ReferenceSampler:

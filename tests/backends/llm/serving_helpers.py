@@ -15,9 +15,9 @@ import requests
 import tritonclient.grpc as grpcclient
 from prometheus_client.parser import text_string_to_metric_families
 
-from backends.llm.engine import LLMEngine
-from backends.llm.engine_config import EngineConfig
-from backends.llm.sampling_params import SamplingParams
+from modelgate.backends.llm.engine import LLMEngine
+from modelgate.backends.llm.engine_config import EngineConfig
+from modelgate.backends.llm.sampling_params import SamplingParams
 from tests.server_harness import RunningServer
 
 WAIT_S = 30  # the bound of every wait: a response, a stream item, the engine going idle

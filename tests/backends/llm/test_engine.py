@@ -2,9 +2,9 @@
 
 import pytest
 
-from backends.llm.engine import LLMEngine
-from backends.llm.engine_config import EngineConfig
-from backends.llm.sampling_params import SamplingParams
+from modelgate.backends.llm.engine import LLMEngine
+from modelgate.backends.llm.engine_config import EngineConfig
+from modelgate.backends.llm.sampling_params import SamplingParams
 from tests.backends.llm.tiny_checkpoint import make_tiny_checkpoint
 
 

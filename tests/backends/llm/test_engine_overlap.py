@@ -7,7 +7,7 @@ that token must be dropped, its blocks freed, and nothing of it reported.
 
 import pytest
 
-from backends.llm.sampling_params import SamplingParams
+from modelgate.backends.llm.sampling_params import SamplingParams
 from tests.backends.llm.test_engine import _drain, _engine, _prompts, checkpoint  # noqa: F401  (fixture)
 
 

@@ -18,22 +18,22 @@ import torch
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     os.environ["TRITON_INTERPRET"] = "1"
     for _name in [n for n in sys.modules if n.startswith("kernels.") or n in (
-            "backends.llm.attention.triton_paged", "backends.llm.layers.fp8_linear")]:
+            "modelgate.backends.llm.attention.triton_paged", "modelgate.backends.llm.layers.fp8_linear")]:
         del sys.modules[_name]
 
 import pytest  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from backends.llm.engine import LLMEngine  # noqa: E402
-from backends.llm.engine_config import EngineConfig  # noqa: E402
-from backends.llm.kv_cache_manager import KVCacheManager  # noqa: E402
-from backends.llm.layers.fp8_linear import Fp8Linear  # noqa: E402
-from backends.llm.layers.linear import FusedLinear  # noqa: E402
-from backends.llm.model_runner import ModelRunner, RunnerConfig  # noqa: E402
-from backends.llm.models.model_config import DecoderConfig  # noqa: E402
-from backends.llm.request import LLMRequest  # noqa: E402
-from backends.llm.sampling_params import SamplingParams  # noqa: E402
-from backends.llm.scheduler import ScheduledRequest  # noqa: E402
+from modelgate.backends.llm.engine import LLMEngine  # noqa: E402
+from modelgate.backends.llm.engine_config import EngineConfig  # noqa: E402
+from modelgate.backends.llm.kv_cache_manager import KVCacheManager  # noqa: E402
+from modelgate.backends.llm.layers.fp8_linear import Fp8Linear  # noqa: E402
+from modelgate.backends.llm.layers.linear import FusedLinear  # noqa: E402
+from modelgate.backends.llm.model_runner import ModelRunner, RunnerConfig  # noqa: E402
+from modelgate.backends.llm.models.model_config import DecoderConfig  # noqa: E402
+from modelgate.backends.llm.request import LLMRequest  # noqa: E402
+from modelgate.backends.llm.sampling_params import SamplingParams  # noqa: E402
+from modelgate.backends.llm.scheduler import ScheduledRequest  # noqa: E402
 from tests.backends.llm.hf_checkpoints import save_random_checkpoint  # noqa: E402
 from tests.backends.llm.tiny_checkpoint import make_tiny_checkpoint  # noqa: E402
 

@@ -26,19 +26,19 @@ import torch
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     os.environ["TRITON_INTERPRET"] = "1"
     for _name in [n for n in sys.modules if n.startswith("kernels.") or n in (
-            "backends.llm.attention.triton_paged", "backends.llm.layers.fp8_linear")]:
+            "modelgate.backends.llm.attention.triton_paged", "modelgate.backends.llm.layers.fp8_linear")]:
         del sys.modules[_name]
 
 import pytest  # noqa: E402
 
-from backends.llm.kv_cache_manager import KVCacheManager  # noqa: E402
-from backends.llm.layers.fp8_linear import Fp8Linear  # noqa: E402
-from backends.llm.model_runner import ModelRunner, RunnerConfig  # noqa: E402
-from backends.llm.models.model_config import DecoderConfig  # noqa: E402
-from backends.llm.request import LLMRequest  # noqa: E402
-from backends.llm.sampling_params import SamplingParams  # noqa: E402
-from backends.llm.scheduler import ScheduledRequest  # noqa: E402
-from kernels.fp8_quant import Fp8Rows, quantize_per_token  # noqa: E402
+from modelgate.backends.llm.kv_cache_manager import KVCacheManager  # noqa: E402
+from modelgate.backends.llm.layers.fp8_linear import Fp8Linear  # noqa: E402
+from modelgate.backends.llm.model_runner import ModelRunner, RunnerConfig  # noqa: E402
+from modelgate.backends.llm.models.model_config import DecoderConfig  # noqa: E402
+from modelgate.backends.llm.request import LLMRequest  # noqa: E402
+from modelgate.backends.llm.sampling_params import SamplingParams  # noqa: E402
+from modelgate.backends.llm.scheduler import ScheduledRequest  # noqa: E402
+from modelgate.kernels.fp8_quant import Fp8Rows, quantize_per_token  # noqa: E402
 from tests.backends.llm.hf_checkpoints import save_random_checkpoint  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -155,7 +155,7 @@ def test_norms_deferred_into_the_gemv_at_one_token(checkpoint, dtype):
 def test_pending_norm_outside_the_gemv_runs_the_norm(checkpoint):
     """A deferred norm that reaches a linear which cannot fuse it (several tokens, or no kernels) is computed
     first: same output and new residual as the norm called directly."""
-    from backends.llm.layers.norms import PendingNorm
+    from modelgate.backends.llm.layers.norms import PendingNorm
 
     model = _runner(checkpoint, "float32").model
     layer = model.layers[0]

@@ -1,9 +1,9 @@
 """The KV cache manager's and scheduler's per-step shortcuts keep their results."""
 
-from backends.llm.kv_cache_manager import KVCacheManager, chained_block_hashes
-from backends.llm.request import LLMRequest, RequestStatus
-from backends.llm.sampling_params import SamplingParams
-from backends.llm.scheduler import Scheduler, SchedulerConfig
+from modelgate.backends.llm.kv_cache_manager import KVCacheManager, chained_block_hashes
+from modelgate.backends.llm.request import LLMRequest, RequestStatus
+from modelgate.backends.llm.sampling_params import SamplingParams
+from modelgate.backends.llm.scheduler import Scheduler, SchedulerConfig
 from tests.backends.llm.fake_runner import FakeRunner
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from backends.llm.kv_cache_manager import KVCacheManager, chained_block_hashes
-from backends.llm.request import LLMRequest
-from backends.llm.sampling_params import SamplingParams
+from modelgate.backends.llm.kv_cache_manager import KVCacheManager, chained_block_hashes
+from modelgate.backends.llm.request import LLMRequest
+from modelgate.backends.llm.sampling_params import SamplingParams
 
 
 def _request(request_id: str, tokens: list[int]) -> LLMRequest:

@@ -22,7 +22,6 @@ from tests.backends.llm.serving_helpers import (
     wait_server_idle,
 )
 
-
 BAD_REQUESTS = {
     "prompt past the context": ({"text_input": TOO_LONG}, "context"),
     "max_tokens past the context": ({"sampling_parameters": greedy_sampling(MAX_MODEL_LEN)}, "max_tokens"),
@@ -128,7 +127,7 @@ def test_rejected_requests_never_reach_the_engine(server, oai):
     before = wait_server_idle(server)
     for case in BAD_REQUESTS:
         assert requests.post(model_url(server, "generate"), json=_bad_body(case)[0], timeout=WAIT_S).status_code == 400
-    for case, (fields, _) in BAD_OPENAI.items():
+    for fields, _ in BAD_OPENAI.values():
         body = {"model": MODEL, "prompt": "hello", "max_tokens": 4, **fields}
         assert requests.post(f"http://{server.http_url}/v1/completions", json=body, timeout=WAIT_S).status_code == 400
     good = generate(server, "hello", 4).json()

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from server.inference_types import InferRequest, InferTensor
+from modelgate.core.inference_types import InferRequest, InferTensor
 from tests.backends.llm.serving_helpers import (
     GREEDY,
     LONG,

@@ -26,7 +26,6 @@ from tests.backends.llm.serving_helpers import (
     text_output,
 )
 
-
 # -- generate and generate_stream ---------------------------------------------------------------
 
 

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from backends.llm.kv_cache_manager import KVCacheManager
-from backends.llm.model_runner import ModelRunner, RunnerConfig
-from backends.llm.models.model_config import DecoderConfig
-from backends.llm.request import LLMRequest
-from backends.llm.sampling_params import SamplingParams
-from backends.llm.scheduler import ScheduledRequest
+from modelgate.backends.llm.kv_cache_manager import KVCacheManager
+from modelgate.backends.llm.model_runner import ModelRunner, RunnerConfig
+from modelgate.backends.llm.models.model_config import DecoderConfig
+from modelgate.backends.llm.request import LLMRequest
+from modelgate.backends.llm.sampling_params import SamplingParams
+from modelgate.backends.llm.scheduler import ScheduledRequest
 from tests.backends.llm.hf_checkpoints import hf_model, save_random_checkpoint
 
 CASES = [

@@ -5,10 +5,10 @@ from dataclasses import asdict
 
 import pytest
 
-from backends.llm.output_processor import OutputProcessor
-from backends.llm.request import LLMRequest, RequestStatus
-from backends.llm.sampling_params import SamplingParams
-from backends.llm.tokenizer import TextTokenizer
+from modelgate.backends.llm.output_processor import OutputProcessor
+from modelgate.backends.llm.request import LLMRequest, RequestStatus
+from modelgate.backends.llm.sampling_params import SamplingParams
+from modelgate.backends.llm.tokenizer import TextTokenizer
 from tests.backends.llm.tiny_checkpoint import make_tokenizer
 
 TEXT = "the quick brown fox, héllo wörld café naïve 日本語 テキスト jumps over the lazy dog " * 3

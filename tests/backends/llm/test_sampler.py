@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from backends.llm.request import LLMRequest
-from backends.llm.sampler import Sampler, chunked_argmax, greedy_tokens
-from backends.llm.sampling_params import SamplingParams
+from modelgate.backends.llm.request import LLMRequest
+from modelgate.backends.llm.sampler import Sampler, chunked_argmax, greedy_tokens
+from modelgate.backends.llm.sampling_params import SamplingParams
 from tests.backends.llm.reference_sampler import ReferenceSampler
 
 VOCAB = 64

@@ -10,10 +10,10 @@ import random
 
 import pytest
 
-from backends.llm.kv_cache_manager import KVCacheManager
-from backends.llm.request import LLMRequest, RequestStatus
-from backends.llm.sampling_params import SamplingParams
-from backends.llm.scheduler import Scheduler, SchedulerConfig
+from modelgate.backends.llm.kv_cache_manager import KVCacheManager
+from modelgate.backends.llm.request import LLMRequest, RequestStatus
+from modelgate.backends.llm.sampling_params import SamplingParams
+from modelgate.backends.llm.scheduler import Scheduler, SchedulerConfig
 from tests.backends.llm.fake_runner import FakeRunner
 from tests.backends.llm.test_scheduler import _reference
 

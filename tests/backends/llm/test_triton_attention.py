@@ -12,21 +12,21 @@ import torch
 
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     os.environ["TRITON_INTERPRET"] = "1"
-    for _name in [n for n in sys.modules if n.startswith("kernels.") or n == "backends.llm.attention.triton_paged"]:
+    for _name in [n for n in sys.modules if n.startswith("kernels.") or n == "modelgate.backends.llm.attention.triton_paged"]:
         del sys.modules[_name]
 
 import pytest  # noqa: E402
 
-import backends.llm.attention.triton_paged as triton_paged  # noqa: E402
-from backends.llm.attention.torch_paged import TorchPagedAttention  # noqa: E402
-from backends.llm.attention.triton_paged import TritonPagedAttention  # noqa: E402
-from backends.llm.engine_config import EngineConfig  # noqa: E402
-from backends.llm.kv_cache_manager import KVCacheManager  # noqa: E402
-from backends.llm.model_runner import ModelRunner, RunnerConfig  # noqa: E402
-from backends.llm.models.model_config import DecoderConfig  # noqa: E402
-from backends.llm.request import LLMRequest  # noqa: E402
-from backends.llm.sampling_params import SamplingParams  # noqa: E402
-from backends.llm.scheduler import ScheduledRequest  # noqa: E402
+import modelgate.backends.llm.attention.triton_paged as triton_paged  # noqa: E402
+from modelgate.backends.llm.attention.torch_paged import TorchPagedAttention  # noqa: E402
+from modelgate.backends.llm.attention.triton_paged import TritonPagedAttention  # noqa: E402
+from modelgate.backends.llm.engine_config import EngineConfig  # noqa: E402
+from modelgate.backends.llm.kv_cache_manager import KVCacheManager  # noqa: E402
+from modelgate.backends.llm.model_runner import ModelRunner, RunnerConfig  # noqa: E402
+from modelgate.backends.llm.models.model_config import DecoderConfig  # noqa: E402
+from modelgate.backends.llm.request import LLMRequest  # noqa: E402
+from modelgate.backends.llm.sampling_params import SamplingParams  # noqa: E402
+from modelgate.backends.llm.scheduler import ScheduledRequest  # noqa: E402
 from tests.backends.llm.hf_checkpoints import hf_model, save_random_checkpoint  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -13,15 +13,15 @@ import torch
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     os.environ["TRITON_INTERPRET"] = "1"
     for _name in [n for n in sys.modules if n.startswith("kernels.") or n in (
-            "backends.llm.attention.triton_paged", "backends.llm.layers.fp8_linear")]:
+            "modelgate.backends.llm.attention.triton_paged", "modelgate.backends.llm.layers.fp8_linear")]:
         del sys.modules[_name]
 
 import pytest  # noqa: E402
 
-from backends.llm.cuda_graphs import capture_sizes  # noqa: E402
-from backends.llm.engine import LLMEngine  # noqa: E402
-from backends.llm.engine_config import EngineConfig  # noqa: E402
-from backends.llm.sampling_params import SamplingParams  # noqa: E402
+from modelgate.backends.llm.cuda_graphs import capture_sizes  # noqa: E402
+from modelgate.backends.llm.engine import LLMEngine  # noqa: E402
+from modelgate.backends.llm.engine_config import EngineConfig  # noqa: E402
+from modelgate.backends.llm.sampling_params import SamplingParams  # noqa: E402
 from tests.backends.llm.tiny_checkpoint import make_tiny_checkpoint  # noqa: E402
 
 CUDA = torch.cuda.is_available()

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from clients.examples.make_onnx_example import IR_VERSION, OPSET, build_simple_model, write_model
+from modelgate.clients.examples.make_onnx_example import IR_VERSION, OPSET, build_simple_model, write_model
 
 
 def _model(nodes, inputs, outputs, initializers=()) -> onnx.ModelProto:

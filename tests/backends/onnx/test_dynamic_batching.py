@@ -5,7 +5,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-import backends.onnx.model_instance as model_instance
+import modelgate.backends.onnx.model_instance as model_instance
 from tests.backends.onnx.io_helpers import http_input, reference
 
 

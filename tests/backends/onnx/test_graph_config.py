@@ -6,8 +6,8 @@ import pytest
 from google.protobuf import json_format
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from server.errors import ConfigError
-from server.repository.config_completion import complete_model_config, read_model_config
+from modelgate.core.errors import ConfigError
+from modelgate.server.repository.config_completion import complete_model_config, read_model_config
 from tests.backends.onnx.onnx_models import add_model
 
 

@@ -10,7 +10,6 @@ from tritonclient.utils import InferenceServerException
 
 from tests.backends.onnx.io_helpers import grpc_input, http_input, onnx_instances, reference
 
-
 # -- outputs --------------------------------------------------------------------------------
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import backends.python.triton_python_backend_utils as pb_utils
-from backends.python.model_module import make_pb_utils_importable
+import modelgate.backends.python.triton_python_backend_utils as pb_utils
+from modelgate.backends.python.model_module import make_pb_utils_importable
 
 
 def test_importable_under_tritons_name():

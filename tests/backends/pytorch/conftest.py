@@ -16,7 +16,7 @@ import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from server.tensors import datatypes
+from modelgate.core.tensors import datatypes
 from tests.backends.pytorch import torch_models as tm
 from tests.server_harness import RunningServer, copy_example_model, start_server
 

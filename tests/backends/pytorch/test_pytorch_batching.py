@@ -7,6 +7,7 @@ are inside forward() at once, which two instances can do and one instance never 
 
 import time
 import urllib.request
+
 import numpy as np
 
 from tests.backends.pytorch import custom_ops

@@ -4,9 +4,9 @@ import pytest
 import torch
 import tritonclient.http as httpclient
 
-from backends.base import InstanceSpec
-from backends.pytorch.instance_device import instance_device
-from server.errors import ConfigError
+from modelgate.backends.base import InstanceSpec
+from modelgate.backends.pytorch.instance_device import instance_device
+from modelgate.core.errors import ConfigError
 from tests.backends.pytorch.torch_models import AddSub, write_torchscript
 
 

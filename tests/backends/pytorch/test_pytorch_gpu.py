@@ -10,7 +10,7 @@ import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from backends.pytorch.tensor_dtypes import to_numpy, to_torch
+from modelgate.backends.pytorch.tensor_dtypes import to_numpy, to_torch
 from tests.backends.pytorch import custom_ops
 from tests.backends.pytorch import torch_models as tm
 from tests.backends.pytorch.async_requests import send

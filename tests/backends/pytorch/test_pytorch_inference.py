@@ -4,7 +4,7 @@ import ml_dtypes
 import numpy as np
 import torch
 
-from backends.pytorch.tensor_dtypes import to_numpy, to_torch
+from modelgate.backends.pytorch.tensor_dtypes import to_numpy, to_torch
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 
@@ -82,7 +82,7 @@ def test_exported_program_without_batch_dimension(caller, torch_server):
 
 
 def test_the_example_torchscript_model(caller):
-    from clients.examples.make_torchscript_example import make_module
+    from modelgate.clients.examples.make_torchscript_example import make_module
 
     x = np.array([[1, -2, 3, 0.5], [0, 0, 0, 0], [-1, 4, 2, 2]], np.float32)
     got = caller.infer("simple_torchscript", {"INPUT__0": x})

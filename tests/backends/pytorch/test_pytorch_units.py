@@ -6,13 +6,13 @@ import pytest
 import torch
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from backends.pytorch.input_binding import bind_inputs
-from backends.pytorch.loaded_module import ModuleArgument
-from backends.pytorch.output_binding import OutputBinding
-from backends.pytorch.request_batch import plan_batches
-from backends.pytorch.tensor_dtypes import is_lossless, to_numpy, to_torch
-from server.errors import ConfigError, ModelExecutionError
-from server.inference_types import InferRequest, InferTensor
+from modelgate.backends.pytorch.input_binding import bind_inputs
+from modelgate.backends.pytorch.loaded_module import ModuleArgument
+from modelgate.backends.pytorch.output_binding import OutputBinding
+from modelgate.backends.pytorch.request_batch import plan_batches
+from modelgate.backends.pytorch.tensor_dtypes import is_lossless, to_numpy, to_torch
+from modelgate.core.errors import ConfigError, ModelExecutionError
+from modelgate.core.inference_types import InferRequest, InferTensor
 
 
 @pytest.mark.parametrize(

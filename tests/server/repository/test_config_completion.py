@@ -3,9 +3,9 @@
 import pytest
 from tritonclient.grpc.model_config_pb2 import DataType, ModelInstanceGroup
 
-from server.errors import ConfigError
-from server.repository.config_completion import complete_model_config, read_model_config
-from server.repository.config_files import parse_config_mapping
+from modelgate.core.config_files import parse_config_mapping
+from modelgate.core.errors import ConfigError
+from modelgate.server.repository.config_completion import complete_model_config, read_model_config
 from tests.server.lifecycle_models import AUTO_COMPLETE_MODEL, SCALE_MODEL, xy_config
 from tests.server_harness import write_model
 

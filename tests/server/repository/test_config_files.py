@@ -5,8 +5,8 @@ import json
 import pytest
 from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig, ModelInstanceGroup
 
-from server.errors import ConfigError
-from server.repository.config_files import find_config_file, parse_config_mapping, parse_config_text, read_config_file
+from modelgate.core.config_files import find_config_file, parse_config_mapping, parse_config_text, read_config_file
+from modelgate.core.errors import ConfigError
 
 PBTXT = """
 name: "m"

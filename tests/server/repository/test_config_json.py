@@ -2,8 +2,8 @@
 
 import json
 
-from server.repository.config_files import parse_config_text
-from server.repository.config_json import config_to_dict
+from modelgate.core.config_files import parse_config_text
+from modelgate.core.config_json import config_to_dict
 
 PBTXT = """
 name: "m"

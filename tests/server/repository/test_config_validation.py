@@ -2,9 +2,9 @@
 
 import pytest
 
-from server.errors import ConfigError, InvalidArgumentError
-from server.repository.config_files import parse_config_text
-from server.repository.config_validation import validate_model_config
+from modelgate.core.config_files import parse_config_text
+from modelgate.core.errors import ConfigError, InvalidArgumentError
+from modelgate.server.repository.config_validation import validate_model_config
 
 SOURCE = "/models/m/config.pbtxt"
 

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from server.errors import InvalidArgumentError, NotFoundError
-from server.repository.layout import RepositoryLayout, check_model_name, fingerprint, version_numbers
+from modelgate.core.errors import InvalidArgumentError, NotFoundError
+from modelgate.server.repository.layout import RepositoryLayout, check_model_name, fingerprint, version_numbers
 
 
 @pytest.mark.parametrize("name", ["add_sub", "m", "Model-2", "v1.2", "_private", "9lives", "a.b-c_d"])

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import InvalidArgumentError
-from server.repository.override_files import remove_override_model_dir, write_override_model_dir
+from modelgate.core.errors import InvalidArgumentError
+from modelgate.server.repository.override_files import remove_override_model_dir, write_override_model_dir
 
 
 def test_files_form_a_model_folder_named_after_the_model():

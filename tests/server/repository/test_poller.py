@@ -11,13 +11,12 @@ import time
 import numpy as np
 import pytest
 
-from tests.server.lifecycle_models import (  # noqa: F401  (serve is a fixture)
+from tests.server.lifecycle_models import (
     INITIALIZE_RAISES_MODEL,
     SCALE_MODEL,
     index_rows,
     infer_x,
     parameter,
-    serve,
     server_error,
     state_of,
     wait_until,

@@ -172,7 +172,7 @@ def test_queued_requests_run_as_one_batch_of_the_preferred_size(batching_server)
 
 def test_batches_never_exceed_max_batch_size_rows(batching_server):
     running, client, gates = batching_server
-    with _Gate(running, client, gates["batched"], "batched") as gate:
+    with _Gate(running, client, gates["batched"], "batched"):
         queued = [client.async_infer("batched", [_input(3)]) for _ in range(4)]
         _wait_pending(running, "batched", 4)
     rows = [_call(q.get_result(), "ROWS") for q in queued]

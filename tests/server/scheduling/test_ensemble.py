@@ -14,15 +14,14 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from server.inference_types import InferRequest, InferResponse, InferTensor
-from server.scheduling.ensemble_graph import build_ensemble_graph
-from server.scheduling.ensemble_scheduler import EnsembleScheduler
-from server.statistics import VersionStatistics
-from tests.server.lifecycle_models import (  # noqa: F401  (serve is a fixture)
+from modelgate.core.inference_types import InferRequest, InferResponse, InferTensor
+from modelgate.server.scheduling.ensemble_graph import build_ensemble_graph
+from modelgate.server.scheduling.ensemble_scheduler import EnsembleScheduler
+from modelgate.server.statistics import VersionStatistics
+from tests.server.lifecycle_models import (
     EXECUTE_RAISES_MODEL,
     index_rows,
     infer_x,
-    serve,
     server_error,
     state_of,
     write_scale_model,

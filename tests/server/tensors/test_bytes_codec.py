@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from server.errors import InvalidArgumentError
-from server.tensors.bytes_codec import deserialize_bytes_tensor, serialize_bytes_tensor
+from modelgate.core.errors import InvalidArgumentError
+from modelgate.core.tensors.bytes_codec import deserialize_bytes_tensor, serialize_bytes_tensor
 
 
 def test_round_trip_of_empty_unicode_and_binary_elements():

@@ -2,8 +2,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from server.errors import InvalidArgumentError
-from server.tensors import datatypes
+from modelgate.core.errors import InvalidArgumentError
+from modelgate.core.tensors import datatypes
 
 
 def test_every_wire_name_has_config_name_and_dtype():

@@ -12,9 +12,9 @@ from tritonclient.utils import InferenceServerException
 
 from tests.server.frontends.grpc.grpc_helpers import (
     A,
-    B,
     AioStream,
     AwaitableClient,
+    B,
     add_sub_inputs,
     by_request_id,
     int32_input,

@@ -7,9 +7,8 @@ import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from server import __version__
-from tests.server.frontends.grpc.grpc_helpers import A, B, AioStream, add_sub_inputs, by_request_id, int32_input
-
+from modelgate.core.version import MODELGATE_VERSION
+from tests.server.frontends.grpc.grpc_helpers import A, AioStream, B, add_sub_inputs, by_request_id, int32_input
 
 # -- health -----------------------------------------------------------------------------------
 
@@ -51,7 +50,7 @@ async def test_grpc_health_check_on_an_aio_channel(grpc_server):
 async def test_server_metadata(either_client):
     metadata = await either_client.get_server_metadata()
     assert metadata.name == "modelgate"
-    assert metadata.version == __version__
+    assert metadata.version == MODELGATE_VERSION
     for extension in ("binary_tensor_data", "statistics", "model_configuration", "model_repository", "logging"):
         assert extension in metadata.extensions
     as_json = await either_client.get_server_metadata(as_json=True)

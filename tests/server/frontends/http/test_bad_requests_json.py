@@ -10,7 +10,6 @@ import pytest
 from tests.server.frontends.http.bad_request_helpers import ADD_SUB, fp32, fp32_input, good_add_sub_json
 from tests.server.frontends.http.raw_http import post_json, send
 
-
 # -- malformed bodies, through raw HTTP ---------------------------------------------------------
 
 

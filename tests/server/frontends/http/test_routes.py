@@ -5,9 +5,8 @@ import json
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from server import __version__
+from modelgate.core.version import MODELGATE_VERSION
 from tests.server.frontends.http.raw_http import post_json, send
-
 
 # -- health -----------------------------------------------------------------------------------
 
@@ -37,7 +36,7 @@ def test_model_ready_for_ready_missing_and_versioned_targets(client, example_ser
 def test_server_metadata_names_server_version_and_extensions(client, example_server):
     metadata = client.get_server_metadata()
     assert metadata["name"] == "modelgate"
-    assert metadata["version"] == __version__
+    assert metadata["version"] == MODELGATE_VERSION
     for extension in ("binary_tensor_data", "statistics", "model_configuration", "model_repository", "logging"):
         assert extension in metadata["extensions"]
     assert send(example_server.http_url, "GET", "/v2").json() == metadata

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import ml_dtypes
 import numpy as np
 
-from server.errors import InvalidArgumentError
+from modelgate.core.errors import InvalidArgumentError
 
 
 @dataclass(frozen=True)

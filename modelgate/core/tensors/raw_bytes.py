@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 
-from server.errors import InvalidArgumentError
-from server.tensors.bytes_codec import deserialize_bytes_tensor, serialize_bytes_tensor
-from server.tensors.datatypes import DataType
+from modelgate.core.errors import InvalidArgumentError
+from modelgate.core.tensors.bytes_codec import deserialize_bytes_tensor, serialize_bytes_tensor
+from modelgate.core.tensors.datatypes import DataType
 
 
 def array_from_raw(

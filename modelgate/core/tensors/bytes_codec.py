@@ -6,7 +6,7 @@ import struct
 
 import numpy as np
 
-from server.errors import InvalidArgumentError
+from modelgate.core.errors import InvalidArgumentError
 
 _LENGTH = struct.Struct("<I")
 

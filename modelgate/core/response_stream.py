@@ -13,7 +13,7 @@ import asyncio
 import threading
 from dataclasses import dataclass
 
-from server.inference_types import InferResponse
+from modelgate.core.inference_types import InferResponse
 
 
 @dataclass

@@ -7,15 +7,13 @@ shape equals the declared shape.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from server.errors import ModelgateError
-
-if TYPE_CHECKING:
-    from server.response_stream import ResponseStream
+from modelgate.core.errors import ModelgateError
 
 
 @dataclass
@@ -51,7 +49,7 @@ class InferRequest:
     outputs: list[RequestedOutput] = field(default_factory=list)
     # Set by the scheduler for streamed calls: where a decoupled model sends its responses,
     # and how it learns that the client cancelled.
-    response_stream: ResponseStream | None = field(default=None, repr=False, compare=False)
+    response_stream: ResponseSink | None = field(default=None, repr=False, compare=False)
 
     @property
     def requested_output_names(self) -> list[str]:
@@ -68,3 +66,26 @@ class InferResponse:
     parameters: dict[str, Any] = field(default_factory=dict)
     outputs: list[InferTensor] = field(default_factory=list)
     error: ModelgateError | None = None
+
+
+class ResponseSink(Protocol):
+    """Where a streamed request's responses go (`response_stream.ResponseStream` is the one implementation).
+
+    Every method is safe to call from any thread.
+    """
+
+    def send(self, response: InferResponse | None, is_final: bool) -> None:
+        """Queue a response and/or the final flag; raises RuntimeError once the stream is closed."""
+
+    def fail(self, response: InferResponse) -> None:
+        """End the stream with `response` (which carries an error)."""
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the final flag was sent."""
+
+    def is_cancelled(self) -> bool:
+        """Whether the client cancelled or went away: a model may stop producing."""
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once when the request is cancelled (at once if it already was)."""

@@ -14,7 +14,7 @@ import yaml
 from google.protobuf import json_format, text_format
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from server.errors import ConfigError
+from modelgate.core.errors import ConfigError
 
 CONFIG_FILE_NAMES = ("config.pbtxt", "config.yaml", "config.yml", "config.json")
 
