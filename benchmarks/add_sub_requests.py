@@ -52,8 +52,12 @@ def _json_input(name: str, values: np.ndarray) -> dict:
 
 
 def _binary_input(name: str, values: np.ndarray) -> dict:
-    return {"name": name, "datatype": "FP32", "shape": list(values.shape),
-            "parameters": {"binary_data_size": values.nbytes}}
+    return {
+        "name": name,
+        "datatype": "FP32",
+        "shape": list(values.shape),
+        "parameters": {"binary_data_size": values.nbytes},
+    }
 
 
 def post(port: int, encoding: Encoding) -> FixedResponse:
@@ -65,8 +69,11 @@ def post(port: int, encoding: Encoding) -> FixedResponse:
     if response.status != 200:
         raise RuntimeError(f"POST {INFER_PATH} ({encoding.name}) answered {response.status}: {body[:300]!r}")
     header_length = response.getheader(HEADER_LENGTH)
-    return FixedResponse(body, response.getheader("Content-Type", "").split(";")[0],
-                         None if header_length is None else int(header_length))
+    return FixedResponse(
+        body,
+        response.getheader("Content-Type", "").split(";")[0],
+        None if header_length is None else int(header_length),
+    )
 
 
 def check_outputs(response: FixedResponse, encoding: Encoding) -> None:

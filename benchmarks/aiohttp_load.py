@@ -20,8 +20,9 @@ import aiohttp
 import numpy as np
 
 
-async def worker(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict, deadline: float,
-                 latencies_us: list[float]) -> int:
+async def worker(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict, deadline: float, latencies_us: list[float]
+) -> int:
     """Send requests until `deadline`; append each latency; return the number of non-2xx answers."""
     errors = 0
     while time.perf_counter() < deadline:
@@ -44,8 +45,10 @@ async def generate(url: str, body: bytes, headers: dict, concurrency: int, durat
         )
         elapsed_us = (time.perf_counter() - started) * 1e6
     p50, p99 = np.percentile(latencies_us, [50, 99]) if latencies_us else (0.0, 0.0)
-    return (f"RESULT requests={len(latencies_us)} duration_us={elapsed_us:.0f} "
-            f"p50_us={p50:.1f} p99_us={p99:.1f} errors={sum(errors)}")
+    return (
+        f"RESULT requests={len(latencies_us)} duration_us={elapsed_us:.0f} "
+        f"p50_us={p50:.1f} p99_us={p99:.1f} errors={sum(errors)}"
+    )
 
 
 def parse_header(text: str) -> tuple[str, str]:

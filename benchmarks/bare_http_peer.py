@@ -53,8 +53,11 @@ def load_responses(path: Path) -> dict[str, FixedResponse]:
 def save_responses(path: Path, responses: dict[str, FixedResponse]) -> None:
     """Write `responses` in the format `load_responses` reads."""
     raw = {
-        encoding: {"body_base64": base64.b64encode(r.body).decode(), "content_type": r.content_type,
-                   "header_length": r.header_length}
+        encoding: {
+            "body_base64": base64.b64encode(r.body).decode(),
+            "content_type": r.content_type,
+            "header_length": r.header_length,
+        }
         for encoding, r in responses.items()
     }
     path.write_text(json.dumps(raw))

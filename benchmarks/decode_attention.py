@@ -103,8 +103,11 @@ def variants(context_len: int, quick: bool):
         for size in (64, 128, 256):
             for block_n, warps, stages in ((64, 4, 1), (64, 4, 2), (64, 2, 1), (32, 4, 1), (32, 2, 1), (64, 8, 1)):
                 split = DecodeSplit(-(-context_len // size), size)
-                yield f"split {split.num_partitions}x{size} n{block_n} w{warps} s{stages}", split, \
-                    DecodeConfig(block_n, warps, stages)
+                yield (
+                    f"split {split.num_partitions}x{size} n{block_n} w{warps} s{stages}",
+                    split,
+                    DecodeConfig(block_n, warps, stages),
+                )
         return
     for size in (512, 1024):
         if size < context_len:
@@ -131,16 +134,26 @@ def measure_case(context_len, cache_dtype, bandwidths, quick, rows, with_peer=Tr
     expected = paged_decode_attention_reference(q, kv_cache, block_tables, context_lens, kv_scales=kv_scales)
     nbytes = kv_bytes(context_len, cache_dtype)
     dtype_name = "fp8" if cache_dtype.itemsize == 1 else "bf16"
-    plan = plan_decode_split(BATCH, NUM_KV_HEADS, context_len, default_decode_config(HEAD_DIM).block_n,
-                             num_sms(q.device))
+    plan = plan_decode_split(
+        BATCH, NUM_KV_HEADS, context_len, default_decode_config(HEAD_DIM).block_n, num_sms(q.device)
+    )
     for name, split, config in variants(context_len, quick):
         if name.startswith("fp8") and dtype_name != "fp8":
             continue
         out = torch.full_like(q, float("nan"))
 
         def call():
-            paged_decode_attention(q, kv_cache, block_tables, context_lens, context_len, kv_scales=kv_scales,
-                                   split=split, config=config, out=out)
+            paged_decode_attention(
+                q,
+                kv_cache,
+                block_tables,
+                context_lens,
+                context_len,
+                kv_scales=kv_scales,
+                split=split,
+                config=config,
+                out=out,
+            )
 
         call()
         error = ((out.float() - expected.float()).norm() / expected.float().norm()).item()
@@ -161,15 +174,32 @@ def _torch_peer(q, kv_cache, block_tables, context_lens, context_len, expected, 
         return engine._decode_rows(q, kv_cache, block_tables, context_lens, context_len)
 
     error = ((call().float() - expected.float()).norm() / expected.float().norm()).item()
-    rows.append(_row("bf16", context_len, "torch_paged (engine today)", time_ms(call, repeats=10, graphed=False), nbytes,
-                     bandwidths, error))
+    rows.append(
+        _row(
+            "bf16",
+            context_len,
+            "torch_paged (engine today)",
+            time_ms(call, repeats=10, graphed=False),
+            nbytes,
+            bandwidths,
+            error,
+        )
+    )
 
 
 def _row(dtype_name, context_len, name, ms, nbytes, bandwidths, error):
     copy_bw, read_bw = bandwidths
     gbps = nbytes / ms / 1e6
-    return dict(kv=dtype_name, ctx=context_len, variant=name, us=ms * 1e3, gbps=gbps,
-                vs_copy=gbps / copy_bw, vs_read=gbps / read_bw, error=error)
+    return dict(
+        kv=dtype_name,
+        ctx=context_len,
+        variant=name,
+        us=ms * 1e3,
+        gbps=gbps,
+        vs_copy=gbps / copy_bw,
+        vs_read=gbps / read_bw,
+        error=error,
+    )
 
 
 def print_table(rows, title):
@@ -178,8 +208,10 @@ def print_table(rows, title):
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['kv']:<5}{r['ctx']:>6}  {r['variant']:<34}{r['us']:>9.1f}{r['gbps']:>9.0f}"
-              f"{r['vs_copy']:>8.2f}{r['vs_read']:>8.2f}{r['error']:>10.1e}")
+        print(
+            f"{r['kv']:<5}{r['ctx']:>6}  {r['variant']:<34}{r['us']:>9.1f}{r['gbps']:>9.0f}"
+            f"{r['vs_copy']:>8.2f}{r['vs_read']:>8.2f}{r['error']:>10.1e}"
+        )
 
 
 def main() -> int:
@@ -194,12 +226,15 @@ def main() -> int:
         return 0
     from modelgate.kernels.reshape_and_cache import FP8_DTYPE
 
-    print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
-          f"triton {__import__('triton').__version__}")
+    print(
+        f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, triton {__import__('triton').__version__}"
+    )
     bandwidths = memory_bandwidths()
     print(f"copy bandwidth (read + write): {bandwidths[0]:.0f} GB/s; read-only (torch.sum): {bandwidths[1]:.0f} GB/s")
-    print(f"batch {BATCH}, {NUM_HEADS} query heads / {NUM_KV_HEADS} KV heads, head_dim {HEAD_DIM}, block {BLOCK_SIZE}; "
-          f"GB/s = K/V bytes (FP8: + scales) / time")
+    print(
+        f"batch {BATCH}, {NUM_HEADS} query heads / {NUM_KV_HEADS} KV heads, head_dim {HEAD_DIM}, block {BLOCK_SIZE}; "
+        f"GB/s = K/V bytes (FP8: + scales) / time"
+    )
     rows = []
     for context_len in CONTEXTS:
         for cache_dtype in (torch.bfloat16, FP8_DTYPE):
@@ -218,8 +253,11 @@ def main() -> int:
         for kv in ("bf16", "fp8"):
             case = [r for r in rows if r["kv"] == kv and r["ctx"] == context_len and "torch" not in r["variant"]]
             summary.append(case[0])
-            summary.append(dict(max(case, key=lambda r: r["gbps"]), variant="best: " + max(
-                case, key=lambda r: r["gbps"])["variant"]))
+            summary.append(
+                dict(
+                    max(case, key=lambda r: r["gbps"]), variant="best: " + max(case, key=lambda r: r["gbps"])["variant"]
+                )
+            )
             summary += [r for r in rows if r["kv"] == kv and r["ctx"] == context_len and "torch" in r["variant"]]
     print_table(summary, f"summary (copy {bandwidths[0]:.0f} GB/s, read-only {bandwidths[1]:.0f} GB/s)")
     return 0

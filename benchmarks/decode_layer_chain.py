@@ -57,16 +57,31 @@ def make_cache(context: int):
         kv_cache, kv_scales = allocate_kv_cache(blocks, BLOCK_SIZE, KV_HEADS, HEAD_DIM, torch.float8_e4m3fn, "cuda")
         shape = (blocks * BLOCK_SIZE, KV_HEADS, HEAD_DIM)
         slots = torch.arange(blocks * BLOCK_SIZE, device="cuda")
-        reshape_and_cache(torch.randn(shape, device="cuda", dtype=torch.bfloat16),
-                          torch.randn(shape, device="cuda", dtype=torch.bfloat16), kv_cache, slots, kv_scales)
+        reshape_and_cache(
+            torch.randn(shape, device="cuda", dtype=torch.bfloat16),
+            torch.randn(shape, device="cuda", dtype=torch.bfloat16),
+            kv_cache,
+            slots,
+            kv_scales,
+        )
         caches.append((kv_cache, kv_scales))
     table = torch.arange(blocks, device="cuda", dtype=torch.int32)[None, :]
     lens = torch.full((1,), context, device="cuda", dtype=torch.int32)
     return caches, table, lens
 
 
-def chain(layers, caches, table, lens, context: int, pdl: bool, prefetch_o: bool, norms_in_gemv: bool,
-          rows: int = 0, per_sm: int = 0):
+def chain(
+    layers,
+    caches,
+    table,
+    lens,
+    context: int,
+    pdl: bool,
+    prefetch_o: bool,
+    norms_in_gemv: bool,
+    rows: int = 0,
+    per_sm: int = 0,
+):
     from modelgate.kernels.fp8_gemv import DEFAULT_CONFIG, SILU_DEFAULT_CONFIG, InputNorm, fp8_gemv
     from modelgate.kernels.paged_decode_attention import paged_decode_attention
     from modelgate.kernels.rms_norm import rms_norm
@@ -115,19 +130,33 @@ def main() -> int:
     caches, table, lens = make_cache(args.context)
     kv_bytes = sum(c.numel() * c.element_size() + s.numel() * 4 for c, s in caches)
     floor_us = (sum(layer.weight_bytes() for layer in layers) + kv_bytes) / read_bw / 1e3
-    print(f"{torch.cuda.get_device_name()}: read-only {read_bw:.0f} GB/s; {LAYERS} layers, context {args.context}: "
-          f"floor {floor_us:.0f} us")
-    print(f"{'pdl':>6}{'o_proj prefetch':>17}{'norms in GEMV':>15}{'rows x programs':>16}{'step us':>9}"
-          f"{'us/layer':>10}{'/floor':>8}")
+    print(
+        f"{torch.cuda.get_device_name()}: read-only {read_bw:.0f} GB/s; {LAYERS} layers, context {args.context}: "
+        f"floor {floor_us:.0f} us"
+    )
+    print(
+        f"{'pdl':>6}{'o_proj prefetch':>17}{'norms in GEMV':>15}{'rows x programs':>16}{'step us':>9}"
+        f"{'us/layer':>10}{'/floor':>8}"
+    )
     for pdl, prefetch_o, norms_in_gemv, rows, per_sm in (
-            (False, False, False, 0, 0), (True, False, False, 0, 0), (True, True, False, 0, 0),
-            (True, False, True, 0, 0), (True, True, True, 0, 0), (True, True, True, 16, 4), (True, True, True, 32, 2),
-            (True, True, True, 32, 4), (True, True, True, 64, 3)):
+        (False, False, False, 0, 0),
+        (True, False, False, 0, 0),
+        (True, True, False, 0, 0),
+        (True, False, True, 0, 0),
+        (True, True, True, 0, 0),
+        (True, True, True, 16, 4),
+        (True, True, True, 32, 2),
+        (True, True, True, 32, 4),
+        (True, True, True, 64, 3),
+    ):
         step = chain(layers, caches, table, lens, args.context, pdl, prefetch_o, norms_in_gemv, rows, per_sm)
         step_us = time_ms(step) * 1e3
         tiles = f"{rows} x {per_sm}/SM" if rows else "default 32 x 3"
-        print(f"{pdl!s:>6}{prefetch_o!s:>17}{norms_in_gemv!s:>15}{tiles:>16}{step_us:>9.0f}"
-              f"{step_us / LAYERS:>10.2f}{step_us / floor_us:>8.3f}", flush=True)
+        print(
+            f"{pdl!s:>6}{prefetch_o!s:>17}{norms_in_gemv!s:>15}{tiles:>16}{step_us:>9.0f}"
+            f"{step_us / LAYERS:>10.2f}{step_us / floor_us:>8.3f}",
+            flush=True,
+        )
     return 0
 
 

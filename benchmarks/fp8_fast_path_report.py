@@ -31,8 +31,10 @@ def gemm_section(log_dir: Path) -> list[str]:
     lines = lines_of(log_dir, "fp8_gemm_h100.log")
     if lines is None:
         return ["(a) fp8_gemm_h100.log missing"]
-    out = ["(a) FP8 GEMM, TFLOP/s (benchmarks/fp8_gemm.py): ours = the GEMM on fp8 activations; M = 1 also the GEMV",
-           f"{'layer':8}{'M':>6}{'ours':>9}{'scaled_mm':>11}{'ours/sm':>9}{'gemv':>8}{'gemv/sm':>9}{'spread':>8}"]
+    out = [
+        "(a) FP8 GEMM, TFLOP/s (benchmarks/fp8_gemm.py): ours = the GEMM on fp8 activations; M = 1 also the GEMV",
+        f"{'layer':8}{'M':>6}{'ours':>9}{'scaled_mm':>11}{'ours/sm':>9}{'gemv':>8}{'gemv/sm':>9}{'spread':>8}",
+    ]
     for line in lines:
         match = GEMM_ROW.match(line)
         if not match:
@@ -53,7 +55,7 @@ def attention_section(log_dir: Path) -> list[str]:
     out += [line for line in lines if line.startswith(("copy bandwidth", "batch "))][:2]
     summary = [i for i, line in enumerate(lines) if line.startswith("summary")]
     if summary:
-        out += [line for line in lines[summary[-1] + 1:] if line.strip()]
+        out += [line for line in lines[summary[-1] + 1 :] if line.strip()]
     return out
 
 
@@ -63,7 +65,8 @@ def decode_step_section(log_dir: Path) -> list[str]:
         return ["(c) llm_decode_step_h100.log missing"]
     start = [i for i, line in enumerate(lines) if line.startswith("Llama-3-8B-shaped, context")]
     return ["(c) decode step against its floor (benchmarks/llm_decode_step.py)"] + (
-        lines[start[-1]:] if start else ["no summary table in the log"])
+        lines[start[-1] :] if start else ["no summary table in the log"]
+    )
 
 
 def throughput_section(log_dir: Path) -> list[str]:
@@ -81,8 +84,10 @@ def throughput_section(log_dir: Path) -> list[str]:
                 pattern, system, tokens = match.groups()
                 figures.setdefault(pattern, {})[system] = tokens
     systems = ("modelgate fp8", "modelgate bf16", "transformers bf16")
-    out = ["(c) output tokens/s per ISL/OSL (benchmarks/llm_engine_vs_transformers.py; modelgate: 1000 requests each)",
-           f"{'ISL/OSL':<11}" + "".join(f"{s:>19}" for s in systems) + f"{'fp8 / HF':>10}"]
+    out = [
+        "(c) output tokens/s per ISL/OSL (benchmarks/llm_engine_vs_transformers.py; modelgate: 1000 requests each)",
+        f"{'ISL/OSL':<11}" + "".join(f"{s:>19}" for s in systems) + f"{'fp8 / HF':>10}",
+    ]
     for pattern, row in figures.items():
         cells = [row.get(s, "-") for s in systems]
         ratio = f"{int(cells[0]) / int(cells[2]):.1f}" if "-" not in (cells[0], cells[2]) else "-"

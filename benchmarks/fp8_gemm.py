@@ -60,8 +60,13 @@ def rowwise_scaled_mm_supported() -> str | None:
     a = torch.randn(16, 32, device=DEVICE).to(torch.float8_e4m3fn)
     b = torch.randn(32, 32, device=DEVICE).to(torch.float8_e4m3fn)
     try:
-        torch._scaled_mm(a, b.t(), scale_a=torch.ones(16, 1, device=DEVICE), scale_b=torch.ones(1, 32, device=DEVICE),
-                         out_dtype=torch.bfloat16)
+        torch._scaled_mm(
+            a,
+            b.t(),
+            scale_a=torch.ones(16, 1, device=DEVICE),
+            scale_b=torch.ones(1, 32, device=DEVICE),
+            out_dtype=torch.bfloat16,
+        )
         return None
     except (RuntimeError, TypeError) as error:
         return str(error).splitlines()[0]
@@ -73,8 +78,10 @@ def scaled_mm_fn(x_fp8, x_scales, rowwise: bool, fast: bool):
 
     def call(w_fp8, w_scales):
         scale_a, scale_b = (x_scales[:, None], w_scales[None, :]) if rowwise else (ones, ones)
-        return torch._scaled_mm(x_fp8, w_fp8.t(), scale_a=scale_a, scale_b=scale_b, out_dtype=torch.bfloat16,
-                                use_fast_accum=fast)
+        return torch._scaled_mm(
+            x_fp8, w_fp8.t(), scale_a=scale_a, scale_b=scale_b, out_dtype=torch.bfloat16, use_fast_accum=fast
+        )
+
     return call
 
 
@@ -83,19 +90,39 @@ def sweep_candidates(M: int):
 
     if M <= DECODE_MAX_M:
         block_m = select_config(M, 4096, 4096).block_m
-        shapes = [(32, 256, 5, 4), (64, 128, 6, 4), (64, 256, 4, 4), (64, 256, 5, 4), (128, 128, 5, 4),
-                  (128, 256, 3, 8)]
-        return [Fp8GemmConfig(block_m, bn, bk, 1, split, warps, stages)
-                for bn, bk, stages, warps in shapes for split in (1, 2, 4)]
-    shapes = [(64, 128, 128, 4, 4), (128, 128, 128, 4, 8), (128, 256, 128, 3, 8), (128, 128, 64, 5, 4),
-              (256, 128, 128, 3, 8), (128, 256, 64, 4, 8), (64, 64, 256, 4, 4), (64, 128, 256, 3, 4),
-              (128, 64, 128, 4, 4), (128, 128, 128, 4, 4), (64, 256, 128, 3, 8)]
+        shapes = [
+            (32, 256, 5, 4),
+            (64, 128, 6, 4),
+            (64, 256, 4, 4),
+            (64, 256, 5, 4),
+            (128, 128, 5, 4),
+            (128, 256, 3, 8),
+        ]
+        return [
+            Fp8GemmConfig(block_m, bn, bk, 1, split, warps, stages)
+            for bn, bk, stages, warps in shapes
+            for split in (1, 2, 4)
+        ]
+    shapes = [
+        (64, 128, 128, 4, 4),
+        (128, 128, 128, 4, 8),
+        (128, 256, 128, 3, 8),
+        (128, 128, 64, 5, 4),
+        (256, 128, 128, 3, 8),
+        (128, 256, 64, 4, 8),
+        (64, 64, 256, 4, 4),
+        (64, 128, 256, 3, 4),
+        (128, 64, 128, 4, 4),
+        (128, 128, 128, 4, 4),
+        (64, 256, 128, 3, 8),
+    ]
     return [Fp8GemmConfig(bm, bn, bk, 8, 1, warps, stages) for bm, bn, bk, stages, warps in shapes]
 
 
 def config_name(config) -> str:
-    return (f"{config.block_m}x{config.block_n}x{config.block_k} s{config.num_stages} w{config.num_warps}"
-            f" k{config.split_k}")
+    return (
+        f"{config.block_m}x{config.block_n}x{config.block_k} s{config.num_stages} w{config.num_warps} k{config.split_k}"
+    )
 
 
 def run_case(layer: str, M: int, args, rowwise: bool, copy_gbs: float) -> dict:
@@ -159,8 +186,10 @@ def run_case(layer: str, M: int, args, rowwise: bool, copy_gbs: float) -> dict:
     row["bw_pct"] = None if row["ours_ms"] is None else 100 * bytes_moved / row["ours_ms"] / 1e6 / copy_gbs
 
     if args.sweep:
-        candidates = {config_name(c): cold(lambda wq, ws, c=c: fp8_linear(x_fp8, x_scales, wq, ws, config=c))
-                      for c in sweep_candidates(M)}
+        candidates = {
+            config_name(c): cold(lambda wq, ws, c=c: fp8_linear(x_fp8, x_scales, wq, ws, config=c))
+            for c in sweep_candidates(M)
+        }
         swept = interleaved_rounds_ms(candidates, rounds=1)
         best = (row["ours_ms"], row["config"])
         for name in candidates:
@@ -180,9 +209,11 @@ def ratio(a, b) -> str:
 
 
 def print_table(rows: list[dict], args) -> None:
-    header = (f"{'layer':8} {'M':>5} {'N':>6} {'K':>6} {'config':24} {'ours':>7} {'ours+q':>7} {'fused':>7} "
-              f"{'precise':>7} {'sc_mm':>7} {'vs sm':>6} {'fast':>7} {'vs fast':>7} {'bf16':>7} {'bw%':>5} "
-              f"{'spread':>6} {'err':>8} {'gemv':>7} {'gemv vs sm':>10}")
+    header = (
+        f"{'layer':8} {'M':>5} {'N':>6} {'K':>6} {'config':24} {'ours':>7} {'ours+q':>7} {'fused':>7} "
+        f"{'precise':>7} {'sc_mm':>7} {'vs sm':>6} {'fast':>7} {'vs fast':>7} {'bf16':>7} {'bw%':>5} "
+        f"{'spread':>6} {'err':>8} {'gemv':>7} {'gemv vs sm':>10}"
+    )
     if args.sweep:
         header += f"  {'best config':24} {'best':>7}"
     print("TFLOP/s (best round's median); vs = ours / peer")
@@ -190,11 +221,13 @@ def print_table(rows: list[dict], args) -> None:
     for r in rows:
         spread = "-" if r["spread"] is None else f"{100 * r['spread']:.1f}%"
         err = "-" if r["err"] is None else f"{r['err']:.1e}"
-        line = (f"{r['layer']:8} {r['M']:>5} {r['N']:>6} {r['K']:>6} {r['config']:24} {fmt(r['ours']):>7} "
-                f"{fmt(r['ours+q']):>7} {fmt(r.get('fused')):>7} {fmt(r['precise']):>7} {fmt(r['scaled_mm']):>7} "
-                f"{ratio(r['ours'], r['scaled_mm']):>6} {fmt(r['fast']):>7} {ratio(r['ours'], r['fast']):>7} "
-                f"{fmt(r['bf16']):>7} {fmt(r['bw_pct'], 0):>5} {spread:>6} {err:>8} {fmt(r.get('gemv')):>7} "
-                f"{ratio(r.get('gemv'), r['scaled_mm']):>10}")
+        line = (
+            f"{r['layer']:8} {r['M']:>5} {r['N']:>6} {r['K']:>6} {r['config']:24} {fmt(r['ours']):>7} "
+            f"{fmt(r['ours+q']):>7} {fmt(r.get('fused')):>7} {fmt(r['precise']):>7} {fmt(r['scaled_mm']):>7} "
+            f"{ratio(r['ours'], r['scaled_mm']):>6} {fmt(r['fast']):>7} {ratio(r['ours'], r['fast']):>7} "
+            f"{fmt(r['bf16']):>7} {fmt(r['bw_pct'], 0):>5} {spread:>6} {err:>8} {fmt(r.get('gemv')):>7} "
+            f"{ratio(r.get('gemv'), r['scaled_mm']):>10}"
+        )
         if args.sweep:
             line += f"  {r['best_config']:24} {fmt(r['best']):>7}"
         print(line)
@@ -211,12 +244,16 @@ def main() -> int:
     import triton
 
     props = torch.cuda.get_device_properties(0)
-    print(f"device: {props.name}, {props.multi_processor_count} SMs, torch {torch.__version__}, "
-          f"triton {triton.__version__}")
+    print(
+        f"device: {props.name}, {props.multi_processor_count} SMs, torch {torch.__version__}, "
+        f"triton {triton.__version__}"
+    )
     refused = rowwise_scaled_mm_supported()
     if refused:
-        print(f"torch._scaled_mm refused rowwise scales ({refused}): the peer uses per-tensor scales "
-              f"(timing only; err not compared)")
+        print(
+            f"torch._scaled_mm refused rowwise scales ({refused}): the peer uses per-tensor scales "
+            f"(timing only; err not compared)"
+        )
     from benchmarks.decode_attention import memory_bandwidths
 
     copy_gbs, _ = memory_bandwidths()
@@ -229,8 +266,9 @@ def main() -> int:
             print(f"  done {layer} M={M}: ours {fmt(rows[-1]['ours'])} TFLOP/s", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(dict(device=props.name, copy_gbs=copy_gbs, rowwise=refused is None,
-                                             rows=rows), indent=1))
+        args.json.write_text(
+            json.dumps(dict(device=props.name, copy_gbs=copy_gbs, rowwise=refused is None, rows=rows), indent=1)
+        )
     print()
     print_table(rows, args)
     return 0

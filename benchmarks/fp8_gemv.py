@@ -59,31 +59,54 @@ def main() -> int:
 
     copy_bw, read_bw = memory_bandwidths()
     print(f"{torch.cuda.get_device_name()}: copy {copy_bw:.0f} GB/s (read + write), read-only {read_bw:.0f} GB/s")
-    print(f"{'layer':<8}{'N':>6}{'K':>6}{'gemv us':>9}{'GB/s':>7}{'/read':>7}{'gemm+q us':>11}{'scaled_mm us':>14}"
-          f"{'bf16 us':>9}{'gemm/gemv':>11}{'scaled_mm/gemv':>16}  best sweep config")
+    print(
+        f"{'layer':<8}{'N':>6}{'K':>6}{'gemv us':>9}{'GB/s':>7}{'/read':>7}{'gemm+q us':>11}{'scaled_mm us':>14}"
+        f"{'bf16 us':>9}{'gemm/gemv':>11}{'scaled_mm/gemv':>16}  best sweep config"
+    )
     for layer, (N, K) in LLAMA3_8B.items():
         x = torch.randn(1, K, device="cuda", dtype=torch.bfloat16)
         copies = max(1, math.ceil(COLD_BYTES / (N * K)))
-        weights = [quantize_weight_per_channel(torch.randn(N, K, device="cuda", dtype=torch.bfloat16) * 0.05)
-                   for _ in range(copies)]
+        weights = [
+            quantize_weight_per_channel(torch.randn(N, K, device="cuda", dtype=torch.bfloat16) * 0.05)
+            for _ in range(copies)
+        ]
         x_fp8, x_scales = quantize_per_token(x)
         gemv = time_ms(rotating(lambda i: lambda: fp8_gemv(x, *weights[i]), copies)) * 1e3
         gemm = time_ms(rotating(lambda i: lambda: fp8_linear_from_activations(x, *weights[i]), copies)) * 1e3
-        scaled = time_ms(rotating(lambda i: lambda: torch._scaled_mm(
-            x_fp8, weights[i][0].t(), scale_a=x_scales[:, None], scale_b=weights[i][1][None, :],
-            out_dtype=torch.bfloat16), copies)) * 1e3
+        scaled = (
+            time_ms(
+                rotating(
+                    lambda i: (
+                        lambda: torch._scaled_mm(
+                            x_fp8,
+                            weights[i][0].t(),
+                            scale_a=x_scales[:, None],
+                            scale_b=weights[i][1][None, :],
+                            out_dtype=torch.bfloat16,
+                        )
+                    ),
+                    copies,
+                )
+            )
+            * 1e3
+        )
         bf16_copies = max(1, math.ceil(COLD_BYTES / (2 * N * K)))
         bf16_weights = [torch.randn(N, K, device="cuda", dtype=torch.bfloat16) for _ in range(bf16_copies)]
         bf16 = time_ms(rotating(lambda i: lambda: torch.nn.functional.linear(x, bf16_weights[i]), bf16_copies)) * 1e3
         best = ""
         if args.sweep:
-            timed = sorted((time_ms(rotating(lambda i, c=c: lambda: fp8_gemv(x, *weights[i], config=c), copies)) * 1e3,
-                            tuple(c)) for c in sweep_configs())
+            timed = sorted(
+                (time_ms(rotating(lambda i, c=c: lambda: fp8_gemv(x, *weights[i], config=c), copies)) * 1e3, tuple(c))
+                for c in sweep_configs()
+            )
             best = "  " + "; ".join(f"{us:.1f} us {config}" for us, config in timed[:4])
             best += f" (default {tuple(DEFAULT_CONFIG)})"
         gbs = (N * K + 4 * N) / gemv / 1e3
-        print(f"{layer:<8}{N:>6}{K:>6}{gemv:>9.1f}{gbs:>7.0f}{gbs / read_bw:>7.2f}{gemm:>11.1f}{scaled:>14.1f}"
-              f"{bf16:>9.1f}{gemm / gemv:>11.2f}{scaled / gemv:>16.2f}{best}", flush=True)
+        print(
+            f"{layer:<8}{N:>6}{K:>6}{gemv:>9.1f}{gbs:>7.0f}{gbs / read_bw:>7.2f}{gemm:>11.1f}{scaled:>14.1f}"
+            f"{bf16:>9.1f}{gemm / gemv:>11.2f}{scaled / gemv:>16.2f}{best}",
+            flush=True,
+        )
     print(f"registers per thread of the compiled GEMVs: {registers_per_thread(_fp8_gemv_kernel)}")
     return 0
 

@@ -69,8 +69,9 @@ class RoundTimes:
         return max(self.rounds[name]) / min(self.rounds[name]) - 1 if name in self.rounds else None
 
 
-def interleaved_rounds_ms(calls: dict[str, object], rounds: int = ROUNDS,
-                          replays: int = REPLAYS_PER_ROUND) -> RoundTimes:
+def interleaved_rounds_ms(
+    calls: dict[str, object], rounds: int = ROUNDS, replays: int = REPLAYS_PER_ROUND
+) -> RoundTimes:
     """Time each named call (see the module docstring). A call that raises on its first, uncaptured run (a
     tile config that does not compile, say) is left out with its error instead."""
     graphs, errors = {}, {}

@@ -53,16 +53,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=10, help="measured seconds per case (wrk takes whole seconds)")
     parser.add_argument("--warmup", type=int, default=2, help="warmup seconds before each case (0: none)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16], help="connections, one request each")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="runs per case and server, alternating the servers; the run of median req/s is shown")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per case and server, alternating the servers; the run of median req/s is shown",
+    )
     parser.add_argument("--encodings", nargs="+", choices=["json", "binary"], default=["json", "binary"])
-    parser.add_argument("--load-generator", choices=["auto", "wrk", "aiohttp"], default="auto",
-                        help="auto: wrk if installed, else the aiohttp fallback")
+    parser.add_argument(
+        "--load-generator",
+        choices=["auto", "wrk", "aiohttp"],
+        default="auto",
+        help="auto: wrk if installed, else the aiohttp fallback",
+    )
     parser.add_argument("--server-core", type=int, default=0)
     parser.add_argument("--client-core", type=int, default=1)
-    parser.add_argument("--nice", type=int, default=0,
-                        help="niceness of the servers and the load generator; e.g. -10 (root) on a shared machine, so "
-                             "that other processes take less of the two cores")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness of the servers and the load generator; e.g. -10 (root) on a shared machine, so "
+        "that other processes take less of the two cores",
+    )
     parser.add_argument("--model-repository", type=Path, default=ROOT / "model_repository")
     return parser.parse_args(argv)
 
@@ -71,17 +83,31 @@ def modelgate_command(repository: Path, port: int) -> list[str]:
     executable = shutil.which("modelgate")
     prefix = [executable] if executable else [sys.executable, "-m", "modelgate"]
     # Only add_sub: other models (an LLM engine with its busy loop, say) would share the server's core.
-    command = [*prefix, "serve", "--model-repository", str(repository), "--model-control-mode", "explicit",
-               "--load-model", MODEL, "--http-address", "127.0.0.1", "--http-port", str(port),
-               "--metrics-port", str(free_port())]
+    command = [
+        *prefix,
+        "serve",
+        "--model-repository",
+        str(repository),
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        MODEL,
+        "--http-address",
+        "127.0.0.1",
+        "--http-port",
+        str(port),
+        "--metrics-port",
+        str(free_port()),
+    ]
     serve_help = subprocess.run([*prefix, "serve", "--help"], check=False, capture_output=True, text=True).stdout
     if "--grpc-port" in serve_help:
         command += ["--grpc-address", "127.0.0.1", "--grpc-port", str(free_port())]  # never the default 8001
     return command
 
 
-def start_servers(args: argparse.Namespace, encodings: list[Encoding], work_dir: Path,
-                  stack: ExitStack) -> tuple[Server, Server, dict[str, FixedResponse]]:
+def start_servers(
+    args: argparse.Namespace, encodings: list[Encoding], work_dir: Path, stack: ExitStack
+) -> tuple[Server, Server, dict[str, FixedResponse]]:
     """modelgate, checked and recorded; then the peer replaying its answers, checked byte for byte."""
     modelgate = _start_modelgate(args, work_dir)
     stack.callback(stop_server, modelgate)
@@ -111,8 +137,14 @@ def _start_bare_peer(args: argparse.Namespace, responses: dict[str, FixedRespons
     return start_server("bare-peer", command, port, args.server_core, args.nice, work_dir)
 
 
-def compare(generator: LoadGenerator, modelgate: Server, bare: Server, encoding: Encoding, concurrency: int,
-            args: argparse.Namespace) -> tuple[CaseResult, CaseResult]:
+def compare(
+    generator: LoadGenerator,
+    modelgate: Server,
+    bare: Server,
+    encoding: Encoding,
+    concurrency: int,
+    args: argparse.Namespace,
+) -> tuple[CaseResult, CaseResult]:
     """(modelgate, bare) for one case; the servers alternate run by run so that drift hits both alike."""
     mine, peer = [], []
     for _ in range(args.repeat):
@@ -130,8 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         modelgate, bare, responses = start_servers(args, encodings, work_dir, stack)
         generator = LoadGenerator(generator_kind(args.load_generator), args.client_core, args.nice, work_dir)
         print_environment(args, generator, encodings, responses)
-        rows = [(encoding.name, concurrency, *compare(generator, modelgate, bare, encoding, concurrency, args))
-                for concurrency in args.concurrency for encoding in encodings]
+        rows = [
+            (encoding.name, concurrency, *compare(generator, modelgate, bare, encoding, concurrency, args))
+            for concurrency in args.concurrency
+            for encoding in encodings
+        ]
         print_table(rows)
     return 1 if any(mine.errors or peer.errors for _, _, mine, peer in rows) else 0
 

@@ -67,12 +67,16 @@ def print_kernel_profile(graph, graph_ms: float) -> None:
     for event in kernels:
         by_name.setdefault(event.name, []).append(event.device_time)
     busy_us = sum(sum(times) for times in by_name.values()) / TIMED_STEPS
-    print(f"  kernels of one graph step ({len(kernels) / TIMED_STEPS:.0f} launches, {busy_us:.0f} us busy of "
-          f"{graph_ms * 1e3:.0f} us: {graph_ms * 1e3 - busy_us:.0f} us between kernels)")
+    print(
+        f"  kernels of one graph step ({len(kernels) / TIMED_STEPS:.0f} launches, {busy_us:.0f} us busy of "
+        f"{graph_ms * 1e3:.0f} us: {graph_ms * 1e3 - busy_us:.0f} us between kernels)"
+    )
     print(f"  {'calls':>6}{'us/step':>9}{'us/call':>9}  kernel")
     for name, times in sorted(by_name.items(), key=lambda item: -sum(item[1])):
-        print(f"  {len(times) / TIMED_STEPS:>6.0f}{sum(times) / TIMED_STEPS:>9.1f}{statistics.median(times):>9.2f}"
-              f"  {name[:90]}")
+        print(
+            f"  {len(times) / TIMED_STEPS:>6.0f}{sum(times) / TIMED_STEPS:>9.1f}{statistics.median(times):>9.2f}"
+            f"  {name[:90]}"
+        )
 
 
 def print_engine_step_profile(engine, steps: int = 10) -> None:
@@ -123,8 +127,11 @@ def measure(engine, batch: int, context: int, vocab: int, profile: bool = False)
             print_kernel_profile(graph, graph_ms)
     for request_id in ids:
         engine.abort(request_id)
-    return {"engine_ms": statistics.median(step_ms), "graph_ms": graph_ms,
-            "bytes": step_floor_bytes(engine, batch, context + 3 + TIMED_STEPS)}
+    return {
+        "engine_ms": statistics.median(step_ms),
+        "graph_ms": graph_ms,
+        "bytes": step_floor_bytes(engine, batch, context + 3 + TIMED_STEPS),
+    }
 
 
 def main() -> int:
@@ -133,8 +140,9 @@ def main() -> int:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 64])
     parser.add_argument("--context", type=int, default=1024)
     parser.add_argument("--profile", action="store_true", help="print the kernels of one graph step")
-    parser.add_argument("--compare-ahead", action="store_true",
-                        help="also measure engine steps with launch_decode_ahead off")
+    parser.add_argument(
+        "--compare-ahead", action="store_true", help="also measure engine steps with launch_decode_ahead off"
+    )
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/modelgate-llama3-8b-random"))
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -149,9 +157,18 @@ def main() -> int:
     print(f"copy bandwidth (read + write) {copy_bw:.0f} GB/s, read-only {read_bw:.0f} GB/s", flush=True)
     rows = []
     for setting in args.settings:
-        engine = LLMEngine(args.checkpoint, EngineConfig(
-            device="cuda", max_num_seqs=max(args.batches), max_model_len=args.context + TIMED_STEPS + 64,
-            max_num_batched_tokens=16384, enable_prefix_caching=False, show_progress=False, **SETTINGS[setting]))
+        engine = LLMEngine(
+            args.checkpoint,
+            EngineConfig(
+                device="cuda",
+                max_num_seqs=max(args.batches),
+                max_model_len=args.context + TIMED_STEPS + 64,
+                max_num_batched_tokens=16384,
+                enable_prefix_caching=False,
+                show_progress=False,
+                **SETTINGS[setting],
+            ),
+        )
         for ahead in (True, False) if args.compare_ahead else (True,):
             engine.config = engine.config.model_copy(update={"launch_decode_ahead": ahead})
             label = setting if ahead else f"{setting} wait"
@@ -159,19 +176,25 @@ def main() -> int:
                 result = measure(engine, batch, args.context, LLAMA3_8B["vocab_size"], args.profile)
                 floor_ms = result["bytes"] / (read_bw * 1e9) * 1e3
                 rows.append((label, batch, result, floor_ms))
-                print(f"{label} batch {batch}: engine step {result['engine_ms']:.2f} ms, graph step "
-                      f"{result['graph_ms']:.2f} ms, floor {floor_ms:.2f} ms ({result['bytes'] / 1e9:.2f} GB)",
-                      flush=True)
+                print(
+                    f"{label} batch {batch}: engine step {result['engine_ms']:.2f} ms, graph step "
+                    f"{result['graph_ms']:.2f} ms, floor {floor_ms:.2f} ms ({result['bytes'] / 1e9:.2f} GB)",
+                    flush=True,
+                )
         del engine
         gc.collect()  # the engine holds reference cycles (graphs <-> runner)
         torch.cuda.empty_cache()
     print(f"\nLlama-3-8B-shaped, context {args.context}, {torch.cuda.get_device_name()}, read-only {read_bw:.0f} GB/s")
-    print(f"{'setting':<10}{'batch':>6}{'GB read':>9}{'floor ms':>10}{'graph ms':>10}{'engine ms':>11}"
-          f"{'graph/floor':>13}{'engine/floor':>14}")
+    print(
+        f"{'setting':<10}{'batch':>6}{'GB read':>9}{'floor ms':>10}{'graph ms':>10}{'engine ms':>11}"
+        f"{'graph/floor':>13}{'engine/floor':>14}"
+    )
     for setting, batch, r, floor_ms in rows:
         graph = r["graph_ms"] or float("nan")
-        print(f"{setting:<10}{batch:>6}{r['bytes'] / 1e9:>9.2f}{floor_ms:>10.2f}{graph:>10.2f}{r['engine_ms']:>11.2f}"
-              f"{graph / floor_ms:>13.2f}{r['engine_ms'] / floor_ms:>14.2f}")
+        print(
+            f"{setting:<10}{batch:>6}{r['bytes'] / 1e9:>9.2f}{floor_ms:>10.2f}{graph:>10.2f}{r['engine_ms']:>11.2f}"
+            f"{graph / floor_ms:>13.2f}{r['engine_ms'] / floor_ms:>14.2f}"
+        )
     return 0
 
 

@@ -94,9 +94,15 @@ def make_engine(checkpoint: Path, batch_size: int, isl: int, osl: int, block_siz
     from modelgate.backends.llm.engine import LLMEngine
     from modelgate.backends.llm.engine_config import EngineConfig
 
-    config = EngineConfig(device="cpu", max_num_seqs=batch_size, max_num_batched_tokens=16384,
-                          max_model_len=isl + osl + 16, block_size=block_size, show_progress=False,
-                          num_kv_blocks=batch_size * ((isl + osl) // block_size + 2))
+    config = EngineConfig(
+        device="cpu",
+        max_num_seqs=batch_size,
+        max_num_batched_tokens=16384,
+        max_model_len=isl + osl + 16,
+        block_size=block_size,
+        show_progress=False,
+        num_kv_blocks=batch_size * ((isl + osl) // block_size + 2),
+    )
     return LLMEngine(checkpoint, config)
 
 
@@ -128,14 +134,20 @@ def measure(checkpoint: Path, batch_size: int, args, profile_top: int) -> dict:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(profile_top)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(profile_top)
     num_steps, medians = timer.decode_medians()
-    return {"batch": batch_size, "decode_steps": num_steps, "medians": medians,
-            "tokens_per_s": batch_size * args.osl / elapsed}
+    return {
+        "batch": batch_size,
+        "decode_steps": num_steps,
+        "medians": medians,
+        "tokens_per_s": batch_size * args.osl / elapsed,
+    }
 
 
 def print_table(rows: list[dict], args) -> None:
-    print(f"\nLLMEngine.step() on the CPU ({torch.get_num_threads()} torch threads), tiny random Llama "
-          f"(hidden {TINY['hidden_size']}, {TINY['num_hidden_layers']} layers, vocab {TINY['vocab_size']}), "
-          f"ISL/OSL {args.isl}/{args.osl}, greedy, ignore_eos, block size {args.block_size}")
+    print(
+        f"\nLLMEngine.step() on the CPU ({torch.get_num_threads()} torch threads), tiny random Llama "
+        f"(hidden {TINY['hidden_size']}, {TINY['num_hidden_layers']} layers, vocab {TINY['vocab_size']}), "
+        f"ISL/OSL {args.isl}/{args.osl}, greedy, ignore_eos, block size {args.block_size}"
+    )
     print("median ms per decode step (overhead = step - model: the engine's CPU work; µs/req = overhead / batch)")
     header = f"{'batch':>6}{'steps':>7}" + "".join(f"{c:>10}" for c in COLUMNS) + f"{'µs/req':>9}{'tok/s':>9}"
     print(header)

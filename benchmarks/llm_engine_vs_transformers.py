@@ -27,15 +27,36 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-LLAMA3_8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                 num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
-                 rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=False,
-                 rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
+LLAMA3_8B = dict(
+    vocab_size=128256,
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    max_position_embeddings=8192,
+    rms_norm_eps=1e-5,
+    rope_theta=500000.0,
+    tie_word_embeddings=False,
+    rope_scaling={
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    },
+)
 # The engine settings each --settings name stands for.
 SETTINGS = {"bf16": {}, "fp8": {"quantization": "fp8", "kv_cache_dtype": "fp8"}}
-TINY = dict(LLAMA3_8B, vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2)
+TINY = dict(
+    LLAMA3_8B,
+    vocab_size=512,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
 
 
 def build_checkpoint(directory: Path, shape: dict, device: str) -> None:
@@ -71,11 +92,16 @@ def run_transformers(directory: Path, batch: list[list[int]], osl: int, device: 
     with torch.inference_mode():
         model.generate(torch.tensor(batch[:2], device=device)[:, :8], max_new_tokens=2, do_sample=False)  # warm-up
         for first in range(0, len(batch), batch_size):
-            input_ids = torch.tensor(batch[first:first + batch_size], device=device)
+            input_ids = torch.tensor(batch[first : first + batch_size], device=device)
             _sync(device)
             started = time.perf_counter()
-            out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=osl,
-                                 min_new_tokens=osl, do_sample=False)
+            out = model.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=osl,
+                min_new_tokens=osl,
+                do_sample=False,
+            )
             _sync(device)
             elapsed += time.perf_counter() - started
             generated += (out.shape[1] - input_ids.shape[1]) * out.shape[0]
@@ -108,8 +134,14 @@ def run_modelgate(engine, batch: list[list[int]], osl: int) -> dict:
     total = sum(len(times) for times in token_times.values())
     ttft = [times[0] - started for times in token_times.values()]
     itl = [b - a for times in token_times.values() for a, b in zip(times, times[1:])]
-    return {"tokens_per_s": total / elapsed, "elapsed_s": elapsed, "ttft": ttft, "itl": itl,
-            "kv_blocks": engine.runner.num_kv_blocks, "preemptions": engine.scheduler.num_preemptions - preemptions}
+    return {
+        "tokens_per_s": total / elapsed,
+        "elapsed_s": elapsed,
+        "ttft": ttft,
+        "itl": itl,
+        "kv_blocks": engine.runner.num_kv_blocks,
+        "preemptions": engine.scheduler.num_preemptions - preemptions,
+    }
 
 
 def _drive(engine, batch, sampling) -> dict[str, list[float]]:
@@ -147,16 +179,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-requests", type=int, default=256)
     parser.add_argument("--patterns", nargs="+", default=["128/128"], help="ISL/OSL pairs, e.g. 128/128 1000/1000")
-    parser.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=["bf16"],
-                        help="bf16: bf16 weights and KV; fp8: FP8 weights and FP8 KV")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        choices=sorted(SETTINGS),
+        default=["bf16"],
+        help="bf16: bf16 weights and KV; fp8: FP8 weights and FP8 KV",
+    )
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/modelgate-llama3-8b-random"))
     parser.add_argument("--tiny", action="store_true", help="a tiny model, for a CPU smoke run")
     parser.add_argument("--max-num-seqs", type=int, default=512)
     parser.add_argument("--max-num-batched-tokens", type=int, default=16384)
     parser.add_argument("--attention-backend", choices=["auto", "torch", "triton"], default="auto")
     parser.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
-    parser.add_argument("--transformers-requests", type=int, default=None,
-                        help="how many of the requests transformers runs (default all); its tok/s is over those")
+    parser.add_argument(
+        "--transformers-requests",
+        type=int,
+        default=None,
+        help="how many of the requests transformers runs (default all); its tok/s is over those",
+    )
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--skip-modelgate", action="store_true", help="transformers only")
     parser.add_argument("--build-only", action="store_true", help="only write the random checkpoint")
@@ -173,18 +214,27 @@ def main() -> None:
     longest = max(isl + osl for isl, osl in patterns)
     results: dict[tuple, dict] = {}
     for setting in [] if args.skip_modelgate else args.settings:
-        engine_settings = dict(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
-                               max_model_len=longest + 16, show_progress=False, enforce_eager=args.enforce_eager,
-                               cuda_graph_max_batch_size=args.max_num_seqs, attention_backend=args.attention_backend,
-                               **SETTINGS[setting])
+        engine_settings = dict(
+            max_num_seqs=args.max_num_seqs,
+            max_num_batched_tokens=args.max_num_batched_tokens,
+            max_model_len=longest + 16,
+            show_progress=False,
+            enforce_eager=args.enforce_eager,
+            cuda_graph_max_batch_size=args.max_num_seqs,
+            attention_backend=args.attention_backend,
+            **SETTINGS[setting],
+        )
         if device == "cpu":
             engine_settings["num_kv_blocks"] = args.num_requests * (longest // 16 + 2)
         engine = make_engine(args.checkpoint, device, engine_settings)
         for isl, osl in patterns:
             ours = run_modelgate(engine, prompts(args.num_requests, isl, shape["vocab_size"]), osl)
             results[(setting, isl, osl)] = ours
-            print(f"modelgate {setting} {isl}/{osl}: {ours['tokens_per_s']:.0f} output tok/s in {ours['elapsed_s']:.2f} s"
-                  f" (kv blocks {ours['kv_blocks']}, preemptions {ours['preemptions']})", flush=True)
+            print(
+                f"modelgate {setting} {isl}/{osl}: {ours['tokens_per_s']:.0f} output tok/s in {ours['elapsed_s']:.2f} s"
+                f" (kv blocks {ours['kv_blocks']}, preemptions {ours['preemptions']})",
+                flush=True,
+            )
         del engine
         gc.collect()
         torch.cuda.empty_cache() if device == "cuda" else None
@@ -193,23 +243,33 @@ def main() -> None:
         for isl, osl in patterns:
             count = args.transformers_requests or args.num_requests
             batch_size = transformers_batch_size(isl, osl)
-            theirs[(isl, osl)] = run_transformers(args.checkpoint, prompts(count, isl, shape["vocab_size"]), osl,
-                                                  device, batch_size)
-            print(f"transformers {isl}/{osl}: {theirs[(isl, osl)]:.0f} output tok/s ({count} requests in batches "
-                  f"of {batch_size})", flush=True)
+            theirs[(isl, osl)] = run_transformers(
+                args.checkpoint, prompts(count, isl, shape["vocab_size"]), osl, device, batch_size
+            )
+            print(
+                f"transformers {isl}/{osl}: {theirs[(isl, osl)]:.0f} output tok/s ({count} requests in batches "
+                f"of {batch_size})",
+                flush=True,
+            )
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    print(f"\n{args.num_requests} requests per pattern, {'tiny' if args.tiny else 'Llama-3-8B-shaped'} random "
-          f"weights, greedy, ignore_eos, on {name}")
-    print(f"{'ISL/OSL':<11}{'system':<24}{'output tok/s':>14}{'vs HF':>8}{'TTFT p50 ms':>13}{'ITL p50 ms':>12}"
-          f"{'ITL p99 ms':>12}")
+    print(
+        f"\n{args.num_requests} requests per pattern, {'tiny' if args.tiny else 'Llama-3-8B-shaped'} random "
+        f"weights, greedy, ignore_eos, on {name}"
+    )
+    print(
+        f"{'ISL/OSL':<11}{'system':<24}{'output tok/s':>14}{'vs HF':>8}{'TTFT p50 ms':>13}{'ITL p50 ms':>12}"
+        f"{'ITL p99 ms':>12}"
+    )
     for isl, osl in patterns:
         hf = theirs.get((isl, osl))
         for setting in [s for s in args.settings if (s, isl, osl) in results]:
             r = results[(setting, isl, osl)]
             ratio = f"{r['tokens_per_s'] / hf:>8.2f}" if hf else f"{'':>8}"
-            print(f"{f'{isl}/{osl}':<11}{f'modelgate {setting}':<24}{r['tokens_per_s']:>14.0f}{ratio}"
-                  f"{percentile(r['ttft'], 50) * 1e3:>13.1f}{percentile(r['itl'], 50) * 1e3:>12.2f}"
-                  f"{percentile(r['itl'], 99) * 1e3:>12.2f}")
+            print(
+                f"{f'{isl}/{osl}':<11}{f'modelgate {setting}':<24}{r['tokens_per_s']:>14.0f}{ratio}"
+                f"{percentile(r['ttft'], 50) * 1e3:>13.1f}{percentile(r['itl'], 50) * 1e3:>12.2f}"
+                f"{percentile(r['itl'], 99) * 1e3:>12.2f}"
+            )
         if hf:
             print(f"{f'{isl}/{osl}':<11}{'transformers bf16':<24}{hf:>14.0f}{1.0:>8.2f}")
 

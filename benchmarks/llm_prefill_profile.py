@@ -60,11 +60,22 @@ def main() -> int:
     if not (args.checkpoint / "config.json").is_file():
         build_checkpoint(args.checkpoint, LLAMA3_8B, "cuda")
     for setting in args.settings:
-        engine = LLMEngine(args.checkpoint, EngineConfig(
-            device="cuda", max_num_seqs=args.num_requests, max_num_batched_tokens=args.max_num_batched_tokens,
-            max_model_len=args.isl + 32, enable_prefix_caching=False, show_progress=False, **SETTINGS[setting]))
-        print(f"\n== {setting}: {args.num_requests} x {args.isl} prompt tokens, "
-              f"{args.max_num_batched_tokens} tokens per step")
+        engine = LLMEngine(
+            args.checkpoint,
+            EngineConfig(
+                device="cuda",
+                max_num_seqs=args.num_requests,
+                max_num_batched_tokens=args.max_num_batched_tokens,
+                max_model_len=args.isl + 32,
+                enable_prefix_caching=False,
+                show_progress=False,
+                **SETTINGS[setting],
+            ),
+        )
+        print(
+            f"\n== {setting}: {args.num_requests} x {args.isl} prompt tokens, "
+            f"{args.max_num_batched_tokens} tokens per step"
+        )
         profile_step(engine, prompts(args.num_requests, args.isl, LLAMA3_8B["vocab_size"]), 2, args.top)
         del engine
         gc.collect()

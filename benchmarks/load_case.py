@@ -29,8 +29,9 @@ class CaseResult:
     other_cpu: float  # cores' worth of CPU that other processes (and the kernel) used meanwhile
 
 
-def measure(generator: LoadGenerator, server: Server, encoding: Encoding, concurrency: int,
-            duration_s: int, warmup_s: int) -> CaseResult:
+def measure(
+    generator: LoadGenerator, server: Server, encoding: Encoding, concurrency: int, duration_s: int, warmup_s: int
+) -> CaseResult:
     """Warm up, then one measured run; CPU use of both sides (and of everything else) over it."""
     url = f"http://127.0.0.1:{server.port}{INFER_PATH}"
     if warmup_s > 0:
@@ -66,8 +67,12 @@ class CpuSnapshot:
         return cls(server.cpu_seconds(), usage.ru_utime + usage.ru_stime, _machine_busy_seconds(), time.monotonic())
 
     def minus(self, earlier: CpuSnapshot) -> CpuSnapshot:
-        return CpuSnapshot(self.server - earlier.server, self.generator - earlier.generator,
-                           self.machine - earlier.machine, self.wall - earlier.wall)
+        return CpuSnapshot(
+            self.server - earlier.server,
+            self.generator - earlier.generator,
+            self.machine - earlier.machine,
+            self.wall - earlier.wall,
+        )
 
 
 def _machine_busy_seconds() -> float:

@@ -68,8 +68,19 @@ class LoadGenerator:
         body_path.write_bytes(encoding.body)
         if self.kind == "aiohttp":
             headers = [arg for k, v in encoding.headers.items() for arg in ("--header", f"{k}: {v}")]
-            return [sys.executable, aiohttp_load.__file__, "--url", url, "--body-file",
-                    str(body_path), *headers, "--concurrency", str(concurrency), "--duration", str(duration_s)]
+            return [
+                sys.executable,
+                aiohttp_load.__file__,
+                "--url",
+                url,
+                "--body-file",
+                str(body_path),
+                *headers,
+                "--concurrency",
+                str(concurrency),
+                "--duration",
+                str(duration_s),
+            ]
         script = self.work_dir / f"{encoding.name}.lua"
         script.write_text(wrk_script(body_path, encoding.headers))
         return ["wrk", "-t1", f"-c{concurrency}", f"-d{duration_s}s", "--timeout", "10s", "-s", str(script), url]

@@ -35,8 +35,9 @@ def chain_us(n_kernels: int, elements: int, block: int, use_pdl: bool) -> float:
     def run():
         for i in range(n_kernels):
             src, dst = (a, b) if i % 2 == 0 else (b, a)
-            _row_kernel[(triton.cdiv(elements, block),)](src, dst, elements, BLOCK=block, USE_PDL=use_pdl,
-                                                       launch_pdl=use_pdl)
+            _row_kernel[(triton.cdiv(elements, block),)](
+                src, dst, elements, BLOCK=block, USE_PDL=use_pdl, launch_pdl=use_pdl
+            )
 
     run()
     torch.cuda.synchronize()
@@ -62,9 +63,11 @@ def main() -> int:
         return 0
     print(f"{torch.cuda.get_device_name()}, triton {triton.__version__}")
     print(f"{'case':<34}{'no PDL us':>10}{'PDL us':>9}")
-    for name, elements, block in (("1 program x 4096 (norm of 1 token)", 4096, 4096),
-                                  ("528 programs x 1024", 528 * 1024, 1024),
-                                  ("132 programs x 64K (~34 MB)", 132 * 65536, 65536)):
+    for name, elements, block in (
+        ("1 program x 4096 (norm of 1 token)", 4096, 4096),
+        ("528 programs x 1024", 528 * 1024, 1024),
+        ("132 programs x 64K (~34 MB)", 132 * 65536, 65536),
+    ):
         off = chain_us(400, elements, block, False)
         on = chain_us(400, elements, block, True)
         print(f"{name:<34}{off:>10.2f}{on:>9.2f}")

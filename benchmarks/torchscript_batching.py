@@ -37,8 +37,11 @@ class Bottleneck(nn.Module):
         self.conv1, self.bn1 = nn.Conv2d(inplanes, width, 1, bias=False), nn.BatchNorm2d(width)
         self.conv2, self.bn2 = nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width)
         self.conv3, self.bn3 = nn.Conv2d(width, out, 1, bias=False), nn.BatchNorm2d(out)
-        self.downsample = (nn.Sequential(nn.Conv2d(inplanes, out, 1, stride, bias=False), nn.BatchNorm2d(out))
-                           if stride != 1 or inplanes != out else nn.Identity())
+        self.downsample = (
+            nn.Sequential(nn.Conv2d(inplanes, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+            if stride != 1 or inplanes != out
+            else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.relu(self.bn1(self.conv1(x)))
@@ -51,8 +54,9 @@ class ResNet50(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-                                  nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+        )
         layers, inplanes = [], 64
         for planes, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
             for index in range(blocks):
@@ -93,9 +97,10 @@ instance_group [ { count: 1 kind: KIND } ]
 def build_repository(root: Path, kind: str) -> None:
     torch.manual_seed(0)
     resnet = torch.jit.script(ResNet50().eval())
-    batching = {"resnet50_batched": "dynamic_batching { preferred_batch_size: [ 16, 32 ] "
-                                    "max_queue_delay_microseconds: 2000 }",
-                "resnet50_direct": ""}
+    batching = {
+        "resnet50_batched": "dynamic_batching { preferred_batch_size: [ 16, 32 ] max_queue_delay_microseconds: 2000 }",
+        "resnet50_direct": "",
+    }
     for name, text in batching.items():
         (root / name / "1").mkdir(parents=True)
         resnet.save(str(root / name / "1" / "model.pt"))
@@ -113,10 +118,23 @@ def free_port() -> int:
 
 def start_server(repository: Path) -> tuple[subprocess.Popen, int]:
     grpc_port = free_port()
-    command = [sys.executable, "-m", "modelgate", "serve", "--model-repository", str(repository),
-               "--http-port", str(free_port()), "--grpc-port", str(grpc_port), "--metrics-port", str(free_port())]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               cwd=Path(__file__).resolve().parent.parent)
+    command = [
+        sys.executable,
+        "-m",
+        "modelgate",
+        "serve",
+        "--model-repository",
+        str(repository),
+        "--http-port",
+        str(free_port()),
+        "--grpc-port",
+        str(grpc_port),
+        "--metrics-port",
+        str(free_port()),
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).resolve().parent.parent
+    )
     for line in process.stdout:
         if "modelgate ready" in line:
             return process, grpc_port
@@ -126,8 +144,14 @@ def start_server(repository: Path) -> tuple[subprocess.Popen, int]:
 
 
 def bench(grpc_port: int, model: str, concurrency: int, duration: float):
-    settings = TensorBenchSettings(url=f"127.0.0.1:{grpc_port}", protocol="grpc", model=model,
-                                   concurrency=[concurrency], duration_s=duration, warmup_requests=20)
+    settings = TensorBenchSettings(
+        url=f"127.0.0.1:{grpc_port}",
+        protocol="grpc",
+        model=model,
+        concurrency=[concurrency],
+        duration_s=duration,
+        warmup_requests=20,
+    )
     return run_tensor_bench(settings).levels[0]
 
 
@@ -176,16 +200,24 @@ def main() -> None:
     device = torch.cuda.get_device_name() if kind == "KIND_GPU" else "CPU"
     print(f"\nResNet-50-sized TorchScript (random weights), {kind} on {device}, gRPC, batch 1 per request")
     print(f"{'case':<34}{'infer/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
-    for label, level in ((f"dynamic batching, concurrency {args.concurrency}", batched),
-                         (f"no batching, concurrency {args.concurrency}", direct),
-                         ("trivial model, concurrency 1", trivial)):
+    for label, level in (
+        (f"dynamic batching, concurrency {args.concurrency}", batched),
+        (f"no batching, concurrency {args.concurrency}", direct),
+        ("trivial model, concurrency 1", trivial),
+    ):
         latency = level.latency_s or {}
-        print(f"{label:<34}{level.throughput_per_s:>10.1f}{latency.get('p50', 0) * 1e3:>9.2f}"
-              f"{latency.get('p99', 0) * 1e3:>9.2f}{level.num_errors:>8}")
-    print(f"\nthroughput ratio, dynamic batching / no batching: {batched.throughput_per_s / direct.throughput_per_s:.2f}")
+        print(
+            f"{label:<34}{level.throughput_per_s:>10.1f}{latency.get('p50', 0) * 1e3:>9.2f}"
+            f"{latency.get('p99', 0) * 1e3:>9.2f}{level.num_errors:>8}"
+        )
+    print(
+        f"\nthroughput ratio, dynamic batching / no batching: {batched.throughput_per_s / direct.throughput_per_s:.2f}"
+    )
     server_us = (trivial.latency_s or {}).get("p50", 0) * 1e6
-    print(f"trivial model: backend in-process {in_process:.0f} us per request, through the server (p50, client "
-          f"included) {server_us:.0f} us: the server and the gRPC round trip add {server_us - in_process:.0f} us")
+    print(
+        f"trivial model: backend in-process {in_process:.0f} us per request, through the server (p50, client "
+        f"included) {server_us:.0f} us: the server and the gRPC round trip add {server_us - in_process:.0f} us"
+    )
 
 
 if __name__ == "__main__":

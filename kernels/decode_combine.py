@@ -35,11 +35,17 @@ def sequence_partitions(context_len, window_start, partition_size, num_partition
 
 @triton.jit
 def combine_partitions(
-    out_ptr, partial_acc_ptr, partial_max_ptr, partial_sum_ptr,  # as in _paged_decode_kernel
+    out_ptr,
+    partial_acc_ptr,
+    partial_max_ptr,
+    partial_sum_ptr,  # as in _paged_decode_kernel
     seq64,  # the sequence (int64)
     kv_head,
     last,  # partitions 0..last-1 hold the partials (the others are empty)
-    num_heads, num_partitions, stride_out_seq, stride_out_head,
+    num_heads,
+    num_partitions,
+    stride_out_seq,
+    stride_out_head,
     QUERIES_PER_KV: tl.constexpr,
     GROUP_POW2: tl.constexpr,
     HEAD_DIM: tl.constexpr,
@@ -73,8 +79,12 @@ def combine_partitions(
         maxes = tl.load(partial_max_ptr + rows, mask=mask, other=float("-inf"), cache_modifier=".cg")
         weight = tl.exp2(maxes - global_max)
         total += weight * tl.load(partial_sum_ptr + rows, mask=mask, other=0.0, cache_modifier=".cg")
-        partial = tl.load(partial_acc_ptr + rows[:, :, None] * HEAD_DIM_PAD + dims[None, None, :],
-                          mask=mask[:, :, None], other=0.0, cache_modifier=".cg")
+        partial = tl.load(
+            partial_acc_ptr + rows[:, :, None] * HEAD_DIM_PAD + dims[None, None, :],
+            mask=mask[:, :, None],
+            other=0.0,
+            cache_modifier=".cg",
+        )
         acc += tl.sum(weight[:, :, None] * partial, axis=1)
     denominator = tl.sum(total, axis=1)
     out = acc / tl.where(denominator == 0.0, 1.0, denominator)[:, None]

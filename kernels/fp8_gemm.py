@@ -192,8 +192,9 @@ def _fp8_gemm_kernel(
         # The token scale needs the whole row, whatever part of K this program multiplies.
         amax = tl.zeros([BLOCK_M], dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
-            row = tl.load(a_ptr + rows_a[:, None] * stride_am + (k0 + offs_k)[None, :],
-                          mask=(k0 + offs_k)[None, :] < K, other=0.0)
+            row = tl.load(
+                a_ptr + rows_a[:, None] * stride_am + (k0 + offs_k)[None, :], mask=(k0 + offs_k)[None, :] < K, other=0.0
+            )
             amax = tl.maximum(amax, tl.max(tl.abs(row.to(tl.float32)), axis=1))
         a_scale = tl.maximum(tl.div_rn(amax, FP8_MAX), MIN_SCALE)
     else:
@@ -288,8 +289,9 @@ def _check_gemm_args(x, x_scales, w_fp8, w_scales, bias, out_dtype, x_dtypes, wh
     check_launchable(_fp8_gemm_kernel, what, *tensors)
 
 
-def _launch(x, x_scales, w_fp8, w_scales, bias, out_dtype, config, fuse_quant: bool,
-            precise_accumulation: bool) -> torch.Tensor:
+def _launch(
+    x, x_scales, w_fp8, w_scales, bias, out_dtype, config, fuse_quant: bool, precise_accumulation: bool
+) -> torch.Tensor:
     (M, K), N = x.shape, w_fp8.shape[0]
     out = torch.empty((M, N), dtype=out_dtype, device=x.device)
     if M == 0 or N == 0:
@@ -301,19 +303,48 @@ def _launch(x, x_scales, w_fp8, w_scales, bias, out_dtype, config, fuse_quant: b
     partials = torch.empty((split_k, M, N), dtype=torch.float32, device=x.device) if split_k > 1 else out
     grid = (triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n), split_k)
     _fp8_gemm_kernel[grid](
-        x, w_fp8, x if x_scales is None else x_scales, w_scales, w_scales if bias is None else bias, partials,
-        M, N, K, x.stride(0), w_fp8.stride(0), N, M * N, k_per_split,
-        HAS_BIAS=bias is not None, FUSE_QUANT=fuse_quant, FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE,
-        ROUND_IN_FP32=is_interpreted(_fp8_gemm_kernel), EVEN_K=K % config.block_k == 0,
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP_M=config.group_m,
-        SPLIT_K=split_k, MAX_IMPRECISE_ACC=config.block_k if precise_accumulation else None,
-        num_warps=config.num_warps, num_stages=config.num_stages,
+        x,
+        w_fp8,
+        x if x_scales is None else x_scales,
+        w_scales,
+        w_scales if bias is None else bias,
+        partials,
+        M,
+        N,
+        K,
+        x.stride(0),
+        w_fp8.stride(0),
+        N,
+        M * N,
+        k_per_split,
+        HAS_BIAS=bias is not None,
+        FUSE_QUANT=fuse_quant,
+        FP8_MAX=FP8_MAX,
+        MIN_SCALE=MIN_SCALE,
+        ROUND_IN_FP32=is_interpreted(_fp8_gemm_kernel),
+        EVEN_K=K % config.block_k == 0,
+        BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n,
+        BLOCK_K=config.block_k,
+        GROUP_M=config.group_m,
+        SPLIT_K=split_k,
+        MAX_IMPRECISE_ACC=config.block_k if precise_accumulation else None,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
     )
     if split_k > 1:
         block = 1024
         _split_k_reduce_kernel[(triton.cdiv(M * N, block),)](
-            partials, w_scales, w_scales if bias is None else bias, out, M, N,
-            HAS_BIAS=bias is not None, SPLIT_K=split_k, BLOCK=block, num_warps=4,
+            partials,
+            w_scales,
+            w_scales if bias is None else bias,
+            out,
+            M,
+            N,
+            HAS_BIAS=bias is not None,
+            SPLIT_K=split_k,
+            BLOCK=block,
+            num_warps=4,
             ROUND_IN_FP32=is_interpreted(_split_k_reduce_kernel),
         )
     return out
@@ -390,7 +421,10 @@ def fp8_linear_reference(
 
 
 def fp8_linear_from_activations_reference(
-    x: torch.Tensor, w_fp8: torch.Tensor, w_scales: torch.Tensor, bias: torch.Tensor | None = None,
+    x: torch.Tensor,
+    w_fp8: torch.Tensor,
+    w_scales: torch.Tensor,
+    bias: torch.Tensor | None = None,
     out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Torch reference of fp8_linear_from_activations (the CPU engine's FP8 linear). x: [..., K] -> [..., N]."""

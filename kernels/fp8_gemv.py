@@ -89,8 +89,9 @@ class InputNorm(NamedTuple):
 
 
 @triton.jit
-def _linear_epilogue(acc, rows, row_mask, x_scale_ptr, w_scale_ptr, bias_ptr,
-                     X_IS_FP8: tl.constexpr, HAS_BIAS: tl.constexpr):
+def _linear_epilogue(
+    acc, rows, row_mask, x_scale_ptr, w_scale_ptr, bias_ptr, X_IS_FP8: tl.constexpr, HAS_BIAS: tl.constexpr
+):
     """Sums over all of K -> the linear's fp32 output: x_scale, then w_scale, then bias (the reference's order)."""
     if X_IS_FP8:
         acc = acc * tl.load(x_scale_ptr)
@@ -101,9 +102,21 @@ def _linear_epilogue(acc, rows, row_mask, x_scale_ptr, w_scale_ptr, bias_ptr,
 
 
 @triton.jit
-def _write_output(acc, acc_up, rows, row_mask, N_OUT, x_scale_ptr, w_scale_ptr, bias_ptr, out_ptr,
-                  X_IS_FP8: tl.constexpr, HAS_BIAS: tl.constexpr, SILU_AND_MUL: tl.constexpr,
-                  ROUND_IN_FP32: tl.constexpr):
+def _write_output(
+    acc,
+    acc_up,
+    rows,
+    row_mask,
+    N_OUT,
+    x_scale_ptr,
+    w_scale_ptr,
+    bias_ptr,
+    out_ptr,
+    X_IS_FP8: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SILU_AND_MUL: tl.constexpr,
+    ROUND_IN_FP32: tl.constexpr,
+):
     out_ty = out_ptr.dtype.element_ty
     y = _linear_epilogue(acc, rows, row_mask, x_scale_ptr, w_scale_ptr, bias_ptr, X_IS_FP8, HAS_BIAS)
     if SILU_AND_MUL:
@@ -130,8 +143,17 @@ def _sum_partials(p_ptrs, row_mask, N, SPLIT_K: tl.constexpr):
 
 
 @triton.jit
-def _input_rstd(x_ptr, residual_ptr, new_residual_ptr, K, eps, writes_residual,
-                HAS_RESIDUAL: tl.constexpr, K_POW2: tl.constexpr, ROUND_IN_FP32: tl.constexpr):
+def _input_rstd(
+    x_ptr,
+    residual_ptr,
+    new_residual_ptr,
+    K,
+    eps,
+    writes_residual,
+    HAS_RESIDUAL: tl.constexpr,
+    K_POW2: tl.constexpr,
+    ROUND_IN_FP32: tl.constexpr,
+):
     """NORM: 1 / rms of the whole input row x (+ residual); one program also stores the sum (the new residual).
     Every program computes it: 2 x K elements from L2, instead of a norm kernel's launch before this one."""
     ks = tl.arange(0, K_POW2)
@@ -146,8 +168,17 @@ def _input_rstd(x_ptr, residual_ptr, new_residual_ptr, K, eps, writes_residual,
 
 
 @triton.jit
-def _input_slice(x_ptr, residual_ptr, norm_weight_ptr, k, k_mask, rstd,
-                 NORM: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ROUND_IN_FP32: tl.constexpr):
+def _input_slice(
+    x_ptr,
+    residual_ptr,
+    norm_weight_ptr,
+    k,
+    k_mask,
+    rstd,
+    NORM: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    ROUND_IN_FP32: tl.constexpr,
+):
     """The linear's input at columns k, fp32: x, or (NORM) kernels/rms_norm.py's output for them."""
     x = tl.load(x_ptr + k, mask=k_mask, other=0.0).to(tl.float32)
     if NORM:
@@ -170,7 +201,9 @@ def _fp8_gemv_kernel(
     partials_ptr,  # [SPLIT_K, N] float32 partial sums (SPLIT_K > 1)
     counters_ptr,  # [cdiv(N_OUT, BLOCK_N)] int32, 0 at launch; left 0 (SPLIT_K > 1)
     N_OUT,  # output columns: N, or N / 2 with SILU_AND_MUL
-    K, stride_w, k_per_split,
+    K,
+    stride_w,
+    k_per_split,
     X_IS_FP8: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     SILU_AND_MUL: tl.constexpr,  # out[n] = silu(row n) * row (n + N_OUT), rounded like kernels/silu_and_mul.py
@@ -199,8 +232,9 @@ def _fp8_gemv_kernel(
         span = k_end - k_start
         prefetch_rows_to_l2(w_ptr, pid_n * BLOCK_N, N_OUT, stride_w, k_start, span, BLOCK_N, PREFETCH_CHUNKS)
         if SILU_AND_MUL:
-            prefetch_rows_to_l2(w_ptr, pid_n * BLOCK_N + N_OUT, 2 * N_OUT, stride_w, k_start, span,
-                                BLOCK_N, PREFETCH_CHUNKS)
+            prefetch_rows_to_l2(
+                w_ptr, pid_n * BLOCK_N + N_OUT, 2 * N_OUT, stride_w, k_start, span, BLOCK_N, PREFETCH_CHUNKS
+            )
     cols = tl.arange(0, BLOCK_K)
     w_rows = w_ptr + rows.to(tl.int64)[:, None] * stride_w
     up_rows = w_ptr + (rows + N_OUT).to(tl.int64)[:, None] * stride_w
@@ -215,8 +249,9 @@ def _fp8_gemv_kernel(
     wait_for_previous_kernel(PDL)
     rstd = 0.0
     if NORM:
-        rstd = _input_rstd(x_ptr, residual_ptr, new_residual_ptr, K, eps, (pid_n + pid_k) == 0,
-                           HAS_RESIDUAL, K_POW2, ROUND_IN_FP32)
+        rstd = _input_rstd(
+            x_ptr, residual_ptr, new_residual_ptr, K, eps, (pid_n + pid_k) == 0, HAS_RESIDUAL, K_POW2, ROUND_IN_FP32
+        )
     x = _input_slice(x_ptr, residual_ptr, norm_weight_ptr, k, k < k_end, rstd, NORM, HAS_RESIDUAL, ROUND_IN_FP32)
     acc = tl.sum(w_tile.to(tl.float32) * x[None, :], axis=1)
     acc_up = tl.zeros([BLOCK_N], tl.float32)
@@ -235,8 +270,21 @@ def _fp8_gemv_kernel(
             w_up = tl.load(up_rows + k[None, :], mask=w_mask, other=0.0).to(tl.float32)
             acc_up += tl.sum(w_up * x[None, :], axis=1)
     if SPLIT_K == 1:
-        _write_output(acc, acc_up, rows, row_mask, N_OUT, x_scale_ptr, w_scale_ptr, bias_ptr, out_ptr,
-                      X_IS_FP8, HAS_BIAS, SILU_AND_MUL, ROUND_IN_FP32)
+        _write_output(
+            acc,
+            acc_up,
+            rows,
+            row_mask,
+            N_OUT,
+            x_scale_ptr,
+            w_scale_ptr,
+            bias_ptr,
+            out_ptr,
+            X_IS_FP8,
+            HAS_BIAS,
+            SILU_AND_MUL,
+            ROUND_IN_FP32,
+        )
     else:
         N = 2 * N_OUT if SILU_AND_MUL else N_OUT
         p_ptrs = partials_ptr + rows
@@ -253,8 +301,21 @@ def _fp8_gemv_kernel(
             acc = _sum_partials(p_ptrs, row_mask, N, SPLIT_K)
             if SILU_AND_MUL:
                 acc_up = _sum_partials(p_ptrs + N_OUT, row_mask, N, SPLIT_K)
-            _write_output(acc, acc_up, rows, row_mask, N_OUT, x_scale_ptr, w_scale_ptr, bias_ptr, out_ptr,
-                          X_IS_FP8, HAS_BIAS, SILU_AND_MUL, ROUND_IN_FP32)
+            _write_output(
+                acc,
+                acc_up,
+                rows,
+                row_mask,
+                N_OUT,
+                x_scale_ptr,
+                w_scale_ptr,
+                bias_ptr,
+                out_ptr,
+                X_IS_FP8,
+                HAS_BIAS,
+                SILU_AND_MUL,
+                ROUND_IN_FP32,
+            )
             # Nobody touches this counter again in this launch (all SPLIT_K programs have counted): the next
             # launch, or CUDA-graph replay, starts from 0.
             tl.store(counters_ptr + pid_n, 0)
@@ -331,8 +392,10 @@ def fp8_gemv(
     row_blocks = triton.cdiv(n_out, config.block_n)
     if split_k > 1:
         if row_blocks > NUM_COUNTERS:
-            raise ValueError(f"{what}: {row_blocks} row blocks of {config.block_n} exceed the {NUM_COUNTERS} "
-                             f"split-K counters; use a larger config.block_n")
+            raise ValueError(
+                f"{what}: {row_blocks} row blocks of {config.block_n} exceed the {NUM_COUNTERS} "
+                f"split-K counters; use a larger config.block_n"
+            )
         partials = torch.empty((split_k, N), dtype=torch.float32, device=x.device)
         counters = split_k_counters(x.device)
     else:
@@ -343,16 +406,37 @@ def fp8_gemv(
     threads = 32 * config.num_warps
     has_residual = norm is not None and norm.residual is not None
     _fp8_gemv_kernel[(row_blocks, split_k)](
-        x, x_scale if is_fp8 else w_scales, w_fp8, w_scales, w_scales if bias is None else bias, out,
-        partials, counters, n_out, K, w_fp8.stride(0), k_per_split,
-        X_IS_FP8=is_fp8, HAS_BIAS=bias is not None, SILU_AND_MUL=silu_and_mul, SPLIT_K=split_k,
-        BLOCK_N=config.block_n, BLOCK_K=config.block_k, ROUND_IN_FP32=is_interpreted(_fp8_gemv_kernel),
-        PDL=pdl, PREFETCH=prefetch, PREFETCH_CHUNKS=max(1, threads // config.block_n),
+        x,
+        x_scale if is_fp8 else w_scales,
+        w_fp8,
+        w_scales,
+        w_scales if bias is None else bias,
+        out,
+        partials,
+        counters,
+        n_out,
+        K,
+        w_fp8.stride(0),
+        k_per_split,
+        X_IS_FP8=is_fp8,
+        HAS_BIAS=bias is not None,
+        SILU_AND_MUL=silu_and_mul,
+        SPLIT_K=split_k,
+        BLOCK_N=config.block_n,
+        BLOCK_K=config.block_k,
+        ROUND_IN_FP32=is_interpreted(_fp8_gemv_kernel),
+        PDL=pdl,
+        PREFETCH=prefetch,
+        PREFETCH_CHUNKS=max(1, threads // config.block_n),
         residual_ptr=norm.residual if has_residual else w_scales,
         norm_weight_ptr=w_scales if norm is None else norm.weight,
-        new_residual_ptr=norm.new_residual if has_residual else w_scales, eps=0.0 if norm is None else norm.eps,
-        NORM=norm is not None, HAS_RESIDUAL=has_residual, K_POW2=triton.next_power_of_2(K),
-        num_warps=config.num_warps, launch_pdl=pdl,
+        new_residual_ptr=norm.new_residual if has_residual else w_scales,
+        eps=0.0 if norm is None else norm.eps,
+        NORM=norm is not None,
+        HAS_RESIDUAL=has_residual,
+        K_POW2=triton.next_power_of_2(K),
+        num_warps=config.num_warps,
+        launch_pdl=pdl,
     )
     return out
 
@@ -367,23 +451,28 @@ def _check_norm(x, norm: InputNorm, what: str) -> None:
     if x.dtype not in SOURCE_DTYPES:
         raise ValueError(f"{what}: a normalized input must be bfloat16, float16 or float32, got {x.dtype}")
     if norm.weight.shape != (K,) or norm.weight.dtype != x.dtype or not norm.weight.is_contiguous():
-        raise ValueError(f"{what}: norm.weight must be contiguous {x.dtype} [{K}], got "
-                         f"{norm.weight.dtype} {tuple(norm.weight.shape)}")
+        raise ValueError(
+            f"{what}: norm.weight must be contiguous {x.dtype} [{K}], got "
+            f"{norm.weight.dtype} {tuple(norm.weight.shape)}"
+        )
     if (norm.residual is None) != (norm.new_residual is None):
         raise ValueError(f"{what}: norm.new_residual goes with norm.residual and only with it")
     for name in ("residual", "new_residual"):
         t = getattr(norm, name)
         if t is not None and (t.shape != (1, K) or t.dtype != x.dtype or not t.is_contiguous()):
-            raise ValueError(f"{what}: norm.{name} must be a contiguous {x.dtype} [1, {K}], got "
-                             f"{t.dtype} {tuple(t.shape)}")
+            raise ValueError(
+                f"{what}: norm.{name} must be a contiguous {x.dtype} [1, {K}], got {t.dtype} {tuple(t.shape)}"
+            )
     if norm.new_residual is not None and norm.new_residual.data_ptr() in (x.data_ptr(), norm.residual.data_ptr()):
         raise ValueError(f"{what}: norm.new_residual must not overlap x or norm.residual (they are still read)")
 
 
 def _check(x, w_fp8, w_scales, bias, x_scale, is_fp8, what) -> None:
     if w_fp8.dim() != 2 or w_fp8.dtype != FP8_DTYPE or (w_fp8.shape[1] > 1 and w_fp8.stride(1) != 1):
-        raise ValueError(f"{what}: w_fp8 must be float8_e4m3fn [N, K] with unit column stride, got "
-                         f"{w_fp8.dtype} {tuple(w_fp8.shape)} strides {w_fp8.stride()}")
+        raise ValueError(
+            f"{what}: w_fp8 must be float8_e4m3fn [N, K] with unit column stride, got "
+            f"{w_fp8.dtype} {tuple(w_fp8.shape)} strides {w_fp8.stride()}"
+        )
     N, K = w_fp8.shape
     if x.shape != (1, K) or not x[0].is_contiguous():
         raise ValueError(f"{what}: x must be one contiguous row [1, K={K}], got {tuple(x.shape)}")

@@ -58,16 +58,33 @@ def store_quarters(ptr, x0, x1, x2, x3, mask):
 
 @triton.jit
 def attend_fp8_words_tile(
-    q0, q1, q2, q3,  # [M, QUARTER] query quarters q[:, j::4], q's dtype
-    m, l,  # [M] float32 running max (log2 domain) and sum, as in attend_kv_tile
-    acc0, acc1, acc2, acc3,  # [M, QUARTER] float32 output quarters
-    k_words_ptr, v_words_ptr,  # [num_blocks, block_size, num_kv_heads, head_dim // 4] int32 views of the cache
-    k_scale_ptr, v_scale_ptr,  # [num_blocks, block_size, num_kv_heads] float32
+    q0,
+    q1,
+    q2,
+    q3,  # [M, QUARTER] query quarters q[:, j::4], q's dtype
+    m,
+    l,  # [M] float32 running max (log2 domain) and sum, as in attend_kv_tile
+    acc0,
+    acc1,
+    acc2,
+    acc3,  # [M, QUARTER] float32 output quarters
+    k_words_ptr,
+    v_words_ptr,  # [num_blocks, block_size, num_kv_heads, head_dim // 4] int32 views of the cache
+    k_scale_ptr,
+    v_scale_ptr,  # [num_blocks, block_size, num_kv_heads] float32
     block_table_ptr,  # this sequence's row of block_tables (int32)
-    positions, in_context, visible,  # as in attend_kv_tile
-    kv_head, block_size, qk_scale,
-    stride_word_block, stride_word_slot, stride_word_head,
-    stride_scale_block, stride_scale_slot, stride_scale_head,
+    positions,
+    in_context,
+    visible,  # as in attend_kv_tile
+    kv_head,
+    block_size,
+    qk_scale,
+    stride_word_block,
+    stride_word_slot,
+    stride_word_head,
+    stride_scale_block,
+    stride_scale_slot,
+    stride_scale_head,
     QUARTER: tl.constexpr,  # head_dim // 4
     UPCAST_DOT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -76,8 +93,9 @@ def attend_fp8_words_tile(
     blocks = tl.load(block_table_ptr + positions // block_size, mask=in_context, other=0).to(tl.int64)
     in_block = (positions % block_size).to(tl.int64)
     words = tl.arange(0, QUARTER)
-    offsets = (blocks * stride_word_block + in_block * stride_word_slot + kv_head * stride_word_head)[:, None] \
-        + words[None, :]
+    offsets = (blocks * stride_word_block + in_block * stride_word_slot + kv_head * stride_word_head)[:, None] + words[
+        None, :
+    ]
     mask = in_context[:, None]
     k = tl.load(k_words_ptr + offsets, mask=mask, other=0)
     v = tl.load(v_words_ptr + offsets, mask=mask, other=0)

@@ -195,8 +195,17 @@ def _quantize_rows(x: torch.Tensor, name: str, what: str) -> Fp8Rows:
     config = quantize_rows_config(num_rows, num_cols)
     grid = (triton.cdiv(num_rows, config["BLOCK_M"]),)
     _quantize_rows_kernel[grid](
-        x, q, scales, num_rows, num_cols, x.stride(0), q.stride(0),
-        FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, ROUND_IN_FP32=is_interpreted(_quantize_rows_kernel), **config,
+        x,
+        q,
+        scales,
+        num_rows,
+        num_cols,
+        x.stride(0),
+        q.stride(0),
+        FP8_MAX=FP8_MAX,
+        MIN_SCALE=MIN_SCALE,
+        ROUND_IN_FP32=is_interpreted(_quantize_rows_kernel),
+        **config,
     )
     return Fp8Rows(q, scales)
 
@@ -259,8 +268,10 @@ def fp8_weight_from_checkpoint(weight: torch.Tensor, weight_scale: torch.Tensor 
     if weight.dtype == FP8_DTYPE:
         if weight_scale is None:
             raise ValueError(f"{what}: a float8_e4m3fn weight needs its weight_scale tensor")
-        if weight_scale.numel() not in (1, num_rows) or weight_scale.dim() > 2 or (
-            weight_scale.dim() == 2 and weight_scale.shape[1] != 1
+        if (
+            weight_scale.numel() not in (1, num_rows)
+            or weight_scale.dim() > 2
+            or (weight_scale.dim() == 2 and weight_scale.shape[1] != 1)
         ):
             raise ValueError(
                 f"{what}: weight_scale must be per-tensor (shape () or [1]) or per-channel ([{num_rows}] or "

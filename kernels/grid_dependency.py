@@ -65,8 +65,9 @@ def allow_dependents_to_launch(PDL: tl.constexpr):
 
 
 @triton.jit
-def prefetch_rows_to_l2(base_ptr, first_row, num_rows, row_stride, col_start, nbytes,
-                        ROWS: tl.constexpr, CHUNKS: tl.constexpr):
+def prefetch_rows_to_l2(
+    base_ptr, first_row, num_rows, row_stride, col_start, nbytes, ROWS: tl.constexpr, CHUNKS: tl.constexpr
+):
     """Hint L2 to fetch bytes [col_start, col_start + nbytes) of rows first_row .. first_row + ROWS - 1 (those
     below num_rows) of a one-byte-per-element matrix (FP8 weights) at base_ptr.
 
@@ -84,4 +85,9 @@ def prefetch_rows_to_l2(base_ptr, first_row, num_rows, row_stride, col_start, nb
     addresses = (base_ptr + rows.to(tl.int64) * row_stride + col_start + start).to(tl.int64)
     tl.inline_asm_elementwise(
         "{ .reg .pred p; setp.ne.u32 p, $2, 0; @p cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0; }",
-        "=r,l,r", [addresses, size.to(tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
+        "=r,l,r",
+        [addresses, size.to(tl.int32)],
+        dtype=tl.int32,
+        is_pure=False,
+        pack=1,
+    )

@@ -37,8 +37,12 @@ def attend_kv_tile(
     kv_head,  # the KV head
     block_size,  # tokens per cache block
     qk_scale,  # softmax scale * log2(e)
-    stride_cache_block, stride_cache_slot, stride_cache_head,
-    stride_scale_block, stride_scale_slot, stride_scale_head,
+    stride_cache_block,
+    stride_cache_slot,
+    stride_cache_head,
+    stride_scale_block,
+    stride_scale_slot,
+    stride_scale_head,
     HEAD_DIM: tl.constexpr,
     HEAD_DIM_PAD: tl.constexpr,
     IS_FP8: tl.constexpr,
@@ -84,8 +88,10 @@ def checked_output(out: torch.Tensor | None, q: torch.Tensor, what: str) -> torc
     if out is None:
         return torch.empty_like(q, memory_format=torch.contiguous_format)
     if out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
-        raise ValueError(f"{what}: out must be {q.dtype} {tuple(q.shape)} on {q.device}, got {out.dtype} "
-                         f"{tuple(out.shape)} on {out.device}")
+        raise ValueError(
+            f"{what}: out must be {q.dtype} {tuple(q.shape)} on {q.device}, got {out.dtype} "
+            f"{tuple(out.shape)} on {out.device}"
+        )
     if q.shape[2] > 1 and out.stride(2) != 1:
         raise ValueError(f"{what}: out needs a contiguous head_dim (stride 1), got strides {out.stride()}")
     return out

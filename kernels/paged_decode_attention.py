@@ -84,10 +84,16 @@ def _paged_decode_kernel(
     partition_size,  # tokens per partition: a multiple of BLOCK_N (single pass: >= any context)
     num_heads,  # query heads
     num_partitions,  # programs along axis 2
-    stride_q_seq, stride_q_head,
-    stride_out_seq, stride_out_head,
-    stride_cache_block, stride_cache_slot, stride_cache_head,
-    stride_scale_block, stride_scale_slot, stride_scale_head,
+    stride_q_seq,
+    stride_q_head,
+    stride_out_seq,
+    stride_out_head,
+    stride_cache_block,
+    stride_cache_slot,
+    stride_cache_head,
+    stride_scale_block,
+    stride_scale_slot,
+    stride_scale_head,
     stride_table_seq,
     QUERIES_PER_KV: tl.constexpr,  # query heads per KV head
     GROUP_PAD: tl.constexpr,  # QUERIES_PER_KV padded to a power of two >= 16 (tl.dot's M)
@@ -144,19 +150,65 @@ def _paged_decode_kernel(
         visible = in_context & (positions >= window_start)
         if WORDS:
             m, l, acc0, acc1, acc2, acc3 = attend_fp8_words_tile(
-                q0, q1, q2, q3, m, l, acc0, acc1, acc2, acc3, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr,
-                block_table_ptr, positions, in_context, visible[None, :], kv_head, block_size, qk_scale,
-                stride_cache_block, stride_cache_slot, stride_cache_head,
-                stride_scale_block, stride_scale_slot, stride_scale_head,
-                HEAD_DIM // 4, UPCAST_DOT, DOT_PRECISION,
+                q0,
+                q1,
+                q2,
+                q3,
+                m,
+                l,
+                acc0,
+                acc1,
+                acc2,
+                acc3,
+                k_cache_ptr,
+                v_cache_ptr,
+                k_scale_ptr,
+                v_scale_ptr,
+                block_table_ptr,
+                positions,
+                in_context,
+                visible[None, :],
+                kv_head,
+                block_size,
+                qk_scale,
+                stride_cache_block,
+                stride_cache_slot,
+                stride_cache_head,
+                stride_scale_block,
+                stride_scale_slot,
+                stride_scale_head,
+                HEAD_DIM // 4,
+                UPCAST_DOT,
+                DOT_PRECISION,
             )
         else:
             m, l, acc = attend_kv_tile(
-                q, m, l, acc, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, block_table_ptr,
-                positions, in_context, visible[None, :], kv_head, block_size, qk_scale,
-                stride_cache_block, stride_cache_slot, stride_cache_head,
-                stride_scale_block, stride_scale_slot, stride_scale_head,
-                HEAD_DIM, HEAD_DIM_PAD, IS_FP8, UPCAST_DOT, DOT_PRECISION,
+                q,
+                m,
+                l,
+                acc,
+                k_cache_ptr,
+                v_cache_ptr,
+                k_scale_ptr,
+                v_scale_ptr,
+                block_table_ptr,
+                positions,
+                in_context,
+                visible[None, :],
+                kv_head,
+                block_size,
+                qk_scale,
+                stride_cache_block,
+                stride_cache_slot,
+                stride_cache_head,
+                stride_scale_block,
+                stride_scale_slot,
+                stride_scale_head,
+                HEAD_DIM,
+                HEAD_DIM_PAD,
+                IS_FP8,
+                UPCAST_DOT,
+                DOT_PRECISION,
             )
     if SPLIT:
         # An empty partition (start >= end: its tile loop did not run) stores nothing, as the combine reads
@@ -181,9 +233,22 @@ def _paged_decode_kernel(
             # The partitions that hold a visible key: 0..last-1 (partitions are consecutive runs of keys).
             last = tl.minimum(tl.cdiv(context_len - first_key, size), num_partitions)
             combine_partitions(
-                out_ptr, partial_acc_ptr, partial_max_ptr, partial_sum_ptr, seq64, kv_head, last, num_heads,
-                num_partitions, stride_out_seq, stride_out_head,
-                QUERIES_PER_KV, GROUP_POW2, HEAD_DIM, HEAD_DIM_PAD, COMBINE_BLOCK,
+                out_ptr,
+                partial_acc_ptr,
+                partial_max_ptr,
+                partial_sum_ptr,
+                seq64,
+                kv_head,
+                last,
+                num_heads,
+                num_partitions,
+                stride_out_seq,
+                stride_out_head,
+                QUERIES_PER_KV,
+                GROUP_POW2,
+                HEAD_DIM,
+                HEAD_DIM_PAD,
+                COMBINE_BLOCK,
             )
             # All num_partitions programs have counted: nobody touches this counter again in this launch, and
             # the next launch (or CUDA-graph replay) starts from 0.
@@ -194,8 +259,14 @@ def _paged_decode_kernel(
         out_rows = out_ptr + seq64 * stride_out_seq + heads[:, None] * stride_out_head
         out_ty = out_ptr.dtype.element_ty
         if WORDS:
-            store_quarters(out_rows + quarter4, (acc0 * inverse).to(out_ty), (acc1 * inverse).to(out_ty),
-                           (acc2 * inverse).to(out_ty), (acc3 * inverse).to(out_ty), group_mask[:, None])
+            store_quarters(
+                out_rows + quarter4,
+                (acc0 * inverse).to(out_ty),
+                (acc1 * inverse).to(out_ty),
+                (acc2 * inverse).to(out_ty),
+                (acc3 * inverse).to(out_ty),
+                group_mask[:, None],
+            )
         else:
             tl.store(out_rows + dims[None, :], (acc * inverse).to(out_ty), mask=row_mask)
 
@@ -256,19 +327,48 @@ def paged_decode_attention(
     scale = (softmax_scale if softmax_scale is not None else head_dim**-0.5) * LOG2E
     grid = (num_seqs, num_kv_heads, split.num_partitions)
     _paged_decode_kernel[grid](
-        out, *partials, counters, q, k_cache, v_cache, k_scale, v_scale, block_tables, context_lens,
-        scale, sliding_window or 0, kv_cache.shape[2], partition_size, num_heads, split.num_partitions,
-        q.stride(0), q.stride(1), out.stride(0), out.stride(1),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        out,
+        *partials,
+        counters,
+        q,
+        k_cache,
+        v_cache,
+        k_scale,
+        v_scale,
+        block_tables,
+        context_lens,
+        scale,
+        sliding_window or 0,
+        kv_cache.shape[2],
+        partition_size,
+        num_heads,
+        split.num_partitions,
+        q.stride(0),
+        q.stride(1),
+        out.stride(0),
+        out.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
         *(k_scale.stride()[:3] if is_fp8 else (0, 0, 0)),
         block_tables.stride(0),
-        QUERIES_PER_KV=queries_per_kv, GROUP_PAD=max(16, group_pow2), GROUP_POW2=group_pow2,
-        HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, BLOCK_N=config.block_n,
-        HAS_WINDOW=sliding_window is not None, IS_FP8=is_fp8, SPLIT=is_split,
+        QUERIES_PER_KV=queries_per_kv,
+        GROUP_PAD=max(16, group_pow2),
+        GROUP_POW2=group_pow2,
+        HEAD_DIM=head_dim,
+        HEAD_DIM_PAD=head_dim_pad,
+        BLOCK_N=config.block_n,
+        HAS_WINDOW=sliding_window is not None,
+        IS_FP8=is_fp8,
+        SPLIT=is_split,
         COMBINE_BLOCK=combine_block(split.num_partitions, group_pow2, head_dim_pad),
-        UPCAST_DOT=is_interpreted(_paged_decode_kernel), DOT_PRECISION=dot_precision(q.dtype), WORDS=words,
-        PDL=pdl_supported(_paged_decode_kernel, q.device), launch_pdl=pdl_supported(_paged_decode_kernel, q.device),
-        num_warps=config.num_warps, num_stages=config.num_stages,
+        UPCAST_DOT=is_interpreted(_paged_decode_kernel),
+        DOT_PRECISION=dot_precision(q.dtype),
+        WORDS=words,
+        PDL=pdl_supported(_paged_decode_kernel, q.device),
+        launch_pdl=pdl_supported(_paged_decode_kernel, q.device),
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
     )
     return out
 

@@ -70,10 +70,16 @@ def _reshape_and_cache_kernel(
     v_scale_ptr,  # [num_blocks, block_size, num_kv_heads] float32 kv_scales[1] (IS_FP8 only)
     slot_mapping_ptr,  # [num_tokens] int64: cache slot of each token; < 0 = skip
     block_size,  # tokens per cache block
-    stride_key_token, stride_key_head,  # key strides (elements)
-    stride_value_token, stride_value_head,  # value strides
-    stride_cache_block, stride_cache_slot, stride_cache_head,  # cache strides (of kv_cache[i])
-    stride_scale_block, stride_scale_slot, stride_scale_head,  # scale strides (of kv_scales[i])
+    stride_key_token,
+    stride_key_head,  # key strides (elements)
+    stride_value_token,
+    stride_value_head,  # value strides
+    stride_cache_block,
+    stride_cache_slot,
+    stride_cache_head,  # cache strides (of kv_cache[i])
+    stride_scale_block,
+    stride_scale_slot,
+    stride_scale_head,  # scale strides (of kv_scales[i])
     NUM_KV_HEADS: tl.constexpr,  # KV heads per token
     HEAD_DIM: tl.constexpr,  # elements per head
     HEADS_PAD: tl.constexpr,  # NUM_KV_HEADS rounded up to a power of two
@@ -149,13 +155,29 @@ def reshape_and_cache(
     heads_pad = triton.next_power_of_2(num_kv_heads)
     head_dim_pad = triton.next_power_of_2(head_dim)
     _reshape_and_cache_kernel[(num_tokens,)](
-        key, value, k_cache, v_cache, k_scale, v_scale, slot_mapping,
+        key,
+        value,
+        k_cache,
+        v_cache,
+        k_scale,
+        v_scale,
+        slot_mapping,
         kv_cache.shape[2],
-        key.stride(0), key.stride(1), value.stride(0), value.stride(1),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        key.stride(0),
+        key.stride(1),
+        value.stride(0),
+        value.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
         *scale_strides,
-        NUM_KV_HEADS=num_kv_heads, HEAD_DIM=head_dim, HEADS_PAD=heads_pad, HEAD_DIM_PAD=head_dim_pad,
-        IS_FP8=is_fp8, FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE,
+        NUM_KV_HEADS=num_kv_heads,
+        HEAD_DIM=head_dim,
+        HEADS_PAD=heads_pad,
+        HEAD_DIM_PAD=head_dim_pad,
+        IS_FP8=is_fp8,
+        FP8_MAX=FP8_MAX,
+        MIN_SCALE=MIN_SCALE,
         ROUND_IN_FP32=is_interpreted(_reshape_and_cache_kernel),
         num_warps=max(1, min(8, heads_pad * head_dim_pad // 256)),
     )

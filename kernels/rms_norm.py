@@ -190,10 +190,24 @@ def rms_norm(
     block = triton.next_power_of_2(hidden)
     block_m = max(1, min(triton.next_power_of_2(num_tokens), TILE_ELEMENTS // block))
     _rms_norm_kernel[(triton.cdiv(num_tokens, block_m),)](
-        x, new_residual, weight, out, scales, num_tokens, hidden,
-        x.stride(0), new_residual.stride(0), out.stride(0), float(eps),
-        HAS_RESIDUAL=residual is not None, FP8_OUT=out_fp8, FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE,
-        BLOCK_M=block_m, BLOCK=block, ROUND_IN_FP32=is_interpreted(_rms_norm_kernel),
+        x,
+        new_residual,
+        weight,
+        out,
+        scales,
+        num_tokens,
+        hidden,
+        x.stride(0),
+        new_residual.stride(0),
+        out.stride(0),
+        float(eps),
+        HAS_RESIDUAL=residual is not None,
+        FP8_OUT=out_fp8,
+        FP8_MAX=FP8_MAX,
+        MIN_SCALE=MIN_SCALE,
+        BLOCK_M=block_m,
+        BLOCK=block,
+        ROUND_IN_FP32=is_interpreted(_rms_norm_kernel),
         EARLY_DEPENDENTS=pdl_supported(_rms_norm_kernel, x.device),
         # ~8 elements per thread: 16-byte bf16 loads, up to 16 warps for long rows.
         num_warps=max(1, min(16, block_m * block // 256)),

@@ -39,8 +39,17 @@ def rotated_halves(x_ptr, first, mask, cos, sin, HALF: tl.constexpr, ROUND_IN_FP
 
 @triton.jit
 def _rotate_heads(
-    x_ptr, tokens, token_mask, stride_token, stride_head, cos, sin,
-    NUM_HEADS: tl.constexpr, HEADS_PAD: tl.constexpr, HALF: tl.constexpr, HALF_PAD: tl.constexpr,
+    x_ptr,
+    tokens,
+    token_mask,
+    stride_token,
+    stride_head,
+    cos,
+    sin,
+    NUM_HEADS: tl.constexpr,
+    HEADS_PAD: tl.constexpr,
+    HALF: tl.constexpr,
+    HALF_PAD: tl.constexpr,
     ROUND_IN_FP32: tl.constexpr,
 ):
     """Rotate NUM_HEADS heads of the tokens `tokens` ([BLOCK_T] int64) in place; cos/sin: [BLOCK_T, HALF_PAD]."""
@@ -60,8 +69,10 @@ def _rotary_embedding_kernel(
     positions_ptr,  # [num_tokens] int64 position of each token
     cos_ptr,  # [max_positions, head_dim // 2] float32, column stride 1
     sin_ptr,  # [max_positions, head_dim // 2] float32, same strides as cos
-    stride_q_token, stride_q_head,  # q strides (elements)
-    stride_k_token, stride_k_head,  # k strides
+    stride_q_token,
+    stride_q_head,  # q strides (elements)
+    stride_k_token,
+    stride_k_head,  # k strides
     stride_cache,  # elements between rows (positions) of cos and sin
     num_tokens,  # tokens (rows of q, k, positions)
     BLOCK_T: tl.constexpr,  # tokens per program
@@ -82,17 +93,39 @@ def _rotary_embedding_kernel(
     cache_mask = token_mask[:, None] & (dims < HALF)[None, :]
     cos = tl.load(cos_ptr + cache_offsets, mask=cache_mask, other=0.0)
     sin = tl.load(sin_ptr + cache_offsets, mask=cache_mask, other=0.0)
-    _rotate_heads(q_ptr, tokens, token_mask, stride_q_token, stride_q_head, cos, sin,
-                  NUM_Q_HEADS, Q_HEADS_PAD, HALF, HALF_PAD, ROUND_IN_FP32)
-    _rotate_heads(k_ptr, tokens, token_mask, stride_k_token, stride_k_head, cos, sin,
-                  NUM_KV_HEADS, KV_HEADS_PAD, HALF, HALF_PAD, ROUND_IN_FP32)
+    _rotate_heads(
+        q_ptr,
+        tokens,
+        token_mask,
+        stride_q_token,
+        stride_q_head,
+        cos,
+        sin,
+        NUM_Q_HEADS,
+        Q_HEADS_PAD,
+        HALF,
+        HALF_PAD,
+        ROUND_IN_FP32,
+    )
+    _rotate_heads(
+        k_ptr,
+        tokens,
+        token_mask,
+        stride_k_token,
+        stride_k_head,
+        cos,
+        sin,
+        NUM_KV_HEADS,
+        KV_HEADS_PAD,
+        HALF,
+        HALF_PAD,
+        ROUND_IN_FP32,
+    )
 
 
 def can_run_on(device: torch.device) -> bool:
     """True when the kernel can run on `device`: CUDA, or the CPU under TRITON_INTERPRET=1."""
-    return HAS_TRITON and (
-        device.type == "cuda" or (device.type == "cpu" and is_interpreted(_rotary_embedding_kernel))
-    )
+    return HAS_TRITON and (device.type == "cuda" or (device.type == "cpu" and is_interpreted(_rotary_embedding_kernel)))
 
 
 def _check_heads(t: torch.Tensor, name: str, num_tokens: int, head_dim: int, what: str) -> None:
@@ -159,11 +192,25 @@ def rotary_embedding(
     half_pad = triton.next_power_of_2(half)
     block_t = max(1, min(triton.next_power_of_2(num_tokens), TILE_ELEMENTS // (2 * q_heads_pad * half_pad)))
     _rotary_embedding_kernel[(triton.cdiv(num_tokens, block_t),)](
-        q, k, positions, cos, sin,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), cos.stride(0), num_tokens,
-        BLOCK_T=block_t, NUM_Q_HEADS=num_q_heads, NUM_KV_HEADS=num_kv_heads,
-        Q_HEADS_PAD=q_heads_pad, KV_HEADS_PAD=kv_heads_pad,
-        HALF=half, HALF_PAD=half_pad, ROUND_IN_FP32=is_interpreted(_rotary_embedding_kernel),
+        q,
+        k,
+        positions,
+        cos,
+        sin,
+        q.stride(0),
+        q.stride(1),
+        k.stride(0),
+        k.stride(1),
+        cos.stride(0),
+        num_tokens,
+        BLOCK_T=block_t,
+        NUM_Q_HEADS=num_q_heads,
+        NUM_KV_HEADS=num_kv_heads,
+        Q_HEADS_PAD=q_heads_pad,
+        KV_HEADS_PAD=kv_heads_pad,
+        HALF=half,
+        HALF_PAD=half_pad,
+        ROUND_IN_FP32=is_interpreted(_rotary_embedding_kernel),
         num_warps=max(1, min(8, block_t * q_heads_pad * half_pad // 256)),
         # a * b - c * d rounded twice, as torch's separate kernels round it (FMA would round once).
         enable_fp_fusion=False,

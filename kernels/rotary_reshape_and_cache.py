@@ -32,10 +32,18 @@ from modelgate.kernels.rotary_embedding import check_rotary_arguments, rotary_em
 
 @triton.jit
 def _write_halves(
-    x1, x2,  # [KV_HEADS_PAD, HALF_PAD] the two halves of each head vector (source dtype)
-    cache_ptr, cache_first, mask,  # cache (kv_cache[i]) and the offsets/mask of the first halves
-    scale_ptr, scale_offsets, head_mask,  # kv_scales[i] and the offsets/mask of each head's scale (IS_FP8 only)
-    HALF: tl.constexpr, IS_FP8: tl.constexpr, FP8_MAX: tl.constexpr, MIN_SCALE: tl.constexpr,
+    x1,
+    x2,  # [KV_HEADS_PAD, HALF_PAD] the two halves of each head vector (source dtype)
+    cache_ptr,
+    cache_first,
+    mask,  # cache (kv_cache[i]) and the offsets/mask of the first halves
+    scale_ptr,
+    scale_offsets,
+    head_mask,  # kv_scales[i] and the offsets/mask of each head's scale (IS_FP8 only)
+    HALF: tl.constexpr,
+    IS_FP8: tl.constexpr,
+    FP8_MAX: tl.constexpr,
+    MIN_SCALE: tl.constexpr,
     ROUND_IN_FP32: tl.constexpr,
 ):
     if IS_FP8:
@@ -66,11 +74,18 @@ def _rotary_reshape_and_cache_kernel(
     cos_ptr,  # [max_positions, head_dim // 2] float32, column stride 1
     sin_ptr,  # [max_positions, head_dim // 2] float32, same strides as cos
     block_size,  # tokens per cache block
-    stride_q_token, stride_q_head,  # q strides (elements)
-    stride_key_token, stride_key_head,  # key strides
-    stride_value_token, stride_value_head,  # value strides
-    stride_cache_block, stride_cache_slot, stride_cache_head,  # cache strides (of kv_cache[i])
-    stride_scale_block, stride_scale_slot, stride_scale_head,  # scale strides (of kv_scales[i])
+    stride_q_token,
+    stride_q_head,  # q strides (elements)
+    stride_key_token,
+    stride_key_head,  # key strides
+    stride_value_token,
+    stride_value_head,  # value strides
+    stride_cache_block,
+    stride_cache_slot,
+    stride_cache_head,  # cache strides (of kv_cache[i])
+    stride_scale_block,
+    stride_scale_slot,
+    stride_scale_head,  # scale strides (of kv_scales[i])
     stride_rotary,  # elements between rows (positions) of cos and sin
     NUM_Q_HEADS: tl.constexpr,  # query heads per token
     NUM_KV_HEADS: tl.constexpr,  # KV heads per token
@@ -115,10 +130,36 @@ def _rotary_reshape_and_cache_kernel(
     k1, k2 = rotated_halves(key_ptr, key_first, mask, cos, sin, HALF, ROUND_IN_FP32)
     v1 = tl.load(value_ptr + value_first, mask=mask, other=0.0)
     v2 = tl.load(value_ptr + value_first + HALF, mask=mask, other=0.0)
-    _write_halves(k1, k2, k_cache_ptr, cache_first, mask, k_scale_ptr, scale_offsets, head_mask,
-                  HALF, IS_FP8, FP8_MAX, MIN_SCALE, ROUND_IN_FP32)
-    _write_halves(v1, v2, v_cache_ptr, cache_first, mask, v_scale_ptr, scale_offsets, head_mask,
-                  HALF, IS_FP8, FP8_MAX, MIN_SCALE, ROUND_IN_FP32)
+    _write_halves(
+        k1,
+        k2,
+        k_cache_ptr,
+        cache_first,
+        mask,
+        k_scale_ptr,
+        scale_offsets,
+        head_mask,
+        HALF,
+        IS_FP8,
+        FP8_MAX,
+        MIN_SCALE,
+        ROUND_IN_FP32,
+    )
+    _write_halves(
+        v1,
+        v2,
+        v_cache_ptr,
+        cache_first,
+        mask,
+        v_scale_ptr,
+        scale_offsets,
+        head_mask,
+        HALF,
+        IS_FP8,
+        FP8_MAX,
+        MIN_SCALE,
+        ROUND_IN_FP32,
+    )
 
 
 def rotary_reshape_and_cache(
@@ -159,16 +200,41 @@ def rotary_reshape_and_cache(
     half_pad = triton.next_power_of_2(head_dim // 2)
     pdl = pdl_supported(_rotary_reshape_and_cache_kernel, q.device)
     _rotary_reshape_and_cache_kernel[(num_tokens,)](
-        q, key, value, k_cache, v_cache, k_scale, v_scale, slot_mapping, positions, cos, sin,
+        q,
+        key,
+        value,
+        k_cache,
+        v_cache,
+        k_scale,
+        v_scale,
+        slot_mapping,
+        positions,
+        cos,
+        sin,
         kv_cache.shape[2],
-        q.stride(0), q.stride(1), key.stride(0), key.stride(1), value.stride(0), value.stride(1),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        q.stride(0),
+        q.stride(1),
+        key.stride(0),
+        key.stride(1),
+        value.stride(0),
+        value.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
         *scale_strides,
         cos.stride(0),
-        NUM_Q_HEADS=num_q_heads, NUM_KV_HEADS=num_kv_heads, Q_HEADS_PAD=q_heads_pad, KV_HEADS_PAD=kv_heads_pad,
-        HALF=head_dim // 2, HALF_PAD=half_pad,
-        IS_FP8=is_fp8, FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE,
-        ROUND_IN_FP32=is_interpreted(_rotary_reshape_and_cache_kernel), PDL=pdl, launch_pdl=pdl,
+        NUM_Q_HEADS=num_q_heads,
+        NUM_KV_HEADS=num_kv_heads,
+        Q_HEADS_PAD=q_heads_pad,
+        KV_HEADS_PAD=kv_heads_pad,
+        HALF=head_dim // 2,
+        HALF_PAD=half_pad,
+        IS_FP8=is_fp8,
+        FP8_MAX=FP8_MAX,
+        MIN_SCALE=MIN_SCALE,
+        ROUND_IN_FP32=is_interpreted(_rotary_reshape_and_cache_kernel),
+        PDL=pdl,
+        launch_pdl=pdl,
         # Sized by q, the widest of the three: 32 heads x 64 pairs at Llama sizes -> 8 warps.
         num_warps=max(1, min(8, q_heads_pad * half_pad // 256)),
         # a * b - c * d rounded twice, as the rotary kernel (and torch) round it: no FMA contraction.

@@ -149,9 +149,20 @@ def silu_and_mul(
         row_tiles = triton.cdiv(num_tokens, block_m)
         grid = (row_tiles,) if out_fp8 else (row_tiles, triton.cdiv(inter, block))
         _silu_and_mul_kernel[grid](
-            x, out, scales, num_tokens, inter, x.stride(0), out.stride(0),
-            FP8_OUT=out_fp8, SINGLE_TILE=single_tile, FP8_MAX=FP8_MAX, MIN_SCALE=MIN_SCALE, BLOCK_M=block_m,
-            BLOCK=block, ROUND_IN_FP32=is_interpreted(_silu_and_mul_kernel),
+            x,
+            out,
+            scales,
+            num_tokens,
+            inter,
+            x.stride(0),
+            out.stride(0),
+            FP8_OUT=out_fp8,
+            SINGLE_TILE=single_tile,
+            FP8_MAX=FP8_MAX,
+            MIN_SCALE=MIN_SCALE,
+            BLOCK_M=block_m,
+            BLOCK=block,
+            ROUND_IN_FP32=is_interpreted(_silu_and_mul_kernel),
             # ~8 elements per thread per tile (16-byte bf16 loads of gate and of up); a row-sized tile takes up
             # to 16 warps so that it stays within ~64 registers of values per thread.
             num_warps=max(1, min(16 if single_tile else 8, block_m * block // 256)),

@@ -35,9 +35,11 @@ def split_counters(owner: str, device: torch.device, num_counters: int) -> torch
     if counters is not None and counters.numel() >= num_counters:
         return counters
     if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        raise RuntimeError(f"{owner}: {num_counters} split counters on {device} do not exist yet and cannot be "
-                           f"created during CUDA-graph capture; run {owner} once eagerly with its largest shape "
-                           f"(or call modelgate.kernels.split_counters.split_counters) before capturing")
+        raise RuntimeError(
+            f"{owner}: {num_counters} split counters on {device} do not exist yet and cannot be "
+            f"created during CUDA-graph capture; run {owner} once eagerly with its largest shape "
+            f"(or call modelgate.kernels.split_counters.split_counters) before capturing"
+        )
     if counters is not None:
         _RETIRED.append(counters)
     size = 1 << max(num_counters - 1, 0).bit_length()  # the next power of two >= num_counters

@@ -14,11 +14,18 @@ from modelgate.server.settings import ServerSettings
 
 def add_serve_command(commands) -> None:
     """The `serve` subcommand; flags are named as Triton's where Triton has one."""
-    serve = commands.add_parser("serve", help="serve the models of one or more model repositories",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    serve.add_argument("--model-repository", "--model-store", action="append", dest="model_repository",
-                       help="model repository folder; repeatable (a model name in two is an error). "
-                            "Default: ./model_repository")
+    serve = commands.add_parser(
+        "serve",
+        help="serve the models of one or more model repositories",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument(
+        "--model-repository",
+        "--model-store",
+        action="append",
+        dest="model_repository",
+        help="model repository folder; repeatable (a model name in two is an error). Default: ./model_repository",
+    )
     serve.add_argument("--http-address", default="0.0.0.0", help="address the HTTP/REST frontend binds")
     serve.add_argument("--http-port", type=int, default=8000, help="KServe v2 HTTP, generate and OpenAI routes")
     serve.add_argument("--grpc-address", default="0.0.0.0", help="address the gRPC frontend binds")
@@ -27,14 +34,26 @@ def add_serve_command(commands) -> None:
     serve.add_argument("--allow-http", type=_boolean, default=True, help="serve HTTP/REST (true or false)")
     serve.add_argument("--allow-grpc", type=_boolean, default=True, help="serve gRPC (true or false)")
     serve.add_argument("--allow-metrics", type=_boolean, default=True, help="serve /metrics (true or false)")
-    serve.add_argument("--model-control-mode", choices=["none", "explicit", "poll"], default="none",
-                       help="none: load every model, no load API; explicit: --load-model and the load/unload API; "
-                            "poll: rescan the repositories every --repository-poll-secs")
-    serve.add_argument("--load-model", action="append", default=[],
-                       help="model to load at start in explicit mode (repeatable, '*' for all)")
+    serve.add_argument(
+        "--model-control-mode",
+        choices=["none", "explicit", "poll"],
+        default="none",
+        help="none: load every model, no load API; explicit: --load-model and the load/unload API; "
+        "poll: rescan the repositories every --repository-poll-secs",
+    )
+    serve.add_argument(
+        "--load-model",
+        action="append",
+        default=[],
+        help="model to load at start in explicit mode (repeatable, '*' for all)",
+    )
     serve.add_argument("--repository-poll-secs", type=float, default=15.0, help="seconds between rescans in poll mode")
-    serve.add_argument("--exit-timeout-secs", type=float, default=30.0,
-                       help="seconds shutdown waits for open connections and model unloads")
+    serve.add_argument(
+        "--exit-timeout-secs",
+        type=float,
+        default=30.0,
+        help="seconds shutdown waits for open connections and model unloads",
+    )
     serve.add_argument("--log-verbose", type=int, default=0, help="verbosity of modelgate's own logs (0: info)")
     serve.set_defaults(run=_serve)
 
@@ -89,4 +108,3 @@ def _boolean(text: str) -> bool:
     if lowered in ("false", "0", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
-

@@ -15,22 +15,46 @@ _NS_PER_US = 1000
 
 # (name, help, value of a VersionStatistics); counters keep Triton's names, without `_total`.
 _COUNTERS = [
-    ("nv_inference_request_success", "Number of successful inference requests, all batch sizes",
-     lambda s: s.success.count),
-    ("nv_inference_count", "Number of inferences performed (does not include cached requests)",
-     lambda s: s.inference_count),
-    ("nv_inference_exec_count", "Number of model executions performed (does not include cached requests)",
-     lambda s: s.execution_count),
-    ("nv_inference_request_duration_us", "Cumulative inference request duration in microseconds",
-     lambda s: (s.success.ns + s.fail.ns) // _NS_PER_US),
-    ("nv_inference_queue_duration_us", "Cumulative inference queuing duration in microseconds",
-     lambda s: s.queue.ns // _NS_PER_US),
-    ("nv_inference_compute_input_duration_us", "Cumulative compute input duration in microseconds",
-     lambda s: s.compute_input.ns // _NS_PER_US),
-    ("nv_inference_compute_infer_duration_us", "Cumulative compute inference duration in microseconds",
-     lambda s: s.compute_infer.ns // _NS_PER_US),
-    ("nv_inference_compute_output_duration_us", "Cumulative inference compute output duration in microseconds",
-     lambda s: s.compute_output.ns // _NS_PER_US),
+    (
+        "nv_inference_request_success",
+        "Number of successful inference requests, all batch sizes",
+        lambda s: s.success.count,
+    ),
+    (
+        "nv_inference_count",
+        "Number of inferences performed (does not include cached requests)",
+        lambda s: s.inference_count,
+    ),
+    (
+        "nv_inference_exec_count",
+        "Number of model executions performed (does not include cached requests)",
+        lambda s: s.execution_count,
+    ),
+    (
+        "nv_inference_request_duration_us",
+        "Cumulative inference request duration in microseconds",
+        lambda s: (s.success.ns + s.fail.ns) // _NS_PER_US,
+    ),
+    (
+        "nv_inference_queue_duration_us",
+        "Cumulative inference queuing duration in microseconds",
+        lambda s: s.queue.ns // _NS_PER_US,
+    ),
+    (
+        "nv_inference_compute_input_duration_us",
+        "Cumulative compute input duration in microseconds",
+        lambda s: s.compute_input.ns // _NS_PER_US,
+    ),
+    (
+        "nv_inference_compute_infer_duration_us",
+        "Cumulative compute inference duration in microseconds",
+        lambda s: s.compute_infer.ns // _NS_PER_US,
+    ),
+    (
+        "nv_inference_compute_output_duration_us",
+        "Cumulative inference compute output duration in microseconds",
+        lambda s: s.compute_output.ns // _NS_PER_US,
+    ),
 ]
 _FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
 
@@ -50,17 +74,31 @@ class TritonStatisticsCollector:
             for s in versions
             for reason in _FAILURE_REASONS
         ]
-        yield _family("nv_inference_request_failure", "Number of failed inference requests, all batch sizes",
-                      "counter", failures)
-        yield _family("modelgate_inference_exec_requests",
-                      "Requests executed, over all executions (divided by nv_inference_exec_count: requests per batch)",
-                      "counter", [(_labels(s), s.executed_requests) for s in versions])
-        yield _family("modelgate_inference_batch_executions", "Model executions by batch size (rows)", "counter",
-                      [({**_labels(s), "batch_size": str(size)}, batch.compute_infer.count)
-                       for s in versions for size, batch in sorted(s.batches.items())])
-        yield _family("nv_inference_pending_request_count",
-                      "Instantaneous number of pending requests awaiting execution per-model.", "gauge",
-                      [(_labels(s), s.pending_requests) for s in versions])
+        yield _family(
+            "nv_inference_request_failure", "Number of failed inference requests, all batch sizes", "counter", failures
+        )
+        yield _family(
+            "modelgate_inference_exec_requests",
+            "Requests executed, over all executions (divided by nv_inference_exec_count: requests per batch)",
+            "counter",
+            [(_labels(s), s.executed_requests) for s in versions],
+        )
+        yield _family(
+            "modelgate_inference_batch_executions",
+            "Model executions by batch size (rows)",
+            "counter",
+            [
+                ({**_labels(s), "batch_size": str(size)}, batch.compute_infer.count)
+                for s in versions
+                for size, batch in sorted(s.batches.items())
+            ],
+        )
+        yield _family(
+            "nv_inference_pending_request_count",
+            "Instantaneous number of pending requests awaiting execution per-model.",
+            "gauge",
+            [(_labels(s), s.pending_requests) for s in versions],
+        )
 
 
 def _labels(stats: VersionStatistics) -> dict[str, str]:

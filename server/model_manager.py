@@ -74,7 +74,9 @@ class ModelManager:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def load(self, name: str, config_override: ModelConfig | None = None, files: dict[str, bytes] | None = None) -> None:
+    async def load(
+        self, name: str, config_override: ModelConfig | None = None, files: dict[str, bytes] | None = None
+    ) -> None:
         """Load or reload `name`; raises the first failure (the old versions keep serving).
 
         A model that no repository has (and no `files` provide) is refused before any state is
@@ -197,7 +199,9 @@ class ModelManager:
             await self._discard(loaded)
             self._restore_statuses(entry, failures)
             remove_override_model_dir(override_dir)
-            raise UnavailableError(f"reload of model '{entry.name}' failed, previous versions keep serving: {failures[0][1]}")
+            raise UnavailableError(
+                f"reload of model '{entry.name}' failed, previous versions keep serving: {failures[0][1]}"
+            )
         await self._swap_in(entry, loaded, override_dir, stamp)
         for version, reason in failures:
             entry.statuses[version] = VersionStatus(ModelState.UNAVAILABLE, reason)
@@ -285,7 +289,9 @@ class ModelManager:
     async def _ensure_serving(self, ensemble: str, name: str) -> None:
         """Wait for a load of `name` in progress; load `name` if no version of it serves."""
         if self._waits_on(name, ensemble):
-            raise InvalidArgumentError(f"it contains ensemble '{ensemble}' (directly or not): the ensembles form a cycle")
+            raise InvalidArgumentError(
+                f"it contains ensemble '{ensemble}' (directly or not): the ensembles form a cycle"
+            )
         waits = self._ensemble_waits.setdefault(ensemble, set())
         waits.add(name)
         try:

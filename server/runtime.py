@@ -45,7 +45,9 @@ class ModelgateServer:
     async def start(self) -> None:
         await self._load_initial_models()
         if self.settings.allow_http:
-            self.http_port = await self._serve(create_http_app(self.dataplane, self.log_settings), self.settings.http_port)
+            self.http_port = await self._serve(
+                create_http_app(self.dataplane, self.log_settings), self.settings.http_port
+            )
         if self.grpc is not None:
             self.grpc_port = await self.grpc.start(self.settings.grpc_address, self.settings.grpc_port)
         if self.settings.allow_metrics:
@@ -57,7 +59,9 @@ class ModelgateServer:
             await self.grpc.set_serving(True)
         logger.info(
             "modelgate ready: HTTP on port %s, gRPC on port %s, metrics on port %s",
-            self.http_port, self.grpc_port, self.metrics_port,
+            self.http_port,
+            self.grpc_port,
+            self.metrics_port,
         )
 
     async def stop(self) -> None:

@@ -49,7 +49,9 @@ class VersionStatistics:
     pending_requests: int = 0
     executed_requests: int = 0  # requests over all executions: / execution_count = requests batched per execution
 
-    def record_execution(self, batch_size: int, num_requests: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+    def record_execution(
+        self, batch_size: int, num_requests: int, input_ns: int, infer_ns: int, output_ns: int
+    ) -> None:
         """One model execution of `num_requests` requests, `batch_size` rows in all (whatever their outcome)."""
         self.execution_count += 1
         self.executed_requests += num_requests

@@ -46,8 +46,12 @@ class RunningServer:
 def start_server(repositories: list[Path], **settings) -> RunningServer:
     """Start a server on 127.0.0.1 with ephemeral ports; returns once models are loaded."""
     options = {
-        "http_address": "127.0.0.1", "http_port": 0, "grpc_address": "127.0.0.1", "grpc_port": 0,
-        "metrics_port": 0, "exit_timeout_secs": 10,
+        "http_address": "127.0.0.1",
+        "http_port": 0,
+        "grpc_address": "127.0.0.1",
+        "grpc_port": 0,
+        "metrics_port": 0,
+        "exit_timeout_secs": 10,
     }
     options.update(settings)
     config = ServerSettings(model_repository=repositories, **options)
@@ -67,7 +71,9 @@ def copy_example_model(repository: Path, name: str) -> Path:
     return target
 
 
-def write_model(repository: Path, name: str, config: str | None, model_py: str, versions=(1,), config_file="config.pbtxt") -> Path:
+def write_model(
+    repository: Path, name: str, config: str | None, model_py: str, versions=(1,), config_file="config.pbtxt"
+) -> Path:
     """Write a python-backend model: `config` (None for no config file) and `model_py` per version."""
     model_dir = repository / name
     model_dir.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,17 @@ def test_every_example_model_is_ready(client):
     states = {row["name"]: row["state"] for row in index}
     assert states == {
         name: "READY"
-        for name in ("add_sub", "batched_scale", "string_ops", "repeat_int32", "add_batch_dim",
-                     "ensemble_add_sub_scale", "simple_onnx", "simple_torchscript", "tiny_llm")
+        for name in (
+            "add_sub",
+            "batched_scale",
+            "string_ops",
+            "repeat_int32",
+            "add_batch_dim",
+            "ensemble_add_sub_scale",
+            "simple_onnx",
+            "simple_torchscript",
+            "tiny_llm",
+        )
     }
 
 
@@ -31,10 +40,17 @@ def test_tiny_llm_answers_with_recognisable_text(example_server):
     import json
     import urllib.request
 
-    body = json.dumps({"text_input": "The capital of France is",
-                       "parameters": {"max_tokens": 8, "temperature": 0, "exclude_input_in_output": True}})
-    request = urllib.request.Request(f"http://{example_server.http_url}/v2/models/tiny_llm/generate",
-                                     data=body.encode(), headers={"Content-Type": "application/json"})
+    body = json.dumps(
+        {
+            "text_input": "The capital of France is",
+            "parameters": {"max_tokens": 8, "temperature": 0, "exclude_input_in_output": True},
+        }
+    )
+    request = urllib.request.Request(
+        f"http://{example_server.http_url}/v2/models/tiny_llm/generate",
+        data=body.encode(),
+        headers={"Content-Type": "application/json"},
+    )
     answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
     assert answer["text_output"].strip() == "Paris."
     assert answer["finish_reason"] == "stop"

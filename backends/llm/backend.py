@@ -31,12 +31,20 @@ from modelgate.core.response_stream import ResponseStream
 
 logger = logging.getLogger(__name__)
 
-_INPUTS = [("text_input", DataType.TYPE_STRING), ("chat_messages", DataType.TYPE_STRING),
-           ("stream", DataType.TYPE_BOOL), ("sampling_parameters", DataType.TYPE_STRING),
-           ("exclude_input_in_output", DataType.TYPE_BOOL)]
-_OUTPUTS = [("text_output", DataType.TYPE_STRING), ("finish_reason", DataType.TYPE_STRING),
-            ("num_input_tokens", DataType.TYPE_INT32), ("num_output_tokens", DataType.TYPE_INT32),
-            ("logprobs", DataType.TYPE_STRING)]
+_INPUTS = [
+    ("text_input", DataType.TYPE_STRING),
+    ("chat_messages", DataType.TYPE_STRING),
+    ("stream", DataType.TYPE_BOOL),
+    ("sampling_parameters", DataType.TYPE_STRING),
+    ("exclude_input_in_output", DataType.TYPE_BOOL),
+]
+_OUTPUTS = [
+    ("text_output", DataType.TYPE_STRING),
+    ("finish_reason", DataType.TYPE_STRING),
+    ("num_input_tokens", DataType.TYPE_INT32),
+    ("num_output_tokens", DataType.TYPE_INT32),
+    ("logprobs", DataType.TYPE_STRING),
+]
 
 
 class LLMBackend(Backend):
@@ -155,8 +163,9 @@ class LLMModelInstance(ModelInstance):
         if state.generation.stream:
             if output["new_text"] or finished:
                 first = len(state.token_ids) - state.unsent
-                response = self._response(state, output, output["new_text"], state.token_ids[first:],
-                                          state.logprobs[first:])
+                response = self._response(
+                    state, output, output["new_text"], state.token_ids[first:], state.logprobs[first:]
+                )
                 state.unsent = 0
                 state.stream.send(response, is_final=finished)
         elif finished:
@@ -171,7 +180,9 @@ class LLMModelInstance(ModelInstance):
             "num_output_tokens": output["num_output_tokens"],
             "logprobs": logprobs_json(self.tokenizer, token_ids, logprobs) if logprobs else "[]",
         }
-        return build_response(self.spec.model_name, str(self.spec.model_version), state.request.id, state.wanted, values)
+        return build_response(
+            self.spec.model_name, str(self.spec.model_version), state.request.id, state.wanted, values
+        )
 
     def _observe(self, state: _ActiveRequest, output: dict, now: float) -> None:
         labels = self.labels
@@ -205,8 +216,7 @@ class LLMModelInstance(ModelInstance):
 
 def _engine_config(spec: InstanceSpec) -> EngineConfig:
     """EngineConfig from the config's parameters; device from the instance group."""
-    settings = {key: value.string_value for key, value in spec.config.parameters.items()
-                if key not in TRACE_PARAMETERS}
+    settings = {key: value.string_value for key, value in spec.config.parameters.items() if key not in TRACE_PARAMETERS}
     if "device" not in settings:
         settings["device"] = f"cuda:{spec.device_id}" if spec.kind == "GPU" else "cpu"
     try:

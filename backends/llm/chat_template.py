@@ -13,8 +13,13 @@ class ChatTemplateError(ValueError):
     pass
 
 
-def render_chat(template: str | None, messages: list[dict], bos_token: str | None, eos_token: str | None,
-                add_generation_prompt: bool = True) -> str:
+def render_chat(
+    template: str | None,
+    messages: list[dict],
+    bos_token: str | None,
+    eos_token: str | None,
+    add_generation_prompt: bool = True,
+) -> str:
     """The prompt text for `messages`; raises ChatTemplateError if the model has no template."""
     if not template:
         raise ChatTemplateError("this model has no chat template (tokenizer_config.json 'chat_template')")

@@ -58,8 +58,19 @@ class DecodeRows:
 class DecodeGraphs:
     """Decode forwards (model + logits) at fixed batch sizes, replayed from static input buffers."""
 
-    def __init__(self, model, kv_caches, kv_scales, *, batch_sizes: list[int], max_model_len: int,
-                 block_size: int, decode_split_for, device: torch.device, replay: bool = True):
+    def __init__(
+        self,
+        model,
+        kv_caches,
+        kv_scales,
+        *,
+        batch_sizes: list[int],
+        max_model_len: int,
+        block_size: int,
+        decode_split_for,
+        device: torch.device,
+        replay: bool = True,
+    ):
         """decode_split_for(batch_size) -> the DecodeSplit a graph of that size fixes (from max_model_len)."""
         if not batch_sizes:
             raise ValueError("DecodeGraphs needs at least one batch size")
@@ -123,8 +134,12 @@ class DecodeGraphs:
                 self._logits[size] = self._forward(size, metadata)
             self._graphs[size] = graph
         torch.cuda.synchronize(self.device)
-        logger.info("captured %d decode CUDA graphs (batch sizes %s) in %.1f s", len(self._graphs),
-                    self.batch_sizes, time.perf_counter() - started)
+        logger.info(
+            "captured %d decode CUDA graphs (batch sizes %s) in %.1f s",
+            len(self._graphs),
+            self.batch_sizes,
+            time.perf_counter() - started,
+        )
 
     @torch.inference_mode()
     def run(self, rows: DecodeRows, device_token_ids: torch.Tensor | None = None) -> torch.Tensor:

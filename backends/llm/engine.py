@@ -46,12 +46,19 @@ class LLMEngine:
         device = resolve_device(config.device)
         batched = config.max_num_batched_tokens or max(2048, self.max_model_len)
         runner_config = RunnerConfig(
-            device=device, dtype=config.dtype, block_size=config.block_size, max_model_len=self.max_model_len,
-            num_kv_blocks=config.num_kv_blocks, gpu_memory_utilization=config.gpu_memory_utilization,
-            show_progress=config.show_progress, attention_backend=config.attention_backend,
-            quantization=config.quantization, kv_cache_dtype=config.kv_cache_dtype,
+            device=device,
+            dtype=config.dtype,
+            block_size=config.block_size,
+            max_model_len=self.max_model_len,
+            num_kv_blocks=config.num_kv_blocks,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            show_progress=config.show_progress,
+            attention_backend=config.attention_backend,
+            quantization=config.quantization,
+            kv_cache_dtype=config.kv_cache_dtype,
             cuda_graph_batch_sizes=tuple(self._graph_batch_sizes(config)),
-            max_num_batched_tokens=batched, max_num_seqs=config.max_num_seqs,
+            max_num_batched_tokens=batched,
+            max_num_seqs=config.max_num_seqs,
         )
         self.runner = ModelRunner(Path(model_dir), self.model_config, runner_config)
         self.kv_cache = KVCacheManager(self.runner.num_kv_blocks, config.block_size, config.enable_prefix_caching)

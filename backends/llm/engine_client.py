@@ -24,13 +24,17 @@ class EngineStartError(RuntimeError):
 class EngineClient:
     """Owns one engine process. `on_outputs(outputs, stats)` runs on the client's reader thread."""
 
-    def __init__(self, model_dir: Path, config: EngineConfig, on_outputs: OutputsCallback, start_timeout_s: float = 600):
+    def __init__(
+        self, model_dir: Path, config: EngineConfig, on_outputs: OutputsCallback, start_timeout_s: float = 600
+    ):
         context = multiprocessing.get_context("spawn")
         child_inbox, self._inbox = context.Pipe(duplex=False)
         self._outbox, child_outbox = context.Pipe(duplex=False)
         self.process = context.Process(
-            target=engine_main, args=(str(model_dir), config.model_dump_json(), child_inbox, child_outbox),
-            name="modelgate-llm-engine", daemon=True,
+            target=engine_main,
+            args=(str(model_dir), config.model_dump_json(), child_inbox, child_outbox),
+            name="modelgate-llm-engine",
+            daemon=True,
         )
         self.process.start()
         child_inbox.close()
@@ -42,8 +46,14 @@ class EngineClient:
         self._reader.start()
 
     def add(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingParams) -> None:
-        self._send({"type": "add", "request_id": request_id, "prompt_token_ids": prompt_token_ids,
-                    "sampling": sampling.model_dump()})
+        self._send(
+            {
+                "type": "add",
+                "request_id": request_id,
+                "prompt_token_ids": prompt_token_ids,
+                "sampling": sampling.model_dump(),
+            }
+        )
 
     def abort(self, request_id: str) -> None:
         self._send({"type": "abort", "request_id": request_id})

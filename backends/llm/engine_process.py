@@ -38,8 +38,15 @@ def engine_main(model_dir: str, config_json: str, inbox: Connection, outbox: Con
     except Exception as exc:  # report why, the server marks the model UNAVAILABLE
         send(outbox, {"type": "failed", "message": f"{type(exc).__name__}: {exc}"})
         return
-    send(outbox, {"type": "ready", "num_kv_blocks": engine.runner.num_kv_blocks,
-                  "max_model_len": engine.max_model_len, "eos_token_ids": list(engine.eos_token_ids)})
+    send(
+        outbox,
+        {
+            "type": "ready",
+            "num_kv_blocks": engine.runner.num_kv_blocks,
+            "max_model_len": engine.max_model_len,
+            "eos_token_ids": list(engine.eos_token_ids),
+        },
+    )
     _serve(engine, inbox, outbox)
 
 

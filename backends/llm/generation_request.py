@@ -40,15 +40,16 @@ def parse_generation_request(request: InferRequest, tokenizer: TextTokenizer, ma
     token_ids = tokenizer.encode(prompt, add_special_tokens=not is_chat)
     sampling = _sampling(request, fill_context=max_model_len - len(token_ids) if is_chat else None)
     _check_lengths(len(token_ids), sampling, max_model_len, tokenizer)
-    return GenerationRequest(prompt, token_ids, sampling, _flag(request, "stream"),
-                             _flag(request, "exclude_input_in_output"))
+    return GenerationRequest(
+        prompt, token_ids, sampling, _flag(request, "stream"), _flag(request, "exclude_input_in_output")
+    )
 
 
 def _prompt_text(request: InferRequest, tokenizer: TextTokenizer) -> str:
     if "chat_messages" in request.inputs:
         messages = _json_input(request, "chat_messages")
         if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
-            raise InvalidArgumentError("'chat_messages' must be a JSON list of {\"role\", \"content\"} objects")
+            raise InvalidArgumentError('\'chat_messages\' must be a JSON list of {"role", "content"} objects')
         try:
             settings = tokenizer.settings
             return render_chat(settings.chat_template, messages, settings.bos_token, settings.eos_token)

@@ -11,8 +11,28 @@ from prometheus_client import Counter, Gauge, Histogram
 from modelgate.core.backend_metrics import BACKEND_METRICS
 
 _LABELS = ("model", "version")
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
-                    7.5, 10.0, 20.0, 40.0, 80.0)
+_LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
 
 
 def _histogram(name: str, doc: str) -> Histogram:
@@ -23,23 +43,37 @@ TIME_TO_FIRST_TOKEN = _histogram("modelgate_llm_time_to_first_token_seconds", "T
 INTER_TOKEN_LATENCY = _histogram("modelgate_llm_inter_token_latency_seconds", "Time between a request's tokens")
 END_TO_END_LATENCY = _histogram("modelgate_llm_e2e_request_latency_seconds", "Time from request to its last token")
 QUEUE_TIME = _histogram("modelgate_llm_queue_time_seconds", "Time a request waited in the engine before its first step")
-PROMPT_TOKENS = Counter("modelgate_llm_prompt_tokens", "Prompt tokens of finished requests", _LABELS,
-                        registry=BACKEND_METRICS)
+PROMPT_TOKENS = Counter(
+    "modelgate_llm_prompt_tokens", "Prompt tokens of finished requests", _LABELS, registry=BACKEND_METRICS
+)
 GENERATION_TOKENS = Counter("modelgate_llm_generation_tokens", "Generated tokens", _LABELS, registry=BACKEND_METRICS)
-REQUESTS_RUNNING = Gauge("modelgate_llm_num_requests_running", "Requests in the engine's running batch", _LABELS,
-                         registry=BACKEND_METRICS)
-REQUESTS_WAITING = Gauge("modelgate_llm_num_requests_waiting", "Requests waiting for the engine", _LABELS,
-                         registry=BACKEND_METRICS)
-KV_CACHE_USAGE = Gauge("modelgate_llm_kv_cache_usage_ratio", "Fraction of KV cache blocks in use", _LABELS,
-                       registry=BACKEND_METRICS)
-PREEMPTIONS = Gauge("modelgate_llm_num_preemptions", "Cumulative preemptions of the engine", _LABELS,
-                    registry=BACKEND_METRICS)
-PREFIX_CACHE_QUERIES = Gauge("modelgate_llm_prefix_cache_queries", "Cumulative prompt tokens looked up in the prefix cache",
-                             _LABELS, registry=BACKEND_METRICS)
-PREFIX_CACHE_HITS = Gauge("modelgate_llm_prefix_cache_hits", "Cumulative prompt tokens found in the prefix cache",
-                          _LABELS, registry=BACKEND_METRICS)
-PREFIX_CACHE_HIT_RATE = Gauge("modelgate_llm_prefix_cache_hit_rate", "Prefix cache hits / queries", _LABELS,
-                              registry=BACKEND_METRICS)
+REQUESTS_RUNNING = Gauge(
+    "modelgate_llm_num_requests_running", "Requests in the engine's running batch", _LABELS, registry=BACKEND_METRICS
+)
+REQUESTS_WAITING = Gauge(
+    "modelgate_llm_num_requests_waiting", "Requests waiting for the engine", _LABELS, registry=BACKEND_METRICS
+)
+KV_CACHE_USAGE = Gauge(
+    "modelgate_llm_kv_cache_usage_ratio", "Fraction of KV cache blocks in use", _LABELS, registry=BACKEND_METRICS
+)
+PREEMPTIONS = Gauge(
+    "modelgate_llm_num_preemptions", "Cumulative preemptions of the engine", _LABELS, registry=BACKEND_METRICS
+)
+PREFIX_CACHE_QUERIES = Gauge(
+    "modelgate_llm_prefix_cache_queries",
+    "Cumulative prompt tokens looked up in the prefix cache",
+    _LABELS,
+    registry=BACKEND_METRICS,
+)
+PREFIX_CACHE_HITS = Gauge(
+    "modelgate_llm_prefix_cache_hits",
+    "Cumulative prompt tokens found in the prefix cache",
+    _LABELS,
+    registry=BACKEND_METRICS,
+)
+PREFIX_CACHE_HIT_RATE = Gauge(
+    "modelgate_llm_prefix_cache_hit_rate", "Prefix cache hits / queries", _LABELS, registry=BACKEND_METRICS
+)
 
 
 def record_engine_stats(labels: tuple[str, str], stats: dict) -> None:
@@ -69,6 +103,18 @@ def forget(labels: tuple[str, str]) -> None:
 
 
 def _all_metrics():
-    return (TIME_TO_FIRST_TOKEN, INTER_TOKEN_LATENCY, END_TO_END_LATENCY, QUEUE_TIME, PROMPT_TOKENS,
-            GENERATION_TOKENS, REQUESTS_RUNNING, REQUESTS_WAITING, KV_CACHE_USAGE, PREEMPTIONS,
-            PREFIX_CACHE_QUERIES, PREFIX_CACHE_HITS, PREFIX_CACHE_HIT_RATE)
+    return (
+        TIME_TO_FIRST_TOKEN,
+        INTER_TOKEN_LATENCY,
+        END_TO_END_LATENCY,
+        QUEUE_TIME,
+        PROMPT_TOKENS,
+        GENERATION_TOKENS,
+        REQUESTS_RUNNING,
+        REQUESTS_WAITING,
+        KV_CACHE_USAGE,
+        PREEMPTIONS,
+        PREFIX_CACHE_QUERIES,
+        PREFIX_CACHE_HITS,
+        PREFIX_CACHE_HIT_RATE,
+    )

@@ -24,13 +24,17 @@ def logprobs_json(tokenizer: TextTokenizer, token_ids: list[int], logprobs: list
     for token_id, values in zip(token_ids, logprobs):
         values = {int(k): v for k, v in values.items()}
         top = sorted(values.items(), key=lambda item: -item[1])
-        entries.append({
-            "token_id": token_id,
-            "token": tokenizer.decode([token_id], skip_special_tokens=False),
-            "logprob": values.get(token_id),
-            "top_logprobs": [{"token_id": t, "token": tokenizer.decode([t], skip_special_tokens=False),
-                              "logprob": lp} for t, lp in top],
-        })
+        entries.append(
+            {
+                "token_id": token_id,
+                "token": tokenizer.decode([token_id], skip_special_tokens=False),
+                "logprob": values.get(token_id),
+                "top_logprobs": [
+                    {"token_id": t, "token": tokenizer.decode([t], skip_special_tokens=False), "logprob": lp}
+                    for t, lp in top
+                ],
+            }
+        )
     return json.dumps(entries, ensure_ascii=False)
 
 

@@ -135,9 +135,15 @@ class ModelRunner:
             return plan_decode_split(batch_size, c.num_kv_heads, self.config.max_model_len, block_n, sms)
 
         graphs = DecodeGraphs(
-            self.model, self.kv_caches, self.kv_scales, batch_sizes=batch_sizes,
-            max_model_len=self.config.max_model_len, block_size=self.block_size,
-            decode_split_for=decode_split_for, device=self.device, replay=replay,
+            self.model,
+            self.kv_caches,
+            self.kv_scales,
+            batch_sizes=batch_sizes,
+            max_model_len=self.config.max_model_len,
+            block_size=self.block_size,
+            decode_split_for=decode_split_for,
+            device=self.device,
+            replay=replay,
         )
         graphs.capture()
         self.decode_graphs = graphs
@@ -164,8 +170,9 @@ class ModelRunner:
         c = self.model_config
         caches, scales = [], []
         for _ in range(c.num_layers):
-            cache, layer_scales = allocate_kv_cache(self.num_kv_blocks, self.block_size, c.num_kv_heads, c.head_dim,
-                                                    self.kv_cache_dtype, self.device)
+            cache, layer_scales = allocate_kv_cache(
+                self.num_kv_blocks, self.block_size, c.num_kv_heads, c.head_dim, self.kv_cache_dtype, self.device
+            )
             # Zeroed, not empty: unwritten FP8 bytes may be NaN patterns that masked-out lanes still multiply.
             caches.append(cache.zero_())
             scales.append(None if layer_scales is None else layer_scales.fill_(1.0))
@@ -212,7 +219,8 @@ class ModelRunner:
             return False
         return graphs.supports(len(previous.scheduled)) and all(
             item.request.is_plain_greedy and item.request.num_output_tokens >= item.request.sampling.min_tokens
-            for item in previous.scheduled)
+            for item in previous.scheduled
+        )
 
     @torch.inference_mode()
     def launch_ahead(self, output: SchedulerOutput, previous: SchedulerOutput, pending: PendingSample) -> PendingSample:
@@ -278,8 +286,14 @@ class ModelRunner:
                 f"need {(step_peak + graphs_peak) / 2**30:.1f} GiB); raise gpu_memory_utilization or lower "
                 f"max_num_batched_tokens"
             )
-        logger.info("KV cache: %d blocks of %d tokens (%.1f GiB); activations peak %.2f GiB, graphs %.2f GiB", blocks,
-                    self.block_size, blocks * self.kv_bytes_per_block / 2**30, step_peak / 2**30, graphs_peak / 2**30)
+        logger.info(
+            "KV cache: %d blocks of %d tokens (%.1f GiB); activations peak %.2f GiB, graphs %.2f GiB",
+            blocks,
+            self.block_size,
+            blocks * self.kv_bytes_per_block / 2**30,
+            step_peak / 2**30,
+            graphs_peak / 2**30,
+        )
         return blocks
 
     @torch.inference_mode()
@@ -320,8 +334,9 @@ class ModelRunner:
         c = self.model_config
         caches, scales = [], []
         for _ in range(c.num_layers):
-            cache, layer_scales = allocate_kv_cache(1, self.block_size, c.num_kv_heads, c.head_dim,
-                                                    self.kv_cache_dtype, self.device)
+            cache, layer_scales = allocate_kv_cache(
+                1, self.block_size, c.num_kv_heads, c.head_dim, self.kv_cache_dtype, self.device
+            )
             caches.append(cache.zero_())
             scales.append(None if layer_scales is None else layer_scales.fill_(1.0))
         kv_scales = scales if self.kv_cache_dtype == torch.float8_e4m3fn else None
@@ -331,7 +346,9 @@ class ModelRunner:
             query_start=torch.tensor([0, num_tokens], dtype=torch.int32, device=device),
             context_lens=torch.tensor([num_tokens], dtype=torch.int32, device=device),
             block_tables=torch.zeros((1, -(-num_tokens // self.block_size)), dtype=torch.int32, device=device),
-            query_start_cpu=[0, num_tokens], context_lens_cpu=[num_tokens], max_context_len=num_tokens,
+            query_start_cpu=[0, num_tokens],
+            context_lens_cpu=[num_tokens],
+            max_context_len=num_tokens,
             is_decode_only=num_tokens == 1,
         )
         token_ids = torch.zeros(num_tokens, dtype=torch.long, device=device)

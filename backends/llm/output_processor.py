@@ -35,10 +35,15 @@ class RequestOutput:
         """The fields as a dict, equal to `dataclasses.asdict(self)` but shallow: the lists are shared,
         not deep-copied (asdict costs ~8 µs per output, ~2 ms per step at batch 256)."""
         return {
-            "request_id": self.request_id, "new_token_ids": self.new_token_ids, "new_text": self.new_text,
-            "finished": self.finished, "finish_reason": self.finish_reason,
-            "num_prompt_tokens": self.num_prompt_tokens, "num_output_tokens": self.num_output_tokens,
-            "num_cached_tokens": self.num_cached_tokens, "logprobs": self.logprobs,
+            "request_id": self.request_id,
+            "new_token_ids": self.new_token_ids,
+            "new_text": self.new_text,
+            "finished": self.finished,
+            "finish_reason": self.finish_reason,
+            "num_prompt_tokens": self.num_prompt_tokens,
+            "num_output_tokens": self.num_output_tokens,
+            "num_cached_tokens": self.num_cached_tokens,
+            "logprobs": self.logprobs,
             "queue_time_s": self.queue_time_s,
         }
 
@@ -85,8 +90,15 @@ class OutputProcessor:
         finished = is_finished or stopped
         reason = "stop" if stopped else (request.status.value if is_finished else None)
         output = RequestOutput(
-            request.request_id, new_ids, new_text, finished, reason, request.num_prompt_tokens,
-            state.num_tokens_reported, request.num_cached_prompt_tokens, logprobs,
+            request.request_id,
+            new_ids,
+            new_text,
+            finished,
+            reason,
+            request.num_prompt_tokens,
+            state.num_tokens_reported,
+            request.num_cached_prompt_tokens,
+            logprobs,
         )
         if reported == 0 and request.first_scheduled_time is not None:
             output.queue_time_s = request.first_scheduled_time - request.arrival_time

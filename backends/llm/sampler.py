@@ -34,8 +34,14 @@ class PendingSample:
     can do CPU work while the GPU finishes the step; other paths are computed at once.
     """
 
-    def __init__(self, output: SamplerOutput | None = None, request_ids=None, host=None, copied=None,
-                 device_tokens: torch.Tensor | None = None):
+    def __init__(
+        self,
+        output: SamplerOutput | None = None,
+        request_ids=None,
+        host=None,
+        copied=None,
+        device_tokens: torch.Tensor | None = None,
+    ):
         self._output, self._request_ids, self._host, self._copied = output, request_ids, host, copied
         # The greedy fast path's tokens where they were computed, row i for request_ids[i]: a decode step
         # launched ahead feeds them to the model without waiting for the host copy (engine.launch_decode_ahead).

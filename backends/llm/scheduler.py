@@ -128,8 +128,11 @@ class Scheduler:
         if any(id(request) not in previous_requests for request in self.running):
             return None
         output = SchedulerOutput()
-        max_model_len, allocate_slots, block_ids = self.config.max_model_len, self.kv_cache.allocate_slots, \
-            self.kv_cache.block_ids
+        max_model_len, allocate_slots, block_ids = (
+            self.config.max_model_len,
+            self.kv_cache.allocate_slots,
+            self.kv_cache.block_ids,
+        )
         for item in previous.scheduled:
             request = item.request
             if request.is_finished:
@@ -137,11 +140,13 @@ class Scheduler:
             num_output = request.num_output_tokens + 1  # with previous's token
             if num_output >= request.sampling.max_tokens or request.num_tokens + 1 >= max_model_len:
                 continue
-            if not allocate_slots(request, item.num_computed_tokens + item.num_new_tokens + 1
-                                  - request.num_computed_tokens):
+            if not allocate_slots(
+                request, item.num_computed_tokens + item.num_new_tokens + 1 - request.num_computed_tokens
+            ):
                 return None
-            ahead = ScheduledRequest(request, item.num_computed_tokens + item.num_new_tokens, 1,
-                                     block_ids(request.request_id))
+            ahead = ScheduledRequest(
+                request, item.num_computed_tokens + item.num_new_tokens, 1, block_ids(request.request_id)
+            )
             ahead.samples = True  # its token is previous's, which request.num_tokens does not count yet
             output.scheduled.append(ahead)
         return output if output.scheduled else None
@@ -190,8 +195,9 @@ class Scheduler:
                 if victim is request:
                     break
             else:
-                scheduled.append(ScheduledRequest(request, request.num_computed_tokens, num_new,
-                                                  block_ids(request.request_id)))
+                scheduled.append(
+                    ScheduledRequest(request, request.num_computed_tokens, num_new, block_ids(request.request_id))
+                )
                 budget -= num_new
                 index += 1
                 continue
@@ -220,7 +226,9 @@ class Scheduler:
             budget -= num_new
 
     def _scheduled(self, request: LLMRequest, num_new: int) -> ScheduledRequest:
-        return ScheduledRequest(request, request.num_computed_tokens, num_new, self.kv_cache.block_ids(request.request_id))
+        return ScheduledRequest(
+            request, request.num_computed_tokens, num_new, self.kv_cache.block_ids(request.request_id)
+        )
 
     def _preempt(self, request: LLMRequest) -> None:
         self.running.remove(request)

@@ -55,8 +55,13 @@ class _SharedHandlers:
             handler, users = self.handlers.get(path, (None, 0))
             if handler is None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                handler = RotatingFileHandler(path, maxBytes=config.trace_max_bytes,
-                                              backupCount=config.trace_backup_count, encoding="utf-8", delay=True)
+                handler = RotatingFileHandler(
+                    path,
+                    maxBytes=config.trace_max_bytes,
+                    backupCount=config.trace_backup_count,
+                    encoding="utf-8",
+                    delay=True,
+                )
             self.handlers[path] = (handler, users + 1)
             return handler
 
@@ -88,8 +93,10 @@ class TraceRecorder:
             return
         line = {
             "timestamp": round(time.time() - (time.monotonic() - arrival), 6),
-            "model": self.model, "version": self.version,
-            "isl": output["num_prompt_tokens"], "osl": output["num_output_tokens"],
+            "model": self.model,
+            "version": self.version,
+            "isl": output["num_prompt_tokens"],
+            "osl": output["num_output_tokens"],
             "ttft_s": None if first_token is None else round(first_token - arrival, 6),
             "ttc_s": round(finished - arrival, 6),
             "finish_reason": output["finish_reason"],

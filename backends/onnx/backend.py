@@ -60,7 +60,8 @@ def model_path(version_dir: Path, config: ModelConfig) -> Path:
 def _read_graph(path: Path, source: str, label: str) -> GraphSignature:
     if not path.is_file():
         raise ConfigError(
-            source, "default_model_filename",
+            source,
+            "default_model_filename",
             f"{label} does not exist; an ONNX model is <version>/model.onnx or the file default_model_filename names",
         )
     try:

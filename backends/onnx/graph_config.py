@@ -40,8 +40,10 @@ class GraphConfigCompleter:
         self._add_missing(config.input, self.graph.inputs, add_all=True)
         self._add_missing(config.output, self.graph.outputs, add_all=not config.output)
         has_batch = config.max_batch_size > 0
-        for kind, declared, graph_tensors in (("input", config.input, self.graph.inputs),
-                                              ("output", config.output, self.graph.outputs)):
+        for kind, declared, graph_tensors in (
+            ("input", config.input, self.graph.inputs),
+            ("output", config.output, self.graph.outputs),
+        ):
             by_name = {t.name: t for t in graph_tensors}
             for index, tensor in enumerate(declared):
                 self._complete_tensor(tensor, by_name[tensor.name], f"{kind}[{index}]", has_batch)
@@ -61,7 +63,8 @@ class GraphConfigCompleter:
         for tensor in self.graph.inputs + self.graph.outputs:
             if not tensor.has_variable_first_dim:
                 raise ConfigError(
-                    self.source, "max_batch_size",
+                    self.source,
+                    "max_batch_size",
                     f"is {max_batch_size} but {self.model_label} cannot batch: '{tensor.name}' has shape "
                     f"{_shape_text(tensor.dims)}, whose first dimension is not variable; set max_batch_size: 0 "
                     "and give full shapes in dims, or export the model with a dynamic first dimension",
@@ -83,7 +86,8 @@ class GraphConfigCompleter:
         for index, tensor in enumerate(declared):
             if tensor.name and tensor.name not in names:
                 raise ConfigError(
-                    self.source, f"{kind}[{index}].name",
+                    self.source,
+                    f"{kind}[{index}].name",
                     f"'{tensor.name}' is not an {kind} of {self.model_label}; "
                     f"its {kind}s are: {', '.join(names) or 'none'}",
                 )
@@ -109,7 +113,8 @@ class GraphConfigCompleter:
             tensor.dims.extend(model_dims)
         elif model_dims is not None and not _dims_agree(declared, model_dims):
             raise ConfigError(
-                self.source, field,
+                self.source,
+                field,
                 f"is {declared} but {self.model_label} has {model_dims} for '{tensor.name}' (-1 is variable"
                 + ("; the batch dimension is not part of dims since max_batch_size > 0)" if has_batch else ")"),
             )
@@ -117,7 +122,8 @@ class GraphConfigCompleter:
     def _complete_data_type(self, tensor, graph_tensor: TensorSignature, where: str) -> None:
         if graph_tensor.config_type is None:
             raise ConfigError(
-                self.source, f"{where}.data_type",
+                self.source,
+                f"{where}.data_type",
                 f"'{tensor.name}' of {self.model_label} has ONNX type {graph_tensor.ort_type}, which no ModelConfig "
                 "data type carries (tensors of bool, integers, FP16/32/64, BF16 and strings are supported)",
             )
@@ -125,7 +131,8 @@ class GraphConfigCompleter:
             tensor.data_type = DataType.Value(graph_tensor.config_type)
         elif DataType.Name(tensor.data_type) != graph_tensor.config_type:
             raise ConfigError(
-                self.source, f"{where}.data_type",
+                self.source,
+                f"{where}.data_type",
                 f"is {DataType.Name(tensor.data_type)} but {self.model_label} has {graph_tensor.config_type} "
                 f"({graph_tensor.ort_type}) for '{tensor.name}'",
             )

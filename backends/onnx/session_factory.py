@@ -40,7 +40,8 @@ def _providers(spec: InstanceSpec, config: SessionConfig) -> list:
     if CUDA_PROVIDER in available:
         return [(CUDA_PROVIDER, {"device_id": spec.device_id}), CPU_PROVIDER]
     _refuse_or_warn(
-        spec, config,
+        spec,
+        config,
         f"this onnxruntime {onnxruntime.__version__} has no {CUDA_PROVIDER} (it has: {', '.join(available)})",
     )
     return [CPU_PROVIDER]

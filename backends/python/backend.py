@@ -104,7 +104,9 @@ class PythonModelInstance(ModelInstance):
     def _responses(self, pb_responses, requests: list[InferRequest], version: str) -> list[InferResponse]:
         if not isinstance(pb_responses, (list, tuple)) or len(pb_responses) != len(requests):
             got = len(pb_responses) if isinstance(pb_responses, (list, tuple)) else type(pb_responses).__name__
-            raise ModelExecutionError(f"execute must return one response per request: {len(requests)} requests, got {got}")
+            raise ModelExecutionError(
+                f"execute must return one response per request: {len(requests)} requests, got {got}"
+            )
         return [from_pb_response(p, r, self.spec.config, version) for p, r in zip(pb_responses, requests)]
 
     def _call_model(self, method, *args):

@@ -61,7 +61,11 @@ class Tensor:
         return _as_torch(self._data).__dlpack__()
 
     def __dlpack__(self, stream=None):
-        return _as_torch(self._data).__dlpack__(stream=stream) if stream is not None else _as_torch(self._data).__dlpack__()
+        return (
+            _as_torch(self._data).__dlpack__(stream=stream)
+            if stream is not None
+            else _as_torch(self._data).__dlpack__()
+        )
 
     def __dlpack_device__(self):
         return _as_torch(self._data).__dlpack_device__()
@@ -86,9 +90,18 @@ class Tensor:
 
 
 _TORCH_WIRE_NAMES = {
-    "torch.bool": "BOOL", "torch.uint8": "UINT8", "torch.uint16": "UINT16", "torch.uint32": "UINT32",
-    "torch.uint64": "UINT64", "torch.int8": "INT8", "torch.int16": "INT16", "torch.int32": "INT32",
-    "torch.int64": "INT64", "torch.float16": "FP16", "torch.float32": "FP32", "torch.float64": "FP64",
+    "torch.bool": "BOOL",
+    "torch.uint8": "UINT8",
+    "torch.uint16": "UINT16",
+    "torch.uint32": "UINT32",
+    "torch.uint64": "UINT64",
+    "torch.int8": "INT8",
+    "torch.int16": "INT16",
+    "torch.int32": "INT32",
+    "torch.int64": "INT64",
+    "torch.float16": "FP16",
+    "torch.float32": "FP32",
+    "torch.float64": "FP64",
     "torch.bfloat16": "BF16",
 }
 

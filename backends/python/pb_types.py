@@ -25,8 +25,20 @@ TRITON_STRING_TO_NUMPY = {
 
 # TRITONSERVER_DataType numbers, as returned by Tensor.triton_dtype().
 _WIRE_TO_CODE = {
-    "BOOL": 1, "UINT8": 2, "UINT16": 3, "UINT32": 4, "UINT64": 5, "INT8": 6, "INT16": 7,
-    "INT32": 8, "INT64": 9, "FP16": 10, "FP32": 11, "FP64": 12, "BYTES": 13, "BF16": 14,
+    "BOOL": 1,
+    "UINT8": 2,
+    "UINT16": 3,
+    "UINT32": 4,
+    "UINT64": 5,
+    "INT8": 6,
+    "INT16": 7,
+    "INT32": 8,
+    "INT64": 9,
+    "FP16": 10,
+    "FP32": 11,
+    "FP64": 12,
+    "BYTES": 13,
+    "BF16": 14,
 }
 _CODE_TO_WIRE = {code: wire for wire, code in _WIRE_TO_CODE.items()}
 

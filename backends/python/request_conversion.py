@@ -48,9 +48,7 @@ def _response_sender(request: InferRequest, config: ModelConfig, version: str) -
     return pb_utils.InferenceResponseSender(deliver, stream.is_cancelled)
 
 
-def from_pb_response(
-    pb_response, request: InferRequest, config: ModelConfig, version: str
-) -> InferResponse:
+def from_pb_response(pb_response, request: InferRequest, config: ModelConfig, version: str) -> InferResponse:
     """Our response for `request`; problems with what the model returned become its error."""
     response = InferResponse(request.model_name, version, id=request.id)
     if not isinstance(pb_response, pb_utils.InferenceResponse):

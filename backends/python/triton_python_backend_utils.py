@@ -56,8 +56,16 @@ class TritonError:
     UNSUPPORTED = 5
     ALREADY_EXISTS = 6
     CANCELLED = 7
-    _CODE_NAMES = ("UNKNOWN", "INTERNAL", "NOT_FOUND", "INVALID_ARG", "UNAVAILABLE",
-                   "UNSUPPORTED", "ALREADY_EXISTS", "CANCELLED")
+    _CODE_NAMES = (
+        "UNKNOWN",
+        "INTERNAL",
+        "NOT_FOUND",
+        "INVALID_ARG",
+        "UNAVAILABLE",
+        "UNSUPPORTED",
+        "ALREADY_EXISTS",
+        "CANCELLED",
+    )
 
     def __init__(self, message: str, code: int = 1):
         if message is None:
@@ -82,9 +90,20 @@ class TritonError:
 class InferenceRequest:
     """A request handed to `execute`, or one a model builds to call another model (BLS)."""
 
-    def __init__(self, request_id: str = "", correlation_id=0, inputs=None, requested_output_names=None,
-                 model_name: str = "", model_version: int = -1, flags: int = 0, timeout: int = 0,
-                 preferred_memory=None, trace=None, parameters=None):
+    def __init__(
+        self,
+        request_id: str = "",
+        correlation_id=0,
+        inputs=None,
+        requested_output_names=None,
+        model_name: str = "",
+        model_version: int = -1,
+        flags: int = 0,
+        timeout: int = 0,
+        preferred_memory=None,
+        trace=None,
+        parameters=None,
+    ):
         if inputs is None or requested_output_names is None:
             raise TypeError("InferenceRequest needs 'inputs' and 'requested_output_names'")
         self._request_id = request_id
@@ -242,4 +261,3 @@ def _current_bls_runner() -> Callable[[InferenceRequest], InferenceResponse]:
             "finalize (threads a model starts itself: run them in contextvars.copy_context())"
         )
     return runner
-

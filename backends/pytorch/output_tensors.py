@@ -67,7 +67,7 @@ def _shaped(part: np.ndarray, spec: OutputSpec, is_batched: bool) -> np.ndarray:
     prefix = list(part.shape[:1]) if is_batched else []
     if spec.has_reshape:
         part = _reshape(part, prefix, spec)
-    shape = list(part.shape[len(prefix):])
+    shape = list(part.shape[len(prefix) :])
     if len(shape) != len(spec.dims) or any(d != -1 and d != s for s, d in zip(shape, spec.dims)):
         raise ModelExecutionError(
             f"output '{spec.name}' has shape {list(part.shape)} for a request, but the config declares dims "

@@ -22,22 +22,38 @@ def add_bench_command(commands) -> None:
 def _add_llm(llm: argparse.ArgumentParser) -> None:
     target = llm.add_argument_group("target")
     target.add_argument("--url", help="host:port; default localhost:8000 (HTTP protocols) or localhost:8001 (grpc)")
-    target.add_argument("--protocol", choices=["generate_stream", "grpc", "openai-chat", "openai-completions"],
-                        default="generate_stream")
+    target.add_argument(
+        "--protocol",
+        choices=["generate_stream", "grpc", "openai-chat", "openai-completions"],
+        default="generate_stream",
+    )
     target.add_argument("-m", "--model", required=True)
     target.add_argument("--model-version", default="")
     target.add_argument("--tokenizer", type=Path, help="tokenizer.json or a model folder: prompts of exact ISL")
     target.add_argument("--temperature", type=float)
-    target.add_argument("--extra-body", type=json.loads, default={},
-                        help="JSON object merged into each request body (grpc: into sampling_parameters)")
+    target.add_argument(
+        "--extra-body",
+        type=json.loads,
+        default={},
+        help="JSON object merged into each request body (grpc: into sampling_parameters)",
+    )
     target.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request")
     lengths = llm.add_argument_group("request pattern (lengths in tokens)")
-    lengths.add_argument("--pattern", default="fixed",
-                         choices=["fixed", *CLASS_NAMES, "mix", "normal", "uniform", "trace"])
-    for name, default in (("isl", 128), ("osl", 128), ("short-isl", 128), ("long-isl", 2048), ("short-osl", 128),
-                          ("long-osl", 1024)):
+    lengths.add_argument(
+        "--pattern", default="fixed", choices=["fixed", *CLASS_NAMES, "mix", "normal", "uniform", "trace"]
+    )
+    for name, default in (
+        ("isl", 128),
+        ("osl", 128),
+        ("short-isl", 128),
+        ("long-isl", 2048),
+        ("short-osl", 128),
+        ("long-osl", 1024),
+    ):
         lengths.add_argument(f"--{name}", type=int, default=default)
-    lengths.add_argument("--mix", default="", help="class weights of the mix, e.g. long-in-short-out=3,short-in-short-out=1")
+    lengths.add_argument(
+        "--mix", default="", help="class weights of the mix, e.g. long-in-short-out=3,short-in-short-out=1"
+    )
     lengths.add_argument("--isl-stddev", type=float, default=0.0, help="normal: standard deviation of the ISL")
     lengths.add_argument("--osl-stddev", type=float, default=0.0)
     for name in ("isl-min", "isl-max", "osl-min", "osl-max"):
@@ -49,7 +65,9 @@ def _add_llm(llm: argparse.ArgumentParser) -> None:
     how.add_argument("--concurrency", type=int, help="closed loop: this many requests in flight (default 1)")
     how.add_argument("--request-rate", type=float, help="open loop: Poisson arrivals per second")
     load.add_argument("--max-concurrency", type=int, help="with --request-rate: cap on requests in flight")
-    load.add_argument("--num-requests", type=int, help="stop launching after this many (default 100 without --duration)")
+    load.add_argument(
+        "--num-requests", type=int, help="stop launching after this many (default 100 without --duration)"
+    )
     load.add_argument("--duration", type=float, help="stop launching after this many seconds")
     load.add_argument("--warmup-requests", type=int, default=0)
     load.add_argument("--seed", type=int, default=0)
@@ -67,20 +85,43 @@ def run_llm(args: argparse.Namespace) -> int:
     try:
         settings = LLMBenchSettings(
             url=args.url or ("localhost:8001" if args.protocol == "grpc" else "localhost:8000"),
-            protocol=args.protocol, model=args.model, model_version=args.model_version, tokenizer=args.tokenizer,
-            temperature=args.temperature, extra_body=args.extra_body, request_timeout_s=args.request_timeout,
-            output_dir=args.output_dir, plots=not args.no_plots, progress=not args.no_progress,
+            protocol=args.protocol,
+            model=args.model,
+            model_version=args.model_version,
+            tokenizer=args.tokenizer,
+            temperature=args.temperature,
+            extra_body=args.extra_body,
+            request_timeout_s=args.request_timeout,
+            output_dir=args.output_dir,
+            plots=not args.no_plots,
+            progress=not args.no_progress,
             lengths=LengthSettings(
-                pattern=args.pattern, isl=args.isl, osl=args.osl, short_isl=args.short_isl, long_isl=args.long_isl,
-                short_osl=args.short_osl, long_osl=args.long_osl, mix_weights=_weights(args.mix),
-                isl_stddev=args.isl_stddev, osl_stddev=args.osl_stddev, isl_min=args.isl_min, isl_max=args.isl_max,
-                osl_min=args.osl_min, osl_max=args.osl_max, trace_file=args.trace_file,
-                max_model_len=args.max_model_len),
+                pattern=args.pattern,
+                isl=args.isl,
+                osl=args.osl,
+                short_isl=args.short_isl,
+                long_isl=args.long_isl,
+                short_osl=args.short_osl,
+                long_osl=args.long_osl,
+                mix_weights=_weights(args.mix),
+                isl_stddev=args.isl_stddev,
+                osl_stddev=args.osl_stddev,
+                isl_min=args.isl_min,
+                isl_max=args.isl_max,
+                osl_min=args.osl_min,
+                osl_max=args.osl_max,
+                trace_file=args.trace_file,
+                max_model_len=args.max_model_len,
+            ),
             load=LoadSettings(
                 concurrency=args.concurrency if args.concurrency or args.request_rate else 1,
-                request_rate=args.request_rate, max_concurrency=args.max_concurrency,
+                request_rate=args.request_rate,
+                max_concurrency=args.max_concurrency,
                 num_requests=args.num_requests if args.num_requests or args.duration else 100,
-                duration_s=args.duration, warmup_requests=args.warmup_requests, seed=args.seed),
+                duration_s=args.duration,
+                warmup_requests=args.warmup_requests,
+                seed=args.seed,
+            ),
         )
     except (ValidationError, ValueError) as exc:  # ValueError: --mix weights that are not numbers
         return _usage_error("llm", exc)
@@ -120,11 +161,19 @@ def run_tensor(args: argparse.Namespace) -> int:
     try:
         settings = TensorBenchSettings(
             url=args.url or ("localhost:8001" if args.protocol == "grpc" else "localhost:8000"),
-            protocol=args.protocol, model=args.model, model_version=args.model_version,
+            protocol=args.protocol,
+            model=args.model,
+            model_version=args.model_version,
             concurrency=[int(level) for level in args.concurrency.split(",") if level.strip()],
             num_requests=args.num_requests if args.num_requests or args.duration else 100,
-            duration_s=args.duration, warmup_requests=args.warmup_requests, batch_size=args.batch_size,
-            shape_size=args.shape_size, shapes=_shapes(args.shape), seed=args.seed, output_file=args.output_file)
+            duration_s=args.duration,
+            warmup_requests=args.warmup_requests,
+            batch_size=args.batch_size,
+            shape_size=args.shape_size,
+            shapes=_shapes(args.shape),
+            seed=args.seed,
+            output_file=args.output_file,
+        )
         result = run_tensor_bench(settings)
     except (ValidationError, ValueError, TensorInputError, InferenceServerException, OSError) as exc:
         return _usage_error("tensor", exc)

@@ -29,8 +29,11 @@ class KServeGrpcStreamClient(LLMClient):
 
     async def stream(self, prompt: str, osl: int, clock: Clock) -> StreamOutcome:
         done = asyncio.Event()
-        request = {"model_name": self.settings.model, "model_version": self.settings.model_version,
-                   "inputs": self._inputs(prompt, osl)}
+        request = {
+            "model_name": self.settings.model,
+            "model_version": self.settings.model_version,
+            "inputs": self._inputs(prompt, osl),
+        }
 
         async def requests():
             yield request
@@ -51,10 +54,12 @@ class KServeGrpcStreamClient(LLMClient):
 
     def _inputs(self, prompt: str, osl: int) -> list[grpcclient.InferInput]:
         sampling = {**self.sampling_fields(osl), **self.settings.extra_body}
-        values = [("text_input", "BYTES", np.array([prompt.encode()], dtype=object)),
-                  ("stream", "BOOL", np.array([True])),
-                  ("exclude_input_in_output", "BOOL", np.array([True])),
-                  ("sampling_parameters", "BYTES", np.array([json.dumps(sampling).encode()], dtype=object))]
+        values = [
+            ("text_input", "BYTES", np.array([prompt.encode()], dtype=object)),
+            ("stream", "BOOL", np.array([True])),
+            ("exclude_input_in_output", "BOOL", np.array([True])),
+            ("sampling_parameters", "BYTES", np.array([json.dumps(sampling).encode()], dtype=object)),
+        ]
         inputs = []
         for name, datatype, array in values:
             tensor = grpcclient.InferInput(name, [1], datatype)

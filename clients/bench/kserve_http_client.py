@@ -30,8 +30,13 @@ class KServeGenerateStreamClient(LLMClient):
         await self.session.close()
 
     async def stream(self, prompt: str, osl: int, clock: Clock) -> StreamOutcome:
-        body = {"text_input": prompt, "stream": True, "exclude_input_in_output": True,
-                "sampling_parameters": json.dumps(self.sampling_fields(osl)), **self.settings.extra_body}
+        body = {
+            "text_input": prompt,
+            "stream": True,
+            "exclude_input_in_output": True,
+            "sampling_parameters": json.dumps(self.sampling_fields(osl)),
+            **self.settings.extra_body,
+        }
         outcome = StreamOutcome()
         async with self.session.post(self.url, json=body) as response:
             if response.status != 200:

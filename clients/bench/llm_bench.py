@@ -1,7 +1,7 @@
 """`bench llm` as a library call: run the load, summarize, write JSON/CSV/plots.
 
-    result = run_llm_bench(LLMBenchSettings(model="tiny_llm", load=LoadSettings(concurrency=4, num_requests=60)))
-    print(result.table)
+result = run_llm_bench(LLMBenchSettings(model="tiny_llm", load=LoadSettings(concurrency=4, num_requests=60)))
+print(result.table)
 """
 
 from __future__ import annotations
@@ -61,8 +61,12 @@ async def bench_llm(settings: LLMBenchSettings) -> LLMBenchResult:
     client = make_client(settings)
     await client.open()
     try:
-        with tqdm(total=settings.load.num_requests, unit="req", disable=not settings.progress,
-                  desc=f"{client.protocol} {settings.lengths.pattern}") as bar:
+        with tqdm(
+            total=settings.load.num_requests,
+            unit="req",
+            disable=not settings.progress,
+            desc=f"{client.protocol} {settings.lengths.pattern}",
+        ) as bar:
             measure = functools.partial(_measure, client, prompts)
             result = await run_load(measure, plans, warmup_plans, settings.load, lambda record: bar.update(1))
     finally:
@@ -78,8 +82,9 @@ async def bench_llm(settings: LLMBenchSettings) -> LLMBenchResult:
 
 async def _measure(client: LLMClient, prompts: PromptBuilder, plan: RequestPlan) -> RequestRecord:
     prompt = prompts.build(plan.isl)
-    record = RequestRecord(plan.index, plan.pattern, client.protocol, started_at=time.time(),
-                           planned_isl=plan.isl, planned_osl=plan.osl)
+    record = RequestRecord(
+        plan.index, plan.pattern, client.protocol, started_at=time.time(), planned_isl=plan.isl, planned_osl=plan.osl
+    )
     clock = Clock()
     record.start_s = clock.sent
     try:
@@ -100,8 +105,10 @@ async def _measure(client: LLMClient, prompts: PromptBuilder, plan: RequestPlan)
 def _title(settings: LLMBenchSettings) -> str:
     load = settings.load
     how = f"concurrency {load.concurrency}" if load.concurrency else f"{load.request_rate:g} req/s Poisson"
-    return f"modelgate bench llm: {settings.model} over {settings.protocol} at {settings.url}, " \
-           f"pattern {settings.lengths.pattern}, {how}"
+    return (
+        f"modelgate bench llm: {settings.model} over {settings.protocol} at {settings.url}, "
+        f"pattern {settings.lengths.pattern}, {how}"
+    )
 
 
 def _write_outputs(bench: LLMBenchResult) -> list[Path]:

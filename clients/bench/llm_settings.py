@@ -8,8 +8,17 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Protocol = Literal["generate_stream", "grpc", "openai-chat", "openai-completions"]
-PatternKind = Literal["fixed", "long-in-short-out", "long-in-long-out", "short-in-long-out", "short-in-short-out",
-                      "mix", "normal", "uniform", "trace"]
+PatternKind = Literal[
+    "fixed",
+    "long-in-short-out",
+    "long-in-long-out",
+    "short-in-long-out",
+    "short-in-short-out",
+    "mix",
+    "normal",
+    "uniform",
+    "trace",
+]
 
 
 class LengthSettings(BaseModel):

@@ -46,8 +46,13 @@ class RequestBudget:
         return next(self.plans)
 
 
-async def run_load(measure: Measure, plans: Iterator[RequestPlan], warmup_plans: Iterator[RequestPlan],
-                   load: LoadSettings, on_done: Callable[[RequestRecord], None] = lambda record: None) -> LoadResult:
+async def run_load(
+    measure: Measure,
+    plans: Iterator[RequestPlan],
+    warmup_plans: Iterator[RequestPlan],
+    load: LoadSettings,
+    on_done: Callable[[RequestRecord], None] = lambda record: None,
+) -> LoadResult:
     warmup_workers = min(load.warmup_requests, load.concurrency or load.max_concurrency or 4)
     warmup_budget = RequestBudget(warmup_plans, load.warmup_requests, None)
     warmup = await _closed_loop(measure, warmup_budget, warmup_workers, lambda record: None)

@@ -31,8 +31,13 @@ class OpenAIClient(LLMClient):
         await self.session.close()
 
     async def stream(self, prompt: str, osl: int, clock: Clock) -> StreamOutcome:
-        body = {"model": self.settings.model, "stream": True, "stream_options": {"include_usage": True},
-                **self.sampling_fields(osl), **self.settings.extra_body}
+        body = {
+            "model": self.settings.model,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **self.sampling_fields(osl),
+            **self.settings.extra_body,
+        }
         if self.chat:
             body["messages"] = [{"role": "user", "content": prompt}]
         else:

@@ -95,8 +95,11 @@ def _mix(lengths: LengthSettings, rng: np.random.Generator):
 
 def _normal(lengths: LengthSettings, rng: np.random.Generator):
     while True:
-        yield ("normal", round(rng.normal(lengths.isl, lengths.isl_stddev)),
-               round(rng.normal(lengths.osl, lengths.osl_stddev)))
+        yield (
+            "normal",
+            round(rng.normal(lengths.isl, lengths.isl_stddev)),
+            round(rng.normal(lengths.osl, lengths.osl_stddev)),
+        )
 
 
 def _uniform(lengths: LengthSettings, rng: np.random.Generator):

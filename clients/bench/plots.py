@@ -19,8 +19,16 @@ from modelgate.clients.bench.request_record import RequestRecord
 from modelgate.clients.bench.statistics import by_pattern, least_squares_line
 
 PLOT_FILES = ("isl_osl_histogram.png", "ttft_vs_isl.png", "itl_vs_position.png", "ttc_by_pattern.png")
-_STYLE = {"font.size": 12, "axes.titlesize": 14, "axes.labelsize": 12, "legend.fontsize": 10,
-          "xtick.labelsize": 11, "ytick.labelsize": 11, "axes.grid": True, "grid.alpha": 0.3}
+_STYLE = {
+    "font.size": 12,
+    "axes.titlesize": 14,
+    "axes.labelsize": 12,
+    "legend.fontsize": 10,
+    "xtick.labelsize": 11,
+    "ytick.labelsize": 11,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
 _MAX_SCATTER_POINTS = 20_000
 _MAX_CATEGORIES = 12  # distinct lengths per axis up to which the histogram is a labelled grid
 

@@ -33,8 +33,9 @@ class PromptBuilder:
         if self.tokenizer is not None:
             self.corpus_ids = self.tokenizer.encode(CORPUS, add_special_tokens=False).ids
             probe = "hello"
-            self.num_special = (len(self.tokenizer.encode(probe).ids)
-                                - len(self.tokenizer.encode(probe, add_special_tokens=False).ids))
+            self.num_special = len(self.tokenizer.encode(probe).ids) - len(
+                self.tokenizer.encode(probe, add_special_tokens=False).ids
+            )
 
     def build(self, num_tokens: int) -> Prompt:
         if self.tokenizer is None:

@@ -10,11 +10,34 @@ from modelgate.clients.bench.request_record import RequestRecord
 
 JSON_NAME = "bench.json"
 CSV_NAME = "requests.csv"
-CSV_COLUMNS = ("index", "pattern", "protocol", "started_at", "start_s", "planned_isl", "planned_osl", "isl", "osl",
-               "ttft_s", "ttc_s", "e2e_s", "tpot_s", "itl_mean_s", "itl_max_s", "finish_reason", "error")
-_ROWS = (("TTFT", "ttft_s", 1e3, "ms"), ("ITL", "itl_s", 1e3, "ms"), ("TPOT", "tpot_s", 1e3, "ms"),
-         ("TTC", "ttc_s", 1e3, "ms"), ("E2E", "e2e_s", 1e3, "ms"), ("ISL", "isl", 1, "tokens"),
-         ("OSL", "osl", 1, "tokens"))
+CSV_COLUMNS = (
+    "index",
+    "pattern",
+    "protocol",
+    "started_at",
+    "start_s",
+    "planned_isl",
+    "planned_osl",
+    "isl",
+    "osl",
+    "ttft_s",
+    "ttc_s",
+    "e2e_s",
+    "tpot_s",
+    "itl_mean_s",
+    "itl_max_s",
+    "finish_reason",
+    "error",
+)
+_ROWS = (
+    ("TTFT", "ttft_s", 1e3, "ms"),
+    ("ITL", "itl_s", 1e3, "ms"),
+    ("TPOT", "tpot_s", 1e3, "ms"),
+    ("TTC", "ttc_s", 1e3, "ms"),
+    ("E2E", "e2e_s", 1e3, "ms"),
+    ("ISL", "isl", 1, "tokens"),
+    ("OSL", "osl", 1, "tokens"),
+)
 
 
 def summary_table(summary: dict, title: str) -> str:

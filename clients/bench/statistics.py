@@ -21,8 +21,12 @@ def distribution(values) -> dict | None:
     array = np.asarray([v for v in values if v is not None], dtype=float)
     if array.size == 0:
         return None
-    result = {"count": int(array.size), "mean": float(array.mean()), "min": float(array.min()),
-              "max": float(array.max())}
+    result = {
+        "count": int(array.size),
+        "mean": float(array.mean()),
+        "min": float(array.min()),
+        "max": float(array.max()),
+    }
     for q, value in zip(QUANTILES, np.percentile(array, QUANTILES)):
         result[f"p{q}"] = float(value)
     return result
@@ -48,8 +52,12 @@ def summarize(records: list[RequestRecord]) -> dict:
     input_tokens = sum(r.isl or 0 for r in ok)
     output_tokens = sum(r.osl for r in ok)
     summary = {
-        "num_requests": len(records), "num_ok": len(ok), "num_errors": len(records) - len(ok),
-        "duration_s": duration, "total_input_tokens": input_tokens, "total_output_tokens": output_tokens,
+        "num_requests": len(records),
+        "num_ok": len(ok),
+        "num_errors": len(records) - len(ok),
+        "duration_s": duration,
+        "total_input_tokens": input_tokens,
+        "total_output_tokens": output_tokens,
         "request_throughput_per_s": len(ok) / duration if duration else 0.0,
         "output_token_throughput_per_s": output_tokens / duration if duration else 0.0,
         "input_token_throughput_per_s": input_tokens / duration if duration else 0.0,
@@ -59,8 +67,9 @@ def summarize(records: list[RequestRecord]) -> dict:
     summary["osl"] = distribution(r.osl for r in ok)
     timed = [r for r in ok if r.ttft_s is not None and r.isl is not None]
     summary["ttft_vs_isl_fit"] = least_squares_line([r.isl for r in timed], [r.ttft_s for r in timed])
-    summary["per_pattern"] = {name: {"num_requests": len(group), **_latencies(group)}
-                              for name, group in by_pattern(ok).items()}
+    summary["per_pattern"] = {
+        name: {"num_requests": len(group), **_latencies(group)} for name, group in by_pattern(ok).items()
+    }
     summary["errors"] = sorted({r.error for r in records if r.error})[:10]
     return summary
 

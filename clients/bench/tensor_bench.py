@@ -82,20 +82,26 @@ async def bench_tensor(settings: TensorBenchSettings) -> TensorBenchResult:
         rng = np.random.default_rng(settings.seed)
         pool = [[(spec, random_array(spec, rng)) for spec in specs] for _ in range(_INPUT_POOL)]
         await _level(client, pool, max(1, min(settings.concurrency)), settings.warmup_requests, None)
-        levels = [await _level(client, pool, level, settings.num_requests, settings.duration_s)
-                  for level in settings.concurrency]
+        levels = [
+            await _level(client, pool, level, settings.num_requests, settings.duration_s)
+            for level in settings.concurrency
+        ]
     finally:
         await client.close()
     result = TensorBenchResult(settings, specs, levels, _table(settings, specs, levels))
     if settings.output_file is not None:
-        document = {"settings": settings.model_dump(mode="json"), "inputs": [asdict(s) for s in specs],
-                    "levels": [asdict(level) for level in levels]}
+        document = {
+            "settings": settings.model_dump(mode="json"),
+            "inputs": [asdict(s) for s in specs],
+            "levels": [asdict(level) for level in levels],
+        }
         Path(settings.output_file).write_text(json.dumps(document, indent=1))
     return result
 
 
-async def _level(client: _Client, pool, concurrency: int, num_requests: int | None,
-                 duration_s: float | None) -> LevelResult:
+async def _level(
+    client: _Client, pool, concurrency: int, num_requests: int | None, duration_s: float | None
+) -> LevelResult:
     budget = RequestBudget(itertools.count(), num_requests, duration_s)
     latencies: list[float] = []
     errors: list[str] = []
@@ -113,9 +119,15 @@ async def _level(client: _Client, pool, concurrency: int, num_requests: int | No
     if num_requests != 0:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     duration = time.perf_counter() - started
-    return LevelResult(concurrency, len(latencies), len(errors), duration,
-                       len(latencies) / duration if duration else 0.0, distribution(latencies),
-                       sorted(set(errors))[:5])
+    return LevelResult(
+        concurrency,
+        len(latencies),
+        len(errors),
+        duration,
+        len(latencies) / duration if duration else 0.0,
+        distribution(latencies),
+        sorted(set(errors))[:5],
+    )
 
 
 class _Client:
@@ -126,8 +138,11 @@ class _Client:
         if settings.protocol == "http":
             import tritonclient.http.aio as module
 
-            self.client = module.InferenceServerClient(settings.url.split("://", 1)[-1], conn_limit=max(
-                settings.concurrency), conn_timeout=settings.request_timeout_s)
+            self.client = module.InferenceServerClient(
+                settings.url.split("://", 1)[-1],
+                conn_limit=max(settings.concurrency),
+                conn_timeout=settings.request_timeout_s,
+            )
         else:
             import tritonclient.grpc.aio as module
 
@@ -143,8 +158,9 @@ class _Client:
             metadata = await self.client.get_model_metadata(name, version, as_json=True)
             config = (await self.client.get_model_config(name, version, as_json=True))["config"]
         if config.get("model_transaction_policy", {}).get("decoupled"):
-            raise TensorInputError(f"model '{name}' is decoupled; bench tensor sends unary infer requests "
-                             "(use bench llm for LLM models)")
+            raise TensorInputError(
+                f"model '{name}' is decoupled; bench tensor sends unary infer requests (use bench llm for LLM models)"
+            )
         s = self.settings
         return input_specs(metadata, int(config.get("max_batch_size", 0)), s.batch_size, s.shape_size, s.shapes)
 
@@ -157,8 +173,12 @@ class _Client:
         if self.settings.protocol == "http":
             await self.client.infer(self.settings.model, inputs, model_version=self.settings.model_version)
         else:
-            await self.client.infer(self.settings.model, inputs, model_version=self.settings.model_version,
-                                    client_timeout=self.settings.request_timeout_s)
+            await self.client.infer(
+                self.settings.model,
+                inputs,
+                model_version=self.settings.model_version,
+                client_timeout=self.settings.request_timeout_s,
+            )
 
     async def close(self) -> None:
         await self.client.close()
@@ -166,12 +186,18 @@ class _Client:
 
 def _table(settings: TensorBenchSettings, specs: list[InputSpec], levels: list[LevelResult]) -> str:
     shapes = ", ".join(f"{s.name} {s.datatype}{list(s.shape)}" for s in specs)
-    lines = [f"modelgate bench tensor: {settings.model} over {settings.protocol} at {settings.url}; inputs {shapes}",
-             f"{'concurrency':>11}{'requests':>10}{'errors':>8}{'infer/s':>10}{'mean ms':>10}{'p50 ms':>10}"
-             f"{'p90 ms':>10}{'p99 ms':>10}"]
+    lines = [
+        f"modelgate bench tensor: {settings.model} over {settings.protocol} at {settings.url}; inputs {shapes}",
+        f"{'concurrency':>11}{'requests':>10}{'errors':>8}{'infer/s':>10}{'mean ms':>10}{'p50 ms':>10}"
+        f"{'p90 ms':>10}{'p99 ms':>10}",
+    ]
     for level in levels:
         latency = level.latency_s
-        cells = "".join(f"{latency[k] * 1e3:>10.2f}" if latency else f"{'-':>10}" for k in ("mean", "p50", "p90", "p99"))
-        lines.append(f"{level.concurrency:>11}{level.num_ok:>10}{level.num_errors:>8}{level.throughput_per_s:>10.1f}{cells}")
+        cells = "".join(
+            f"{latency[k] * 1e3:>10.2f}" if latency else f"{'-':>10}" for k in ("mean", "p50", "p90", "p99")
+        )
+        lines.append(
+            f"{level.concurrency:>11}{level.num_ok:>10}{level.num_errors:>8}{level.throughput_per_s:>10.1f}{cells}"
+        )
         lines += [f"  error: {error}" for error in level.errors]
     return "\n".join(lines)

@@ -12,8 +12,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_INTEGER = {"INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "UINT8": np.uint8,
-            "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64}
+_INTEGER = {
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+}
 _FLOAT = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
 
 
@@ -28,8 +36,9 @@ class InputSpec:
     shape: tuple[int, ...]
 
 
-def input_specs(metadata: dict, max_batch_size: int, batch_size: int, shape_size: int,
-                overrides: dict[str, list[int]]) -> list[InputSpec]:
+def input_specs(
+    metadata: dict, max_batch_size: int, batch_size: int, shape_size: int, overrides: dict[str, list[int]]
+) -> list[InputSpec]:
     """One spec per model input; `metadata` as v2 metadata JSON (gRPC's string dims accepted)."""
     unknown = set(overrides) - {tensor["name"] for tensor in metadata["inputs"]}
     if unknown:

@@ -29,15 +29,25 @@ def add_size_command(commands) -> None:
 def run_memory(args: argparse.Namespace) -> int:
     path = args.config / "config.json" if args.config.is_dir() else args.config
     config = DecoderConfig.from_file(path)
-    result = plan(config, int(args.gpu_memory_gib * GIB), args.gpu_memory_utilization, args.weights_dtype,
-                  args.kv_dtype, args.isl, args.osl, args.block_size)
+    result = plan(
+        config,
+        int(args.gpu_memory_gib * GIB),
+        args.gpu_memory_utilization,
+        args.weights_dtype,
+        args.kv_dtype,
+        args.isl,
+        args.osl,
+        args.block_size,
+    )
     counts = parameter_counts(config)
     rows = [
         ("parameters", f"{counts.total / 1e9:.2f} B"),
         (f"weights ({args.weights_dtype})", f"{result.weight_bytes / GIB:.2f} GiB"),
         (f"KV per token ({args.kv_dtype})", f"{result.kv_bytes_per_token / 1024:.1f} KiB"),
-        (f"KV budget ({args.gpu_memory_utilization:.0%} of {args.gpu_memory_gib:g} GiB)",
-         f"{result.kv_budget_bytes / GIB:.2f} GiB"),
+        (
+            f"KV budget ({args.gpu_memory_utilization:.0%} of {args.gpu_memory_gib:g} GiB)",
+            f"{result.kv_budget_bytes / GIB:.2f} GiB",
+        ),
         ("KV tokens that fit", f"{result.kv_tokens:,}"),
         (f"concurrent sequences at {result.sequence_tokens} tokens", f"{result.concurrent_sequences:,}"),
     ]

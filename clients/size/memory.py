@@ -66,8 +66,17 @@ class MemoryPlan:
     sequence_tokens: int
 
 
-def plan(config: DecoderConfig, gpu_memory_bytes: int, utilization: float, weights_dtype: str, kv_dtype: str,
-         isl: int, osl: int, block_size: int = 16, reserve_bytes: int = 0) -> MemoryPlan:
+def plan(
+    config: DecoderConfig,
+    gpu_memory_bytes: int,
+    utilization: float,
+    weights_dtype: str,
+    kv_dtype: str,
+    isl: int,
+    osl: int,
+    block_size: int = 16,
+    reserve_bytes: int = 0,
+) -> MemoryPlan:
     """What fits on one GPU: weights first, then KV cache for sequences of isl + osl tokens."""
     weights = weight_bytes(config, weights_dtype)
     per_token = kv_bytes_per_token(config, kv_dtype)

@@ -73,8 +73,14 @@ def nearest_rank(values: list[int], q: float) -> int:
 
 
 def summarize_lengths(values: list[int]) -> LengthSummary:
-    return LengthSummary(len(values), sum(values) / len(values), nearest_rank(values, 0.5),
-                         nearest_rank(values, 0.9), nearest_rank(values, 0.99), max(values))
+    return LengthSummary(
+        len(values),
+        sum(values) / len(values),
+        nearest_rank(values, 0.5),
+        nearest_rank(values, 0.9),
+        nearest_rank(values, 0.99),
+        max(values),
+    )
 
 
 def poisson_quantile(mean: float, q: float) -> int:
@@ -88,8 +94,14 @@ def poisson_quantile(mean: float, q: float) -> int:
     return k
 
 
-def plan_windows(requests: list[TrafficRequest], q: float = 0.99, window_s: int = 3600, utc_offset_s: int = 0,
-                 block_size: int = 16, gpu: GpuSpec | None = None) -> list[WindowPlan]:
+def plan_windows(
+    requests: list[TrafficRequest],
+    q: float = 0.99,
+    window_s: int = 3600,
+    utc_offset_s: int = 0,
+    block_size: int = 16,
+    gpu: GpuSpec | None = None,
+) -> list[WindowPlan]:
     """The whole trace ("all") first, then each time-of-day window that has requests."""
     if not 0 < q <= 1:
         raise ValueError(f"quantile {q} must be in (0, 1]")
@@ -110,8 +122,9 @@ def plan_windows(requests: list[TrafficRequest], q: float = 0.99, window_s: int 
     return plans
 
 
-def _plan(label: str, requests: list[TrafficRequest], covered_s: float | None, q: float, block_size: int,
-          gpu: GpuSpec | None) -> WindowPlan:
+def _plan(
+    label: str, requests: list[TrafficRequest], covered_s: float | None, q: float, block_size: int, gpu: GpuSpec | None
+) -> WindowPlan:
     max_in = nearest_rank([r.isl for r in requests], q)
     max_out = nearest_rank([r.osl for r in requests], q)
     model_len = _round_up(max_in + max_out, block_size)
@@ -123,14 +136,23 @@ def _plan(label: str, requests: list[TrafficRequest], covered_s: float | None, q
     concurrency = rate * mean_ttc
     seqs = max(1, poisson_quantile(concurrency, q))
     kv_tokens = seqs * model_len
-    result = dict(covered_s=covered_s, arrival_rate_per_s=rate, mean_ttc_s=mean_ttc, concurrency=concurrency,
-                  max_num_seqs=seqs, kv_tokens=kv_tokens)
+    result = dict(
+        covered_s=covered_s,
+        arrival_rate_per_s=rate,
+        mean_ttc_s=mean_ttc,
+        concurrency=concurrency,
+        max_num_seqs=seqs,
+        kv_tokens=kv_tokens,
+    )
     if gpu is not None:
-        fit = plan(gpu.config, gpu.memory_bytes, gpu.utilization, gpu.weights_dtype, gpu.kv_dtype, max_in, max_out,
-                   block_size)
-        result.update(kv_bytes=kv_tokens * kv_bytes_per_token(gpu.config, gpu.kv_dtype),
-                      sequences_per_gpu=fit.concurrent_sequences,
-                      gpus_needed=math.ceil(seqs / fit.concurrent_sequences) if fit.concurrent_sequences else None)
+        fit = plan(
+            gpu.config, gpu.memory_bytes, gpu.utilization, gpu.weights_dtype, gpu.kv_dtype, max_in, max_out, block_size
+        )
+        result.update(
+            kv_bytes=kv_tokens * kv_bytes_per_token(gpu.config, gpu.kv_dtype),
+            sequences_per_gpu=fit.concurrent_sequences,
+            gpus_needed=math.ceil(seqs / fit.concurrent_sequences) if fit.concurrent_sequences else None,
+        )
     return WindowPlan(label, len(requests), max_in, max_out, model_len, max_in + seqs - 1, **result)
 
 

@@ -13,18 +13,33 @@ from modelgate.clients.size.memory import BYTES_PER_ELEMENT, GIB
 from modelgate.clients.size.traffic import GpuSpec, WindowPlan, plan_windows, summarize_lengths
 from modelgate.clients.size.traffic_input import TrafficInputError, read_traffic
 
-_COLUMNS = (("window", "label", "{}"), ("requests", "num_requests", "{}"), ("req/s", "arrival_rate_per_s", "{:.3g}"),
-            ("TTC s", "mean_ttc_s", "{:.3g}"), ("L", "concurrency", "{:.2f}"), ("max_in", "max_input_len", "{}"),
-            ("max_out", "max_output_len", "{}"), ("max_model_len", "max_model_len", "{}"),
-            ("max_num_seqs", "max_num_seqs", "{}"), ("max_num_batched_tokens", "max_num_batched_tokens", "{}"),
-            ("KV tokens", "kv_tokens", "{:,}"), ("KV memory", "kv_bytes", None), ("seqs/GPU", "sequences_per_gpu", "{:,}"),
-            ("GPUs", "gpus_needed", "{}"))
+_COLUMNS = (
+    ("window", "label", "{}"),
+    ("requests", "num_requests", "{}"),
+    ("req/s", "arrival_rate_per_s", "{:.3g}"),
+    ("TTC s", "mean_ttc_s", "{:.3g}"),
+    ("L", "concurrency", "{:.2f}"),
+    ("max_in", "max_input_len", "{}"),
+    ("max_out", "max_output_len", "{}"),
+    ("max_model_len", "max_model_len", "{}"),
+    ("max_num_seqs", "max_num_seqs", "{}"),
+    ("max_num_batched_tokens", "max_num_batched_tokens", "{}"),
+    ("KV tokens", "kv_tokens", "{:,}"),
+    ("KV memory", "kv_bytes", None),
+    ("seqs/GPU", "sequences_per_gpu", "{:,}"),
+    ("GPUs", "gpus_needed", "{}"),
+)
 
 
 def add_traffic_command(kinds) -> None:
-    traffic = kinds.add_parser("traffic", help="ISL/OSL quantiles and engine settings per time-of-day window, "
-                                               "from a server trace (JSONL) or a bench.json")
-    traffic.add_argument("input", type=Path, help="trace JSONL (the LLM backend's trace_file) or bench llm's bench.json")
+    traffic = kinds.add_parser(
+        "traffic",
+        help="ISL/OSL quantiles and engine settings per time-of-day window, "
+        "from a server trace (JSONL) or a bench.json",
+    )
+    traffic.add_argument(
+        "input", type=Path, help="trace JSONL (the LLM backend's trace_file) or bench llm's bench.json"
+    )
     traffic.add_argument("--quantile", type=float, default=0.99, help="fraction of requests the limits cover")
     traffic.add_argument("--window-secs", type=int, default=3600, help="time-of-day window (divides a day)")
     traffic.add_argument("--utc-offset-hours", type=float, default=0.0, help="local time of the windows")
@@ -42,33 +57,46 @@ def run_traffic(args: argparse.Namespace) -> int:
     try:
         requests = read_traffic(args.input)
         gpu = _gpu(args) if args.config else None
-        plans = plan_windows(requests, args.quantile, args.window_secs, int(args.utc_offset_hours * 3600),
-                             args.block_size, gpu)
+        plans = plan_windows(
+            requests, args.quantile, args.window_secs, int(args.utc_offset_hours * 3600), args.block_size, gpu
+        )
     except (TrafficInputError, ValueError, FileNotFoundError) as exc:
         print(f"modelgate size traffic: {exc}", file=sys.stderr)
         return 2
-    summaries = {"ISL": summarize_lengths([r.isl for r in requests]),
-                 "OSL": summarize_lengths([r.osl for r in requests]),
-                 "ISL+OSL": summarize_lengths([r.isl + r.osl for r in requests])}
+    summaries = {
+        "ISL": summarize_lengths([r.isl for r in requests]),
+        "OSL": summarize_lengths([r.osl for r in requests]),
+        "ISL+OSL": summarize_lengths([r.isl + r.osl for r in requests]),
+    }
     print(f"{len(requests)} requests from {args.input}; limits cover {args.quantile:.4g} of requests (nearest rank)")
     print(_length_table(summaries))
-    print(f"max input length {plans[0].max_input_len} tokens, max output length {plans[0].max_output_len} tokens "
-          f"cover {args.quantile:.4g} of requests")
+    print(
+        f"max input length {plans[0].max_input_len} tokens, max output length {plans[0].max_output_len} tokens "
+        f"cover {args.quantile:.4g} of requests"
+    )
     print()
     print(_plan_table(plans))
     if plans[0].concurrency is None:
         print("(no timestamps or times to completion: concurrency and the settings that need it are unknown)")
     if args.json:
-        document = {"quantile": args.quantile, "lengths": {k: asdict(v) for k, v in summaries.items()},
-                    "windows": [asdict(p) for p in plans]}
+        document = {
+            "quantile": args.quantile,
+            "lengths": {k: asdict(v) for k, v in summaries.items()},
+            "windows": [asdict(p) for p in plans],
+        }
         args.json.write_text(json.dumps(document, indent=1))
     return 0
 
 
 def _gpu(args: argparse.Namespace) -> GpuSpec:
     path = args.config / "config.json" if args.config.is_dir() else args.config
-    return GpuSpec(DecoderConfig.from_file(path), int(args.gpu_memory_gib * GIB), args.gpu_memory_utilization,
-                   args.weights_dtype, args.kv_dtype)
+    return GpuSpec(
+        DecoderConfig.from_file(path),
+        int(args.gpu_memory_gib * GIB),
+        args.gpu_memory_utilization,
+        args.weights_dtype,
+        args.kv_dtype,
+    )
 
 
 def _length_table(summaries: dict) -> str:
@@ -83,8 +111,10 @@ def _plan_table(plans: list[WindowPlan]) -> str:
     for window in plans:
         rows.append([_cell(getattr(window, key), style) for _, key, style in _COLUMNS])
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    return "\n".join("  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width)
-                               in enumerate(zip(row, widths))) for row in rows)
+    return "\n".join(
+        "  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths)))
+        for row in rows
+    )
 
 
 def _cell(value, style: str | None) -> str:

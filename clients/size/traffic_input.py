@@ -34,8 +34,11 @@ def read_traffic(path: Path) -> list[TrafficRequest]:
         rows = [row for row in document["requests"] if not row.get("error")]
         requests = [_request(row, f"{path}: request {number}", "started_at") for number, row in enumerate(rows)]
     else:
-        requests = [_request(_line(line, path, number), f"{path}:{number}", "timestamp")
-                    for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+        requests = [
+            _request(_line(line, path, number), f"{path}:{number}", "timestamp")
+            for number, line in enumerate(text.splitlines(), 1)
+            if line.strip()
+        ]
     if not requests:
         raise TrafficInputError(f"{path} holds no requests")
     return requests
@@ -64,4 +67,6 @@ def _request(row: dict, where: str, time_key: str) -> TrafficRequest:
     except (KeyError, TypeError, ValueError):
         raise TrafficInputError(f"{where}: needs integer 'isl' and 'osl'") from None
     timestamp, ttc = row.get(time_key), row.get("ttc_s")
-    return TrafficRequest(isl, osl, None if timestamp is None else float(timestamp), None if ttc is None else float(ttc))
+    return TrafficRequest(
+        isl, osl, None if timestamp is None else float(timestamp), None if ttc is None else float(ttc)
+    )

@@ -85,10 +85,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-heads", type=int, default=4)
     parser.add_argument("--num-kv-heads", type=int, default=2)
     parser.add_argument("--max-len", type=int, default=256, help="max_position_embeddings and model_max_length")
-    parser.add_argument("--multi-turn-fraction", type=float, default=0.1,
-                        help="share of extra examples that chain two Question/Answer lines, as the chat template does")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads; 1 keeps float sums in one order whatever the machine")
+    parser.add_argument(
+        "--multi-turn-fraction",
+        type=float,
+        default=0.1,
+        help="share of extra examples that chain two Question/Answer lines, as the chat template does",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads; 1 keeps float sums in one order whatever the machine"
+    )
     parser.add_argument("--log-every", type=int, default=100)
     return parser.parse_args(argv)
 
@@ -244,8 +249,11 @@ def train(model, examples: list[list[int]], pad_id: int, args: argparse.Namespac
         running += loss.item()
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             count = (step % args.log_every) + 1
-            print(f"step {step + 1:5d}/{args.steps}  loss {running / count:.4f}  "
-                  f"lr {learning_rate(step, args):.2e}  {time.perf_counter() - started:6.1f}s", flush=True)
+            print(
+                f"step {step + 1:5d}/{args.steps}  loss {running / count:.4f}  "
+                f"lr {learning_rate(step, args):.2e}  {time.perf_counter() - started:6.1f}s",
+                flush=True,
+            )
             running = 0.0
     model.eval()
 
@@ -310,10 +318,14 @@ def greedy(model, tokenizer: Tokenizer, prompt: str, add_special_tokens: bool = 
     ids = tokenizer.encode(prompt, add_special_tokens=add_special_tokens).ids
     eos_id = tokenizer.token_to_id(EOS)
     output = model.generate(
-        torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-        max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_id, pad_token_id=eos_id,
+        torch.tensor([ids]),
+        attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
     )
-    return tokenizer.decode(output[0, len(ids):].tolist(), skip_special_tokens=True)
+    return tokenizer.decode(output[0, len(ids) :].tolist(), skip_special_tokens=True)
 
 
 def print_samples(model, tokenizer: Tokenizer) -> None:
@@ -340,8 +352,10 @@ def main(argv: list[str] | None = None) -> None:
     count = round(len(examples) * args.multi_turn_fraction)
     training_examples = examples + multi_turn_examples(tokenizer, lines, count, rng)
     num_tokens = sum(len(ids) for ids in examples)
-    print(f"corpus: {len(lines)} lines, {len(args.corpus.read_bytes())} bytes, {num_tokens} tokens; "
-          f"vocab {tokenizer.get_vocab_size()}; +{count} two-turn chat examples")
+    print(
+        f"corpus: {len(lines)} lines, {len(args.corpus.read_bytes())} bytes, {num_tokens} tokens; "
+        f"vocab {tokenizer.get_vocab_size()}; +{count} two-turn chat examples"
+    )
 
     model = build_model(args, tokenizer)
     num_params = sum(p.numel() for p in model.parameters())
@@ -349,8 +363,10 @@ def main(argv: list[str] | None = None) -> None:
     pad_id = tokenizer.token_to_id(EOS)
     train(model, training_examples, pad_id, args, rng)
     scores = recall(model, tokenizer, lines, examples, pad_id)
-    print(f"recall (teacher forced): next-token accuracy {scores.token_accuracy:.1%}, "
-          f"answers recited exactly {scores.answers_exact:.1%}")
+    print(
+        f"recall (teacher forced): next-token accuracy {scores.token_accuracy:.1%}, "
+        f"answers recited exactly {scores.answers_exact:.1%}"
+    )
 
     save(model, tokenizer, args.output, args.max_len)
     sizes = {path.name: path.stat().st_size for path in sorted(args.output.iterdir())}

@@ -70,7 +70,9 @@ def _load_mapping(text: str, source: str):
             return json.loads(text)
         return yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(source, "<syntax>", f"not valid {'JSON' if source.endswith('.json') else 'YAML'}: {exc}") from None
+        raise ConfigError(
+            source, "<syntax>", f"not valid {'JSON' if source.endswith('.json') else 'YAML'}: {exc}"
+        ) from None
 
 
 def _field_in(message: str) -> str:

@@ -37,7 +37,8 @@ def read_model_config(model_dir: Path, name: str, override: ModelConfig | None) 
             config, source = ModelConfig(platform="onnxruntime_onnx"), f"{model_dir} (no config file, model.onnx found)"
         else:
             raise ConfigError(
-                str(model_dir), "<file>",
+                str(model_dir),
+                "<file>",
                 "no config.pbtxt, config.yaml or config.json, and no <version>/model.py or <version>/model.onnx",
             )
     if not config.name:

@@ -34,7 +34,7 @@ def _validate_scheduling_kind(config: ModelConfig, source: str) -> None:
             raise ConfigError(source, "ensemble_scheduling", f'is only allowed with platform: "{ENSEMBLE_PLATFORM}"')
         return
     if config.backend:
-        raise ConfigError(source, "backend", f'is \'{config.backend}\'; an ensemble (platform "ensemble") has none')
+        raise ConfigError(source, "backend", f"is '{config.backend}'; an ensemble (platform \"ensemble\") has none")
     if config.instance_group:
         raise ConfigError(
             source, "instance_group", "must be empty for an ensemble: its steps run on the composing models' instances"

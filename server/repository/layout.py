@@ -53,8 +53,7 @@ class RepositoryLayout:
                     continue
                 if entry.name in found:
                     duplicated[entry.name] = (
-                        f"model '{entry.name}' appears in more than one repository: "
-                        f"{found[entry.name].root} and {root}"
+                        f"model '{entry.name}' appears in more than one repository: {found[entry.name].root} and {root}"
                     )
                     continue
                 found[entry.name] = ModelLocation(entry.name, entry.resolve(), root)

@@ -147,8 +147,11 @@ class DynamicBatcher:
         return batch[:best] if best else batch
 
     def _signature(self, request: InferRequest) -> tuple:
-        return tuple(sorted((name, t.shape[1:] if name not in self.ragged_inputs else None)
-                            for name, t in request.inputs.items()))
+        return tuple(
+            sorted(
+                (name, t.shape[1:] if name not in self.ragged_inputs else None) for name, t in request.inputs.items()
+            )
+        )
 
     def _reject_expired(self) -> None:
         for entry in self.queue.expire(time.monotonic_ns()):
@@ -170,10 +173,17 @@ class DynamicBatcher:
         self.stats.record_execution(size, len(batch), timings.input_ns, timings.infer_ns, timings.output_ns)
         responses = result.responses
         if not self.is_decoupled and len(responses) != len(batch):
-            responses = [InferResponse(e.request.model_name, "", id=e.request.id,
-                                       error=ModelExecutionError(f"backend returned {len(result.responses)} "
-                                                                 f"responses for {len(batch)} requests"))
-                         for e in batch]
+            responses = [
+                InferResponse(
+                    e.request.model_name,
+                    "",
+                    id=e.request.id,
+                    error=ModelExecutionError(
+                        f"backend returned {len(result.responses)} responses for {len(batch)} requests"
+                    ),
+                )
+                for e in batch
+            ]
         self._deliver(batch, responses, started, timings)
 
     def _deliver(self, batch: list[QueuedRequest], responses: list[InferResponse], started: int, timings) -> None:

@@ -45,12 +45,14 @@ def check_composing_models(
 def _check_step_model(config: ModelConfig, step: EnsembleStep, model: ModelConfig, source: str) -> None:
     if model.model_transaction_policy.decoupled:
         raise ConfigError(
-            source, f"{step.field}.model_name",
+            source,
+            f"{step.field}.model_name",
             f"model '{step.model_name}' is decoupled; decoupled models cannot be ensemble steps yet",
         )
     if config.max_batch_size > model.max_batch_size:
         raise ConfigError(
-            source, "max_batch_size",
+            source,
+            "max_batch_size",
             f"is {config.max_batch_size} but {step.label} allows at most {model.max_batch_size}; "
             "an ensemble's max_batch_size must not exceed any composing model's",
         )
@@ -59,7 +61,8 @@ def _check_step_model(config: ModelConfig, step: EnsembleStep, model: ModelConfi
     unfed = [t.name for t in model.input if not t.optional and t.name not in step.input_map]
     if unfed:
         raise ConfigError(
-            source, f"{step.field}.input_map",
+            source,
+            f"{step.field}.input_map",
             f"feeds no ensemble tensor to required input(s) {', '.join(repr(n) for n in unfed)} of model "
             f"'{step.model_name}'",
         )
@@ -69,7 +72,8 @@ def _check_names(step: EnsembleStep, map_name: str, mapping: dict, declared: lis
     for name in mapping:
         if name not in declared:
             raise ConfigError(
-                source, f'{step.field}.{map_name}["{name}"]',
+                source,
+                f'{step.field}.{map_name}["{name}"]',
                 f"model '{step.model_name}' has no {kind} '{name}'; its {kind}s are: {', '.join(declared) or 'none'}",
             )
 
@@ -113,13 +117,15 @@ def _shapes(tensor, max_batch_size: int) -> tuple[tuple[int, ...], tuple[int, ..
 def _check_consistent(tensor: str, first: _Declaration, other: _Declaration, source: str) -> None:
     if first.data_type != other.data_type:
         raise ConfigError(
-            source, other.field,
+            source,
+            other.field,
             f"ensemble tensor '{tensor}' is {DataType.Name(first.data_type)} as {first.described} "
             f"but {DataType.Name(other.data_type)} as {other.described}",
         )
     if not (_dims_match(first.dims, other.dims) or _dims_match(first.full_dims, other.full_dims)):
         raise ConfigError(
-            source, other.field,
+            source,
+            other.field,
             f"ensemble tensor '{tensor}' has dims {list(first.dims)} as {first.described} but {list(other.dims)} "
             f"as {other.described} (-1 matches any size; a batched model's dims exclude the batch dimension)",
         )

@@ -87,7 +87,9 @@ def _step(config: ModelConfig, index: int, source: str) -> EnsembleStep:
     if step.model_name == config.name:
         raise ConfigError(source, f"{field}.model_name", f"'{step.model_name}' is the ensemble itself")
     if step.model_version < LATEST_VERSION:
-        raise ConfigError(source, f"{field}.model_version", f"is {step.model_version}; use -1 (latest) or a version >= 0")
+        raise ConfigError(
+            source, f"{field}.model_version", f"is {step.model_version}; use -1 (latest) or a version >= 0"
+        )
     if not step.output_map:
         raise ConfigError(source, f"{field}.output_map", f"maps no output of model '{step.model_name}'")
     version = "" if step.model_version == LATEST_VERSION else str(step.model_version)
@@ -117,7 +119,8 @@ def _consumers(
             if tensor not in inputs and tensor not in producers:
                 known = sorted(inputs | set(producers))
                 raise ConfigError(
-                    source, f'{step.field}.input_map["{model_input}"]',
+                    source,
+                    f'{step.field}.input_map["{model_input}"]',
                     f"reads ensemble tensor '{tensor}', which is neither an ensemble input nor any step's output; "
                     f"known tensors: {', '.join(known)}",
                 )
@@ -131,7 +134,8 @@ def _check_ensemble_outputs(config: ModelConfig, producers: dict[str, int], sour
     for index, tensor in enumerate(config.output):
         if tensor.name not in producers:
             raise ConfigError(
-                source, f"output[{index}].name",
+                source,
+                f"output[{index}].name",
                 f"ensemble output '{tensor.name}' is not written by any step's output_map",
             )
 
@@ -151,7 +155,8 @@ def _topological_order(steps: list[EnsembleStep], producers: dict[str, int], sou
         if not ready:
             stuck = [s.label for s in steps if s not in ordered]
             raise ConfigError(
-                source, _STEPS_FIELD,
+                source,
+                _STEPS_FIELD,
                 f"the steps form a cycle: none of {', '.join(stuck)} can start before another of them has finished",
             )
         ordered.extend(ready)

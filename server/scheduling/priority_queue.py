@@ -36,8 +36,12 @@ class _Policy:
 
 
 def _policy(proto: ModelQueuePolicy) -> _Policy:
-    return _Policy(proto.timeout_action == ModelQueuePolicy.DELAY, proto.default_timeout_microseconds,
-                   proto.allow_timeout_override, proto.max_queue_size)
+    return _Policy(
+        proto.timeout_action == ModelQueuePolicy.DELAY,
+        proto.default_timeout_microseconds,
+        proto.allow_timeout_override,
+        proto.max_queue_size,
+    )
 
 
 class PriorityQueue:
@@ -49,9 +53,10 @@ class PriorityQueue:
         if config.priority_levels == 0:
             self.default_level = 1
         default = _policy(config.default_queue_policy)
-        self.policies = {level: _policy(config.priority_queue_policy[level])
-                         if level in config.priority_queue_policy else default
-                         for level in range(1, self.num_levels + 1)}
+        self.policies = {
+            level: _policy(config.priority_queue_policy[level]) if level in config.priority_queue_policy else default
+            for level in range(1, self.num_levels + 1)
+        }
         self.levels: dict[int, deque[QueuedRequest]] = {level: deque() for level in self.policies}
         self.delayed: deque[QueuedRequest] = deque()
 

@@ -59,8 +59,15 @@ def trace_lines(server) -> list[dict]:
 
 
 def settings(url: str, protocol: str, lengths: LengthSettings, **load) -> LLMBenchSettings:
-    return LLMBenchSettings(url=url, protocol=protocol, model=MODEL, tokenizer=TOKENIZER, lengths=lengths,
-                            load=LoadSettings(**load), progress=False)
+    return LLMBenchSettings(
+        url=url,
+        protocol=protocol,
+        model=MODEL,
+        tokenizer=TOKENIZER,
+        lengths=lengths,
+        load=LoadSettings(**load),
+        progress=False,
+    )
 
 
 def check_records(result, exact_isl: bool = True) -> None:
@@ -93,8 +100,11 @@ def check_summary(result) -> None:
 
 def test_generate_stream_four_classes(llm_server):
     tokens_before, trace_before = generated_tokens(llm_server), len(trace_lines(llm_server))
-    result = run_llm_bench(settings(llm_server.http_url, "generate_stream", CLASSES, concurrency=3,
-                                    num_requests=10, warmup_requests=1, seed=3))
+    result = run_llm_bench(
+        settings(
+            llm_server.http_url, "generate_stream", CLASSES, concurrency=3, num_requests=10, warmup_requests=1, seed=3
+        )
+    )
     check_records(result)
     check_summary(result)
     assert {r.pattern for r in result.records} == set(CLASS_NAMES)
@@ -132,10 +142,36 @@ def test_openai_chat_counts_tokens_from_usage(llm_server):
 
 def test_command_line_writes_json_csv_and_plots(llm_server, tmp_path):
     tokens_before = generated_tokens(llm_server)
-    command = [sys.executable, "-m", "modelgate", "bench", "llm", "--url", llm_server.http_url, "-m", MODEL,
-               "--tokenizer", str(TOKENIZER), "--pattern", "mix", "--short-isl", "12", "--long-isl", "40",
-               "--short-osl", "4", "--long-osl", "10", "--concurrency", "4", "--num-requests", "8",
-               "--output-dir", str(tmp_path), "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "modelgate",
+        "bench",
+        "llm",
+        "--url",
+        llm_server.http_url,
+        "-m",
+        MODEL,
+        "--tokenizer",
+        str(TOKENIZER),
+        "--pattern",
+        "mix",
+        "--short-isl",
+        "12",
+        "--long-isl",
+        "40",
+        "--short-osl",
+        "4",
+        "--long-osl",
+        "10",
+        "--concurrency",
+        "4",
+        "--num-requests",
+        "8",
+        "--output-dir",
+        str(tmp_path),
+        "--no-progress",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
     assert result.returncode == 0, result.stderr
     assert "requests 8 ok, 0 failed" in result.stdout and "TTFT" in result.stdout

@@ -47,8 +47,13 @@ def test_trace_lengths_are_replayed_in_order_and_cycled(tmp_path):
     trace = tmp_path / "trace.jsonl"
     trace.write_text("\n".join(json.dumps({"isl": i, "osl": 2 * i, "ttc_s": 1.0}) for i in (3, 4, 5)) + "\n\n")
     plans = take(LengthSettings(pattern="trace", trace_file=trace), 5)
-    assert [(p.pattern, p.isl, p.osl) for p in plans] == [("trace", 3, 6), ("trace", 4, 8), ("trace", 5, 10),
-                                                           ("trace", 3, 6), ("trace", 4, 8)]
+    assert [(p.pattern, p.isl, p.osl) for p in plans] == [
+        ("trace", 3, 6),
+        ("trace", 4, 8),
+        ("trace", 5, 10),
+        ("trace", 3, 6),
+        ("trace", 4, 8),
+    ]
     trace.write_text('{"isl": 3}\n')
     with pytest.raises(PatternError, match="trace.jsonl:1"):
         take(LengthSettings(pattern="trace", trace_file=trace), 1)

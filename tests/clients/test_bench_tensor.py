@@ -46,8 +46,9 @@ def check_levels(result, levels: list[int], per_level: int) -> None:
 
 def test_http_sweep_on_add_sub(tensor_server):
     before, _ = inference_count(tensor_server, "add_sub")
-    settings = TensorBenchSettings(url=tensor_server.http_url, model="add_sub", concurrency=[1, 4],
-                                   num_requests=12, warmup_requests=2)
+    settings = TensorBenchSettings(
+        url=tensor_server.http_url, model="add_sub", concurrency=[1, 4], num_requests=12, warmup_requests=2
+    )
     result = run_tensor_bench(settings)
     assert result.inputs == [InputSpec("INPUT0", "FP32", (4,)), InputSpec("INPUT1", "FP32", (4,))]
     check_levels(result, [1, 4], 12)
@@ -57,8 +58,16 @@ def test_http_sweep_on_add_sub(tensor_server):
 
 def test_grpc_batched_model_gets_batch_and_variable_sizes(tensor_server):
     before, _ = inference_count(tensor_server, "batched_scale")
-    settings = TensorBenchSettings(url=tensor_server.grpc_url, protocol="grpc", model="batched_scale",
-                                   concurrency=[2], num_requests=6, warmup_requests=0, batch_size=3, shape_size=5)
+    settings = TensorBenchSettings(
+        url=tensor_server.grpc_url,
+        protocol="grpc",
+        model="batched_scale",
+        concurrency=[2],
+        num_requests=6,
+        warmup_requests=0,
+        batch_size=3,
+        shape_size=5,
+    )
     result = run_tensor_bench(settings)
     assert result.inputs == [InputSpec("X", "FP32", (3, 5))]
     check_levels(result, [2], 6)
@@ -68,8 +77,26 @@ def test_grpc_batched_model_gets_batch_and_variable_sizes(tensor_server):
 
 def test_command_line_shape_override_and_json(tensor_server, tmp_path, capsys):
     output = tmp_path / "sweep.json"
-    code = main(["bench", "tensor", "--url", tensor_server.http_url, "-m", "batched_scale", "--concurrency", "1,2",
-                 "--num-requests", "4", "--warmup-requests", "0", "--shape", "X:7", "--output-file", str(output)])
+    code = main(
+        [
+            "bench",
+            "tensor",
+            "--url",
+            tensor_server.http_url,
+            "-m",
+            "batched_scale",
+            "--concurrency",
+            "1,2",
+            "--num-requests",
+            "4",
+            "--warmup-requests",
+            "0",
+            "--shape",
+            "X:7",
+            "--output-file",
+            str(output),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "X FP32[1, 7]" in printed and "infer/s" in printed and "p99 ms" in printed

@@ -7,11 +7,17 @@ import sys
 from modelgate.backends.llm.models.model_config import DecoderConfig
 from modelgate.clients.size.memory import GIB, kv_bytes_per_token, parameter_counts, plan, weight_bytes
 
-LLAMA3_8B = {"architectures": ["LlamaForCausalLM"], "vocab_size": 128256, "hidden_size": 4096,
-             "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
-             "num_key_value_heads": 8, "tie_word_embeddings": False}
-LLAMA3_70B = dict(LLAMA3_8B, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
-                  num_attention_heads=64)
+LLAMA3_8B = {
+    "architectures": ["LlamaForCausalLM"],
+    "vocab_size": 128256,
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "tie_word_embeddings": False,
+}
+LLAMA3_70B = dict(LLAMA3_8B, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64)
 
 
 def _config(raw):
@@ -60,8 +66,27 @@ def test_plan_on_an_80_gib_gpu():
 def test_command_line(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(LLAMA3_8B))
-    result = subprocess.run([sys.executable, "-m", "modelgate", "size", "memory", "--config", str(tmp_path),
-                             "--weights-dtype", "fp8", "--kv-dtype", "fp8", "--isl", "128", "--osl", "128"],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelgate",
+            "size",
+            "memory",
+            "--config",
+            str(tmp_path),
+            "--weights-dtype",
+            "fp8",
+            "--kv-dtype",
+            "fp8",
+            "--isl",
+            "128",
+            "--osl",
+            "128",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "8.03 B" in result.stdout and "64.0 KiB" in result.stdout
     assert "concurrent sequences at 256 tokens" in result.stdout

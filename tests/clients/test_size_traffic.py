@@ -24,8 +24,10 @@ def synthetic_trace() -> list[dict]:
     """Hour 0: 10 requests every 360 s, isl 10..100, osl 5, ttc 36 s.
     Hour 1: 20 requests every 180 s from 01:00 (the last at 01:57), isl 200 (one 1000), osl 50, ttc 360 s."""
     hour0 = [{"timestamp": DAY + 360 * k, "isl": 10 * (k + 1), "osl": 5, "ttc_s": 36.0} for k in range(10)]
-    hour1 = [{"timestamp": DAY + 3600 + 180 * k, "isl": 1000 if k == 7 else 200, "osl": 50, "ttc_s": 360.0}
-             for k in range(20)]
+    hour1 = [
+        {"timestamp": DAY + 3600 + 180 * k, "isl": 1000 if k == 7 else 200, "osl": 50, "ttc_s": 360.0}
+        for k in range(20)
+    ]
     return hour0 + hour1
 
 
@@ -42,7 +44,14 @@ def test_nearest_rank_and_poisson_quantiles_by_hand():
     assert poisson_quantile(2.0, 0.99) == 6 and poisson_quantile(2.0, 0.5) == 2
     assert poisson_quantile(0.1, 0.99) == 1  # e^-0.1 = .9048 < .99 <= .9953
     summary = summarize_lengths(values)
-    assert (summary.count, summary.mean, summary.p50, summary.p90, summary.p99, summary.max) == (10, 55, 50, 90, 100, 100)
+    assert (summary.count, summary.mean, summary.p50, summary.p90, summary.p99, summary.max) == (
+        10,
+        55,
+        50,
+        90,
+        100,
+        100,
+    )
 
 
 def test_windows_and_recommendations_by_hand():
@@ -92,18 +101,38 @@ def test_command_line_on_a_trace_and_a_bench_json(tmp_path, capsys):
     trace = tmp_path / "trace.jsonl"
     write_jsonl(trace, synthetic_trace())
     output = tmp_path / "plan.json"
-    assert main(["size", "traffic", str(trace), "--config", str(TINY_CONFIG), "--gpu-memory-gib", str(16 / 1024),
-                 "--gpu-memory-utilization", "0.5", "--json", str(output)]) == 0
+    assert (
+        main(
+            [
+                "size",
+                "traffic",
+                str(trace),
+                "--config",
+                str(TINY_CONFIG),
+                "--gpu-memory-gib",
+                str(16 / 1024),
+                "--gpu-memory-utilization",
+                "0.5",
+                "--json",
+                str(output),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "max input length 1000 tokens, max output length 50 tokens" in printed
     assert "01:00-02:00" in printed and "6.19 MiB" in printed  # 6 * 1056 * 1024 bytes of KV
     windows = json.loads(output.read_text())["windows"]
     assert [w["gpus_needed"] for w in windows] == [1, 1, 2]
 
-    bench = {"summary": {}, "requests": [
-        {"started_at": DAY + 10, "isl": 30, "osl": 8, "ttc_s": 2.0, "error": None},
-        {"started_at": DAY + 20, "isl": 60, "osl": 8, "ttc_s": 4.0, "error": None},
-        {"started_at": DAY + 30, "isl": 999, "osl": 0, "ttc_s": None, "error": "HTTP 500"}]}
+    bench = {
+        "summary": {},
+        "requests": [
+            {"started_at": DAY + 10, "isl": 30, "osl": 8, "ttc_s": 2.0, "error": None},
+            {"started_at": DAY + 20, "isl": 60, "osl": 8, "ttc_s": 4.0, "error": None},
+            {"started_at": DAY + 30, "isl": 999, "osl": 0, "ttc_s": None, "error": "HTTP 500"},
+        ],
+    }
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(bench))
     requests = read_traffic(path)
@@ -125,8 +154,9 @@ def test_bad_inputs_are_reported(tmp_path, capsys):
 
 def test_trace_recorder_writes_rotating_jsonl_that_size_traffic_reads(tmp_path):
     path = tmp_path / "logs" / "trace.jsonl"
-    recorder = trace_recorder("tiny", "1", {"trace_file": str(path), "trace_max_bytes": "600",
-                                            "trace_backup_count": "2", "max_num_seqs": "4"})
+    recorder = trace_recorder(
+        "tiny", "1", {"trace_file": str(path), "trace_max_bytes": "600", "trace_backup_count": "2", "max_num_seqs": "4"}
+    )
     output = {"num_prompt_tokens": 12, "num_output_tokens": 7, "finish_reason": "length"}
     for number in range(12):
         recorder.record(arrival=100.0, first_token=100.25, finished=101.0 + number, output=output)

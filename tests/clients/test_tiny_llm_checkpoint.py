@@ -41,17 +41,24 @@ def greedy(model, tokenizer, prompt: str, add_special_tokens: bool = True) -> st
     ids = tokenizer(prompt, add_special_tokens=add_special_tokens, return_tensors="pt").input_ids
     eos_id = tokenizer.convert_tokens_to_ids("</s>")
     with torch.no_grad():
-        output = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False,
-                                eos_token_id=eos_id, pad_token_id=eos_id)
-    new_ids = output[0, ids.shape[1]:].tolist()
+        output = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=24,
+            do_sample=False,
+            eos_token_id=eos_id,
+            pad_token_id=eos_id,
+        )
+    new_ids = output[0, ids.shape[1] :].tolist()
     assert new_ids[-1] == eos_id, "the model should end its answer with </s>"
     return tokenizer.decode(new_ids, skip_special_tokens=True)
 
 
 def render(template: str, messages: list[dict], **env_options) -> str:
     environment = jinja2_sandbox.ImmutableSandboxedEnvironment(**env_options)
-    return environment.from_string(template).render(messages=messages, add_generation_prompt=True,
-                                                    bos_token="<s>", eos_token="</s>")
+    return environment.from_string(template).render(
+        messages=messages, add_generation_prompt=True, bos_token="<s>", eos_token="</s>"
+    )
 
 
 def test_checkpoint_files_and_architecture():
@@ -85,7 +92,9 @@ def test_chat_template_renders_and_the_model_answers(model, tokenizer, tokenizer
         {"role": "user", "content": "What does a dog say?"},
     ]
     prompt = render(template, messages)
-    assert prompt == "<s>Question: What is your name? Answer: My name is Tiny.</s>Question: What does a dog say? Answer:"
+    assert (
+        prompt == "<s>Question: What is your name? Answer: My name is Tiny.</s>Question: What does a dog say? Answer:"
+    )
     # The LLM backend renders with trim_blocks/lstrip_blocks: the one-line template must not care.
     assert render(template, messages, trim_blocks=True, lstrip_blocks=True) == prompt
     # The rendered prompt already starts with <s>, so it is tokenized without adding another.

@@ -178,8 +178,11 @@ def _bad_args(dev):
         ("w not fp8", dict(w_fp8=w_fp8.to(torch.bfloat16)), "w_fp8 must be one of"),
         ("x 3-D", dict(x_fp8=x_fp8[None]), "x must be 2-D"),
         ("K mismatch", dict(w_fp8=torch.zeros(5, 16, device=dev).to(torch.float8_e4m3fn)), r"\[N, K\]"),
-        ("w column-strided", dict(w_fp8=torch.zeros(32, 5, device=dev).to(torch.float8_e4m3fn).t()),
-         "unit column stride"),
+        (
+            "w column-strided",
+            dict(w_fp8=torch.zeros(32, 5, device=dev).to(torch.float8_e4m3fn).t()),
+            "unit column stride",
+        ),
         ("x_scales shape", dict(x_scales=torch.ones(3, 1, device=dev)), r"x_scales must have shape \[3\]"),
         ("x_scales dtype", dict(x_scales=torch.ones(3, device=dev, dtype=torch.bfloat16)), "x_scales must be one"),
         ("w_scales strided", dict(w_scales=torch.ones(10, device=dev)[::2]), "w_scales must be contiguous"),
@@ -195,8 +198,10 @@ def _bad_args(dev):
 def test_rejects_bad_arguments(index, dev):
     name, changes, message = _bad_args(dev)[index]
     args = dict(
-        x_fp8=torch.zeros(3, 32, device=dev).to(torch.float8_e4m3fn), x_scales=torch.ones(3, device=dev),
-        w_fp8=torch.zeros(5, 32, device=dev).to(torch.float8_e4m3fn), w_scales=torch.ones(5, device=dev),
+        x_fp8=torch.zeros(3, 32, device=dev).to(torch.float8_e4m3fn),
+        x_scales=torch.ones(3, device=dev),
+        w_fp8=torch.zeros(5, 32, device=dev).to(torch.float8_e4m3fn),
+        w_scales=torch.ones(5, device=dev),
         bias=None,
     )
     args.update(changes)
@@ -215,8 +220,9 @@ def test_from_activations_rejects_fp8_input(dev):
 
 def _scaled_mm_rowwise(x_fp8, x_scales, w_fp8, w_scales):
     try:
-        return torch._scaled_mm(x_fp8, w_fp8.t(), scale_a=x_scales[:, None], scale_b=w_scales[None, :],
-                                out_dtype=torch.bfloat16)
+        return torch._scaled_mm(
+            x_fp8, w_fp8.t(), scale_a=x_scales[:, None], scale_b=w_scales[None, :], out_dtype=torch.bfloat16
+        )
     except RuntimeError as error:  # rowwise scaling needs sm_90 and a recent torch
         pytest.skip(f"torch._scaled_mm with rowwise scales unsupported here: {error}")
 

@@ -83,9 +83,11 @@ def test_bad_arguments(dev):
 
 def bf16_ulps(actual: torch.Tensor, expected: torch.Tensor) -> int:
     """Largest distance in bf16 steps between the elements (bf16 bit patterns ordered as integers)."""
+
     def ordinal(t):
         bits = t.contiguous().view(torch.int16).to(torch.int32)
         return torch.where(bits < 0, -(bits & 0x7FFF), bits)
+
     return (ordinal(actual) - ordinal(expected)).abs().max().item()
 
 
@@ -119,8 +121,9 @@ def test_split_k_fp8_activations(dev):
 def test_silu_and_mul_epilogue(config, x_kind, dev):
     inter, K = 19, 300
     config = config or GemvConfig()
-    x, w_fp8, w_scales, b = make_problem(2 * inter, K, dev, torch.float32 if x_kind == "fp32" else torch.bfloat16,
-                                         bias=x_kind == "bf16", seed=11)
+    x, w_fp8, w_scales, b = make_problem(
+        2 * inter, K, dev, torch.float32 if x_kind == "fp32" else torch.bfloat16, bias=x_kind == "bf16", seed=11
+    )
     x_scale = None
     if x_kind == "fp8":
         x, x_scale = quantize_per_token_reference(x)
@@ -146,7 +149,9 @@ def test_llama3_8b_shapes_gpu(N, K, cuda):
     x, w_fp8, w_scales, _ = make_problem(N, K, cuda)
     out = fp8_gemv(x, w_fp8, w_scales)
     expected = fp8_gemv_reference(x, w_fp8, w_scales)
-    torch.testing.assert_close(out.float(), expected.float(), rtol=2**-7, atol=1e-3 * expected.float().abs().max().item())
+    torch.testing.assert_close(
+        out.float(), expected.float(), rtol=2**-7, atol=1e-3 * expected.float().abs().max().item()
+    )
     assert torch.equal(out, fp8_gemv(x, w_fp8, w_scales)), "two runs differ: the split sums are not ordered"
 
 
@@ -199,4 +204,3 @@ def test_dependent_launch_and_prefetch_gpu(prefetch, cuda):
     assert torch.equal(chain(True, prefetch), plain)
     assert_graph_replays_equal(lambda: chain(True, prefetch), plain)
     assert not split_k_counters(cuda).any()
-

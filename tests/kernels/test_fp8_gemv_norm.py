@@ -60,8 +60,9 @@ def test_with_silu_and_mul(config, dev):
     x, residual, weight, w_fp8, w_scales = norm_problem(2 * inter, K, dev, torch.bfloat16, seed=3)
     config = config or SMALL_SPLIT._replace(block_n=16, block_k=512)
     new_residual = torch.empty_like(x)
-    out = fp8_gemv(x, w_fp8, w_scales, config=config, silu_and_mul=True,
-                   norm=InputNorm(weight, 1e-6, residual, new_residual))
+    out = fp8_gemv(
+        x, w_fp8, w_scales, config=config, silu_and_mul=True, norm=InputNorm(weight, 1e-6, residual, new_residual)
+    )
     normed, _ = rms_norm(x, weight, 1e-6, residual.clone())
     assert_close_to_unfused(out, fp8_gemv(normed, w_fp8, w_scales, config=config, silu_and_mul=True))
 

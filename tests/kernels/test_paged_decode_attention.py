@@ -48,8 +48,15 @@ def run_case(dev, lens, cache_dtype, num_heads, num_kv_heads, head_dim, block_si
     q = torch.randn((len(lens), num_heads, head_dim), generator=generator).to(dev, query_dtype(cache_dtype))
     with poisoned_outputs():
         out = paged_decode_attention(
-            q, cache.kv_cache, cache.block_tables, cache.context_lens, max(lens),
-            kv_scales=cache.kv_scales, sliding_window=window, split=split, config=config,
+            q,
+            cache.kv_cache,
+            cache.block_tables,
+            cache.context_lens,
+            max(lens),
+            kv_scales=cache.kv_scales,
+            sliding_window=window,
+            split=split,
+            config=config,
         )
     expected = paged_decode_attention_reference(
         q, cache.kv_cache, cache.block_tables, cache.context_lens, kv_scales=cache.kv_scales, sliding_window=window
@@ -112,8 +119,14 @@ def test_fp8_cache_of_arbitrary_bits(dev):
     q = torch.randn((2, 4, 64), generator=generator).to(dev, torch.float16)
     for split in (SINGLE_PASS, SPLIT_32):
         out = paged_decode_attention(
-            q, cache.kv_cache, cache.block_tables, cache.context_lens, 70,
-            kv_scales=cache.kv_scales, split=split, config=SMALL,
+            q,
+            cache.kv_cache,
+            cache.block_tables,
+            cache.context_lens,
+            70,
+            kv_scales=cache.kv_scales,
+            split=split,
+            config=SMALL,
         )
         expected = paged_decode_attention_reference(
             q, cache.kv_cache, cache.block_tables, cache.context_lens, kv_scales=cache.kv_scales
@@ -177,8 +190,9 @@ def test_split_counters_grow_and_stay_separate(dev):
     lens = [9] * (small.numel() + 1)
     cache = make_paged_cache(lens, 8, 1, 16, torch.float32, dev, generator)
     q = torch.randn((len(lens), 2, 16), generator=generator).to(dev)
-    out = paged_decode_attention(q, cache.kv_cache, cache.block_tables, cache.context_lens, 9,
-                                 split=DecodeSplit(2, 16), config=SMALL)
+    out = paged_decode_attention(
+        q, cache.kv_cache, cache.block_tables, cache.context_lens, 9, split=DecodeSplit(2, 16), config=SMALL
+    )
     grown = split_counters(COUNTER_OWNER, dev, 1)
     assert grown.numel() >= len(lens) and not grown.any()
     assert grown.data_ptr() != split_k_counters(dev).data_ptr()
@@ -296,8 +310,12 @@ def test_launcher_refuses_bad_arguments(dev, changes, message):
     arguments = _arguments(dev, **changes)
     with pytest.raises(ValueError, match=message):
         paged_decode_attention(
-            arguments.pop("q"), arguments.pop("kv_cache"), arguments.pop("block_tables"),
-            arguments.pop("context_lens"), arguments.pop("max_context_len"), **arguments,
+            arguments.pop("q"),
+            arguments.pop("kv_cache"),
+            arguments.pop("block_tables"),
+            arguments.pop("context_lens"),
+            arguments.pop("max_context_len"),
+            **arguments,
         )
 
 
@@ -316,11 +334,21 @@ def test_realistic_shapes_on_gpu(cuda, cache_dtype, context_len):
         for window in (None, 700):
             with poisoned_outputs():
                 out = paged_decode_attention(
-                    q, cache.kv_cache, cache.block_tables, cache.context_lens, context_len,
-                    kv_scales=cache.kv_scales, sliding_window=window, split=split,
+                    q,
+                    cache.kv_cache,
+                    cache.block_tables,
+                    cache.context_lens,
+                    context_len,
+                    kv_scales=cache.kv_scales,
+                    sliding_window=window,
+                    split=split,
                 )
             expected = paged_decode_attention_reference(
-                q, cache.kv_cache, cache.block_tables, cache.context_lens, kv_scales=cache.kv_scales,
+                q,
+                cache.kv_cache,
+                cache.block_tables,
+                cache.context_lens,
+                kv_scales=cache.kv_scales,
                 sliding_window=window,
             )
             assert relative_error(out, expected) < BF16_TOLERANCE, (split, window)
@@ -334,8 +362,16 @@ def test_fp8_words_path_equals_the_byte_path(dev, split):
         cache = make_paged_cache([70, 1, 33], 16, 2, head_dim, FP8_DTYPE, dev, generator)
         q = torch.randn((3, 4, head_dim), generator=generator).to(dev, torch.bfloat16)
         outputs = [
-            paged_decode_attention(q, cache.kv_cache, cache.block_tables, cache.context_lens, 70,
-                                   kv_scales=cache.kv_scales, split=split, config=SMALL._replace(words=words))
+            paged_decode_attention(
+                q,
+                cache.kv_cache,
+                cache.block_tables,
+                cache.context_lens,
+                70,
+                kv_scales=cache.kv_scales,
+                split=split,
+                config=SMALL._replace(words=words),
+            )
             for words in (True, False)
         ]
         assert relative_error(outputs[0], outputs[1]) < 1e-2

@@ -41,12 +41,24 @@ def run_case(dev, steps, cache_dtype, num_heads, num_kv_heads, head_dim, block_s
     query_start = query_start_of(num_queries, dev)
     with poisoned_outputs():
         out = prefill_attention(
-            q, cache.kv_cache, cache.block_tables, query_start, cache.context_lens, max(num_queries),
-            kv_scales=cache.kv_scales, sliding_window=window, config=config,
+            q,
+            cache.kv_cache,
+            cache.block_tables,
+            query_start,
+            cache.context_lens,
+            max(num_queries),
+            kv_scales=cache.kv_scales,
+            sliding_window=window,
+            config=config,
         )
     expected = prefill_attention_reference(
-        q, cache.kv_cache, cache.block_tables, query_start, cache.context_lens,
-        kv_scales=cache.kv_scales, sliding_window=window,
+        q,
+        cache.kv_cache,
+        cache.block_tables,
+        query_start,
+        cache.context_lens,
+        kv_scales=cache.kv_scales,
+        sliding_window=window,
     )
     assert out.dtype == q.dtype and not out.isnan().any()
     return relative_error(out, expected)
@@ -118,8 +130,13 @@ def test_reference_matches_float64_loop(dev, cache_dtype, window):
     q = torch.randn((14, 4, 64), generator=generator).to(dev)
     query_start = query_start_of([5, 9], dev)
     expected = prefill_attention_reference(
-        q, cache.kv_cache, cache.block_tables, query_start, cache.context_lens,
-        kv_scales=cache.kv_scales, sliding_window=window,
+        q,
+        cache.kv_cache,
+        cache.block_tables,
+        query_start,
+        cache.context_lens,
+        kv_scales=cache.kv_scales,
+        sliding_window=window,
     )
     for index, (prefix, new) in enumerate(steps):
         rows = slice(int(query_start[index]), int(query_start[index + 1]))
@@ -136,7 +153,9 @@ def test_kv_write_then_attention_matches_engine_torch_attention(dev, window):
     generator = torch.Generator().manual_seed(7)
     block_size, num_kv_heads, head_dim = 8, 2, 64
     steps = [(0, 9), (12, 20), (30, 1)]
-    cache = make_paged_cache([p + n for p, n in steps], block_size, num_kv_heads, head_dim, torch.float32, dev, generator)
+    cache = make_paged_cache(
+        [p + n for p, n in steps], block_size, num_kv_heads, head_dim, torch.float32, dev, generator
+    )
     torch_cache = cache.kv_cache.clone()
     num_queries = [n for _, n in steps]
     num_tokens = sum(num_queries)
@@ -163,8 +182,14 @@ def test_kv_write_then_attention_matches_engine_torch_attention(dev, window):
     reshape_and_cache(k, v, cache.kv_cache, metadata.slot_mapping)
     assert torch.equal(cache.kv_cache, torch_cache)
     out = prefill_attention(
-        q, cache.kv_cache, cache.block_tables, metadata.query_start, cache.context_lens, max(num_queries),
-        sliding_window=window, config=SMALL,
+        q,
+        cache.kv_cache,
+        cache.block_tables,
+        metadata.query_start,
+        cache.context_lens,
+        max(num_queries),
+        sliding_window=window,
+        config=SMALL,
     )
     assert relative_error(out, expected) < FP32_TOLERANCE
 
@@ -223,8 +248,13 @@ def test_launcher_refuses_bad_arguments(dev, changes, message):
     arguments = _arguments(dev, **changes)
     with pytest.raises(ValueError, match=message):
         prefill_attention(
-            arguments.pop("q"), arguments.pop("kv_cache"), arguments.pop("block_tables"),
-            arguments.pop("query_start"), arguments.pop("context_lens"), arguments.pop("max_query_len"), **arguments,
+            arguments.pop("q"),
+            arguments.pop("kv_cache"),
+            arguments.pop("block_tables"),
+            arguments.pop("query_start"),
+            arguments.pop("context_lens"),
+            arguments.pop("max_query_len"),
+            **arguments,
         )
 
 

@@ -19,9 +19,17 @@ MAX_POSITIONS = 64
 
 def config(num_heads, num_kv_heads, head_dim, **rope) -> DecoderConfig:
     return DecoderConfig(
-        architecture="LlamaForCausalLM", vocab_size=32, hidden_size=num_heads * head_dim, intermediate_size=64,
-        num_layers=1, num_heads=num_heads, num_kv_heads=num_kv_heads, head_dim=head_dim, rms_norm_eps=1e-5,
-        rope_theta=10000.0, rope_scaling=rope,
+        architecture="LlamaForCausalLM",
+        vocab_size=32,
+        hidden_size=num_heads * head_dim,
+        intermediate_size=64,
+        num_layers=1,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        head_dim=head_dim,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        rope_scaling=rope,
     )
 
 
@@ -63,8 +71,13 @@ def test_strided_views_match_reference(heads, num_tokens, dtype, dev):
 
 def test_equals_the_model_rotary_with_llama3_scaling(dev):
     # RotaryEmbedding with and without the kernel: in place on the views, or new tensors from _rotate.
-    rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 16}
+    rope = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16,
+    }
     with torch.device(dev):
         kernel = RotaryEmbedding(config(4, 2, 16, **rope), MAX_POSITIONS)
         reference = RotaryEmbedding(config(4, 2, 16, **rope), MAX_POSITIONS, use_kernel=False)
@@ -119,8 +132,13 @@ def test_bad_arguments_name_the_field(change, message, dev):
 @pytest.mark.parametrize("num_tokens", [1, 64, 4096])
 def test_llama_8b_shapes_on_gpu(num_tokens, cuda):
     """32 query / 8 KV heads of 128 from a fused qkv output, bf16, Llama 3.1 rope scaling, 8k positions."""
-    rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 8192}
+    rope = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
     cos, sin = caches(128, cuda, max_positions=8192, **rope)
     q, k, _ = fused_qkv(num_tokens, 32, 8, 128, torch.bfloat16, cuda, seed=3)
     positions = torch.randint(0, 8192, (num_tokens,), generator=torch.Generator().manual_seed(3)).to(cuda)

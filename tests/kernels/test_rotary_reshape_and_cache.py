@@ -10,15 +10,32 @@ from modelgate.kernels.rotary_reshape_and_cache import rotary_reshape_and_cache,
 from tests.kernels.test_reshape_and_cache import assert_same_cache, random_cache
 from tests.kernels.test_rotary_embedding import MAX_POSITIONS, caches, fused_qkv
 
-LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-               "original_max_position_embeddings": 8192}
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
 
 
 class Step:
     """One layer's inputs of a step: q/k/v head views of a fused qkv output, positions, slots, a random cache."""
 
-    def __init__(self, num_tokens, heads, dtype, cache_dtype, block_size, device, seed=0, num_blocks=7,
-                 max_positions=MAX_POSITIONS, padding=(), **rope):
+    def __init__(
+        self,
+        num_tokens,
+        heads,
+        dtype,
+        cache_dtype,
+        block_size,
+        device,
+        seed=0,
+        num_blocks=7,
+        max_positions=MAX_POSITIONS,
+        padding=(),
+        **rope,
+    ):
         num_heads, num_kv_heads, head_dim = heads
         generator = torch.Generator().manual_seed(seed)
         self.q, self.k, self.v = fused_qkv(num_tokens, num_heads, num_kv_heads, head_dim, dtype, device, seed)
@@ -27,8 +44,9 @@ class Step:
         slots = torch.randperm(num_blocks * block_size, generator=generator)[:num_tokens]
         slots[list(padding)] = -1  # padded rows of a CUDA-graph batch
         self.slot_mapping = slots.to(device)
-        self.kv_cache, self.kv_scales = random_cache(num_blocks, block_size, num_kv_heads, head_dim, cache_dtype,
-                                                     device, generator)
+        self.kv_cache, self.kv_scales = random_cache(
+            num_blocks, block_size, num_kv_heads, head_dim, cache_dtype, device, generator
+        )
 
     def copy(self) -> "Step":
         twin = object.__new__(Step)
@@ -41,8 +59,9 @@ class Step:
         return twin
 
     def fused(self, launch=rotary_reshape_and_cache) -> None:
-        launch(self.q, self.k, self.v, self.kv_cache, self.slot_mapping, self.positions, self.cos, self.sin,
-               self.kv_scales)
+        launch(
+            self.q, self.k, self.v, self.kv_cache, self.slot_mapping, self.positions, self.cos, self.sin, self.kv_scales
+        )
 
     def unfused_kernels(self) -> None:
         rotary_embedding(self.q, self.k, self.positions, self.cos, self.sin)
@@ -78,8 +97,13 @@ def check_fused_equals_unfused(step: Step, compare_references: bool = True) -> N
 
 @pytest.mark.parametrize(
     "dtype, cache_dtype",
-    [(torch.bfloat16, torch.bfloat16), (torch.float16, torch.float16), (torch.float32, torch.float32),
-     (torch.bfloat16, FP8_DTYPE), (torch.float32, FP8_DTYPE)],
+    [
+        (torch.bfloat16, torch.bfloat16),
+        (torch.float16, torch.float16),
+        (torch.float32, torch.float32),
+        (torch.bfloat16, FP8_DTYPE),
+        (torch.float32, FP8_DTYPE),
+    ],
 )
 @pytest.mark.parametrize(
     "heads, block_size",  # (Hq, Hkv, head_dim): GQA groups of 2, 3 and 1 (MQA); 24, 40: non-power-of-two halves
@@ -92,8 +116,9 @@ def test_fused_equals_rotary_then_reshape_and_cache(dev, heads, block_size, dtyp
 
 def test_wider_source_into_a_narrower_cache(dev):
     """fp32 q/k/v into a bf16 cache: the same cast as reshape_and_cache's (which the interpreter truncates)."""
-    check_fused_equals_unfused(Step(5, (4, 2, 16), torch.float32, torch.bfloat16, 8, dev, seed=2),
-                               compare_references=False)
+    check_fused_equals_unfused(
+        Step(5, (4, 2, 16), torch.float32, torch.bfloat16, 8, dev, seed=2), compare_references=False
+    )
 
 
 def test_llama3_scaled_rope_and_single_token_decode(dev):
@@ -150,6 +175,17 @@ def test_bad_arguments_name_the_field(dev, change, message):
 def test_llama_8b_shapes_on_gpu(cuda, num_tokens, cache_dtype):
     """32 query / 8 KV heads of 128 from a fused qkv output, bf16, Llama 3.1 rope, an 8k-block cache, padding."""
     padding = range(num_tokens - min(100, num_tokens // 2), num_tokens)
-    step = Step(num_tokens, (32, 8, 128), torch.bfloat16, cache_dtype, 16, cuda, seed=6, num_blocks=8192,
-                max_positions=8192, padding=padding, **LLAMA3_ROPE)
+    step = Step(
+        num_tokens,
+        (32, 8, 128),
+        torch.bfloat16,
+        cache_dtype,
+        16,
+        cuda,
+        seed=6,
+        num_blocks=8192,
+        max_positions=8192,
+        padding=padding,
+        **LLAMA3_ROPE,
+    )
     check_fused_equals_unfused(step)

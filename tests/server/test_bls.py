@@ -23,7 +23,9 @@ def _write_caller(repository, name, target, target_version=None):
 
 @pytest.fixture
 def bls_repository(tmp_path):
-    write_scale_model(tmp_path, "target", versions=(1, 2), extra="version_policy { all { } }\n" + parameter("factor", "3"))
+    write_scale_model(
+        tmp_path, "target", versions=(1, 2), extra="version_policy { all { } }\n" + parameter("factor", "3")
+    )
     _write_caller(tmp_path, "caller", "target")
     _write_caller(tmp_path, "caller_of_v1", "target", target_version=1)
     _write_caller(tmp_path, "caller_of_nothing", "nope")

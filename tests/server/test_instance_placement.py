@@ -17,7 +17,10 @@ def _config(**group) -> ModelConfig:
 def test_cpu_groups_make_count_instances(monkeypatch):
     specs = instance_specs(_config(count=3, kind=ModelInstanceGroup.KIND_CPU), Path("/r/m"), 1)
     assert [(s.instance_name, s.kind, s.device_id) for s in specs] == [
-        ("m_0_0", "CPU", 0), ("m_0_1", "CPU", 0), ("m_0_2", "CPU", 0)]
+        ("m_0_0", "CPU", 0),
+        ("m_0_1", "CPU", 0),
+        ("m_0_2", "CPU", 0),
+    ]
 
 
 def test_gpu_groups_make_count_instances_on_each_listed_gpu():

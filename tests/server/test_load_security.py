@@ -100,7 +100,13 @@ def test_the_dataplane_refuses_such_names_itself(guarded):
 
 @pytest.mark.parametrize(
     "path",
-    ["file:../escape.py", "file:../../escape.py", "file:1/../../escape.py", "file:/tmp/escape.py", "file:1\\..\\..\\x.py"],
+    [
+        "file:../escape.py",
+        "file:../../escape.py",
+        "file:1/../../escape.py",
+        "file:/tmp/escape.py",
+        "file:1\\..\\..\\x.py",
+    ],
 )
 def test_file_paths_with_dot_dot_or_absolute_are_refused(guarded, path):
     running, client, outside, private_tmp = guarded

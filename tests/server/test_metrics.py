@@ -34,12 +34,16 @@ def test_counters_follow_requests_and_batch_rows(example_server, client):
     _scale(client, 3)
     _scale(client, 5)
     text, after = _scrape(example_server.metrics_url)
-    assert _value(after, "nv_inference_request_success", **labels) - _value(
-        before, "nv_inference_request_success", **labels) == 2
+    assert (
+        _value(after, "nv_inference_request_success", **labels)
+        - _value(before, "nv_inference_request_success", **labels)
+        == 2
+    )
     assert _value(after, "nv_inference_count", **labels) - _value(before, "nv_inference_count", **labels) == 8
     assert _value(after, "nv_inference_exec_count", **labels) - _value(before, "nv_inference_exec_count", **labels) == 2
     assert _value(after, "nv_inference_request_duration_us", **labels) >= _value(
-        before, "nv_inference_request_duration_us", **labels)
+        before, "nv_inference_request_duration_us", **labels
+    )
     assert _value(after, "nv_inference_pending_request_count", **labels) == 0
 
 
@@ -50,8 +54,10 @@ def test_names_and_types_are_tritons(example_server):
     triton_lines = [line for line in text.splitlines() if "nv_inference" in line]
     assert triton_lines and not any("_total" in line for line in triton_lines)
     for name in (
-        "nv_inference_queue_duration_us", "nv_inference_compute_input_duration_us",
-        "nv_inference_compute_infer_duration_us", "nv_inference_compute_output_duration_us",
+        "nv_inference_queue_duration_us",
+        "nv_inference_compute_input_duration_us",
+        "nv_inference_compute_infer_duration_us",
+        "nv_inference_compute_output_duration_us",
     ):
         assert f'{name}{{model="add_sub",version="1"}}' in text
 
@@ -68,6 +74,8 @@ def test_failures_are_counted_by_reason_and_not_as_success(example_server, clien
         pass
     _, after = _scrape(example_server.metrics_url)
     assert _value(after, "nv_inference_request_success", **labels) == _value(
-        before, "nv_inference_request_success", **labels)
+        before, "nv_inference_request_success", **labels
+    )
     assert _value(after, "nv_inference_request_failure", **failure) == _value(
-        before, "nv_inference_request_failure", **failure)
+        before, "nv_inference_request_failure", **failure
+    )

@@ -20,9 +20,13 @@ IGNORED_FOLDER_MODEL = 'raise RuntimeError("a non-numeric folder was loaded as a
 @pytest.fixture(scope="module")
 def versions_server(tmp_path_factory):
     repository = tmp_path_factory.mktemp("versions")
-    write_scale_model(repository, "latest_two", versions=(1, 2, 3), extra="version_policy { latest { num_versions: 2 } }")
+    write_scale_model(
+        repository, "latest_two", versions=(1, 2, 3), extra="version_policy { latest { num_versions: 2 } }"
+    )
     write_scale_model(repository, "every", versions=(1, 2, 3), extra="version_policy { all { } }")
-    write_scale_model(repository, "chosen", versions=(1, 2, 3), extra="version_policy { specific { versions: [ 1, 3 ] } }")
+    write_scale_model(
+        repository, "chosen", versions=(1, 2, 3), extra="version_policy { specific { versions: [ 1, 3 ] } }"
+    )
     write_scale_model(repository, "default_policy", versions=(1, 5, 10))
     for folder in ("latest", "2a", "v4", "²", "07"):
         (repository / "every" / folder).mkdir()
@@ -79,7 +83,9 @@ def test_readiness_per_version(versions_client):
     assert not versions_client.is_model_ready("every", "4")
 
 
-@pytest.mark.parametrize("name, version", [("every", "7"), ("latest_two", "1"), ("chosen", "2"), ("default_policy", "9")])
+@pytest.mark.parametrize(
+    "name, version", [("every", "7"), ("latest_two", "1"), ("chosen", "2"), ("default_policy", "9")]
+)
 def test_a_version_that_is_not_served_is_not_found(versions_client, name, version):
     error = server_error(infer_x, versions_client, name, [1.0], version=version)
     assert error.status() == "404"
@@ -139,4 +145,7 @@ def test_a_new_version_folder_is_served_after_an_explicit_reload(tmp_path, serve
 
     np.testing.assert_array_equal(infer_x(client, "m", [0.0]), [2.0])
     assert client.get_model_metadata("m")["versions"] == ["2"]
-    assert (index_rows(client)[("m", "1")]["state"], index_rows(client)[("m", "1")]["reason"]) == ("UNAVAILABLE", "unloaded")
+    assert (index_rows(client)[("m", "1")]["state"], index_rows(client)[("m", "1")]["reason"]) == (
+        "UNAVAILABLE",
+        "unloaded",
+    )

@@ -72,8 +72,9 @@ class TritonPagedAttention:
         if rotation is None:
             reshape_and_cache(k, v, kv_cache, metadata.slot_mapping, kv_scales)
         else:
-            rotary_reshape_and_cache(q, k, v, kv_cache, metadata.slot_mapping, rotation.positions, rotation.cos,
-                                     rotation.sin, kv_scales)
+            rotary_reshape_and_cache(
+                q, k, v, kv_cache, metadata.slot_mapping, rotation.positions, rotation.cos, rotation.sin, kv_scales
+            )
         if metadata.is_decode_only:
             return self._decode(q, kv_cache, metadata, kv_scales)
         return self._prefill(q, kv_cache, metadata, kv_scales)
@@ -81,8 +82,14 @@ class TritonPagedAttention:
     def _decode(self, q, kv_cache, metadata: AttentionMetadata, kv_scales) -> torch.Tensor:
         # q: [num_seqs, num_heads, head_dim], one query token per sequence
         return paged_decode_attention(
-            q, kv_cache, metadata.block_tables, metadata.context_lens, metadata.max_context_len,
-            kv_scales=kv_scales, softmax_scale=self.scale, sliding_window=self.sliding_window,
+            q,
+            kv_cache,
+            metadata.block_tables,
+            metadata.context_lens,
+            metadata.max_context_len,
+            kv_scales=kv_scales,
+            softmax_scale=self.scale,
+            sliding_window=self.sliding_window,
             split=metadata.decode_split,
         )
 
@@ -90,8 +97,15 @@ class TritonPagedAttention:
         starts = metadata.query_start_cpu
         max_query_len = max(end - begin for begin, end in zip(starts, starts[1:]))
         return prefill_attention(
-            q, kv_cache, metadata.block_tables, metadata.query_start, metadata.context_lens, max_query_len,
-            kv_scales=kv_scales, softmax_scale=self.scale, sliding_window=self.sliding_window,
+            q,
+            kv_cache,
+            metadata.block_tables,
+            metadata.query_start,
+            metadata.context_lens,
+            max_query_len,
+            kv_scales=kv_scales,
+            softmax_scale=self.scale,
+            sliding_window=self.sliding_window,
         )
 
 

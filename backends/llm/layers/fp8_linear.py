@@ -65,8 +65,14 @@ def can_run_kernels(device: torch.device) -> bool:
 class Fp8Linear(nn.Module):
     """y = (quant(x) @ weight^T) * x_scale * weight_scale (+ bias); weight [N, K] e4m3, weight_scale [N] fp32."""
 
-    def __init__(self, in_features: int, part_sizes: list[int], bias: torch.Tensor | None, device: torch.device,
-                 out_dtype: torch.dtype = torch.bfloat16):
+    def __init__(
+        self,
+        in_features: int,
+        part_sizes: list[int],
+        bias: torch.Tensor | None,
+        device: torch.device,
+        out_dtype: torch.dtype = torch.bfloat16,
+    ):
         super().__init__()
         self.out_dtype = out_dtype  # of the output for Fp8Rows inputs (others give their own dtype)
         self.part_sizes = list(part_sizes)
@@ -142,11 +148,25 @@ class Fp8Linear(nn.Module):
             return fp8_linear_from_activations(x, self.weight, self.weight_scale, bias)
         return fp8_linear_from_activations_reference(x, self.weight, self.weight_scale, bias)
 
-    def _gemv(self, row: torch.Tensor, scale: torch.Tensor | None, out_dtype: torch.dtype | None,
-              norm: InputNorm | None = None) -> torch.Tensor:
+    def _gemv(
+        self,
+        row: torch.Tensor,
+        scale: torch.Tensor | None,
+        out_dtype: torch.dtype | None,
+        norm: InputNorm | None = None,
+    ) -> torch.Tensor:
         # row: [1, in_features] (e4m3 with its [1] scale, or unquantized) -> [1, out_features or I]
-        return fp8_gemv(row, self.weight, self.weight_scale, self.bias, scale, out_dtype,
-                        silu_and_mul=self.fuse_silu_and_mul, norm=norm, prefetch_weights=self.prefetch_weights)
+        return fp8_gemv(
+            row,
+            self.weight,
+            self.weight_scale,
+            self.bias,
+            scale,
+            out_dtype,
+            silu_and_mul=self.fuse_silu_and_mul,
+            norm=norm,
+            prefetch_weights=self.prefetch_weights,
+        )
 
 
 def _is_one_row(rows: torch.Tensor) -> bool:

@@ -51,8 +51,15 @@ class Attention(nn.Module):
         self.o_proj = FusedLinear(q_size, [config.hidden_size], config.o_bias, dtype)
         self.attention_impl = attention_impl
 
-    def forward(self, hidden, positions, rotary: RotaryEmbedding, kv_cache, metadata: AttentionMetadata,
-                kv_scales: torch.Tensor | None = None):
+    def forward(
+        self,
+        hidden,
+        positions,
+        rotary: RotaryEmbedding,
+        kv_cache,
+        metadata: AttentionMetadata,
+        kv_scales: torch.Tensor | None = None,
+    ):
         # hidden: [num_tokens, hidden_size], or its Fp8Rows when input_layernorm quantizes for an FP8 qkv_proj
         # kv_scales: [2, num_blocks, block_size, num_kv_heads] float32 for an FP8 cache (Triton attention only)
         qkv = self.qkv_proj(hidden)
@@ -98,7 +105,8 @@ class MLP(nn.Module):
         torch activation stays where the model keeps torch code). Duck-typed: FusedLinear has no such flag."""
         if hasattr(self.gate_up_proj, "fuse_silu_and_mul"):
             self.gate_up_proj.fuse_silu_and_mul = (
-                enabled and self.gate_up_proj.can_fuse_silu_and_mul and self.act_fn.runs_kernel)
+                enabled and self.gate_up_proj.can_fuse_silu_and_mul and self.act_fn.runs_kernel
+            )
 
     def forward(self, x):
         # x: [num_tokens, hidden_size], or its Fp8Rows (post_attention_layernorm quantizing for gate_up_proj)
@@ -125,16 +133,18 @@ class DecoderLayer(nn.Module):
 
     def set_fp8_fusion(self, enabled: bool = True) -> None:
         """Each producer quantizes its output for the FP8 GEMM that reads it where both run kernels."""
-        pairs = ((self.input_layernorm, self.self_attn.qkv_proj),
-                 (self.post_attention_layernorm, self.mlp.gate_up_proj),
-                 (self.mlp.act_fn, self.mlp.down_proj))
+        pairs = (
+            (self.input_layernorm, self.self_attn.qkv_proj),
+            (self.post_attention_layernorm, self.mlp.gate_up_proj),
+            (self.mlp.act_fn, self.mlp.down_proj),
+        )
         for producer, consumer in pairs:
             producer.quantize_output = enabled and producer.can_quantize_output and _reads_fp8_rows(consumer)
         # At one token gate_up_proj may also take over act_fn, whose quantize_output then does not apply.
         self.mlp.set_silu_fusion(enabled)
         self.defers_norms = enabled and all(
-            norm.kernel is not None and getattr(linear, "can_normalize_input", False)
-            for norm, linear in pairs[:2])
+            norm.kernel is not None and getattr(linear, "can_normalize_input", False) for norm, linear in pairs[:2]
+        )
         if hasattr(self.self_attn.o_proj, "prefetch_weights"):
             self.self_attn.o_proj.prefetch_weights = enabled
 
@@ -166,8 +176,9 @@ class DecoderForCausalLM(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, use_kernels)
         self.rotary = RotaryEmbedding(config, max_positions, use_kernels)
         if not config.tie_word_embeddings:
-            self.lm_head_weight = nn.Parameter(torch.empty(config.vocab_size, config.hidden_size, dtype=dtype),
-                                               requires_grad=False)
+            self.lm_head_weight = nn.Parameter(
+                torch.empty(config.vocab_size, config.hidden_size, dtype=dtype), requires_grad=False
+            )
 
     def set_fp8_fusion(self, enabled: bool = True) -> None:
         """Let norms and SiLU-and-mul emit FP8 for the FP8 linears after them (see the module docstring);
@@ -175,8 +186,14 @@ class DecoderForCausalLM(nn.Module):
         for layer in self.layers:
             layer.set_fp8_fusion(enabled)
 
-    def forward(self, token_ids, positions, kv_caches: list[torch.Tensor], metadata: AttentionMetadata,
-                kv_scales: list[torch.Tensor | None] | None = None):
+    def forward(
+        self,
+        token_ids,
+        positions,
+        kv_caches: list[torch.Tensor],
+        metadata: AttentionMetadata,
+        kv_scales: list[torch.Tensor | None] | None = None,
+    ):
         # token_ids, positions: [num_tokens] -> hidden states [num_tokens, hidden_size]
         # kv_scales: one per layer for an FP8 KV cache (None: caches in the model's dtype)
         hidden = self.embed_tokens(token_ids)

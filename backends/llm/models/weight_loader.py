@@ -92,7 +92,7 @@ def _our_key(name: str) -> str:
     if name == "lm_head.weight":
         return "lm_head_weight"
     if name.startswith("model.") and not name.startswith("model.layers."):
-        return name[len("model."):]
+        return name[len("model.") :]
     match = _LAYER.match(name)
     if match is None:
         return name

@@ -100,7 +100,9 @@ def _decode_input(tensor, raw: bytes | None) -> InferTensor:
 def _from_contents(contents, datatype: datatypes.DataType, shape: tuple[int, ...], where: str) -> np.ndarray:
     field = _CONTENTS_FIELD.get(datatype.wire_name)
     if field is None:
-        raise InvalidArgumentError(f"{where}: {datatype.wire_name} has no typed contents; send it in raw_input_contents")
+        raise InvalidArgumentError(
+            f"{where}: {datatype.wire_name} has no typed contents; send it in raw_input_contents"
+        )
     for other in _CONTENTS_FIELD.values():
         if other != field and len(getattr(contents, other)):
             raise InvalidArgumentError(f"{where}: {datatype.wire_name} data must be in '{field}', not '{other}'")

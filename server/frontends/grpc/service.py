@@ -59,7 +59,9 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_aborting_on_errors
     async def ModelConfig(self, request, context):
-        return service_pb2.ModelConfigResponse(config=self.dataplane.model_config_message(request.name, request.version))
+        return service_pb2.ModelConfigResponse(
+            config=self.dataplane.model_config_message(request.name, request.version)
+        )
 
     @_aborting_on_errors
     async def ModelStatistics(self, request, context):
@@ -81,7 +83,9 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
     @_aborting_on_errors
     async def RepositoryIndex(self, request, context):
         rows = self.dataplane.repository_index(request.ready)
-        return service_pb2.RepositoryIndexResponse(models=[service_pb2.RepositoryIndexResponse.ModelIndex(**r) for r in rows])
+        return service_pb2.RepositoryIndexResponse(
+            models=[service_pb2.RepositoryIndexResponse.ModelIndex(**r) for r in rows]
+        )
 
     @_aborting_on_errors
     async def RepositoryModelLoad(self, request, context):

@@ -42,8 +42,9 @@ def llm_model_names(dataplane: Dataplane) -> list[str]:
     return sorted({v.name for v in dataplane.manager.all_serving() if v.config.backend == "llm"})
 
 
-async def start_choices(dataplane: Dataplane, model: str, prompt_input: tuple[str, str], sampling: dict,
-                        indexes: list[int]) -> list[tuple[int, ResponseStream, ChoiceDelta]]:
+async def start_choices(
+    dataplane: Dataplane, model: str, prompt_input: tuple[str, str], sampling: dict, indexes: list[int]
+) -> list[tuple[int, ResponseStream, ChoiceDelta]]:
     """Start one request per choice index; raises the first refusal (cancelling the others)."""
     started = []
     try:

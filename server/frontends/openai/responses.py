@@ -11,8 +11,11 @@ def completion_id(prefix: str) -> str:
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def envelope(object_type: str, response_id: str, model: str, choices: list[dict]) -> dict:
@@ -37,11 +40,15 @@ def chat_logprobs(entries: list[dict], top_n: int) -> dict:
     content = []
     for entry in entries:
         alternatives = [alt for alt in entry["top_logprobs"]][:top_n]
-        content.append({
-            "token": entry["token"],
-            "logprob": entry["logprob"],
-            "bytes": list(entry["token"].encode("utf-8")),
-            "top_logprobs": [{"token": alt["token"], "logprob": alt["logprob"],
-                              "bytes": list(alt["token"].encode("utf-8"))} for alt in alternatives],
-        })
+        content.append(
+            {
+                "token": entry["token"],
+                "logprob": entry["logprob"],
+                "bytes": list(entry["token"].encode("utf-8")),
+                "top_logprobs": [
+                    {"token": alt["token"], "logprob": alt["logprob"], "bytes": list(alt["token"].encode("utf-8"))}
+                    for alt in alternatives
+                ],
+            }
+        )
     return {"content": content}

@@ -46,8 +46,10 @@ class _OpenAIHandlers:
 
     async def models(self, request: web.Request) -> web.Response:
         created = int(time.time())
-        data = [{"id": name, "object": "model", "created": created, "owned_by": "modelgate"}
-                for name in llm_model_names(self.dataplane)]
+        data = [
+            {"id": name, "object": "model", "created": created, "owned_by": "modelgate"}
+            for name in llm_model_names(self.dataplane)
+        ]
         return web.json_response({"object": "list", "data": data})
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
@@ -72,8 +74,9 @@ class _OpenAIHandlers:
             messages = [{"role": m.role, "content": _message_text(m)} for m in body.messages]
             top = (body.top_logprobs or 0) if body.logprobs else None
             sampling = body.sampling_fields(body.max_completion_tokens or body.max_tokens, top)
-            started = await start_choices(self.dataplane, body.model, ("chat_messages", json.dumps(messages)),
-                                          sampling, list(range(body.n)))
+            started = await start_choices(
+                self.dataplane, body.model, ("chat_messages", json.dumps(messages)), sampling, list(range(body.n))
+            )
         except ModelgateError as exc:
             return openai_error(exc.http_status, exc.message)
         return await _respond(request, body, started, _ChatEncoder(body))
@@ -86,7 +89,9 @@ async def _respond(request: web.Request, body, started, encoder) -> web.StreamRe
         if encoder.error:
             return openai_error(500, encoder.error)
         return web.json_response(encoder.whole())
-    reply = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"})
+    reply = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+    )
     await reply.prepare(request)
     for chunk in encoder.opening_chunks(len(started)):
         await _event(reply, chunk)
@@ -162,9 +167,17 @@ class _CompletionEncoder(_Accumulator):
         choices = []
         for index in sorted(self.texts):
             prefix = self.prompts[index // self.body.n] if self.body.echo else ""
-            logprobs = completion_logprobs(self.logprobs[index], len(prefix)) if self.body.logprobs is not None else None
-            choices.append({"index": index, "text": prefix + self.texts[index], "logprobs": logprobs,
-                            "finish_reason": self.reasons[index]})
+            logprobs = (
+                completion_logprobs(self.logprobs[index], len(prefix)) if self.body.logprobs is not None else None
+            )
+            choices.append(
+                {
+                    "index": index,
+                    "text": prefix + self.texts[index],
+                    "logprobs": logprobs,
+                    "finish_reason": self.reasons[index],
+                }
+            )
         result = envelope("text_completion", self.id, self.body.model, choices)
         result["usage"] = self.usage()
         return result
@@ -199,22 +212,38 @@ class _ChatEncoder(_Accumulator):
         return chat_logprobs(entries, self.body.top_logprobs or 0) if self.body.logprobs else None
 
     def whole(self) -> dict:
-        choices = [{"index": index, "message": {"role": "assistant", "content": self.texts[index]},
-                    "logprobs": self._logprobs(self.logprobs[index]), "finish_reason": self.reasons[index]}
-                   for index in sorted(self.texts)]
+        choices = [
+            {
+                "index": index,
+                "message": {"role": "assistant", "content": self.texts[index]},
+                "logprobs": self._logprobs(self.logprobs[index]),
+                "finish_reason": self.reasons[index],
+            }
+            for index in sorted(self.texts)
+        ]
         result = envelope("chat.completion", self.id, self.body.model, choices)
         result["usage"] = self.usage()
         return result
 
     def opening_chunks(self, num_choices: int) -> list[dict]:
         """OpenAI opens each choice's stream with the assistant role."""
-        return [envelope("chat.completion.chunk", self.id, self.body.model,
-                         [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                           "finish_reason": None}]) for i in range(num_choices)]
+        return [
+            envelope(
+                "chat.completion.chunk",
+                self.id,
+                self.body.model,
+                [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}],
+            )
+            for i in range(num_choices)
+        ]
 
     def chunk(self, delta: ChoiceDelta) -> dict:
-        choice = {"index": delta.index, "delta": {"content": delta.text} if delta.text else {},
-                  "logprobs": self._logprobs(delta.logprobs), "finish_reason": delta.finish_reason}
+        choice = {
+            "index": delta.index,
+            "delta": {"content": delta.text} if delta.text else {},
+            "logprobs": self._logprobs(delta.logprobs),
+            "finish_reason": delta.finish_reason,
+        }
         return envelope("chat.completion.chunk", self.id, self.body.model, [choice])
 
     def usage_chunk(self) -> dict:

@@ -40,8 +40,21 @@ class _SamplingFields(BaseModel):
 
     def sampling_fields(self, max_tokens: int | None, logprobs: int | None) -> dict:
         """The SamplingParams fields this request sets (validated again by SamplingParams)."""
-        names = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "top_k", "min_p",
-                 "repetition_penalty", "min_tokens", "ignore_eos", "stop_token_ids", "include_stop_str_in_output")
+        names = (
+            "temperature",
+            "top_p",
+            "stop",
+            "seed",
+            "presence_penalty",
+            "frequency_penalty",
+            "top_k",
+            "min_p",
+            "repetition_penalty",
+            "min_tokens",
+            "ignore_eos",
+            "stop_token_ids",
+            "include_stop_str_in_output",
+        )
         fields = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
         if max_tokens is not None:
             fields["max_tokens"] = max_tokens

@@ -4,16 +4,26 @@ from pathlib import Path
 
 import torch
 
-SMALL = dict(vocab_size=211, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+SMALL = dict(
+    vocab_size=211,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+)
 
 
 def save_random_checkpoint(architecture: str, directory: Path, seed: int = 0, **overrides) -> Path:
     """Build `architecture` with random weights from a small config and save_pretrained it."""
     import transformers
 
-    config_class = {"LlamaForCausalLM": transformers.LlamaConfig, "MistralForCausalLM": transformers.MistralConfig,
-                    "Qwen2ForCausalLM": transformers.Qwen2Config}[architecture]
+    config_class = {
+        "LlamaForCausalLM": transformers.LlamaConfig,
+        "MistralForCausalLM": transformers.MistralConfig,
+        "Qwen2ForCausalLM": transformers.Qwen2Config,
+    }[architecture]
     settings = dict(SMALL)
     settings.update(overrides)
     config = config_class(**settings)

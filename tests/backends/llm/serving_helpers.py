@@ -54,7 +54,7 @@ def generate(server: RunningServer, prompt: str, max_tokens: int, **body) -> req
 
 def generate_stream(server: RunningServer, body: dict) -> tuple[requests.Response, list[dict]]:
     response = requests.post(model_url(server, "generate_stream"), json=body, timeout=WAIT_S)
-    events = [json.loads(line[len("data: "):]) for line in response.text.split("\n\n") if line.startswith("data: ")]
+    events = [json.loads(line[len("data: ") :]) for line in response.text.split("\n\n") if line.startswith("data: ")]
     return response, events
 
 
@@ -129,8 +129,12 @@ class ReferenceEngine:
 def llm_metrics(metrics_url: str, labels: dict[str, str]) -> dict[str, float]:
     """The modelgate_llm_* samples carrying exactly `labels` (histogram buckets left out), by name."""
     text = requests.get(metrics_url, timeout=WAIT_S).text
-    return {sample.name: sample.value for family in text_string_to_metric_families(text)
-            for sample in family.samples if sample.name.startswith("modelgate_llm_") and sample.labels == labels}
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("modelgate_llm_") and sample.labels == labels
+    }
 
 
 def wait_engine_idle(metrics_url: str, labels: dict[str, str]) -> dict[str, float]:
@@ -138,8 +142,10 @@ def wait_engine_idle(metrics_url: str, labels: dict[str, str]) -> dict[str, floa
     deadline = time.monotonic() + WAIT_S
     while True:
         metrics = llm_metrics(metrics_url, labels)
-        idle = all(metrics.get(f"modelgate_llm_{name}", 0) == 0  # absent before the first request
-                   for name in ("num_requests_running", "num_requests_waiting", "kv_cache_usage_ratio"))
+        idle = all(
+            metrics.get(f"modelgate_llm_{name}", 0) == 0  # absent before the first request
+            for name in ("num_requests_running", "num_requests_waiting", "kv_cache_usage_ratio")
+        )
         if idle or time.monotonic() > deadline:
             assert idle, f"the engine did not go idle: {metrics}"
             return metrics
@@ -163,8 +169,10 @@ def wait_server_idle(server: RunningServer) -> dict[str, float]:
 
 def llm_inputs(client_module, prompt: str, sampling: str, **flags) -> list:
     """text_input and sampling_parameters (BYTES) plus BOOL flags, as `client_module`'s InferInputs."""
-    values = [("text_input", "BYTES", np.array([prompt.encode()], dtype=object)),
-              ("sampling_parameters", "BYTES", np.array([sampling.encode()], dtype=object))]
+    values = [
+        ("text_input", "BYTES", np.array([prompt.encode()], dtype=object)),
+        ("sampling_parameters", "BYTES", np.array([sampling.encode()], dtype=object)),
+    ]
     values += [(name, "BOOL", np.array([flag])) for name, flag in flags.items()]
     inputs = []
     for name, datatype, array in values:

@@ -41,8 +41,10 @@ def _drain(engine, arrivals):
 
 def _prompts(engine, count, shared=""):
     words = ["quick brown", "lazy dog", "stitch in time", "apple a day", "café naïve", "日本語"]
-    return [engine.tokenizer.encode(shared + " ".join(words[(i + j) % len(words)] for j in range(1 + i % 4)))
-            for i in range(count)]
+    return [
+        engine.tokenizer.encode(shared + " ".join(words[(i + j) % len(words)] for j in range(1 + i % 4)))
+        for i in range(count)
+    ]
 
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
@@ -96,11 +98,22 @@ def test_stop_string_truncates_and_finishes(checkpoint):
     text = free_run["x"][1]
     stop = text[5:8]
     assert stop and stop in text
-    stopped = _drain(engine, [("y", prompt, SamplingParams(max_tokens=20, temperature=0, ignore_eos=True,
-                                                           stop=[stop]))])
+    stopped = _drain(
+        engine, [("y", prompt, SamplingParams(max_tokens=20, temperature=0, ignore_eos=True, stop=[stop]))]
+    )
     assert stopped["y"][1] == text[: text.index(stop)] and stopped["y"][2] == "stop"
-    kept = _drain(engine, [("z", prompt, SamplingParams(max_tokens=20, temperature=0, ignore_eos=True,
-                                                        stop=[stop], include_stop_str_in_output=True))])
+    kept = _drain(
+        engine,
+        [
+            (
+                "z",
+                prompt,
+                SamplingParams(
+                    max_tokens=20, temperature=0, ignore_eos=True, stop=[stop], include_stop_str_in_output=True
+                ),
+            )
+        ],
+    )
     assert kept["z"][1] == text[: text.index(stop) + len(stop)]
 
 

@@ -13,16 +13,20 @@ from tests.backends.llm.test_engine import _drain, _engine, _prompts, checkpoint
 
 def _mixed_arrivals(engine):
     prompts = _prompts(engine, 6)
-    free_text = _drain(engine, [("probe", prompts[0], SamplingParams(max_tokens=16, temperature=0,
-                                                                      ignore_eos=True))])["probe"][1]
+    free_text = _drain(engine, [("probe", prompts[0], SamplingParams(max_tokens=16, temperature=0, ignore_eos=True))])[
+        "probe"
+    ][1]
     stop = free_text[4:7]
     return [
         ("greedy", prompts[1], SamplingParams(max_tokens=9, temperature=0, ignore_eos=True)),
         ("stop_string", prompts[0], SamplingParams(max_tokens=16, temperature=0, ignore_eos=True, stop=[stop])),
         ("eos_allowed", prompts[2], SamplingParams(max_tokens=14, temperature=0)),
         ("seeded", prompts[3], SamplingParams(max_tokens=7, temperature=0.8, top_k=20, seed=11, ignore_eos=True)),
-        ("stop_token", prompts[4], SamplingParams(max_tokens=12, temperature=0, ignore_eos=True,
-                                                  stop_token_ids=[7, 9, 11])),
+        (
+            "stop_token",
+            prompts[4],
+            SamplingParams(max_tokens=12, temperature=0, ignore_eos=True, stop_token_ids=[7, 9, 11]),
+        ),
     ]
 
 
@@ -53,8 +57,9 @@ def test_outputs_come_one_step_later_and_abort_drops_the_pending_one(checkpoint)
 
 def test_last_outputs_are_flushed_when_nothing_is_left_to_schedule(checkpoint):  # noqa: F811
     engine = _engine(checkpoint)
-    engine.add_request("b", engine.tokenizer.encode("lazy dog"), SamplingParams(max_tokens=3, temperature=0,
-                                                                                ignore_eos=True))
+    engine.add_request(
+        "b", engine.tokenizer.encode("lazy dog"), SamplingParams(max_tokens=3, temperature=0, ignore_eos=True)
+    )
     seen = []
     while engine.has_unfinished:
         seen.extend(engine.step())

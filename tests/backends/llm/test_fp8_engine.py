@@ -17,8 +17,12 @@ import torch
 
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     os.environ["TRITON_INTERPRET"] = "1"
-    for _name in [n for n in sys.modules if n.startswith("kernels.") or n in (
-            "modelgate.backends.llm.attention.triton_paged", "modelgate.backends.llm.layers.fp8_linear")]:
+    for _name in [
+        n
+        for n in sys.modules
+        if n.startswith("kernels.")
+        or n in ("modelgate.backends.llm.attention.triton_paged", "modelgate.backends.llm.layers.fp8_linear")
+    ]:
         del sys.modules[_name]
 
 import pytest  # noqa: E402
@@ -56,9 +60,20 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 def _runner(directory, device=DEVICE, dtype="float32", backend="triton", **settings) -> ModelRunner:
     config = DecoderConfig.from_file(directory / "config.json")
-    return ModelRunner(directory, config, RunnerConfig(
-        device=device, dtype=dtype, num_kv_blocks=NUM_BLOCKS, block_size=BLOCK_SIZE, max_model_len=64,
-        show_progress=False, attention_backend=backend, **settings))
+    return ModelRunner(
+        directory,
+        config,
+        RunnerConfig(
+            device=device,
+            dtype=dtype,
+            num_kv_blocks=NUM_BLOCKS,
+            block_size=BLOCK_SIZE,
+            max_model_len=64,
+            show_progress=False,
+            attention_backend=backend,
+            **settings,
+        ),
+    )
 
 
 def _prompts() -> list[list[int]]:
@@ -81,12 +96,13 @@ def _all_logits(runner: ModelRunner, prompts: list[list[int]]) -> torch.Tensor:
             items.append(ScheduledRequest(request, start, count, kv.block_ids(request.request_id)))
         inputs = runner._prepare(items)
         with torch.inference_mode():
-            hidden = runner.model(inputs.token_ids, inputs.positions, runner.kv_caches, inputs.metadata,
-                                  runner.kv_scales)
+            hidden = runner.model(
+                inputs.token_ids, inputs.positions, runner.kv_caches, inputs.metadata, runner.kv_scales
+            )
             logits = runner.model.compute_logits(hidden).float().cpu()
         starts = inputs.metadata.query_start_cpu
         for i, item in enumerate(items):
-            rows[item.request.request_id].append(logits[starts[i]:starts[i + 1]])
+            rows[item.request.request_id].append(logits[starts[i] : starts[i + 1]])
             item.request.num_computed_tokens = item.num_computed_tokens + item.num_new_tokens
     return torch.cat([torch.cat(rows[r.request_id]) for r in requests])
 
@@ -108,8 +124,10 @@ def test_fp8_logits_close_to_unquantized(checkpoint, reference_logits, quantizat
     runner = _runner(checkpoint, quantization=quantization, kv_cache_dtype=kv_cache_dtype)
     got = _all_logits(runner, _prompts())
     relative, top1 = _agreement(got, reference_logits)
-    print(f"quantization={quantization} kv_cache_dtype={kv_cache_dtype}: relative error {relative:.4f}, "
-          f"top-1 agreement {top1:.3f} over {got.shape[0]} positions")
+    print(
+        f"quantization={quantization} kv_cache_dtype={kv_cache_dtype}: relative error {relative:.4f}, "
+        f"top-1 agreement {top1:.3f} over {got.shape[0]} positions"
+    )
     assert relative < MAX_RELATIVE_ERROR and top1 >= MIN_TOP1_AGREEMENT
     assert relative > 0  # something was quantized
     if kv_cache_dtype == "fp8":
@@ -222,12 +240,10 @@ def tiny(tmp_path_factory):
 
 
 def _greedy(directory, device: str, dtype: str, **settings) -> dict[str, list[int]]:
-    options = dict(device=device, dtype=dtype, num_kv_blocks=64, block_size=4, max_model_len=128,
-                   show_progress=False)
+    options = dict(device=device, dtype=dtype, num_kv_blocks=64, block_size=4, max_model_len=128, show_progress=False)
     options.update(settings)
     engine = LLMEngine(directory, EngineConfig(**options))
-    words = ["quick brown fox", "lazy dog", "stitch in time saves", "apple a day", "café naïve",
-             "日本語 テキスト"]
+    words = ["quick brown fox", "lazy dog", "stitch in time saves", "apple a day", "café naïve", "日本語 テキスト"]
     greedy = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True)
     for i, text in enumerate(words):
         engine.add_request(f"p{i}", engine.tokenizer.encode(text), greedy)
@@ -244,8 +260,10 @@ def _check_greedy_agreement(directory, device: str, dtype: str, reference_backen
     first = sum(fp8[r][0] == reference[r][0] for r in reference) / len(reference)
     first_three = sum(fp8[r][:3] == reference[r][:3] for r in reference) / len(reference)
     all_six = sum(fp8[r] == reference[r] for r in reference) / len(reference)
-    print(f"greedy FP8 vs unquantized on {device} {dtype}: first token agrees for {first:.0%} of prompts, "
-          f"first 3 tokens for {first_three:.0%}, all 6 for {all_six:.0%}")
+    print(
+        f"greedy FP8 vs unquantized on {device} {dtype}: first token agrees for {first:.0%} of prompts, "
+        f"first 3 tokens for {first_three:.0%}, all 6 for {all_six:.0%}"
+    )
     assert first >= 0.8 and first_three >= 0.5
 
 
@@ -258,8 +276,9 @@ def test_fp8_engine_greedy_agrees_with_unquantized(tiny):
 def test_fp8_on_cuda_bf16(checkpoint, tiny):
     reference = _all_logits(_runner(checkpoint, device="cuda", dtype="bfloat16"), _prompts())
     for quantization, kv_cache_dtype in [("fp8", "auto"), ("none", "fp8"), ("fp8", "fp8")]:
-        runner = _runner(checkpoint, device="cuda", dtype="bfloat16", quantization=quantization,
-                         kv_cache_dtype=kv_cache_dtype)
+        runner = _runner(
+            checkpoint, device="cuda", dtype="bfloat16", quantization=quantization, kv_cache_dtype=kv_cache_dtype
+        )
         relative, top1 = _agreement(_all_logits(runner, _prompts()), reference)
         print(f"cuda bf16 {quantization}/{kv_cache_dtype}: relative error {relative:.4f}, top-1 {top1:.3f}")
         assert relative < MAX_RELATIVE_ERROR and top1 >= MIN_TOP1_AGREEMENT

@@ -25,8 +25,12 @@ import torch
 
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     os.environ["TRITON_INTERPRET"] = "1"
-    for _name in [n for n in sys.modules if n.startswith("kernels.") or n in (
-            "modelgate.backends.llm.attention.triton_paged", "modelgate.backends.llm.layers.fp8_linear")]:
+    for _name in [
+        n
+        for n in sys.modules
+        if n.startswith("kernels.")
+        or n in ("modelgate.backends.llm.attention.triton_paged", "modelgate.backends.llm.layers.fp8_linear")
+    ]:
         del sys.modules[_name]
 
 import pytest  # noqa: E402
@@ -56,15 +60,33 @@ def checkpoint(tmp_path_factory):
 
 def _runner(directory, dtype: str, backend: str = "triton", quantization: str = "fp8") -> ModelRunner:
     config = DecoderConfig.from_file(directory / "config.json")
-    return ModelRunner(directory, config, RunnerConfig(
-        device=DEVICE, dtype=dtype, num_kv_blocks=NUM_BLOCKS, block_size=BLOCK_SIZE, max_model_len=32,
-        show_progress=False, attention_backend=backend, quantization=quantization))
+    return ModelRunner(
+        directory,
+        config,
+        RunnerConfig(
+            device=DEVICE,
+            dtype=dtype,
+            num_kv_blocks=NUM_BLOCKS,
+            block_size=BLOCK_SIZE,
+            max_model_len=32,
+            show_progress=False,
+            attention_backend=backend,
+            quantization=quantization,
+        ),
+    )
 
 
 def _fusion_flags(model) -> list[bool]:
-    return [flag for layer in model.layers for flag in (
-        layer.input_layernorm.quantize_output, layer.post_attention_layernorm.quantize_output,
-        layer.mlp.act_fn.quantize_output, getattr(layer.mlp.gate_up_proj, "fuse_silu_and_mul", False))]
+    return [
+        flag
+        for layer in model.layers
+        for flag in (
+            layer.input_layernorm.quantize_output,
+            layer.post_attention_layernorm.quantize_output,
+            layer.mlp.act_fn.quantize_output,
+            getattr(layer.mlp.gate_up_proj, "fuse_silu_and_mul", False),
+        )
+    ]
 
 
 def _all_logits(runner: ModelRunner, prompt_lens=PROMPT_LENS) -> torch.Tensor:
@@ -80,12 +102,14 @@ def _all_logits(runner: ModelRunner, prompt_lens=PROMPT_LENS) -> torch.Tensor:
         for request in requests:
             count = request.num_prompt_tokens - NUM_DECODES if step == 0 else 1
             assert kv.allocate_slots(request, count)
-            items.append(ScheduledRequest(request, request.num_computed_tokens, count,
-                                          kv.block_ids(request.request_id)))
+            items.append(
+                ScheduledRequest(request, request.num_computed_tokens, count, kv.block_ids(request.request_id))
+            )
         inputs = runner._prepare(items)
         with torch.inference_mode():
-            hidden = runner.model(inputs.token_ids, inputs.positions, runner.kv_caches, inputs.metadata,
-                                  runner.kv_scales)
+            hidden = runner.model(
+                inputs.token_ids, inputs.positions, runner.kv_caches, inputs.metadata, runner.kv_scales
+            )
             logits.append(runner.model.compute_logits(hidden).float().cpu())
         for item in items:
             item.request.num_computed_tokens = item.num_computed_tokens + item.num_new_tokens
@@ -102,8 +126,10 @@ def test_fused_fp8_path_gives_the_unfused_logits(checkpoint, dtype):
     assert not any(_fusion_flags(model))
     unfused = _all_logits(runner)
     relative = ((fused - unfused).norm() / unfused.norm()).item()
-    print(f"{dtype}: fused vs unfused FP8 logits, relative difference {relative:.2e}, "
-          f"max |difference| {(fused - unfused).abs().max().item():.2e}")
+    print(
+        f"{dtype}: fused vs unfused FP8 logits, relative difference {relative:.2e}, "
+        f"max |difference| {(fused - unfused).abs().max().item():.2e}"
+    )
     assert relative <= MAX_RELATIVE_DIFFERENCE
 
 
@@ -134,8 +160,11 @@ def test_norms_deferred_into_the_gemv_at_one_token(checkpoint, dtype):
     layers = runner.model.layers
     assert all(layer.defers_norms and layer.self_attn.o_proj.prefetch_weights for layer in layers)
     norm_calls = []
-    hooks = [norm.register_forward_hook(lambda *_: norm_calls.append(1))
-             for layer in layers for norm in (layer.input_layernorm, layer.post_attention_layernorm)]
+    hooks = [
+        norm.register_forward_hook(lambda *_: norm_calls.append(1))
+        for layer in layers
+        for norm in (layer.input_layernorm, layer.post_attention_layernorm)
+    ]
     fused = _all_logits(runner, prompt_lens=(9,))  # one sequence: its decode steps have one token
     assert len(norm_calls) == 2 * len(layers), "the norms run in the prefill only: the decodes defer them"
     for layer in layers:  # the norms' kernels write rows in the model's dtype, read by the same GEMVs

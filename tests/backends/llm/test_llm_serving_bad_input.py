@@ -43,16 +43,24 @@ def _bad_body(case: str) -> tuple[dict, str]:
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
 def test_bad_generate_requests_get_400_json(server, route, case):
     body, fragment = _bad_body(case)
-    response = requests.post(model_url(server, route), json={**body, "stream": route == "generate_stream"},
-                             timeout=WAIT_S)
+    response = requests.post(
+        model_url(server, route), json={**body, "stream": route == "generate_stream"}, timeout=WAIT_S
+    )
     assert response.status_code == 400
     assert response.headers["Content-Type"].startswith("application/json")
     assert fragment in response.json()["error"]
 
 
-@pytest.mark.parametrize("name, value", [
-    ("temperature", -1), ("top_p", "x"), ("max_tokens", MAX_MODEL_LEN), ("max_tokens", 0), ("seed", -3),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("temperature", -1),
+        ("top_p", "x"),
+        ("max_tokens", MAX_MODEL_LEN),
+        ("max_tokens", 0),
+        ("seed", -3),
+    ],
+)
 def test_bad_generate_request_parameters_get_400(server, name, value):
     response = requests.post(model_url(server, "generate"), json={"text_input": "hello", name: value}, timeout=WAIT_S)
     assert response.status_code == 400
@@ -97,16 +105,19 @@ def test_bad_openai_completions_get_400_error_objects(server, oai, case):
         oai.completions.create(**body, extra_body=extra)
 
 
-@pytest.mark.parametrize("fields, fragment", [
-    ({"messages": []}, "messages"),
-    ({"messages": [{"role": "user", "content": "hi", "bogus": 1}]}, "bogus"),
-    ({"messages": [{"role": "wizard", "content": "hi"}]}, "role"),
-    ({"messages": [{"role": "user", "content": TOO_LONG}]}, "context"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, "image_url"),
-    ({"top_logprobs": 99}, "top_logprobs"),
-    ({"frequency_penalty": 5}, "frequency_penalty"),
-    ({"stream_options": {"include_usage": True, "extra": 1}}, "extra"),
-])
+@pytest.mark.parametrize(
+    "fields, fragment",
+    [
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "user", "content": "hi", "bogus": 1}]}, "bogus"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, "role"),
+        ({"messages": [{"role": "user", "content": TOO_LONG}]}, "context"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, "image_url"),
+        ({"top_logprobs": 99}, "top_logprobs"),
+        ({"frequency_penalty": 5}, "frequency_penalty"),
+        ({"stream_options": {"include_usage": True, "extra": 1}}, "extra"),
+    ],
+)
 def test_bad_openai_chat_requests_get_400_error_objects(server, fields, fragment):
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, **fields}
     response = requests.post(f"http://{server.http_url}/v1/chat/completions", json=body, timeout=WAIT_S)

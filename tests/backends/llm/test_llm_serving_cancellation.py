@@ -31,8 +31,9 @@ def test_a_client_leaving_generate_stream_frees_the_engine(server, reference):
     before = wait_server_idle(server)
     body = {"text_input": "hello", "sampling_parameters": greedy_sampling(LONG), "stream": True}
     connection = http.client.HTTPConnection(*server.http_url.split(":"), timeout=WAIT_S)
-    connection.request("POST", f"/v2/models/{MODEL}/generate_stream", json.dumps(body),
-                       {"Content-Type": "application/json"})
+    connection.request(
+        "POST", f"/v2/models/{MODEL}/generate_stream", json.dumps(body), {"Content-Type": "application/json"}
+    )
     response = connection.getresponse()
     assert response.status == 200
     assert response.readline().startswith(b"data: ")
@@ -64,8 +65,10 @@ def test_a_cancelled_grpc_stream_frees_the_engine(server):
 def test_a_request_cancelled_before_it_reaches_the_engine_does_not_run(server):
     """A client gone right after sending: its stream is cancelled before the backend's execute runs."""
     before = wait_server_idle(server)
-    tensors = {name: InferTensor(name, "BYTES", (1,), np.array([value.encode()], dtype=object))
-               for name, value in (("text_input", "hello"), ("sampling_parameters", greedy_sampling(LONG)))}
+    tensors = {
+        name: InferTensor(name, "BYTES", (1,), np.array([value.encode()], dtype=object))
+        for name, value in (("text_input", "hello"), ("sampling_parameters", greedy_sampling(LONG)))
+    }
     tensors["stream"] = InferTensor("stream", "BOOL", (1,), np.array([True]))
 
     async def send_and_leave():

@@ -48,7 +48,8 @@ def test_generate_stream_chunks_join_to_the_whole_text(server, reference):
     expected = reference.greedy(reference.prompt_ids(prompt), 10)
     whole = generate(server, prompt, 10, exclude_input_in_output=True).json()
     response, events = generate_stream(
-        server, {"text_input": prompt, "sampling_parameters": greedy_sampling(10), "stream": True})
+        server, {"text_input": prompt, "sampling_parameters": greedy_sampling(10), "stream": True}
+    )
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/event-stream")
     assert len(events) > 1
@@ -63,8 +64,12 @@ def test_generate_stream_chunks_join_to_the_whole_text(server, reference):
 def test_generate_request_parameters_override_sampling_parameters(server, reference, override):
     prompt = PROMPTS[2]
     expected = reference.greedy(reference.prompt_ids(prompt), 5)
-    request = {"text_input": prompt, "sampling_parameters": greedy_sampling(3), "exclude_input_in_output": True,
-               **override}
+    request = {
+        "text_input": prompt,
+        "sampling_parameters": greedy_sampling(3),
+        "exclude_input_in_output": True,
+        **override,
+    }
     body = requests.post(model_url(server, "generate"), json=request, timeout=WAIT_S).json()
     assert body["num_output_tokens"] == 5
     assert body["text_output"] == expected.text
@@ -90,8 +95,9 @@ def test_a_stop_string_ends_generation(server, reference, stream, include_stop):
 def test_generate_stream_returns_logprobs_of_each_token(server, reference):
     prompt = PROMPTS[3]
     expected = reference.greedy(reference.prompt_ids(prompt), 6, logprobs=2)
-    _, events = generate_stream(server, {"text_input": prompt, "sampling_parameters": greedy_sampling(6, logprobs=2),
-                                          "stream": True})
+    _, events = generate_stream(
+        server, {"text_input": prompt, "sampling_parameters": greedy_sampling(6, logprobs=2), "stream": True}
+    )
     entries = [entry for event in events for entry in json.loads(event["logprobs"])]
     assert [entry["token_id"] for entry in entries] == expected.token_ids
     for entry, values in zip(entries, expected.logprobs):
@@ -103,8 +109,11 @@ def test_generate_stream_returns_logprobs_of_each_token(server, reference):
 def test_generate_renders_chat_messages_with_the_chat_template(server, reference, checkpoint):
     messages = [{"role": "user", "content": "the lazy dog"}]
     expected = reference.greedy(chat_prompt_ids(checkpoint, messages), 6)
-    body = {"chat_messages": json.dumps(messages), "sampling_parameters": greedy_sampling(6),
-            "exclude_input_in_output": True}
+    body = {
+        "chat_messages": json.dumps(messages),
+        "sampling_parameters": greedy_sampling(6),
+        "exclude_input_in_output": True,
+    }
     response = requests.post(model_url(server, "generate"), json=body, timeout=WAIT_S)
     assert response.status_code == 200, response.text
     assert response.json()["text_output"] == expected.text
@@ -131,12 +140,14 @@ def test_kserve_infer_answers_the_single_non_streamed_response(server, reference
         assert string_output(result, "finish_reason") == "length"
         assert int_output(result, "num_input_tokens") == len(reference.prompt_ids(prompt))
         assert int_output(result, "num_output_tokens") == 8
-        only_text = client.infer(MODEL, _http_inputs(prompt, greedy_sampling(8), stream=False),
-                                 outputs=[httpclient.InferRequestedOutput("text_output")])
+        only_text = client.infer(
+            MODEL,
+            _http_inputs(prompt, greedy_sampling(8), stream=False),
+            outputs=[httpclient.InferRequestedOutput("text_output")],
+        )
         assert [output["name"] for output in only_text.get_response()["outputs"]] == ["text_output"]
         assert text_output(only_text) == expected.text
         with pytest.raises(InferenceServerException, match="decoupled"):
             client.infer(MODEL, _http_inputs(prompt, greedy_sampling(8), stream=True))
     finally:
         client.close()
-

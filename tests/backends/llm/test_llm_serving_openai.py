@@ -94,8 +94,9 @@ def test_openai_chat_renders_the_chat_template(oai, reference, checkpoint):
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "quick brown fox"}]
     prompt_ids = chat_prompt_ids(checkpoint, messages)
     expected = reference.greedy(prompt_ids, 8, logprobs=2)
-    chat = oai.chat.completions.create(model=MODEL, messages=messages, max_tokens=8, logprobs=True, top_logprobs=2,
-                                       **GREEDY)
+    chat = oai.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=8, logprobs=True, top_logprobs=2, **GREEDY
+    )
     choice = chat.choices[0]
     assert choice.message.role == "assistant"
     assert choice.message.content == expected.text
@@ -110,8 +111,14 @@ def test_openai_chat_renders_the_chat_template(oai, reference, checkpoint):
 
 
 def test_openai_streamed_chat_joins_to_the_whole_one(oai):
-    arguments = dict(model=MODEL, messages=[{"role": "user", "content": "apple a day"}], max_completion_tokens=9,
-                     logprobs=True, top_logprobs=1, **GREEDY)
+    arguments = dict(
+        model=MODEL,
+        messages=[{"role": "user", "content": "apple a day"}],
+        max_completion_tokens=9,
+        logprobs=True,
+        top_logprobs=1,
+        **GREEDY,
+    )
     whole = oai.chat.completions.create(**arguments)
     chunks = list(oai.chat.completions.create(stream=True, stream_options={"include_usage": True}, **arguments))
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -126,7 +133,11 @@ def test_openai_streamed_chat_joins_to_the_whole_one(oai):
 
 
 def test_chat_without_max_tokens_may_use_the_rest_of_the_context(oai):
-    reply = oai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "quick brown"}],
-                                        temperature=0, extra_body={"ignore_eos": True})
+    reply = oai.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "quick brown"}],
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
     assert reply.usage.completion_tokens == MAX_MODEL_LEN - reply.usage.prompt_tokens
     assert reply.choices[0].finish_reason == "length"

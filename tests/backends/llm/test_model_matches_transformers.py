@@ -15,8 +15,18 @@ CASES = [
     ("LlamaForCausalLM", {}),
     ("LlamaForCausalLM", {"tie_word_embeddings": True, "num_key_value_heads": 4}),
     ("LlamaForCausalLM", {"attention_bias": True, "mlp_bias": True}),
-    ("LlamaForCausalLM", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                           "high_freq_factor": 4.0, "original_max_position_embeddings": 32}}),
+    (
+        "LlamaForCausalLM",
+        {
+            "rope_scaling": {
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 32,
+            }
+        },
+    ),
     ("LlamaForCausalLM", {"rope_scaling": {"rope_type": "linear", "factor": 2.0}}),
     ("MistralForCausalLM", {"sliding_window": 8}),
     ("Qwen2ForCausalLM", {"tie_word_embeddings": True}),
@@ -25,8 +35,9 @@ CASES = [
 
 def _runner(directory):
     config = DecoderConfig.from_file(directory / "config.json")
-    return ModelRunner(directory, config, RunnerConfig(num_kv_blocks=32, block_size=4, max_model_len=256,
-                                                       show_progress=False))
+    return ModelRunner(
+        directory, config, RunnerConfig(num_kv_blocks=32, block_size=4, max_model_len=256, show_progress=False)
+    )
 
 
 def _logits_all_positions(runner, request, kv, start, end):

@@ -25,12 +25,12 @@ class ReferenceText:
         self.hold_back = max((len(s) for s in self.stops), default=1) - 1
 
     def _detokenize(self, flush: bool) -> None:
-        prefix, full = self.decode(self.ids[self.prefix:self.read]), self.decode(self.ids[self.prefix:])
+        prefix, full = self.decode(self.ids[self.prefix : self.read]), self.decode(self.ids[self.prefix :])
         if flush:
-            self.text += full[len(prefix):] if full.startswith(prefix) else ""
+            self.text += full[len(prefix) :] if full.startswith(prefix) else ""
             self.prefix = self.read = len(self.ids)
         elif len(full) > len(prefix) and not full.endswith("\ufffd"):
-            self.text += full[len(prefix):]
+            self.text += full[len(prefix) :]
             self.prefix, self.read = max(self.read, len(self.ids) - 5), len(self.ids)
 
     def process(self, new_ids: list[int], finished: bool) -> tuple[str, bool]:
@@ -45,7 +45,7 @@ class ReferenceText:
             index, stop = min(hits)
             text, stopped = text[: index + len(stop) if self.include else index], True
         end = len(text) if finished or stopped else max(self.emitted, len(text) - self.hold_back)
-        new_text, self.emitted = text[self.emitted:end], end
+        new_text, self.emitted = text[self.emitted : end], end
         return new_text, stopped
 
 
@@ -66,13 +66,13 @@ def _streams(tokenizer, tokens, sampling, chunk):
     reference = ReferenceText(tokenizer, prompt, sampling)
     ours, theirs = [], []
     for start in range(0, len(tokens), chunk):
-        request.output_token_ids.extend(tokens[start:start + chunk])
+        request.output_token_ids.extend(tokens[start : start + chunk])
         if start + chunk >= len(tokens):
             request.status = RequestStatus.FINISHED_LENGTH
         output, stopped = processor.process(request)
-        assert output.new_token_ids == tokens[start:start + chunk]
+        assert output.new_token_ids == tokens[start : start + chunk]
         ours.append((output.new_text, stopped, output.finish_reason))
-        new_text, ref_stopped = reference.process(tokens[start:start + chunk], request.is_finished)
+        new_text, ref_stopped = reference.process(tokens[start : start + chunk], request.is_finished)
         reason = "stop" if ref_stopped else ("length" if request.is_finished else None)
         theirs.append((new_text, ref_stopped, reason))
         if output.finished:
@@ -83,8 +83,10 @@ def _streams(tokenizer, tokens, sampling, chunk):
 def _token_cases(tokenizer):
     rng = random.Random(3)
     vocab = tokenizer.vocab_size
-    return [tokenizer.encode(TEXT, add_special_tokens=False),
-            [rng.randrange(vocab) for _ in range(120)]]  # random bytes: broken UTF-8 is held back
+    return [
+        tokenizer.encode(TEXT, add_special_tokens=False),
+        [rng.randrange(vocab) for _ in range(120)],
+    ]  # random bytes: broken UTF-8 is held back
 
 
 @pytest.mark.parametrize("chunk", [1, 3])
@@ -102,8 +104,14 @@ def test_stop_strings_stream_and_stop_as_the_reference(tokenizer, include, chunk
     tokens = _token_cases(tokenizer)[0]
     text = tokenizer.decode(tokens)
     rng = random.Random(chunk)
-    stop_sets = [["jumps"], ["wörld", "zzz"], ["日本", "naïve café"], ["the lazy dog the"], ["never there"],
-                 [text[rng.randrange(len(text) - 8):][:rng.randrange(1, 8)] for _ in range(3)]]
+    stop_sets = [
+        ["jumps"],
+        ["wörld", "zzz"],
+        ["日本", "naïve café"],
+        ["the lazy dog the"],
+        ["never there"],
+        [text[rng.randrange(len(text) - 8) :][: rng.randrange(1, 8)] for _ in range(3)],
+    ]
     for stops in stop_sets:
         sampling = SamplingParams(max_tokens=1000, stop=stops, include_stop_str_in_output=include)
         ours, theirs = _streams(tokenizer, tokens, sampling, chunk)

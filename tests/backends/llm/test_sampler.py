@@ -88,9 +88,11 @@ def test_min_tokens_keeps_a_greedy_request_off_its_stop_tokens():
 
 def test_logprobs_are_the_raw_distribution_at_the_chosen_and_top_tokens():
     logits = _logits(3, seed=5)
-    requests = [_request(0, SamplingParams(temperature=0, logprobs=4)),
-                _request(1, GREEDY),
-                _request(2, SamplingParams(temperature=1.0, seed=1, logprobs=0, repetition_penalty=1.5))]
+    requests = [
+        _request(0, SamplingParams(temperature=0, logprobs=4)),
+        _request(1, GREEDY),
+        _request(2, SamplingParams(temperature=1.0, seed=1, logprobs=0, repetition_penalty=1.5)),
+    ]
     out = Sampler().sample(logits, requests)
     assert set(out.logprobs) == {"r0", "r2"}
     expected = torch.log_softmax(logits, dim=-1)

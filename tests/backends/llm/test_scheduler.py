@@ -15,13 +15,25 @@ def _reference(prompt: list[int], max_tokens: int) -> list[int]:
     tokens = list(prompt)
     for _ in range(max_tokens):
         tokens.append(next_token(tokens))
-    return tokens[len(prompt):]
+    return tokens[len(prompt) :]
 
 
-def _run(requests, num_blocks=64, block_size=4, max_num_seqs=8, max_tokens_per_step=32, prefix=True, chunked=True,
-         on_step=None):
-    config = SchedulerConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_tokens_per_step,
-                             max_model_len=4096, enable_chunked_prefill=chunked)
+def _run(
+    requests,
+    num_blocks=64,
+    block_size=4,
+    max_num_seqs=8,
+    max_tokens_per_step=32,
+    prefix=True,
+    chunked=True,
+    on_step=None,
+):
+    config = SchedulerConfig(
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_tokens_per_step,
+        max_model_len=4096,
+        enable_chunked_prefill=chunked,
+    )
     kv = KVCacheManager(num_blocks, block_size, enable_prefix_caching=prefix)
     scheduler = Scheduler(config, kv)
     runner = FakeRunner(num_blocks, block_size)
@@ -133,11 +145,13 @@ def test_eos_and_stop_tokens_and_min_tokens():
     finished, _ = _run([request])
     assert finished["e"].output_token_ids == reference[: first_eos + 1]
     assert finished["e"].status == RequestStatus.FINISHED_STOPPED
-    held_back = LLMRequest("m", prompt, SamplingParams(max_tokens=30, min_tokens=first_eos + 2, temperature=0),
-                           eos_token_ids=(eos,))
+    held_back = LLMRequest(
+        "m", prompt, SamplingParams(max_tokens=30, min_tokens=first_eos + 2, temperature=0), eos_token_ids=(eos,)
+    )
     finished, _ = _run([held_back])
     assert len(finished["m"].output_token_ids) > first_eos + 1
-    ignoring = LLMRequest("i", prompt, SamplingParams(max_tokens=30, ignore_eos=True, temperature=0),
-                          eos_token_ids=(eos,))
+    ignoring = LLMRequest(
+        "i", prompt, SamplingParams(max_tokens=30, ignore_eos=True, temperature=0), eos_token_ids=(eos,)
+    )
     finished, _ = _run([ignoring])
     assert finished["i"].output_token_ids == reference

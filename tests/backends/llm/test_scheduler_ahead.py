@@ -68,12 +68,15 @@ def _run_ahead(requests, num_blocks=64, block_size=4, max_num_seqs=8, budget=32,
     return finished, ahead_steps, scheduler
 
 
-@pytest.mark.parametrize("settings", [
-    {},  # one arrival per step: mostly no ahead while requests wait and seats are free
-    {"arrive_at_once": True, "max_num_seqs": 4},  # a full batch with a queue: decodes chain ahead
-    {"arrive_at_once": True, "max_num_seqs": 16, "budget": 512},
-    {"arrive_at_once": True, "num_blocks": 14, "budget": 64},  # too few blocks: preemption, refused aheads
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},  # one arrival per step: mostly no ahead while requests wait and seats are free
+        {"arrive_at_once": True, "max_num_seqs": 4},  # a full batch with a queue: decodes chain ahead
+        {"arrive_at_once": True, "max_num_seqs": 16, "budget": 512},
+        {"arrive_at_once": True, "num_blocks": 14, "budget": 64},  # too few blocks: preemption, refused aheads
+    ],
+)
 def test_outputs_with_steps_scheduled_ahead_equal_each_request_alone(settings):
     requests = _requests(16, seed=4, eos=7)
     expected = {r.request_id: _expected(r) for r in requests}

@@ -12,7 +12,9 @@ import torch
 
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     os.environ["TRITON_INTERPRET"] = "1"
-    for _name in [n for n in sys.modules if n.startswith("kernels.") or n == "modelgate.backends.llm.attention.triton_paged"]:
+    for _name in [
+        n for n in sys.modules if n.startswith("kernels.") or n == "modelgate.backends.llm.attention.triton_paged"
+    ]:
         del sys.modules[_name]
 
 import pytest  # noqa: E402
@@ -52,9 +54,16 @@ CASES = [
 
 def _runner(directory, backend: str, dtype: str = "float32", kv_cache_dtype: str = "auto") -> ModelRunner:
     config = DecoderConfig.from_file(directory / "config.json")
-    settings = RunnerConfig(device=DEVICE, dtype=dtype, num_kv_blocks=NUM_BLOCKS, block_size=BLOCK_SIZE,
-                            max_model_len=64, show_progress=False, attention_backend=backend,
-                            kv_cache_dtype=kv_cache_dtype)
+    settings = RunnerConfig(
+        device=DEVICE,
+        dtype=dtype,
+        num_kv_blocks=NUM_BLOCKS,
+        block_size=BLOCK_SIZE,
+        max_model_len=64,
+        show_progress=False,
+        attention_backend=backend,
+        kv_cache_dtype=kv_cache_dtype,
+    )
     return ModelRunner(directory, config, settings)
 
 
@@ -78,11 +87,12 @@ def _run_schedule(runner: ModelRunner, prompts: dict[str, list[int]]) -> list[di
         inputs = runner._prepare(items)
         assert inputs.metadata.is_decode_only == all(end - start == 1 for _, start, end in step)
         with torch.inference_mode():
-            hidden = runner.model(inputs.token_ids, inputs.positions, runner.kv_caches, inputs.metadata,
-                                  runner.kv_scales)
+            hidden = runner.model(
+                inputs.token_ids, inputs.positions, runner.kv_caches, inputs.metadata, runner.kv_scales
+            )
             logits = runner.model.compute_logits(hidden).cpu()
         bounds = inputs.metadata.query_start_cpu
-        steps.append({name: logits[bounds[i]:bounds[i + 1]] for i, (name, _, _) in enumerate(step)})
+        steps.append({name: logits[bounds[i] : bounds[i + 1]] for i, (name, _, _) in enumerate(step)})
         for name, _, end in step:
             requests[name].num_computed_tokens = max(requests[name].num_computed_tokens, end)
     return steps
@@ -98,8 +108,13 @@ def test_triton_attention_logits_equal_torch_and_transformers(tmp_path, architec
     reference = _run_schedule(_runner(directory, "torch"), prompts)
     for index, (got, expected) in enumerate(zip(ours, reference)):
         for name in expected:
-            torch.testing.assert_close(got[name], expected[name], atol=1e-4, rtol=1e-4,
-                                       msg=lambda m, i=index, n=name: f"step {i}, request {n}: {m}")
+            torch.testing.assert_close(
+                got[name],
+                expected[name],
+                atol=1e-4,
+                rtol=1e-4,
+                msg=lambda m, i=index, n=name: f"step {i}, request {n}: {m}",
+            )
     model = hf_model(directory)
     for name, tokens in prompts.items():
         with torch.no_grad():
@@ -159,8 +174,9 @@ def test_fused_rotary_kv_write_gives_the_unfused_logits_bit_for_bit(tmp_path, mo
 def test_attention_backend_selection(tmp_path):
     directory = save_random_checkpoint("LlamaForCausalLM", tmp_path)
     config = DecoderConfig.from_file(directory / "config.json")
-    runner = ModelRunner(directory, config, RunnerConfig(num_kv_blocks=4, block_size=4, max_model_len=32,
-                                                         show_progress=False))
+    runner = ModelRunner(
+        directory, config, RunnerConfig(num_kv_blocks=4, block_size=4, max_model_len=32, show_progress=False)
+    )
     expected = "triton" if runner.device.type == "cuda" else "torch"  # "auto"
     assert runner.attention_backend == expected
     if expected == "torch":

@@ -12,8 +12,12 @@ import torch
 
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     os.environ["TRITON_INTERPRET"] = "1"
-    for _name in [n for n in sys.modules if n.startswith("kernels.") or n in (
-            "modelgate.backends.llm.attention.triton_paged", "modelgate.backends.llm.layers.fp8_linear")]:
+    for _name in [
+        n
+        for n in sys.modules
+        if n.startswith("kernels.")
+        or n in ("modelgate.backends.llm.attention.triton_paged", "modelgate.backends.llm.layers.fp8_linear")
+    ]:
         del sys.modules[_name]
 
 import pytest  # noqa: E402
@@ -32,13 +36,20 @@ REQUESTS = {"quick brown fox": 7, "lazy dog": 3, "stitch in time saves": 5, "app
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("graphs"), intermediate_size=128,
-                                max_position_embeddings=1024)
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("graphs"), intermediate_size=128, max_position_embeddings=1024)
 
 
 def _engine(directory, device=DEVICE, dtype="float32", **settings) -> LLMEngine:
-    options = dict(device=device, dtype=dtype, num_kv_blocks=96, block_size=4, max_model_len=600,
-                   show_progress=False, attention_backend="triton", enforce_eager=True)
+    options = dict(
+        device=device,
+        dtype=dtype,
+        num_kv_blocks=96,
+        block_size=4,
+        max_model_len=600,
+        show_progress=False,
+        attention_backend="triton",
+        enforce_eager=True,
+    )
     options.update(settings)
     return LLMEngine(directory, EngineConfig(**options))
 
@@ -205,6 +216,8 @@ def test_abort_while_a_step_is_launched_ahead(tiny):
             assert output.request_id != "r4"
             tokens.setdefault(output.request_id, []).extend(output.new_token_ids)
     assert sizes
-    assert {rid: t for rid, t in tokens.items() if rid != "r4"} == {rid: t for rid, t in expected.items() if rid != "r4"}
+    assert {rid: t for rid, t in tokens.items() if rid != "r4"} == {
+        rid: t for rid, t in expected.items() if rid != "r4"
+    }
     assert tokens["r4"] == expected["r4"][: len(tokens["r4"])] and len(tokens["r4"]) < len(expected["r4"])
     assert engine.kv_cache.num_requests_holding_blocks() == 0

@@ -32,11 +32,15 @@ def identity_model(elem_type: int, shape=("batch", 3)) -> onnx.ModelProto:
 def two_outputs_model() -> onnx.ModelProto:
     """X FP32 [batch, 2] -> SUM = X + X (FP32) and ROWS = ReduceSum over dim 1 (FP32 [batch, 1])."""
     return _model(
-        [helper.make_node("Add", ["X", "X"], ["SUM"]),
-         helper.make_node("ReduceSum", ["X", "axes"], ["ROWS"], keepdims=1)],
+        [
+            helper.make_node("Add", ["X", "X"], ["SUM"]),
+            helper.make_node("ReduceSum", ["X", "axes"], ["ROWS"], keepdims=1),
+        ],
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", 2])],
-        [helper.make_tensor_value_info("SUM", TensorProto.FLOAT, ["batch", 2]),
-         helper.make_tensor_value_info("ROWS", TensorProto.FLOAT, ["batch", 1])],
+        [
+            helper.make_tensor_value_info("SUM", TensorProto.FLOAT, ["batch", 2]),
+            helper.make_tensor_value_info("ROWS", TensorProto.FLOAT, ["batch", 1]),
+        ],
         [numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")],
     )
 
@@ -54,8 +58,10 @@ def reshape_model() -> onnx.ModelProto:
     """DATA FP32 [n] reshaped to SHAPE INT64 [2]: a SHAPE that does not fit DATA fails inside ONNX Runtime."""
     return _model(
         [helper.make_node("Reshape", ["DATA", "SHAPE"], ["OUT"])],
-        [helper.make_tensor_value_info("DATA", TensorProto.FLOAT, ["n"]),
-         helper.make_tensor_value_info("SHAPE", TensorProto.INT64, [2])],
+        [
+            helper.make_tensor_value_info("DATA", TensorProto.FLOAT, ["n"]),
+            helper.make_tensor_value_info("SHAPE", TensorProto.INT64, [2]),
+        ],
         [helper.make_tensor_value_info("OUT", TensorProto.FLOAT, ["rows", "cols"])],
     )
 

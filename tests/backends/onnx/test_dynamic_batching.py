@@ -25,8 +25,10 @@ def runs(monkeypatch):
 
 def send_together(http, model: str, inputs_per_request: list, outputs_per_request=None):
     outputs_per_request = outputs_per_request or [None] * len(inputs_per_request)
-    pending = [http.async_infer(model, inputs, outputs=outputs)
-               for inputs, outputs in zip(inputs_per_request, outputs_per_request)]
+    pending = [
+        http.async_infer(model, inputs, outputs=outputs)
+        for inputs, outputs in zip(inputs_per_request, outputs_per_request)
+    ]
     results = []
     for request in pending:
         try:
@@ -55,8 +57,11 @@ def test_concurrent_requests_run_once_and_each_gets_its_rows(http, runs):
 
 
 def test_one_bad_request_of_a_batch_fails_alone(http, runs):
-    texts = [np.array([[b"a", b"b"]], np.object_), np.array([[b"\xff", b"c"]], np.object_),
-             np.array([[b"d", b"e"]], np.object_)]
+    texts = [
+        np.array([[b"a", b"b"]], np.object_),
+        np.array([[b"\xff", b"c"]], np.object_),
+        np.array([[b"d", b"e"]], np.object_),
+    ]
     results = send_together(http, "strings_batched", [[http_input("INPUT", t, "BYTES")] for t in texts])
     assert results[0].as_numpy("OUTPUT").tolist() == texts[0].tolist()
     assert isinstance(results[1], InferenceServerException) and "not UTF-8" in results[1].message()

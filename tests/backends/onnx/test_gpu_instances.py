@@ -66,8 +66,13 @@ def test_without_the_cuda_provider_gpu_instances_refuse_unless_told_to_fall_back
     rows = index_rows(running)
     assert rows["gpu_refuse"]["state"] == "UNAVAILABLE"
     reason = rows["gpu_refuse"]["reason"]
-    for fragment in ("KIND_GPU (GPU 1)", "needs CUDAExecutionProvider", "has no CUDAExecutionProvider",
-                     "onnxruntime-gpu", "gpu_fallback"):
+    for fragment in (
+        "KIND_GPU (GPU 1)",
+        "needs CUDAExecutionProvider",
+        "has no CUDAExecutionProvider",
+        "onnxruntime-gpu",
+        "gpu_fallback",
+    ):
         assert fragment in reason
     assert rows["gpu_fallback"]["state"] == "READY" and rows["cpu_model"]["state"] == "READY"
     (instance,) = onnx_instances(running, "gpu_fallback")
@@ -92,8 +97,9 @@ def test_gpu_instances_ask_for_cuda_on_their_device(tmp_path, make_server, monke
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif("CUDAExecutionProvider" not in onnxruntime.get_available_providers(),
-                    reason="needs onnxruntime-gpu")
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" not in onnxruntime.get_available_providers(), reason="needs onnxruntime-gpu"
+)
 def test_gpu_instances_run_on_cuda(tmp_path, make_server):
     add_model(tmp_path, "on_gpu", "simple", GPU_CONFIG.replace("gpus: [ 1 ]", "gpus: [ 0 ]"))
     running = make_server([tmp_path])

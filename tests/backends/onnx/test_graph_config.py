@@ -52,12 +52,17 @@ def test_a_fixed_first_dimension_keeps_full_shapes_and_no_batching(tmp_path):
 
 
 def test_a_partial_config_is_completed_and_keeps_what_it_states(tmp_path):
-    model_dir = add_model(tmp_path, "partial", "simple", """
+    model_dir = add_model(
+        tmp_path,
+        "partial",
+        "simple",
+        """
         platform: "onnxruntime_onnx"
         max_batch_size: 8
         input [ { name: "INPUT" } ]
         instance_group [ { count: 2 kind: KIND_CPU } ]
-    """)
+    """,
+    )
     config = complete(model_dir)
     assert config.max_batch_size == 8
     assert not config.HasField("dynamic_batching")  # the user chose the batch size, and no scheduler
@@ -73,20 +78,30 @@ def test_backend_name_alone_gets_the_platform(tmp_path):
 
 
 def test_dims_with_the_first_dimension_mean_no_batching(tmp_path):
-    model_dir = add_model(tmp_path, "unbatched", "simple", """
+    model_dir = add_model(
+        tmp_path,
+        "unbatched",
+        "simple",
+        """
         backend: "onnxruntime"
         input [ { name: "INPUT" data_type: TYPE_FP32 dims: [ -1, 4 ] } ]
-    """)
+    """,
+    )
     config = complete(model_dir)
     assert config.max_batch_size == 0
     assert tensors(config, "output") == [("OUTPUT", "TYPE_FP32", [-1, 4])]
 
 
 def test_a_listed_subset_of_outputs_is_kept(tmp_path):
-    model_dir = add_model(tmp_path, "subset", "two_outputs", """
+    model_dir = add_model(
+        tmp_path,
+        "subset",
+        "two_outputs",
+        """
         backend: "onnxruntime"
         output [ { name: "ROWS" } ]
-    """)
+    """,
+    )
     config = complete(model_dir)
     assert tensors(config, "output") == [("ROWS", "TYPE_FP32", [1])]
     assert tensors(config, "input") == [("X", "TYPE_FP32", [2])]
@@ -95,20 +110,44 @@ def test_a_listed_subset_of_outputs_is_kept(tmp_path):
 @pytest.mark.parametrize(
     "graph, config, field, fragments",
     [
-        ("simple", 'input [ { name: "INPUT" data_type: TYPE_INT32 } ]', "input[0].data_type",
-         ["TYPE_INT32", "has TYPE_FP32", "tensor(float)", "1/model.onnx"]),
-        ("simple", 'output [ { name: "OUTPUT" data_type: TYPE_FP16 dims: [ 4 ] } ]', "output[0].data_type",
-         ["TYPE_FP16", "has TYPE_FP32"]),
-        ("simple", 'input [ { name: "INPUT" data_type: TYPE_FP32 dims: [ 5 ] } ]', "input[0].dims",
-         ["[5]", "has [4]", "batch dimension"]),
-        ("simple", 'max_batch_size: 2 input [ { name: "INPUT" dims: [ 4, 1 ] } ]', "input[0].dims",
-         ["[4, 1]", "has [4]"]),
+        (
+            "simple",
+            'input [ { name: "INPUT" data_type: TYPE_INT32 } ]',
+            "input[0].data_type",
+            ["TYPE_INT32", "has TYPE_FP32", "tensor(float)", "1/model.onnx"],
+        ),
+        (
+            "simple",
+            'output [ { name: "OUTPUT" data_type: TYPE_FP16 dims: [ 4 ] } ]',
+            "output[0].data_type",
+            ["TYPE_FP16", "has TYPE_FP32"],
+        ),
+        (
+            "simple",
+            'input [ { name: "INPUT" data_type: TYPE_FP32 dims: [ 5 ] } ]',
+            "input[0].dims",
+            ["[5]", "has [4]", "batch dimension"],
+        ),
+        (
+            "simple",
+            'max_batch_size: 2 input [ { name: "INPUT" dims: [ 4, 1 ] } ]',
+            "input[0].dims",
+            ["[4, 1]", "has [4]"],
+        ),
         ("simple", 'input [ { name: "IMAGE" } ]', "input[0].name", ["'IMAGE'", "INPUT"]),
         ("fixed_batch", "max_batch_size: 4", "max_batch_size", ["is 4", "[2, 3]", "max_batch_size: 0"]),
-        ("simple", 'parameters { key: "gpu_fallback" value { string_value: "gpu" } }', "parameters.gpu_fallback",
-         ["'gpu'", "refuse, cpu"]),
-        ("simple", 'parameters { key: "intra_op_thread_count" value { string_value: "-2" } }',
-         "parameters.intra_op_thread_count", ["'-2'", ">= 0"]),
+        (
+            "simple",
+            'parameters { key: "gpu_fallback" value { string_value: "gpu" } }',
+            "parameters.gpu_fallback",
+            ["'gpu'", "refuse, cpu"],
+        ),
+        (
+            "simple",
+            'parameters { key: "intra_op_thread_count" value { string_value: "-2" } }',
+            "parameters.intra_op_thread_count",
+            ["'-2'", ">= 0"],
+        ),
     ],
 )
 def test_a_config_that_contradicts_the_graph_names_file_field_and_model(tmp_path, graph, config, field, fragments):

@@ -147,18 +147,35 @@ def test_bad_requests_are_400_and_the_server_keeps_serving(http, grpc):
         (simple(np.ones((2, 5), np.float32)), "expected [-1, 4]"),
         (simple(np.ones((5, 4), np.float32)), "max_batch_size 4"),
         (lambda http: http.infer("strings", [http_input("INPUT", not_utf8, "BYTES")]), "not UTF-8"),
-        (lambda http: http.infer("reshape", [http_input("DATA", np.ones(6, np.float32), "FP32"),
-                                             http_input("SHAPE", np.array([4, 4], np.int64), "INT64")]),
-         "(ONNX Runtime) failed"),
+        (
+            lambda http: http.infer(
+                "reshape",
+                [
+                    http_input("DATA", np.ones(6, np.float32), "FP32"),
+                    http_input("SHAPE", np.array([4, 4], np.int64), "INT64"),
+                ],
+            ),
+            "(ONNX Runtime) failed",
+        ),
     ]
     for call, fragment in cases:
         assert_400(functools.partial(call, http), fragment)
         result = http.infer("simple_onnx", [http_input("INPUT", good, "FP32")])
         assert result.as_numpy("OUTPUT").shape == (2, 4)
     with pytest.raises(InferenceServerException) as caught:
-        grpc.infer("reshape", [grpc_input("DATA", np.ones(6, np.float32), "FP32"),
-                               grpc_input("SHAPE", np.array([4, 4], np.int64), "INT64")])
+        grpc.infer(
+            "reshape",
+            [
+                grpc_input("DATA", np.ones(6, np.float32), "FP32"),
+                grpc_input("SHAPE", np.array([4, 4], np.int64), "INT64"),
+            ],
+        )
     assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
-    fine = grpc.infer("reshape", [grpc_input("DATA", np.arange(6, dtype=np.float32), "FP32"),
-                                  grpc_input("SHAPE", np.array([2, 3], np.int64), "INT64")])
+    fine = grpc.infer(
+        "reshape",
+        [
+            grpc_input("DATA", np.arange(6, dtype=np.float32), "FP32"),
+            grpc_input("SHAPE", np.array([2, 3], np.int64), "INT64"),
+        ],
+    )
     np.testing.assert_array_equal(fine.as_numpy("OUT"), np.arange(6, dtype=np.float32).reshape(2, 3))

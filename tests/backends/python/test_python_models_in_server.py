@@ -150,8 +150,13 @@ def test_initialize_receives_tritons_args(python_models):
     tensor.set_data_from_numpy(np.zeros(1, np.float32))
     args = json.loads(client.infer("echo_args", [tensor]).as_numpy("ARGS")[0])
     assert set(args) >= {
-        "model_config", "model_instance_kind", "model_instance_name", "model_instance_device_id",
-        "model_repository", "model_version", "model_name",
+        "model_config",
+        "model_instance_kind",
+        "model_instance_name",
+        "model_instance_device_id",
+        "model_repository",
+        "model_version",
+        "model_name",
     }
     assert all(isinstance(v, str) for v in args.values())
     config = json.loads(args["model_config"])

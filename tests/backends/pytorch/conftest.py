@@ -120,13 +120,24 @@ CONFIGS = {
 }
 
 TORCHSCRIPT_MODULES = {
-    "add_sub": tm.AddSub, "scale_total": tm.ScaleAndTotal, "mixed_types": tm.MixedTypes, "raiser": tm.Raiser,
-    "optional_b": tm.AddSub, "lossy_output": tm.FloatSixtyFour, "gated": tm.Gated, "paired": tm.Paired,
-    "missing_argument": tm.AddSub, "bad_index": tm.Raiser, "untyped": tm.AddSub,
+    "add_sub": tm.AddSub,
+    "scale_total": tm.ScaleAndTotal,
+    "mixed_types": tm.MixedTypes,
+    "raiser": tm.Raiser,
+    "optional_b": tm.AddSub,
+    "lossy_output": tm.FloatSixtyFour,
+    "gated": tm.Gated,
+    "paired": tm.Paired,
+    "missing_argument": tm.AddSub,
+    "bad_index": tm.Raiser,
+    "untyped": tm.AddSub,
 }
 EXPORTED = {
-    "token_weights": (tm.TokenWeights, (torch.ones(2, 5, dtype=torch.int64), torch.ones(2, 5)),
-                      {"tokens": {0: BATCH}, "weight": {0: BATCH}}),
+    "token_weights": (
+        tm.TokenWeights,
+        (torch.ones(2, 5, dtype=torch.int64), torch.ones(2, 5)),
+        {"tokens": {0: BATCH}, "weight": {0: BATCH}},
+    ),
     "static_double": (tm.DoubleAndSum, (torch.ones(2, 3),), None),
     "exported_indexed": (tm.DoubleAndSum, (torch.ones(2, 3),), {"x": {0: SMALL_BATCH}}),
 }

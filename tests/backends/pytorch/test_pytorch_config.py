@@ -65,14 +65,19 @@ def test_gpu_instances_need_cuda(monkeypatch, tmp_path):
 
 def test_a_gpu_model_on_a_machine_without_cuda_reports_why(monkeypatch, make_server, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    write_torchscript(tmp_path, "on_gpu", AddSub(), """
+    write_torchscript(
+        tmp_path,
+        "on_gpu",
+        AddSub(),
+        """
         name: "on_gpu"
         backend: "pytorch"
         input [ { name: "INPUT__0" data_type: TYPE_FP32 dims: [ 2 ] },
                 { name: "INPUT__1" data_type: TYPE_FP32 dims: [ 2 ] } ]
         output [ { name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 2 ] } ]
         instance_group [ { kind: KIND_GPU gpus: [ 0 ] } ]
-        """)
+        """,
+    )
     running = make_server([tmp_path])
     client = httpclient.InferenceServerClient(running.http_url)
     (row,) = client.get_model_repository_index()

@@ -30,7 +30,8 @@ GPU_CONFIGS = {
         output [ { name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 3 ] },
                  { name: "OUTPUT__1" data_type: TYPE_INT64 dims: [ 1 ] } ]
         dynamic_batching { max_queue_delay_microseconds: 100 }
-        """ + GPU_GROUP % 1,
+        """
+    + GPU_GROUP % 1,
     "mixed_types": CONFIGS["mixed_types"] + GPU_GROUP % 1,
     "paired": CONFIGS["paired"].replace("instance_group [ { count: 2 kind: KIND_CPU } ]", GPU_GROUP % 2),
     "token_weights": 'name: "token_weights" backend: "pytorch" ' + GPU_GROUP % 1,
@@ -48,8 +49,12 @@ def gpu_server(tmp_path_factory):
     batch = torch.export.Dim("batch", max=64)
     example = (torch.ones(2, 5, dtype=torch.int64), torch.ones(2, 5))
     modules["token_weights"] = tm.write_exported(
-        repository, "token_weights", tm.TokenWeights(), example,
-        {"tokens": {0: batch}, "weight": {0: batch}}, GPU_CONFIGS["token_weights"],
+        repository,
+        "token_weights",
+        tm.TokenWeights(),
+        example,
+        {"tokens": {0: batch}, "weight": {0: batch}},
+        GPU_CONFIGS["token_weights"],
     )
     running = start_torch_server(repository)
     http = httpclient.InferenceServerClient(running.http_url, network_timeout=60)

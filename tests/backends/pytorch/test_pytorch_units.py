@@ -18,12 +18,22 @@ from modelgate.core.inference_types import InferRequest, InferTensor
 @pytest.mark.parametrize(
     "source, target, expected",
     [
-        (torch.float16, torch.float32, True), (torch.bfloat16, torch.float32, True),
-        (torch.float32, torch.float16, False), (torch.float16, torch.bfloat16, False),
-        (torch.bfloat16, torch.float16, False), (torch.int32, torch.int64, True), (torch.int64, torch.int32, False),
-        (torch.uint8, torch.int16, True), (torch.int8, torch.uint8, False), (torch.uint64, torch.int64, False),
-        (torch.int16, torch.float32, True), (torch.int32, torch.float32, False), (torch.int32, torch.float64, True),
-        (torch.bool, torch.float16, True), (torch.float32, torch.int64, False), (torch.int8, torch.bool, False),
+        (torch.float16, torch.float32, True),
+        (torch.bfloat16, torch.float32, True),
+        (torch.float32, torch.float16, False),
+        (torch.float16, torch.bfloat16, False),
+        (torch.bfloat16, torch.float16, False),
+        (torch.int32, torch.int64, True),
+        (torch.int64, torch.int32, False),
+        (torch.uint8, torch.int16, True),
+        (torch.int8, torch.uint8, False),
+        (torch.uint64, torch.int64, False),
+        (torch.int16, torch.float32, True),
+        (torch.int32, torch.float32, False),
+        (torch.int32, torch.float64, True),
+        (torch.bool, torch.float16, True),
+        (torch.float32, torch.int64, False),
+        (torch.int8, torch.bool, False),
     ],
 )
 def test_lossless_casts(source, target, expected):

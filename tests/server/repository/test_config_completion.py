@@ -183,4 +183,3 @@ def test_no_version_folder_is_an_error_that_says_what_is_expected(tmp_path):
         _complete(model_dir, "m")
     assert raised.value.field == "version_policy"
     assert "numeric" in raised.value.message
-

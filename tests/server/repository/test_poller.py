@@ -193,7 +193,7 @@ def test_a_model_that_fails_its_first_load_is_unavailable_until_fixed(poll_serve
 
 def test_a_broken_model_that_is_removed_leaves_the_index(poll_server):
     repository, start = poll_server
-    write_model(repository, "a", "name: \"a\"\nbackend: \"nope\"\n", SCALE_MODEL)
+    write_model(repository, "a", 'name: "a"\nbackend: "nope"\n', SCALE_MODEL)
     running, client = start()
     row = index_rows(client)[("a", "")]
     assert row["state"] == "UNAVAILABLE" and "'nope' is not an available backend" in row["reason"]

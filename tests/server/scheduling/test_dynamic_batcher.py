@@ -63,9 +63,11 @@ MODELS = {
     "ragged": "max_queue_delay_microseconds: 2000000 preferred_batch_size: [ 4 ]",
     "bounded": "default_queue_policy { max_queue_size: 2 }",
     "prioritized": "priority_levels: 2 default_priority_level: 2",
-    "timeouts": ("priority_levels: 2 default_priority_level: 1 "
-                 "priority_queue_policy { key: 1 value { timeout_action: REJECT allow_timeout_override: true } } "
-                 "priority_queue_policy { key: 2 value { timeout_action: DELAY allow_timeout_override: true } }"),
+    "timeouts": (
+        "priority_levels: 2 default_priority_level: 1 "
+        "priority_queue_policy { key: 1 value { timeout_action: REJECT allow_timeout_override: true } } "
+        "priority_queue_policy { key: 2 value { timeout_action: DELAY allow_timeout_override: true } }"
+    ),
     "immediate": "",
     "delayed": "max_queue_delay_microseconds: 300000 preferred_batch_size: [ 4 ]",
 }
@@ -79,8 +81,9 @@ def batching_server(tmp_path_factory):
         gate = repository / f"{name}.gate"
         gates[name] = gate
         ragged = "allow_ragged_batch: true" if name == "ragged" else ""
-        write_model(repository, name, CONFIG.format(name=name, batching=batching, gate=gate, ragged=ragged),
-                    BATCH_MODEL)
+        write_model(
+            repository, name, CONFIG.format(name=name, batching=batching, gate=gate, ragged=ragged), BATCH_MODEL
+        )
     running = start_server([repository])
     client = httpclient.InferenceServerClient(running.http_url, concurrency=16, network_timeout=60)
     yield running, client, gates

@@ -63,7 +63,9 @@ def _infer(module, client, model: str, arrays: dict, outputs=None):
     requested = None if outputs is None else [module.InferRequestedOutput(n) for n in outputs]
     result = client.infer(model, inputs, outputs=requested)
     response = result.get_response()
-    names = [o["name"] for o in response["outputs"]] if isinstance(response, dict) else [o.name for o in response.outputs]
+    names = (
+        [o["name"] for o in response["outputs"]] if isinstance(response, dict) else [o.name for o in response.outputs]
+    )
     return {name: result.as_numpy(name) for name in names}
 
 
@@ -151,8 +153,12 @@ def test_independent_steps_run_concurrently(tmp_path, serve):
 @pytest.fixture
 def chain_repository(tmp_path):
     """scale (versions 1 and 2: Y = 3X + version), raiser (fails for X[0] < 0) and two ensembles."""
-    write_scale_model(tmp_path, "scale", versions=(1, 2),
-                      extra='version_policy { all { } }\nparameters { key: "factor" value { string_value: "3" } }')
+    write_scale_model(
+        tmp_path,
+        "scale",
+        versions=(1, 2),
+        extra='version_policy { all { } }\nparameters { key: "factor" value { string_value: "3" } }',
+    )
     write_model(tmp_path, "raiser", xy_config("raiser"), EXECUTE_RAISES_MODEL)
     steps = [("scale", -1, {"X": "X"}, {"Y": "LATEST"}), ("scale", 1, {"X": "X"}, {"Y": "FIRST"})]
     outputs = [("LATEST", "TYPE_FP32", [-1]), ("FIRST", "TYPE_FP32", [-1])]
@@ -191,7 +197,9 @@ def test_a_batched_ensemble_counts_rows_and_batches_no_more_than_its_steps(tmp_p
     x = np.ones((3, 2), dtype=np.float32)
     np.testing.assert_array_equal(infer_x(client, "batched", x), x + 1)
     assert _stats(client, "batched")["inference_count"] == 3
-    assert "field 'max_batch_size': is 8 but step 0 (model 'scale') allows at most 4" in state_of(client, "too_big", "")[1]
+    assert (
+        "field 'max_batch_size': is 8 but step 0 (model 'scale') allows at most 4" in state_of(client, "too_big", "")[1]
+    )
 
 
 # -- invalid ensembles ----------------------------------------------------------------------------
@@ -199,14 +207,23 @@ def test_a_batched_ensemble_counts_rows_and_batches_no_more_than_its_steps(tmp_p
 _SCALE_X = [("scale", -1, {"X": "X"}, {"Y": "Y"})]
 INVALID_ENSEMBLES = {
     "missing_model": (FP32_X, [("nope", -1, {"X": "X"}, {"Y": "Y"})], ["step[0].model_name", "'nope'"]),
-    "unmapped_input": (FP32_X, _SCALE_X + [("scale", -1, {"X": "ghost"}, {"Y": "Z"})],
-                       ['step[1].input_map["X"]', "'ghost'", "neither an ensemble input"]),
-    "cycle": (FP32_X, _SCALE_X + [("scale", -1, {"X": "b"}, {"Y": "a"}), ("scale", -1, {"X": "a"}, {"Y": "b"})],
-              ["cycle", "step 1 (model 'scale')", "step 2 (model 'scale')"]),
+    "unmapped_input": (
+        FP32_X,
+        _SCALE_X + [("scale", -1, {"X": "ghost"}, {"Y": "Z"})],
+        ['step[1].input_map["X"]', "'ghost'", "neither an ensemble input"],
+    ),
+    "cycle": (
+        FP32_X,
+        _SCALE_X + [("scale", -1, {"X": "b"}, {"Y": "a"}), ("scale", -1, {"X": "a"}, {"Y": "b"})],
+        ["cycle", "step 1 (model 'scale')", "step 2 (model 'scale')"],
+    ),
     "wrong_datatype": ([("X", "TYPE_INT32", [-1])], _SCALE_X, ['step[0].input_map["X"]', "TYPE_INT32", "TYPE_FP32"]),
     "unknown_input_name": (FP32_X, [("scale", -1, {"Z": "X"}, {"Y": "Y"})], ["model 'scale' has no input 'Z'"]),
-    "decoupled_step": ([("X", "TYPE_INT32", [-1])], [("repeat_int32", -1, {"IN": "X"}, {"OUT": "Y"})],
-                       ["'repeat_int32' is decoupled"]),
+    "decoupled_step": (
+        [("X", "TYPE_INT32", [-1])],
+        [("repeat_int32", -1, {"IN": "X"}, {"OUT": "Y"})],
+        ["'repeat_int32' is decoupled"],
+    ),
 }
 
 
@@ -295,8 +312,16 @@ def test_a_composing_model_loads_once_even_when_its_ensemble_comes_first(tmp_pat
 
 
 def test_an_ensemble_can_be_a_step_of_another(explicit_repository, serve):
-    write_ensemble(explicit_repository, "outer", ensemble_config("outer", FP32_X, FP32_Y, [
-        ("via_scale", -1, {"X": "X"}, {"Y": "once"}), ("via_scale", -1, {"X": "once"}, {"Y": "Y"})]))
+    write_ensemble(
+        explicit_repository,
+        "outer",
+        ensemble_config(
+            "outer",
+            FP32_X,
+            FP32_Y,
+            [("via_scale", -1, {"X": "X"}, {"Y": "once"}), ("via_scale", -1, {"X": "once"}, {"Y": "Y"})],
+        ),
+    )
     running, client = serve([explicit_repository], model_control_mode="explicit", load_model=["outer"])
     np.testing.assert_array_equal(infer_x(client, "outer", [2.0]), [4.0])  # scale: Y = X + 1, twice
     assert _stats(client, "scale")["inference_count"] == 2
@@ -315,10 +340,17 @@ def test_ensembles_that_contain_each_other_fail_to_load_instead_of_hanging(tmp_p
 
 
 async def test_tensors_pass_between_steps_as_the_same_arrays():
-    config = _parse(ensemble_config("chain", FP32_X, FP32_Y, [
-        ("first", -1, {"X": "X"}, {"Y": "middle"}),
-        ("second", -1, {"X": "middle"}, {"Y": "Y"}),
-    ]))
+    config = _parse(
+        ensemble_config(
+            "chain",
+            FP32_X,
+            FP32_Y,
+            [
+                ("first", -1, {"X": "X"}, {"Y": "middle"}),
+                ("second", -1, {"X": "middle"}, {"Y": "Y"}),
+            ],
+        )
+    )
     seen: dict[str, np.ndarray] = {}
 
     async def infer_step(request: InferRequest) -> InferResponse:

@@ -8,8 +8,20 @@ from modelgate.core.tensors import datatypes
 
 def test_every_wire_name_has_config_name_and_dtype():
     assert set(datatypes.BY_WIRE_NAME) == {
-        "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-        "FP16", "FP32", "FP64", "BF16", "BYTES",
+        "BOOL",
+        "UINT8",
+        "UINT16",
+        "UINT32",
+        "UINT64",
+        "INT8",
+        "INT16",
+        "INT32",
+        "INT64",
+        "FP16",
+        "FP32",
+        "FP64",
+        "BF16",
+        "BYTES",
     }
     assert datatypes.from_config_name("TYPE_STRING").wire_name == "BYTES"
     assert datatypes.from_wire_name("BF16").numpy_dtype == np.dtype(ml_dtypes.bfloat16)

@@ -153,6 +153,7 @@ class AioStream:
 
     async def rest(self) -> list[StreamResult]:
         """Everything until the server ends the stream (call `close` first)."""
+
         async def drain():
             return [StreamResult(result, error) async for result, error in self.responses]
 

@@ -42,7 +42,10 @@ def fp32_input(name: str, shape: list[int], datatype: str = "FP32") -> grpcclien
 @pytest.mark.parametrize(
     "inputs, fragment",
     [
-        ([fp32_input("INPUT0", [4]), fp32_input("INPUT1", [4]), fp32_input("INPUT2", [4])], "unexpected inference input 'INPUT2'"),
+        (
+            [fp32_input("INPUT0", [4]), fp32_input("INPUT1", [4]), fp32_input("INPUT2", [4])],
+            "unexpected inference input 'INPUT2'",
+        ),
         ([fp32_input("INPUT0", [4])], "expects input(s) 'INPUT1'"),
         ([fp32_input("INPUT0", [4], "INT32"), fp32_input("INPUT1", [4])], "has datatype INT32, expected FP32"),
         ([fp32_input("INPUT0", [4]), fp32_input("INPUT1", [4], "FP64")], "has datatype FP64, expected FP32"),
@@ -58,22 +61,39 @@ def test_inputs_not_fitting_the_model(grpc_client, assert_serving, inputs, fragm
 
 def test_unknown_requested_output(grpc_client, assert_serving):
     outputs = [grpcclient.InferRequestedOutput("OUTPUT9")]
-    expect_status("INVALID_ARGUMENT", "unexpected inference output 'OUTPUT9'",
-                  grpc_client.infer, "add_sub", add_sub_inputs(A, B), outputs=outputs)
+    expect_status(
+        "INVALID_ARGUMENT",
+        "unexpected inference output 'OUTPUT9'",
+        grpc_client.infer,
+        "add_sub",
+        add_sub_inputs(A, B),
+        outputs=outputs,
+    )
     assert_serving()
 
 
 def test_batch_larger_than_max_batch_size(grpc_client, assert_serving):
-    expect_status("INVALID_ARGUMENT", "between 1 and max_batch_size 8",
-                  grpc_client.infer, "batched_scale", [fp32_input("X", [9, 2])])
+    expect_status(
+        "INVALID_ARGUMENT",
+        "between 1 and max_batch_size 8",
+        grpc_client.infer,
+        "batched_scale",
+        [fp32_input("X", [9, 2])],
+    )
     result = grpc_client.infer("batched_scale", [fp32_input("X", [8, 2])])
     np.testing.assert_array_equal(result.as_numpy("Y"), np.full((8, 2), 2.0, np.float32))
     assert_serving()
 
 
 def test_invalid_version_string(grpc_client, assert_serving):
-    expect_status("INVALID_ARGUMENT", "model version must be an integer, got 'one'",
-                  grpc_client.infer, "add_sub", add_sub_inputs(A, B), model_version="one")
+    expect_status(
+        "INVALID_ARGUMENT",
+        "model version must be an integer, got 'one'",
+        grpc_client.infer,
+        "add_sub",
+        add_sub_inputs(A, B),
+        model_version="one",
+    )
     assert_serving()
 
 
@@ -101,7 +121,10 @@ def expect_rpc_error(code: grpc.StatusCode, fragment: str, call, request) -> Non
 @pytest.mark.parametrize(
     "request_message, fragment",
     [
-        (raw_add_sub_request([A.tobytes()[:15], B.tobytes()]), "input 'INPUT0': has 15 bytes of data but shape [4] of FP32 needs 16"),
+        (
+            raw_add_sub_request([A.tobytes()[:15], B.tobytes()]),
+            "input 'INPUT0': has 15 bytes of data but shape [4] of FP32 needs 16",
+        ),
         (raw_add_sub_request([A.tobytes(), B.tobytes() + b"\0"]), "has 17 bytes of data"),
         (raw_add_sub_request([A.tobytes()]), "raw_input_contents has 1 entries for 2 inputs"),
         (raw_add_sub_request([A.tobytes(), B.tobytes(), B.tobytes()]), "raw_input_contents has 3 entries for 2 inputs"),
@@ -151,8 +174,12 @@ def test_unknown_model_and_version_are_not_found(grpc_client, assert_serving, me
 
 
 def test_infer_on_unknown_model_and_version(grpc_client, assert_serving):
-    expect_status("NOT_FOUND", "unknown model: 'no_such_model'", grpc_client.infer, "no_such_model", add_sub_inputs(A, B))
-    expect_status("NOT_FOUND", "has no version 2", grpc_client.infer, "add_sub", add_sub_inputs(A, B), model_version="2")
+    expect_status(
+        "NOT_FOUND", "unknown model: 'no_such_model'", grpc_client.infer, "no_such_model", add_sub_inputs(A, B)
+    )
+    expect_status(
+        "NOT_FOUND", "has no version 2", grpc_client.infer, "add_sub", add_sub_inputs(A, B), model_version="2"
+    )
     assert_serving()
 
 
@@ -175,8 +202,13 @@ def test_infer_on_a_model_that_failed_to_load(grpc_client, assert_serving):
 
 @pytest.mark.parametrize("values", [[1, 2], []])
 def test_unary_infer_on_a_decoupled_model_sending_other_than_one_response(grpc_client, assert_serving, values):
-    expect_status("UNIMPLEMENTED", f"model 'repeat_int32' is decoupled and sent {len(values)} responses",
-                  grpc_client.infer, "repeat_int32", [int32_input("IN", values)])
+    expect_status(
+        "UNIMPLEMENTED",
+        f"model 'repeat_int32' is decoupled and sent {len(values)} responses",
+        grpc_client.infer,
+        "repeat_int32",
+        [int32_input("IN", values)],
+    )
     assert_serving()
 
 
@@ -187,7 +219,9 @@ def test_unary_infer_on_a_decoupled_model_sending_one_response(grpc_client):
 
 @pytest.mark.parametrize("method", ["load_model", "unload_model"])
 def test_load_and_unload_outside_explicit_mode(grpc_client, assert_serving, method):
-    expect_status("UNIMPLEMENTED", "not allowed when --model-control-mode is 'none'", getattr(grpc_client, method), "add_sub")
+    expect_status(
+        "UNIMPLEMENTED", "not allowed when --model-control-mode is 'none'", getattr(grpc_client, method), "add_sub"
+    )
     assert grpc_client.is_model_ready("add_sub")
     assert_serving()
 
@@ -200,6 +234,10 @@ def test_shared_memory_rpcs_are_unimplemented(grpc_client, assert_serving):
 def test_raw_and_typed_contents_for_one_input(stub, assert_serving):
     request = raw_add_sub_request([A.tobytes(), B.tobytes()])
     request.inputs[0].contents.fp32_contents.extend(B.tolist())
-    expect_rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "input 'INPUT0': has both 'contents' and raw_input_contents",
-                     stub.ModelInfer, request)
+    expect_rpc_error(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "input 'INPUT0': has both 'contents' and raw_input_contents",
+        stub.ModelInfer,
+        request,
+    )
     assert_serving()

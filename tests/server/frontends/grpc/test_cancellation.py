@@ -37,8 +37,12 @@ async def test_cancelling_an_aio_stream_cancels_its_requests_only(aio_client, gr
     executions_before = execution_count(grpc_client, "counter")
     record = tmp_path / "cancelled.json"
     doomed = AioStream(aio_client)
-    doomed.send("counter", count_input(LONG_COUNT), request_id="long",
-                parameters={"delay_ms": LONG_DELAY_MS, "record_path": str(record)})
+    doomed.send(
+        "counter",
+        count_input(LONG_COUNT),
+        request_id="long",
+        parameters={"delay_ms": LONG_DELAY_MS, "record_path": str(record)},
+    )
     others = [AioStream(aio_client) for _ in range(2)]
     others[0].send("counter", count_input(40), request_id="other-count", parameters={"delay_ms": 2})
     others[1].send("repeat_int32", repeat_inputs(range(20), delay_ms=2), request_id="other-repeat")
@@ -70,8 +74,12 @@ async def test_cancelling_an_aio_stream_cancels_its_requests_only(aio_client, gr
 def test_stop_stream_with_cancel_requests_cancels_the_model(grpc_client, grpc_server, tmp_path):
     record = tmp_path / "cancelled.json"
     stream = SyncStream(grpc_server.grpc_url)
-    stream.send("counter", count_input(LONG_COUNT), request_id="long",
-                parameters={"delay_ms": LONG_DELAY_MS, "record_path": str(record)})
+    stream.send(
+        "counter",
+        count_input(LONG_COUNT),
+        request_id="long",
+        parameters={"delay_ms": LONG_DELAY_MS, "record_path": str(record)},
+    )
     assert_counted(stream.take(2), 2)
     stream.close(cancel_requests=True)
 
@@ -88,8 +96,7 @@ def test_stop_stream_with_cancel_requests_cancels_the_model(grpc_client, grpc_se
 def test_closing_a_stream_without_cancelling_lets_requests_finish(grpc_server, tmp_path):
     record = tmp_path / "finished.json"
     stream = SyncStream(grpc_server.grpc_url)
-    stream.send("counter", count_input(30), request_id="whole",
-                parameters={"delay_ms": 2, "record_path": str(record)})
+    stream.send("counter", count_input(30), request_id="whole", parameters={"delay_ms": 2, "record_path": str(record)})
     assert_counted(stream.take(1), 1)
     rest = stream.close()  # half-closes; the server still answers what was sent
     assert [r.out() for r in rest] == list(range(1, 30))

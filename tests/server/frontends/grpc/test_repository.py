@@ -148,13 +148,22 @@ async def test_load_a_model_from_files(client):
 
 async def test_load_failures(client):
     await expect_status("NOT_FOUND", "no_such_model", client.load_model("no_such_model"))
-    await expect_status("INVALID_ARGUMENT", "need the 'config' parameter too",
-                        client.load_model("orphan_files", files={"file:1/model.py": DOUBLER_MODEL}))
+    await expect_status(
+        "INVALID_ARGUMENT",
+        "need the 'config' parameter too",
+        client.load_model("orphan_files", files={"file:1/model.py": DOUBLER_MODEL}),
+    )
     await expect_status("INVALID_ARGUMENT", "not valid JSON", client.load_model("add_sub", config="{not json"))
-    await expect_status("INVALID_ARGUMENT", "file paths must be relative",
-                        client.load_model("escape", config=json.dumps(DOUBLER_CONFIG), files={"file:../x.py": b""}))
-    await expect_status("UNAVAILABLE", "refuses to initialize",
-                        client.load_model("failing", config=json.dumps(DOUBLER_CONFIG), files={"file:1/model.py": FAILING_MODEL}))
+    await expect_status(
+        "INVALID_ARGUMENT",
+        "file paths must be relative",
+        client.load_model("escape", config=json.dumps(DOUBLER_CONFIG), files={"file:../x.py": b""}),
+    )
+    await expect_status(
+        "UNAVAILABLE",
+        "refuses to initialize",
+        client.load_model("failing", config=json.dumps(DOUBLER_CONFIG), files={"file:1/model.py": FAILING_MODEL}),
+    )
     await expect_status("NOT_FOUND", "no_such_model", client.unload_model("no_such_model"))
     result = await client.infer("add_sub", add_sub_inputs(A, B))
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), A + B)

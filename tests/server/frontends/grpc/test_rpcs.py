@@ -177,7 +177,10 @@ def restore_log_settings(grpc_client):
     saved = grpc_client.get_log_settings(as_json=True)["settings"]
     yield
     grpc_client.update_log_settings(
-        {"log_verbose_level": int(saved["log_verbose_level"]["uint32_param"]), "log_info": saved["log_info"]["bool_param"]}
+        {
+            "log_verbose_level": int(saved["log_verbose_level"]["uint32_param"]),
+            "log_info": saved["log_info"]["bool_param"],
+        }
     )
 
 

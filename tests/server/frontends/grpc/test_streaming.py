@@ -210,7 +210,9 @@ def final_flag(message: service_pb2.ModelStreamInferResponse) -> bool:
 
 
 def test_stream_errors_name_their_request_as_triton_does(grpc_server):
-    messages = raw_stream(grpc_server, [stream_request("no_such_model", "unknown"), stream_request("raise_after", "raises")])
+    messages = raw_stream(
+        grpc_server, [stream_request("no_such_model", "unknown"), stream_request("raise_after", "raises")]
+    )
     errors = [m for m in messages if m.error_message]
     assert [m.infer_response.id for m in errors] == ["unknown", "raises"]
     assert "unknown model" in errors[0].error_message
@@ -223,6 +225,10 @@ def test_error_response_mid_stream_keeps_the_final_flag_off(grpc_server):
     first, error, last = raw_stream(grpc_server, [stream_request("error_response", "e")])
     assert (first.error_message, first.infer_response.id, final_flag(first)) == ("", "e", False)
     assert error.error_message == "error_response says no"
-    assert (error.infer_response.id, error.infer_response.model_name, final_flag(error)) == ("e", "error_response", False)
+    assert (error.infer_response.id, error.infer_response.model_name, final_flag(error)) == (
+        "e",
+        "error_response",
+        False,
+    )
     assert (last.infer_response.id, final_flag(last)) == ("e", True)
     assert np.frombuffer(last.infer_response.raw_output_contents[0], np.int32).tolist() == [1]

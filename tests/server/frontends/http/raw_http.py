@@ -42,7 +42,9 @@ def post_json(http_url: str, path: str, value: Any) -> RawResponse:
     return send(http_url, "POST", path, json.dumps(value), {"Content-Type": "application/json"})
 
 
-def post_binary(http_url: str, path: str, header: dict, binary: bytes, header_length: int | str | None = None) -> RawResponse:
+def post_binary(
+    http_url: str, path: str, header: dict, binary: bytes, header_length: int | str | None = None
+) -> RawResponse:
     """A body of the JSON `header` then `binary`, with Inference-Header-Content-Length set
     to the header's size unless `header_length` overrides it."""
     header_bytes = json.dumps(header).encode()

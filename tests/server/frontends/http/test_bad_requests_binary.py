@@ -16,7 +16,9 @@ def _binary_header(size0: int = 16, size1: int = 16) -> dict:
 
 
 def test_binary_data_size_not_matching_the_shape(example_server, assert_serving):
-    response = post_binary(example_server.http_url, ADD_SUB, _binary_header(16, 12), FP32_4.tobytes() + FP32_4.tobytes()[:12])
+    response = post_binary(
+        example_server.http_url, ADD_SUB, _binary_header(16, 12), FP32_4.tobytes() + FP32_4.tobytes()[:12]
+    )
     assert response.status == 400
     assert "input 'INPUT1': binary_data_size is 12 bytes but shape [4] of FP32 needs 16" in response.error
     assert_serving()
@@ -25,7 +27,10 @@ def test_binary_data_size_not_matching_the_shape(example_server, assert_serving)
 def test_binary_data_size_past_the_end_of_the_body(example_server, assert_serving):
     response = post_binary(example_server.http_url, ADD_SUB, _binary_header(16, 20), FP32_4.tobytes() * 2)
     assert response.status == 400
-    assert "input 'INPUT1': binary_data_size 20 runs past the end of the request body (16 binary bytes left)" in response.error
+    assert (
+        "input 'INPUT1': binary_data_size 20 runs past the end of the request body (16 binary bytes left)"
+        in response.error
+    )
     assert_serving()
 
 
@@ -90,13 +95,18 @@ def _bytes_elements(*elements: bytes) -> bytes:
     [
         (_bytes_elements(b"one"), "input 'INPUT': expected 2 BYTES elements for its shape, got 1"),
         (_bytes_elements(b"a", b"b", b"c"), "expected 2 BYTES elements for its shape, got 3"),
-        (_bytes_elements(b"one") + struct.pack("<I", 50) + b"short", "BYTES element of 50 bytes at byte 7 runs past the end"),
+        (
+            _bytes_elements(b"one") + struct.pack("<I", 50) + b"short",
+            "BYTES element of 50 bytes at byte 7 runs past the end",
+        ),
         (_bytes_elements(b"one") + b"\x01\x00", "truncated BYTES element length at byte 7"),
     ],
 )
 def test_malformed_binary_bytes(probe_server, probe_client, payload, fragment):
     header = {
-        "inputs": [{"name": "INPUT", "datatype": "BYTES", "shape": [1, 2], "parameters": {"binary_data_size": len(payload)}}]
+        "inputs": [
+            {"name": "INPUT", "datatype": "BYTES", "shape": [1, 2], "parameters": {"binary_data_size": len(payload)}}
+        ]
     }
     response = post_binary(probe_server.http_url, "/v2/models/identity_bytes/infer", header, payload)
     assert response.status == 400

@@ -62,7 +62,9 @@ def test_unknown_requested_output(client, assert_serving):
     outputs = [httpclient.InferRequestedOutput("OUTPUT0"), httpclient.InferRequestedOutput("NOPE")]
     error = _client_error(client, "add_sub", inputs, outputs=outputs)
     assert error.status() == "400"
-    assert "unexpected inference output 'NOPE' for model 'add_sub'; its outputs are: OUTPUT0, OUTPUT1" in error.message()
+    assert (
+        "unexpected inference output 'NOPE' for model 'add_sub'; its outputs are: OUTPUT0, OUTPUT1" in error.message()
+    )
     assert_serving()
 
 
@@ -131,7 +133,9 @@ def test_model_that_failed_to_load_is_503_with_its_reason(probe_server, probe_cl
         probe_client.get_model_config("broken")
     assert caught.value.status() == "503"
     rows = [row for row in probe_client.get_model_repository_index() if row["name"] == "broken"]
-    assert rows == [{"name": "broken", "version": "1", "state": "UNAVAILABLE", "reason": "RuntimeError: broken on purpose"}]
+    assert rows == [
+        {"name": "broken", "version": "1", "state": "UNAVAILABLE", "reason": "RuntimeError: broken on purpose"}
+    ]
     good = np.array([[7]], dtype=np.int32)
     result = probe_client.infer("identity_int32", [fp32_input("INPUT", good, "INT32")])
     np.testing.assert_array_equal(result.as_numpy("OUTPUT"), good)

@@ -25,7 +25,9 @@ SAMPLES = {
     "FP32": np.array([[-3.4e38, 0.0, 3.4e38], [1.1, -2.5e-30, 0.1]], dtype=np.float32),
     "FP64": np.array([[-1.7e308, 0.0, 1.7e308], [0.1, -5e-324, 1 / 3]], dtype=np.float64),
     "BF16": np.array([[-3.0e38, 0.0, 3.0e38], [1.1, -2.25, 0.1]], dtype=BF16),
-    "BYTES": np.array([[b"", b"abc", "h\u00e9llo \u65e5\u672c".encode()], [b"x" * 300, b" ", b"\x01\x02"]], dtype=np.object_),
+    "BYTES": np.array(
+        [[b"", b"abc", "h\u00e9llo \u65e5\u672c".encode()], [b"x" * 300, b" ", b"\x01\x02"]], dtype=np.object_
+    ),
 }
 JSON_TYPES = [t for t in SAMPLES if t != "BF16"]  # tritonclient only sends BF16 as binary
 

@@ -99,7 +99,10 @@ def test_generate_maps_inputs_and_outputs_by_name(url):
 
 def test_generate_with_text_scalars_and_lists(url):
     assert generate(url, "string_ops", {"TEXT": "h\u00e9llo"}).json() == {
-        "model_name": "string_ops", "model_version": "1", "UPPER": "H\u00c9LLO", "LENGTH": 6,
+        "model_name": "string_ops",
+        "model_version": "1",
+        "UPPER": "H\u00c9LLO",
+        "LENGTH": 6,
     }
     listed = generate(url, "string_ops", {"TEXT": ["a", "", "\u65e5"]}).json()
     assert (listed["UPPER"], listed["LENGTH"]) == (["A", "", "\u65e5"], [1, 0, 3])
@@ -107,13 +110,18 @@ def test_generate_with_text_scalars_and_lists(url):
 
 def test_generate_on_a_batched_model_sends_one_row(url):
     assert generate(url, "batched_scale", {"X": [1, 2.5, -3]}).json() == {
-        "model_name": "batched_scale", "model_version": "1", "Y": [2.0, 5.0, -6.0],
+        "model_name": "batched_scale",
+        "model_version": "1",
+        "Y": [2.0, 5.0, -6.0],
     }
 
 
 def test_other_keys_become_parameters_and_response_parameters_become_keys(url):
-    reply = generate(url, "echo_request", {"INPUT": 5, "temperature": 0.5, "stream": False,
-                                           "parameters": {"max_tokens": 3}, "id": "p"})
+    reply = generate(
+        url,
+        "echo_request",
+        {"INPUT": 5, "temperature": 0.5, "stream": False, "parameters": {"max_tokens": 3}, "id": "p"},
+    )
     body = reply.json()
     assert json.loads(body["PARAMETERS"]) == {"temperature": 0.5, "stream": False, "max_tokens": 3}
     assert (body["OUTPUT"], body["REQUEST_ID"], body["id"], body["model_says"]) == (5, "p", "p", "hello")
@@ -127,7 +135,10 @@ def test_generate_on_a_versioned_route(url):
 
 def test_generate_on_a_decoupled_model_with_exactly_one_response(url):
     assert generate(url, "repeat_int32", {"IN": [7]}).json() == {
-        "model_name": "repeat_int32", "model_version": "1", "OUT": 7, "IDX": 0,
+        "model_name": "repeat_int32",
+        "model_version": "1",
+        "OUT": 7,
+        "IDX": 0,
     }
 
 
@@ -166,8 +177,14 @@ def test_generate_stream_of_zero_responses_is_an_empty_stream(url):
 
 def test_generate_stream_of_a_non_decoupled_model_is_one_event(url):
     events = sse_events(generate(url, "add_sub", {"INPUT0": [1, 2, 3, 4], "INPUT1": [1, 1, 1, 1]}, "generate_stream"))
-    assert events == [{"model_name": "add_sub", "model_version": "1",
-                       "OUTPUT0": [2.0, 3.0, 4.0, 5.0], "OUTPUT1": [0.0, 1.0, 2.0, 3.0]}]
+    assert events == [
+        {
+            "model_name": "add_sub",
+            "model_version": "1",
+            "OUTPUT0": [2.0, 3.0, 4.0, 5.0],
+            "OUTPUT1": [0.0, 1.0, 2.0, 3.0],
+        }
+    ]
 
 
 def test_generate_stream_from_a_thread_after_execute_returned(url):
@@ -193,12 +210,27 @@ def test_generate_stream_failing_before_its_first_response_is_a_plain_error(url)
 @pytest.mark.parametrize(
     "model, body, status, fragment",
     [
-        ("add_sub", {"INPUT0": [1, 2, 3], "INPUT1": [1, 1, 1, 1]}, 400, "cannot shape 3 values of input 'INPUT0' as [4]"),
+        (
+            "add_sub",
+            {"INPUT0": [1, 2, 3], "INPUT1": [1, 1, 1, 1]},
+            400,
+            "cannot shape 3 values of input 'INPUT0' as [4]",
+        ),
         ("add_sub", {"INPUT0": ["a", 2, 3, 4], "INPUT1": [1, 1, 1, 1]}, 400, "must hold numbers for FP32"),
         ("add_sub", {"INPUT0": [1, 2, 3, 4]}, 400, "expects input(s) 'INPUT1'"),
-        ("add_sub", {"INPUT0": [1, 2, 3, 4], "INPUT1": [1, 1, 1, 1], "junk": [1]}, 400, "'junk' is neither a model input"),
+        (
+            "add_sub",
+            {"INPUT0": [1, 2, 3, 4], "INPUT1": [1, 1, 1, 1], "junk": [1]},
+            400,
+            "'junk' is neither a model input",
+        ),
         ("add_sub", {"INPUT0": [1, 2, 3, 4], "INPUT1": [1, 1, 1, 1], "id": 3}, 400, "'id' must be a string"),
-        ("add_sub", {"INPUT0": [1, 2, 3, 4], "INPUT1": [1, 1, 1, 1], "parameters": [1]}, 400, "'parameters' must be a JSON object"),
+        (
+            "add_sub",
+            {"INPUT0": [1, 2, 3, 4], "INPUT1": [1, 1, 1, 1], "parameters": [1]},
+            400,
+            "'parameters' must be a JSON object",
+        ),
         ("add_sub", "[1", 400, "not valid JSON"),
         ("add_sub", "[1, 2]", 400, "must be a JSON object"),
         ("repeat_int32", {"IN": [1.5]}, 400, "INT32"),

@@ -45,7 +45,10 @@ def test_requesting_one_output_returns_only_it(client, binary):
 
 
 def test_outputs_come_back_in_the_requested_order_with_their_own_encoding(client):
-    outputs = [httpclient.InferRequestedOutput("OUTPUT1", binary_data=False), httpclient.InferRequestedOutput("OUTPUT0")]
+    outputs = [
+        httpclient.InferRequestedOutput("OUTPUT1", binary_data=False),
+        httpclient.InferRequestedOutput("OUTPUT0"),
+    ]
     result = client.infer("add_sub", _add_sub_inputs(), outputs=outputs)
     first, second = result.get_response()["outputs"]
     assert first["name"] == "OUTPUT1" and first["data"] == (A - B).tolist()
@@ -216,7 +219,9 @@ def test_concurrent_requests_get_their_own_answers(probe_server):
         pending = []
         for index in range(32):
             data = np.full(5, index, dtype=np.int32)
-            inputs = [httpclient.InferInput("INPUT", [5], "INT32").set_data_from_numpy(data, binary_data=index % 2 == 0)]
+            inputs = [
+                httpclient.InferInput("INPUT", [5], "INT32").set_data_from_numpy(data, binary_data=index % 2 == 0)
+            ]
             pending.append((index, client.async_infer("echo_request", inputs, request_id=f"r{index}")))
         for index, request in pending:
             result = request.get_result()
