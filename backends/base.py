@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from modelgate.core.errors import ConfigError
+from modelgate.core.errors import ConfigError, UnavailableError
 from modelgate.core.inference_types import InferRequest, InferResponse
 
 # Runs a request on another model of the same server (Triton's BLS) and blocks until its response; it raises
@@ -119,23 +119,41 @@ def backend_for_config(config: ModelConfig, source: str) -> Backend:
 
 def _register_builtin_backends() -> None:
     """The backends modelgate ships; each module is imported only when a model needs it."""
-    for name, module, class_name, platforms in _BUILTIN:
+    for name, module, class_name, platforms, extra in _BUILTIN:
         if name not in _BACKENDS:
-            register_backend(name, _lazy(module, class_name), platforms)
+            register_backend(name, _lazy(name, module, class_name, extra), platforms)
 
 
-def _lazy(module: str, class_name: str) -> Callable[[], Backend]:
+def _lazy(name: str, module: str, class_name: str, extra: str) -> Callable[[], Backend]:
     def create() -> Backend:
         import importlib
 
+        missing = [package for package in _EXTRAS.get(extra, ()) if not _is_installed(package)]
+        if missing:
+            raise UnavailableError(
+                f"backend '{name}' needs {', '.join(repr(m) for m in missing)}, not installed here: "
+                f"pip install 'modelgate[{extra}]'"
+            )
         return getattr(importlib.import_module(module), class_name)()
 
     return create
 
 
+def _is_installed(package: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(package) is not None
+    except ImportError:
+        return False
+
+
+# (backend, module, class, platforms, the extra that installs what it needs beyond the base install)
 _BUILTIN = [
-    ("python", "modelgate.backends.python.backend", "PythonBackend", ()),
-    ("llm", "modelgate.backends.llm.backend", "LLMBackend", ()),
-    ("pytorch", "modelgate.backends.pytorch.backend", "PyTorchBackend", ("pytorch_libtorch", "torch_export")),
-    ("onnxruntime", "modelgate.backends.onnx.backend", "OnnxBackend", ("onnxruntime_onnx",)),
+    ("python", "modelgate.backends.python.backend", "PythonBackend", (), ""),
+    ("llm", "modelgate.backends.llm.backend", "LLMBackend", (), "llm"),
+    ("pytorch", "modelgate.backends.pytorch.backend", "PyTorchBackend", ("pytorch_libtorch", "torch_export"), ""),
+    ("onnxruntime", "modelgate.backends.onnx.backend", "OnnxBackend", ("onnxruntime_onnx",), "onnx"),
 ]
+# What each extra brings that its backend cannot run without (triton is optional: torch references run instead).
+_EXTRAS = {"onnx": ("onnxruntime",), "llm": ("tokenizers", "safetensors", "jinja2", "tqdm")}

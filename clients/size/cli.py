@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from modelgate.backends.llm.models.model_config import DecoderConfig
+from modelgate.clients.size.checkpoint_shape import CheckpointShape
 from modelgate.clients.size.memory import BYTES_PER_ELEMENT, GIB, parameter_counts, plan
 from modelgate.clients.size.traffic_cli import add_traffic_command
 
@@ -28,7 +28,7 @@ def add_size_command(commands) -> None:
 
 def run_memory(args: argparse.Namespace) -> int:
     path = args.config / "config.json" if args.config.is_dir() else args.config
-    config = DecoderConfig.from_file(path)
+    config = CheckpointShape.from_file(path)
     result = plan(
         config,
         int(args.gpu_memory_gib * GIB),

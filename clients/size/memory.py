@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelgate.backends.llm.models.model_config import DecoderConfig
+from modelgate.clients.size.checkpoint_shape import CheckpointShape
 
 BYTES_PER_ELEMENT = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 GIB = 2**30
@@ -27,7 +27,7 @@ class ParameterCounts:
         return self.linear + self.other
 
 
-def parameter_counts(config: DecoderConfig) -> ParameterCounts:
+def parameter_counts(config: CheckpointShape) -> ParameterCounts:
     hidden, inter, head_dim = config.hidden_size, config.intermediate_size, config.head_dim
     q_out, kv_out = config.num_heads * head_dim, config.num_kv_heads * head_dim
     attention = hidden * (q_out + 2 * kv_out) + q_out * hidden
@@ -44,14 +44,14 @@ def parameter_counts(config: DecoderConfig) -> ParameterCounts:
     )
 
 
-def weight_bytes(config: DecoderConfig, weights_dtype: str) -> int:
+def weight_bytes(config: CheckpointShape, weights_dtype: str) -> int:
     counts = parameter_counts(config)
     if weights_dtype == "fp8":
         return counts.linear + 4 * counts.linear_output_channels + 2 * counts.other
     return BYTES_PER_ELEMENT[weights_dtype] * counts.total
 
 
-def kv_bytes_per_token(config: DecoderConfig, kv_dtype: str) -> int:
+def kv_bytes_per_token(config: CheckpointShape, kv_dtype: str) -> int:
     """Keys and values of one token over all layers."""
     return 2 * config.num_layers * config.num_kv_heads * config.head_dim * BYTES_PER_ELEMENT[kv_dtype]
 
@@ -67,7 +67,7 @@ class MemoryPlan:
 
 
 def plan(
-    config: DecoderConfig,
+    config: CheckpointShape,
     gpu_memory_bytes: int,
     utilization: float,
     weights_dtype: str,

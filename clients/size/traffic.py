@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from modelgate.backends.llm.models.model_config import DecoderConfig
+from modelgate.clients.size.checkpoint_shape import CheckpointShape
 from modelgate.clients.size.memory import kv_bytes_per_token, plan
 from modelgate.clients.size.traffic_input import TrafficRequest
 
@@ -30,7 +30,7 @@ DAY_S = 86400
 
 @dataclass(frozen=True)
 class GpuSpec:
-    config: DecoderConfig
+    config: CheckpointShape
     memory_bytes: int
     utilization: float = 0.9
     weights_dtype: str = "bf16"

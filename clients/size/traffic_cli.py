@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from modelgate.backends.llm.models.model_config import DecoderConfig
+from modelgate.clients.size.checkpoint_shape import CheckpointShape
 from modelgate.clients.size.memory import BYTES_PER_ELEMENT, GIB
 from modelgate.clients.size.traffic import GpuSpec, WindowPlan, plan_windows, summarize_lengths
 from modelgate.clients.size.traffic_input import TrafficInputError, read_traffic
@@ -91,7 +91,7 @@ def run_traffic(args: argparse.Namespace) -> int:
 def _gpu(args: argparse.Namespace) -> GpuSpec:
     path = args.config / "config.json" if args.config.is_dir() else args.config
     return GpuSpec(
-        DecoderConfig.from_file(path),
+        CheckpointShape.from_file(path),
         int(args.gpu_memory_gib * GIB),
         args.gpu_memory_utilization,
         args.weights_dtype,

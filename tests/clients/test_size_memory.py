@@ -3,8 +3,12 @@
 import json
 import subprocess
 import sys
+from dataclasses import fields
+
+import pytest
 
 from modelgate.backends.llm.models.model_config import DecoderConfig
+from modelgate.clients.size.checkpoint_shape import CheckpointShape, CheckpointShapeError
 from modelgate.clients.size.memory import GIB, kv_bytes_per_token, parameter_counts, plan, weight_bytes
 
 LLAMA3_8B = {
@@ -21,7 +25,7 @@ LLAMA3_70B = dict(LLAMA3_8B, hidden_size=8192, intermediate_size=28672, num_hidd
 
 
 def _config(raw):
-    return DecoderConfig.from_dict(raw)
+    return CheckpointShape.from_dict(raw)
 
 
 def test_parameter_counts_match_the_published_checkpoints():
@@ -90,3 +94,35 @@ def test_command_line(tmp_path):
     )
     assert "8.03 B" in result.stdout and "64.0 KiB" in result.stdout
     assert "concurrent sequences at 256 tokens" in result.stdout
+
+
+QWEN2_SMALL = {
+    "architectures": ["Qwen2ForCausalLM"],
+    "vocab_size": 1000,
+    "hidden_size": 64,
+    "intermediate_size": 160,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "tie_word_embeddings": True,
+}
+
+
+def test_the_sizing_reader_agrees_with_the_engines_reader():
+    configs = [
+        LLAMA3_8B,
+        LLAMA3_70B,
+        QWEN2_SMALL,
+        dict(LLAMA3_8B, attention_bias=True, mlp_bias=True, head_dim=64),
+        {**LLAMA3_8B, "architectures": [], "model_type": "mistral", "num_key_value_heads": None},
+    ]
+    for raw in configs:
+        shape, engine = CheckpointShape.from_dict(raw), DecoderConfig.from_dict(raw)
+        for field in fields(shape):
+            assert getattr(shape, field.name) == getattr(engine, field.name), (raw, field.name)
+
+
+def test_a_config_without_a_needed_number_names_it(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in LLAMA3_8B.items() if k != "hidden_size"}))
+    with pytest.raises(CheckpointShapeError, match="'hidden_size' is missing"):
+        CheckpointShape.from_file(tmp_path)

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from modelgate.backends.llm.models.model_config import DecoderConfig
 from modelgate.backends.llm.trace_recorder import trace_recorder
 from modelgate.cli import main
+from modelgate.clients.size.checkpoint_shape import CheckpointShape
 from modelgate.clients.size.memory import weight_bytes
 from modelgate.clients.size.traffic import GpuSpec, nearest_rank, plan_windows, poisson_quantile, summarize_lengths
 from modelgate.clients.size.traffic_input import TrafficInputError, TrafficRequest, read_traffic
@@ -57,7 +57,7 @@ def test_nearest_rank_and_poisson_quantiles_by_hand():
 def test_windows_and_recommendations_by_hand():
     requests = [TrafficRequest(r["isl"], r["osl"], r["timestamp"], r["ttc_s"]) for r in synthetic_trace()]
     # tiny_llm: 1,115,264 parameters (4 layers of 245,760 linear + 256 norm; 131,072 tied embedding; 128 norm)
-    config = DecoderConfig.from_file(TINY_CONFIG)
+    config = CheckpointShape.from_file(TINY_CONFIG)
     assert weight_bytes(config, "bf16") == 2 * 1_115_264
     gpu = GpuSpec(config, memory_bytes=16 * 2**20, utilization=0.5)
     # KV budget 8 MiB - 2,230,528 = 6,158,080 bytes; KV per token 2*4*2*32*2 = 1024 B; blocks of 16: 375
