@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.decode_attention import memory_bandwidths, time_ms  # noqa: E402
 

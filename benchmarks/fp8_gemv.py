@@ -19,8 +19,11 @@ import argparse
 import itertools
 import math
 import sys
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.decode_attention import memory_bandwidths, time_ms  # noqa: E402
 from benchmarks.fp8_gemm import LLAMA3_8B  # noqa: E402

@@ -10,8 +10,11 @@ Without a GPU it says so and exits 0.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 VOCAB = 128256
 

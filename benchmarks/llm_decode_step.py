@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from benchmarks.decode_attention import memory_bandwidths  # noqa: E402
 from benchmarks.llm_engine_vs_transformers import LLAMA3_8B, SETTINGS, build_checkpoint, prompts  # noqa: E402
 

@@ -30,11 +30,16 @@ import argparse
 import cProfile
 import pstats
 import statistics
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 from llm_engine_vs_transformers import TINY, build_checkpoint, prompts  # noqa: E402
 
 COLUMNS = ("schedule", "execute", "model", "sampler", "prepare", "update", "outputs", "step", "overhead")
