@@ -11,6 +11,7 @@ import sys
 
 from modelgate.clients.bench.cli import add_bench_command
 from modelgate.clients.size.cli import add_size_command
+from modelgate.core.cli_help import DefaultsHelpFormatter
 from modelgate.server.cli import add_serve_command
 
 
@@ -24,7 +25,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modelgate", description="A Python inference server in Triton's style.")
+    parser = argparse.ArgumentParser(
+        prog="modelgate",
+        description="A Python inference server in Triton's style.",
+        formatter_class=DefaultsHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command")
     add_serve_command(commands)
     add_bench_command(commands)

@@ -9,22 +9,19 @@ import sys
 
 from pydantic import ValidationError
 
+from modelgate.core.cli_help import add_command
 from modelgate.server.settings import ServerSettings
 
 
 def add_serve_command(commands) -> None:
     """The `serve` subcommand; flags are named as Triton's where Triton has one."""
-    serve = commands.add_parser(
-        "serve",
-        help="serve the models of one or more model repositories",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    serve = add_command(commands, "serve", "serve the models of one or more model repositories")
     serve.add_argument(
         "--model-repository",
         "--model-store",
         action="append",
         dest="model_repository",
-        help="model repository folder; repeatable (a model name in two is an error). Default: ./model_repository",
+        help="model repository folder; repeatable (a model name in two is an error); default ./model_repository",
     )
     serve.add_argument("--http-address", default="0.0.0.0", help="address the HTTP/REST frontend binds")
     serve.add_argument("--http-port", type=int, default=8000, help="KServe v2 HTTP, generate and OpenAI routes")

@@ -10,27 +10,49 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from modelgate.clients.bench.patterns import CLASS_NAMES, PatternError
+from modelgate.core.cli_help import add_command
 
 
 def add_bench_command(commands) -> None:
-    bench = commands.add_parser("bench", help="load generators: LLM serving (TTFT, ITL, TTC) and any KServe v2 model")
+    bench = add_command(commands, "bench", "load generators: LLM serving (TTFT, ITL, TTC) and any KServe v2 model")
     kinds = bench.add_subparsers(dest="bench_command", required=True)
-    _add_llm(kinds.add_parser("llm", help="stream LLM requests of chosen ISL/OSL patterns and measure them"))
-    _add_tensor(kinds.add_parser("tensor", help="random tensors from a model's metadata over a concurrency sweep"))
+    _add_llm(add_command(kinds, "llm", "stream LLM requests of chosen ISL/OSL patterns and measure them"))
+    _add_tensor(add_command(kinds, "tensor", "random tensors from a model's metadata over a concurrency sweep"))
 
 
 def _add_llm(llm: argparse.ArgumentParser) -> None:
-    target = llm.add_argument_group("target")
+    _add_llm_target(llm.add_argument_group("target"))
+    _add_llm_lengths(llm.add_argument_group("request pattern (lengths in tokens)"))
+    _add_llm_load(llm.add_argument_group("load"))
+    out = llm.add_argument_group("output")
+    out.add_argument(
+        "--output-dir",
+        type=Path,
+        help="write bench.json, requests.csv and four PNG plots here; without it, only the table",
+    )
+    out.add_argument("--no-plots", action="store_true", help="with --output-dir, write no PNG plots")
+    out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    llm.set_defaults(run=run_llm)
+
+
+def _add_llm_target(target) -> None:
     target.add_argument("--url", help="host:port; default localhost:8000 (HTTP protocols) or localhost:8001 (grpc)")
     target.add_argument(
         "--protocol",
         choices=["generate_stream", "grpc", "openai-chat", "openai-completions"],
         default="generate_stream",
+        help="the route or service that streams tokens back",
     )
-    target.add_argument("-m", "--model", required=True)
-    target.add_argument("--model-version", default="")
-    target.add_argument("--tokenizer", type=Path, help="tokenizer.json or a model folder: prompts of exact ISL")
-    target.add_argument("--temperature", type=float)
+    target.add_argument("-m", "--model", required=True, help="name of the model to call (required)")
+    target.add_argument("--model-version", default="", help="version to call; '' lets the server's policy pick")
+    target.add_argument(
+        "--tokenizer",
+        type=Path,
+        help="tokenizer.json or a model folder: prompts of exact ISL; without it, 0.75 words per token",
+    )
+    target.add_argument(
+        "--temperature", type=float, help="sampling temperature of each request; without it, the server's default"
+    )
     target.add_argument(
         "--extra-body",
         type=json.loads,
@@ -38,44 +60,67 @@ def _add_llm(llm: argparse.ArgumentParser) -> None:
         help="JSON object merged into each request body (grpc: into sampling_parameters)",
     )
     target.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request")
-    lengths = llm.add_argument_group("request pattern (lengths in tokens)")
+
+
+def _add_llm_lengths(lengths) -> None:
     lengths.add_argument(
-        "--pattern", default="fixed", choices=["fixed", *CLASS_NAMES, "mix", "normal", "uniform", "trace"]
+        "--pattern",
+        default="fixed",
+        choices=["fixed", *CLASS_NAMES, "mix", "normal", "uniform", "trace"],
+        help="fixed: --isl/--osl; a class: its short/long lengths; mix: classes by --mix weights; "
+        "normal: --isl/--osl with --*-stddev; uniform: --*-min..--*-max; trace: --trace-file",
     )
-    for name, default in (
-        ("isl", 128),
-        ("osl", 128),
-        ("short-isl", 128),
-        ("long-isl", 2048),
-        ("short-osl", 128),
-        ("long-osl", 1024),
+    for name, default, meaning in (
+        ("isl", 128, "input length (fixed; mean of normal)"),
+        ("osl", 128, "output length (fixed; mean of normal)"),
+        ("short-isl", 128, "input length of the short-in classes"),
+        ("long-isl", 2048, "input length of the long-in classes"),
+        ("short-osl", 128, "output length of the short-out classes"),
+        ("long-osl", 1024, "output length of the long-out classes"),
     ):
-        lengths.add_argument(f"--{name}", type=int, default=default)
+        lengths.add_argument(f"--{name}", type=int, default=default, help=meaning)
     lengths.add_argument(
-        "--mix", default="", help="class weights of the mix, e.g. long-in-short-out=3,short-in-short-out=1"
+        "--mix",
+        default="",
+        help="class weights of the mix, e.g. long-in-short-out=3,short-in-short-out=1; '' weighs all four alike",
     )
     lengths.add_argument("--isl-stddev", type=float, default=0.0, help="normal: standard deviation of the ISL")
-    lengths.add_argument("--osl-stddev", type=float, default=0.0)
-    for name in ("isl-min", "isl-max", "osl-min", "osl-max"):
-        lengths.add_argument(f"--{name}", type=int, help="uniform: range bound (default 1 and --isl/--osl)")
-    lengths.add_argument("--trace-file", type=Path, help="trace: JSONL with isl and osl per line")
-    lengths.add_argument("--max-model-len", type=int, help="shorten requests (input first) to fit this context")
-    load = llm.add_argument_group("load")
+    lengths.add_argument("--osl-stddev", type=float, default=0.0, help="normal: standard deviation of the OSL")
+    for side, bound, fallback in (
+        ("isl", "min", "1"),
+        ("isl", "max", "--isl"),
+        ("osl", "min", "1"),
+        ("osl", "max", "--osl"),
+    ):
+        text = f"uniform: the {side.upper()}'s {bound}imum; default {fallback}"
+        lengths.add_argument(f"--{side}-{bound}", type=int, help=text)
+    lengths.add_argument(
+        "--trace-file", type=Path, help="trace: JSONL with isl and osl per line; without it, --pattern trace is refused"
+    )
+    lengths.add_argument(
+        "--max-model-len",
+        type=int,
+        help="shorten requests (input first) to fit this context; without it, none is shortened",
+    )
+
+
+def _add_llm_load(load) -> None:
     how = load.add_mutually_exclusive_group()
     how.add_argument("--concurrency", type=int, help="closed loop: this many requests in flight (default 1)")
-    how.add_argument("--request-rate", type=float, help="open loop: Poisson arrivals per second")
-    load.add_argument("--max-concurrency", type=int, help="with --request-rate: cap on requests in flight")
+    how.add_argument(
+        "--request-rate", type=float, help="open loop: Poisson arrivals per second; without it, the closed loop"
+    )
+    load.add_argument(
+        "--max-concurrency", type=int, help="with --request-rate: cap on requests in flight; without it, no cap"
+    )
     load.add_argument(
         "--num-requests", type=int, help="stop launching after this many (default 100 without --duration)"
     )
-    load.add_argument("--duration", type=float, help="stop launching after this many seconds")
-    load.add_argument("--warmup-requests", type=int, default=0)
-    load.add_argument("--seed", type=int, default=0)
-    out = llm.add_argument_group("output")
-    out.add_argument("--output-dir", type=Path, help="write bench.json, requests.csv and four PNG plots here")
-    out.add_argument("--no-plots", action="store_true")
-    out.add_argument("--no-progress", action="store_true")
-    llm.set_defaults(run=run_llm)
+    load.add_argument(
+        "--duration", type=float, help="stop launching after this many seconds; without it, --num-requests only"
+    )
+    load.add_argument("--warmup-requests", type=int, default=0, help="requests sent first and not measured")
+    load.add_argument("--seed", type=int, default=0, help="seed of the lengths, prompts and arrival times")
 
 
 def run_llm(args: argparse.Namespace) -> int:
@@ -137,18 +182,20 @@ def run_llm(args: argparse.Namespace) -> int:
 
 def _add_tensor(tensor: argparse.ArgumentParser) -> None:
     tensor.add_argument("--url", help="host:port; default localhost:8000 (http) or localhost:8001 (grpc)")
-    tensor.add_argument("--protocol", choices=["http", "grpc"], default="http")
-    tensor.add_argument("-m", "--model", required=True)
-    tensor.add_argument("--model-version", default="")
+    tensor.add_argument("--protocol", choices=["http", "grpc"], default="http", help="KServe v2 protocol")
+    tensor.add_argument("-m", "--model", required=True, help="name of the model to call (required)")
+    tensor.add_argument("--model-version", default="", help="version to call; '' lets the server's policy pick")
     tensor.add_argument("--concurrency", default="1,4,16", help="comma-separated levels of the sweep")
     tensor.add_argument("--num-requests", type=int, help="requests per level (default 100 without --duration)")
-    tensor.add_argument("--duration", type=float, help="seconds per level")
-    tensor.add_argument("--warmup-requests", type=int, default=5)
+    tensor.add_argument("--duration", type=float, help="seconds per level; without it, --num-requests only")
+    tensor.add_argument("--warmup-requests", type=int, default=5, help="requests per level sent first, not measured")
     tensor.add_argument("--batch-size", type=int, default=1, help="the batch dimension of batched models")
     tensor.add_argument("--shape-size", type=int, default=16, help="the size given to every other -1 dimension")
-    tensor.add_argument("--shape", action="append", default=[], help="NAME:D1,D2 for one input (no batch dim)")
-    tensor.add_argument("--seed", type=int, default=0)
-    tensor.add_argument("--output-file", type=Path, help="write the sweep as JSON")
+    tensor.add_argument(
+        "--shape", action="append", default=[], help="NAME:D1,D2 for one input (no batch dim); repeatable"
+    )
+    tensor.add_argument("--seed", type=int, default=0, help="seed of the random input values")
+    tensor.add_argument("--output-file", type=Path, help="write the sweep as JSON; without it, only the table")
     tensor.set_defaults(run=run_tensor)
 
 

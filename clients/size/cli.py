@@ -6,22 +6,22 @@ import argparse
 from pathlib import Path
 
 from modelgate.clients.size.checkpoint_shape import CheckpointShape
-from modelgate.clients.size.memory import BYTES_PER_ELEMENT, GIB, parameter_counts, plan
-from modelgate.clients.size.traffic_cli import add_traffic_command
+from modelgate.clients.size.memory import GIB, parameter_counts, plan
+from modelgate.clients.size.traffic_cli import add_gpu_arguments, add_traffic_command
+from modelgate.core.cli_help import add_command
 
 
 def add_size_command(commands) -> None:
-    size = commands.add_parser("size", help="memory and engine sizing for LLM deployments")
+    size = add_command(commands, "size", "memory and engine sizing for LLM deployments")
     kinds = size.add_subparsers(dest="size_command", required=True)
-    memory = kinds.add_parser("memory", help="weights, KV cache per token and what fits, from config.json")
-    memory.add_argument("--config", type=Path, required=True, help="a checkpoint's config.json (or its folder)")
-    memory.add_argument("--gpu-memory-gib", type=float, default=80.0)
-    memory.add_argument("--gpu-memory-utilization", type=float, default=0.9)
-    memory.add_argument("--weights-dtype", choices=sorted(BYTES_PER_ELEMENT), default="bf16")
-    memory.add_argument("--kv-dtype", choices=sorted(BYTES_PER_ELEMENT), default="bf16")
+    memory = add_command(kinds, "memory", "weights, KV cache per token and what fits, from config.json")
+    memory.add_argument(
+        "--config", type=Path, required=True, help="a checkpoint's config.json (or its folder) (required)"
+    )
+    add_gpu_arguments(memory)
     memory.add_argument("--isl", type=int, default=1024, help="input tokens per sequence")
     memory.add_argument("--osl", type=int, default=1024, help="output tokens per sequence")
-    memory.add_argument("--block-size", type=int, default=16)
+    memory.add_argument("--block-size", type=int, default=16, help="tokens per KV cache block")
     memory.set_defaults(run=run_memory)
     add_traffic_command(kinds)
 

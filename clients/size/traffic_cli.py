@@ -12,6 +12,7 @@ from modelgate.clients.size.checkpoint_shape import CheckpointShape
 from modelgate.clients.size.memory import BYTES_PER_ELEMENT, GIB
 from modelgate.clients.size.traffic import GpuSpec, WindowPlan, plan_windows, summarize_lengths
 from modelgate.clients.size.traffic_input import TrafficInputError, read_traffic
+from modelgate.core.cli_help import add_command
 
 _COLUMNS = (
     ("window", "label", "{}"),
@@ -32,10 +33,10 @@ _COLUMNS = (
 
 
 def add_traffic_command(kinds) -> None:
-    traffic = kinds.add_parser(
+    traffic = add_command(
+        kinds,
         "traffic",
-        help="ISL/OSL quantiles and engine settings per time-of-day window, "
-        "from a server trace (JSONL) or a bench.json",
+        "ISL/OSL quantiles and engine settings per time-of-day window, from a server trace (JSONL) or a bench.json",
     )
     traffic.add_argument(
         "input", type=Path, help="trace JSONL (the LLM backend's trace_file) or bench llm's bench.json"
@@ -43,14 +44,31 @@ def add_traffic_command(kinds) -> None:
     traffic.add_argument("--quantile", type=float, default=0.99, help="fraction of requests the limits cover")
     traffic.add_argument("--window-secs", type=int, default=3600, help="time-of-day window (divides a day)")
     traffic.add_argument("--utc-offset-hours", type=float, default=0.0, help="local time of the windows")
-    traffic.add_argument("--block-size", type=int, default=16)
-    traffic.add_argument("--config", type=Path, help="a checkpoint's config.json (or folder): KV memory, GPUs")
-    traffic.add_argument("--gpu-memory-gib", type=float, default=80.0)
-    traffic.add_argument("--gpu-memory-utilization", type=float, default=0.9)
-    traffic.add_argument("--weights-dtype", choices=sorted(BYTES_PER_ELEMENT), default="bf16")
-    traffic.add_argument("--kv-dtype", choices=sorted(BYTES_PER_ELEMENT), default="bf16")
-    traffic.add_argument("--json", type=Path, help="also write the summary and window plans as JSON")
+    traffic.add_argument("--block-size", type=int, default=16, help="tokens per KV cache block")
+    traffic.add_argument(
+        "--config",
+        type=Path,
+        help="a checkpoint's config.json (or folder): KV memory and GPUs per window; without it, those are '-'",
+    )
+    add_gpu_arguments(traffic)
+    traffic.add_argument(
+        "--json", type=Path, help="also write the summary and window plans as JSON; without it, only the tables"
+    )
     traffic.set_defaults(run=run_traffic)
+
+
+def add_gpu_arguments(parser: argparse.ArgumentParser) -> None:
+    """The GPU that `size memory` and `size traffic --config` fit a checkpoint on."""
+    parser.add_argument("--gpu-memory-gib", type=float, default=80.0, help="memory of one GPU, GiB")
+    parser.add_argument(
+        "--gpu-memory-utilization", type=float, default=0.9, help="fraction of it for weights and KV cache"
+    )
+    parser.add_argument(
+        "--weights-dtype", choices=sorted(BYTES_PER_ELEMENT), default="bf16", help="element type of the weights"
+    )
+    parser.add_argument(
+        "--kv-dtype", choices=sorted(BYTES_PER_ELEMENT), default="bf16", help="element type of the KV cache"
+    )
 
 
 def run_traffic(args: argparse.Namespace) -> int:
