@@ -1,4 +1,21 @@
-"""BYTES tensors on the wire: each element is a 4-byte little-endian length then its bytes."""
+"""BYTES tensors on the wire: each element is a 4-byte little-endian length then its bytes.
+
+Our own codec rather than `tritonclient.utils.serialize_byte_tensor` / `deserialize_bytes_tensor`: it is as
+fast at one element and faster beyond. `python benchmarks/bytes_codec.py` (tritonclient 2.73.0, numpy 2.4.6,
+CPython 3.11, one AMD EPYC core; µs per call, best of 5 rounds; ratio = tritonclient / ours):
+
+    elements  element   serialize ours  tritonclient  ratio   deserialize ours  tritonclient  ratio
+           1  short                1.1           1.9   1.69                1.0           1.0   1.07
+          64  short               15.5          20.2   1.30               19.0          28.1   1.48
+        4096  short                861          1151   1.34               1153          1774   1.54
+       65536  short              15809         20331   1.29              20350         29818   1.47
+       65536  1 KiB              61605         66119   1.07              73405         84886   1.16
+
+(short: 4-24 bytes.) Beyond speed: ours returns bytes, not a 0-d object array; it writes bytearray and
+memoryview elements as their bytes (tritonclient writes their repr) and serializes numpy str arrays (which
+tritonclient refuses); and a malformed buffer is an InvalidArgumentError naming the tensor and the byte offset
+(tritonclient raises struct.error).
+"""
 
 from __future__ import annotations
 
@@ -56,6 +73,5 @@ def deserialize_bytes_tensor(buffer, expected_count: int | None, where: str) -> 
         raise InvalidArgumentError(
             f"{where}: expected {expected_count} BYTES elements for its shape, got {len(elements)}"
         )
-    result = np.empty(len(elements), dtype=object)
-    result[:] = elements
-    return result
+    # Elements are bytes, which numpy never unpacks: the array is 1-D even when all lengths are equal.
+    return np.array(elements, dtype=object)

@@ -20,6 +20,18 @@ def test_str_elements_are_utf8_encoded():
     assert serialize_bytes_tensor(np.array(["é"], dtype=object)) == b"\x02\x00\x00\x00\xc3\xa9"
 
 
+def test_numpy_str_arrays_and_byte_buffers_are_written_as_their_bytes():
+    assert serialize_bytes_tensor(np.array(["ab", "é"])) == b"\x02\x00\x00\x00ab\x02\x00\x00\x00\xc3\xa9"
+    buffers = np.empty(2, dtype=object)
+    buffers[:] = [bytearray(b"ab"), memoryview(b"cd")]
+    assert serialize_bytes_tensor(buffers) == b"\x02\x00\x00\x00ab\x02\x00\x00\x00cd"
+
+
+def test_elements_of_equal_length_stay_one_element_each():
+    back = deserialize_bytes_tensor(serialize_bytes_tensor(np.array([b"ab", b"cd"], dtype=object)), 2, "T")
+    assert back.shape == (2,) and list(back) == [b"ab", b"cd"]
+
+
 @pytest.mark.parametrize(
     "wire, count, fragment",
     [
