@@ -156,4 +156,4 @@ _BUILTIN = [
     ("onnxruntime", "modelgate.backends.onnx.backend", "OnnxBackend", ("onnxruntime_onnx",), "onnx"),
 ]
 # What each extra brings that its backend cannot run without (triton is optional: torch references run instead).
-_EXTRAS = {"onnx": ("onnxruntime",), "llm": ("tokenizers", "safetensors", "jinja2", "tqdm")}
+_EXTRAS = {"onnx": ("onnxruntime",), "llm": ("tokenizers", "safetensors", "jinja2", "tqdm", "msgspec")}

@@ -12,7 +12,17 @@ import textwrap
 
 from tests.server_harness import EXAMPLE_REPOSITORY
 
-EXTRAS_PACKAGES = ["onnxruntime", "onnx", "triton", "tokenizers", "safetensors", "jinja2", "tqdm", "matplotlib"]
+EXTRAS_PACKAGES = [
+    "onnxruntime",
+    "onnx",
+    "triton",
+    "tokenizers",
+    "safetensors",
+    "jinja2",
+    "tqdm",
+    "msgspec",
+    "matplotlib",
+]
 
 CHILD = textwrap.dedent(
     """

@@ -21,6 +21,7 @@ from modelgate.backends.base import Backend, ExecuteResult, InstanceSpec, ModelI
 from modelgate.backends.llm import llm_metrics
 from modelgate.backends.llm.engine_client import EngineClient
 from modelgate.backends.llm.engine_config import EngineConfig
+from modelgate.backends.llm.engine_messages import RequestOutput, StepOutputs
 from modelgate.backends.llm.generation_request import GenerationRequest, parse_generation_request
 from modelgate.backends.llm.llm_responses import OUTPUT_NAMES, build_response, logprobs_json
 from modelgate.backends.llm.tokenizer import TextTokenizer
@@ -79,7 +80,7 @@ class _ActiveRequest:
     last_token_time: float | None = None
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
-    logprobs: list[dict] = field(default_factory=list)
+    logprobs: list[dict[int, float]] = field(default_factory=list)
     unsent: int = 0  # tokens not yet in a streamed response (their text may be held back)
 
 
@@ -94,8 +95,8 @@ class LLMModelInstance(ModelInstance):
         self._active: dict[str, _ActiveRequest] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count()
-        self.engine = EngineClient(spec.version_dir, self.engine_config, self._on_outputs)
-        self.max_model_len = self.engine.info["max_model_len"]
+        self.engine = EngineClient(spec.version_dir, self.engine_config, self._on_outputs, self._on_engine_exit)
+        self.max_model_len = self.engine.info.max_model_len
         llm_metrics.publish_zeros(self.labels)
 
     def execute(self, requests: list[InferRequest]) -> ExecuteResult:
@@ -126,45 +127,46 @@ class LLMModelInstance(ModelInstance):
             raise ModelExecutionError("LLM models are decoupled: call them through a streaming API")
         if not self.engine.is_alive:
             raise ModelExecutionError(f"the engine of model '{self.spec.model_name}' is not running")
-        generation = parse_generation_request(request, self.tokenizer, self.max_model_len)
         engine_id = f"{next(self._ids)}-{uuid.uuid4().hex[:8]}"
+        generation = parse_generation_request(request, engine_id, self.tokenizer, self.max_model_len)
         wanted = request.requested_output_names or list(OUTPUT_NAMES)
         with self._lock:
             self._active[engine_id] = _ActiveRequest(request.response_stream, request, generation, wanted)
-        self.engine.add(engine_id, generation.prompt_token_ids, generation.sampling)
+        self.engine.add(generation.engine_request)
         # After `add`: a stream cancelled already (client gone while queued) aborts at once,
         # and the abort must reach the engine after the request it aborts.
         request.response_stream.on_cancel(lambda: self.engine.abort(engine_id))
 
-    def _on_outputs(self, outputs: list[dict], stats: dict) -> None:
+    def _on_outputs(self, step: StepOutputs) -> None:
         """Runs on the engine client's reader thread."""
-        if stats.get("engine_exited"):
-            self._fail_all("the LLM engine process exited")
-            return
-        llm_metrics.record_engine_stats(self.labels, stats)
+        llm_metrics.record_engine_stats(self.labels, step.stats)
         now = time.monotonic()
-        for output in outputs:
+        for output in step.outputs:
             with self._lock:
-                state = self._active.get(output["request_id"])
-                if state is not None and output["finished"]:
-                    del self._active[output["request_id"]]
+                state = self._active.get(output.request_id)
+                if state is not None and output.finished:
+                    del self._active[output.request_id]
             if state is not None:
                 self._deliver(state, output, now)
 
-    def _deliver(self, state: _ActiveRequest, output: dict, now: float) -> None:
+    def _on_engine_exit(self) -> None:
+        """Runs on the engine client's reader thread once the engine's pipe closed."""
+        self._fail_all("the LLM engine process exited")
+
+    def _deliver(self, state: _ActiveRequest, output: RequestOutput, now: float) -> None:
         self._observe(state, output, now)
-        state.text += output["new_text"]
-        state.token_ids.extend(output["new_token_ids"])
-        state.logprobs.extend(output["logprobs"])
-        finished = output["finished"]
+        state.text += output.new_text
+        state.token_ids.extend(output.new_token_ids)
+        state.logprobs.extend(output.logprobs)
+        finished = output.finished
         if state.stream.is_cancelled():
             return
-        state.unsent += len(output["new_token_ids"])
+        state.unsent += len(output.new_token_ids)
         if state.generation.stream:
-            if output["new_text"] or finished:
+            if output.new_text or finished:
                 first = len(state.token_ids) - state.unsent
                 response = self._response(
-                    state, output, output["new_text"], state.token_ids[first:], state.logprobs[first:]
+                    state, output, output.new_text, state.token_ids[first:], state.logprobs[first:]
                 )
                 state.unsent = 0
                 state.stream.send(response, is_final=finished)
@@ -172,23 +174,23 @@ class LLMModelInstance(ModelInstance):
             text = state.text if state.generation.exclude_input_in_output else state.generation.prompt_text + state.text
             state.stream.send(self._response(state, output, text, state.token_ids, state.logprobs), is_final=True)
 
-    def _response(self, state: _ActiveRequest, output: dict, text: str, token_ids, logprobs) -> InferResponse:
+    def _response(self, state: _ActiveRequest, output: RequestOutput, text: str, token_ids, logprobs) -> InferResponse:
         values = {
             "text_output": text,
-            "finish_reason": output["finish_reason"] or "",
-            "num_input_tokens": output["num_prompt_tokens"],
-            "num_output_tokens": output["num_output_tokens"],
+            "finish_reason": output.finish_reason or "",
+            "num_input_tokens": output.num_prompt_tokens,
+            "num_output_tokens": output.num_output_tokens,
             "logprobs": logprobs_json(self.tokenizer, token_ids, logprobs) if logprobs else "[]",
         }
         return build_response(
             self.spec.model_name, str(self.spec.model_version), state.request.id, state.wanted, values
         )
 
-    def _observe(self, state: _ActiveRequest, output: dict, now: float) -> None:
+    def _observe(self, state: _ActiveRequest, output: RequestOutput, now: float) -> None:
         labels = self.labels
-        new_tokens = len(output["new_token_ids"])
-        if output.get("queue_time_s") is not None:
-            llm_metrics.QUEUE_TIME.labels(*labels).observe(output["queue_time_s"])
+        new_tokens = len(output.new_token_ids)
+        if output.queue_time_s is not None:
+            llm_metrics.QUEUE_TIME.labels(*labels).observe(output.queue_time_s)
         if new_tokens:
             if state.last_token_time is None:
                 state.first_token_time = now
@@ -197,9 +199,9 @@ class LLMModelInstance(ModelInstance):
                 llm_metrics.INTER_TOKEN_LATENCY.labels(*labels).observe((now - state.last_token_time) / new_tokens)
             state.last_token_time = now
             llm_metrics.GENERATION_TOKENS.labels(*labels).inc(new_tokens)
-        if output["finished"]:
+        if output.finished:
             llm_metrics.END_TO_END_LATENCY.labels(*labels).observe(now - state.arrival)
-            llm_metrics.PROMPT_TOKENS.labels(*labels).inc(output["num_prompt_tokens"])
+            llm_metrics.PROMPT_TOKENS.labels(*labels).inc(output.num_prompt_tokens)
             if self.trace is not None:  # on the reader thread: file writes never block the event loop
                 self.trace.record(state.arrival, state.first_token_time, now, output)
 

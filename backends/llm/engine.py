@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 
 from modelgate.backends.llm.engine_config import EngineConfig
+from modelgate.backends.llm.engine_messages import EngineStats, RequestOutput
 from modelgate.backends.llm.kv_cache_manager import KVCacheManager
 from modelgate.backends.llm.model_runner import ModelRunner, RunnerConfig
 from modelgate.backends.llm.models.model_config import DecoderConfig
-from modelgate.backends.llm.output_processor import OutputProcessor, RequestOutput
+from modelgate.backends.llm.output_processor import OutputProcessor
 from modelgate.backends.llm.request import LLMRequest, RequestStatus
 from modelgate.backends.llm.sampling_params import SamplingParams
 from modelgate.backends.llm.scheduler import Scheduler, SchedulerConfig
@@ -161,13 +162,13 @@ class LLMEngine:
             outputs.append(output)
         return outputs
 
-    def stats(self) -> dict:
+    def stats(self) -> EngineStats:
         """Gauges and counters for metrics, read after a step."""
-        return {
-            "num_running": len(self.scheduler.running),
-            "num_waiting": len(self.scheduler.waiting),
-            "kv_cache_usage": self.kv_cache.usage,
-            "num_preemptions": self.scheduler.num_preemptions,
-            "prefix_cache_queries": self.kv_cache.stats.num_queries,
-            "prefix_cache_hits": self.kv_cache.stats.num_hits,
-        }
+        return EngineStats(
+            num_running=len(self.scheduler.running),
+            num_waiting=len(self.scheduler.waiting),
+            kv_cache_usage=self.kv_cache.usage,
+            num_preemptions=self.scheduler.num_preemptions,
+            prefix_cache_queries=self.kv_cache.stats.num_queries,
+            prefix_cache_hits=self.kv_cache.stats.num_hits,
+        )

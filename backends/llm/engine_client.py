@@ -9,12 +9,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from modelgate.backends.llm.engine_config import EngineConfig
-from modelgate.backends.llm.engine_process import engine_main, receive, send
-from modelgate.backends.llm.sampling_params import SamplingParams
+from modelgate.backends.llm.engine_messages import (
+    AbortRequest,
+    AddRequest,
+    EngineFailed,
+    EngineReady,
+    Shutdown,
+    StepOutputs,
+    ToEngine,
+    receive_from_engine,
+    send,
+)
+from modelgate.backends.llm.engine_process import engine_main
 
 logger = logging.getLogger(__name__)
-
-OutputsCallback = Callable[[list[dict], dict], None]
 
 
 class EngineStartError(RuntimeError):
@@ -22,10 +30,19 @@ class EngineStartError(RuntimeError):
 
 
 class EngineClient:
-    """Owns one engine process. `on_outputs(outputs, stats)` runs on the client's reader thread."""
+    """Owns one engine process.
+
+    `on_outputs(step)` runs on the client's reader thread for every StepOutputs; `on_exit()` runs there once
+    when the engine's output pipe closes (the process exited or was shut down).
+    """
 
     def __init__(
-        self, model_dir: Path, config: EngineConfig, on_outputs: OutputsCallback, start_timeout_s: float = 600
+        self,
+        model_dir: Path,
+        config: EngineConfig,
+        on_outputs: Callable[[StepOutputs], None],
+        on_exit: Callable[[], None],
+        start_timeout_s: float = 600,
     ):
         context = multiprocessing.get_context("spawn")
         child_inbox, self._inbox = context.Pipe(duplex=False)
@@ -42,25 +59,20 @@ class EngineClient:
         self.info = self._wait_ready(start_timeout_s)
         self._send_lock = threading.Lock()
         self._on_outputs = on_outputs
+        self._on_exit = on_exit
         self._reader = threading.Thread(target=self._read_forever, name="llm-engine-reader", daemon=True)
         self._reader.start()
 
-    def add(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingParams) -> None:
-        self._send(
-            {
-                "type": "add",
-                "request_id": request_id,
-                "prompt_token_ids": prompt_token_ids,
-                "sampling": sampling.model_dump(),
-            }
-        )
+    def add(self, request: AddRequest) -> None:
+        """Queue a request, checked already (generation_request.py): the engine takes it as it is."""
+        self._send(request)
 
     def abort(self, request_id: str) -> None:
-        self._send({"type": "abort", "request_id": request_id})
+        self._send(AbortRequest(request_id))
 
     def shutdown(self, timeout_s: float = 30) -> None:
         try:
-            self._send({"type": "shutdown"})
+            self._send(Shutdown())
         except OSError:
             pass
         self.process.join(timeout_s)
@@ -72,33 +84,38 @@ class EngineClient:
     def is_alive(self) -> bool:
         return self.process.is_alive()
 
-    def _send(self, message: dict) -> None:
+    def _send(self, message: ToEngine) -> None:
         with self._send_lock:
             send(self._inbox, message)
 
-    def _wait_ready(self, timeout_s: float) -> dict:
+    def _wait_ready(self, timeout_s: float) -> EngineReady:
         if not self._outbox.poll(timeout_s):
             self.process.terminate()
             raise EngineStartError(f"the LLM engine did not start within {timeout_s:.0f} s")
         try:
-            message = receive(self._outbox)
+            message = receive_from_engine(self._outbox)
         except EOFError:
             raise EngineStartError(f"the LLM engine process exited with code {self.process.exitcode}") from None
-        if message["type"] != "ready":
+        if isinstance(message, EngineFailed):
             self.process.join(10)
-            raise EngineStartError(message.get("message", "the LLM engine failed to start"))
+            raise EngineStartError(message.message)
+        if not isinstance(message, EngineReady):
+            self.process.terminate()
+            raise EngineStartError(f"the LLM engine sent {type(message).__name__} before it was ready")
         return message
 
     def _read_forever(self) -> None:
         while True:
             try:
-                message = receive(self._outbox)
+                message = receive_from_engine(self._outbox)
             except (EOFError, OSError):
                 logger.info("LLM engine output pipe closed")
-                self._on_outputs([], {"engine_exited": True})
+                self._on_exit()
                 return
-            if message["type"] == "outputs":
-                try:
-                    self._on_outputs(message["outputs"], message["stats"])
-                except Exception:  # never let one bad output stop the reader
-                    logger.exception("handling engine outputs failed")
+            if not isinstance(message, StepOutputs):
+                logger.warning("the LLM engine sent %s after it was ready", type(message).__name__)
+                continue
+            try:
+                self._on_outputs(message)
+            except Exception:  # never let one bad output stop the reader
+                logger.exception("handling engine outputs failed")

@@ -4,7 +4,10 @@ Inputs follow vLLM's Triton backend: `text_input` (BYTES), `stream` (BOOL),
 `sampling_parameters` (BYTES, a JSON object of SamplingParams fields),
 `exclude_input_in_output` (BOOL); plus `chat_messages` (BYTES, a JSON list of
 {"role", "content"}) rendered with the model's chat template. Request parameters named
-like sampling fields (as Triton's generate endpoint passes them) override the JSON ones.
+like sampling fields (as Triton's generate endpoint passes them, and the OpenAI routes) override the JSON ones.
+
+This is the one place where an LLM request is checked: what it parses becomes the engine's AddRequest, which
+the engine process takes as it is.
 """
 
 from __future__ import annotations
@@ -12,10 +15,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
 from modelgate.backends.llm.chat_template import ChatTemplateError, render_chat
-from modelgate.backends.llm.sampling_params import SamplingParams
+from modelgate.backends.llm.engine_messages import AddRequest
+from modelgate.backends.llm.sampling_params import SAMPLING_FIELDS, SamplingParams, parse_sampling_params
 from modelgate.backends.llm.tokenizer import TextTokenizer
 from modelgate.core.errors import InvalidArgumentError
 from modelgate.core.inference_types import InferRequest
@@ -25,14 +27,18 @@ _FLAG_NAMES = ("stream", "exclude_input_in_output")
 
 @dataclass
 class GenerationRequest:
+    """A checked request: `engine_request` goes to the engine as it is; the rest stays in the server."""
+
+    engine_request: AddRequest
     prompt_text: str
-    prompt_token_ids: list[int]
-    sampling: SamplingParams
     stream: bool
     exclude_input_in_output: bool
 
 
-def parse_generation_request(request: InferRequest, tokenizer: TextTokenizer, max_model_len: int) -> GenerationRequest:
+def parse_generation_request(
+    request: InferRequest, request_id: str, tokenizer: TextTokenizer, max_model_len: int
+) -> GenerationRequest:
+    """InvalidArgumentError, naming the input or field and what it allows, for anything the engine cannot run."""
     prompt = _prompt_text(request, tokenizer)
     if not prompt:
         raise InvalidArgumentError("the prompt is empty; 'text_input' must hold at least one character")
@@ -41,7 +47,10 @@ def parse_generation_request(request: InferRequest, tokenizer: TextTokenizer, ma
     sampling = _sampling(request, fill_context=max_model_len - len(token_ids) if is_chat else None)
     _check_lengths(len(token_ids), sampling, max_model_len, tokenizer)
     return GenerationRequest(
-        prompt, token_ids, sampling, _flag(request, "stream"), _flag(request, "exclude_input_in_output")
+        AddRequest(request_id, token_ids, sampling),
+        prompt,
+        _flag(request, "stream"),
+        _flag(request, "exclude_input_in_output"),
     )
 
 
@@ -71,14 +80,10 @@ def _sampling(request: InferRequest, fill_context: int | None = None) -> Samplin
     fields = dict(fields)
     for key in _FLAG_NAMES:
         fields.pop(key, None)  # vLLM's backend accepts these among the sampling parameters too
-    fields.update({k: v for k, v in request.parameters.items() if k in SamplingParams.model_fields})
+    fields.update({k: v for k, v in request.parameters.items() if k in SAMPLING_FIELDS})
     if fill_context is not None and fields.get("max_tokens") is None and fill_context >= 1:
         fields["max_tokens"] = fill_context
-    try:
-        return SamplingParams.model_validate(fields)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'sampling'}: {e['msg']}" for e in exc.errors())
-        raise InvalidArgumentError(f"invalid sampling parameters: {problems}") from None
+    return parse_sampling_params(fields)
 
 
 def _check_lengths(num_prompt: int, sampling: SamplingParams, max_model_len: int, tokenizer: TextTokenizer) -> None:

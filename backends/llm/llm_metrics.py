@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from modelgate.backends.llm.engine_messages import EngineStats
 from modelgate.core.backend_metrics import BACKEND_METRICS
 
 _LABELS = ("model", "version")
@@ -76,15 +77,15 @@ PREFIX_CACHE_HIT_RATE = Gauge(
 )
 
 
-def record_engine_stats(labels: tuple[str, str], stats: dict) -> None:
-    REQUESTS_RUNNING.labels(*labels).set(stats["num_running"])
-    REQUESTS_WAITING.labels(*labels).set(stats["num_waiting"])
-    KV_CACHE_USAGE.labels(*labels).set(stats["kv_cache_usage"])
-    PREEMPTIONS.labels(*labels).set(stats["num_preemptions"])
-    PREFIX_CACHE_QUERIES.labels(*labels).set(stats["prefix_cache_queries"])
-    PREFIX_CACHE_HITS.labels(*labels).set(stats["prefix_cache_hits"])
-    queries = stats["prefix_cache_queries"]
-    PREFIX_CACHE_HIT_RATE.labels(*labels).set(stats["prefix_cache_hits"] / queries if queries else 0.0)
+def record_engine_stats(labels: tuple[str, str], stats: EngineStats) -> None:
+    REQUESTS_RUNNING.labels(*labels).set(stats.num_running)
+    REQUESTS_WAITING.labels(*labels).set(stats.num_waiting)
+    KV_CACHE_USAGE.labels(*labels).set(stats.kv_cache_usage)
+    PREEMPTIONS.labels(*labels).set(stats.num_preemptions)
+    PREFIX_CACHE_QUERIES.labels(*labels).set(stats.prefix_cache_queries)
+    PREFIX_CACHE_HITS.labels(*labels).set(stats.prefix_cache_hits)
+    queries = stats.prefix_cache_queries
+    PREFIX_CACHE_HIT_RATE.labels(*labels).set(stats.prefix_cache_hits / queries if queries else 0.0)
 
 
 def publish_zeros(labels: tuple[str, str]) -> None:

@@ -18,11 +18,10 @@ def build_response(model_name: str, version: str, request_id: str, wanted: list[
     return InferResponse(model_name, version, id=request_id, outputs=outputs)
 
 
-def logprobs_json(tokenizer: TextTokenizer, token_ids: list[int], logprobs: list[dict]) -> str:
+def logprobs_json(tokenizer: TextTokenizer, token_ids: list[int], logprobs: list[dict[int, float]]) -> str:
     """Per new token: its id, text, logprob, and the top alternatives."""
     entries = []
     for token_id, values in zip(token_ids, logprobs):
-        values = {int(k): v for k, v in values.items()}
         top = sorted(values.items(), key=lambda item: -item[1])
         entries.append(
             {

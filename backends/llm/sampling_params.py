@@ -1,57 +1,44 @@
-"""Per-request sampling settings, validated before a request reaches the engine."""
+"""Per-request sampling settings, and the one place where user input becomes them.
+
+`parse_sampling_params` runs in the server process, where a request's JSON and tensors are read; the engine
+process receives the result as a typed message (engine_messages.py) and never checks it again.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from modelgate.core.errors import InvalidArgumentError
 
 MAX_TOP_LOGPROBS = 20
 
 
-class SamplingParams(BaseModel):
-    """What to sample and when to stop. Field names follow vLLM's SamplingParams.
+class SamplingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What to sample and when to stop. Field names follow vLLM's SamplingParams; temperature 0 means greedy.
 
-    temperature 0 means greedy. Unknown fields are errors: a misspelt option must not be
-    silently ignored.
+    Invariant: the values are within SAMPLING_LIMITS. Built from user input only by `parse_sampling_params`;
+    the constructor checks nothing (the engine's own tests and benchmarks build these directly).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_tokens: int = Field(16, ge=1)
-    min_tokens: int = Field(0, ge=0)
-    temperature: float = Field(1.0, ge=0.0, le=100.0)
-    top_k: int = Field(0, ge=-1)  # 0 or -1: disabled
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    min_p: float = Field(0.0, ge=0.0, le=1.0)
-    seed: int | None = Field(None, ge=0, lt=2**63)
-    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    stop: list[str] = Field(default_factory=list)
-    stop_token_ids: list[int] = Field(default_factory=list)
+    max_tokens: int = 16
+    min_tokens: int = 0
+    temperature: float = 1.0
+    top_k: int = 0  # 0 or -1: disabled
+    top_p: float = 1.0
+    min_p: float = 0.0
+    seed: int | None = None
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    stop: list[str] = []
+    stop_token_ids: list[int] = []
     ignore_eos: bool = False
     include_stop_str_in_output: bool = False
-    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _stop_as_list(cls, value):
-        if isinstance(value, str):
-            return [value]
-        return value
-
-    @field_validator("stop")
-    @classmethod
-    def _no_empty_stop(cls, value: list[str]) -> list[str]:
-        if any(s == "" for s in value):
-            raise ValueError("stop strings must not be empty")
-        return value
-
-    @field_validator("stop_token_ids")
-    @classmethod
-    def _non_negative_ids(cls, value: list[int]) -> list[int]:
-        if any(t < 0 for t in value):
-            raise ValueError("stop_token_ids must be non-negative token ids")
-        return value
+    logprobs: int | None = None
 
     @property
     def is_greedy(self) -> bool:
@@ -60,3 +47,88 @@ class SamplingParams(BaseModel):
     @property
     def uses_penalties(self) -> bool:
         return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+
+
+SAMPLING_FIELDS = frozenset(SamplingParams.__struct_fields__)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Inclusive (ge, le) and exclusive (gt, lt) bounds of a number."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def allows(self, value: float) -> bool:
+        return (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
+
+    def __str__(self) -> str:
+        bounds = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+        return " and ".join(f"{sign} {getattr(self, name)}" for name, sign in bounds if getattr(self, name) is not None)
+
+
+SAMPLING_LIMITS = {
+    "max_tokens": Limits(ge=1),
+    "min_tokens": Limits(ge=0),
+    "temperature": Limits(ge=0.0, le=100.0),
+    "top_k": Limits(ge=-1),
+    "top_p": Limits(gt=0.0, le=1.0),
+    "min_p": Limits(ge=0.0, le=1.0),
+    "seed": Limits(ge=0, lt=2**63),
+    "repetition_penalty": Limits(gt=0.0, le=10.0),
+    "presence_penalty": Limits(ge=-2.0, le=2.0),
+    "frequency_penalty": Limits(ge=-2.0, le=2.0),
+    "logprobs": Limits(ge=0, le=MAX_TOP_LOGPROBS),
+}
+
+
+def parse_sampling_params(fields: Mapping[str, Any]) -> SamplingParams:
+    """SamplingParams from user values (JSON values; numbers and booleans may come as strings).
+
+    InvalidArgumentError names every field that is wrong and what it allows. Unknown fields are errors: a
+    misspelt option must not be silently ignored.
+    """
+    fields = dict(fields)
+    if isinstance(fields.get("stop"), str):
+        fields["stop"] = [fields["stop"]]
+    try:
+        params = msgspec.convert(fields, SamplingParams, strict=False)
+    except msgspec.ValidationError as exc:
+        raise InvalidArgumentError(f"invalid sampling parameters: {_type_problem(str(exc))}") from None
+    problems = _range_problems(params) + _list_problems(params)
+    if problems:
+        raise InvalidArgumentError(f"invalid sampling parameters: {'; '.join(problems)}")
+    return params
+
+
+def _type_problem(message: str) -> str:
+    """msgspec's "Expected `int`, got `str` - at `$.top_k`" as "top_k: expected `int`, got `str`"."""
+    text, _, where = message.partition(" - at `$.")
+    if not where:
+        return message
+    return f"{where.rstrip('`')}: {text[:1].lower()}{text[1:]}"
+
+
+def _range_problems(params: SamplingParams) -> list[str]:
+    problems = []
+    for name, limits in SAMPLING_LIMITS.items():
+        value = getattr(params, name)
+        if value is not None and not limits.allows(value):
+            problems.append(f"{name}: must be {limits}, got {value}")
+    return problems
+
+
+def _list_problems(params: SamplingParams) -> list[str]:
+    problems = []
+    if any(s == "" for s in params.stop):
+        problems.append("stop: stop strings must not be empty")
+    if any(t < 0 for t in params.stop_token_ids):
+        problems.append("stop_token_ids: must be non-negative token ids")
+    return problems

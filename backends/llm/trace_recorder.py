@@ -28,6 +28,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from modelgate.backends.llm.engine_messages import RequestOutput
 from modelgate.core.errors import ConfigError
 
 TRACE_PARAMETERS = ("trace_file", "trace_max_bytes", "trace_backup_count")
@@ -86,7 +87,7 @@ class TraceRecorder:
         self.handler = _HANDLERS.acquire(config)
         self.model, self.version = model, version
 
-    def record(self, arrival: float, first_token: float | None, finished: float, output: dict) -> None:
+    def record(self, arrival: float, first_token: float | None, finished: float, output: RequestOutput) -> None:
         """`arrival`, `first_token`, `finished`: time.monotonic() readings; `output`: the engine's last output."""
         handler = self.handler
         if handler is None:  # closed (the model unloaded while its last outputs were read)
@@ -95,11 +96,11 @@ class TraceRecorder:
             "timestamp": round(time.time() - (time.monotonic() - arrival), 6),
             "model": self.model,
             "version": self.version,
-            "isl": output["num_prompt_tokens"],
-            "osl": output["num_output_tokens"],
+            "isl": output.num_prompt_tokens,
+            "osl": output.num_output_tokens,
             "ttft_s": None if first_token is None else round(first_token - arrival, 6),
             "ttc_s": round(finished - arrival, 6),
-            "finish_reason": output["finish_reason"],
+            "finish_reason": output.finish_reason,
         }
         handler.handle(logging.makeLogRecord({"msg": json.dumps(line), "levelno": logging.INFO}))
 

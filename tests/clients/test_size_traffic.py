@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from modelgate.backends.llm.engine_messages import RequestOutput
 from modelgate.backends.llm.trace_recorder import trace_recorder
 from modelgate.cli import main
 from modelgate.clients.size.checkpoint_shape import CheckpointShape
@@ -157,7 +158,7 @@ def test_trace_recorder_writes_rotating_jsonl_that_size_traffic_reads(tmp_path):
     recorder = trace_recorder(
         "tiny", "1", {"trace_file": str(path), "trace_max_bytes": "600", "trace_backup_count": "2", "max_num_seqs": "4"}
     )
-    output = {"num_prompt_tokens": 12, "num_output_tokens": 7, "finish_reason": "length"}
+    output = RequestOutput("r", [5], "", True, "length", num_prompt_tokens=12, num_output_tokens=7, num_cached_tokens=0)
     for number in range(12):
         recorder.record(arrival=100.0, first_token=100.25, finished=101.0 + number, output=output)
     recorder.close()
@@ -182,7 +183,7 @@ def test_trace_recorders_of_one_file_share_it(tmp_path):
     path = tmp_path / "shared.jsonl"
     first = trace_recorder("a", "1", {"trace_file": str(path)})
     second = trace_recorder("b", "1", {"trace_file": str(tmp_path / "." / "shared.jsonl")})
-    output = {"num_prompt_tokens": 3, "num_output_tokens": 2, "finish_reason": "stop"}
+    output = RequestOutput("r", [2], "", True, "stop", num_prompt_tokens=3, num_output_tokens=2, num_cached_tokens=0)
     first.record(1.0, 1.5, 2.0, output)
     first.close()
     second.record(1.0, None, 2.0, output)  # still open: the handler outlives the first recorder

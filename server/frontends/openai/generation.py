@@ -1,7 +1,8 @@
 """Running OpenAI choices as requests to an LLM model through the dataplane.
 
-Each choice is one streamed request (inputs `text_input` or `chat_messages`,
-`sampling_parameters`, `stream`); choices run concurrently and their deltas are merged
+Each choice is one streamed request: input `text_input` or `chat_messages`, and the sampling
+fields and `stream` as request parameters (JSON values, as Triton's generate endpoint passes
+them), which the LLM backend checks once; choices run concurrently and their deltas are merged
 in arrival order. The first item of every choice is awaited before anything is sent,
 so a request the model refuses is answered with a plain error and status.
 """
@@ -114,12 +115,9 @@ def _delta(response, index: int) -> ChoiceDelta:
 
 def _request(model: str, prompt_input: tuple[str, str], sampling: dict) -> InferRequest:
     name, text = prompt_input
-    inputs = {
-        name: _bytes_tensor(name, text),
-        "sampling_parameters": _bytes_tensor("sampling_parameters", json.dumps(sampling)),
-        "stream": InferTensor("stream", "BOOL", (1,), np.array([True])),
-    }
-    return InferRequest(model_name=model, inputs=inputs)
+    return InferRequest(
+        model_name=model, parameters={**sampling, "stream": True}, inputs={name: _bytes_tensor(name, text)}
+    )
 
 
 def _bytes_tensor(name: str, text: str) -> InferTensor:

@@ -39,7 +39,7 @@ class _SamplingFields(BaseModel):
     include_stop_str_in_output: bool | None = None
 
     def sampling_fields(self, max_tokens: int | None, logprobs: int | None) -> dict:
-        """The SamplingParams fields this request sets (validated again by SamplingParams)."""
+        """The sampling fields this request sets, as request parameters; the LLM backend checks their values."""
         names = (
             "temperature",
             "top_p",

@@ -10,7 +10,7 @@ import requests
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.backends.llm.serving_helpers import (
+from tests.backends.llm.serving.helpers import (
     MODEL,
     PROMPTS,
     WAIT_S,

@@ -1,12 +1,15 @@
-"""The server of the LLM serving tests (test_llm_serving_*.py): a tiny random-weight Llama, served by one
-server (its engine in a spawned process) for the whole package, and the same checkpoint run by an in-process
-`LLMEngine`, alone, that greedy results are checked against."""
+"""Fixtures of the LLM serving tests: a tiny random-weight Llama served by one server (its engine in a spawned
+process) for the whole package that uses them, the same checkpoint run by an in-process `LLMEngine`, alone,
+that greedy results are checked against, and an OpenAI SDK client of the server.
+
+A package's conftest.py imports them (tests/backends/llm/serving/, tests/server/frontends/openai/).
+"""
 
 from pathlib import Path
 
 import pytest
 
-from tests.backends.llm.serving_helpers import ENGINE_SETTINGS, MODEL, WAIT_S, ReferenceEngine
+from tests.backends.llm.serving.helpers import ENGINE_SETTINGS, MODEL, WAIT_S, ReferenceEngine
 from tests.backends.llm.tiny_checkpoint import make_tiny_checkpoint
 from tests.server_harness import RunningServer, start_server
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.backends.llm.serving_helpers import (
+from tests.backends.llm.serving.helpers import (
     GREEDY,
     MAX_MODEL_LEN,
     MODEL,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.backends.llm.serving_helpers import (
+from tests.backends.llm.serving.helpers import (
     PROMPTS,
     generate_stream,
     greedy_sampling,

@@ -8,11 +8,9 @@ import socket
 import time
 
 import numpy as np
-import pytest
 
 from modelgate.core.inference_types import InferRequest, InferTensor
-from tests.backends.llm.serving_helpers import (
-    GREEDY,
+from tests.backends.llm.serving.helpers import (
     LONG,
     MODEL,
     WAIT_S,
@@ -85,19 +83,3 @@ def test_a_request_cancelled_before_it_reaches_the_engine_does_not_run(server):
     after = wait_server_idle(server)
     assert metric_delta(before, after, "modelgate_llm_prompt_tokens_total") > 0
     assert metric_delta(before, after, "modelgate_llm_generation_tokens_total") < LONG
-
-
-@pytest.mark.parametrize("route", ["completions", "chat"])
-def test_a_client_leaving_an_openai_stream_frees_the_engine(server, oai, route):
-    before = wait_server_idle(server)
-    arguments = dict(model=MODEL, max_tokens=LONG // 2, n=2, stream=True, **GREEDY)
-    if route == "chat":
-        chunks = oai.chat.completions.create(messages=[{"role": "user", "content": "hi"}], **arguments)
-    else:
-        chunks = oai.completions.create(prompt="hello", **arguments)
-    with chunks:
-        next(iter(chunks))
-    after = wait_server_idle(server)
-    assert 1 <= metric_delta(before, after, "modelgate_llm_generation_tokens_total") < LONG  # 2 choices of LONG // 2
-    assert metric_delta(before, after, "modelgate_llm_e2e_request_latency_seconds_count") == 2
-    assert oai.completions.create(model=MODEL, prompt="hello", max_tokens=3, **GREEDY).usage.completion_tokens == 3

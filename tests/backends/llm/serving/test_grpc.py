@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tritonclient.grpc as grpcclient
 
-from tests.backends.llm.serving_helpers import (
+from tests.backends.llm.serving.helpers import (
     MODEL,
     PROMPTS,
     WAIT_S,

@@ -1,0 +1,131 @@
+"""The protocol between the LLM backend (server process) and its engine process: the messages and their codec.
+
+To the engine: AddRequest, AbortRequest, Shutdown. From it: EngineReady or EngineFailed once, then one
+StepOutputs per step that produced outputs. Messages are msgspec Structs in MessagePack, decoded into the same
+types on the other side, fields by position (array_like: names are never sent). benchmarks/engine_messages.py
+measured this as the fastest of dataclasses with pickle or msgpack, Structs as maps in msgpack or JSON, and the
+old JSON dicts. Never pickle: the contents of a request come from the network.
+
+A request is checked once, in the server process, before it becomes an AddRequest (generation_request.py);
+decoding here only rebuilds the types, which holds because only our own processes write to these pipes.
+"""
+
+from __future__ import annotations
+
+from multiprocessing.connection import Connection
+
+import msgspec
+
+from modelgate.backends.llm.sampling_params import SamplingParams
+
+__all__ = [
+    "AbortRequest",
+    "AddRequest",
+    "EngineFailed",
+    "EngineReady",
+    "EngineStats",
+    "FromEngine",
+    "RequestOutput",
+    "SamplingParams",
+    "Shutdown",
+    "StepOutputs",
+    "ToEngine",
+    "decode_from_engine",
+    "decode_to_engine",
+    "encode",
+    "receive_from_engine",
+    "receive_to_engine",
+    "send",
+]
+
+
+class _Message(msgspec.Struct, array_like=True):
+    """Encoded as an array of its fields in order: both ends always run the same code."""
+
+
+class AddRequest(_Message, tag="add"):
+    request_id: str
+    prompt_token_ids: list[int]
+    sampling: SamplingParams
+
+
+class AbortRequest(_Message, tag="abort"):
+    request_id: str
+
+
+class Shutdown(_Message, tag="shutdown"):
+    pass
+
+
+class EngineReady(_Message, tag="ready"):
+    num_kv_blocks: int
+    max_model_len: int
+    eos_token_ids: tuple[int, ...]
+
+
+class EngineFailed(_Message, tag="failed"):
+    message: str  # why the engine could not start
+
+
+class EngineStats(_Message):
+    """Gauges and counters for metrics, read after a step."""
+
+    num_running: int
+    num_waiting: int
+    kv_cache_usage: float
+    num_preemptions: int  # cumulative
+    prefix_cache_queries: int  # cumulative prompt tokens looked up
+    prefix_cache_hits: int
+
+
+class RequestOutput(_Message):
+    """What one step did for one request: its new tokens and text since the last output."""
+
+    request_id: str
+    new_token_ids: list[int]
+    new_text: str
+    finished: bool
+    finish_reason: str | None  # "stop", "length" or "abort" once finished
+    num_prompt_tokens: int
+    num_output_tokens: int
+    num_cached_tokens: int
+    logprobs: list[dict[int, float]] = []  # one dict per new token: token id -> logprob
+    queue_time_s: float | None = None  # on a request's first output: arrival to first schedule
+
+
+class StepOutputs(_Message, tag="outputs"):
+    outputs: list[RequestOutput]
+    stats: EngineStats
+
+
+ToEngine = AddRequest | AbortRequest | Shutdown
+FromEngine = EngineReady | EngineFailed | StepOutputs
+
+_encoder = msgspec.msgpack.Encoder()
+_to_engine = msgspec.msgpack.Decoder(ToEngine)
+_from_engine = msgspec.msgpack.Decoder(FromEngine)
+
+
+def encode(message: ToEngine | FromEngine) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode_to_engine(data: bytes) -> ToEngine:
+    return _to_engine.decode(data)
+
+
+def decode_from_engine(data: bytes) -> FromEngine:
+    return _from_engine.decode(data)
+
+
+def send(connection: Connection, message: ToEngine | FromEngine) -> None:
+    """Callers that share a connection across threads hold a lock around this."""
+    connection.send_bytes(_encoder.encode(message))
+
+
+def receive_to_engine(connection: Connection) -> ToEngine:
+    return _to_engine.decode(connection.recv_bytes())
+
+
+def receive_from_engine(connection: Connection) -> FromEngine:
+    return _from_engine.decode(connection.recv_bytes())

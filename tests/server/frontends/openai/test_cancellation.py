@@ -1,0 +1,23 @@
+"""A client that leaves an OpenAI stream frees the engine: read from the LLM metrics."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.backends.llm.serving.helpers import GREEDY, LONG, MODEL, metric_delta, wait_server_idle
+
+
+@pytest.mark.parametrize("route", ["completions", "chat"])
+def test_a_client_leaving_an_openai_stream_frees_the_engine(server, oai, route):
+    before = wait_server_idle(server)
+    arguments = dict(model=MODEL, max_tokens=LONG // 2, n=2, stream=True, **GREEDY)
+    if route == "chat":
+        chunks = oai.chat.completions.create(messages=[{"role": "user", "content": "hi"}], **arguments)
+    else:
+        chunks = oai.completions.create(prompt="hello", **arguments)
+    with chunks:
+        next(iter(chunks))
+    after = wait_server_idle(server)
+    assert 1 <= metric_delta(before, after, "modelgate_llm_generation_tokens_total") < LONG  # 2 choices of LONG // 2
+    assert metric_delta(before, after, "modelgate_llm_e2e_request_latency_seconds_count") == 2
+    assert oai.completions.create(model=MODEL, prompt="hello", max_tokens=3, **GREEDY).usage.completion_tokens == 3
