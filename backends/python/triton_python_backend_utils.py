@@ -1,7 +1,7 @@
 """The `triton_python_backend_utils` API that models written for Triton's python backend use.
 
 Importable as `triton_python_backend_utils` once the python backend is loaded (it registers
-this module under that name), and as `backends.python.triton_python_backend_utils`.
+this module under that name), and as `modelgate.backends.python.triton_python_backend_utils`.
 Names, signatures and behaviour follow Triton's python backend.
 """
 

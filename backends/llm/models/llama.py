@@ -164,7 +164,7 @@ class DecoderLayer(nn.Module):
 
 
 class DecoderForCausalLM(nn.Module):
-    """Weights are created empty; `backends.llm.models.weight_loader` fills them."""
+    """Weights are created empty; `modelgate.backends.llm.models.weight_loader` fills them."""
 
     def __init__(self, config: DecoderConfig, attention_impl, dtype: torch.dtype, max_positions: int):
         super().__init__()
