@@ -15,8 +15,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from modelgate.core.inference_types import InferRequest, InferResponse, InferTensor
-from modelgate.server.scheduling.ensemble_graph import build_ensemble_graph
-from modelgate.server.scheduling.ensemble_scheduler import EnsembleScheduler
+from modelgate.server.scheduling.ensemble.graph import build_ensemble_graph
+from modelgate.server.scheduling.ensemble.scheduler import EnsembleScheduler
 from modelgate.server.statistics import VersionStatistics
 from tests.server.lifecycle_models import (
     EXECUTE_RAISES_MODEL,
@@ -27,7 +27,12 @@ from tests.server.lifecycle_models import (
     write_scale_model,
     xy_config,
 )
-from tests.server.scheduling.ensemble_models import COUNTED_MODEL, ensemble_config, write_diamond, write_ensemble
+from tests.server.scheduling.ensemble.ensemble_models import (
+    COUNTED_MODEL,
+    ensemble_config,
+    write_diamond,
+    write_ensemble,
+)
 from tests.server_harness import copy_example_model, write_model
 
 EXAMPLE = "ensemble_add_sub_scale"
