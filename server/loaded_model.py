@@ -14,8 +14,8 @@ from modelgate.core.errors import UnavailableError
 from modelgate.server.gpu_devices import visible_gpu_count
 from modelgate.server.scheduling.direct_scheduler import DirectScheduler
 from modelgate.server.scheduling.dynamic_batcher import DynamicBatcher
-from modelgate.server.scheduling.ensemble_graph import build_ensemble_graph, is_ensemble
-from modelgate.server.scheduling.ensemble_scheduler import EnsembleScheduler, StepInfer
+from modelgate.server.scheduling.ensemble.graph import build_ensemble_graph, is_ensemble
+from modelgate.server.scheduling.ensemble.scheduler import EnsembleScheduler, StepInfer
 from modelgate.server.scheduling.instance_pool import InstancePool
 from modelgate.server.statistics import VersionStatistics
 

@@ -4,10 +4,7 @@ All methods run on the event loop; model code runs on instance threads. A load o
 model is serialized with other loads/unloads of the same model by a per-model lock.
 A reload builds the new versions while the old ones keep serving and swaps them in only
 if every new version loaded; otherwise the old versions keep serving and the load fails.
-An ensemble loads after its composing models: each one that is loading is waited for, each
-one that serves no version is loaded first (as Triton does), then the ensemble is checked
-against their configs. Ensembles that contain each other fail to load instead of waiting
-on each other forever.
+An ensemble loads after its composing models (see `scheduling.ensemble.composing_models`).
 """
 
 from __future__ import annotations
@@ -20,19 +17,14 @@ from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from modelgate.core.errors import ConfigError, InvalidArgumentError, ModelgateError, NotFoundError, UnavailableError
+from modelgate.core.errors import InvalidArgumentError, ModelgateError, NotFoundError, UnavailableError
 from modelgate.server.loaded_model import LoadedVersion, load_version
 from modelgate.server.repository.config_completion import complete_model_config, read_model_config
 from modelgate.server.repository.layout import RepositoryLayout, check_model_name, fingerprint
 from modelgate.server.repository.override_files import remove_override_model_dir, write_override_model_dir
-from modelgate.server.scheduling.ensemble_composing_checks import check_composing_models
-from modelgate.server.scheduling.ensemble_graph import (
-    EnsembleStep,
-    build_ensemble_graph,
-    composing_model_names,
-    is_ensemble,
-)
-from modelgate.server.scheduling.ensemble_scheduler import StepInfer
+from modelgate.server.scheduling.ensemble.composing_models import ComposingModels
+from modelgate.server.scheduling.ensemble.graph import composing_model_names, is_ensemble
+from modelgate.server.scheduling.ensemble.scheduler import StepInfer
 from modelgate.server.statistics import StatisticsRegistry, VersionStatistics
 
 logger = logging.getLogger(__name__)
@@ -70,7 +62,7 @@ class ModelManager:
         # Runs ensemble steps: the dataplane's `infer`, set by whoever builds the dataplane
         # (ModelgateServer); while it is None, ensembles fail to load.
         self.infer_step: StepInfer | None = None
-        self._ensemble_waits: dict[str, set[str]] = {}  # ensemble being loaded -> composing models awaited
+        self._ensembles = ComposingModels(self)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -153,6 +145,13 @@ class ModelManager:
         except ModelgateError:
             return False
 
+    async def wait_for_load(self, name: str) -> None:
+        """Return once the load or unload of `name` in progress (if any) is over."""
+        entry = self._entries.get(name)
+        if entry is not None and entry.lock.locked():
+            async with entry.lock:
+                pass  # only the outcome of the load or unload in progress matters
+
     def ready_versions(self, name: str) -> list[int]:
         entry = self._entries.get(name)
         return sorted(entry.serving) if entry else []
@@ -190,7 +189,7 @@ class ModelManager:
                 complete_model_config, config, source, model_dir, entry.name
             )
             if is_ensemble(config):
-                await self._prepare_composing_models(config, source)
+                await self._ensembles.prepare(config, source)
         except ModelgateError as exc:
             self._record_model_failure(entry, exc.message, override_dir)
             raise
@@ -260,71 +259,6 @@ class ModelManager:
     async def _discard(self, versions: dict[int, LoadedVersion]) -> None:
         for loaded in versions.values():
             await loaded.scheduler.close()
-
-    # -- ensembles -------------------------------------------------------------------------
-
-    async def _prepare_composing_models(self, config: ModelConfig, source: str) -> None:
-        """Make every composing model of the ensemble `config` serve, then check the ensemble
-        against their configs; ConfigError naming the step's field otherwise.
-
-        Done in every control mode: in none and poll mode the composing models load anyway,
-        and a model loaded here is not loaded twice (the startup loads wait on its lock, the
-        poller sees its fingerprint).
-        """
-        graph = build_ensemble_graph(config, source)
-        names = composing_model_names(config)
-        outcomes = await asyncio.gather(*(self._ensure_serving(config.name, n) for n in names), return_exceptions=True)
-        failures = {name: outcome for name, outcome in zip(names, outcomes) if outcome is not None}
-        composing = {}
-        for step in graph.steps:
-            failure = failures.get(step.model_name)
-            if isinstance(failure, ModelgateError):
-                reason = f"model '{step.model_name}' is not available: {failure.message}"
-                raise ConfigError(source, f"{step.field}.model_name", reason)
-            if failure is not None:
-                raise failure
-            composing[step.index] = self._composing_config(step, source)
-        check_composing_models(config, graph, source, composing)
-
-    async def _ensure_serving(self, ensemble: str, name: str) -> None:
-        """Wait for a load of `name` in progress; load `name` if no version of it serves."""
-        if self._waits_on(name, ensemble):
-            raise InvalidArgumentError(
-                f"it contains ensemble '{ensemble}' (directly or not): the ensembles form a cycle"
-            )
-        waits = self._ensemble_waits.setdefault(ensemble, set())
-        waits.add(name)
-        try:
-            entry = self._entries.get(name)
-            if entry is not None and entry.lock.locked():
-                async with entry.lock:
-                    pass  # a load or unload of `name` is in progress: only its outcome matters
-            if not self.ready_versions(name):
-                await self.load(name)
-        finally:
-            waits.discard(name)
-            if not waits:
-                self._ensemble_waits.pop(ensemble, None)
-
-    def _waits_on(self, start: str, target: str) -> bool:
-        """Whether `start` is `target` or an ensemble being loaded that waits, transitively, on it."""
-        seen: set[str] = set()
-        pending = [start]
-        while pending:
-            name = pending.pop()
-            if name == target:
-                return True
-            if name not in seen:
-                seen.add(name)
-                pending.extend(self._ensemble_waits.get(name, ()))
-        return False
-
-    def _composing_config(self, step: EnsembleStep, source: str) -> ModelConfig:
-        try:
-            return self.resolve(step.model_name, step.model_version).config
-        except ModelgateError as exc:
-            field = f"{step.field}.model_version" if step.model_version else f"{step.field}.model_name"
-            raise ConfigError(source, field, exc.message) from None
 
     def _record_model_failure(self, entry: ModelEntry, reason: str, override_dir: Path | None) -> None:
         remove_override_model_dir(override_dir)

@@ -15,7 +15,7 @@ from modelgate.server.log_settings import LogSettings
 from modelgate.server.metrics import create_metrics_app
 from modelgate.server.model_manager import ModelManager
 from modelgate.server.repository.layout import RepositoryLayout
-from modelgate.server.repository.poller import RepositoryPoller
+from modelgate.server.repository_poller import RepositoryPoller
 from modelgate.server.settings import ServerSettings
 from modelgate.server.statistics import StatisticsRegistry
 

@@ -13,7 +13,7 @@ from modelgate.server.gpu_devices import visible_gpu_count
 from modelgate.server.repository.config_validation import validate_model_config
 from modelgate.server.repository.layout import version_numbers
 from modelgate.server.repository.version_policy import select_versions
-from modelgate.server.scheduling.ensemble_graph import build_ensemble_graph, is_ensemble
+from modelgate.server.scheduling.ensemble.graph import build_ensemble_graph, is_ensemble
 
 
 def read_model_config(model_dir: Path, name: str, override: ModelConfig | None) -> tuple[ModelConfig, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig
 
 from modelgate.core.errors import ConfigError
-from modelgate.server.scheduling.ensemble_graph import ENSEMBLE_PLATFORM
+from modelgate.server.scheduling.ensemble.config_fields import check_ensemble_fields
 
 MAX_DIMS = 64
 
@@ -16,7 +16,7 @@ def validate_model_config(config: ModelConfig, source: str, expected_name: str) 
         raise ConfigError(
             source, "name", f"is '{config.name}' but must equal the model's directory name '{expected_name}'"
         )
-    _validate_scheduling_kind(config, source)
+    check_ensemble_fields(config, source)
     if not config.backend and not config.platform:
         raise ConfigError(source, "backend", "is required (or 'platform'); e.g. backend: \"python\"")
     if config.max_batch_size < 0:
@@ -25,22 +25,6 @@ def validate_model_config(config: ModelConfig, source: str, expected_name: str) 
     _validate_tensors(config.output, "output", source)
     _validate_version_policy(config, source)
     _validate_instance_groups(config, source)
-
-
-def _validate_scheduling_kind(config: ModelConfig, source: str) -> None:
-    """An ensemble has steps and nothing of its own to run; only an ensemble has steps."""
-    if config.platform != ENSEMBLE_PLATFORM:
-        if config.HasField("ensemble_scheduling"):
-            raise ConfigError(source, "ensemble_scheduling", f'is only allowed with platform: "{ENSEMBLE_PLATFORM}"')
-        return
-    if config.backend:
-        raise ConfigError(source, "backend", f"is '{config.backend}'; an ensemble (platform \"ensemble\") has none")
-    if config.instance_group:
-        raise ConfigError(
-            source, "instance_group", "must be empty for an ensemble: its steps run on the composing models' instances"
-        )
-    if not config.HasField("ensemble_scheduling"):
-        raise ConfigError(source, "ensemble_scheduling", 'is required with platform: "ensemble" (the steps to run)')
 
 
 def _validate_tensors(tensors, kind: str, source: str) -> None:

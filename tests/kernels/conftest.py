@@ -13,7 +13,7 @@ import torch
 
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     os.environ["TRITON_INTERPRET"] = "1"
-    for name in [name for name in sys.modules if name.startswith("kernels.")]:
+    for name in [name for name in sys.modules if name.startswith("modelgate.kernels.")]:
         del sys.modules[name]
 
 
@@ -24,8 +24,7 @@ def dev() -> torch.device:
 
 
 @pytest.fixture
-def cuda() -> torch.device:
-    """For @pytest.mark.gpu tests: skip without CUDA."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
+def cuda(request) -> torch.device:
+    """The CUDA device, for tests marked gpu only (tests/conftest.py skips those on a machine without one)."""
+    assert request.node.get_closest_marker("gpu") is not None, f"{request.node.name} needs CUDA: mark it gpu"
     return torch.device("cuda")

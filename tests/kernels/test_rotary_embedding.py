@@ -100,10 +100,13 @@ def test_one_token_per_program(monkeypatch, dev):
     assert torch.equal(q, expected_q) and torch.equal(k, expected_k)
 
 
-def test_zero_tokens(dev):
-    q, k, _ = fused_qkv(0, 4, 2, 16, torch.bfloat16, dev)
+def test_zero_tokens_write_nothing(dev):
+    """Zero-token views at the start of a filled qkv buffer (a step with nothing to rotate): no row changes."""
+    q, k, v = fused_qkv(5, 4, 2, 16, torch.bfloat16, dev)
+    before = [t.clone() for t in (q, k, v)]
     cos, sin = caches(16, dev)
-    rotary_embedding(q, k, positions_for(0, dev), cos, sin)
+    rotary_embedding(q[:0], k[:0], positions_for(0, dev), cos, sin)
+    assert all(torch.equal(t, b) for t, b in zip((q, k, v), before))
 
 
 @pytest.mark.parametrize(

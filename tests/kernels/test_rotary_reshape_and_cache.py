@@ -144,9 +144,12 @@ def test_reference_composes_the_two_references(dev):
     assert_same_bytes(step, references)
 
 
-def test_zero_tokens(dev):
+def test_zero_tokens_leave_the_cache_and_its_scales(dev):
     step = Step(0, (4, 2, 16), torch.bfloat16, FP8_DTYPE, 8, dev)
+    cache_before, scales_before = step.kv_cache.clone(), step.kv_scales.clone()
     step.fused()
+    assert torch.equal(step.kv_cache.view(torch.uint8), cache_before.view(torch.uint8))  # FP8 bytes untouched
+    assert torch.equal(step.kv_scales, scales_before)
 
 
 @pytest.mark.parametrize(

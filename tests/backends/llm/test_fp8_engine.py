@@ -272,7 +272,6 @@ def test_fp8_engine_greedy_agrees_with_unquantized(tiny):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 def test_fp8_on_cuda_bf16(checkpoint, tiny):
     reference = _all_logits(_runner(checkpoint, device="cuda", dtype="bfloat16"), _prompts())
     for quantization, kv_cache_dtype in [("fp8", "auto"), ("none", "fp8"), ("fp8", "fp8")]:

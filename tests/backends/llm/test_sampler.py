@@ -136,7 +136,6 @@ def test_greedy_tokens_equal_argmax_on_the_cpu():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_greedy_tokens_equal_argmax_on_cuda():
     """On CUDA a 128K vocabulary takes the chunked path (128 chunks of 1002)."""
     _check_greedy_tokens("cuda")

@@ -122,7 +122,6 @@ def test_graphs_need_the_triton_backend(tiny):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("quantization, kv_cache_dtype", [("none", "auto"), ("fp8", "fp8")])
 def test_captured_graphs_on_cuda_give_the_eager_tokens(tiny, quantization, kv_cache_dtype):
     settings = dict(device="cuda", dtype="bfloat16", quantization=quantization, kv_cache_dtype=kv_cache_dtype)

@@ -1,8 +1,9 @@
 """KIND_GPU instances on a machine without the CUDA provider: refused by default, on the CPU when allowed.
 
-The plain `onnxruntime` wheel has no CUDAExecutionProvider. The second half makes it look
-available (as onnxruntime-gpu on a machine whose CUDA cannot start) so that the session is
-really asked for CUDA and ONNX Runtime falls back on its own.
+The plain `onnxruntime` wheel has no CUDAExecutionProvider; the first test makes the installed build
+look like it either way. The second makes the provider look available (as onnxruntime-gpu on a machine
+whose CUDA cannot start) so that the session is really asked for CUDA and ONNX Runtime falls back on
+its own. The gpu test runs a KIND_GPU instance on CUDA for real.
 """
 
 import numpy as np
@@ -60,8 +61,9 @@ def asked_providers(monkeypatch):
     return asked
 
 
-@pytest.mark.skipif("CUDAExecutionProvider" in onnxruntime.get_available_providers(), reason="CUDA provider present")
-def test_without_the_cuda_provider_gpu_instances_refuse_unless_told_to_fall_back(tmp_path, make_server):
+def test_without_the_cuda_provider_gpu_instances_refuse_unless_told_to_fall_back(tmp_path, make_server, monkeypatch):
+    as_if_plain_build = ["CPUExecutionProvider"]  # what the plain wheel has, whichever build is installed
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: as_if_plain_build)
     running = make_server([gpu_repository(tmp_path)])
     rows = index_rows(running)
     assert rows["gpu_refuse"]["state"] == "UNAVAILABLE"

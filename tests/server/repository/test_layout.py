@@ -9,8 +9,10 @@ from modelgate.server.repository.layout import RepositoryLayout, check_model_nam
 
 
 @pytest.mark.parametrize("name", ["add_sub", "m", "Model-2", "v1.2", "_private", "9lives", "a.b-c_d"])
-def test_plain_names_are_allowed(name):
-    check_model_name(name)
+def test_plain_names_are_allowed_and_found(name, tmp_path):
+    check_model_name(name)  # raises InvalidArgumentError for a refused name
+    model_dir = _model(tmp_path, name)
+    assert RepositoryLayout([tmp_path]).locate(name).path == model_dir.resolve()  # and the scan agrees
 
 
 @pytest.mark.parametrize(

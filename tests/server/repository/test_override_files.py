@@ -23,8 +23,20 @@ def test_files_form_a_model_folder_named_after_the_model():
     assert not model_dir.parent.exists()
 
 
-def test_remove_of_none_is_a_no_op():
-    remove_override_model_dir(None)
+def test_remove_of_none_deletes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where override folders are made
+    model_dir = write_override_model_dir("m", {"1/model.py": b"code"})
+    remove_override_model_dir(None)  # a model loaded without files has no folder to remove
+    assert list(tmp_path.iterdir()) == [model_dir.parent]
+    assert (model_dir / "1" / "model.py").read_bytes() == b"code"
+
+
+def test_remove_twice_deletes_once():
+    """An unload after a failed reload may remove the same folder again: the second time finds nothing to do."""
+    model_dir = write_override_model_dir("m", {"1/model.py": b"code"})
+    remove_override_model_dir(model_dir)
+    remove_override_model_dir(model_dir)
+    assert not model_dir.parent.exists()
 
 
 @pytest.mark.parametrize(

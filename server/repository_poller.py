@@ -1,4 +1,7 @@
-"""Poll mode: picks up new, changed and removed models by re-scanning the repositories."""
+"""Poll mode: picks up new, changed and removed models by re-scanning the repositories.
+
+It drives the model manager (loads, unloads), so it sits beside it: `repository/` only reads the repository.
+"""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ is {composing model output: ensemble tensor}. Invariants of a built `EnsembleGra
 - every ensemble output is produced by a step and every ensemble input is read by one;
 - the steps form no cycle; `steps` is in a topological order.
 What the composing models declare (names, datatypes, shapes) is checked at load, when their
-configs are known: see `ensemble_composing_checks`.
+configs are known: see `composing_checks`.
 """
 
 from __future__ import annotations

@@ -221,7 +221,13 @@ def test_a_model_that_becomes_duplicated_is_unloaded_and_reported(tmp_path, serv
 
 
 def test_the_background_poll_runs_on_its_interval(tmp_path, serve):
+    """No poll_once here: only the server's own polls (every 0.05 s) can load `late` and then unload it."""
     write_scale_model(tmp_path, "a")
     running, client = serve([tmp_path], model_control_mode="poll", repository_poll_secs=0.05)
     write_scale_model(tmp_path, "late")
-    wait_until(lambda: client.is_model_ready("late"), "the background poll to load 'late'")
+    wait_until(lambda: client.is_model_ready("late"), "a background poll to load 'late'")
+    np.testing.assert_array_equal(infer_x(client, "late", [1.0]), [2.0])
+    shutil.rmtree(tmp_path / "late")
+    wait_until(lambda: {name for name, _ in index_rows(client)} == {"a"}, "a later background poll to drop 'late'")
+    assert server_error(infer_x, client, "late", [1.0]).status() == "404"
+    assert state_of(client, "a") == ("READY", "")

@@ -76,6 +76,11 @@ output [ { name: "SUM" data_type: TYPE_FP32 dims: [ -1 ] } ]
 """
 
 
+FP32_X = [("X", "TYPE_FP32", [-1])]  # an ensemble input X: FP32 of any length
+FP32_Y = [("Y", "TYPE_FP32", [-1])]
+SCALE_STEP = [("scale", -1, {"X": "X"}, {"Y": "Y"})]  # one step: the latest `scale` model maps X to Y
+
+
 def tensor_list(tensors) -> str:
     """`[ {name, data_type, dims}, ... ]` in pbtxt from (name, data type, dims) tuples."""
     items = [f'{{ name: "{n}" data_type: {t} dims: [ {", ".join(str(d) for d in dims)} ] }}' for n, t, dims in tensors]
@@ -98,6 +103,11 @@ output {tensor_list(outputs)}
 ensemble_scheduling {{ step [ {", ".join(written)} ] }}
 {extra}
 """
+
+
+def model_stats(client, model: str) -> dict:
+    """The statistics of `model` (all versions) as tritonclient HTTP returns them."""
+    return client.get_inference_statistics(model)["model_stats"][0]
 
 
 def write_ensemble(repository: Path, name: str, config: str) -> Path:

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from modelgate.core.errors import ModelExecutionError, ModelgateError, NotFoundError, UnavailableError
 from modelgate.core.inference_types import InferRequest, InferResponse, InferTensor, RequestedOutput
 from modelgate.core.response_stream import ResponseStream
-from modelgate.server.scheduling.ensemble_graph import EnsembleGraph, EnsembleStep
+from modelgate.server.scheduling.ensemble.graph import EnsembleGraph, EnsembleStep
 from modelgate.server.statistics import VersionStatistics
 
 StepInfer = Callable[[InferRequest], Awaitable[InferResponse]]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig
 
 from modelgate.core.errors import ConfigError
-from modelgate.server.scheduling.ensemble_graph import EnsembleGraph, EnsembleStep
+from modelgate.server.scheduling.ensemble.graph import EnsembleGraph, EnsembleStep
 
 
 @dataclass(frozen=True)
