@@ -28,7 +28,7 @@ if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     for _name in [
         n
         for n in sys.modules
-        if n.startswith("kernels.")
+        if n.startswith("modelgate.kernels.")
         or n in ("modelgate.backends.llm.attention.triton_paged", "modelgate.backends.llm.layers.fp8_linear")
     ]:
         del sys.modules[_name]

@@ -13,7 +13,9 @@ import torch
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     os.environ["TRITON_INTERPRET"] = "1"
     for _name in [
-        n for n in sys.modules if n.startswith("kernels.") or n == "modelgate.backends.llm.attention.triton_paged"
+        n
+        for n in sys.modules
+        if n.startswith("modelgate.kernels.") or n == "modelgate.backends.llm.attention.triton_paged"
     ]:
         del sys.modules[_name]
 
