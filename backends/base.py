@@ -64,6 +64,11 @@ class ExecuteResult:
     timings: ComputeTimings = field(default_factory=ComputeTimings)
 
 
+class InstanceLoadError(Exception):
+    """A load failure whose message is complete as it stands (e.g. what a model's own process reported);
+    other exceptions are reported as `<type>: <message>`."""
+
+
 class ModelInstance(ABC):
     """One loaded copy of a model version; see the module docstring for the invariants."""
 
@@ -156,4 +161,4 @@ _BUILTIN = [
     ("onnxruntime", "modelgate.backends.onnx.backend", "OnnxBackend", ("onnxruntime_onnx",), "onnx"),
 ]
 # What each extra brings that its backend cannot run without (triton is optional: torch references run instead).
-_EXTRAS = {"onnx": ("onnxruntime",), "llm": ("tokenizers", "safetensors", "jinja2", "tqdm", "msgspec")}
+_EXTRAS = {"onnx": ("onnxruntime",), "llm": ("tokenizers", "safetensors", "jinja2", "tqdm")}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
+from modelgate.backends.base import InstanceLoadError
 from modelgate.core.errors import InvalidArgumentError, ModelgateError, NotFoundError, UnavailableError
 from modelgate.server.loaded_model import LoadedVersion, load_version
 from modelgate.server.repository.config_completion import complete_model_config, read_model_config
@@ -218,7 +219,7 @@ class ModelManager:
                 loaded[version] = await load_version(config, backend, model_dir, version, stats, self.infer_step)
             except Exception as exc:  # the model's initialize failed: report it, keep the server up
                 logger.exception("loading model '%s' version %d failed", entry.name, version)
-                failures.append((version, f"{type(exc).__name__}: {exc}"))
+                failures.append((version, load_failure_reason(exc)))
         return loaded, failures
 
     async def _swap_in(self, entry: ModelEntry, loaded: dict[int, LoadedVersion], override_dir, stamp: str) -> None:
@@ -314,3 +315,7 @@ def _parse_version(version: str) -> int:
     if number < 0:
         raise InvalidArgumentError(f"model version must be >= 0, got {number}")
     return number
+
+
+def load_failure_reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, InstanceLoadError) else f"{type(exc).__name__}: {exc}"

@@ -20,7 +20,6 @@ EXTRAS_PACKAGES = [
     "safetensors",
     "jinja2",
     "tqdm",
-    "msgspec",
     "matplotlib",
 ]
 

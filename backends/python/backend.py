@@ -27,7 +27,7 @@ from modelgate.backends.python.request_conversion import (
 )
 from modelgate.core.config_files import parse_config_mapping
 from modelgate.core.config_json import config_to_dict
-from modelgate.core.errors import ModelExecutionError, ModelgateError
+from modelgate.core.errors import ConfigError, ModelExecutionError, ModelgateError
 from modelgate.core.inference_types import InferRequest, InferResponse
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,10 @@ class PythonBackend(Backend):
         return parse_config_mapping(completed.as_dict(), f"{model_dir}/auto_complete_config")
 
     def load_instance(self, spec: InstanceSpec) -> ModelInstance:
+        if isolation(spec) == "process":
+            from modelgate.backends.python.process_instance import ProcessModelInstance
+
+            return ProcessModelInstance(spec)
         try:
             return PythonModelInstance(spec)
         except Exception:
@@ -152,3 +156,21 @@ def bls_runner(call_model: ModelCaller) -> Callable[[pb_utils.InferenceRequest],
         return to_pb_response_for_bls(response)
 
     return run
+
+
+ISOLATIONS = ("process", "thread")
+
+
+def isolation(spec: InstanceSpec) -> str:
+    """The `isolation` model parameter: `process` (default: the model runs in a stub process of its own) or
+    `thread` (on the instance's thread in the server process, for models a user trusts)."""
+    source = f"{spec.model_dir}/config"
+    parameter = spec.config.parameters.get("isolation")
+    value = "process" if parameter is None else parameter.string_value
+    if value not in ISOLATIONS:
+        raise ConfigError(source, "parameters.isolation", f"'{value}' is not allowed; allowed: process, thread")
+    if value == "thread" and "execute_timeout_seconds" in spec.config.parameters:
+        raise ConfigError(
+            source, "parameters.execute_timeout_seconds", "needs isolation 'process': a thread cannot be stopped"
+        )
+    return value

@@ -1,0 +1,276 @@
+"""A python-model instance whose code runs in a stub process: a crash, a hang or a leak costs that model only.
+
+`execute` sends the batch to the stub and waits for its answer on the instance's thread (the scheduler's
+contract is unchanged). Decoupled responses come back as the model sends them and go onto each request's
+response stream; a cancelled stream is forwarded so the model sees `is_cancelled()`; BLS requests from the
+model run through the server's `call_model` on a small pool of threads.
+
+When the stub dies (exit, signal, out of memory, or killed because `execute` overran
+`execute_timeout_seconds`), the requests in flight fail with an error that names the model, and a new stub is
+started with back-off: up to MAX_START_ATTEMPTS tries in a row, each counted in
+`modelgate_python_stub_restarts_total`. Requests that arrive meanwhile get UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from prometheus_client import Counter
+
+from modelgate.backends.base import ComputeTimings, ExecuteResult, InstanceLoadError, InstanceSpec, ModelInstance
+from modelgate.backends.python.stub_handle import StubHandle, StubStartError
+from modelgate.backends.python.stub_messages import (
+    BlsCall,
+    BlsReturn,
+    Cancel,
+    Execute,
+    ExecuteDone,
+    Finalize,
+    Finalized,
+    StreamItem,
+    StubInit,
+    infer_request,
+    infer_response,
+    wire_request,
+    wire_response,
+)
+from modelgate.core.backend_metrics import BACKEND_METRICS
+from modelgate.core.errors import ConfigError, ModelExecutionError, ModelgateError, UnavailableError
+from modelgate.core.inference_types import InferRequest, InferResponse
+
+logger = logging.getLogger(__name__)
+
+MAX_START_ATTEMPTS = 5
+FINALIZE_TIMEOUT_S = 30.0
+BLS_THREADS = 8
+
+STUB_RESTARTS = Counter(
+    "modelgate_python_stub_restarts",
+    "Python-model stub processes started again after one stopped",
+    ("model", "version"),
+    registry=BACKEND_METRICS,
+)
+
+
+class StubGone(Exception):
+    """The stub stopped while a batch was in flight."""
+
+
+class ProcessModelInstance(ModelInstance):
+    def __init__(self, spec: InstanceSpec):
+        self.spec = spec
+        self.is_decoupled = spec.config.model_transaction_policy.decoupled
+        self._timeout_s = execute_timeout_s(spec)
+        self._labels = (spec.model_name, str(spec.model_version))
+        self._lock = threading.Lock()
+        self._batch_ids = itertools.count()
+        self._keys = itertools.count()
+        self._batches: dict[int, Future] = {}
+        self._streams: dict = {}
+        self._finalized = threading.Event()
+        self._is_closing = False
+        self._unavailable = ""
+        self._bls_pool = ThreadPoolExecutor(BLS_THREADS, thread_name_prefix=f"bls-{spec.instance_name}")
+        STUB_RESTARTS.labels(*self._labels)
+        self._handle: StubHandle | None = None
+        try:
+            self._handle = self._start()
+        except StubStartError as exc:
+            self._bls_pool.shutdown(wait=False)
+            raise InstanceLoadError(str(exc)) from None
+
+    # --- ModelInstance --------------------------------------------------------------------------------
+
+    def execute(self, requests: list[InferRequest]) -> ExecuteResult:
+        with self._lock:
+            handle = self._handle
+        if handle is None:
+            reason = self._unavailable or f"python model '{self.spec.model_name}' is restarting"
+            return ExecuteResult(self._failed(requests, UnavailableError(reason)))
+        batch, future, keys = self._send_batch(handle, requests)
+        try:
+            done: ExecuteDone = future.result(timeout=self._timeout_s)
+        except FutureTimeout:
+            handle.kill()  # the reader sees the end and starts a new stub
+            error = ModelExecutionError(
+                f"python model '{self.spec.model_name}': execute ran past execute_timeout_seconds="
+                f"{self._timeout_s:g}; its process was stopped and is restarting"
+            )
+            return ExecuteResult(self._failed(requests, error))
+        except StubGone as exc:
+            return ExecuteResult(self._failed(requests, UnavailableError(str(exc))))
+        finally:
+            self._batches.pop(batch, None)
+        return self._result(done, requests, keys)
+
+    def unload(self) -> None:
+        with self._lock:
+            self._is_closing = True
+            handle, self._handle = self._handle, None
+        if handle is not None:
+            try:
+                handle.send(Finalize())
+                self._finalized.wait(FINALIZE_TIMEOUT_S)
+            except OSError:
+                pass
+            handle.stop(5.0)
+        self._bls_pool.shutdown(wait=False)
+
+    # --- the stub's life -------------------------------------------------------------------------------
+
+    def _start(self) -> StubHandle:
+        spec = self.spec
+        init = StubInit(
+            spec.model_name,
+            spec.model_version,
+            spec.instance_name,
+            spec.kind,
+            spec.device_id,
+            str(spec.model_dir),
+            str(spec.version_dir),
+            spec.config.SerializeToString(),
+        )
+        handle = StubHandle(init)
+        self._finalized.clear()
+        handle.start_reading(lambda m: self._on_message(handle, m), lambda how: self._on_exit(handle, how))
+        return handle
+
+    def _on_exit(self, handle: StubHandle, how: str) -> None:
+        with self._lock:
+            if handle is not self._handle or self._is_closing:
+                return
+            self._handle = None
+            batches, self._batches = self._batches, {}
+            streams, self._streams = self._streams, {}
+        message = f"python model '{self.spec.model_name}' ({self.spec.instance_name}) stopped: {how}; restarting it"
+        logger.error("%s", message)
+        for future in batches.values():
+            future.set_exception(StubGone(message))
+        for stream in streams.values():
+            stream.fail(
+                InferResponse(self.spec.model_name, str(self.spec.model_version), error=UnavailableError(message))
+            )
+        threading.Thread(target=self._restart, name=f"restart-{self.spec.instance_name}", daemon=True).start()
+
+    def _restart(self) -> None:
+        for attempt in range(MAX_START_ATTEMPTS):
+            time.sleep(min(0.2 * 2**attempt, 5.0))
+            if self._is_closing:
+                return
+            try:
+                handle = self._start()
+            except StubStartError as exc:
+                logger.error("python model '%s': restart %d failed: %s", self.spec.model_name, attempt + 1, exc)
+                continue
+            STUB_RESTARTS.labels(*self._labels).inc()
+            with self._lock:
+                if not self._is_closing:
+                    self._handle = handle
+                    return
+            handle.kill()
+            return
+        self._unavailable = (
+            f"python model '{self.spec.model_name}' stopped and did not start again after {MAX_START_ATTEMPTS} tries"
+        )
+
+    # --- frames ---------------------------------------------------------------------------------------
+
+    def _send_batch(self, handle: StubHandle, requests: list[InferRequest]) -> tuple[int, Future, list[int]]:
+        batch = next(self._batch_ids)
+        future: Future = Future()
+        keys = [next(self._keys) for _ in requests]
+        with self._lock:  # against _on_exit: either it sees this batch and fails it, or we see it happened
+            if handle is not self._handle:
+                future.set_exception(StubGone(f"python model '{self.spec.model_name}' stopped; restarting it"))
+                return batch, future, keys
+            self._batches[batch] = future
+            for key, request in zip(keys, requests):
+                if request.response_stream is not None:
+                    self._streams[key] = request.response_stream
+        try:
+            handle.send(Execute(batch, [wire_request(k, r) for k, r in zip(keys, requests)]))
+        except OSError:
+            pass  # the reader thread fails the batch when it sees the stub's end
+        for key, request in zip(keys, requests):
+            if request.response_stream is not None:
+                request.response_stream.on_cancel(lambda key=key: self._send_cancel(handle, key))
+        return batch, future, keys
+
+    def _send_cancel(self, handle: StubHandle, key: int) -> None:
+        try:
+            handle.send(Cancel(key))
+        except OSError:
+            pass
+
+    def _result(self, done: ExecuteDone, requests: list[InferRequest], keys: list[int]) -> ExecuteResult:
+        timings = ComputeTimings(*done.timings_ns)
+        if done.error is not None:
+            self._forget(keys)
+            error = ModelExecutionError(f"model '{self.spec.model_name}' failed: {done.error}")
+            return ExecuteResult(self._failed(requests, error), timings)
+        responses = [infer_response(w) for w in done.responses]
+        if not self.is_decoupled or responses:  # nothing more will stream for these requests
+            self._forget(keys)
+        return ExecuteResult(responses, timings)
+
+    def _forget(self, keys: list[int]) -> None:
+        for key in keys:
+            self._streams.pop(key, None)
+
+    def _on_message(self, handle: StubHandle, message) -> None:
+        if isinstance(message, ExecuteDone):
+            future = self._batches.get(message.batch)
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif isinstance(message, StreamItem):
+            self._deliver(message)
+        elif isinstance(message, BlsCall):
+            self._bls_pool.submit(self._answer_bls, handle, message)
+        elif isinstance(message, Finalized):
+            self._finalized.set()
+
+    def _deliver(self, item: StreamItem) -> None:
+        stream = self._streams.pop(item.key, None) if item.is_final else self._streams.get(item.key)
+        if stream is None:
+            return
+        try:
+            stream.send(None if item.response is None else infer_response(item.response), item.is_final)
+        except RuntimeError:  # the stream was already closed (e.g. failed by the scheduler)
+            pass
+
+    def _answer_bls(self, handle: StubHandle, call: BlsCall) -> None:
+        request = infer_request(call.request)
+        try:
+            if self.spec.call_model is None:
+                raise UnavailableError("BLS requests need a server: this instance has none")
+            response = self.spec.call_model(request)
+        except ModelgateError as exc:
+            response = InferResponse(request.model_name, request.model_version, error=exc)
+        try:
+            handle.send(BlsReturn(call.call, wire_response(response)))
+        except OSError:
+            pass
+
+    def _failed(self, requests: list[InferRequest], error: ModelgateError) -> list[InferResponse]:
+        version = str(self.spec.model_version)
+        return [InferResponse(r.model_name, version, id=r.id, error=error) for r in requests]
+
+
+def execute_timeout_s(spec: InstanceSpec) -> float | None:
+    """The `execute_timeout_seconds` model parameter: how long one execute may run before its stub is killed."""
+    parameter = spec.config.parameters.get("execute_timeout_seconds")
+    if parameter is None:
+        return None
+    source = f"{spec.model_dir}/config"
+    try:
+        seconds = float(parameter.string_value)
+    except ValueError:
+        raise ConfigError(source, "parameters.execute_timeout_seconds", "must be a number of seconds") from None
+    if not seconds > 0:
+        raise ConfigError(source, "parameters.execute_timeout_seconds", "must be greater than 0")
+    return seconds

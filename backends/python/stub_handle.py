@@ -1,0 +1,113 @@
+"""The server's handle on one stub process: start it, send it frames, read its frames on a thread.
+
+The stub is a fresh interpreter (`python -c`, exec'd at once: no fork of a process holding threads or CUDA)
+given one end of a socket pair. The handle's reader thread hands every frame to `on_message` and, when the
+stub's end closes (it exited, crashed or was killed), calls `on_exit` once with a sentence saying how it ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+
+from modelgate.backends.python.stub_messages import (
+    FromStub,
+    StubFailed,
+    StubInit,
+    StubReady,
+    ToStub,
+    decode_from_stub,
+    encode,
+)
+
+logger = logging.getLogger(__name__)
+
+_BOOTSTRAP = "import sys; from modelgate.backends.python.stub_process import main; main(int(sys.argv[1]))"
+
+
+class StubStartError(RuntimeError):
+    """The stub did not come up: the model's initialize failed, or the process died first."""
+
+
+class StubHandle:
+    def __init__(self, init: StubInit, start_timeout_s: float = 300.0):
+        server_end, stub_end = socket.socketpair()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _BOOTSTRAP, str(stub_end.fileno())],
+            pass_fds=[stub_end.fileno()],
+            stdin=subprocess.DEVNULL,
+        )
+        stub_end.close()
+        self._connection = Connection(server_end.detach())
+        self._send_lock = threading.Lock()
+        self._wait_ready(init, start_timeout_s)
+
+    def start_reading(self, on_message: Callable[[FromStub], None], on_exit: Callable[[str], None]) -> None:
+        thread = threading.Thread(
+            target=self._read_forever, args=(on_message, on_exit), name=f"stub-{self.process.pid}", daemon=True
+        )
+        thread.start()
+
+    def send(self, message: ToStub) -> None:
+        """Raises OSError when the stub is gone."""
+        frame = encode(message)
+        with self._send_lock:
+            self._connection.send_bytes(frame)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+
+    def stop(self, timeout_s: float) -> None:
+        """Wait up to `timeout_s` for the process to end, then kill it; close the socket."""
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._connection.close()
+
+    def how_it_ended(self) -> str:
+        code = self.process.wait()
+        if code < 0:
+            return f"its process was killed by {signal.Signals(-code).name}"
+        return f"its process exited with code {code}"
+
+    def receive(self, timeout_s: float) -> FromStub | None:
+        """The next frame within `timeout_s`, or None; raises EOFError when the stub is gone."""
+        if not self._connection.poll(timeout_s):
+            return None
+        return decode_from_stub(self._connection.recv_bytes())
+
+    def _wait_ready(self, init: StubInit, timeout_s: float) -> None:
+        try:
+            self.send(init)
+            reply = self.receive(timeout_s)
+        except (EOFError, OSError):
+            reply = None
+        if isinstance(reply, StubReady):
+            return
+        self.kill()
+        self.stop(5.0)
+        if isinstance(reply, StubFailed):
+            raise StubStartError(reply.message)
+        if reply is None and self.process.returncode is not None:
+            raise StubStartError(f"the model's process stopped while loading: {self.how_it_ended()}")
+        raise StubStartError(f"the model's process did not answer within {timeout_s:g} s of starting")
+
+    def _read_forever(self, on_message, on_exit) -> None:
+        try:
+            while True:
+                on_message(decode_from_stub(self._connection.recv_bytes()))
+        except (EOFError, OSError):
+            pass
+        except Exception:  # a frame we cannot read or handle: end this stub rather than guess
+            logger.exception("stub %s: unreadable frame; stopping it", self.process.pid)
+            self.kill()
+        on_exit(self.how_it_ended())

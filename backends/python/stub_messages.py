@@ -1,0 +1,215 @@
+"""The protocol between the python backend (server process) and a model instance's stub process.
+
+One socket pair per stub carries length-prefixed MessagePack frames of the msgspec Structs below (fields by
+position). Tensors travel as their raw bytes (BYTES tensors in Triton's length-prefixed form), written into the
+frame once. Never pickle: request contents come from the network.
+
+Server -> stub: StubInit once, then Execute, Cancel, BlsReturn, Finalize.
+Stub -> server: StubReady or StubFailed once, then ExecuteDone per Execute, StreamItem for decoupled responses,
+BlsCall for requests the model sends to other models, Finalized last.
+Requests are named by `key`, a number the server gives each request of this stub (request ids may repeat).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from modelgate.core import errors
+from modelgate.core.inference_types import InferRequest, InferResponse, InferTensor, RequestedOutput
+from modelgate.core.tensors import datatypes
+from modelgate.core.tensors.raw_bytes import array_from_raw, array_to_raw
+
+
+class _Message(msgspec.Struct, array_like=True):
+    """Encoded as an array of its fields in order: both ends run the same code."""
+
+
+class WireTensor(_Message):
+    name: str
+    datatype: str  # wire name: FP32, BYTES, ...
+    shape: tuple[int, ...]
+    data: memoryview  # decoded as a view of the received frame (no copy)
+    parameters: dict[str, Any] = {}
+
+
+class WireError(_Message):
+    kind: str  # the ModelgateError class name, from _ERRORS
+    message: str
+
+
+class WireRequest(_Message):
+    key: int
+    model_name: str
+    model_version: str
+    id: str
+    parameters: dict[str, Any]
+    inputs: list[WireTensor]
+    outputs: list[str]
+    is_streamed: bool  # the request has a response stream: decoupled responses and cancellation
+
+
+class WireResponse(_Message):
+    model_name: str
+    model_version: str
+    id: str
+    parameters: dict[str, Any]
+    outputs: list[WireTensor]
+    error: WireError | None = None
+
+
+class StubInit(_Message, tag="init"):
+    model_name: str
+    model_version: int
+    instance_name: str
+    kind: str
+    device_id: int
+    model_dir: str
+    version_dir: str
+    config: bytes  # the ModelConfig protobuf, serialized
+
+
+class StubReady(_Message, tag="ready"):
+    pass
+
+
+class StubFailed(_Message, tag="failed"):
+    message: str
+
+
+class Execute(_Message, tag="execute"):
+    batch: int
+    requests: list[WireRequest]
+
+
+class ExecuteDone(_Message, tag="done"):
+    batch: int
+    responses: list[WireResponse]
+    timings_ns: tuple[int, int, int]  # input, infer, output
+    error: str | None = None  # execute itself failed: every request of the batch fails with this
+
+
+class StreamItem(_Message, tag="stream"):
+    key: int
+    response: WireResponse | None
+    is_final: bool
+
+
+class Cancel(_Message, tag="cancel"):
+    key: int
+
+
+class BlsCall(_Message, tag="bls"):
+    call: int
+    request: WireRequest
+
+
+class BlsReturn(_Message, tag="bls_return"):
+    call: int
+    response: WireResponse
+
+
+class Finalize(_Message, tag="finalize"):
+    pass
+
+
+class Finalized(_Message, tag="finalized"):
+    pass
+
+
+ToStub = StubInit | Execute | Cancel | BlsReturn | Finalize
+FromStub = StubReady | StubFailed | ExecuteDone | StreamItem | BlsCall | Finalized
+
+_ERRORS: dict[str, type[errors.ModelgateError]] = {
+    cls.__name__: cls
+    for cls in (
+        errors.ModelgateError,
+        errors.InvalidArgumentError,
+        errors.NotFoundError,
+        errors.UnavailableError,
+        errors.UnsupportedError,
+        errors.AlreadyExistsError,
+        errors.CancelledError,
+        errors.InternalError,
+        errors.ModelExecutionError,
+    )
+}
+
+_encoder = msgspec.msgpack.Encoder()
+_to_stub = msgspec.msgpack.Decoder(ToStub)
+_from_stub = msgspec.msgpack.Decoder(FromStub)
+
+
+def encode(message: ToStub | FromStub) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode_to_stub(frame: bytes) -> ToStub:
+    return _to_stub.decode(frame)
+
+
+def decode_from_stub(frame: bytes) -> FromStub:
+    return _from_stub.decode(frame)
+
+
+# --- tensors, requests, responses ------------------------------------------------------------------------
+
+
+def wire_tensor(tensor: InferTensor) -> WireTensor:
+    return WireTensor(tensor.name, tensor.datatype, tuple(tensor.shape), _raw(tensor), tensor.parameters)
+
+
+def _raw(tensor: InferTensor) -> memoryview:
+    if tensor.datatype == "BYTES":
+        return memoryview(array_to_raw(tensor.data, "BYTES"))
+    # As bytes: memoryview cannot export every numpy dtype (bfloat16).
+    return memoryview(np.ascontiguousarray(tensor.data).reshape(-1).view(np.uint8))
+
+
+def infer_tensor(wire: WireTensor, writable: bool = False) -> InferTensor:
+    """The tensor of a frame: a view of it, or (writable) a copy a model may change in place."""
+    datatype = datatypes.from_wire_name(wire.datatype)
+    data = array_from_raw(wire.data, datatype, wire.shape, f"tensor '{wire.name}'")
+    if writable and not datatype.is_bytes:
+        data = data.copy()
+    return InferTensor(wire.name, wire.datatype, wire.shape, data, dict(wire.parameters))
+
+
+def wire_request(key: int, request: InferRequest) -> WireRequest:
+    return WireRequest(
+        key,
+        request.model_name,
+        request.model_version,
+        request.id,
+        request.parameters,
+        [wire_tensor(t) for t in request.inputs.values()],
+        request.requested_output_names,
+        request.response_stream is not None,
+    )
+
+
+def infer_request(wire: WireRequest, writable: bool = False) -> InferRequest:
+    inputs = {t.name: infer_tensor(t, writable) for t in wire.inputs}
+    outputs = [RequestedOutput(name) for name in wire.outputs]
+    return InferRequest(wire.model_name, wire.model_version, wire.id, dict(wire.parameters), inputs, outputs)
+
+
+def wire_response(response: InferResponse) -> WireResponse:
+    error = None if response.error is None else WireError(_error_kind(response.error), response.error.message)
+    outputs = [wire_tensor(t) for t in response.outputs]
+    return WireResponse(response.model_name, response.model_version, response.id, response.parameters, outputs, error)
+
+
+def _error_kind(error: errors.ModelgateError) -> str:
+    for cls in type(error).__mro__:
+        if cls.__name__ in _ERRORS:
+            return cls.__name__
+    return "ModelExecutionError"
+
+
+def infer_response(wire: WireResponse) -> InferResponse:
+    error = None if wire.error is None else _ERRORS.get(wire.error.kind, errors.ModelExecutionError)(wire.error.message)
+    outputs = [infer_tensor(t) for t in wire.outputs]
+    return InferResponse(wire.model_name, wire.model_version, wire.id, dict(wire.parameters), outputs, error)

@@ -1,0 +1,217 @@
+"""The stub: the process in which one python-model instance's code runs, apart from the server.
+
+The server starts it with one end of a socket pair (`python -c ... FD`) and speaks stub_messages on it. Inside,
+the model runs exactly as it would in the server (`PythonModelInstance`): requests arrive as frames, responses
+leave as frames, decoupled responses stream back as they are sent, BLS requests go to the server and wait for
+its answer. Two threads: the main thread runs the model (initialize, each execute, finalize, one at a time) and
+a reader thread takes every frame from the server, so a cancellation or a BLS answer arrives while the model is
+busy. When the server goes away (the socket closes) the stub exits at once, whatever the model is doing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import queue
+import sys
+import threading
+from concurrent.futures import Future
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from tritonclient.grpc.model_config_pb2 import ModelConfig
+
+from modelgate.backends.base import InstanceSpec
+from modelgate.backends.python.backend import PythonModelInstance
+from modelgate.backends.python.stub_messages import (
+    BlsCall,
+    BlsReturn,
+    Cancel,
+    Execute,
+    ExecuteDone,
+    Finalize,
+    Finalized,
+    StreamItem,
+    StubFailed,
+    StubInit,
+    StubReady,
+    decode_to_stub,
+    encode,
+    infer_request,
+    infer_response,
+    wire_request,
+    wire_response,
+)
+from modelgate.core.inference_types import InferRequest, InferResponse
+
+logger = logging.getLogger("modelgate.python_model")
+
+
+def main(fd: int) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[stub %(process)d]: %(message)s")
+    Stub(Connection(fd)).run()
+    # Threads the model started must not keep an instance that was finalized (or failed to start) alive.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+class Stub:
+    def __init__(self, connection: Connection):
+        self.connection = connection
+        self._send_lock = threading.Lock()
+        self._work: queue.Queue[Execute | Finalize] = queue.Queue()
+        self._sinks: dict[int, StubSink] = {}
+        self._bls_calls: dict[int, Future] = {}
+        self._call_ids = itertools.count()
+
+    def run(self) -> None:
+        init = decode_to_stub(self.connection.recv_bytes())
+        assert isinstance(init, StubInit), init
+        threading.Thread(target=self._read_forever, name="stub-reader", daemon=True).start()
+        try:
+            instance = PythonModelInstance(self._spec(init))
+        except BaseException as exc:  # the model's initialize failed (even sys.exit): say why, then stop
+            logger.exception("python model '%s' failed to initialize", init.model_name)
+            self.send(StubFailed(f"{type(exc).__name__}: {exc}"))
+            return
+        self.send(StubReady())
+        while True:
+            message = self._work.get()
+            if isinstance(message, Finalize):
+                try:
+                    instance.unload()
+                finally:
+                    self.send(Finalized())
+                return
+            self.send(self._execute(instance, message))
+
+    def send(self, message) -> None:
+        frame = encode(message)
+        with self._send_lock:
+            self.connection.send_bytes(frame)
+
+    def call_model(self, request: InferRequest) -> InferResponse:
+        """BLS: the server runs `request` and this thread waits for the answer."""
+        call = next(self._call_ids)
+        future: Future = Future()
+        self._bls_calls[call] = future
+        self.send(BlsCall(call, wire_request(-1, request)))
+        return infer_response(future.result())
+
+    def _spec(self, init: StubInit) -> InstanceSpec:
+        return InstanceSpec(
+            model_name=init.model_name,
+            model_version=init.model_version,
+            instance_name=init.instance_name,
+            kind=init.kind,
+            device_id=init.device_id,
+            model_dir=Path(init.model_dir),
+            version_dir=Path(init.version_dir),
+            config=ModelConfig.FromString(init.config),
+            call_model=self.call_model,
+        )
+
+    def _execute(self, instance: PythonModelInstance, message: Execute) -> ExecuteDone:
+        requests = [self._request(wire) for wire in message.requests]
+        try:
+            result = instance.execute(requests)
+        except BaseException as exc:  # execute's own failures are caught inside; this is the rest
+            return ExecuteDone(message.batch, [], (0, 0, 0), error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._forget_unstreamed(message, instance.is_decoupled)
+        timings = result.timings
+        responses = [wire_response(r) for r in result.responses]
+        return ExecuteDone(message.batch, responses, (timings.input_ns, timings.infer_ns, timings.output_ns))
+
+    def _request(self, wire) -> InferRequest:
+        request = infer_request(wire, writable=True)  # models may change their inputs in place, as in Triton
+        if wire.is_streamed:
+            sink = StubSink(self, wire.key)
+            self._sinks[wire.key] = sink
+            request.response_stream = sink
+        return request
+
+    def _forget_unstreamed(self, message: Execute, is_decoupled: bool) -> None:
+        """A request that streams no responses needs no sink once execute returned."""
+        if not is_decoupled:
+            for wire in message.requests:
+                self._sinks.pop(wire.key, None)
+
+    def _read_forever(self) -> None:
+        try:
+            while True:
+                self._dispatch(decode_to_stub(self.connection.recv_bytes()))
+        except (EOFError, OSError):
+            pass
+        # The server is gone (or closed the stub's socket): nothing this process does matters any more.
+        sys.stderr.flush()
+        os._exit(0)
+
+    def _dispatch(self, message) -> None:
+        if isinstance(message, Cancel):
+            sink = self._sinks.get(message.key)
+            if sink is not None:
+                sink.cancel()
+        elif isinstance(message, BlsReturn):
+            self._bls_calls.pop(message.call).set_result(message.response)
+        else:
+            self._work.put(message)
+
+
+class StubSink:
+    """A request's response stream inside the stub: what the model sends goes to the server as StreamItems.
+
+    Implements `ResponseSink`. After a cancellation the model's responses are dropped, but the final flag
+    still goes to the server, which then forgets the request.
+    """
+
+    def __init__(self, stub: Stub, key: int):
+        self._stub = stub
+        self._key = key
+        self._lock = threading.Lock()
+        self._is_closed = False
+        self._is_cancelled = False
+        self._cancel_callbacks: list = []
+
+    def send(self, response: InferResponse | None, is_final: bool) -> None:
+        with self._lock:
+            if self._is_closed:
+                raise RuntimeError("the response stream is closed: the final flag was already sent")
+            self._is_closed = is_final
+        if self._is_cancelled and not is_final:
+            return
+        wire = None if response is None or self._is_cancelled else wire_response(response)
+        if is_final:
+            self._stub._sinks.pop(self._key, None)
+        self._stub.send(StreamItem(self._key, wire, is_final))
+
+    def fail(self, response: InferResponse) -> None:
+        try:
+            self.send(response, is_final=True)
+        except RuntimeError:
+            pass
+
+    @property
+    def is_closed(self) -> bool:
+        return self._is_closed
+
+    def is_cancelled(self) -> bool:
+        return self._is_cancelled
+
+    def on_cancel(self, callback) -> None:
+        with self._lock:
+            if not self._is_cancelled:
+                self._cancel_callbacks.append(callback)
+                return
+        callback()
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._is_cancelled:
+                return
+            self._is_cancelled = True
+            callbacks, self._cancel_callbacks = self._cancel_callbacks, []
+        for callback in callbacks:
+            callback()
