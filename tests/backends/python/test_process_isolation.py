@@ -1,0 +1,247 @@
+"""Python models in processes of their own: a crash, a hang or a blow-up costs that model only.
+
+A `fragile` model does what its input says (exit, segfault, loop, allocate, be killed); a `steady` model keeps
+answering. Each fault fails the request that caused it with an error naming the model, the other model answers
+throughout (over the other protocol), and the fragile model answers again once its process was restarted.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from tests.server_harness import write_model
+
+FRAGILE_CONFIG = """
+name: "fragile"
+backend: "python"
+input [ { name: "MODE" data_type: TYPE_STRING dims: [ 1 ] } ]
+output [ { name: "PID" data_type: TYPE_INT64 dims: [ 1 ] } ]
+parameters { key: "execute_timeout_seconds" value { string_value: "2" } }
+"""
+
+FRAGILE_MODEL = """
+import ctypes, os, resource, signal, time
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def initialize(self, args):
+        # A ceiling on this process's memory: a blow-up meets it instead of the machine's limit.
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            mode = pb_utils.get_input_tensor_by_name(request, "MODE").as_numpy()[0].decode()
+            if mode == "exit":
+                os._exit(1)
+            if mode == "segfault":
+                ctypes.string_at(0)
+            if mode == "loop":
+                while True:
+                    time.sleep(0.01)
+            if mode == "kill":  # what the kernel's OOM killer does
+                os.kill(os.getpid(), signal.SIGKILL)
+            if mode == "allocate":
+                hoard = np.ones(8 << 30, dtype=np.uint8)
+            pid = np.array([os.getpid()], dtype=np.int64)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("PID", pid)]))
+        return responses
+"""
+
+STEADY_CONFIG = """
+name: "steady"
+backend: "python"
+input [ { name: "X" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "Y" data_type: TYPE_FP32 dims: [ -1 ] } ]
+"""
+
+STEADY_MODEL = """
+import os
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy() * 2)])
+                for r in requests]
+"""
+
+
+@pytest.fixture
+def fragile_server(tmp_path, make_server):
+    write_model(tmp_path, "fragile", FRAGILE_CONFIG, FRAGILE_MODEL)
+    write_model(tmp_path, "steady", STEADY_CONFIG, STEADY_MODEL)
+    running = make_server([tmp_path])
+    http = httpclient.InferenceServerClient(running.http_url, network_timeout=60)
+    grpc = grpcclient.InferenceServerClient(running.grpc_url)
+    yield running, http, grpc
+    http.close()
+    grpc.close()
+
+
+def _fragile(client, module, mode: str) -> int:
+    tensor = module.InferInput("MODE", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([mode.encode()], dtype=np.object_))
+    return int(client.infer("fragile", [tensor]).as_numpy("PID")[0])
+
+
+def _steady(client, module) -> None:
+    tensor = module.InferInput("X", [3], "FP32")
+    tensor.set_data_from_numpy(np.array([1, 2, 3], dtype=np.float32))
+    np.testing.assert_array_equal(client.infer("steady", [tensor]).as_numpy("Y"), [2, 4, 6])
+
+
+def _answers_again(client, module, timeout_s: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return _fragile(client, module, "pid")
+        except InferenceServerException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("mode", "protocol", "says"),
+    [
+        ("exit", "http", "exited with code 1"),
+        ("segfault", "grpc", "killed by SIGSEGV"),
+        ("kill", "http", "killed by SIGKILL"),
+        ("loop", "grpc", "ran past execute_timeout_seconds=2"),
+    ],
+)
+def test_a_fault_costs_only_its_own_model(fragile_server, mode, protocol, says):
+    running, http, grpc = fragile_server
+    client, module = (http, httpclient) if protocol == "http" else (grpc, grpcclient)
+    other, other_module = (grpc, grpcclient) if protocol == "http" else (http, httpclient)
+    before = _fragile(client, module, "pid")
+    with pytest.raises(InferenceServerException) as failure:
+        _fragile(client, module, mode)
+    assert "fragile" in failure.value.message() and says in failure.value.message()
+    _steady(other, other_module)
+    _steady(client, module)
+    after = _answers_again(client, module)
+    assert after != before  # a new process
+    _steady(other, other_module)
+    assert _restarts(running) >= 1
+
+
+def test_a_memory_blow_up_fails_that_request_only(fragile_server):
+    running, http, grpc = fragile_server
+    before = _fragile(http, httpclient, "pid")
+    with pytest.raises(InferenceServerException, match="MemoryError"):
+        _fragile(http, httpclient, "allocate")
+    _steady(grpc, grpcclient)
+    assert _fragile(grpc, grpcclient, "pid") == before  # the process survived it
+
+
+def test_each_instance_is_a_process_of_its_own_apart_from_the_server(fragile_server):
+    running, http, grpc = fragile_server
+    pid = _fragile(http, httpclient, "pid")
+    assert pid != os.getpid()
+    assert os.getppid() != pid
+
+
+def _restarts(running) -> float:
+    import urllib.request
+
+    text = urllib.request.urlopen(running.metrics_url, timeout=30).read().decode()
+    for line in text.splitlines():
+        if line.startswith("modelgate_python_stub_restarts_total{") and 'model="fragile"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("no modelgate_python_stub_restarts_total for fragile")
+
+
+SERVER_IN_A_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from tests.server_harness import start_server
+    running = start_server([sys.argv[1]])
+    print("READY", flush=True)
+    time.sleep(600)
+    """
+)
+
+PID_FILE_MODEL = """
+import os
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def initialize(self, args):
+        with open(os.path.join(args["model_repository"], "stub.pid"), "w") as f:
+            f.write(str(os.getpid()))
+
+    def execute(self, requests):
+        return []
+"""
+
+
+def test_a_stub_never_outlives_the_server(tmp_path):
+    model_dir = write_model(tmp_path, "orphan", STEADY_CONFIG.replace("steady", "orphan"), PID_FILE_MODEL)
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER_IN_A_CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()
+    )
+    try:
+        assert server.stdout.readline().strip() == "READY"
+        stub_pid = int((model_dir / "stub.pid").read_text())
+        assert _is_running(stub_pid)
+    finally:
+        server.send_signal(signal.SIGKILL)  # no shutdown: the stub must notice on its own
+        server.wait()
+    deadline = time.monotonic() + 30
+    while _is_running(stub_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _is_running(stub_pid)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purpose: its parent (the killed server) is not there to reap it.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ", 1)[1].split()[0] != "Z"
+
+
+def test_isolation_is_checked_at_load(tmp_path, make_server):
+    def config(name: str) -> str:
+        return STEADY_CONFIG.replace('name: "steady"', f'name: "{name}"')
+
+    for name, parameters in [
+        ("odd_isolation", 'parameters { key: "isolation" value { string_value: "container" } }'),
+        (
+            "thread_timeout",
+            'parameters { key: "isolation" value { string_value: "thread" } }\n'
+            'parameters { key: "execute_timeout_seconds" value { string_value: "1" } }',
+        ),
+        ("bad_timeout", 'parameters { key: "execute_timeout_seconds" value { string_value: "soon" } }'),
+    ]:
+        write_model(tmp_path, name, config(name) + parameters, STEADY_MODEL)
+    write_model(
+        tmp_path,
+        "in_thread",
+        config("in_thread") + 'parameters { key: "isolation" value { string_value: "thread" } }',
+        STEADY_MODEL.replace("* 2", "* 0 + os.getpid()"),
+    )
+    running = make_server([tmp_path])
+    http = httpclient.InferenceServerClient(running.http_url)
+    reasons = {row["name"]: row.get("reason", "") for row in http.get_model_repository_index()}
+    assert "parameters.isolation" in reasons["odd_isolation"] and "allowed: process, thread" in reasons["odd_isolation"]
+    assert "needs isolation 'process'" in reasons["thread_timeout"]
+    assert "execute_timeout_seconds" in reasons["bad_timeout"]
+    tensor = httpclient.InferInput("X", [1], "FP32")
+    tensor.set_data_from_numpy(np.array([0], dtype=np.float32))
+    assert http.infer("in_thread", [tensor]).as_numpy("Y")[0] == np.float32(os.getpid())  # ran in the server
+    http.close()
