@@ -69,6 +69,11 @@ class InstanceLoadError(Exception):
     other exceptions are reported as `<type>: <message>`."""
 
 
+def load_failure_reason(exc: BaseException) -> str:
+    """How a failure to load (or auto-complete) a model reads in its state's reason."""
+    return str(exc) if isinstance(exc, InstanceLoadError) else f"{type(exc).__name__}: {exc}"
+
+
 class ModelInstance(ABC):
     """One loaded copy of a model version; see the module docstring for the invariants."""
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from modelgate.backends.base import InstanceLoadError
+from modelgate.backends.base import load_failure_reason
 from modelgate.core.errors import InvalidArgumentError, ModelgateError, NotFoundError, UnavailableError
 from modelgate.server.loaded_model import LoadedVersion, load_version
 from modelgate.server.repository.config_completion import complete_model_config, read_model_config
@@ -315,7 +315,3 @@ def _parse_version(version: str) -> int:
     if number < 0:
         raise InvalidArgumentError(f"model version must be >= 0, got {number}")
     return number
-
-
-def load_failure_reason(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, InstanceLoadError) else f"{type(exc).__name__}: {exc}"

@@ -42,18 +42,15 @@ class PythonBackend(Backend):
         return DEFAULT_MODEL_FILENAME
 
     def auto_complete_config(self, config: ModelConfig, model_dir: Path, version_dir: Path | None) -> ModelConfig:
-        """Run the model class's static `auto_complete_config`, if it has one."""
+        """Run the model class's static `auto_complete_config`, if it has one: in a stub process of its own
+        unless the model runs on threads (importing a model file may crash, as its execute may)."""
         if version_dir is None:
             return config
-        module = import_model_file(version_dir / _model_filename(config), config.name)
-        model_class = module.TritonPythonModel
-        if not hasattr(model_class, "auto_complete_config"):
-            return config
-        wrapped = pb_utils.ModelConfig(json.dumps(config_to_dict(config)))
-        completed = model_class.auto_complete_config(wrapped)
-        if not isinstance(completed, pb_utils.ModelConfig):
-            raise TypeError("auto_complete_config must return the ModelConfig object it was given")
-        return parse_config_mapping(completed.as_dict(), f"{model_dir}/auto_complete_config")
+        if isolation_of(config, f"{model_dir}/config") == "process":
+            from modelgate.backends.python.process_instance import auto_complete_in_stub
+
+            return auto_complete_in_stub(config, model_dir, version_dir)
+        return complete_from_model_class(config, model_dir, version_dir)
 
     def load_instance(self, spec: InstanceSpec) -> ModelInstance:
         if isolation(spec) == "process":
@@ -128,6 +125,19 @@ class PythonModelInstance(ModelInstance):
             pb_utils.BLS_RUNNER.reset(token)
 
 
+def complete_from_model_class(config: ModelConfig, model_dir: Path, version_dir: Path) -> ModelConfig:
+    """Import the model file here and run its class's `auto_complete_config`, if it has one."""
+    module = import_model_file(version_dir / _model_filename(config), config.name)
+    model_class = module.TritonPythonModel
+    if not hasattr(model_class, "auto_complete_config"):
+        return config
+    wrapped = pb_utils.ModelConfig(json.dumps(config_to_dict(config)))
+    completed = model_class.auto_complete_config(wrapped)
+    if not isinstance(completed, pb_utils.ModelConfig):
+        raise TypeError("auto_complete_config must return the ModelConfig object it was given")
+    return parse_config_mapping(completed.as_dict(), f"{model_dir}/auto_complete_config")
+
+
 def _model_filename(config: ModelConfig) -> str:
     return config.default_model_filename or DEFAULT_MODEL_FILENAME
 
@@ -162,14 +172,17 @@ ISOLATIONS = ("process", "thread")
 
 
 def isolation(spec: InstanceSpec) -> str:
+    return isolation_of(spec.config, f"{spec.model_dir}/config")
+
+
+def isolation_of(config: ModelConfig, source: str) -> str:
     """The `isolation` model parameter: `process` (default: the model runs in a stub process of its own) or
     `thread` (on the instance's thread in the server process, for models a user trusts)."""
-    source = f"{spec.model_dir}/config"
-    parameter = spec.config.parameters.get("isolation")
+    parameter = config.parameters.get("isolation")
     value = "process" if parameter is None else parameter.string_value
     if value not in ISOLATIONS:
         raise ConfigError(source, "parameters.isolation", f"'{value}' is not allowed; allowed: process, thread")
-    if value == "thread" and "execute_timeout_seconds" in spec.config.parameters:
+    if value == "thread" and "execute_timeout_seconds" in config.parameters:
         raise ConfigError(
             source, "parameters.execute_timeout_seconds", "needs isolation 'process': a thread cannot be stopped"
         )

@@ -19,12 +19,15 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
 
 from prometheus_client import Counter
+from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from modelgate.backends.base import ComputeTimings, ExecuteResult, InstanceLoadError, InstanceSpec, ModelInstance
 from modelgate.backends.python.stub_handle import StubHandle, StubStartError
 from modelgate.backends.python.stub_messages import (
+    AutoComplete,
     BlsCall,
     BlsReturn,
     Cancel,
@@ -274,3 +277,14 @@ def execute_timeout_s(spec: InstanceSpec) -> float | None:
     if not seconds > 0:
         raise ConfigError(source, "parameters.execute_timeout_seconds", "must be greater than 0")
     return seconds
+
+
+def auto_complete_in_stub(config: ModelConfig, model_dir: Path, version_dir: Path) -> ModelConfig:
+    """The model class's auto_complete_config, run in a stub process started for it alone."""
+    message = AutoComplete(config.name, str(model_dir), str(version_dir), config.SerializeToString())
+    try:
+        handle = StubHandle(message)
+    except StubStartError as exc:
+        raise InstanceLoadError(str(exc)) from None
+    handle.stop(5.0)
+    return ModelConfig.FromString(handle.first_reply.config)

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 from modelgate.backends.python.stub_messages import (
+    AutoComplete,
+    AutoCompleted,
     FromStub,
     StubFailed,
     StubInit,
@@ -36,7 +38,7 @@ class StubStartError(RuntimeError):
 
 
 class StubHandle:
-    def __init__(self, init: StubInit, start_timeout_s: float = 300.0):
+    def __init__(self, first: StubInit | AutoComplete, start_timeout_s: float = 300.0):
         server_end, stub_end = socket.socketpair()
         self.process = subprocess.Popen(
             [sys.executable, "-c", _BOOTSTRAP, str(stub_end.fileno())],
@@ -46,7 +48,7 @@ class StubHandle:
         stub_end.close()
         self._connection = Connection(server_end.detach())
         self._send_lock = threading.Lock()
-        self._wait_ready(init, start_timeout_s)
+        self.first_reply = self._handshake(first, start_timeout_s)
 
     def start_reading(self, on_message: Callable[[FromStub], None], on_exit: Callable[[str], None]) -> None:
         thread = threading.Thread(
@@ -85,14 +87,15 @@ class StubHandle:
             return None
         return decode_from_stub(self._connection.recv_bytes())
 
-    def _wait_ready(self, init: StubInit, timeout_s: float) -> None:
+    def _handshake(self, first: StubInit | AutoComplete, timeout_s: float) -> FromStub:
+        """Send the first message; its answer (StubReady, AutoCompleted), or StubStartError."""
         try:
-            self.send(init)
+            self.send(first)
             reply = self.receive(timeout_s)
         except (EOFError, OSError):
             reply = None
-        if isinstance(reply, StubReady):
-            return
+        if isinstance(reply, (StubReady, AutoCompleted)):
+            return reply
         self.kill()
         self.stop(5.0)
         if isinstance(reply, StubFailed):

@@ -7,6 +7,8 @@ frame once. Never pickle: request contents come from the network.
 Server -> stub: StubInit once, then Execute, Cancel, BlsReturn, Finalize.
 Stub -> server: StubReady or StubFailed once, then ExecuteDone per Execute, StreamItem for decoupled responses,
 BlsCall for requests the model sends to other models, Finalized last.
+A stub started for a model's auto_complete_config gets AutoComplete instead, answers AutoCompleted or
+StubFailed, and exits.
 Requests are named by `key`, a number the server gives each request of this stub (request ids may repeat).
 """
 
@@ -71,8 +73,21 @@ class StubInit(_Message, tag="init"):
     config: bytes  # the ModelConfig protobuf, serialized
 
 
+class AutoComplete(_Message, tag="auto_complete"):
+    """Instead of StubInit: import the model file, run its class's auto_complete_config, answer, exit."""
+
+    model_name: str
+    model_dir: str
+    version_dir: str
+    config: bytes
+
+
 class StubReady(_Message, tag="ready"):
     pass
+
+
+class AutoCompleted(_Message, tag="auto_completed"):
+    config: bytes
 
 
 class StubFailed(_Message, tag="failed"):
@@ -119,8 +134,8 @@ class Finalized(_Message, tag="finalized"):
     pass
 
 
-ToStub = StubInit | Execute | Cancel | BlsReturn | Finalize
-FromStub = StubReady | StubFailed | ExecuteDone | StreamItem | BlsCall | Finalized
+ToStub = StubInit | AutoComplete | Execute | Cancel | BlsReturn | Finalize
+FromStub = StubReady | AutoCompleted | StubFailed | ExecuteDone | StreamItem | BlsCall | Finalized
 
 _ERRORS: dict[str, type[errors.ModelgateError]] = {
     cls.__name__: cls

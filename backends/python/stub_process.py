@@ -23,8 +23,10 @@ from pathlib import Path
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from modelgate.backends.base import InstanceSpec
-from modelgate.backends.python.backend import PythonModelInstance
+from modelgate.backends.python.backend import PythonModelInstance, complete_from_model_class
 from modelgate.backends.python.stub_messages import (
+    AutoComplete,
+    AutoCompleted,
     BlsCall,
     BlsReturn,
     Cancel,
@@ -68,6 +70,9 @@ class Stub:
 
     def run(self) -> None:
         init = decode_to_stub(self.connection.recv_bytes())
+        if isinstance(init, AutoComplete):
+            self._auto_complete(init)
+            return
         assert isinstance(init, StubInit), init
         threading.Thread(target=self._read_forever, name="stub-reader", daemon=True).start()
         try:
@@ -99,6 +104,16 @@ class Stub:
         self._bls_calls[call] = future
         self.send(BlsCall(call, wire_request(-1, request)))
         return infer_response(future.result())
+
+    def _auto_complete(self, message: AutoComplete) -> None:
+        try:
+            config = complete_from_model_class(
+                ModelConfig.FromString(message.config), Path(message.model_dir), Path(message.version_dir)
+            )
+        except BaseException as exc:  # the model's import or its auto_complete_config failed
+            self.send(StubFailed(f"{type(exc).__name__}: {exc}"))
+            return
+        self.send(AutoCompleted(config.SerializeToString()))
 
     def _spec(self, init: StubInit) -> InstanceSpec:
         return InstanceSpec(

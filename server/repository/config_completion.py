@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
 
-from modelgate.backends.base import Backend, backend_for_config
+from modelgate.backends.base import Backend, backend_for_config, load_failure_reason
 from modelgate.core.config_files import find_config_file, read_config_file
 from modelgate.core.errors import ConfigError
 from modelgate.server.gpu_devices import visible_gpu_count
@@ -71,7 +71,7 @@ def complete_model_config(
     except ConfigError:
         raise
     except BaseException as exc:  # a model's import may even call sys.exit: report it, keep serving
-        raise ConfigError(source, "<auto_complete_config>", f"{type(exc).__name__}: {exc}") from None
+        raise ConfigError(source, "<auto_complete_config>", load_failure_reason(exc)) from None
     _fill_defaults(config, backend)
     validate_model_config(config, source, name)
     return config, backend, versions

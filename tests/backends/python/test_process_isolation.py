@@ -245,3 +245,24 @@ def test_isolation_is_checked_at_load(tmp_path, make_server):
     tensor.set_data_from_numpy(np.array([0], dtype=np.float32))
     assert http.infer("in_thread", [tensor]).as_numpy("Y")[0] == np.float32(os.getpid())  # ran in the server
     http.close()
+
+
+CRASHES_ON_IMPORT_MODEL = """
+import ctypes
+ctypes.string_at(0)  # a model file whose import crashes the interpreter
+
+class TritonPythonModel:
+    pass
+"""
+
+
+def test_a_model_file_that_crashes_on_import_fails_only_its_own_load(tmp_path, make_server):
+    write_model(tmp_path, "crashes_on_import", None, CRASHES_ON_IMPORT_MODEL)  # no config: auto-completion imports it
+    write_model(tmp_path, "steady", STEADY_CONFIG, STEADY_MODEL)
+    running = make_server([tmp_path])
+    http = httpclient.InferenceServerClient(running.http_url)
+    reasons = {row["name"]: (row["state"], row.get("reason", "")) for row in http.get_model_repository_index()}
+    assert reasons["crashes_on_import"][0] == "UNAVAILABLE"
+    assert "killed by SIGSEGV" in reasons["crashes_on_import"][1]
+    _steady(http, httpclient)
+    http.close()
