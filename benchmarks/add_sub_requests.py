@@ -1,8 +1,9 @@
-"""The `add_sub` request as the HTTP benchmarks send it, and the checks that its answers are right.
+"""The `add_sub` request as the benchmarks send it, and the checks that its answers are right.
 
-Two encodings of the same request (plain KServe v2 JSON, binary tensor extension), one POST
-that records the answer as it went over the wire (the bytes the bare peer then replays), and
-checks with tritonclient against numpy's sum and difference.
+Two HTTP encodings of the same request (plain KServe v2 JSON, binary tensor extension), one POST
+that records the answer as it went over the wire (the bytes the bare peer then replays), the same
+request as a gRPC `ModelInferRequest`, and checks with tritonclient against numpy's sum and
+difference.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.grpc import service_pb2
 
 from benchmarks.bare_http_peer import HEADER_LENGTH, FixedResponse
 
@@ -79,7 +82,7 @@ def post(port: int, encoding: Encoding) -> FixedResponse:
 def check_outputs(response: FixedResponse, encoding: Encoding) -> None:
     """Decode with tritonclient and compare with numpy's sum and difference."""
     result = httpclient.InferenceServerClient.parse_response_body(response.body, header_length=response.header_length)
-    _assert_sum_and_difference(result)
+    assert_sum_and_difference(result)
     is_binary = response.header_length is not None
     if is_binary != (encoding.name == "binary"):
         raise AssertionError(f"{encoding.name} request got a {'binary' if is_binary else 'JSON'} response")
@@ -93,10 +96,35 @@ def check_with_tritonclient(port: int) -> None:
         inputs[0].set_data_from_numpy(INPUT0, binary_data=binary)
         inputs[1].set_data_from_numpy(INPUT1, binary_data=binary)
         outputs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in ("OUTPUT0", "OUTPUT1")]
-        _assert_sum_and_difference(client.infer(MODEL, inputs, outputs=outputs))
+        assert_sum_and_difference(client.infer(MODEL, inputs, outputs=outputs))
     client.close()
 
 
-def _assert_sum_and_difference(result) -> None:
+def grpc_request() -> service_pb2.ModelInferRequest:
+    """The request as tritonclient.grpc sends it: raw little-endian contents, no outputs named (all come back)."""
+    request = service_pb2.ModelInferRequest(model_name=MODEL)
+    for name, values in (("INPUT0", INPUT0), ("INPUT1", INPUT1)):
+        request.inputs.add(name=name, datatype="FP32", shape=list(values.shape))
+        request.raw_input_contents.append(values.tobytes())
+    return request
+
+
+def check_grpc_answer(serialized: bytes) -> None:
+    """Decode a serialized `ModelInferResponse` with tritonclient and compare with numpy's sum and difference."""
+    assert_sum_and_difference(grpcclient.InferResult(service_pb2.ModelInferResponse.FromString(serialized)))
+
+
+def check_with_tritonclient_grpc(port: int) -> None:
+    """One real tritonclient.grpc infer, as a user would call the server."""
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+    inputs = [grpcclient.InferInput("INPUT0", [4], "FP32"), grpcclient.InferInput("INPUT1", [4], "FP32")]
+    inputs[0].set_data_from_numpy(INPUT0)
+    inputs[1].set_data_from_numpy(INPUT1)
+    assert_sum_and_difference(client.infer(MODEL, inputs))
+    client.close()
+
+
+def assert_sum_and_difference(result) -> None:
+    """`result` (a tritonclient HTTP or gRPC InferResult) holds OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1."""
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), INPUT0 + INPUT1)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), INPUT0 - INPUT1)

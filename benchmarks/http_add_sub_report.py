@@ -22,8 +22,8 @@ def print_environment(
     args: argparse.Namespace, generator: LoadGenerator, encodings: list[Encoding], responses: dict[str, FixedResponse]
 ) -> None:
     print(
-        f"machine: {_cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
-        f"aiohttp {_version('aiohttp')}, event loop {_loop_name()}"
+        f"machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"aiohttp {package_version('aiohttp')}, event loop {_loop_name()}"
     )
     niceness = f"; all under nice -n {args.nice}" if args.nice else ""
     print(
@@ -95,14 +95,16 @@ def _percent(fraction: float) -> str:
     return f"{fraction * 100:.0f}%"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it."""
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown CPU"
 
 
-def _version(package: str) -> str:
+def package_version(package: str) -> str:
+    """The installed version of `package`, or "not installed"."""
     try:
         return version(package)
     except PackageNotFoundError:
@@ -110,5 +112,5 @@ def _version(package: str) -> str:
 
 
 def _loop_name() -> str:
-    installed = _version("uvloop")
+    installed = package_version("uvloop")
     return "asyncio (uvloop not installed)" if installed == "not installed" else f"uvloop {installed}"

@@ -49,12 +49,7 @@ class LoadGenerator:
 
     def run(self, url: str, encoding: Encoding, concurrency: int, duration_s: int) -> dict[str, float]:
         """Fields of the generator's RESULT line: requests, duration_us, p50_us, p99_us, errors."""
-        command = self._command(url, encoding, concurrency, duration_s)
-        done = subprocess.run(pinned(command, self.core, self.niceness), check=False, capture_output=True, text=True)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if done.returncode != 0 or not lines:
-            raise RuntimeError(f"{self.kind} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-        return {key: float(value) for key, value in (f.split("=") for f in lines[-1].split()[1:])}
+        return run_result(self.kind, self._command(url, encoding, concurrency, duration_s), self.core, self.niceness)
 
     def describe(self) -> str:
         """The generator's name and version, for the table's header."""
@@ -84,6 +79,17 @@ class LoadGenerator:
         script = self.work_dir / f"{encoding.name}.lua"
         script.write_text(wrk_script(body_path, encoding.headers))
         return ["wrk", "-t1", f"-c{concurrency}", f"-d{duration_s}s", "--timeout", "10s", "-s", str(script), url]
+
+
+def run_result(name: str, command: list[str], core: int, niceness: int) -> dict[str, float]:
+    """Run a load generator pinned to `core`; the fields of the RESULT line it printed last; its stderr goes to ours."""
+    done = subprocess.run(pinned(command, core, niceness), check=False, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{name} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    if done.stderr.strip():  # e.g. the first failed request, which a RESULT line only counts
+        print(f"{name}: {done.stderr.strip()}", file=sys.stderr)
+    return {key: float(value) for key, value in (f.split("=") for f in lines[-1].split()[1:])}
 
 
 def wrk_script(body_path: Path, headers: dict[str, str]) -> str:

@@ -27,9 +27,40 @@ class Server:
     log_path: Path
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the process (all its threads) so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time so far of the process (all its threads) and of its live descendants.
+
+        Descendants count because a server's work may run there: Triton's python-backend stubs, or
+        modelgate's python models in processes of their own.
+        """
+        ticks = sum(int(fields[11]) + int(fields[12]) for fields in _stats(self.process_ids()).values())
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def process_ids(self) -> list[int]:
+        """The server's process and its live descendants."""
+        children: dict[int, list[int]] = {}
+        for pid, fields in _stats(_all_pids()).items():
+            children.setdefault(int(fields[1]), []).append(pid)
+        found, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo.extend(children.get(pid, []))
+        return found
+
+
+def _all_pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def _stats(pids: list[int]) -> dict[int, list[str]]:
+    """/proc/PID/stat fields after the command name (index 1: parent pid, 11-12: utime, stime); gone ones left out."""
+    stats = {}
+    for pid in pids:
+        try:
+            stats[pid] = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+    return stats
 
 
 def free_port() -> int:
@@ -43,11 +74,15 @@ def pinned(command: list[str], core: int, niceness: int) -> list[str]:
     return ["taskset", "-c", str(core), *(["nice", "-n", str(niceness)] if niceness else []), *command]
 
 
-def start_server(name: str, command: list[str], port: int, core: int, niceness: int, log_dir: Path) -> Server:
-    """Start `command` (in the repository root) pinned to `core` and wait until /v2/health/ready answers 200."""
+def start_server(
+    name: str, command: list[str], port: int, core: int, niceness: int, log_dir: Path, env: dict[str, str] | None = None
+) -> Server:
+    """Start `command` (in the repository root, with `env` or ours) pinned to `core`; wait for /v2/health/ready."""
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(pinned(command, core, niceness), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            pinned(command, core, niceness), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     server = Server(name, process, port, log_path)
     try:
         wait_ready(server)
