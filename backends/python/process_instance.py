@@ -25,7 +25,8 @@ from prometheus_client import Counter
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from modelgate.backends.base import ComputeTimings, ExecuteResult, InstanceLoadError, InstanceSpec, ModelInstance
-from modelgate.backends.python.stub_handle import StubHandle, StubStartError
+from modelgate.backends.python.custom_metrics import MetricError, custom_metric_store
+from modelgate.backends.python.stub_handle import StubHandle, StubStartError, stopped_while_loading
 from modelgate.backends.python.stub_messages import (
     AutoComplete,
     BlsCall,
@@ -35,8 +36,12 @@ from modelgate.backends.python.stub_messages import (
     ExecuteDone,
     Finalize,
     Finalized,
+    MetricCall,
+    MetricReturn,
     StreamItem,
+    StubFailed,
     StubInit,
+    StubReady,
     infer_request,
     infer_response,
     wire_request,
@@ -49,6 +54,7 @@ from modelgate.core.inference_types import InferRequest, InferResponse
 logger = logging.getLogger(__name__)
 
 MAX_START_ATTEMPTS = 5
+START_TIMEOUT_S = 300.0  # imports and initialize of a large model can be slow
 FINALIZE_TIMEOUT_S = 30.0
 BLS_THREADS = 8
 
@@ -138,12 +144,28 @@ class ProcessModelInstance(ModelInstance):
             str(spec.version_dir),
             spec.config.SerializeToString(),
         )
-        handle = StubHandle(init)
+        handle = StubHandle()
+        started: Future = Future()  # StubReady, or why the stub did not come up
         self._finalized.clear()
-        handle.start_reading(lambda m: self._on_message(handle, m), lambda how: self._on_exit(handle, how))
+        handle.start_reading(
+            lambda m: self._on_message(handle, m, started), lambda how: self._on_exit(handle, how, started)
+        )
+        try:
+            handle.send(init)
+            started.result(timeout=START_TIMEOUT_S)
+        except FutureTimeout:
+            handle.kill()
+            raise StubStartError(
+                f"the model's process did not answer within {START_TIMEOUT_S:g} s of starting"
+            ) from None
+        except OSError:
+            started.result(timeout=START_TIMEOUT_S)  # the reader saw the end: its reason
         return handle
 
-    def _on_exit(self, handle: StubHandle, how: str) -> None:
+    def _on_exit(self, handle: StubHandle, how: str, started: Future) -> None:
+        if not started.done():
+            started.set_exception(StubStartError(stopped_while_loading(how)))
+            return
         with self._lock:
             if handle is not self._handle or self._is_closing:
                 return
@@ -225,8 +247,12 @@ class ProcessModelInstance(ModelInstance):
         for key in keys:
             self._streams.pop(key, None)
 
-    def _on_message(self, handle: StubHandle, message) -> None:
-        if isinstance(message, ExecuteDone):
+    def _on_message(self, handle: StubHandle, message, started: Future) -> None:
+        if isinstance(message, StubReady):
+            started.set_result(message)
+        elif isinstance(message, StubFailed):
+            started.set_exception(StubStartError(message.message))
+        elif isinstance(message, ExecuteDone):
             future = self._batches.get(message.batch)
             if future is not None and not future.done():
                 future.set_result(message)
@@ -234,6 +260,8 @@ class ProcessModelInstance(ModelInstance):
             self._deliver(message)
         elif isinstance(message, BlsCall):
             self._bls_pool.submit(self._answer_bls, handle, message)
+        elif isinstance(message, MetricCall):
+            self._answer_metric(handle, message)
         elif isinstance(message, Finalized):
             self._finalized.set()
 
@@ -256,6 +284,20 @@ class ProcessModelInstance(ModelInstance):
             response = InferResponse(request.model_name, request.model_version, error=exc)
         try:
             handle.send(BlsReturn(call.call, wire_response(response)))
+        except OSError:
+            pass
+
+    def _answer_metric(self, handle: StubHandle, call: MetricCall) -> None:
+        """Quick (a dict update under a lock): answered on the reader thread."""
+        try:
+            value = custom_metric_store().handle(
+                call.family, call.description, call.kind, call.labels, call.operation, call.value, call.buckets
+            )
+            answer = MetricReturn(call.call, value)
+        except MetricError as exc:
+            answer = MetricReturn(call.call, None, str(exc))
+        try:
+            handle.send(answer)
         except OSError:
             pass
 
@@ -282,9 +324,10 @@ def execute_timeout_s(spec: InstanceSpec) -> float | None:
 def auto_complete_in_stub(config: ModelConfig, model_dir: Path, version_dir: Path) -> ModelConfig:
     """The model class's auto_complete_config, run in a stub process started for it alone."""
     message = AutoComplete(config.name, str(model_dir), str(version_dir), config.SerializeToString())
+    handle = StubHandle()
     try:
-        handle = StubHandle(message)
+        reply = handle.handshake(message, START_TIMEOUT_S)
     except StubStartError as exc:
         raise InstanceLoadError(str(exc)) from None
     handle.stop(5.0)
-    return ModelConfig.FromString(handle.first_reply.config)
+    return ModelConfig.FromString(reply.config)

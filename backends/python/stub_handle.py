@@ -38,7 +38,7 @@ class StubStartError(RuntimeError):
 
 
 class StubHandle:
-    def __init__(self, first: StubInit | AutoComplete, start_timeout_s: float = 300.0):
+    def __init__(self):
         server_end, stub_end = socket.socketpair()
         self.process = subprocess.Popen(
             [sys.executable, "-c", _BOOTSTRAP, str(stub_end.fileno())],
@@ -48,7 +48,6 @@ class StubHandle:
         stub_end.close()
         self._connection = Connection(server_end.detach())
         self._send_lock = threading.Lock()
-        self.first_reply = self._handshake(first, start_timeout_s)
 
     def start_reading(self, on_message: Callable[[FromStub], None], on_exit: Callable[[str], None]) -> None:
         thread = threading.Thread(
@@ -87,8 +86,12 @@ class StubHandle:
             return None
         return decode_from_stub(self._connection.recv_bytes())
 
-    def _handshake(self, first: StubInit | AutoComplete, timeout_s: float) -> FromStub:
-        """Send the first message; its answer (StubReady, AutoCompleted), or StubStartError."""
+    def handshake(self, first: StubInit | AutoComplete, timeout_s: float) -> FromStub:
+        """Send the first message and read its answer here (StubReady, AutoCompleted), or raise StubStartError.
+
+        For a stub that sends nothing else first (AutoComplete); an instance's stub may call the server during
+        initialize (BLS, metrics), so ProcessModelInstance reads its answer on the reader thread instead.
+        """
         try:
             self.send(first)
             reply = self.receive(timeout_s)
@@ -101,7 +104,7 @@ class StubHandle:
         if isinstance(reply, StubFailed):
             raise StubStartError(reply.message)
         if reply is None and self.process.returncode is not None:
-            raise StubStartError(f"the model's process stopped while loading: {self.how_it_ended()}")
+            raise StubStartError(stopped_while_loading(self.how_it_ended()))
         raise StubStartError(f"the model's process did not answer within {timeout_s:g} s of starting")
 
     def _read_forever(self, on_message, on_exit) -> None:
@@ -114,3 +117,7 @@ class StubHandle:
             logger.exception("stub %s: unreadable frame; stopping it", self.process.pid)
             self.kill()
         on_exit(self.how_it_ended())
+
+
+def stopped_while_loading(how: str) -> str:
+    return f"the model's process stopped while loading: {how}"

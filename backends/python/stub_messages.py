@@ -6,7 +6,7 @@ frame once. Never pickle: request contents come from the network.
 
 Server -> stub: StubInit once, then Execute, Cancel, BlsReturn, Finalize.
 Stub -> server: StubReady or StubFailed once, then ExecuteDone per Execute, StreamItem for decoupled responses,
-BlsCall for requests the model sends to other models, Finalized last.
+BlsCall for requests the model sends to other models, MetricCall for its custom metrics, Finalized last.
 A stub started for a model's auto_complete_config gets AutoComplete instead, answers AutoCompleted or
 StubFailed, and exits.
 Requests are named by `key`, a number the server gives each request of this stub (request ids may repeat).
@@ -126,6 +126,25 @@ class BlsReturn(_Message, tag="bls_return"):
     response: WireResponse
 
 
+class MetricCall(_Message, tag="metric"):
+    """One operation of the model's custom-metric API (pb_metrics.py), applied by the server."""
+
+    call: int
+    family: str
+    description: str
+    kind: str
+    labels: dict[str, str]
+    operation: str
+    value: float
+    buckets: list[float] | None
+
+
+class MetricReturn(_Message, tag="metric_return"):
+    call: int
+    value: float | None
+    error: str | None = None
+
+
 class Finalize(_Message, tag="finalize"):
     pass
 
@@ -134,8 +153,8 @@ class Finalized(_Message, tag="finalized"):
     pass
 
 
-ToStub = StubInit | AutoComplete | Execute | Cancel | BlsReturn | Finalize
-FromStub = StubReady | AutoCompleted | StubFailed | ExecuteDone | StreamItem | BlsCall | Finalized
+ToStub = StubInit | AutoComplete | Execute | Cancel | BlsReturn | MetricReturn | Finalize
+FromStub = StubReady | AutoCompleted | StubFailed | ExecuteDone | StreamItem | BlsCall | MetricCall | Finalized
 
 _ERRORS: dict[str, type[errors.ModelgateError]] = {
     cls.__name__: cls

@@ -24,6 +24,7 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from modelgate.backends.base import InstanceSpec
 from modelgate.backends.python.backend import PythonModelInstance, complete_from_model_class
+from modelgate.backends.python.pb_metrics import install_metric_transport
 from modelgate.backends.python.stub_messages import (
     AutoComplete,
     AutoCompleted,
@@ -34,6 +35,8 @@ from modelgate.backends.python.stub_messages import (
     ExecuteDone,
     Finalize,
     Finalized,
+    MetricCall,
+    MetricReturn,
     StreamItem,
     StubFailed,
     StubInit,
@@ -65,7 +68,7 @@ class Stub:
         self._send_lock = threading.Lock()
         self._work: queue.Queue[Execute | Finalize] = queue.Queue()
         self._sinks: dict[int, StubSink] = {}
-        self._bls_calls: dict[int, Future] = {}
+        self._calls: dict[int, Future] = {}  # BLS and metric calls waiting for the server's answer
         self._call_ids = itertools.count()
 
     def run(self) -> None:
@@ -75,6 +78,7 @@ class Stub:
             return
         assert isinstance(init, StubInit), init
         threading.Thread(target=self._read_forever, name="stub-reader", daemon=True).start()
+        install_metric_transport(self.metric_call)
         try:
             instance = PythonModelInstance(self._spec(init))
         except BaseException as exc:  # the model's initialize failed (even sys.exit): say why, then stop
@@ -101,7 +105,7 @@ class Stub:
         """BLS: the server runs `request` and this thread waits for the answer."""
         call = next(self._call_ids)
         future: Future = Future()
-        self._bls_calls[call] = future
+        self._calls[call] = future
         self.send(BlsCall(call, wire_request(-1, request)))
         return infer_response(future.result())
 
@@ -114,6 +118,17 @@ class Stub:
             self.send(StubFailed(f"{type(exc).__name__}: {exc}"))
             return
         self.send(AutoCompleted(config.SerializeToString()))
+
+    def metric_call(self, family, description, kind, labels, operation, value, buckets) -> float | None:
+        """A custom-metric operation, applied by the server; its MetricError comes back as a ValueError."""
+        call = next(self._call_ids)
+        future: Future = Future()
+        self._calls[call] = future
+        self.send(MetricCall(call, family, description, kind, labels, operation, value, buckets))
+        answer: MetricReturn = future.result()
+        if answer.error is not None:
+            raise ValueError(answer.error)
+        return answer.value
 
     def _spec(self, init: StubInit) -> InstanceSpec:
         return InstanceSpec(
@@ -170,7 +185,9 @@ class Stub:
             if sink is not None:
                 sink.cancel()
         elif isinstance(message, BlsReturn):
-            self._bls_calls.pop(message.call).set_result(message.response)
+            self._calls.pop(message.call).set_result(message.response)
+        elif isinstance(message, MetricReturn):
+            self._calls.pop(message.call).set_result(message)
         else:
             self._work.put(message)
 

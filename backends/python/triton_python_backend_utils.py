@@ -15,6 +15,7 @@ import numpy as np
 
 from modelgate.backends.python.auto_complete_config import ModelConfig  # noqa: F401  (re-exported name)
 from modelgate.backends.python.pb_logger import Logger
+from modelgate.backends.python.pb_metrics import Metric, MetricFamily  # noqa: F401  (Triton's names)
 from modelgate.backends.python.pb_tensor import Tensor
 from modelgate.backends.python.pb_types import (  # noqa: F401  (re-exported names of Triton's API)
     TRITON_STRING_TO_NUMPY,
