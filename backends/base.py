@@ -32,6 +32,10 @@ from modelgate.core.inference_types import InferRequest, InferResponse
 # ModelgateError for a request the server refuses. Call it from an instance's own thread, never the event loop.
 ModelCaller = Callable[[InferRequest], InferResponse]
 
+# How an instance that stops serving on its own (its process died) tells the server why, from any thread;
+# None once it serves again.
+HealthReport = Callable[[str | None], None]
+
 
 @dataclass(frozen=True)
 class InstanceSpec:
@@ -47,6 +51,8 @@ class InstanceSpec:
     config: ModelConfig
     # Lent by the server at load: how this instance calls other models. None outside a server (unit tests).
     call_model: ModelCaller | None = field(default=None, compare=False, repr=False)
+    # Lent by the server at load: where the instance reports that it stopped or serves again. None: nobody listens.
+    report_health: HealthReport | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
 
-from modelgate.backends.base import Backend, InstanceSpec, ModelCaller
+from modelgate.backends.base import Backend, HealthReport, InstanceSpec, ModelCaller
 from modelgate.core.config_json import config_to_dict
 from modelgate.core.errors import UnavailableError
 from modelgate.server.gpu_devices import visible_gpu_count
@@ -34,8 +35,16 @@ class LoadedVersion:
         return self.config.model_transaction_policy.decoupled
 
 
+# (instance name, reason or None): an instance of the version being loaded stopped, or serves again.
+InstanceHealth = Callable[[str, str | None], None]
+
+
 def instance_specs(
-    config: ModelConfig, model_dir: Path, version: int, call_model: ModelCaller | None = None
+    config: ModelConfig,
+    model_dir: Path,
+    version: int,
+    call_model: ModelCaller | None = None,
+    on_health: InstanceHealth | None = None,
 ) -> list[InstanceSpec]:
     """One spec per instance, as Triton places them.
 
@@ -60,6 +69,7 @@ def instance_specs(
                     version_dir=model_dir / str(version),
                     config=config,
                     call_model=call_model,
+                    report_health=_reporter(on_health, f"{group.name}_{k}"),
                 )
             )
     return specs
@@ -86,14 +96,15 @@ async def load_version(
     version: int,
     stats: VersionStatistics,
     infer_step: StepInfer | None = None,
+    on_health: InstanceHealth | None = None,
 ) -> LoadedVersion:
     """Create every instance of `version` (none for an ensemble: `backend` is None); raises what
     the backend raised. `infer_step` (the dataplane's `infer`) runs an ensemble's steps, and the requests
-    that the instances send to other models (BLS)."""
+    that the instances send to other models (BLS). `on_health` hears of instances that stop and come back."""
     pool = None
     if backend is not None:
         call_model = None if infer_step is None else blocking_caller(infer_step, asyncio.get_running_loop())
-        pool = InstancePool(instance_specs(config, model_dir, version, call_model))
+        pool = InstancePool(instance_specs(config, model_dir, version, call_model, on_health))
         await pool.load(backend)
     scheduler = make_scheduler(pool, stats, config, infer_step)
     return LoadedVersion(config.name, version, config, config_to_dict(config), scheduler, stats)
@@ -106,3 +117,9 @@ def blocking_caller(infer: StepInfer, loop: asyncio.AbstractEventLoop) -> ModelC
         return asyncio.run_coroutine_threadsafe(infer(request), loop).result()
 
     return call
+
+
+def _reporter(on_health: InstanceHealth | None, instance_name: str) -> HealthReport | None:
+    if on_health is None:
+        return None
+    return lambda reason: on_health(instance_name, reason)

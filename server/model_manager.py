@@ -52,6 +52,7 @@ class ModelEntry:
     model_reason: str = ""  # a model-level failure (bad config) when no version status applies
     fingerprint: str = ""
     override_dir: Path | None = None  # files from a load request, deleted on unload
+    stopped_instances: dict[int, dict[str, str]] = field(default_factory=dict)  # version -> instance -> why
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -125,16 +126,45 @@ class ModelManager:
         if version == "":
             if not entry.serving:
                 raise UnavailableError(f"model '{name}' has no ready version: {self._reason(entry)}")
-            return entry.serving[max(entry.serving)]
+            return self._serving(entry, max(entry.serving))
         number = _parse_version(version)
         if number in entry.serving:
-            return entry.serving[number]
+            return self._serving(entry, number)
         status = entry.statuses.get(number)
         if status is not None:
             raise UnavailableError(f"model '{name}' version {number} is {status.state.value}: {status.reason}")
         raise NotFoundError(
             f"model '{name}' has no version {number}; ready versions: {sorted(entry.serving) or 'none'}"
         )
+
+    def _serving(self, entry: ModelEntry, number: int) -> LoadedVersion:
+        stopped = entry.stopped_instances.get(number)
+        if stopped:
+            reason = next(iter(stopped.values()))
+            raise UnavailableError(f"model '{entry.name}' version {number} is UNAVAILABLE: {reason}")
+        return entry.serving[number]
+
+    def _health_listener(self, entry: ModelEntry, version: int):
+        """For the instances of `version`: their reports reach the loop, which marks the version's state."""
+        loop = asyncio.get_running_loop()
+
+        def on_health(instance: str, reason: str | None) -> None:
+            loop.call_soon_threadsafe(self._set_instance_health, entry, version, instance, reason)
+
+        return on_health
+
+    def _set_instance_health(self, entry: ModelEntry, version: int, instance: str, reason: str | None) -> None:
+        if version not in entry.serving:
+            return  # a late report from a version that is gone
+        stopped = entry.stopped_instances.setdefault(version, {})
+        if reason is None:
+            stopped.pop(instance, None)
+        else:
+            stopped[instance] = reason
+        if stopped:
+            entry.statuses[version] = VersionStatus(ModelState.UNAVAILABLE, next(iter(stopped.values())))
+        else:
+            entry.statuses[version] = VersionStatus(ModelState.READY)
 
     def known_model(self, name: str) -> bool:
         return name in self._entries
@@ -216,7 +246,10 @@ class ModelManager:
                 entry.statuses[version] = VersionStatus(ModelState.LOADING)
             try:
                 stats = VersionStatistics(entry.name, str(version))  # a (re)load starts afresh, as in Triton
-                loaded[version] = await load_version(config, backend, model_dir, version, stats, self.infer_step)
+                on_health = self._health_listener(entry, version)
+                loaded[version] = await load_version(
+                    config, backend, model_dir, version, stats, self.infer_step, on_health
+                )
             except Exception as exc:  # the model's initialize failed: report it, keep the server up
                 logger.exception("loading model '%s' version %d failed", entry.name, version)
                 failures.append((version, load_failure_reason(exc)))
@@ -230,6 +263,7 @@ class ModelManager:
         previous_dir, entry.override_dir = entry.override_dir, override_dir
         for version, new_version in loaded.items():
             entry.statuses[version] = VersionStatus(ModelState.READY)
+            entry.stopped_instances.pop(version, None)  # the new instances report afresh
             self.stats.register(new_version.stats)
         for version in old:
             if version not in loaded:

@@ -174,6 +174,7 @@ class ProcessModelInstance(ModelInstance):
             streams, self._streams = self._streams, {}
         message = f"python model '{self.spec.model_name}' ({self.spec.instance_name}) stopped: {how}; restarting it"
         logger.error("%s", message)
+        self._report_health(message)
         for future in batches.values():
             future.set_exception(StubGone(message))
         for stream in streams.values():
@@ -196,12 +197,18 @@ class ProcessModelInstance(ModelInstance):
             with self._lock:
                 if not self._is_closing:
                     self._handle = handle
+                    self._report_health(None)
                     return
             handle.kill()
             return
         self._unavailable = (
             f"python model '{self.spec.model_name}' stopped and did not start again after {MAX_START_ATTEMPTS} tries"
         )
+        self._report_health(self._unavailable)
+
+    def _report_health(self, reason: str | None) -> None:
+        if self.spec.report_health is not None:
+            self.spec.report_health(reason)
 
     # --- frames ---------------------------------------------------------------------------------------
 

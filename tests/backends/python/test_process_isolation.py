@@ -266,3 +266,54 @@ def test_a_model_file_that_crashes_on_import_fails_only_its_own_load(tmp_path, m
     assert "killed by SIGSEGV" in reasons["crashes_on_import"][1]
     _steady(http, httpclient)
     http.close()
+
+
+COMES_BACK_WHEN_ALLOWED_MODEL = """
+import os
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def initialize(self, args):
+        folder = args["model_repository"]
+        if os.path.exists(os.path.join(folder, "crashed")) and not os.path.exists(os.path.join(folder, "allowed")):
+            raise RuntimeError("not allowed to start again yet")
+
+    def execute(self, requests):
+        open(os.path.join(os.path.dirname(__file__), "..", "crashed"), "w").close()
+        os._exit(3)
+"""
+
+
+def test_the_model_is_unavailable_until_its_process_is_back(tmp_path, make_server):
+    model_dir = write_model(
+        tmp_path, "phoenix", STEADY_CONFIG.replace("steady", "phoenix"), COMES_BACK_WHEN_ALLOWED_MODEL
+    )
+    running = make_server([tmp_path])
+    http = httpclient.InferenceServerClient(running.http_url)
+    assert http.is_model_ready("phoenix")
+    tensor = httpclient.InferInput("X", [1], "FP32")
+    tensor.set_data_from_numpy(np.array([1], dtype=np.float32))
+    with pytest.raises(InferenceServerException, match="exited with code 3"):
+        http.infer("phoenix", [tensor])
+    _wait(lambda: _state(http, "phoenix")[0] == "UNAVAILABLE")  # its restarts fail until allowed
+    assert "exited with code 3" in _state(http, "phoenix")[1]
+    assert not http.is_model_ready("phoenix")
+    with pytest.raises(InferenceServerException, match="UNAVAILABLE"):
+        http.infer("phoenix", [tensor])
+    (model_dir / "allowed").touch()
+    _wait(lambda: _state(http, "phoenix")[0] == "READY")
+    assert http.is_model_ready("phoenix")
+    http.close()
+
+
+def _state(client, name: str) -> tuple[str, str]:
+    (row,) = [r for r in client.get_model_repository_index() if r["name"] == name]
+    return row["state"], row.get("reason", "")
+
+
+def _wait(condition, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
