@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +86,13 @@ class ModelInstance(ABC):
 
     @abstractmethod
     def execute(self, requests: list[InferRequest]) -> ExecuteResult: ...
+
+    def submit(self, requests: list[InferRequest]) -> Future | None:
+        """Optional, for an instance whose model runs elsewhere (another process): start the batch without
+        blocking, from the event loop, and return a concurrent Future of its ExecuteResult, which must always
+        complete (never raise); or None to have `execute` run on the instance's thread as usual. Same
+        invariants as `execute`; it is never called while an execute of the same instance is running."""
+        return None
 
     def unload(self) -> None:
         """Release the instance's resources; called once, on the instance's thread."""

@@ -18,6 +18,7 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 import modelgate.backends.python.triton_python_backend_utils as pb_utils
 from modelgate.backends.base import Backend, ComputeTimings, ExecuteResult, InstanceSpec, ModelCaller, ModelInstance
+from modelgate.backends.python.execution_env import ENV_PARAMETERS
 from modelgate.backends.python.model_module import import_model_file
 from modelgate.backends.python.request_conversion import (
     from_pb_request_for_bls,
@@ -185,5 +186,10 @@ def isolation_of(config: ModelConfig, source: str) -> str:
     if value == "thread" and "execute_timeout_seconds" in config.parameters:
         raise ConfigError(
             source, "parameters.execute_timeout_seconds", "needs isolation 'process': a thread cannot be stopped"
+        )
+    named_env = [name for name in ENV_PARAMETERS if name in config.parameters]
+    if value == "thread" and named_env:
+        raise ConfigError(
+            source, f"parameters.{named_env[0]}", "needs isolation 'process': a thread runs in the server's interpreter"
         )
     return value

@@ -19,6 +19,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import Counter
@@ -26,6 +27,7 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from modelgate.backends.base import ComputeTimings, ExecuteResult, InstanceLoadError, InstanceSpec, ModelInstance
 from modelgate.backends.python.custom_metrics import MetricError, custom_metric_store
+from modelgate.backends.python.execution_env import stub_interpreter
 from modelgate.backends.python.stub_handle import StubHandle, StubStartError, stopped_while_loading
 from modelgate.backends.python.stub_messages import (
     AutoComplete,
@@ -66,8 +68,26 @@ STUB_RESTARTS = Counter(
 )
 
 
-class StubGone(Exception):
-    """The stub stopped while a batch was in flight."""
+LOOP_SUBMIT_MAX_BYTES = 1 << 20
+
+
+@dataclass
+class _Batch:
+    result: Future  # of its ExecuteResult
+    requests: list[InferRequest]
+    keys: list[int]
+
+
+def _payload_bytes(requests: list[InferRequest]) -> int:
+    return sum(_tensor_bytes(t.data) for r in requests for t in r.inputs.values())
+
+
+def _tensor_bytes(data) -> int:
+    if data.dtype != object:
+        return data.nbytes
+    if data.size > 256:  # counting would itself take long: call it large
+        return LOOP_SUBMIT_MAX_BYTES + 1
+    return sum(len(x) if isinstance(x, (bytes, str)) else 0 for x in data.flat)
 
 
 class ProcessModelInstance(ModelInstance):
@@ -75,11 +95,12 @@ class ProcessModelInstance(ModelInstance):
         self.spec = spec
         self.is_decoupled = spec.config.model_transaction_policy.decoupled
         self._timeout_s = execute_timeout_s(spec)
+        self._interpreter = stub_interpreter(spec.config, spec.model_dir)  # checked, unpacked once; restarts reuse it
         self._labels = (spec.model_name, str(spec.model_version))
         self._lock = threading.Lock()
         self._batch_ids = itertools.count()
         self._keys = itertools.count()
-        self._batches: dict[int, Future] = {}
+        self._batches: dict[int, _Batch] = {}
         self._streams: dict = {}
         self._finalized = threading.Event()
         self._is_closing = False
@@ -96,26 +117,27 @@ class ProcessModelInstance(ModelInstance):
     # --- ModelInstance --------------------------------------------------------------------------------
 
     def execute(self, requests: list[InferRequest]) -> ExecuteResult:
-        with self._lock:
-            handle = self._handle
-        if handle is None:
-            reason = self._unavailable or f"python model '{self.spec.model_name}' is restarting"
-            return ExecuteResult(self._failed(requests, UnavailableError(reason)))
-        batch, future, keys = self._send_batch(handle, requests)
+        handle, batch, result = self._submit(requests)
         try:
-            done: ExecuteDone = future.result(timeout=self._timeout_s)
+            return result.result(timeout=self._timeout_s)
         except FutureTimeout:
+            self._batches.pop(batch, None)
             handle.kill()  # the reader sees the end and starts a new stub
             error = ModelExecutionError(
                 f"python model '{self.spec.model_name}': execute ran past execute_timeout_seconds="
                 f"{self._timeout_s:g}; its process was stopped and is restarting"
             )
             return ExecuteResult(self._failed(requests, error))
-        except StubGone as exc:
-            return ExecuteResult(self._failed(requests, UnavailableError(str(exc))))
-        finally:
-            self._batches.pop(batch, None)
-        return self._result(done, requests, keys)
+
+    def submit(self, requests: list[InferRequest]) -> Future | None:
+        """The batch sent from the event loop, answered by the reader thread: no instance thread in between.
+
+        Only for small batches (encoding must not hold the loop) of models without an execute timeout (the
+        instance thread enforces it).
+        """
+        if self._timeout_s is not None or _payload_bytes(requests) > LOOP_SUBMIT_MAX_BYTES:
+            return None
+        return self._submit(requests)[2]
 
     def unload(self) -> None:
         with self._lock:
@@ -144,7 +166,7 @@ class ProcessModelInstance(ModelInstance):
             str(spec.version_dir),
             spec.config.SerializeToString(),
         )
-        handle = StubHandle()
+        handle = StubHandle(self._interpreter)
         started: Future = Future()  # StubReady, or why the stub did not come up
         self._finalized.clear()
         handle.start_reading(
@@ -175,8 +197,8 @@ class ProcessModelInstance(ModelInstance):
         message = f"python model '{self.spec.model_name}' ({self.spec.instance_name}) stopped: {how}; restarting it"
         logger.error("%s", message)
         self._report_health(message)
-        for future in batches.values():
-            future.set_exception(StubGone(message))
+        for batch in batches.values():
+            batch.result.set_result(ExecuteResult(self._failed(batch.requests, UnavailableError(message))))
         for stream in streams.values():
             stream.fail(
                 InferResponse(self.spec.model_name, str(self.spec.model_version), error=UnavailableError(message))
@@ -212,15 +234,18 @@ class ProcessModelInstance(ModelInstance):
 
     # --- frames ---------------------------------------------------------------------------------------
 
-    def _send_batch(self, handle: StubHandle, requests: list[InferRequest]) -> tuple[int, Future, list[int]]:
+    def _submit(self, requests: list[InferRequest]) -> tuple[StubHandle | None, int, Future]:
+        """Send the batch; (the stub, the batch number, a Future of its ExecuteResult set by the reader thread)."""
         batch = next(self._batch_ids)
-        future: Future = Future()
+        result: Future = Future()
         keys = [next(self._keys) for _ in requests]
         with self._lock:  # against _on_exit: either it sees this batch and fails it, or we see it happened
-            if handle is not self._handle:
-                future.set_exception(StubGone(f"python model '{self.spec.model_name}' stopped; restarting it"))
-                return batch, future, keys
-            self._batches[batch] = future
+            handle = self._handle
+            if handle is None:
+                reason = self._unavailable or f"python model '{self.spec.model_name}' is restarting"
+                result.set_result(ExecuteResult(self._failed(requests, UnavailableError(reason))))
+                return None, batch, result
+            self._batches[batch] = _Batch(result, requests, keys)
             for key, request in zip(keys, requests):
                 if request.response_stream is not None:
                     self._streams[key] = request.response_stream
@@ -231,7 +256,7 @@ class ProcessModelInstance(ModelInstance):
         for key, request in zip(keys, requests):
             if request.response_stream is not None:
                 request.response_stream.on_cancel(lambda key=key: self._send_cancel(handle, key))
-        return batch, future, keys
+        return handle, batch, result
 
     def _send_cancel(self, handle: StubHandle, key: int) -> None:
         try:
@@ -260,9 +285,9 @@ class ProcessModelInstance(ModelInstance):
         elif isinstance(message, StubFailed):
             started.set_exception(StubStartError(message.message))
         elif isinstance(message, ExecuteDone):
-            future = self._batches.get(message.batch)
-            if future is not None and not future.done():
-                future.set_result(message)
+            batch = self._batches.pop(message.batch, None)
+            if batch is not None:
+                batch.result.set_result(self._result(message, batch.requests, batch.keys))
         elif isinstance(message, StreamItem):
             self._deliver(message)
         elif isinstance(message, BlsCall):
@@ -329,12 +354,15 @@ def execute_timeout_s(spec: InstanceSpec) -> float | None:
 
 
 def auto_complete_in_stub(config: ModelConfig, model_dir: Path, version_dir: Path) -> ModelConfig:
-    """The model class's auto_complete_config, run in a stub process started for it alone."""
+    """The model class's auto_complete_config, run in a stub process started for it alone (under the model's
+    own interpreter if it names one: its imports may exist only there)."""
     message = AutoComplete(config.name, str(model_dir), str(version_dir), config.SerializeToString())
-    handle = StubHandle()
+    interpreter = stub_interpreter(config, model_dir)
+    handle = StubHandle(interpreter)
     try:
         reply = handle.handshake(message, START_TIMEOUT_S)
     except StubStartError as exc:
-        raise InstanceLoadError(str(exc)) from None
+        where = "" if interpreter is None else f" (under {interpreter.executable})"
+        raise InstanceLoadError(f"{exc}{where}") from None
     handle.stop(5.0)
     return ModelConfig.FromString(reply.config)

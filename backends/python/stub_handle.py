@@ -1,7 +1,8 @@
 """The server's handle on one stub process: start it, send it frames, read its frames on a thread.
 
 The stub is a fresh interpreter (`python -c`, exec'd at once: no fork of a process holding threads or CUDA)
-given one end of a socket pair. The handle's reader thread hands every frame to `on_message` and, when the
+given one end of a socket pair: the server's python, or the model's own (execution_env.py). The handle's reader
+thread hands every frame to `on_message` and, when the
 stub's end closes (it exited, crashed or was killed), calls `on_exit` once with a sentence saying how it ended.
 """
 
@@ -16,6 +17,7 @@ import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
+from modelgate.backends.python.execution_env import StubInterpreter
 from modelgate.backends.python.stub_messages import (
     AutoComplete,
     AutoCompleted,
@@ -30,7 +32,14 @@ from modelgate.backends.python.stub_messages import (
 
 logger = logging.getLogger(__name__)
 
-_BOOTSTRAP = "import sys; from modelgate.backends.python.stub_process import main; main(int(sys.argv[1]))"
+# argv: the socket's fd, then folders of the server's packages for a stub that runs in a model's own environment
+# (execution_env.py). site.addsitedir puts them after the environment's own packages, so those win, and runs their
+# .pth files, so an editable install of modelgate is found too.
+_BOOTSTRAP = (
+    "import site, sys\n"
+    "for folder in sys.argv[2:]: site.addsitedir(folder)\n"
+    "from modelgate.backends.python.stub_process import main; main(int(sys.argv[1]))"
+)
 
 
 class StubStartError(RuntimeError):
@@ -38,10 +47,11 @@ class StubStartError(RuntimeError):
 
 
 class StubHandle:
-    def __init__(self):
+    def __init__(self, interpreter: StubInterpreter | None = None):
+        """`interpreter`: the model's own python (EXECUTION_ENV_PATH, python_interpreter); None: the server's."""
         server_end, stub_end = socket.socketpair()
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _BOOTSTRAP, str(stub_end.fileno())],
+            _command(interpreter, stub_end.fileno()),
             pass_fds=[stub_end.fileno()],
             stdin=subprocess.DEVNULL,
         )
@@ -121,3 +131,9 @@ class StubHandle:
 
 def stopped_while_loading(how: str) -> str:
     return f"the model's process stopped while loading: {how}"
+
+
+def _command(interpreter: StubInterpreter | None, fd: int) -> list[str]:
+    if interpreter is None:
+        return [sys.executable, "-c", _BOOTSTRAP, str(fd)]
+    return [interpreter.executable, "-c", _BOOTSTRAP, str(fd), *interpreter.site_dirs]

@@ -93,8 +93,12 @@ class InstancePool:
     async def execute_on(self, index: int, requests: list[InferRequest]) -> ExecuteResult:
         """Run one batch on the held instance `index`, then release it."""
         loop = asyncio.get_running_loop()
+        instance = self._instances[index]
         try:
-            return await loop.run_in_executor(self._executors[index], self._instances[index].execute, requests)
+            submitted = instance.submit(requests)
+            if submitted is not None:  # the model runs elsewhere: no hop through the instance's thread
+                return await asyncio.wrap_future(submitted)
+            return await loop.run_in_executor(self._executors[index], instance.execute, requests)
         finally:
             self.release(index)
 
