@@ -264,6 +264,15 @@ class ProcessModelInstance(ModelInstance):
         except OSError:
             pass
 
+    def _settled(self, done: ExecuteDone, batch: _Batch) -> ExecuteResult:
+        """The batch's result; whatever goes wrong reading it fails its requests (a waiter must never hang)."""
+        try:
+            return self._result(done, batch.requests, batch.keys)
+        except Exception as exc:
+            logger.exception("python model '%s': unreadable responses", self.spec.model_name)
+            error = ModelExecutionError(f"model '{self.spec.model_name}' returned unreadable responses: {exc}")
+            return ExecuteResult(self._failed(batch.requests, error))
+
     def _result(self, done: ExecuteDone, requests: list[InferRequest], keys: list[int]) -> ExecuteResult:
         timings = ComputeTimings(*done.timings_ns)
         if done.error is not None:
@@ -287,7 +296,7 @@ class ProcessModelInstance(ModelInstance):
         elif isinstance(message, ExecuteDone):
             batch = self._batches.pop(message.batch, None)
             if batch is not None:
-                batch.result.set_result(self._result(message, batch.requests, batch.keys))
+                batch.result.set_result(self._settled(message, batch))
         elif isinstance(message, StreamItem):
             self._deliver(message)
         elif isinstance(message, BlsCall):
