@@ -22,8 +22,9 @@ from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
+import modelgate.backends.python.triton_python_backend_utils as pb_utils
 from modelgate.backends.base import InstanceSpec
-from modelgate.backends.python.backend import PythonModelInstance, complete_from_model_class
+from modelgate.backends.python.backend import PythonModelInstance, bls_runner, complete_from_model_class
 from modelgate.backends.python.pb_metrics import install_metric_transport
 from modelgate.backends.python.stub_messages import (
     AutoComplete,
@@ -49,6 +50,7 @@ from modelgate.backends.python.stub_messages import (
     wire_response,
 )
 from modelgate.core.inference_types import InferRequest, InferResponse
+from modelgate.core.sink_state import SinkState
 
 logger = logging.getLogger("modelgate.python_model")
 
@@ -79,6 +81,7 @@ class Stub:
         assert isinstance(init, StubInit), init
         threading.Thread(target=self._read_forever, name="stub-reader", daemon=True).start()
         install_metric_transport(self.metric_call)
+        pb_utils.PROCESS_BLS_RUNNER = bls_runner(self.call_model)  # for threads the model starts itself
         try:
             instance = PythonModelInstance(self._spec(init))
         except BaseException as exc:  # the model's initialize failed (even sys.exit): say why, then stop
@@ -192,7 +195,7 @@ class Stub:
             self._work.put(message)
 
 
-class StubSink:
+class StubSink(SinkState):
     """A request's response stream inside the stub: what the model sends goes to the server as StreamItems.
 
     Implements `ResponseSink`. After a cancellation the model's responses are dropped, but the final flag
@@ -200,50 +203,14 @@ class StubSink:
     """
 
     def __init__(self, stub: Stub, key: int):
+        super().__init__()
         self._stub = stub
         self._key = key
-        self._lock = threading.Lock()
-        self._is_closed = False
-        self._is_cancelled = False
-        self._cancel_callbacks: list = []
 
-    def send(self, response: InferResponse | None, is_final: bool) -> None:
-        with self._lock:
-            if self._is_closed:
-                raise RuntimeError("the response stream is closed: the final flag was already sent")
-            self._is_closed = is_final
+    def _deliver(self, response: InferResponse | None, is_final: bool) -> None:
         if self._is_cancelled and not is_final:
             return
         wire = None if response is None or self._is_cancelled else wire_response(response)
         if is_final:
             self._stub._sinks.pop(self._key, None)
         self._stub.send(StreamItem(self._key, wire, is_final))
-
-    def fail(self, response: InferResponse) -> None:
-        try:
-            self.send(response, is_final=True)
-        except RuntimeError:
-            pass
-
-    @property
-    def is_closed(self) -> bool:
-        return self._is_closed
-
-    def is_cancelled(self) -> bool:
-        return self._is_cancelled
-
-    def on_cancel(self, callback) -> None:
-        with self._lock:
-            if not self._is_cancelled:
-                self._cancel_callbacks.append(callback)
-                return
-        callback()
-
-    def cancel(self) -> None:
-        with self._lock:
-            if self._is_cancelled:
-                return
-            self._is_cancelled = True
-            callbacks, self._cancel_callbacks = self._cancel_callbacks, []
-        for callback in callbacks:
-            callback()

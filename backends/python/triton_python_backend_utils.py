@@ -254,11 +254,17 @@ LogLevel = Logger.LogLevel
 BLS_RUNNER: ContextVar[Callable[[InferenceRequest], InferenceResponse] | None] = ContextVar("bls_runner", default=None)
 
 
+# A stub process hosts one instance: its runner also serves threads the model starts itself (they do not inherit
+# the context variable). Never set in the server process, where instances of many models share the module.
+PROCESS_BLS_RUNNER: Callable[[InferenceRequest], InferenceResponse] | None = None
+
+
 def _current_bls_runner() -> Callable[[InferenceRequest], InferenceResponse]:
-    runner = BLS_RUNNER.get()
+    runner = BLS_RUNNER.get() or PROCESS_BLS_RUNNER
     if runner is None:
         raise TritonModelException(
             "BLS requests can only be executed inside the server, from a model's initialize, execute or "
-            "finalize (threads a model starts itself: run them in contextvars.copy_context())"
+            "finalize (with isolation 'thread', threads a model starts itself: run them in "
+            "contextvars.copy_context())"
         )
     return runner

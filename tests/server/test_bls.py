@@ -72,3 +72,41 @@ def test_exec_outside_a_model_call_says_where_it_works():
     request = pb_utils.InferenceRequest(model_name="m", inputs=[], requested_output_names=[])
     with pytest.raises(pb_utils.TritonModelException, match="only be executed inside the server"):
         request.exec()
+
+
+THREADED_CALLER_MODEL = """
+import json, threading
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.target = json.loads(args["model_config"])["parameters"]["target"]["string_value"]
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
+            answer = {}
+
+            def call():  # on a thread of the model's own: no context of the instance's call
+                inner = pb_utils.InferenceRequest(
+                    model_name=self.target, inputs=[pb_utils.Tensor("X", x)], requested_output_names=["Y"])
+                answer["y"] = pb_utils.get_output_tensor_by_name(inner.exec(), "Y").as_numpy()
+
+            worker = threading.Thread(target=call)
+            worker.start()
+            worker.join()
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", answer["y"] + 100)]))
+        return responses
+"""
+
+
+def test_a_thread_the_model_starts_may_call_other_models(bls_repository, serve):
+    write_model(
+        bls_repository,
+        "threaded_caller",
+        xy_config("threaded_caller", parameter("target", "target")),
+        THREADED_CALLER_MODEL,
+    )
+    _, client = serve([bls_repository])
+    np.testing.assert_array_equal(infer_x(client, "threaded_caller", [1.0]), [1.0 * 3 + 2 + 100])
