@@ -26,6 +26,7 @@ from prometheus_client import Counter
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from modelgate.backends.base import ComputeTimings, ExecuteResult, InstanceLoadError, InstanceSpec, ModelInstance
+from modelgate.backends.python import shm_tensors
 from modelgate.backends.python.custom_metrics import MetricError, custom_metric_store
 from modelgate.backends.python.execution_env import stub_interpreter
 from modelgate.backends.python.stub_handle import StubHandle, StubStartError, stopped_while_loading
@@ -167,6 +168,8 @@ class ProcessModelInstance(ModelInstance):
             spec.config.SerializeToString(),
         )
         handle = StubHandle(self._interpreter)
+        handle.shm_folder = shm_tensors.make_folder()
+        init.shm_folder = "" if handle.shm_folder is None else str(handle.shm_folder)
         started: Future = Future()  # StubReady, or why the stub did not come up
         self._finalized.clear()
         handle.start_reading(
@@ -185,6 +188,7 @@ class ProcessModelInstance(ModelInstance):
         return handle
 
     def _on_exit(self, handle: StubHandle, how: str, started: Future) -> None:
+        shm_tensors.remove_folder(handle.shm_folder)  # with the tensors a dead stub left behind
         if not started.done():
             started.set_exception(StubStartError(stopped_while_loading(how)))
             return
@@ -250,7 +254,7 @@ class ProcessModelInstance(ModelInstance):
                 if request.response_stream is not None:
                     self._streams[key] = request.response_stream
         try:
-            handle.send(Execute(batch, [wire_request(k, r) for k, r in zip(keys, requests)]))
+            handle.send(Execute(batch, [wire_request(k, r, handle.shm_folder) for k, r in zip(keys, requests)]))
         except OSError:
             pass  # the reader thread fails the batch when it sees the stub's end
         for key, request in zip(keys, requests):
@@ -264,22 +268,22 @@ class ProcessModelInstance(ModelInstance):
         except OSError:
             pass
 
-    def _settled(self, done: ExecuteDone, batch: _Batch) -> ExecuteResult:
+    def _settled(self, done: ExecuteDone, batch: _Batch, folder: Path | None) -> ExecuteResult:
         """The batch's result; whatever goes wrong reading it fails its requests (a waiter must never hang)."""
         try:
-            return self._result(done, batch.requests, batch.keys)
+            return self._result(done, batch.requests, batch.keys, folder)
         except Exception as exc:
             logger.exception("python model '%s': unreadable responses", self.spec.model_name)
             error = ModelExecutionError(f"model '{self.spec.model_name}' returned unreadable responses: {exc}")
             return ExecuteResult(self._failed(batch.requests, error))
 
-    def _result(self, done: ExecuteDone, requests: list[InferRequest], keys: list[int]) -> ExecuteResult:
+    def _result(self, done: ExecuteDone, requests: list[InferRequest], keys: list[int], folder) -> ExecuteResult:
         timings = ComputeTimings(*done.timings_ns)
         if done.error is not None:
             self._forget(keys)
             error = ModelExecutionError(f"model '{self.spec.model_name}' failed: {done.error}")
             return ExecuteResult(self._failed(requests, error), timings)
-        responses = [infer_response(w) for w in done.responses]
+        responses = [infer_response(w, folder) for w in done.responses]
         if not self.is_decoupled or responses:  # nothing more will stream for these requests
             self._forget(keys)
         return ExecuteResult(responses, timings)
@@ -296,9 +300,9 @@ class ProcessModelInstance(ModelInstance):
         elif isinstance(message, ExecuteDone):
             batch = self._batches.pop(message.batch, None)
             if batch is not None:
-                batch.result.set_result(self._settled(message, batch))
+                batch.result.set_result(self._settled(message, batch, handle.shm_folder))
         elif isinstance(message, StreamItem):
-            self._deliver(message)
+            self._deliver(message, handle.shm_folder)
         elif isinstance(message, BlsCall):
             self._bls_pool.submit(self._answer_bls, handle, message)
         elif isinstance(message, MetricCall):
@@ -306,17 +310,17 @@ class ProcessModelInstance(ModelInstance):
         elif isinstance(message, Finalized):
             self._finalized.set()
 
-    def _deliver(self, item: StreamItem) -> None:
+    def _deliver(self, item: StreamItem, folder: Path | None) -> None:
         stream = self._streams.pop(item.key, None) if item.is_final else self._streams.get(item.key)
         if stream is None:
             return
         try:
-            stream.send(None if item.response is None else infer_response(item.response), item.is_final)
+            stream.send(None if item.response is None else infer_response(item.response, folder), item.is_final)
         except RuntimeError:  # the stream was already closed (e.g. failed by the scheduler)
             pass
 
     def _answer_bls(self, handle: StubHandle, call: BlsCall) -> None:
-        request = infer_request(call.request)
+        request = infer_request(call.request, handle.shm_folder)
         try:
             if self.spec.call_model is None:
                 raise UnavailableError("BLS requests need a server: this instance has none")
@@ -324,7 +328,7 @@ class ProcessModelInstance(ModelInstance):
         except ModelgateError as exc:
             response = InferResponse(request.model_name, request.model_version, error=exc)
         try:
-            handle.send(BlsReturn(call.call, wire_response(response)))
+            handle.send(BlsReturn(call.call, wire_response(response, handle.shm_folder)))
         except OSError:
             pass
 

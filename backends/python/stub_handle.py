@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from modelgate.backends.python.execution_env import StubInterpreter
 from modelgate.backends.python.stub_messages import (
@@ -58,6 +59,7 @@ class StubHandle:
         stub_end.close()
         self._connection = Connection(server_end.detach())
         self._send_lock = threading.Lock()
+        self.shm_folder: Path | None = None  # set by the owner: large tensors of this stub (shm_tensors.py)
 
     def start_reading(self, on_message: Callable[[FromStub], None], on_exit: Callable[[str], None]) -> None:
         thread = threading.Thread(

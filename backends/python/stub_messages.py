@@ -14,11 +14,14 @@ Requests are named by `key`, a number the server gives each request of this stub
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
 
+from modelgate.backends.python import shm_tensors
 from modelgate.core import errors
 from modelgate.core.inference_types import InferRequest, InferResponse, InferTensor, RequestedOutput
 from modelgate.core.tensors import datatypes
@@ -33,8 +36,9 @@ class WireTensor(_Message):
     name: str
     datatype: str  # wire name: FP32, BYTES, ...
     shape: tuple[int, ...]
-    data: memoryview  # decoded as a view of the received frame (no copy)
+    data: memoryview  # decoded as a view of the received frame (no copy); empty when in shared memory
     parameters: dict[str, Any] = {}
+    shm_name: str = ""  # a large tensor: the file of the stub's shared-memory folder that holds it (shm_tensors)
 
 
 class WireError(_Message):
@@ -63,6 +67,8 @@ class WireResponse(_Message):
 
 
 class StubInit(_Message, tag="init"):
+    """`shm_folder`: where large tensors go both ways (shm_tensors.py); "" for none."""
+
     model_name: str
     model_version: int
     instance_name: str
@@ -71,6 +77,7 @@ class StubInit(_Message, tag="init"):
     model_dir: str
     version_dir: str
     config: bytes  # the ModelConfig protobuf, serialized
+    shm_folder: str = ""
 
 
 class AutoComplete(_Message, tag="auto_complete"):
@@ -191,8 +198,13 @@ def decode_from_stub(frame: bytes) -> FromStub:
 # --- tensors, requests, responses ------------------------------------------------------------------------
 
 
-def wire_tensor(tensor: InferTensor) -> WireTensor:
-    return WireTensor(tensor.name, tensor.datatype, tuple(tensor.shape), _raw(tensor), tensor.parameters)
+def wire_tensor(tensor: InferTensor, folder: Path | None = None) -> WireTensor:
+    """The tensor for a frame: its bytes inside it, or, when large and a shared-memory folder exists, there."""
+    shape = tuple(tensor.shape)
+    if folder is not None and shm_tensors.is_large(tensor.data):
+        name = shm_tensors.write(folder, tensor.data)
+        return WireTensor(tensor.name, tensor.datatype, shape, memoryview(b""), tensor.parameters, name)
+    return WireTensor(tensor.name, tensor.datatype, shape, _raw(tensor), tensor.parameters)
 
 
 def _raw(tensor: InferTensor) -> memoryview:
@@ -202,37 +214,44 @@ def _raw(tensor: InferTensor) -> memoryview:
     return memoryview(np.ascontiguousarray(tensor.data).reshape(-1).view(np.uint8))
 
 
-def infer_tensor(wire: WireTensor, writable: bool = False) -> InferTensor:
-    """The tensor of a frame: a view of it, or (writable) a copy a model may change in place."""
+def infer_tensor(wire: WireTensor, folder: Path | None = None, writable: bool = False) -> InferTensor:
+    """The tensor of a frame: a view of it or of its shared memory, or (writable) one a model may change."""
     datatype = datatypes.from_wire_name(wire.datatype)
-    data = array_from_raw(wire.data, datatype, wire.shape, f"tensor '{wire.name}'")
-    if writable and not datatype.is_bytes:
-        data = data.copy()
+    where = f"tensor '{wire.name}'"
+    if wire.shm_name:
+        if folder is None or datatype.is_bytes:
+            raise ValueError(f"{where}: in shared memory, which this side has not got")
+        raw = shm_tensors.read(folder, wire.shm_name, math.prod(wire.shape) * datatype.itemsize, writable)
+        data = array_from_raw(raw, datatype, wire.shape, where)  # copy-on-write when writable: no copy here
+    else:
+        data = array_from_raw(wire.data, datatype, wire.shape, where)
+        if writable and not datatype.is_bytes:
+            data = data.copy()
     return InferTensor(wire.name, wire.datatype, wire.shape, data, dict(wire.parameters))
 
 
-def wire_request(key: int, request: InferRequest) -> WireRequest:
+def wire_request(key: int, request: InferRequest, folder: Path | None = None) -> WireRequest:
     return WireRequest(
         key,
         request.model_name,
         request.model_version,
         request.id,
         request.parameters,
-        [wire_tensor(t) for t in request.inputs.values()],
+        [wire_tensor(t, folder) for t in request.inputs.values()],
         request.requested_output_names,
         request.response_stream is not None,
     )
 
 
-def infer_request(wire: WireRequest, writable: bool = False) -> InferRequest:
-    inputs = {t.name: infer_tensor(t, writable) for t in wire.inputs}
+def infer_request(wire: WireRequest, folder: Path | None = None, writable: bool = False) -> InferRequest:
+    inputs = {t.name: infer_tensor(t, folder, writable) for t in wire.inputs}
     outputs = [RequestedOutput(name) for name in wire.outputs]
     return InferRequest(wire.model_name, wire.model_version, wire.id, dict(wire.parameters), inputs, outputs)
 
 
-def wire_response(response: InferResponse) -> WireResponse:
+def wire_response(response: InferResponse, folder: Path | None = None) -> WireResponse:
     error = None if response.error is None else WireError(_error_kind(response.error), response.error.message)
-    outputs = [wire_tensor(t) for t in response.outputs]
+    outputs = [wire_tensor(t, folder) for t in response.outputs]
     return WireResponse(response.model_name, response.model_version, response.id, response.parameters, outputs, error)
 
 
@@ -243,7 +262,7 @@ def _error_kind(error: errors.ModelgateError) -> str:
     return "ModelExecutionError"
 
 
-def infer_response(wire: WireResponse) -> InferResponse:
+def infer_response(wire: WireResponse, folder: Path | None = None) -> InferResponse:
     error = None if wire.error is None else _ERRORS.get(wire.error.kind, errors.ModelExecutionError)(wire.error.message)
-    outputs = [infer_tensor(t) for t in wire.outputs]
+    outputs = [infer_tensor(t, folder) for t in wire.outputs]
     return InferResponse(wire.model_name, wire.model_version, wire.id, dict(wire.parameters), outputs, error)

@@ -72,6 +72,7 @@ class Stub:
         self._sinks: dict[int, StubSink] = {}
         self._calls: dict[int, Future] = {}  # BLS and metric calls waiting for the server's answer
         self._call_ids = itertools.count()
+        self.shm_folder: Path | None = None  # large tensors, both ways (shm_tensors.py)
 
     def run(self) -> None:
         init = decode_to_stub(self.connection.recv_bytes())
@@ -79,6 +80,7 @@ class Stub:
             self._auto_complete(init)
             return
         assert isinstance(init, StubInit), init
+        self.shm_folder = Path(init.shm_folder) if init.shm_folder else None
         threading.Thread(target=self._read_forever, name="stub-reader", daemon=True).start()
         install_metric_transport(self.metric_call)
         pb_utils.PROCESS_BLS_RUNNER = bls_runner(self.call_model)  # for threads the model starts itself
@@ -109,8 +111,8 @@ class Stub:
         call = next(self._call_ids)
         future: Future = Future()
         self._calls[call] = future
-        self.send(BlsCall(call, wire_request(-1, request)))
-        return infer_response(future.result())
+        self.send(BlsCall(call, wire_request(-1, request, self.shm_folder)))
+        return infer_response(future.result(), self.shm_folder)
 
     def _auto_complete(self, message: AutoComplete) -> None:
         try:
@@ -155,11 +157,12 @@ class Stub:
         finally:
             self._forget_unstreamed(message, instance.is_decoupled)
         timings = result.timings
-        responses = [wire_response(r) for r in result.responses]
+        responses = [wire_response(r, self.shm_folder) for r in result.responses]
         return ExecuteDone(message.batch, responses, (timings.input_ns, timings.infer_ns, timings.output_ns))
 
     def _request(self, wire) -> InferRequest:
-        request = infer_request(wire, writable=True)  # models may change their inputs in place, as in Triton
+        # Models may change their inputs in place, as in Triton (copy-on-write for those in shared memory).
+        request = infer_request(wire, self.shm_folder, writable=True)
         if wire.is_streamed:
             sink = StubSink(self, wire.key)
             self._sinks[wire.key] = sink
@@ -210,7 +213,7 @@ class StubSink(SinkState):
     def _deliver(self, response: InferResponse | None, is_final: bool) -> None:
         if self._is_cancelled and not is_final:
             return
-        wire = None if response is None or self._is_cancelled else wire_response(response)
+        wire = None if response is None or self._is_cancelled else wire_response(response, self._stub.shm_folder)
         if is_final:
             self._stub._sinks.pop(self._key, None)
         self._stub.send(StreamItem(self._key, wire, is_final))

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -317,3 +318,39 @@ def _wait(condition, timeout_s: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.05)
+
+
+DOUBLER_MODEL = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
+            x *= 2  # in place: a model may change its inputs, as in Triton
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", x)]))
+        return responses
+"""
+
+
+def test_large_tensors_cross_through_shared_memory_and_leave_nothing_behind(tmp_path, make_server, monkeypatch):
+    from modelgate.backends.python import shm_tensors
+
+    used = []
+    for name in ("read", "write"):
+        original = getattr(shm_tensors, name)
+        monkeypatch.setattr(shm_tensors, name, lambda *a, _f=original, _n=name, **k: used.append(_n) or _f(*a, **k))
+    write_model(tmp_path, "doubler", STEADY_CONFIG.replace("steady", "doubler"), DOUBLER_MODEL)
+    running = make_server([tmp_path])
+    client = grpcclient.InferenceServerClient(running.grpc_url)
+    folders = list(Path("/dev/shm").glob("modelgate-stub-*"))
+    assert folders, "the stub got no shared-memory folder"
+    x = np.random.default_rng(0).random(3 << 20, dtype=np.float32)  # 12 MiB: above shm_tensors.SHM_MIN_BYTES
+    tensor = grpcclient.InferInput("X", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    np.testing.assert_array_equal(client.infer("doubler", [tensor]).as_numpy("Y"), x * 2)
+    assert used == ["write", "read"]  # the server wrote the input there and read the output from there
+    assert [f for folder in folders for f in folder.glob("*.tensor")] == []  # read once, unlinked
+    client.close()
