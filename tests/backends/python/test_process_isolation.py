@@ -347,7 +347,7 @@ def test_large_tensors_cross_through_shared_memory_and_leave_nothing_behind(tmp_
     client = grpcclient.InferenceServerClient(running.grpc_url)
     folders = list(Path("/dev/shm").glob("modelgate-stub-*"))
     assert folders, "the stub got no shared-memory folder"
-    x = np.random.default_rng(0).random(3 << 20, dtype=np.float32)  # 12 MiB: above shm_tensors.SHM_MIN_BYTES
+    x = np.random.default_rng(0).random(9 << 20, dtype=np.float32)  # 36 MiB: above shm_tensors.SHM_MIN_BYTES
     tensor = grpcclient.InferInput("X", list(x.shape), "FP32")
     tensor.set_data_from_numpy(x)
     np.testing.assert_array_equal(client.infer("doubler", [tensor]).as_numpy("Y"), x * 2)
