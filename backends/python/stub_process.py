@@ -24,6 +24,7 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 import modelgate.backends.python.triton_python_backend_utils as pb_utils
 from modelgate.backends.base import InstanceSpec
+from modelgate.backends.python import shm_tensors
 from modelgate.backends.python.backend import PythonModelInstance, bls_runner, complete_from_model_class
 from modelgate.backends.python.pb_metrics import install_metric_transport
 from modelgate.backends.python.stub_messages import (
@@ -181,7 +182,9 @@ class Stub:
                 self._dispatch(decode_to_stub(self.connection.recv_bytes()))
         except (EOFError, OSError):
             pass
-        # The server is gone (or closed the stub's socket): nothing this process does matters any more.
+        # The server is gone (or closed the stub's socket): nothing this process does matters any more. A server
+        # that was killed cannot remove the stub's shared-memory folder: the stub does.
+        shm_tensors.remove_folder(self.shm_folder)
         sys.stderr.flush()
         os._exit(0)
 

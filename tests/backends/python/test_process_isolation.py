@@ -190,6 +190,7 @@ class TritonPythonModel:
 
 def test_a_stub_never_outlives_the_server(tmp_path):
     model_dir = write_model(tmp_path, "orphan", STEADY_CONFIG.replace("steady", "orphan"), PID_FILE_MODEL)
+    started = time.time()
     server = subprocess.Popen(
         [sys.executable, "-c", SERVER_IN_A_CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()
     )
@@ -204,6 +205,7 @@ def test_a_stub_never_outlives_the_server(tmp_path):
     while _is_running(stub_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _is_running(stub_pid)
+    assert not [f for f in Path("/dev/shm").glob("modelgate-stub-*") if f.stat().st_mtime >= started]
 
 
 def _is_running(pid: int) -> bool:
