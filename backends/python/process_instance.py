@@ -69,7 +69,9 @@ STUB_RESTARTS = Counter(
 )
 
 
-LOOP_SUBMIT_MAX_BYTES = 1 << 20
+# A batch sent from the event loop must fit the socket's buffer (about 200 KiB on Linux) with room to spare: one
+# batch per stub is in flight, so the send never waits on a stub whose model holds its GIL.
+LOOP_SUBMIT_MAX_BYTES = 64 << 10
 
 
 @dataclass
@@ -133,8 +135,8 @@ class ProcessModelInstance(ModelInstance):
     def submit(self, requests: list[InferRequest]) -> Future | None:
         """The batch sent from the event loop, answered by the reader thread: no instance thread in between.
 
-        Only for small batches (encoding must not hold the loop) of models without an execute timeout (the
-        instance thread enforces it).
+        Only for small batches (encoding must not hold the loop, and the frame must fit the socket's buffer so
+        the send never blocks) of models without an execute timeout (the instance thread enforces it).
         """
         if self._timeout_s is not None or _payload_bytes(requests) > LOOP_SUBMIT_MAX_BYTES:
             return None
