@@ -53,7 +53,9 @@ class MetricFamily:
         self._kind = self._KIND_NAMES[kind]
         _call(self, {}, "declare")
 
-    def Metric(self, labels: dict[str, str] | None = None, buckets: list[float] | None = None) -> Metric:  # noqa: N802  (Triton's name)
+    def Metric(
+        self, labels: dict[str, str] | None = None, buckets: list[float] | None = None
+    ) -> Metric:  # Triton's name
         labels = {str(k): str(v) for k, v in (labels or {}).items()}
         _call(self, labels, "create", buckets=None if buckets is None else [float(b) for b in buckets])
         return Metric(self, labels)

@@ -295,14 +295,14 @@ class ProcessModelInstance(ModelInstance):
             self._streams.pop(key, None)
 
     def _on_message(self, handle: StubHandle, message, started: Future) -> None:
-        if isinstance(message, StubReady):
-            started.set_result(message)
-        elif isinstance(message, StubFailed):
-            started.set_exception(StubStartError(message.message))
-        elif isinstance(message, ExecuteDone):
+        if isinstance(message, ExecuteDone):  # the common frame first
             batch = self._batches.pop(message.batch, None)
             if batch is not None:
                 batch.result.set_result(self._settled(message, batch, handle.shm_folder))
+        elif isinstance(message, StubReady):
+            started.set_result(message)
+        elif isinstance(message, StubFailed):
+            started.set_exception(StubStartError(message.message))
         elif isinstance(message, StreamItem):
             self._deliver(message, handle.shm_folder)
         elif isinstance(message, BlsCall):
