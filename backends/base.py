@@ -18,6 +18,7 @@ where a response carrying an error ends that request's stream with it.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -54,6 +55,9 @@ class InstanceSpec:
     call_model: ModelCaller | None = field(default=None, compare=False, repr=False)
     # Lent by the server at load: where the instance reports that it stopped or serves again. None: nobody listens.
     report_health: HealthReport | None = field(default=None, compare=False, repr=False)
+    # Lent by the server at load: the event loop that calls `submit`. An instance whose model runs elsewhere may
+    # read its answers there (quick work only: nothing that waits). None: no server, or one that lends none.
+    event_loop: asyncio.AbstractEventLoop | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

@@ -45,6 +45,7 @@ def instance_specs(
     version: int,
     call_model: ModelCaller | None = None,
     on_health: InstanceHealth | None = None,
+    event_loop: asyncio.AbstractEventLoop | None = None,
 ) -> list[InstanceSpec]:
     """One spec per instance, as Triton places them.
 
@@ -70,6 +71,7 @@ def instance_specs(
                     config=config,
                     call_model=call_model,
                     report_health=_reporter(on_health, f"{group.name}_{k}"),
+                    event_loop=event_loop,
                 )
             )
     return specs
@@ -103,8 +105,9 @@ async def load_version(
     that the instances send to other models (BLS). `on_health` hears of instances that stop and come back."""
     pool = None
     if backend is not None:
-        call_model = None if infer_step is None else blocking_caller(infer_step, asyncio.get_running_loop())
-        pool = InstancePool(instance_specs(config, model_dir, version, call_model, on_health))
+        loop = asyncio.get_running_loop()
+        call_model = None if infer_step is None else blocking_caller(infer_step, loop)
+        pool = InstancePool(instance_specs(config, model_dir, version, call_model, on_health, loop))
         await pool.load(backend)
     scheduler = make_scheduler(pool, stats, config, infer_step)
     return LoadedVersion(config.name, version, config, config_to_dict(config), scheduler, stats)

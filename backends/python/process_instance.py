@@ -1,7 +1,9 @@
 """A python-model instance whose code runs in a stub process: a crash, a hang or a leak costs that model only.
 
 `execute` sends the batch to the stub and waits for its answer on the instance's thread (the scheduler's
-contract is unchanged). Decoupled responses come back as the model sends them and go onto each request's
+contract is unchanged); `submit` sends a small one from the event loop. Where the server lends its event loop,
+the stub's frames are read there: a request's answer reaches the task awaiting it with no thread between them.
+Decoupled responses come back as the model sends them and go onto each request's
 response stream; a cancelled stream is forwarded so the model sees `is_cancelled()`; BLS requests from the
 model run through the server's `call_model` on a small pool of threads.
 
@@ -13,6 +15,7 @@ started with back-off: up to MAX_START_ATTEMPTS tries in a row, each counted in
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import threading
@@ -76,9 +79,36 @@ LOOP_SUBMIT_MAX_BYTES = 64 << 10
 
 @dataclass
 class _Batch:
-    result: Future  # of its ExecuteResult
+    result: Future | asyncio.Future  # of its ExecuteResult: asyncio's when sent from the loop that reads the stub
     requests: list[InferRequest]
     keys: list[int]
+
+    def settle(self, result: ExecuteResult) -> None:
+        """Set the result, from any thread."""
+        future = self.result
+        if not isinstance(future, asyncio.Future):
+            future.set_result(result)
+            return
+        loop = future.get_loop()
+        if _running_loop() is loop:
+            _set_unless_done(future, result)
+        else:
+            try:
+                loop.call_soon_threadsafe(_set_unless_done, future, result)
+            except RuntimeError:  # that loop is closed: nobody awaits the result
+                pass
+
+
+def _set_unless_done(future: asyncio.Future, result: ExecuteResult) -> None:
+    if not future.done():  # the waiting task may have been cancelled
+        future.set_result(result)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _payload_bytes(requests: list[InferRequest]) -> int:
@@ -140,7 +170,7 @@ class ProcessModelInstance(ModelInstance):
         """
         if self._timeout_s is not None or _payload_bytes(requests) > LOOP_SUBMIT_MAX_BYTES:
             return None
-        return self._submit(requests)[2]
+        return self._submit(requests, on_loop=self.spec.event_loop is not None)[2]
 
     def unload(self) -> None:
         with self._lock:
@@ -175,7 +205,9 @@ class ProcessModelInstance(ModelInstance):
         started: Future = Future()  # StubReady, or why the stub did not come up
         self._finalized.clear()
         handle.start_reading(
-            lambda m: self._on_message(handle, m, started), lambda how: self._on_exit(handle, how, started)
+            lambda m: self._on_message(handle, m, started),
+            lambda how: self._on_exit(handle, how, started),
+            spec.event_loop,
         )
         try:
             handle.send(init)
@@ -204,7 +236,7 @@ class ProcessModelInstance(ModelInstance):
         logger.error("%s", message)
         self._report_health(message)
         for batch in batches.values():
-            batch.result.set_result(ExecuteResult(self._failed(batch.requests, UnavailableError(message))))
+            batch.settle(ExecuteResult(self._failed(batch.requests, UnavailableError(message))))
         for stream in streams.values():
             stream.fail(
                 InferResponse(self.spec.model_name, str(self.spec.model_version), error=UnavailableError(message))
@@ -240,10 +272,13 @@ class ProcessModelInstance(ModelInstance):
 
     # --- frames ---------------------------------------------------------------------------------------
 
-    def _submit(self, requests: list[InferRequest]) -> tuple[StubHandle | None, int, Future]:
-        """Send the batch; (the stub, the batch number, a Future of its ExecuteResult set by the reader thread)."""
+    def _submit(self, requests: list[InferRequest], on_loop: bool = False) -> tuple[StubHandle | None, int, Future]:
+        """Send the batch; (the stub, the batch number, a future of its ExecuteResult set by the stub's reader).
+
+        `on_loop`: called on the event loop that reads the stub; the future is then that loop's.
+        """
         batch = next(self._batch_ids)
-        result: Future = Future()
+        result = asyncio.get_running_loop().create_future() if on_loop else Future()
         keys = [next(self._keys) for _ in requests]
         with self._lock:  # against _on_exit: either it sees this batch and fails it, or we see it happened
             handle = self._handle
@@ -298,7 +333,7 @@ class ProcessModelInstance(ModelInstance):
         if isinstance(message, ExecuteDone):  # the common frame first
             batch = self._batches.pop(message.batch, None)
             if batch is not None:
-                batch.result.set_result(self._settled(message, batch, handle.shm_folder))
+                batch.settle(self._settled(message, batch, handle.shm_folder))
         elif isinstance(message, StubReady):
             started.set_result(message)
         elif isinstance(message, StubFailed):

@@ -1,11 +1,12 @@
 """The stub: the process in which one python-model instance's code runs, apart from the server.
 
-The server starts it with one end of a socket pair (`python -c ... FD`) and speaks stub_messages on it. Inside,
-the model runs exactly as it would in the server (`PythonModelInstance`): requests arrive as frames, responses
-leave as frames, decoupled responses stream back as they are sent, BLS requests go to the server and wait for
-its answer. Two threads: the main thread runs the model (initialize, each execute, finalize, one at a time) and
-a reader thread takes every frame from the server, so a cancellation or a BLS answer arrives while the model is
-busy. When the server goes away (the socket closes) the stub exits at once, whatever the model is doing.
+The server starts it with one end of two socket pairs (`python -c ... WORK_FD CONTROL_FD`, stub_handle.py) and
+speaks stub_messages on them. Inside, the model runs exactly as it would in the server (`PythonModelInstance`):
+requests arrive as frames, responses leave as frames, decoupled responses stream back as they are sent, BLS
+requests go to the server and wait for its answer. The main thread reads the work socket and runs the model
+(initialize, each execute, finalize, one at a time): a request costs no hand-off between threads. A reader thread
+takes the control socket's frames, so a cancellation or a BLS answer arrives while the model is busy. When the
+server goes away (the sockets close) the stub exits at once, whatever the model is doing.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import queue
+import socket
 import sys
 import threading
 from concurrent.futures import Future
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
@@ -27,6 +27,7 @@ from modelgate.backends.base import InstanceSpec
 from modelgate.backends.python import shm_tensors
 from modelgate.backends.python.backend import PythonModelInstance, bls_runner, complete_from_model_class
 from modelgate.backends.python.pb_metrics import install_metric_transport
+from modelgate.backends.python.stub_frames import recv_frame, send_frame
 from modelgate.backends.python.stub_messages import (
     AutoComplete,
     AutoCompleted,
@@ -56,9 +57,9 @@ from modelgate.core.sink_state import SinkState
 logger = logging.getLogger("modelgate.python_model")
 
 
-def main(fd: int) -> None:
+def main(work_fd: int, control_fd: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[stub %(process)d]: %(message)s")
-    Stub(Connection(fd)).run()
+    Stub(socket.socket(fileno=work_fd), socket.socket(fileno=control_fd)).run()
     # Threads the model started must not keep an instance that was finalized (or failed to start) alive.
     sys.stdout.flush()
     sys.stderr.flush()
@@ -66,17 +67,20 @@ def main(fd: int) -> None:
 
 
 class Stub:
-    def __init__(self, connection: Connection):
-        self.connection = connection
+    def __init__(self, work: socket.socket, control: socket.socket):
+        self._work = work
+        self._control = control
         self._send_lock = threading.Lock()
-        self._work: queue.SimpleQueue[Execute | Finalize] = queue.SimpleQueue()  # the C one: less per frame
         self._sinks: dict[int, StubSink] = {}
+        # A Cancel travels on the control socket and may overtake the Execute of its request: kept until it comes.
+        self._sinks_lock = threading.Lock()
+        self._early_cancels: set[int] = set()
         self._calls: dict[int, Future] = {}  # BLS and metric calls waiting for the server's answer
         self._call_ids = itertools.count()
         self.shm_folder: Path | None = None  # large tensors, both ways (shm_tensors.py)
 
     def run(self) -> None:
-        init = decode_to_stub(self.connection.recv_bytes())
+        init = decode_to_stub(recv_frame(self._work))
         if isinstance(init, AutoComplete):
             self._auto_complete(init)
             return
@@ -93,19 +97,23 @@ class Stub:
             return
         self.send(StubReady())
         while True:
-            message = self._work.get()
+            try:
+                message = decode_to_stub(recv_frame(self._work))
+            except (EOFError, OSError):
+                self._server_gone()
             if isinstance(message, Finalize):
                 try:
                     instance.unload()
                 finally:
                     self.send(Finalized())
                 return
-            self.send(self._execute(instance, message))
+            if isinstance(message, Execute):
+                self.send(self._execute(instance, message))
 
     def send(self, message) -> None:
         frame = encode(message)
         with self._send_lock:
-            self.connection.send_bytes(frame)
+            send_frame(self._work, frame)
 
     def call_model(self, request: InferRequest) -> InferResponse:
         """BLS: the server runs `request` and this thread waits for the answer."""
@@ -150,6 +158,7 @@ class Stub:
         )
 
     def _execute(self, instance: PythonModelInstance, message: Execute) -> ExecuteDone:
+        self._forget_late_cancels(message)
         requests = [self._request(wire) for wire in message.requests]
         try:
             result = instance.execute(requests)
@@ -166,7 +175,11 @@ class Stub:
         request = infer_request(wire, self.shm_folder, writable=True)
         if wire.is_streamed:
             sink = StubSink(self, wire.key)
-            self._sinks[wire.key] = sink
+            with self._sinks_lock:
+                self._sinks[wire.key] = sink
+                if wire.key in self._early_cancels:
+                    self._early_cancels.discard(wire.key)
+                    sink.cancel()
             request.response_stream = sink
         return request
 
@@ -176,13 +189,26 @@ class Stub:
             for wire in message.requests:
                 self._sinks.pop(wire.key, None)
 
+    def _forget_late_cancels(self, message: Execute) -> None:
+        """Cancels of keys below this batch's came after their requests had finished: nothing will claim them.
+
+        The server numbers requests in the order it sends them, so every key below the first of this batch
+        belongs to an Execute already read."""
+        if self._early_cancels and message.requests:
+            first = message.requests[0].key
+            with self._sinks_lock:
+                self._early_cancels = {key for key in self._early_cancels if key >= first}
+
     def _read_forever(self) -> None:
         try:
             while True:
-                self._dispatch(decode_to_stub(self.connection.recv_bytes()))
+                self._dispatch(decode_to_stub(recv_frame(self._control)))
         except (EOFError, OSError):
             pass
-        # The server is gone (or closed the stub's socket): nothing this process does matters any more. A server
+        self._server_gone()
+
+    def _server_gone(self) -> None:
+        # The server is gone (or closed the stub's sockets): nothing this process does matters any more. A server
         # that was killed cannot remove the stub's shared-memory folder: the stub does.
         shm_tensors.remove_folder(self.shm_folder)
         sys.stderr.flush()
@@ -190,15 +216,16 @@ class Stub:
 
     def _dispatch(self, message) -> None:
         if isinstance(message, Cancel):
-            sink = self._sinks.get(message.key)
+            with self._sinks_lock:
+                sink = self._sinks.get(message.key)
+                if sink is None:
+                    self._early_cancels.add(message.key)
             if sink is not None:
                 sink.cancel()
         elif isinstance(message, BlsReturn):
             self._calls.pop(message.call).set_result(message.response)
         elif isinstance(message, MetricReturn):
             self._calls.pop(message.call).set_result(message)
-        else:
-            self._work.put(message)
 
 
 class StubSink(SinkState):

@@ -1,0 +1,102 @@
+"""Frames on a stream socket between the server and a stub: an 8-byte length, then that many bytes.
+
+`send_frame` and `recv_frame` block (a stub's threads, the server's instance threads). `FrameReader` reads
+whatever has arrived without waiting, for the server's event loop: it is called when the socket is readable
+and returns the frames completed so far, keeping a partial one for the next call.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+_LENGTH = struct.Struct("<Q")
+_CHUNK = 256 << 10  # one read; a frame larger than this is read into a buffer of its own size
+
+
+def send_frame(sock: socket.socket, frame: bytes) -> None:
+    """Send one frame (blocking until the kernel took it all); raises OSError when the peer is gone.
+
+    Not atomic: threads that share a socket hold a lock around it."""
+    header = _LENGTH.pack(len(frame))
+    if len(frame) < _CHUNK:
+        sock.sendall(header + frame)  # one system call for the common small frame
+    else:  # no concatenated copy of a large one
+        sock.sendall(header)
+        sock.sendall(frame)
+
+
+def recv_frame(sock: socket.socket) -> bytearray:
+    """The next frame (blocking); raises EOFError when the peer closed its end."""
+    length = _LENGTH.unpack(_recv_exactly(sock, _LENGTH.size))[0]
+    return _recv_exactly(sock, length)
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytearray:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    received = 0
+    while received < size:
+        count = sock.recv_into(view[received:])
+        if count == 0:
+            raise EOFError
+        received += count
+    return buffer
+
+
+class FrameReader:
+    """Reads frames from a socket without ever waiting for one: for a caller that knows the socket is readable."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self._pending = bytearray()  # received bytes not yet part of a returned frame (at most a partial header/frame)
+        self._large: bytearray | None = None  # a large frame being filled in place
+        self._large_filled = 0
+
+    def read_available(self) -> list[bytearray]:
+        """Every frame completed by the bytes available now (maybe none); raises EOFError when the peer closed."""
+        if self._large is not None:
+            return self._fill_large()
+        try:
+            data = self._sock.recv(_CHUNK, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return []
+        if not data:
+            raise EOFError
+        self._pending += data
+        return self._split()
+
+    def _split(self) -> list[bytearray]:
+        frames = []
+        start = 0
+        pending = self._pending
+        while len(pending) - start >= _LENGTH.size:
+            length = _LENGTH.unpack_from(pending, start)[0]
+            body = start + _LENGTH.size
+            if len(pending) - body >= length:
+                frames.append(pending[body : body + length])
+                start = body + length
+            elif length >= _CHUNK:  # read the rest straight into the frame's own buffer
+                self._large = bytearray(length)
+                got = len(pending) - body
+                self._large[:got] = pending[body:]
+                self._large_filled = got
+                start = len(pending)
+                break
+            else:
+                break
+        del pending[:start]
+        return frames
+
+    def _fill_large(self) -> list[bytearray]:
+        try:
+            count = self._sock.recv_into(memoryview(self._large)[self._large_filled :], 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return []
+        if count == 0:
+            raise EOFError
+        self._large_filled += count
+        if self._large_filled < len(self._large):
+            return []
+        frame, self._large = self._large, None
+        return [frame]
