@@ -88,6 +88,11 @@ def load_failure_reason(exc: BaseException) -> str:
 class ModelInstance(ABC):
     """One loaded copy of a model version; see the module docstring for the invariants."""
 
+    # How many batches a scheduler that forms no batches itself may hand this instance before the first is
+    # answered. Above 1 only for an instance whose model runs elsewhere and executes them one at a time, in the
+    # order given (a stub process): the next batch then waits there, ready, instead of in the server.
+    pipeline_depth: int = 1
+
     @abstractmethod
     def execute(self, requests: list[InferRequest]) -> ExecuteResult: ...
 
@@ -95,7 +100,8 @@ class ModelInstance(ABC):
         """Optional, for an instance whose model runs elsewhere (another process): start the batch without
         blocking, from the event loop, and return a concurrent Future of its ExecuteResult, which must always
         complete (never raise); or None to have `execute` run on the instance's thread as usual. Same
-        invariants as `execute`; it is never called while an execute of the same instance is running."""
+        invariants as `execute`; it is never called while an execute of the same instance is running, and while
+        `pipeline_depth` batches are unanswered. The Future may be an asyncio one of the calling loop."""
         return None
 
     def unload(self) -> None:

@@ -77,6 +77,11 @@ def instance_specs(
     return specs
 
 
+def batches_dynamically(config: ModelConfig) -> bool:
+    """The dynamic batcher schedules this model (else the direct scheduler, or the ensemble's)."""
+    return config.HasField("dynamic_batching") and config.max_batch_size > 0
+
+
 def make_scheduler(
     pool: InstancePool | None, stats: VersionStatistics, config: ModelConfig, infer_step: StepInfer | None = None
 ):
@@ -86,7 +91,7 @@ def make_scheduler(
         if infer_step is None:
             raise UnavailableError(f"ensemble '{config.name}' cannot run: this server has no dataplane for its steps")
         return EnsembleScheduler(build_ensemble_graph(config, config.name), stats, infer_step)
-    if config.HasField("dynamic_batching") and config.max_batch_size > 0:
+    if batches_dynamically(config):
         return DynamicBatcher(pool, stats, config)
     return DirectScheduler(pool, stats, is_decoupled=config.model_transaction_policy.decoupled)
 
@@ -107,7 +112,8 @@ async def load_version(
     if backend is not None:
         loop = asyncio.get_running_loop()
         call_model = None if infer_step is None else blocking_caller(infer_step, loop)
-        pool = InstancePool(instance_specs(config, model_dir, version, call_model, on_health, loop))
+        specs = instance_specs(config, model_dir, version, call_model, on_health, loop)
+        pool = InstancePool(specs, pipelined=not batches_dynamically(config))
         await pool.load(backend)
     scheduler = make_scheduler(pool, stats, config, infer_step)
     return LoadedVersion(config.name, version, config, config_to_dict(config), scheduler, stats)

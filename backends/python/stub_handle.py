@@ -100,8 +100,12 @@ class StubHandle:
             with self._control_lock:
                 send_frame(self._control, frame)
         else:
-            with self._work_lock:
-                send_frame(self._work, frame)
+            self.send_work_frame(frame)
+
+    def send_work_frame(self, frame: bytes) -> None:
+        """An encoded frame for the work socket (Execute, Finalize); raises OSError when the stub is gone."""
+        with self._work_lock:
+            send_frame(self._work, frame)
 
     def kill(self) -> None:
         if self.process.poll() is None:

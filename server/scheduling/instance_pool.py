@@ -3,6 +3,10 @@
 An instance is created, executes and is unloaded on its own single-thread executor, so a
 model never sees two threads and the event loop never runs model code. `run` waits for a
 free instance; `close` lets in-flight executions finish, then unloads every instance.
+
+A pool made with `pipelined=True` (a scheduler that forms no batches) hands an instance up to its
+`pipeline_depth` batches at once: each instance has that many slots. A batching scheduler gets one slot per
+instance, so its batches grow while the instances are busy.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ logger = logging.getLogger(__name__)
 
 
 class InstancePool:
-    def __init__(self, specs: list[InstanceSpec]):
+    def __init__(self, specs: list[InstanceSpec], pipelined: bool = False):
         self.specs = specs
+        self.pipelined = pipelined
         self._executors = [
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"instance-{spec.instance_name}") for spec in specs
         ]
@@ -45,7 +50,17 @@ class InstancePool:
             await self._unload_instances()
             self._shutdown_executors()
             raise failures[0]
-        self._free = list(range(len(self._instances)))
+        # Interleaved: the first batches spread over the instances before any instance gets a second.
+        depth = max((self._slots(instance) for instance in self._instances), default=1)
+        self._free = [
+            index
+            for slot in reversed(range(depth))
+            for index, instance in enumerate(self._instances)
+            if slot < self._slots(instance)
+        ]
+
+    def _slots(self, instance: ModelInstance) -> int:
+        return max(1, int(instance.pipeline_depth)) if self.pipelined else 1
 
     async def run(self, requests: list[InferRequest], on_dispatch=None) -> tuple[ExecuteResult, int]:
         """Execute `requests` as one batch on the next free instance; (result, queue ns).
@@ -63,7 +78,7 @@ class InstancePool:
         return await self.execute_on(index, requests), queue_ns
 
     async def acquire(self) -> int:
-        """Wait (first come, first served) for a free instance and hold it; `execute_on` releases it."""
+        """Wait (first come, first served) for a free instance (slot) and hold it; `execute_on` releases it."""
         if self._free and not self._waiters:
             index = self._free.pop()
         else:
