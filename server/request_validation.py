@@ -90,7 +90,7 @@ def _apply_reshape(tensor: InferTensor, target: list[int], has_batch: bool) -> N
     if -1 in target:
         return
     new_shape = tuple(prefix + target)
-    if math.prod(new_shape) == tensor.data.size:
+    if math.prod(new_shape) == math.prod(tensor.data.shape):  # numpy or (a BLS GPU input) torch
         tensor.data = tensor.data.reshape(new_shape)
         tensor.shape = new_shape
 

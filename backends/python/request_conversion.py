@@ -1,4 +1,9 @@
-"""Converting between the server's requests/responses and triton_python_backend_utils objects."""
+"""Converting between the server's requests/responses and triton_python_backend_utils objects.
+
+GPU tensors (torch CUDA tensors a model made with `Tensor.from_dlpack`) stay on their GPU where the receiver is
+a python model: the inputs of a BLS request, and the outputs of a response to one (`can_take_device_outputs`).
+Every other response leaves here in host memory, as numpy arrays: what the frontends encode.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import modelgate.backends.python.triton_python_backend_utils as pb_utils
 from modelgate.core.errors import ModelExecutionError, ModelgateError, error_from_triton_code
 from modelgate.core.inference_types import InferRequest, InferResponse, InferTensor
 from modelgate.core.tensors import datatypes
+from modelgate.core.tensors.device_tensors import is_device_tensor
 
 # Request parameters that steer the server itself and are not passed on to the model.
 _SERVER_PARAMETERS = {"binary_data_output"}
@@ -92,11 +98,14 @@ def _outputs(pb_response, request: InferRequest, config: ModelConfig) -> list[In
                 f"model '{request.model_name}' did not return requested output '{name}'; "
                 f"it returned {sorted(by_name) or 'no outputs'}"
             )
-        outputs.append(_output_tensor(tensor, expected_types.get(name), request.model_name))
+        keep_on_device = request.can_take_device_outputs and is_device_tensor(tensor._data)
+        outputs.append(_output_tensor(tensor, expected_types.get(name), request.model_name, keep_on_device))
     return outputs
 
 
-def _output_tensor(tensor, expected: datatypes.DataType | None, model_name: str) -> InferTensor:
+def _output_tensor(tensor, expected: datatypes.DataType | None, model_name: str, keep_on_device: bool) -> InferTensor:
+    if keep_on_device:
+        return _device_tensor(tensor, expected, model_name, "output")
     data = tensor._as_numpy_for_server()
     actual = datatypes.from_numpy_dtype(data.dtype)
     if expected is not None and expected.wire_name != actual.wire_name:
@@ -107,6 +116,23 @@ def _output_tensor(tensor, expected: datatypes.DataType | None, model_name: str)
     if actual.is_bytes and data.dtype != object:
         data = data.astype(object)
     return InferTensor(tensor.name(), actual.wire_name, tuple(int(d) for d in data.shape), data)
+
+
+def _device_tensor(tensor, expected: datatypes.DataType | None, model_name: str, kind: str) -> InferTensor:
+    """A pb_utils.Tensor holding a torch CUDA tensor, as it is (no copy)."""
+    try:
+        wire_name = tensor._wire_datatype()
+    except KeyError:
+        raise ModelExecutionError(
+            f"model '{model_name}': {kind} '{tensor.name()}' has dtype {tensor._data.dtype}, which has no Triton datatype"
+        ) from None
+    if expected is not None and expected.wire_name != wire_name:
+        raise ModelExecutionError(
+            f"model '{model_name}' returned {kind} '{tensor.name()}' as {wire_name} "
+            f"but its configuration declares {expected.wire_name}"
+        )
+    data = tensor._data.detach()
+    return InferTensor(tensor.name(), wire_name, tuple(int(d) for d in data.shape), data)
 
 
 def _type_name(data_type: int) -> str:
@@ -125,11 +151,15 @@ def to_pb_response_for_bls(response: InferResponse) -> pb_utils.InferenceRespons
 
 
 def from_pb_request_for_bls(pb_request: pb_utils.InferenceRequest) -> InferRequest:
-    """A BLS request as a server request (validation happens in the dataplane)."""
+    """A BLS request as a server request (validation happens in the dataplane). GPU inputs stay where they are,
+    and the caller takes GPU outputs as they come."""
     from modelgate.core.inference_types import RequestedOutput
 
     inputs = {}
     for tensor in pb_request.inputs():
+        if is_device_tensor(tensor._data):
+            inputs[tensor.name()] = _device_tensor(tensor, None, pb_request.model_name(), "input")
+            continue
         data = tensor._as_numpy_for_server()
         wire = datatypes.from_numpy_dtype(data.dtype).wire_name
         if wire == "BYTES" and data.dtype != object:
@@ -143,4 +173,5 @@ def from_pb_request_for_bls(pb_request: pb_utils.InferenceRequest) -> InferReque
         parameters=json.loads(pb_request.parameters() or "{}"),
         inputs=inputs,
         outputs=[RequestedOutput(name) for name in pb_request.requested_output_names()],
+        can_take_device_outputs=True,
     )

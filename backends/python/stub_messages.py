@@ -2,7 +2,8 @@
 
 One socket pair per stub carries length-prefixed MessagePack frames of the msgspec Structs below (fields by
 position). Tensors travel as their raw bytes (BYTES tensors in Triton's length-prefixed form), written into the
-frame once. Never pickle: request contents come from the network.
+frame once; large ones through shared memory (shm_tensors.py); torch CUDA tensors stay on their GPU and only
+a CUDA IPC handle travels (cuda_ipc_tensors.py). Never pickle: request contents come from the network.
 
 Server -> stub: StubInit once, then Execute, Cancel, BlsReturn, Finalize.
 Stub -> server: StubReady or StubFailed once, then ExecuteDone per Execute, StreamItem for decoupled responses,
@@ -21,10 +22,12 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from modelgate.backends.python import shm_tensors
+from modelgate.backends.python import cuda_ipc_tensors, shm_tensors
+from modelgate.backends.python.cuda_ipc_tensors import CudaIpcTensor
 from modelgate.core import errors
 from modelgate.core.inference_types import InferRequest, InferResponse, InferTensor, RequestedOutput
 from modelgate.core.tensors import datatypes
+from modelgate.core.tensors.device_tensors import is_device_tensor
 from modelgate.core.tensors.raw_bytes import array_from_raw, array_to_raw
 
 
@@ -39,6 +42,7 @@ class WireTensor(_Message):
     data: memoryview  # decoded as a view of the received frame (no copy); empty when in shared memory
     parameters: dict[str, Any] = {}
     shm_name: str = ""  # a large tensor: the file of the stub's shared-memory folder that holds it (shm_tensors)
+    cuda: CudaIpcTensor | None = None  # a GPU tensor: its CUDA IPC handle (data is empty)
 
 
 class WireError(_Message):
@@ -55,6 +59,7 @@ class WireRequest(_Message):
     inputs: list[WireTensor]
     outputs: list[str]
     is_streamed: bool  # the request has a response stream: decoupled responses and cancellation
+    can_take_device_outputs: bool = False  # InferRequest's: a BLS request, whose caller takes GPU outputs
 
 
 class WireResponse(_Message):
@@ -199,8 +204,12 @@ def decode_from_stub(frame: bytes) -> FromStub:
 
 
 def wire_tensor(tensor: InferTensor, folder: Path | None = None) -> WireTensor:
-    """The tensor for a frame: its bytes inside it, or, when large and a shared-memory folder exists, there."""
+    """The tensor for a frame: its bytes inside it, or, when large and a shared-memory folder exists, there; a
+    torch CUDA tensor as its CUDA IPC handle (its bytes stay on the GPU)."""
     shape = tuple(tensor.shape)
+    if is_device_tensor(tensor.data):
+        cuda = cuda_ipc_tensors.share(tensor.data)
+        return WireTensor(tensor.name, tensor.datatype, shape, memoryview(b""), tensor.parameters, cuda=cuda)
     if folder is not None and shm_tensors.is_large(tensor.data):
         name = shm_tensors.write(folder, tensor.data)
         return WireTensor(tensor.name, tensor.datatype, shape, memoryview(b""), tensor.parameters, name)
@@ -215,10 +224,13 @@ def _raw(tensor: InferTensor) -> memoryview:
 
 
 def infer_tensor(wire: WireTensor, folder: Path | None = None, writable: bool = False) -> InferTensor:
-    """The tensor of a frame: a view of it or of its shared memory, or (writable) one a model may change."""
+    """The tensor of a frame: a view of it or of its shared memory, or (writable) one a model may change; a GPU
+    tensor copied (on its GPU) into an allocation of this process, which is always writable."""
     datatype = datatypes.from_wire_name(wire.datatype)
     where = f"tensor '{wire.name}'"
-    if wire.shm_name:
+    if wire.cuda is not None:
+        data = _device_tensor(wire.cuda, wire.shape, where)
+    elif wire.shm_name:
         if folder is None or datatype.is_bytes:
             raise ValueError(f"{where}: in shared memory, which this side has not got")
         raw = shm_tensors.read(folder, wire.shm_name, math.prod(wire.shape) * datatype.itemsize, writable)
@@ -228,6 +240,12 @@ def infer_tensor(wire: WireTensor, folder: Path | None = None, writable: bool = 
         if writable and not datatype.is_bytes:
             data = data.copy()
     return InferTensor(wire.name, wire.datatype, wire.shape, data, dict(wire.parameters))
+
+
+def _device_tensor(cuda: CudaIpcTensor, shape: tuple[int, ...], where: str):
+    if tuple(cuda.shape) != tuple(shape):
+        raise ValueError(f"{where}: GPU tensor of shape {list(cuda.shape)} sent as shape {list(shape)}")
+    return cuda_ipc_tensors.open_copy(cuda, where)
 
 
 def wire_request(key: int, request: InferRequest, folder: Path | None = None) -> WireRequest:
@@ -240,13 +258,22 @@ def wire_request(key: int, request: InferRequest, folder: Path | None = None) ->
         [wire_tensor(t, folder) for t in request.inputs.values()],
         request.requested_output_names,
         request.response_stream is not None,
+        request.can_take_device_outputs,
     )
 
 
 def infer_request(wire: WireRequest, folder: Path | None = None, writable: bool = False) -> InferRequest:
     inputs = {t.name: infer_tensor(t, folder, writable) for t in wire.inputs}
     outputs = [RequestedOutput(name) for name in wire.outputs]
-    return InferRequest(wire.model_name, wire.model_version, wire.id, dict(wire.parameters), inputs, outputs)
+    return InferRequest(
+        wire.model_name,
+        wire.model_version,
+        wire.id,
+        dict(wire.parameters),
+        inputs,
+        outputs,
+        can_take_device_outputs=wire.can_take_device_outputs,
+    )
 
 
 def wire_response(response: InferResponse, folder: Path | None = None) -> WireResponse:

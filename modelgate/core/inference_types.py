@@ -18,7 +18,11 @@ from modelgate.core.errors import ModelgateError
 
 @dataclass
 class InferTensor:
-    """A named tensor; `data.shape == tuple(shape)` and `datatype` is a wire name."""
+    """A named tensor; `data.shape == tuple(shape)` and `datatype` is a wire name.
+
+    `data` is a numpy array, except between python models: a BLS request's inputs and, when the request
+    `can_take_device_outputs`, its response's outputs may be torch CUDA tensors (core/tensors/device_tensors.py).
+    """
 
     name: str
     datatype: str
@@ -50,6 +54,9 @@ class InferRequest:
     # Set by the scheduler for streamed calls: where a decoupled model sends its responses,
     # and how it learns that the client cancelled.
     response_stream: ResponseSink | None = field(default=None, repr=False, compare=False)
+    # Set for requests a python model sends (BLS): the caller takes GPU outputs as torch CUDA tensors. Unset
+    # (requests from the network), every output is a numpy array in host memory, which the encoders take.
+    can_take_device_outputs: bool = field(default=False, compare=False)
 
     @property
     def requested_output_names(self) -> list[str]:
