@@ -159,15 +159,18 @@ class Stub:
 
     def _execute(self, instance: PythonModelInstance, message: Execute) -> ExecuteDone:
         self._forget_late_cancels(message)
-        requests = [self._request(wire) for wire in message.requests]
         try:
+            requests = [self._request(wire) for wire in message.requests]  # e.g. a CUDA tensor without CUDA here
             result = instance.execute(requests)
         except BaseException as exc:  # execute's own failures are caught inside; this is the rest
             return ExecuteDone(message.batch, [], (0, 0, 0), error=f"{type(exc).__name__}: {exc}")
         finally:
             self._forget_unstreamed(message, instance.is_decoupled)
         timings = result.timings
-        responses = [wire_response(r, self.shm_folder) for r in result.responses]
+        try:
+            responses = [wire_response(r, self.shm_folder) for r in result.responses]
+        except Exception as exc:  # a response this side cannot send (e.g. a tensor it cannot share)
+            return ExecuteDone(message.batch, [], (0, 0, 0), error=f"{type(exc).__name__}: {exc}")
         return ExecuteDone(message.batch, responses, (timings.input_ns, timings.infer_ns, timings.output_ns))
 
     def _request(self, wire) -> InferRequest:
