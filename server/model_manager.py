@@ -158,7 +158,8 @@ class ModelManager:
             return  # a late report from a version that is gone
         stopped = entry.stopped_instances.setdefault(version, {})
         if reason is None:
-            stopped.pop(instance, None)
+            if stopped.pop(instance, None) is not None:  # it stopped and came back
+                entry.serving[version].stats.instance_restarts += 1
         else:
             stopped[instance] = reason
         if stopped:

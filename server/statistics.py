@@ -31,6 +31,10 @@ class BatchStatistics:
     compute_output: Duration = field(default_factory=Duration)
 
 
+# Keys of `as_dict` beyond Triton's ModelStatistics message (the gRPC frontend leaves them out).
+EXTENSION_FIELDS = ("instance_restarts",)
+
+
 @dataclass
 class VersionStatistics:
     name: str
@@ -48,6 +52,9 @@ class VersionStatistics:
     failures_by_reason: dict[str, int] = field(default_factory=dict)
     pending_requests: int = 0
     executed_requests: int = 0  # requests over all executions: / execution_count = requests batched per execution
+    # Instances that stopped (a python model's process died) and serve again. Not Triton's: HTTP shows it as
+    # `instance_restarts`; gRPC's ModelStatistics has no field for it (modelgate_python_stub_restarts_total has).
+    instance_restarts: int = 0
 
     def record_execution(
         self, batch_size: int, num_requests: int, input_ns: int, infer_ns: int, output_ns: int
@@ -91,6 +98,7 @@ class VersionStatistics:
             "response_stats": {},
             "batch_stats": [_batch_dict(size, stats) for size, stats in sorted(self.batches.items())],
             "memory_usage": [],
+            EXTENSION_FIELDS[0]: self.instance_restarts,
         }
 
 

@@ -19,6 +19,7 @@ from modelgate.server.frontends.grpc.infer_codec import decode_infer_request, en
 from modelgate.server.frontends.grpc.parameters import parameters_to_dict
 from modelgate.server.frontends.grpc.stream_infer import serve_infer_stream
 from modelgate.server.log_settings import LogSettings
+from modelgate.server.statistics import EXTENSION_FIELDS
 
 
 def _aborting_on_errors(rpc):
@@ -66,6 +67,9 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
     @_aborting_on_errors
     async def ModelStatistics(self, request, context):
         statistics = self.dataplane.statistics(request.name, request.version)
+        for model in statistics["model_stats"]:
+            for key in EXTENSION_FIELDS:  # no field for them in Triton's message
+                model.pop(key, None)
         return json_format.ParseDict(statistics, service_pb2.ModelStatisticsResponse())
 
     @_aborting_on_errors

@@ -308,6 +308,13 @@ def test_the_model_is_unavailable_until_its_process_is_back(tmp_path, make_serve
     (model_dir / "allowed").touch()
     _wait(lambda: _state(http, "phoenix")[0] == "READY")
     assert http.is_model_ready("phoenix")
+    # Several failed tries, one restart that took: the statistics count instances that came back.
+    (stats,) = http.get_inference_statistics("phoenix")["model_stats"]
+    assert stats["instance_restarts"] == 1
+    grpc = grpcclient.InferenceServerClient(running.grpc_url)
+    (grpc_stats,) = grpc.get_inference_statistics("phoenix", as_json=True)["model_stats"]  # Triton's fields only
+    assert grpc_stats["name"] == "phoenix" and "instance_restarts" not in grpc_stats
+    grpc.close()
     http.close()
 
 
