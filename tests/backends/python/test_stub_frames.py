@@ -1,0 +1,80 @@
+"""Frames between the server and a stub: whole frames out of whatever the socket delivered, never a wait."""
+
+import socket
+import struct
+import threading
+
+import pytest
+
+from modelgate.backends.python.stub_frames import FrameReader, recv_frame, send_frame
+
+
+@pytest.fixture
+def pair():
+    left, right = socket.socketpair()
+    yield left, right
+    left.close()
+    right.close()
+
+
+def _drain(reader: FrameReader, count: int) -> list[bytes]:
+    frames = []
+    while len(frames) < count:
+        frames.extend(bytes(f) for f in reader.read_available())
+    return frames
+
+
+def test_many_small_frames_arriving_together_come_out_one_by_one(pair):
+    left, right = pair
+    sent = [b"", b"a", b"bc" * 100, bytes(range(256))]
+    for frame in sent:
+        send_frame(left, frame)
+    assert _drain(FrameReader(right), len(sent)) == sent
+
+
+def test_a_frame_split_anywhere_waits_for_its_rest(pair):
+    left, right = pair
+    payload = b"0123456789"
+    wire = struct.pack("<Q", len(payload)) + payload
+    reader = FrameReader(right)
+    for piece in (wire[:3], wire[3:8], wire[8:12]):  # inside the length, up to its end, inside the body
+        left.sendall(piece)
+        assert reader.read_available() == []
+    left.sendall(wire[12:])
+    assert _drain(reader, 1) == [payload]
+
+
+def test_a_frame_larger_than_one_read_is_filled_in_place(pair):
+    left, right = pair
+    large = bytes(range(256)) * 8192  # 2 MiB: several reads
+    writer = threading.Thread(target=lambda: (send_frame(left, large), send_frame(left, b"next")))
+    writer.start()
+    frames = _drain(FrameReader(right), 2)
+    writer.join()
+    assert frames == [large, b"next"]
+
+
+def test_nothing_arrived_is_no_frame_and_no_wait(pair):
+    _, right = pair
+    assert FrameReader(right).read_available() == []
+
+
+def test_the_peer_closing_is_eof_for_both_readers(pair):
+    left, right = pair
+    send_frame(left, b"last")
+    left.close()
+    reader = FrameReader(right)
+    assert _drain(reader, 1) == [b"last"]
+    with pytest.raises(EOFError):
+        reader.read_available()
+
+
+def test_blocking_receive_reads_exactly_one_frame(pair):
+    left, right = pair
+    send_frame(left, b"one")
+    send_frame(left, b"two")
+    assert recv_frame(right) == b"one"
+    assert recv_frame(right) == b"two"
+    left.close()
+    with pytest.raises(EOFError):
+        recv_frame(right)
