@@ -33,7 +33,7 @@ def to_pb_request(request: InferRequest, config: ModelConfig, version: str) -> p
         inputs=inputs,
         requested_output_names=wanted,
         model_name=request.model_name,
-        parameters=json.dumps(parameters),
+        parameters=json.dumps(parameters) if parameters else "{}",
     )
     stream = request.response_stream
     if stream is not None:
@@ -76,7 +76,10 @@ def from_pb_response(pb_response, request: InferRequest, config: ModelConfig, ve
 
 def _parameters(pb_response, model_name: str) -> dict:
     """Response parameters must be strings, integers, floats or booleans, as Triton requires."""
-    parameters = json.loads(pb_response.parameters() or "{}")
+    text = pb_response.parameters()
+    if not text or text == "{}":
+        return {}
+    parameters = json.loads(text)
     for key, value in parameters.items():
         if not isinstance(value, (str, int, float, bool)):
             raise ModelExecutionError(
@@ -87,7 +90,7 @@ def _parameters(pb_response, model_name: str) -> dict:
 
 
 def _outputs(pb_response, request: InferRequest, config: ModelConfig) -> list[InferTensor]:
-    expected_types = {o.name: datatypes.from_config_name(_type_name(o.data_type)) for o in config.output}
+    expected_types = _declared_output_types(config)
     wanted = request.requested_output_names or [o.name for o in config.output]
     by_name = {t.name(): t for t in pb_response.output_tensors()}
     outputs = []
@@ -133,6 +136,22 @@ def _device_tensor(tensor, expected: datatypes.DataType | None, model_name: str,
         )
     data = tensor._data.detach()
     return InferTensor(tensor.name(), wire_name, tuple(int(d) for d in data.shape), data)
+
+
+# The declared output types of the configs seen last, by identity: a config is built once per instance and not
+# changed after, and converting each response must not walk it again.
+_DECLARED_TYPES: dict[int, tuple[ModelConfig, dict[str, datatypes.DataType]]] = {}
+
+
+def _declared_output_types(config: ModelConfig) -> dict[str, datatypes.DataType]:
+    cached = _DECLARED_TYPES.get(id(config))
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    types = {o.name: datatypes.from_config_name(_type_name(o.data_type)) for o in config.output}
+    if len(_DECLARED_TYPES) > 64:  # configs of unloaded models: keep the table small
+        _DECLARED_TYPES.clear()
+    _DECLARED_TYPES[id(config)] = (config, types)
+    return types
 
 
 def _type_name(data_type: int) -> str:

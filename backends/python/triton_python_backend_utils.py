@@ -115,7 +115,7 @@ class InferenceRequest:
         self._model_version = model_version
         self._flags = flags
         self._timeout = timeout
-        self._parameters = parameters if isinstance(parameters, str) else json.dumps(parameters or {})
+        self._parameters = _parameters_json(parameters)
         self._response_sender = None
         self._is_cancelled: Callable[[], bool] = lambda: False
 
@@ -185,7 +185,7 @@ class InferenceResponse:
             raise TritonModelException('"output_tensors" must be a list.')
         self._output_tensors = output_tensors
         self._error = error
-        self._parameters = parameters if isinstance(parameters, str) else json.dumps(parameters or {})
+        self._parameters = _parameters_json(parameters)
 
     def output_tensors(self) -> list[Tensor]:
         return self._output_tensors
@@ -268,3 +268,10 @@ def _current_bls_runner() -> Callable[[InferenceRequest], InferenceResponse]:
             "contextvars.copy_context())"
         )
     return runner
+
+
+def _parameters_json(parameters) -> str:
+    """Parameters as the JSON text `parameters()` returns; no encoding for the common none."""
+    if isinstance(parameters, str):
+        return parameters
+    return json.dumps(parameters) if parameters else "{}"
