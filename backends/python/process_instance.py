@@ -22,7 +22,6 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import Counter
@@ -32,6 +31,13 @@ from modelgate.backends.base import ComputeTimings, ExecuteResult, InstanceLoadE
 from modelgate.backends.python import shm_tensors
 from modelgate.backends.python.custom_metrics import MetricError, custom_metric_store
 from modelgate.backends.python.execution_env import stub_interpreter
+from modelgate.backends.python.stub_batches import (
+    LOOP_IN_FLIGHT_MAX_BYTES,
+    LOOP_SUBMIT_MAX_BYTES,
+    PIPELINE_DEPTH,
+    PendingBatch,
+    payload_bytes,
+)
 from modelgate.backends.python.stub_handle import StubHandle, StubStartError, stopped_while_loading
 from modelgate.backends.python.stub_messages import (
     AutoComplete,
@@ -73,64 +79,6 @@ STUB_RESTARTS = Counter(
 )
 
 
-# Batches the scheduler may hand a stub at once (ModelInstance.pipeline_depth): the stub runs them one after the
-# other without waiting for the server in between (benchmarks/python_backend_vs_triton.py: add_sub over HTTP on one
-# core, 2,122 req/s at depth 1, 2,648 at 4, 2,799 at 8).
-PIPELINE_DEPTH = 8
-# Frames sent from the event loop must never wait: a batch is sent there only while the frames of every batch the
-# stub has not answered fit the work socket's buffer (about 200 KiB on Linux) with room to spare. Larger batches go
-# from the instance's thread, which may wait.
-LOOP_SUBMIT_MAX_BYTES = 64 << 10
-LOOP_IN_FLIGHT_MAX_BYTES = 128 << 10
-
-
-@dataclass
-class _Batch:
-    result: Future | asyncio.Future  # of its ExecuteResult: asyncio's when sent from the loop that reads the stub
-    requests: list[InferRequest]
-    keys: list[int]
-    frame_bytes: int
-
-    def settle(self, result: ExecuteResult) -> None:
-        """Set the result, from any thread."""
-        future = self.result
-        if not isinstance(future, asyncio.Future):
-            future.set_result(result)
-            return
-        loop = future.get_loop()
-        if _running_loop() is loop:
-            _set_unless_done(future, result)
-        else:
-            try:
-                loop.call_soon_threadsafe(_set_unless_done, future, result)
-            except RuntimeError:  # that loop is closed: nobody awaits the result
-                pass
-
-
-def _set_unless_done(future: asyncio.Future, result: ExecuteResult) -> None:
-    if not future.done():  # the waiting task may have been cancelled
-        future.set_result(result)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def _payload_bytes(requests: list[InferRequest]) -> int:
-    return sum(_tensor_bytes(t.data) for r in requests for t in r.inputs.values())
-
-
-def _tensor_bytes(data) -> int:
-    if data.dtype != object:
-        return data.nbytes
-    if data.size > 256:  # counting would itself take long: call it large
-        return LOOP_SUBMIT_MAX_BYTES + 1
-    return sum(len(x) if isinstance(x, (bytes, str)) else 0 for x in data.flat)
-
-
 class ProcessModelInstance(ModelInstance):
     def __init__(self, spec: InstanceSpec):
         self.spec = spec
@@ -141,7 +89,7 @@ class ProcessModelInstance(ModelInstance):
         self._lock = threading.Lock()
         self._batch_ids = itertools.count()
         self._keys = itertools.count()
-        self._batches: dict[int, _Batch] = {}
+        self._batches: dict[int, PendingBatch] = {}
         self._in_flight_bytes = 0  # frames of the batches in _batches
         self._streams: dict = {}
         self._finalized = threading.Event()
@@ -181,7 +129,7 @@ class ProcessModelInstance(ModelInstance):
         Only for small batches (encoding must not hold the loop, and the frame must fit the socket's buffer so
         the send never blocks) of models without an execute timeout (the instance thread enforces it).
         """
-        if self._timeout_s is not None or _payload_bytes(requests) > LOOP_SUBMIT_MAX_BYTES:
+        if self._timeout_s is not None or payload_bytes(requests) > LOOP_SUBMIT_MAX_BYTES:
             return None
         submitted = self._submit(requests, on_loop=self.spec.event_loop is not None)
         return None if submitted is None else submitted[2]
@@ -309,7 +257,7 @@ class ProcessModelInstance(ModelInstance):
                 return None, batch, result
             if on_loop and self._in_flight_bytes + len(frame) > LOOP_IN_FLIGHT_MAX_BYTES:
                 return None
-            self._batches[batch] = _Batch(result, requests, keys, len(frame))
+            self._batches[batch] = PendingBatch(result, requests, keys, len(frame))
             self._in_flight_bytes += len(frame)
             for key, request in zip(keys, requests):
                 if request.response_stream is not None:
@@ -323,7 +271,7 @@ class ProcessModelInstance(ModelInstance):
                 request.response_stream.on_cancel(lambda key=key: self._send_cancel(handle, key))
         return handle, batch, result
 
-    def _take_batch(self, batch: int) -> _Batch | None:
+    def _take_batch(self, batch: int) -> PendingBatch | None:
         with self._lock:
             taken = self._batches.pop(batch, None)
             if taken is not None:
@@ -336,7 +284,7 @@ class ProcessModelInstance(ModelInstance):
         except OSError:
             pass
 
-    def _settled(self, done: ExecuteDone, batch: _Batch, folder: Path | None) -> ExecuteResult:
+    def _settled(self, done: ExecuteDone, batch: PendingBatch, folder: Path | None) -> ExecuteResult:
         """The batch's result; whatever goes wrong reading it fails its requests (a waiter must never hang)."""
         try:
             return self._result(done, batch.requests, batch.keys, folder)

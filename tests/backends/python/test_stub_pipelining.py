@@ -9,7 +9,8 @@ from google.protobuf import text_format
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from modelgate.backends.base import InstanceSpec
-from modelgate.backends.python.process_instance import LOOP_IN_FLIGHT_MAX_BYTES, ProcessModelInstance
+from modelgate.backends.python.process_instance import ProcessModelInstance
+from modelgate.backends.python.stub_batches import LOOP_IN_FLIGHT_MAX_BYTES
 from modelgate.backends.python.stub_messages import Cancel, Execute, WireRequest
 from modelgate.backends.python.stub_process import Stub
 from modelgate.core.inference_types import InferRequest, InferTensor
