@@ -13,11 +13,10 @@ from modelgate.core.errors import NotFoundError, UnsupportedError
 from modelgate.core.inference_types import InferRequest, InferResponse
 from modelgate.core.response_stream import ResponseStream
 from modelgate.core.tensors import datatypes
-from modelgate.core.tensors.device_tensors import inputs_to_host, takes_device_inputs
+from modelgate.core.tensors.device_tensors import inputs_to_host
 from modelgate.core.version import MODELGATE_VERSION
 from modelgate.server.model_manager import ModelManager
 from modelgate.server.repository.layout import check_model_name
-from modelgate.server.request_validation import validate_request
 from modelgate.server.statistics import StatisticsRegistry
 
 SERVER_NAME = "modelgate"
@@ -74,8 +73,8 @@ class Dataplane:
         loaded = self.manager.resolve(request.model_name, request.model_version)
         if loaded.is_decoupled:
             return await self._single_decoupled_response(request)
-        batch_size = validate_request(request, loaded.config)
-        if not takes_device_inputs(loaded.config):
+        batch_size = loaded.schema.validate(request)
+        if not loaded.takes_device_inputs:
             inputs_to_host(request)  # GPU tensors of a python model's BLS request, for a model that wants numpy
         response = await loaded.scheduler.infer(request, batch_size)
         response.model_version = str(loaded.version)
@@ -105,8 +104,8 @@ class Dataplane:
         an item whose `is_final` is set.
         """
         loaded = self.manager.resolve(request.model_name, request.model_version)
-        batch_size = validate_request(request, loaded.config)
-        if not takes_device_inputs(loaded.config):
+        batch_size = loaded.schema.validate(request)
+        if not loaded.takes_device_inputs:
             inputs_to_host(request)
         return loaded.scheduler.infer_stream(request, batch_size)
 

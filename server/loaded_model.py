@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
@@ -12,7 +12,9 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
 from modelgate.backends.base import Backend, HealthReport, InstanceSpec, ModelCaller
 from modelgate.core.config_json import config_to_dict
 from modelgate.core.errors import UnavailableError
+from modelgate.core.tensors.device_tensors import takes_device_inputs
 from modelgate.server.gpu_devices import visible_gpu_count
+from modelgate.server.request_validation import RequestSchema
 from modelgate.server.scheduling.direct_scheduler import DirectScheduler
 from modelgate.server.scheduling.dynamic_batcher import DynamicBatcher
 from modelgate.server.scheduling.ensemble.graph import build_ensemble_graph, is_ensemble
@@ -29,10 +31,15 @@ class LoadedVersion:
     config_dict: dict  # Triton's JSON form of `config`
     scheduler: DirectScheduler | DynamicBatcher | EnsembleScheduler
     stats: VersionStatistics
+    # Read from `config` once: every request consults them.
+    schema: RequestSchema = field(init=False)
+    is_decoupled: bool = field(init=False)
+    takes_device_inputs: bool = field(init=False)
 
-    @property
-    def is_decoupled(self) -> bool:
-        return self.config.model_transaction_policy.decoupled
+    def __post_init__(self) -> None:
+        self.schema = RequestSchema(self.config)
+        self.is_decoupled = self.config.model_transaction_policy.decoupled
+        self.takes_device_inputs = takes_device_inputs(self.config)
 
 
 # (instance name, reason or None): an instance of the version being loaded stopped, or serves again.

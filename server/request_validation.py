@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig
 
@@ -11,59 +12,86 @@ from modelgate.core.inference_types import InferRequest, InferTensor
 from modelgate.core.tensors import datatypes
 
 
-def validate_request(request: InferRequest, config: ModelConfig) -> int:
-    """Raise InvalidArgumentError for any mismatch; return the request's batch size (1 if unbatched).
-
-    Inputs declared with `reshape` are reshaped in place to the model's shape.
-    """
-    declared = {tensor.name: tensor for tensor in config.input}
-    _check_input_names(request, config, declared)
-    batch_sizes = {name: _check_input(request.inputs[name], declared[name], config) for name in request.inputs}
-    _check_outputs(request, config)
-    distinct = set(batch_sizes.values())
-    if len(distinct) > 1:
-        raise InvalidArgumentError(
-            f"inputs of a request to model '{config.name}' must share the batch size (first dimension); "
-            f"got {batch_sizes}"
-        )
-    return distinct.pop() if distinct else 1
+@dataclass(frozen=True)
+class _DeclaredInput:
+    wire_type: str
+    dims: list[int]
+    optional: bool
+    reshape: list[int] | None
 
 
-def _check_input_names(request: InferRequest, config: ModelConfig, declared: dict) -> None:
-    for name in request.inputs:
-        if name not in declared:
-            raise InvalidArgumentError(
-                f"unexpected inference input '{name}' for model '{config.name}'; "
-                f"its inputs are: {', '.join(declared) or 'none'}"
+class RequestSchema:
+    """What a model's configuration says of its requests, read once per loaded version: checking a request is
+    then dictionary lookups, not walks over the configuration message."""
+
+    def __init__(self, config: ModelConfig):
+        self.config = config
+        self.model_name = config.name
+        self.max_batch_size = config.max_batch_size
+        self.inputs = {
+            t.name: _DeclaredInput(
+                datatypes.from_config_name(DataType.Name(t.data_type)).wire_name,
+                list(t.dims),
+                t.optional,
+                list(t.reshape.shape) if t.HasField("reshape") else None,
             )
-    missing = [n for n, t in declared.items() if not t.optional and n not in request.inputs]
-    if missing:
-        raise InvalidArgumentError(
-            f"model '{config.name}' expects input(s) {', '.join(repr(m) for m in missing)} that the request does not have"
-        )
+            for t in config.input
+        }
+        self.required = [name for name, declared in self.inputs.items() if not declared.optional]
+        self.outputs = [t.name for t in config.output]
 
+    def validate(self, request: InferRequest) -> int:
+        """Raise InvalidArgumentError for any mismatch; return the request's batch size (1 if unbatched).
 
-def _check_input(tensor: InferTensor, declared, config: ModelConfig) -> int:
-    expected_type = datatypes.from_config_name(DataType.Name(declared.data_type)).wire_name
-    if tensor.datatype != expected_type:
-        raise InvalidArgumentError(
-            f"input '{tensor.name}' of model '{config.name}' has datatype {tensor.datatype}, expected {expected_type}"
-        )
-    dims = list(declared.dims)
-    shape = list(tensor.shape)
-    batch_size = 1
-    if config.max_batch_size > 0:
-        batch_size = _check_batch_dimension(tensor, config)
-        shape = shape[1:]
-    if not _shape_matches(shape, dims):
-        expected = ([-1] if config.max_batch_size > 0 else []) + dims
-        raise InvalidArgumentError(
-            f"input '{tensor.name}' of model '{config.name}' has shape {list(tensor.shape)}, expected {expected} "
-            "(-1 is any size)"
-        )
-    if declared.HasField("reshape"):
-        _apply_reshape(tensor, list(declared.reshape.shape), config.max_batch_size > 0)
-    return batch_size
+        Inputs declared with `reshape` are reshaped in place to the model's shape.
+        """
+        self._check_input_names(request)
+        batch_sizes = {name: self._check_input(request.inputs[name], self.inputs[name]) for name in request.inputs}
+        if request.outputs:
+            _check_outputs(request, self.config, self.outputs)
+        distinct = set(batch_sizes.values())
+        if len(distinct) > 1:
+            raise InvalidArgumentError(
+                f"inputs of a request to model '{self.model_name}' must share the batch size (first dimension); "
+                f"got {batch_sizes}"
+            )
+        return distinct.pop() if distinct else 1
+
+    def _check_input_names(self, request: InferRequest) -> None:
+        declared = self.inputs
+        for name in request.inputs:
+            if name not in declared:
+                raise InvalidArgumentError(
+                    f"unexpected inference input '{name}' for model '{self.model_name}'; "
+                    f"its inputs are: {', '.join(declared) or 'none'}"
+                )
+        missing = [n for n in self.required if n not in request.inputs]
+        if missing:
+            raise InvalidArgumentError(
+                f"model '{self.model_name}' expects input(s) {', '.join(repr(m) for m in missing)} "
+                "that the request does not have"
+            )
+
+    def _check_input(self, tensor: InferTensor, declared: _DeclaredInput) -> int:
+        if tensor.datatype != declared.wire_type:
+            raise InvalidArgumentError(
+                f"input '{tensor.name}' of model '{self.model_name}' has datatype {tensor.datatype}, "
+                f"expected {declared.wire_type}"
+            )
+        shape = list(tensor.shape)
+        batch_size = 1
+        if self.max_batch_size > 0:
+            batch_size = _check_batch_dimension(tensor, self.config)
+            shape = shape[1:]
+        if not _shape_matches(shape, declared.dims):
+            expected = ([-1] if self.max_batch_size > 0 else []) + declared.dims
+            raise InvalidArgumentError(
+                f"input '{tensor.name}' of model '{self.model_name}' has shape {list(tensor.shape)}, "
+                f"expected {expected} (-1 is any size)"
+            )
+        if declared.reshape is not None:
+            _apply_reshape(tensor, declared.reshape, self.max_batch_size > 0)
+        return batch_size
 
 
 def _check_batch_dimension(tensor: InferTensor, config: ModelConfig) -> int:
@@ -95,8 +123,7 @@ def _apply_reshape(tensor: InferTensor, target: list[int], has_batch: bool) -> N
         tensor.shape = new_shape
 
 
-def _check_outputs(request: InferRequest, config: ModelConfig) -> None:
-    declared = [tensor.name for tensor in config.output]
+def _check_outputs(request: InferRequest, config: ModelConfig, declared: list[str]) -> None:
     seen = set()
     for output in request.outputs:
         if output.name not in declared:
