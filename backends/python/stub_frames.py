@@ -1,12 +1,14 @@
 """Frames on a stream socket between the server and a stub: an 8-byte length, then that many bytes.
 
-`send_frame` and `recv_frame` block (a stub's threads, the server's instance threads). `FrameReader` reads
-whatever has arrived without waiting, for the server's event loop: it is called when the socket is readable
-and returns the frames completed so far, keeping a partial one for the next call.
+`send_frame` and `recv_frame` block (a stub's threads, the server's instance threads). `FrameReader` reads in
+large chunks, so frames that arrived together cost one system call: `read_available` takes whatever has arrived
+without waiting (the server's event loop, when the socket is readable), `next_frame` waits for one (the stub's
+main thread, whose batches arrive several at a time).
 """
 
 from __future__ import annotations
 
+import collections
 import socket
 import struct
 
@@ -52,13 +54,25 @@ class FrameReader:
         self._pending = bytearray()  # received bytes not yet part of a returned frame (at most a partial header/frame)
         self._large: bytearray | None = None  # a large frame being filled in place
         self._large_filled = 0
+        self._ready: collections.deque[bytearray] = collections.deque()  # complete, for next_frame
+
+    def next_frame(self) -> bytearray:
+        """The next frame, waiting for it; raises EOFError when the peer closed. Not to be mixed with
+        `read_available` on one reader."""
+        while not self._ready:
+            self._ready.extend(self._read(wait=True))
+        return self._ready.popleft()
 
     def read_available(self) -> list[bytearray]:
         """Every frame completed by the bytes available now (maybe none); raises EOFError when the peer closed."""
+        return self._read(wait=False)
+
+    def _read(self, wait: bool) -> list[bytearray]:
+        flags = 0 if wait else socket.MSG_DONTWAIT
         if self._large is not None:
-            return self._fill_large()
+            return self._fill_large(flags)
         try:
-            data = self._sock.recv(_CHUNK, socket.MSG_DONTWAIT)
+            data = self._sock.recv(_CHUNK, flags)
         except BlockingIOError:
             return []
         if not data:
@@ -88,9 +102,9 @@ class FrameReader:
         del pending[:start]
         return frames
 
-    def _fill_large(self) -> list[bytearray]:
+    def _fill_large(self, flags: int) -> list[bytearray]:
         try:
-            count = self._sock.recv_into(memoryview(self._large)[self._large_filled :], 0, socket.MSG_DONTWAIT)
+            count = self._sock.recv_into(memoryview(self._large)[self._large_filled :], 0, flags)
         except BlockingIOError:
             return []
         if count == 0:

@@ -27,7 +27,7 @@ from modelgate.backends.base import InstanceSpec
 from modelgate.backends.python import shm_tensors
 from modelgate.backends.python.backend import PythonModelInstance, bls_runner, complete_from_model_class
 from modelgate.backends.python.pb_metrics import install_metric_transport
-from modelgate.backends.python.stub_frames import recv_frame, send_frame
+from modelgate.backends.python.stub_frames import FrameReader, recv_frame, send_frame
 from modelgate.backends.python.stub_messages import (
     AutoComplete,
     AutoCompleted,
@@ -69,6 +69,7 @@ def main(work_fd: int, control_fd: int) -> None:
 class Stub:
     def __init__(self, work: socket.socket, control: socket.socket):
         self._work = work
+        self._work_frames = FrameReader(work)  # batches sent together are read together
         self._control = control
         self._send_lock = threading.Lock()
         self._sinks: dict[int, StubSink] = {}
@@ -80,7 +81,7 @@ class Stub:
         self.shm_folder: Path | None = None  # large tensors, both ways (shm_tensors.py)
 
     def run(self) -> None:
-        init = decode_to_stub(recv_frame(self._work))
+        init = decode_to_stub(self._work_frames.next_frame())
         if isinstance(init, AutoComplete):
             self._auto_complete(init)
             return
@@ -98,7 +99,7 @@ class Stub:
         self.send(StubReady())
         while True:
             try:
-                message = decode_to_stub(recv_frame(self._work))
+                message = decode_to_stub(self._work_frames.next_frame())
             except (EOFError, OSError):
                 self._server_gone()
             if isinstance(message, Finalize):

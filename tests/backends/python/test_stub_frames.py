@@ -78,3 +78,21 @@ def test_blocking_receive_reads_exactly_one_frame(pair):
     left.close()
     with pytest.raises(EOFError):
         recv_frame(right)
+
+
+def test_waiting_reader_returns_frames_that_came_together_one_at_a_time(pair):
+    left, right = pair
+    large = bytes(range(256)) * 4096  # 1 MiB: its own buffer, filled while waiting
+
+    def write_then_close():
+        for frame in (b"a", large, b"b"):
+            send_frame(left, frame)
+        left.close()
+
+    writer = threading.Thread(target=write_then_close)
+    writer.start()
+    reader = FrameReader(right)
+    assert [bytes(reader.next_frame()) for _ in range(3)] == [b"a", large, b"b"]
+    writer.join()
+    with pytest.raises(EOFError):
+        reader.next_frame()
