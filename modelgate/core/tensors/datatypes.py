@@ -67,6 +67,9 @@ def from_config_name(name: str) -> DataType:
 
 def from_numpy_dtype(dtype: np.dtype) -> DataType:
     """The datatype of a numpy array's dtype; str/bytes/object arrays map to BYTES."""
+    found = _BY_NUMPY_DTYPE.get(dtype)  # the common case, one lookup (called for every tensor)
+    if found is not None:
+        return found
     dtype = np.dtype(dtype)
     if dtype.kind in ("O", "S", "U"):
         return BY_WIRE_NAME["BYTES"]
@@ -74,3 +77,9 @@ def from_numpy_dtype(dtype: np.dtype) -> DataType:
         if candidate.numpy_dtype == dtype:
             return candidate
     raise InvalidArgumentError(f"numpy dtype {dtype} has no Triton datatype")
+
+
+# numpy dtypes to their datatype (the first of _ALL where two share one).
+_BY_NUMPY_DTYPE: dict[np.dtype, DataType] = {}
+for _candidate in _ALL:
+    _BY_NUMPY_DTYPE.setdefault(_candidate.numpy_dtype, _candidate)
