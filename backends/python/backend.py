@@ -26,6 +26,7 @@ from modelgate.backends.python.request_conversion import (
     to_pb_request,
     to_pb_response_for_bls,
 )
+from modelgate.backends.python.stub_scheduling import PARAMETER as STUB_SCHEDULING
 from modelgate.core.config_files import parse_config_mapping
 from modelgate.core.config_json import config_to_dict
 from modelgate.core.errors import ConfigError, ModelExecutionError, ModelgateError
@@ -186,6 +187,10 @@ def isolation_of(config: ModelConfig, source: str) -> str:
     if value == "thread" and "execute_timeout_seconds" in config.parameters:
         raise ConfigError(
             source, "parameters.execute_timeout_seconds", "needs isolation 'process': a thread cannot be stopped"
+        )
+    if value == "thread" and STUB_SCHEDULING in config.parameters:
+        raise ConfigError(
+            source, f"parameters.{STUB_SCHEDULING}", "needs isolation 'process': it sets how a stub process is run"
         )
     named_env = [name for name in ENV_PARAMETERS if name in config.parameters]
     if value == "thread" and named_env:

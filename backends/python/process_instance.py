@@ -60,6 +60,7 @@ from modelgate.backends.python.stub_messages import (
     wire_request,
     wire_response,
 )
+from modelgate.backends.python.stub_scheduling import stub_scheduling
 from modelgate.core.backend_metrics import BACKEND_METRICS
 from modelgate.core.errors import ConfigError, ModelExecutionError, ModelgateError, UnavailableError
 from modelgate.core.inference_types import InferRequest, InferResponse
@@ -84,6 +85,7 @@ class ProcessModelInstance(ModelInstance):
         self.spec = spec
         self.is_decoupled = spec.config.model_transaction_policy.decoupled
         self._timeout_s = execute_timeout_s(spec)
+        self._scheduling = stub_scheduling(spec.config, f"{spec.model_dir}/config")
         self._interpreter = stub_interpreter(spec.config, spec.model_dir)  # checked, unpacked once; restarts reuse it
         self._labels = (spec.model_name, str(spec.model_version))
         self._lock = threading.Lock()
@@ -164,6 +166,7 @@ class ProcessModelInstance(ModelInstance):
         handle = StubHandle(self._interpreter)
         handle.shm_folder = shm_tensors.make_folder()
         init.shm_folder = "" if handle.shm_folder is None else str(handle.shm_folder)
+        init.scheduling = self._scheduling
         started: Future = Future()  # StubReady, or why the stub did not come up
         self._finalized.clear()
         handle.start_reading(

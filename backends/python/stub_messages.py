@@ -83,6 +83,7 @@ class StubInit(_Message, tag="init"):
     version_dir: str
     config: bytes  # the ModelConfig protobuf, serialized
     shm_folder: str = ""
+    scheduling: str = "normal"  # stub_scheduling.py's policy
 
 
 class AutoComplete(_Message, tag="auto_complete"):

@@ -51,6 +51,7 @@ from modelgate.backends.python.stub_messages import (
     wire_request,
     wire_response,
 )
+from modelgate.backends.python.stub_scheduling import apply_to_this_thread
 from modelgate.core.inference_types import InferRequest, InferResponse
 from modelgate.core.sink_state import SinkState
 
@@ -86,6 +87,7 @@ class Stub:
             self._auto_complete(init)
             return
         assert isinstance(init, StubInit), init
+        apply_to_this_thread(init.scheduling)  # before any other thread starts: they inherit it
         self.shm_folder = Path(init.shm_folder) if init.shm_folder else None
         threading.Thread(target=self._read_forever, name="stub-reader", daemon=True).start()
         install_metric_transport(self.metric_call)
