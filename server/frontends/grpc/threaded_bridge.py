@@ -1,0 +1,183 @@
+"""Async servicer methods served by grpcio's threaded server, their work still on the event loop.
+
+grpc.aio runs each unary call through a deep stack of Cython and asyncio machinery on the loop; grpcio's
+threaded server does the transport (HTTP/2, protobuf (de)serialization) on its own threads, and the loop
+only runs the servicer's coroutine. `ThreadedServicer` wraps an async servicer (the one grpc.aio would
+serve) so that the generated `add_*Servicer_to_server` registers sync handlers for the threaded server:
+
+- a coroutine method (unary-unary) runs on the loop with `run_coroutine_threadsafe`; the handler thread
+  waits for its result;
+- an async-generator method (stream-stream: it takes an async iterator of requests) runs on the loop too,
+  fed by a reader thread that drains the blocking request iterator into the loop, and its responses go
+  through a thread-safe queue to the generator the handler thread returns (`_StreamBridge`);
+- any other attribute (a sync method, e.g. the generated UNIMPLEMENTED default) is served as it is.
+  Unary-stream and stream-unary methods are not bridged: the services served here have none.
+
+Invariants, as grpc.aio keeps them: `await context.abort(code, details)` ends the method and the RPC
+with that status; when the RPC ends early (client cancel, deadline, server stop), the coroutine's task on
+the loop is cancelled; responses of a stream go out in the order the method yields them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import queue
+from collections.abc import Callable, Iterator
+
+import grpc
+
+# The status of an RPC whose work was cancelled because it ended first. The client never sees it: a
+# cancelled RPC has its status already (CANCELLED, DEADLINE_EXCEEDED), and an abort after that is silent.
+_ENDED_EARLY = "the RPC ended before its handler did"
+_END = object()
+
+
+class _Abort(Exception):
+    """Raised on the loop by `LoopContext.abort`; the handler thread turns it into `context.abort`."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(code, details)
+        self.code = code
+        self.details = details
+
+
+class LoopContext:
+    """What an async method sees as its `context`: grpc.aio's interface over the threaded server's context.
+
+    `abort` must be awaited, as in grpc.aio; every other attribute (invocation_metadata, peer,
+    set_trailing_metadata, time_remaining, ...) is the threaded context's, whose methods are thread-safe.
+    """
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: grpc.ServicerContext):
+        self._context = context
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
+        raise _Abort(code, details)
+
+    def cancelled(self) -> bool:
+        return not self._context.is_active()
+
+    def __getattr__(self, name: str):
+        return getattr(self._context, name)
+
+
+class ThreadedServicer:
+    """`servicer`'s methods as sync handlers for `grpc.server(...)`, each running its coroutine on `loop`.
+
+    Pass it where the generated `add_*Servicer_to_server(servicer, server)` wants the servicer.
+    `reader_pool` runs one request reader per open stream for the stream's lifetime.
+    """
+
+    def __init__(self, servicer, loop: asyncio.AbstractEventLoop, reader_pool: concurrent.futures.Executor):
+        self._servicer = servicer
+        self._loop = loop
+        self._reader_pool = reader_pool
+
+    def __getattr__(self, name: str):
+        method = getattr(self._servicer, name)
+        if inspect.isasyncgenfunction(method):
+            return self._stream_handler(method)
+        if inspect.iscoroutinefunction(method):
+            return self._unary_handler(method)
+        return method
+
+    def _unary_handler(self, method: Callable):
+        loop = self._loop
+
+        def handle(request, context: grpc.ServicerContext):
+            future = asyncio.run_coroutine_threadsafe(method(request, LoopContext(context)), loop)
+            _cancel_when_rpc_ends(future, context)
+            return _result(future, context)
+
+        return handle
+
+    def _stream_handler(self, method: Callable):
+        def handle(request_iterator: Iterator, context: grpc.ServicerContext) -> Iterator:
+            bridge = _StreamBridge(self._loop)
+            future = asyncio.run_coroutine_threadsafe(bridge.pump(method(bridge, LoopContext(context))), self._loop)
+            # After every response the method put: the future completes on the loop once the method returns.
+            future.add_done_callback(bridge.end_responses)
+            _cancel_when_rpc_ends(future, context)
+            self._reader_pool.submit(bridge.read_requests, request_iterator, future)
+            return bridge.responses(future, context)
+
+        return handle
+
+
+class _StreamBridge:
+    """One stream-stream call: requests from a reader thread into the loop, responses from the loop out.
+
+    The method iterates the bridge itself (`async for request in bridge`). Per response, the loop does
+    one `SimpleQueue.put` and the handler thread one blocking `get`: no polling, no timeouts.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._requests: asyncio.Queue = asyncio.Queue()  # binds to the loop on first use, there
+        self._responses: queue.SimpleQueue = queue.SimpleQueue()
+
+    # -- requests: reader thread -> loop ------------------------------------------------------------
+
+    def read_requests(self, request_iterator: Iterator, future: concurrent.futures.Future) -> None:
+        """On a reader thread until the client half-closes (then the method's iterator ends) or the RPC ends."""
+        put = self._requests.put_nowait
+        try:
+            for request in request_iterator:
+                self._loop.call_soon_threadsafe(put, request)
+        except Exception:  # grpc.RpcError: cancelled, deadline, server stop; the work is cancelled with it
+            future.cancel()
+            return
+        self._loop.call_soon_threadsafe(put, _END)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        request = await self._requests.get()
+        if request is _END:
+            raise StopAsyncIteration
+        return request
+
+    # -- responses: loop -> handler thread ----------------------------------------------------------
+
+    async def pump(self, responses) -> None:
+        put = self._responses.put
+        async for response in responses:
+            put(response)
+
+    def end_responses(self, _future=None) -> None:
+        self._responses.put(_END)
+
+    def responses(self, future: concurrent.futures.Future, context: grpc.ServicerContext) -> Iterator:
+        """What the handler thread sends: every response until the method ends, then its outcome."""
+        get = self._responses.get
+        try:
+            while (response := get()) is not _END:
+                yield response
+            _result(future, context)
+        finally:
+            # The RPC stopped taking responses (grpc drops this generator): stop the work too.
+            future.cancel()
+
+
+def _cancel_when_rpc_ends(future: concurrent.futures.Future, context: grpc.ServicerContext) -> None:
+    """Cancel the coroutine's task on the loop when the RPC terminates first (grpc.aio cancels its handler)."""
+    # The callback runs on grpc's thread when the RPC terminates, finished or not: cancelling a future
+    # already done does nothing. A concurrent future's cancel() takes effect at once and asks the loop
+    # to cancel the task (asyncio chains the two futures).
+    if not context.add_callback(future.cancel):
+        future.cancel()  # terminated already
+
+
+def _result(future: concurrent.futures.Future, context: grpc.ServicerContext):
+    """The coroutine's result on the handler thread; its abort, cancellation or error ends the RPC."""
+    try:
+        return future.result()
+    except _Abort as abort:
+        context.abort(abort.code, abort.details)
+    except concurrent.futures.CancelledError:
+        context.abort(grpc.StatusCode.CANCELLED, _ENDED_EARLY)
