@@ -1,0 +1,209 @@
+"""ThreadedServicer on its own: async methods of a probe service (bytes in, bytes out) behind grpcio's
+threaded server, their coroutines on a loop thread. What must cross the bridge: results, aborts, errors,
+cancellation (client cancel, deadline, server stop) back to the loop, and both ends of a stream."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from modelgate.server.frontends.grpc.threaded_bridge import ThreadedServicer
+from tests.server.frontends.grpc.grpc_helpers import WAIT_S
+
+SERVICE = "probe.Probe"
+UNARY = ("Echo", "Abort", "Hang")
+STREAMS = ("Count", "EchoThenHang", "FailAfterOne")
+
+
+class ProbeServicer:
+    """Each method records, on the loop, what happened to it in `seen` (name -> threading.Event)."""
+
+    def __init__(self):
+        self.seen: dict[str, threading.Event] = {}
+        self.loop_thread: threading.Thread | None = None
+        self.threads: set[threading.Thread] = set()
+
+    def mark(self, what: str) -> None:
+        self.threads.add(threading.current_thread())
+        self.seen.setdefault(what, threading.Event()).set()
+
+    def wait_for(self, what: str) -> bool:
+        return self.seen.setdefault(what, threading.Event()).wait(WAIT_S)
+
+    async def Echo(self, request: bytes, context) -> bytes:
+        self.mark("echo")
+        return request
+
+    async def Abort(self, request: bytes, context) -> bytes:
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"refused {request.decode()}")
+        raise AssertionError("abort returned")
+
+    async def Hang(self, request: bytes, context) -> bytes:
+        self.mark(f"hang-started-{request.decode()}")
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.mark(f"hang-cancelled-{request.decode()}")
+            raise
+        return b""
+
+    async def Count(self, requests, context):
+        """Reads every request (each a count) before answering: the client has half-closed by then."""
+        total = sum([int(request) async for request in requests])
+        self.mark("count-read-all")
+        for index in range(total):
+            await asyncio.sleep(0.005)
+            yield str(index).encode()
+
+    async def EchoThenHang(self, requests, context):
+        try:
+            async for request in requests:
+                yield request
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.mark("stream-cancelled")
+            raise
+
+    async def FailAfterOne(self, requests, context):
+        async for request in requests:
+            yield request
+            raise RuntimeError("the probe fails")
+
+
+class RecordingPool(concurrent.futures.ThreadPoolExecutor):
+    """A reader pool that keeps the future of each reader, to check that readers end."""
+
+    def __init__(self):
+        super().__init__(8, thread_name_prefix="probe-reader")
+        self.readers: list[concurrent.futures.Future] = []
+
+    def submit(self, *args, **kwargs):
+        future = super().submit(*args, **kwargs)
+        self.readers.append(future)
+        return future
+
+    def assert_readers_ended(self) -> None:
+        _, running = concurrent.futures.wait(self.readers, timeout=WAIT_S)
+        assert not running, "a stream's request reader is still blocked"
+
+
+@pytest.fixture
+def probe():
+    """(servicer, channel, server, reader pool): a threaded server whose probe methods run on a loop thread."""
+    loop = asyncio.new_event_loop()
+    loop_thread = threading.Thread(target=loop.run_forever, name="probe-loop", daemon=True)
+    loop_thread.start()
+    servicer = ProbeServicer()
+    servicer.loop_thread = loop_thread
+    readers = RecordingPool()
+    threaded = ThreadedServicer(servicer, loop, readers)
+    handlers = {name: grpc.unary_unary_rpc_method_handler(getattr(threaded, name)) for name in UNARY}
+    handlers.update({name: grpc.stream_stream_rpc_method_handler(getattr(threaded, name)) for name in STREAMS})
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="probe-handler"))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield servicer, channel, server, readers
+    channel.close()
+    server.stop(None).wait(WAIT_S)
+    readers.shutdown(wait=False)
+    loop.call_soon_threadsafe(loop.stop)
+    loop_thread.join(WAIT_S)
+
+
+def unary(channel, name: str):
+    return channel.unary_unary(f"/{SERVICE}/{name}")
+
+
+def stream(channel, name: str):
+    return channel.stream_stream(f"/{SERVICE}/{name}")
+
+
+def test_a_unary_result_comes_back_and_the_coroutine_ran_on_the_loop(probe):
+    servicer, channel, _, _ = probe
+    assert unary(channel, "Echo")(b"ping", timeout=WAIT_S) == b"ping"
+    assert servicer.threads == {servicer.loop_thread}
+
+
+def test_an_awaited_abort_ends_the_rpc_with_its_status(probe):
+    _, channel, _, _ = probe
+    with pytest.raises(grpc.RpcError) as caught:
+        unary(channel, "Abort")(b"this", timeout=WAIT_S)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert caught.value.details() == "refused this"
+
+
+def test_a_deadline_cancels_the_coroutine_on_the_loop(probe):
+    servicer, channel, _, _ = probe
+    with pytest.raises(grpc.RpcError) as caught:
+        unary(channel, "Hang")(b"deadline", timeout=0.3)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert servicer.wait_for("hang-cancelled-deadline")
+    assert servicer.threads == {servicer.loop_thread}
+
+
+def test_a_client_cancel_cancels_the_coroutine_on_the_loop(probe):
+    servicer, channel, _, _ = probe
+    call = unary(channel, "Hang").future(b"cancel", timeout=WAIT_S)
+    assert servicer.wait_for("hang-started-cancel")
+    call.cancel()
+    assert servicer.wait_for("hang-cancelled-cancel")
+    assert unary(channel, "Echo")(b"after", timeout=WAIT_S) == b"after"
+
+
+def test_a_stream_half_closed_with_responses_pending_gets_them_all(probe):
+    servicer, channel, _, readers = probe
+    call = stream(channel, "Count")(iter([b"3", b"17"]), timeout=WAIT_S)  # half-closes after two requests
+    assert [int(response) for response in call] == list(range(20))
+    assert call.code() == grpc.StatusCode.OK
+    assert servicer.wait_for("count-read-all")
+    readers.assert_readers_ended()
+
+
+def test_a_stream_client_cancel_cancels_the_coroutine_and_its_reader(probe):
+    servicer, channel, _, readers = probe
+    held_open = threading.Event()
+    call = stream(channel, "EchoThenHang")(_requests_then_wait(held_open, b"a", b"b"), timeout=WAIT_S)
+    assert [next(call), next(call)] == [b"a", b"b"]
+    call.cancel()
+    assert servicer.wait_for("stream-cancelled")
+    readers.assert_readers_ended()
+    held_open.set()
+
+
+def test_a_stream_server_error_ends_the_rpc_and_its_reader(probe):
+    _, channel, _, readers = probe
+    held_open = threading.Event()
+    call = stream(channel, "FailAfterOne")(_requests_then_wait(held_open, b"one", b"two"), timeout=WAIT_S)
+    assert next(call) == b"one"
+    with pytest.raises(grpc.RpcError) as caught:
+        next(call)
+    assert caught.value.code() == grpc.StatusCode.UNKNOWN
+    assert "the probe fails" in caught.value.details()
+    readers.assert_readers_ended()
+    held_open.set()
+
+
+def test_stopping_the_server_with_a_stream_open_cancels_it_without_hanging(probe):
+    servicer, channel, server, readers = probe
+    held_open = threading.Event()
+    call = stream(channel, "EchoThenHang")(_requests_then_wait(held_open, b"x"), timeout=WAIT_S)
+    assert next(call) == b"x"
+    assert server.stop(grace=0.2).wait(WAIT_S), "the server did not stop"
+    assert servicer.wait_for("stream-cancelled")
+    with pytest.raises(grpc.RpcError):
+        next(call)
+    readers.assert_readers_ended()
+    held_open.set()
+
+
+def _requests_then_wait(held_open: threading.Event, *requests: bytes) -> Iterator[bytes]:
+    """Send `requests`, then keep the request side open (no half-close) until `held_open` is set."""
+    yield from requests
+    held_open.wait(WAIT_S)
