@@ -1,1 +1,2 @@
-"""KServe v2 gRPC (`inference.GRPCInferenceService`, from tritonclient's generated modules) on grpc.aio."""
+"""KServe v2 gRPC (`inference.GRPCInferenceService`, from tritonclient's generated modules): grpcio's
+threaded server for the transport, the servicer's coroutines on the event loop."""

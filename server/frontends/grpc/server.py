@@ -10,6 +10,7 @@ grpcio's sync HealthServicer, served by the same threads.
 from __future__ import annotations
 
 import asyncio
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -45,8 +46,12 @@ class GrpcFrontend:
 
     async def start(self, address: str, port: int) -> int:
         """Listen on address:port (0 picks a free port) and return the port."""
-        handler_pool = ThreadPoolExecutor(MAX_HANDLER_THREADS, thread_name_prefix="grpc-handler")
-        reader_pool = ThreadPoolExecutor(MAX_STREAM_READER_THREADS, thread_name_prefix="grpc-stream-reader")
+        handler_pool = ThreadPoolExecutor(
+            MAX_HANDLER_THREADS, thread_name_prefix="grpc-handler", initializer=_batch_scheduling
+        )
+        reader_pool = ThreadPoolExecutor(
+            MAX_STREAM_READER_THREADS, thread_name_prefix="grpc-stream-reader", initializer=_batch_scheduling
+        )
         self._pools = [handler_pool, reader_pool]
         self.server = grpc.server(
             handler_pool,
@@ -86,6 +91,18 @@ class GrpcFrontend:
     def _set_status(health: HealthServicer, status) -> None:
         for service in ("", SERVICE_NAME):
             health.set(service, status)
+
+
+def _batch_scheduling() -> None:
+    """SCHED_BATCH for the pools' threads (Linux), as for python-model stubs: a thread the loop wakes (a
+    stream's response to send, a unary result) no longer preempts the loop at once on a shared core; it
+    runs when the loop waits or its time slice ends. Otherwise each token of a stream cost the loop two
+    thread switches: tiny_llm streaming 16 gRPC streams on one core, 2,166 tok/s and 151 us of server CPU
+    per token with the normal policy, 2,536 tok/s and 111 us with SCHED_BATCH (grpc.aio: 2,545, 102 us)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError):  # no SCHED_BATCH here: the threads keep the normal policy
+        pass
 
 
 def _stop_and_wait(server: grpc.Server, grace_secs: float, pools: list[ThreadPoolExecutor]) -> None:
