@@ -17,7 +17,7 @@ from tests.server.frontends.grpc.grpc_helpers import WAIT_S
 
 SERVICE = "probe.Probe"
 UNARY = ("Echo", "Abort", "Hang")
-STREAMS = ("Count", "EchoThenHang", "FailAfterOne")
+STREAMS = ("Count", "EchoThenHang", "FailAfterOne", "AbortAfterOne")
 
 
 class ProbeServicer:
@@ -73,6 +73,11 @@ class ProbeServicer:
         async for request in requests:
             yield request
             raise RuntimeError("the probe fails")
+
+    async def AbortAfterOne(self, requests, context):
+        async for request in requests:
+            yield request
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "enough")
 
 
 class RecordingPool(concurrent.futures.ThreadPoolExecutor):
@@ -186,6 +191,18 @@ def test_a_stream_server_error_ends_the_rpc_and_its_reader(probe):
         next(call)
     assert caught.value.code() == grpc.StatusCode.UNKNOWN
     assert "the probe fails" in caught.value.details()
+    readers.assert_readers_ended()
+    held_open.set()
+
+
+def test_an_awaited_abort_in_a_stream_ends_it_with_its_status_after_the_responses_before(probe):
+    _, channel, _, readers = probe
+    held_open = threading.Event()
+    call = stream(channel, "AbortAfterOne")(_requests_then_wait(held_open, b"first", b"second"), timeout=WAIT_S)
+    assert next(call) == b"first"
+    with pytest.raises(grpc.RpcError) as caught:
+        next(call)
+    assert (caught.value.code(), caught.value.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "enough")
     readers.assert_readers_ended()
     held_open.set()
 
