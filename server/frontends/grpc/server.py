@@ -3,10 +3,11 @@
 `inference.GRPCInferenceService` (async servicer methods, service.py) runs on the server's event loop, as
 the dataplane does; grpcio's threads do HTTP/2 and protobuf and hand each call to the loop through
 `ThreadedServicer` (threaded_bridge.py). grpc.aio's per-call Cython/asyncio machinery took most of the loop's
-time: on a 2-core VM (server on one core), unary ModelInfer of the python model add_sub went from 1,875 req/s
-on grpc.aio to 3,546 (process isolation; Triton 2.51: 4,184), thread isolation from 2,269 to 2,410;
-tiny_llm's token streams cost the server ~10-20 us more CPU per token (~90 -> ~100 us), at the same tok/s
-within noise. `grpc.health.v1` is grpcio's sync HealthServicer, served by the same threads.
+time: on a 2-core VM (server on one core), unary ModelInfer of the python model add_sub went from 1,878 req/s
+on grpc.aio to 3,519 (process isolation; Triton 2.51: 4,184), thread isolation from 2,254 to 2,445. Streams
+cost more: each response crosses from the loop to its handler thread, which sends it and waits for grpc's
+poller thread; tiny_llm streaming to 16 clients took 122-135 us of server CPU per token against grpc.aio's
+87-106 us, at 0-11% fewer tok/s. `grpc.health.v1` is grpcio's sync HealthServicer, served by the same threads.
 """
 
 from __future__ import annotations
@@ -98,10 +99,10 @@ class GrpcFrontend:
 def _batch_scheduling() -> None:
     """SCHED_BATCH for the pools' threads (Linux), as for python-model stubs: a thread the loop wakes (a
     stream's response to send, a unary result) no longer preempts the loop at once on a shared core; it
-    runs when the loop waits or its time slice ends. Otherwise each streamed token and each unary call cost
-    the loop two thread switches: tiny_llm streaming 16 gRPC streams on one core, 2,166 tok/s and 151 us of
-    server CPU per token with the normal policy, 2,536 tok/s and 111 us with SCHED_BATCH (grpc.aio: 2,545 and
-    102 us, same busy machine); add_sub unary, process isolation: 2,586 req/s normal, 3,546 batch."""
+    runs when the loop waits or its time slice ends. Otherwise each unary call and each streamed token cost
+    the loop two thread switches. Server on one core: add_sub unary (process isolation) 2,794 req/s with the
+    normal policy, 3,519 with SCHED_BATCH; tiny_llm streaming to 16 clients 2,268 tok/s and 140 us of
+    server CPU per token normal, ~2,410 tok/s and 122-135 us batch."""
     try:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     except (AttributeError, OSError):  # no SCHED_BATCH here: the threads keep the normal policy
