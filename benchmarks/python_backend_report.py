@@ -106,14 +106,36 @@ def report_lines(rows: list[Row]) -> list[str]:
     return [*table_lines(rows), "", LEGEND, *warning_lines(rows)]
 
 
-def write_json(path: Path, rows: list[Row], environment: dict) -> None:
-    """`{"environment": {...}, "rows": [{server, isolation, protocol, ratio_to_triton, <Measured fields>}]}`."""
-    flat = [
+def median_rows(rounds: list[list[Row]]) -> list[Row]:
+    """Per setting and protocol, the row of the round with the median req/s (the lower middle one for an even
+    count), in the order of the first round: one summary of rounds measured one after the other, interleaved,
+    so that a machine whose speed drifts weighs on every server alike."""
+    by_case: dict[tuple[str, str, str], list[Row]] = {}
+    for rows in rounds:
+        for row in rows:
+            by_case.setdefault((row.server, row.isolation, row.protocol), []).append(row)
+    summary = []
+    for cases in by_case.values():
+        ranked = sorted(cases, key=lambda row: row.measured.requests_per_s)
+        summary.append(ranked[(len(ranked) - 1) // 2])
+    return summary
+
+
+def write_json(path: Path, rows: list[Row], environment: dict, rounds: list[list[Row]] | None = None) -> None:
+    """`{"environment": {...}, "rows": [{server, isolation, protocol, ratio_to_triton, <Measured fields>}]}`,
+    and with `rounds` (rows is then their medians) `"rounds": [[<rows as above>], ...]`."""
+    document = {"environment": environment, "rows": _flat(rows)}
+    if rounds is not None:
+        document["rounds"] = [_flat(round_rows) for round_rows in rounds]
+    path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def _flat(rows: list[Row]) -> list[dict]:
+    return [
         {"server": row.server, "isolation": row.isolation, "protocol": row.protocol, "ratio_to_triton": ratio}
         | asdict(row.measured)
         for row, ratio in zip(rows, ratios_to_peer(rows))
     ]
-    path.write_text(json.dumps({"environment": environment, "rows": flat}, indent=2) + "\n")
 
 
 def has_failures(rows: list[Row]) -> bool:

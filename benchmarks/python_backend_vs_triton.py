@@ -17,7 +17,10 @@ It prints one table: server, isolation, protocol, req/s, p50 and p99 latency, an
 ratio to Triton's on the same protocol. Exit status 1 when any request failed or was answered
 wrongly.
 
-    python benchmarks/python_backend_vs_triton.py --duration 10 --warmup 3 --json /tmp/add_sub_vs_triton.json
+    python benchmarks/python_backend_vs_triton.py --duration 10 --warmup 3 --rounds 3 --json /tmp/add_sub_vs_triton.json
+
+With `--rounds N` every setting is measured N times, the settings taking turns, and the summary takes each
+case's median: on a machine whose speed drifts (a VM), one pass can favour whichever server ran in a fast spell.
 """
 
 from __future__ import annotations
@@ -40,7 +43,15 @@ from benchmarks.add_sub_requests import check_with_tritonclient, check_with_trit
 from benchmarks.http_add_sub_report import cpu_model, package_version  # noqa: E402
 from benchmarks.pinned_server import Server, free_port, start_server, stop_server  # noqa: E402
 from benchmarks.protocol_case import CaseLoad, measure  # noqa: E402
-from benchmarks.python_backend_report import PEER, Row, has_failures, report_lines, write_json  # noqa: E402
+from benchmarks.python_backend_report import (  # noqa: E402
+    PEER,
+    Row,
+    has_failures,
+    median_rows,
+    report_lines,
+    table_lines,
+    write_json,
+)
 from benchmarks.triton_peer import DEFAULT_SCRIPTS, PeerUnavailable, TritonPeer  # noqa: E402
 
 PROTOCOLS = ("http", "grpc")
@@ -79,6 +90,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=ISOLATION_MODES,
         default=list(ISOLATION_MODES),
         help="modelgate rows: the python model's isolation parameter (default: thread process)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every setting this many times, interleaved; the summary takes each case's median (default: 1)",
     )
     parser.add_argument("--json", type=Path, help="also write the rows (and the setup) to this JSON file")
     parser.add_argument("--server-core", type=int, default=0, help="core of every server (default: 0)")
@@ -213,20 +230,31 @@ def print_environment(env: dict) -> None:
 
 
 def run(args: argparse.Namespace, peer: TritonPeer) -> int:
-    rows: list[Row] = []
+    rounds: list[list[Row]] = []
     server_versions: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="bench-python-backend-") as work_dir:
-        for setting in settings(args):
-            setting_rows, server_versions[f"{setting.server} {setting.isolation}"] = measure_setting(
-                setting, peer, Path(work_dir), args
-            )
-            rows += setting_rows
+        for number in range(args.rounds):
+            round_dir = Path(work_dir) / f"round{number}"
+            round_dir.mkdir()
+            rows: list[Row] = []
+            for setting in settings(args):
+                setting_rows, server_versions[f"{setting.server} {setting.isolation}"] = measure_setting(
+                    setting, peer, round_dir, args
+                )
+                rows += setting_rows
+            rounds.append(rows)
     env = environment(args, server_versions)
     print_environment(env)
-    print("\n".join(report_lines(rows)))
+    summary = median_rows(rounds)
+    if len(rounds) > 1:
+        for number, rows in enumerate(rounds, 1):
+            print(f"round {number} of {len(rounds)}:")
+            print("\n".join(table_lines(rows)) + "\n")
+        print(f"median of the {len(rounds)} rounds (per case, the round with the median req/s):")
+    print("\n".join(report_lines(summary)))
     if args.json:
-        write_json(args.json, rows, env)
-    return 1 if has_failures(rows) else 0
+        write_json(args.json, summary, env, rounds if len(rounds) > 1 else None)
+    return 1 if any(has_failures(rows) for rows in rounds) else 0
 
 
 def main(argv: list[str] | None = None) -> int:

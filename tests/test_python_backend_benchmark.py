@@ -19,7 +19,14 @@ from benchmarks.add_sub_requests import INPUT0, INPUT1, check_grpc_answer, grpc_
 from benchmarks.bare_http_peer import FixedResponse
 from benchmarks.pinned_server import Server
 from benchmarks.protocol_case import Measured
-from benchmarks.python_backend_report import Row, ratios_to_peer, table_lines, warning_lines, write_json
+from benchmarks.python_backend_report import (
+    Row,
+    median_rows,
+    ratios_to_peer,
+    table_lines,
+    warning_lines,
+    write_json,
+)
 from benchmarks.triton_peer import PeerUnavailable, TritonPeer
 from modelgate.core.config_files import read_config_file
 
@@ -115,6 +122,16 @@ ROWS = [
 def test_ratios_are_to_triton_on_the_same_protocol():
     assert ratios_to_peer(ROWS) == [1.0, 0.5, 1.1, 1.0, 0.5]
     assert ratios_to_peer([Row("modelgate", "thread", "grpc", _measured(2000))]) == [None]
+
+
+def test_the_summary_of_rounds_takes_each_cases_median_round():
+    rounds = [
+        [Row("triton", "process", "http", _measured(rate)), Row("modelgate", "process", "http", _measured(mine))]
+        for rate, mine in [(5000, 4000), (3000, 4200), (4000, 3900), (4500, 4100)]
+    ]
+    summary = median_rows(rounds)
+    assert [(row.server, row.measured.requests_per_s) for row in summary] == [("triton", 4000), ("modelgate", 4000)]
+    assert median_rows(rounds[:1]) == rounds[0]
 
 
 def test_table_groups_protocols_and_puts_triton_last():
