@@ -5,8 +5,8 @@ threaded server does the transport (HTTP/2, protobuf (de)serialization) on its o
 only runs the servicer's coroutine. `ThreadedServicer` wraps an async servicer (the one grpc.aio would
 serve) so that the generated `add_*Servicer_to_server` registers sync handlers for the threaded server:
 
-- a coroutine method (unary-unary) runs on the loop with `run_coroutine_threadsafe`; the handler thread
-  waits for its result;
+- a coroutine method (unary-unary) runs as a task on the loop (`_LoopCall`); the handler thread waits for
+  its result;
 - an async-generator method (stream-stream: it takes an async iterator of requests) runs on the loop too,
   fed by a reader thread that drains the blocking request iterator into the loop, and its responses go
   through a thread-safe queue to the generator the handler thread returns (`_StreamBridge`);
@@ -89,9 +89,9 @@ class ThreadedServicer:
         loop = self._loop
 
         def handle(request, context: grpc.ServicerContext):
-            future = asyncio.run_coroutine_threadsafe(method(request, LoopContext(context)), loop)
-            _cancel_when_rpc_ends(future, context)
-            return _result(future, context)
+            call = _LoopCall(loop, method(request, LoopContext(context)))
+            _cancel_when_rpc_ends(call, context)
+            return _result(call, context)
 
         return handle
 
@@ -106,6 +106,58 @@ class ThreadedServicer:
             return bridge.responses(future, context)
 
         return handle
+
+
+class _LoopCall:
+    """A coroutine run as a task on the loop for one waiting thread, which gets its outcome through a
+    SimpleQueue: a wait in C, where a concurrent Future's `result()` goes through a threading.Condition
+    (Python code, a lock made per wait) on both sides of every call."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, coroutine):
+        self._loop = loop
+        self._outcome: queue.SimpleQueue = queue.SimpleQueue()
+        self._task: asyncio.Task | None = None
+        self._is_cancelled = False  # on the loop
+        self._is_done = False  # set on the loop, read by the thread that may cancel
+        loop.call_soon_threadsafe(self._start, coroutine)
+
+    def result(self):
+        """The coroutine's result (blocking); raises what it raised, or CancelledError."""
+        value, error = self._outcome.get()
+        if error is not None:
+            raise error
+        return value
+
+    def cancel(self) -> bool:
+        """From any thread: cancel the task unless it finished (then nothing reaches the loop)."""
+        if not self._is_done:
+            self._loop.call_soon_threadsafe(self._cancel_on_loop)
+        return True
+
+    def _start(self, coroutine) -> None:
+        if self._is_cancelled:
+            coroutine.close()
+            self._finish(None, concurrent.futures.CancelledError())
+            return
+        self._task = self._loop.create_task(coroutine)
+        self._task.add_done_callback(self._on_done)
+
+    def _on_done(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            self._finish(None, concurrent.futures.CancelledError())
+        elif task.exception() is not None:
+            self._finish(None, task.exception())
+        else:
+            self._finish(task.result(), None)
+
+    def _finish(self, value, error: BaseException | None) -> None:
+        self._is_done = True
+        self._outcome.put((value, error))
+
+    def _cancel_on_loop(self) -> None:
+        self._is_cancelled = True
+        if self._task is not None:
+            self._task.cancel()
 
 
 class _StreamBridge:
@@ -164,7 +216,7 @@ class _StreamBridge:
             future.cancel()
 
 
-def _cancel_when_rpc_ends(future: concurrent.futures.Future, context: grpc.ServicerContext) -> None:
+def _cancel_when_rpc_ends(future: concurrent.futures.Future | _LoopCall, context: grpc.ServicerContext) -> None:
     """Cancel the coroutine's task on the loop when the RPC terminates first (grpc.aio cancels its handler)."""
     # The callback runs on grpc's thread when the RPC terminates, finished or not: cancelling a future
     # already done does nothing. A concurrent future's cancel() takes effect at once and asks the loop
@@ -173,7 +225,7 @@ def _cancel_when_rpc_ends(future: concurrent.futures.Future, context: grpc.Servi
         future.cancel()  # terminated already
 
 
-def _result(future: concurrent.futures.Future, context: grpc.ServicerContext):
+def _result(future: concurrent.futures.Future | _LoopCall, context: grpc.ServicerContext):
     """The coroutine's result on the handler thread; its abort, cancellation or error ends the RPC."""
     try:
         return future.result()
