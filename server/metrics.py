@@ -123,6 +123,8 @@ def render_text_format(registry: CollectorRegistry) -> bytes:
         lines.append(f"# HELP {family.name} {_escape(family.documentation, quote=False)}")
         lines.append(f"# TYPE {family.name} {family.type}")
         for sample in family.samples:
+            if sample.name.endswith("_created"):  # OpenMetrics only: in this format it would split the family
+                continue
             labels = ",".join(f'{k}="{_escape(v, quote=True)}"' for k, v in sorted(sample.labels.items()))
             lines.append(f"{sample.name}{{{labels}}} {floatToGoString(sample.value)}")
     return ("\n".join(lines) + "\n").encode()
@@ -133,12 +135,14 @@ def _escape(text: str, quote: bool) -> str:
     return escaped.replace('"', '\\"') if quote else escaped
 
 
-def create_metrics_app(stats: StatisticsRegistry) -> web.Application:
+def create_metrics_app(stats: StatisticsRegistry, server_registry: CollectorRegistry | None = None) -> web.Application:
+    """/metrics: Triton's families from `stats`, then the server's own (`server_registry`), then the backends'."""
     registry = CollectorRegistry()
     registry.register(TritonStatisticsCollector(stats))
+    registries = [registry, *([server_registry] if server_registry is not None else []), BACKEND_METRICS]
 
     async def metrics(request: web.Request) -> web.Response:
-        response = web.Response(body=render_text_format(registry) + render_text_format(BACKEND_METRICS))
+        response = web.Response(body=b"".join(render_text_format(r) for r in registries))
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 

@@ -12,10 +12,12 @@ from modelgate.server.dataplane import Dataplane
 from modelgate.server.frontends.grpc.server import GrpcFrontend
 from modelgate.server.frontends.http.app import create_http_app
 from modelgate.server.log_settings import LogSettings
+from modelgate.server.loop_lag import LoopLagProbe
 from modelgate.server.metrics import create_metrics_app
 from modelgate.server.model_manager import ModelManager
 from modelgate.server.repository.layout import RepositoryLayout
 from modelgate.server.repository_poller import RepositoryPoller
+from modelgate.server.server_metrics import LOOP_PROBE_INTERVAL_S, ServerMetrics
 from modelgate.server.settings import ServerSettings
 from modelgate.server.statistics import StatisticsRegistry
 
@@ -35,7 +37,13 @@ class ModelgateServer:
         self.manager.infer_step = self.dataplane.infer
         self.log_settings = LogSettings(settings.log_verbose)
         self.poller = RepositoryPoller(self.manager, self.layout, settings.repository_poll_secs)
-        self.grpc = GrpcFrontend(self.dataplane, self.log_settings) if settings.allow_grpc else None
+        self.server_metrics = ServerMetrics()
+        self._lag_probe = LoopLagProbe(LOOP_PROBE_INTERVAL_S, self.server_metrics.observe_loop_lag)
+        self.grpc = (
+            GrpcFrontend(self.dataplane, self.log_settings, self.server_metrics.observe_grpc_request)
+            if settings.allow_grpc
+            else None
+        )
         self.http_port: int | None = None
         self.grpc_port: int | None = None
         self.metrics_port: int | None = None
@@ -45,16 +53,19 @@ class ModelgateServer:
     async def start(self) -> None:
         await self._load_initial_models()
         if self.settings.allow_http:
-            self.http_port = await self._serve(
-                create_http_app(self.dataplane, self.log_settings), self.settings.http_port
-            )
+            app = create_http_app(self.dataplane, self.log_settings)
+            app.middlewares.append(self.server_metrics.http_middleware)
+            self.http_port = await self._serve(app, self.settings.http_port)
         if self.grpc is not None:
             self.grpc_port = await self.grpc.start(self.settings.grpc_address, self.settings.grpc_port)
         if self.settings.allow_metrics:
-            self.metrics_port = await self._serve(create_metrics_app(self.stats), self.settings.metrics_port)
+            self.metrics_port = await self._serve(
+                create_metrics_app(self.stats, self.server_metrics.registry), self.settings.metrics_port
+            )
         if self.settings.model_control_mode == "poll":
             self._poll_task = asyncio.create_task(self.poller.run_forever())
         self.dataplane.is_ready = True
+        self._lag_probe.start()
         if self.grpc is not None:
             await self.grpc.set_serving(True)
         logger.info(
@@ -66,6 +77,7 @@ class ModelgateServer:
 
     async def stop(self) -> None:
         self.dataplane.is_ready = False
+        self._lag_probe.stop()
         if self._poll_task is not None:
             self._poll_task.cancel()
         if self.grpc is not None:

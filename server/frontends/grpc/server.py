@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -41,8 +42,13 @@ MAX_STREAM_READER_THREADS = 1024
 class GrpcFrontend:
     """Created anywhere; `start` must run on the event loop that serves the calls (the dataplane's)."""
 
-    def __init__(self, dataplane: Dataplane, log_settings: LogSettings):
-        self.service = InferenceService(dataplane, log_settings)
+    def __init__(
+        self,
+        dataplane: Dataplane,
+        log_settings: LogSettings,
+        observe_request_bytes: Callable[[int], None] | None = None,
+    ):
+        self.service = InferenceService(dataplane, log_settings, observe_request_bytes)
         self.server: grpc.Server | None = None
         self.health: HealthServicer | None = None
         self._pools: list[ThreadPoolExecutor] = []

@@ -7,6 +7,7 @@ trace RPCs keep the generated servicer's UNIMPLEMENTED answers.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import grpc
 from google.protobuf import json_format
@@ -35,10 +36,21 @@ def _aborting_on_errors(rpc):
     return wrapper
 
 
+def _ignore(size: int) -> None:
+    pass
+
+
 class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, dataplane: Dataplane, log_settings: LogSettings):
+    def __init__(
+        self,
+        dataplane: Dataplane,
+        log_settings: LogSettings,
+        observe_request_bytes: Callable[[int], None] | None = None,
+    ):
         self.dataplane = dataplane
         self.log_settings = log_settings
+        # The size of each inference message (ModelInfer, ModelStreamInfer), for /metrics.
+        self.observe_request_bytes = observe_request_bytes or _ignore
 
     async def ServerLive(self, request, context):
         return service_pb2.ServerLiveResponse(live=True)
@@ -74,6 +86,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_aborting_on_errors
     async def ModelInfer(self, request, context):
+        self.observe_request_bytes(request.ByteSize())
         infer_request = decode_infer_request(request)
         response = await self.dataplane.infer(infer_request)
         if response.error is not None:
@@ -81,8 +94,13 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         return encode_infer_response(response)
 
     async def ModelStreamInfer(self, request_iterator, context):
-        async for message in serve_infer_stream(self.dataplane, request_iterator):
+        async for message in serve_infer_stream(self.dataplane, self._observed(request_iterator)):
             yield message
+
+    async def _observed(self, requests):
+        async for request in requests:
+            self.observe_request_bytes(request.ByteSize())
+            yield request
 
     @_aborting_on_errors
     async def RepositoryIndex(self, request, context):
