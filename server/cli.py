@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from pydantic import ValidationError
@@ -82,9 +83,17 @@ def _serve(args: argparse.Namespace) -> int:
     from modelgate.server.runtime import serve_forever
 
     try:
-        _event_loop_runner()(serve_forever(settings))
+        stopped_in_time = _event_loop_runner()(serve_forever(settings))
     except KeyboardInterrupt:
-        pass
+        stopped_in_time = True
+    if not stopped_in_time:
+        # Threads still in a model's execute would keep the interpreter from exiting: the budget is spent, so
+        # the process ends now (stub processes and the LLM engine see the server go and end themselves).
+        logging.getLogger(__name__).warning("exiting with work unfinished: --exit-timeout-secs ran out")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     return 0
 
 

@@ -75,20 +75,27 @@ class ModelgateServer:
             self.metrics_port,
         )
 
-    async def stop(self) -> None:
+    async def stop(self) -> bool:
+        """Shut down within one budget, --exit-timeout-secs in all: the frontends stop taking requests and let
+        those in flight finish, then the models unload. True when everything ended in time; False when the budget
+        ran out first (a model stuck in execute, say): the caller then ends the process without waiting for it.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.exit_timeout_secs
+
+        def left() -> float:
+            return max(0.0, deadline - loop.time())
+
         self.dataplane.is_ready = False
         self._lag_probe.stop()
         if self._poll_task is not None:
             self._poll_task.cancel()
+        drains = [runner.cleanup() for runner in self._runners]
         if self.grpc is not None:
             await self.grpc.set_serving(False)
-            await self.grpc.stop(grace_secs=min(5.0, self.settings.exit_timeout_secs))
-        for runner in self._runners:
-            await runner.cleanup()
-        try:
-            await asyncio.wait_for(self.manager.shutdown(), timeout=self.settings.exit_timeout_secs)
-        except asyncio.TimeoutError:
-            logger.warning("models did not unload within --exit-timeout-secs=%s", self.settings.exit_timeout_secs)
+            drains.append(self.grpc.stop(grace_secs=left()))
+        in_time = await _within(asyncio.gather(*drains), left(), "requests in flight did not finish")
+        return await _within(self.manager.shutdown(), left(), "models did not unload") and in_time
 
     async def _load_initial_models(self) -> None:
         mode = self.settings.model_control_mode
@@ -121,8 +128,17 @@ class ModelgateServer:
         return site._server.sockets[0].getsockname()[1]
 
 
-async def serve_forever(settings: ServerSettings) -> None:
-    """Run until SIGINT/SIGTERM, then stop gracefully."""
+async def _within(work, seconds: float, what: str) -> bool:
+    try:
+        await asyncio.wait_for(work, timeout=seconds)
+        return True
+    except asyncio.TimeoutError:
+        logger.warning("%s within --exit-timeout-secs", what)
+        return False
+
+
+async def serve_forever(settings: ServerSettings) -> bool:
+    """Run until SIGINT/SIGTERM, then stop within --exit-timeout-secs; whether everything stopped in time."""
     import signal
 
     server = ModelgateServer(settings)
@@ -132,5 +148,5 @@ async def serve_forever(settings: ServerSettings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    logger.info("shutting down")
-    await server.stop()
+    logger.info("shutting down (at most %g s)", settings.exit_timeout_secs)
+    return await server.stop()
