@@ -47,6 +47,12 @@ def add_serve_command(commands) -> None:
     )
     serve.add_argument("--repository-poll-secs", type=float, default=15.0, help="seconds between rescans in poll mode")
     serve.add_argument(
+        "--strict-readiness",
+        type=_boolean,
+        default=True,
+        help="true: /v2/health/ready only once every model asked to load is ready; false: once the server serves",
+    )
+    serve.add_argument(
         "--exit-timeout-secs",
         type=float,
         default=30.0,
@@ -72,6 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
             load_model=args.load_model,
             repository_poll_secs=args.repository_poll_secs,
             exit_timeout_secs=args.exit_timeout_secs,
+            strict_readiness=args.strict_readiness,
             log_verbose=args.log_verbose,
         )
     except ValidationError as exc:

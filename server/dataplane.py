@@ -32,11 +32,18 @@ EXTENSIONS = [
 
 
 class Dataplane:
-    def __init__(self, manager: ModelManager, stats: StatisticsRegistry, control_mode: str):
+    def __init__(
+        self, manager: ModelManager, stats: StatisticsRegistry, control_mode: str, strict_readiness: bool = True
+    ):
         self.manager = manager
         self.stats = stats
         self.control_mode = control_mode
-        self.is_ready = False  # set once the initial models were loaded
+        self.strict_readiness = strict_readiness
+        self.is_ready = False  # set once the initial models were loaded, cleared at shutdown
+
+    def server_ready(self) -> bool:
+        """Triton's server readiness: serving, and (strict, the default) every model asked to serve is ready."""
+        return self.is_ready and (not self.strict_readiness or self.manager.every_model_serves())
 
     # -- health and metadata ----------------------------------------------------------------
 

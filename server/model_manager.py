@@ -53,6 +53,7 @@ class ModelEntry:
     fingerprint: str = ""
     override_dir: Path | None = None  # files from a load request, deleted on unload
     stopped_instances: dict[int, dict[str, str]] = field(default_factory=dict)  # version -> instance -> why
+    wanted: bool = True  # asked to serve (loaded last, not unloaded since): counts for the server's readiness
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -82,6 +83,7 @@ class ModelManager:
         if not files and name not in self._entries:
             self.layout.locate(name)  # NotFoundError / duplicate error, recording nothing
         entry = self._entries.setdefault(name, ModelEntry(name))
+        entry.wanted = True
         async with entry.lock:
             await self._load_locked(entry, config_override, files or {})
 
@@ -94,6 +96,7 @@ class ModelManager:
             self.layout.locate(name)  # NotFoundError for a model the repository does not have
             return
         composing = sorted(_composing_names(entry)) if unload_dependents else []
+        entry.wanted = False
         async with entry.lock:
             await self._unload_locked(entry, "unloaded")
         still_used = {n for other in self._entries.values() for n in _composing_names(other)}
@@ -169,6 +172,15 @@ class ModelManager:
 
     def known_model(self, name: str) -> bool:
         return name in self._entries
+
+    def every_model_serves(self) -> bool:
+        """Whether every model asked to serve (loaded and not unloaded since) has a version serving with all its
+        instances up: Triton's strict readiness."""
+        return all(
+            entry.serving and not any(entry.stopped_instances.values())
+            for entry in self._entries.values()
+            if entry.wanted
+        )
 
     def is_ready(self, name: str, version: str = "") -> bool:
         try:

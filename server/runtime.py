@@ -25,14 +25,15 @@ logger = logging.getLogger(__name__)
 
 
 class ModelgateServer:
-    """Owns the dataplane, the frontends and the poller. `start` returns once models are loaded."""
+    """Owns the dataplane, the frontends and the poller. `start` returns once models are loaded (the ports are
+    open before: liveness answers during loads, readiness once they are done)."""
 
     def __init__(self, settings: ServerSettings):
         self.settings = settings
         self.layout = RepositoryLayout(list(settings.model_repository))
         self.stats = StatisticsRegistry()
         self.manager = ModelManager(self.layout, self.stats)
-        self.dataplane = Dataplane(self.manager, self.stats, settings.model_control_mode)
+        self.dataplane = Dataplane(self.manager, self.stats, settings.model_control_mode, settings.strict_readiness)
         # Ensemble steps and models calling models (BLS) go through the dataplane, as clients' requests do.
         self.manager.infer_step = self.dataplane.infer
         self.log_settings = LogSettings(settings.log_verbose)
@@ -51,7 +52,7 @@ class ModelgateServer:
         self._poll_task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        await self._load_initial_models()
+        """Open the ports (live at once: a probe answers while models load), load the models, then be ready."""
         if self.settings.allow_http:
             app = create_http_app(self.dataplane, self.log_settings)
             app.middlewares.append(self.server_metrics.http_middleware)
@@ -62,6 +63,7 @@ class ModelgateServer:
             self.metrics_port = await self._serve(
                 create_metrics_app(self.stats, self.server_metrics.registry), self.settings.metrics_port
             )
+        await self._load_initial_models()
         if self.settings.model_control_mode == "poll":
             self._poll_task = asyncio.create_task(self.poller.run_forever())
         self.dataplane.is_ready = True

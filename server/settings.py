@@ -24,6 +24,7 @@ class ServerSettings(BaseModel):
     load_model: list[str] = Field(default_factory=list)
     repository_poll_secs: float = Field(15.0, gt=0)
     exit_timeout_secs: float = Field(30.0, ge=0)
+    strict_readiness: bool = True
     log_verbose: int = Field(0, ge=0)
 
     @field_validator("model_repository")

@@ -56,7 +56,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request, context):
-        return service_pb2.ServerReadyResponse(ready=self.dataplane.is_ready)
+        return service_pb2.ServerReadyResponse(ready=self.dataplane.server_ready())
 
     @_aborting_on_errors
     async def ModelReady(self, request, context):

@@ -62,7 +62,7 @@ class _Handlers:
         return web.Response(status=200)
 
     async def ready(self, request: web.Request) -> web.Response:
-        return web.Response(status=200 if self.dataplane.is_ready else 400)
+        return web.Response(status=200 if self.dataplane.server_ready() else 400)
 
     async def server_metadata(self, request: web.Request) -> web.Response:
         return _json(self.dataplane.server_metadata())
