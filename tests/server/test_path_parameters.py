@@ -223,3 +223,13 @@ def test_uploaded_model_files_are_served_when_the_flag_allows_them(tmp_path, mak
     client = httpclient.InferenceServerClient(running.http_url)
     np.testing.assert_array_equal(infer_x(client, "uploaded", [1.0, 2.0]), [2.0, 3.0])
     client.close()
+
+
+@pytest.mark.parametrize(
+    ("flags", "allowed"),
+    [([], False), (["--allow-model-file-uploads"], True), (["--allow-model-file-uploads", "false"], False)],
+)
+def test_the_upload_flag_is_off_unless_given(flags, allowed):
+    from modelgate.cli import build_parser
+
+    assert build_parser().parse_args(["serve", *flags]).allow_model_file_uploads is allowed
