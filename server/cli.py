@@ -45,6 +45,15 @@ def add_serve_command(commands) -> None:
         default=[],
         help="model to load at start in explicit mode (repeatable, '*' for all)",
     )
+    serve.add_argument(
+        "--allow-model-file-uploads",
+        type=_boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        help="accept model files sent with a load request ('file:' parameters; a python model's run as code); "
+        "explicit mode only; off by default",
+    )
     serve.add_argument("--repository-poll-secs", type=float, default=15.0, help="seconds between rescans in poll mode")
     serve.add_argument(
         "--strict-readiness",
@@ -76,6 +85,7 @@ def _serve(args: argparse.Namespace) -> int:
             allow_metrics=args.allow_metrics,
             model_control_mode=args.model_control_mode,
             load_model=args.load_model,
+            allow_model_file_uploads=args.allow_model_file_uploads,
             repository_poll_secs=args.repository_poll_secs,
             exit_timeout_secs=args.exit_timeout_secs,
             strict_readiness=args.strict_readiness,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from modelgate.core.errors import NotFoundError, UnsupportedError
+from modelgate.core.errors import NotFoundError, PermissionDeniedError, UnsupportedError
 from modelgate.core.inference_types import InferRequest, InferResponse
 from modelgate.core.response_stream import ResponseStream
 from modelgate.core.tensors import datatypes
@@ -33,12 +33,20 @@ EXTENSIONS = [
 
 class Dataplane:
     def __init__(
-        self, manager: ModelManager, stats: StatisticsRegistry, control_mode: str, strict_readiness: bool = True
+        self,
+        manager: ModelManager,
+        stats: StatisticsRegistry,
+        control_mode: str,
+        strict_readiness: bool = True,
+        allow_model_file_uploads: bool = False,
     ):
         self.manager = manager
         self.stats = stats
         self.control_mode = control_mode
         self.strict_readiness = strict_readiness
+        # Files sent with a load request become a model folder, and a python model's files run as code in the
+        # server's user account: off unless the operator started the server with --allow-model-file-uploads.
+        self.allow_model_file_uploads = allow_model_file_uploads
         self.is_ready = False  # set once the initial models were loaded, cleared at shutdown
 
     def server_ready(self) -> bool:
@@ -129,7 +137,17 @@ class Dataplane:
         return self.manager.index(ready_only)
 
     async def load_model(self, name: str, config_override: ModelConfig | None = None, files=None) -> None:
+        """Load or reload `name`, from the repository or from `config_override` (and `files`).
+
+        `files` (the `file:<version>/<name>` parameters) are refused with PermissionDeniedError unless the server
+        allows uploads; an override naming a file in a path parameter is refused by the model manager.
+        """
         self._require_explicit_mode("load")
+        if files and not self.allow_model_file_uploads:
+            raise PermissionDeniedError(
+                f"load of model '{name}': 'file:' parameters (model files sent with the request) are not allowed; "
+                "the server must be started with --allow-model-file-uploads to accept them"
+            )
         await self.manager.load(name, config_override, files)
 
     async def unload_model(self, name: str, unload_dependents: bool = False) -> None:

@@ -33,7 +33,13 @@ class ModelgateServer:
         self.layout = RepositoryLayout(list(settings.model_repository))
         self.stats = StatisticsRegistry()
         self.manager = ModelManager(self.layout, self.stats)
-        self.dataplane = Dataplane(self.manager, self.stats, settings.model_control_mode, settings.strict_readiness)
+        self.dataplane = Dataplane(
+            self.manager,
+            self.stats,
+            settings.model_control_mode,
+            strict_readiness=settings.strict_readiness,
+            allow_model_file_uploads=settings.allow_model_file_uploads,
+        )
         # Ensemble steps and models calling models (BLS) go through the dataplane, as clients' requests do.
         self.manager.infer_step = self.dataplane.infer
         self.log_settings = LogSettings(settings.log_verbose)

@@ -22,6 +22,7 @@ class ServerSettings(BaseModel):
     allow_metrics: bool = True
     model_control_mode: Literal["none", "explicit", "poll"] = "none"
     load_model: list[str] = Field(default_factory=list)
+    allow_model_file_uploads: bool = False  # `file:` parameters of load requests (model files that may run as code)
     repository_poll_secs: float = Field(15.0, gt=0)
     exit_timeout_secs: float = Field(30.0, ge=0)
     strict_readiness: bool = True

@@ -30,8 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelgate.backends.llm.engine_messages import RequestOutput
 from modelgate.core.errors import ConfigError
+from modelgate.core.path_parameters import TRACE_FILE
 
-TRACE_PARAMETERS = ("trace_file", "trace_max_bytes", "trace_backup_count")
+# trace_file names a file: core.path_parameters registers it, so only the repository's config file may set it.
+TRACE_PARAMETERS = (TRACE_FILE, "trace_max_bytes", "trace_backup_count")
 
 
 class TraceConfig(BaseModel):
@@ -113,7 +115,7 @@ class TraceRecorder:
 def trace_recorder(model: str, version: str, parameters: dict[str, str]) -> TraceRecorder | None:
     """The model's recorder when its parameters set `trace_file`; ConfigError for bad values."""
     fields = {key: value for key, value in parameters.items() if key in TRACE_PARAMETERS}
-    if "trace_file" not in fields:
+    if TRACE_FILE not in fields:
         if fields:
             raise ConfigError(f"model '{model}' config", "parameters", f"{sorted(fields)} need 'trace_file'")
         return None

@@ -33,9 +33,11 @@ from pathlib import Path
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from modelgate.core.errors import ConfigError
+from modelgate.core.path_parameters import EXECUTION_ENV_PATH, PYTHON_INTERPRETER
 
-ENV_PATH = "EXECUTION_ENV_PATH"
-INTERPRETER = "python_interpreter"
+# Both name files to run: core.path_parameters registers them, so only the repository's config file may set them.
+ENV_PATH = EXECUTION_ENV_PATH
+INTERPRETER = PYTHON_INTERPRETER
 ENV_PARAMETERS = (ENV_PATH, INTERPRETER)
 MODEL_DIRECTORY = "$$TRITON_MODEL_DIRECTORY"
 PROBE_TIMEOUT_S = 60.0

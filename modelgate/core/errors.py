@@ -57,6 +57,18 @@ class UnsupportedError(ModelgateError):
     triton_code = "UNSUPPORTED"
 
 
+class PermissionDeniedError(ModelgateError):
+    """The server's flags do not allow this operation (e.g. model files sent with a load request).
+
+    403 as Triton answers a restricted HTTP API; PERMISSION_DENIED on gRPC rather than Triton's UNAVAILABLE for
+    restricted protocols, because clients and retry policies treat UNAVAILABLE as "try again".
+    """
+
+    http_status = 403
+    grpc_code = "PERMISSION_DENIED"
+    triton_code = "UNSUPPORTED"  # Triton's error codes have no permission code; a BLS call never sees this
+
+
 class AlreadyExistsError(ModelgateError):
     grpc_code = "ALREADY_EXISTS"
     triton_code = "ALREADY_EXISTS"

@@ -9,6 +9,7 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
 from modelgate.backends.base import Backend, backend_for_config, load_failure_reason
 from modelgate.core.config_files import find_config_file, read_config_file
 from modelgate.core.errors import ConfigError
+from modelgate.core.path_parameters import check_file_name_fields, check_override_parameters
 from modelgate.server.gpu_devices import visible_gpu_count
 from modelgate.server.repository.config_validation import validate_model_config
 from modelgate.server.repository.layout import version_numbers
@@ -22,11 +23,15 @@ def read_model_config(model_dir: Path, name: str, override: ModelConfig | None) 
     Without a config file, a version folder holding model.py makes a python model and one
     holding model.onnx (a file, or a folder for external data) an ONNX Runtime model; the
     backend's auto-complete then fills the rest.
+
+    Checked here, before any backend (or a python model's auto_complete_config) reads a file:
+    an override may set no parameter that names a file, and model file names are plain names.
     """
     if override is not None:
         config = ModelConfig()
         config.CopyFrom(override)
         source = f"load request config for '{name}'"
+        check_override_parameters(config, source)
     else:
         path = find_config_file(model_dir)
         if path is not None:
@@ -43,6 +48,7 @@ def read_model_config(model_dir: Path, name: str, override: ModelConfig | None) 
             )
     if not config.name:
         config.name = name
+    check_file_name_fields(config, source)
     return config, source
 
 

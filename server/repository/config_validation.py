@@ -5,6 +5,7 @@ from __future__ import annotations
 from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig
 
 from modelgate.core.errors import ConfigError
+from modelgate.core.path_parameters import check_file_name_fields
 from modelgate.server.scheduling.ensemble.config_fields import check_ensemble_fields
 
 MAX_DIMS = 64
@@ -19,6 +20,7 @@ def validate_model_config(config: ModelConfig, source: str, expected_name: str) 
     check_ensemble_fields(config, source)
     if not config.backend and not config.platform:
         raise ConfigError(source, "backend", "is required (or 'platform'); e.g. backend: \"python\"")
+    check_file_name_fields(config, source)  # again: auto-completion may have set the file name
     if config.max_batch_size < 0:
         raise ConfigError(source, "max_batch_size", f"is {config.max_batch_size}; must be >= 0")
     _validate_tensors(config.input, "input", source)

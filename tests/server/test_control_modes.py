@@ -166,7 +166,9 @@ def test_a_bad_config_override_is_refused_and_the_model_keeps_serving(two_models
 
 
 def test_load_with_file_overrides_serves_the_sent_files(two_models, serve):
-    running, client = serve([two_models], model_control_mode="explicit", load_model=["first"])
+    running, client = serve(
+        [two_models], model_control_mode="explicit", load_model=["first"], allow_model_file_uploads=True
+    )
     files = {"file:5/model.py": SCALE_MODEL.encode()}
     client.load_model("first", config=config_json("first"), files=files)
     assert client.get_model_metadata("first")["versions"] == ["5"]  # the repository only has version 1
@@ -179,7 +181,7 @@ def test_load_with_file_overrides_serves_the_sent_files(two_models, serve):
 
 
 def test_file_overrides_can_load_a_model_that_is_not_in_the_repository(two_models, serve):
-    running, client = serve([two_models], model_control_mode="explicit")
+    running, client = serve([two_models], model_control_mode="explicit", allow_model_file_uploads=True)
     client.load_model("sent", config=config_json("sent"), files={"file:1/model.py": SCALE_MODEL.encode()})
     np.testing.assert_array_equal(infer_x(client, "sent", [1.0]), [2.0])
     assert state_of(client, "sent") == ("READY", "")
@@ -188,7 +190,7 @@ def test_file_overrides_can_load_a_model_that_is_not_in_the_repository(two_model
 
 
 def test_file_overrides_need_a_config(two_models, serve):
-    running, client = serve([two_models], model_control_mode="explicit")
+    running, client = serve([two_models], model_control_mode="explicit", allow_model_file_uploads=True)
     error = server_error(client.load_model, "first", files={"file:1/model.py": SCALE_MODEL.encode()})
     assert error.status() == "400"
     assert "need the 'config' parameter" in error.message()

@@ -34,7 +34,9 @@ def guarded(tmp_path, serve, monkeypatch):
     private_tmp = tmp_path / "tmp"
     private_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))  # where override folders would go
-    running, client = serve([repository], model_control_mode="explicit", load_model=["good"])
+    running, client = serve(
+        [repository], model_control_mode="explicit", load_model=["good"], allow_model_file_uploads=True
+    )
     return running, client, outside, private_tmp
 
 

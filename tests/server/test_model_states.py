@@ -186,7 +186,9 @@ def test_an_explicit_load_of_a_failing_model_reports_the_exception(dirs, serve):
 def test_a_failing_reload_keeps_the_serving_version(dirs, serve):
     repository, _ = dirs
     write_scale_model(repository, "m")
-    running, client = serve([repository], model_control_mode="explicit", load_model=["m"])
+    running, client = serve(
+        [repository], model_control_mode="explicit", load_model=["m"], allow_model_file_uploads=True
+    )
     for _ in range(2):
         infer_x(client, "m", [1.0])
 

@@ -21,6 +21,7 @@ from safetensors import safe_open
 from tqdm import tqdm
 
 from modelgate.backends.llm.models.llama import DecoderForCausalLM
+from modelgate.core.path_parameters import is_plain_file_name
 
 FP8_DTYPE = torch.float8_e4m3fn  # not imported from kernels/: loading a checkpoint must not import triton
 
@@ -46,7 +47,12 @@ def checkpoint_files(model_dir: Path) -> list[Path]:
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
         weight_map = json.loads(index.read_text())["weight_map"]
-        return [model_dir / name for name in sorted(set(weight_map.values()))]
+        names = set(weight_map.values())
+        # The index is data inside the model folder: its shards must stay in that folder.
+        outside = [name for name in names if not (isinstance(name, str) and is_plain_file_name(name))]
+        if outside:
+            raise WeightLoadError(f"{index.name} names shard files outside the checkpoint folder: {outside[:4]}")
+        return [model_dir / name for name in sorted(names)]
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise WeightLoadError(f"no *.safetensors files in {model_dir}")

@@ -52,7 +52,9 @@ def explicit_server(tmp_path_factory):
     repository = tmp_path_factory.mktemp("grpc_explicit")
     for example in ("add_sub", "string_ops", "repeat_int32"):
         copy_example_model(repository, example)
-    running = start_server([repository], model_control_mode="explicit", load_model=["add_sub"])
+    running = start_server(
+        [repository], model_control_mode="explicit", load_model=["add_sub"], allow_model_file_uploads=True
+    )
     yield running
     running.stop()
 
