@@ -23,6 +23,8 @@ from modelgate.server.statistics import StatisticsRegistry
 
 logger = logging.getLogger(__name__)
 
+UNLOAD_RESERVE_S = 5.0  # of --exit-timeout-secs, kept for unloading the models (at most half of it)
+
 
 class ModelgateServer:
     """Owns the dataplane, the frontends and the poller. `start` returns once models are loaded (the ports are
@@ -85,14 +87,17 @@ class ModelgateServer:
 
     async def stop(self) -> bool:
         """Shut down within one budget, --exit-timeout-secs in all: the frontends stop taking requests and let
-        those in flight finish, then the models unload. True when everything ended in time; False when the budget
+        those in flight finish (until UNLOAD_RESERVE_S before the end, or half the budget), then the models unload. True when everything ended in time; False when the budget
         ran out first (a model stuck in execute, say): the caller then ends the process without waiting for it.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.exit_timeout_secs
+        budget = self.settings.exit_timeout_secs
+        deadline = loop.time() + budget
+        # The drain may not take it all: the models' finalize (and the cancellations the drain causes) need time.
+        drain_deadline = deadline - min(budget / 2, UNLOAD_RESERVE_S)
 
-        def left() -> float:
-            return max(0.0, deadline - loop.time())
+        def left(until: float = deadline) -> float:
+            return max(0.0, until - loop.time())
 
         self.dataplane.is_ready = False
         self._lag_probe.stop()
@@ -101,8 +106,8 @@ class ModelgateServer:
         drains = [runner.cleanup() for runner in self._runners]
         if self.grpc is not None:
             await self.grpc.set_serving(False)
-            drains.append(self.grpc.stop(grace_secs=left()))
-        in_time = await _within(asyncio.gather(*drains), left(), "requests in flight did not finish")
+            drains.append(self.grpc.stop(grace_secs=left(drain_deadline)))
+        in_time = await _within(asyncio.gather(*drains), left(drain_deadline), "requests in flight did not finish")
         return await _within(self.manager.shutdown(), left(), "models did not unload") and in_time
 
     async def _load_initial_models(self) -> None:

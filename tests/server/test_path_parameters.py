@@ -161,7 +161,9 @@ def test_an_override_naming_a_path_parameter_is_refused_and_writes_nothing(guard
 def test_an_uppercased_spelling_is_refused_too(guarded, protocol):
     config = repository_config(guarded, "tiny_llm")
     target = guarded.root / "client-chosen" / f"upper-{protocol}.jsonl"
-    config.setdefault("parameters", {})["TRACE_FILE"] = {"string_value": str(target)}
+    parameters = config.setdefault("parameters", {})
+    parameters.pop("trace_file", None)  # the repository's own: the spelling below must be what is refused
+    parameters["TRACE_FILE"] = {"string_value": str(target)}
     error = load_error(guarded.running, protocol, "tiny_llm", config)
     assert error.status() == INVALID[protocol] and "parameters.TRACE_FILE" in error.message()
     assert not target.exists()
