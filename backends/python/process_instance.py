@@ -147,6 +147,8 @@ class ProcessModelInstance(ModelInstance):
             except OSError:
                 pass
             handle.stop(5.0)
+            # Here, not only when the stub's end is read: the loop reading it may stop first (server shutdown).
+            shm_tensors.remove_folder(handle.shm_folder)
         self._bls_pool.shutdown(wait=False)
 
     # --- the stub's life -------------------------------------------------------------------------------
