@@ -25,7 +25,7 @@ from pathlib import Path
 from aiohttp import web
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-MAX_BODY_BYTES = 1 << 40  # as modelgate's HTTP frontend
+MAX_BODY_BYTES = 1 << 40  # no limit a benchmark body reaches (modelgate: --http-max-input-size)
 
 
 @dataclass(frozen=True)

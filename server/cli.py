@@ -11,7 +11,7 @@ import sys
 from pydantic import ValidationError
 
 from modelgate.core.cli_help import add_command
-from modelgate.server.settings import ServerSettings
+from modelgate.server.settings import DEFAULT_HTTP_MAX_INPUT_SIZE, MAX_GRPC_MESSAGE_BYTES, ServerSettings
 
 
 def add_serve_command(commands) -> None:
@@ -67,6 +67,19 @@ def add_serve_command(commands) -> None:
         default=30.0,
         help="seconds shutdown waits for open connections and model unloads",
     )
+    serve.add_argument(
+        "--http-max-input-size",
+        type=int,
+        default=DEFAULT_HTTP_MAX_INPUT_SIZE,
+        help="largest HTTP request body in bytes, after gzip/deflate decoding; larger ones get 413 (as Triton: 64 MiB)",
+    )
+    serve.add_argument(
+        "--grpc-max-input-size",
+        type=int,
+        default=MAX_GRPC_MESSAGE_BYTES,
+        help="largest gRPC request message in bytes; larger ones get RESOURCE_EXHAUSTED (default 2 GiB - 1, "
+        "Triton's fixed gRPC limit)",
+    )
     serve.add_argument("--log-verbose", type=int, default=0, help="verbosity of modelgate's own logs (0: info)")
     serve.set_defaults(run=_serve)
 
@@ -90,6 +103,8 @@ def _serve(args: argparse.Namespace) -> int:
             exit_timeout_secs=args.exit_timeout_secs,
             strict_readiness=args.strict_readiness,
             log_verbose=args.log_verbose,
+            http_max_input_size=args.http_max_input_size,
+            grpc_max_input_size=args.grpc_max_input_size,
         )
     except ValidationError as exc:
         for error in exc.errors():

@@ -49,7 +49,12 @@ class ModelgateServer:
         self.server_metrics = ServerMetrics()
         self._lag_probe = LoopLagProbe(LOOP_PROBE_INTERVAL_S, self.server_metrics.observe_loop_lag)
         self.grpc = (
-            GrpcFrontend(self.dataplane, self.log_settings, self.server_metrics.observe_grpc_request)
+            GrpcFrontend(
+                self.dataplane,
+                self.log_settings,
+                self.server_metrics.observe_grpc_request,
+                settings.grpc_max_input_size,
+            )
             if settings.allow_grpc
             else None
         )
@@ -62,7 +67,7 @@ class ModelgateServer:
     async def start(self) -> None:
         """Open the ports (live at once: a probe answers while models load), load the models, then be ready."""
         if self.settings.allow_http:
-            app = create_http_app(self.dataplane, self.log_settings)
+            app = create_http_app(self.dataplane, self.log_settings, self.settings.http_max_input_size)
             app.middlewares.append(self.server_metrics.http_middleware)
             self.http_port = await self._serve(app, self.settings.http_port)
         if self.grpc is not None:

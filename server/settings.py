@@ -7,6 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+DEFAULT_HTTP_MAX_INPUT_SIZE = 64 * 1024 * 1024
+MAX_GRPC_MESSAGE_BYTES = 2**31 - 1  # protobuf's own limit on one message
+
 
 class ServerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -27,6 +30,9 @@ class ServerSettings(BaseModel):
     exit_timeout_secs: float = Field(30.0, ge=0)
     strict_readiness: bool = True
     log_verbose: int = Field(0, ge=0)
+    # Triton's default for --http-max-input-size; gRPC takes what protobuf can (Triton's INT32_MAX) by default.
+    http_max_input_size: int = Field(DEFAULT_HTTP_MAX_INPUT_SIZE, ge=1)
+    grpc_max_input_size: int = Field(MAX_GRPC_MESSAGE_BYTES, ge=1, le=MAX_GRPC_MESSAGE_BYTES)
 
     @field_validator("model_repository")
     @classmethod

@@ -26,9 +26,10 @@ from modelgate.server.dataplane import Dataplane
 from modelgate.server.frontends.grpc.service import InferenceService
 from modelgate.server.frontends.grpc.threaded_bridge import ThreadedServicer
 from modelgate.server.log_settings import LogSettings
+from modelgate.server.settings import MAX_GRPC_MESSAGE_BYTES
 
-# As large as Triton's (INT32_MAX): a tensor is as large as the client sends.
-MAX_MESSAGE_BYTES = 2**31 - 1
+# Responses as large as Triton's (INT32_MAX): a tensor is as large as the model makes it.
+MAX_MESSAGE_BYTES = MAX_GRPC_MESSAGE_BYTES
 SERVICE_NAME = "inference.GRPCInferenceService"
 # A handler thread is held for a whole call: a unary call only while the loop works on it, but a
 # ModelStreamInfer stream (an LLM generation, a decoupled model) for its lifetime, plus a reader thread
@@ -47,7 +48,11 @@ class GrpcFrontend:
         dataplane: Dataplane,
         log_settings: LogSettings,
         observe_request_bytes: Callable[[int], None] | None = None,
+        max_input_size: int = MAX_MESSAGE_BYTES,
     ):
+        """`max_input_size`: the largest request message (--grpc-max-input-size); larger ones end their RPC
+        with RESOURCE_EXHAUSTED before the handler runs (grpc's own check and message)."""
+        self.max_input_size = max_input_size
         self.service = InferenceService(dataplane, log_settings, observe_request_bytes)
         self.server: grpc.Server | None = None
         self.health: HealthServicer | None = None
@@ -66,7 +71,7 @@ class GrpcFrontend:
             handler_pool,
             options=[
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", self.max_input_size),
                 # grpc sets SO_REUSEPORT by default: a second server on a taken port would start
                 # and silently split the clients with the first. Triton's --reuse-grpc-port is off too.
                 ("grpc.so_reuseport", 0),

@@ -11,6 +11,7 @@ from aiohttp import web
 from modelgate.core.config_files import parse_config_mapping
 from modelgate.core.errors import InvalidArgumentError, ModelgateError
 from modelgate.server.dataplane import Dataplane
+from modelgate.server.frontends.http.body_limit import body_limit_middleware
 from modelgate.server.frontends.http.error_middleware import error_middleware
 from modelgate.server.frontends.http.generate_codec import decode_generate_request, encode_generate_response
 from modelgate.server.frontends.http.infer_codec import (
@@ -21,16 +22,18 @@ from modelgate.server.frontends.http.infer_codec import (
 )
 from modelgate.server.frontends.openai.routes import add_openai_routes
 from modelgate.server.log_settings import LogSettings
-
-# No limit of our own on body size, as in Triton: a tensor is as large as the client sends.
-MAX_BODY_BYTES = 1 << 40
+from modelgate.server.settings import DEFAULT_HTTP_MAX_INPUT_SIZE
 
 _MODEL = "/v2/models/{name}"
 _VERSIONED = "/v2/models/{name}/versions/{version}"
 
 
-def create_http_app(dataplane: Dataplane, log_settings: LogSettings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+def create_http_app(
+    dataplane: Dataplane, log_settings: LogSettings, max_input_size: int = DEFAULT_HTTP_MAX_INPUT_SIZE
+) -> web.Application:
+    """`max_input_size`: the largest request body in bytes (--http-max-input-size); larger ones get 413."""
+    middlewares = [error_middleware, body_limit_middleware(max_input_size)]
+    app = web.Application(middlewares=middlewares, client_max_size=max_input_size)
     handlers = _Handlers(dataplane, log_settings)
     app.router.add_get("/v2/health/live", handlers.live)
     app.router.add_get("/v2/health/ready", handlers.ready)

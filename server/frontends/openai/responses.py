@@ -5,6 +5,15 @@ from __future__ import annotations
 import time
 import uuid
 
+from aiohttp import web
+
+
+def openai_error(status: int, message: str) -> web.Response:
+    """OpenAI's error object; 4xx other than 404 are `invalid_request_error`s (413 included)."""
+    kind = "not_found_error" if status == 404 else "invalid_request_error" if status < 500 else "server_error"
+    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    return web.json_response(body, status=status)
+
 
 def completion_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"

@@ -22,6 +22,7 @@ from modelgate.server.frontends.openai.responses import (
     completion_id,
     completion_logprobs,
     envelope,
+    openai_error,
     usage,
 )
 from modelgate.server.frontends.openai.schemas import ChatCompletionRequest, CompletionRequest
@@ -32,12 +33,6 @@ def add_openai_routes(app: web.Application, dataplane: Dataplane) -> None:
     app.router.add_get("/v1/models", handlers.models)
     app.router.add_post("/v1/completions", handlers.completions)
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
-
-
-def openai_error(status: int, message: str) -> web.Response:
-    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "server_error")
-    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
-    return web.json_response(body, status=status)
 
 
 class _OpenAIHandlers:
