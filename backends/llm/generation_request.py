@@ -12,13 +12,13 @@ the engine process takes as it is.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from modelgate.backends.llm.chat_template import ChatTemplateError, render_chat
 from modelgate.backends.llm.engine_messages import AddRequest
 from modelgate.backends.llm.sampling_params import SAMPLING_FIELDS, SamplingParams, parse_sampling_params
 from modelgate.backends.llm.tokenizer import TextTokenizer
+from modelgate.core.bounded_json import loads_bounded
 from modelgate.core.errors import InvalidArgumentError
 from modelgate.core.inference_types import InferRequest
 
@@ -123,7 +123,4 @@ def _text(request: InferRequest, name: str) -> str:
 
 
 def _json_input(request: InferRequest, name: str):
-    try:
-        return json.loads(_text(request, name))
-    except ValueError as exc:
-        raise InvalidArgumentError(f"input '{name}' is not valid JSON: {exc}") from None
+    return loads_bounded(_text(request, name), f"input '{name}'")

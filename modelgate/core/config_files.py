@@ -14,7 +14,8 @@ import yaml
 from google.protobuf import json_format, text_format
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from modelgate.core.errors import ConfigError
+from modelgate.core.bounded_json import loads_bounded
+from modelgate.core.errors import ConfigError, InvalidArgumentError
 
 CONFIG_FILE_NAMES = ("config.pbtxt", "config.yaml", "config.yml", "config.json")
 
@@ -125,7 +126,7 @@ def parse_config_parameter(value, source: str) -> ModelConfig:
     """A load request's `config` parameter: the JSON text of a ModelConfig (or the mapping itself)."""
     if isinstance(value, str):
         try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise ConfigError(source, "<syntax>", f"not valid JSON: {exc}") from None
+            value = loads_bounded(value, "the text")
+        except InvalidArgumentError as exc:  # from the network: invalid or nested too deep
+            raise ConfigError(source, "<syntax>", exc.message) from None
     return parse_config_mapping(value, source)

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from modelgate.core.bounded_json import loads_bounded
 from modelgate.core.config_files import parse_config_mapping
 from modelgate.core.errors import InvalidArgumentError, ModelgateError
 from modelgate.server.dataplane import Dataplane
@@ -200,10 +201,7 @@ async def _json_body(request: web.Request) -> dict:
     raw = await request.read()
     if not raw.strip():
         return {}
-    try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgumentError(f"request body is not valid JSON: {exc}") from None
+    value = loads_bounded(raw)
     if not isinstance(value, dict):
         raise InvalidArgumentError("request body must be a JSON object")
     return value
@@ -219,10 +217,7 @@ def _parameters(body: dict) -> dict:
 def _config_parameter(value: Any):
     source = "load request parameter 'config'"
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise InvalidArgumentError(f"{source} is not valid JSON: {exc}") from None
+        value = loads_bounded(value, source)
     return parse_config_mapping(value, source)
 
 

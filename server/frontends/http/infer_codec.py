@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from modelgate.core.bounded_json import loads_bounded
 from modelgate.core.errors import InvalidArgumentError
 from modelgate.core.inference_types import InferRequest, InferResponse, InferTensor, RequestedOutput
 from modelgate.core.tensors import datatypes
@@ -167,10 +168,7 @@ def _shape(raw: list, where: str) -> tuple[int, ...]:
 
 
 def _json_object(raw: bytes, what: str) -> dict:
-    try:
-        value = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgumentError(f"{what} is not valid JSON: {exc}") from None
+    value = loads_bounded(raw, what) if raw else None
     if not isinstance(value, dict):
         raise InvalidArgumentError(f"{what} must be a JSON object")
     return value

@@ -8,6 +8,7 @@ import time
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from modelgate.core.bounded_json import loads_bounded
 from modelgate.core.errors import InvalidArgumentError, ModelgateError
 from modelgate.server.dataplane import Dataplane
 from modelgate.server.frontends.openai.generation import (
@@ -105,10 +106,7 @@ async def _event(reply: web.StreamResponse, payload: dict) -> None:
 
 
 async def _parse(request: web.Request, schema: type[BaseModel]):
-    try:
-        raw = await request.json()
-    except ValueError as exc:
-        raise InvalidArgumentError(f"request body is not valid JSON: {exc}") from None
+    raw = loads_bounded(await request.read())
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
