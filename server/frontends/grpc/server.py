@@ -20,9 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import HealthServicer
-from tritonclient.grpc import service_pb2_grpc
+from tritonclient.grpc import service_pb2
 
 from modelgate.server.dataplane import Dataplane
+from modelgate.server.frontends.grpc.decoding_handlers import add_decoding_servicer
 from modelgate.server.frontends.grpc.service import InferenceService
 from modelgate.server.frontends.grpc.threaded_bridge import ThreadedServicer
 from modelgate.server.log_settings import LogSettings
@@ -79,7 +80,8 @@ class GrpcFrontend:
             maximum_concurrent_rpcs=None,
         )
         servicer = ThreadedServicer(self.service, asyncio.get_running_loop(), reader_pool)
-        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self.server)
+        # Requests decoded by the handlers: a message protobuf cannot decode gets INVALID_ARGUMENT.
+        add_decoding_servicer(servicer, self.server, service_pb2, "GRPCInferenceService")
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         bound = self.server.add_insecure_port(f"{address}:{port}")

@@ -34,8 +34,9 @@ _ENDED_EARLY = "the RPC ended before its handler did"
 _END = object()
 
 
-class _Abort(Exception):
-    """Raised on the loop by `LoopContext.abort`; the handler thread turns it into `context.abort`."""
+class RpcAbort(Exception):
+    """Raised on the loop by `LoopContext.abort`, or by a stream's request iterator on a reader thread (a
+    request that cannot be decoded); the handler thread turns it into `context.abort`."""
 
     def __init__(self, code: grpc.StatusCode, details: str):
         super().__init__(code, details)
@@ -56,7 +57,7 @@ class LoopContext:
         self._context = context
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
-        raise _Abort(code, details)
+        raise RpcAbort(code, details)
 
     def cancelled(self) -> bool:
         return not self._context.is_active()
@@ -171,6 +172,7 @@ class _StreamBridge:
         self._loop = loop
         self._requests: asyncio.Queue = asyncio.Queue()  # binds to the loop on first use, there
         self._responses: queue.SimpleQueue = queue.SimpleQueue()
+        self._request_abort: RpcAbort | None = None  # set by the reader thread before it cancels the work
 
     # -- requests: reader thread -> loop ------------------------------------------------------------
 
@@ -180,6 +182,10 @@ class _StreamBridge:
         try:
             for request in request_iterator:
                 self._loop.call_soon_threadsafe(put, request)
+        except RpcAbort as abort:  # the iterator refused a request: the RPC ends with its status
+            self._request_abort = abort
+            future.cancel()
+            return
         except Exception:  # grpc.RpcError: cancelled, deadline, server stop; the work is cancelled with it
             future.cancel()
             return
@@ -210,6 +216,8 @@ class _StreamBridge:
         try:
             while (response := get()) is not _END:
                 yield response
+            if self._request_abort is not None:
+                context.abort(self._request_abort.code, self._request_abort.details)
             _result(future, context)
         finally:
             # The RPC stopped taking responses (grpc drops this generator): stop the work too.
@@ -229,7 +237,7 @@ def _result(future: concurrent.futures.Future | _LoopCall, context: grpc.Service
     """The coroutine's result on the handler thread; its abort, cancellation or error ends the RPC."""
     try:
         return future.result()
-    except _Abort as abort:
+    except RpcAbort as abort:
         context.abort(abort.code, abort.details)
     except concurrent.futures.CancelledError:
         context.abort(grpc.StatusCode.CANCELLED, _ENDED_EARLY)

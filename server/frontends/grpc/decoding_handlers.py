@@ -1,0 +1,80 @@
+"""A service's handlers registered to take raw bytes and decode them themselves.
+
+grpcio runs a handler's `request_deserializer` before the handler, and a message that protobuf cannot decode
+ends the RPC with grpcio's own status (UNKNOWN/INTERNAL, "Exception deserializing request!"), which a client
+reads as a server fault. Registered here with no deserializer, each handler receives the message's bytes and
+decodes them on the same handler thread (the same work, in the same place), so that a message that fails
+ends its RPC with INVALID_ARGUMENT naming the method and the message type:
+
+- a unary method aborts at once;
+- a stream method ends the whole stream with that status (its earlier requests are cancelled): after a
+  message that cannot be read, the client's stream has no meaning to go on with.
+
+This replaces the generated `add_*Servicer_to_server`; the methods, their paths and their response
+serializers are read from the service's descriptor, so they are the generated code's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from types import ModuleType
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from modelgate.server.frontends.grpc.threaded_bridge import RpcAbort
+
+
+def add_decoding_servicer(servicer, server: grpc.Server, messages: ModuleType, service_name: str) -> None:
+    """Register `servicer`'s methods for the service `service_name` of the `messages` module (a *_pb2)."""
+    service = messages.DESCRIPTOR.services_by_name[service_name]
+    handlers = {method.name: _handler(servicer, method, messages) for method in service.methods}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
+
+
+def _handler(servicer, method, messages: ModuleType) -> grpc.RpcMethodHandler:
+    request_class = getattr(messages, method.input_type.name)
+    serializer = getattr(messages, method.output_type.name).SerializeToString
+    behaviour = getattr(servicer, method.name)
+    if not method.client_streaming and not method.server_streaming:
+        return grpc.unary_unary_rpc_method_handler(
+            _decoding_unary(behaviour, request_class, method.name), response_serializer=serializer
+        )
+    if method.client_streaming and method.server_streaming:
+        return grpc.stream_stream_rpc_method_handler(
+            _decoding_stream(behaviour, request_class, method.name), response_serializer=serializer
+        )
+    raise NotImplementedError(f"{method.full_name}: only unary-unary and stream-stream methods are served")
+
+
+def _decoding_unary(behaviour: Callable, request_class, method_name: str) -> Callable:
+    def handle(raw: bytes, context: grpc.ServicerContext):
+        try:
+            request = request_class.FromString(raw)
+        except DecodeError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, _problem(method_name, request_class, exc))
+        return behaviour(request, context)
+
+    return handle
+
+
+def _decoding_stream(behaviour: Callable, request_class, method_name: str) -> Callable:
+    def handle(raw_requests: Iterator[bytes], context: grpc.ServicerContext):
+        return behaviour(_decoded(raw_requests, request_class, method_name), context)
+
+    return handle
+
+
+def _decoded(raw_requests: Iterator[bytes], request_class, method_name: str) -> Iterator:
+    """The stream's requests, decoded; RpcAbort (INVALID_ARGUMENT) at the first one that cannot be."""
+    for raw in raw_requests:
+        try:
+            yield request_class.FromString(raw)
+        except DecodeError as exc:
+            raise RpcAbort(grpc.StatusCode.INVALID_ARGUMENT, _problem(method_name, request_class, exc)) from None
+
+
+def _problem(method_name: str, request_class, exc: DecodeError) -> str:
+    full_name = request_class.DESCRIPTOR.full_name
+    return f"{method_name}: the request is not a valid {full_name} protobuf message ({exc})"
