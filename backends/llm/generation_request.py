@@ -7,7 +7,9 @@ Inputs follow vLLM's Triton backend: `text_input` (BYTES), `stream` (BOOL),
 like sampling fields (as Triton's generate endpoint passes them, and the OpenAI routes) override the JSON ones.
 
 This is the one place where an LLM request is checked: what it parses becomes the engine's AddRequest, which
-the engine process takes as it is.
+the engine process takes as it is. It runs on the model instance's thread, never on the event loop; a prompt
+far longer than the model's context is refused by its character count before it is rendered or tokenized
+(tokenizing megabytes takes seconds), and long prompts are tokenized with the GIL released (tokenizer.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from modelgate.core.errors import InvalidArgumentError
 from modelgate.core.inference_types import InferRequest
 
 _FLAG_NAMES = ("stream", "exclude_input_in_output")
+# A token is ~4 characters of English text and ~3 of code; 16 leaves room for text that packs unusually well
+# (runs of spaces or symbols), while a prompt whose characters could never fit the context is refused untokenized.
+MAX_PROMPT_CHARS_PER_TOKEN = 16
 
 
 @dataclass
@@ -39,7 +44,7 @@ def parse_generation_request(
     request: InferRequest, request_id: str, tokenizer: TextTokenizer, max_model_len: int
 ) -> GenerationRequest:
     """InvalidArgumentError, naming the input or field and what it allows, for anything the engine cannot run."""
-    prompt = _prompt_text(request, tokenizer)
+    prompt = _prompt_text(request, tokenizer, max_model_len * MAX_PROMPT_CHARS_PER_TOKEN)
     if not prompt:
         raise InvalidArgumentError("the prompt is empty; 'text_input' must hold at least one character")
     is_chat = "chat_messages" in request.inputs
@@ -54,11 +59,13 @@ def parse_generation_request(
     )
 
 
-def _prompt_text(request: InferRequest, tokenizer: TextTokenizer) -> str:
+def _prompt_text(request: InferRequest, tokenizer: TextTokenizer, max_chars: int) -> str:
     if "chat_messages" in request.inputs:
         messages = _json_input(request, "chat_messages")
         if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
             raise InvalidArgumentError('\'chat_messages\' must be a JSON list of {"role", "content"} objects')
+        # Before rendering: each message renders to a token at least, its content to its characters at least.
+        _check_prompt_chars("chat_messages", _num_message_chars(messages), max_chars, len(messages))
         try:
             settings = tokenizer.settings
             return render_chat(settings.chat_template, messages, settings.bos_token, settings.eos_token)
@@ -66,7 +73,30 @@ def _prompt_text(request: InferRequest, tokenizer: TextTokenizer) -> str:
             raise InvalidArgumentError(str(exc)) from None
     if "text_input" not in request.inputs:
         raise InvalidArgumentError("the request needs input 'text_input' (or 'chat_messages')")
-    return _text(request, "text_input")
+    text = _text(request, "text_input")
+    _check_prompt_chars("text_input", len(text), max_chars)
+    return text
+
+
+def _num_message_chars(messages: list[dict]) -> int:
+    contents = (m.get("content") for m in messages)
+    return sum(len(c) if isinstance(c, str) else len(str(c)) for c in contents if c is not None)
+
+
+def _check_prompt_chars(name: str, num_chars: int, max_chars: int, num_messages: int = 0) -> None:
+    """The prompt's length bound before tokenizing: MAX_PROMPT_CHARS_PER_TOKEN characters per context token."""
+    max_messages = max_chars // MAX_PROMPT_CHARS_PER_TOKEN
+    if num_messages > max_messages:
+        raise InvalidArgumentError(
+            f"'{name}' holds {num_messages} messages; this model's context of {max_messages} tokens takes "
+            f"at most {max_messages}"
+        )
+    if num_chars > max_chars:
+        raise InvalidArgumentError(
+            f"the prompt ('{name}') has {num_chars} characters; this model's context of "
+            f"{max_chars // MAX_PROMPT_CHARS_PER_TOKEN} tokens takes at most {max_chars} "
+            f"({MAX_PROMPT_CHARS_PER_TOKEN} per token), so it was refused before tokenizing"
+        )
 
 
 def _sampling(request: InferRequest, fill_context: int | None = None) -> SamplingParams:

@@ -15,6 +15,11 @@ import msgspec
 from modelgate.core.errors import InvalidArgumentError
 
 MAX_TOP_LOGPROBS = 20
+# Bounds on the lists a client sends. vLLM bounds none of them; OpenAI allows 4 stop strings. Each stop string
+# is looked for in every new piece of text of its request, so their count and length are work per token.
+MAX_STOP_STRINGS = 64
+MAX_STOP_STRING_CHARS = 512
+MAX_STOP_TOKEN_IDS = 1024
 
 
 class SamplingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -103,6 +108,8 @@ def parse_sampling_params(fields: Mapping[str, Any]) -> SamplingParams:
     except msgspec.ValidationError as exc:
         raise InvalidArgumentError(f"invalid sampling parameters: {_type_problem(str(exc))}") from None
     problems = _range_problems(params) + _list_problems(params)
+    if params.min_tokens > params.max_tokens:  # as vLLM: the request could never meet both
+        problems.append(f"min_tokens: must be <= max_tokens ({params.max_tokens}), got {params.min_tokens}")
     if problems:
         raise InvalidArgumentError(f"invalid sampling parameters: {'; '.join(problems)}")
     return params
@@ -127,8 +134,17 @@ def _range_problems(params: SamplingParams) -> list[str]:
 
 def _list_problems(params: SamplingParams) -> list[str]:
     problems = []
-    if any(s == "" for s in params.stop):
+    if len(params.stop) > MAX_STOP_STRINGS:
+        problems.append(f"stop: at most {MAX_STOP_STRINGS} stop strings are allowed, got {len(params.stop)}")
+    elif any(s == "" for s in params.stop):
         problems.append("stop: stop strings must not be empty")
-    if any(t < 0 for t in params.stop_token_ids):
+    longest = max(map(len, params.stop), default=0)
+    if longest > MAX_STOP_STRING_CHARS:
+        problems.append(f"stop: each stop string must be 1 to {MAX_STOP_STRING_CHARS} characters, got {longest}")
+    if len(params.stop_token_ids) > MAX_STOP_TOKEN_IDS:
+        problems.append(
+            f"stop_token_ids: at most {MAX_STOP_TOKEN_IDS} token ids are allowed, got {len(params.stop_token_ids)}"
+        )
+    elif any(t < 0 for t in params.stop_token_ids):
         problems.append("stop_token_ids: must be non-negative token ids")
     return problems

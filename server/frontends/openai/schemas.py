@@ -2,13 +2,21 @@
 
 vLLM's sampling extensions (top_k, min_p, repetition_penalty, min_tokens, ignore_eos,
 stop_token_ids, include_stop_str_in_output) are accepted too.
+
+Every list a client controls is bounded here or in the LLM backend's sampling parameters (stop strings and
+stop token ids): each choice of each prompt is one engine request, so `n` and the number of prompts are the
+work one HTTP request may queue.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_N = 16  # OpenAI allows 128, vLLM 16384 (VLLM_MAX_N_SEQUENCES)
+MAX_PROMPTS = 256  # prompts in one /v1/completions request (vLLM: no bound)
+MAX_CHOICES = 256  # prompts x n: the engine requests one HTTP request starts
 
 
 class StreamOptions(BaseModel):
@@ -20,7 +28,7 @@ class _SamplingFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str
-    n: int = Field(1, ge=1, le=16)
+    n: int = Field(1, ge=1, le=MAX_N)
     stream: bool = False
     stream_options: StreamOptions | None = None
     temperature: float | None = None
@@ -37,6 +45,14 @@ class _SamplingFields(BaseModel):
     ignore_eos: bool | None = None
     stop_token_ids: list[int] | None = None
     include_stop_str_in_output: bool | None = None
+    logit_bias: dict | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _no_logit_bias(cls, value):
+        if value:
+            raise ValueError("logit_bias is not supported (only an empty object or null is accepted)")
+        return value
 
     def sampling_fields(self, max_tokens: int | None, logprobs: int | None) -> dict:
         """The sampling fields this request sets, as request parameters; the LLM backend checks their values."""
@@ -85,6 +101,29 @@ class CompletionRequest(_SamplingFields):
         if value:
             raise ValueError("suffix is not supported")
         return value
+
+    @field_validator("prompt")
+    @classmethod
+    def _bounded_prompt_count(cls, value):
+        if isinstance(value, list) and len(value) > MAX_PROMPTS:
+            raise ValueError(f"at most {MAX_PROMPTS} prompts per request are allowed, got {len(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _bounded_choices(self):
+        num_prompts = 1 if isinstance(self.prompt, str) else len(self.prompt)
+        if num_prompts * self.n > MAX_CHOICES:
+            raise ValueError(
+                f"prompt, n: {num_prompts} prompts x n={self.n} choices is {num_prompts * self.n}; "
+                f"at most {MAX_CHOICES} choices per request are allowed"
+            )
+        # modelgate returns every choice it generates and ranks none: best_of means n choices, no more
+        if self.best_of is not None and self.best_of != self.n:
+            raise ValueError(
+                f"best_of: must equal n ({self.n}), got {self.best_of}; choices are not ranked, so no "
+                "candidates beyond n are generated"
+            )
+        return self
 
 
 class ChatMessage(BaseModel):
