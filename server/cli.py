@@ -29,6 +29,9 @@ def add_serve_command(commands) -> None:
     serve.add_argument("--grpc-address", default="0.0.0.0", help="address the gRPC frontend binds")
     serve.add_argument("--grpc-port", type=int, default=8001, help="inference.GRPCInferenceService and health")
     serve.add_argument("--metrics-port", type=int, default=8002, help="Prometheus text at /metrics")
+    serve.add_argument(
+        "--metrics-address", default="", help="address the metrics endpoint binds (default: --http-address's)"
+    )
     serve.add_argument("--allow-http", type=_boolean, default=True, help="serve HTTP/REST (true or false)")
     serve.add_argument("--allow-grpc", type=_boolean, default=True, help="serve gRPC (true or false)")
     serve.add_argument("--allow-metrics", type=_boolean, default=True, help="serve /metrics (true or false)")
@@ -93,6 +96,7 @@ def _serve(args: argparse.Namespace) -> int:
             grpc_address=args.grpc_address,
             grpc_port=args.grpc_port,
             metrics_port=args.metrics_port,
+            metrics_address=args.metrics_address,
             allow_http=args.allow_http,
             allow_grpc=args.allow_grpc,
             allow_metrics=args.allow_metrics,

@@ -69,13 +69,13 @@ class ModelgateServer:
         if self.settings.allow_http:
             app = create_http_app(self.dataplane, self.log_settings, self.settings.http_max_input_size)
             app.middlewares.append(self.server_metrics.http_middleware)
-            self.http_port = await self._serve(app, self.settings.http_port)
+            self.http_port = await self._serve(app, self.settings.http_address, self.settings.http_port)
         if self.grpc is not None:
             self.grpc_port = await self.grpc.start(self.settings.grpc_address, self.settings.grpc_port)
         if self.settings.allow_metrics:
-            self.metrics_port = await self._serve(
-                create_metrics_app(self.stats, self.server_metrics.registry), self.settings.metrics_port
-            )
+            metrics_app = create_metrics_app(self.stats, self.server_metrics.registry)
+            address = self.settings.metrics_address or self.settings.http_address
+            self.metrics_port = await self._serve(metrics_app, address, self.settings.metrics_port)
         await self._load_initial_models()
         if self.settings.model_control_mode == "poll":
             self._poll_task = asyncio.create_task(self.poller.run_forever())
@@ -136,11 +136,11 @@ class ModelgateServer:
         except ModelgateError as exc:
             logger.error("model '%s' failed to load: %s", name, exc.message)
 
-    async def _serve(self, app: web.Application, port: int) -> int:
+    async def _serve(self, app: web.Application, address: str, port: int) -> int:
         # Open connections get at most --exit-timeout-secs to finish at shutdown (aiohttp waits 60 s by default).
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.settings.exit_timeout_secs)
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.http_address, port, reuse_address=True)
+        site = web.TCPSite(runner, address, port, reuse_address=True)
         await site.start()
         self._runners.append(runner)
         return site._server.sockets[0].getsockname()[1]

@@ -20,6 +20,7 @@ class ServerSettings(BaseModel):
     grpc_address: str = "0.0.0.0"
     grpc_port: int = Field(8001, ge=0, le=65535)
     metrics_port: int = Field(8002, ge=0, le=65535)
+    metrics_address: str = ""  # "": the HTTP address, as before the flag existed
     allow_http: bool = True
     allow_grpc: bool = True
     allow_metrics: bool = True

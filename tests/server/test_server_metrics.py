@@ -75,3 +75,16 @@ def test_a_stalled_event_loop_shows_in_the_lag_metrics(make_server):
     assert _sample(after, "modelgate_event_loop_lag_max_seconds", "modelgate_event_loop_lag_max_seconds") >= 0.4
     stalled = _sample(after, lag, f"{lag}_bucket", le="+Inf") - _sample(after, lag, f"{lag}_bucket", le="0.25")
     assert stalled >= 1  # the probe due during the sleep ran at least 0.25 s late
+
+
+def test_metrics_bind_their_own_address(tmp_path, make_server):
+    (tmp_path / "empty").mkdir()
+    running = make_server([tmp_path / "empty"], http_address="0.0.0.0", metrics_address="127.0.0.1")
+    metrics_socket = next(
+        site
+        for runner in running.server._runners
+        for site in runner.sites
+        if site.name.endswith(f":{running.server.metrics_port}")
+    )
+    assert metrics_socket.name.startswith("http://127.0.0.1:")
+    assert "modelgate_event_loop_lag_seconds" in _families(running.metrics_url)
