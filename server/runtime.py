@@ -138,7 +138,11 @@ class ModelgateServer:
 
     async def _serve(self, app: web.Application, address: str, port: int) -> int:
         # Open connections get at most --exit-timeout-secs to finish at shutdown (aiohttp waits 60 s by default).
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.settings.exit_timeout_secs)
+        # A client that goes away cancels its handler (aiohttp's default lets it run on): the request is
+        # cancelled with it, streaming or not, so nobody's work goes on for a client that left.
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=self.settings.exit_timeout_secs, handler_cancellation=True
+        )
         await runner.setup()
         site = web.TCPSite(runner, address, port, reuse_address=True)
         await site.start()

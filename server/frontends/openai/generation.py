@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from modelgate.core.errors import ModelgateError, NotFoundError
+from modelgate.core.errors import NotFoundError
 from modelgate.core.inference_types import InferRequest, InferTensor
 from modelgate.core.response_stream import ResponseStream
 from modelgate.server.dataplane import Dataplane
@@ -48,16 +48,18 @@ async def start_choices(
 ) -> list[tuple[int, ResponseStream, ChoiceDelta]]:
     """Start one request per choice index; raises the first refusal (cancelling the others)."""
     started = []
+    waiting_first = None  # the stream whose first delta is awaited
     try:
         for index in indexes:
             fields = dict(sampling)
             if "seed" in fields and len(indexes) > 1:
                 fields["seed"] += index  # distinct but reproducible choices
-            stream = await dataplane.infer_stream(_request(model, prompt_input, fields))
-            first = await _first_delta(stream, index)
-            started.append((index, stream, first))
-    except ModelgateError:
-        for _, stream, _ in started:
+            waiting_first = await dataplane.infer_stream(_request(model, prompt_input, fields))
+            first = await _first_delta(waiting_first, index)
+            started.append((index, waiting_first, first))
+            waiting_first = None
+    except BaseException:  # a refusal, or the client went away (CancelledError): no choice runs on
+        for stream in [stream for _, stream, _ in started] + [waiting_first] * (waiting_first is not None):
             stream.cancel()
         raise
     return started
