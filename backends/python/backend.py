@@ -49,7 +49,7 @@ class PythonBackend(Backend):
         if version_dir is None:
             return config
         if isolation_of(config, f"{model_dir}/config") == "process":
-            from modelgate.backends.python.process_instance import auto_complete_in_stub
+            from modelgate.backends.python.stub_auto_complete import auto_complete_in_stub
 
             return auto_complete_in_stub(config, model_dir, version_dir)
         return complete_from_model_class(config, model_dir, version_dir)

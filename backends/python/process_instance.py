@@ -25,7 +25,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 from prometheus_client import Counter
-from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from modelgate.backends.base import ComputeTimings, ExecuteResult, InstanceLoadError, InstanceSpec, ModelInstance
 from modelgate.backends.python import shm_tensors
@@ -40,7 +39,6 @@ from modelgate.backends.python.stub_batches import (
 )
 from modelgate.backends.python.stub_handle import StubHandle, StubStartError, stopped_while_loading
 from modelgate.backends.python.stub_messages import (
-    AutoComplete,
     BlsCall,
     BlsReturn,
     Cancel,
@@ -385,18 +383,3 @@ def execute_timeout_s(spec: InstanceSpec) -> float | None:
     if not seconds > 0:
         raise ConfigError(source, "parameters.execute_timeout_seconds", "must be greater than 0")
     return seconds
-
-
-def auto_complete_in_stub(config: ModelConfig, model_dir: Path, version_dir: Path) -> ModelConfig:
-    """The model class's auto_complete_config, run in a stub process started for it alone (under the model's
-    own interpreter if it names one: its imports may exist only there)."""
-    message = AutoComplete(config.name, str(model_dir), str(version_dir), config.SerializeToString())
-    interpreter = stub_interpreter(config, model_dir)
-    handle = StubHandle(interpreter)
-    try:
-        reply = handle.handshake(message, START_TIMEOUT_S)
-    except StubStartError as exc:
-        where = "" if interpreter is None else f" (under {interpreter.executable})"
-        raise InstanceLoadError(f"{exc}{where}") from None
-    handle.stop(5.0)
-    return ModelConfig.FromString(reply.config)
