@@ -68,7 +68,7 @@ class ModelgateServer:
         """Open the ports (live at once: a probe answers while models load), load the models, then be ready."""
         if self.settings.allow_http:
             app = create_http_app(self.dataplane, self.log_settings, self.settings.http_max_input_size)
-            app.middlewares.append(self.server_metrics.http_middleware)
+            app.middlewares.insert(0, self.server_metrics.http_middleware)  # outermost: refused bodies count too
             self.http_port = await self._serve(app, self.settings.http_address, self.settings.http_port)
         if self.grpc is not None:
             self.grpc_port = await self.grpc.start(self.settings.grpc_address, self.settings.grpc_port)

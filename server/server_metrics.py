@@ -61,11 +61,11 @@ class ServerMetrics:
 
         @web.middleware
         async def observe_request_bytes(request: web.Request, handler):
-            if request.content_length is not None:
+            if request.content_length is not None:  # declared: counted even when refused as too large
                 histogram.observe(request.content_length)
                 return await handler(request)
             response = await handler(request)
-            if request.body_exists:  # chunked: the handler read it, and aiohttp keeps what it read
+            if request.body_exists and 200 <= response.status < 300:  # chunked and read: aiohttp keeps it
                 histogram.observe(len(await request.read()))
             return response
 

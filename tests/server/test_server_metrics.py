@@ -1,6 +1,7 @@
 """The server's own health on /metrics: event-loop lag (a stall shows) and request sizes by protocol."""
 
 import json
+import socket
 import time
 import urllib.request
 
@@ -29,6 +30,14 @@ def _post(url: str, body: bytes) -> int:
         return response.status
 
 
+def _refused_declaring(http_url: str, size: int) -> int:
+    """The status of a POST that declares `size` bytes and sends none of them."""
+    host, port = http_url.split(":")
+    with socket.create_connection((host, int(port))) as client:
+        client.sendall(f"POST /v2/models/add_sub/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode())
+        return int(client.recv(4096).split(b" ", 2)[1])
+
+
 def test_request_sizes_are_counted_per_protocol(make_server):
     running = make_server([EXAMPLE_REPOSITORY])
     before = _families(running.metrics_url)
@@ -42,6 +51,8 @@ def test_request_sizes_are_counted_per_protocol(make_server):
     ).encode()
     for _ in range(3):
         assert _post(f"http://{running.http_url}/v2/models/add_sub/infer", body) == 200
+    too_large = 80 << 20  # over the default --http-max-input-size: refused before it is read, yet counted
+    assert _refused_declaring(running.http_url, too_large) == 413
     client = grpcclient.InferenceServerClient(running.grpc_url)
     inputs = [grpcclient.InferInput("INPUT0", [4], "FP32"), grpcclient.InferInput("INPUT1", [4], "FP32")]
     for tensor in inputs:
@@ -55,8 +66,8 @@ def test_request_sizes_are_counted_per_protocol(make_server):
         name = "modelgate_request_bytes"
         return _sample(after, name, sample, protocol=protocol) - _sample(before, name, sample, protocol=protocol)
 
-    assert grew("modelgate_request_bytes_count", "http") == 3
-    assert grew("modelgate_request_bytes_sum", "http") == 3 * len(body)
+    assert grew("modelgate_request_bytes_count", "http") == 4
+    assert grew("modelgate_request_bytes_sum", "http") == 3 * len(body) + too_large
     assert grew("modelgate_request_bytes_count", "grpc") == 1
     assert 32 < grew("modelgate_request_bytes_sum", "grpc") < len(body)  # two raw 16-byte tensors and names
 
