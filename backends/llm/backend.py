@@ -2,7 +2,8 @@
 
 `execute` only parses, validates and hands requests to the engine; responses flow back
 from the engine client's reader thread onto each request's response stream. A client that
-cancels aborts its request in the engine at once, which frees its KV blocks.
+cancels aborts its request in the engine at once, which frees its KV blocks. An engine that dies is
+started again (engine_supervisor.py); meanwhile the model is UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from modelgate.backends.llm import llm_metrics
 from modelgate.backends.llm.engine_client import EngineClient
 from modelgate.backends.llm.engine_config import EngineConfig
 from modelgate.backends.llm.engine_messages import RequestOutput, StepOutputs
+from modelgate.backends.llm.engine_supervisor import EngineSupervisor
 from modelgate.backends.llm.generation_request import GenerationRequest, parse_generation_request
 from modelgate.backends.llm.llm_responses import OUTPUT_NAMES, build_response, logprobs_json
 from modelgate.backends.llm.tokenizer import TextTokenizer
 from modelgate.backends.llm.trace_recorder import TRACE_PARAMETERS, trace_recorder
-from modelgate.core.errors import ConfigError, ModelExecutionError, ModelgateError
+from modelgate.core.errors import ConfigError, ModelExecutionError, ModelgateError, UnavailableError
 from modelgate.core.inference_types import InferRequest, InferResponse
 from modelgate.core.response_stream import ResponseStream
 
@@ -95,9 +97,9 @@ class LLMModelInstance(ModelInstance):
         self._active: dict[str, _ActiveRequest] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count()
-        self.engine = EngineClient(spec.version_dir, self.engine_config, self._on_outputs, self._on_engine_exit)
-        self.max_model_len = self.engine.info.max_model_len
         llm_metrics.publish_zeros(self.labels)
+        self.engines = EngineSupervisor(spec.model_name, self._start_engine, self._on_engine_down, self._on_engine_up)
+        self.max_model_len = self.engines.client.info.max_model_len
 
     def execute(self, requests: list[InferRequest]) -> ExecuteResult:
         """One response per request: an error for a request refused up front, else an empty one."""
@@ -113,7 +115,7 @@ class LLMModelInstance(ModelInstance):
         return ExecuteResult(responses)
 
     def unload(self) -> None:
-        self.engine.shutdown()
+        self.engines.shutdown()
         with self._lock:
             active, self._active = self._active, {}
         for state in active.values():
@@ -125,17 +127,25 @@ class LLMModelInstance(ModelInstance):
     def _submit(self, request: InferRequest) -> None:
         if request.response_stream is None:
             raise ModelExecutionError("LLM models are decoupled: call them through a streaming API")
-        if not self.engine.is_alive:
-            raise ModelExecutionError(f"the engine of model '{self.spec.model_name}' is not running")
+        engine = self.engines.client
+        if engine is None or not engine.is_alive:
+            raise UnavailableError(
+                self.engines.down_reason or f"the LLM engine of model '{self.spec.model_name}' is down"
+            )
         engine_id = f"{next(self._ids)}-{uuid.uuid4().hex[:8]}"
         generation = parse_generation_request(request, engine_id, self.tokenizer, self.max_model_len)
         wanted = request.requested_output_names or list(OUTPUT_NAMES)
         with self._lock:
             self._active[engine_id] = _ActiveRequest(request.response_stream, request, generation, wanted)
-        self.engine.add(generation.engine_request)
+        try:
+            engine.add(generation.engine_request)
+        except OSError:  # the engine died just now: its reader reports it and a restart begins
+            with self._lock:
+                self._active.pop(engine_id, None)
+            raise UnavailableError(f"the LLM engine of model '{self.spec.model_name}' stopped; restarting it") from None
         # After `add`: a stream cancelled already (client gone while queued) aborts at once,
         # and the abort must reach the engine after the request it aborts.
-        request.response_stream.on_cancel(lambda: self.engine.abort(engine_id))
+        request.response_stream.on_cancel(lambda: engine.abort(engine_id))
 
     def _on_outputs(self, step: StepOutputs) -> None:
         """Runs on the engine client's reader thread."""
@@ -149,9 +159,22 @@ class LLMModelInstance(ModelInstance):
             if state is not None:
                 self._deliver(state, output, now)
 
-    def _on_engine_exit(self) -> None:
-        """Runs on the engine client's reader thread once the engine's pipe closed."""
-        self._fail_all("the LLM engine process exited")
+    def _start_engine(self, on_exit) -> EngineClient:
+        return EngineClient(self.spec.version_dir, self.engine_config, self._on_outputs, on_exit)
+
+    def _on_engine_down(self, reason: str) -> None:
+        """The engine died (on its reader thread): its requests fail, the model is UNAVAILABLE until it is back."""
+        self._fail_all(reason)
+        llm_metrics.record_engine_down(self.labels)
+        self._report_health(reason)
+
+    def _on_engine_up(self) -> None:
+        llm_metrics.ENGINE_RESTARTS.labels(*self.labels).inc()
+        self._report_health(None)
+
+    def _report_health(self, reason: str | None) -> None:
+        if self.spec.report_health is not None:
+            self.spec.report_health(reason)
 
     def _deliver(self, state: _ActiveRequest, output: RequestOutput, now: float) -> None:
         self._observe(state, output, now)
@@ -212,7 +235,7 @@ class LLMModelInstance(ModelInstance):
             state.stream.fail(self._error_response(state, message))
 
     def _error_response(self, state: _ActiveRequest, message: str) -> InferResponse:
-        error = ModelExecutionError(message)
+        error = UnavailableError(message)
         return InferResponse(self.spec.model_name, str(self.spec.model_version), id=state.request.id, error=error)
 
 

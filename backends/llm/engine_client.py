@@ -68,7 +68,10 @@ class EngineClient:
         self._send(request)
 
     def abort(self, request_id: str) -> None:
-        self._send(AbortRequest(request_id))
+        try:
+            self._send(AbortRequest(request_id))
+        except OSError:
+            pass  # the engine is gone, and its requests with it
 
     def shutdown(self, timeout_s: float = 30) -> None:
         try:

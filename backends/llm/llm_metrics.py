@@ -75,6 +75,12 @@ PREFIX_CACHE_HITS = Gauge(
 PREFIX_CACHE_HIT_RATE = Gauge(
     "modelgate_llm_prefix_cache_hit_rate", "Prefix cache hits / queries", _LABELS, registry=BACKEND_METRICS
 )
+ENGINE_RESTARTS = Counter(
+    "modelgate_llm_engine_restarts",
+    "LLM engine processes started again after one stopped while its model was loaded",
+    _LABELS,
+    registry=BACKEND_METRICS,
+)
 
 
 def record_engine_stats(labels: tuple[str, str], stats: EngineStats) -> None:
@@ -86,6 +92,13 @@ def record_engine_stats(labels: tuple[str, str], stats: EngineStats) -> None:
     PREFIX_CACHE_HITS.labels(*labels).set(stats.prefix_cache_hits)
     queries = stats.prefix_cache_queries
     PREFIX_CACHE_HIT_RATE.labels(*labels).set(stats.prefix_cache_hits / queries if queries else 0.0)
+
+
+def record_engine_down(labels: tuple[str, str]) -> None:
+    """A dead engine runs nothing and holds no KV cache (its requests were failed)."""
+    REQUESTS_RUNNING.labels(*labels).set(0)
+    REQUESTS_WAITING.labels(*labels).set(0)
+    KV_CACHE_USAGE.labels(*labels).set(0)
 
 
 def publish_zeros(labels: tuple[str, str]) -> None:
@@ -118,4 +131,5 @@ def _all_metrics():
         PREFIX_CACHE_QUERIES,
         PREFIX_CACHE_HITS,
         PREFIX_CACHE_HIT_RATE,
+        ENGINE_RESTARTS,
     )
