@@ -58,6 +58,9 @@ class InstanceSpec:
     # Lent by the server at load: the event loop that calls `submit`. An instance whose model runs elsewhere may
     # read its answers there (quick work only: nothing that waits). None: no server, or one that lends none.
     event_loop: asyncio.AbstractEventLoop | None = field(default=None, compare=False, repr=False)
+    # Set by the server's memory ledger for instances that size themselves to what they are given (an LLM's KV
+    # cache): all the bytes the instance may hold on its device. None: no budget, the backend decides.
+    memory_budget_bytes: int | None = None
 
 
 @dataclass

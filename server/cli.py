@@ -83,6 +83,18 @@ def add_serve_command(commands) -> None:
         help="largest gRPC request message in bytes; larger ones get RESOURCE_EXHAUSTED (default 2 GiB - 1, "
         "Triton's fixed gRPC limit)",
     )
+    serve.add_argument(
+        "--gpu-memory-limit",
+        default=None,
+        help="memory the models may hold on each GPU: bytes (40GiB) or a fraction (0.8, 80%%); loads that do not "
+        "fit are refused (default: the GPU's size)",
+    )
+    serve.add_argument(
+        "--cpu-memory-limit",
+        default=None,
+        help="host memory the models may hold, as --gpu-memory-limit; set, CPU model loads are measured one at a "
+        "time and refused when they do not fit (default: not accounted)",
+    )
     serve.add_argument("--log-verbose", type=int, default=0, help="verbosity of modelgate's own logs (0: info)")
     serve.set_defaults(run=_serve)
 
@@ -109,6 +121,8 @@ def _serve(args: argparse.Namespace) -> int:
             log_verbose=args.log_verbose,
             http_max_input_size=args.http_max_input_size,
             grpc_max_input_size=args.grpc_max_input_size,
+            gpu_memory_limit=args.gpu_memory_limit,
+            cpu_memory_limit=args.cpu_memory_limit,
         )
     except ValidationError as exc:
         for error in exc.errors():

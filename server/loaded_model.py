@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
@@ -13,7 +13,8 @@ from modelgate.backends.base import Backend, HealthReport, InstanceSpec, ModelCa
 from modelgate.core.config_json import config_to_dict
 from modelgate.core.errors import UnavailableError
 from modelgate.core.tensors.device_tensors import takes_device_inputs
-from modelgate.server.gpu_devices import visible_gpu_count
+from modelgate.server.memory.ledger import Holder, MemoryLedger
+from modelgate.server.memory.placement import ANY_GPU, plan_memory
 from modelgate.server.request_validation import RequestSchema
 from modelgate.server.scheduling.direct_scheduler import DirectScheduler
 from modelgate.server.scheduling.dynamic_batcher import DynamicBatcher
@@ -32,6 +33,7 @@ class LoadedVersion:
     scheduler: DirectScheduler | DynamicBatcher | EnsembleScheduler
     stats: VersionStatistics
     # Read from `config` once: every request consults them.
+    holders: list[Holder] = field(default_factory=list)  # what the memory ledger holds for its instances
     schema: RequestSchema = field(init=False)
     is_decoupled: bool = field(init=False)
     takes_device_inputs: bool = field(init=False)
@@ -63,7 +65,9 @@ def instance_specs(
     specs = []
     for group in config.instance_group:
         is_gpu = group.kind == ModelInstanceGroup.KIND_GPU
-        devices = (list(group.gpus) or list(range(visible_gpu_count())) or [0]) if is_gpu else [0]
+        # Without `gpus`, `count` instances that the memory ledger places (placement.py), not Triton's count
+        # per visible GPU: where memory is accounted, each goes where there is most room.
+        devices = (list(group.gpus) or [ANY_GPU]) if is_gpu else [0]
         placements = [device for device in devices for _ in range(group.count)]
         for k, device in enumerate(placements):
             specs.append(
@@ -111,19 +115,37 @@ async def load_version(
     stats: VersionStatistics,
     infer_step: StepInfer | None = None,
     on_health: InstanceHealth | None = None,
+    ledger: MemoryLedger | None = None,
 ) -> LoadedVersion:
     """Create every instance of `version` (none for an ensemble: `backend` is None); raises what
     the backend raised. `infer_step` (the dataplane's `infer`) runs an ensemble's steps, and the requests
-    that the instances send to other models (BLS). `on_health` hears of instances that stop and come back."""
-    pool = None
+    that the instances send to other models (BLS). `on_health` hears of instances that stop and come back.
+    With a `ledger`, the instances are placed and their memory reserved first (InsufficientMemoryError before
+    anything loads), and what the load cost is measured and kept there (the version's `holders`)."""
+    pool, holders = None, []
     if backend is not None:
         loop = asyncio.get_running_loop()
         call_model = None if infer_step is None else blocking_caller(infer_step, loop)
         specs = instance_specs(config, model_dir, version, call_model, on_health, loop)
-        pool = InstancePool(specs, pipelined=not batches_dynamically(config))
-        await pool.load(backend)
+        if ledger is None:
+            specs = [replace(s, device_id=0) if s.device_id == ANY_GPU else s for s in specs]
+            pool = InstancePool(specs, pipelined=not batches_dynamically(config))
+            await pool.load(backend)
+        else:
+            plan = plan_memory(ledger, config, specs)
+            holders = plan.all_holders
+            pool = InstancePool(plan.specs, pipelined=not batches_dynamically(config))
+            try:
+                async with ledger.measuring(plan.holders) as changes:
+                    await pool.load(backend)
+            except BaseException:
+                ledger.release(holders)
+                raise
+            for device, device_holders in plan.holders.items():
+                ledger.settle(device_holders, device, changes[device])
+            stats.memory_usage = ledger.usage(holders)
     scheduler = make_scheduler(pool, stats, config, infer_step)
-    return LoadedVersion(config.name, version, config, config_to_dict(config), scheduler, stats)
+    return LoadedVersion(config.name, version, config, config_to_dict(config), scheduler, stats, holders)
 
 
 def blocking_caller(infer: StepInfer, loop: asyncio.AbstractEventLoop) -> ModelCaller:

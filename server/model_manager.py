@@ -20,6 +20,7 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig
 from modelgate.backends.base import load_failure_reason
 from modelgate.core.errors import InvalidArgumentError, ModelgateError, NotFoundError, UnavailableError
 from modelgate.server.loaded_model import LoadedVersion, load_version
+from modelgate.server.memory.ledger import MemoryLedger
 from modelgate.server.repository.config_completion import complete_model_config, read_model_config
 from modelgate.server.repository.layout import RepositoryLayout, check_model_name, fingerprint
 from modelgate.server.repository.override_files import remove_override_model_dir, write_override_model_dir
@@ -29,6 +30,9 @@ from modelgate.server.scheduling.ensemble.scheduler import StepInfer
 from modelgate.server.statistics import StatisticsRegistry, VersionStatistics
 
 logger = logging.getLogger(__name__)
+
+# Keys of index rows beyond Triton's ModelIndex message (the gRPC frontend leaves them out).
+INDEX_EXTENSION_FIELDS = ("memory_usage",)
 
 
 class ModelState(str, Enum):
@@ -58,9 +62,11 @@ class ModelEntry:
 
 
 class ModelManager:
-    def __init__(self, layout: RepositoryLayout, stats: StatisticsRegistry):
+    def __init__(self, layout: RepositoryLayout, stats: StatisticsRegistry, ledger: MemoryLedger | None = None):
+        """`ledger`: where instances are placed and their memory accounted; None: nothing is (unit tests)."""
         self.layout = layout
         self.stats = stats
+        self.ledger = ledger
         self._entries: dict[str, ModelEntry] = {}
         # Runs ensemble steps: the dataplane's `infer`, set by whoever builds the dataplane
         # (ModelgateServer); while it is None, ensembles fail to load.
@@ -170,6 +176,15 @@ class ModelManager:
         else:
             entry.statuses[version] = VersionStatus(ModelState.READY)
 
+    def sized_last(self, name: str) -> bool:
+        """Whether `name` takes what memory the others leave (an LLM without a declared size): load it after
+        them. A config that cannot be read says no (its load reports why)."""
+        try:
+            config, _ = read_model_config(self.layout.locate(name).path, name, None)
+        except ModelgateError:
+            return False
+        return config.backend == "llm" and "gpu_memory_bytes" not in config.parameters
+
     def known_model(self, name: str) -> bool:
         return name in self._entries
 
@@ -261,7 +276,7 @@ class ModelManager:
                 stats = VersionStatistics(entry.name, str(version))  # a (re)load starts afresh, as in Triton
                 on_health = self._health_listener(entry, version)
                 loaded[version] = await load_version(
-                    config, backend, model_dir, version, stats, self.infer_step, on_health
+                    config, backend, model_dir, version, stats, self.infer_step, on_health, self.ledger
                 )
             except Exception as exc:  # the model's initialize failed: report it, keep the server up
                 logger.exception("loading model '%s' version %d failed", entry.name, version)
@@ -307,6 +322,8 @@ class ModelManager:
     async def _discard(self, versions: dict[int, LoadedVersion]) -> None:
         for loaded in versions.values():
             await loaded.scheduler.close()
+            if self.ledger is not None:
+                self.ledger.release(loaded.holders)
 
     def _record_model_failure(self, entry: ModelEntry, reason: str, override_dir: Path | None) -> None:
         remove_override_model_dir(override_dir)
@@ -343,10 +360,13 @@ class ModelManager:
         if not entry.statuses:
             state = ModelState.LOADING if entry.lock.locked() else ModelState.UNAVAILABLE
             return [{"name": name, "state": state.value, "reason": entry.model_reason}]
-        return [
-            {"name": name, "version": str(v), "state": s.state.value, "reason": s.reason}
-            for v, s in sorted(entry.statuses.items())
-        ]
+        rows = []
+        for v, s in sorted(entry.statuses.items()):
+            row = {"name": name, "version": str(v), "state": s.state.value, "reason": s.reason}
+            if v in entry.serving and entry.serving[v].stats.memory_usage:
+                row[INDEX_EXTENSION_FIELDS[0]] = entry.serving[v].stats.memory_usage
+            rows.append(row)
+        return rows
 
 
 def _composing_names(entry: ModelEntry) -> set[str]:

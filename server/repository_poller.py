@@ -38,7 +38,8 @@ class RepositoryPoller:
 
     async def poll_once(self) -> None:
         models, _ = self.layout.scan()
-        for name, location in models.items():
+        # Models that take what the others leave (an LLM's KV cache) load after them.
+        for name, location in sorted(models.items(), key=lambda item: self.manager.sized_last(item[0])):
             stamp = fingerprint(location.path)
             if stamp in (self.manager.fingerprint_of(name), self._attempted.get(name)):
                 continue

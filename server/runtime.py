@@ -13,6 +13,8 @@ from modelgate.server.frontends.grpc.server import GrpcFrontend
 from modelgate.server.frontends.http.app import create_http_app
 from modelgate.server.log_settings import LogSettings
 from modelgate.server.loop_lag import LoopLagProbe
+from modelgate.server.memory.device_memory import SystemMemory
+from modelgate.server.memory.ledger import MemoryLedger
 from modelgate.server.metrics import create_metrics_app
 from modelgate.server.model_manager import ModelManager
 from modelgate.server.repository.layout import RepositoryLayout
@@ -30,11 +32,14 @@ class ModelgateServer:
     """Owns the dataplane, the frontends and the poller. `start` returns once models are loaded (the ports are
     open before: liveness answers during loads, readiness once they are done)."""
 
-    def __init__(self, settings: ServerSettings):
+    def __init__(self, settings: ServerSettings, ledger: MemoryLedger | None = None):
+        """`ledger`: the memory ledger (tests lend one over a fake device); by default one over this machine."""
         self.settings = settings
         self.layout = RepositoryLayout(list(settings.model_repository))
         self.stats = StatisticsRegistry()
-        self.manager = ModelManager(self.layout, self.stats)
+        if ledger is None:
+            ledger = MemoryLedger(SystemMemory(), settings.gpu_memory_limit, settings.cpu_memory_limit)
+        self.manager = ModelManager(self.layout, self.stats, ledger)
         self.dataplane = Dataplane(
             self.manager,
             self.stats,
@@ -127,7 +132,10 @@ class ModelgateServer:
             names = sorted(models)
         else:
             names = list(dict.fromkeys(self.settings.load_model))
-        await asyncio.gather(*(self._load_logged(name) for name in names))
+        # Models that take what the others leave (an LLM's KV cache) load once the others have.
+        last = [name for name in names if self.manager.sized_last(name)]
+        await asyncio.gather(*(self._load_logged(name) for name in names if name not in last))
+        await asyncio.gather(*(self._load_logged(name) for name in last))
 
     async def _load_logged(self, name: str) -> None:
         try:

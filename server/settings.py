@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from modelgate.server.memory.byte_sizes import parse_limit
+
 DEFAULT_HTTP_MAX_INPUT_SIZE = 64 * 1024 * 1024
 MAX_GRPC_MESSAGE_BYTES = 2**31 - 1  # protobuf's own limit on one message
 
@@ -34,6 +36,17 @@ class ServerSettings(BaseModel):
     # Triton's default for --http-max-input-size; gRPC takes what protobuf can (Triton's INT32_MAX) by default.
     http_max_input_size: int = Field(DEFAULT_HTTP_MAX_INPUT_SIZE, ge=1)
     grpc_max_input_size: int = Field(MAX_GRPC_MESSAGE_BYTES, ge=1, le=MAX_GRPC_MESSAGE_BYTES)
+
+    # Per device: bytes ("40GiB") or a fraction of it ("0.8", "80%"). None: a GPU's size; the host unaccounted.
+    gpu_memory_limit: str | None = None
+    cpu_memory_limit: str | None = None
+
+    @field_validator("gpu_memory_limit", "cpu_memory_limit")
+    @classmethod
+    def _limit_is_a_size(cls, limit: str | None) -> str | None:
+        if limit is not None:
+            parse_limit(limit, 2**60)  # ValueError says what is allowed
+        return limit
 
     @field_validator("model_repository")
     @classmethod

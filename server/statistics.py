@@ -55,6 +55,8 @@ class VersionStatistics:
     # Instances that stopped (a python model's process died) and serve again. Not Triton's: HTTP shows it as
     # `instance_restarts`; gRPC's ModelStatistics has no field for it (modelgate_python_stub_restarts_total has).
     instance_restarts: int = 0
+    # Triton's MemoryUsage entries ({"type", "id", "byte_size"}): what the memory ledger holds for the instances.
+    memory_usage: list[dict] = field(default_factory=list)
 
     def record_execution(
         self, batch_size: int, num_requests: int, input_ns: int, infer_ns: int, output_ns: int
@@ -97,7 +99,7 @@ class VersionStatistics:
             "inference_stats": inference_stats,
             "response_stats": {},
             "batch_stats": [_batch_dict(size, stats) for size, stats in sorted(self.batches.items())],
-            "memory_usage": [],
+            "memory_usage": [dict(usage) for usage in self.memory_usage],
             EXTENSION_FIELDS[0]: self.instance_restarts,
         }
 

@@ -34,6 +34,9 @@ from modelgate.core.response_stream import ResponseStream
 
 logger = logging.getLogger(__name__)
 
+# Parameters the server reads (its memory ledger), not the engine; `memory_budget_bytes` comes from the ledger.
+SERVER_PARAMETERS = ("gpu_memory_bytes", "cpu_memory_bytes", "memory_budget_bytes")
+
 _INPUTS = [
     ("text_input", DataType.TYPE_STRING),
     ("chat_messages", DataType.TYPE_STRING),
@@ -241,7 +244,13 @@ class LLMModelInstance(ModelInstance):
 
 def _engine_config(spec: InstanceSpec) -> EngineConfig:
     """EngineConfig from the config's parameters; device from the instance group."""
-    settings = {key: value.string_value for key, value in spec.config.parameters.items() if key not in TRACE_PARAMETERS}
+    settings = {
+        key: value.string_value
+        for key, value in spec.config.parameters.items()
+        if key not in TRACE_PARAMETERS and key not in SERVER_PARAMETERS
+    }
+    if spec.memory_budget_bytes is not None:
+        settings["memory_budget_bytes"] = spec.memory_budget_bytes
     if "device" not in settings:
         settings["device"] = f"cuda:{spec.device_id}" if spec.kind == "GPU" else "cpu"
     try:

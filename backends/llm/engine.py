@@ -53,6 +53,7 @@ class LLMEngine:
             max_model_len=self.max_model_len,
             num_kv_blocks=config.num_kv_blocks,
             gpu_memory_utilization=config.gpu_memory_utilization,
+            memory_budget_bytes=config.memory_budget_bytes,
             show_progress=config.show_progress,
             attention_backend=config.attention_backend,
             quantization=config.quantization,

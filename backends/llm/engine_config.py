@@ -18,6 +18,9 @@ class EngineConfig(BaseModel):
     block_size: int = Field(16, ge=1, le=256)
     num_kv_blocks: int | None = Field(None, ge=1)  # required on the CPU (a KV token budget)
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    # All the engine process may hold on its GPU (weights, KV cache, activations, graphs, CUDA context): set by
+    # the server's memory ledger, never by a config. None: gpu_memory_utilization of what the GPU has free.
+    memory_budget_bytes: int | None = Field(None, ge=1)
     enable_prefix_caching: bool = True
     enable_chunked_prefill: bool = True
     show_progress: bool = True

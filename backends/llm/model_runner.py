@@ -16,6 +16,7 @@ import torch
 
 from modelgate.backends.llm.attention.metadata import AttentionMetadata
 from modelgate.backends.llm.attention.torch_paged import TorchPagedAttention
+from modelgate.backends.llm.memory_budget import BudgetMeter
 from modelgate.backends.llm.models.llama import DecoderForCausalLM
 from modelgate.backends.llm.models.model_config import DecoderConfig
 from modelgate.backends.llm.models.weight_loader import checkpoint_has_fp8_weights, load_weights
@@ -35,6 +36,7 @@ class RunnerConfig:
     max_model_len: int = 2048
     num_kv_blocks: int | None = None  # None: from gpu_memory_utilization on a GPU
     gpu_memory_utilization: float = 0.9
+    memory_budget_bytes: int | None = None  # all the process may hold on its GPU; None: gpu_memory_utilization
     show_progress: bool = True
     # "auto": "triton" (kernels/) on a CUDA device, "torch" (the plain-torch reference) elsewhere.
     # "triton" on the CPU runs the kernels under TRITON_INTERPRET=1 only: that is for tests.
@@ -99,6 +101,7 @@ class ModelRunner:
         self.config = config
         self.model_config = model_config
         self.device = torch.device(config.device)
+        self.budget = BudgetMeter(self.device)  # before anything reaches the GPU
         self.dtype = resolve_dtype(config.dtype, model_config.torch_dtype, config.device)
         self.block_size = config.block_size
         self.attention_backend = resolve_attention_backend(config.attention_backend, self.device)
@@ -275,10 +278,15 @@ class ModelRunner:
             raise ValueError("on the CPU, num_kv_blocks (a KV token budget) must be configured")
         torch.cuda.empty_cache()
         free, total = torch.cuda.mem_get_info(self.device)
+        if self.config.memory_budget_bytes is not None:  # the weights and context's share, before any activation
+            free = self.config.memory_budget_bytes - self.budget.spent_bytes()
         step_peak = self._activation_peak_bytes(self.config.max_num_batched_tokens, self.config.max_num_seqs)
         graph_sizes = self.config.cuda_graph_batch_sizes
         graphs_peak = self._activation_peak_bytes(max(graph_sizes), max(graph_sizes)) if graph_sizes else 0
-        budget = free - (1 - self.config.gpu_memory_utilization) * total - step_peak - graphs_peak
+        if self.config.memory_budget_bytes is not None:
+            budget = free - step_peak - graphs_peak
+        else:
+            budget = free - (1 - self.config.gpu_memory_utilization) * total - step_peak - graphs_peak
         blocks = int(budget // self.kv_bytes_per_block)
         if blocks < 1:
             raise ValueError(

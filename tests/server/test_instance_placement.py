@@ -4,8 +4,8 @@ from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
 
-import modelgate.server.loaded_model as loaded_model
 from modelgate.server.loaded_model import instance_specs
+from modelgate.server.memory.placement import ANY_GPU
 
 
 def _config(**group) -> ModelConfig:
@@ -29,10 +29,9 @@ def test_gpu_groups_make_count_instances_on_each_listed_gpu():
     assert {s.kind for s in specs} == {"GPU"}
 
 
-def test_gpu_groups_without_gpus_use_every_visible_gpu(monkeypatch):
-    monkeypatch.setattr(loaded_model, "visible_gpu_count", lambda: 2)
-    specs = instance_specs(_config(count=1, kind=ModelInstanceGroup.KIND_GPU), Path("/r/m"), 1)
-    assert [s.device_id for s in specs] == [0, 1]
+def test_gpu_groups_without_gpus_leave_the_gpu_to_the_memory_ledger():
+    specs = instance_specs(_config(count=2, kind=ModelInstanceGroup.KIND_GPU), Path("/r/m"), 1)
+    assert [s.device_id for s in specs] == [ANY_GPU, ANY_GPU]
 
 
 def test_kind_auto_picks_gpu_only_when_gpus_are_visible(monkeypatch):

@@ -20,6 +20,7 @@ from modelgate.server.frontends.grpc.infer_codec import decode_infer_request, en
 from modelgate.server.frontends.grpc.parameters import parameters_to_dict
 from modelgate.server.frontends.grpc.stream_infer import serve_infer_stream
 from modelgate.server.log_settings import LogSettings
+from modelgate.server.model_manager import INDEX_EXTENSION_FIELDS
 from modelgate.server.statistics import EXTENSION_FIELDS
 
 
@@ -106,7 +107,12 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def RepositoryIndex(self, request, context):
         rows = self.dataplane.repository_index(request.ready)
         return service_pb2.RepositoryIndexResponse(
-            models=[service_pb2.RepositoryIndexResponse.ModelIndex(**r) for r in rows]
+            models=[
+                service_pb2.RepositoryIndexResponse.ModelIndex(
+                    **{k: v for k, v in r.items() if k not in INDEX_EXTENSION_FIELDS}
+                )
+                for r in rows
+            ]
         )
 
     @_aborting_on_errors

@@ -1,6 +1,6 @@
 """CUDA_VISIBLE_DEVICES read as CUDA reads it, to find the NVML GPU of a CUDA device number."""
 
-from modelgate.server.nvml import _visible_indices, nvml_gpus
+from modelgate.core.nvml import _visible_indices, nvml_gpus
 
 UUIDS = ["GPU-aaaa-1111", "GPU-bbbb-2222", "GPU-cccc-3333"]
 

@@ -65,3 +65,13 @@ def _visible_indices(setting: str | None, uuids: list[str]) -> list[int]:
 
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def gpu_used_bytes(cuda_id: int) -> int | None:
+    """Bytes in use on the GPU CUDA numbers `cuda_id` (by every process); None without NVML."""
+    gpu = next((g for g in nvml_gpus() if g.cuda_id == cuda_id), None)
+    if gpu is None:
+        return None
+    import pynvml
+
+    return int(pynvml.nvmlDeviceGetMemoryInfo(gpu.handle).used)

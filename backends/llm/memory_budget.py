@@ -1,0 +1,34 @@
+"""What an engine given a byte budget (by the server's memory ledger) has spent of it so far.
+
+The budget covers everything the engine process holds on its GPU, the CUDA context included. NVML's figure
+of the whole GPU, read before this process first touches CUDA and again after the weights are in, tells what
+the process took: the server loads nothing else on that GPU meanwhile (its ledger locks the GPU for the
+load). Without NVML, torch's reserved bytes stand in, which miss the CUDA context (some hundreds of MiB).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from modelgate.core.nvml import gpu_used_bytes
+
+logger = logging.getLogger(__name__)
+
+
+class BudgetMeter:
+    def __init__(self, device: torch.device):
+        """Create before this process allocates anything on `device`."""
+        self.device = device
+        self._index = device.index if device.index is not None else 0
+        self._used_at_start = gpu_used_bytes(self._index) if device.type == "cuda" else None
+
+    def spent_bytes(self) -> int:
+        """Bytes this process holds on its GPU now."""
+        if self._used_at_start is not None:
+            used = gpu_used_bytes(self._index)
+            if used is not None:
+                return max(used - self._used_at_start, torch.cuda.memory_reserved(self.device))
+        logger.warning("NVML unavailable: the engine's memory budget leaves out its CUDA context")
+        return torch.cuda.memory_reserved(self.device)
