@@ -43,8 +43,9 @@ class RunningServer:
         self.thread.join(timeout=30)
 
 
-def start_server(repositories: list[Path], **settings) -> RunningServer:
-    """Start a server on 127.0.0.1 with ephemeral ports; returns once models are loaded."""
+def start_server(repositories: list[Path], ledger=None, **settings) -> RunningServer:
+    """Start a server on 127.0.0.1 with ephemeral ports; returns once models are loaded. `ledger`: a
+    MemoryLedger over a fake machine (default: this machine's)."""
     options = {
         "http_address": "127.0.0.1",
         "http_port": 0,
@@ -58,7 +59,7 @@ def start_server(repositories: list[Path], **settings) -> RunningServer:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="modelgate-test-server", daemon=True)
     thread.start()
-    server = ModelgateServer(config)
+    server = ModelgateServer(config, ledger)
     running = RunningServer(server, loop, thread)
     running.run(server.start())
     return running

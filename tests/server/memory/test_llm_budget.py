@@ -1,0 +1,92 @@
+"""An LLM on a GPU gets what the other models leave (or what it declares), and loads after them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
+
+from modelgate.server.loaded_model import instance_specs
+from modelgate.server.memory.byte_sizes import parse_bytes, parse_limit
+from modelgate.server.memory.ledger import Holder, InsufficientMemoryError, MemoryLedger
+from modelgate.server.memory.placement import plan_memory
+from tests.server.memory.fake_memory import GIB, FakeMemory
+from tests.server_harness import start_server
+
+
+def _config(name: str, backend: str, **parameters) -> ModelConfig:
+    config = ModelConfig(name=name, backend=backend)
+    config.instance_group.add(name=f"{name}_0", kind=ModelInstanceGroup.KIND_GPU, count=1)
+    for key, value in parameters.items():
+        config.parameters[key].string_value = value
+    return config
+
+
+def _plan(ledger: MemoryLedger, config: ModelConfig):
+    return plan_memory(ledger, config, instance_specs(config, Path("/nowhere") / config.name, 1))
+
+
+def test_an_llm_takes_what_the_others_leave_less_its_headroom():
+    ledger = MemoryLedger(FakeMemory([10 * GIB]))
+    _plan(ledger, _config("vision", "pytorch", gpu_memory_bytes="4GiB"))
+    [llm] = _plan(ledger, _config("llm", "llm")).specs
+    assert llm.memory_budget_bytes == 10 * GIB - 4 * GIB - GIB  # gpu_memory_utilization 0.9 keeps 1 GiB aside
+    [half] = _plan(MemoryLedger(FakeMemory([10 * GIB])), _config("llm", "llm", gpu_memory_utilization="0.5")).specs
+    assert half.memory_budget_bytes == 5 * GIB
+    with pytest.raises(InsufficientMemoryError, match=r"needs 1\.5 GiB on GPU 0.*1\.0 GiB free"):
+        _plan(ledger, _config("late", "pytorch", gpu_memory_bytes="1.5GiB"))  # the LLM holds all but the headroom
+
+
+def test_two_llms_on_one_gpu_each_get_their_declared_share():
+    ledger = MemoryLedger(FakeMemory([10 * GIB]))
+    budgets = [_plan(ledger, _config(n, "llm", gpu_memory_bytes="4.5GiB")).specs[0].memory_budget_bytes for n in "ab"]
+    assert budgets == [int(4.5 * GIB)] * 2
+    assert ledger.free(ledger.gpus()[0]) == GIB
+
+
+def test_a_refused_plan_keeps_nothing_reserved():
+    ledger = MemoryLedger(FakeMemory([10 * GIB]))
+    config = _config("pair", "pytorch", gpu_memory_bytes="6GiB")
+    config.instance_group[0].count = 2  # the second instance does not fit beside the first
+    with pytest.raises(InsufficientMemoryError, match=r"pair_0_1\) needs 6\.0 GiB.*held by 'pair' 6\.0 GiB"):
+        _plan(ledger, config)
+    assert ledger.holdings() == [] and ledger.free(ledger.gpus()[0]) == 10 * GIB
+
+
+def test_settled_figures_keep_a_declared_floor_and_are_remembered():
+    ledger = MemoryLedger(FakeMemory([10 * GIB]))
+    gpu = ledger.gpus()[0]
+    ledger.reserve(Holder("m", 1, "m_0", 1), gpu, 2 * GIB, "declared", floor=2 * GIB)
+    ledger.reserve(Holder("n", 1, "n_0", 1), gpu, 1, "estimated")
+    ledger.settle([Holder("m", 1, "m_0", 1)], gpu, GIB)
+    ledger.settle([Holder("n", 1, "n_0", 1)], gpu, 3 * GIB)
+    assert ledger.held(gpu) == 5 * GIB
+    assert ledger.remembered("n", 1, "GPU") == 3 * GIB
+
+
+def test_sizes_and_limits_as_people_write_them():
+    assert parse_bytes("2GiB") == parse_bytes("2G") == 2 * GIB
+    assert parse_bytes("512MB") == 512 * 10**6 and parse_bytes("1.5GiB") == int(1.5 * GIB) and parse_bytes("17") == 17
+    assert parse_limit("0.8", 10 * GIB) == 8 * GIB and parse_limit("25%", 8 * GIB) == 2 * GIB
+    assert parse_limit("40GiB", 10 * GIB) == 10 * GIB  # a limit beyond the device is the device
+    for bad in ("lots", "2 parsecs", "0", "1.5", "-1GiB"):
+        with pytest.raises(ValueError):
+            parse_limit(bad, 10 * GIB)
+
+
+def test_the_server_loads_llms_after_the_other_models(tmp_path, monkeypatch):
+    for name, backend in (("a_llm", "llm"), ("b_sized_llm", "llm"), ("z_vision", "pytorch")):
+        (tmp_path / name / "1").mkdir(parents=True)
+        declared = 'parameters { key: "gpu_memory_bytes" value { string_value: "1GiB" } }' if "sized" in name else ""
+        (tmp_path / name / "config.pbtxt").write_text(f'name: "{name}"\nbackend: "{backend}"\n{declared}\n')
+    order = []
+
+    async def record(self, name, *args, **kwargs):
+        order.append(name)
+
+    monkeypatch.setattr("modelgate.server.model_manager.ModelManager.load", record)
+    server = start_server([tmp_path])
+    server.stop()
+    assert order.index("a_llm") > order.index("z_vision")  # sized by what the others leave
+    assert order.index("b_sized_llm") < order.index("a_llm")  # declared: no need to wait
