@@ -95,6 +95,18 @@ def add_serve_command(commands) -> None:
         help="host memory the models may hold, as --gpu-memory-limit; set, CPU model loads are measured one at a "
         "time and refused when they do not fit (default: not accounted)",
     )
+    serve.add_argument(
+        "--model-load-on-demand",
+        type=_boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        help="explicit mode: a request naming a model of the repository that is not loaded loads it (and waits); a "
+        "load that does not fit a memory limit evicts the least recently used idle models",
+    )
+    serve.add_argument(
+        "--pin-model", action="append", default=[], help="a model load on demand never evicts (repeatable)"
+    )
     serve.add_argument("--log-verbose", type=int, default=0, help="verbosity of modelgate's own logs (0: info)")
     serve.set_defaults(run=_serve)
 
@@ -123,6 +135,8 @@ def _serve(args: argparse.Namespace) -> int:
             grpc_max_input_size=args.grpc_max_input_size,
             gpu_memory_limit=args.gpu_memory_limit,
             cpu_memory_limit=args.cpu_memory_limit,
+            model_load_on_demand=args.model_load_on_demand,
+            pin_model=args.pin_model,
         )
     except ValidationError as exc:
         for error in exc.errors():

@@ -15,7 +15,9 @@ from modelgate.core.response_stream import ResponseStream
 from modelgate.core.tensors import datatypes
 from modelgate.core.tensors.device_tensors import inputs_to_host
 from modelgate.core.version import MODELGATE_VERSION
+from modelgate.server.loaded_model import LoadedVersion
 from modelgate.server.model_manager import ModelManager
+from modelgate.server.model_residency import ModelResidency
 from modelgate.server.repository.layout import check_model_name
 from modelgate.server.statistics import StatisticsRegistry
 
@@ -39,7 +41,9 @@ class Dataplane:
         control_mode: str,
         strict_readiness: bool = True,
         allow_model_file_uploads: bool = False,
+        residency: ModelResidency | None = None,
     ):
+        """`residency`: load on demand and eviction (--model-load-on-demand); None: requests name loaded models."""
         self.manager = manager
         self.stats = stats
         self.control_mode = control_mode
@@ -47,6 +51,7 @@ class Dataplane:
         # Files sent with a load request become a model folder, and a python model's files run as code in the
         # server's user account: off unless the operator started the server with --allow-model-file-uploads.
         self.allow_model_file_uploads = allow_model_file_uploads
+        self.residency = residency
         self.is_ready = False  # set once the initial models were loaded, cleared at shutdown
 
     def server_ready(self) -> bool:
@@ -85,9 +90,26 @@ class Dataplane:
 
     async def infer(self, request: InferRequest) -> InferResponse:
         """Run one request; raises for request-level problems, returns model failures in `error`."""
+        if self.residency is not None:
+            return await self._infer_resident(request)
         loaded = self.manager.resolve(request.model_name, request.model_version)
         if loaded.is_decoupled:
             return await self._single_decoupled_response(request)
+        return await self._infer(loaded, request)
+
+    async def _infer_resident(self, request: InferRequest) -> InferResponse:
+        """With load on demand: the request counts as in flight (its model is not evicted) from before its model
+        is found or loaded until it is answered."""
+        self.residency.begin(request.model_name)
+        try:
+            loaded = await self.residency.serving(request.model_name, request.model_version)
+            if loaded.is_decoupled:
+                return await self._single_decoupled_response(request)
+            return await self._infer(loaded, request)
+        finally:
+            self.residency.end(request.model_name)
+
+    async def _infer(self, loaded: LoadedVersion, request: InferRequest) -> InferResponse:
         batch_size = loaded.schema.validate(request)
         if not loaded.takes_device_inputs:
             inputs_to_host(request)  # GPU tensors of a python model's BLS request, for a model that wants numpy
@@ -118,11 +140,29 @@ class Dataplane:
         Raises for request-level problems before anything is scheduled; the stream ends with
         an item whose `is_final` is set.
         """
-        loaded = self.manager.resolve(request.model_name, request.model_version)
+        if self.residency is None:
+            return self._start_stream(self.manager.resolve(request.model_name, request.model_version), request)
+        name = request.model_name
+        self.residency.begin(name)  # until the stream ends: see _infer_resident
+        try:
+            stream = self._start_stream(await self.residency.serving(name, request.model_version), request)
+        except BaseException:
+            self.residency.end(name)
+            raise
+        stream.on_finish(lambda: self.residency.end(name))
+        return stream
+
+    def _start_stream(self, loaded: LoadedVersion, request: InferRequest) -> ResponseStream:
         batch_size = loaded.schema.validate(request)
         if not loaded.takes_device_inputs:
             inputs_to_host(request)
         return loaded.scheduler.infer_stream(request, batch_size)
+
+    async def prepare(self, name: str, version: str = "") -> None:
+        """Before a metadata or config call: with load on demand, load the model if the repository has it (a
+        client such as perf_analyzer reads them before its first request)."""
+        if self.residency is not None:
+            await self.residency.serving(name, version)
 
     # -- statistics ------------------------------------------------------------------------
 
@@ -148,7 +188,10 @@ class Dataplane:
                 f"load of model '{name}': 'file:' parameters (model files sent with the request) are not allowed; "
                 "the server must be started with --allow-model-file-uploads to accept them"
             )
-        await self.manager.load(name, config_override, files)
+        if self.residency is None:
+            await self.manager.load(name, config_override, files)
+        else:  # evicting idle models if it does not fit
+            await self.residency.load(name, lambda: self.manager.load(name, config_override, files))
 
     async def unload_model(self, name: str, unload_dependents: bool = False) -> None:
         self._require_explicit_mode("unload")

@@ -20,7 +20,7 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig
 from modelgate.backends.base import load_failure_reason
 from modelgate.core.errors import InvalidArgumentError, ModelgateError, NotFoundError, UnavailableError
 from modelgate.server.loaded_model import LoadedVersion, load_version
-from modelgate.server.memory.ledger import MemoryLedger
+from modelgate.server.memory.ledger import InsufficientMemoryError, MemoryLedger
 from modelgate.server.repository.config_completion import complete_model_config, read_model_config
 from modelgate.server.repository.layout import RepositoryLayout, check_model_name, fingerprint
 from modelgate.server.repository.override_files import remove_override_model_dir, write_override_model_dir
@@ -31,6 +31,7 @@ from modelgate.server.statistics import StatisticsRegistry, VersionStatistics
 
 logger = logging.getLogger(__name__)
 
+EVICTED = "evicted to make room for another model"
 # Keys of index rows beyond Triton's ModelIndex message (the gRPC frontend leaves them out).
 INDEX_EXTENSION_FIELDS = ("memory_usage",)
 
@@ -110,6 +111,28 @@ class ModelManager:
             if model not in still_used and model in self._entries:
                 await self.unload(model, unload_dependents=True)
 
+    async def evict(self, name: str) -> None:
+        """Unload `name` to make room (load on demand brings it back); it no longer counts for readiness."""
+        entry = self._entries.get(name)
+        if entry is None:
+            return
+        entry.wanted = False
+        async with entry.lock:
+            await self._unload_locked(entry, EVICTED)
+
+    def load_failed(self, name: str) -> bool:
+        """Whether the last load of `name` failed (rather than never happening, or an unload or eviction)."""
+        entry = self._entries.get(name)
+        if entry is None or entry.serving:
+            return False
+        if entry.model_reason:
+            return True
+        return any(s.reason not in (EVICTED, "unloaded", "") for s in entry.statuses.values())
+
+    def is_idle_and_loaded(self, name: str) -> bool:
+        entry = self._entries.get(name)
+        return entry is not None and bool(entry.serving) and not entry.lock.locked()
+
     async def forget(self, name: str) -> None:
         """Unload a model removed from the repository and drop it from the index."""
         entry = self._entries.get(name)
@@ -175,15 +198,6 @@ class ModelManager:
             entry.statuses[version] = VersionStatus(ModelState.UNAVAILABLE, next(iter(stopped.values())))
         else:
             entry.statuses[version] = VersionStatus(ModelState.READY)
-
-    def sized_last(self, name: str) -> bool:
-        """Whether `name` takes what memory the others leave (an LLM without a declared size): load it after
-        them. A config that cannot be read says no (its load reports why)."""
-        try:
-            config, _ = read_model_config(self.layout.locate(name).path, name, None)
-        except ModelgateError:
-            return False
-        return config.backend == "llm" and "gpu_memory_bytes" not in config.parameters
 
     def known_model(self, name: str) -> bool:
         return name in self._entries
@@ -252,23 +266,25 @@ class ModelManager:
         except ModelgateError as exc:
             self._record_model_failure(entry, exc.message, override_dir)
             raise
-        loaded, failures = await self._load_versions(entry, config, backend, model_dir, versions)
+        loaded, failures, refusal = await self._load_versions(entry, config, backend, model_dir, versions)
         if failures and entry.serving:
             await self._discard(loaded)
             self._restore_statuses(entry, failures)
             remove_override_model_dir(override_dir)
-            raise UnavailableError(
-                f"reload of model '{entry.name}' failed, previous versions keep serving: {failures[0][1]}"
-            )
+            message = f"reload of model '{entry.name}' failed, previous versions keep serving: {failures[0][1]}"
+            raise UnavailableError(message) if refusal is None else InsufficientMemoryError(message, refusal.device)
         await self._swap_in(entry, loaded, override_dir, stamp)
         for version, reason in failures:
             entry.statuses[version] = VersionStatus(ModelState.UNAVAILABLE, reason)
         if failures:
-            raise UnavailableError(f"failed to load model '{entry.name}' version {failures[0][0]}: {failures[0][1]}")
+            message = f"failed to load model '{entry.name}' version {failures[0][0]}: {failures[0][1]}"
+            raise UnavailableError(message) if refusal is None else InsufficientMemoryError(message, refusal.device)
 
     async def _load_versions(self, entry, config, backend, model_dir, versions):
+        """(loaded versions, (version, reason) of each failure, the memory refusal among them if any)."""
         loaded: dict[int, LoadedVersion] = {}
         failures: list[tuple[int, str]] = []
+        refusal: InsufficientMemoryError | None = None
         for version in versions:
             if version not in entry.serving:
                 entry.statuses[version] = VersionStatus(ModelState.LOADING)
@@ -278,10 +294,13 @@ class ModelManager:
                 loaded[version] = await load_version(
                     config, backend, model_dir, version, stats, self.infer_step, on_health, self.ledger
                 )
+            except InsufficientMemoryError as exc:  # refused before it started: nothing to trace back
+                failures.append((version, exc.message))
+                refusal = exc
             except Exception as exc:  # the model's initialize failed: report it, keep the server up
                 logger.exception("loading model '%s' version %d failed", entry.name, version)
                 failures.append((version, load_failure_reason(exc)))
-        return loaded, failures
+        return loaded, failures, refusal
 
     async def _swap_in(self, entry: ModelEntry, loaded: dict[int, LoadedVersion], override_dir, stamp: str) -> None:
         old = entry.serving

@@ -9,6 +9,7 @@ import asyncio
 import logging
 
 from modelgate.core.errors import ModelgateError
+from modelgate.server.memory.placement import sized_last
 from modelgate.server.model_manager import ModelManager
 from modelgate.server.repository.layout import RepositoryLayout, fingerprint
 
@@ -39,7 +40,7 @@ class RepositoryPoller:
     async def poll_once(self) -> None:
         models, _ = self.layout.scan()
         # Models that take what the others leave (an LLM's KV cache) load after them.
-        for name, location in sorted(models.items(), key=lambda item: self.manager.sized_last(item[0])):
+        for name, location in sorted(models.items(), key=lambda item: sized_last(self.layout, item[0])):
             stamp = fingerprint(location.path)
             if stamp in (self.manager.fingerprint_of(name), self._attempted.get(name)):
                 continue

@@ -15,8 +15,10 @@ from modelgate.server.log_settings import LogSettings
 from modelgate.server.loop_lag import LoopLagProbe
 from modelgate.server.memory.device_memory import SystemMemory
 from modelgate.server.memory.ledger import MemoryLedger
+from modelgate.server.memory.placement import sized_last
 from modelgate.server.metrics import create_metrics_app
 from modelgate.server.model_manager import ModelManager
+from modelgate.server.model_residency import ModelResidency
 from modelgate.server.repository.layout import RepositoryLayout
 from modelgate.server.repository_poller import RepositoryPoller
 from modelgate.server.server_metrics import LOOP_PROBE_INTERVAL_S, ServerMetrics
@@ -40,18 +42,22 @@ class ModelgateServer:
         if ledger is None:
             ledger = MemoryLedger(SystemMemory(), settings.gpu_memory_limit, settings.cpu_memory_limit)
         self.manager = ModelManager(self.layout, self.stats, ledger)
+        self.server_metrics = ServerMetrics()
+        residency = None
+        if settings.model_load_on_demand:
+            residency = ModelResidency(self.manager, ledger, settings.pin_model, self.server_metrics.registry)
         self.dataplane = Dataplane(
             self.manager,
             self.stats,
             settings.model_control_mode,
             strict_readiness=settings.strict_readiness,
             allow_model_file_uploads=settings.allow_model_file_uploads,
+            residency=residency,
         )
         # Ensemble steps and models calling models (BLS) go through the dataplane, as clients' requests do.
         self.manager.infer_step = self.dataplane.infer
         self.log_settings = LogSettings(settings.log_verbose)
         self.poller = RepositoryPoller(self.manager, self.layout, settings.repository_poll_secs)
-        self.server_metrics = ServerMetrics()
         self._lag_probe = LoopLagProbe(LOOP_PROBE_INTERVAL_S, self.server_metrics.observe_loop_lag)
         self.grpc = (
             GrpcFrontend(
@@ -133,7 +139,7 @@ class ModelgateServer:
         else:
             names = list(dict.fromkeys(self.settings.load_model))
         # Models that take what the others leave (an LLM's KV cache) load once the others have.
-        last = [name for name in names if self.manager.sized_last(name)]
+        last = [name for name in names if sized_last(self.layout, name)]
         await asyncio.gather(*(self._load_logged(name) for name in names if name not in last))
         await asyncio.gather(*(self._load_logged(name) for name in last))
 

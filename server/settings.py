@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modelgate.server.memory.byte_sizes import parse_limit
 
@@ -40,6 +40,8 @@ class ServerSettings(BaseModel):
     # Per device: bytes ("40GiB") or a fraction of it ("0.8", "80%"). None: a GPU's size; the host unaccounted.
     gpu_memory_limit: str | None = None
     cpu_memory_limit: str | None = None
+    model_load_on_demand: bool = False  # explicit mode: requests load their model; idle models are evicted (LRU)
+    pin_model: list[str] = Field(default_factory=list)  # never evicted
 
     @field_validator("gpu_memory_limit", "cpu_memory_limit")
     @classmethod
@@ -47,6 +49,12 @@ class ServerSettings(BaseModel):
         if limit is not None:
             parse_limit(limit, 2**60)  # ValueError says what is allowed
         return limit
+
+    @model_validator(mode="after")
+    def _on_demand_needs_explicit_mode(self) -> ServerSettings:
+        if self.model_load_on_demand and self.model_control_mode != "explicit":
+            raise ValueError("--model-load-on-demand needs --model-control-mode explicit")
+        return self
 
     @field_validator("model_repository")
     @classmethod

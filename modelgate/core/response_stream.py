@@ -10,6 +10,7 @@ Cancelling the stream (client gone, stream cancelled) is visible to the model th
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from modelgate.core.inference_types import InferResponse
@@ -30,6 +31,7 @@ class ResponseStream(SinkState):
         self._loop = loop
         self._queue: asyncio.Queue[StreamItem] = asyncio.Queue()
         self._is_drained = False  # the final item was handed to the frontend
+        self._finish_callbacks: list[Callable[[], None]] | None = []  # None once finished
 
     def _deliver(self, response: InferResponse | None, is_final: bool) -> None:
         if self._is_cancelled:
@@ -43,6 +45,26 @@ class ResponseStream(SinkState):
     def _can_cancel(self) -> bool:
         return not self._is_drained  # the client already has the whole stream: nothing left to cancel
 
+    def cancel(self) -> None:
+        super().cancel()
+        if _running_loop() is self._loop:
+            self._finish()
+        else:
+            self._loop.call_soon_threadsafe(self._finish)
+
+    def on_finish(self, callback: Callable[[], None]) -> None:
+        """On the loop: call `callback()` once the frontend is done with the stream (its final item taken, or
+        the stream cancelled), at once if it is already."""
+        if self._finish_callbacks is None:
+            callback()
+        else:
+            self._finish_callbacks.append(callback)
+
+    def _finish(self) -> None:
+        callbacks, self._finish_callbacks = self._finish_callbacks, None
+        for callback in callbacks or ():
+            callback()
+
     def __aiter__(self):
         return self._items()
 
@@ -51,6 +73,7 @@ class ResponseStream(SinkState):
             item = await self._queue.get()
             if item.is_final:
                 self._is_drained = True
+                self._finish()
             yield item
             if item.is_final:
                 return

@@ -24,7 +24,11 @@ from modelgate.server.memory.device_memory import DeviceMemory, MemoryDevice
 
 
 class InsufficientMemoryError(UnavailableError):
-    """A load that does not fit on the device it needs; refused before it starts."""
+    """A load that does not fit on the device it needs (`device`); refused before it starts."""
+
+    def __init__(self, message: str, device: MemoryDevice):
+        super().__init__(message)
+        self.device = device
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ class MemoryLedger:
     def reserve(self, holder: Holder, device: MemoryDevice, count: int, source: str, floor: int = 0) -> None:
         """Hold `count` bytes on `device` for `holder`; InsufficientMemoryError when they do not fit."""
         if count > self.free(device):
-            raise InsufficientMemoryError(self.refusal(holder, device, count, source))
+            raise InsufficientMemoryError(self.refusal(holder, device, count, source), device)
         self._holdings[holder] = Holding(holder, device, count, source, floor)
 
     def settle(self, holders: list[Holder], device: MemoryDevice, measured: int) -> None:

@@ -22,10 +22,12 @@ from pathlib import Path
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from modelgate.backends.base import InstanceSpec
-from modelgate.core.errors import ConfigError
+from modelgate.core.errors import ConfigError, ModelgateError
 from modelgate.server.memory.byte_sizes import parse_bytes
 from modelgate.server.memory.device_memory import MemoryDevice
 from modelgate.server.memory.ledger import Holder, MemoryLedger
+from modelgate.server.repository.config_completion import read_model_config
+from modelgate.server.repository.layout import RepositoryLayout
 
 ANY_GPU = -1  # an InstanceSpec.device_id still to be chosen
 MEMORY_PARAMETERS = {"GPU": "gpu_memory_bytes", "CPU": "cpu_memory_bytes"}
@@ -86,6 +88,16 @@ def _place_one(
     if config.backend == "llm" and spec.kind == "GPU":
         spec = replace(spec, memory_budget_bytes=count)
     return spec
+
+
+def sized_last(layout: RepositoryLayout, name: str) -> bool:
+    """Whether `name` takes what memory the others leave (an LLM without a declared size): load it after them.
+    A config that cannot be read says no (its load reports why)."""
+    try:
+        config, _ = read_model_config(layout.locate(name).path, name, None)
+    except ModelgateError:
+        return False
+    return config.backend == "llm" and MEMORY_PARAMETERS["GPU"] not in config.parameters
 
 
 def _declared(config: ModelConfig, kind: str) -> int | None:

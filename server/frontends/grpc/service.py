@@ -68,11 +68,13 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_aborting_on_errors
     async def ModelMetadata(self, request, context):
+        await self.dataplane.prepare(request.name, request.version)
         metadata = self.dataplane.model_metadata(request.name, request.version)
         return json_format.ParseDict(metadata, service_pb2.ModelMetadataResponse())
 
     @_aborting_on_errors
     async def ModelConfig(self, request, context):
+        await self.dataplane.prepare(request.name, request.version)
         return service_pb2.ModelConfigResponse(
             config=self.dataplane.model_config_message(request.name, request.version)
         )

@@ -73,6 +73,7 @@ class _Handlers:
 
     async def model_metadata(self, request: web.Request) -> web.Response:
         name, version = _target(request)
+        await self.dataplane.prepare(name, version)
         return _json(self.dataplane.model_metadata(name, version))
 
     async def model_ready(self, request: web.Request) -> web.Response:
@@ -81,6 +82,7 @@ class _Handlers:
 
     async def model_config(self, request: web.Request) -> web.Response:
         name, version = _target(request)
+        await self.dataplane.prepare(name, version)
         return _json(self.dataplane.model_config(name, version))
 
     async def statistics(self, request: web.Request) -> web.Response:

@@ -8,11 +8,14 @@ from pathlib import Path
 from tests.server_harness import write_model
 
 MODEL_PY = """
+import time
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from tests.server.memory import fake_memory
 
 ALLOCATES = {allocates}
+EXECUTE_SECONDS = {execute_seconds}
 
 
 class TritonPythonModel:
@@ -23,6 +26,7 @@ class TritonPythonModel:
             fake_memory.MACHINE.allocate(self.kind, self.device, ALLOCATES)
 
     def execute(self, requests):
+        time.sleep(EXECUTE_SECONDS)  # requests overlap: a model is busy while others want its room
         responses = []
         for request in requests:
             x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
@@ -44,6 +48,7 @@ def memory_model(
     count: int = 1,
     gpus: tuple[int, ...] = (),
     backend: str = "python",
+    execute_seconds: float = 0.0,
 ) -> Path:
     parameter = "gpu_memory_bytes" if kind == "KIND_GPU" else "cpu_memory_bytes"
     config = f"""
@@ -57,4 +62,4 @@ parameters {{ key: "isolation" value {{ string_value: "thread" }} }}
 """
     if declared is not None:
         config += f'parameters {{ key: "{parameter}" value {{ string_value: "{declared}" }} }}\n'
-    return write_model(repository, name, config, MODEL_PY.format(allocates=allocates))
+    return write_model(repository, name, config, MODEL_PY.format(allocates=allocates, execute_seconds=execute_seconds))
