@@ -36,6 +36,21 @@ def add_serve_command(commands) -> None:
     serve.add_argument("--allow-grpc", type=_boolean, default=True, help="serve gRPC (true or false)")
     serve.add_argument("--allow-metrics", type=_boolean, default=True, help="serve /metrics (true or false)")
     serve.add_argument(
+        "--allow-gpu-metrics",
+        type=_boolean,
+        default=True,
+        help="report nv_gpu_* and nv_energy_consumption per GPU (true or false; absent without a GPU either way)",
+    )
+    serve.add_argument(
+        "--allow-cpu-metrics", type=_boolean, default=True, help="report nv_cpu_* for the host (true or false)"
+    )
+    serve.add_argument(
+        "--metrics-interval-ms",
+        type=int,
+        default=2000,
+        help="milliseconds between samples of the GPU and CPU figures on /metrics",
+    )
+    serve.add_argument(
         "--model-control-mode",
         choices=["none", "explicit", "poll"],
         default="none",
@@ -124,6 +139,9 @@ def _serve(args: argparse.Namespace) -> int:
             allow_http=args.allow_http,
             allow_grpc=args.allow_grpc,
             allow_metrics=args.allow_metrics,
+            allow_gpu_metrics=args.allow_gpu_metrics,
+            allow_cpu_metrics=args.allow_cpu_metrics,
+            metrics_interval_ms=args.metrics_interval_ms,
             model_control_mode=args.model_control_mode,
             load_model=args.load_model,
             allow_model_file_uploads=args.allow_model_file_uploads,

@@ -11,6 +11,7 @@ from modelgate.core.errors import ModelgateError
 from modelgate.server.dataplane import Dataplane
 from modelgate.server.frontends.grpc.server import GrpcFrontend
 from modelgate.server.frontends.http.app import create_http_app
+from modelgate.server.hardware_metrics import HardwareSampler, start_hardware_sampler
 from modelgate.server.log_settings import LogSettings
 from modelgate.server.loop_lag import LoopLagProbe
 from modelgate.server.memory.device_memory import SystemMemory
@@ -72,6 +73,7 @@ class ModelgateServer:
         self.http_port: int | None = None
         self.grpc_port: int | None = None
         self.metrics_port: int | None = None
+        self.hardware: HardwareSampler | None = None  # nv_gpu_* / nv_cpu_* figures, sampled off the loop
         self._runners: list[web.AppRunner] = []
         self._poll_task: asyncio.Task | None = None
 
@@ -84,6 +86,7 @@ class ModelgateServer:
         if self.grpc is not None:
             self.grpc_port = await self.grpc.start(self.settings.grpc_address, self.settings.grpc_port)
         if self.settings.allow_metrics:
+            self.hardware = await start_hardware_sampler(self.settings, self.server_metrics.registry)
             metrics_app = create_metrics_app(self.stats, self.server_metrics.registry)
             address = self.settings.metrics_address or self.settings.http_address
             self.metrics_port = await self._serve(metrics_app, address, self.settings.metrics_port)
@@ -117,6 +120,8 @@ class ModelgateServer:
 
         self.dataplane.is_ready = False
         self._lag_probe.stop()
+        if self.hardware is not None:
+            self.hardware.stop()
         if self._poll_task is not None:
             self._poll_task.cancel()
         drains = [runner.cleanup() for runner in self._runners]

@@ -26,6 +26,9 @@ class ServerSettings(BaseModel):
     allow_http: bool = True
     allow_grpc: bool = True
     allow_metrics: bool = True
+    allow_gpu_metrics: bool = True  # nv_gpu_*, nv_energy_consumption (absent without a GPU either way)
+    allow_cpu_metrics: bool = True  # nv_cpu_*
+    metrics_interval_ms: int = Field(2000, ge=1)  # how often the hardware figures are sampled (Triton's default)
     model_control_mode: Literal["none", "explicit", "poll"] = "none"
     load_model: list[str] = Field(default_factory=list)
     allow_model_file_uploads: bool = False  # `file:` parameters of load requests (model files that may run as code)
