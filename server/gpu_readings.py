@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import pynvml
 
-from modelgate.server.nvml import NvmlGpu
+from modelgate.core.nvml import NvmlGpu
 
 logger = logging.getLogger(__name__)
 

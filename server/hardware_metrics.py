@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
+from modelgate.core.nvml import NvmlGpu, nvml_gpus
 from modelgate.server import cpu_readings
 from modelgate.server.cpu_readings import BOOT, CpuTimes, MemoryReading, cpu_utilization
 from modelgate.server.gpu_readings import EnergyMeter, GpuReading, read_gpu
-from modelgate.server.nvml import NvmlGpu, nvml_gpus
 from modelgate.server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pynvml
 
-from modelgate.server.nvml import NvmlGpu
+from modelgate.core.nvml import NvmlGpu
 
 
 @dataclass

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from modelgate.core.nvml import nvml_gpus
 from modelgate.server.cpu_readings import CpuTimes, MemoryReading
 from modelgate.server.hardware_metrics import HardwareMetricsCollector, HardwareSampler
-from modelgate.server.nvml import nvml_gpus
 from tests.server.fake_nvml import FakeGpu, FakeNvml
 
 CPU_FAMILIES = ("nv_cpu_utilization", "nv_cpu_memory_total_bytes", "nv_cpu_memory_used_bytes")
