@@ -14,6 +14,7 @@ from modelgate.core.config_json import config_to_dict
 from modelgate.core.errors import UnavailableError
 from modelgate.core.tensors.device_tensors import takes_device_inputs
 from modelgate.server.memory.ledger import Holder, MemoryLedger
+from modelgate.server.memory.memory_probe import probe_instances
 from modelgate.server.memory.placement import ANY_GPU, plan_memory
 from modelgate.server.request_validation import RequestSchema
 from modelgate.server.scheduling.direct_scheduler import DirectScheduler
@@ -138,6 +139,8 @@ async def load_version(
             try:
                 async with ledger.measuring(plan.holders) as changes:
                     await pool.load(backend)
+                    if plan.holders:
+                        await probe_instances(pool, config, len(plan.specs))
             except BaseException:
                 ledger.release(holders)
                 raise
