@@ -7,10 +7,13 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 
 from modelgate.core.cli_help import add_command
+from modelgate.server.frontends.api_categories import CATEGORIES
+from modelgate.server.frontends.api_restrictions import GRPC_FLAG, HTTP_FLAG
 from modelgate.server.settings import DEFAULT_HTTP_MAX_INPUT_SIZE, MAX_GRPC_MESSAGE_BYTES, ServerSettings
 
 
@@ -123,7 +126,67 @@ def add_serve_command(commands) -> None:
         "--pin-model", action="append", default=[], help="a model load on demand never evicts (repeatable)"
     )
     serve.add_argument("--log-verbose", type=int, default=0, help="verbosity of modelgate's own logs (0: info)")
+    _add_restriction_flags(serve)
+    for protocol in ("grpc", "http"):
+        _add_tls_flags(serve, protocol)
     serve.set_defaults(run=_serve)
+
+
+def _add_restriction_flags(serve: argparse.ArgumentParser) -> None:
+    categories = ", ".join(CATEGORIES)
+    for flag, protocol, answer in (
+        (HTTP_FLAG, "HTTP header", "403"),
+        (GRPC_FLAG, "gRPC metadata key (lower case)", "PERMISSION_DENIED"),
+    ):
+        serve.add_argument(
+            flag,
+            action="append",
+            default=[],
+            metavar="CATEGORY[,CATEGORY...]:HEADER=VALUE",
+            help=f"requests to these categories need this {protocol} with this value, else {answer}; repeatable, "
+            f"a category at most once; categories: {categories}",
+        )
+
+
+def _add_tls_flags(serve: argparse.ArgumentParser, protocol: str) -> None:
+    """gRPC's are Triton's flags; Triton has no HTTP TLS, so HTTP's are the same names under --http-."""
+    name = "gRPC" if protocol == "grpc" else "HTTP"
+    flag = f"--{protocol}"
+    on_off = {"type": _boolean, "nargs": "?", "const": True, "default": False}
+    serve.add_argument(f"{flag}-use-ssl", **on_off, help=f"serve {name} over TLS only (needs {flag}-server-cert/-key)")
+    serve.add_argument(
+        f"{flag}-use-ssl-mutual",
+        **on_off,
+        help=f"TLS with client certificates signed by {flag}-root-cert required (turns {flag}-use-ssl on)",
+    )
+    serve.add_argument(
+        f"{flag}-server-cert",
+        type=Path,
+        help=f"PEM certificate chain of the {name} server, for {flag}-use-ssl (without which the port is plaintext)",
+    )
+    serve.add_argument(
+        f"{flag}-server-key",
+        type=Path,
+        help=f"PEM private key (unencrypted) of {flag}-server-cert, for {flag}-use-ssl (without which: plaintext)",
+    )
+    serve.add_argument(
+        f"{flag}-root-cert",
+        type=Path,
+        help=f"PEM CA certificate(s) that client certificates are checked against; without it (allowed only "
+        f"without {flag}-use-ssl-mutual) clients present none",
+    )
+
+
+# Flags whose argparse destination is the settings field of the same name.
+_RESTRICTION_AND_TLS_FIELDS = (
+    "http_restricted_api",
+    "grpc_restricted_protocol",
+    *(
+        f"{protocol}_{option}"
+        for protocol in ("http", "grpc")
+        for option in ("use_ssl", "use_ssl_mutual", "server_cert", "server_key", "root_cert")
+    ),
+)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -155,11 +218,14 @@ def _serve(args: argparse.Namespace) -> int:
             cpu_memory_limit=args.cpu_memory_limit,
             model_load_on_demand=args.model_load_on_demand,
             pin_model=args.pin_model,
+            **{key: getattr(args, key) for key in _RESTRICTION_AND_TLS_FIELDS},
         )
     except ValidationError as exc:
         for error in exc.errors():
-            field = ".".join(str(p) for p in error["loc"]) or "settings"
-            print(f"modelgate serve: --{field.replace('_', '-')}: {error['msg']}", file=sys.stderr)
+            field = ".".join(str(p) for p in error["loc"])
+            # A check across flags (TLS) has no one field; its message names the flags itself.
+            where = f"--{field.replace('_', '-')}: " if field else ""
+            print(f"modelgate serve: {where}{error['msg']}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from modelgate.server.runtime import serve_forever

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 from aiohttp import web
 
@@ -66,6 +67,8 @@ class ModelgateServer:
                 self.log_settings,
                 self.server_metrics.observe_grpc_request,
                 settings.grpc_max_input_size,
+                settings.grpc_restrictions(),
+                settings.grpc_tls(),
             )
             if settings.allow_grpc
             else None
@@ -80,9 +83,16 @@ class ModelgateServer:
     async def start(self) -> None:
         """Open the ports (live at once: a probe answers while models load), load the models, then be ready."""
         if self.settings.allow_http:
-            app = create_http_app(self.dataplane, self.log_settings, self.settings.http_max_input_size)
+            app = create_http_app(
+                self.dataplane,
+                self.log_settings,
+                self.settings.http_max_input_size,
+                self.settings.http_restrictions(),
+            )
             app.middlewares.insert(0, self.server_metrics.http_middleware)  # outermost: refused bodies count too
-            self.http_port = await self._serve(app, self.settings.http_address, self.settings.http_port)
+            tls = self.settings.http_tls()
+            ssl_context = tls.server_context() if tls is not None else None
+            self.http_port = await self._serve(app, self.settings.http_address, self.settings.http_port, ssl_context)
         if self.grpc is not None:
             self.grpc_port = await self.grpc.start(self.settings.grpc_address, self.settings.grpc_port)
         if self.settings.allow_metrics:
@@ -155,7 +165,9 @@ class ModelgateServer:
         except ModelgateError as exc:
             logger.error("model '%s' failed to load: %s", name, exc.message)
 
-    async def _serve(self, app: web.Application, address: str, port: int) -> int:
+    async def _serve(
+        self, app: web.Application, address: str, port: int, ssl_context: ssl.SSLContext | None = None
+    ) -> int:
         # Open connections get at most --exit-timeout-secs to finish at shutdown (aiohttp waits 60 s by default).
         # A client that goes away cancels its handler (aiohttp's default lets it run on): the request is
         # cancelled with it, streaming or not, so nobody's work goes on for a client that left.
@@ -163,7 +175,7 @@ class ModelgateServer:
             app, access_log=None, shutdown_timeout=self.settings.exit_timeout_secs, handler_cancellation=True
         )
         await runner.setup()
-        site = web.TCPSite(runner, address, port, reuse_address=True)
+        site = web.TCPSite(runner, address, port, reuse_address=True, ssl_context=ssl_context)
         await site.start()
         self._runners.append(runner)
         return site._server.sockets[0].getsockname()[1]

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from modelgate.server.frontends.api_restrictions import GRPC_FLAG, HTTP_FLAG, HeaderRule, parse_restrictions
+from modelgate.server.frontends.tls import TlsFiles, checked_tls_files
 from modelgate.server.memory.byte_sizes import parse_limit
 
 DEFAULT_HTTP_MAX_INPUT_SIZE = 64 * 1024 * 1024
@@ -39,6 +41,21 @@ class ServerSettings(BaseModel):
     # Triton's default for --http-max-input-size; gRPC takes what protobuf can (Triton's INT32_MAX) by default.
     http_max_input_size: int = Field(DEFAULT_HTTP_MAX_INPUT_SIZE, ge=1)
     grpc_max_input_size: int = Field(MAX_GRPC_MESSAGE_BYTES, ge=1, le=MAX_GRPC_MESSAGE_BYTES)
+    # Flag values `<category>[,<category>...]:<header>=<value>` (api_restrictions.py); checked here, parsed
+    # again by `http_restrictions()` / `grpc_restrictions()`.
+    http_restricted_api: list[str] = Field(default_factory=list)
+    grpc_restricted_protocol: list[str] = Field(default_factory=list)
+    # TLS (tls.py): files named only on the command line; checked here, read when the frontend starts.
+    http_use_ssl: bool = False
+    http_use_ssl_mutual: bool = False
+    http_server_cert: Path | None = None
+    http_server_key: Path | None = None
+    http_root_cert: Path | None = None
+    grpc_use_ssl: bool = False
+    grpc_use_ssl_mutual: bool = False
+    grpc_server_cert: Path | None = None
+    grpc_server_key: Path | None = None
+    grpc_root_cert: Path | None = None
 
     # Per device: bytes ("40GiB") or a fraction of it ("0.8", "80%"). None: a GPU's size; the host unaccounted.
     gpu_memory_limit: str | None = None
@@ -66,3 +83,51 @@ class ServerSettings(BaseModel):
         if missing:
             raise ValueError(f"model repository folder(s) not found: {', '.join(missing)}")
         return paths
+
+    @field_validator("http_restricted_api")
+    @classmethod
+    def _http_restrictions_parse(cls, values: list[str]) -> list[str]:
+        parse_restrictions(values, HTTP_FLAG)
+        return values
+
+    @field_validator("grpc_restricted_protocol")
+    @classmethod
+    def _grpc_restrictions_parse(cls, values: list[str]) -> list[str]:
+        parse_restrictions(values, GRPC_FLAG)
+        return values
+
+    @model_validator(mode="after")
+    def _tls_files_usable(self) -> ServerSettings:
+        self.http_tls()
+        self.grpc_tls()
+        return self
+
+    def http_restrictions(self) -> dict[str, HeaderRule]:
+        """Restricted category -> the header it needs (--http-restricted-api)."""
+        return parse_restrictions(self.http_restricted_api, HTTP_FLAG)
+
+    def grpc_restrictions(self) -> dict[str, HeaderRule]:
+        """Restricted category -> the metadata it needs (--grpc-restricted-protocol)."""
+        return parse_restrictions(self.grpc_restricted_protocol, GRPC_FLAG)
+
+    def http_tls(self) -> TlsFiles | None:
+        """The HTTP frontend's TLS files, None for plaintext; ValueError naming the flag and path if unusable."""
+        return checked_tls_files(
+            "http",
+            self.http_use_ssl,
+            self.http_use_ssl_mutual,
+            self.http_server_cert,
+            self.http_server_key,
+            self.http_root_cert,
+        )
+
+    def grpc_tls(self) -> TlsFiles | None:
+        """The gRPC frontend's TLS files, None for plaintext; ValueError naming the flag and path if unusable."""
+        return checked_tls_files(
+            "grpc",
+            self.grpc_use_ssl,
+            self.grpc_use_ssl_mutual,
+            self.grpc_server_cert,
+            self.grpc_server_key,
+            self.grpc_root_cert,
+        )

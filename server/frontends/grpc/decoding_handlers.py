@@ -16,21 +16,29 @@ serializers are read from the service's descriptor, so they are the generated co
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
 
 import grpc
 from google.protobuf.message import DecodeError
 
+from modelgate.server.frontends.api_restrictions import HeaderRule
+from modelgate.server.frontends.grpc.registration import register_service
 from modelgate.server.frontends.grpc.threaded_bridge import RpcAbort
 
 
-def add_decoding_servicer(servicer, server: grpc.Server, messages: ModuleType, service_name: str) -> None:
-    """Register `servicer`'s methods for the service `service_name` of the `messages` module (a *_pb2)."""
+def add_decoding_servicer(
+    servicer,
+    server: grpc.Server,
+    messages: ModuleType,
+    service_name: str,
+    rules: Mapping[str, HeaderRule] | None = None,
+) -> None:
+    """Register `servicer`'s methods for the service `service_name` of the `messages` module (a *_pb2);
+    `rules`: method wire path -> the metadata it needs (--grpc-restricted-protocol), checked before decoding."""
     service = messages.DESCRIPTOR.services_by_name[service_name]
     handlers = {method.name: _handler(servicer, method, messages) for method in service.methods}
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
-    server.add_registered_method_handlers(service.full_name, handlers)
+    register_service(server, service.full_name, handlers, rules or {})
 
 
 def _handler(servicer, method, messages: ModuleType) -> grpc.RpcMethodHandler:

@@ -14,24 +14,27 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import HealthServicer
 from tritonclient.grpc import service_pb2
 
 from modelgate.server.dataplane import Dataplane
+from modelgate.server.frontends.api_categories import GRPC_METHOD_CATEGORIES, HEALTH_SERVICE, INFERENCE_SERVICE
+from modelgate.server.frontends.api_restrictions import HeaderRule, rules_by_endpoint
 from modelgate.server.frontends.grpc.decoding_handlers import add_decoding_servicer
+from modelgate.server.frontends.grpc.registration import register_service, servicer_handlers
 from modelgate.server.frontends.grpc.service import InferenceService
 from modelgate.server.frontends.grpc.threaded_bridge import ThreadedServicer
+from modelgate.server.frontends.tls import TlsFiles
 from modelgate.server.log_settings import LogSettings
 from modelgate.server.settings import MAX_GRPC_MESSAGE_BYTES
 
 # Responses as large as Triton's (INT32_MAX): a tensor is as large as the model makes it.
 MAX_MESSAGE_BYTES = MAX_GRPC_MESSAGE_BYTES
-SERVICE_NAME = "inference.GRPCInferenceService"
 # A handler thread is held for a whole call: a unary call only while the loop works on it, but a
 # ModelStreamInfer stream (an LLM generation, a decoupled model) for its lifetime, plus a reader thread
 # of its own. A small pool would queue new calls, health checks included, behind open streams, so the
@@ -50,10 +53,15 @@ class GrpcFrontend:
         log_settings: LogSettings,
         observe_request_bytes: Callable[[int], None] | None = None,
         max_input_size: int = MAX_MESSAGE_BYTES,
+        restrictions: Mapping[str, HeaderRule] | None = None,
+        tls: TlsFiles | None = None,
     ):
         """`max_input_size`: the largest request message (--grpc-max-input-size); larger ones end their RPC
-        with RESOURCE_EXHAUSTED before the handler runs (grpc's own check and message)."""
+        with RESOURCE_EXHAUSTED before the handler runs (grpc's own check and message). `restrictions`:
+        restricted category -> the metadata it needs (--grpc-restricted-protocol). `tls`: serve TLS only."""
         self.max_input_size = max_input_size
+        self.rules = rules_by_endpoint(restrictions or {}, GRPC_METHOD_CATEGORIES)
+        self.tls = tls
         self.service = InferenceService(dataplane, log_settings, observe_request_bytes)
         self.server: grpc.Server | None = None
         self.health: HealthServicer | None = None
@@ -81,12 +89,21 @@ class GrpcFrontend:
         )
         servicer = ThreadedServicer(self.service, asyncio.get_running_loop(), reader_pool)
         # Requests decoded by the handlers: a message protobuf cannot decode gets INVALID_ARGUMENT.
-        add_decoding_servicer(servicer, self.server, service_pb2, "GRPCInferenceService")
+        add_decoding_servicer(servicer, self.server, service_pb2, "GRPCInferenceService", self.rules)
         self.health = HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        bound = self.server.add_insecure_port(f"{address}:{port}")
+        register_service(self.server, HEALTH_SERVICE, servicer_handlers(self.health, health_pb2, "Health"), self.rules)
+        bound = self._add_port(f"{address}:{port}")
         self.server.start()
         return bound
+
+    def _add_port(self, target: str) -> int:
+        if self.tls is None:
+            return self.server.add_insecure_port(target)
+        chain, key, root = self.tls.read()
+        credentials = grpc.ssl_server_credentials(
+            [(key, chain)], root_certificates=root, require_client_auth=self.tls.mutual
+        )
+        return self.server.add_secure_port(target, credentials)
 
     async def set_serving(self, is_serving: bool) -> None:
         if self.health is None:
@@ -105,7 +122,7 @@ class GrpcFrontend:
 
     @staticmethod
     def _set_status(health: HealthServicer, status) -> None:
-        for service in ("", SERVICE_NAME):
+        for service in ("", INFERENCE_SERVICE):
             health.set(service, status)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -12,6 +13,8 @@ from modelgate.core.bounded_json import loads_bounded
 from modelgate.core.config_files import parse_config_mapping
 from modelgate.core.errors import InvalidArgumentError, ModelgateError
 from modelgate.server.dataplane import Dataplane
+from modelgate.server.frontends.api_categories import MODEL_PATH, VERSIONED_MODEL_PATH
+from modelgate.server.frontends.api_restrictions import HeaderRule
 from modelgate.server.frontends.http.body_limit import body_limit_middleware
 from modelgate.server.frontends.http.error_middleware import error_middleware
 from modelgate.server.frontends.http.generate_codec import decode_generate_request, encode_generate_response
@@ -21,19 +24,23 @@ from modelgate.server.frontends.http.infer_codec import (
     encode_infer_response,
     parse_header_length,
 )
+from modelgate.server.frontends.http.restriction import restriction_middleware
 from modelgate.server.frontends.openai.routes import add_openai_routes
 from modelgate.server.log_settings import LogSettings
 from modelgate.server.settings import DEFAULT_HTTP_MAX_INPUT_SIZE
 
-_MODEL = "/v2/models/{name}"
-_VERSIONED = "/v2/models/{name}/versions/{version}"
-
 
 def create_http_app(
-    dataplane: Dataplane, log_settings: LogSettings, max_input_size: int = DEFAULT_HTTP_MAX_INPUT_SIZE
+    dataplane: Dataplane,
+    log_settings: LogSettings,
+    max_input_size: int = DEFAULT_HTTP_MAX_INPUT_SIZE,
+    restrictions: Mapping[str, HeaderRule] | None = None,
 ) -> web.Application:
-    """`max_input_size`: the largest request body in bytes (--http-max-input-size); larger ones get 413."""
-    middlewares = [error_middleware, body_limit_middleware(max_input_size)]
+    """`max_input_size`: the largest request body in bytes (--http-max-input-size); larger ones get 413.
+    `restrictions`: restricted category -> the header it needs (--http-restricted-api); checked before the
+    body limit, so a client without the header learns nothing more."""
+    restriction = restriction_middleware(restrictions or {})
+    middlewares = [error_middleware, *([restriction] if restriction else []), body_limit_middleware(max_input_size)]
     app = web.Application(middlewares=middlewares, client_max_size=max_input_size)
     handlers = _Handlers(dataplane, log_settings)
     app.router.add_get("/v2/health/live", handlers.live)
@@ -46,7 +53,7 @@ def create_http_app(
     app.router.add_get("/v2/logging", handlers.get_logging)
     add_openai_routes(app, dataplane)
     app.router.add_post("/v2/logging", handlers.update_logging)
-    for prefix in (_MODEL, _VERSIONED):
+    for prefix in (MODEL_PATH, VERSIONED_MODEL_PATH):
         app.router.add_get(prefix, handlers.model_metadata)
         app.router.add_get(prefix + "/ready", handlers.model_ready)
         app.router.add_get(prefix + "/config", handlers.model_config)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from modelgate.server.frontends.http.error_middleware import error_response
-from modelgate.server.frontends.openai.responses import openai_error
+from modelgate.server.frontends.http.error_middleware import route_error_response
 
 FLAG = "--http-max-input-size"
 
@@ -38,9 +37,6 @@ def body_limit_middleware(limit: int):
 
 
 def _refused(request: web.Request, message: str) -> web.Response:
-    if request.path.startswith("/v1/"):
-        response = openai_error(413, message)
-    else:
-        response = error_response(413, message)
+    response = route_error_response(request, 413, message)
     response.force_close()  # the rest of the body is still coming: don't read it to reuse the connection
     return response

@@ -7,12 +7,21 @@ import logging
 from aiohttp import web
 
 from modelgate.core.errors import ModelgateError
+from modelgate.server.frontends.openai.responses import openai_error
 
 logger = logging.getLogger(__name__)
 
 
 def error_response(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def route_error_response(request: web.Request, status: int, message: str) -> web.Response:
+    """An error answered before a route's handler runs: OpenAI's error object on /v1/ routes (their clients
+    read it), Triton's `{"error": ...}` elsewhere."""
+    if request.path.startswith("/v1/"):
+        return openai_error(status, message)
+    return error_response(status, message)
 
 
 @web.middleware
