@@ -1,0 +1,120 @@
+"""Does packing pay? 4 ResNet-50-sized models sharing one GPU, against the same 4 one after another and the GPU
+alone.
+
+- GPU alone: the TorchScript model called in-process on CUDA tensors at the batch sizes the server formed (and
+  at 64), images per second.
+- Packed: `modelgate serve` with the 4 models (KIND_GPU, dynamic batching up to 64), one perf_analyzer (C++)
+  per model at once, gRPC, batch 1 FP32 3x224x224 per request; the sum of their infer/s.
+- One after another: the same server, one perf_analyzer at a time; the mean of the 4 rates.
+
+    python benchmarks/gpu_packing_throughput.py --perf-analyzer clients/perf_analyzer/run_perf_analyzer.sh
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.gpu_memory_packing import RESNETS, Server, build_resnets  # noqa: E402
+
+MODELS = RESNETS[:4]
+_THROUGHPUT = re.compile(r"Concurrency: \d+, throughput: ([\d.]+) infer/sec")
+
+
+def gpu_alone(repository: Path, batch_sizes: list[int], seconds: float = 5.0) -> dict[int, float]:
+    """Images per second of the model called in-process on the GPU, per batch size."""
+    model = torch.jit.load(str(repository / MODELS[0] / "1" / "model.pt"), map_location="cuda").eval()
+    rates = {}
+    with torch.inference_mode():
+        for batch in batch_sizes:
+            images = torch.randn(batch, 3, 224, 224, device="cuda")
+            for _ in range(5):
+                model(images)
+            torch.cuda.synchronize()
+            calls, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                model(images)
+                calls += 1
+            torch.cuda.synchronize()
+            rates[batch] = calls * batch / (time.perf_counter() - started)
+    del model
+    torch.cuda.empty_cache()
+    return rates
+
+
+def perf_analyzer(tool: str, model: str, port: int, concurrency: int, seconds: float) -> subprocess.Popen:
+    command = [tool, "-m", model, "-i", "grpc", "-u", f"127.0.0.1:{port}", "--concurrency-range", str(concurrency)]
+    command += ["--measurement-interval", str(int(seconds * 1000)), "--max-trials", "3", "--stability-percentage", "50"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def rate_of(process: subprocess.Popen, log: Path) -> float:
+    output = process.communicate()[0]
+    with log.open("a") as sink:
+        sink.write(output)
+    found = _THROUGHPUT.findall(output)
+    if not found:
+        raise RuntimeError(f"perf_analyzer printed no throughput:\n{output[-2000:]}")
+    return float(found[-1])
+
+
+def batch_sizes_formed(server: Server) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for name in MODELS:
+        for row in server.get(f"/v2/models/{name}/stats")["model_stats"][0]["batch_stats"]:
+            counts[row["batch_size"]] = counts.get(row["batch_size"], 0) + row["compute_infer"]["count"]
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--perf-analyzer", default=str(ROOT / "clients/perf_analyzer/run_perf_analyzer.sh"))
+    parser.add_argument("--concurrency", type=int, default=32, help="per perf_analyzer (per model)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="perf_analyzer's measurement interval")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/gpu-packing-throughput"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    repository = Path(tempfile.mkdtemp())
+    build_resnets(repository)
+    for name in RESNETS[4:]:
+        subprocess.run(["rm", "-rf", str(repository / name)], check=True)
+    log = args.out / "perf_analyzer.log"
+    server = Server(repository, args.out / "server.log")
+    try:
+        packed_runs = [
+            perf_analyzer(args.perf_analyzer, m, server.grpc, args.concurrency, args.seconds) for m in MODELS
+        ]
+        packed = [rate_of(p, log) for p in packed_runs]
+        formed = batch_sizes_formed(server)
+        alone = [
+            rate_of(perf_analyzer(args.perf_analyzer, m, server.grpc, args.concurrency, args.seconds), log)
+            for m in MODELS
+        ]
+    finally:
+        server.stop()
+    common = sorted(formed, key=lambda size: -formed[size])[:3]
+    gpu = gpu_alone(repository, sorted(set(common) | {64}))
+    weighted = sum(formed[b] * b for b in common) / sum(formed[b] for b in common)
+    gpu_at_formed = sum(formed[b] * gpu[b] for b in common) / sum(formed[b] for b in common)
+    print(f"\n4 ResNet-50s (FP32, 3x224x224), perf_analyzer gRPC, concurrency {args.concurrency} per model")
+    print(f"batches the server formed (size: executions): {dict(sorted(formed.items()))}")
+    print("\n| serving | img/s | vs GPU alone at the formed batches |\n| --- | --- | --- |")
+    print(f"| packed: 4 models at once | {sum(packed):.0f} | {sum(packed) / gpu_at_formed:.2f} |")
+    print(f"| one model at a time (mean of 4) | {sum(alone) / 4:.0f} | {sum(alone) / 4 / gpu_at_formed:.2f} |")
+    for batch in sorted(gpu):
+        print(f"| GPU alone, in-process, batch {batch} | {gpu[batch]:.0f} | {gpu[batch] / gpu_at_formed:.2f} |")
+    print(f"\npacked / one at a time: {sum(packed) / (sum(alone) / 4):.2f}; mean formed batch {weighted:.1f}")
+
+
+if __name__ == "__main__":
+    main()
