@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from modelgate.server.memory.byte_sizes import parse_limit
+from modelgate.core.byte_sizes import parse_limit
 
 DEFAULT_HTTP_MAX_INPUT_SIZE = 64 * 1024 * 1024
 MAX_GRPC_MESSAGE_BYTES = 2**31 - 1  # protobuf's own limit on one message
