@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
+from modelgate.core.backend_names import platforms_of
 from modelgate.core.errors import ConfigError, UnavailableError
 from modelgate.core.inference_types import InferRequest, InferResponse
 
@@ -189,8 +190,8 @@ def _is_installed(package: str) -> bool:
 _BUILTIN = [
     ("python", "modelgate.backends.python.backend", "PythonBackend", (), ""),
     ("llm", "modelgate.backends.llm.backend", "LLMBackend", (), "llm"),
-    ("pytorch", "modelgate.backends.pytorch.backend", "PyTorchBackend", ("pytorch_libtorch", "torch_export"), ""),
-    ("onnxruntime", "modelgate.backends.onnx.backend", "OnnxBackend", ("onnxruntime_onnx",), "onnx"),
+    ("pytorch", "modelgate.backends.pytorch.backend", "PyTorchBackend", platforms_of("pytorch"), ""),
+    ("onnxruntime", "modelgate.backends.onnx.backend", "OnnxBackend", platforms_of("onnxruntime"), "onnx"),
 ]
 # What each extra brings that its backend cannot run without (triton is optional: torch references run instead).
 _EXTRAS = {"onnx": ("onnxruntime",), "llm": ("tokenizers", "safetensors", "jinja2", "tqdm")}

@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from modelgate.core.byte_sizes import parse_limit
 from modelgate.server.frontends.api_restrictions import GRPC_FLAG, HTTP_FLAG, HeaderRule, parse_restrictions
 from modelgate.server.frontends.tls import TlsFiles, checked_tls_files
-from modelgate.server.memory.byte_sizes import parse_limit
 
 DEFAULT_HTTP_MAX_INPUT_SIZE = 64 * 1024 * 1024
 MAX_GRPC_MESSAGE_BYTES = 2**31 - 1  # protobuf's own limit on one message

@@ -73,6 +73,7 @@ def test_the_walk_reaches_every_subcommand():
         "modelgate bench tensor",
         "modelgate size memory",
         "modelgate size traffic",
+        "modelgate size repository",
     } <= progs
 
 

@@ -1,1 +1,2 @@
-"""`modelgate size`: memory arithmetic for LLM deployments, and sizing from measured traffic."""
+"""`modelgate size`: memory arithmetic for LLM deployments, sizing from measured traffic, and packing plans for
+model repositories."""

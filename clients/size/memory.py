@@ -52,8 +52,11 @@ def weight_bytes(config: CheckpointShape, weights_dtype: str) -> int:
 
 
 def kv_bytes_per_token(config: CheckpointShape, kv_dtype: str) -> int:
-    """Keys and values of one token over all layers."""
-    return 2 * config.num_layers * config.num_kv_heads * config.head_dim * BYTES_PER_ELEMENT[kv_dtype]
+    """Keys and values of one token over all layers. The engine's FP8 cache keeps a float32 scale per
+    (token, KV head) beside each of K and V (backends/llm/model_runner.py `kv_bytes_per_block`)."""
+    scale_bytes = 4 if kv_dtype == "fp8" else 0
+    per_head = config.head_dim * BYTES_PER_ELEMENT[kv_dtype] + scale_bytes
+    return 2 * config.num_layers * config.num_kv_heads * per_head
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from modelgate.clients.size.checkpoint_shape import CheckpointShape
+from modelgate.clients.size.gpu_models import known_gpu_names, parse_gpus
 from modelgate.clients.size.memory import BYTES_PER_ELEMENT, GIB
 from modelgate.clients.size.traffic import GpuSpec, WindowPlan, plan_windows, summarize_lengths
 from modelgate.clients.size.traffic_input import TrafficInputError, read_traffic
@@ -61,6 +62,9 @@ def add_gpu_arguments(parser: argparse.ArgumentParser) -> None:
     """The GPU that `size memory` and `size traffic --config` fit a checkpoint on."""
     parser.add_argument("--gpu-memory-gib", type=float, default=80.0, help="memory of one GPU, GiB")
     parser.add_argument(
+        "--gpu", help=f"a card ({known_gpu_names()}) whose memory replaces --gpu-memory-gib (default: not used)"
+    )
+    parser.add_argument(
         "--gpu-memory-utilization", type=float, default=0.9, help="fraction of it for weights and KV cache"
     )
     parser.add_argument(
@@ -69,6 +73,17 @@ def add_gpu_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kv-dtype", choices=sorted(BYTES_PER_ELEMENT), default="bf16", help="element type of the KV cache"
     )
+
+
+def gpu_memory(args: argparse.Namespace) -> tuple[str, int]:
+    """(what to call it, bytes): the card `--gpu` names, else `--gpu-memory-gib`. ValueError for an unknown card."""
+    if args.gpu:
+        gpus = parse_gpus([args.gpu])
+        if len(gpus) != 1:
+            raise ValueError(f"--gpu '{args.gpu}': these sizings are for one GPU")
+        gpu = gpus[0]
+        return f"{gpu.name} ({gpu.total_bytes / GIB:.1f} GiB)", gpu.total_bytes
+    return f"{args.gpu_memory_gib:g} GiB", int(args.gpu_memory_gib * GIB)
 
 
 def run_traffic(args: argparse.Namespace) -> int:
@@ -110,7 +125,7 @@ def _gpu(args: argparse.Namespace) -> GpuSpec:
     path = args.config / "config.json" if args.config.is_dir() else args.config
     return GpuSpec(
         CheckpointShape.from_file(path),
-        int(args.gpu_memory_gib * GIB),
+        gpu_memory(args)[1],
         args.gpu_memory_utilization,
         args.weights_dtype,
         args.kv_dtype,

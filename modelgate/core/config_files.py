@@ -16,6 +16,7 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from modelgate.core.bounded_json import loads_bounded
 from modelgate.core.errors import ConfigError, InvalidArgumentError
+from modelgate.core.version_policy import version_numbers
 
 CONFIG_FILE_NAMES = ("config.pbtxt", "config.yaml", "config.yml", "config.json")
 
@@ -46,6 +47,31 @@ def parse_config_mapping(mapping, source: str) -> ModelConfig:
     except json_format.ParseError as exc:
         raise ConfigError(source, _field_in(str(exc)), _with_allowed_enum_values(str(exc))) from None
     return config
+
+
+def read_model_folder_config(model_dir: Path) -> tuple[ModelConfig, str]:
+    """(config, source) from the model folder's config file, or from a lone python model.py / model.onnx.
+
+    Without a config file, a version folder holding model.py makes a python model and one holding model.onnx
+    (a file, or a folder for external data) an ONNX Runtime model; the backend's auto-complete fills the rest.
+    ConfigError when the folder has neither.
+    """
+    path = find_config_file(model_dir)
+    if path is not None:
+        return read_config_file(path), str(path)
+    if any(p.is_file() for p in _version_paths(model_dir, "model.py")):
+        return ModelConfig(backend="python"), f"{model_dir} (no config file, python model.py found)"
+    if any(p.exists() for p in _version_paths(model_dir, "model.onnx")):
+        return ModelConfig(platform="onnxruntime_onnx"), f"{model_dir} (no config file, model.onnx found)"
+    raise ConfigError(
+        str(model_dir),
+        "<file>",
+        "no config.pbtxt, config.yaml or config.json, and no <version>/model.py or <version>/model.onnx",
+    )
+
+
+def _version_paths(model_dir: Path, filename: str) -> list[Path]:
+    return [model_dir / str(v) / filename for v in version_numbers(model_dir)]
 
 
 def read_config_file(path: Path) -> ModelConfig:

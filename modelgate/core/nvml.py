@@ -75,3 +75,10 @@ def gpu_used_bytes(cuda_id: int) -> int | None:
     import pynvml
 
     return int(pynvml.nvmlDeviceGetMemoryInfo(gpu.handle).used)
+
+
+def gpu_total_bytes(gpu: NvmlGpu) -> int:
+    """The GPU's memory as NVML reports its total (what nvidia-smi shows, a little under the datasheet's)."""
+    import pynvml
+
+    return int(pynvml.nvmlDeviceGetMemoryInfo(gpu.handle).total)

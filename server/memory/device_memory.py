@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelgate.core.nvml import gpu_used_bytes, nvml_gpus
+from modelgate.core.nvml import gpu_total_bytes, gpu_used_bytes, nvml_gpus
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,7 @@ class DeviceMemory(ABC):
 
 class SystemMemory(DeviceMemory):
     def devices(self) -> list[MemoryDevice]:
-        import pynvml
-
-        gpus = [
-            MemoryDevice("GPU", gpu.cuda_id, gpu.name, int(pynvml.nvmlDeviceGetMemoryInfo(gpu.handle).total))
-            for gpu in nvml_gpus()
-        ]
+        gpus = [MemoryDevice("GPU", gpu.cuda_id, gpu.name, gpu_total_bytes(gpu)) for gpu in nvml_gpus()]
         return gpus + [MemoryDevice("CPU", 0, "host", host_total_bytes())]
 
     def used_bytes(self, device: MemoryDevice) -> int:

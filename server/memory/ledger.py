@@ -18,8 +18,9 @@ import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from modelgate.core.byte_sizes import parse_limit
 from modelgate.core.errors import UnavailableError
-from modelgate.server.memory.byte_sizes import gib, parse_limit
+from modelgate.core.memory_rules import refusal_message
 from modelgate.server.memory.device_memory import DeviceMemory, MemoryDevice
 
 
@@ -135,14 +136,10 @@ class MemoryLedger:
         by_model: dict[str, int] = {}
         for holding in self.holdings(device):
             by_model[holding.holder.model] = by_model.get(holding.holder.model, 0) + holding.bytes
-        holders = ", ".join(f"'{m}' {gib(b)}" for m, b in sorted(by_model.items(), key=lambda item: -item[1]))
-        others = [f"{d.label} {gib(self.free(d))}" for d in self.gpus() if d != device and device.kind == "GPU"]
-        return (
-            f"model '{holder.model}' version {holder.version} ({holder.instance}) needs {gib(count)} on "
-            f"{device.label} ({source}); {device.label} has {gib(max(self.free(device), 0))} free of its "
-            f"{gib(self.limit(device))} limit"
-            + (f"; held by {holders}" if holders else "")
-            + (f"; free elsewhere: {', '.join(others)}" if others else "")
+        others = {d.label: self.free(d) for d in self.gpus() if d != device and device.kind == "GPU"}
+        who = f"model '{holder.model}' version {holder.version} ({holder.instance})"
+        return refusal_message(
+            who, device.label, count, source, self.free(device), self.limit(device), by_model, others
         )
 
     # -- measuring -------------------------------------------------------------------------------------------

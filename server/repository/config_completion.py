@@ -7,13 +7,13 @@ from pathlib import Path
 from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
 
 from modelgate.backends.base import Backend, backend_for_config, load_failure_reason
-from modelgate.core.config_files import find_config_file, read_config_file
+from modelgate.core.backend_names import GPU_BACKENDS
+from modelgate.core.config_files import read_model_folder_config
 from modelgate.core.errors import ConfigError
 from modelgate.core.path_parameters import check_file_name_fields, check_override_parameters
+from modelgate.core.version_policy import select_versions, version_numbers
 from modelgate.server.gpu_devices import visible_gpu_count
 from modelgate.server.repository.config_validation import validate_model_config
-from modelgate.server.repository.layout import version_numbers
-from modelgate.server.repository.version_policy import select_versions
 from modelgate.server.scheduling.ensemble.graph import build_ensemble_graph, is_ensemble
 
 
@@ -33,27 +33,11 @@ def read_model_config(model_dir: Path, name: str, override: ModelConfig | None) 
         source = f"load request config for '{name}'"
         check_override_parameters(config, source)
     else:
-        path = find_config_file(model_dir)
-        if path is not None:
-            config, source = read_config_file(path), str(path)
-        elif any(p.is_file() for p in _version_paths(model_dir, "model.py")):
-            config, source = ModelConfig(backend="python"), f"{model_dir} (no config file, python model.py found)"
-        elif any(p.exists() for p in _version_paths(model_dir, "model.onnx")):
-            config, source = ModelConfig(platform="onnxruntime_onnx"), f"{model_dir} (no config file, model.onnx found)"
-        else:
-            raise ConfigError(
-                str(model_dir),
-                "<file>",
-                "no config.pbtxt, config.yaml or config.json, and no <version>/model.py or <version>/model.onnx",
-            )
+        config, source = read_model_folder_config(model_dir)
     if not config.name:
         config.name = name
     check_file_name_fields(config, source)
     return config, source
-
-
-def _version_paths(model_dir: Path, filename: str) -> list[Path]:
-    return [model_dir / str(v) / filename for v in version_numbers(model_dir)]
 
 
 def complete_model_config(
@@ -113,9 +97,6 @@ def _check_versions(config: ModelConfig, source: str, model_dir: Path, versions:
             raise ConfigError(source, "version_policy.specific.versions", f"versions {missing} have no folder")
 
 
-_GPU_BACKENDS = {"pytorch", "onnxruntime", "llm"}
-
-
 def _fill_defaults(config: ModelConfig, backend: Backend) -> None:
     """Defaults Triton fills: latest-1 version policy, one CPU instance group, model filename."""
     _fill_version_policy(config)
@@ -128,7 +109,7 @@ def _fill_defaults(config: ModelConfig, backend: Backend) -> None:
             group.count = 1
         if group.kind == ModelInstanceGroup.KIND_AUTO:
             # As Triton: GPU instances when GPUs are visible and the backend runs on them.
-            uses_gpu = backend.name in _GPU_BACKENDS and (group.gpus or visible_gpu_count() > 0)
+            uses_gpu = backend.name in GPU_BACKENDS and (group.gpus or visible_gpu_count() > 0)
             group.kind = ModelInstanceGroup.KIND_GPU if uses_gpu else ModelInstanceGroup.KIND_CPU
     if not config.default_model_filename:
         config.default_model_filename = backend.default_model_filename()

@@ -16,9 +16,6 @@ from pathlib import Path
 from modelgate.core.errors import InvalidArgumentError, NotFoundError
 
 _VALID_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
-# Version folders: plain ASCII decimal numbers without leading zeros, so that the folder
-# name is exactly str(version) ("²" or "٣" pass str.isdigit(), "01" would alias "1").
-_VERSION_FOLDER = re.compile(r"0|[1-9][0-9]*")
 
 
 def check_model_name(name: str) -> None:
@@ -73,11 +70,6 @@ class RepositoryLayout:
         if not location.path.is_relative_to(location.root):
             raise InvalidArgumentError(f"model '{name}' resolves outside the model repository")
         return location
-
-
-def version_numbers(model_dir: Path) -> list[int]:
-    """Numeric sub-folder names of a model folder, ascending; other folders are ignored."""
-    return sorted(int(d.name) for d in _subdirectories(model_dir) if _VERSION_FOLDER.fullmatch(d.name))
 
 
 def fingerprint(model_dir: Path) -> str:

@@ -40,7 +40,8 @@ def test_parameter_counts_match_the_published_checkpoints():
 def test_kv_bytes_per_token():
     # 2 (K and V) * layers * kv heads * head dim * bytes
     assert kv_bytes_per_token(_config(LLAMA3_8B), "bf16") == 2 * 32 * 8 * 128 * 2 == 131072
-    assert kv_bytes_per_token(_config(LLAMA3_8B), "fp8") == 65536
+    # FP8: one byte an element plus a float32 scale per (token, KV head), for K and V, as the engine stores them
+    assert kv_bytes_per_token(_config(LLAMA3_8B), "fp8") == 2 * 32 * 8 * (128 + 4) == 67584
     assert kv_bytes_per_token(_config(LLAMA3_70B), "bf16") == 2 * 80 * 8 * 128 * 2 == 327680
 
 
@@ -92,7 +93,7 @@ def test_command_line(tmp_path):
         text=True,
         check=True,
     )
-    assert "8.03 B" in result.stdout and "64.0 KiB" in result.stdout
+    assert "8.03 B" in result.stdout and "66.0 KiB" in result.stdout
     assert "concurrent sequences at 256 tokens" in result.stdout
 
 
@@ -120,6 +121,21 @@ def test_the_sizing_reader_agrees_with_the_engines_reader():
         shape, engine = CheckpointShape.from_dict(raw), DecoderConfig.from_dict(raw)
         for field in fields(shape):
             assert getattr(shape, field.name) == getattr(engine, field.name), (raw, field.name)
+
+
+def test_kv_bytes_agree_with_the_engines_cache():
+    from types import SimpleNamespace
+
+    import torch
+
+    from modelgate.backends.llm.model_runner import ModelRunner
+
+    for raw in (LLAMA3_8B, QWEN2_SMALL):
+        engine_config = DecoderConfig.from_dict(raw)
+        for dtype, name in ((torch.bfloat16, "bf16"), (torch.float8_e4m3fn, "fp8"), (torch.float32, "fp32")):
+            runner = SimpleNamespace(model_config=engine_config, kv_cache_dtype=dtype, block_size=16)
+            engine_bytes = ModelRunner.kv_bytes_per_block.fget(runner)
+            assert engine_bytes == 16 * kv_bytes_per_token(_config(raw), name), (raw, name)
 
 
 def test_a_config_without_a_needed_number_names_it(tmp_path):

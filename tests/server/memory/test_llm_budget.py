@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
 
+from modelgate.core.byte_sizes import parse_bytes, parse_limit
 from modelgate.server.loaded_model import instance_specs
-from modelgate.server.memory.byte_sizes import parse_bytes, parse_limit
 from modelgate.server.memory.ledger import Holder, InsufficientMemoryError, MemoryLedger
 from modelgate.server.memory.placement import plan_memory
 from tests.server.memory.fake_memory import GIB, FakeMemory

@@ -5,7 +5,8 @@ import os
 import pytest
 
 from modelgate.core.errors import InvalidArgumentError, NotFoundError
-from modelgate.server.repository.layout import RepositoryLayout, check_model_name, fingerprint, version_numbers
+from modelgate.core.version_policy import version_numbers
+from modelgate.server.repository.layout import RepositoryLayout, check_model_name, fingerprint
 
 
 @pytest.mark.parametrize("name", ["add_sub", "m", "Model-2", "v1.2", "_private", "9lives", "a.b-c_d"])

@@ -3,7 +3,7 @@
 import pytest
 from tritonclient.grpc.model_config_pb2 import ModelVersionPolicy
 
-from modelgate.server.repository.version_policy import select_versions
+from modelgate.core.version_policy import select_versions
 
 
 def _latest(n):
