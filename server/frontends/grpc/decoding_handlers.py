@@ -33,31 +33,38 @@ def add_decoding_servicer(
     messages: ModuleType,
     service_name: str,
     rules: Mapping[str, HeaderRule] | None = None,
+    sized: Mapping[str, Callable[[int], None]] | None = None,
 ) -> None:
     """Register `servicer`'s methods for the service `service_name` of the `messages` module (a *_pb2);
-    `rules`: method wire path -> the metadata it needs (--grpc-restricted-protocol), checked before decoding."""
+    `rules`: method wire path -> the metadata it needs (--grpc-restricted-protocol), checked before decoding;
+    `sized`: method name -> what hears the size of each of its request messages (the bytes as they came: a
+    decoded message's ByteSize() would encode it again)."""
     service = messages.DESCRIPTOR.services_by_name[service_name]
-    handlers = {method.name: _handler(servicer, method, messages) for method in service.methods}
+    sized = sized or {}
+    handlers = {
+        method.name: _handler(servicer, method, messages, sized.get(method.name, _ignore)) for method in service.methods
+    }
     register_service(server, service.full_name, handlers, rules or {})
 
 
-def _handler(servicer, method, messages: ModuleType) -> grpc.RpcMethodHandler:
+def _handler(servicer, method, messages: ModuleType, observe_size: Callable[[int], None]) -> grpc.RpcMethodHandler:
     request_class = getattr(messages, method.input_type.name)
     serializer = getattr(messages, method.output_type.name).SerializeToString
     behaviour = getattr(servicer, method.name)
     if not method.client_streaming and not method.server_streaming:
         return grpc.unary_unary_rpc_method_handler(
-            _decoding_unary(behaviour, request_class, method.name), response_serializer=serializer
+            _decoding_unary(behaviour, request_class, method.name, observe_size), response_serializer=serializer
         )
     if method.client_streaming and method.server_streaming:
         return grpc.stream_stream_rpc_method_handler(
-            _decoding_stream(behaviour, request_class, method.name), response_serializer=serializer
+            _decoding_stream(behaviour, request_class, method.name, observe_size), response_serializer=serializer
         )
     raise NotImplementedError(f"{method.full_name}: only unary-unary and stream-stream methods are served")
 
 
-def _decoding_unary(behaviour: Callable, request_class, method_name: str) -> Callable:
+def _decoding_unary(behaviour: Callable, request_class, method_name: str, observe_size) -> Callable:
     def handle(raw: bytes, context: grpc.ServicerContext):
+        observe_size(len(raw))
         try:
             request = request_class.FromString(raw)
         except DecodeError as exc:
@@ -67,16 +74,17 @@ def _decoding_unary(behaviour: Callable, request_class, method_name: str) -> Cal
     return handle
 
 
-def _decoding_stream(behaviour: Callable, request_class, method_name: str) -> Callable:
+def _decoding_stream(behaviour: Callable, request_class, method_name: str, observe_size) -> Callable:
     def handle(raw_requests: Iterator[bytes], context: grpc.ServicerContext):
-        return behaviour(_decoded(raw_requests, request_class, method_name), context)
+        return behaviour(_decoded(raw_requests, request_class, method_name, observe_size), context)
 
     return handle
 
 
-def _decoded(raw_requests: Iterator[bytes], request_class, method_name: str) -> Iterator:
+def _decoded(raw_requests: Iterator[bytes], request_class, method_name: str, observe_size) -> Iterator:
     """The stream's requests, decoded; RpcAbort (INVALID_ARGUMENT) at the first one that cannot be."""
     for raw in raw_requests:
+        observe_size(len(raw))
         try:
             yield request_class.FromString(raw)
         except DecodeError as exc:
@@ -86,3 +94,7 @@ def _decoded(raw_requests: Iterator[bytes], request_class, method_name: str) -> 
 def _problem(method_name: str, request_class, exc: DecodeError) -> str:
     full_name = request_class.DESCRIPTOR.full_name
     return f"{method_name}: the request is not a valid {full_name} protobuf message ({exc})"
+
+
+def _ignore(size: int) -> None:
+    pass

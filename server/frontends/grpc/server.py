@@ -62,7 +62,8 @@ class GrpcFrontend:
         self.max_input_size = max_input_size
         self.rules = rules_by_endpoint(restrictions or {}, GRPC_METHOD_CATEGORIES)
         self.tls = tls
-        self.service = InferenceService(dataplane, log_settings, observe_request_bytes)
+        self.service = InferenceService(dataplane, log_settings)
+        self.observe_request_bytes = observe_request_bytes
         self.server: grpc.Server | None = None
         self.health: HealthServicer | None = None
         self._pools: list[ThreadPoolExecutor] = []
@@ -89,7 +90,10 @@ class GrpcFrontend:
         )
         servicer = ThreadedServicer(self.service, asyncio.get_running_loop(), reader_pool)
         # Requests decoded by the handlers: a message protobuf cannot decode gets INVALID_ARGUMENT.
-        add_decoding_servicer(servicer, self.server, service_pb2, "GRPCInferenceService", self.rules)
+        sized = {}
+        if self.observe_request_bytes is not None:
+            sized = {"ModelInfer": self.observe_request_bytes, "ModelStreamInfer": self.observe_request_bytes}
+        add_decoding_servicer(servicer, self.server, service_pb2, "GRPCInferenceService", self.rules, sized)
         self.health = HealthServicer()
         register_service(self.server, HEALTH_SERVICE, servicer_handlers(self.health, health_pb2, "Health"), self.rules)
         bound = self._add_port(f"{address}:{port}")

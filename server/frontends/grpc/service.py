@@ -7,7 +7,6 @@ trace RPCs keep the generated servicer's UNIMPLEMENTED answers.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 import grpc
 from google.protobuf import json_format
@@ -37,21 +36,10 @@ def _aborting_on_errors(rpc):
     return wrapper
 
 
-def _ignore(size: int) -> None:
-    pass
-
-
 class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(
-        self,
-        dataplane: Dataplane,
-        log_settings: LogSettings,
-        observe_request_bytes: Callable[[int], None] | None = None,
-    ):
+    def __init__(self, dataplane: Dataplane, log_settings: LogSettings):
         self.dataplane = dataplane
         self.log_settings = log_settings
-        # The size of each inference message (ModelInfer, ModelStreamInfer), for /metrics.
-        self.observe_request_bytes = observe_request_bytes or _ignore
 
     async def ServerLive(self, request, context):
         return service_pb2.ServerLiveResponse(live=True)
@@ -89,7 +77,6 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @_aborting_on_errors
     async def ModelInfer(self, request, context):
-        self.observe_request_bytes(request.ByteSize())
         infer_request = decode_infer_request(request)
         response = await self.dataplane.infer(infer_request)
         if response.error is not None:
@@ -97,13 +84,8 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         return encode_infer_response(response)
 
     async def ModelStreamInfer(self, request_iterator, context):
-        async for message in serve_infer_stream(self.dataplane, self._observed(request_iterator)):
+        async for message in serve_infer_stream(self.dataplane, request_iterator):
             yield message
-
-    async def _observed(self, requests):
-        async for request in requests:
-            self.observe_request_bytes(request.ByteSize())
-            yield request
 
     @_aborting_on_errors
     async def RepositoryIndex(self, request, context):
