@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -96,11 +97,14 @@ class LLMModelInstance(ModelInstance):
         self.engine_config = _engine_config(spec)
         parameters = {key: value.string_value for key, value in spec.config.parameters.items()}
         self.trace = trace_recorder(spec.model_name, str(spec.model_version), parameters)  # None: tracing off
+        self._trace_writer = ThreadPoolExecutor(1, thread_name_prefix=f"llm-trace-{spec.model_name}")
         self.tokenizer = TextTokenizer(spec.version_dir)
         self._active: dict[str, _ActiveRequest] = {}
+        self._unloaded = False
         self._lock = threading.Lock()
         self._ids = itertools.count()
         llm_metrics.publish_zeros(self.labels)
+        self.series = llm_metrics.VersionSeries(self.labels)
         self.engines = EngineSupervisor(spec.model_name, self._start_engine, self._on_engine_down, self._on_engine_up)
         self.max_model_len = self.engines.client.info.max_model_len
 
@@ -118,12 +122,17 @@ class LLMModelInstance(ModelInstance):
         return ExecuteResult(responses)
 
     def unload(self) -> None:
+        """Idempotent: a second call finds nothing left to do."""
         self.engines.shutdown()
         with self._lock:
             active, self._active = self._active, {}
+            if self._unloaded:
+                return
+            self._unloaded = True
         for state in active.values():
             state.stream.fail(self._error_response(state, "the model was unloaded"))
         llm_metrics.forget(self.labels)
+        self._trace_writer.shutdown(wait=True)  # the records of finished requests are written before the file closes
         if self.trace is not None:
             self.trace.close()
 
@@ -150,20 +159,34 @@ class LLMModelInstance(ModelInstance):
         # and the abort must reach the engine after the request it aborts.
         request.response_stream.on_cancel(lambda: engine.abort(engine_id))
 
+    def _on_step(self, step: StepOutputs) -> None:
+        """On the engine client's reader thread: a step's outputs go to the event loop in one hand-off, where
+        the streams are read (one wake-up per step, rather than one per token of every stream), or are handled
+        here where no loop was lent (tests without a server)."""
+        loop = self.spec.event_loop
+        if loop is None or loop.is_closed():
+            self._on_outputs(step)
+        else:
+            loop.call_soon_threadsafe(self._on_outputs, step)
+
     def _on_outputs(self, step: StepOutputs) -> None:
-        """Runs on the engine client's reader thread."""
+        """Runs on the event loop (or the reader thread, see _on_step)."""
         llm_metrics.record_engine_stats(self.labels, step.stats)
         now = time.monotonic()
-        for output in step.outputs:
-            with self._lock:
-                state = self._active.get(output.request_id)
+        with self._lock:  # once per step: execute adds requests from the instance thread
+            states = [self._active.get(output.request_id) for output in step.outputs]
+            for state, output in zip(states, step.outputs):
                 if state is not None and output.finished:
                     del self._active[output.request_id]
+        new_tokens = 0
+        for state, output in zip(states, step.outputs):
             if state is not None:
-                self._deliver(state, output, now)
+                new_tokens += self._deliver(state, output, now)
+        if new_tokens:
+            self.series.generation_tokens.inc(new_tokens)
 
     def _start_engine(self, on_exit) -> EngineClient:
-        return EngineClient(self.spec.version_dir, self.engine_config, self._on_outputs, on_exit)
+        return EngineClient(self.spec.version_dir, self.engine_config, self._on_step, on_exit)
 
     def _on_engine_down(self, reason: str) -> None:
         """The engine died (on its reader thread): its requests fail, the model is UNAVAILABLE until it is back."""
@@ -179,14 +202,15 @@ class LLMModelInstance(ModelInstance):
         if self.spec.report_health is not None:
             self.spec.report_health(reason)
 
-    def _deliver(self, state: _ActiveRequest, output: RequestOutput, now: float) -> None:
-        self._observe(state, output, now)
+    def _deliver(self, state: _ActiveRequest, output: RequestOutput, now: float) -> int:
+        """Hand one output to its request's stream; returns its new tokens."""
+        new_tokens = self._observe(state, output, now)
         state.text += output.new_text
         state.token_ids.extend(output.new_token_ids)
         state.logprobs.extend(output.logprobs)
         finished = output.finished
         if state.stream.is_cancelled():
-            return
+            return new_tokens
         state.unsent += len(output.new_token_ids)
         if state.generation.stream:
             if output.new_text or finished:
@@ -199,6 +223,7 @@ class LLMModelInstance(ModelInstance):
         elif finished:
             text = state.text if state.generation.exclude_input_in_output else state.generation.prompt_text + state.text
             state.stream.send(self._response(state, output, text, state.token_ids, state.logprobs), is_final=True)
+        return new_tokens
 
     def _response(self, state: _ActiveRequest, output: RequestOutput, text: str, token_ids, logprobs) -> InferResponse:
         values = {
@@ -212,24 +237,25 @@ class LLMModelInstance(ModelInstance):
             self.spec.model_name, str(self.spec.model_version), state.request.id, state.wanted, values
         )
 
-    def _observe(self, state: _ActiveRequest, output: RequestOutput, now: float) -> None:
-        labels = self.labels
+    def _observe(self, state: _ActiveRequest, output: RequestOutput, now: float) -> int:
+        """Record the output's latencies; returns its new tokens (counted once per step by the caller)."""
+        series = self.series
         new_tokens = len(output.new_token_ids)
         if output.queue_time_s is not None:
-            llm_metrics.QUEUE_TIME.labels(*labels).observe(output.queue_time_s)
+            series.queue_time.observe(output.queue_time_s)
         if new_tokens:
             if state.last_token_time is None:
                 state.first_token_time = now
-                llm_metrics.TIME_TO_FIRST_TOKEN.labels(*labels).observe(now - state.arrival)
+                series.time_to_first_token.observe(now - state.arrival)
             else:
-                llm_metrics.INTER_TOKEN_LATENCY.labels(*labels).observe((now - state.last_token_time) / new_tokens)
+                series.inter_token_latency.observe((now - state.last_token_time) / new_tokens)
             state.last_token_time = now
-            llm_metrics.GENERATION_TOKENS.labels(*labels).inc(new_tokens)
         if output.finished:
-            llm_metrics.END_TO_END_LATENCY.labels(*labels).observe(now - state.arrival)
-            llm_metrics.PROMPT_TOKENS.labels(*labels).inc(output.num_prompt_tokens)
-            if self.trace is not None:  # on the reader thread: file writes never block the event loop
-                self.trace.record(state.arrival, state.first_token_time, now, output)
+            series.end_to_end_latency.observe(now - state.arrival)
+            series.prompt_tokens.inc(output.num_prompt_tokens)
+            if self.trace is not None:  # on a thread of its own: file writes never block the event loop
+                self._trace_writer.submit(self.trace.record, state.arrival, state.first_token_time, now, output)
+        return new_tokens
 
     def _fail_all(self, message: str) -> None:
         with self._lock:

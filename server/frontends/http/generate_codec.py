@@ -14,7 +14,7 @@ from typing import Any
 from modelgate.core.errors import InvalidArgumentError, ModelExecutionError
 from modelgate.core.inference_types import InferRequest, InferResponse, InferTensor
 from modelgate.core.tensors import datatypes
-from modelgate.server.frontends.http.json_tensors import array_to_json, bytes_are_utf8, json_to_array
+from modelgate.server.frontends.http.json_tensors import array_to_json, json_to_array
 
 
 def decode_generate_request(body: dict, model_name: str, model_version: str, metadata: dict) -> InferRequest:
@@ -38,12 +38,13 @@ def encode_generate_response(response: InferResponse) -> dict[str, Any]:
     if response.id:
         body["id"] = response.id
     for output in response.outputs:
-        if output.datatype == "BYTES" and not bytes_are_utf8(output.data):
+        try:  # BYTES elements are decoded here: one pass checks they are UTF-8 and converts them
+            values = array_to_json(output.data)
+        except UnicodeDecodeError:
             raise ModelExecutionError(
                 f"output '{output.name}' of model '{response.model_name}' holds bytes that are not UTF-8, "
                 "which generate cannot return as JSON text; use the infer API with binary data"
-            )
-        values = array_to_json(output.data)
+            ) from None
         body[output.name] = values[0] if len(values) == 1 else values
     for key, value in response.parameters.items():
         body.setdefault(key, value)

@@ -31,8 +31,8 @@ def json_to_array(data, datatype: DataType, shape: tuple[int, ...], where: str) 
 def array_to_json(array: np.ndarray) -> list:
     """Flat row-major list; BYTES elements as UTF-8 strings (caller checks they decode)."""
     flat = array.reshape(-1)
-    if flat.dtype == object:
-        return [e.decode("utf-8") if isinstance(e, (bytes, bytearray)) else str(e) for e in flat]
+    if flat.dtype == object:  # tolist() first: iterating a numpy array boxes each element (4x slower)
+        return [e.decode("utf-8") if isinstance(e, (bytes, bytearray)) else str(e) for e in flat.tolist()]
     if flat.dtype.kind == "V" or flat.dtype.name == "bfloat16":
         return flat.astype(np.float32).tolist()
     return flat.tolist()

@@ -1,0 +1,103 @@
+"""The server process's CPU per streamed token, by protocol: what serving adds on top of the engine.
+
+Starts `modelgate serve` over the example tiny_llm (CPU engine, --max-num-seqs streams at once) and loads it
+with `modelgate bench llm` over each protocol. The server's CPU is its own process's user + system time
+(every thread: frontends, event loop, the engine client's reader), not the engine process's; the tokens are
+the server's `modelgate_llm_generation_tokens_total`. The engine's own rate on this machine bounds tok/s;
+the figure to watch is µs of server CPU per token (issue 18's goal: under 15).
+
+    python benchmarks/llm_server_cpu_per_token.py [--protocols generate_stream,grpc] [--concurrency 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINT = ROOT / "model_repository" / "tiny_llm" / "1"
+CONFIG = """name: "tiny_llm"
+backend: "llm"
+instance_group [ {{ count: 1 kind: KIND_CPU }} ]
+parameters {{ key: "max_model_len" value {{ string_value: "256" }} }}
+parameters {{ key: "num_kv_blocks" value {{ string_value: "{blocks}" }} }}
+parameters {{ key: "block_size" value {{ string_value: "16" }} }}
+parameters {{ key: "max_num_seqs" value {{ string_value: "{seqs}" }} }}
+parameters {{ key: "show_progress" value {{ string_value: "false" }} }}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def generated_tokens(metrics_port: int) -> float:
+    text = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30).text
+    found = re.findall(r"^modelgate_llm_generation_tokens_total\{[^}]*\} ([0-9.e+]+)$", text, re.M)
+    return sum(float(value) for value in found)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--protocols", default="generate_stream,openai-completions,grpc")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--num-requests", type=int, default=256)
+    parser.add_argument("--isl", type=int, default=32)
+    parser.add_argument("--osl", type=int, default=96)
+    args = parser.parse_args()
+    repository = Path(tempfile.mkdtemp())
+    (repository / "tiny_llm").mkdir()
+    (repository / "tiny_llm" / "1").symlink_to(CHECKPOINT)
+    blocks = args.concurrency * ((args.isl + args.osl) // 16 + 2)
+    (repository / "tiny_llm" / "config.pbtxt").write_text(CONFIG.format(blocks=blocks, seqs=args.concurrency))
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    log = (repository / "server.log").open("w")
+    command = [sys.executable, "-m", "modelgate", "serve", "--model-repository", str(repository)]
+    command += ["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
+    command += ["--allow-cpu-metrics", "false"]
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        for _ in range(120):
+            try:
+                if requests.get(f"http://127.0.0.1:{http}/v2/health/ready", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        print(f"tiny_llm, {args.concurrency} streams, ISL/OSL {args.isl}/{args.osl}, {args.num_requests} requests")
+        print("\n| protocol | output tok/s | server CPU s | server CPU per token (µs) |\n| --- | --- | --- | --- |")
+        for protocol in args.protocols.split(","):
+            url = f"127.0.0.1:{grpc if protocol == 'grpc' else http}"
+            bench = [sys.executable, "-m", "modelgate", "bench", "llm", "--url", url, "-m", "tiny_llm"]
+            bench += ["--protocol", protocol, "--tokenizer", str(CHECKPOINT), "--isl", str(args.isl)]
+            bench += ["--osl", str(args.osl), "--concurrency", str(args.concurrency), "--no-progress"]
+            bench += ["--num-requests", str(args.num_requests), "--extra-body", '{"ignore_eos": true}']
+            tokens, cpu, started = generated_tokens(metrics), process_cpu_seconds(server.pid), time.monotonic()
+            subprocess.run(bench, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+            elapsed = time.monotonic() - started
+            tokens = generated_tokens(metrics) - tokens
+            cpu = process_cpu_seconds(server.pid) - cpu
+            print(f"| {protocol} | {tokens / elapsed:,.0f} | {cpu:.2f} | {cpu / tokens * 1e6:.1f} |")
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+if __name__ == "__main__":
+    main()
