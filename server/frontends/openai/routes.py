@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from modelgate.core.bounded_json import loads_bounded
-from modelgate.core.errors import InvalidArgumentError, ModelgateError
+from modelgate.core.errors import InvalidArgumentError, ModelgateError, drop_traceback
 from modelgate.server.dataplane import Dataplane
 from modelgate.server.frontends.openai.generation import (
     ChoiceDelta,
@@ -59,6 +59,7 @@ class _OpenAIHandlers:
                 indexes = list(range(number * body.n, (number + 1) * body.n))
                 started += await start_choices(self.dataplane, body.model, ("text_input", prompt), sampling, indexes)
         except ModelgateError as exc:
+            drop_traceback(exc)  # see drop_traceback: the frames hold the request body
             return openai_error(exc.http_status, exc.message)
         encoder = _CompletionEncoder(body, prompts)
         return await _respond(request, body, started, encoder)
@@ -74,6 +75,7 @@ class _OpenAIHandlers:
                 self.dataplane, body.model, ("chat_messages", json.dumps(messages)), sampling, list(range(body.n))
             )
         except ModelgateError as exc:
+            drop_traceback(exc)  # see drop_traceback: the frames hold the request body
             return openai_error(exc.http_status, exc.message)
         return await _respond(request, body, started, _ChatEncoder(body))
 
