@@ -43,8 +43,17 @@ from modelgate.server.large_allocations import return_large_blocks_to_the_os  # 
 NUM_RSS_SAMPLES = 12  # of the server's RSS during the soak: growth that levels off is no leak
 
 
-def run_soak(work_dir: Path, duration_s: float, with_ensemble: bool = True, num_hostile_senders: int = 2) -> SoakResult:
-    """Start a server in `work_dir`, warm it up with one round of every kind, then soak it for `duration_s`."""
+def run_soak(
+    work_dir: Path,
+    duration_s: float,
+    with_ensemble: bool = True,
+    num_hostile_senders: int = 2,
+    good_pause_s: float = 0.0,
+) -> SoakResult:
+    """Start a server in `work_dir`, warm it up with one round of every kind, then soak it for `duration_s`.
+
+    `good_pause_s`: each good sender's wait between requests (0: closed loop).
+    """
     # The clients' process too: its 10 MB requests would otherwise pile up in its own heaps.
     return_large_blocks_to_the_os()
     with serving(work_dir, with_ensemble) as (server, target):
@@ -56,7 +65,7 @@ def run_soak(work_dir: Path, duration_s: float, with_ensemble: bool = True, num_
         rss_start, tree_start, lag_start = rss_mb(pid), tree_rss_mb(server), loop_lag(target.metrics_url)
         started = time.monotonic()
         timeline = [rss_start]
-        with traffic(target, tallies, kinds, HOSTILE_REQUESTS, num_hostile_senders):
+        with traffic(target, tallies, kinds, HOSTILE_REQUESTS, num_hostile_senders, good_pause_s):
             while (left := started + duration_s - time.monotonic()) > 0:
                 time.sleep(min(left, duration_s / NUM_RSS_SAMPLES))
                 timeline.append(rss_mb(pid))
@@ -79,9 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=180, help="seconds of mixed traffic after the warm-up")
     parser.add_argument("--hostile-senders", type=int, default=2, help="threads sending hostile requests")
     parser.add_argument("--no-ensemble", action="store_true", help="serve and send no ensemble")
+    parser.add_argument(
+        "--good-pause", type=float, default=0.0, help="seconds each good sender waits between requests (0: closed loop)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="soak-") as work_dir:
-        result = run_soak(Path(work_dir), args.duration, not args.no_ensemble, args.hostile_senders)
+        result = run_soak(Path(work_dir), args.duration, not args.no_ensemble, args.hostile_senders, args.good_pause)
     print_report(result, sys.stdout)
     return 1 if problems(result) else 0
 

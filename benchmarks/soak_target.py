@@ -43,13 +43,14 @@ class LoopLag:
 
     max_s: float  # the largest lag since the server started serving
     num_probes: int  # probes run so far
-    num_stalls: int  # of those, probes that ran STALL_S or more late
+    num_stalls: int  # of those, probes that ran the stall bound (`loop_lag`'s `stall_s`) or more late
 
     def stalls_since(self, earlier: LoopLag) -> int:
         return self.num_stalls - earlier.num_stalls
 
 
-def loop_lag(metrics_url: str) -> LoopLag:
+def loop_lag(metrics_url: str, stall_s: float = STALL_S) -> LoopLag:
+    """The figures now; `stall_s` must be a bucket bound of the histogram (server_metrics.py)."""
     samples = {
         (sample.name, sample.labels.get("le")): sample.value
         for family in text_string_to_metric_families(_get(metrics_url))
@@ -57,7 +58,7 @@ def loop_lag(metrics_url: str) -> LoopLag:
         for sample in family.samples
     }
     num_probes = samples[(f"{LAG}_count", None)]
-    on_time = samples[(f"{LAG}_bucket", _bucket_label(STALL_S))]
+    on_time = samples[(f"{LAG}_bucket", _bucket_label(stall_s))]
     return LoopLag(samples[(LAG_MAX, None)], int(num_probes), int(num_probes - on_time))
 
 

@@ -99,10 +99,16 @@ def traffic(
     good_kinds: list[Callable[[Target], GoodRequest]],
     hostile: list[HostileRequest],
     num_hostile_senders: int = 2,
+    good_pause_s: float = 0.0,
 ) -> Iterator[None]:
-    """Senders run while the block runs; on leaving it they finish the request in hand and stop."""
+    """Senders run while the block runs; on leaving it they finish the request in hand and stop.
+
+    `good_pause_s`: how long each good sender waits between its requests (0: closed loop, as fast as answered).
+    """
     stop = threading.Event()
-    threads = [threading.Thread(target=_good_loop, args=(kind, target, tallies, stop)) for kind in good_kinds]
+    threads = [
+        threading.Thread(target=_good_loop, args=(kind, target, tallies, stop, good_pause_s)) for kind in good_kinds
+    ]
     for number in range(num_hostile_senders if hostile else 0):
         start = number * len(hostile) // num_hostile_senders
         order = hostile[start:] + hostile[:start]
@@ -117,7 +123,9 @@ def traffic(
             thread.join()
 
 
-def _good_loop(kind: Callable[[Target], GoodRequest], target: Target, tallies: Tallies, stop: threading.Event) -> None:
+def _good_loop(
+    kind: Callable[[Target], GoodRequest], target: Target, tallies: Tallies, stop: threading.Event, pause_s: float
+) -> None:
     try:
         request = kind(target)
     except Exception as exc:  # the clients could not even be opened: one failure, and this kind stops
@@ -126,6 +134,7 @@ def _good_loop(kind: Callable[[Target], GoodRequest], target: Target, tallies: T
     try:
         while not stop.is_set():
             tallies.record_good(request.name, _failure(request.send))
+            stop.wait(pause_s)
     finally:
         request.close()
 

@@ -15,12 +15,16 @@ import pytest
 
 from benchmarks.soak_good_requests import grpc_add_sub, http_add_sub
 from benchmarks.soak_hostile_requests import HOSTILE_REQUESTS
-from benchmarks.soak_target import STALL_S, Target, loop_lag
+from benchmarks.soak_target import Target, loop_lag
 from benchmarks.soak_traffic import Tallies, send_hostile, traffic
 from tests.server_harness import copy_example_model, start_server
 
 MAX_INPUT_SIZE = 16 << 20  # room for the 10 MB prompts; a chunked body past it costs 16 MiB to send
-ROUNDS = 2  # each hostile request is sent this many times, all at once
+# The clients run in this process too, and share its GIL with the server's loop: encoding a 10 MB prompt holds
+# it for tens of ms, so the lag seen here is the server's and theirs (up to 0.3 s on a loaded 2-core machine,
+# against 0.13 s for the server alone; benchmarks/soak.py holds the server alone to 0.5 s). A 10 s stall, as
+# issue 16 found, is far past either bound.
+MAX_LAG_S = 1.0  # a bucket bound of modelgate_event_loop_lag_seconds
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +39,12 @@ def target(tmp_path_factory):
 
 def test_hostile_requests_at_once_leave_add_sub_served_and_the_loop_free(target):
     tallies = Tallies()
-    lag_before = loop_lag(target.metrics_url)
-    hostile = HOSTILE_REQUESTS * ROUNDS
+    lag_before = loop_lag(target.metrics_url, MAX_LAG_S)
+    hostile = HOSTILE_REQUESTS
     with traffic(target, tallies, [http_add_sub, grpc_add_sub], hostile=[]):  # the probe, until all are answered
         with ThreadPoolExecutor(len(hostile)) as pool:
             outcomes = list(pool.map(lambda request: send_hostile(request, target, tallies), hostile))
-    lag_after = loop_lag(target.metrics_url)
+    lag_after = loop_lag(target.metrics_url, MAX_LAG_S)
 
     assert [(request.name, outcome) for request, outcome in zip(hostile, outcomes)] == [
         (request.name, request.expected) for request in hostile
@@ -51,5 +55,5 @@ def test_hostile_requests_at_once_leave_add_sub_served_and_the_loop_free(target)
     }
     assert all(tally.num_sent > 0 for tally in tallies.good.values())
     assert lag_after.num_probes > lag_before.num_probes  # the loop's probe ran meanwhile
-    assert lag_after.stalls_since(lag_before) == 0, f"a probe ran {STALL_S} s late or more: the loop stalled"
-    assert lag_after.max_s < STALL_S
+    assert lag_after.stalls_since(lag_before) == 0, f"a probe ran {MAX_LAG_S} s late or more: the loop stalled"
+    assert lag_after.max_s < MAX_LAG_S
