@@ -13,6 +13,7 @@ from modelgate.server.dataplane import Dataplane
 from modelgate.server.frontends.grpc.server import GrpcFrontend
 from modelgate.server.frontends.http.app import create_http_app
 from modelgate.server.hardware_metrics import HardwareSampler, start_hardware_sampler
+from modelgate.server.large_allocations import return_large_blocks_to_the_os
 from modelgate.server.log_settings import LogSettings
 from modelgate.server.loop_lag import LoopLagProbe
 from modelgate.server.memory.device_memory import SystemMemory
@@ -194,6 +195,7 @@ async def serve_forever(settings: ServerSettings) -> bool:
     """Run until SIGINT/SIGTERM, then stop within --exit-timeout-secs; whether everything stopped in time."""
     import signal
 
+    return_large_blocks_to_the_os()  # the whole process's choice: so here, not in ModelgateServer (tests embed it)
     server = ModelgateServer(settings)
     await server.start()
     stop = asyncio.Event()

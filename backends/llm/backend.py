@@ -29,7 +29,7 @@ from modelgate.backends.llm.generation_request import GenerationRequest, parse_g
 from modelgate.backends.llm.llm_responses import OUTPUT_NAMES, build_response, logprobs_json
 from modelgate.backends.llm.tokenizer import TextTokenizer
 from modelgate.backends.llm.trace_recorder import TRACE_PARAMETERS, trace_recorder
-from modelgate.core.errors import ConfigError, ModelExecutionError, ModelgateError, UnavailableError
+from modelgate.core.errors import ConfigError, ModelExecutionError, ModelgateError, UnavailableError, drop_traceback
 from modelgate.core.inference_types import InferRequest, InferResponse
 from modelgate.core.response_stream import ResponseStream
 
@@ -117,7 +117,7 @@ class LLMModelInstance(ModelInstance):
             try:
                 self._submit(request)
             except ModelgateError as exc:
-                response.error = exc
+                response.error = drop_traceback(exc)  # a value now: this frame holds `response`, a cycle
             responses.append(response)
         return ExecuteResult(responses)
 

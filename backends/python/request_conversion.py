@@ -13,7 +13,7 @@ import numpy as np
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 import modelgate.backends.python.triton_python_backend_utils as pb_utils
-from modelgate.core.errors import ModelExecutionError, ModelgateError, error_from_triton_code
+from modelgate.core.errors import ModelExecutionError, ModelgateError, drop_traceback, error_from_triton_code
 from modelgate.core.inference_types import InferRequest, InferResponse, InferTensor
 from modelgate.core.tensors import datatypes
 from modelgate.core.tensors.device_tensors import is_device_tensor
@@ -70,7 +70,7 @@ def from_pb_response(pb_response, request: InferRequest, config: ModelConfig, ve
         response.outputs = _outputs(pb_response, request, config)
         response.parameters = _parameters(pb_response, request.model_name)
     except ModelgateError as exc:
-        response.error = exc
+        response.error = drop_traceback(exc)  # a value now: this frame holds `response`, a cycle
     return response
 
 

@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from modelgate.core.errors import ModelgateError
+from modelgate.core.errors import ModelgateError, drop_traceback
 from modelgate.server.frontends.openai.responses import openai_error
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ async def error_middleware(request: web.Request, handler):
     try:
         return await handler(request)
     except ModelgateError as exc:
+        drop_traceback(exc)  # its frames hold the request: freed now, not at the next full collection
         return error_response(exc.http_status, exc.message)
     except web.RequestPayloadError as exc:  # e.g. a body that is not what Content-Encoding says
         return error_response(400, f"request body cannot be read: {_payload_problem(exc)}")

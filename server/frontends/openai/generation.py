@@ -65,6 +65,26 @@ async def start_choices(
     return started
 
 
+async def start_prompts(
+    dataplane: Dataplane, model: str, prompt_inputs: list[tuple[str, str]], sampling: dict, n: int
+) -> list[tuple[int, ResponseStream, ChoiceDelta]]:
+    """`n` choices of each prompt, indexed prompt by prompt; raises the first refusal.
+
+    Whatever ends the starting (a later prompt refused, the client gone) cancels the choices of the prompts
+    started before it: nobody would read them, and each would run to its last token.
+    """
+    started: list[tuple[int, ResponseStream, ChoiceDelta]] = []
+    try:
+        for number, prompt_input in enumerate(prompt_inputs):
+            indexes = list(range(number * n, (number + 1) * n))
+            started += await start_choices(dataplane, model, prompt_input, sampling, indexes)
+    except BaseException:
+        for _, stream, _ in started:
+            stream.cancel()
+        raise
+    return started
+
+
 async def merged_deltas(started: list[tuple[int, ResponseStream, ChoiceDelta]]) -> AsyncIterator[ChoiceDelta]:
     """Every choice's deltas (the awaited first ones included) until all finished."""
     queue: asyncio.Queue = asyncio.Queue()

@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from modelgate.core.bounded_json import loads_bounded
-from modelgate.core.errors import InvalidArgumentError, ModelgateError
+from modelgate.core.errors import InvalidArgumentError, ModelgateError, drop_traceback
 from modelgate.server.dataplane import Dataplane
 from modelgate.server.frontends.openai.generation import (
     ChoiceDelta,
@@ -17,6 +17,7 @@ from modelgate.server.frontends.openai.generation import (
     llm_model_names,
     merged_deltas,
     start_choices,
+    start_prompts,
 )
 from modelgate.server.frontends.openai.responses import (
     chat_logprobs,
@@ -54,11 +55,10 @@ class _OpenAIHandlers:
             check_llm_model(self.dataplane, body.model)
             prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
             sampling = body.sampling_fields(body.max_tokens, body.logprobs)
-            started = []
-            for number, prompt in enumerate(prompts):
-                indexes = list(range(number * body.n, (number + 1) * body.n))
-                started += await start_choices(self.dataplane, body.model, ("text_input", prompt), sampling, indexes)
+            prompt_inputs = [("text_input", prompt) for prompt in prompts]
+            started = await start_prompts(self.dataplane, body.model, prompt_inputs, sampling, body.n)
         except ModelgateError as exc:
+            drop_traceback(exc)  # see drop_traceback: the frames hold the request body
             return openai_error(exc.http_status, exc.message)
         encoder = _CompletionEncoder(body, prompts)
         return await _respond(request, body, started, encoder)
@@ -74,6 +74,7 @@ class _OpenAIHandlers:
                 self.dataplane, body.model, ("chat_messages", json.dumps(messages)), sampling, list(range(body.n))
             )
         except ModelgateError as exc:
+            drop_traceback(exc)  # see drop_traceback: the frames hold the request body
             return openai_error(exc.http_status, exc.message)
         return await _respond(request, body, started, _ChatEncoder(body))
 
