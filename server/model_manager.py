@@ -129,10 +129,6 @@ class ModelManager:
             return True
         return any(s.reason not in (EVICTED, "unloaded", "") for s in entry.statuses.values())
 
-    def is_idle_and_loaded(self, name: str) -> bool:
-        entry = self._entries.get(name)
-        return entry is not None and bool(entry.serving) and not entry.lock.locked()
-
     async def forget(self, name: str) -> None:
         """Unload a model removed from the repository and drop it from the index."""
         entry = self._entries.get(name)

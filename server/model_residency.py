@@ -126,7 +126,7 @@ class ModelResidency:
             for model in holders
             if model != keep
             and model not in self.pinned
-            and (not idle or (model not in self._in_flight and self.manager.is_idle_and_loaded(model)))
+            and (not idle or (model not in self._in_flight and self.manager.ready_versions(model)))
         ]
         return min(candidates, key=lambda model: self._last_used.get(model, 0.0), default=None)
 

@@ -32,3 +32,12 @@ class BudgetMeter:
                 return max(used - self._used_at_start, torch.cuda.memory_reserved(self.device))
         logger.warning("NVML unavailable: the engine's memory budget leaves out its CUDA context")
         return torch.cuda.memory_reserved(self.device)
+
+    def free_for_kv(self, budget_bytes: int | None, utilization: float) -> float:
+        """What the KV cache, the activations and the graphs may take now that the weights are in: the rest of
+        the budget, or without one, what the GPU has free beyond (1 - utilization) of it."""
+        torch.cuda.empty_cache()
+        if budget_bytes is not None:
+            return budget_bytes - self.spent_bytes()
+        free, total = torch.cuda.mem_get_info(self.device)
+        return free - (1 - utilization) * total

@@ -276,21 +276,15 @@ class ModelRunner:
         the largest step and the CUDA graphs' memory (a decode step at the largest graph batch size)."""
         if self.device.type != "cuda":
             raise ValueError("on the CPU, num_kv_blocks (a KV token budget) must be configured")
-        torch.cuda.empty_cache()
-        free, total = torch.cuda.mem_get_info(self.device)
-        if self.config.memory_budget_bytes is not None:  # the weights and context's share, before any activation
-            free = self.config.memory_budget_bytes - self.budget.spent_bytes()
+        free = self.budget.free_for_kv(self.config.memory_budget_bytes, self.config.gpu_memory_utilization)
         step_peak = self._activation_peak_bytes(self.config.max_num_batched_tokens, self.config.max_num_seqs)
         graph_sizes = self.config.cuda_graph_batch_sizes
         graphs_peak = self._activation_peak_bytes(max(graph_sizes), max(graph_sizes)) if graph_sizes else 0
-        if self.config.memory_budget_bytes is not None:
-            budget = free - step_peak - graphs_peak
-        else:
-            budget = free - (1 - self.config.gpu_memory_utilization) * total - step_peak - graphs_peak
+        budget = free - step_peak - graphs_peak
         blocks = int(budget // self.kv_bytes_per_block)
         if blocks < 1:
             raise ValueError(
-                f"no GPU memory left for the KV cache ({free / 2**30:.1f} GiB free after the weights, activations "
+                f"no GPU memory left for the KV cache ({free / 2**30:.1f} GiB left after the weights, activations "
                 f"need {(step_peak + graphs_peak) / 2**30:.1f} GiB); raise gpu_memory_utilization or lower "
                 f"max_num_batched_tokens"
             )
