@@ -40,14 +40,13 @@ def target(tmp_path_factory):
 def test_hostile_requests_at_once_leave_add_sub_served_and_the_loop_free(target):
     tallies = Tallies()
     lag_before = loop_lag(target.metrics_url, MAX_LAG_S)
-    hostile = HOSTILE_REQUESTS
     with traffic(target, tallies, [http_add_sub, grpc_add_sub], hostile=[]):  # the probe, until all are answered
-        with ThreadPoolExecutor(len(hostile)) as pool:
-            outcomes = list(pool.map(lambda request: send_hostile(request, target, tallies), hostile))
+        with ThreadPoolExecutor(len(HOSTILE_REQUESTS)) as pool:
+            outcomes = list(pool.map(lambda request: send_hostile(request, target, tallies), HOSTILE_REQUESTS))
     lag_after = loop_lag(target.metrics_url, MAX_LAG_S)
 
-    assert [(request.name, outcome) for request, outcome in zip(hostile, outcomes)] == [
-        (request.name, request.expected) for request in hostile
+    assert [(request.name, outcome) for request, outcome in zip(HOSTILE_REQUESTS, outcomes)] == [
+        (request.name, request.expected) for request in HOSTILE_REQUESTS
     ]
     assert {name: (tally.num_failed, tally.failures) for name, tally in tallies.good.items()} == {
         "HTTP infer add_sub": (0, []),
