@@ -41,3 +41,23 @@ class BudgetMeter:
             return budget_bytes - self.spent_bytes()
         free, total = torch.cuda.mem_get_info(self.device)
         return free - (1 - utilization) * total
+
+
+def kv_blocks(free: float, step_peak: int, graphs_peak: int, bytes_per_block: int, block_size: int) -> int:
+    """KV blocks in `free` bytes once the activations' and graphs' peaks are kept aside; ValueError if none fit."""
+    blocks = int((free - step_peak - graphs_peak) // bytes_per_block)
+    if blocks < 1:
+        raise ValueError(
+            f"no GPU memory left for the KV cache ({free / 2**30:.1f} GiB left after the weights, activations "
+            f"need {(step_peak + graphs_peak) / 2**30:.1f} GiB); raise gpu_memory_utilization or lower "
+            f"max_num_batched_tokens"
+        )
+    logger.info(
+        "KV cache: %d blocks of %d tokens (%.1f GiB); activations peak %.2f GiB, graphs %.2f GiB",
+        blocks,
+        block_size,
+        blocks * bytes_per_block / 2**30,
+        step_peak / 2**30,
+        graphs_peak / 2**30,
+    )
+    return blocks

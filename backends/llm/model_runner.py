@@ -16,7 +16,7 @@ import torch
 
 from modelgate.backends.llm.attention.metadata import AttentionMetadata
 from modelgate.backends.llm.attention.torch_paged import TorchPagedAttention
-from modelgate.backends.llm.memory_budget import BudgetMeter
+from modelgate.backends.llm.memory_budget import BudgetMeter, kv_blocks
 from modelgate.backends.llm.models.llama import DecoderForCausalLM
 from modelgate.backends.llm.models.model_config import DecoderConfig
 from modelgate.backends.llm.models.weight_loader import checkpoint_has_fp8_weights, load_weights
@@ -272,31 +272,16 @@ class ModelRunner:
         )
 
     def _blocks_that_fit(self) -> int:
-        """KV blocks that fit in gpu_memory_utilization of the GPU, after the weights, the activations' peak of
-        the largest step and the CUDA graphs' memory (a decode step at the largest graph batch size)."""
+        """KV blocks that fit in the engine's memory budget (or gpu_memory_utilization of the GPU), after the
+        weights, the activations' peak of the largest step and the CUDA graphs' memory (a decode step at the
+        largest graph batch size)."""
         if self.device.type != "cuda":
             raise ValueError("on the CPU, num_kv_blocks (a KV token budget) must be configured")
         free = self.budget.free_for_kv(self.config.memory_budget_bytes, self.config.gpu_memory_utilization)
         step_peak = self._activation_peak_bytes(self.config.max_num_batched_tokens, self.config.max_num_seqs)
         graph_sizes = self.config.cuda_graph_batch_sizes
         graphs_peak = self._activation_peak_bytes(max(graph_sizes), max(graph_sizes)) if graph_sizes else 0
-        budget = free - step_peak - graphs_peak
-        blocks = int(budget // self.kv_bytes_per_block)
-        if blocks < 1:
-            raise ValueError(
-                f"no GPU memory left for the KV cache ({free / 2**30:.1f} GiB left after the weights, activations "
-                f"need {(step_peak + graphs_peak) / 2**30:.1f} GiB); raise gpu_memory_utilization or lower "
-                f"max_num_batched_tokens"
-            )
-        logger.info(
-            "KV cache: %d blocks of %d tokens (%.1f GiB); activations peak %.2f GiB, graphs %.2f GiB",
-            blocks,
-            self.block_size,
-            blocks * self.kv_bytes_per_block / 2**30,
-            step_peak / 2**30,
-            graphs_peak / 2**30,
-        )
-        return blocks
+        return kv_blocks(free, step_peak, graphs_peak, self.kv_bytes_per_block, self.block_size)
 
     @torch.inference_mode()
     def _activation_peak_bytes(self, num_tokens: int, num_sampled: int) -> int:
