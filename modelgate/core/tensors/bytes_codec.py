@@ -40,7 +40,7 @@ def element_as_bytes(element) -> bytes:
 def serialize_bytes_tensor(array: np.ndarray) -> bytes:
     """Serialize the elements of `array` (C order) as length-prefixed bytes."""
     parts = []
-    for element in array.reshape(-1):
+    for element in array.reshape(-1).tolist():  # tolist(): iterating the array would box each element
         data = element_as_bytes(element)
         parts.append(_LENGTH.pack(len(data)))
         parts.append(data)

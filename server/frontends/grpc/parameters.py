@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from tritonclient.grpc import service_pb2
-
 from modelgate.core.errors import InvalidArgumentError
 
 
@@ -32,9 +30,3 @@ def fill_parameters(target, values: dict[str, Any]) -> None:
             parameter.string_param = value
         else:
             raise InvalidArgumentError(f"parameter '{key}' of type {type(value).__name__} has no gRPC form")
-
-
-def infer_parameter(value: Any) -> service_pb2.InferParameter:
-    parameters = service_pb2.ModelInferResponse().parameters
-    fill_parameters(parameters, {"v": value})
-    return parameters["v"]

@@ -23,7 +23,6 @@ from modelgate.core.inference_types import InferRequest
 from modelgate.core.response_stream import ResponseStream, StreamItem
 from modelgate.server.dataplane import Dataplane
 from modelgate.server.frontends.grpc.infer_codec import decode_infer_request, encode_infer_response
-from modelgate.server.frontends.grpc.parameters import infer_parameter
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +109,7 @@ def _stream_message(item: StreamItem, request: InferRequest, wants_empty_final: 
             infer_response = encode_infer_response(response)
         except ModelgateError as exc:  # e.g. a response parameter that has no gRPC form
             return _error_message(exc.message, _bare_response(request), item.is_final)
-    infer_response.parameters[FINAL_PARAMETER].CopyFrom(infer_parameter(item.is_final))
+    infer_response.parameters[FINAL_PARAMETER].bool_param = item.is_final  # set in place: once per streamed token
     return service_pb2.ModelStreamInferResponse(infer_response=infer_response)
 
 
@@ -121,5 +120,5 @@ def _bare_response(request: InferRequest) -> service_pb2.ModelInferResponse:
 
 
 def _error_message(message: str, target: service_pb2.ModelInferResponse, is_final: bool):
-    target.parameters[FINAL_PARAMETER].CopyFrom(infer_parameter(is_final))
+    target.parameters[FINAL_PARAMETER].bool_param = is_final
     return service_pb2.ModelStreamInferResponse(error_message=message, infer_response=target)
