@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter
 
-from modelgate.core.errors import NotFoundError, UnavailableError
+from modelgate.core.errors import ModelgateError, NotFoundError, UnavailableError
 from modelgate.server.loaded_model import LoadedVersion
 from modelgate.server.memory.device_memory import MemoryDevice
 from modelgate.server.memory.ledger import InsufficientMemoryError, MemoryLedger
@@ -134,7 +134,7 @@ class ModelResidency:
         try:
             self.manager.layout.locate(name)
             return True
-        except Exception:  # not found, or in two repositories: the request gets the resolve error
+        except ModelgateError:  # not found, or in two repositories: the request gets the resolve error
             return False
 
 

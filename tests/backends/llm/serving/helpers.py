@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,6 +57,25 @@ def generate_stream(server: RunningServer, body: dict) -> tuple[requests.Respons
     response = requests.post(model_url(server, "generate_stream"), json=body, timeout=WAIT_S)
     events = [json.loads(line[len("data: ") :]) for line in response.text.split("\n\n") if line.startswith("data: ")]
     return response, events
+
+
+def completions_until_generating(server: RunningServer, num_prompts: int, at_least: int, before: dict) -> None:
+    """POST /v1/completions with `num_prompts` long greedy prompts on a raw socket (a client that leaves without a
+    word), wait until `at_least` tokens were generated since `before`, then close the connection."""
+    body = json.dumps(
+        {"model": MODEL, "prompt": ["hello"] * num_prompts, "max_tokens": LONG, "temperature": 0, "ignore_eos": True}
+    ).encode()
+    host, port = server.http_url.split(":")
+    with socket.create_connection((host, int(port))) as client:
+        client.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        deadline = time.monotonic() + WAIT_S
+        while metric_delta(before, server_metrics(server), "modelgate_llm_generation_tokens_total") < at_least:
+            assert time.monotonic() < deadline, "the request never started generating"
+            time.sleep(0.005)
 
 
 def stop_string(text: str) -> str:
