@@ -209,6 +209,9 @@ class LLMModelInstance(ModelInstance):
         state.token_ids.extend(output.new_token_ids)
         state.logprobs.extend(output.logprobs)
         finished = output.finished
+        send = state.stream.send
+        if finished and self.trace is not None:
+            send = self._traced_send(state, output, now)
         if state.stream.is_cancelled():
             return new_tokens
         state.unsent += len(output.new_token_ids)
@@ -219,11 +222,22 @@ class LLMModelInstance(ModelInstance):
                     state, output, output.new_text, state.token_ids[first:], state.logprobs[first:]
                 )
                 state.unsent = 0
-                state.stream.send(response, is_final=finished)
+                send(response, is_final=finished)
         elif finished:
             text = state.text if state.generation.exclude_input_in_output else state.generation.prompt_text + state.text
-            state.stream.send(self._response(state, output, text, state.token_ids, state.logprobs), is_final=True)
+            send(self._response(state, output, text, state.token_ids, state.logprobs), is_final=True)
         return new_tokens
+
+    def _traced_send(self, state: _ActiveRequest, output: RequestOutput, now: float):
+        """Write the finished request's trace record on the writer thread (file writes never block the event
+        loop), and a `send` that hands over the final response once the record is in the file: a client that
+        has its last response finds its request in the trace."""
+        written = self._trace_writer.submit(self.trace.record, state.arrival, state.first_token_time, now, output)
+
+        def send(response: InferResponse, is_final: bool) -> None:
+            written.add_done_callback(lambda _: state.stream.send(response, is_final=is_final))
+
+        return send
 
     def _response(self, state: _ActiveRequest, output: RequestOutput, text: str, token_ids, logprobs) -> InferResponse:
         values = {
@@ -253,8 +267,6 @@ class LLMModelInstance(ModelInstance):
         if output.finished:
             series.end_to_end_latency.observe(now - state.arrival)
             series.prompt_tokens.inc(output.num_prompt_tokens)
-            if self.trace is not None:  # on a thread of its own: file writes never block the event loop
-                self._trace_writer.submit(self.trace.record, state.arrival, state.first_token_time, now, output)
         return new_tokens
 
     def _fail_all(self, message: str) -> None:
