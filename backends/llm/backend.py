@@ -247,9 +247,11 @@ class LLMModelInstance(ModelInstance):
             "num_output_tokens": output.num_output_tokens,
             "logprobs": logprobs_json(self.tokenizer, token_ids, logprobs) if logprobs else "[]",
         }
-        return build_response(
-            self.spec.model_name, str(self.spec.model_version), state.request.id, state.wanted, values
-        )
+        version = str(self.spec.model_version)
+        if state.request.can_take_output_values:  # no tensors to build here nor to read in the frontend
+            wanted = {name: values[name] for name in state.wanted if name in values}
+            return InferResponse(self.spec.model_name, version, id=state.request.id, values=wanted)
+        return build_response(self.spec.model_name, version, state.request.id, state.wanted, values)
 
     def _observe(self, state: _ActiveRequest, output: RequestOutput, now: float) -> int:
         """Record the output's latencies; returns its new tokens (counted once per step by the caller)."""

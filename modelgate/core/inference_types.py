@@ -57,6 +57,9 @@ class InferRequest:
     # Set for requests a python model sends (BLS): the caller takes GPU outputs as torch CUDA tensors. Unset
     # (requests from the network), every output is a numpy array in host memory, which the encoders take.
     can_take_device_outputs: bool = field(default=False, compare=False)
+    # Set by frontends that write outputs as JSON values (generate, OpenAI): a model may then answer with
+    # `InferResponse.values` rather than tensors, which saves building and reading arrays per streamed token.
+    can_take_output_values: bool = field(default=False, compare=False)
 
     @property
     def requested_output_names(self) -> list[str]:
@@ -65,7 +68,11 @@ class InferRequest:
 
 @dataclass
 class InferResponse:
-    """The answer to one request: outputs, or an error for this request alone."""
+    """The answer to one request: outputs, or an error for this request alone.
+
+    `values`, only in answer to a request that `can_take_output_values`: one-element outputs as Python values
+    (str for BYTES, int, float, bool) by output name, in place of `outputs`.
+    """
 
     model_name: str
     model_version: str
@@ -73,6 +80,7 @@ class InferResponse:
     parameters: dict[str, Any] = field(default_factory=dict)
     outputs: list[InferTensor] = field(default_factory=list)
     error: ModelgateError | None = None
+    values: dict[str, Any] | None = None
 
 
 class ResponseSink(Protocol):

@@ -18,7 +18,7 @@ from modelgate.server.frontends.http.json_tensors import array_to_json, json_to_
 
 
 def decode_generate_request(body: dict, model_name: str, model_version: str, metadata: dict) -> InferRequest:
-    request = InferRequest(model_name=model_name, model_version=model_version)
+    request = InferRequest(model_name=model_name, model_version=model_version, can_take_output_values=True)
     inputs = {tensor["name"]: tensor for tensor in metadata["inputs"]}
     for key, value in body.items():
         if key == "id":
@@ -37,6 +37,8 @@ def encode_generate_response(response: InferResponse) -> dict[str, Any]:
     body: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
     if response.id:
         body["id"] = response.id
+    if response.values is not None:
+        body.update(response.values)
     for output in response.outputs:
         try:  # BYTES elements are decoded here: one pass checks they are UTF-8 and converts them
             values = array_to_json(output.data)

@@ -128,17 +128,20 @@ async def _first_delta(stream: ResponseStream, index: int) -> ChoiceDelta:
 def _delta(response, index: int) -> ChoiceDelta:
     if response.error is not None:
         return ChoiceDelta(index, "", "error", 0, 0, error=response.error.message)
-    values = {o.name: o.data.reshape(-1)[0] for o in response.outputs}
-    text = values["text_output"].decode("utf-8", errors="replace")
-    reason = values["finish_reason"].decode() or None
-    logprobs = json.loads(values["logprobs"].decode()) if "logprobs" in values else []
+    values = response.values  # the llm backend answers the OpenAI routes' requests with values, not tensors
+    text = values["text_output"]
+    reason = values["finish_reason"] or None
+    logprobs = json.loads(values["logprobs"]) if "logprobs" in values else []
     return ChoiceDelta(index, text, reason, int(values["num_input_tokens"]), int(values["num_output_tokens"]), logprobs)
 
 
 def _request(model: str, prompt_input: tuple[str, str], sampling: dict) -> InferRequest:
     name, text = prompt_input
     return InferRequest(
-        model_name=model, parameters={**sampling, "stream": True}, inputs={name: _bytes_tensor(name, text)}
+        model_name=model,
+        parameters={**sampling, "stream": True},
+        inputs={name: _bytes_tensor(name, text)},
+        can_take_output_values=True,
     )
 
 
