@@ -5,6 +5,10 @@ its own and after `execute` returned. `ResponseStream.send` is safe to call from
 thread; the frontend iterates the stream on the event loop until the final item.
 Cancelling the stream (client gone, stream cancelled) is visible to the model through
 `is_cancelled`; items sent after cancellation are dropped.
+
+A frontend that can write an item without awaiting (a server-sent event into a socket buffer) offers
+to through `write_through`: items then reach the client in the call that delivers them, with no wake-up
+of the frontend's task per item, which matters for LLM streams (one item per token of every stream).
 """
 
 from __future__ import annotations
@@ -32,15 +36,30 @@ class ResponseStream(SinkState):
         self._queue: asyncio.Queue[StreamItem] = asyncio.Queue()
         self._is_drained = False  # the final item was handed to the frontend
         self._finish_callbacks: list[Callable[[], None]] | None = []  # None once finished
+        self._write_through: Callable[[StreamItem], bool] | None = None
+        self._is_waiting = False  # the iterator awaits the next item: nothing taken is still being handled
+
+    def write_through(self, write: Callable[[StreamItem], bool]) -> None:
+        """On the loop: offer each item delivered from now on, but the final one, to `write` (called on the
+        loop), which returns whether it took the item; an item not taken waits for the iterator as before.
+        Items are offered only while the iterator waits with nothing queued, so they reach the client in the
+        order sent; the final item always goes to the iterator, which ends with it."""
+        self._write_through = write
 
     def _deliver(self, response: InferResponse | None, is_final: bool) -> None:
         if self._is_cancelled:
             return
         item = StreamItem(response, is_final)
         if _running_loop() is self._loop:
-            self._queue.put_nowait(item)
+            self._deliver_on_loop(item)
         else:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+            self._loop.call_soon_threadsafe(self._deliver_on_loop, item)
+
+    def _deliver_on_loop(self, item: StreamItem) -> None:
+        write = self._write_through
+        if write is not None and self._is_waiting and not item.is_final and self._queue.empty() and write(item):
+            return
+        self._queue.put_nowait(item)
 
     def _can_cancel(self) -> bool:
         return not self._is_drained  # the client already has the whole stream: nothing left to cancel
@@ -70,7 +89,11 @@ class ResponseStream(SinkState):
 
     async def _items(self):
         while True:
-            item = await self._queue.get()
+            self._is_waiting = True
+            try:
+                item = await self._queue.get()
+            finally:
+                self._is_waiting = False
             if item.is_final:
                 self._is_drained = True
                 self._finish()

@@ -12,11 +12,13 @@ from aiohttp import web
 from modelgate.core.bounded_json import loads_bounded
 from modelgate.core.config_files import parse_config_mapping
 from modelgate.core.errors import InvalidArgumentError, ModelgateError
+from modelgate.core.response_stream import StreamItem
 from modelgate.server.dataplane import Dataplane
 from modelgate.server.frontends.api_categories import MODEL_PATH, VERSIONED_MODEL_PATH
 from modelgate.server.frontends.api_restrictions import HeaderRule
 from modelgate.server.frontends.http.body_limit import body_limit_middleware
 from modelgate.server.frontends.http.error_middleware import error_middleware
+from modelgate.server.frontends.http.event_writer import EventWriter, event
 from modelgate.server.frontends.http.generate_codec import decode_generate_request, encode_generate_response
 from modelgate.server.frontends.http.infer_codec import (
     HEADER_LENGTH,
@@ -123,27 +125,26 @@ class _Handlers:
         """Server-sent events, one `data:` event per response.
 
         A request that fails before its first response gets a plain JSON error with its status
-        (the SSE stream has not started); errors after that are `{"error": ...}` events.
+        (the SSE stream has not started); errors after that are `{"error": ...}` events. Once the first
+        event is out, the stream writes later ones through (see EventWriter) and this task wakes only
+        for what needs a wait: a client behind, the last event.
         """
         infer_request = await self._generate_request(request)
         stream = await self.dataplane.infer_stream(infer_request)
-        reply = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+        writer = EventWriter(request)
         try:
             async for item in stream:
                 if item.response is None:
                     continue
-                if not reply.prepared:
+                if not writer.is_started:
                     if item.response.error is not None:
                         raise item.response.error
-                    await reply.prepare(request)
-                event = _generate_event(item.response)
-                await reply.write(b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n")
-            if not reply.prepared:
-                await reply.prepare(request)  # zero responses: an empty event stream
-            await reply.write_eof()
+                    await writer.start()
+                    stream.write_through(lambda item: _write_now(writer, item))
+                await writer.write(event(_generate_event(item.response)))
+            return await writer.finish()
         finally:
             stream.cancel()  # a client that went away cancels what is still running
-        return reply
 
     async def _generate_request(self, request: web.Request):
         name, version = _target(request)
@@ -179,6 +180,14 @@ class _Handlers:
 
     async def update_logging(self, request: web.Request) -> web.Response:
         return _json(self.log_settings.update(await _json_body(request)))
+
+
+def _write_now(writer: EventWriter, item: StreamItem) -> bool:
+    """The write-through of a generate stream (see ResponseStream.write_through)."""
+    if item.response is None or not writer.can_write_now():
+        return False
+    writer.write_now(event(_generate_event(item.response)))
+    return True
 
 
 def _generate_event(response) -> dict:

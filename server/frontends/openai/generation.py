@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,8 +85,18 @@ async def start_prompts(
     return started
 
 
-async def merged_deltas(started: list[tuple[int, ResponseStream, ChoiceDelta]]) -> AsyncIterator[ChoiceDelta]:
-    """Every choice's deltas (the awaited first ones included) until all finished."""
+async def merged_deltas(
+    started: list[tuple[int, ResponseStream, ChoiceDelta]], write_now: Callable[[ChoiceDelta], bool] | None = None
+) -> AsyncIterator[ChoiceDelta]:
+    """Every choice's deltas (the awaited first ones included) until all finished.
+
+    With one choice and `write_now`, its later deltas are offered to `write_now` as they arrive (see
+    ResponseStream.write_through) and only those it did not take are yielded.
+    """
+    if len(started) == 1 and write_now is not None:
+        async for delta in _one_choice(*started[0], write_now):
+            yield delta
+        return
     queue: asyncio.Queue = asyncio.Queue()
     tasks = [asyncio.create_task(_pump(stream, first, index, queue)) for index, stream, first in started]
     remaining = len(tasks)
@@ -102,6 +112,16 @@ async def merged_deltas(started: list[tuple[int, ResponseStream, ChoiceDelta]]) 
             task.cancel()
         for _, stream, _ in started:
             stream.cancel()
+
+
+async def _one_choice(index: int, stream: ResponseStream, first: ChoiceDelta, write_now) -> AsyncIterator[ChoiceDelta]:
+    yield first
+    if first.finish_reason is not None or first.error is not None:
+        return
+    stream.write_through(lambda item: item.response is not None and write_now(_delta(item.response, index)))
+    async for item in stream:
+        if item.response is not None:
+            yield _delta(item.response, index)
 
 
 async def _pump(stream: ResponseStream, first: ChoiceDelta, index: int, queue: asyncio.Queue) -> None:

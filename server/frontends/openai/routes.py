@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from modelgate.core.bounded_json import loads_bounded
 from modelgate.core.errors import InvalidArgumentError, ModelgateError, drop_traceback
 from modelgate.server.dataplane import Dataplane
+from modelgate.server.frontends.http.event_writer import EVENT_HEADERS, EventWriter, event
 from modelgate.server.frontends.openai.generation import (
     ChoiceDelta,
     check_llm_model,
@@ -86,24 +87,29 @@ async def _respond(request: web.Request, body, started, encoder) -> web.StreamRe
         if encoder.error:
             return openai_error(500, encoder.error)
         return web.json_response(encoder.whole())
-    reply = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
-    )
-    await reply.prepare(request)
+    writer = EventWriter(request, {**EVENT_HEADERS, "Cache-Control": "no-cache"})
+    await writer.start()
     for chunk in encoder.opening_chunks(len(started)):
-        await _event(reply, chunk)
-    async for delta in merged_deltas(started):
+        await writer.write(event(chunk))
+
+    def write_now(delta: ChoiceDelta) -> bool:
+        if not writer.can_write_now():
+            return False
         encoder.add(delta)
-        await _event(reply, encoder.chunk(delta) if delta.error is None else {"error": {"message": delta.error}})
+        writer.write_now(event(_chunk(encoder, delta)))
+        return True
+
+    async for delta in merged_deltas(started, write_now):
+        encoder.add(delta)
+        await writer.write(event(_chunk(encoder, delta)))
     if body.stream_options and body.stream_options.include_usage:
-        await _event(reply, encoder.usage_chunk())
-    await reply.write(b"data: [DONE]\n\n")
-    await reply.write_eof()
-    return reply
+        await writer.write(event(encoder.usage_chunk()))
+    await writer.write(b"data: [DONE]\n\n")
+    return await writer.finish()
 
 
-async def _event(reply: web.StreamResponse, payload: dict) -> None:
-    await reply.write(b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n")
+def _chunk(encoder, delta: ChoiceDelta) -> dict:
+    return encoder.chunk(delta) if delta.error is None else {"error": {"message": delta.error}}
 
 
 async def _parse(request: web.Request, schema: type[BaseModel]):

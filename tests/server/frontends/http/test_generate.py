@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import socket
+import time
 
 import aiohttp
 import pytest
@@ -38,6 +40,35 @@ BYTES_OUT_MODEL = """
             return responses
 """
 
+# Streams COUNT responses of SIZE characters each: enough bytes to back up behind a client that does not read.
+BIG_EVENTS_CONFIG = """
+    name: "big_events"
+    backend: "python"
+    max_batch_size: 0
+    model_transaction_policy { decoupled: true }
+    input [ { name: "COUNT" data_type: TYPE_INT32 dims: [ 1 ] }, { name: "SIZE" data_type: TYPE_INT32 dims: [ 1 ] } ]
+    output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] }, { name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] } ]
+"""
+
+BIG_EVENTS_MODEL = """
+    import numpy as np
+    import triton_python_backend_utils as pb_utils
+
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            for request in requests:
+                sender = request.get_response_sender()
+                count = int(pb_utils.get_input_tensor_by_name(request, "COUNT").as_numpy()[0])
+                size = int(pb_utils.get_input_tensor_by_name(request, "SIZE").as_numpy()[0])
+                for number in range(count):
+                    out = pb_utils.Tensor("OUT", np.array([number], dtype=np.int32))
+                    text = pb_utils.Tensor("TEXT", np.array([b"x" * size], dtype=np.object_))
+                    sender.send(pb_utils.InferenceResponse([out, text]))
+                sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            return None
+"""
+
 
 @pytest.fixture(scope="module")
 def generate_server(tmp_path_factory):
@@ -45,6 +76,7 @@ def generate_server(tmp_path_factory):
     write_stream_models(repository)
     write_model(repository, "echo_request", ECHO_REQUEST_CONFIG, ECHO_REQUEST_MODEL)
     write_model(repository, "bytes_out", BYTES_OUT_CONFIG, BYTES_OUT_MODEL)
+    write_model(repository, "big_events", BIG_EVENTS_CONFIG, BIG_EVENTS_MODEL)
     copy_example_model(repository, "batched_scale")
     running = start_server([repository])
     yield running
@@ -276,3 +308,63 @@ async def test_a_client_leaving_a_generate_stream_cancels_the_model(url, tmp_pat
     assert seen["cancelled"] is True and 1 <= seen["sent"] < 500
     events = sse_events(generate(url, "counter", {"COUNT": 3}, "generate_stream"))
     assert [e["OUT"] for e in events] == [0, 1, 2]
+
+
+# -- how events reach the socket: written through while the client keeps up, awaited when it falls behind --
+
+
+def _raw_generate_stream(url: str, body: dict, http_version: str, receive_buffer: int) -> tuple[bytes, bytes]:
+    """POST on a raw socket whose receive buffer is `receive_buffer` bytes, read nothing until the server has
+    had time to fill it, then read to the end; returns (head, body) as sent."""
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    payload = json.dumps(body).encode()
+    with socket.socket() as connection:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        connection.settimeout(TIMEOUT_S)
+        connection.connect((host, int(port)))
+        head = (
+            f"POST /v2/models/big_events/generate_stream HTTP/{http_version}\r\nHost: {host}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+        )
+        connection.sendall(head.encode() + payload)
+        time.sleep(0.5)  # not a timing assertion: lets the server's writes back up behind the full buffer
+        received = bytearray()
+        while chunk := connection.recv(65536):
+            received += chunk
+    head, _, rest = bytes(received).partition(b"\r\n\r\n")
+    return head, rest
+
+
+def _unchunk(body: bytes) -> bytes:
+    """The payload of an HTTP/1.1 chunked body; fails on a malformed frame or a missing last chunk."""
+    payload = bytearray()
+    while True:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            assert body == b"\r\n"
+            return bytes(payload)
+        payload += body[:size]
+        assert body[size : size + 2] == b"\r\n"
+        body = body[size + 2 :]
+
+
+def _events(payload: bytes) -> list[dict]:
+    blocks = payload.decode().split("\n\n")
+    assert blocks[-1] == ""
+    return [json.loads(block.removeprefix("data: ")) for block in blocks[:-1]]
+
+
+@pytest.mark.parametrize("http_version", ["1.1", "1.0"])
+def test_a_client_that_falls_behind_gets_every_event_in_order(url, http_version):
+    # 8 MB of events against a 4 KiB receive buffer: past the kernel's send buffer (at most 4 MiB by default)
+    # the server's own buffer passes its high-water mark, so events are written both through (while it has
+    # room) and by the handler (once it must wait for the client)
+    count, size = 500, 16 * 1024
+    head, body = _raw_generate_stream(url, {"COUNT": count, "SIZE": size}, http_version, receive_buffer=4096)
+    assert head.startswith(f"HTTP/{http_version} 200".encode())
+    chunked = b"transfer-encoding: chunked" in head.lower()
+    assert chunked == (http_version == "1.1")
+    events = _events(_unchunk(body) if chunked else body)
+    assert [e["OUT"] for e in events] == list(range(count))
+    assert all(e["TEXT"] == "x" * size for e in events)

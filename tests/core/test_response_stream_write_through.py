@@ -1,0 +1,111 @@
+"""ResponseStream.write_through: items reach the writer in the delivering call while the iterator waits, and
+reach the client in the order sent whether the writer takes them or not."""
+
+import asyncio
+import threading
+
+from modelgate.core.inference_types import InferResponse
+from modelgate.core.response_stream import ResponseStream
+
+
+def _response(number: int) -> InferResponse:
+    return InferResponse("m", "1", id=str(number))
+
+
+class _Writer:
+    """Takes items unless told to refuse some numbers; records what it took."""
+
+    def __init__(self, refuse=()):
+        self.refuse = set(refuse)
+        self.taken: list[str] = []
+
+    def __call__(self, item) -> bool:
+        if item.response.id in {str(n) for n in self.refuse}:
+            return False
+        self.taken.append(item.response.id)
+        return True
+
+
+async def _iterate(stream: ResponseStream, seen: list[str]) -> None:
+    async for item in stream:
+        seen.append(item.response.id if item.response is not None else "final")
+
+
+async def test_items_go_to_the_writer_while_the_iterator_waits():
+    stream = ResponseStream(asyncio.get_running_loop())
+    writer, seen = _Writer(), []
+    stream.write_through(writer)
+    reading = asyncio.create_task(_iterate(stream, seen))
+    await asyncio.sleep(0)  # the iterator now waits
+    for number in range(3):
+        stream.send(_response(number), is_final=False)
+    assert writer.taken == ["0", "1", "2"] and seen == []  # taken in the delivering call, no wake-up needed
+    stream.send(_response(3), is_final=True)  # the final item is never offered: the iterator ends with it
+    await reading
+    assert seen == ["3"]
+
+
+async def test_an_item_refused_waits_for_the_iterator_and_later_ones_keep_their_order():
+    stream = ResponseStream(asyncio.get_running_loop())
+    writer, seen = _Writer(refuse=[1]), []
+    stream.write_through(writer)
+    reading = asyncio.create_task(_iterate(stream, seen))
+    await asyncio.sleep(0)
+    for number in range(4):
+        stream.send(_response(number), is_final=False)
+    # 1 was refused: 2 and 3 queue behind it rather than overtake it
+    assert writer.taken == ["0"]
+    await asyncio.sleep(0.01)  # the iterator takes 1, 2, 3 and waits again
+    assert seen == ["1", "2", "3"]
+    stream.send(_response(4), is_final=False)
+    assert writer.taken == ["0", "4"]
+    stream.send(None, is_final=True)
+    await reading
+    assert seen == ["1", "2", "3", "final"]
+
+
+async def test_nothing_is_written_through_before_the_iterator_waits():
+    stream = ResponseStream(asyncio.get_running_loop())
+    writer, seen = _Writer(), []
+    stream.write_through(writer)
+    stream.send(_response(0), is_final=False)  # nobody iterates yet
+    stream.send(_response(1), is_final=True)
+    await _iterate(stream, seen)
+    assert writer.taken == [] and seen == ["0", "1"]
+
+
+async def test_items_sent_from_another_thread_are_written_on_the_loop():
+    loop = asyncio.get_running_loop()
+    stream = ResponseStream(loop)
+    threads: list[threading.Thread] = []
+
+    def writer(item) -> bool:
+        threads.append(threading.current_thread())
+        return True
+
+    stream.write_through(writer)
+    seen: list[str] = []
+    reading = asyncio.create_task(_iterate(stream, seen))
+    await asyncio.sleep(0)
+
+    def model():
+        for number in range(3):
+            stream.send(_response(number), is_final=False)
+        stream.send(None, is_final=True)
+
+    await asyncio.to_thread(model)
+    await reading
+    assert seen == ["final"] and len(threads) == 3
+    assert all(thread is threading.main_thread() for thread in threads)
+
+
+async def test_a_cancelled_stream_writes_nothing_more():
+    stream = ResponseStream(asyncio.get_running_loop())
+    writer = _Writer()
+    stream.write_through(writer)
+    reading = asyncio.create_task(_iterate(stream, []))
+    await asyncio.sleep(0)
+    stream.cancel()
+    stream.send(_response(0), is_final=False)
+    assert writer.taken == []
+    reading.cancel()
