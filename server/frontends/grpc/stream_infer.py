@@ -19,15 +19,15 @@ from collections.abc import AsyncIterator
 from tritonclient.grpc import service_pb2
 
 from modelgate.core.errors import ModelgateError
-from modelgate.core.inference_types import InferRequest
+from modelgate.core.inference_types import InferRequest, InferResponse
 from modelgate.core.response_stream import ResponseStream, StreamItem
 from modelgate.server.dataplane import Dataplane
 from modelgate.server.frontends.grpc.infer_codec import decode_infer_request, encode_infer_response
+from modelgate.server.frontends.grpc.value_responses import FINAL_PARAMETER, ValueResponseEncoder
 
 logger = logging.getLogger(__name__)
 
 EMPTY_FINAL_PARAMETER = "triton_enable_empty_final_response"
-FINAL_PARAMETER = "triton_final_response"
 _END = object()
 
 
@@ -73,6 +73,7 @@ class _StreamSession:
     async def _start(self, message: service_pb2.ModelInferRequest) -> None:
         try:
             request = decode_infer_request(message)
+            request.can_take_output_values = True  # see value_responses.py
             stream = await self.dataplane.infer_stream(request)
         except ModelgateError as exc:
             target = service_pb2.ModelInferResponse(
@@ -86,30 +87,56 @@ class _StreamSession:
         task.add_done_callback(self.forwarders.discard)
 
     async def _forward(self, request: InferRequest, stream: ResponseStream) -> None:
-        wants_empty_final = bool(request.parameters.get(EMPTY_FINAL_PARAMETER, False))
+        """Every item but the final one goes out through the stream's write-through, in the call that
+        delivers it; this task wakes for the final item."""
+        messages = _MessageEncoder(self.dataplane, request)
+        stream.write_through(lambda item: self._put(messages.encode(item)))
         try:
             async for item in stream:
-                message = _stream_message(item, request, wants_empty_final)
-                if message is not None:
-                    self.outgoing.put_nowait(message)
+                self._put(messages.encode(item))
         finally:
             self.streams.discard(stream)
 
+    def _put(self, message) -> bool:
+        if message is not None:
+            self.outgoing.put_nowait(message)
+        return True
 
-def _stream_message(item: StreamItem, request: InferRequest, wants_empty_final: bool):
-    response = item.response
-    if response is None:
-        if not wants_empty_final:
-            return None
-        infer_response = _bare_response(request)
-    elif response.error is not None:
-        return _error_message(response.error.message, _bare_response(request), item.is_final)
-    else:
+
+class _MessageEncoder:
+    """The stream messages of one request: its responses, errors, and the final flag where asked for."""
+
+    def __init__(self, dataplane: Dataplane, request: InferRequest):
+        self.dataplane = dataplane
+        self.request = request
+        self.wants_empty_final = bool(request.parameters.get(EMPTY_FINAL_PARAMETER, False))
+        self._values: ValueResponseEncoder | None = None
+
+    def encode(self, item: StreamItem) -> service_pb2.ModelStreamInferResponse | None:
+        response = item.response
+        if response is None:
+            return _final_message(self.request, item.is_final) if self.wants_empty_final else None
+        if response.error is not None:
+            return _error_message(response.error.message, _bare_response(self.request), item.is_final)
         try:
+            if response.values is not None:
+                return self._value_encoder(response).encode(response, item.is_final)
             infer_response = encode_infer_response(response)
         except ModelgateError as exc:  # e.g. a response parameter that has no gRPC form
-            return _error_message(exc.message, _bare_response(request), item.is_final)
-    infer_response.parameters[FINAL_PARAMETER].bool_param = item.is_final  # set in place: once per streamed token
+            return _error_message(exc.message, _bare_response(self.request), item.is_final)
+        infer_response.parameters[FINAL_PARAMETER].bool_param = item.is_final
+        return service_pb2.ModelStreamInferResponse(infer_response=infer_response)
+
+    def _value_encoder(self, response: InferResponse) -> ValueResponseEncoder:
+        if self._values is None:
+            metadata = self.dataplane.model_metadata(response.model_name, response.model_version)
+            self._values = ValueResponseEncoder({output["name"]: output["datatype"] for output in metadata["outputs"]})
+        return self._values
+
+
+def _final_message(request: InferRequest, is_final: bool) -> service_pb2.ModelStreamInferResponse:
+    infer_response = _bare_response(request)
+    infer_response.parameters[FINAL_PARAMETER].bool_param = is_final
     return service_pb2.ModelStreamInferResponse(infer_response=infer_response)
 
 
