@@ -12,6 +12,14 @@ Prints output tokens/s, the ratio to transformers, and our TTFT / inter-token la
 
 transformers runs each pattern's prompts in batches as large as 40 GB of bf16 KV allows (at most 256): its
 tok/s is over the requests it ran (--transformers-requests, default all).
+
+Prompts are random token ids, nothing shared between them, unless --prefix-len N: then every prompt begins
+with the same N ids (a shared system prompt; the engine's prefix cache can reuse it). --prompts-file replays the
+requests `modelgate bench llm --save-prompts` wrote (token ids with BOS, and OSL per line) as one pattern in
+place of --patterns; the checkpoint's vocabulary must hold their ids (build it with the same vocab_size):
+
+    modelgate bench llm ... --tokenizer /tmp/modelgate-llama3-8b-random --save-prompts sent.jsonl
+    python benchmarks/llm_engine_vs_transformers.py --prompts-file sent.jsonl --settings bf16 fp8
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ import gc
 import json
 import sys
 import time
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -46,6 +56,7 @@ LLAMA3_8B = dict(
         "original_max_position_embeddings": 8192,
     },
 )
+DEFAULT_NUM_REQUESTS = 256
 # The engine settings each --settings name stands for.
 SETTINGS = {"bf16": {}, "fp8": {"quantization": "fp8", "kv_cache_dtype": "fp8"}}
 TINY = dict(
@@ -78,63 +89,110 @@ def build_checkpoint(directory: Path, shape: dict, device: str) -> None:
     gc.collect()
 
 
-def prompts(num_requests: int, isl: int, vocab: int) -> list[list[int]]:
+def prompts(num_requests: int, isl: int, vocab: int, prefix_len: int = 0) -> list[list[int]]:
+    """Random ids in [3, vocab) (0-2 are BOS, EOS and UNK), the same for a given shape; the first prefix_len
+    ids of every prompt are one shared draw, the rest each prompt's own."""
+    if not 0 <= prefix_len < isl:
+        raise ValueError(f"--prefix-len {prefix_len} must be below ISL {isl}: a prompt keeps ids of its own")
     generator = torch.Generator().manual_seed(1)
-    return torch.randint(3, vocab, (num_requests, isl), generator=generator).tolist()
+    batch = torch.randint(3, vocab, (num_requests, isl), generator=generator)
+    if prefix_len:
+        batch[:, :prefix_len] = torch.randint(3, vocab, (prefix_len,), generator=generator)
+    return batch.tolist()
 
 
-def run_transformers(directory: Path, batch: list[list[int]], osl: int, device: str, batch_size: int) -> float:
-    """Output tokens/s of batched greedy generate: the prompts in batches of batch_size, one after another."""
+@dataclass
+class Workload:
+    """One pattern's requests: each prompt's ids and its output length."""
+
+    label: str  # "ISL/OSL", or the prompts file's name
+    prompts: list[list[int]]
+    osls: list[int]
+
+    def head(self, count: int) -> Workload:
+        return Workload(self.label, self.prompts[:count], self.osls[:count])
+
+    @property
+    def longest(self) -> int:
+        return max(len(prompt) + osl for prompt, osl in zip(self.prompts, self.osls))
+
+
+def pattern_workload(pattern: str, num_requests: int, vocab: int, prefix_len: int = 0) -> Workload:
+    isl, osl = (int(n) for n in pattern.split("/"))
+    return Workload(f"{isl}/{osl}", prompts(num_requests, isl, vocab, prefix_len), [osl] * num_requests)
+
+
+def file_workload(path: Path, vocab: int, num_requests: int | None = None) -> Workload:
+    """The requests of a `bench llm --save-prompts` file (the first num_requests of them, if given)."""
+    from modelgate.clients.bench.prompt_file import read_saved_prompts
+
+    saved = read_saved_prompts(path)[:num_requests]
+    largest = max(max(prompt.token_ids) for prompt in saved)
+    if largest >= vocab:
+        raise ValueError(f"{path}: token id {largest} is outside the checkpoint's vocabulary of {vocab}")
+    return Workload(Path(path).name, [p.token_ids for p in saved], [p.osl for p in saved])
+
+
+def run_transformers(directory: Path, workload: Workload, device: str) -> float:
+    """Output tokens/s of batched greedy generate: requests of one (ISL, OSL) in batches as large as
+    transformers_batch_size allows, one batch after another (generate takes one length per batch)."""
     import transformers
 
     model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.bfloat16).to(device).eval()
     generated, elapsed = 0, 0.0
     with torch.inference_mode():
-        model.generate(torch.tensor(batch[:2], device=device)[:, :8], max_new_tokens=2, do_sample=False)  # warm-up
-        for first in range(0, len(batch), batch_size):
-            input_ids = torch.tensor(batch[first : first + batch_size], device=device)
-            _sync(device)
-            started = time.perf_counter()
-            out = model.generate(
-                input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=osl,
-                min_new_tokens=osl,
-                do_sample=False,
-            )
-            _sync(device)
-            elapsed += time.perf_counter() - started
-            generated += (out.shape[1] - input_ids.shape[1]) * out.shape[0]
-            del out
+        warmup = torch.tensor([workload.prompts[0][:8]] * 2, device=device)
+        model.generate(warmup, max_new_tokens=2, do_sample=False)
+        for (isl, osl), group in _same_lengths(workload).items():
+            batch_size = transformers_batch_size(isl, osl)
+            for first in range(0, len(group), batch_size):
+                input_ids = torch.tensor(group[first : first + batch_size], device=device)
+                _sync(device)
+                started = time.perf_counter()
+                out = model.generate(
+                    input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    max_new_tokens=osl,
+                    min_new_tokens=osl,
+                    do_sample=False,
+                )
+                _sync(device)
+                elapsed += time.perf_counter() - started
+                generated += (out.shape[1] - input_ids.shape[1]) * out.shape[0]
+                del out
     del model
     gc.collect()
     torch.cuda.empty_cache() if device == "cuda" else None
     return generated / elapsed
 
 
+def _same_lengths(workload: Workload) -> dict[tuple[int, int], list[list[int]]]:
+    groups: dict[tuple[int, int], list[list[int]]] = defaultdict(list)
+    for prompt, osl in zip(workload.prompts, workload.osls):
+        groups[(len(prompt), osl)].append(prompt)
+    return groups
+
+
 def make_engine(directory: Path, device: str, engine_settings: dict):
     from modelgate.backends.llm.engine import LLMEngine
     from modelgate.backends.llm.engine_config import EngineConfig
-    from modelgate.backends.llm.sampling_params import SamplingParams
 
     engine = LLMEngine(directory, EngineConfig(device=device, **engine_settings))
-    _drive(engine, [[5, 6, 7, 8]] * 4, SamplingParams(max_tokens=4, temperature=0, ignore_eos=True))  # warm-up
+    _drive(engine, Workload("warm-up", [[5, 6, 7, 8]] * 4, [4] * 4))
     return engine
 
 
-def run_modelgate(engine, batch: list[list[int]], osl: int) -> dict:
+def run_modelgate(engine, workload: Workload) -> dict:
     """All requests submitted at once, stepped to the end (greedy, ignore_eos): tokens/s, TTFT and ITL."""
-    from modelgate.backends.llm.sampling_params import SamplingParams
-
-    sampling = SamplingParams(max_tokens=osl, temperature=0, ignore_eos=True)
     preemptions = engine.scheduler.num_preemptions
     started = time.perf_counter()
-    token_times = _drive(engine, batch, sampling)
+    token_times = _drive(engine, workload)
     elapsed = time.perf_counter() - started
     total = sum(len(times) for times in token_times.values())
     ttft = [times[0] - started for times in token_times.values()]
     itl = [b - a for times in token_times.values() for a, b in zip(times, times[1:])]
     return {
+        "output_tokens": total,
         "tokens_per_s": total / elapsed,
         "elapsed_s": elapsed,
         "ttft": ttft,
@@ -144,11 +202,13 @@ def run_modelgate(engine, batch: list[list[int]], osl: int) -> dict:
     }
 
 
-def _drive(engine, batch, sampling) -> dict[str, list[float]]:
-    """Submit all requests at once and step to the end; the time of each request's tokens."""
-    ids = [f"req{i}-{time.monotonic_ns()}" for i in range(len(batch))]
-    for request_id, prompt in zip(ids, batch):
-        engine.add_request(request_id, prompt, sampling)
+def _drive(engine, workload: Workload) -> dict[str, list[float]]:
+    """Submit all requests at once (greedy, ignore_eos) and step to the end; the time of each request's tokens."""
+    from modelgate.backends.llm.sampling_params import SamplingParams
+
+    ids = [f"req{i}-{time.monotonic_ns()}" for i in range(len(workload.prompts))]
+    for request_id, prompt, osl in zip(ids, workload.prompts, workload.osls):
+        engine.add_request(request_id, prompt, SamplingParams(max_tokens=osl, temperature=0, ignore_eos=True))
     times: dict[str, list[float]] = {i: [] for i in ids}
     while engine.has_unfinished:
         outputs = engine.step()
@@ -175,10 +235,41 @@ def transformers_batch_size(isl: int, osl: int, kv_budget_bytes: float = 40e9, p
     return max(1, min(256, by_kv, prefill_tokens // isl))
 
 
-def main() -> None:
+def vocab_size(checkpoint: Path, shape: dict) -> int:
+    """The vocabulary of the checkpoint on disk, else of the shape about to be built."""
+    config = checkpoint / "config.json"
+    return json.loads(config.read_text())["vocab_size"] if config.is_file() else shape["vocab_size"]
+
+
+def workloads(args: argparse.Namespace, vocab: int) -> list[Workload]:
+    """The prompts file's requests as one pattern, or --num-requests random prompts per --patterns pair."""
+    if args.prompts_file is not None:
+        if args.patterns or args.prefix_len:
+            raise ValueError("--prompts-file brings its own prompts and lengths: drop --patterns and --prefix-len")
+        return [file_workload(args.prompts_file, vocab, args.num_requests)]
+    num_requests = args.num_requests or DEFAULT_NUM_REQUESTS
+    return [pattern_workload(p, num_requests, vocab, args.prefix_len) for p in args.patterns or ["128/128"]]
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num-requests", type=int, default=256)
-    parser.add_argument("--patterns", nargs="+", default=["128/128"], help="ISL/OSL pairs, e.g. 128/128 1000/1000")
+    parser.add_argument(
+        "--num-requests",
+        type=int,
+        help=f"requests per pattern (default {DEFAULT_NUM_REQUESTS}); with --prompts-file, its first N (default all)",
+    )
+    parser.add_argument("--patterns", nargs="+", help="ISL/OSL pairs, e.g. 128/128 1000/1000 (default 128/128)")
+    parser.add_argument(
+        "--prefix-len",
+        type=int,
+        default=0,
+        help="the first N ids of every prompt are the same (a shared system prompt); N must be below every ISL",
+    )
+    parser.add_argument(
+        "--prompts-file",
+        type=Path,
+        help="replay a `modelgate bench llm --save-prompts` JSONL file (token ids and OSL per line) as one pattern",
+    )
     parser.add_argument(
         "--settings",
         nargs="+",
@@ -201,19 +292,34 @@ def main() -> None:
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--skip-modelgate", action="store_true", help="transformers only")
     parser.add_argument("--build-only", action="store_true", help="only write the random checkpoint")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     shape = TINY if args.tiny else LLAMA3_8B
+    try:  # before a checkpoint build that can take minutes
+        loads = [] if args.build_only else workloads(args, vocab_size(args.checkpoint, shape))
+    except ValueError as exc:  # a prefix as long as an ISL, an unreadable or out-of-vocabulary prompts file
+        parser.error(str(exc))
     if not (args.checkpoint / "config.json").is_file():
         started = time.perf_counter()
         build_checkpoint(args.checkpoint, shape, device)
         print(f"built random checkpoint in {time.perf_counter() - started:.1f} s", flush=True)
     if args.build_only:
         return
-    patterns = [tuple(int(n) for n in p.split("/")) for p in args.patterns]
-    longest = max(isl + osl for isl, osl in patterns)
+    ours = {} if args.skip_modelgate else run_all_modelgate(args, device, loads)
+    theirs = {} if args.skip_transformers else run_all_transformers(args, device, loads)
+    print_table(args, device, loads, ours, theirs)
+
+
+def run_all_modelgate(args: argparse.Namespace, device: str, loads: list[Workload]) -> dict[tuple, dict]:
+    """Each setting's engine over every workload: results by (setting, label)."""
+    longest = max(load.longest for load in loads)
     results: dict[tuple, dict] = {}
-    for setting in [] if args.skip_modelgate else args.settings:
+    for setting in args.settings:
         engine_settings = dict(
             max_num_seqs=args.max_num_seqs,
             max_num_batched_tokens=args.max_num_batched_tokens,
@@ -225,53 +331,63 @@ def main() -> None:
             **SETTINGS[setting],
         )
         if device == "cpu":
-            engine_settings["num_kv_blocks"] = args.num_requests * (longest // 16 + 2)
+            engine_settings["num_kv_blocks"] = max(len(load.prompts) for load in loads) * (longest // 16 + 2)
         engine = make_engine(args.checkpoint, device, engine_settings)
-        for isl, osl in patterns:
-            ours = run_modelgate(engine, prompts(args.num_requests, isl, shape["vocab_size"]), osl)
-            results[(setting, isl, osl)] = ours
+        for load in loads:
+            result = results[(setting, load.label)] = run_modelgate(engine, load)
             print(
-                f"modelgate {setting} {isl}/{osl}: {ours['tokens_per_s']:.0f} output tok/s in {ours['elapsed_s']:.2f} s"
-                f" (kv blocks {ours['kv_blocks']}, preemptions {ours['preemptions']})",
+                f"modelgate {setting} {load.label}: {result['tokens_per_s']:.0f} output tok/s in "
+                f"{result['elapsed_s']:.2f} s ({result['output_tokens']} tokens, kv blocks {result['kv_blocks']}, "
+                f"preemptions {result['preemptions']})",
                 flush=True,
             )
         del engine
         gc.collect()
         torch.cuda.empty_cache() if device == "cuda" else None
-    theirs: dict[tuple, float] = {}
-    if not args.skip_transformers:
-        for isl, osl in patterns:
-            count = args.transformers_requests or args.num_requests
-            batch_size = transformers_batch_size(isl, osl)
-            theirs[(isl, osl)] = run_transformers(
-                args.checkpoint, prompts(count, isl, shape["vocab_size"]), osl, device, batch_size
-            )
-            print(
-                f"transformers {isl}/{osl}: {theirs[(isl, osl)]:.0f} output tok/s ({count} requests in batches "
-                f"of {batch_size})",
-                flush=True,
-            )
+    return results
+
+
+def run_all_transformers(args: argparse.Namespace, device: str, loads: list[Workload]) -> dict[str, float]:
+    """transformers' output tok/s per workload label, over its first --transformers-requests requests."""
+    theirs: dict[str, float] = {}
+    for load in loads:
+        part = load.head(args.transformers_requests or len(load.prompts))
+        theirs[load.label] = run_transformers(args.checkpoint, part, device)
+        sizes = "/".join(str(transformers_batch_size(isl, osl)) for isl, osl in _same_lengths(part))
+        print(
+            f"transformers {load.label}: {theirs[load.label]:.0f} output tok/s ({len(part.prompts)} requests in "
+            f"batches of {sizes})",
+            flush=True,
+        )
+    return theirs
+
+
+def print_table(args: argparse.Namespace, device: str, loads: list[Workload], ours: dict, theirs: dict) -> None:
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    counts = "/".join(sorted({str(len(load.prompts)) for load in loads}))
+    prefix = f", shared prefix of {args.prefix_len}" if args.prefix_len else ""
+    source = f" from {args.prompts_file}" if args.prompts_file else " per pattern"
     print(
-        f"\n{args.num_requests} requests per pattern, {'tiny' if args.tiny else 'Llama-3-8B-shaped'} random "
+        f"\n{counts} requests{source}{prefix}, {'tiny' if args.tiny else 'Llama-3-8B-shaped'} random "
         f"weights, greedy, ignore_eos, on {name}"
     )
+    width = max(11, *(len(load.label) + 2 for load in loads))
     print(
-        f"{'ISL/OSL':<11}{'system':<24}{'output tok/s':>14}{'vs HF':>8}{'TTFT p50 ms':>13}{'ITL p50 ms':>12}"
+        f"{'ISL/OSL':<{width}}{'system':<24}{'output tok/s':>14}{'vs HF':>8}{'TTFT p50 ms':>13}{'ITL p50 ms':>12}"
         f"{'ITL p99 ms':>12}"
     )
-    for isl, osl in patterns:
-        hf = theirs.get((isl, osl))
-        for setting in [s for s in args.settings if (s, isl, osl) in results]:
-            r = results[(setting, isl, osl)]
+    for load in loads:
+        hf = theirs.get(load.label)
+        for setting in [s for s in args.settings if (s, load.label) in ours]:
+            r = ours[(setting, load.label)]
             ratio = f"{r['tokens_per_s'] / hf:>8.2f}" if hf else f"{'':>8}"
             print(
-                f"{f'{isl}/{osl}':<11}{f'modelgate {setting}':<24}{r['tokens_per_s']:>14.0f}{ratio}"
+                f"{load.label:<{width}}{f'modelgate {setting}':<24}{r['tokens_per_s']:>14.0f}{ratio}"
                 f"{percentile(r['ttft'], 50) * 1e3:>13.1f}{percentile(r['itl'], 50) * 1e3:>12.2f}"
                 f"{percentile(r['itl'], 99) * 1e3:>12.2f}"
             )
         if hf:
-            print(f"{f'{isl}/{osl}':<11}{'transformers bf16':<24}{hf:>14.0f}{1.0:>8.2f}")
+            print(f"{load.label:<{width}}{'transformers bf16':<24}{hf:>14.0f}{1.0:>8.2f}")
 
 
 if __name__ == "__main__":

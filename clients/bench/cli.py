@@ -22,6 +22,7 @@ def add_bench_command(commands) -> None:
 
 def _add_llm(llm: argparse.ArgumentParser) -> None:
     _add_llm_target(llm.add_argument_group("target"))
+    _add_llm_prompts(llm.add_argument_group("prompts"))
     _add_llm_lengths(llm.add_argument_group("request pattern (lengths in tokens)"))
     _add_llm_load(llm.add_argument_group("load"))
     out = llm.add_argument_group("output")
@@ -48,7 +49,8 @@ def _add_llm_target(target) -> None:
     target.add_argument(
         "--tokenizer",
         type=Path,
-        help="tokenizer.json or a model folder: prompts of exact ISL; without it, 0.75 words per token",
+        help="tokenizer.json or a model folder: prompts of exact ISL, random tokens by default; without it, "
+        "English text at 0.75 words per token",
     )
     target.add_argument(
         "--temperature", type=float, help="sampling temperature of each request; without it, the server's default"
@@ -60,6 +62,32 @@ def _add_llm_target(target) -> None:
         help="JSON object merged into each request body (grpc: into sampling_parameters)",
     )
     target.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request")
+
+
+def _add_llm_prompts(prompts) -> None:
+    prompts.add_argument(
+        "--prompt-source",
+        choices=["random-tokens", "corpus"],
+        help="random-tokens: uniformly random vocabulary ids, as trtllm-bench's synthetic prompts (needs "
+        "--tokenizer); corpus: cuts of a built-in English text; default random-tokens with --tokenizer, else corpus",
+    )
+    prompts.add_argument(
+        "--prefix-len",
+        type=int,
+        default=0,
+        metavar="N",
+        help="random-tokens: every prompt begins with the same N random tokens (after BOS), a shared system "
+        "prompt for prefix-cache studies; every ISL must exceed N plus the special tokens, or the run stops "
+        "with an error; 0: prompts share nothing",
+    )
+    prompts.add_argument(
+        "--save-prompts",
+        type=Path,
+        metavar="FILE",
+        help="write the measured requests' prompts as JSONL (token_ids as the tokenizer encodes the text sent, "
+        "BOS included, and osl) for benchmarks/llm_engine_vs_transformers.py --prompts-file; needs --tokenizer; "
+        "without it, none are saved",
+    )
 
 
 def _add_llm_lengths(lengths) -> None:
@@ -125,7 +153,8 @@ def _add_llm_load(load) -> None:
 
 def run_llm(args: argparse.Namespace) -> int:
     from modelgate.clients.bench.llm_bench import run_llm_bench
-    from modelgate.clients.bench.llm_settings import LengthSettings, LLMBenchSettings, LoadSettings
+    from modelgate.clients.bench.llm_settings import LengthSettings, LLMBenchSettings, LoadSettings, PromptSettings
+    from modelgate.clients.bench.prompt import PromptError
 
     try:
         settings = LLMBenchSettings(
@@ -134,6 +163,7 @@ def run_llm(args: argparse.Namespace) -> int:
             model=args.model,
             model_version=args.model_version,
             tokenizer=args.tokenizer,
+            prompts=PromptSettings(source=args.prompt_source, prefix_len=args.prefix_len, save_file=args.save_prompts),
             temperature=args.temperature,
             extra_body=args.extra_body,
             request_timeout_s=args.request_timeout,
@@ -172,7 +202,7 @@ def run_llm(args: argparse.Namespace) -> int:
         return _usage_error("llm", exc)
     try:
         result = run_llm_bench(settings)
-    except (PatternError, FileNotFoundError) as exc:  # a bad trace file or tokenizer path
+    except (PatternError, PromptError, FileNotFoundError) as exc:  # a bad trace file, ISL or tokenizer path
         return _usage_error("llm", exc)
     print(result.table)
     for path in result.files:

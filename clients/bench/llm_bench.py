@@ -22,6 +22,7 @@ from modelgate.clients.bench.load_generator import run_load
 from modelgate.clients.bench.openai_client import OpenAIClient
 from modelgate.clients.bench.patterns import RequestPlan, request_plans
 from modelgate.clients.bench.plots import write_plots
+from modelgate.clients.bench.prompt_file import SavedPrompt, write_saved_prompts
 from modelgate.clients.bench.prompts import PromptBuilder
 from modelgate.clients.bench.report import CSV_NAME, JSON_NAME, summary_table, write_csv, write_json
 from modelgate.clients.bench.request_record import RequestRecord
@@ -57,7 +58,7 @@ async def bench_llm(settings: LLMBenchSettings) -> LLMBenchResult:
     seed = settings.load.seed
     plans = request_plans(settings.lengths, seed)
     warmup_plans = request_plans(settings.lengths, seed + _WARMUP_SEED_OFFSET)
-    prompts = PromptBuilder(settings.tokenizer, seed)
+    prompts = PromptBuilder(settings.tokenizer, seed, settings.prompts)
     client = make_client(settings)
     await client.open()
     try:
@@ -67,7 +68,8 @@ async def bench_llm(settings: LLMBenchSettings) -> LLMBenchResult:
             disable=not settings.progress,
             desc=f"{client.protocol} {settings.lengths.pattern}",
         ) as bar:
-            measure = functools.partial(_measure, client, prompts)
+            keep_prompts = settings.prompts.save_file is not None
+            measure = functools.partial(_measure, client, prompts, keep_prompts)
             result = await run_load(measure, plans, warmup_plans, settings.load, lambda record: bar.update(1))
     finally:
         await client.close()
@@ -77,14 +79,17 @@ async def bench_llm(settings: LLMBenchSettings) -> LLMBenchResult:
     bench = LLMBenchResult(settings, summary, result.records, result.warmup, summary_table(summary, _title(settings)))
     if settings.output_dir is not None:
         bench.files = _write_outputs(bench)
+    if settings.prompts.save_file is not None:
+        bench.files.append(_save_prompts(settings.prompts.save_file, bench.records))
     return bench
 
 
-async def _measure(client: LLMClient, prompts: PromptBuilder, plan: RequestPlan) -> RequestRecord:
-    prompt = prompts.build(plan.isl)
+async def _measure(client: LLMClient, prompts: PromptBuilder, keep_prompt: bool, plan: RequestPlan) -> RequestRecord:
+    prompt = prompts.build(plan.isl)  # before the clock starts: building is not the server's time
     record = RequestRecord(
         plan.index, plan.pattern, client.protocol, started_at=time.time(), planned_isl=plan.isl, planned_osl=plan.osl
     )
+    record.prompt = prompt if keep_prompt else None
     clock = Clock()
     record.start_s = clock.sent
     try:
@@ -100,6 +105,14 @@ async def _measure(client: LLMClient, prompts: PromptBuilder, plan: RequestPlan)
     if record.osl == 0:
         record.error = "the stream ended without output tokens"
     return record
+
+
+def _save_prompts(path: Path, records: list[RequestRecord]) -> Path:
+    """Every measured request's prompt, failed ones too (they were sent); warm-up requests are left out."""
+    write_saved_prompts(
+        path, (SavedPrompt(r.prompt.token_ids, r.planned_osl, r.index, r.pattern, r.prompt.text) for r in records)
+    )
+    return Path(path)
 
 
 def _title(settings: LLMBenchSettings) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 Protocol = Literal["generate_stream", "grpc", "openai-chat", "openai-completions"]
 PatternKind = Literal[
@@ -19,6 +19,7 @@ PatternKind = Literal[
     "uniform",
     "trace",
 ]
+PromptSource = Literal["random-tokens", "corpus"]
 
 
 class LengthSettings(BaseModel):
@@ -82,6 +83,29 @@ class LoadSettings(BaseModel):
         return self
 
 
+class PromptSettings(BaseModel):
+    """What the prompts hold, and where to keep a copy of them.
+
+    source: random-tokens (uniform vocabulary ids, as trtllm-bench's synthetic prompts; needs a
+    tokenizer) or corpus (cuts of an English text); None picks random-tokens with a tokenizer and
+    corpus without. prefix_len: random-tokens only; every prompt begins with the same prefix_len
+    random ids (after BOS), then ids of its own, and a request whose ISL leaves no room for one
+    (ISL <= special tokens + prefix_len) stops the run with an error. save_file: JSONL, one line
+    per measured request with the ids of the text sent (special tokens included) and its OSL.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: PromptSource | None = None
+    prefix_len: int = Field(0, ge=0)
+    save_file: Path | None = None
+
+    def resolved_source(self, has_tokenizer: bool) -> PromptSource:
+        if self.source is not None:
+            return self.source
+        return "random-tokens" if has_tokenizer else "corpus"
+
+
 class LLMBenchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -90,6 +114,7 @@ class LLMBenchSettings(BaseModel):
     model: str
     model_version: str = ""
     tokenizer: Path | None = None  # tokenizer.json or a folder with it: prompts of exact length
+    prompts: PromptSettings = PromptSettings()
     lengths: LengthSettings = LengthSettings()
     load: LoadSettings
     temperature: float | None = Field(None, ge=0.0)
@@ -98,3 +123,22 @@ class LLMBenchSettings(BaseModel):
     output_dir: Path | None = None  # bench.json, requests.csv and the PNG plots go here
     plots: bool = True
     progress: bool = True
+
+    @computed_field
+    @property
+    def prompt_source(self) -> PromptSource:
+        """The source in effect (bench.json records it beside `prompts`)."""
+        return self.prompts.resolved_source(has_tokenizer=self.tokenizer is not None)
+
+    @model_validator(mode="after")
+    def _check(self) -> LLMBenchSettings:
+        # Without a tokenizer there is no vocabulary to draw from and no ids to record.
+        if self.tokenizer is None and self.prompts.source == "random-tokens":
+            raise ValueError("prompt source 'random-tokens' needs a tokenizer (--tokenizer) to draw ids from")
+        if self.tokenizer is None and self.prompts.save_file is not None:
+            raise ValueError("saving prompts records their token ids: it needs a tokenizer (--tokenizer)")
+        if self.prompts.prefix_len and self.prompt_source != "random-tokens":
+            raise ValueError(
+                "a shared prefix (prefix_len) is built of random tokens: it needs prompt source random-tokens"
+            )
+        return self

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from modelgate.clients.bench.prompt import Prompt
+
 
 @dataclass
 class RequestRecord:
@@ -31,6 +33,7 @@ class RequestRecord:
     itl_positions: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     error: str | None = None
+    prompt: Prompt | None = field(default=None, repr=False)  # kept only to save the prompts; not reported
 
     @property
     def ok(self) -> bool:
@@ -45,6 +48,7 @@ class RequestRecord:
 
     def as_dict(self) -> dict:
         row = asdict(self)
+        del row["prompt"]
         row["tpot_s"] = self.tpot_s
         return row
 
