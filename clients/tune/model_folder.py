@@ -16,6 +16,8 @@ from modelgate.clients.tune.tune_errors import TuneInputError
 from modelgate.core.config_files import find_config_file, read_config_file
 from modelgate.core.errors import ModelgateError
 
+DERIVED_MIN_BATCHED_TOKENS = 2048  # the engine's max_num_batched_tokens when the config leaves it out: at least this
+
 
 @dataclass(frozen=True)
 class ModelFolder:
@@ -32,23 +34,31 @@ class ModelFolder:
 
     @property
     def settings(self) -> dict[str, str]:
-        """The effective tunable engine settings of the config as it is."""
-        return model_settings(self.parameters)
+        """The effective tunable engine settings of the config as it is, with the two the engine derives at load
+        (max_model_len from the checkpoint, max_num_batched_tokens = max(2048, max_model_len)) where it left them
+        out: a candidate that sets them to those values is the model's own config, not another candidate."""
+        settings = model_settings(self.parameters)
+        max_model_len = self.max_model_len()
+        if max_model_len is not None:
+            settings.setdefault("max_model_len", str(max_model_len))
+            settings.setdefault("max_num_batched_tokens", str(max(DERIVED_MIN_BATCHED_TOKENS, max_model_len)))
+        return settings
 
     @property
     def tokenizer(self) -> Path | None:
         return self.version_dir if (self.version_dir / "tokenizer.json").is_file() else None
 
     def max_model_len(self) -> int | None:
-        """The config's max_model_len, else the checkpoint's max_position_embeddings, else None."""
-        text = self.parameters.get("max_model_len")
-        if text and text.strip().isdigit():
-            return int(text)
+        """The context the engine will serve: the config's max_model_len within the checkpoint's
+        max_position_embeddings (either alone where the other is unknown); None when neither is known."""
+        text = self.parameters.get("max_model_len", "").strip()
+        limits = [int(text)] if text.isdigit() else []
         try:
             checkpoint = json.loads((self.version_dir / "config.json").read_text())
-            return int(checkpoint["max_position_embeddings"])
+            limits.append(int(checkpoint["max_position_embeddings"]))
         except (OSError, ValueError, KeyError, TypeError):
-            return None
+            pass
+        return min(limits, default=None)
 
 
 def read_model_folder(path: Path, version: str | None = None) -> ModelFolder:

@@ -11,11 +11,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from modelgate.clients.tune.model_folder import ModelFolder
+from modelgate.clients.tune.model_folder import DERIVED_MIN_BATCHED_TOKENS, ModelFolder
 from modelgate.clients.tune.parameters import TUNABLE_PARAMETERS, canonical_value
 from modelgate.clients.tune.tune_errors import TuneInputError
-
-_DEFAULT_BATCHED_TOKENS = 2048  # the engine's floor for max_num_batched_tokens when the config leaves it out
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,7 @@ def default_axes(model: ModelFolder) -> dict[str, list[str]]:
     settings = model.settings
     axes = {}
     seqs = settings.get("max_num_seqs", TUNABLE_PARAMETERS["max_num_seqs"].default)
-    tokens = settings.get("max_num_batched_tokens") or str(max(_DEFAULT_BATCHED_TOKENS, model.max_model_len() or 0))
+    tokens = settings.get("max_num_batched_tokens", str(DERIVED_MIN_BATCHED_TOKENS))
     for name, base in (("max_num_seqs", seqs), ("max_num_batched_tokens", tokens)):
         if base is not None and base.isdigit():
             axes[name] = _scaled(int(base))

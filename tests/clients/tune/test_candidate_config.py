@@ -69,6 +69,10 @@ def test_the_default_space_scales_the_models_own_values(model):
     assert space.axes == {"max_num_seqs": ("8", "16", "32"), "max_num_batched_tokens": ("1024", "2048", "4096")}
     overrides = space.coarse_overrides()
     assert len(overrides) == 9 and overrides[0] == {"max_num_seqs": "8", "max_num_batched_tokens": "1024"}
+    # the centre is the model's own config (its max_num_batched_tokens derived as the engine does): one candidate
+    assert model.settings["max_num_batched_tokens"] == "2048" and "max_num_batched_tokens" not in model.parameters
+    keys = {make_candidate(model.settings, o).key for o in overrides}
+    assert len(keys) == 9 and make_candidate(model.settings, {}).key in keys
 
 
 def test_a_space_as_given_grid_first_then_points(model):

@@ -6,11 +6,15 @@ clients/ may not import the backend, so the table is written twice; this test is
 import typing
 
 import pytest
+from google.protobuf import text_format
 from pydantic import ValidationError
 
 from modelgate.backends.llm.engine_config import EngineConfig
+from modelgate.clients.tune.model_folder import read_model_folder
 from modelgate.clients.tune.parameters import TUNABLE_PARAMETERS, canonical_value
 from modelgate.clients.tune.tune_errors import TuneInputError
+from modelgate.core.config_files import read_config_file
+from tests.server_harness import copy_example_model
 
 PARAMETERS = list(TUNABLE_PARAMETERS.values())
 
@@ -70,3 +74,20 @@ def test_values_are_checked_and_spelt_one_way():
     ):
         with pytest.raises(TuneInputError, match=says):
             canonical_value(name, value)
+
+
+@pytest.mark.parametrize("max_model_len", [None, "128"])
+def test_the_settings_tune_derives_are_the_ones_the_engine_loads_with(tmp_path, max_model_len):
+    from modelgate.backends.llm.engine import LLMEngine
+
+    folder = copy_example_model(tmp_path, "tiny_llm")
+    config = read_config_file(folder / "config.pbtxt")
+    del config.parameters["max_model_len"]
+    if max_model_len is not None:
+        config.parameters["max_model_len"].string_value = max_model_len
+    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
+    settings = read_model_folder(folder).settings
+    parameters = {key: value.string_value for key, value in config.parameters.items()}
+    engine = LLMEngine(folder / "1", EngineConfig(device="cpu", show_progress=False, **parameters))
+    assert int(settings["max_model_len"]) == engine.max_model_len
+    assert int(settings["max_num_batched_tokens"]) == engine.scheduler.config.max_num_batched_tokens
