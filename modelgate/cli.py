@@ -1,4 +1,4 @@
-"""The `modelgate` command: `serve` (the server), `bench` and `size` (clients that speak to one over the wire).
+"""The `modelgate` command: `serve` (the server), `bench`, `size` and `tune` (clients that speak to one over the wire).
 
 This module sits above every floor: it is the one place where the server and the clients meet, so neither
 imports the other.
@@ -11,6 +11,7 @@ import sys
 
 from modelgate.clients.bench.cli import add_bench_command
 from modelgate.clients.size.cli import add_size_command
+from modelgate.clients.tune.cli import add_tune_command
 from modelgate.core.cli_help import DefaultsHelpFormatter
 from modelgate.server.cli import add_serve_command
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_command(commands)
     add_bench_command(commands)
     add_size_command(commands)
+    add_tune_command(commands)
     return parser
 
 

@@ -83,6 +83,7 @@ def test_the_wheel_installs_modelgate_and_nothing_else(tmp_path):
         "backends/base.py",
         "kernels/fp8_gemm.py",
         "clients/bench/cli.py",
+        "clients/tune/cli.py",
         "core/errors.py",
         "__main__.py",
     ):

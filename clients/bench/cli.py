@@ -23,7 +23,7 @@ def add_bench_command(commands) -> None:
 def _add_llm(llm: argparse.ArgumentParser) -> None:
     _add_llm_target(llm.add_argument_group("target"))
     _add_llm_prompts(llm.add_argument_group("prompts"))
-    _add_llm_lengths(llm.add_argument_group("request pattern (lengths in tokens)"))
+    add_length_arguments(llm.add_argument_group("request pattern (lengths in tokens)"))
     _add_llm_load(llm.add_argument_group("load"))
     out = llm.add_argument_group("output")
     out.add_argument(
@@ -90,13 +90,21 @@ def _add_llm_prompts(prompts) -> None:
     )
 
 
-def _add_llm_lengths(lengths) -> None:
+def add_length_arguments(
+    lengths, pattern_default: str | None = "fixed", without_max_model_len: str = "none is shortened"
+) -> None:
+    """The request-pattern flags (`length_settings` reads them back); `modelgate tune` shares them.
+
+    pattern_default None: --pattern defaults to trace when --trace-file is given, else to fixed.
+    without_max_model_len: what the caller does without --max-model-len (for its help).
+    """
+    without = "; without it, trace when --trace-file is given, else fixed" if pattern_default is None else ""
     lengths.add_argument(
         "--pattern",
-        default="fixed",
+        default=pattern_default,
         choices=["fixed", *CLASS_NAMES, "mix", "normal", "uniform", "trace"],
         help="fixed: --isl/--osl; a class: its short/long lengths; mix: classes by --mix weights; "
-        "normal: --isl/--osl with --*-stddev; uniform: --*-min..--*-max; trace: --trace-file",
+        "normal: --isl/--osl with --*-stddev; uniform: --*-min..--*-max; trace: --trace-file" + without,
     )
     for name, default, meaning in (
         ("isl", 128, "input length (fixed; mean of normal)"),
@@ -128,7 +136,7 @@ def _add_llm_lengths(lengths) -> None:
     lengths.add_argument(
         "--max-model-len",
         type=int,
-        help="shorten requests (input first) to fit this context; without it, none is shortened",
+        help=f"shorten requests (input first) to fit this context; without it, {without_max_model_len}",
     )
 
 
@@ -153,7 +161,7 @@ def _add_llm_load(load) -> None:
 
 def run_llm(args: argparse.Namespace) -> int:
     from modelgate.clients.bench.llm_bench import run_llm_bench
-    from modelgate.clients.bench.llm_settings import LengthSettings, LLMBenchSettings, LoadSettings, PromptSettings
+    from modelgate.clients.bench.llm_settings import LLMBenchSettings, LoadSettings, PromptSettings
     from modelgate.clients.bench.prompt import PromptError
 
     try:
@@ -170,24 +178,7 @@ def run_llm(args: argparse.Namespace) -> int:
             output_dir=args.output_dir,
             plots=not args.no_plots,
             progress=not args.no_progress,
-            lengths=LengthSettings(
-                pattern=args.pattern,
-                isl=args.isl,
-                osl=args.osl,
-                short_isl=args.short_isl,
-                long_isl=args.long_isl,
-                short_osl=args.short_osl,
-                long_osl=args.long_osl,
-                mix_weights=_weights(args.mix),
-                isl_stddev=args.isl_stddev,
-                osl_stddev=args.osl_stddev,
-                isl_min=args.isl_min,
-                isl_max=args.isl_max,
-                osl_min=args.osl_min,
-                osl_max=args.osl_max,
-                trace_file=args.trace_file,
-                max_model_len=args.max_model_len,
-            ),
+            lengths=length_settings(args),
             load=LoadSettings(
                 concurrency=args.concurrency if args.concurrency or args.request_rate else 1,
                 request_rate=args.request_rate,
@@ -208,6 +199,31 @@ def run_llm(args: argparse.Namespace) -> int:
     for path in result.files:
         print(f"wrote {path}")
     return 0 if result.summary["num_ok"] else 1
+
+
+def length_settings(args: argparse.Namespace):
+    """LengthSettings from the flags of `add_length_arguments` (ValidationError, ValueError on bad ones)."""
+    from modelgate.clients.bench.llm_settings import LengthSettings
+
+    pattern = args.pattern or ("trace" if args.trace_file is not None else "fixed")
+    return LengthSettings(
+        pattern=pattern,
+        isl=args.isl,
+        osl=args.osl,
+        short_isl=args.short_isl,
+        long_isl=args.long_isl,
+        short_osl=args.short_osl,
+        long_osl=args.long_osl,
+        mix_weights=_weights(args.mix),
+        isl_stddev=args.isl_stddev,
+        osl_stddev=args.osl_stddev,
+        isl_min=args.isl_min,
+        isl_max=args.isl_max,
+        osl_min=args.osl_min,
+        osl_max=args.osl_max,
+        trace_file=args.trace_file,
+        max_model_len=args.max_model_len,
+    )
 
 
 def _add_tensor(tensor: argparse.ArgumentParser) -> None:
