@@ -246,7 +246,7 @@ def workloads(args: argparse.Namespace, vocab: int) -> list[Workload]:
     if args.prompts_file is not None:
         if args.patterns or args.prefix_len:
             raise ValueError("--prompts-file brings its own prompts and lengths: drop --patterns and --prefix-len")
-        return [file_workload(args.prompts_file, vocab, args.num_requests)]
+        return [file_workload(path, vocab, args.num_requests) for path in args.prompts_file]
     num_requests = args.num_requests or DEFAULT_NUM_REQUESTS
     return [pattern_workload(p, num_requests, vocab, args.prefix_len) for p in args.patterns or ["128/128"]]
 
@@ -268,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--prompts-file",
         type=Path,
-        help="replay a `modelgate bench llm --save-prompts` JSONL file (token ids and OSL per line) as one pattern",
+        nargs="+",
+        help="replay `modelgate bench llm --save-prompts` JSONL files (token ids and OSL per line), each as one "
+        "pattern named by its file",
     )
     parser.add_argument(
         "--settings",
@@ -366,7 +368,7 @@ def print_table(args: argparse.Namespace, device: str, loads: list[Workload], ou
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     counts = "/".join(sorted({str(len(load.prompts)) for load in loads}))
     prefix = f", shared prefix of {args.prefix_len}" if args.prefix_len else ""
-    source = f" from {args.prompts_file}" if args.prompts_file else " per pattern"
+    source = f" from {', '.join(map(str, args.prompts_file))}" if args.prompts_file else " per pattern"
     print(
         f"\n{counts} requests{source}{prefix}, {'tiny' if args.tiny else 'Llama-3-8B-shaped'} random "
         f"weights, greedy, ignore_eos, on {name}"

@@ -1,0 +1,247 @@
+"""LLM serving as users meet it, against the engine alone on the same requests and TensorRT-LLM's H100 tables.
+
+1. `modelgate serve` hosts the checkpoint (FP8 weights and KV, prefix caching off); `modelgate bench llm`
+   loads it once per run (protocol, ISL/OSL, concurrency) with random-token prompts that share no prefix
+   (trtllm-bench's synthetic prompts) and saves the prompts it sent. The server process's CPU (every thread,
+   not the engine's process) is read around each run: µs of server CPU per output token.
+2. The server stops and `benchmarks/llm_engine_vs_transformers.py` runs the engine alone, in a process of its
+   own, on the saved prompts of the generate_stream runs (max_num_seqs = the served concurrency, so the engine
+   keeps as many requests in flight as the clients did).
+3. A table: served tok/s, the engine's, their ratio, TensorRT-LLM's published figure and the ratio to it,
+   TTFT / ITL / TPOT p50, and server CPU per token.
+
+    python benchmarks/llm_served_vs_engine.py --out /tmp/served            # the 8B checkpoint, on a GPU
+    python benchmarks/llm_served_vs_engine.py --tiny --out /tmp/served     # tiny_llm on the CPU: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_LLM = ROOT / "model_repository" / "tiny_llm" / "1"
+# TensorRT-LLM's published H100 FP8 output tok/s for Llama-3.1-8B (the figures issue 18 quotes)
+TENSORRT_LLM_H100 = {"128/128": 28312, "1000/1000": 15220, "2048/128": 3450}
+
+
+@dataclass(frozen=True)
+class Run:
+    protocol: str
+    isl: int
+    osl: int
+    concurrency: int
+    num_requests: int
+
+    @property
+    def pattern(self) -> str:
+        return f"{self.isl}/{self.osl}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.protocol}-{self.isl}-{self.osl}-c{self.concurrency}"
+
+
+def parse_run(text: str) -> Run:
+    """protocol:ISL/OSL:concurrency:requests, e.g. generate_stream:128/128:256:1000."""
+    protocol, lengths, concurrency, num_requests = text.split(":")
+    isl, osl = lengths.split("/")
+    return Run(protocol, int(isl), int(osl), int(concurrency), int(num_requests))
+
+
+GPU_RUNS = [
+    "generate_stream:128/128:256:1000",
+    "generate_stream:1000/1000:256:256",
+    "generate_stream:2048/128:256:512",
+    "openai-completions:128/128:256:1000",
+    "grpc:128/128:256:1000",
+    "generate_stream:128/128:1:32",
+]
+TINY_RUNS = ["generate_stream:32/32:8:32", "grpc:32/32:8:32", "openai-completions:32/32:8:32"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def write_repository(folder: Path, checkpoint: Path, args: argparse.Namespace) -> None:
+    model = folder / "llm"
+    model.mkdir(parents=True)
+    (model / "1").symlink_to(checkpoint.resolve())
+    settings = {
+        "max_num_seqs": args.max_num_seqs,
+        "max_num_batched_tokens": args.max_num_batched_tokens,
+        "max_model_len": args.max_model_len,
+        "enable_prefix_caching": "false",
+        "show_progress": "false",
+    }
+    if args.tiny:
+        settings.update(num_kv_blocks=2048, block_size=16)
+    else:
+        settings.update(quantization="fp8", kv_cache_dtype="fp8", gpu_memory_utilization=0.85)
+    parameters = "".join(f'parameters {{ key: "{k}" value {{ string_value: "{v}" }} }}\n' for k, v in settings.items())
+    kind = "KIND_CPU" if args.tiny else "KIND_GPU"
+    (model / "config.pbtxt").write_text(
+        f'name: "llm"\nbackend: "llm"\ninstance_group [ {{ count: 1 kind: {kind} }} ]\n{parameters}'
+    )
+
+
+class Server:
+    def __init__(self, repository: Path, log: Path):
+        self.http, self.grpc, self.metrics = free_port(), free_port(), free_port()
+        command = [sys.executable, "-m", "modelgate", "serve", "--model-repository", str(repository)]
+        command += ["--http-port", str(self.http), "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics)]
+        self.process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with status {self.process.returncode}")
+            try:
+                if requests.get(f"http://127.0.0.1:{self.http}/v2/models/llm/ready", timeout=5).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"the model was not ready within {timeout_s:.0f} s")
+
+    def url(self, protocol: str) -> str:
+        return f"127.0.0.1:{self.grpc if protocol == 'grpc' else self.http}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=120)
+
+
+def bench(server: Server, run: Run, tokenizer: Path, out: Path) -> dict:
+    """One `bench llm` run; its summary plus the server's CPU seconds over it."""
+    folder = out / run.name
+    command = [sys.executable, "-m", "modelgate", "bench", "llm", "--url", server.url(run.protocol), "-m", "llm"]
+    command += ["--protocol", run.protocol, "--tokenizer", str(tokenizer), "--prompt-source", "random-tokens"]
+    command += ["--isl", str(run.isl), "--osl", str(run.osl), "--concurrency", str(run.concurrency)]
+    command += ["--num-requests", str(run.num_requests), "--warmup-requests", str(min(run.concurrency, 16))]
+    command += ["--extra-body", '{"ignore_eos": true}', "--no-progress", "--no-plots", "--output-dir", str(folder)]
+    command += ["--save-prompts", str(out / f"{run.name}.jsonl")]
+    cpu_before = process_cpu_seconds(server.process.pid)
+    finished = subprocess.run(command, capture_output=True, text=True)
+    cpu_s = process_cpu_seconds(server.process.pid) - cpu_before
+    (out / f"{run.name}.txt").write_text(finished.stdout + finished.stderr)
+    if finished.returncode != 0:
+        raise RuntimeError(f"bench {run.name} failed:\n{finished.stdout}{finished.stderr}")
+    summary = json.loads((folder / "bench.json").read_text())["summary"]
+    summary["server_cpu_s"] = cpu_s
+    return summary
+
+
+def engine_alone(checkpoint: Path, prompt_files: list[Path], concurrency: int, args: argparse.Namespace) -> dict:
+    """Output tok/s of the engine alone per prompts file (labelled by file name)."""
+    command = [sys.executable, "benchmarks/llm_engine_vs_transformers.py", "--checkpoint", str(checkpoint)]
+    command += ["--prompts-file", *map(str, prompt_files), "--skip-transformers"]
+    command += ["--max-num-seqs", str(concurrency), "--max-num-batched-tokens", str(args.max_num_batched_tokens)]
+    command += ["--tiny"] if args.tiny else ["--settings", "fp8"]
+    finished = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    (args.out / f"engine_alone_c{concurrency}.txt").write_text(finished.stdout + finished.stderr)
+    if finished.returncode != 0:
+        raise RuntimeError(f"the engine alone failed:\n{finished.stdout}{finished.stderr}")
+    rates = {}
+    for line in finished.stdout.splitlines():  # "modelgate fp8 NAME.jsonl: 21504 output tok/s in ..."
+        if line.startswith("modelgate ") and " output tok/s" in line:
+            label, rest = line.split(": ", 1)
+            rates[label.split()[-1]] = float(rest.split()[0])
+    return rates
+
+
+def print_table(results: dict[Run, dict], engine: dict[str, float], device: str) -> None:
+    print(f"\nserved by modelgate vs the engine alone on the same requests, {device}")
+    print(
+        "| run | output tok/s | engine alone | served/engine | TensorRT-LLM | served/TRT-LLM | TTFT p50 ms "
+        "| ITL p50 ms | TPOT p50 ms | server CPU µs/token |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for run, summary in results.items():
+        rate = summary["output_token_throughput_per_s"]
+        alone = engine.get(f"{run.name}.jsonl")
+        trt = TENSORRT_LLM_H100.get(run.pattern) if run.concurrency > 1 else None
+        cells = [
+            f"{run.protocol} {run.pattern} c{run.concurrency}",
+            f"{rate:,.0f}",
+            f"{alone:,.0f}" if alone else "",
+            f"{rate / alone:.2f}" if alone else "",
+            f"{trt:,}" if trt else "",
+            f"{rate / trt:.2f}" if trt else "",
+            f"{summary['ttft_s']['p50'] * 1e3:.1f}",
+            f"{summary['itl_s']['p50'] * 1e3:.2f}",
+            f"{summary['tpot_s']['p50'] * 1e3:.2f}",
+            f"{summary['server_cpu_s'] / summary['total_output_tokens'] * 1e6:.1f}",
+        ]
+        print("| " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/modelgate-llama3-8b-random"))
+    parser.add_argument("--tiny", action="store_true", help="tiny_llm on the CPU: a smoke run of the script")
+    parser.add_argument("--runs", nargs="+", help="protocol:ISL/OSL:concurrency:requests (default: the GPU set)")
+    parser.add_argument("--max-num-seqs", type=int, default=512)
+    parser.add_argument("--max-num-batched-tokens", type=int, default=16384)
+    parser.add_argument("--max-model-len", type=int, default=4096)
+    parser.add_argument("--skip-engine", action="store_true", help="served runs only")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/llm-served-vs-engine"))
+    args = parser.parse_args()
+    if args.tiny:
+        args.checkpoint, args.max_model_len = TINY_LLM, 256
+    elif not (args.checkpoint / "config.json").is_file():
+        build = [sys.executable, "benchmarks/llm_engine_vs_transformers.py", "--build-only"]
+        subprocess.run([*build, "--checkpoint", str(args.checkpoint)], check=True, cwd=ROOT)
+    runs = [parse_run(text) for text in args.runs or (TINY_RUNS if args.tiny else GPU_RUNS)]
+    args.out.mkdir(parents=True, exist_ok=True)
+    repository = args.out / "repository"
+    if not repository.exists():
+        write_repository(repository, args.checkpoint, args)
+    server = Server(repository, args.out / "server.log")
+    results: dict[Run, dict] = {}
+    try:
+        server.wait_ready(timeout_s=600)
+        for run in runs:
+            results[run] = bench(server, run, args.checkpoint, args.out)
+            print(f"{run.name}: {results[run]['output_token_throughput_per_s']:,.0f} output tok/s", flush=True)
+    finally:
+        server.stop()
+    engine: dict[str, float] = {}
+    if not args.skip_engine:
+        for concurrency in sorted({run.concurrency for run in runs if run.protocol == "generate_stream"}):
+            files = [
+                args.out / f"{r.name}.jsonl"
+                for r in runs
+                if r.protocol == "generate_stream" and r.concurrency == concurrency
+            ]
+            engine.update(engine_alone(args.checkpoint, files, concurrency, args))
+    device = "CPU (tiny_llm)" if args.tiny else _gpu_name()
+    print_table(results, engine, device)
+
+
+def _gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+
+
+if __name__ == "__main__":
+    main()
