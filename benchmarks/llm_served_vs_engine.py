@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -130,8 +131,9 @@ class Server:
         self.process.wait(timeout=120)
 
 
-def bench(server: Server, run: Run, tokenizer: Path, out: Path) -> dict:
-    """One `bench llm` run; its summary plus the server's CPU seconds over it."""
+def bench(server: Server, run: Run, tokenizer: Path, out: Path, profile_s: float = 0.0) -> dict:
+    """One `bench llm` run; its summary plus the server's CPU seconds over it. With `profile_s`, py-spy records
+    the server (GIL holders, every thread) for that long, from a few seconds in."""
     folder = out / run.name
     command = [sys.executable, "-m", "modelgate", "bench", "llm", "--url", server.url(run.protocol), "-m", "llm"]
     command += ["--protocol", run.protocol, "--tokenizer", str(tokenizer), "--prompt-source", "random-tokens"]
@@ -140,14 +142,28 @@ def bench(server: Server, run: Run, tokenizer: Path, out: Path) -> dict:
     command += ["--extra-body", '{"ignore_eos": true}', "--no-progress", "--no-plots", "--output-dir", str(folder)]
     command += ["--save-prompts", str(out / f"{run.name}.jsonl")]
     cpu_before = process_cpu_seconds(server.process.pid)
-    finished = subprocess.run(command, capture_output=True, text=True)
+    bench_process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    profiler = _profile(server, run, profile_s, out) if profile_s else None
+    output, _ = bench_process.communicate()
     cpu_s = process_cpu_seconds(server.process.pid) - cpu_before
-    (out / f"{run.name}.txt").write_text(finished.stdout + finished.stderr)
-    if finished.returncode != 0:
-        raise RuntimeError(f"bench {run.name} failed:\n{finished.stdout}{finished.stderr}")
+    if profiler is not None:
+        profiler.wait()
+    (out / f"{run.name}.txt").write_text(output)
+    if bench_process.returncode != 0:
+        raise RuntimeError(f"bench {run.name} failed:\n{output}")
     summary = json.loads((folder / "bench.json").read_text())["summary"]
     summary["server_cpu_s"] = cpu_s
     return summary
+
+
+def _profile(server: Server, run: Run, seconds: float, out: Path) -> subprocess.Popen | None:
+    if shutil.which("py-spy") is None:
+        print("py-spy is not installed: no profile", flush=True)
+        return None
+    time.sleep(3)  # past the warm-up requests
+    command = ["py-spy", "record", "-p", str(server.process.pid), "-d", str(int(seconds)), "-r", "200"]
+    command += ["--gil", "--threads", "-f", "raw", "-o", str(out / f"profile-{run.name}.txt")]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
 def engine_alone(checkpoint: Path, prompt_files: list[Path], concurrency: int, args: argparse.Namespace) -> dict:
@@ -203,6 +219,8 @@ def main() -> None:
     parser.add_argument("--max-num-batched-tokens", type=int, default=16384)
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--skip-engine", action="store_true", help="served runs only")
+    parser.add_argument("--profile", nargs="*", default=[], help="names of runs to profile with py-spy (--gil)")
+    parser.add_argument("--profile-s", type=float, default=8.0, help="seconds of each profile")
     parser.add_argument("--out", type=Path, default=Path("/tmp/llm-served-vs-engine"))
     args = parser.parse_args()
     if args.tiny:
@@ -220,7 +238,8 @@ def main() -> None:
     try:
         server.wait_ready(timeout_s=600)
         for run in runs:
-            results[run] = bench(server, run, args.checkpoint, args.out)
+            profile_s = args.profile_s if run.name in args.profile else 0.0
+            results[run] = bench(server, run, args.checkpoint, args.out, profile_s)
             print(f"{run.name}: {results[run]['output_token_throughput_per_s']:,.0f} output tok/s", flush=True)
     finally:
         server.stop()
