@@ -205,7 +205,8 @@ class LLMModelInstance(ModelInstance):
     def _deliver(self, state: _ActiveRequest, output: RequestOutput, now: float) -> int:
         """Hand one output to its request's stream; returns its new tokens."""
         new_tokens = self._observe(state, output, now)
-        state.text += output.new_text
+        if not state.generation.stream:  # a streamed request's text goes out as it comes: not kept
+            state.text += output.new_text
         state.token_ids.extend(output.new_token_ids)
         state.logprobs.extend(output.logprobs)
         finished = output.finished

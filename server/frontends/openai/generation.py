@@ -151,7 +151,8 @@ def _delta(response, index: int) -> ChoiceDelta:
     values = response.values  # the llm backend answers the OpenAI routes' requests with values, not tensors
     text = values["text_output"]
     reason = values["finish_reason"] or None
-    logprobs = json.loads(values["logprobs"]) if "logprobs" in values else []
+    raw_logprobs = values.get("logprobs", "[]")
+    logprobs = json.loads(raw_logprobs) if raw_logprobs != "[]" else []  # none asked for: no parse per token
     return ChoiceDelta(index, text, reason, int(values["num_input_tokens"]), int(values["num_output_tokens"]), logprobs)
 
 
