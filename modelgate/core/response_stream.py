@@ -14,11 +14,14 @@ of the frontend's task per item, which matters for LLM streams (one item per tok
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from modelgate.core.inference_types import InferResponse
 from modelgate.core.sink_state import SinkState
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,8 +60,13 @@ class ResponseStream(SinkState):
 
     def _deliver_on_loop(self, item: StreamItem) -> None:
         write = self._write_through
-        if write is not None and self._is_waiting and not item.is_final and self._queue.empty() and write(item):
-            return
+        if write is not None and self._is_waiting and not item.is_final and self._queue.empty():
+            try:
+                if write(item):
+                    return
+            except Exception:  # the frontend's own path meets the same failure and handles it: never the model's
+                logger.exception("writing a streamed response through failed; the frontend takes the rest")
+                self._write_through = None
         self._queue.put_nowait(item)
 
     def _can_cancel(self) -> bool:

@@ -109,3 +109,22 @@ async def test_a_cancelled_stream_writes_nothing_more():
     stream.send(_response(0), is_final=False)
     assert writer.taken == []
     reading.cancel()
+
+
+async def test_a_writer_that_raises_hands_that_item_and_the_rest_to_the_iterator():
+    stream = ResponseStream(asyncio.get_running_loop())
+    calls: list[str] = []
+
+    def writer(item) -> bool:
+        calls.append(item.response.id)
+        raise ConnectionResetError("gone")
+
+    stream.write_through(writer)
+    seen: list[str] = []
+    reading = asyncio.create_task(_iterate(stream, seen))
+    await asyncio.sleep(0)
+    stream.send(_response(0), is_final=False)  # the sender (a model) never sees the writer's error
+    await asyncio.sleep(0.01)
+    stream.send(_response(1), is_final=True)
+    await reading
+    assert calls == ["0"] and seen == ["0", "1"]
