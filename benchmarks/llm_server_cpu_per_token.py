@@ -12,9 +12,7 @@ the figure to watch is µs of server CPU per token (issue 18's goal: under 15).
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +20,7 @@ import time
 from pathlib import Path
 
 import requests
+from llm_served_vs_engine import free_port, process_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "model_repository" / "tiny_llm" / "1"
@@ -34,17 +33,6 @@ parameters {{ key: "block_size" value {{ string_value: "16" }} }}
 parameters {{ key: "max_num_seqs" value {{ string_value: "{seqs}" }} }}
 parameters {{ key: "show_progress" value {{ string_value: "false" }} }}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def process_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def generated_tokens(metrics_port: int) -> float:
