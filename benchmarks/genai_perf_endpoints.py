@@ -56,6 +56,7 @@ class Case:
     protocol: str  # "http" or "grpc": which port -u names
     args: tuple[str, ...]
     fails_on_triton: bool = False
+    note: str = ""  # shown when it passes
 
 
 CASES = (
@@ -89,7 +90,14 @@ CASES = (
         "grpc",
         ("--endpoint-type", "kserve", "--backend", "tensorrtllm", "--streaming", "--output-tokens-mean-deterministic"),
     ),
-    Case("generate", "generate", "http", ("--endpoint-type", "generate")),
+    Case(
+        "generate",
+        "generate",
+        "http",
+        ("--endpoint-type", "generate"),
+        note="OSL counts the prompt: genai-perf sends no exclude_input_in_output, and the text then starts with "
+        "the prompt (as vLLM's backend on Triton answers)",
+    ),
     Case(
         "generate-streaming",
         "generate --streaming",
@@ -113,7 +121,7 @@ class CaseResult:
     status: str  # PASS, FAIL, FAIL (as Triton)
     output_token_throughput: float | None
     request_count: float | None
-    reason: str
+    reason: str  # why it failed, or the case's note
 
 
 def main() -> None:
@@ -222,7 +230,7 @@ def _run_case(case: Case, args: argparse.Namespace, server: RunningServer, work_
     (artifacts / "genai_perf_output.txt").write_text(output)
     throughput, count = _read_export(artifacts)
     if returncode == 0 and count == args.request_count and throughput:
-        return CaseResult(case, command, "PASS", throughput, count, "")
+        return CaseResult(case, command, "PASS", throughput, count, case.note)
     reason = _failure_reason(output, returncode, count, args.request_count)
     status = "FAIL (as Triton)" if case.fails_on_triton and _answers_as_triton(artifacts, server) else "FAIL"
     return CaseResult(case, command, status, throughput, count, reason)
@@ -285,7 +293,7 @@ def _print_header(args: argparse.Namespace, server: RunningServer, env: dict[str
 def _print_table(results: list[CaseResult]) -> None:
     """One row per case; its command is the common part (listed in full below the table) and the case's own
     arguments, which the `command` column shows."""
-    print("\n| # | endpoint type | command (genai-perf profile ... +) | result | output tok/s | requests | why not |")
+    print("\n| # | endpoint type | command (genai-perf profile ... +) | result | output tok/s | requests | note |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for number, result in enumerate(results, 1):
         throughput = f"{result.output_token_throughput:.1f}" if result.output_token_throughput else "-"
