@@ -103,8 +103,8 @@ def _check_prompt_chars(name: str, num_chars: int, max_chars: int, num_messages:
 
 
 def _sampling(request: InferRequest, fill_context: int | None = None) -> SamplingParams:
-    """SamplingParams from the JSON input, the request parameters and the scalar sampling inputs, in that order
-    of precedence (each overrides the one before).
+    """SamplingParams from the JSON input, then the request parameters, then the scalar sampling inputs: a field
+    set by a later source overrides an earlier one.
 
     `fill_context`: for chat, as OpenAI and vLLM do, no max_tokens means the rest of the context.
     """
