@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from modelgate.core.errors import NotFoundError, PermissionDeniedError, UnsupportedError
+from modelgate.core.errors import NotFoundError, PermissionDeniedError, ResponseCountError, UnsupportedError
 from modelgate.core.inference_types import InferRequest, InferResponse
 from modelgate.core.response_stream import ResponseStream
 from modelgate.core.tensors import datatypes
@@ -118,7 +118,8 @@ class Dataplane:
         return response
 
     async def _single_decoupled_response(self, request: InferRequest) -> InferResponse:
-        """A decoupled model through a one-response API: fine when it sends exactly one response."""
+        """A decoupled model through a one-response API: fine when it sends exactly one response, else
+        ResponseCountError (after the last one)."""
         stream = await self.infer_stream(request)
         responses = []
         try:
@@ -129,9 +130,11 @@ class Dataplane:
             stream.cancel()
         if len(responses) == 1:
             return responses[0]
-        raise UnsupportedError(
+        raise ResponseCountError(
             f"model '{request.model_name}' is decoupled and sent {len(responses)} responses to this request; "
-            "a single-response infer needs exactly one: use the streaming APIs (ModelStreamInfer, generate_stream)"
+            "a single-response infer needs exactly one: use the streaming APIs (ModelStreamInfer, generate_stream)",
+            request.model_name,
+            len(responses),
         )
 
     async def infer_stream(self, request: InferRequest) -> ResponseStream:

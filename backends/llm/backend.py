@@ -27,6 +27,7 @@ from modelgate.backends.llm.engine_messages import RequestOutput, StepOutputs
 from modelgate.backends.llm.engine_supervisor import EngineSupervisor
 from modelgate.backends.llm.generation_request import GenerationRequest, parse_generation_request
 from modelgate.backends.llm.llm_responses import OUTPUT_NAMES, build_response, logprobs_json
+from modelgate.backends.llm.sampling_inputs import SAMPLING_INPUTS
 from modelgate.backends.llm.tokenizer import TextTokenizer
 from modelgate.backends.llm.trace_recorder import TRACE_PARAMETERS, trace_recorder
 from modelgate.core.errors import ConfigError, ModelExecutionError, ModelgateError, UnavailableError, drop_traceback
@@ -38,12 +39,14 @@ logger = logging.getLogger(__name__)
 # Parameters the server reads (its memory ledger), not the engine; `memory_budget_bytes` comes from the ledger.
 SERVER_PARAMETERS = ("gpu_memory_bytes", "cpu_memory_bytes", "memory_budget_bytes")
 
+# vLLM's Triton-backend inputs, then the tensorrtllm backend's scalar sampling inputs (sampling_inputs.py).
 _INPUTS = [
     ("text_input", DataType.TYPE_STRING),
     ("chat_messages", DataType.TYPE_STRING),
     ("stream", DataType.TYPE_BOOL),
     ("sampling_parameters", DataType.TYPE_STRING),
     ("exclude_input_in_output", DataType.TYPE_BOOL),
+    *((sampling_input.name, sampling_input.data_type) for sampling_input in SAMPLING_INPUTS),
 ]
 _OUTPUTS = [
     ("text_output", DataType.TYPE_STRING),
@@ -58,7 +61,7 @@ class LLMBackend(Backend):
     name = "llm"
 
     def auto_complete_config(self, config: ModelConfig, model_dir, version_dir) -> ModelConfig:
-        """Decoupled, unbatched (the engine batches), with the standard LLM inputs and outputs."""
+        """Decoupled, unbatched (the engine batches), with the standard LLM inputs (all optional) and outputs."""
         config.model_transaction_policy.decoupled = True
         if not config.input:
             for name, data_type in _INPUTS:

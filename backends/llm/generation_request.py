@@ -4,7 +4,9 @@ Inputs follow vLLM's Triton backend: `text_input` (BYTES), `stream` (BOOL),
 `sampling_parameters` (BYTES, a JSON object of SamplingParams fields),
 `exclude_input_in_output` (BOOL); plus `chat_messages` (BYTES, a JSON list of
 {"role", "content"}) rendered with the model's chat template. Request parameters named
-like sampling fields (as Triton's generate endpoint passes them, and the OpenAI routes) override the JSON ones.
+like sampling fields (as Triton's generate endpoint passes them, and the OpenAI routes) override the JSON ones,
+and the tensorrtllm backend's scalar sampling inputs (`max_tokens`, `min_length`, `temperature`, ...:
+sampling_inputs.py) override both.
 
 This is the one place where an LLM request is checked: what it parses becomes the engine's AddRequest, which
 the engine process takes as it is. It runs on the model instance's thread, never on the event loop; a prompt
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 
 from modelgate.backends.llm.chat_template import ChatTemplateError, render_chat
 from modelgate.backends.llm.engine_messages import AddRequest
+from modelgate.backends.llm.sampling_inputs import sampling_fields_from_inputs
 from modelgate.backends.llm.sampling_params import SAMPLING_FIELDS, SamplingParams, parse_sampling_params
 from modelgate.backends.llm.tokenizer import TextTokenizer
 from modelgate.core.bounded_json import loads_bounded
@@ -100,7 +103,8 @@ def _check_prompt_chars(name: str, num_chars: int, max_chars: int, num_messages:
 
 
 def _sampling(request: InferRequest, fill_context: int | None = None) -> SamplingParams:
-    """SamplingParams from the JSON input and the request parameters.
+    """SamplingParams from the JSON input, then the request parameters, then the scalar sampling inputs: a field
+    set by a later source overrides an earlier one.
 
     `fill_context`: for chat, as OpenAI and vLLM do, no max_tokens means the rest of the context.
     """
@@ -111,6 +115,7 @@ def _sampling(request: InferRequest, fill_context: int | None = None) -> Samplin
     for key in _FLAG_NAMES:
         fields.pop(key, None)  # vLLM's backend accepts these among the sampling parameters too
     fields.update({k: v for k, v in request.parameters.items() if k in SAMPLING_FIELDS})
+    fields.update(sampling_fields_from_inputs(request))
     if fill_context is not None and fields.get("max_tokens") is None and fill_context >= 1:
         fields["max_tokens"] = fill_context
     return parse_sampling_params(fields)

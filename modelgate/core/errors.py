@@ -57,6 +57,18 @@ class UnsupportedError(ModelgateError):
     triton_code = "UNSUPPORTED"
 
 
+class ResponseCountError(UnsupportedError):
+    """A decoupled model sent other than one response to a request made through a one-response API.
+
+    The defaults keep `type(error)(message)` working (the ensemble scheduler re-raises step errors so).
+    """
+
+    def __init__(self, message: str, model_name: str = "", num_responses: int = 0):
+        super().__init__(message)
+        self.model_name = model_name
+        self.num_responses = num_responses
+
+
 class PermissionDeniedError(ModelgateError):
     """The server's flags do not allow this operation (e.g. model files sent with a load request).
 

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from modelgate.core.bounded_json import loads_bounded
 from modelgate.core.config_files import parse_config_mapping
-from modelgate.core.errors import InvalidArgumentError, ModelgateError
+from modelgate.core.errors import InvalidArgumentError, ModelgateError, ResponseCountError, drop_traceback
 from modelgate.core.response_stream import StreamItem
 from modelgate.server.dataplane import Dataplane
 from modelgate.server.frontends.api_categories import MODEL_PATH, VERSIONED_MODEL_PATH
@@ -19,7 +19,11 @@ from modelgate.server.frontends.api_restrictions import HeaderRule
 from modelgate.server.frontends.http.body_limit import body_limit_middleware
 from modelgate.server.frontends.http.error_middleware import error_middleware
 from modelgate.server.frontends.http.event_writer import EventWriter, event
-from modelgate.server.frontends.http.generate_codec import decode_generate_request, encode_generate_response
+from modelgate.server.frontends.http.generate_codec import (
+    decode_generate_request,
+    encode_generate_response,
+    encode_response_count_error,
+)
 from modelgate.server.frontends.http.infer_codec import (
     HEADER_LENGTH,
     decode_infer_request,
@@ -115,8 +119,12 @@ class _Handlers:
         return _compressible(request, reply)
 
     async def generate(self, request: web.Request) -> web.Response:
-        """Exactly one response expected; a decoupled model that sends another count is an error."""
-        response = await self.dataplane.infer(await self._generate_request(request))
+        """Exactly one response expected; a decoupled model that sends another count gets Triton's answer, an
+        error body with status 200 (generate_codec.py)."""
+        try:
+            response = await self.dataplane.infer(await self._generate_request(request))
+        except ResponseCountError as exc:
+            return _json(encode_response_count_error(drop_traceback(exc)))
         if response.error is not None:
             raise response.error
         return _json(encode_generate_response(response))

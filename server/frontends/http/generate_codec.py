@@ -5,13 +5,18 @@ array gives the element count, spread over the input's variable dimensions the w
 Triton does it); `id` and `parameters` keep their meaning; any other key becomes a
 request parameter. A response maps each output to a scalar (one element) or a flat
 list, and adds the response's parameters as keys.
+
+A decoupled model that sends other than one response to `generate` (an LLM asked to `stream`, say) is
+answered as Triton answers it: status 200 and `{"error": ...}` with Triton's words. Triton has sent the
+status with the first response (its reply is chunked) before it counts them at the last; clients written
+against it, genai-perf among them, read that answer.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from modelgate.core.errors import InvalidArgumentError, ModelExecutionError
+from modelgate.core.errors import InvalidArgumentError, ModelExecutionError, ResponseCountError
 from modelgate.core.inference_types import InferRequest, InferResponse, InferTensor
 from modelgate.core.tensors import datatypes
 from modelgate.server.frontends.http.json_tensors import array_to_json, json_to_array
@@ -51,6 +56,18 @@ def encode_generate_response(response: InferResponse) -> dict[str, Any]:
     for key, value in response.parameters.items():
         body.setdefault(key, value)
     return body
+
+
+# Triton's http_server.cc, word for word: a client may look for it.
+TRITON_RESPONSE_COUNT_MESSAGE = (
+    "generate expects model to produce exactly 1 response, use generate stream for model that "
+    "generates various number of responses"
+)
+
+
+def encode_response_count_error(error: ResponseCountError) -> dict[str, str]:
+    """The body of the 200 answer to a decoupled model's response count other than one (module docstring)."""
+    return {"error": f"{TRITON_RESPONSE_COUNT_MESSAGE}; model '{error.model_name}' sent {error.num_responses}"}
 
 
 def _input_tensor(name: str, value: Any, metadata: dict) -> InferTensor:
