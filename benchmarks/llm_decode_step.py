@@ -16,6 +16,12 @@ every sequence's context. Its floor is those bytes / the read-only memory bandwi
 --compare-ahead also measures each setting with launch_decode_ahead off (engine.step() then reads each step's
 tokens back before it launches the next; the graph step is the same).
 
+--temperature T [T ...] samples the engine-step rows with each temperature (default 0: greedy); T > 0 draws
+unseeded with top_p 0.95 (the sampler's device path, launched ahead like greedy), its rows labelled "tT".
+`--temperature 0 0.8` compares greedy and sampled engine steps against the same floor, in one run:
+
+    python benchmarks/llm_decode_step.py --settings bf16 --temperature 0 0.8
+
 --profile adds, per setting and batch, the kernels of one graph replay (torch.profiler over TIMED_STEPS
 replays): calls per step, microseconds per step, and the step time no kernel was running (launch gaps); and
 the host and device operations of ten engine.step() calls (what the engine adds to the replay).
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import statistics
 import sys
 import time
@@ -91,11 +98,17 @@ def print_engine_step_profile(engine, steps: int = 10) -> None:
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25, max_name_column_width=60))
 
 
-def measure(engine, batch: int, context: int, vocab: int, profile: bool = False) -> dict:
-    """Fill `batch` sequences to `context` tokens, then time decode steps (engine and graph replay)."""
+def decode_sampling(temperature: float):
+    """The measured requests' SamplingParams: greedy at temperature 0, else an unseeded draw with top_p 0.95."""
     from modelgate.backends.llm.sampling_params import SamplingParams
 
-    sampling = SamplingParams(max_tokens=TIMED_STEPS + 20, temperature=0, ignore_eos=True)
+    top_p = 0.95 if temperature > 0 else 1.0
+    return SamplingParams(max_tokens=TIMED_STEPS + 20, temperature=temperature, top_p=top_p, ignore_eos=True)
+
+
+def measure(engine, batch: int, context: int, vocab: int, profile: bool = False, temperature: float = 0.0) -> dict:
+    """Fill `batch` sequences to `context` tokens, then time decode steps (engine and graph replay)."""
+    sampling = decode_sampling(temperature)
     ids = [f"b{batch}-{i}-{time.monotonic_ns()}" for i in range(batch)]
     for request_id, prompt in zip(ids, prompts(batch, context, vocab)):
         engine.add_request(request_id, prompt, sampling)
@@ -143,6 +156,13 @@ def main() -> int:
     parser.add_argument(
         "--compare-ahead", action="store_true", help="also measure engine steps with launch_decode_ahead off"
     )
+    parser.add_argument(
+        "--temperature",
+        nargs="+",
+        type=float,
+        default=[0.0],
+        help="engine-step rows sampled at each temperature (0: greedy; > 0: unseeded, top_p 0.95)",
+    )
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/modelgate-llama3-8b-random"))
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -169,11 +189,11 @@ def main() -> int:
                 **SETTINGS[setting],
             ),
         )
-        for ahead in (True, False) if args.compare_ahead else (True,):
+        for ahead, temperature in itertools.product((True, False) if args.compare_ahead else (True,), args.temperature):
             engine.config = engine.config.model_copy(update={"launch_decode_ahead": ahead})
-            label = setting if ahead else f"{setting} wait"
+            label = (setting if ahead else f"{setting} wait") + (f" t{temperature:g}" if temperature > 0 else "")
             for batch in args.batches:
-                result = measure(engine, batch, args.context, LLAMA3_8B["vocab_size"], args.profile)
+                result = measure(engine, batch, args.context, LLAMA3_8B["vocab_size"], args.profile, temperature)
                 floor_ms = result["bytes"] / (read_bw * 1e9) * 1e3
                 rows.append((label, batch, result, floor_ms))
                 print(
@@ -185,14 +205,15 @@ def main() -> int:
         gc.collect()  # the engine holds reference cycles (graphs <-> runner)
         torch.cuda.empty_cache()
     print(f"\nLlama-3-8B-shaped, context {args.context}, {torch.cuda.get_device_name()}, read-only {read_bw:.0f} GB/s")
+    width = max([10] + [len(label) + 1 for label, *_ in rows])  # 10 unless a label needs more ("bf16 wait t0.8")
     print(
-        f"{'setting':<10}{'batch':>6}{'GB read':>9}{'floor ms':>10}{'graph ms':>10}{'engine ms':>11}"
+        f"{'setting':<{width}}{'batch':>6}{'GB read':>9}{'floor ms':>10}{'graph ms':>10}{'engine ms':>11}"
         f"{'graph/floor':>13}{'engine/floor':>14}"
     )
     for setting, batch, r, floor_ms in rows:
         graph = r["graph_ms"] or float("nan")
         print(
-            f"{setting:<10}{batch:>6}{r['bytes'] / 1e9:>9.2f}{floor_ms:>10.2f}{graph:>10.2f}{r['engine_ms']:>11.2f}"
+            f"{setting:<{width}}{batch:>6}{r['bytes'] / 1e9:>9.2f}{floor_ms:>10.2f}{graph:>10.2f}{r['engine_ms']:>11.2f}"
             f"{graph / floor_ms:>13.2f}{r['engine_ms'] / floor_ms:>14.2f}"
         )
     return 0

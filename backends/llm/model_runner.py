@@ -20,7 +20,7 @@ from modelgate.backends.llm.memory_budget import BudgetMeter, kv_blocks
 from modelgate.backends.llm.models.llama import DecoderForCausalLM
 from modelgate.backends.llm.models.model_config import DecoderConfig
 from modelgate.backends.llm.models.weight_loader import checkpoint_has_fp8_weights, load_weights
-from modelgate.backends.llm.sampler import PendingSample, Sampler, SamplerOutput
+from modelgate.backends.llm.sampler import PendingSample, Sampler, SamplerOutput, samples_on_device
 from modelgate.backends.llm.scheduler import ScheduledRequest, SchedulerOutput
 
 logger = logging.getLogger(__name__)
@@ -215,14 +215,15 @@ class ModelRunner:
 
     def can_launch_ahead(self, previous: SchedulerOutput, pending: PendingSample) -> bool:
         """Whether the decode step after `previous` can be queued before previous's tokens reach the host:
-        they are on the device in previous's row order (the greedy fast path sampled every row), the step
-        fits the decode graphs, and every request stays on that fast path (plain greedy, past min_tokens)."""
+        they are on the device in previous's row order (the sampler's device path chose every row), the step
+        fits the decode graphs, and every request stays on that path (`samples_on_device`: greedy or an
+        unseeded draw, no penalties, no logprobs, past min_tokens), whose choice needs nothing from the host
+        that the step ahead does not have yet."""
         graphs, tokens = self.decode_graphs, pending.device_tokens
         if graphs is None or tokens is None or tokens.shape[0] != len(previous.scheduled):
             return False
         return graphs.supports(len(previous.scheduled)) and all(
-            item.request.is_plain_greedy and item.request.num_output_tokens >= item.request.sampling.min_tokens
-            for item in previous.scheduled
+            samples_on_device(item.request) for item in previous.scheduled
         )
 
     @torch.inference_mode()

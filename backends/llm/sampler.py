@@ -5,9 +5,13 @@ min_tokens (stop tokens masked), then greedy argmax, or temperature -> top-k -> 
 min-p -> a draw (from the request's own generator when it has a seed). Logprobs are of
 the model's distribution (log-softmax of the raw logits), as vLLM reports them.
 
-This runs once per engine step for the whole batch, so the work is batched: a batch of
-plain greedy requests (the common serving case) is one argmax and one `.tolist()`; the
-logits are copied only when some row is changed (penalties, min_tokens); top-k, top-p,
+This runs once per engine step for the whole batch, so the work is batched. A batch whose
+requests all `samples_on_device` (greedy, or unseeded draws, with no penalties, no logprobs,
+past min_tokens: the common serving cases) is queued device work only (`sample_on_device`):
+an argmax for greedy rows, the filtered draw of device_sampling.py for the others, and an
+asynchronous copy to pinned host memory, so the next decode step can be launched before the
+tokens reach the host. Any other batch takes the general path, which waits for the device:
+the logits are copied only when some row is changed (penalties, min_tokens); top-k, top-p,
 min-p, unseeded draws and logprobs run on all their rows at once. Only seeded draws go
 row by row, each from its request's own generator.
 """
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from modelgate.backends.llm.device_sampling import draw_tokens, row_settings
 from modelgate.backends.llm.request import LLMRequest
 
 
@@ -30,8 +35,8 @@ class SamplerOutput:
 class PendingSample:
     """A step's sampled tokens, possibly still on their way from the GPU: `result()` waits for them.
 
-    The greedy fast path only queues the argmax and an asynchronous copy to pinned host memory, so the caller
-    can do CPU work while the GPU finishes the step; other paths are computed at once.
+    The device path (`sample_on_device`) only queues the choice and an asynchronous copy to pinned host memory,
+    so the caller can do CPU work while the GPU finishes the step; the general path is computed at once.
     """
 
     def __init__(
@@ -43,7 +48,7 @@ class PendingSample:
         device_tokens: torch.Tensor | None = None,
     ):
         self._output, self._request_ids, self._host, self._copied = output, request_ids, host, copied
-        # The greedy fast path's tokens where they were computed, row i for request_ids[i]: a decode step
+        # The device path's tokens where they were computed, row i for request_ids[i]: a decode step
         # launched ahead feeds them to the model without waiting for the host copy (engine.launch_decode_ahead).
         self.device_tokens = device_tokens
 
@@ -67,17 +72,11 @@ class Sampler:
         return self.sample_async(logits, requests).result()
 
     def sample_async(self, logits: torch.Tensor, requests: list[LLMRequest]) -> PendingSample:
-        """`sample`, returning before a plain-greedy batch's tokens reach the host (see PendingSample)."""
+        """`sample`, returning before the tokens reach the host when every request `samples_on_device` (see
+        PendingSample); otherwise the general path, computed at once."""
         request_ids = [r.request_id for r in requests]
-        if all(r.is_plain_greedy and len(r.output_token_ids) >= r.sampling.min_tokens for r in requests):
-            chosen = greedy_tokens(logits)
-            if chosen.device.type != "cuda":
-                return PendingSample(request_ids=request_ids, host=chosen, device_tokens=chosen)
-            host = torch.empty(chosen.shape, dtype=chosen.dtype, pin_memory=True)
-            host.copy_(chosen, non_blocking=True)
-            copied = torch.cuda.Event()
-            copied.record()
-            return PendingSample(request_ids=request_ids, host=host, copied=copied, device_tokens=chosen)
+        if all(samples_on_device(r) for r in requests):
+            return _copy_to_host(sample_on_device(logits, requests), request_ids)
         return PendingSample(self._sample_general(logits, requests, request_ids))
 
     def _sample_general(self, logits: torch.Tensor, requests: list[LLMRequest], request_ids) -> SamplerOutput:
@@ -110,6 +109,42 @@ class Sampler:
             generator.manual_seed(request.sampling.seed)
             self._generators[request.request_id] = generator
         return generator
+
+
+def samples_on_device(request: LLMRequest) -> bool:
+    """Whether `sample_on_device` can choose the request's token at this step: it `is_device_sampleable` and
+    min_tokens are out (before that its stop tokens are masked, a host-built change to its row).
+
+    The one test behind both the sampler's path and ModelRunner.can_launch_ahead."""
+    return request.is_device_sampleable and request.num_output_tokens >= request.sampling.min_tokens
+
+
+def sample_on_device(logits: torch.Tensor, requests: list[LLMRequest]) -> torch.Tensor:
+    """[num_rows] int64 on the logits' device, as queued device work only (no host synchronization): the raw
+    logits' argmax for greedy rows, a draw from the filtered distribution (device_sampling.py) for the others.
+
+    `logits` [num_rows, vocab_size] (row i for requests[i]) is not changed; every request `samples_on_device`.
+    """
+    samplings = [r.sampling for r in requests]
+    if all(s.is_greedy for s in samplings):
+        return greedy_tokens(logits)
+    settings = row_settings(samplings, logits.shape[1], logits.device)
+    drawn = draw_tokens(logits, settings)
+    if not settings.has_greedy_rows:
+        return drawn
+    return torch.where(settings.is_greedy, greedy_tokens(logits), drawn)
+
+
+def _copy_to_host(chosen: torch.Tensor, request_ids: list[str]) -> PendingSample:
+    """The pending result of `chosen` [num_rows]: on CUDA an asynchronous copy to pinned memory is queued behind
+    it and an event marks its end; on the CPU the tensor is already on the host."""
+    if chosen.device.type != "cuda":
+        return PendingSample(request_ids=request_ids, host=chosen, device_tokens=chosen)
+    host = torch.empty(chosen.shape, dtype=chosen.dtype, pin_memory=True)
+    host.copy_(chosen, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+    return PendingSample(request_ids=request_ids, host=host, copied=copied, device_tokens=chosen)
 
 
 # greedy_tokens cuts each row into this many chunks when the vocabulary divides evenly (128256 = 128 x 1002)...
@@ -178,7 +213,9 @@ def _stop_ids_to_mask(request: LLMRequest) -> list[int]:
 
 
 def _filtered_probabilities(logits: torch.Tensor, requests: list[LLMRequest]) -> torch.Tensor:
-    """[num_rows, vocab] probabilities after temperature, top-k, top-p and min-p."""
+    """[num_rows, vocab] probabilities after temperature, top-k, top-p and min-p.
+
+    device_sampling.filtered_probabilities computes the same on the device path: change both together."""
     device = logits.device
     temperatures = torch.tensor([r.sampling.temperature for r in requests], device=device).unsqueeze(1)
     logits = logits / temperatures

@@ -20,6 +20,7 @@ if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     ]:
         del sys.modules[_name]
 
+import msgspec  # noqa: E402
 import pytest  # noqa: E402
 
 from modelgate.backends.llm.cuda_graphs import capture_sizes  # noqa: E402
@@ -181,16 +182,69 @@ def test_decode_steps_launched_ahead_give_the_same_tokens(tiny):
     assert not ahead.has_unfinished and ahead.kv_cache.num_requests_holding_blocks() == 0
 
 
-def test_no_decode_ahead_for_sampled_requests(tiny):
-    """A request that draws (temperature > 0) keeps every step waiting for its tokens on the host."""
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        SamplingParams(max_tokens=5, temperature=0.8, seed=3),
+        SamplingParams(max_tokens=5, temperature=0.8, frequency_penalty=0.5),
+        SamplingParams(max_tokens=5, temperature=0, logprobs=1),
+    ],
+    ids=["seeded", "penalty", "logprobs"],
+)
+def test_no_decode_ahead_for_requests_sampled_on_the_host(tiny, sampling):
+    """A seeded draw (its own generator), penalties (the last token counts) or logprobs keep every step of their
+    batch waiting for its tokens on the host."""
     engine = _engine(tiny)
     engine.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
     sizes = _count_ahead_launches(engine)
     engine.add_request("g", engine.tokenizer.encode("lazy dog"), SamplingParams(max_tokens=5, temperature=0))
-    engine.add_request("s", engine.tokenizer.encode("café"), SamplingParams(max_tokens=5, temperature=0.8, seed=3))
+    engine.add_request("s", engine.tokenizer.encode("café"), sampling)
     while engine.has_unfinished:
         engine.step()
     assert sizes == []
+
+
+def _sampled(engine: LLMEngine, seed: int) -> dict[str, list[int]]:
+    """REQUESTS drawn unseeded (the device's generator seeded with `seed` first), one greedy among them."""
+    samplings = [
+        SamplingParams(temperature=0.8, top_p=0.95),
+        SamplingParams(temperature=1.0, top_k=20, min_p=0.05),
+        SamplingParams(temperature=0),
+        SamplingParams(temperature=1.3),
+        SamplingParams(temperature=0.6, top_p=0.9, top_k=40),
+    ]
+    for i, ((text, max_tokens), sampling) in enumerate(zip(REQUESTS.items(), samplings)):
+        sampling = msgspec.structs.replace(sampling, max_tokens=max_tokens, ignore_eos=True)
+        engine.add_request(f"r{i}", engine.tokenizer.encode(text), sampling)
+    torch.manual_seed(seed)
+    tokens: dict[str, list[int]] = {}
+    while engine.has_unfinished:
+        for output in engine.step():
+            tokens.setdefault(output.request_id, []).extend(output.new_token_ids)
+    return tokens
+
+
+def test_sampled_decode_steps_are_launched_ahead(tiny):
+    """Unseeded draws are chosen on the device, so their decode steps are launched ahead as greedy ones are:
+    every request gets its max_tokens valid tokens, the greedy one those it gets in an all-greedy batch, and
+    with the same seed the tokens are the waiting engine's (the same draws, in the same order, fed back on
+    the device instead of from the host)."""
+    greedy = _greedy(_engine(tiny))
+    waiting = _engine(tiny, launch_decode_ahead=False)
+    waiting.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
+    expected = _sampled(waiting, seed=7)
+    ahead = _engine(tiny)
+    ahead.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
+    sizes = _count_ahead_launches(ahead)
+    tokens = _sampled(ahead, seed=7)
+    vocab = ahead.model_config.vocab_size
+    assert {rid: len(t) for rid, t in tokens.items()} == {f"r{i}": n for i, n in enumerate(REQUESTS.values())}
+    assert all(0 <= token < vocab for t in tokens.values() for token in t)
+    assert tokens["r2"] == greedy["r2"]
+    assert tokens == expected
+    assert tokens != _sampled(_engine(tiny), seed=8)  # the draws do depend on the generator
+    assert len(sizes) >= 4 and max(sizes) == len(REQUESTS)
+    assert not ahead.has_unfinished and ahead.kv_cache.num_requests_holding_blocks() == 0
 
 
 def test_abort_while_a_step_is_launched_ahead(tiny):
