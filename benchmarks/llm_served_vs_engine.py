@@ -162,7 +162,7 @@ def _profile(server: Server, run: Run, seconds: float, out: Path) -> subprocess.
         return None
     time.sleep(3)  # past the warm-up requests
     command = ["py-spy", "record", "-p", str(server.process.pid), "-d", str(int(seconds)), "-r", "200"]
-    command += ["--gil", "--threads", "-f", "raw", "-o", str(out / f"profile-{run.name}.txt")]
+    command += ["--nonblocking", "--gil", "--threads", "-f", "raw", "-o", str(out / f"profile-{run.name}.txt")]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 

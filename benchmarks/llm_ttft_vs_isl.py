@@ -91,7 +91,7 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/modelgate-llama3-8b-random"))
-    parser.add_argument("--isls", type=int, nargs="+", default=[128, 256, 512, 1024, 2048, 4096, 8192])
+    parser.add_argument("--isls", type=int, nargs="+", default=[128, 256, 512, 1024, 2048, 4096, 8190])
     parser.add_argument("--requests", type=int, default=8, help="requests per ISL, one at a time")
     parser.add_argument("--max-num-batched-tokens", type=int, default=8192)
     parser.add_argument("--out", type=Path, default=Path("/tmp/llm-ttft-vs-isl"))
@@ -115,7 +115,11 @@ def main() -> None:
     try:
         server.wait_ready(timeout_s=600)
         for isl in args.isls:
-            summary = bench(server, Run("generate_stream", isl, 2, 1, args.requests), args.checkpoint, args.out)
+            try:
+                summary = bench(server, Run("generate_stream", isl, 2, 1, args.requests), args.checkpoint, args.out)
+            except RuntimeError as exc:  # e.g. an ISL past the model's context: the others still count
+                print(f"ISL {isl}: {exc}", flush=True)
+                continue
             floor_s = prefill_flops(config, isl) / rate
             rows.append({"isl": isl, "ttft_ms": summary["ttft_s"]["p50"] * 1e3, "floor_ms": floor_s * 1e3})
             print(f"ISL {isl}: TTFT p50 {rows[-1]['ttft_ms']:.1f} ms, floor {rows[-1]['floor_ms']:.1f} ms", flush=True)

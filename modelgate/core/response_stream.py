@@ -88,6 +88,9 @@ class ResponseStream(SinkState):
             self._finish_callbacks.append(callback)
 
     def _finish(self) -> None:
+        # The writer may refer back to this stream (through the request it encodes for): a cycle, which would
+        # keep the request's inputs until a garbage collection.
+        self._write_through = None
         callbacks, self._finish_callbacks = self._finish_callbacks, None
         for callback in callbacks or ():
             callback()

@@ -2,6 +2,7 @@
 reach the client in the order sent whether the writer takes them or not."""
 
 import asyncio
+import sys
 import threading
 
 from modelgate.core.inference_types import InferResponse
@@ -128,3 +129,24 @@ async def test_a_writer_that_raises_hands_that_item_and_the_rest_to_the_iterator
     stream.send(_response(1), is_final=True)
     await reading
     assert calls == ["0"] and seen == ["0", "1"]
+
+
+async def test_a_finished_stream_lets_go_of_its_writer():
+    # a writer that refers back to the stream (through the request it encodes for) would otherwise make a
+    # cycle holding the request's inputs until a garbage collection
+    stream = ResponseStream(asyncio.get_running_loop())
+    writer = _Writer()
+    stream.write_through(writer)
+    reading = asyncio.create_task(_iterate(stream, []))
+    await asyncio.sleep(0)
+    stream.send(_response(0), is_final=True)
+    await reading
+    assert sys.getrefcount(writer) == 2  # this frame's name and getrefcount's argument: the stream holds none
+
+
+async def test_a_cancelled_stream_lets_go_of_its_writer():
+    stream = ResponseStream(asyncio.get_running_loop())
+    writer = _Writer()
+    stream.write_through(writer)
+    stream.cancel()
+    assert sys.getrefcount(writer) == 2

@@ -1,0 +1,95 @@
+"""Where an idle engine's time to first token goes: engine.step() calls from one request's arrival to its first
+token, each step's wall time, and the top kernels and launch count of its prefill step (torch.profiler).
+
+TTFT through the server at concurrency 1 (benchmarks/llm_ttft_vs_isl.py) minus this is what serving adds.
+
+    python benchmarks/llm_ttft_breakdown.py --isls 128 1024 --settings fp8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from llm_engine_vs_transformers import SETTINGS, make_engine, prompts  # noqa: E402
+
+
+def first_token_steps(engine, prompt: list[int]) -> tuple[float, list[float]]:
+    """(seconds from add_request to the step that returned the first token, each step's wall seconds)."""
+    from modelgate.backends.llm.sampling_params import SamplingParams
+
+    request_id = f"ttft-{time.monotonic_ns()}"
+    started = time.perf_counter()
+    engine.add_request(request_id, prompt, SamplingParams(max_tokens=2, temperature=0, ignore_eos=True))
+    steps = []
+    first = None
+    while engine.has_unfinished:
+        before = time.perf_counter()
+        outputs = engine.step()
+        steps.append(time.perf_counter() - before)
+        if first is None and any(o.request_id == request_id and o.new_token_ids for o in outputs):
+            first = time.perf_counter() - started
+    return first, steps
+
+
+def profile_prefill(engine, prompt: list[int]) -> None:
+    """The first step of one request (its prefill), under torch.profiler: top CUDA kernels and the launch count."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from modelgate.backends.llm.sampling_params import SamplingParams
+
+    engine.add_request(f"profiled-{time.monotonic_ns()}", prompt, SamplingParams(max_tokens=2, temperature=0))
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiled:
+        engine.step()
+        torch.cuda.synchronize()
+    while engine.has_unfinished:
+        engine.step()
+    events = profiled.key_averages()
+    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+    gpu_us = sum(e.self_device_time_total for e in events if e.device_type.name == "CUDA")
+    print(f"  prefill step: {launches} kernel launches, {gpu_us / 1e3:.2f} ms of kernels")
+    print(events.table(sort_by="self_device_time_total", row_limit=12, max_name_column_width=60))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/modelgate-llama3-8b-random"))
+    parser.add_argument("--isls", type=int, nargs="+", default=[128, 1024])
+    parser.add_argument("--settings", choices=sorted(SETTINGS), default="fp8")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=8192)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    engine_settings = dict(
+        max_num_seqs=8,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        max_model_len=max(args.isls) + 16,
+        show_progress=False,
+        enable_prefix_caching=False,
+        **SETTINGS[args.settings],
+    )
+    engine = make_engine(args.checkpoint, "cuda", engine_settings)
+    vocab = json.loads((args.checkpoint / "config.json").read_text())["vocab_size"]
+    for isl in args.isls:
+        batch = prompts(args.repeats + 1, isl, vocab)
+        first_token_steps(engine, batch[0])  # warm-up of this length
+        results = [first_token_steps(engine, prompt) for prompt in batch[1:]]
+        ttfts = sorted(first for first, _ in results)
+        steps = results[len(results) // 2][1]
+        print(
+            f"ISL {isl}: engine TTFT p50 {ttfts[len(ttfts) // 2] * 1e3:.1f} ms; steps of the median request: "
+            + ", ".join(f"{s * 1e3:.1f}" for s in steps)
+            + " ms",
+            flush=True,
+        )
+        profile_prefill(engine, prompts(1, isl, vocab)[0])
+
+
+if __name__ == "__main__":
+    main()
