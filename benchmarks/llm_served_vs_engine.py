@@ -131,7 +131,9 @@ class Server:
         self.process.wait(timeout=120)
 
 
-def bench(server: Server, run: Run, tokenizer: Path, out: Path, profile_s: float = 0.0) -> dict:
+def bench(
+    server: Server, run: Run, tokenizer: Path, out: Path, profile_s: float = 0.0, client_processes: int = 1
+) -> dict:
     """One `bench llm` run; its summary plus the server's CPU seconds over it. With `profile_s`, py-spy records
     the server (GIL holders, every thread) for that long, from a few seconds in."""
     folder = out / run.name
@@ -141,6 +143,7 @@ def bench(server: Server, run: Run, tokenizer: Path, out: Path, profile_s: float
     command += ["--num-requests", str(run.num_requests), "--warmup-requests", str(min(run.concurrency, 16))]
     command += ["--extra-body", '{"ignore_eos": true}', "--no-progress", "--no-plots", "--output-dir", str(folder)]
     command += ["--save-prompts", str(out / f"{run.name}.jsonl")]
+    command += ["--client-processes", str(min(client_processes, run.concurrency, run.num_requests))]
     cpu_before = process_cpu_seconds(server.process.pid)
     bench_process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     profiler = _profile(server, run, profile_s, out) if profile_s else None
@@ -219,6 +222,9 @@ def main() -> None:
     parser.add_argument("--max-num-batched-tokens", type=int, default=16384)
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--skip-engine", action="store_true", help="served runs only")
+    parser.add_argument(
+        "--client-processes", type=int, default=4, help="bench llm client processes per run (at most its concurrency)"
+    )
     parser.add_argument("--profile", nargs="*", default=[], help="names of runs to profile with py-spy (--gil)")
     parser.add_argument("--profile-s", type=float, default=8.0, help="seconds of each profile")
     parser.add_argument("--out", type=Path, default=Path("/tmp/llm-served-vs-engine"))
@@ -239,7 +245,7 @@ def main() -> None:
         server.wait_ready(timeout_s=600)
         for run in runs:
             profile_s = args.profile_s if run.name in args.profile else 0.0
-            results[run] = bench(server, run, args.checkpoint, args.out, profile_s)
+            results[run] = bench(server, run, args.checkpoint, args.out, profile_s, args.client_processes)
             print(f"{run.name}: {results[run]['output_token_throughput_per_s']:,.0f} output tok/s", flush=True)
     finally:
         server.stop()

@@ -157,6 +157,13 @@ def _add_llm_load(load) -> None:
     )
     load.add_argument("--warmup-requests", type=int, default=0, help="requests sent first and not measured")
     load.add_argument("--seed", type=int, default=0, help="seed of the lengths, prompts and arrival times")
+    load.add_argument(
+        "--client-processes",
+        type=int,
+        default=1,
+        help="spread the load over this many client processes, each with its share of the concurrency (or "
+        "rate) and requests: one client process spends ~30 us of CPU per streamed token; default 1",
+    )
 
 
 def run_llm(args: argparse.Namespace) -> int:
@@ -187,6 +194,7 @@ def run_llm(args: argparse.Namespace) -> int:
                 duration_s=args.duration,
                 warmup_requests=args.warmup_requests,
                 seed=args.seed,
+                client_processes=args.client_processes,
             ),
         )
     except (ValidationError, ValueError) as exc:  # ValueError: --mix weights that are not numbers

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
+from modelgate.clients.bench.client_processes import Share, run_shares
 from modelgate.clients.bench.kserve_grpc_client import KServeGrpcStreamClient
 from modelgate.clients.bench.kserve_http_client import KServeGenerateStreamClient
 from modelgate.clients.bench.llm_client import Clock, LLMClient
@@ -42,7 +44,14 @@ class LLMBenchResult:
 
 
 def run_llm_bench(settings: LLMBenchSettings) -> LLMBenchResult:
-    """Runs the benchmark on a fresh event loop (call it from code that has none running)."""
+    """Runs the benchmark on a fresh event loop (call it from code that has none running), in
+    `settings.load.client_processes` processes when more than one (client_processes.py)."""
+    if settings.load.client_processes > 1:
+        parts = run_shares(settings)
+        started = min(part_started for _, _, part_started in parts)
+        records = sorted((r for records, _, _ in parts for r in records), key=lambda record: record.index)
+        warmup = [r for _, part_warmup, _ in parts for r in part_warmup]
+        return _finish(settings, records, warmup, started)
     return asyncio.run(bench_llm(settings))
 
 
@@ -55,28 +64,41 @@ def make_client(settings: LLMBenchSettings) -> LLMClient:
 
 
 async def bench_llm(settings: LLMBenchSettings) -> LLMBenchResult:
+    records, warmup, started = await measure_share(settings, Share(0, 1))
+    return _finish(settings, records, warmup, started)
+
+
+async def measure_share(settings: LLMBenchSettings, share: Share) -> tuple[list, list, float]:
+    """The requests of one client process (`share`; Share(0, 1): all of them): (records, warm-up records,
+    perf_counter at the first measured launch), with each record's send time left absolute in start_s."""
     seed = settings.load.seed
-    plans = request_plans(settings.lengths, seed)
-    warmup_plans = request_plans(settings.lengths, seed + _WARMUP_SEED_OFFSET)
-    prompts = PromptBuilder(settings.tokenizer, seed, settings.prompts)
+    plans = itertools.islice(request_plans(settings.lengths, seed), share.index, None, share.count)
+    warmup_plans = request_plans(settings.lengths, seed + _WARMUP_SEED_OFFSET + share.index)
+    prompts = PromptBuilder(settings.tokenizer, share.prompt_seed(seed), settings.prompts)
     client = make_client(settings)
+    load = share.load(settings.load)
     await client.open()
     try:
         with tqdm(
-            total=settings.load.num_requests,
+            total=load.num_requests,
             unit="req",
-            disable=not settings.progress,
+            disable=not settings.progress or share.count > 1,  # bars of several processes would interleave
             desc=f"{client.protocol} {settings.lengths.pattern}",
         ) as bar:
             keep_prompts = settings.prompts.save_file is not None
             measure = functools.partial(_measure, client, prompts, keep_prompts)
-            result = await run_load(measure, plans, warmup_plans, settings.load, lambda record: bar.update(1))
+            result = await run_load(measure, plans, warmup_plans, load, lambda record: bar.update(1))
     finally:
         await client.close()
-    for record in result.records + result.warmup:
-        record.start_s -= result.started  # measure() left the send time (perf_counter) there
-    summary = summarize(result.records)
-    bench = LLMBenchResult(settings, summary, result.records, result.warmup, summary_table(summary, _title(settings)))
+    return result.records, result.warmup, result.started
+
+
+def _finish(settings: LLMBenchSettings, records: list, warmup: list, started: float) -> LLMBenchResult:
+    """Summary, table and files of a run whose records' start_s are still absolute send times."""
+    for record in records + warmup:
+        record.start_s -= started  # measure() left the send time (perf_counter) there
+    summary = summarize(records)
+    bench = LLMBenchResult(settings, summary, records, warmup, summary_table(summary, _title(settings)))
     if settings.output_dir is not None:
         bench.files = _write_outputs(bench)
     if settings.prompts.save_file is not None:

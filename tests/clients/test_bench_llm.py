@@ -192,3 +192,42 @@ def test_command_line_writes_json_csv_and_plots(llm_server, tmp_path):
     for name in PLOT_FILES:
         data = (tmp_path / name).read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 5000, name
+
+
+def test_client_processes_send_the_plans_of_one_run_with_prompts_of_their_own(llm_server, tmp_path):
+    tokens_before = generated_tokens(llm_server)
+    saved = tmp_path / "sent.jsonl"
+    lengths = LengthSettings(pattern="uniform", isl_min=8, isl_max=40, osl_min=2, osl_max=8, max_model_len=256)
+    one = settings(llm_server.http_url, "generate_stream", lengths, concurrency=3, num_requests=9, seed=5)
+    three = settings(
+        llm_server.http_url,
+        "generate_stream",
+        lengths,
+        PromptSettings(save_file=saved),
+        concurrency=3,
+        num_requests=9,
+        warmup_requests=2,
+        seed=5,
+        client_processes=3,
+    )
+    single, spread = run_llm_bench(one), run_llm_bench(three)
+    check_records(spread)
+    check_summary(spread)
+    # the same plans (indexes and lengths), split across the processes and merged back in index order
+    assert [(r.index, r.planned_isl, r.planned_osl) for r in spread.records] == [
+        (r.index, r.planned_isl, r.planned_osl) for r in single.records
+    ]
+    assert len(spread.warmup) == 2 and min(r.start_s for r in spread.records) >= 0
+    prompts = [tuple(r.prompt.token_ids) for r in spread.records]
+    assert len(set(prompts)) == len(prompts)  # no two processes drew the same prompts
+    assert saved.read_text().count("\n") == 9
+    served = generated_tokens(llm_server) - tokens_before
+    warmup_tokens = sum(r.osl for r in spread.warmup)
+    assert served == sum(r.osl for r in single.records + spread.records) + warmup_tokens
+
+
+def test_each_client_process_needs_a_share_of_the_load():
+    with pytest.raises(ValueError, match="concurrency 2 is less than client_processes 3"):
+        LoadSettings(concurrency=2, num_requests=10, client_processes=3)
+    with pytest.raises(ValueError, match="num_requests 2 is less than client_processes 3"):
+        LoadSettings(request_rate=5.0, num_requests=2, client_processes=3)
