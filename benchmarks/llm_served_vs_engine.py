@@ -40,23 +40,36 @@ class Run:
     protocol: str
     isl: int
     osl: int
-    concurrency: int
+    concurrency: int | None  # closed loop; None: Poisson arrivals at `rate`
     num_requests: int
+    rate: float | None = None  # requests per second
 
     @property
     def pattern(self) -> str:
         return f"{self.isl}/{self.osl}"
 
     @property
+    def load(self) -> str:
+        return f"c{self.concurrency}" if self.concurrency is not None else f"r{self.rate:g}"
+
+    @property
     def name(self) -> str:
-        return f"{self.protocol}-{self.isl}-{self.osl}-c{self.concurrency}"
+        return f"{self.protocol}-{self.isl}-{self.osl}-{self.load}"
+
+    def load_arguments(self) -> list[str]:
+        if self.concurrency is not None:
+            return ["--concurrency", str(self.concurrency)]
+        return ["--request-rate", str(self.rate)]
 
 
 def parse_run(text: str) -> Run:
-    """protocol:ISL/OSL:concurrency:requests, e.g. generate_stream:128/128:256:1000."""
-    protocol, lengths, concurrency, num_requests = text.split(":")
+    """protocol:ISL/OSL:LOAD:requests, LOAD a concurrency (256) or a Poisson rate (r20: 20 requests/s),
+    e.g. generate_stream:128/128:256:1000 or generate_stream:1000/1000:r20:600."""
+    protocol, lengths, load, num_requests = text.split(":")
     isl, osl = lengths.split("/")
-    return Run(protocol, int(isl), int(osl), int(concurrency), int(num_requests))
+    if load.startswith("r"):
+        return Run(protocol, int(isl), int(osl), None, int(num_requests), float(load[1:]))
+    return Run(protocol, int(isl), int(osl), int(load), int(num_requests))
 
 
 GPU_RUNS = [
@@ -139,11 +152,11 @@ def bench(
     folder = out / run.name
     command = [sys.executable, "-m", "modelgate", "bench", "llm", "--url", server.url(run.protocol), "-m", "llm"]
     command += ["--protocol", run.protocol, "--tokenizer", str(tokenizer), "--prompt-source", "random-tokens"]
-    command += ["--isl", str(run.isl), "--osl", str(run.osl), "--concurrency", str(run.concurrency)]
-    command += ["--num-requests", str(run.num_requests), "--warmup-requests", str(min(run.concurrency, 16))]
+    command += ["--isl", str(run.isl), "--osl", str(run.osl), *run.load_arguments()]
+    command += ["--num-requests", str(run.num_requests), "--warmup-requests", str(min(run.concurrency or 16, 16))]
     command += ["--extra-body", '{"ignore_eos": true}', "--no-progress", "--no-plots", "--output-dir", str(folder)]
     command += ["--save-prompts", str(out / f"{run.name}.jsonl")]
-    command += ["--client-processes", str(min(client_processes, run.concurrency, run.num_requests))]
+    command += ["--client-processes", str(min(client_processes, run.concurrency or run.num_requests, run.num_requests))]
     cpu_before = process_cpu_seconds(server.process.pid)
     bench_process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     profiler = _profile(server, run, profile_s, out) if profile_s else None
@@ -197,9 +210,9 @@ def print_table(results: dict[Run, dict], engine: dict[str, float], device: str)
     for run, summary in results.items():
         rate = summary["output_token_throughput_per_s"]
         alone = engine.get(f"{run.name}.jsonl")
-        trt = TENSORRT_LLM_H100.get(run.pattern) if run.concurrency > 1 else None
+        trt = TENSORRT_LLM_H100.get(run.pattern) if (run.concurrency or 0) > 1 else None  # their tables: full load
         cells = [
-            f"{run.protocol} {run.pattern} c{run.concurrency}",
+            f"{run.protocol} {run.pattern} {run.load}",
             f"{rate:,.0f}",
             f"{alone:,.0f}" if alone else "",
             f"{rate / alone:.2f}" if alone else "",
@@ -217,7 +230,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/modelgate-llama3-8b-random"))
     parser.add_argument("--tiny", action="store_true", help="tiny_llm on the CPU: a smoke run of the script")
-    parser.add_argument("--runs", nargs="+", help="protocol:ISL/OSL:concurrency:requests (default: the GPU set)")
+    parser.add_argument(
+        "--runs", nargs="+", help="protocol:ISL/OSL:LOAD:requests, LOAD 256 (concurrency) or r20 (Poisson, 20 req/s)"
+    )
     parser.add_argument("--max-num-seqs", type=int, default=512)
     parser.add_argument("--max-num-batched-tokens", type=int, default=16384)
     parser.add_argument("--max-model-len", type=int, default=4096)
@@ -251,7 +266,8 @@ def main() -> None:
         server.stop()
     engine: dict[str, float] = {}
     if not args.skip_engine:
-        for concurrency in sorted({run.concurrency for run in runs if run.protocol == "generate_stream"}):
+        closed = [run for run in runs if run.protocol == "generate_stream" and run.concurrency is not None]
+        for concurrency in sorted({run.concurrency for run in closed}):
             files = [
                 args.out / f"{r.name}.jsonl"
                 for r in runs

@@ -10,8 +10,8 @@ first process's first measured request.
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -50,16 +50,11 @@ class Share:
         return seed + _SEED_STRIDE * self.index
 
 
-def run_shares(settings: LLMBenchSettings) -> list:
-    """Each process's (records, warmup, started), in process order; records keep absolute send times."""
+def run_shares(settings: LLMBenchSettings, run_share: Callable[[LLMBenchSettings, Share], tuple]) -> list[tuple]:
+    """`run_share(settings, share)` in a process of its own per share (a module-level function: it is pickled
+    to the process); their results, in process order."""
     count = settings.load.client_processes
     context = multiprocessing.get_context("spawn")  # never fork a process that may hold threads
     with ProcessPoolExecutor(count, mp_context=context) as pool:
-        futures = [pool.submit(_run_share, settings, Share(index, count)) for index in range(count)]
+        futures = [pool.submit(run_share, settings, Share(index, count)) for index in range(count)]
         return [future.result() for future in futures]
-
-
-def _run_share(settings: LLMBenchSettings, share: Share):
-    from modelgate.clients.bench.llm_bench import measure_share
-
-    return asyncio.run(measure_share(settings, share))

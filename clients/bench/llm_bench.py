@@ -47,7 +47,7 @@ def run_llm_bench(settings: LLMBenchSettings) -> LLMBenchResult:
     """Runs the benchmark on a fresh event loop (call it from code that has none running), in
     `settings.load.client_processes` processes when more than one (client_processes.py)."""
     if settings.load.client_processes > 1:
-        parts = run_shares(settings)
+        parts = run_shares(settings, _run_share)
         started = min(part_started for _, _, part_started in parts)
         records = sorted((r for records, _, _ in parts for r in records), key=lambda record: record.index)
         warmup = [r for _, part_warmup, _ in parts for r in part_warmup]
@@ -91,6 +91,11 @@ async def measure_share(settings: LLMBenchSettings, share: Share) -> tuple[list,
     finally:
         await client.close()
     return result.records, result.warmup, result.started
+
+
+def _run_share(settings: LLMBenchSettings, share: Share) -> tuple[list, list, float]:
+    """A client process's work (client_processes.py): its share of the run on an event loop of its own."""
+    return asyncio.run(measure_share(settings, share))
 
 
 def _finish(settings: LLMBenchSettings, records: list, warmup: list, started: float) -> LLMBenchResult:
