@@ -9,8 +9,7 @@ writes that event itself through `write`, which waits for the client.
 
 from __future__ import annotations
 
-import json
-
+import msgspec
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
@@ -18,9 +17,12 @@ HIGH_WATER_BYTES = 64 * 1024  # past this many unsent bytes, aiohttp's own write
 EVENT_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8"}
 
 
+_encode_json = msgspec.json.Encoder().encode  # a tenth of json.dumps' time: paid per streamed token
+
+
 def event(payload: dict) -> bytes:
-    """One `data:` event holding `payload` as compact JSON."""
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    """One `data:` event holding `payload` as compact JSON (non-ASCII text as UTF-8)."""
+    return b"data: " + _encode_json(payload) + b"\n\n"
 
 
 class EventWriter:
