@@ -117,11 +117,16 @@ def write_repository(folder: Path, checkpoint: Path, args: argparse.Namespace) -
 
 
 class Server:
-    def __init__(self, repository: Path, log: Path):
+    """`modelgate serve` on free ports, serving `model` from `repository`."""
+
+    def __init__(self, repository: Path, log: Path, model: str = "llm", extra_args: tuple[str, ...] = ()):
+        self.model = model
         self.http, self.grpc, self.metrics = free_port(), free_port(), free_port()
         command = [sys.executable, "-m", "modelgate", "serve", "--model-repository", str(repository)]
         command += ["--http-port", str(self.http), "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics)]
-        self.process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [*command, *extra_args], stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT
+        )
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -129,7 +134,7 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited with status {self.process.returncode}")
             try:
-                if requests.get(f"http://127.0.0.1:{self.http}/v2/models/llm/ready", timeout=5).ok:
+                if requests.get(f"http://127.0.0.1:{self.http}/v2/models/{self.model}/ready", timeout=5).ok:
                     return
             except requests.ConnectionError:
                 pass

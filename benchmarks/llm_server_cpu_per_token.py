@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import requests
-from llm_served_vs_engine import free_port, process_cpu_seconds
+from llm_served_vs_engine import Server, process_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "model_repository" / "tiny_llm" / "1"
@@ -54,37 +54,29 @@ def main() -> None:
     (repository / "tiny_llm" / "1").symlink_to(CHECKPOINT)
     blocks = args.concurrency * ((args.isl + args.osl) // 16 + 2)
     (repository / "tiny_llm" / "config.pbtxt").write_text(CONFIG.format(blocks=blocks, seqs=args.concurrency))
-    http, grpc, metrics = free_port(), free_port(), free_port()
-    log = (repository / "server.log").open("w")
-    command = [sys.executable, "-m", "modelgate", "serve", "--model-repository", str(repository)]
-    command += ["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
-    command += ["--allow-cpu-metrics", "false"]
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    server = Server(repository, repository / "server.log", "tiny_llm", ("--allow-cpu-metrics", "false"))
     try:
-        for _ in range(120):
-            try:
-                if requests.get(f"http://127.0.0.1:{http}/v2/health/ready", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
+        server.wait_ready(timeout_s=60)
         print(f"tiny_llm, {args.concurrency} streams, ISL/OSL {args.isl}/{args.osl}, {args.num_requests} requests")
         print("\n| protocol | output tok/s | server CPU s | server CPU per token (µs) |\n| --- | --- | --- | --- |")
         for protocol in args.protocols.split(","):
-            url = f"127.0.0.1:{grpc if protocol == 'grpc' else http}"
+            url = server.url(protocol)
             bench = [sys.executable, "-m", "modelgate", "bench", "llm", "--url", url, "-m", "tiny_llm"]
             bench += ["--protocol", protocol, "--tokenizer", str(CHECKPOINT), "--isl", str(args.isl)]
             bench += ["--osl", str(args.osl), "--concurrency", str(args.concurrency), "--no-progress"]
             bench += ["--num-requests", str(args.num_requests), "--extra-body", '{"ignore_eos": true}']
-            tokens, cpu, started = generated_tokens(metrics), process_cpu_seconds(server.pid), time.monotonic()
+            tokens, cpu, started = (
+                generated_tokens(server.metrics),
+                process_cpu_seconds(server.process.pid),
+                time.monotonic(),
+            )
             subprocess.run(bench, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
             elapsed = time.monotonic() - started
-            tokens = generated_tokens(metrics) - tokens
-            cpu = process_cpu_seconds(server.pid) - cpu
+            tokens = generated_tokens(server.metrics) - tokens
+            cpu = process_cpu_seconds(server.process.pid) - cpu
             print(f"| {protocol} | {tokens / elapsed:,.0f} | {cpu:.2f} | {cpu / tokens * 1e6:.1f} |")
     finally:
-        server.terminate()
-        server.wait(30)
+        server.stop()
 
 
 if __name__ == "__main__":
