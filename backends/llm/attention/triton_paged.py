@@ -5,8 +5,10 @@ into the cache (`kernels.reshape_and_cache`; with a `rotation`, `kernels.rotary_
 applies the rotary embedding to q and k on the way, one launch instead of two), then
 - a decode-only step (one query per sequence) runs `kernels.paged_decode_attention` (split-KV when the
   batch alone would leave SMs idle);
-- any other step runs `kernels.prefill_attention` once for every sequence: fresh prefills, chunks over a
-  cached prefix and the one-token decodes of a mixed step alike.
+- any other step runs `kernels.prefill_attention` for every sequence that attends over cached keys (chunks over
+  a cached prefix, the one-token decodes of a mixed step), and fresh prefills (no cached prefix) through torch's
+  FlashAttention `varlen_attn` over the step's own K/V where torch and the dtype allow it (fresh_prefill.py);
+  without it, prefill_attention takes them too.
 GQA (query head h reads KV head h // (num_heads // num_kv_heads)) and the sliding window (a query at position
 p sees keys at positions > p - window) are handled inside the kernels.
 
@@ -25,12 +27,19 @@ from __future__ import annotations
 
 import torch
 
+from modelgate.backends.llm.attention.fresh_prefill import (
+    FreshPrefillAttention,
+    SequenceRun,
+    sequence_runs,
+    torch_varlen_attn,
+)
 from modelgate.backends.llm.attention.metadata import AttentionMetadata
 from modelgate.backends.llm.models.rotary import Rotation
 from modelgate.kernels.fp8_quant import HAS_TRITON, is_interpreted
 from modelgate.kernels.paged_decode_attention import paged_decode_attention
 from modelgate.kernels.prefill_attention import _prefill_attention_kernel, prefill_attention
 from modelgate.kernels.reshape_and_cache import reshape_and_cache
+from modelgate.kernels.rotary_embedding import rotary_embedding
 from modelgate.kernels.rotary_reshape_and_cache import rotary_reshape_and_cache
 
 
@@ -38,6 +47,9 @@ class TritonPagedAttention:
     # Whether the model may hand the rotary embedding to forward (`rotation`) instead of applying it first;
     # set False on an instance for the unfused path (two launches), e.g. to compare the two.
     fuses_rotary: bool = True
+    # FlashAttention's variable-length call for fresh prefills (fresh_prefill.py); None: the paged kernel
+    # attends them too. Set per instance (torch's where CUDA has it), or to a stand-in in tests.
+    varlen_attn = None
 
     def __init__(
         self,
@@ -55,6 +67,8 @@ class TritonPagedAttention:
         self.head_dim = head_dim
         self.scale = head_dim**-0.5
         self.sliding_window = sliding_window
+        if torch.device(device).type == "cuda":
+            self.varlen_attn = torch_varlen_attn()
 
     def forward(
         self,
@@ -69,7 +83,11 @@ class TritonPagedAttention:
         """Attention of the step's queries; q and k are rotated already, or by the KV write when `rotation` is
         given: q is then rotated in place, k only in the cache (attention reads K from there, nothing else
         reads k), with the bits of rotary_embedding followed by reshape_and_cache."""
+        runs = None if metadata.is_decode_only else self._runs_with_fresh(q, metadata)
         if rotation is None:
+            reshape_and_cache(k, v, kv_cache, metadata.slot_mapping, kv_scales)
+        elif runs is not None:  # the dense path reads k: rotate it, not only its copy in the cache
+            rotary_embedding(q, k, rotation.positions, rotation.cos, rotation.sin)
             reshape_and_cache(k, v, kv_cache, metadata.slot_mapping, kv_scales)
         else:
             rotary_reshape_and_cache(
@@ -77,7 +95,40 @@ class TritonPagedAttention:
             )
         if metadata.is_decode_only:
             return self._decode(q, kv_cache, metadata, kv_scales)
-        return self._prefill(q, kv_cache, metadata, kv_scales)
+        if runs is None:
+            return self._prefill(q, kv_cache, metadata, kv_scales, SequenceRun(0, metadata.num_seqs, False))
+        out = torch.empty_like(q)
+        fresh = self._fresh_attention()
+        for run in runs:
+            if run.is_fresh:
+                fresh.attend(q, k, v, metadata.query_start, metadata.query_start_cpu, run, out)
+            else:
+                self._prefill(q, kv_cache, metadata, kv_scales, run, out)
+        return out
+
+    def _runs_with_fresh(self, q: torch.Tensor, metadata: AttentionMetadata) -> list[SequenceRun] | None:
+        """The step's runs of sequences when some run is fresh and may go the dense way, else None."""
+        if self._fresh_attention() is None or not FreshPrefillAttention.takes(q.dtype, self.head_dim):
+            return None
+        runs = sequence_runs(metadata.query_start_cpu, metadata.context_lens_cpu)
+        return runs if any(run.is_fresh for run in runs) else None
+
+    def _fresh_attention(self) -> FreshPrefillAttention | None:
+        """The dense path for the current `varlen_attn`, made once; None without one or for its window."""
+        made = self.__dict__.get("_fresh")
+        if made is not None and made.varlen_attn is self.varlen_attn:
+            return made
+        if self.varlen_attn is None:
+            return None
+        try:
+            made = FreshPrefillAttention(
+                self.varlen_attn, self.num_heads, self.num_kv_heads, self.scale, self.sliding_window
+            )
+        except ValueError:  # this torch cannot apply the window: the paged kernel takes everything
+            self.varlen_attn = None
+            return None
+        self._fresh = made
+        return made
 
     def _decode(self, q, kv_cache, metadata: AttentionMetadata, kv_scales) -> torch.Tensor:
         # q: [num_seqs, num_heads, head_dim], one query token per sequence
@@ -93,19 +144,23 @@ class TritonPagedAttention:
             split=metadata.decode_split,
         )
 
-    def _prefill(self, q, kv_cache, metadata: AttentionMetadata, kv_scales) -> torch.Tensor:
-        starts = metadata.query_start_cpu
+    def _prefill(self, q, kv_cache, metadata: AttentionMetadata, kv_scales, run: SequenceRun, out=None):
+        """The paged kernel for sequences [run.first, run.end): their rows of `out` (a new tensor if None)."""
+        starts = metadata.query_start_cpu[run.first : run.end + 1]
         max_query_len = max(end - begin for begin, end in zip(starts, starts[1:]))
+        everything = run.first == 0 and run.end == metadata.num_seqs
+        pick = slice(None) if everything else slice(run.first, run.end)
         return prefill_attention(
             q,
             kv_cache,
-            metadata.block_tables,
-            metadata.query_start,
-            metadata.context_lens,
+            metadata.block_tables[pick],
+            metadata.query_start if everything else metadata.query_start[run.first : run.end + 1],
+            metadata.context_lens[pick],
             max_query_len,
             kv_scales=kv_scales,
             softmax_scale=self.scale,
             sliding_window=self.sliding_window,
+            out=out,
         )
 
 

@@ -1,0 +1,111 @@
+"""Fresh prefills through torch's variable-length flash attention, over the step's own K/V.
+
+A sequence whose whole context is new in this step (no cached prefix: its context length equals its query
+count) needs no key from the paged cache: its keys and values are the step's k and v, dense and in q's dtype.
+torch's `varlen_attn` (FlashAttention's variable-length kernel) attends those several times faster than the
+paged Triton kernel on Hopper (benchmarks/prefill_attention.py measures both against the GPU's matmul rate),
+and from bf16 K/V rather than their FP8 copies in the cache. Every other sequence (a chunk over a cached
+prefix, a prefix-cache hit, a decode of a mixed step) stays with the paged kernel.
+
+`sequence_runs` splits a step's sequences into contiguous runs of fresh and cached ones: the scheduler puts
+running requests first and new ones after, so a mixed step is usually two runs, one launch each.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+# The dtypes FlashAttention computes in; an fp32 model keeps the paged kernel.
+FLASH_DTYPES = (torch.bfloat16, torch.float16)
+# FlashAttention's largest head size.
+MAX_FLASH_HEAD_DIM = 256
+
+
+class SequenceRun(NamedTuple):
+    """Sequences [first, end) of the step, all fresh or all over a cached context."""
+
+    first: int
+    end: int
+    is_fresh: bool
+
+
+def sequence_runs(query_start: list[int], context_lens: list[int]) -> list[SequenceRun]:
+    """The step's sequences as maximal contiguous runs of fresh (context == its new tokens) or cached ones."""
+    runs: list[SequenceRun] = []
+    for index, context_len in enumerate(context_lens):
+        is_fresh = context_len == query_start[index + 1] - query_start[index]
+        if runs and runs[-1].is_fresh == is_fresh:
+            runs[-1] = runs[-1]._replace(end=index + 1)
+        else:
+            runs.append(SequenceRun(index, index + 1, is_fresh))
+    return runs
+
+
+class FreshPrefillAttention:
+    """Causal attention of fresh sequences over their own dense K/V, through a FlashAttention-style
+    `varlen_attn(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, ...)` (torch's, or a stand-in in tests)."""
+
+    def __init__(self, varlen_attn: Callable, num_heads: int, num_kv_heads: int, scale: float, window: int | None):
+        """Raises ValueError when `varlen_attn` cannot apply the sliding window (torch 2.10: causal only)."""
+        parameters = inspect.signature(varlen_attn).parameters
+        self.varlen_attn = varlen_attn
+        self._group = num_heads // num_kv_heads
+        self._scale = scale
+        self._gqa_inside = "enable_gqa" in parameters  # else K/V heads are repeated for it
+        if "window_size" in parameters:  # torch >= 2.11: (left, right); a query sees itself and `left` before it
+            self._causal = {"window_size": (-1 if window is None else window - 1, 0)}
+        elif "is_causal" in parameters and window is None:  # torch 2.10
+            self._causal = {"is_causal": True}
+        else:
+            raise ValueError(f"{varlen_attn!r} takes neither window_size nor is_causal for a window of {window}")
+
+    @staticmethod
+    def takes(q_dtype: torch.dtype, head_dim: int) -> bool:
+        """Whether FlashAttention computes queries of this dtype and head size."""
+        return q_dtype in FLASH_DTYPES and head_dim <= MAX_FLASH_HEAD_DIM
+
+    def attend(
+        self,
+        q: torch.Tensor,  # [num_tokens, num_heads, head_dim], rotated
+        k: torch.Tensor,  # [num_tokens, num_kv_heads, head_dim], rotated
+        v: torch.Tensor,  # [num_tokens, num_kv_heads, head_dim]
+        query_start: torch.Tensor,  # [num_seqs + 1] int32 on q's device
+        query_start_cpu: list[int],
+        run: SequenceRun,
+        out: torch.Tensor,  # [num_tokens, num_heads, head_dim]: the run's rows are written
+    ) -> None:
+        begin, end = query_start_cpu[run.first], query_start_cpu[run.end]
+        lengths = [
+            b - a for a, b in zip(query_start_cpu[run.first : run.end], query_start_cpu[run.first + 1 : run.end + 1])
+        ]
+        bounds = query_start[run.first : run.end + 1]
+        if begin:
+            bounds = bounds - begin
+        keys, values = k[begin:end], v[begin:end]
+        extra = dict(self._causal)
+        if self._group > 1:
+            if self._gqa_inside:
+                extra["enable_gqa"] = True
+            else:
+                keys = keys.repeat_interleave(self._group, dim=1)
+                values = values.repeat_interleave(self._group, dim=1)
+        longest = max(lengths)
+        attended = self.varlen_attn(
+            q[begin:end], keys, values, bounds, bounds, longest, longest, scale=self._scale, **extra
+        )
+        out[begin:end] = attended
+
+
+def torch_varlen_attn() -> Callable | None:
+    """torch's `varlen_attn` where this torch has it and CUDA can run it, else None."""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn

@@ -1,0 +1,154 @@
+"""Prefill attention against the GPU's matmul rate, same run: the paged Triton kernel and FlashAttention.
+
+Causal attention of fresh prompts (no cached prefix) at Llama-3-8B's shape (32 query heads over 8 KV heads,
+head_dim 128, block 16), per layer:
+  - `paged triton fp8` / `paged triton bf16`: kernels/prefill_attention.py reading K/V from the paged cache
+    (what every prefill used before attention/fresh_prefill.py);
+  - `varlen flash`: torch's FlashAttention `varlen_attn` over the step's dense bf16 K/V, called the way the
+    engine calls it for fresh sequences (attention/fresh_prefill.py);
+  - the floor: the causal attention's FLOPs (QK^T and PV over the visible half) at the bf16 matmul rate
+    torch.mm reaches on 8192^3 in the same run.
+Each contender's output is checked against the plain-torch reference first (relative error printed). Times
+are medians of 20 event-timed calls after 3 warm-up calls (each call is milliseconds long: launch overhead
+does not count).
+
+    python benchmarks/prefill_attention.py
+    python benchmarks/prefill_attention.py --cases 1024x16 4096x4 8192x1
+
+Without a GPU it says so and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE = 32, 8, 128, 16
+DEFAULT_CASES = ("1024x1", "1024x16", "4096x1", "4096x4", "8192x2")
+DEVICE = "cuda"
+
+
+def median_ms(fn, repeats: int = 20) -> float:
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def matmul_tflops() -> float:
+    a = torch.randn(8192, 8192, device=DEVICE, dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device=DEVICE, dtype=torch.bfloat16)
+    return 2 * 8192**3 / median_ms(lambda: torch.mm(a, b)) / 1e9
+
+
+def causal_flops(isl: int, seqs: int) -> float:
+    """QK^T and PV multiply-adds over the visible (causal) pairs, all heads."""
+    pairs = isl * (isl + 1) / 2
+    return seqs * NUM_HEADS * pairs * HEAD_DIM * 2 * 2
+
+
+def make_case(isl: int, seqs: int, generator: torch.Generator):
+    """Dense q/k/v of `seqs` fresh prompts of `isl` tokens, and the paged caches (bf16, FP8) holding their K/V."""
+    from modelgate.kernels.reshape_and_cache import allocate_kv_cache, reshape_and_cache
+
+    tokens = isl * seqs
+    q = torch.randn((tokens, NUM_HEADS, HEAD_DIM), generator=generator).to(DEVICE, torch.bfloat16)
+    k = torch.randn((tokens, NUM_KV_HEADS, HEAD_DIM), generator=generator).to(DEVICE, torch.bfloat16)
+    v = torch.randn((tokens, NUM_KV_HEADS, HEAD_DIM), generator=generator).to(DEVICE, torch.bfloat16)
+    blocks_per_seq = -(-isl // BLOCK_SIZE)
+    num_blocks = seqs * blocks_per_seq
+    order = torch.randperm(num_blocks, generator=generator)
+    block_tables = order.view(seqs, blocks_per_seq).to(torch.int32).to(DEVICE)
+    positions = torch.arange(isl, device=DEVICE)
+    slots = (block_tables.long()[:, positions // BLOCK_SIZE] * BLOCK_SIZE + positions % BLOCK_SIZE).reshape(-1)
+    caches = {}
+    for dtype in (torch.bfloat16, torch.float8_e4m3fn):
+        kv_cache, kv_scales = allocate_kv_cache(num_blocks, BLOCK_SIZE, NUM_KV_HEADS, HEAD_DIM, dtype, DEVICE)
+        reshape_and_cache(k, v, kv_cache, slots, kv_scales)
+        caches[dtype] = (kv_cache, kv_scales)
+    query_start = torch.arange(0, tokens + 1, isl, dtype=torch.int32, device=DEVICE)
+    context_lens = torch.full((seqs,), isl, dtype=torch.int32, device=DEVICE)
+    return q, k, v, caches, block_tables, query_start, context_lens
+
+
+def contenders(isl: int, case) -> dict:
+    from modelgate.backends.llm.attention.fresh_prefill import FreshPrefillAttention, SequenceRun, torch_varlen_attn
+    from modelgate.kernels.prefill_attention import prefill_attention
+
+    q, k, v, caches, block_tables, query_start, context_lens = case
+    scale = HEAD_DIM**-0.5
+    calls = {}
+    for name, dtype in (("paged triton fp8", torch.float8_e4m3fn), ("paged triton bf16", torch.bfloat16)):
+        kv_cache, kv_scales = caches[dtype]
+        calls[name] = lambda kv_cache=kv_cache, kv_scales=kv_scales: prefill_attention(
+            q, kv_cache, block_tables, query_start, context_lens, isl, kv_scales=kv_scales, softmax_scale=scale
+        )
+    varlen = torch_varlen_attn()
+    if varlen is not None:
+        fresh = FreshPrefillAttention(varlen, NUM_HEADS, NUM_KV_HEADS, scale, None)
+        run = SequenceRun(0, len(context_lens), True)
+        starts = query_start.tolist()
+        out = torch.empty_like(q)
+
+        def dense():
+            fresh.attend(q, k, v, query_start, starts, run, out)
+            return out
+
+        calls["varlen flash"] = dense
+    return calls
+
+
+def reference(case) -> torch.Tensor:
+    from modelgate.kernels.prefill_attention import prefill_attention_reference
+
+    q, _, _, caches, block_tables, query_start, context_lens = case
+    kv_cache, _ = caches[torch.bfloat16]
+    return prefill_attention_reference(q, kv_cache, block_tables, query_start, context_lens)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="ISLxSEQUENCES (fresh prompts)")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("no CUDA GPU here: nothing to measure")
+        return 0
+    print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    rate = matmul_tflops()
+    print(f"bf16 matmul (torch.mm 8192^3): {rate:,.0f} TFLOP/s")
+    generator = torch.Generator().manual_seed(0)
+    header = f"{'case':>10} {'contender':>18} | {'ms':>8} {'TFLOP/s':>8} {'x floor':>8} {'rel err':>8}"
+    print(header)
+    print("-" * len(header))
+    for text in args.cases:
+        isl, seqs = (int(part) for part in text.split("x"))
+        case = make_case(isl, seqs, generator)
+        expected = reference(case).float()
+        flops = causal_flops(isl, seqs)
+        floor_ms = flops / rate / 1e9
+        print(f"{text:>10} {'floor':>18} | {floor_ms:8.3f} {rate:8.0f} {1.0:8.2f} {'':>8}")
+        for name, call in contenders(isl, case).items():
+            error = ((call().float() - expected).norm() / expected.norm()).item()
+            ms = median_ms(call)
+            print(f"{text:>10} {name:>18} | {ms:8.3f} {flops / ms / 1e9:8.0f} {ms / floor_ms:8.2f} {error:8.1e}")
+        del case, expected
+        torch.cuda.empty_cache()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

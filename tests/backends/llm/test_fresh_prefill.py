@@ -1,0 +1,136 @@
+"""Fresh prefills through a FlashAttention-style varlen call (attention/fresh_prefill.py), everything else on the
+paged kernel: the logits of every step equal the paged kernel's alone, and the dense call sees exactly the fresh
+sequences. A plain-torch stand-in takes torch's `varlen_attn` place on the CPU (torch's needs CUDA).
+"""
+
+import inspect
+
+import pytest
+import torch
+
+from modelgate.backends.llm.attention import fresh_prefill  # imports no kernel: before the interpreter is set
+from modelgate.backends.llm.attention.fresh_prefill import SequenceRun, sequence_runs
+from tests.backends.llm import test_triton_attention as schedules  # sets the Triton interpreter up (CPU)
+from tests.backends.llm.hf_checkpoints import save_random_checkpoint
+
+
+class ReferenceVarlen:
+    """torch's varlen_attn contract in plain torch, recording the sequence bounds of each call.
+
+    `windowed`: the torch >= 2.11 signature (window_size, enable_gqa); otherwise torch 2.10's (is_causal)."""
+
+    def __init__(self, windowed: bool = True):
+        self.calls: list[list[int]] = []
+        self.__signature__ = inspect.signature(self._windowed if windowed else self._causal_only)
+
+    def _windowed(
+        self, query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False
+    ):
+        raise NotImplementedError  # only its signature is used
+
+    def _causal_only(self, query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, is_causal=False):
+        raise NotImplementedError
+
+    def __call__(
+        self,
+        query,
+        key,
+        value,
+        cu_seq_q,
+        cu_seq_k,
+        max_q,
+        max_k,
+        *,
+        scale=None,
+        window_size=None,
+        is_causal=False,
+        enable_gqa=False,
+    ):
+        bounds = cu_seq_q.tolist()
+        assert bounds == cu_seq_k.tolist() and bounds[0] == 0 and bounds[-1] == query.shape[0]
+        assert max_q == max_k == max(b - a for a, b in zip(bounds, bounds[1:]))
+        assert key.shape[1] == query.shape[1] or enable_gqa
+        left = -1 if window_size is None else window_size[0]
+        assert is_causal or window_size[1] == 0
+        self.calls.append(bounds)
+        out = torch.empty_like(query)
+        group = query.shape[1] // key.shape[1]
+        for a, b in zip(bounds, bounds[1:]):
+            q = query[a:b].float().transpose(0, 1)  # [heads, n, d]
+            k = key[a:b].float().repeat_interleave(group, dim=1).transpose(0, 1)
+            v = value[a:b].float().repeat_interleave(group, dim=1).transpose(0, 1)
+            positions = torch.arange(b - a)
+            visible = positions[None, :] <= positions[:, None]
+            if left >= 0:
+                visible &= positions[None, :] >= positions[:, None] - left
+            scores = (q @ k.transpose(1, 2)) * scale
+            probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
+            out[a:b] = (probs @ v).transpose(0, 1).to(query.dtype)
+        return out
+
+
+def test_sequence_runs_group_contiguous_fresh_and_cached_sequences():
+    # fresh (3 of 3), cached (decode at context 9), cached (chunk 4 over 6), fresh (2 of 2), fresh (1 of 1)
+    runs = sequence_runs([0, 3, 4, 8, 10, 11], [3, 9, 10, 2, 1])
+    assert runs == [SequenceRun(0, 1, True), SequenceRun(1, 3, False), SequenceRun(3, 5, True)]
+    assert sequence_runs([0, 1], [5]) == [SequenceRun(0, 1, False)]
+    assert sequence_runs([0], []) == []
+
+
+def _with_varlen(runner, varlen) -> None:
+    for layer in runner.model.layers:
+        layer.self_attn.attention_impl.varlen_attn = varlen
+
+
+@pytest.mark.parametrize("architecture, overrides", schedules.CASES)
+def test_fresh_prefills_through_varlen_give_the_paged_kernels_logits(tmp_path, monkeypatch, architecture, overrides):
+    monkeypatch.setattr(fresh_prefill, "FLASH_DTYPES", (torch.float32,))  # the stand-in computes in fp32
+    directory = save_random_checkpoint(architecture, tmp_path, **overrides)
+    prompts = schedules._prompts()
+    paged, dense = (schedules._runner(directory, "triton") for _ in range(2))
+    _with_varlen(paged, None)
+    varlen = ReferenceVarlen()
+    _with_varlen(dense, varlen)
+    expected = schedules._run_schedule(paged, prompts)
+    got = schedules._run_schedule(dense, prompts)
+    for index, (ours, theirs) in enumerate(zip(got, expected)):
+        for name in theirs:
+            torch.testing.assert_close(ours[name], theirs[name], atol=1e-4, rtol=1e-4, msg=f"step {index} {name}")
+    # Fresh sequences only, one call per layer for each step that has any: step 0 (a's first chunk, 9 tokens),
+    # step 1 (b, 10 tokens, after a's chunk over its cache), step 4 (c, 7 tokens, before two decodes).
+    layers = len(dense.model.layers)
+    assert varlen.calls == [[0, 9]] * layers + [[0, 10]] * layers + [[0, 7]] * layers
+
+
+def test_a_window_the_varlen_call_cannot_apply_leaves_everything_to_the_paged_kernel(tmp_path, monkeypatch):
+    monkeypatch.setattr(fresh_prefill, "FLASH_DTYPES", (torch.float32,))
+    directory = save_random_checkpoint("MistralForCausalLM", tmp_path, sliding_window=6)
+    prompts = schedules._prompts()
+    paged, causal_only = (schedules._runner(directory, "triton") for _ in range(2))
+    _with_varlen(paged, None)
+    varlen = ReferenceVarlen(windowed=False)
+    _with_varlen(causal_only, varlen)
+    for ours, theirs in zip(schedules._run_schedule(causal_only, prompts), schedules._run_schedule(paged, prompts)):
+        for name in theirs:
+            assert torch.equal(ours[name], theirs[name])
+    assert varlen.calls == []
+    assert causal_only.model.layers[0].self_attn.attention_impl.varlen_attn is None
+
+
+def test_a_causal_only_varlen_call_takes_fresh_prefills_without_a_window(tmp_path, monkeypatch):
+    monkeypatch.setattr(fresh_prefill, "FLASH_DTYPES", (torch.float32,))
+    directory = save_random_checkpoint("LlamaForCausalLM", tmp_path)
+    runner = schedules._runner(directory, "triton")
+    varlen = ReferenceVarlen(windowed=False)
+    _with_varlen(runner, varlen)
+    schedules._run_schedule(runner, schedules._prompts())
+    assert len(varlen.calls) == 3 * len(runner.model.layers)
+
+
+def test_dtypes_flash_attention_does_not_compute_stay_on_the_paged_kernel(tmp_path):
+    directory = save_random_checkpoint("LlamaForCausalLM", tmp_path)
+    runner = schedules._runner(directory, "triton")  # float32
+    varlen = ReferenceVarlen()
+    _with_varlen(runner, varlen)
+    schedules._run_schedule(runner, schedules._prompts())
+    assert varlen.calls == []
