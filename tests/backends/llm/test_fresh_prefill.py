@@ -59,7 +59,7 @@ class ReferenceVarlen:
             q = query[a:b].float().transpose(0, 1)  # [heads, n, d]
             k = key[a:b].float().repeat_interleave(group, dim=1).transpose(0, 1)
             v = value[a:b].float().repeat_interleave(group, dim=1).transpose(0, 1)
-            positions = torch.arange(b - a)
+            positions = torch.arange(b - a, device=query.device)
             visible = positions[None, :] <= positions[:, None]
             if left >= 0:
                 visible &= positions[None, :] >= positions[:, None] - left
@@ -134,3 +134,23 @@ def test_dtypes_flash_attention_does_not_compute_stay_on_the_paged_kernel(tmp_pa
     _with_varlen(runner, varlen)
     schedules._run_schedule(runner, schedules._prompts())
     assert varlen.calls == []
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kv_cache_dtype", ["auto", "fp8"])
+def test_torch_varlen_attn_gives_the_paged_kernels_logits_on_cuda(tmp_path, kv_cache_dtype):
+    """The real thing: torch's FlashAttention for fresh prefills, bf16, against the paged kernel alone (which
+    reads K/V back from the cache: FP8 there, hence the wider tolerance)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    directory = save_random_checkpoint("LlamaForCausalLM", tmp_path)
+    prompts = schedules._prompts()
+    paged, dense = (schedules._runner(directory, "triton", "bfloat16", kv_cache_dtype) for _ in range(2))
+    assert dense.model.layers[0].self_attn.attention_impl.varlen_attn is not None  # torch has it here
+    _with_varlen(paged, None)
+    tolerance = 5e-2 if kv_cache_dtype == "fp8" else 2e-2
+    for index, (ours, theirs) in enumerate(
+        zip(schedules._run_schedule(dense, prompts), schedules._run_schedule(paged, prompts))
+    ):
+        for name in theirs:
+            torch.testing.assert_close(ours[name], theirs[name], atol=tolerance, rtol=tolerance, msg=f"step {index}")
