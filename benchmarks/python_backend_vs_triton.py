@@ -11,7 +11,9 @@ answer's values checked). The settings:
   process of its own) is set in the copy's config.pbtxt;
 - Triton, `tritonserver` 2.51 with its python backend (every instance in a stub process), set up
   and run by `../shared/peers/triton-cpp/` (setup.sh once, then run.sh). Without it there is
-  nothing to compare with: the script says why and exits with status 2.
+  nothing to compare with: the script says why and exits with status 2;
+- with `--grpc-floor`, gRPC only: `bare_grpc_peer.py`, grpcio's threaded server (modelgate's gRPC
+  transport) answering add_sub in its handler thread, the most a Python gRPC server reaches on that core.
 
 It prints one table: server, isolation, protocol, req/s, p50 and p99 latency, and req/s as a
 ratio to Triton's on the same protocol. Exit status 1 when any request failed or was answered
@@ -38,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import bare_grpc_peer  # noqa: E402
 from benchmarks.add_sub_repository import ISOLATION_MODES, build_repository  # noqa: E402
 from benchmarks.add_sub_requests import check_with_tritonclient, check_with_tritonclient_grpc  # noqa: E402
 from benchmarks.http_add_sub_report import cpu_model, package_version  # noqa: E402
@@ -55,6 +58,7 @@ from benchmarks.python_backend_report import (  # noqa: E402
 from benchmarks.triton_peer import DEFAULT_SCRIPTS, PeerUnavailable, TritonPeer  # noqa: E402
 
 PROTOCOLS = ("http", "grpc")
+GRPC_FLOOR = "grpcio alone"  # the server name of --grpc-floor rows
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="measure every setting this many times, interleaved; the summary takes each case's median (default: 1)",
     )
+    parser.add_argument(
+        "--grpc-floor",
+        action="store_true",
+        help="also measure grpcio's threaded server answering add_sub in its handler (gRPC only): the transport's limit",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows (and the setup) to this JSON file")
     parser.add_argument("--server-core", type=int, default=0, help="core of every server (default: 0)")
     parser.add_argument(
@@ -118,11 +127,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def settings(args: argparse.Namespace) -> list[Setting]:
     """Triton first, so that a peer that does not start fails the run before anything is measured."""
-    return [Setting(PEER, "process"), *(Setting("modelgate", isolation) for isolation in args.isolation)]
+    floor = [Setting(GRPC_FLOOR, "-")] if args.grpc_floor and "grpc" in args.protocols else []
+    return [Setting(PEER, "process"), *(Setting("modelgate", isolation) for isolation in args.isolation), *floor]
 
 
 def start(setting: Setting, peer: TritonPeer, work_dir: Path, ports: Ports, args: argparse.Namespace) -> Server:
-    """The server of `setting` on a fresh repository, ready and answering `add_sub` right over HTTP and gRPC."""
+    """The server of `setting` on a fresh repository, ready and answering `add_sub` right over HTTP and gRPC
+    (the gRPC floor: over gRPC; it has no repository)."""
+    if setting.server == GRPC_FLOOR:
+        command = [
+            sys.executable,
+            bare_grpc_peer.__file__,
+            "--grpc-port",
+            str(ports.grpc),
+            "--http-port",
+            str(ports.http),
+        ]
+        server = start_server("grpc-floor", command, ports.http, args.server_core, args.nice, work_dir)
+        try:
+            check_with_tritonclient_grpc(ports.grpc)
+        except BaseException:
+            stop_server(server)
+            raise
+        return server
     name = f"{setting.server}-{setting.isolation}"
     isolation = None if setting.server == PEER else setting.isolation
     repository = build_repository(work_dir, name, isolation)
@@ -174,7 +201,8 @@ def measure_setting(
         raise PeerUnavailable(f"tritonserver did not start or did not answer add_sub right:\n{error}") from error
     try:
         server_version = _server_version(ports.http)
-        rows = [_measure_row(setting, server, _load(protocol, ports, args)) for protocol in args.protocols]
+        protocols = ["grpc"] if setting.server == GRPC_FLOOR else args.protocols
+        rows = [_measure_row(setting, server, _load(protocol, ports, args)) for protocol in protocols]
     finally:
         stop_server(server)
     return rows, server_version

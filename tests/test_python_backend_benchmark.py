@@ -241,3 +241,37 @@ def test_server_cpu_and_processes_include_descendants(tmp_path):
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # the parent and its sleeping child: the session started here
         process.wait()
+
+
+def test_the_grpc_floor_is_measured_only_when_asked_and_only_over_grpc():
+    names = [
+        (s.server, s.isolation)
+        for s in python_backend_vs_triton.settings(python_backend_vs_triton.parse_args(["--grpc-floor"]))
+    ]
+    assert names == [("triton", "process"), ("modelgate", "thread"), ("modelgate", "process"), ("grpcio alone", "-")]
+    plain = python_backend_vs_triton.settings(python_backend_vs_triton.parse_args([]))
+    assert all(s.server != python_backend_vs_triton.GRPC_FLOOR for s in plain)
+    http_only = python_backend_vs_triton.parse_args(["--grpc-floor", "--protocols", "http"])
+    assert all(s.server != python_backend_vs_triton.GRPC_FLOOR for s in python_backend_vs_triton.settings(http_only))
+
+
+def test_the_grpc_floor_answers_add_sub_right_and_says_what_it_is(tmp_path):
+    from benchmarks.add_sub_requests import check_with_tritonclient_grpc
+    from benchmarks.pinned_server import free_port, start_server, stop_server
+
+    http_port, grpc_port = free_port(), free_port()
+    command = [
+        sys.executable,
+        "benchmarks/bare_grpc_peer.py",
+        "--grpc-port",
+        str(grpc_port),
+        "--http-port",
+        str(http_port),
+    ]
+    server = start_server("grpc-floor", command, http_port, 0, 0, tmp_path)
+    try:
+        check_with_tritonclient_grpc(grpc_port)  # raises unless OUTPUT0/OUTPUT1 are the sum and difference
+        assert python_backend_vs_triton._server_version(http_port).startswith("grpcio ")
+    finally:
+        stop_server(server)
+    assert server.process.returncode == 0  # SIGTERM stops it cleanly
