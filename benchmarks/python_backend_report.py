@@ -38,7 +38,7 @@ def _ratio(rate: float, peer_rate: float | None) -> float | None:
 def table_lines(rows: list[Row]) -> list[str]:
     """The table: rows grouped by protocol; within one, modelgate's in the order given, then Triton's."""
     head = (
-        f"{'server':<10} {'isolation':<9} {'protocol':<8} | {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} | "
+        f"{'server':<12} {'isolation':<9} {'protocol':<8} | {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} | "
         f"{'vs triton':>9} | {'errors':>6} {'cpu':>5} {'gen cpu':>7} {'other':>5} {'procs':>5}"
     )
     lines = [head, "-" * len(head)]
@@ -53,7 +53,7 @@ def _line(row: Row, ratio: float | None) -> str:
     m = row.measured
     shown_ratio = "-" if ratio is None else f"{ratio:.2f}x"
     return (
-        f"{row.server:<10} {row.isolation:<9} {row.protocol:<8} | {m.requests_per_s:>8,.0f} {m.p50_ms:>7.2f} "
+        f"{row.server:<12} {row.isolation:<9} {row.protocol:<8} | {m.requests_per_s:>8,.0f} {m.p50_ms:>7.2f} "
         f"{m.p99_ms:>7.2f} | {shown_ratio:>9} | {m.errors + m.wrong:>6} {_percent(m.server_cpu):>5} "
         f"{_percent(m.generator_cpu):>7} {m.other_cpu:>5.2f} {m.server_processes:>5}"
     )
