@@ -80,7 +80,8 @@ class LLMEngine:
 
         if config.enforce_eager:
             return []
-        return capture_sizes(min(config.cuda_graph_max_batch_size, config.max_num_seqs))
+        limit = config.cuda_graph_max_batch_size
+        return capture_sizes(config.max_num_seqs if limit is None else min(limit, config.max_num_seqs))
 
     @property
     def has_unfinished(self) -> bool:

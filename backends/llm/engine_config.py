@@ -34,9 +34,11 @@ class EngineConfig(BaseModel):
     # "fp8": float8_e4m3fn paged KV cache with per-(token, KV head) scales; needs the triton attention backend.
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
     # Decode steps of up to this many sequences replay CUDA graphs (captured at load, at batch sizes 1, 2, 4, 8
-    # and multiples of 16; a step pads to the next size); larger ones run eagerly. CUDA with the triton attention
-    # backend only. enforce_eager (vLLM's name) turns graphs off.
-    cuda_graph_max_batch_size: int = Field(256, ge=0)
+    # and multiples of 16; a step pads to the next size); larger ones run eagerly. None: max_num_seqs, every
+    # decode batch the scheduler can form (a fixed 256 left steps of 257-512 sequences eager: their inter-token
+    # latency doubled at max_num_seqs 512 on the H100). CUDA with the triton attention backend only.
+    # enforce_eager (vLLM's name) turns graphs off.
+    cuda_graph_max_batch_size: int | None = Field(None, ge=0)
     enforce_eager: bool = False
     # Detokenize and check stop strings of a step's tokens while the next step runs on the GPU. Each step's
     # outputs then come out one step later, and a request a stop string ends computes one token more (dropped).

@@ -46,7 +46,7 @@ TUNABLE_PARAMETERS: dict[str, TunableParameter] = {
         TunableParameter("quantization", "choice", "none", choices=("none", "fp8")),
         TunableParameter("kv_cache_dtype", "choice", "auto", choices=("auto", "fp8")),
         TunableParameter("attention_backend", "choice", "auto", choices=("auto", "torch", "triton")),
-        TunableParameter("cuda_graph_max_batch_size", "int", "256", minimum=0, refinable=True),
+        TunableParameter("cuda_graph_max_batch_size", "int", None, minimum=0, refinable=True),
         TunableParameter("enforce_eager", "bool", "false"),
         TunableParameter("enable_prefix_caching", "bool", "true"),
         TunableParameter("enable_chunked_prefill", "bool", "true"),

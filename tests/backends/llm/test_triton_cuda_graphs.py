@@ -89,6 +89,7 @@ def test_capture_sizes():
 
 def test_graph_batch_sizes_follow_the_engine_config():
     assert LLMEngine._graph_batch_sizes(EngineConfig(max_num_seqs=20)) == [1, 2, 4, 8, 16, 20]
+    assert LLMEngine._graph_batch_sizes(EngineConfig(max_num_seqs=512))[-2:] == [496, 512]  # every batch it forms
     assert LLMEngine._graph_batch_sizes(EngineConfig(max_num_seqs=500, cuda_graph_max_batch_size=32))[-1] == 32
     assert LLMEngine._graph_batch_sizes(EngineConfig(enforce_eager=True)) == []
     assert LLMEngine._graph_batch_sizes(EngineConfig(cuda_graph_max_batch_size=0)) == []
