@@ -72,9 +72,9 @@ async def measure_share(settings: LLMBenchSettings, share: Share) -> tuple[list,
     """The requests of one client process (`share`; Share(0, 1): all of them): (records, warm-up records,
     perf_counter at the first measured launch), with each record's send time left absolute in start_s."""
     seed = settings.load.seed
-    plans = itertools.islice(request_plans(settings.lengths, seed), share.index, None, share.count)
-    warmup_plans = request_plans(settings.lengths, seed + _WARMUP_SEED_OFFSET + share.index)
     prompts = PromptBuilder(settings.tokenizer, share.prompt_seed(seed), settings.prompts)
+    plans = itertools.islice(request_plans(settings.lengths, seed, prompts.shortest), share.index, None, share.count)
+    warmup_plans = request_plans(settings.lengths, seed + _WARMUP_SEED_OFFSET + share.index, prompts.shortest)
     client = make_client(settings)
     load = share.load(settings.load)
     await client.open()

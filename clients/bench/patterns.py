@@ -31,12 +31,13 @@ class PatternError(ValueError):
     """A pattern that cannot be built (bad weights, an unreadable or empty trace)."""
 
 
-def request_plans(lengths: LengthSettings, seed: int = 0) -> Iterator[RequestPlan]:
-    """Endless plans; `index` counts from 0. Deterministic for a given seed."""
+def request_plans(lengths: LengthSettings, seed: int = 0, shortest_isl: int = 1) -> Iterator[RequestPlan]:
+    """Endless plans; `index` counts from 0. Deterministic for a given seed. `shortest_isl`: the fewest tokens
+    a prompt can have (PromptBuilder.shortest: BOS and one token of its own), kept when shortening to fit."""
     rng = np.random.default_rng(seed)
     draws = _draws(lengths, rng)
     for index, (name, isl, osl) in enumerate(draws):
-        isl, osl = _fit(max(1, int(isl)), max(1, int(osl)), lengths.max_model_len)
+        isl, osl = _fit(max(shortest_isl, int(isl)), max(1, int(osl)), lengths.max_model_len, shortest_isl)
         yield RequestPlan(index, name, isl, osl)
 
 
@@ -112,9 +113,10 @@ def _uniform(lengths: LengthSettings, rng: np.random.Generator):
         yield ("uniform", rng.integers(isl_range[0], isl_range[1] + 1), rng.integers(osl_range[0], osl_range[1] + 1))
 
 
-def _fit(isl: int, osl: int, max_model_len: int | None) -> tuple[int, int]:
-    """Shorten to fit a context: the output keeps at least one token, the input what is left."""
+def _fit(isl: int, osl: int, max_model_len: int | None, shortest_isl: int = 1) -> tuple[int, int]:
+    """Shorten to fit a context: the input keeps at least `shortest_isl` tokens and the output one, the output
+    what the input leaves of its own length, then the input what is left."""
     if max_model_len is None or isl + osl <= max_model_len:
         return isl, osl
-    osl = min(osl, max_model_len - 1)
-    return max(1, min(isl, max_model_len - osl)), osl
+    osl = max(1, min(osl, max_model_len - shortest_isl))
+    return max(shortest_isl, min(isl, max_model_len - osl)), osl

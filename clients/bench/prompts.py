@@ -38,5 +38,14 @@ class PromptBuilder:
         else:
             self.prompts = CorpusPrompts(self.tokenizer, rng)
 
+    @property
+    def shortest(self) -> int:
+        """The fewest tokens a prompt of this source holds as the server counts them: its special tokens
+        (BOS), the shared prefix and one token of its own; a shorter ISL is raised to it. 1 without a tokenizer."""
+        if self.tokenizer is None:
+            return 1
+        prefix = len(self.prompts.prefix_ids) if isinstance(self.prompts, RandomTokenPrompts) else 0
+        return self.tokenizer.num_special + prefix + 1
+
     def build(self, num_tokens: int) -> Prompt:
         return self.prompts.build(num_tokens)

@@ -43,6 +43,20 @@ def test_distributions_are_seeded_bounded_and_fit_the_context():
     assert {p.isl for p in uniform} == {5, 6, 7, 8, 9} and {p.osl for p in uniform} == {2, 3}
 
 
+def test_shortening_keeps_the_shortest_prompt_the_source_makes():
+    """An output as long as the context leaves the input its BOS and one token of its own, not one token that
+    the server would count as two (the request would then ask for a token more than the context holds)."""
+    lengths = LengthSettings(isl=32, osl=256, max_model_len=256)
+    builder = PromptBuilder(TOKENIZER_DIR, seed=1)
+    assert builder.shortest == 2  # tiny_llm's tokenizer adds BOS
+    plan = next(request_plans(lengths, 0, builder.shortest))
+    assert (plan.isl, plan.osl) == (2, 254)
+    assert builder.build(plan.isl).num_tokens + plan.osl == 256
+    assert take(LengthSettings(isl=1, osl=4), 1)[0].isl == 1  # without a tokenizer: 1
+    assert next(request_plans(LengthSettings(isl=1, osl=4), 0, 2)).isl == 2  # raised, as the prompt would be
+    assert PromptBuilder(None).shortest == 1
+
+
 def test_trace_lengths_are_replayed_in_order_and_cycled(tmp_path):
     trace = tmp_path / "trace.jsonl"
     trace.write_text("\n".join(json.dumps({"isl": i, "osl": 2 * i, "ttc_s": 1.0}) for i in (3, 4, 5)) + "\n\n")
