@@ -34,6 +34,7 @@ from modelgate.backends.llm.attention.fresh_prefill import (
     torch_varlen_attn,
 )
 from modelgate.backends.llm.attention.metadata import AttentionMetadata
+from modelgate.backends.llm.attention.varlen_check import varlen_works
 from modelgate.backends.llm.models.rotary import Rotation
 from modelgate.kernels.fp8_quant import HAS_TRITON, is_interpreted
 from modelgate.kernels.paged_decode_attention import paged_decode_attention
@@ -108,7 +109,11 @@ class TritonPagedAttention:
 
     def _runs_with_fresh(self, q: torch.Tensor, metadata: AttentionMetadata) -> list[SequenceRun] | None:
         """The step's runs of sequences when some run is fresh and may go the dense way, else None."""
-        if self._fresh_attention() is None or not FreshPrefillAttention.takes(q.dtype, self.head_dim):
+        fresh = self._fresh_attention()
+        if fresh is None or not FreshPrefillAttention.takes(q.dtype, self.head_dim):
+            return None
+        shape = (self.num_heads, self.num_kv_heads, self.head_dim, self.scale, self.sliding_window)
+        if not varlen_works(fresh, *shape, q.dtype, q.device):  # tried once: a wrong call costs speed, not answers
             return None
         runs = sequence_runs(metadata.query_start_cpu, metadata.context_lens_cpu)
         return runs if any(run.is_fresh for run in runs) else None

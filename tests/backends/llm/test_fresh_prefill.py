@@ -4,14 +4,19 @@ sequences. A plain-torch stand-in takes torch's `varlen_attn` place on the CPU (
 """
 
 import inspect
+import itertools
+import logging
 
 import pytest
 import torch
 
 from modelgate.backends.llm.attention import fresh_prefill  # imports no kernel: before the interpreter is set
 from modelgate.backends.llm.attention.fresh_prefill import SequenceRun, sequence_runs
+from modelgate.backends.llm.attention.varlen_check import TRIAL_LENGTHS, dense_causal_reference
 from tests.backends.llm import test_triton_attention as schedules  # sets the Triton interpreter up (CPU)
 from tests.backends.llm.hf_checkpoints import save_random_checkpoint
+
+TRIAL = [0, *itertools.accumulate(TRIAL_LENGTHS)]
 
 
 class ReferenceVarlen:
@@ -50,23 +55,10 @@ class ReferenceVarlen:
         assert bounds == cu_seq_k.tolist() and bounds[0] == 0 and bounds[-1] == query.shape[0]
         assert max_q == max_k == max(b - a for a, b in zip(bounds, bounds[1:]))
         assert key.shape[1] == query.shape[1] or enable_gqa
-        left = -1 if window_size is None else window_size[0]
         assert is_causal or window_size[1] == 0
         self.calls.append(bounds)
-        out = torch.empty_like(query)
-        group = query.shape[1] // key.shape[1]
-        for a, b in zip(bounds, bounds[1:]):
-            q = query[a:b].float().transpose(0, 1)  # [heads, n, d]
-            k = key[a:b].float().repeat_interleave(group, dim=1).transpose(0, 1)
-            v = value[a:b].float().repeat_interleave(group, dim=1).transpose(0, 1)
-            positions = torch.arange(b - a, device=query.device)
-            visible = positions[None, :] <= positions[:, None]
-            if left >= 0:
-                visible &= positions[None, :] >= positions[:, None] - left
-            scores = (q @ k.transpose(1, 2)) * scale
-            probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
-            out[a:b] = (probs @ v).transpose(0, 1).to(query.dtype)
-        return out
+        window = None if window_size is None or window_size[0] < 0 else window_size[0] + 1
+        return dense_causal_reference(query, key, value, bounds, scale, window)
 
 
 def test_sequence_runs_group_contiguous_fresh_and_cached_sequences():
@@ -96,10 +88,11 @@ def test_fresh_prefills_through_varlen_give_the_paged_kernels_logits(tmp_path, m
     for index, (ours, theirs) in enumerate(zip(got, expected)):
         for name in theirs:
             torch.testing.assert_close(ours[name], theirs[name], atol=1e-4, rtol=1e-4, msg=f"step {index} {name}")
-    # Fresh sequences only, one call per layer for each step that has any: step 0 (a's first chunk, 9 tokens),
-    # step 1 (b, 10 tokens, after a's chunk over its cache), step 4 (c, 7 tokens, before two decodes).
+    # The trial before first use (varlen_check.py), then fresh sequences only, one call per layer for each step
+    # that has any: step 0 (a's first chunk, 9 tokens), step 1 (b, 10 tokens, after a's chunk over its cache),
+    # step 4 (c, 7 tokens, before two decodes).
     layers = len(dense.model.layers)
-    assert varlen.calls == [[0, 9]] * layers + [[0, 10]] * layers + [[0, 7]] * layers
+    assert varlen.calls == [TRIAL] + [[0, 9]] * layers + [[0, 10]] * layers + [[0, 7]] * layers
 
 
 def test_a_window_the_varlen_call_cannot_apply_leaves_everything_to_the_paged_kernel(tmp_path, monkeypatch):
@@ -124,7 +117,41 @@ def test_a_causal_only_varlen_call_takes_fresh_prefills_without_a_window(tmp_pat
     varlen = ReferenceVarlen(windowed=False)
     _with_varlen(runner, varlen)
     schedules._run_schedule(runner, schedules._prompts())
-    assert len(varlen.calls) == 3 * len(runner.model.layers)
+    assert len(varlen.calls) == 1 + 3 * len(runner.model.layers)
+
+
+class BrokenVarlen(ReferenceVarlen):
+    """A varlen call that raises (`fails`), or attends across the sequences' boundaries (ignores cu_seq):
+    what a torch whose call differs from the one fresh_prefill.py expects could do."""
+
+    def __init__(self, fails: bool):
+        super().__init__()
+        self.fails = fails
+
+    def __call__(self, query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, **options):
+        self.calls.append(cu_seq_q.tolist())
+        if self.fails:
+            raise RuntimeError("FlashAttention only supports Ampere GPUs or newer")
+        bounds = cu_seq_q.tolist()
+        return dense_causal_reference(query, key, value, [0, bounds[-1]], options["scale"], window=bounds[-1] * 2)
+
+
+@pytest.mark.parametrize("fails", [True, False])
+def test_a_varlen_call_that_fails_its_trial_costs_speed_not_answers(tmp_path, monkeypatch, caplog, fails):
+    monkeypatch.setattr(fresh_prefill, "FLASH_DTYPES", (torch.float32,))
+    directory = save_random_checkpoint("LlamaForCausalLM", tmp_path)
+    prompts = schedules._prompts()
+    paged, broken = (schedules._runner(directory, "triton") for _ in range(2))
+    _with_varlen(paged, None)
+    varlen = BrokenVarlen(fails)
+    _with_varlen(broken, varlen)
+    with caplog.at_level(logging.WARNING, logger="modelgate.backends.llm.attention.varlen_check"):
+        for ours, theirs in zip(schedules._run_schedule(broken, prompts), schedules._run_schedule(paged, prompts)):
+            for name in theirs:
+                assert torch.equal(ours[name], theirs[name])
+    assert varlen.calls == [TRIAL]  # tried once, then never called again
+    assert "fresh prefills stay on the paged kernel" in caplog.text
+    assert ("Ampere" if fails else "differs from plain torch") in caplog.text
 
 
 def test_dtypes_flash_attention_does_not_compute_stay_on_the_paged_kernel(tmp_path):
