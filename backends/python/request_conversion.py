@@ -23,7 +23,7 @@ _SERVER_PARAMETERS = {"binary_data_output"}
 
 
 def to_pb_request(request: InferRequest, config: ModelConfig, version: str) -> pb_utils.InferenceRequest:
-    inputs = [pb_utils.Tensor._wrap(t.name, t.data) for t in request.inputs.values()]
+    inputs = [pb_utils.Tensor._wrap(t.name, _writable(t.data)) for t in request.inputs.values()]
     wanted = request.requested_output_names or [o.name for o in config.output]
     parameters = {k: v for k, v in request.parameters.items() if k not in _SERVER_PARAMETERS}
     correlation_id = parameters.get("sequence_id", 0)
@@ -41,6 +41,14 @@ def to_pb_request(request: InferRequest, config: ModelConfig, version: str) -> p
         if config.model_transaction_policy.decoupled:
             pb_request._response_sender = _response_sender(request, config, version)
     return pb_request
+
+
+def _writable(data):
+    """A model may change its input arrays in place, as Triton's python backend allows: a read-only array (a
+    view of a request's bytes, as the frontends decode raw inputs) is copied; others are the model's already."""
+    if isinstance(data, np.ndarray) and not data.flags.writeable:
+        return data.copy()
+    return data
 
 
 def _response_sender(request: InferRequest, config: ModelConfig, version: str) -> pb_utils.InferenceResponseSender:

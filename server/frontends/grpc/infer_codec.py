@@ -61,8 +61,10 @@ def decode_infer_request(message: service_pb2.ModelInferRequest) -> InferRequest
             "send raw contents for every input or for none"
         )
     for index, tensor in enumerate(message.inputs):
-        # A writable copy: models written for Triton may modify their input arrays in place.
-        raw = bytearray(raw_contents[index]) if raw_contents else None
+        # Read-only arrays over the message's bytes: no copy here. A python model, which may change its inputs in
+        # place as in Triton, gets writable copies (backends/python/request_conversion.py); other backends never
+        # write to their inputs.
+        raw = raw_contents[index] if raw_contents else None
         decoded = _decode_input(tensor, raw)
         if decoded.name in request.inputs:
             raise InvalidArgumentError(f"input '{decoded.name}' appears more than once in 'inputs'")

@@ -104,8 +104,8 @@ class _Handlers:
 
     async def infer(self, request: web.Request) -> web.Response:
         name, version = _target(request)
-        # A writable copy: models written for Triton may modify their input arrays in place.
-        body = bytearray(await request.read())
+        # Binary inputs are read-only arrays over the body (python models get writable copies, as over gRPC).
+        body = await request.read()
         header_length = parse_header_length(request.headers.get(HEADER_LENGTH), len(body))
         infer_request = decode_infer_request(body, header_length, name, version)
         response = await self.dataplane.infer(infer_request)
