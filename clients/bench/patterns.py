@@ -33,11 +33,12 @@ class PatternError(ValueError):
 
 def request_plans(lengths: LengthSettings, seed: int = 0, shortest_isl: int = 1) -> Iterator[RequestPlan]:
     """Endless plans; `index` counts from 0. Deterministic for a given seed. `shortest_isl`: the fewest tokens
-    a prompt can have (PromptBuilder.shortest: BOS and one token of its own), kept when shortening to fit."""
+    a prompt can have (PromptBuilder.shortest: BOS and one token of its own), kept when shortening to fit (a
+    drawn ISL below it is left to the prompt source, which raises it or refuses it)."""
     rng = np.random.default_rng(seed)
     draws = _draws(lengths, rng)
     for index, (name, isl, osl) in enumerate(draws):
-        isl, osl = _fit(max(shortest_isl, int(isl)), max(1, int(osl)), lengths.max_model_len, shortest_isl)
+        isl, osl = _fit(max(1, int(isl)), max(1, int(osl)), lengths.max_model_len, shortest_isl)
         yield RequestPlan(index, name, isl, osl)
 
 
@@ -114,9 +115,10 @@ def _uniform(lengths: LengthSettings, rng: np.random.Generator):
 
 
 def _fit(isl: int, osl: int, max_model_len: int | None, shortest_isl: int = 1) -> tuple[int, int]:
-    """Shorten to fit a context: the input keeps at least `shortest_isl` tokens and the output one, the output
-    what the input leaves of its own length, then the input what is left."""
+    """Shorten to fit a context: the input keeps at least `shortest_isl` tokens (or its own length, if less) and
+    the output one; the output gets what that leaves, then the input what is left."""
     if max_model_len is None or isl + osl <= max_model_len:
         return isl, osl
-    osl = max(1, min(osl, max_model_len - shortest_isl))
-    return max(shortest_isl, min(isl, max_model_len - osl)), osl
+    floor = min(isl, shortest_isl)
+    osl = max(1, min(osl, max_model_len - floor))
+    return max(floor, min(isl, max_model_len - osl)), osl
