@@ -9,6 +9,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from tests.backends.python.test_process_isolation import DOUBLER_MODEL  # doubles X in place
 from tests.server_harness import write_model
 
 CONFIG = """
@@ -19,23 +20,10 @@ output [ { name: "Y" data_type: TYPE_FP32 dims: [ -1 ] } ]
 parameters { key: "isolation" value { string_value: "ISOLATION" } }
 """
 
-MODEL = """
-import triton_python_backend_utils as pb_utils
-
-class TritonPythonModel:
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
-            x *= 2  # in place
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", x)]))
-        return responses
-"""
-
 
 @pytest.mark.parametrize("isolation", ["thread", "process"])
 def test_a_python_model_doubles_its_input_in_place_over_grpc_and_http_binary(tmp_path, make_server, isolation):
-    write_model(tmp_path, "doubler", CONFIG.replace("ISOLATION", isolation), MODEL)
+    write_model(tmp_path, "doubler", CONFIG.replace("ISOLATION", isolation), DOUBLER_MODEL)
     running = make_server([tmp_path])
     x = np.arange(6, dtype=np.float32)
     grpc_client = grpcclient.InferenceServerClient(running.grpc_url)
