@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
+
+from modelgate.backends.llm.attention.fresh_prefill import SequenceRun, sequence_runs
 
 
 @dataclass
@@ -32,3 +35,9 @@ class AttentionMetadata:
     @property
     def num_seqs(self) -> int:
         return len(self.context_lens_cpu)
+
+    @cached_property
+    def sequence_runs(self) -> list[SequenceRun]:
+        """The sequences as contiguous runs of fresh and cached ones (fresh_prefill.py), once per step: every
+        layer asks."""
+        return sequence_runs(self.query_start_cpu, self.context_lens_cpu)

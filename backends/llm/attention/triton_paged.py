@@ -27,12 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from modelgate.backends.llm.attention.fresh_prefill import (
-    FreshPrefillAttention,
-    SequenceRun,
-    sequence_runs,
-    torch_varlen_attn,
-)
+from modelgate.backends.llm.attention.fresh_prefill import FreshPrefillAttention, SequenceRun, torch_varlen_attn
 from modelgate.backends.llm.attention.metadata import AttentionMetadata
 from modelgate.backends.llm.attention.varlen_check import varlen_works
 from modelgate.backends.llm.models.rotary import Rotation
@@ -115,7 +110,7 @@ class TritonPagedAttention:
         shape = (self.num_heads, self.num_kv_heads, self.head_dim, self.scale, self.sliding_window)
         if not varlen_works(fresh, *shape, q.dtype, q.device):  # tried once: a wrong call costs speed, not answers
             return None
-        runs = sequence_runs(metadata.query_start_cpu, metadata.context_lens_cpu)
+        runs = metadata.sequence_runs
         return runs if any(run.is_fresh for run in runs) else None
 
     def _fresh_attention(self) -> FreshPrefillAttention | None:
@@ -153,14 +148,12 @@ class TritonPagedAttention:
         """The paged kernel for sequences [run.first, run.end): their rows of `out` (a new tensor if None)."""
         starts = metadata.query_start_cpu[run.first : run.end + 1]
         max_query_len = max(end - begin for begin, end in zip(starts, starts[1:]))
-        everything = run.first == 0 and run.end == metadata.num_seqs
-        pick = slice(None) if everything else slice(run.first, run.end)
         return prefill_attention(
             q,
             kv_cache,
-            metadata.block_tables[pick],
-            metadata.query_start if everything else metadata.query_start[run.first : run.end + 1],
-            metadata.context_lens[pick],
+            metadata.block_tables[run.first : run.end],
+            metadata.query_start[run.first : run.end + 1],
+            metadata.context_lens[run.first : run.end],
             max_query_len,
             kv_scales=kv_scales,
             softmax_scale=self.scale,
