@@ -12,7 +12,6 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig
 from modelgate.core.errors import NotFoundError, PermissionDeniedError, ResponseCountError, UnsupportedError
 from modelgate.core.inference_types import InferRequest, InferResponse
 from modelgate.core.response_stream import ResponseStream
-from modelgate.core.tensors import datatypes
 from modelgate.core.tensors.device_tensors import inputs_to_host
 from modelgate.core.version import MODELGATE_VERSION
 from modelgate.server.loaded_model import LoadedVersion
@@ -74,8 +73,8 @@ class Dataplane:
             "name": name,
             "versions": versions,
             "platform": config.platform or config.backend,
-            "inputs": [_tensor_metadata(t, config) for t in config.input],
-            "outputs": [_tensor_metadata(t, config) for t in config.output],
+            "inputs": list(loaded.inputs_metadata),
+            "outputs": list(loaded.outputs_metadata),
         }
 
     def model_config(self, name: str, version: str = "") -> dict:
@@ -209,14 +208,6 @@ class Dataplane:
                 f"explicit model {action} is not allowed when --model-control-mode is '{self.control_mode}'; "
                 "start the server with --model-control-mode explicit"
             )
-
-
-def _tensor_metadata(tensor, config: ModelConfig) -> dict:
-    from tritonclient.grpc.model_config_pb2 import DataType
-
-    shape = ([-1] if config.max_batch_size > 0 else []) + [int(d) for d in tensor.dims]
-    datatype = datatypes.from_config_name(DataType.Name(tensor.data_type)).wire_name
-    return {"name": tensor.name, "datatype": datatype, "shape": shape}
 
 
 __all__ = ["Dataplane", "NotFoundError"]

@@ -7,11 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
+from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig, ModelInstanceGroup
 
 from modelgate.backends.base import Backend, HealthReport, InstanceSpec, ModelCaller
 from modelgate.core.config_json import config_to_dict
 from modelgate.core.errors import UnavailableError
+from modelgate.core.tensors import datatypes
 from modelgate.core.tensors.device_tensors import takes_device_inputs
 from modelgate.server.memory.ledger import Holder, MemoryLedger
 from modelgate.server.memory.memory_probe import probe_instances
@@ -38,11 +39,23 @@ class LoadedVersion:
     schema: RequestSchema = field(init=False)
     is_decoupled: bool = field(init=False)
     takes_device_inputs: bool = field(init=False)
+    # The metadata extension's {name, datatype, shape} of each input and output: a generate request reads them.
+    inputs_metadata: list[dict] = field(init=False)
+    outputs_metadata: list[dict] = field(init=False)
 
     def __post_init__(self) -> None:
         self.schema = RequestSchema(self.config)
         self.is_decoupled = self.config.model_transaction_policy.decoupled
         self.takes_device_inputs = takes_device_inputs(self.config)
+        self.inputs_metadata = [tensor_metadata(t, self.config) for t in self.config.input]
+        self.outputs_metadata = [tensor_metadata(t, self.config) for t in self.config.output]
+
+
+def tensor_metadata(tensor, config: ModelConfig) -> dict:
+    """A config input or output as the metadata extension shows it (a batching model's shape starts with -1)."""
+    shape = ([-1] if config.max_batch_size > 0 else []) + [int(d) for d in tensor.dims]
+    datatype = datatypes.from_config_name(DataType.Name(tensor.data_type)).wire_name
+    return {"name": tensor.name, "datatype": datatype, "shape": shape}
 
 
 # (instance name, reason or None): an instance of the version being loaded stopped, or serves again.
