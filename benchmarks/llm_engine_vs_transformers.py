@@ -286,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--attention-backend", choices=["auto", "torch", "triton"], default="auto")
     parser.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
     parser.add_argument(
+        "--gpu-memory-utilization", type=float, help="the engine's share of the free GPU memory (default: its own)"
+    )
+    parser.add_argument(
         "--transformers-requests",
         type=int,
         default=None,
@@ -332,6 +335,8 @@ def run_all_modelgate(args: argparse.Namespace, device: str, loads: list[Workloa
             attention_backend=args.attention_backend,
             **SETTINGS[setting],
         )
+        if args.gpu_memory_utilization is not None:
+            engine_settings["gpu_memory_utilization"] = args.gpu_memory_utilization
         if device == "cpu":
             engine_settings["num_kv_blocks"] = max(len(load.prompts) for load in loads) * (longest // 16 + 2)
         engine = make_engine(args.checkpoint, device, engine_settings)

@@ -83,6 +83,10 @@ GPU_RUNS = [
 TINY_RUNS = ["generate_stream:32/32:8:32", "grpc:32/32:8:32", "openai-completions:32/32:8:32"]
 
 
+# The served model's share of the GPU (its config's gpu_memory_utilization), and the engine alone's.
+GPU_MEMORY_UTILIZATION = 0.85
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -108,7 +112,7 @@ def write_repository(folder: Path, checkpoint: Path, args: argparse.Namespace) -
     if args.tiny:
         settings.update(num_kv_blocks=2048, block_size=16)
     else:
-        settings.update(quantization="fp8", kv_cache_dtype="fp8", gpu_memory_utilization=0.85)
+        settings.update(quantization="fp8", kv_cache_dtype="fp8", gpu_memory_utilization=GPU_MEMORY_UTILIZATION)
     parameters = "".join(f'parameters {{ key: "{k}" value {{ string_value: "{v}" }} }}\n' for k, v in settings.items())
     kind = "KIND_CPU" if args.tiny else "KIND_GPU"
     (model / "config.pbtxt").write_text(
@@ -192,7 +196,10 @@ def engine_alone(checkpoint: Path, prompt_files: list[Path], concurrency: int, a
     command = [sys.executable, "benchmarks/llm_engine_vs_transformers.py", "--checkpoint", str(checkpoint)]
     command += ["--prompts-file", *map(str, prompt_files), "--skip-transformers"]
     command += ["--max-num-seqs", str(concurrency), "--max-num-batched-tokens", str(args.max_num_batched_tokens)]
-    command += ["--tiny"] if args.tiny else ["--settings", "fp8"]
+    # The same share of the GPU as the served model, so that both get about the same KV cache.
+    command += (
+        ["--tiny"] if args.tiny else ["--settings", "fp8", "--gpu-memory-utilization", str(GPU_MEMORY_UTILIZATION)]
+    )
     finished = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     (args.out / f"engine_alone_c{concurrency}.txt").write_text(finished.stdout + finished.stderr)
     if finished.returncode != 0:
