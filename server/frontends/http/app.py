@@ -30,6 +30,7 @@ from modelgate.server.frontends.http.infer_codec import (
     encode_infer_response,
     parse_header_length,
 )
+from modelgate.server.frontends.http.response_compression import compress_if_asked
 from modelgate.server.frontends.http.restriction import restriction_middleware
 from modelgate.server.frontends.openai.routes import add_openai_routes
 from modelgate.server.log_settings import LogSettings
@@ -113,10 +114,12 @@ class _Handlers:
             raise response.error
         payload, json_length = encode_infer_response(response, infer_request)
         if json_length is None:
-            return _compressible(request, web.Response(body=payload, content_type="application/json"))
+            return compress_if_asked(
+                request.headers.get("Accept-Encoding", ""), web.Response(body=payload, content_type="application/json")
+            )
         reply = web.Response(body=payload, content_type="application/octet-stream")
         reply.headers[HEADER_LENGTH] = str(json_length)
-        return _compressible(request, reply)
+        return compress_if_asked(request.headers.get("Accept-Encoding", ""), reply)
 
     async def generate(self, request: web.Request) -> web.Response:
         """Exactly one response expected; a decoupled model that sends another count gets Triton's answer, an
@@ -214,13 +217,6 @@ def _target(request: web.Request) -> tuple[str, str]:
 
 def _json(value: Any) -> web.Response:
     return web.Response(text=json.dumps(value, separators=(",", ":")), content_type="application/json")
-
-
-def _compressible(request: web.Request, response: web.Response) -> web.Response:
-    accepted = request.headers.get("Accept-Encoding", "")
-    if "gzip" in accepted or "deflate" in accepted:
-        response.enable_compression()
-    return response
 
 
 async def _json_body(request: web.Request) -> dict:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
+from modelgate.server.frontends.http.response_compression import MIN_COMPRESSED_BYTES, refuses_identity
 from tests.server.frontends.http.raw_http import post_binary, post_json, send, split_binary_response
 
 A = np.array([1.5, 2, 3, 4], dtype=np.float32)
@@ -179,6 +180,7 @@ def test_compressed_requests_and_responses(client, request_algorithm, response_a
 
 @pytest.mark.parametrize("encoding, compress", [("gzip", gzip.compress), ("deflate", zlib.compress)])
 def test_raw_compressed_binary_request_and_response(example_server, encoding, compress):
+    """A compressed request; a response compressed as asked (`identity;q=0`: even add_sub's small one)."""
     header = {
         "inputs": [
             {"name": "INPUT0", "datatype": "FP32", "shape": [4], "parameters": {"binary_data_size": 16}},
@@ -191,15 +193,55 @@ def test_raw_compressed_binary_request_and_response(example_server, encoding, co
     headers = {
         "Inference-Header-Content-Length": str(len(header_bytes)),  # of the uncompressed body
         "Content-Encoding": encoding,
-        "Accept-Encoding": encoding,
+        "Accept-Encoding": f"{encoding}, identity;q=0",
     }
     response = send(example_server.http_url, "POST", "/v2/models/add_sub/infer", body, headers)
     assert response.status == 200
     assert response.headers["Content-Encoding"] == encoding
-    plain = gzip.decompress(response.body) if encoding == "gzip" else zlib.decompress(response.body)
+    plain = _decompress(encoding, response.body)
     length = int(response.headers["Inference-Header-Content-Length"])
     assert json.loads(plain[:length])["outputs"][0]["parameters"] == {"binary_data_size": 16}
     np.testing.assert_array_equal(np.frombuffer(plain[length:], dtype=np.float32), A + B)
+
+
+def _decompress(encoding: str, body: bytes) -> bytes:
+    return gzip.decompress(body) if encoding == "gzip" else zlib.decompress(body)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_responses_are_compressed_from_a_kibibyte_on(example_server, encoding):
+    """Small responses go out plain whatever Accept-Encoding allows (compressing them costs more than it saves);
+    a response of MIN_COMPRESSED_BYTES or more is compressed as asked."""
+    small = send(
+        example_server.http_url,
+        "POST",
+        "/v2/models/add_sub/infer",
+        json.dumps(ADD_SUB_JSON),
+        {"Accept-Encoding": encoding},
+    )
+    assert small.status == 200 and "Content-Encoding" not in small.headers
+    assert small.json()["outputs"][0]["data"] == (A + B).tolist()
+    x = np.arange(MIN_COMPRESSED_BYTES, dtype=np.float32)
+    large_request = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [len(x)], "data": x.tolist()}]}
+    large = send(
+        example_server.http_url,
+        "POST",
+        "/v2/models/add_batch_dim/infer",
+        json.dumps(large_request),
+        {"Accept-Encoding": encoding},
+    )
+    assert large.status == 200 and large.headers["Content-Encoding"] == encoding
+    answer = json.loads(_decompress(encoding, large.body))
+    assert answer["outputs"][0]["data"] == x.tolist()
+
+
+def test_identity_refusals():
+    assert refuses_identity("gzip, identity;q=0")
+    assert refuses_identity("gzip;q=1.0, *;q=0")
+    assert refuses_identity("deflate, IDENTITY; q=0.0")
+    assert not refuses_identity("gzip, deflate")
+    assert not refuses_identity("gzip, identity;q=0.5, *;q=0")  # identity named and allowed
+    assert not refuses_identity("gzip;q=x")  # a malformed weight counts as none
 
 
 def test_no_compression_without_accept_encoding(example_server):
