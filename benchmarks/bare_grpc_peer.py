@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import threading
@@ -27,8 +26,7 @@ import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-MAX_MESSAGE_BYTES = 2**31 - 1  # modelgate's (Triton's) limit both ways
-MAX_HANDLER_THREADS = 1024  # as modelgate's frontend
+from modelgate.server.frontends.grpc.server import MAX_HANDLER_THREADS, MAX_MESSAGE_BYTES, batch_scheduling
 
 
 class AddSub(service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -43,16 +41,9 @@ class AddSub(service_pb2_grpc.GRPCInferenceServiceServicer):
         return response
 
 
-def _batch_scheduling() -> None:
-    try:
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-    except (AttributeError, OSError):
-        pass
-
-
 def serve_grpc(port: int) -> grpc.Server:
     server = grpc.server(
-        ThreadPoolExecutor(MAX_HANDLER_THREADS, initializer=_batch_scheduling),
+        ThreadPoolExecutor(MAX_HANDLER_THREADS, initializer=batch_scheduling),
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

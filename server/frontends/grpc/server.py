@@ -71,10 +71,10 @@ class GrpcFrontend:
     async def start(self, address: str, port: int) -> int:
         """Listen on address:port (0 picks a free port) and return the port."""
         handler_pool = ThreadPoolExecutor(
-            MAX_HANDLER_THREADS, thread_name_prefix="grpc-handler", initializer=_batch_scheduling
+            MAX_HANDLER_THREADS, thread_name_prefix="grpc-handler", initializer=batch_scheduling
         )
         reader_pool = ThreadPoolExecutor(
-            MAX_STREAM_READER_THREADS, thread_name_prefix="grpc-stream-reader", initializer=_batch_scheduling
+            MAX_STREAM_READER_THREADS, thread_name_prefix="grpc-stream-reader", initializer=batch_scheduling
         )
         self._pools = [handler_pool, reader_pool]
         self.server = grpc.server(
@@ -130,7 +130,7 @@ class GrpcFrontend:
             health.set(service, status)
 
 
-def _batch_scheduling() -> None:
+def batch_scheduling() -> None:
     """SCHED_BATCH for the pools' threads (Linux), as for python-model stubs: a thread the loop wakes (a
     stream's response to send, a unary result) no longer preempts the loop at once on a shared core; it
     runs when the loop waits or its time slice ends. Otherwise each unary call and each streamed token cost
