@@ -21,9 +21,11 @@ from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig, ModelInsta
 
 from modelgate.backends.base import Backend, ExecuteResult, InstanceSpec, ModelInstance
 from modelgate.backends.llm import llm_metrics
+from modelgate.backends.llm.attached_engine import AttachedEngine
 from modelgate.backends.llm.engine_client import EngineClient
 from modelgate.backends.llm.engine_config import EngineConfig
 from modelgate.backends.llm.engine_messages import RequestOutput, StepOutputs
+from modelgate.backends.llm.engine_sharing import EngineAddress, engine_sharing
 from modelgate.backends.llm.engine_supervisor import EngineSupervisor
 from modelgate.backends.llm.generation_request import GenerationRequest, parse_generation_request
 from modelgate.backends.llm.llm_responses import OUTPUT_NAMES, build_response, logprobs_json
@@ -94,7 +96,11 @@ class _ActiveRequest:
 
 
 class LLMModelInstance(ModelInstance):
-    def __init__(self, spec: InstanceSpec):
+    """One engine's requests. Normally the instance owns its engine process (and, when the server shares its
+    engines with frontend workers, publishes `engine_address`); in a frontend worker it is built with
+    `attach_to` and sends its requests to the engine the server owns (AttachedEngine)."""
+
+    def __init__(self, spec: InstanceSpec, attach_to: EngineAddress | None = None):
         self.spec = spec
         self.labels = (spec.model_name, str(spec.model_version))
         self.engine_config = _engine_config(spec)
@@ -108,7 +114,19 @@ class LLMModelInstance(ModelInstance):
         self._ids = itertools.count()
         llm_metrics.publish_zeros(self.labels)
         self.series = llm_metrics.VersionSeries(self.labels)
-        self.engines = EngineSupervisor(spec.model_name, self._start_engine, self._on_engine_down, self._on_engine_up)
+        # The engine's gauges and counters are the owner's to record: a worker recording them too would count
+        # them twice once the server adds the workers' metrics to its own.
+        self._records_engine_stats = attach_to is None
+        sharing = engine_sharing() if attach_to is None else None
+        self.engine_address = None if sharing is None else EngineAddress(sharing.new_address(), sharing.authkey)
+        if attach_to is None:
+            self.engines = EngineSupervisor(
+                spec.model_name, self._start_engine, self._on_engine_down, self._on_engine_up
+            )
+        else:
+            self.engines = AttachedEngine(
+                spec.model_name, attach_to, self._on_step, self._on_engine_down, lambda: self._report_health(None)
+            )
         self.max_model_len = self.engines.client.info.max_model_len
 
     def execute(self, requests: list[InferRequest]) -> ExecuteResult:
@@ -174,7 +192,8 @@ class LLMModelInstance(ModelInstance):
 
     def _on_outputs(self, step: StepOutputs) -> None:
         """Runs on the event loop (or the reader thread, see _on_step)."""
-        llm_metrics.record_engine_stats(self.labels, step.stats)
+        if self._records_engine_stats:
+            llm_metrics.record_engine_stats(self.labels, step.stats)
         now = time.monotonic()
         with self._lock:  # once per step: execute adds requests from the instance thread
             states = [self._active.get(output.request_id) for output in step.outputs]
@@ -189,12 +208,21 @@ class LLMModelInstance(ModelInstance):
             self.series.generation_tokens.inc(new_tokens)
 
     def _start_engine(self, on_exit) -> EngineClient:
-        return EngineClient(self.spec.version_dir, self.engine_config, self._on_step, on_exit)
+        address = self.engine_address
+        return EngineClient(
+            self.spec.version_dir,
+            self.engine_config,
+            self._on_step,
+            on_exit,
+            attach_address=None if address is None else address.path,
+            authkey=None if address is None else address.authkey,
+        )
 
     def _on_engine_down(self, reason: str) -> None:
         """The engine died (on its reader thread): its requests fail, the model is UNAVAILABLE until it is back."""
         self._fail_all(reason)
-        llm_metrics.record_engine_down(self.labels)
+        if self._records_engine_stats:
+            llm_metrics.record_engine_down(self.labels)
         self._report_health(reason)
 
     def _on_engine_up(self) -> None:

@@ -1,6 +1,7 @@
 """The engine's own process: a busy loop that steps the engine while it has work.
 
-It speaks the typed messages of engine_messages.py on two one-way pipes. Requests arrive checked (the server
+It speaks the typed messages of engine_messages.py with its clients (engine_clients.py): the server that
+started it, on two one-way pipes, and frontend workers attached through a Unix socket. Requests arrive checked (the server
 validates them once); the engine's own guards (a prompt that cannot fit) still answer rather than hang.
 """
 
@@ -11,6 +12,7 @@ import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from modelgate.backends.llm.engine_clients import EngineClientEnd, EngineClients
 from modelgate.backends.llm.engine_config import EngineConfig
 from modelgate.backends.llm.engine_messages import (
     AbortRequest,
@@ -19,17 +21,23 @@ from modelgate.backends.llm.engine_messages import (
     EngineReady,
     RequestOutput,
     Shutdown,
-    StepOutputs,
     ToEngine,
-    receive_to_engine,
     send,
 )
 
 logger = logging.getLogger(__name__)
 
 
-def engine_main(model_dir: str, config_json: str, inbox: Connection, outbox: Connection) -> None:
-    """Entry point of the engine process."""
+def engine_main(
+    model_dir: str,
+    config_json: str,
+    inbox: Connection,
+    outbox: Connection,
+    attach_address: str | None = None,
+    authkey: bytes | None = None,
+) -> None:
+    """Entry point of the engine process. With `attach_address`, frontend workers may attach there (with
+    `authkey`) once the engine is ready (engine_clients.py)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s engine: %(message)s")
     try:
         from modelgate.backends.llm.engine import LLMEngine
@@ -38,21 +46,22 @@ def engine_main(model_dir: str, config_json: str, inbox: Connection, outbox: Con
     except Exception as exc:  # report why, the server marks the model UNAVAILABLE
         send(outbox, EngineFailed(f"{type(exc).__name__}: {exc}"))
         return
-    send(outbox, EngineReady(engine.runner.num_kv_blocks, engine.max_model_len, tuple(engine.eos_token_ids)))
-    _serve(engine, inbox, outbox)
+    ready = EngineReady(engine.runner.num_kv_blocks, engine.max_model_len, tuple(engine.eos_token_ids))
+    clients = EngineClients(EngineClientEnd(inbox, outbox, is_owner=True))
+    if attach_address is not None:
+        clients.listen(attach_address, authkey, ready)
+    send(outbox, ready)
+    _serve(engine, clients)
 
 
-def _serve(engine, inbox: Connection, outbox: Connection) -> None:
+def _serve(engine, clients: EngineClients) -> None:
     while True:
         # Block only when idle; otherwise take whatever arrived and step again.
         timeout = 0 if engine.has_unfinished else None
-        while inbox.poll(timeout):
-            message = receive_to_engine(inbox)
-            if isinstance(message, Shutdown):
-                return
-            finished = _handle(engine, message)
-            if finished is not None:
-                send(outbox, StepOutputs([finished], engine.stats()))
+        while waiting := clients.wait_for_messages(timeout):
+            for client in waiting:
+                if not _take_messages(engine, clients, client):
+                    return
             timeout = 0
         try:
             outputs = engine.step()
@@ -60,7 +69,37 @@ def _serve(engine, inbox: Connection, outbox: Connection) -> None:
             logger.error("engine step failed:\n%s", traceback.format_exc())
             outputs = _abort_everything(engine)
         if outputs:
-            send(outbox, StepOutputs(outputs, engine.stats()))
+            for client in clients.deliver(outputs, engine.stats()):
+                _abort_all(engine, clients, client)
+
+
+def _take_messages(engine, clients: EngineClients, client: EngineClientEnd) -> bool:
+    """Apply what `client` sent; False when the engine must stop (the owner said so, or is gone)."""
+    try:
+        message = clients.receive(client)
+    except (EOFError, OSError):
+        if client.is_owner:
+            return False
+        _abort_all(engine, clients, client)
+        return True
+    if isinstance(message, Shutdown):
+        if client.is_owner:
+            return False
+        _abort_all(engine, clients, client)  # a worker leaving: its requests go with it
+        return True
+    if isinstance(message, AddRequest):
+        clients.adopt_request(client, message.request_id)
+    finished = _handle(engine, message)
+    if finished is not None:
+        for gone in clients.deliver([finished], engine.stats()):
+            _abort_all(engine, clients, gone)
+    return True
+
+
+def _abort_all(engine, clients: EngineClients, client: EngineClientEnd) -> None:
+    """An attached client went away: abort its requests (their outputs have nobody to go to)."""
+    for request_id in clients.detach(client):
+        engine.abort(request_id)
 
 
 def _handle(engine, message: ToEngine) -> RequestOutput | None:
