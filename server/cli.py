@@ -95,6 +95,14 @@ def add_serve_command(commands) -> None:
         help="largest HTTP request body in bytes, after gzip/deflate decoding; larger ones get 413 (as Triton: 64 MiB)",
     )
     serve.add_argument(
+        "--http-workers",
+        type=int,
+        default=1,
+        help="processes serving the HTTP port, the server included (default 1). More spread streamed LLM responses "
+        "over more cores: each extra process serves LLM generation over the same engines and sends every other "
+        "request on to the server",
+    )
+    serve.add_argument(
         "--grpc-max-input-size",
         type=int,
         default=MAX_GRPC_MESSAGE_BYTES,
@@ -213,6 +221,7 @@ def _serve(args: argparse.Namespace) -> int:
             strict_readiness=args.strict_readiness,
             log_verbose=args.log_verbose,
             http_max_input_size=args.http_max_input_size,
+            http_workers=args.http_workers,
             grpc_max_input_size=args.grpc_max_input_size,
             gpu_memory_limit=args.gpu_memory_limit,
             cpu_memory_limit=args.cpu_memory_limit,

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import ssl
+import tempfile
+from pathlib import Path
 
 from aiohttp import web
 
+from modelgate.backends.llm.engine_sharing import EngineSharing, share_engines
+from modelgate.core.backend_metrics import BACKEND_METRICS
 from modelgate.core.errors import ModelgateError
 from modelgate.server.dataplane import Dataplane
+from modelgate.server.frontend_workers.metrics_snapshot import WorkerMetrics
+from modelgate.server.frontend_workers.worker_pool import FrontendWorkers
 from modelgate.server.frontends.grpc.server import GrpcFrontend
 from modelgate.server.frontends.http.app import create_http_app
 from modelgate.server.hardware_metrics import HardwareSampler, start_hardware_sampler
@@ -74,6 +82,8 @@ class ModelgateServer:
             if settings.allow_grpc
             else None
         )
+        self.workers: FrontendWorkers | None = None  # --http-workers above 1; made in start()
+        self._sharing: EngineSharing | None = None
         self.http_port: int | None = None
         self.grpc_port: int | None = None
         self.metrics_port: int | None = None
@@ -93,12 +103,17 @@ class ModelgateServer:
             app.middlewares.insert(0, self.server_metrics.http_middleware)  # outermost: refused bodies count too
             tls = self.settings.http_tls()
             ssl_context = tls.server_context() if tls is not None else None
+            if self.settings.http_workers > 1:
+                self._share_engines()
             self.http_port = await self._serve(app, self.settings.http_address, self.settings.http_port, ssl_context)
+            if self._sharing is not None:
+                await self._start_workers()
         if self.grpc is not None:
             self.grpc_port = await self.grpc.start(self.settings.grpc_address, self.settings.grpc_port)
         if self.settings.allow_metrics:
             self.hardware = await start_hardware_sampler(self.settings, self.server_metrics.registry)
-            metrics_app = create_metrics_app(self.stats, self.server_metrics.registry)
+            backends = self.workers.metrics if self.workers is not None else None
+            metrics_app = create_metrics_app(self.stats, self.server_metrics.registry, backend_collector=backends)
             address = self.settings.metrics_address or self.settings.http_address
             self.metrics_port = await self._serve(metrics_app, address, self.settings.metrics_port)
         await self._load_initial_models()
@@ -136,11 +151,35 @@ class ModelgateServer:
         if self._poll_task is not None:
             self._poll_task.cancel()
         drains = [runner.cleanup() for runner in self._runners]
+        if self.workers is not None:
+            drains.append(self.workers.stop(left(drain_deadline)))
         if self.grpc is not None:
             await self.grpc.set_serving(False)
             drains.append(self.grpc.stop(grace_secs=left(drain_deadline)))
         in_time = await _within(asyncio.gather(*drains), left(drain_deadline), "requests in flight did not finish")
-        return await _within(self.manager.shutdown(), left(), "models did not unload") and in_time
+        unloaded = await _within(self.manager.shutdown(), left(), "models did not unload")
+        self._stop_sharing()
+        return unloaded and in_time
+
+    def _share_engines(self) -> None:
+        """LLM engines started from now on take frontend workers, at sockets in a directory of this server's
+        own (mkdtemp: mode 0700) with a key that only this server and its workers know."""
+        self._sharing = EngineSharing(Path(tempfile.mkdtemp(prefix="modelgate-")), os.urandom(32))
+        share_engines(self._sharing)
+
+    def _stop_sharing(self) -> None:
+        if self._sharing is not None:
+            share_engines(None)
+            shutil.rmtree(self._sharing.socket_dir, ignore_errors=True)
+
+    async def _start_workers(self) -> None:
+        """The server's HTTP app on a Unix socket too (where workers send what they do not serve), then the
+        workers on the server's port."""
+        server_socket = str(self._sharing.socket_dir / "server.sock")
+        await web.UnixSite(self._runners[-1], server_socket).start()
+        metrics = WorkerMetrics(BACKEND_METRICS)
+        self.workers = FrontendWorkers(self.settings, self.manager, self.stats, metrics, self._sharing.authkey)
+        await self.workers.start(self.settings.http_workers - 1, self.http_port, server_socket)
 
     async def _load_initial_models(self) -> None:
         mode = self.settings.model_control_mode
@@ -176,7 +215,9 @@ class ModelgateServer:
             app, access_log=None, shutdown_timeout=self.settings.exit_timeout_secs, handler_cancellation=True
         )
         await runner.setup()
-        site = web.TCPSite(runner, address, port, reuse_address=True, ssl_context=ssl_context)
+        # With frontend workers the port is shared: the kernel spreads connections over the processes.
+        reuse_port = self.settings.http_workers > 1 or None
+        site = web.TCPSite(runner, address, port, reuse_address=True, reuse_port=reuse_port, ssl_context=ssl_context)
         await site.start()
         self._runners.append(runner)
         return site._server.sockets[0].getsockname()[1]

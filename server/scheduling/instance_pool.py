@@ -59,6 +59,11 @@ class InstancePool:
             if slot < self._slots(instance)
         ]
 
+    @property
+    def instances(self) -> list[ModelInstance]:
+        """The loaded instances, in the order of `specs`."""
+        return self._instances
+
     def _slots(self, instance: ModelInstance) -> int:
         return max(1, int(instance.pipeline_depth)) if self.pipelined else 1
 

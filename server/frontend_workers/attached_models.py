@@ -1,0 +1,114 @@
+"""A frontend worker's models: the server's LLM versions, each instance attached to the engine the server owns.
+
+It answers the part of the model manager that the dataplane and the LLM routes use (resolve, is_ready,
+ready_versions, all_serving), so that the worker runs the server's own handlers unchanged. It is never the
+authority on a model: requests for anything it does not serve right now go to the server (worker_app.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tritonclient.grpc.model_config_pb2 import ModelConfig
+
+from modelgate.backends.base import Backend, InstanceSpec, ModelInstance
+from modelgate.backends.llm.backend import LLMBackend, LLMModelInstance
+from modelgate.backends.llm.engine_sharing import EngineAddress
+from modelgate.core.errors import ModelgateError, NotFoundError, UnavailableError
+from modelgate.server.frontend_workers.model_table import AttachedModel, ModelTable
+from modelgate.server.loaded_model import LoadedVersion, load_version
+from modelgate.server.statistics import StatisticsRegistry, VersionStatistics
+
+logger = logging.getLogger(__name__)
+
+
+class AttachingLLMBackend(LLMBackend):
+    """The llm backend whose instances attach to the server's engines instead of starting their own."""
+
+    def __init__(self, model: AttachedModel, authkey: bytes):
+        self._paths = {entry.instance_name: entry.path for entry in model.engines}
+        self._authkey = authkey
+
+    def load_instance(self, spec: InstanceSpec) -> ModelInstance:
+        path = self._paths.get(spec.instance_name)
+        if path is None:
+            raise UnavailableError(f"the server published no engine for instance '{spec.instance_name}'")
+        return LLMModelInstance(spec, attach_to=EngineAddress(path, self._authkey))
+
+
+class AttachedModels:
+    def __init__(self, stats: StatisticsRegistry, authkey: bytes):
+        self.stats = stats
+        self._authkey = authkey
+        self._serving: dict[str, dict[int, LoadedVersion]] = {}
+        self._sources: dict[tuple[str, int], AttachedModel] = {}
+
+    async def reconcile(self, table: ModelTable) -> None:
+        """Attach to what the table adds or changes, let go of what it drops."""
+        wanted = {(model.name, model.version): model for model in table.models}
+        for key in [key for key, source in self._sources.items() if wanted.get(key) != source]:
+            await self._drop(*key)
+        for key, model in wanted.items():
+            if key not in self._sources:
+                await self._attach(model)
+
+    async def close(self) -> None:
+        for name, version in list(self._sources):
+            await self._drop(name, version)
+
+    def serves(self, name: str, version: str = "") -> bool:
+        """Whether this worker answers requests for the model itself: attached, and its engines reachable."""
+        try:
+            loaded = self.resolve(name, version)
+        except ModelgateError:
+            return False
+        return all(instance.engines.client is not None for instance in loaded.scheduler.pool.instances)
+
+    # -- the model manager's surface, as the dataplane and the LLM routes read it ---------------------------
+
+    def resolve(self, name: str, version: str = "") -> LoadedVersion:
+        versions = self._serving.get(name)
+        if not versions:
+            raise NotFoundError(f"unknown model: '{name}' is not found or not loaded")
+        if version == "":
+            return versions[max(versions)]
+        loaded = versions.get(int(version)) if version.isdigit() else None
+        if loaded is None:
+            raise NotFoundError(f"model '{name}' has no version {version} here")
+        return loaded
+
+    def is_ready(self, name: str, version: str = "") -> bool:
+        return self.serves(name, version)
+
+    def ready_versions(self, name: str) -> list[int]:
+        return sorted(self._serving.get(name, {}))
+
+    def all_serving(self) -> list[LoadedVersion]:
+        return [loaded for versions in self._serving.values() for loaded in versions.values()]
+
+    def every_model_serves(self) -> bool:
+        return True  # the server's readiness is the server's to tell: workers forward it
+
+    async def _attach(self, model: AttachedModel) -> None:
+        config = ModelConfig.FromString(model.config)
+        stats = VersionStatistics(model.name, str(model.version))
+        backend: Backend = AttachingLLMBackend(model, self._authkey)
+        try:
+            loaded = await load_version(config, backend, Path(model.model_dir), model.version, stats)
+        except Exception as exc:  # the server keeps serving it; a later table tries again
+            logger.warning("frontend worker: cannot attach to model '%s' version %d: %s", model.name, model.version, exc)
+            return
+        self.stats.register(stats)
+        self._serving.setdefault(model.name, {})[model.version] = loaded
+        self._sources[(model.name, model.version)] = model
+
+    async def _drop(self, name: str, version: int) -> None:
+        self._sources.pop((name, version), None)
+        versions = self._serving.get(name, {})
+        loaded = versions.pop(version, None)
+        if not versions:
+            self._serving.pop(name, None)
+        self.stats.remove(name, str(version))
+        if loaded is not None:
+            await loaded.scheduler.close()
