@@ -6,6 +6,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from modelgate.core.backend_metrics import BACKEND_METRICS
@@ -112,7 +113,7 @@ def _family(name: str, help_text: str, kind: str, samples) -> Metric:
     return family
 
 
-def render_text_format(registry: CollectorRegistry) -> bytes:
+def render_text_format(registry: Collector) -> bytes:
     """Prometheus text format 0.0.4 with counter names exactly as Triton's.
 
     prometheus_client's own renderer appends `_total` to counter names on the TYPE line;
@@ -135,11 +136,17 @@ def _escape(text: str, quote: bool) -> str:
     return escaped.replace('"', '\\"') if quote else escaped
 
 
-def create_metrics_app(stats: StatisticsRegistry, server_registry: CollectorRegistry | None = None) -> web.Application:
-    """/metrics: Triton's families from `stats`, then the server's own (`server_registry`), then the backends'."""
+def create_metrics_app(
+    stats: StatisticsRegistry,
+    server_registry: CollectorRegistry | None = None,
+    backend_collector: Collector | None = None,
+) -> web.Application:
+    """/metrics: Triton's families from `stats`, then the server's own (`server_registry`), then the backends'
+    (`backend_collector`: BACKEND_METRICS unless given, e.g. with frontend workers' shares added in)."""
     registry = CollectorRegistry()
     registry.register(TritonStatisticsCollector(stats))
-    registries = [registry, *([server_registry] if server_registry is not None else []), BACKEND_METRICS]
+    backends = BACKEND_METRICS if backend_collector is None else backend_collector
+    registries = [registry, *([server_registry] if server_registry is not None else []), backends]
 
     async def metrics(request: web.Request) -> web.Response:
         response = web.Response(body=b"".join(render_text_format(r) for r in registries))
