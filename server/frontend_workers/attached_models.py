@@ -97,7 +97,9 @@ class AttachedModels:
         try:
             loaded = await load_version(config, backend, Path(model.model_dir), model.version, stats)
         except Exception as exc:  # the server keeps serving it; a later table tries again
-            logger.warning("frontend worker: cannot attach to model '%s' version %d: %s", model.name, model.version, exc)
+            logger.warning(
+                "frontend worker: cannot attach to model '%s' version %d: %s", model.name, model.version, exc
+            )
             return
         self.stats.register(stats)
         self._serving.setdefault(model.name, {})[model.version] = loaded

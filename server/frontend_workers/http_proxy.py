@@ -34,16 +34,19 @@ class PrimaryProxy:
         self.socket_path = socket_path
         self._client: aiohttp.ClientSession | None = None
 
-    async def forward(self, request: web.Request) -> web.StreamResponse:
+    async def forward(self, request: web.Request, body: bytes | None = None) -> web.StreamResponse:
         """The primary's answer to `request`, streamed back as it arrives; 503 with `{"error"}` when the primary
         cannot be reached. A client that leaves (the handler is cancelled, or a write fails) closes the
-        upstream request, so the primary stops working for it."""
+        upstream request, so the primary stops working for it. `body`: the request's body when the caller has
+        read it already (then it is sent whole), else the body is streamed from the client."""
+        if body is None and request.body_exists:
+            body = request.content
         try:
             upstream = await self._session().request(
                 request.method,
                 _target(request.rel_url),
                 headers=_request_headers(request),
-                data=request.content if request.body_exists else None,
+                data=body,
                 allow_redirects=False,
             )
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
@@ -97,7 +100,12 @@ def _target(rel_url: URL) -> URL:
 
 
 def _request_headers(request: web.Request) -> CIMultiDict:
-    headers = _without_hop_by_hop(request.headers, _NOT_FORWARDED)
+    dropped = _NOT_FORWARDED
+    if "Content-Encoding" in request.headers:
+        # aiohttp's server decodes a gzip/deflate body as it reads it: what goes on is the decoded body, of
+        # another length.
+        dropped = dropped | {"content-encoding", "content-length"}
+    headers = _without_hop_by_hop(request.headers, dropped)
     if request.remote:
         previous = request.headers.get("X-Forwarded-For")
         headers["X-Forwarded-For"] = f"{previous}, {request.remote}" if previous else request.remote

@@ -42,7 +42,9 @@ def attachable_models(serving: list[LoadedVersion]) -> ModelTable:
         spec = pool.specs[0]
         engines = [EngineEntry(s.instance_name, a.path) for s, a in zip(pool.specs, addresses)]
         config = loaded.config.SerializeToString()
-        models.append(AttachedModel(loaded.name, loaded.version, config, str(spec.model_dir), str(spec.version_dir), engines))
+        models.append(
+            AttachedModel(loaded.name, loaded.version, config, str(spec.model_dir), str(spec.version_dir), engines)
+        )
     return ModelTable(models)
 
 

@@ -83,7 +83,9 @@ class FrontendWorkers:
         for worker in self._workers:
             self._send(worker, StopWorker())
         loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(None, _join, worker.process, timeout_s) for worker in self._workers))
+        await asyncio.gather(
+            *(loop.run_in_executor(None, _join, worker.process, timeout_s) for worker in self._workers)
+        )
 
     async def _start_worker(self, index: int, restarts: int = 0) -> _Worker:
         # Imported here: a worker serves LLM models, whose backend needs the `llm` extra; a server without
@@ -104,7 +106,9 @@ class FrontendWorkers:
         if ready is None:
             process.terminate()
             raise RuntimeError(f"HTTP worker {index} did not start (exit code {process.exitcode})")
-        threading.Thread(target=self._read_forever, args=(worker, loop), name=f"worker-{index}-reports", daemon=True).start()
+        threading.Thread(
+            target=self._read_forever, args=(worker, loop), name=f"worker-{index}-reports", daemon=True
+        ).start()
         if self._table is not None:
             self._send(worker, TableUpdate(self._table))
         return worker

@@ -59,9 +59,7 @@ def owned(checkpoint, socket_dir):
     outputs = Outputs()
     config = EngineConfig(device="cpu", show_progress=False, **ENGINE_SETTINGS)
     address = str(socket_dir / "engine.sock")
-    client = EngineClient(
-        checkpoint, config, outputs.on_outputs, outputs.on_exit, attach_address=address, authkey=KEY
-    )
+    client = EngineClient(checkpoint, config, outputs.on_outputs, outputs.on_exit, attach_address=address, authkey=KEY)
     yield client, outputs, address
     client.shutdown()
 
