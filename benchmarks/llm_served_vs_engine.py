@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -125,6 +126,7 @@ class Server:
 
     def __init__(self, repository: Path, log: Path, model: str = "llm", extra_args: tuple[str, ...] = ()):
         self.model = model
+        self.log = log
         self.http, self.grpc, self.metrics = free_port(), free_port(), free_port()
         command = [sys.executable, "-m", "modelgate", "serve", "--model-repository", str(repository)]
         command += ["--http-port", str(self.http), "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics)]
@@ -144,6 +146,10 @@ class Server:
                 pass
             time.sleep(1)
         raise TimeoutError(f"the model was not ready within {timeout_s:.0f} s")
+
+    def frontend_pids(self) -> list[int]:
+        """The server's process and its HTTP workers (--http-workers), whose pids the server logs."""
+        return [self.process.pid, *map(int, re.findall(r"HTTP worker \d+ serving, pid (\d+)", self.log.read_text()))]
 
     def url(self, protocol: str) -> str:
         return f"127.0.0.1:{self.grpc if protocol == 'grpc' else self.http}"
@@ -166,11 +172,12 @@ def bench(
     command += ["--extra-body", '{"ignore_eos": true}', "--no-progress", "--no-plots", "--output-dir", str(folder)]
     command += ["--save-prompts", str(out / f"{run.name}.jsonl")]
     command += ["--client-processes", str(min(client_processes, run.concurrency or run.num_requests, run.num_requests))]
-    cpu_before = process_cpu_seconds(server.process.pid)
+    pids = server.frontend_pids()
+    cpu_before = sum(map(process_cpu_seconds, pids))
     bench_process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     profiler = _profile(server, run, profile_s, out) if profile_s else None
     output, _ = bench_process.communicate()
-    cpu_s = process_cpu_seconds(server.process.pid) - cpu_before
+    cpu_s = sum(map(process_cpu_seconds, pids)) - cpu_before
     if profiler is not None:
         profiler.wait()
     (out / f"{run.name}.txt").write_text(output)
@@ -212,8 +219,8 @@ def engine_alone(checkpoint: Path, prompt_files: list[Path], concurrency: int, a
     return rates
 
 
-def print_table(results: dict[Run, dict], engine: dict[str, float], device: str) -> None:
-    print(f"\nserved by modelgate vs the engine alone on the same requests, {device}")
+def print_table(results: dict[Run, dict], engine: dict[str, float], device: str, http_workers: int = 1) -> None:
+    print(f"\nserved by modelgate vs the engine alone on the same requests, {device}, {http_workers} HTTP process(es)")
     print(
         "| run | output tok/s | engine alone | served/engine | TensorRT-LLM | served/TRT-LLM | TTFT p50 ms "
         "| ITL p50 ms | TPOT p50 ms | server CPU µs/token |"
@@ -255,6 +262,7 @@ def main() -> None:
     parser.add_argument("--profile", nargs="*", default=[], help="names of runs to profile with py-spy (--gil)")
     parser.add_argument("--profile-s", type=float, default=8.0, help="seconds of each profile")
     parser.add_argument("--out", type=Path, default=Path("/tmp/llm-served-vs-engine"))
+    parser.add_argument("--http-workers", type=int, default=1, help="processes serving HTTP (serve --http-workers)")
     args = parser.parse_args()
     if args.tiny:
         args.checkpoint, args.max_model_len = TINY_LLM, 256
@@ -266,7 +274,7 @@ def main() -> None:
     repository = args.out / "repository"
     if not repository.exists():
         write_repository(repository, args.checkpoint, args)
-    server = Server(repository, args.out / "server.log")
+    server = Server(repository, args.out / "server.log", extra_args=("--http-workers", str(args.http_workers)))
     results: dict[Run, dict] = {}
     try:
         server.wait_ready(timeout_s=600)
@@ -287,7 +295,7 @@ def main() -> None:
             ]
             engine.update(engine_alone(args.checkpoint, files, concurrency, args))
     device = "CPU (tiny_llm)" if args.tiny else _gpu_name()
-    print_table(results, engine, device)
+    print_table(results, engine, device, args.http_workers)
 
 
 def _gpu_name() -> str:

@@ -22,6 +22,8 @@ from pathlib import Path
 import requests
 from llm_served_vs_engine import Server, process_cpu_seconds
 
+from modelgate.server.frontend_workers.control_messages import REPORT_INTERVAL_S
+
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "model_repository" / "tiny_llm" / "1"
 CONFIG = """name: "tiny_llm"
@@ -48,16 +50,20 @@ def main() -> None:
     parser.add_argument("--num-requests", type=int, default=256)
     parser.add_argument("--isl", type=int, default=32)
     parser.add_argument("--osl", type=int, default=96)
+    parser.add_argument("--http-workers", type=int, default=1, help="processes serving HTTP (serve --http-workers)")
     args = parser.parse_args()
     repository = Path(tempfile.mkdtemp())
     (repository / "tiny_llm").mkdir()
     (repository / "tiny_llm" / "1").symlink_to(CHECKPOINT)
     blocks = args.concurrency * ((args.isl + args.osl) // 16 + 2)
     (repository / "tiny_llm" / "config.pbtxt").write_text(CONFIG.format(blocks=blocks, seqs=args.concurrency))
-    server = Server(repository, repository / "server.log", "tiny_llm", ("--allow-cpu-metrics", "false"))
+    extra_args = ("--allow-cpu-metrics", "false", "--http-workers", str(args.http_workers))
+    server = Server(repository, repository / "server.log", "tiny_llm", extra_args)
     try:
         server.wait_ready(timeout_s=60)
+        pids = server.frontend_pids()  # the server and its HTTP workers: their CPU is what serving costs
         print(f"tiny_llm, {args.concurrency} streams, ISL/OSL {args.isl}/{args.osl}, {args.num_requests} requests")
+        print(f"{len(pids)} process(es) serving HTTP (--http-workers {args.http_workers})")
         print("\n| protocol | output tok/s | server CPU s | server CPU per token (µs) |\n| --- | --- | --- | --- |")
         for protocol in args.protocols.split(","):
             url = server.url(protocol)
@@ -67,13 +73,14 @@ def main() -> None:
             bench += ["--num-requests", str(args.num_requests), "--extra-body", '{"ignore_eos": true}']
             tokens, cpu, started = (
                 generated_tokens(server.metrics),
-                process_cpu_seconds(server.process.pid),
+                sum(map(process_cpu_seconds, pids)),
                 time.monotonic(),
             )
             subprocess.run(bench, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
             elapsed = time.monotonic() - started
+            cpu = sum(map(process_cpu_seconds, pids)) - cpu
+            time.sleep(2 * REPORT_INTERVAL_S)  # the workers' last token counts reach the server's /metrics
             tokens = generated_tokens(server.metrics) - tokens
-            cpu = process_cpu_seconds(server.process.pid) - cpu
             print(f"| {protocol} | {tokens / elapsed:,.0f} | {cpu:.2f} | {cpu / tokens * 1e6:.1f} |")
     finally:
         server.stop()

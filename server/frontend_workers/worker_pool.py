@@ -106,6 +106,7 @@ class FrontendWorkers:
         if ready is None:
             process.terminate()
             raise RuntimeError(f"HTTP worker {index} did not start (exit code {process.exitcode})")
+        logger.info("HTTP worker %d serving, pid %d", index, ready.pid)
         threading.Thread(
             target=self._read_forever, args=(worker, loop), name=f"worker-{index}-reports", daemon=True
         ).start()

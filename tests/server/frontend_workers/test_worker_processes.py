@@ -97,8 +97,9 @@ def test_streams_spread_over_the_processes_and_are_counted_once(workers_server, 
     # What the workers did reaches the server's statistics and metrics within a report or two.
     _wait_for(lambda: _stats(workers_server)["inference_count"] - before_stats == NUM_REQUESTS, "statistics")
     _wait_for(
-        lambda: _metric(workers_server, "modelgate_llm_time_to_first_token_seconds_count") - before_metric
-        == NUM_REQUESTS,
+        lambda: (
+            _metric(workers_server, "modelgate_llm_time_to_first_token_seconds_count") - before_metric == NUM_REQUESTS
+        ),
         "the workers' first-token latencies in /metrics",
     )
 
