@@ -166,3 +166,27 @@ def test_workers_end_with_the_server(checkpoint, tmp_path):  # noqa: F811
     assert all(process.is_alive() for process in processes)
     running.stop()
     assert not any(process.is_alive() for process in processes)
+
+
+def test_after_an_engine_restart_the_workers_serve_again(workers_server):
+    """Last in this module: it kills the engine. Workers forward to the server while the engine is down (503
+    naming the model, as the server answers), then attach to the new engine on the same socket."""
+    instance = workers_server.server.manager._entries[MODEL].serving[1].scheduler.pool.instances[0]
+    old_pid = instance.engines.client.process.pid
+    os.kill(old_pid, signal.SIGKILL)
+    _wait_for(lambda: instance.engines.client is None, "the engine to be seen dead")
+    url = f"http://{workers_server.http_url}/v2/models/{MODEL}/generate_stream"
+    while instance.engines.client is None:
+        refused = requests.post(url, json={"text_input": "x"}, timeout=WAIT_S)
+        if instance.engines.client is None and refused.status_code != 200:
+            assert refused.status_code == 503 and f"model '{MODEL}'" in refused.json()["error"]
+    _wait_for(lambda: instance.engines.client is not None, "the engine to start again")
+
+    def workers_serve_again() -> bool:
+        before = _own_first_tokens()
+        for _ in range(NUM_REQUESTS):
+            assert len(_stream_events(workers_server, "quick brown", 2)) >= 1
+        return _own_first_tokens() - before < NUM_REQUESTS
+
+    _wait_for(workers_serve_again, "the workers to attach to the new engine")
+    assert instance.engines.client.process.pid != old_pid
