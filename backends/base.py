@@ -111,6 +111,17 @@ class ModelInstance(ABC):
     def unload(self) -> None:
         """Release the instance's resources; called once, on the instance's thread."""
 
+    @property
+    def shared_address(self) -> str | None:
+        """Where a frontend worker attaches to the process that does this instance's work (Backend.attach_instance),
+        while that process runs and this process shares it (core/process_sharing.py); None otherwise."""
+        return None
+
+    @property
+    def is_serving(self) -> bool:
+        """False while the instance cannot take requests (the process doing its work is down or restarting)."""
+        return True
+
 
 class Backend(ABC):
     """A model format. Stateless: per-model state lives in the instances it creates."""
@@ -127,6 +138,12 @@ class Backend(ABC):
     @abstractmethod
     def load_instance(self, spec: InstanceSpec) -> ModelInstance:
         """Create one instance; raise (any exception) with a message the user can act on."""
+
+    def attach_instance(self, spec: InstanceSpec, address: str) -> ModelInstance:
+        """In a frontend worker: an instance that sends its requests to the process another instance published
+        at `address` (its `shared_address`), rather than doing the work itself. Only backends whose instances
+        publish an address implement it."""
+        raise NotImplementedError(f"the {self.name or type(self).__name__} backend has no instances to attach to")
 
 
 _BACKENDS: dict[str, Callable[[], Backend]] = {}

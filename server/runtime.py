@@ -12,9 +12,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from modelgate.backends.llm.engine_sharing import EngineSharing, share_engines
 from modelgate.core.backend_metrics import BACKEND_METRICS
 from modelgate.core.errors import ModelgateError
+from modelgate.core.process_sharing import ProcessSharing, share_processes
 from modelgate.server.dataplane import Dataplane
 from modelgate.server.frontend_workers.metrics_snapshot import WorkerMetrics
 from modelgate.server.frontend_workers.worker_pool import FrontendWorkers
@@ -83,7 +83,7 @@ class ModelgateServer:
             else None
         )
         self.workers: FrontendWorkers | None = None  # --http-workers above 1; made in start()
-        self._sharing: EngineSharing | None = None
+        self._sharing: ProcessSharing | None = None
         self.http_port: int | None = None
         self.grpc_port: int | None = None
         self.metrics_port: int | None = None
@@ -104,7 +104,7 @@ class ModelgateServer:
             tls = self.settings.http_tls()
             ssl_context = tls.server_context() if tls is not None else None
             if self.settings.http_workers > 1:
-                self._share_engines()
+                self._share_processes()
             self.http_port = await self._serve(app, self.settings.http_address, self.settings.http_port, ssl_context)
             if self._sharing is not None:
                 await self._start_workers()
@@ -161,15 +161,16 @@ class ModelgateServer:
         self._stop_sharing()
         return unloaded and in_time
 
-    def _share_engines(self) -> None:
-        """LLM engines started from now on take frontend workers, at sockets in a directory of this server's
-        own (mkdtemp: mode 0700) with a key that only this server and its workers know."""
-        self._sharing = EngineSharing(Path(tempfile.mkdtemp(prefix="modelgate-")), os.urandom(32))
-        share_engines(self._sharing)
+    def _share_processes(self) -> None:
+        """Instances loaded from now on whose work runs in a process of its own (LLM engines) take frontend
+        workers there, at sockets in a directory of this server's own (mkdtemp: mode 0700), with a key that
+        only this server and its workers know."""
+        self._sharing = ProcessSharing(Path(tempfile.mkdtemp(prefix="modelgate-")), os.urandom(32))
+        share_processes(self._sharing)
 
     def _stop_sharing(self) -> None:
         if self._sharing is not None:
-            share_engines(None)
+            share_processes(None)
             shutil.rmtree(self._sharing.socket_dir, ignore_errors=True)
 
     async def _start_workers(self) -> None:

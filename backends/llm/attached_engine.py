@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 from modelgate.backends.llm.engine_client import EngineAttachment, EngineStartError
 from modelgate.backends.llm.engine_messages import StepOutputs
-from modelgate.backends.llm.engine_sharing import EngineAddress
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +25,8 @@ class AttachedEngine:
     def __init__(
         self,
         model_name: str,
-        address: EngineAddress,
+        address: str,
+        authkey: bytes,
         on_outputs: Callable[[StepOutputs], None],
         on_down: Callable[[str], None],
         on_up: Callable[[], None],
@@ -34,6 +34,7 @@ class AttachedEngine:
         """Attaches at once; EngineStartError reaches the caller (the worker leaves the model to the server)."""
         self.model_name = model_name
         self._address = address
+        self._authkey = authkey
         self._on_outputs = on_outputs
         self._on_down = on_down
         self._on_up = on_up
@@ -50,7 +51,7 @@ class AttachedEngine:
             client.shutdown()
 
     def _attach(self) -> EngineAttachment:
-        return EngineAttachment(self._address.path, self._address.authkey, self._on_outputs, self._detached)
+        return EngineAttachment(self._address, self._authkey, self._on_outputs, self._detached)
 
     def _detached(self) -> None:
         """On the attachment's reader thread, once the engine's side closed."""

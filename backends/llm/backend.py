@@ -25,7 +25,6 @@ from modelgate.backends.llm.attached_engine import AttachedEngine
 from modelgate.backends.llm.engine_client import EngineClient
 from modelgate.backends.llm.engine_config import EngineConfig
 from modelgate.backends.llm.engine_messages import RequestOutput, StepOutputs
-from modelgate.backends.llm.engine_sharing import EngineAddress, engine_sharing
 from modelgate.backends.llm.engine_supervisor import EngineSupervisor
 from modelgate.backends.llm.generation_request import GenerationRequest, parse_generation_request
 from modelgate.backends.llm.llm_responses import OUTPUT_NAMES, build_response, logprobs_json
@@ -34,6 +33,7 @@ from modelgate.backends.llm.tokenizer import TextTokenizer
 from modelgate.backends.llm.trace_recorder import TRACE_PARAMETERS, trace_recorder
 from modelgate.core.errors import ConfigError, ModelExecutionError, ModelgateError, UnavailableError, drop_traceback
 from modelgate.core.inference_types import InferRequest, InferResponse
+from modelgate.core.process_sharing import process_sharing
 from modelgate.core.response_stream import ResponseStream
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,9 @@ class LLMBackend(Backend):
     def load_instance(self, spec: InstanceSpec) -> ModelInstance:
         return LLMModelInstance(spec)
 
+    def attach_instance(self, spec: InstanceSpec, address: str) -> ModelInstance:
+        return LLMModelInstance(spec, attach_to=address)
+
 
 @dataclass
 class _ActiveRequest:
@@ -97,10 +100,10 @@ class _ActiveRequest:
 
 class LLMModelInstance(ModelInstance):
     """One engine's requests. Normally the instance owns its engine process (and, when the server shares its
-    engines with frontend workers, publishes `engine_address`); in a frontend worker it is built with
-    `attach_to` and sends its requests to the engine the server owns (AttachedEngine)."""
+    processes with frontend workers, publishes where the engine takes them: `shared_address`); in a frontend
+    worker it is built with `attach_to`, that address, and sends its requests to the server's engine."""
 
-    def __init__(self, spec: InstanceSpec, attach_to: EngineAddress | None = None):
+    def __init__(self, spec: InstanceSpec, attach_to: str | None = None):
         self.spec = spec
         self.labels = (spec.model_name, str(spec.model_version))
         self.engine_config = _engine_config(spec)
@@ -117,15 +120,19 @@ class LLMModelInstance(ModelInstance):
         # The engine's gauges and counters are the owner's to record: a worker recording them too would count
         # them twice once the server adds the workers' metrics to its own.
         self._records_engine_stats = attach_to is None
-        sharing = engine_sharing() if attach_to is None else None
-        self.engine_address = None if sharing is None else EngineAddress(sharing.new_address(), sharing.authkey)
+        sharing = process_sharing()
+        self.engine_address = sharing.new_address() if sharing is not None and attach_to is None else None
+        self._engine_authkey = sharing.authkey if self.engine_address is not None else None  # kept for restarts
         if attach_to is None:
             self.engines = EngineSupervisor(
                 spec.model_name, self._start_engine, self._on_engine_down, self._on_engine_up
             )
+        elif sharing is None:
+            raise UnavailableError("this process was given no key to attach to an LLM engine with")
         else:
+            on_up = lambda: self._report_health(None)  # noqa: E731  (restarts are counted by the engine's owner)
             self.engines = AttachedEngine(
-                spec.model_name, attach_to, self._on_step, self._on_engine_down, lambda: self._report_health(None)
+                spec.model_name, attach_to, sharing.authkey, self._on_step, self._on_engine_down, on_up
             )
         self.max_model_len = self.engines.client.info.max_model_len
 
@@ -156,6 +163,14 @@ class LLMModelInstance(ModelInstance):
         self._trace_writer.shutdown(wait=True)  # the records of finished requests are written before the file closes
         if self.trace is not None:
             self.trace.close()
+
+    @property
+    def shared_address(self) -> str | None:
+        return self.engine_address if self.engines.client is not None else None
+
+    @property
+    def is_serving(self) -> bool:
+        return self.engines.client is not None
 
     def _submit(self, request: InferRequest) -> None:
         if request.response_stream is None:
@@ -208,14 +223,13 @@ class LLMModelInstance(ModelInstance):
             self.series.generation_tokens.inc(new_tokens)
 
     def _start_engine(self, on_exit) -> EngineClient:
-        address = self.engine_address
         return EngineClient(
             self.spec.version_dir,
             self.engine_config,
             self._on_step,
             on_exit,
-            attach_address=None if address is None else address.path,
-            authkey=None if address is None else address.authkey,
+            attach_address=self.engine_address,
+            authkey=self._engine_authkey,
         )
 
     def _on_engine_down(self, reason: str) -> None:

@@ -12,9 +12,7 @@ from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from modelgate.backends.base import Backend, InstanceSpec, ModelInstance
-from modelgate.backends.llm.backend import LLMBackend, LLMModelInstance
-from modelgate.backends.llm.engine_sharing import EngineAddress
+from modelgate.backends.base import Backend, InstanceSpec, ModelInstance, backend_for_config
 from modelgate.core.errors import ModelgateError, NotFoundError, UnavailableError
 from modelgate.server.frontend_workers.model_table import AttachedModel, ModelTable
 from modelgate.server.loaded_model import LoadedVersion, load_version
@@ -23,24 +21,24 @@ from modelgate.server.statistics import StatisticsRegistry, VersionStatistics
 logger = logging.getLogger(__name__)
 
 
-class AttachingLLMBackend(LLMBackend):
-    """The llm backend whose instances attach to the server's engines instead of starting their own."""
+class _Attaching(Backend):
+    """A model's own backend, making instances that attach to the server's processes (Backend.attach_instance)."""
 
-    def __init__(self, model: AttachedModel, authkey: bytes):
-        self._paths = {entry.instance_name: entry.path for entry in model.engines}
-        self._authkey = authkey
+    def __init__(self, backend: Backend, model: AttachedModel):
+        self.name = backend.name
+        self._backend = backend
+        self._addresses = {entry.instance_name: entry.path for entry in model.engines}
 
     def load_instance(self, spec: InstanceSpec) -> ModelInstance:
-        path = self._paths.get(spec.instance_name)
-        if path is None:
-            raise UnavailableError(f"the server published no engine for instance '{spec.instance_name}'")
-        return LLMModelInstance(spec, attach_to=EngineAddress(path, self._authkey))
+        address = self._addresses.get(spec.instance_name)
+        if address is None:
+            raise UnavailableError(f"the server published no address for instance '{spec.instance_name}'")
+        return self._backend.attach_instance(spec, address)
 
 
 class AttachedModels:
-    def __init__(self, stats: StatisticsRegistry, authkey: bytes):
+    def __init__(self, stats: StatisticsRegistry):
         self.stats = stats
-        self._authkey = authkey
         self._serving: dict[str, dict[int, LoadedVersion]] = {}
         self._sources: dict[tuple[str, int], AttachedModel] = {}
 
@@ -63,7 +61,7 @@ class AttachedModels:
             loaded = self.resolve(name, version)
         except ModelgateError:
             return False
-        return all(instance.engines.client is not None for instance in loaded.scheduler.pool.instances)
+        return all(instance.is_serving for instance in loaded.scheduler.pool.instances)
 
     # -- the model manager's surface, as the dataplane and the LLM routes read it ---------------------------
 
@@ -93,8 +91,8 @@ class AttachedModels:
     async def _attach(self, model: AttachedModel) -> None:
         config = ModelConfig.FromString(model.config)
         stats = VersionStatistics(model.name, str(model.version))
-        backend: Backend = AttachingLLMBackend(model, self._authkey)
         try:
+            backend = _Attaching(backend_for_config(config, f"model '{model.name}'"), model)
             loaded = await load_version(config, backend, Path(model.model_dir), model.version, stats)
         except Exception as exc:  # the server keeps serving it; a later table tries again
             logger.warning(

@@ -1,4 +1,5 @@
-"""Which models a frontend worker serves itself: the server's LLM versions, with where their engines listen.
+"""Which models a frontend worker serves itself: the server's versions whose instances publish where their
+processes take workers (LLM engines), with those addresses.
 
 The server sends the whole table whenever it changes (a load, an unload, an engine back after a restart);
 a worker attaches to what is new and lets go of what is gone. Everything else a worker forwards to the server.
@@ -30,24 +31,19 @@ class ModelTable(msgspec.Struct, array_like=True):
 
 
 def attachable_models(serving: list[LoadedVersion]) -> ModelTable:
-    """The versions among `serving` whose every instance publishes an engine address, and whose engines run."""
+    """The versions among `serving` whose every instance publishes where workers attach (its process runs)."""
     models = []
     for loaded in serving:
-        pool = getattr(loaded.scheduler, "pool", None)
+        pool = getattr(loaded.scheduler, "pool", None)  # an ensemble has none
         if pool is None or not pool.instances:
             continue
-        addresses = [getattr(instance, "engine_address", None) for instance in pool.instances]
-        if any(address is None for address in addresses) or not all(_engine_runs(i) for i in pool.instances):
+        addresses = [instance.shared_address for instance in pool.instances]
+        if None in addresses:
             continue
         spec = pool.specs[0]
-        engines = [EngineEntry(s.instance_name, a.path) for s, a in zip(pool.specs, addresses)]
+        engines = [EngineEntry(s.instance_name, address) for s, address in zip(pool.specs, addresses)]
         config = loaded.config.SerializeToString()
         models.append(
             AttachedModel(loaded.name, loaded.version, config, str(spec.model_dir), str(spec.version_dir), engines)
         )
     return ModelTable(models)
-
-
-def _engine_runs(instance) -> bool:
-    engines = getattr(instance, "engines", None)
-    return engines is not None and engines.client is not None

@@ -12,10 +12,12 @@ import logging
 import os
 import threading
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from aiohttp import web
 
 from modelgate.core.backend_metrics import BACKEND_METRICS
+from modelgate.core.process_sharing import ProcessSharing, share_processes
 from modelgate.server.dataplane import Dataplane
 from modelgate.server.frontend_workers.attached_models import AttachedModels
 from modelgate.server.frontend_workers.control_messages import (
@@ -50,8 +52,9 @@ def worker_main(index: int, settings_json: str, http_port: int, server_socket: s
 
 
 async def _serve(settings: ServerSettings, http_port: int, server_socket: str, authkey: bytes, control) -> None:
+    share_processes(ProcessSharing(Path(server_socket).parent, authkey))  # the key to attach with
     stats = StatisticsRegistry()
-    models = AttachedModels(stats, authkey)
+    models = AttachedModels(stats)
     dataplane = Dataplane(models, stats, settings.model_control_mode)
     dataplane.is_ready = True
     proxy = PrimaryProxy(server_socket)
