@@ -131,17 +131,22 @@ class LLMEngine:
             pending_sample = self.runner.launch(scheduled)
         if self.config.launch_decode_ahead:
             self._ahead = self._launch_ahead(scheduled, pending_sample)
-        if self.config.overlap_output_processing:
+        # With a step queued ahead, the GPU has work while this one's outputs are processed: they go out now.
+        # Otherwise (overlap_output_processing) they wait for the next step, processed while it runs.
+        defers_outputs = self.config.overlap_output_processing and self._ahead is None
+        outputs = []
+        if defers_outputs:
             # Stop strings found here finish requests that this step already computes: the scheduler drops
             # their tokens (update_from_output skips finished requests) and nothing reuses their blocks before
             # the next schedule(), after the step has finished.
             outputs = self._process_outputs(self._pending_outputs)
         sampled = pending_sample.result()
         result = self.scheduler.update_from_output(scheduled, sampled.token_ids, sampled.logprobs)
-        self._pending_outputs = result.new_token_requests
-        if not self.config.overlap_output_processing:
-            outputs = self._process_outputs(self._pending_outputs)
-        return outputs
+        if defers_outputs:
+            self._pending_outputs = result.new_token_requests
+            return outputs
+        # Those a step before this one deferred, then this step's; once each (an output covers all new tokens).
+        return self._process_outputs(list(dict.fromkeys(self._pending_outputs + result.new_token_requests)))
 
     def _launch_ahead(self, scheduled, pending_sample) -> tuple | None:
         if not self.runner.can_launch_ahead(scheduled, pending_sample):

@@ -64,3 +64,39 @@ def test_last_outputs_are_flushed_when_nothing_is_left_to_schedule(checkpoint): 
     while engine.has_unfinished:
         seen.extend(engine.step())
     assert sum(len(o.new_token_ids) for o in seen) == 3 and seen[-1].finished
+
+
+class _LaterLaunch:
+    """A step queued ahead, as the CPU can play it: the runner runs it when its tokens are asked for, by which
+    time the tokens it reads (the step before's) are on the requests, as on the GPU they are on the device."""
+
+    def __init__(self, runner, scheduled):
+        self._runner, self._scheduled = runner, scheduled
+
+    def result(self):
+        return self._runner.launch(self._scheduled).result()
+
+
+def _with_steps_ahead(engine):
+    engine.config = engine.config.model_copy(update={"launch_decode_ahead": True})
+    engine.runner.can_launch_ahead = lambda previous, pending: True
+    engine.runner.launch_ahead = lambda output, previous, pending: _LaterLaunch(engine.runner, output)
+    return engine
+
+
+@pytest.mark.parametrize("settings", [{}, {"max_num_batched_tokens": 8}])
+def test_with_a_step_queued_ahead_outputs_equal_the_sequential_ones(checkpoint, settings):  # noqa: F811
+    sequential = _engine(checkpoint, overlap_output_processing=False, **settings)
+    ahead = _with_steps_ahead(_engine(checkpoint, overlap_output_processing=True, **settings))
+    expected = _drain(sequential, _mixed_arrivals(sequential))
+    assert _drain(ahead, _mixed_arrivals(ahead)) == expected
+
+
+def test_with_a_step_queued_ahead_a_steps_tokens_are_reported_by_that_step(checkpoint):  # noqa: F811
+    """The GPU has the step ahead to run while this step's outputs are processed: nothing to overlap by waiting
+    a step, so the prefill's token (the time to first token) comes out of the prefill's own step()."""
+    engine = _with_steps_ahead(_engine(checkpoint))
+    engine.add_request("a", engine.tokenizer.encode("apple a day"), SamplingParams(max_tokens=3, temperature=0))
+    first = engine.step()
+    assert [o.request_id for o in first] == ["a"] and len(first[0].new_token_ids) == 1
+    assert len(engine.step()[0].new_token_ids) == 1
