@@ -39,15 +39,19 @@ class PrimaryChannel:
     def __init__(self, socket_path: str):
         self.target = f"unix:{socket_path}"
         self._channel: grpc.aio.Channel | None = None
+        self._methods: dict[str, object] = {}
 
     def method(self, path: str, request_streaming: bool, response_streaming: bool):
         """The multi-callable for the method at wire path `path` (`/package.Service/Method`), bytes in and out."""
-        channel = self._open()
-        if request_streaming:
-            factory = channel.stream_stream if response_streaming else channel.stream_unary
-        else:
-            factory = channel.unary_stream if response_streaming else channel.unary_unary
-        return factory(path, request_serializer=None, response_deserializer=None)
+        method = self._methods.get(path)
+        if method is None:
+            channel = self._open()
+            if request_streaming:
+                factory = channel.stream_stream if response_streaming else channel.stream_unary
+            else:
+                factory = channel.unary_stream if response_streaming else channel.unary_unary
+            method = self._methods[path] = factory(path, request_serializer=None, response_deserializer=None)
+        return method
 
     def call_options(self, context: grpc.aio.ServicerContext) -> dict:
         """The client's metadata and what is left of its deadline, for the call to the primary."""
@@ -71,6 +75,7 @@ class PrimaryChannel:
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
+            self._methods.clear()
 
     def _open(self) -> grpc.aio.Channel:
         if self._channel is None:

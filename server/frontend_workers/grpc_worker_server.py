@@ -44,16 +44,17 @@ class WorkerGrpcServer:
         self.primary = PrimaryChannel(primary_socket)
         self.server: grpc.aio.Server | None = None
 
-    async def start(self, address: str, port: int) -> None:
-        """Listen on the port the server holds (it must have bound it with port sharing on)."""
+    async def start(self, address: str, port: int) -> int:
+        """Listen on the port the server holds (it must have bound it with port sharing on); returns the port."""
         self.server = grpc.aio.server(options=server_options(self.settings.grpc_max_input_size, share_port=True))
         rule = rules_by_endpoint(self.settings.grpc_restrictions(), GRPC_METHOD_CATEGORIES).get(STREAM_METHOD)
         local = {"ModelStreamInfer": stream_split_handler(self.models, self.dataplane, self.primary, rule)}
         for service in _SERVICES:
             # No rules: the server checks every call it is sent; the one served here checks its own (`rule`).
             register_service(self.server, service.full_name, forwarding_handlers(self.primary, service, local), {})
-        add_port(self.server, f"{address}:{port}", self.settings.grpc_tls())
+        bound = add_port(self.server, f"{address}:{port}", self.settings.grpc_tls())
         await self.server.start()
+        return bound
 
     async def stop(self, grace_s: float) -> None:
         """Stop taking calls; those open get `grace_s` to finish, then are cancelled."""

@@ -7,19 +7,33 @@ processes) and checks every answer: whichever process took the connection, the a
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from modelgate.server.frontend_workers.control_messages import REPORT_INTERVAL_S
 from tests.backends.llm.serving.fixtures import checkpoint, reference  # noqa: F401  (fixtures)
-from tests.backends.llm.serving.helpers import MODEL, GrpcStream, greedy_sampling, is_final, text_output
+from tests.backends.llm.serving.helpers import (
+    LONG,
+    MODEL,
+    GrpcStream,
+    greedy_sampling,
+    is_final,
+    metric_delta,
+    server_metrics,
+    text_output,
+    wait_server_idle,
+)
 from tests.server.frontend_workers.workers_harness import (
     NUM_REQUESTS,
     own_first_tokens,
     start_workers_server,
     wait_for,
 )
+from tests.server_harness import copy_example_model, start_server
 
 ADD_SUB_INPUTS = np.arange(4, dtype=np.float32), np.ones(4, dtype=np.float32)
 
@@ -140,3 +154,48 @@ def _collect_with_one_error(stream: GrpcStream, request_ids: set[str]):
             unfinished.discard(result.get_response().id)
     assert len(errors) == 1
     return results, errors[0]
+
+
+def test_a_cancelled_stream_frees_the_engine_whichever_process_served_it(workers_server, reference):  # noqa: F811
+    prompt_tokens = len(reference.prompt_ids("hello"))
+    before_own = own_first_tokens()
+    before = _settled_metrics(workers_server)  # the earlier tests' last reports in
+    for _ in range(NUM_REQUESTS):
+        stream = GrpcStream(workers_server.grpc_url, MODEL)
+        stream.send("long", "hello", greedy_sampling(LONG))
+        result, error = stream.next()
+        assert error is None and not is_final(result)
+        stream.close(cancel=True)
+        # A request's tokens are counted when it ends, by the process that served it (a worker's reach the
+        # server with its next report): once the prompt is, its generated tokens are too.
+        wait_for(lambda before=before: _prompt_tokens_since(workers_server, before) >= prompt_tokens, "the end")
+        assert _prompt_tokens_since(workers_server, before) == prompt_tokens
+        after = wait_server_idle(workers_server)
+        assert 1 <= metric_delta(before, after, "modelgate_llm_generation_tokens_total") < LONG
+        before = after
+    assert own_first_tokens() - before_own < NUM_REQUESTS  # some were the workers'
+
+
+def _prompt_tokens_since(running, before: dict) -> float:
+    return metric_delta(before, server_metrics(running), "modelgate_llm_prompt_tokens_total")
+
+
+def _settled_metrics(running) -> dict:
+    """The LLM metrics once the engine is idle and no worker's report changes them any more."""
+    previous = None
+    while (metrics := wait_server_idle(running)) != previous:
+        previous = metrics
+        time.sleep(2 * REPORT_INTERVAL_S)
+    return metrics
+
+
+def test_workers_serve_grpc_without_http(tmp_path):
+    copy_example_model(tmp_path, "add_sub")
+    running = start_server([tmp_path], http_workers=2, allow_http=False)
+    try:
+        assert running.server.http_port is None and len(running.server.workers._workers) == 1
+        for _ in range(NUM_REQUESTS // 2):
+            with grpcclient.InferenceServerClient(running.grpc_url) as client:
+                _assert_add_sub(client.infer("add_sub", _add_sub_inputs()))
+    finally:
+        running.stop()
