@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 from multiprocessing.connection import Connection
-from pathlib import Path
 
 from aiohttp import web
 
@@ -55,7 +54,7 @@ def worker_main(index: int, settings_json: str, endpoints: PrimaryEndpoints, aut
 
 
 async def _serve(settings: ServerSettings, endpoints: PrimaryEndpoints, authkey: bytes, control) -> None:
-    share_processes(ProcessSharing(Path(endpoints.socket_dir), authkey))  # the key to attach with
+    share_processes(ProcessSharing(endpoints.socket_dir, authkey))  # the key to attach with
     stats = StatisticsRegistry()
     models = AttachedModels(stats)
     dataplane = Dataplane(models, stats, settings.model_control_mode)
