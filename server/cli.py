@@ -98,9 +98,9 @@ def add_serve_command(commands) -> None:
         "--http-workers",
         type=int,
         default=1,
-        help="processes serving the HTTP port, the server included (default 1). More spread streamed LLM responses "
-        "over more cores: each extra process serves LLM generation over the same engines and sends every other "
-        "request on to the server",
+        help="processes serving the HTTP and gRPC ports, the server included (default 1). More spread streamed LLM "
+        "responses over more cores: each extra process serves LLM generation (HTTP and ModelStreamInfer) over the "
+        "same engines and sends every other request on to the server",
     )
     serve.add_argument(
         "--grpc-max-input-size",

@@ -17,6 +17,7 @@ from modelgate.core.errors import ModelgateError
 from modelgate.core.process_sharing import ProcessSharing, share_processes
 from modelgate.server.dataplane import Dataplane
 from modelgate.server.frontend_workers.metrics_snapshot import WorkerMetrics
+from modelgate.server.frontend_workers.primary_endpoints import PrimaryEndpoints
 from modelgate.server.frontend_workers.worker_pool import FrontendWorkers
 from modelgate.server.frontends.grpc.server import GrpcFrontend
 from modelgate.server.frontends.http.app import create_http_app
@@ -78,6 +79,7 @@ class ModelgateServer:
                 settings.grpc_max_input_size,
                 settings.grpc_restrictions(),
                 settings.grpc_tls(),
+                share_port=settings.http_workers > 1,
             )
             if settings.allow_grpc
             else None
@@ -93,6 +95,9 @@ class ModelgateServer:
 
     async def start(self) -> None:
         """Open the ports (live at once: a probe answers while models load), load the models, then be ready."""
+        if self.settings.http_workers > 1 and (self.settings.allow_http or self.grpc is not None):
+            self._share_processes()
+        http_runner = None
         if self.settings.allow_http:
             app = create_http_app(
                 self.dataplane,
@@ -103,13 +108,13 @@ class ModelgateServer:
             app.middlewares.insert(0, self.server_metrics.http_middleware)  # outermost: refused bodies count too
             tls = self.settings.http_tls()
             ssl_context = tls.server_context() if tls is not None else None
-            if self.settings.http_workers > 1:
-                self._share_processes()
             self.http_port = await self._serve(app, self.settings.http_address, self.settings.http_port, ssl_context)
-            if self._sharing is not None:
-                await self._start_workers()
+            http_runner = self._runners[-1]
         if self.grpc is not None:
-            self.grpc_port = await self.grpc.start(self.settings.grpc_address, self.settings.grpc_port)
+            local = self._endpoints().grpc_socket if self._sharing is not None else None
+            self.grpc_port = await self.grpc.start(self.settings.grpc_address, self.settings.grpc_port, local)
+        if self._sharing is not None:
+            await self._start_workers(http_runner)
         if self.settings.allow_metrics:
             self.hardware = await start_hardware_sampler(self.settings, self.server_metrics.registry)
             backends = self.workers.metrics if self.workers is not None else None
@@ -173,14 +178,18 @@ class ModelgateServer:
             share_processes(None)
             shutil.rmtree(self._sharing.socket_dir, ignore_errors=True)
 
-    async def _start_workers(self) -> None:
-        """The server's HTTP app on a Unix socket too (where workers send what they do not serve), then the
-        workers on the server's port."""
-        server_socket = str(self._sharing.socket_dir / "server.sock")
-        await web.UnixSite(self._runners[-1], server_socket).start()
+    def _endpoints(self) -> PrimaryEndpoints:
+        return PrimaryEndpoints(self._sharing.socket_dir, self.http_port, self.grpc_port)
+
+    async def _start_workers(self, http_runner: web.AppRunner | None) -> None:
+        """The server's HTTP app on a Unix socket too (where workers send what they do not serve; gRPC's is
+        opened with its port), then the workers on the server's ports."""
+        endpoints = self._endpoints()
+        if http_runner is not None:
+            await web.UnixSite(http_runner, endpoints.http_socket).start()
         metrics = WorkerMetrics(BACKEND_METRICS)
         self.workers = FrontendWorkers(self.settings, self.manager, self.stats, metrics, self._sharing.authkey)
-        await self.workers.start(self.settings.http_workers - 1, self.http_port, server_socket)
+        await self.workers.start(self.settings.http_workers - 1, endpoints)
 
     async def _load_initial_models(self) -> None:
         mode = self.settings.model_control_mode

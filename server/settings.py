@@ -40,8 +40,9 @@ class ServerSettings(BaseModel):
     log_verbose: int = Field(0, ge=0)
     # Triton's default for --http-max-input-size; gRPC takes what protobuf can (Triton's INT32_MAX) by default.
     http_max_input_size: int = Field(DEFAULT_HTTP_MAX_INPUT_SIZE, ge=1)
-    # Processes serving the HTTP port, the server's own included (frontend_workers/): more than one spreads the
-    # per-token work of streamed LLM responses over several cores.
+    # Processes serving the HTTP and gRPC ports, the server's own included (frontend_workers/): more than one
+    # spreads the per-token work of streamed LLM responses over several cores. One count for both protocols, as
+    # vLLM's --api-server-count: a worker process serves whichever of them the server serves.
     http_workers: int = Field(1, ge=1, le=64)
     grpc_max_input_size: int = Field(MAX_GRPC_MESSAGE_BYTES, ge=1, le=MAX_GRPC_MESSAGE_BYTES)
     # Flag values `<category>[,<category>...]:<header>=<value>` (api_restrictions.py); checked here, parsed

@@ -1,8 +1,9 @@
 """The server's side of its frontend workers (--http-workers): start them, keep them told which models they
 may serve, add what they report to the server's statistics and metrics, start again one that dies.
 
-The server itself stays a full frontend on the same port; with N workers the kernel spreads HTTP connections
-over N+1 processes. Workers send on (to the server's Unix socket) everything they do not serve themselves.
+The server itself stays a full frontend on the same ports; with N workers the kernel spreads HTTP and gRPC
+connections over N+1 processes. Workers send on (to the server's Unix sockets) everything they do not serve
+themselves.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from modelgate.server.frontend_workers.control_messages import (
 )
 from modelgate.server.frontend_workers.metrics_snapshot import WorkerMetrics
 from modelgate.server.frontend_workers.model_table import ModelTable, attachable_models
+from modelgate.server.frontend_workers.primary_endpoints import PrimaryEndpoints
 from modelgate.server.frontend_workers.statistics_deltas import absorb
 from modelgate.server.model_manager import ModelManager
 from modelgate.server.settings import ServerSettings
@@ -66,12 +68,11 @@ class FrontendWorkers:
         self._table: ModelTable | None = None
         self._table_task: asyncio.Task | None = None
         self._is_stopping = False
-        self._http_port = 0
-        self._server_socket = ""
+        self._endpoints: PrimaryEndpoints | None = None
 
-    async def start(self, count: int, http_port: int, server_socket: str) -> None:
-        """Start `count` workers on `http_port` and wait until each has its port open."""
-        self._http_port, self._server_socket = http_port, server_socket
+    async def start(self, count: int, endpoints: PrimaryEndpoints) -> None:
+        """Start `count` workers on the server's ports and wait until each has its ports open."""
+        self._endpoints = endpoints
         self._workers = await asyncio.gather(*(self._start_worker(index) for index in range(count)))
         self._table_task = asyncio.create_task(self._publish_forever())
 
@@ -94,7 +95,7 @@ class FrontendWorkers:
 
         context = multiprocessing.get_context("spawn")
         control, child_control = context.Pipe(duplex=True)
-        args = (index, self.settings.model_dump_json(), self._http_port, self._server_socket, self._authkey)
+        args = (index, self.settings.model_dump_json(), self._endpoints, self._authkey)
         process = context.Process(
             target=worker_main, args=(*args, child_control), name=f"modelgate-http-worker-{index}", daemon=True
         )

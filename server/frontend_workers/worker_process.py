@@ -1,4 +1,4 @@
-"""A frontend worker process: the HTTP port shared with the server (SO_REUSEPORT: the kernel spreads
+"""A frontend worker process: the HTTP and gRPC ports shared with the server (SO_REUSEPORT: the kernel spreads
 connections over the processes), LLM generation served here over the server's engines, the rest sent on.
 
 It lives as long as its control pipe: when the server goes away (or says StopWorker), it stops accepting,
@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 from multiprocessing.connection import Connection
-from pathlib import Path
 
 from aiohttp import web
 
@@ -29,8 +28,10 @@ from modelgate.server.frontend_workers.control_messages import (
     receive_to_worker,
     send,
 )
+from modelgate.server.frontend_workers.grpc_worker_server import WorkerGrpcServer
 from modelgate.server.frontend_workers.http_proxy import PrimaryProxy
 from modelgate.server.frontend_workers.metrics_snapshot import snapshot
+from modelgate.server.frontend_workers.primary_endpoints import PrimaryEndpoints
 from modelgate.server.frontend_workers.statistics_deltas import DeltaTracker
 from modelgate.server.frontend_workers.worker_app import create_worker_app
 from modelgate.server.log_settings import LogSettings
@@ -40,24 +41,62 @@ from modelgate.server.statistics import StatisticsRegistry
 logger = logging.getLogger(__name__)
 
 
-def worker_main(index: int, settings_json: str, http_port: int, server_socket: str, authkey: bytes, control) -> None:
-    """Entry point (spawned): `http_port` is the port the server bound (it may have asked for port 0)."""
+def worker_main(index: int, settings_json: str, endpoints: PrimaryEndpoints, authkey: bytes, control) -> None:
+    """Entry point (spawned): `endpoints`: the ports the server bound (it may have asked for port 0) and its
+    sockets."""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s worker {index}: %(message)s")
     settings = ServerSettings.model_validate_json(settings_json)
     try:
         from uvloop import run
     except ImportError:
         from asyncio import run
-    run(_serve(settings, http_port, server_socket, authkey, control))
+    run(_serve(settings, endpoints, authkey, control))
 
 
-async def _serve(settings: ServerSettings, http_port: int, server_socket: str, authkey: bytes, control) -> None:
-    share_processes(ProcessSharing(Path(server_socket).parent, authkey))  # the key to attach with
+async def _serve(settings: ServerSettings, endpoints: PrimaryEndpoints, authkey: bytes, control) -> None:
+    share_processes(ProcessSharing(endpoints.socket_dir, authkey))  # the key to attach with
     stats = StatisticsRegistry()
     models = AttachedModels(stats)
     dataplane = Dataplane(models, stats, settings.model_control_mode)
     dataplane.is_ready = True
-    proxy = PrimaryProxy(server_socket)
+    http = await _start_http(settings, endpoints, models, dataplane) if endpoints.http_port is not None else None
+    grpc_server = None
+    if endpoints.grpc_port is not None:
+        grpc_server = WorkerGrpcServer(settings, models, dataplane, endpoints.grpc_socket)
+        await grpc_server.start(settings.grpc_address, endpoints.grpc_port)
+    send(control, WorkerReady(os.getpid()))
+    messages = _read_control(control)
+    reports = asyncio.create_task(_report_forever(stats, control))
+    try:
+        while (message := await messages.get()) is not None and not isinstance(message, StopWorker):
+            if isinstance(message, TableUpdate):
+                await models.reconcile(message.table)
+    finally:
+        reports.cancel()
+        # Stop accepting; requests in flight finish within --exit-timeout-secs.
+        drains = [http.stop()] if http is not None else []
+        if grpc_server is not None:
+            drains.append(grpc_server.stop(settings.exit_timeout_secs))
+        await asyncio.gather(*drains)
+        await models.close()
+
+
+class _WorkerHttp:
+    """The worker's HTTP site and its proxy to the server, stopped together."""
+
+    def __init__(self, runner: web.AppRunner, proxy: PrimaryProxy):
+        self.runner = runner
+        self.proxy = proxy
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()  # requests in flight finish (shutdown_timeout)
+        await self.proxy.close()
+
+
+async def _start_http(
+    settings: ServerSettings, endpoints: PrimaryEndpoints, models: AttachedModels, dataplane: Dataplane
+) -> _WorkerHttp:
+    proxy = PrimaryProxy(endpoints.http_socket)
     app = create_worker_app(
         models,
         dataplane,
@@ -72,24 +111,13 @@ async def _serve(settings: ServerSettings, http_port: int, server_socket: str, a
     site = web.TCPSite(
         runner,
         settings.http_address,
-        http_port,
+        endpoints.http_port,
         reuse_address=True,
         reuse_port=True,
         ssl_context=tls.server_context() if tls is not None else None,
     )
     await site.start()
-    send(control, WorkerReady(os.getpid()))
-    messages = _read_control(control)
-    reports = asyncio.create_task(_report_forever(stats, control))
-    try:
-        while (message := await messages.get()) is not None and not isinstance(message, StopWorker):
-            if isinstance(message, TableUpdate):
-                await models.reconcile(message.table)
-    finally:
-        reports.cancel()
-        await runner.cleanup()  # stop accepting; requests in flight finish (shutdown_timeout)
-        await models.close()
-        await proxy.close()
+    return _WorkerHttp(runner, proxy)
 
 
 def _read_control(control: Connection) -> asyncio.Queue:

@@ -68,7 +68,7 @@ def _decoding_unary(behaviour: Callable, request_class, method_name: str, observ
         try:
             request = request_class.FromString(raw)
         except DecodeError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, _problem(method_name, request_class, exc))
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, undecodable_message(method_name, request_class, exc))
         return behaviour(request, context)
 
     return handle
@@ -88,10 +88,13 @@ def _decoded(raw_requests: Iterator[bytes], request_class, method_name: str, obs
         try:
             yield request_class.FromString(raw)
         except DecodeError as exc:
-            raise RpcAbort(grpc.StatusCode.INVALID_ARGUMENT, _problem(method_name, request_class, exc)) from None
+            raise RpcAbort(
+                grpc.StatusCode.INVALID_ARGUMENT, undecodable_message(method_name, request_class, exc)
+            ) from None
 
 
-def _problem(method_name: str, request_class, exc: DecodeError) -> str:
+def undecodable_message(method_name: str, request_class, exc: DecodeError) -> str:
+    """What INVALID_ARGUMENT says of a request that protobuf cannot decode."""
     full_name = request_class.DESCRIPTOR.full_name
     return f"{method_name}: the request is not a valid {full_name} protobuf message ({exc})"
 

@@ -30,6 +30,12 @@ def metadata_guard(behaviour: Callable, rule: HeaderRule) -> Callable:
     return guarded
 
 
+def is_permitted(rule: HeaderRule, metadata) -> bool:
+    """Whether a call's `metadata` carries what `rule` asks, as `metadata_guard` checks it (for handlers that
+    check it themselves: a frontend worker's async ones)."""
+    return rule.permits(_sent_value(metadata, rule.header.lower()))
+
+
 def _sent_value(metadata, key: str) -> str | None:
     """The first value sent under `key` (as HTTP's `headers.get` takes the first)."""
     for item_key, value in metadata or ():

@@ -55,11 +55,14 @@ class GrpcFrontend:
         max_input_size: int = MAX_MESSAGE_BYTES,
         restrictions: Mapping[str, HeaderRule] | None = None,
         tls: TlsFiles | None = None,
+        share_port: bool = False,
     ):
         """`max_input_size`: the largest request message (--grpc-max-input-size); larger ones end their RPC
         with RESOURCE_EXHAUSTED before the handler runs (grpc's own check and message). `restrictions`:
-        restricted category -> the metadata it needs (--grpc-restricted-protocol). `tls`: serve TLS only."""
+        restricted category -> the metadata it needs (--grpc-restricted-protocol). `tls`: serve TLS only.
+        `share_port`: frontend workers listen on the same port (SO_REUSEPORT, --http-workers)."""
         self.max_input_size = max_input_size
+        self.share_port = share_port
         self.rules = rules_by_endpoint(restrictions or {}, GRPC_METHOD_CATEGORIES)
         self.tls = tls
         self.service = InferenceService(dataplane, log_settings)
@@ -68,8 +71,9 @@ class GrpcFrontend:
         self.health: HealthServicer | None = None
         self._pools: list[ThreadPoolExecutor] = []
 
-    async def start(self, address: str, port: int) -> int:
-        """Listen on address:port (0 picks a free port) and return the port."""
+    async def start(self, address: str, port: int, local_socket: str | None = None) -> int:
+        """Listen on address:port (0 picks a free port) and return the port; `local_socket`: a Unix socket path
+        to serve on too, in plaintext (frontend workers forward there; its directory keeps others out)."""
         handler_pool = ThreadPoolExecutor(
             MAX_HANDLER_THREADS, thread_name_prefix="grpc-handler", initializer=batch_scheduling
         )
@@ -78,15 +82,7 @@ class GrpcFrontend:
         )
         self._pools = [handler_pool, reader_pool]
         self.server = grpc.server(
-            handler_pool,
-            options=[
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", self.max_input_size),
-                # grpc sets SO_REUSEPORT by default: a second server on a taken port would start
-                # and silently split the clients with the first. Triton's --reuse-grpc-port is off too.
-                ("grpc.so_reuseport", 0),
-            ],
-            maximum_concurrent_rpcs=None,
+            handler_pool, options=server_options(self.max_input_size, self.share_port), maximum_concurrent_rpcs=None
         )
         servicer = ThreadedServicer(self.service, asyncio.get_running_loop(), reader_pool)
         # Requests decoded by the handlers: a message protobuf cannot decode gets INVALID_ARGUMENT.
@@ -96,18 +92,11 @@ class GrpcFrontend:
         add_decoding_servicer(servicer, self.server, service_pb2, "GRPCInferenceService", self.rules, sized)
         self.health = HealthServicer()
         register_service(self.server, HEALTH_SERVICE, servicer_handlers(self.health, health_pb2, "Health"), self.rules)
-        bound = self._add_port(f"{address}:{port}")
+        bound = add_port(self.server, f"{address}:{port}", self.tls)
+        if local_socket is not None:
+            self.server.add_insecure_port(f"unix:{local_socket}")
         self.server.start()
         return bound
-
-    def _add_port(self, target: str) -> int:
-        if self.tls is None:
-            return self.server.add_insecure_port(target)
-        chain, key, root = self.tls.read()
-        credentials = grpc.ssl_server_credentials(
-            [(key, chain)], root_certificates=root, require_client_auth=self.tls.mutual
-        )
-        return self.server.add_secure_port(target, credentials)
 
     async def set_serving(self, is_serving: bool) -> None:
         if self.health is None:
@@ -128,6 +117,27 @@ class GrpcFrontend:
     def _set_status(health: HealthServicer, status) -> None:
         for service in ("", INFERENCE_SERVICE):
             health.set(service, status)
+
+
+def server_options(max_input_size: int, share_port: bool) -> list[tuple[str, int]]:
+    """grpc's options for a server of the gRPC port: the server's and its frontend workers' (the same limits)."""
+    return [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", max_input_size),
+        # grpc sets SO_REUSEPORT by default: a second server on a taken port would start and silently split
+        # the clients with the first. Triton's --reuse-grpc-port is off too. Only the server's own frontend
+        # workers share it (--http-workers), and they start after the server holds the port.
+        ("grpc.so_reuseport", int(share_port)),
+    ]
+
+
+def add_port(server: grpc.Server | grpc.aio.Server, target: str, tls: TlsFiles | None) -> int:
+    """Listen on `target` (plaintext, or TLS only when `tls`) and return the port bound."""
+    if tls is None:
+        return server.add_insecure_port(target)
+    chain, key, root = tls.read()
+    credentials = grpc.ssl_server_credentials([(key, chain)], root_certificates=root, require_client_auth=tls.mutual)
+    return server.add_secure_port(target, credentials)
 
 
 def batch_scheduling() -> None:

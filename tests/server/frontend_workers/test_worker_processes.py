@@ -12,56 +12,29 @@ import gzip
 import json
 import os
 import signal
-import time
 
 import numpy as np
 import pytest
 import requests
 import tritonclient.http as httpclient
 
-from modelgate.backends.llm import llm_metrics
 from tests.backends.llm.serving.fixtures import checkpoint, reference  # noqa: F401  (fixtures)
-from tests.backends.llm.serving.helpers import ENGINE_SETTINGS, MODEL, WAIT_S
+from tests.backends.llm.serving.helpers import MODEL, WAIT_S
+from tests.server.frontend_workers.workers_harness import (
+    NUM_REQUESTS,
+    own_first_tokens,
+    start_workers_server,
+    table_published,
+    wait_for,
+)
 from tests.server_harness import copy_example_model, start_server
-
-NUM_PROCESSES = 3
-NUM_REQUESTS = 12  # on connections of their own: all landing on the server alone has odds of (1/3)**12
 
 
 @pytest.fixture(scope="module")
 def workers_server(checkpoint, tmp_path_factory):  # noqa: F811  (the fixture imported above)
-    parameters = dict(ENGINE_SETTINGS, show_progress="false")
-    config = f'name: "{MODEL}"\nbackend: "llm"\n' + "".join(
-        f'parameters {{ key: "{key}" value {{ string_value: "{str(value).lower()}" }} }}\n'
-        for key, value in parameters.items()
-    )
-    (checkpoint.parent / "config.pbtxt").write_text(config)
-    other = tmp_path_factory.mktemp("tensor_models")
-    copy_example_model(other, "add_sub")
-    running = start_server([checkpoint.parent.parent, other], http_workers=NUM_PROCESSES)
-    _wait_for(lambda: _table_published(running), "the workers to be told of the LLM")
+    running = start_workers_server(checkpoint, tmp_path_factory.mktemp("tensor_models"))
     yield running
     running.stop()
-
-
-def _table_published(running) -> bool:
-    table = running.server.workers._table
-    return table is not None and [m.name for m in table.models] == [MODEL]
-
-
-def _wait_for(predicate, what: str):
-    deadline = time.monotonic() + 3 * WAIT_S
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _own_first_tokens() -> float:
-    """Requests whose first token the server process itself sent (the test's process: the server runs here)."""
-    histogram = llm_metrics.TIME_TO_FIRST_TOKEN.labels(MODEL, "1")
-    return next(s.value for m in histogram.collect() for s in m.samples if s.name.endswith("_count"))
 
 
 def _stats(running) -> dict:
@@ -85,18 +58,18 @@ def _stream_events(running, prompt: str, max_tokens: int) -> list[dict]:
 
 
 def test_streams_spread_over_the_processes_and_are_counted_once(workers_server, reference):  # noqa: F811
-    before_stats, before_own = _stats(workers_server)["inference_count"], _own_first_tokens()
+    before_stats, before_own = _stats(workers_server)["inference_count"], own_first_tokens()
     before_metric = _metric(workers_server, "modelgate_llm_time_to_first_token_seconds_count")
     expected = reference.greedy(reference.prompt_ids("quick brown"), 5)
     for _ in range(NUM_REQUESTS):
         events = _stream_events(workers_server, "quick brown", 5)
         assert "".join(event["text_output"] for event in events) == expected.text
         assert events[-1]["finish_reason"] == "length"
-    served_here = _own_first_tokens() - before_own
+    served_here = own_first_tokens() - before_own
     assert served_here < NUM_REQUESTS  # the workers served the rest
     # What the workers did reaches the server's statistics and metrics within a report or two.
-    _wait_for(lambda: _stats(workers_server)["inference_count"] - before_stats == NUM_REQUESTS, "statistics")
-    _wait_for(
+    wait_for(lambda: _stats(workers_server)["inference_count"] - before_stats == NUM_REQUESTS, "statistics")
+    wait_for(
         lambda: (
             _metric(workers_server, "modelgate_llm_time_to_first_token_seconds_count") - before_metric == NUM_REQUESTS
         ),
@@ -153,8 +126,8 @@ def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(workers_server
     victim.process.join(WAIT_S)
     for _ in range(NUM_REQUESTS):
         assert requests.get(f"http://{workers_server.http_url}/v2/health/ready", timeout=WAIT_S).status_code == 200
-    _wait_for(lambda: pool._workers[0] is not victim and pool._workers[0].process.is_alive(), "a new worker")
-    _wait_for(lambda: _table_published(workers_server), "the table")  # unchanged: the new worker got it at start
+    wait_for(lambda: pool._workers[0] is not victim and pool._workers[0].process.is_alive(), "a new worker")
+    wait_for(lambda: table_published(workers_server), "the table")  # unchanged: the new worker got it at start
     for _ in range(NUM_REQUESTS // 2):
         assert len(_stream_events(workers_server, "apple a day", 2)) >= 1
 
@@ -174,19 +147,19 @@ def test_after_an_engine_restart_the_workers_serve_again(workers_server):
     instance = workers_server.server.manager._entries[MODEL].serving[1].scheduler.pool.instances[0]
     old_pid = instance.engines.client.process.pid
     os.kill(old_pid, signal.SIGKILL)
-    _wait_for(lambda: instance.engines.client is None, "the engine to be seen dead")
+    wait_for(lambda: instance.engines.client is None, "the engine to be seen dead")
     url = f"http://{workers_server.http_url}/v2/models/{MODEL}/generate_stream"
     while instance.engines.client is None:
         refused = requests.post(url, json={"text_input": "x"}, timeout=WAIT_S)
         if instance.engines.client is None and refused.status_code != 200:
             assert refused.status_code == 503 and f"model '{MODEL}'" in refused.json()["error"]
-    _wait_for(lambda: instance.engines.client is not None, "the engine to start again")
+    wait_for(lambda: instance.engines.client is not None, "the engine to start again")
 
     def workers_serve_again() -> bool:
-        before = _own_first_tokens()
+        before = own_first_tokens()
         for _ in range(NUM_REQUESTS):
             assert len(_stream_events(workers_server, "quick brown", 2)) >= 1
-        return _own_first_tokens() - before < NUM_REQUESTS
+        return own_first_tokens() - before < NUM_REQUESTS
 
-    _wait_for(workers_serve_again, "the workers to attach to the new engine")
+    wait_for(workers_serve_again, "the workers to attach to the new engine")
     assert instance.engines.client.process.pid != old_pid
