@@ -208,7 +208,7 @@ class LLMModelInstance(ModelInstance):
     def _on_outputs(self, step: StepOutputs) -> None:
         """Runs on the event loop (or the reader thread, see _on_step)."""
         if self._records_engine_stats:
-            llm_metrics.record_engine_stats(self.labels, step.stats)
+            self.series.record_engine_stats(step.stats)
         now = time.monotonic()
         with self._lock:  # once per step: execute adds requests from the instance thread
             states = [self._active.get(output.request_id) for output in step.outputs]
@@ -236,7 +236,7 @@ class LLMModelInstance(ModelInstance):
         """The engine died (on its reader thread): its requests fail, the model is UNAVAILABLE until it is back."""
         self._fail_all(reason)
         if self._records_engine_stats:
-            llm_metrics.record_engine_down(self.labels)
+            self.series.record_engine_down()
         self._report_health(reason)
 
     def _on_engine_up(self) -> None:
