@@ -174,6 +174,7 @@ def bench(
     command += ["--client-processes", str(min(client_processes, run.concurrency or run.num_requests, run.num_requests))]
     pids = server.frontend_pids()
     cpu_before = sum(map(process_cpu_seconds, pids))
+    latencies_before = server_latency_sums(server)
     bench_process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     profiler = _profile(server, run, profile_s, out) if profile_s else None
     output, _ = bench_process.communicate()
@@ -185,7 +186,33 @@ def bench(
         raise RuntimeError(f"bench {run.name} failed:\n{output}")
     summary = json.loads((folder / "bench.json").read_text())["summary"]
     summary["server_cpu_s"] = cpu_s
+    time.sleep(1.0)  # HTTP workers report their metrics to the server every 0.5 s
+    summary["server_means_s"] = server_latency_means(latencies_before, server_latency_sums(server))
     return summary
+
+
+# The server's own view, per request: time to its first token (as the server sends it, whether or not its text
+# is held back) and the engine's queue time. Means over the run, from the histograms' sums and counts.
+_SERVER_LATENCIES = ("modelgate_llm_time_to_first_token_seconds", "modelgate_llm_queue_time_seconds")
+
+
+def server_latency_sums(server: Server) -> dict[str, float]:
+    text = requests.get(f"http://127.0.0.1:{server.metrics}/metrics", timeout=30).text
+    sums: dict[str, float] = {}
+    for line in text.splitlines():
+        name = line.split("{", 1)[0]
+        if name.endswith(("_sum", "_count")) and name.rsplit("_", 1)[0] in _SERVER_LATENCIES:
+            sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return sums
+
+
+def server_latency_means(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
+    means = {}
+    for name in _SERVER_LATENCIES:
+        count = after.get(f"{name}_count", 0.0) - before.get(f"{name}_count", 0.0)
+        total = after.get(f"{name}_sum", 0.0) - before.get(f"{name}_sum", 0.0)
+        means[name] = total / count if count else None
+    return means
 
 
 def _profile(server: Server, run: Run, seconds: float, out: Path) -> subprocess.Popen | None:
@@ -223,9 +250,9 @@ def print_table(results: dict[Run, dict], engine: dict[str, float], device: str,
     print(f"\nserved by modelgate vs the engine alone on the same requests, {device}, {http_workers} HTTP process(es)")
     print(
         "| run | output tok/s | engine alone | served/engine | TensorRT-LLM | served/TRT-LLM | TTFT p50 ms "
-        "| ITL p50 ms | TPOT p50 ms | server CPU µs/token |"
+        "| ITL p50 ms | TPOT p50 ms | server CPU µs/token | server TTFT mean ms | engine queue mean ms |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for run, summary in results.items():
         rate = summary["output_token_throughput_per_s"]
         alone = engine.get(f"{run.name}.jsonl")
@@ -241,6 +268,7 @@ def print_table(results: dict[Run, dict], engine: dict[str, float], device: str,
             f"{summary['itl_s']['p50'] * 1e3:.2f}",
             f"{summary['tpot_s']['p50'] * 1e3:.2f}",
             f"{summary['server_cpu_s'] / summary['total_output_tokens'] * 1e6:.1f}",
+            *(_ms(summary["server_means_s"][name]) for name in _SERVER_LATENCIES),
         ]
         print("| " + " | ".join(cells) + " |")
 
@@ -296,6 +324,10 @@ def main() -> None:
             engine.update(engine_alone(args.checkpoint, files, concurrency, args))
     device = "CPU (tiny_llm)" if args.tiny else _gpu_name()
     print_table(results, engine, device, args.http_workers)
+
+
+def _ms(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds * 1e3:.1f}"
 
 
 def _gpu_name() -> str:
