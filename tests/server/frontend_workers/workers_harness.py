@@ -7,11 +7,10 @@ the server runs there), which count only what the server served itself.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from modelgate.backends.llm import llm_metrics
-from tests.backends.llm.serving.helpers import ENGINE_SETTINGS, MODEL, WAIT_S
+from tests.backends.llm.serving.helpers import ENGINE_SETTINGS, MODEL, WAIT_S, wait_for  # noqa: F401  (for the tests)
 from tests.server_harness import RunningServer, copy_example_model, start_server
 
 NUM_PROCESSES = 3
@@ -35,15 +34,6 @@ def start_workers_server(checkpoint: Path, tensor_repository: Path) -> RunningSe
 def table_published(running: RunningServer) -> bool:
     table = running.server.workers._table
     return table is not None and [m.name for m in table.models] == [MODEL]
-
-
-def wait_for(predicate, what: str) -> None:
-    deadline = time.monotonic() + 3 * WAIT_S
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def own_first_tokens() -> float:

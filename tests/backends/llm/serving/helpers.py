@@ -37,6 +37,16 @@ LONG = MAX_MODEL_LEN - 12  # more tokens than a client waits for
 GREEDY = {"temperature": 0, "extra_body": {"ignore_eos": True}}  # OpenAI SDK arguments
 
 
+def wait_for(predicate, what: str) -> None:
+    """Poll `predicate` until it holds, for at most 3 * WAIT_S; AssertionError naming `what` after that."""
+    deadline = time.monotonic() + 3 * WAIT_S
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 # -- requests to the server ---------------------------------------------------------------------
 
 

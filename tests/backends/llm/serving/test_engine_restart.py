@@ -19,6 +19,7 @@ from tests.backends.llm.serving.helpers import (
     generate,
     greedy_sampling,
     server_metrics,
+    wait_for,
 )
 from tests.server_harness import copy_example_model, start_server
 
@@ -37,15 +38,6 @@ def _llm_instance(running):
     return serving.scheduler.pool._instances[0]
 
 
-def _wait_for(predicate, what: str):
-    deadline = time.monotonic() + 3 * WAIT_S
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _model_ready(running) -> bool:
     return requests.get(f"http://{running.http_url}/v2/models/{MODEL}/ready", timeout=WAIT_S).status_code == 200
 
@@ -57,7 +49,7 @@ def test_a_killed_engine_fails_its_requests_and_comes_back(own_server):
     stream = GrpcStream(own_server.grpc_url, MODEL)
     try:
         stream.send("doomed", "hello", greedy_sampling(LONG))
-        _wait_for(lambda: instance._active, "the request to reach the engine")
+        wait_for(lambda: instance._active, "the request to reach the engine")
         os.kill(pid, signal.SIGKILL)
         result, error = stream.next()
         assert result is None
@@ -72,7 +64,7 @@ def test_a_killed_engine_fails_its_requests_and_comes_back(own_server):
     assert requests.get(f"http://{own_server.http_url}/v2/health/ready", timeout=WAIT_S).status_code == 400
     _assert_add_sub_serves(own_server)
 
-    _wait_for(lambda: _model_ready(own_server), "the engine to start again")
+    wait_for(lambda: _model_ready(own_server), "the engine to start again")
     assert instance.engines.client.process.pid != pid
     assert generate(own_server, "hello", 4).json()["num_output_tokens"] == 4
     statistics = requests.get(f"http://{own_server.http_url}/v2/models/{MODEL}/stats", timeout=WAIT_S).json()
@@ -84,7 +76,7 @@ def test_a_killed_engine_fails_its_requests_and_comes_back(own_server):
 def test_unloading_while_down_stops_the_restarts(own_server):
     instance = _llm_instance(own_server)
     os.kill(instance.engines.client.process.pid, signal.SIGKILL)
-    _wait_for(lambda: instance.engines.client is None and instance.engines.down_reason, "the engine to be seen dead")
+    wait_for(lambda: instance.engines.client is None and instance.engines.down_reason, "the engine to be seen dead")
     instance.unload()
     time.sleep(1.5)  # past the first back-off: a restart would have begun by now
     assert instance.engines.client is None
