@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import shutil
@@ -249,6 +250,10 @@ async def serve_forever(settings: ServerSettings) -> bool:
     return_large_blocks_to_the_os()  # the whole process's choice: so here, not in ModelgateServer (tests embed it)
     server = ModelgateServer(settings)
     await server.start()
+    # The server and the models loaded at start live until shutdown: frozen, the full collections that the
+    # streams' garbage sets off no longer walk them, on the event loop every stream waits on.
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

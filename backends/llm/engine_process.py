@@ -7,6 +7,7 @@ validates them once); the engine's own guards (a prompt that cannot fit) still a
 
 from __future__ import annotations
 
+import gc
 import logging
 import traceback
 from multiprocessing.connection import Connection
@@ -46,6 +47,11 @@ def engine_main(
     except Exception as exc:  # report why, the server marks the model UNAVAILABLE
         send(outbox, EngineFailed(f"{type(exc).__name__}: {exc}"))
         return
+    # What is built by now (the model, compiled kernels, CUDA graphs) lives as long as the process: frozen, a
+    # full garbage collection no longer walks it. Unfrozen, one took 76 ms for the tiny model's 200k objects on
+    # the CI machine, and the collector starts one whenever enough new objects survived: in the middle of a step.
+    gc.collect()
+    gc.freeze()
     ready = EngineReady(engine.runner.num_kv_blocks, engine.max_model_len, tuple(engine.eos_token_ids))
     clients = EngineClients(EngineClientEnd(inbox, outbox, is_owner=True))
     if attach_address is not None:
