@@ -8,6 +8,7 @@ lets the requests in flight finish within --exit-timeout-secs, lets go of the en
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import threading
@@ -64,6 +65,8 @@ async def _serve(settings: ServerSettings, endpoints: PrimaryEndpoints, authkey:
     if endpoints.grpc_port is not None:
         grpc_server = WorkerGrpcServer(settings, models, dataplane, endpoints.grpc_socket)
         await grpc_server.start(settings.grpc_address, endpoints.grpc_port)
+    gc.collect()
+    gc.freeze()  # as the server does (runtime.py): full collections then skip what lives as long as the process
     send(control, WorkerReady(os.getpid()))
     messages = _read_control(control)
     reports = asyncio.create_task(_report_forever(stats, control))
