@@ -145,7 +145,6 @@ class EngineClient(EngineConnection):
         self.process.start()
         child_inbox.close()
         child_outbox.close()
-        self.attach_address = attach_address
         super().__init__(inbox, outbox, on_outputs, on_exit, start_timeout_s)
 
     def shutdown(self, timeout_s: float = 30) -> None:
