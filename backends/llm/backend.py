@@ -130,9 +130,8 @@ class LLMModelInstance(ModelInstance):
         elif sharing is None:
             raise UnavailableError("this process was given no key to attach to an LLM engine with")
         else:
-            on_up = lambda: self._report_health(None)  # noqa: E731  (restarts are counted by the engine's owner)
             self.engines = AttachedEngine(
-                spec.model_name, attach_to, sharing.authkey, self._on_step, self._on_engine_down, on_up
+                spec.model_name, attach_to, sharing.authkey, self._on_step, self._on_engine_down, self._on_reattached
             )
         self.max_model_len = self.engines.client.info.max_model_len
 
@@ -241,6 +240,11 @@ class LLMModelInstance(ModelInstance):
 
     def _on_engine_up(self) -> None:
         llm_metrics.ENGINE_RESTARTS.labels(*self.labels).inc()
+        self._report_health(None)
+
+    def _on_reattached(self) -> None:
+        """A frontend worker's instance attached to its restarted engine: serving again (the restart itself is
+        counted once, by the engine's owner)."""
         self._report_health(None)
 
     def _report_health(self, reason: str | None) -> None:

@@ -27,6 +27,7 @@ from modelgate.server.frontend_workers.metrics_snapshot import WorkerMetrics
 from modelgate.server.frontend_workers.model_table import ModelTable, attachable_models
 from modelgate.server.frontend_workers.primary_endpoints import PrimaryEndpoints
 from modelgate.server.frontend_workers.statistics_deltas import absorb
+from modelgate.server.frontend_workers.worker_process import worker_main
 from modelgate.server.model_manager import ModelManager
 from modelgate.server.settings import ServerSettings
 from modelgate.server.statistics import StatisticsRegistry
@@ -89,10 +90,6 @@ class FrontendWorkers:
         )
 
     async def _start_worker(self, index: int, restarts: int = 0) -> _Worker:
-        # Imported here: a worker serves LLM models, whose backend needs the `llm` extra; a server without
-        # workers never imports it.
-        from modelgate.server.frontend_workers.worker_process import worker_main
-
         context = multiprocessing.get_context("spawn")
         control, child_control = context.Pipe(duplex=True)
         args = (index, self.settings.model_dump_json(), self._endpoints, self._authkey)
