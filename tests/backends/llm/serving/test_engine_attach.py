@@ -95,12 +95,13 @@ def test_the_owner_hears_the_stats_of_steps_that_were_only_a_workers(owned, refe
     worker, worker_outputs = _attach(address)
     worker.add(_greedy("w", reference.prompt_ids("quick brown"), 5))
     worker_outputs.wait_finished(["w"])
-    seen_running = False
-    while not owner_outputs.steps.empty():
-        step = owner_outputs.steps.get_nowait()
+    # The owner's pipe is not the worker's: its copies of those steps may still be on their way. Wait for one
+    # that shows the worker's request running (a timeout fails the test).
+    while True:
+        step = owner_outputs.steps.get(timeout=WAIT_S)
         assert step.outputs == []  # none of the owner's requests ran
-        seen_running = seen_running or step.stats.num_running == 1
-    assert seen_running
+        if step.stats.num_running == 1:
+            break
     worker.shutdown()
 
 
