@@ -75,6 +75,17 @@ def add_serve_command(commands) -> None:
         help="accept model files sent with a load request ('file:' parameters; a python model's run as code); "
         "explicit mode only; off by default",
     )
+    serve.add_argument(
+        "--allow-shared-memory",
+        "--allow-client-shm",
+        dest="allow_shared_memory",
+        type=_boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        help="let clients register system and CUDA shared-memory regions and send tensors through them (Triton's "
+        "shared-memory extension; --allow-client-shm is Triton's spelling); off by default",
+    )
     serve.add_argument("--repository-poll-secs", type=float, default=15.0, help="seconds between rescans in poll mode")
     serve.add_argument(
         "--strict-readiness",
@@ -216,6 +227,7 @@ def _serve(args: argparse.Namespace) -> int:
             model_control_mode=args.model_control_mode,
             load_model=args.load_model,
             allow_model_file_uploads=args.allow_model_file_uploads,
+            allow_shared_memory=args.allow_shared_memory,
             repository_poll_secs=args.repository_poll_secs,
             exit_timeout_secs=args.exit_timeout_secs,
             strict_readiness=args.strict_readiness,

@@ -18,6 +18,8 @@ from modelgate.server.loaded_model import LoadedVersion
 from modelgate.server.model_manager import ModelManager
 from modelgate.server.model_residency import ModelResidency
 from modelgate.server.repository.layout import check_model_name
+from modelgate.server.shared_memory.registry import SharedMemoryRegistry
+from modelgate.server.shared_memory.tensor_io import read_inputs, uses_shared_memory, write_outputs
 from modelgate.server.statistics import StatisticsRegistry
 
 SERVER_NAME = "modelgate"
@@ -30,6 +32,7 @@ EXTENSIONS = [
     "model_repository(unload_dependents)",
     "logging",
 ]
+SHARED_MEMORY_EXTENSIONS = ["system_shared_memory", "cuda_shared_memory"]
 
 
 class Dataplane:
@@ -41,8 +44,10 @@ class Dataplane:
         strict_readiness: bool = True,
         allow_model_file_uploads: bool = False,
         residency: ModelResidency | None = None,
+        shared_memory: SharedMemoryRegistry | None = None,
     ):
-        """`residency`: load on demand and eviction (--model-load-on-demand); None: requests name loaded models."""
+        """`residency`: load on demand and eviction (--model-load-on-demand); None: requests name loaded models.
+        `shared_memory`: the client-registered regions (--allow-shared-memory); None: the extension is off."""
         self.manager = manager
         self.stats = stats
         self.control_mode = control_mode
@@ -51,6 +56,7 @@ class Dataplane:
         # server's user account: off unless the operator started the server with --allow-model-file-uploads.
         self.allow_model_file_uploads = allow_model_file_uploads
         self.residency = residency
+        self._shared_memory = shared_memory
         self.is_ready = False  # set once the initial models were loaded, cleared at shutdown
 
     def server_ready(self) -> bool:
@@ -60,7 +66,19 @@ class Dataplane:
     # -- health and metadata ----------------------------------------------------------------
 
     def server_metadata(self) -> dict:
-        return {"name": SERVER_NAME, "version": MODELGATE_VERSION, "extensions": list(EXTENSIONS)}
+        extensions = EXTENSIONS + (SHARED_MEMORY_EXTENSIONS if self._shared_memory is not None else [])
+        return {"name": SERVER_NAME, "version": MODELGATE_VERSION, "extensions": extensions}
+
+    @property
+    def shared_memory(self) -> SharedMemoryRegistry:
+        """The registered regions; PermissionDeniedError unless the server allows client shared memory: a network
+        client must not make the server map host memory unless the operator said so."""
+        if self._shared_memory is None:
+            raise PermissionDeniedError(
+                "shared memory is not allowed on this server; start it with --allow-shared-memory true to register "
+                "regions and send tensors through them"
+            )
+        return self._shared_memory
 
     def model_ready(self, name: str, version: str = "") -> bool:
         return self.manager.is_ready(name, version)
@@ -109,11 +127,16 @@ class Dataplane:
             self.residency.end(request.model_name)
 
     async def _infer(self, loaded: LoadedVersion, request: InferRequest) -> InferResponse:
+        in_regions = uses_shared_memory(request)
+        if in_regions:
+            await read_inputs(request, self.shared_memory)
         batch_size = loaded.schema.validate(request)
         if not loaded.takes_device_inputs:
             inputs_to_host(request)  # GPU tensors of a python model's BLS request, for a model that wants numpy
         response = await loaded.scheduler.infer(request, batch_size)
         response.model_version = str(loaded.version)
+        if in_regions and response.error is None:
+            await write_outputs(request, response, self.shared_memory)
         return response
 
     async def _single_decoupled_response(self, request: InferRequest) -> InferResponse:
@@ -142,6 +165,8 @@ class Dataplane:
         Raises for request-level problems before anything is scheduled; the stream ends with
         an item whose `is_final` is set.
         """
+        if uses_shared_memory(request):
+            await self._read_stream_inputs(request)
         if self.residency is None:
             return self._start_stream(self.manager.resolve(request.model_name, request.model_version), request)
         name = request.model_name
@@ -153,6 +178,17 @@ class Dataplane:
             raise
         stream.on_finish(lambda: self.residency.end(name))
         return stream
+
+    async def _read_stream_inputs(self, request: InferRequest) -> None:
+        """Inputs in shared memory are read before the stream starts; outputs cannot go there: each of a stream's
+        responses would overwrite the one before in the same region."""
+        for output in request.outputs:
+            if "shared_memory_region" in output.parameters:
+                raise UnsupportedError(
+                    f"output '{output.name}': shared memory outputs are not supported for streamed or decoupled "
+                    "responses; ask for it without 'shared_memory_region'"
+                )
+        await read_inputs(request, self.shared_memory)
 
     def _start_stream(self, loaded: LoadedVersion, request: InferRequest) -> ResponseStream:
         batch_size = loaded.schema.validate(request)

@@ -36,6 +36,7 @@ from modelgate.server.repository.layout import RepositoryLayout
 from modelgate.server.repository_poller import RepositoryPoller
 from modelgate.server.server_metrics import LOOP_PROBE_INTERVAL_S, ServerMetrics
 from modelgate.server.settings import ServerSettings
+from modelgate.server.shared_memory.registry import SharedMemoryRegistry
 from modelgate.server.statistics import StatisticsRegistry
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class ModelgateServer:
             strict_readiness=settings.strict_readiness,
             allow_model_file_uploads=settings.allow_model_file_uploads,
             residency=residency,
+            shared_memory=SharedMemoryRegistry() if settings.allow_shared_memory else None,
         )
         # Ensemble steps and models calling models (BLS) go through the dataplane, as clients' requests do.
         self.manager.infer_step = self.dataplane.infer

@@ -34,6 +34,9 @@ class ServerSettings(BaseModel):
     model_control_mode: Literal["none", "explicit", "poll"] = "none"
     load_model: list[str] = Field(default_factory=list)
     allow_model_file_uploads: bool = False  # `file:` parameters of load requests (model files that may run as code)
+    # Client-registered shared-memory regions (--allow-shared-memory): a network client could otherwise make the
+    # server open host and GPU memory of its naming.
+    allow_shared_memory: bool = False
     repository_poll_secs: float = Field(15.0, gt=0)
     exit_timeout_secs: float = Field(30.0, ge=0)
     strict_readiness: bool = True

@@ -67,7 +67,12 @@ ENDPOINTS: dict[str, Endpoints] = {
         _rpcs(INFERENCE_SERVICE, "ModelInfer", "ModelStreamInfer"),
     ),
     "shared-memory": Endpoints(
-        (),  # no HTTP shared-memory routes yet
+        tuple(
+            f"/v2/{kind}{path}"
+            for kind in ("systemsharedmemory", "cudasharedmemory")
+            for path in ("/status", "/region/{region}/status", "/unregister", "/region/{region}/unregister")
+        )
+        + ("/v2/systemsharedmemory/region/{region}/register", "/v2/cudasharedmemory/region/{region}/register"),
         _rpcs(
             INFERENCE_SERVICE,
             "SystemSharedMemoryStatus",

@@ -17,6 +17,7 @@ from modelgate.core.inference_types import InferRequest, InferResponse, InferTen
 from modelgate.core.tensors import datatypes
 from modelgate.core.tensors.raw_bytes import array_from_raw, array_to_raw
 from modelgate.server.frontends.grpc.parameters import fill_parameters, parameters_to_dict
+from modelgate.server.shared_memory.tensor_io import REGION
 
 # Which typed `contents` field carries each datatype (FP16 and BF16 have none: raw only).
 _CONTENTS_FIELD = {
@@ -55,17 +56,23 @@ def decode_infer_request(message: service_pb2.ModelInferRequest) -> InferRequest
         parameters=parameters_to_dict(message.parameters),
     )
     raw_contents = message.raw_input_contents
-    if raw_contents and len(raw_contents) != len(message.inputs):
+    # Inputs in shared memory have no raw contents: the entries belong to the other inputs, in order.
+    in_regions = [REGION in tensor.parameters for tensor in message.inputs]
+    num_on_wire = len(in_regions) - sum(in_regions)
+    if raw_contents and len(raw_contents) != num_on_wire:
         raise InvalidArgumentError(
-            f"raw_input_contents has {len(raw_contents)} entries for {len(message.inputs)} inputs; "
-            "send raw contents for every input or for none"
+            f"raw_input_contents has {len(raw_contents)} entries for {num_on_wire} inputs not in shared memory; "
+            "send raw contents for every such input or for none"
         )
-    for index, tensor in enumerate(message.inputs):
+    raw_index = 0
+    for tensor, in_region in zip(message.inputs, in_regions):
         # Read-only arrays over the message's bytes: no copy here. A python model, which may change its inputs in
         # place as in Triton, gets writable copies (backends/python/request_conversion.py); other backends never
         # write to their inputs.
-        raw = raw_contents[index] if raw_contents else None
-        decoded = _decode_input(tensor, raw)
+        raw = None
+        if raw_contents and not in_region:
+            raw, raw_index = raw_contents[raw_index], raw_index + 1
+        decoded = _decode_input(tensor, raw, in_region)
         if decoded.name in request.inputs:
             raise InvalidArgumentError(f"input '{decoded.name}' appears more than once in 'inputs'")
         request.inputs[decoded.name] = decoded
@@ -80,17 +87,23 @@ def encode_infer_response(response: InferResponse) -> service_pb2.ModelInferResp
     fill_parameters(message.parameters, response.parameters)
     for output in response.outputs:
         message.outputs.add(name=output.name, datatype=output.datatype, shape=list(output.shape))
-        message.raw_output_contents.append(array_to_raw(output.data, output.datatype))
+        # An output written to shared memory keeps an empty entry: clients find raw contents by output position.
+        raw = b"" if output.data is None else array_to_raw(output.data, output.datatype)
+        message.raw_output_contents.append(raw)
     return message
 
 
-def _decode_input(tensor, raw: bytes | None) -> InferTensor:
+def _decode_input(tensor, raw: bytes | None, in_region: bool) -> InferTensor:
     where = f"input '{tensor.name}'"
     datatype = datatypes.from_wire_name(tensor.datatype, f"{where} datatype")
     shape = tuple(int(d) for d in tensor.shape)
     if any(d < 0 for d in shape):
         raise InvalidArgumentError(f"{where}: shape must hold non-negative sizes, got {list(shape)}")
-    if raw is not None:
+    if in_region:
+        if tensor.HasField("contents"):
+            raise InvalidArgumentError(f"{where} is in shared memory and must not carry 'contents'")
+        data = None  # read from its region by the dataplane
+    elif raw is not None:
         if tensor.HasField("contents"):
             raise InvalidArgumentError(f"{where}: has both 'contents' and raw_input_contents; send one of them")
         data = array_from_raw(raw, datatype, shape, where)

@@ -1,43 +1,29 @@
 """`inference.GRPCInferenceService`: each RPC decodes, calls the dataplane, encodes.
 
-Errors from the one hierarchy abort the RPC with their gRPC status code. Shared-memory and
-trace RPCs keep the generated servicer's UNIMPLEMENTED answers.
+Errors from the one hierarchy abort the RPC with their gRPC status code. Trace RPCs keep the generated
+servicer's UNIMPLEMENTED answers.
 """
 
 from __future__ import annotations
-
-import functools
 
 import grpc
 from google.protobuf import json_format
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from modelgate.core.config_files import parse_config_parameter
-from modelgate.core.errors import InvalidArgumentError, ModelgateError, drop_traceback
+from modelgate.core.errors import InvalidArgumentError
 from modelgate.server.dataplane import Dataplane
 from modelgate.server.frontends.grpc.infer_codec import decode_infer_request, encode_infer_response
 from modelgate.server.frontends.grpc.parameters import parameters_to_dict
+from modelgate.server.frontends.grpc.rpc_errors import aborting_on_errors
+from modelgate.server.frontends.grpc.shared_memory_rpcs import SharedMemoryRpcs
 from modelgate.server.frontends.grpc.stream_infer import serve_infer_stream
 from modelgate.server.log_settings import LogSettings
 from modelgate.server.model_manager import INDEX_EXTENSION_FIELDS
 from modelgate.server.statistics import EXTENSION_FIELDS
 
 
-def _aborting_on_errors(rpc):
-    """Turn a ModelgateError raised by an RPC into the matching gRPC status."""
-
-    @functools.wraps(rpc)
-    async def wrapper(self, request, context):
-        try:
-            return await rpc(self, request, context)
-        except ModelgateError as exc:
-            drop_traceback(exc)  # its frames hold the request: freed now, not at the next full collection
-            await context.abort(grpc.StatusCode[exc.grpc_code], exc.message)
-
-    return wrapper
-
-
-class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
+class InferenceService(SharedMemoryRpcs, service_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, dataplane: Dataplane, log_settings: LogSettings):
         self.dataplane = dataplane
         self.log_settings = log_settings
@@ -48,27 +34,27 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ServerReady(self, request, context):
         return service_pb2.ServerReadyResponse(ready=self.dataplane.server_ready())
 
-    @_aborting_on_errors
+    @aborting_on_errors
     async def ModelReady(self, request, context):
         return service_pb2.ModelReadyResponse(ready=self.dataplane.model_ready(request.name, request.version))
 
     async def ServerMetadata(self, request, context):
         return json_format.ParseDict(self.dataplane.server_metadata(), service_pb2.ServerMetadataResponse())
 
-    @_aborting_on_errors
+    @aborting_on_errors
     async def ModelMetadata(self, request, context):
         await self.dataplane.prepare(request.name, request.version)
         metadata = self.dataplane.model_metadata(request.name, request.version)
         return json_format.ParseDict(metadata, service_pb2.ModelMetadataResponse())
 
-    @_aborting_on_errors
+    @aborting_on_errors
     async def ModelConfig(self, request, context):
         await self.dataplane.prepare(request.name, request.version)
         return service_pb2.ModelConfigResponse(
             config=self.dataplane.model_config_message(request.name, request.version)
         )
 
-    @_aborting_on_errors
+    @aborting_on_errors
     async def ModelStatistics(self, request, context):
         statistics = self.dataplane.statistics(request.name, request.version)
         for model in statistics["model_stats"]:
@@ -76,7 +62,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
                 model.pop(key, None)
         return json_format.ParseDict(statistics, service_pb2.ModelStatisticsResponse())
 
-    @_aborting_on_errors
+    @aborting_on_errors
     async def ModelInfer(self, request, context):
         infer_request = decode_infer_request(request)
         response = await self.dataplane.infer(infer_request)
@@ -88,7 +74,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         async for message in serve_infer_stream(self.dataplane, request_iterator):
             yield message
 
-    @_aborting_on_errors
+    @aborting_on_errors
     async def RepositoryIndex(self, request, context):
         rows = self.dataplane.repository_index(request.ready)
         return service_pb2.RepositoryIndexResponse(
@@ -100,7 +86,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             ]
         )
 
-    @_aborting_on_errors
+    @aborting_on_errors
     async def RepositoryModelLoad(self, request, context):
         parameters = parameters_to_dict(request.parameters)
         config = None
@@ -110,34 +96,16 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         await self.dataplane.load_model(request.model_name, config, files)
         return service_pb2.RepositoryModelLoadResponse()
 
-    @_aborting_on_errors
+    @aborting_on_errors
     async def RepositoryModelUnload(self, request, context):
         parameters = parameters_to_dict(request.parameters)
         await self.dataplane.unload_model(request.model_name, bool(parameters.get("unload_dependents", False)))
         return service_pb2.RepositoryModelUnloadResponse()
 
-    async def SystemSharedMemoryStatus(self, request, context):
-        await _unsupported(context, "system shared memory")
-
-    async def SystemSharedMemoryRegister(self, request, context):
-        await _unsupported(context, "system shared memory")
-
-    async def SystemSharedMemoryUnregister(self, request, context):
-        await _unsupported(context, "system shared memory")
-
-    async def CudaSharedMemoryStatus(self, request, context):
-        await _unsupported(context, "CUDA shared memory")
-
-    async def CudaSharedMemoryRegister(self, request, context):
-        await _unsupported(context, "CUDA shared memory")
-
-    async def CudaSharedMemoryUnregister(self, request, context):
-        await _unsupported(context, "CUDA shared memory")
-
     async def TraceSetting(self, request, context):
         await _unsupported(context, "trace")
 
-    @_aborting_on_errors
+    @aborting_on_errors
     async def LogSettings(self, request, context):
         changes = {}
         for key, value in request.settings.items():

@@ -32,6 +32,7 @@ from modelgate.server.frontends.http.infer_codec import (
 )
 from modelgate.server.frontends.http.response_compression import compress_if_asked
 from modelgate.server.frontends.http.restriction import restriction_middleware
+from modelgate.server.frontends.http.shared_memory_routes import add_shared_memory_routes
 from modelgate.server.frontends.openai.routes import add_openai_routes
 from modelgate.server.log_settings import LogSettings
 from modelgate.server.settings import DEFAULT_HTTP_MAX_INPUT_SIZE
@@ -59,6 +60,7 @@ def create_http_app(
     app.router.add_post("/v2/repository/models/{name}/unload", handlers.unload)
     app.router.add_get("/v2/logging", handlers.get_logging)
     add_openai_routes(app, dataplane)
+    add_shared_memory_routes(app, dataplane)
     app.router.add_post("/v2/logging", handlers.update_logging)
     for prefix in (MODEL_PATH, VERSIONED_MODEL_PATH):
         app.router.add_get(prefix, handlers.model_metadata)

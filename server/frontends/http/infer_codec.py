@@ -19,6 +19,7 @@ from modelgate.core.inference_types import InferRequest, InferResponse, InferTen
 from modelgate.core.tensors import datatypes
 from modelgate.core.tensors.bytes_codec import deserialize_bytes_tensor, serialize_bytes_tensor
 from modelgate.server.frontends.http.json_tensors import array_to_json, bytes_are_utf8, json_to_array
+from modelgate.server.shared_memory.tensor_io import names_region
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -61,6 +62,9 @@ def encode_infer_response(response: InferResponse, request: InferRequest) -> tup
     outputs_json = []
     chunks: list[bytes] = []
     for output in response.outputs:
+        if output.data is None:  # written to the shared memory region the request named
+            outputs_json.append({"name": output.name, "datatype": output.datatype, "shape": list(output.shape)})
+            continue
         as_binary = wants_binary.get(output.name, binary_default)
         if output.datatype == "BYTES" and not as_binary and not bytes_are_utf8(output.data):
             as_binary = True  # JSON strings cannot carry arbitrary bytes
@@ -125,7 +129,11 @@ def _decode_input(raw: Any, index: int, binary: _BinarySection) -> InferTensor:
     datatype = datatypes.from_wire_name(_required(raw, "datatype", str, where), f"{where} datatype")
     shape = _shape(_required(raw, "shape", list, where), where)
     parameters = _optional(raw, "parameters", dict, {}, where)
-    if "binary_data_size" in parameters:
+    if names_region(parameters):
+        if "data" in raw or "binary_data_size" in parameters:
+            raise InvalidArgumentError(f"{where} is in shared memory and must not carry 'data' or 'binary_data_size'")
+        data = None  # read from its region by the dataplane
+    elif "binary_data_size" in parameters:
         data = _binary_input(parameters["binary_data_size"], datatype, shape, binary, where)
     elif "data" in raw:
         data = json_to_array(raw["data"], datatype, shape, where)

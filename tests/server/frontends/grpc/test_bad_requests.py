@@ -226,8 +226,8 @@ def test_load_and_unload_outside_explicit_mode(grpc_client, assert_serving, meth
     assert_serving()
 
 
-def test_shared_memory_rpcs_are_unimplemented(grpc_client, assert_serving):
-    expect_status("UNIMPLEMENTED", "", grpc_client.get_system_shared_memory_status)
+def test_shared_memory_rpcs_need_the_servers_permission(grpc_client, assert_serving):
+    expect_status("PERMISSION_DENIED", "--allow-shared-memory", grpc_client.get_system_shared_memory_status)
     assert_serving()
 
 
