@@ -24,6 +24,8 @@ from modelgate.server.scheduling.ensemble.graph import build_ensemble_graph, is_
 from modelgate.server.scheduling.ensemble.scheduler import EnsembleScheduler, StepInfer
 from modelgate.server.scheduling.instance_pool import InstancePool
 from modelgate.server.statistics import VersionStatistics
+from modelgate.server.warmup.runner import warm_up
+from modelgate.server.warmup.samples import WarmupSample, build_samples
 
 
 @dataclass
@@ -138,6 +140,7 @@ async def load_version(
     anything loads), and what the load cost is measured and kept there (the version's `holders`)."""
     pool, holders = None, []
     if backend is not None:
+        samples = build_samples(config, model_dir, version, f"model '{config.name}' version {version}")
         loop = asyncio.get_running_loop()
         call_model = None if infer_step is None else blocking_caller(infer_step, loop)
         specs = instance_specs(config, model_dir, version, call_model, on_health, loop)
@@ -145,6 +148,7 @@ async def load_version(
             specs = [replace(s, device_id=0) if s.device_id == ANY_GPU else s for s in specs]
             pool = InstancePool(specs, pipelined=not batches_dynamically(config))
             await pool.load(backend)
+            await _warm_up_or_close(pool, samples, config, stats)
         else:
             plan = plan_memory(ledger, config, specs)
             holders = plan.all_holders
@@ -154,6 +158,7 @@ async def load_version(
                     await pool.load(backend)
                     if plan.holders:
                         await probe_instances(pool, config, len(plan.specs))
+                    await _warm_up_or_close(pool, samples, config, stats)  # what warming up costs counts too
             except BaseException:
                 ledger.release(holders)
                 raise
@@ -162,6 +167,19 @@ async def load_version(
             stats.memory_usage = ledger.usage(holders)
     scheduler = make_scheduler(pool, stats, config, infer_step)
     return LoadedVersion(config.name, version, config, config_to_dict(config), scheduler, stats, holders)
+
+
+async def _warm_up_or_close(
+    pool: InstancePool, samples: list[WarmupSample], config: ModelConfig, stats: VersionStatistics
+) -> None:
+    """Warm every instance up (model_warmup) before the version serves; a failure unloads them and raises."""
+    if not samples:
+        return
+    try:
+        await warm_up(pool, samples, RequestSchema(config), stats, config.model_transaction_policy.decoupled)
+    except BaseException:
+        await pool.close()
+        raise
 
 
 def blocking_caller(infer: StepInfer, loop: asyncio.AbstractEventLoop) -> ModelCaller:

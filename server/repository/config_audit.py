@@ -40,6 +40,7 @@ IMPLEMENTED: dict[str, frozenset[str]] = {
             "default_model_filename",
             "parameters",
             "model_transaction_policy",
+            "model_warmup",
         }
     ),
     "ModelVersionPolicy": frozenset({"latest", "all", "specific"}),
@@ -69,6 +70,8 @@ IMPLEMENTED: dict[str, frozenset[str]] = {
     "ModelInstanceGroup": frozenset({"name", "kind", "count", "gpus"}),
     "ModelParameter": frozenset({"string_value"}),
     "ModelTransactionPolicy": frozenset({"decoupled"}),
+    "ModelWarmup": frozenset({"name", "batch_size", "inputs", "count"}),
+    "ModelWarmup.Input": frozenset({"data_type", "dims", "zero_data", "random_data", "input_data_file"}),
 }
 
 # message -> field -> what the user can do instead (shown in the load error).
@@ -79,7 +82,6 @@ REFUSED: dict[str, dict[str, str]] = {
         "batch_output": "no batch outputs are scattered; return every output per request",
         "optimization": "the backends choose their own optimizations (the LLM backend through its parameters)",
         "sequence_batching": "there is no sequence batcher; stateful models are not served",
-        "model_warmup": "there is no warm-up at load",
         "cc_model_filenames": "the model file is 'default_model_filename' on every GPU",
         "metric_tags": "metrics carry the model and version labels only",
         "model_operations": "custom operation libraries are not loaded",
