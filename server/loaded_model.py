@@ -18,6 +18,8 @@ from modelgate.server.memory.ledger import Holder, MemoryLedger
 from modelgate.server.memory.memory_probe import probe_instances
 from modelgate.server.memory.placement import ANY_GPU, plan_memory
 from modelgate.server.request_validation import RequestSchema
+from modelgate.server.response_cache.caching_scheduler import CachingScheduler
+from modelgate.server.response_cache.lru_cache import ResponseCache
 from modelgate.server.scheduling.direct_scheduler import DirectScheduler
 from modelgate.server.scheduling.dynamic_batcher import DynamicBatcher
 from modelgate.server.scheduling.ensemble.graph import build_ensemble_graph, is_ensemble
@@ -34,7 +36,7 @@ class LoadedVersion:
     version: int
     config: ModelConfig
     config_dict: dict  # Triton's JSON form of `config`
-    scheduler: DirectScheduler | DynamicBatcher | EnsembleScheduler
+    scheduler: DirectScheduler | DynamicBatcher | EnsembleScheduler | CachingScheduler
     stats: VersionStatistics
     # Read from `config` once: every request consults them.
     holders: list[Holder] = field(default_factory=list)  # what the memory ledger holds for its instances
@@ -132,12 +134,15 @@ async def load_version(
     infer_step: StepInfer | None = None,
     on_health: InstanceHealth | None = None,
     ledger: MemoryLedger | None = None,
+    response_cache: ResponseCache | None = None,
 ) -> LoadedVersion:
     """Create every instance of `version` (none for an ensemble: `backend` is None); raises what
     the backend raised. `infer_step` (the dataplane's `infer`) runs an ensemble's steps, and the requests
     that the instances send to other models (BLS). `on_health` hears of instances that stop and come back.
     With a `ledger`, the instances are placed and their memory reserved first (InsufficientMemoryError before
-    anything loads), and what the load cost is measured and kept there (the version's `holders`)."""
+    anything loads), and what the load cost is measured and kept there (the version's `holders`). A config that
+    enables the response cache gets its scheduler behind `response_cache` (the model manager refuses such a
+    config when the server has none)."""
     pool, holders = None, []
     if backend is not None:
         samples = build_samples(config, model_dir, version, f"model '{config.name}' version {version}")
@@ -166,6 +171,8 @@ async def load_version(
                 ledger.settle(device_holders, device, changes[device])
             stats.memory_usage = ledger.usage(holders)
     scheduler = make_scheduler(pool, stats, config, infer_step)
+    if config.response_cache.enable and response_cache is not None:
+        scheduler = CachingScheduler(scheduler, response_cache, stats, version)
     return LoadedVersion(config.name, version, config, config_to_dict(config), scheduler, stats, holders)
 
 

@@ -41,6 +41,7 @@ IMPLEMENTED: dict[str, frozenset[str]] = {
             "parameters",
             "model_transaction_policy",
             "model_warmup",
+            "response_cache",
         }
     ),
     "ModelVersionPolicy": frozenset({"latest", "all", "specific"}),
@@ -70,6 +71,7 @@ IMPLEMENTED: dict[str, frozenset[str]] = {
     "ModelInstanceGroup": frozenset({"name", "kind", "count", "gpus"}),
     "ModelParameter": frozenset({"string_value"}),
     "ModelTransactionPolicy": frozenset({"decoupled"}),
+    "ModelResponseCache": frozenset({"enable"}),
     "ModelWarmup": frozenset({"name", "batch_size", "inputs", "count"}),
     "ModelWarmup.Input": frozenset({"data_type", "dims", "zero_data", "random_data", "input_data_file"}),
 }
@@ -86,7 +88,6 @@ REFUSED: dict[str, dict[str, str]] = {
         "metric_tags": "metrics carry the model and version labels only",
         "model_operations": "custom operation libraries are not loaded",
         "model_repository_agents": "there are no repository agents",
-        "response_cache": "there is no response cache",
         "model_metrics": "metric families and their histogram buckets are fixed",
     },
     "ModelInput": {

@@ -33,6 +33,7 @@ def validate_model_config(config: ModelConfig, source: str, expected_name: str) 
     _validate_version_policy(config, source)
     _validate_instance_groups(config, source)
     check_warmup_fields(config, source)
+    _validate_response_cache(config, source)
 
 
 def _validate_tensors(tensors, kind: str, source: str) -> None:
@@ -77,6 +78,17 @@ def _validate_version_policy(config: ModelConfig, source: str) -> None:
         bad = [v for v in policy.specific.versions if v < 0]
         if bad:
             raise ConfigError(source, "version_policy.specific.versions", f"has {bad}; versions are >= 0")
+
+
+def _validate_response_cache(config: ModelConfig, source: str) -> None:
+    """As Triton: a cached response stands for one request's whole answer, which a decoupled or stateful model
+    does not give."""
+    if not config.response_cache.enable:
+        return
+    if config.model_transaction_policy.decoupled:
+        raise ConfigError(source, "response_cache.enable", "is not allowed for a decoupled model")
+    if config.HasField("sequence_batching"):
+        raise ConfigError(source, "response_cache.enable", "is not allowed with sequence_batching (stateful models)")
 
 
 def _validate_instance_groups(config: ModelConfig, source: str) -> None:
