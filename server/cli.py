@@ -144,6 +144,14 @@ def add_serve_command(commands) -> None:
     serve.add_argument(
         "--pin-model", action="append", default=[], help="a model load on demand never evicts (repeatable)"
     )
+    serve.add_argument(
+        "--cache-config",
+        action="append",
+        default=[],
+        metavar="local,size=BYTES",
+        help="the response cache, as Triton's flag: local,size=<bytes> (repeatable); models enable it with "
+        "response_cache { enable: true } (default: no cache)",
+    )
     serve.add_argument("--log-verbose", type=int, default=0, help="verbosity of modelgate's own logs (0: info)")
     _add_restriction_flags(serve)
     for protocol in ("grpc", "http"):
@@ -239,6 +247,7 @@ def _serve(args: argparse.Namespace) -> int:
             cpu_memory_limit=args.cpu_memory_limit,
             model_load_on_demand=args.model_load_on_demand,
             pin_model=args.pin_model,
+            cache_config=args.cache_config,
             **{key: getattr(args, key) for key in _RESTRICTION_AND_TLS_FIELDS},
         )
     except ValidationError as exc:

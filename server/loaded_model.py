@@ -18,12 +18,16 @@ from modelgate.server.memory.ledger import Holder, MemoryLedger
 from modelgate.server.memory.memory_probe import probe_instances
 from modelgate.server.memory.placement import ANY_GPU, plan_memory
 from modelgate.server.request_validation import RequestSchema
+from modelgate.server.response_cache.caching_scheduler import CachingScheduler
+from modelgate.server.response_cache.lru_cache import ResponseCache
 from modelgate.server.scheduling.direct_scheduler import DirectScheduler
 from modelgate.server.scheduling.dynamic_batcher import DynamicBatcher
 from modelgate.server.scheduling.ensemble.graph import build_ensemble_graph, is_ensemble
 from modelgate.server.scheduling.ensemble.scheduler import EnsembleScheduler, StepInfer
 from modelgate.server.scheduling.instance_pool import InstancePool
 from modelgate.server.statistics import VersionStatistics
+from modelgate.server.warmup.runner import warm_up
+from modelgate.server.warmup.samples import WarmupSample, build_samples
 
 
 @dataclass
@@ -32,7 +36,7 @@ class LoadedVersion:
     version: int
     config: ModelConfig
     config_dict: dict  # Triton's JSON form of `config`
-    scheduler: DirectScheduler | DynamicBatcher | EnsembleScheduler
+    scheduler: DirectScheduler | DynamicBatcher | EnsembleScheduler | CachingScheduler
     stats: VersionStatistics
     # Read from `config` once: every request consults them.
     holders: list[Holder] = field(default_factory=list)  # what the memory ledger holds for its instances
@@ -130,14 +134,18 @@ async def load_version(
     infer_step: StepInfer | None = None,
     on_health: InstanceHealth | None = None,
     ledger: MemoryLedger | None = None,
+    response_cache: ResponseCache | None = None,
 ) -> LoadedVersion:
     """Create every instance of `version` (none for an ensemble: `backend` is None); raises what
     the backend raised. `infer_step` (the dataplane's `infer`) runs an ensemble's steps, and the requests
     that the instances send to other models (BLS). `on_health` hears of instances that stop and come back.
     With a `ledger`, the instances are placed and their memory reserved first (InsufficientMemoryError before
-    anything loads), and what the load cost is measured and kept there (the version's `holders`)."""
+    anything loads), and what the load cost is measured and kept there (the version's `holders`). A config that
+    enables the response cache gets its scheduler behind `response_cache` (the model manager refuses such a
+    config when the server has none)."""
     pool, holders = None, []
     if backend is not None:
+        samples = build_samples(config, model_dir, version, f"model '{config.name}' version {version}")
         loop = asyncio.get_running_loop()
         call_model = None if infer_step is None else blocking_caller(infer_step, loop)
         specs = instance_specs(config, model_dir, version, call_model, on_health, loop)
@@ -145,6 +153,7 @@ async def load_version(
             specs = [replace(s, device_id=0) if s.device_id == ANY_GPU else s for s in specs]
             pool = InstancePool(specs, pipelined=not batches_dynamically(config))
             await pool.load(backend)
+            await _warm_up_or_close(pool, samples, config, stats)
         else:
             plan = plan_memory(ledger, config, specs)
             holders = plan.all_holders
@@ -154,6 +163,7 @@ async def load_version(
                     await pool.load(backend)
                     if plan.holders:
                         await probe_instances(pool, config, len(plan.specs))
+                    await _warm_up_or_close(pool, samples, config, stats)  # what warming up costs counts too
             except BaseException:
                 ledger.release(holders)
                 raise
@@ -161,7 +171,22 @@ async def load_version(
                 ledger.settle(device_holders, device, changes[device])
             stats.memory_usage = ledger.usage(holders)
     scheduler = make_scheduler(pool, stats, config, infer_step)
+    if config.response_cache.enable and response_cache is not None:
+        scheduler = CachingScheduler(scheduler, response_cache, stats, version)
     return LoadedVersion(config.name, version, config, config_to_dict(config), scheduler, stats, holders)
+
+
+async def _warm_up_or_close(
+    pool: InstancePool, samples: list[WarmupSample], config: ModelConfig, stats: VersionStatistics
+) -> None:
+    """Warm every instance up (model_warmup) before the version serves; a failure unloads them and raises."""
+    if not samples:
+        return
+    try:
+        await warm_up(pool, samples, RequestSchema(config), stats, config.model_transaction_policy.decoupled)
+    except BaseException:
+        await pool.close()
+        raise
 
 
 def blocking_caller(infer: StepInfer, loop: asyncio.AbstractEventLoop) -> ModelCaller:

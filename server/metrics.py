@@ -59,6 +59,22 @@ _COUNTERS = [
 ]
 _FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
 
+# Triton's per-model response cache counters: for the versions whose model enables the cache.
+_CACHE_COUNTERS = [
+    ("nv_cache_num_hits_per_model", "Number of cache hits per model", lambda s: s.cache_hit.count),
+    ("nv_cache_num_misses_per_model", "Number of cache misses per model", lambda s: s.cache_miss.count),
+    (
+        "nv_cache_hit_duration_per_model",
+        "Total cache hit duration per model, in microseconds",
+        lambda s: s.cache_hit.ns // _NS_PER_US,
+    ),
+    (
+        "nv_cache_miss_duration_per_model",
+        "Total cache miss (insertion) duration per model, in microseconds",
+        lambda s: s.cache_miss.ns // _NS_PER_US,
+    ),
+]
+
 
 class TritonStatisticsCollector:
     """A prometheus_client collector exposing every loaded model version's counters."""
@@ -94,6 +110,10 @@ class TritonStatisticsCollector:
                 for size, batch in sorted(s.batches.items())
             ],
         )
+        cached = [s for s in versions if s.uses_response_cache]
+        if cached:
+            for name, help_text, value_of in _CACHE_COUNTERS:
+                yield _family(name, help_text, "counter", [(_labels(s), value_of(s)) for s in cached])
         yield _family(
             "nv_inference_pending_request_count",
             "Instantaneous number of pending requests awaiting execution per-model.",

@@ -18,12 +18,13 @@ from pathlib import Path
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from modelgate.backends.base import load_failure_reason
-from modelgate.core.errors import InvalidArgumentError, ModelgateError, NotFoundError, UnavailableError
+from modelgate.core.errors import ConfigError, InvalidArgumentError, ModelgateError, NotFoundError, UnavailableError
 from modelgate.server.loaded_model import LoadedVersion, load_version
 from modelgate.server.memory.ledger import InsufficientMemoryError, MemoryLedger
 from modelgate.server.repository.config_completion import complete_model_config, read_model_config
 from modelgate.server.repository.layout import RepositoryLayout, check_model_name, fingerprint
 from modelgate.server.repository.override_files import remove_override_model_dir, write_override_model_dir
+from modelgate.server.response_cache.lru_cache import ResponseCache
 from modelgate.server.scheduling.ensemble.composing_models import ComposingModels
 from modelgate.server.scheduling.ensemble.graph import composing_model_names, is_ensemble
 from modelgate.server.scheduling.ensemble.scheduler import StepInfer
@@ -73,6 +74,8 @@ class ModelManager:
         # (ModelgateServer); while it is None, ensembles fail to load.
         self.infer_step: StepInfer | None = None
         self._ensembles = ComposingModels(self)
+        # The server's response cache (--cache-config), for models whose config enables it; None: no cache.
+        self.response_cache: ResponseCache | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -257,6 +260,12 @@ class ModelManager:
             config, backend, versions = await asyncio.to_thread(
                 complete_model_config, config, source, model_dir, entry.name
             )
+            if config.response_cache.enable and self.response_cache is None:
+                raise ConfigError(
+                    source,
+                    "response_cache.enable",
+                    "is true but the server has no response cache: start it with --cache-config local,size=<bytes>",
+                )
             if is_ensemble(config):
                 await self._ensembles.prepare(config, source)
         except ModelgateError as exc:
@@ -288,7 +297,15 @@ class ModelManager:
                 stats = VersionStatistics(entry.name, str(version))  # a (re)load starts afresh, as in Triton
                 on_health = self._health_listener(entry, version)
                 loaded[version] = await load_version(
-                    config, backend, model_dir, version, stats, self.infer_step, on_health, self.ledger
+                    config,
+                    backend,
+                    model_dir,
+                    version,
+                    stats,
+                    self.infer_step,
+                    on_health,
+                    self.ledger,
+                    self.response_cache,
                 )
             except InsufficientMemoryError as exc:  # refused before it started: nothing to trace back
                 failures.append((version, exc.message))

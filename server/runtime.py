@@ -34,6 +34,7 @@ from modelgate.server.model_manager import ModelManager
 from modelgate.server.model_residency import ModelResidency
 from modelgate.server.repository.layout import RepositoryLayout
 from modelgate.server.repository_poller import RepositoryPoller
+from modelgate.server.response_cache.lru_cache import ResponseCache
 from modelgate.server.server_metrics import LOOP_PROBE_INTERVAL_S, ServerMetrics
 from modelgate.server.settings import ServerSettings
 from modelgate.server.shared_memory.registry import SharedMemoryRegistry
@@ -56,6 +57,8 @@ class ModelgateServer:
         if ledger is None:
             ledger = MemoryLedger(SystemMemory(), settings.gpu_memory_limit, settings.cpu_memory_limit)
         self.manager = ModelManager(self.layout, self.stats, ledger)
+        cache = settings.response_cache()
+        self.manager.response_cache = None if cache is None else ResponseCache(cache.max_bytes)
         self.server_metrics = ServerMetrics()
         residency = None
         if settings.model_load_on_demand:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from modelgate.core.byte_sizes import parse_limit
 from modelgate.server.frontends.api_restrictions import GRPC_FLAG, HTTP_FLAG, HeaderRule, parse_restrictions
 from modelgate.server.frontends.tls import TlsFiles, checked_tls_files
+from modelgate.server.response_cache.cache_settings import CacheSettings, parse_cache_config
 
 DEFAULT_HTTP_MAX_INPUT_SIZE = 64 * 1024 * 1024
 MAX_GRPC_MESSAGE_BYTES = 2**31 - 1  # protobuf's own limit on one message
@@ -69,6 +70,18 @@ class ServerSettings(BaseModel):
     cpu_memory_limit: str | None = None
     model_load_on_demand: bool = False  # explicit mode: requests load their model; idle models are evicted (LRU)
     pin_model: list[str] = Field(default_factory=list)  # never evicted
+    # Triton's `--cache-config local,size=<bytes>` (repeatable); empty: no response cache.
+    cache_config: list[str] = Field(default_factory=list)
+
+    @field_validator("cache_config")
+    @classmethod
+    def _cache_config_parses(cls, values: list[str]) -> list[str]:
+        parse_cache_config(values)  # ValueError says what is allowed
+        return values
+
+    def response_cache(self) -> CacheSettings | None:
+        """The response cache the flags describe, None for none."""
+        return parse_cache_config(self.cache_config)
 
     @field_validator("gpu_memory_limit", "cpu_memory_limit")
     @classmethod

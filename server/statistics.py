@@ -48,6 +48,10 @@ class VersionStatistics:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
+    # The response cache's lookups (a hit: its lookup; a miss: its lookup and insertion), as Triton's.
+    cache_hit: Duration = field(default_factory=Duration)
+    cache_miss: Duration = field(default_factory=Duration)
+    uses_response_cache: bool = False  # its model enables the cache: the cache metrics show it
     batches: dict[int, BatchStatistics] = field(default_factory=dict)
     failures_by_reason: dict[str, int] = field(default_factory=dict)
     pending_requests: int = 0
@@ -78,6 +82,16 @@ class VersionStatistics:
         self.compute_infer.add(compute_ns[1])
         self.compute_output.add(compute_ns[2])
 
+    def record_cache_hit(self, lookup_ns: int) -> None:
+        """A request answered from the response cache: a success that waited in no queue and ran nothing."""
+        self.last_inference_ms = int(time.time() * 1000)
+        self.cache_hit.add(lookup_ns)
+        self.success.add(lookup_ns)
+        self.queue.add(0)
+
+    def record_cache_miss(self, cache_ns: int) -> None:
+        self.cache_miss.add(cache_ns)
+
     def record_failure(self, request_ns: int, reason: str) -> None:
         """`reason` is Triton's failure label: REJECTED, CANCELED, BACKEND or OTHER."""
         self.last_inference_ms = int(time.time() * 1000)
@@ -87,9 +101,7 @@ class VersionStatistics:
     def as_dict(self) -> dict:
         """Triton's `$model_stat` JSON object."""
         durations = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
-        inference_stats = {name: getattr(self, name).as_dict() for name in durations}
-        inference_stats["cache_hit"] = Duration().as_dict()
-        inference_stats["cache_miss"] = Duration().as_dict()
+        inference_stats = {name: getattr(self, name).as_dict() for name in (*durations, "cache_hit", "cache_miss")}
         return {
             "name": self.name,
             "version": self.version,

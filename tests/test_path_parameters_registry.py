@@ -51,12 +51,18 @@ NOT_PATH_NAMES = {
 WHOLESALE_READERS = {"backends/llm/backend.py": (EngineConfig, TraceConfig)}
 
 
+_NOT_READERS = ("path_parameters.py", "config_audit.py")
+
+
 def _parameter_readers() -> list[Path]:
     found = []
     for folder in SCANNED_FOLDERS:
         for path in sorted((ROOT / folder).rglob("*.py")):
             text = path.read_text()
-            if path.name != "path_parameters.py" and ("string_value" in text or "config.parameters" in text):
+            # config_audit.py lists ModelConfig's fields (ModelParameter's `string_value` among them), not parameters.
+            if path.name in _NOT_READERS:
+                continue
+            if "string_value" in text or "config.parameters" in text:
                 found.append(path)
     return found
 

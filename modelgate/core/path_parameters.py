@@ -69,6 +69,13 @@ def is_plain_file_name(name: str) -> bool:
     return len(PurePosixPath(name).parts) == 1 and len(PureWindowsPath(name).parts) == 1
 
 
+def is_plain_relative_path(path: str) -> bool:
+    """True for a relative path of plain names ('a/b.bin'): not absolute, no '..', '\\', NUL or control."""
+    if not path or "\\" in path or path.startswith("/"):
+        return False
+    return all(is_plain_file_name(part) for part in path.split("/"))
+
+
 def _refuse_file_name(source: str, field: str, name: str) -> None:
     raise ConfigError(
         source, field, f"is '{name}'; it must be a plain file name inside the version folder (no '/', '\\' or '..')"

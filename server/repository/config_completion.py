@@ -13,6 +13,7 @@ from modelgate.core.errors import ConfigError
 from modelgate.core.path_parameters import check_file_name_fields, check_override_parameters
 from modelgate.core.version_policy import select_versions, version_numbers
 from modelgate.server.gpu_devices import visible_gpu_count
+from modelgate.server.repository.config_audit import audit_config
 from modelgate.server.repository.config_validation import validate_model_config
 from modelgate.server.scheduling.ensemble.graph import build_ensemble_graph, is_ensemble
 
@@ -25,7 +26,8 @@ def read_model_config(model_dir: Path, name: str, override: ModelConfig | None) 
     backend's auto-complete then fills the rest.
 
     Checked here, before any backend (or a python model's auto_complete_config) reads a file:
-    an override may set no parameter that names a file, and model file names are plain names.
+    an override may set no parameter that names a file, model file names are plain names, and
+    no field is set that modelgate does not implement (config_audit.py).
     """
     if override is not None:
         config = ModelConfig()
@@ -36,6 +38,7 @@ def read_model_config(model_dir: Path, name: str, override: ModelConfig | None) 
         config, source = read_model_folder_config(model_dir)
     if not config.name:
         config.name = name
+    audit_config(config, source)
     check_file_name_fields(config, source)
     return config, source
 

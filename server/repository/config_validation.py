@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig
+from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig, ModelInput, ModelInstanceGroup
 
 from modelgate.core.errors import ConfigError
 from modelgate.core.path_parameters import check_file_name_fields
+from modelgate.server.repository.config_audit import audit_config
 from modelgate.server.scheduling.ensemble.config_fields import check_ensemble_fields
+from modelgate.server.warmup.warmup_config import check_warmup_fields
 
 MAX_DIMS = 64
+# Image layouts name three dims (without the batch dim), as Triton checks.
+_IMAGE_FORMATS = (ModelInput.FORMAT_NHWC, ModelInput.FORMAT_NCHW)
 
 
 def validate_model_config(config: ModelConfig, source: str, expected_name: str) -> None:
@@ -17,6 +21,7 @@ def validate_model_config(config: ModelConfig, source: str, expected_name: str) 
         raise ConfigError(
             source, "name", f"is '{config.name}' but must equal the model's directory name '{expected_name}'"
         )
+    audit_config(config, source)  # again: auto-completion may have added fields
     check_ensemble_fields(config, source)
     if not config.backend and not config.platform:
         raise ConfigError(source, "backend", "is required (or 'platform'); e.g. backend: \"python\"")
@@ -27,6 +32,8 @@ def validate_model_config(config: ModelConfig, source: str, expected_name: str) 
     _validate_tensors(config.output, "output", source)
     _validate_version_policy(config, source)
     _validate_instance_groups(config, source)
+    check_warmup_fields(config, source)
+    _validate_response_cache(config, source)
 
 
 def _validate_tensors(tensors, kind: str, source: str) -> None:
@@ -41,6 +48,13 @@ def _validate_tensors(tensors, kind: str, source: str) -> None:
         if tensor.data_type == DataType.TYPE_INVALID:
             raise ConfigError(source, f"{where}.data_type", "is required; e.g. TYPE_FP32, TYPE_STRING")
         _validate_dims(list(tensor.dims), f"{where}.dims", source)
+        if kind == "input" and tensor.format in _IMAGE_FORMATS and len(tensor.dims) != 3:
+            raise ConfigError(
+                source,
+                f"{where}.format",
+                f"is {ModelInput.Format.Name(tensor.format)}, which needs 3 dims (without the batch dim); "
+                f"dims has {len(tensor.dims)}",
+            )
         if tensor.HasField("reshape"):
             _validate_dims(list(tensor.reshape.shape), f"{where}.reshape.shape", source)
 
@@ -66,8 +80,26 @@ def _validate_version_policy(config: ModelConfig, source: str) -> None:
             raise ConfigError(source, "version_policy.specific.versions", f"has {bad}; versions are >= 0")
 
 
+def _validate_response_cache(config: ModelConfig, source: str) -> None:
+    """As Triton: a cached response stands for one request's whole answer, which a decoupled or stateful model
+    does not give."""
+    if not config.response_cache.enable:
+        return
+    if config.model_transaction_policy.decoupled:
+        raise ConfigError(source, "response_cache.enable", "is not allowed for a decoupled model")
+    if config.HasField("sequence_batching"):
+        raise ConfigError(source, "response_cache.enable", "is not allowed with sequence_batching (stateful models)")
+
+
 def _validate_instance_groups(config: ModelConfig, source: str) -> None:
     for index, group in enumerate(config.instance_group):
+        if group.kind == ModelInstanceGroup.KIND_MODEL:
+            raise ConfigError(
+                source,
+                f"instance_group[{index}].kind",
+                "KIND_MODEL is not supported by modelgate (the model does not place itself); "
+                "allowed: KIND_AUTO, KIND_CPU, KIND_GPU",
+            )
         if group.count < 0:
             raise ConfigError(source, f"instance_group[{index}].count", f"is {group.count}; must be >= 0")
         bad = [g for g in group.gpus if g < 0]

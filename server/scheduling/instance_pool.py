@@ -112,15 +112,23 @@ class InstancePool:
 
     async def execute_on(self, index: int, requests: list[InferRequest]) -> ExecuteResult:
         """Run one batch on the held instance `index`, then release it."""
-        loop = asyncio.get_running_loop()
-        instance = self._instances[index]
         try:
-            submitted = instance.submit(requests)
-            if submitted is not None:  # the model runs elsewhere: no hop through the instance's thread
-                return await asyncio.wrap_future(submitted)
-            return await loop.run_in_executor(self._executors[index], instance.execute, requests)
+            return await self._execute(index, requests)
         finally:
             self.release(index)
+
+    async def execute_before_serving(self, index: int, requests: list[InferRequest]) -> ExecuteResult:
+        """Run one batch on instance `index` (the index in `specs`) while no scheduler uses the pool yet, e.g. a
+        warm-up: it takes no slot, so it must not overlap with `acquire`."""
+        return await self._execute(index, requests)
+
+    async def _execute(self, index: int, requests: list[InferRequest]) -> ExecuteResult:
+        instance = self._instances[index]
+        submitted = instance.submit(requests)
+        if submitted is not None:  # the model runs elsewhere: no hop through the instance's thread
+            return await asyncio.wrap_future(submitted)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executors[index], instance.execute, requests)
 
     async def close(self) -> None:
         """Unload all instances once the executions already started have finished.
