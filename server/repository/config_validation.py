@@ -7,6 +7,7 @@ from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig
 from modelgate.core.errors import ConfigError
 from modelgate.core.path_parameters import check_file_name_fields
 from modelgate.server.scheduling.ensemble.config_fields import check_ensemble_fields
+from modelgate.server.scheduling.sequence.config_fields import check_sequence_fields
 
 MAX_DIMS = 64
 
@@ -27,6 +28,7 @@ def validate_model_config(config: ModelConfig, source: str, expected_name: str) 
     _validate_tensors(config.output, "output", source)
     _validate_version_policy(config, source)
     _validate_instance_groups(config, source)
+    check_sequence_fields(config, source)
 
 
 def _validate_tensors(tensors, kind: str, source: str) -> None:

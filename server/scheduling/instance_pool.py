@@ -110,8 +110,9 @@ class InstancePool:
                 return
         self._free.append(index)
 
-    async def execute_on(self, index: int, requests: list[InferRequest]) -> ExecuteResult:
-        """Run one batch on the held instance `index`, then release it."""
+    async def execute_on(self, index: int, requests: list[InferRequest], release: bool = True) -> ExecuteResult:
+        """Run one batch on the held instance `index`, then release it (unless `release` is false: the sequence
+        batcher keeps each instance to itself, its sequences bound to it, and never acquires one)."""
         loop = asyncio.get_running_loop()
         instance = self._instances[index]
         try:
@@ -120,7 +121,8 @@ class InstancePool:
                 return await asyncio.wrap_future(submitted)
             return await loop.run_in_executor(self._executors[index], instance.execute, requests)
         finally:
-            self.release(index)
+            if release:
+                self.release(index)
 
     async def close(self) -> None:
         """Unload all instances once the executions already started have finished.
