@@ -1,14 +1,16 @@
 """The sequences of one model version: who holds which slot, what each has queued, which wait for a slot.
 
 A slot is (instance, index): a sequence keeps the one it was given from its START until it ends or is released
-as idle, so every request of it runs on that instance (direct: at that batch position). Slots are handed out
-spread over the instances first. A sequence that finds no free slot waits in the backlog, its requests queued,
+as idle, so every request of it runs on that instance (direct: at that batch position). The free slot with the
+lowest index goes first, the instances taking turns: new sequences spread over the instances, and a direct
+batch stays as short as the sequences allow (it is padded up to its highest slot). A sequence that finds no free slot waits in the backlog, its requests queued,
 and takes the first slot freed (first come, first served).
 """
 
 from __future__ import annotations
 
 import collections
+import heapq
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +48,7 @@ class Sequence:
 
 class SequenceTable:
     def __init__(self, num_instances: int, slots_per_instance: int):
-        self._free = [(i, s) for s in reversed(range(slots_per_instance)) for i in reversed(range(num_instances))]
+        self._free = [(index, i) for index in range(slots_per_instance) for i in range(num_instances)]  # a heap
         self.sequences: dict[tuple, Sequence] = {}
         self.holders: dict[int, dict[int, Sequence]] = {i: {} for i in range(num_instances)}  # instance -> slot ->
         self.backlog: collections.deque[Sequence] = collections.deque()
@@ -61,7 +63,8 @@ class SequenceTable:
         self.sequences[key] = sequence
         self.released_idle.pop(key, None)
         if self._free:
-            self._seat(sequence, self._free.pop())
+            index, instance = heapq.heappop(self._free)
+            self._seat(sequence, (instance, index))
         else:
             self.backlog.append(sequence)
         return sequence
@@ -81,7 +84,7 @@ class SequenceTable:
             admitted = self.backlog.popleft()
             self._seat(admitted, slot)
             return admitted
-        self._free.append(slot)
+        heapq.heappush(self._free, (slot[1], slot[0]))
         return None
 
     def on_instance(self, instance: int) -> list[Sequence]:
