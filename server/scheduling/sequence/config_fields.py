@@ -41,8 +41,6 @@ def check_sequence_fields(config: ModelConfig, source: str) -> None:
 
 
 def _check_unsupported(config: ModelConfig, source: str) -> None:
-    if config.HasField("dynamic_batching"):
-        raise ConfigError(source, "dynamic_batching", f"cannot be set together with {FIELD}; choose one scheduler")
     if config.model_transaction_policy.decoupled:
         raise ConfigError(
             source, "model_transaction_policy.decoupled", f"is not supported with {FIELD} yet (one response a request)"
