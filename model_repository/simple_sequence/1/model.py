@@ -21,6 +21,7 @@ class TritonPythonModel:
             total = self.sums.get(corrid, 0) if is_ready else 0
             if is_ready and is_end:
                 del self.sums[corrid]  # the sequence is over: its correlation ID may be reused
-            output = pb_utils.Tensor("OUTPUT", np.full(value.shape, total, dtype=np.int32))
+            # INT32 wraps around as it would in C++ (perf_analyzer sends random 32-bit values).
+            output = pb_utils.Tensor("OUTPUT", np.full(value.shape, total, dtype=np.int64).astype(np.int32))
             responses.append(pb_utils.InferenceResponse([output]))
         return responses

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig, ModelSequenceBatching
 
+from modelgate.core.backend_names import backend_name
 from modelgate.core.errors import ConfigError
 from modelgate.core.path_parameters import is_plain_file_name
 
@@ -41,6 +42,13 @@ def check_sequence_fields(config: ModelConfig, source: str) -> None:
 
 
 def _check_unsupported(config: ModelConfig, source: str) -> None:
+    # Framework backends bind only the config's inputs to the model: control and state inputs would be lost.
+    if backend_name(config) != "python":
+        raise ConfigError(
+            source,
+            FIELD,
+            f"is supported for python models only so far; this model's backend is '{backend_name(config)}'",
+        )
     if config.model_transaction_policy.decoupled:
         raise ConfigError(
             source, "model_transaction_policy.decoupled", f"is not supported with {FIELD} yet (one response a request)"

@@ -76,6 +76,14 @@ def test_bad_sequence_batching_is_refused_naming_the_field(extra, field):
     assert refused.value.field == field
 
 
+def test_framework_backends_are_refused():
+    config = _config("sequence_batching { }")
+    config.backend = "onnxruntime"
+    with pytest.raises(ConfigError, match="python models only") as refused:
+        check_sequence_fields(config, "m/config.pbtxt")
+    assert refused.value.field == "sequence_batching"
+
+
 def test_defaults_and_controls_are_read():
     config = _config(
         f"sequence_batching {{ control_input [ {START}, "
