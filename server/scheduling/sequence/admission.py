@@ -17,6 +17,9 @@ from modelgate.server.scheduling.sequence.correlation import SequenceFlags, read
 from modelgate.server.scheduling.sequence.sequence_config import SequenceConfig
 from modelgate.server.scheduling.sequence.sequence_table import Sequence, SequenceTable
 
+# The schedule policy extension's parameters: the dynamic batcher's; refused here rather than ignored.
+SCHEDULE_POLICY_PARAMETERS = ("priority", "timeout")
+
 
 def read_flags(request: InferRequest, batch_size: int, config: SequenceConfig) -> SequenceFlags:
     """The request's sequence flags; InvalidArgumentError when the model cannot take it."""
@@ -33,6 +36,12 @@ def read_flags(request: InferRequest, batch_size: int, config: SequenceConfig) -
             f"batcher; got batch size {batch_size}"
         )
     _check_id_type(flags.sequence_id, config)
+    for policy in SCHEDULE_POLICY_PARAMETERS:
+        if request.parameters.get(policy) not in (None, 0):
+            raise InvalidArgumentError(
+                f"request parameter '{policy}' is not supported by the sequence batcher of model '{name}'; "
+                "leave it unset (or 0)"
+            )
     return flags
 
 

@@ -177,6 +177,7 @@ REFUSED = [
     ("oldest", {"sequence_id": 987654}, "must specify the START flag"),
     ("oldest", {"sequence_id": "text", "sequence_start": True}, "must be an unsigned integer"),
     ("string_ids", {"sequence_id": 17, "sequence_start": True}, "must be a string"),
+    ("oldest", {"sequence_id": 18, "sequence_start": True, "priority": 1}, "'priority' is not supported"),
 ]
 
 
