@@ -69,7 +69,8 @@ sequence_batching {{
 }}
 """
 
-# OUTPUT = the state plus INPUT, and the same as the next state: the implicit state carries the sum.
+# OUTPUT = the state plus INPUT, and the same as the next state: the implicit state carries the sum. A negative
+# INPUT fails its request.
 STATEFUL = """
 import triton_python_backend_utils as pb_utils
 
@@ -80,6 +81,9 @@ class TritonPythonModel:
         for request in requests:
             value = pb_utils.get_input_tensor_by_name(request, "INPUT").as_numpy()
             state = pb_utils.get_input_tensor_by_name(request, "STATE_IN").as_numpy()
+            if value.item() < 0:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError("INPUT must be >= 0")))
+                continue
             total = state + value
             responses.append(pb_utils.InferenceResponse([
                 pb_utils.Tensor("OUTPUT", total), pb_utils.Tensor("STATE_OUT", total)

@@ -171,6 +171,16 @@ def test_implicit_state_carries_across_requests(sequence_server, protocol):
     assert call(51, 1, start=True, end=True) == 101  # a new sequence starts from the initial state again
 
 
+def test_a_failed_request_leaves_the_state_as_it_was(sequence_server):
+    _, clients = sequence_server
+    assert _step(clients, "http", "stateful", 53, 1, start=True).as_numpy("OUTPUT").item() == 101
+    with pytest.raises(InferenceServerException, match="INPUT must be >= 0"):
+        _step(clients, "http", "stateful", 53, -1)
+    assert _step(clients, "http", "stateful", 53, 2, end=True).as_numpy("OUTPUT").item() == 103
+    stats = clients["http"].get_inference_statistics("stateful")["model_stats"][0]["inference_stats"]
+    assert stats["fail"]["count"] == 1
+
+
 REFUSED = [
     ("plain", {"sequence_id": 5, "sequence_start": True}, "is not a sequence model"),
     ("oldest", {}, "must specify a non-zero or non-empty correlation ID"),
@@ -234,3 +244,19 @@ def test_grpc_stream_keeps_each_sequence_in_order(sequence_server, model):
 def test_server_metadata_lists_the_sequence_extension(sequence_server):
     _, clients = sequence_server
     assert "sequence" in clients["http"].get_server_metadata()["extensions"]
+
+
+def test_unload_forgets_the_sequences_and_a_reload_serves(tmp_path):
+    running = start_server([write_sequence_repository(tmp_path)], model_control_mode="explicit", load_model=["oldest"])
+    client = httpclient.InferenceServerClient(running.http_url, network_timeout=60)
+    try:
+        clients = {"http": client}
+        assert _step(clients, "http", "oldest", 91, 3, start=True).as_numpy("OUTPUT").item() == 3
+        client.unload_model("oldest")
+        client.load_model("oldest")
+        with pytest.raises(InferenceServerException, match="must specify the START flag"):
+            _step(clients, "http", "oldest", 91, 1)
+        assert _step(clients, "http", "oldest", 91, 4, start=True).as_numpy("OUTPUT").item() == 4
+    finally:
+        client.close()
+        running.stop()
