@@ -25,6 +25,8 @@ from modelgate.server.statistics import StatisticsRegistry
 SERVER_NAME = "modelgate"
 EXTENSIONS = [
     "binary_tensor_data",
+    "sequence",
+    "sequence(string_id)",
     "parameters",
     "statistics",
     "model_configuration",

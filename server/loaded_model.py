@@ -25,6 +25,9 @@ from modelgate.server.scheduling.dynamic_batcher import DynamicBatcher
 from modelgate.server.scheduling.ensemble.graph import build_ensemble_graph, is_ensemble
 from modelgate.server.scheduling.ensemble.scheduler import EnsembleScheduler, StepInfer
 from modelgate.server.scheduling.instance_pool import InstancePool
+from modelgate.server.scheduling.sequence.config_fields import is_sequence_model
+from modelgate.server.scheduling.sequence.scheduler import SequenceBatcher
+from modelgate.server.scheduling.sequence.sequence_config import SequenceConfig, read_sequence_config
 from modelgate.server.statistics import VersionStatistics
 from modelgate.server.warmup.runner import warm_up
 from modelgate.server.warmup.samples import WarmupSample, build_samples
@@ -36,7 +39,7 @@ class LoadedVersion:
     version: int
     config: ModelConfig
     config_dict: dict  # Triton's JSON form of `config`
-    scheduler: DirectScheduler | DynamicBatcher | EnsembleScheduler | CachingScheduler
+    scheduler: DirectScheduler | DynamicBatcher | EnsembleScheduler | SequenceBatcher | CachingScheduler
     stats: VersionStatistics
     # Read from `config` once: every request consults them.
     holders: list[Holder] = field(default_factory=list)  # what the memory ledger holds for its instances
@@ -111,15 +114,28 @@ def batches_dynamically(config: ModelConfig) -> bool:
     return config.HasField("dynamic_batching") and config.max_batch_size > 0
 
 
+def is_pipelined(config: ModelConfig) -> bool:
+    """Whether the instance pool may hand an instance several batches at once: only for the direct scheduler
+    (the batchers form their batches while the instances are busy)."""
+    return not batches_dynamically(config) and not is_sequence_model(config)
+
+
 def make_scheduler(
-    pool: InstancePool | None, stats: VersionStatistics, config: ModelConfig, infer_step: StepInfer | None = None
+    pool: InstancePool | None,
+    stats: VersionStatistics,
+    config: ModelConfig,
+    infer_step: StepInfer | None = None,
+    sequence_config: SequenceConfig | None = None,
 ):
-    """The ensemble scheduler for an ensemble (no pool: its steps run on the composing models),
-    the dynamic batcher when the config asks for it (and the model batches), else direct."""
+    """The ensemble scheduler for an ensemble (no pool: its steps run on the composing models), the sequence
+    batcher for `sequence_batching` (`sequence_config` read beforehand, else here without a model folder), the
+    dynamic batcher when the config asks for it (and the model batches), else direct."""
     if is_ensemble(config):
         if infer_step is None:
             raise UnavailableError(f"ensemble '{config.name}' cannot run: this server has no dataplane for its steps")
         return EnsembleScheduler(build_ensemble_graph(config, config.name), stats, infer_step)
+    if is_sequence_model(config):
+        return SequenceBatcher(pool, stats, sequence_config or read_sequence_config(config, None), config)
     if batches_dynamically(config):
         return DynamicBatcher(pool, stats, config)
     return DirectScheduler(pool, stats, is_decoupled=config.model_transaction_policy.decoupled)
@@ -144,6 +160,10 @@ async def load_version(
     enables the response cache gets its scheduler behind `response_cache` (the model manager refuses such a
     config when the server has none)."""
     pool, holders = None, []
+    # Read (initial state files included) before any instance loads: a bad file fails the load at once.
+    sequence_config = None
+    if is_sequence_model(config):
+        sequence_config = await asyncio.to_thread(read_sequence_config, config, model_dir)
     if backend is not None:
         samples = build_samples(config, model_dir, version, f"model '{config.name}' version {version}")
         loop = asyncio.get_running_loop()
@@ -151,13 +171,13 @@ async def load_version(
         specs = instance_specs(config, model_dir, version, call_model, on_health, loop)
         if ledger is None:
             specs = [replace(s, device_id=0) if s.device_id == ANY_GPU else s for s in specs]
-            pool = InstancePool(specs, pipelined=not batches_dynamically(config))
+            pool = InstancePool(specs, pipelined=is_pipelined(config))
             await pool.load(backend)
             await _warm_up_or_close(pool, samples, config, stats)
         else:
             plan = plan_memory(ledger, config, specs)
             holders = plan.all_holders
-            pool = InstancePool(plan.specs, pipelined=not batches_dynamically(config))
+            pool = InstancePool(plan.specs, pipelined=is_pipelined(config))
             try:
                 async with ledger.measuring(plan.holders) as changes:
                     await pool.load(backend)
@@ -170,7 +190,7 @@ async def load_version(
             for device, device_holders in plan.holders.items():
                 ledger.settle(device_holders, device, changes[device])
             stats.memory_usage = ledger.usage(holders)
-    scheduler = make_scheduler(pool, stats, config, infer_step)
+    scheduler = make_scheduler(pool, stats, config, infer_step, sequence_config)
     if config.response_cache.enable and response_cache is not None:
         scheduler = CachingScheduler(scheduler, response_cache, stats, version)
     return LoadedVersion(config.name, version, config, config_to_dict(config), scheduler, stats, holders)

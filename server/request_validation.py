@@ -10,6 +10,8 @@ from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig
 from modelgate.core.errors import InvalidArgumentError
 from modelgate.core.inference_types import InferRequest, InferTensor
 from modelgate.core.tensors import datatypes
+from modelgate.server.scheduling.sequence.config_fields import is_sequence_model
+from modelgate.server.scheduling.sequence.correlation import has_sequence_parameters
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,18 @@ class RequestSchema:
         }
         self.required = [name for name, declared in self.inputs.items() if not declared.optional]
         self.outputs = [t.name for t in config.output]
+        self.is_sequence_model = is_sequence_model(config)
 
     def validate(self, request: InferRequest) -> int:
         """Raise InvalidArgumentError for any mismatch; return the request's batch size (1 if unbatched).
 
         Inputs declared with `reshape` are reshaped in place to the model's shape.
         """
+        if not self.is_sequence_model and has_sequence_parameters(request.parameters):
+            raise InvalidArgumentError(
+                f"model '{self.model_name}' is not a sequence model (its config has no sequence_batching): "
+                "request parameters 'sequence_id', 'sequence_start' and 'sequence_end' are not allowed"
+            )
         self._check_input_names(request)
         batch_sizes = {name: self._check_input(request.inputs[name], self.inputs[name]) for name in request.inputs}
         if request.outputs:

@@ -18,6 +18,7 @@ def test_every_example_model_is_ready(client):
             "ensemble_add_sub_scale",
             "simple_onnx",
             "simple_torchscript",
+            "simple_sequence",
             "tiny_llm",
         )
     }

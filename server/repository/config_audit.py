@@ -42,6 +42,7 @@ IMPLEMENTED: dict[str, frozenset[str]] = {
             "model_transaction_policy",
             "model_warmup",
             "response_cache",
+            "sequence_batching",
         }
     ),
     "ModelVersionPolicy": frozenset({"latest", "all", "specific"}),
@@ -72,6 +73,30 @@ IMPLEMENTED: dict[str, frozenset[str]] = {
     "ModelParameter": frozenset({"string_value"}),
     "ModelTransactionPolicy": frozenset({"decoupled"}),
     "ModelResponseCache": frozenset({"enable"}),
+    "ModelSequenceBatching": frozenset(
+        {"direct", "oldest", "max_sequence_idle_microseconds", "control_input", "state"}
+    ),
+    "ModelSequenceBatching.Control": frozenset(
+        {"kind", "int32_false_true", "fp32_false_true", "bool_false_true", "data_type"}
+    ),
+    "ModelSequenceBatching.ControlInput": frozenset({"name", "control"}),
+    "ModelSequenceBatching.InitialState": frozenset({"data_type", "dims", "zero_data", "data_file", "name"}),
+    # The last two are hints on how Triton lays state out in GPU memory; what a model computes is the same.
+    "ModelSequenceBatching.State": frozenset(
+        {
+            "input_name",
+            "output_name",
+            "data_type",
+            "dims",
+            "initial_state",
+            "use_same_buffer_for_input_output",
+            "use_growable_memory",
+        }
+    ),
+    "ModelSequenceBatching.StrategyDirect": frozenset({"max_queue_delay_microseconds", "minimum_slot_utilization"}),
+    "ModelSequenceBatching.StrategyOldest": frozenset(
+        {"max_candidate_sequences", "preferred_batch_size", "max_queue_delay_microseconds"}
+    ),
     "ModelWarmup": frozenset({"name", "batch_size", "inputs", "count"}),
     "ModelWarmup.Input": frozenset({"data_type", "dims", "zero_data", "random_data", "input_data_file"}),
 }
@@ -83,7 +108,6 @@ REFUSED: dict[str, dict[str, str]] = {
         "batch_input": "no batch inputs are generated; send every input with the request",
         "batch_output": "no batch outputs are scattered; return every output per request",
         "optimization": "the backends choose their own optimizations (the LLM backend through its parameters)",
-        "sequence_batching": "there is no sequence batcher; stateful models are not served",
         "cc_model_filenames": "the model file is 'default_model_filename' on every GPU",
         "metric_tags": "metrics carry the model and version labels only",
         "model_operations": "custom operation libraries are not loaded",
@@ -107,6 +131,12 @@ REFUSED: dict[str, dict[str, str]] = {
     },
     "ModelEnsembling.Step": {
         "model_namespace": "model names are global; there are no namespaces",
+    },
+    "ModelSequenceBatching": {
+        "iterative_sequence": "sequences run request by request; a model cannot reschedule itself",
+    },
+    "ModelSequenceBatching.StrategyOldest": {
+        "preserve_ordering": "responses go out as their batches finish",
     },
     "ModelInstanceGroup": {
         "rate_limiter": "there is no rate limiter",

@@ -8,6 +8,7 @@ from modelgate.core.errors import ConfigError
 from modelgate.core.path_parameters import check_file_name_fields
 from modelgate.server.repository.config_audit import audit_config
 from modelgate.server.scheduling.ensemble.config_fields import check_ensemble_fields
+from modelgate.server.scheduling.sequence.config_fields import check_sequence_fields
 from modelgate.server.warmup.warmup_config import check_warmup_fields
 
 MAX_DIMS = 64
@@ -34,6 +35,7 @@ def validate_model_config(config: ModelConfig, source: str, expected_name: str) 
     _validate_instance_groups(config, source)
     check_warmup_fields(config, source)
     _validate_response_cache(config, source)
+    check_sequence_fields(config, source)
 
 
 def _validate_tensors(tensors, kind: str, source: str) -> None:

@@ -110,12 +110,14 @@ class InstancePool:
                 return
         self._free.append(index)
 
-    async def execute_on(self, index: int, requests: list[InferRequest]) -> ExecuteResult:
-        """Run one batch on the held instance `index`, then release it."""
+    async def execute_on(self, index: int, requests: list[InferRequest], release: bool = True) -> ExecuteResult:
+        """Run one batch on the held instance `index`, then release it (unless `release` is false: the sequence
+        batcher keeps each instance to itself, its sequences bound to it, and never acquires one)."""
         try:
             return await self._execute(index, requests)
         finally:
-            self.release(index)
+            if release:
+                self.release(index)
 
     async def execute_before_serving(self, index: int, requests: list[InferRequest]) -> ExecuteResult:
         """Run one batch on instance `index` (the index in `specs`) while no scheduler uses the pool yet, e.g. a
