@@ -13,14 +13,13 @@ from modelgate.core.errors import NotFoundError, PermissionDeniedError, Response
 from modelgate.core.inference_types import InferRequest, InferResponse
 from modelgate.core.response_stream import ResponseStream
 from modelgate.core.tensors.device_tensors import inputs_to_host
-from modelgate.core.version import MODELGATE_VERSION
+from modelgate.core.version import DEFAULT_SERVER_NAME, MODELGATE_VERSION
 from modelgate.server.loaded_model import LoadedVersion
-from modelgate.server.model_manager import ModelManager
+from modelgate.server.model_manager import ConfigOverride, ModelManager
 from modelgate.server.model_residency import ModelResidency
 from modelgate.server.repository.layout import check_model_name
 from modelgate.server.statistics import StatisticsRegistry
 
-SERVER_NAME = "modelgate"
 EXTENSIONS = [
     "binary_tensor_data",
     "parameters",
@@ -41,8 +40,11 @@ class Dataplane:
         strict_readiness: bool = True,
         allow_model_file_uploads: bool = False,
         residency: ModelResidency | None = None,
+        server_name: str = DEFAULT_SERVER_NAME,
     ):
-        """`residency`: load on demand and eviction (--model-load-on-demand); None: requests name loaded models."""
+        """`residency`: load on demand and eviction (--model-load-on-demand); None: requests name loaded models.
+        `server_name`: the `name` of server metadata (--server-name)."""
+        self.server_name = server_name
         self.manager = manager
         self.stats = stats
         self.control_mode = control_mode
@@ -60,7 +62,7 @@ class Dataplane:
     # -- health and metadata ----------------------------------------------------------------
 
     def server_metadata(self) -> dict:
-        return {"name": SERVER_NAME, "version": MODELGATE_VERSION, "extensions": list(EXTENSIONS)}
+        return {"name": self.server_name, "version": MODELGATE_VERSION, "extensions": list(EXTENSIONS)}
 
     def model_ready(self, name: str, version: str = "") -> bool:
         return self.manager.is_ready(name, version)
@@ -178,8 +180,11 @@ class Dataplane:
     def repository_index(self, ready_only: bool = False) -> list[dict]:
         return self.manager.index(ready_only)
 
-    async def load_model(self, name: str, config_override: ModelConfig | None = None, files=None) -> None:
+    async def load_model(self, name: str, config_override: ConfigOverride = None, files=None) -> None:
         """Load or reload `name`, from the repository or from `config_override` (and `files`).
+
+        `config_override`: the load request's `config` parameter as sent (JSON text or its mapping); the model
+        manager reads it with the model, so a bad one fails that load in Triton's words (see ModelManager.load).
 
         `files` (the `file:<version>/<name>` parameters) are refused with PermissionDeniedError unless the server
         allows uploads; an override naming a file in a path parameter is refused by the model manager.

@@ -66,6 +66,7 @@ class ModelgateServer:
             strict_readiness=settings.strict_readiness,
             allow_model_file_uploads=settings.allow_model_file_uploads,
             residency=residency,
+            server_name=settings.server_name,
         )
         # Ensemble steps and models calling models (BLS) go through the dataplane, as clients' requests do.
         self.manager.infer_step = self.dataplane.infer

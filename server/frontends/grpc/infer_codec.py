@@ -55,6 +55,8 @@ def decode_infer_request(message: service_pb2.ModelInferRequest) -> InferRequest
         parameters=parameters_to_dict(message.parameters),
     )
     raw_contents = message.raw_input_contents
+    if raw_contents:
+        _check_no_typed_contents(message)
     if raw_contents and len(raw_contents) != len(message.inputs):
         raise InvalidArgumentError(
             f"raw_input_contents has {len(raw_contents)} entries for {len(message.inputs)} inputs; "
@@ -84,6 +86,16 @@ def encode_infer_response(response: InferResponse) -> service_pb2.ModelInferResp
     return message
 
 
+def _check_no_typed_contents(message: service_pb2.ModelInferRequest) -> None:
+    """With raw_input_contents no input may carry `contents` too; in Triton's words, which clients match."""
+    for tensor in message.inputs:
+        if tensor.HasField("contents"):
+            raise InvalidArgumentError(
+                f"contents field must not be specified when using raw_input_contents for '{tensor.name}' "
+                f"for model '{message.model_name}'; send each input's data in one of them"
+            )
+
+
 def _decode_input(tensor, raw: bytes | None) -> InferTensor:
     where = f"input '{tensor.name}'"
     datatype = datatypes.from_wire_name(tensor.datatype, f"{where} datatype")
@@ -91,8 +103,6 @@ def _decode_input(tensor, raw: bytes | None) -> InferTensor:
     if any(d < 0 for d in shape):
         raise InvalidArgumentError(f"{where}: shape must hold non-negative sizes, got {list(shape)}")
     if raw is not None:
-        if tensor.HasField("contents"):
-            raise InvalidArgumentError(f"{where}: has both 'contents' and raw_input_contents; send one of them")
         data = array_from_raw(raw, datatype, shape, where)
     else:
         data = _from_contents(tensor.contents, datatype, shape, where)

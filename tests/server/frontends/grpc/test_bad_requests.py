@@ -236,7 +236,7 @@ def test_raw_and_typed_contents_for_one_input(stub, assert_serving):
     request.inputs[0].contents.fp32_contents.extend(B.tolist())
     expect_rpc_error(
         grpc.StatusCode.INVALID_ARGUMENT,
-        "input 'INPUT0': has both 'contents' and raw_input_contents",
+        "contents field must not be specified when using raw_input_contents for 'INPUT0' for model 'add_sub'",
         stub.ModelInfer,
         request,
     )
