@@ -22,6 +22,7 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig
 from modelgate.backends.base import load_failure_reason
 from modelgate.core.errors import (
     InvalidArgumentError,
+    InvalidModelError,
     InvalidVersionError,
     ModelgateError,
     ModelLoadError,
@@ -287,7 +288,7 @@ class ModelManager:
             await self._discard(loaded)
             self._restore_statuses(entry, failures)
             remove_override_model_dir(override_dir)
-            raise _load_error(entry.name, failures[0], refusal, "the versions serving before keep serving")
+            raise _load_error(entry.name, failures[0], refusal, "previous versions keep serving")
         await self._swap_in(entry, loaded, override_dir, stamp)
         for version, reason in failures:
             entry.statuses[version] = VersionStatus(ModelState.UNAVAILABLE, reason)
@@ -424,6 +425,8 @@ def _polling(name: str) -> Iterator[None]:
         yield
     except RepositoryPollError:
         raise
+    except InvalidArgumentError as exc:
+        raise InvalidModelError(name, exc.message) from None
     except ModelgateError as exc:
         raise RepositoryPollError(name, exc.message) from None
 

@@ -141,6 +141,16 @@ class RepositoryPollError(InternalError):
         self.detail = detail
 
 
+class InvalidModelError(RepositoryPollError):
+    """A poll failure caused by an invalid config, load request override or file path. Worded as Triton's but
+    INVALID_ARGUMENT (400) where Triton answers INTERNAL: the client's bad input is not a server fault (Triton's
+    own example notes INVALID_ARGUMENT as the fitting code, TRI-958)."""
+
+    http_status = 400
+    grpc_code = "INVALID_ARGUMENT"
+    triton_code = "INVALID_ARG"
+
+
 class ModelLoadError(InvalidArgumentError):
     """A version of a model whose config was read failed to load (its initialize raised, its file is broken).
     Triton answers INVALID_ARG with `load failed for model 'X': version 1 is at UNAVAILABLE state: why`."""
