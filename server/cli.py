@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from modelgate.core.cli_help import add_command
+from modelgate.core.version import DEFAULT_SERVER_NAME
 from modelgate.server.frontends.api_categories import CATEGORIES
 from modelgate.server.frontends.api_restrictions import GRPC_FLAG, HTTP_FLAG
 from modelgate.server.settings import DEFAULT_HTTP_MAX_INPUT_SIZE, MAX_GRPC_MESSAGE_BYTES, ServerSettings
@@ -26,6 +27,11 @@ def add_serve_command(commands) -> None:
         action="append",
         dest="model_repository",
         help="model repository folder; repeatable (a model name in two is an error); default ./model_repository",
+    )
+    serve.add_argument(
+        "--server-name",
+        default=DEFAULT_SERVER_NAME,
+        help="the name server metadata reports (default modelgate); 'triton' for clients that check Triton's name",
     )
     serve.add_argument("--http-address", default="0.0.0.0", help="address the HTTP/REST frontend binds")
     serve.add_argument("--http-port", type=int, default=8000, help="KServe v2 HTTP, generate and OpenAI routes")
@@ -220,6 +226,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = ServerSettings(
             model_repository=args.model_repository or ["model_repository"],
+            server_name=args.server_name,
             http_address=args.http_address,
             http_port=args.http_port,
             grpc_address=args.grpc_address,

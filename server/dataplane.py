@@ -13,16 +13,15 @@ from modelgate.core.errors import NotFoundError, PermissionDeniedError, Response
 from modelgate.core.inference_types import InferRequest, InferResponse
 from modelgate.core.response_stream import ResponseStream
 from modelgate.core.tensors.device_tensors import inputs_to_host
-from modelgate.core.version import MODELGATE_VERSION
+from modelgate.core.version import DEFAULT_SERVER_NAME, MODELGATE_VERSION
 from modelgate.server.loaded_model import LoadedVersion
-from modelgate.server.model_manager import ModelManager
+from modelgate.server.model_manager import ConfigOverride, ModelManager
 from modelgate.server.model_residency import ModelResidency
 from modelgate.server.repository.layout import check_model_name
 from modelgate.server.shared_memory.registry import SharedMemoryRegistry
 from modelgate.server.shared_memory.tensor_io import read_inputs, uses_shared_memory, write_outputs
 from modelgate.server.statistics import StatisticsRegistry
 
-SERVER_NAME = "modelgate"
 EXTENSIONS = [
     "binary_tensor_data",
     "sequence",
@@ -47,9 +46,12 @@ class Dataplane:
         allow_model_file_uploads: bool = False,
         residency: ModelResidency | None = None,
         shared_memory: SharedMemoryRegistry | None = None,
+        server_name: str = DEFAULT_SERVER_NAME,
     ):
         """`residency`: load on demand and eviction (--model-load-on-demand); None: requests name loaded models.
-        `shared_memory`: the client-registered regions (--allow-shared-memory); None: the extension is off."""
+        `shared_memory`: the client-registered regions (--allow-shared-memory); None: the extension is off.
+        `server_name`: the `name` of server metadata (--server-name)."""
+        self.server_name = server_name
         self.manager = manager
         self.stats = stats
         self.control_mode = control_mode
@@ -69,7 +71,7 @@ class Dataplane:
 
     def server_metadata(self) -> dict:
         extensions = EXTENSIONS + (SHARED_MEMORY_EXTENSIONS if self._shared_memory is not None else [])
-        return {"name": SERVER_NAME, "version": MODELGATE_VERSION, "extensions": extensions}
+        return {"name": self.server_name, "version": MODELGATE_VERSION, "extensions": extensions}
 
     @property
     def shared_memory(self) -> SharedMemoryRegistry:
@@ -216,8 +218,11 @@ class Dataplane:
     def repository_index(self, ready_only: bool = False) -> list[dict]:
         return self.manager.index(ready_only)
 
-    async def load_model(self, name: str, config_override: ModelConfig | None = None, files=None) -> None:
+    async def load_model(self, name: str, config_override: ConfigOverride = None, files=None) -> None:
         """Load or reload `name`, from the repository or from `config_override` (and `files`).
+
+        `config_override`: the load request's `config` parameter as sent (JSON text or its mapping); the model
+        manager reads it with the model, so a bad one fails that load in Triton's words (see ModelManager.load).
 
         `files` (the `file:<version>/<name>` parameters) are refused with PermissionDeniedError unless the server
         allows uploads; an override naming a file in a path parameter is refused by the model manager.

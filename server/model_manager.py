@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -18,7 +20,18 @@ from pathlib import Path
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from modelgate.backends.base import load_failure_reason
-from modelgate.core.errors import ConfigError, InvalidArgumentError, ModelgateError, NotFoundError, UnavailableError
+from modelgate.core.errors import (
+    ConfigError,
+    InvalidArgumentError,
+    InvalidModelError,
+    InvalidVersionError,
+    ModelgateError,
+    ModelLoadError,
+    ModelNotReadyError,
+    RepositoryPollError,
+    UnknownModelError,
+    load_failure_message,
+)
 from modelgate.server.loaded_model import LoadedVersion, load_version
 from modelgate.server.memory.ledger import InsufficientMemoryError, MemoryLedger
 from modelgate.server.repository.config_completion import complete_model_config, read_model_config
@@ -31,6 +44,9 @@ from modelgate.server.scheduling.ensemble.scheduler import StepInfer
 from modelgate.server.statistics import StatisticsRegistry, VersionStatistics
 
 logger = logging.getLogger(__name__)
+
+# A load request's `config` parameter: JSON text or its mapping as sent, or a ModelConfig parsed already.
+ConfigOverride = ModelConfig | str | dict | None
 
 EVICTED = "evicted to make room for another model"
 # Keys of index rows beyond Triton's ModelIndex message (the gRPC frontend leaves them out).
@@ -80,18 +96,22 @@ class ModelManager:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def load(
-        self, name: str, config_override: ModelConfig | None = None, files: dict[str, bytes] | None = None
+        self, name: str, config_override: ConfigOverride = None, files: dict[str, bytes] | None = None
     ) -> None:
         """Load or reload `name`; raises the first failure (the old versions keep serving).
 
-        A model that no repository has (and no `files` provide) is refused before any state is
-        kept for it, so a mistyped name never shows up in the repository index.
+        `config_override`: a load request's `config` parameter as sent (JSON text, or its mapping), or a parsed
+        ModelConfig. Failures before any version loads (no such model in the repositories, an invalid config or
+        override, files that cannot be written) are RepositoryPollError, a version that fails ModelLoadError, as
+        Triton words and codes them. A model that no repository has (and no `files` provide) is refused before
+        any state is kept for it, so a mistyped name never shows up in the repository index.
         """
         check_model_name(name)
         if files and config_override is None:
             raise InvalidArgumentError("load parameters 'file:*' need the 'config' parameter too")
         if not files and name not in self._entries:
-            self.layout.locate(name)  # NotFoundError / duplicate error, recording nothing
+            with _polling(name):
+                self.layout.locate(name)  # not found / duplicated: refused, recording nothing
         entry = self._entries.setdefault(name, ModelEntry(name))
         entry.wanted = True
         async with entry.lock:
@@ -103,7 +123,7 @@ class ModelManager:
         check_model_name(name)
         entry = self._entries.get(name)
         if entry is None:
-            self.layout.locate(name)  # NotFoundError for a model the repository does not have
+            self.layout.locate(name)  # UnknownModelError for a model the repository does not have
             return
         composing = sorted(_composing_names(entry)) if unload_dependents else []
         entry.wanted = False
@@ -153,26 +173,26 @@ class ModelManager:
         """The serving version for a request; NotFound / Unavailable with the reason otherwise."""
         entry = self._entries.get(name)
         if entry is None:
-            raise NotFoundError(f"unknown model: '{name}' is not found or not loaded")
+            raise UnknownModelError(name)
         if version == "":
             if not entry.serving:
-                raise UnavailableError(f"model '{name}' has no ready version: {self._reason(entry)}")
+                raise ModelNotReadyError(name, None, self._reason(entry))
             return self._serving(entry, max(entry.serving))
         number = _parse_version(version)
         if number in entry.serving:
             return self._serving(entry, number)
         status = entry.statuses.get(number)
         if status is not None:
-            raise UnavailableError(f"model '{name}' version {number} is {status.state.value}: {status.reason}")
-        raise NotFoundError(
-            f"model '{name}' has no version {number}; ready versions: {sorted(entry.serving) or 'none'}"
-        )
+            raise ModelNotReadyError(
+                name, number, f"{status.state.value}" + (f", {status.reason}" if status.reason else "")
+            )
+        raise UnknownModelError(name, number, f"ready versions: {sorted(entry.serving) or 'none'}")
 
     def _serving(self, entry: ModelEntry, number: int) -> LoadedVersion:
         stopped = entry.stopped_instances.get(number)
         if stopped:
             reason = next(iter(stopped.values()))
-            raise UnavailableError(f"model '{entry.name}' version {number} is UNAVAILABLE: {reason}")
+            raise ModelNotReadyError(entry.name, number, f"UNAVAILABLE, {reason}")
         return entry.serving[number]
 
     def _health_listener(self, entry: ModelEntry, version: int):
@@ -252,14 +272,16 @@ class ModelManager:
     # -- internals -------------------------------------------------------------------------
 
     async def _load_locked(self, entry: ModelEntry, override: ModelConfig | None, files: dict[str, bytes]) -> None:
-        override_dir = write_override_model_dir(entry.name, files) if files else None
+        override_dir = None
         try:
-            model_dir = override_dir or self.layout.locate(entry.name).path
-            stamp = fingerprint(model_dir)
-            config, source = read_model_config(model_dir, entry.name, override)
-            config, backend, versions = await asyncio.to_thread(
-                complete_model_config, config, source, model_dir, entry.name
-            )
+            with _polling(entry.name):
+                override_dir = write_override_model_dir(entry.name, files) if files else None
+                model_dir = override_dir or self.layout.locate(entry.name).path
+                stamp = fingerprint(model_dir)
+                config, source = read_model_config(model_dir, entry.name, override)
+                config, backend, versions = await asyncio.to_thread(
+                    complete_model_config, config, source, model_dir, entry.name
+                )
             if config.response_cache.enable and self.response_cache is None:
                 raise ConfigError(
                     source,
@@ -269,21 +291,19 @@ class ModelManager:
             if is_ensemble(config):
                 await self._ensembles.prepare(config, source)
         except ModelgateError as exc:
-            self._record_model_failure(entry, exc.message, override_dir)
+            self._record_model_failure(entry, getattr(exc, "detail", exc.message), override_dir)
             raise
         loaded, failures, refusal = await self._load_versions(entry, config, backend, model_dir, versions)
         if failures and entry.serving:
             await self._discard(loaded)
             self._restore_statuses(entry, failures)
             remove_override_model_dir(override_dir)
-            message = f"reload of model '{entry.name}' failed, previous versions keep serving: {failures[0][1]}"
-            raise UnavailableError(message) if refusal is None else InsufficientMemoryError(message, refusal.device)
+            raise _load_error(entry.name, failures[0], refusal, "previous versions keep serving")
         await self._swap_in(entry, loaded, override_dir, stamp)
         for version, reason in failures:
             entry.statuses[version] = VersionStatus(ModelState.UNAVAILABLE, reason)
         if failures:
-            message = f"failed to load model '{entry.name}' version {failures[0][0]}: {failures[0][1]}"
-            raise UnavailableError(message) if refusal is None else InsufficientMemoryError(message, refusal.device)
+            raise _load_error(entry.name, failures[0], refusal)
 
     async def _load_versions(self, entry, config, backend, model_dir, versions):
         """(loaded versions, (version, reason) of each failure, the memory refusal among them if any)."""
@@ -410,7 +430,28 @@ def _parse_version(version: str) -> int:
     try:
         number = int(version)
     except ValueError:
-        raise InvalidArgumentError(f"model version must be an integer, got '{version}'") from None
+        raise InvalidVersionError(version) from None
     if number < 0:
-        raise InvalidArgumentError(f"model version must be >= 0, got {number}")
+        raise InvalidVersionError(version)
     return number
+
+
+@contextmanager
+def _polling(name: str) -> Iterator[None]:
+    """Failures while finding and reading a model (Triton's repository poll) as RepositoryPollError."""
+    try:
+        yield
+    except RepositoryPollError:
+        raise
+    except InvalidArgumentError as exc:
+        raise InvalidModelError(name, exc.message) from None
+    except ModelgateError as exc:
+        raise RepositoryPollError(name, exc.message) from None
+
+
+def _load_error(name: str, failure: tuple[int, str], refusal: InsufficientMemoryError | None, note: str = ""):
+    """The error for a load whose version `failure` = (version, reason) failed; a memory refusal keeps its class
+    (UNAVAILABLE: it may fit later), every other failure is Triton's ModelLoadError."""
+    if refusal is None:
+        return ModelLoadError(name, failure[0], failure[1], note)
+    return InsufficientMemoryError(load_failure_message(name, failure[0], failure[1], note), refusal.device)

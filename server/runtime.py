@@ -71,6 +71,7 @@ class ModelgateServer:
             allow_model_file_uploads=settings.allow_model_file_uploads,
             residency=residency,
             shared_memory=SharedMemoryRegistry() if settings.allow_shared_memory else None,
+            server_name=settings.server_name,
         )
         # Ensemble steps and models calling models (BLS) go through the dataplane, as clients' requests do.
         self.manager.infer_step = self.dataplane.infer

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modelgate.core.byte_sizes import parse_limit
+from modelgate.core.version import DEFAULT_SERVER_NAME
 from modelgate.server.frontends.api_restrictions import GRPC_FLAG, HTTP_FLAG, HeaderRule, parse_restrictions
 from modelgate.server.frontends.tls import TlsFiles, checked_tls_files
 from modelgate.server.response_cache.cache_settings import CacheSettings, parse_cache_config
@@ -20,6 +21,9 @@ class ServerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model_repository: list[Path] = Field(min_length=1)
+    # The `name` of server metadata: clients written for Triton may check it is "triton" (its own client examples
+    # do). The version reported stays modelgate's, and the extensions those it implements.
+    server_name: str = Field(DEFAULT_SERVER_NAME, min_length=1, max_length=128, pattern=r"^[!-~]+$")
     http_address: str = "0.0.0.0"
     http_port: int = Field(8000, ge=0, le=65535)
     grpc_address: str = "0.0.0.0"

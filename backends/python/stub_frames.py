@@ -9,6 +9,7 @@ main thread, whose batches arrive several at a time).
 from __future__ import annotations
 
 import collections
+import select
 import socket
 import struct
 
@@ -22,10 +23,30 @@ def send_frame(sock: socket.socket, frame: bytes) -> None:
     Not atomic: threads that share a socket hold a lock around it."""
     header = _LENGTH.pack(len(frame))
     if len(frame) < _CHUNK:
-        sock.sendall(header + frame)  # one system call for the common small frame
+        _send_all(sock, header + frame)  # one system call for the common small frame
     else:  # no concatenated copy of a large one
-        sock.sendall(header)
-        sock.sendall(frame)
+        _send_all(sock, header)
+        _send_all(sock, frame)
+
+
+def _send_all(sock: socket.socket, data: bytes) -> None:
+    """`sock.sendall`, also where the descriptor is non-blocking: uvloop's `add_reader` (libuv's uv_poll_init)
+    sets O_NONBLOCK on the server's end of a stub socket, and there a frame larger than the socket's buffer
+    (a few hundred KiB) made `sendall` raise BlockingIOError midway, losing the request."""
+    view = memoryview(data)
+    while view:
+        try:
+            sent = sock.send(view)
+        except BlockingIOError:
+            _wait_writable(sock)
+            continue
+        view = view[sent:]
+
+
+def _wait_writable(sock: socket.socket) -> None:
+    poller = select.poll()  # not select.select: descriptors past FD_SETSIZE are common in a busy server
+    poller.register(sock, select.POLLOUT)
+    poller.poll()
 
 
 def recv_frame(sock: socket.socket) -> bytearray:

@@ -49,25 +49,57 @@ def parse_config_mapping(mapping, source: str) -> ModelConfig:
     return config
 
 
-def read_model_folder_config(model_dir: Path) -> tuple[ModelConfig, str]:
-    """(config, source) from the model folder's config file, or from a lone python model.py / model.onnx.
+# The model file names that tell the backend where a config names none, as Triton's auto-complete reads them;
+# model.py first: a python model may keep an .onnx or .pt file beside it for its own use.
+MODEL_FILE_BACKENDS = {
+    "model.py": ModelConfig(backend="python"),
+    "model.onnx": ModelConfig(platform="onnxruntime_onnx"),
+    "model.pt": ModelConfig(platform="pytorch_libtorch"),
+    "model.pt2": ModelConfig(platform="torch_export"),
+}
 
-    Without a config file, a version folder holding model.py makes a python model and one holding model.onnx
-    (a file, or a folder for external data) an ONNX Runtime model; the backend's auto-complete fills the rest.
-    ConfigError when the folder has neither.
+
+def read_model_folder_config(model_dir: Path) -> tuple[ModelConfig, str]:
+    """(config, source) from the model folder's config file, or from its model file alone.
+
+    A config (file or none) that names neither `backend` nor `platform` gets the backend of the model file in its
+    version folders (`backend_from_model_files`); the backend's auto-complete fills the rest. ConfigError when
+    the folder has no config file and no model file that tells its backend.
     """
     path = find_config_file(model_dir)
     if path is not None:
-        return read_config_file(path), str(path)
-    if any(p.is_file() for p in _version_paths(model_dir, "model.py")):
-        return ModelConfig(backend="python"), f"{model_dir} (no config file, python model.py found)"
-    if any(p.exists() for p in _version_paths(model_dir, "model.onnx")):
-        return ModelConfig(platform="onnxruntime_onnx"), f"{model_dir} (no config file, model.onnx found)"
-    raise ConfigError(
-        str(model_dir),
-        "<file>",
-        "no config.pbtxt, config.yaml or config.json, and no <version>/model.py or <version>/model.onnx",
-    )
+        config = read_config_file(path)
+        if not config.backend and not config.platform:
+            config.MergeFrom(backend_from_model_files(model_dir, config.default_model_filename) or ModelConfig())
+        return config, str(path)
+    inferred = backend_from_model_files(model_dir)
+    if inferred is None:
+        names = " or ".join(f"<version>/{name}" for name in MODEL_FILE_BACKENDS)
+        raise ConfigError(str(model_dir), "<file>", f"no config.pbtxt, config.yaml or config.json, and no {names}")
+    return inferred, f"{model_dir} (no config file, {_found_model_file(model_dir)} found)"
+
+
+def backend_from_model_files(model_dir: Path, default_model_filename: str = "") -> ModelConfig | None:
+    """The `backend` or `platform` for a model whose config names neither, from its model file: the config's
+    `default_model_filename` where it names one of MODEL_FILE_BACKENDS, else the first of them that a version
+    folder holds (a file, or a folder: ONNX external data, a model.pt2 package). None when none tells."""
+    if default_model_filename in MODEL_FILE_BACKENDS:
+        return _copy(MODEL_FILE_BACKENDS[default_model_filename])
+    found = _found_model_file(model_dir)
+    return _copy(MODEL_FILE_BACKENDS[found]) if found else None
+
+
+def _found_model_file(model_dir: Path) -> str:
+    for filename in MODEL_FILE_BACKENDS:
+        if any(p.exists() for p in _version_paths(model_dir, filename)):
+            return filename
+    return ""
+
+
+def _copy(config: ModelConfig) -> ModelConfig:
+    copy = ModelConfig()
+    copy.CopyFrom(config)
+    return copy
 
 
 def _version_paths(model_dir: Path, filename: str) -> list[Path]:

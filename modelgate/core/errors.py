@@ -99,6 +99,73 @@ class InternalError(ModelgateError):
     triton_code = "INTERNAL"
 
 
+class UnknownModelError(NotFoundError):
+    """No model, or no such version of it, is known: Triton's words (`Request for unknown model: 'X' is not
+    found`, `... 'X' version 3 is not found`), which clients, Triton's own examples among them, match on."""
+
+    def __init__(self, model_name: str, version: int | None = None, detail: str = ""):
+        target = f"'{model_name}'" if version is None else f"'{model_name}' version {version}"
+        super().__init__(f"Request for unknown model: {target} is not found" + (f"; {detail}" if detail else ""))
+        self.model_name = model_name
+
+
+class ModelNotReadyError(UnavailableError):
+    """The model is known but the version asked for does not serve now, in Triton's words (`Request for unknown
+    model: 'X' has no available versions`, `... 'X' version 3 is not at ready state`), then why."""
+
+    def __init__(self, model_name: str, version: int | None, reason: str):
+        state = "has no available versions" if version is None else f"version {version} is not at ready state"
+        super().__init__(f"Request for unknown model: '{model_name}' {state}: {reason}")
+        self.model_name = model_name
+
+
+class InvalidVersionError(InvalidArgumentError):
+    """A version in a request that is not a number >= 0, in Triton's words."""
+
+    def __init__(self, version_text: str):
+        if version_text.lstrip("-").isdigit():
+            opening = f"invalid model version specified '{version_text}'"
+        else:
+            opening = f"failed to get model version from specified version string '{version_text}'"
+        super().__init__(f"{opening}: version should be an integral value >= 0")
+
+
+class RepositoryPollError(InternalError):
+    """A load that found no usable model: the name is in no repository, its config (or a load request's override)
+    is invalid, or the files sent with the request cannot be written. Triton answers these INTERNAL with
+    `failed to load 'X', failed to poll from model repository`; `detail` says what was wrong."""
+
+    def __init__(self, model_name: str, detail: str):
+        super().__init__(f"failed to load '{model_name}', failed to poll from model repository: {detail}")
+        self.model_name = model_name
+        self.detail = detail
+
+
+class InvalidModelError(RepositoryPollError):
+    """A poll failure caused by an invalid config, load request override or file path. Worded as Triton's but
+    INVALID_ARGUMENT (400) where Triton answers INTERNAL: the client's bad input is not a server fault (Triton's
+    own example notes INVALID_ARGUMENT as the fitting code, TRI-958)."""
+
+    http_status = 400
+    grpc_code = "INVALID_ARGUMENT"
+    triton_code = "INVALID_ARG"
+
+
+class ModelLoadError(InvalidArgumentError):
+    """A version of a model whose config was read failed to load (its initialize raised, its file is broken).
+    Triton answers INVALID_ARG with `load failed for model 'X': version 1 is at UNAVAILABLE state: why`."""
+
+    def __init__(self, model_name: str, version: int, reason: str, note: str = ""):
+        message = f"load failed for model '{model_name}': version {version} is at UNAVAILABLE state: {reason}"
+        super().__init__(message + (f"; {note}" if note else ""))
+        self.model_name = model_name
+
+
+def load_failure_message(model_name: str, version: int, reason: str, note: str = "") -> str:
+    """The text of a ModelLoadError, for the errors that carry it with another class (a memory refusal)."""
+    return ModelLoadError(model_name, version, reason, note).message
+
+
 class ModelExecutionError(ModelgateError):
     """A model's own code failed for a request (it raised, or returned an error).
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from modelgate.backends.base import Backend, InstanceSpec, ModelInstance, backend_for_config
-from modelgate.core.errors import ModelgateError, NotFoundError, UnavailableError
+from modelgate.core.errors import InvalidVersionError, ModelgateError, UnavailableError, UnknownModelError
 from modelgate.server.frontend_workers.model_table import AttachedModel, ModelTable
 from modelgate.server.loaded_model import LoadedVersion, load_version
 from modelgate.server.statistics import StatisticsRegistry, VersionStatistics
@@ -68,12 +68,14 @@ class AttachedModels:
     def resolve(self, name: str, version: str = "") -> LoadedVersion:
         versions = self._serving.get(name)
         if not versions:
-            raise NotFoundError(f"unknown model: '{name}' is not found or not loaded")
+            raise UnknownModelError(name)
         if version == "":
             return versions[max(versions)]
-        loaded = versions.get(int(version)) if version.isdigit() else None
+        if not version.isdigit():
+            raise InvalidVersionError(version)
+        loaded = versions.get(int(version))
         if loaded is None:
-            raise NotFoundError(f"model '{name}' has no version {version} here")
+            raise UnknownModelError(name, int(version), "not served by this worker")
         return loaded
 
     def is_ready(self, name: str, version: str = "") -> bool:

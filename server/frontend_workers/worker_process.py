@@ -58,7 +58,7 @@ async def _serve(settings: ServerSettings, endpoints: PrimaryEndpoints, authkey:
     share_processes(ProcessSharing(endpoints.socket_dir, authkey))  # the key to attach with
     stats = StatisticsRegistry()
     models = AttachedModels(stats)
-    dataplane = Dataplane(models, stats, settings.model_control_mode)
+    dataplane = Dataplane(models, stats, settings.model_control_mode, server_name=settings.server_name)
     dataplane.is_ready = True
     http = await _start_http(settings, endpoints, models, dataplane) if endpoints.http_port is not None else None
     grpc_server = None

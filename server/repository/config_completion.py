@@ -8,7 +8,7 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
 
 from modelgate.backends.base import Backend, backend_for_config, load_failure_reason
 from modelgate.core.backend_names import GPU_BACKENDS
-from modelgate.core.config_files import read_model_folder_config
+from modelgate.core.config_files import backend_from_model_files, parse_config_parameter, read_model_folder_config
 from modelgate.core.errors import ConfigError
 from modelgate.core.path_parameters import check_file_name_fields, check_override_parameters
 from modelgate.core.version_policy import select_versions, version_numbers
@@ -18,21 +18,21 @@ from modelgate.server.repository.config_validation import validate_model_config
 from modelgate.server.scheduling.ensemble.graph import build_ensemble_graph, is_ensemble
 
 
-def read_model_config(model_dir: Path, name: str, override: ModelConfig | None) -> tuple[ModelConfig, str]:
-    """(config, source) from the override, the config file, or a lone python model.py / model.onnx.
+def read_model_config(model_dir: Path, name: str, override: ModelConfig | str | dict | None) -> tuple[ModelConfig, str]:
+    """(config, source) from the override (a ModelConfig, or a load request's `config` parameter as sent: JSON
+    text or its mapping), the config file, or the model file alone.
 
-    Without a config file, a version folder holding model.py makes a python model and one
-    holding model.onnx (a file, or a folder for external data) an ONNX Runtime model; the
-    backend's auto-complete then fills the rest.
+    A config that names neither `backend` nor `platform` (an override such as `{"max_batch_size": 16}`, a config
+    file without them, no config at all) gets the backend of the model file in its version folders, as Triton's
+    auto-complete does (`backend_from_model_files`); the backend's auto-complete then fills the rest.
 
     Checked here, before any backend (or a python model's auto_complete_config) reads a file:
     an override may set no parameter that names a file, model file names are plain names, and
     no field is set that modelgate does not implement (config_audit.py).
     """
     if override is not None:
-        config = ModelConfig()
-        config.CopyFrom(override)
         source = f"load request config for '{name}'"
+        config = _override_config(override, source)
         check_override_parameters(config, source)
     else:
         config, source = read_model_folder_config(model_dir)
@@ -40,7 +40,19 @@ def read_model_config(model_dir: Path, name: str, override: ModelConfig | None) 
         config.name = name
     audit_config(config, source)
     check_file_name_fields(config, source)
+    if not config.backend and not config.platform:
+        inferred = backend_from_model_files(model_dir, config.default_model_filename)
+        if inferred is not None:
+            config.MergeFrom(inferred)
     return config, source
+
+
+def _override_config(override: ModelConfig | str | dict, source: str) -> ModelConfig:
+    if isinstance(override, ModelConfig):
+        config = ModelConfig()
+        config.CopyFrom(override)
+        return config
+    return parse_config_parameter(override, "load request parameter 'config'")
 
 
 def complete_model_config(

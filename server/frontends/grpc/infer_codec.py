@@ -56,6 +56,8 @@ def decode_infer_request(message: service_pb2.ModelInferRequest) -> InferRequest
         parameters=parameters_to_dict(message.parameters),
     )
     raw_contents = message.raw_input_contents
+    if raw_contents:
+        _check_no_typed_contents(message)
     # Inputs in shared memory have no raw contents: the entries belong to the other inputs, in order.
     in_regions = [REGION in tensor.parameters for tensor in message.inputs]
     num_on_wire = len(in_regions) - sum(in_regions)
@@ -93,6 +95,16 @@ def encode_infer_response(response: InferResponse) -> service_pb2.ModelInferResp
     return message
 
 
+def _check_no_typed_contents(message: service_pb2.ModelInferRequest) -> None:
+    """With raw_input_contents no input may carry `contents` too; in Triton's words, which clients match."""
+    for tensor in message.inputs:
+        if tensor.HasField("contents"):
+            raise InvalidArgumentError(
+                f"contents field must not be specified when using raw_input_contents for '{tensor.name}' "
+                f"for model '{message.model_name}'; send each input's data in one of them"
+            )
+
+
 def _decode_input(tensor, raw: bytes | None, in_region: bool) -> InferTensor:
     where = f"input '{tensor.name}'"
     datatype = datatypes.from_wire_name(tensor.datatype, f"{where} datatype")
@@ -103,9 +115,7 @@ def _decode_input(tensor, raw: bytes | None, in_region: bool) -> InferTensor:
         if tensor.HasField("contents"):
             raise InvalidArgumentError(f"{where} is in shared memory and must not carry 'contents'")
         data = None  # read from its region by the dataplane
-    elif raw is not None:
-        if tensor.HasField("contents"):
-            raise InvalidArgumentError(f"{where}: has both 'contents' and raw_input_contents; send one of them")
+    elif raw is not None:  # no input has `contents` then (_check_no_typed_contents)
         data = array_from_raw(raw, datatype, shape, where)
     else:
         data = _from_contents(tensor.contents, datatype, shape, where)

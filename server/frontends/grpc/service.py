@@ -10,7 +10,6 @@ import grpc
 from google.protobuf import json_format
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from modelgate.core.config_files import parse_config_parameter
 from modelgate.core.errors import InvalidArgumentError
 from modelgate.server.dataplane import Dataplane
 from modelgate.server.frontends.grpc.infer_codec import decode_infer_request, encode_infer_response
@@ -89,9 +88,7 @@ class InferenceService(SharedMemoryRpcs, service_pb2_grpc.GRPCInferenceServiceSe
     @aborting_on_errors
     async def RepositoryModelLoad(self, request, context):
         parameters = parameters_to_dict(request.parameters)
-        config = None
-        if "config" in parameters:
-            config = parse_config_parameter(parameters.pop("config"), "load request parameter 'config'")
+        config = parameters.pop("config", None)  # read with the model: a bad one is that load's failure
         files = {k[len("file:") :]: _file_bytes(k, v) for k, v in parameters.items() if k.startswith("file:")}
         await self.dataplane.load_model(request.model_name, config, files)
         return service_pb2.RepositoryModelLoadResponse()

@@ -10,7 +10,6 @@ from typing import Any
 from aiohttp import web
 
 from modelgate.core.bounded_json import loads_bounded
-from modelgate.core.config_files import parse_config_mapping
 from modelgate.core.errors import InvalidArgumentError, ModelgateError, ResponseCountError, drop_traceback
 from modelgate.core.response_stream import StreamItem
 from modelgate.server.dataplane import Dataplane
@@ -173,9 +172,7 @@ class _Handlers:
 
     async def load(self, request: web.Request) -> web.Response:
         parameters = _parameters(await _json_body(request))
-        config = None
-        if "config" in parameters:
-            config = _config_parameter(parameters["config"])
+        config = parameters.get("config")  # read with the model: a bad one is that load's failure
         files = _file_parameters(parameters)
         await self.dataplane.load_model(request.match_info["name"], config, files)
         return web.Response(status=200)
@@ -236,13 +233,6 @@ def _parameters(body: dict) -> dict:
     if not isinstance(parameters, dict):
         raise InvalidArgumentError("'parameters' must be a JSON object")
     return parameters
-
-
-def _config_parameter(value: Any):
-    source = "load request parameter 'config'"
-    if isinstance(value, str):
-        value = loads_bounded(value, source)
-    return parse_config_mapping(value, source)
 
 
 def _file_parameters(parameters: dict) -> dict[str, bytes]:

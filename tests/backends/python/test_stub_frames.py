@@ -1,5 +1,7 @@
 """Frames between the server and a stub: whole frames out of whatever the socket delivered, never a wait."""
 
+import fcntl
+import os
 import socket
 import struct
 import threading
@@ -96,3 +98,17 @@ def test_waiting_reader_returns_frames_that_came_together_one_at_a_time(pair):
     writer.join()
     with pytest.raises(EOFError):
         reader.next_frame()
+
+
+def test_a_large_frame_goes_whole_through_a_non_blocking_socket(pair):
+    # uvloop's add_reader leaves the server's end of a stub socket non-blocking: a frame larger than the socket
+    # buffer must still go out whole while the peer reads it in its own time.
+    left, right = pair
+    fcntl.fcntl(left.fileno(), fcntl.F_SETFL, fcntl.fcntl(left.fileno(), fcntl.F_GETFL) | os.O_NONBLOCK)
+    frame = bytes(range(256)) * (8 << 10)  # 2 MiB, far beyond a socketpair's buffer
+    received = []
+    reader = threading.Thread(target=lambda: received.append(bytes(recv_frame(right))))
+    reader.start()
+    send_frame(left, frame)
+    reader.join(timeout=30)
+    assert received == [frame]

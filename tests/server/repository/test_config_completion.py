@@ -133,6 +133,8 @@ def test_the_load_request_config_replaces_the_file(tmp_path):
 
 def test_missing_backend_names_the_field_and_the_available_backends(tmp_path):
     model_dir = write_model(tmp_path, "m", xy_config("m").replace('backend: "python"', ""), SCALE_MODEL)
+    # No model.py (nor any model file that tells a backend): nothing to infer the backend from.
+    (model_dir / "1" / "model.py").rename(model_dir / "1" / "scale.py")
     with pytest.raises(ConfigError) as raised:
         _complete(model_dir, "m")
     assert raised.value.field == "backend"

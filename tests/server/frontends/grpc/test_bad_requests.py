@@ -88,7 +88,7 @@ def test_batch_larger_than_max_batch_size(grpc_client, assert_serving):
 def test_invalid_version_string(grpc_client, assert_serving):
     expect_status(
         "INVALID_ARGUMENT",
-        "model version must be an integer, got 'one'",
+        "failed to get model version from specified version string 'one'",
         grpc_client.infer,
         "add_sub",
         add_sub_inputs(A, B),
@@ -169,7 +169,13 @@ def test_malformed_bytes_raw_contents(stub, assert_serving):
 @pytest.mark.parametrize("method", ["get_model_metadata", "get_model_config", "get_inference_statistics"])
 def test_unknown_model_and_version_are_not_found(grpc_client, assert_serving, method):
     expect_status("NOT_FOUND", "unknown model: 'no_such_model'", getattr(grpc_client, method), "no_such_model")
-    expect_status("NOT_FOUND", "model 'add_sub' has no version 3", getattr(grpc_client, method), "add_sub", "3")
+    expect_status(
+        "NOT_FOUND",
+        "Request for unknown model: 'add_sub' version 3 is not found",
+        getattr(grpc_client, method),
+        "add_sub",
+        "3",
+    )
     assert_serving()
 
 
@@ -178,7 +184,7 @@ def test_infer_on_unknown_model_and_version(grpc_client, assert_serving):
         "NOT_FOUND", "unknown model: 'no_such_model'", grpc_client.infer, "no_such_model", add_sub_inputs(A, B)
     )
     expect_status(
-        "NOT_FOUND", "has no version 2", grpc_client.infer, "add_sub", add_sub_inputs(A, B), model_version="2"
+        "NOT_FOUND", "version 2 is not found", grpc_client.infer, "add_sub", add_sub_inputs(A, B), model_version="2"
     )
     assert_serving()
 
@@ -236,7 +242,7 @@ def test_raw_and_typed_contents_for_one_input(stub, assert_serving):
     request.inputs[0].contents.fp32_contents.extend(B.tolist())
     expect_rpc_error(
         grpc.StatusCode.INVALID_ARGUMENT,
-        "input 'INPUT0': has both 'contents' and raw_input_contents",
+        "contents field must not be specified when using raw_input_contents for 'INPUT0' for model 'add_sub'",
         stub.ModelInfer,
         request,
     )

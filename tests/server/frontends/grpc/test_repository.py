@@ -149,7 +149,11 @@ async def test_load_a_model_from_files(client):
 
 
 async def test_load_failures(client):
-    await expect_status("NOT_FOUND", "no_such_model", client.load_model("no_such_model"))
+    await expect_status(
+        "INTERNAL",
+        "failed to load 'no_such_model', failed to poll from model repository",
+        client.load_model("no_such_model"),
+    )
     await expect_status(
         "INVALID_ARGUMENT",
         "need the 'config' parameter too",
@@ -162,7 +166,7 @@ async def test_load_failures(client):
         client.load_model("escape", config=json.dumps(DOUBLER_CONFIG), files={"file:../x.py": b""}),
     )
     await expect_status(
-        "UNAVAILABLE",
+        "INVALID_ARGUMENT",  # Triton's code for a version that fails to load
         "refuses to initialize",
         client.load_model("failing", config=json.dumps(DOUBLER_CONFIG), files={"file:1/model.py": FAILING_MODEL}),
     )

@@ -23,7 +23,7 @@ def _client_error(client, model: str, inputs: list, **kwargs) -> InferenceServer
 def test_unknown_model_is_404(client, example_server, assert_serving):
     error = _client_error(client, "no_such_model", [fp32_input("INPUT0", FP32_4)])
     assert error.status() == "404"
-    assert "unknown model: 'no_such_model' is not found or not loaded" in error.message()
+    assert "Request for unknown model: 'no_such_model' is not found" in error.message()
     raw = post_json(example_server.http_url, "/v2/models/no_such_model/infer", good_add_sub_json())
     assert raw.status == 404 and "unknown model" in raw.error
     assert_serving()
@@ -33,9 +33,9 @@ def test_unknown_version_is_404(client, example_server, assert_serving):
     inputs = [fp32_input("INPUT0", FP32_4), fp32_input("INPUT1", FP32_4)]
     error = _client_error(client, "add_sub", inputs, model_version="7")
     assert error.status() == "404"
-    assert "model 'add_sub' has no version 7; ready versions: [1]" in error.message()
+    assert "Request for unknown model: 'add_sub' version 7 is not found; ready versions: [1]" in error.message()
     raw = post_json(example_server.http_url, "/v2/models/add_sub/versions/x1/infer", good_add_sub_json())
-    assert raw.status == 400 and "model version must be an integer, got 'x1'" in raw.error
+    assert raw.status == 400 and "failed to get model version from specified version string 'x1'" in raw.error
     assert_serving()
 
 
@@ -124,7 +124,7 @@ def test_model_that_failed_to_load_is_503_with_its_reason(probe_server, probe_cl
     body = {"inputs": [{"name": "X", "datatype": "INT32", "shape": [1], "data": [1]}]}
     response = post_json(probe_server.http_url, "/v2/models/broken/infer", body)
     assert response.status == 503
-    assert "model 'broken' has no ready version" in response.error
+    assert "Request for unknown model: 'broken' has no available versions" in response.error
     assert "RuntimeError: broken on purpose" in response.error
     metadata = send(probe_server.http_url, "GET", "/v2/models/broken")
     assert metadata.status == 503 and "broken on purpose" in metadata.error

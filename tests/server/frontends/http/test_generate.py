@@ -162,7 +162,7 @@ def test_other_keys_become_parameters_and_response_parameters_become_keys(url):
 def test_generate_on_a_versioned_route(url):
     body = {"INPUT0": [1, 1, 1, 1], "INPUT1": [1, 1, 1, 1]}
     assert generate(url, "add_sub/versions/1", body).json()["OUTPUT0"] == [2.0] * 4
-    assert "has no version 2" in error_of(generate(url, "add_sub/versions/2", body), 404)
+    assert "version 2 is not found" in error_of(generate(url, "add_sub/versions/2", body), 404)
 
 
 def test_generate_on_a_decoupled_model_with_exactly_one_response(url):

@@ -72,10 +72,10 @@ def test_model_metadata_lists_every_ready_version(probe_client):
     "path, status, fragment",
     [
         ("/v2/models/no_such_model", 404, "unknown model: 'no_such_model'"),
-        ("/v2/models/add_sub/versions/3", 404, "model 'add_sub' has no version 3"),
-        ("/v2/models/add_sub/versions/abc", 400, "model version must be an integer, got 'abc'"),
+        ("/v2/models/add_sub/versions/3", 404, "Request for unknown model: 'add_sub' version 3 is not found"),
+        ("/v2/models/add_sub/versions/abc", 400, "failed to get model version from specified version string 'abc'"),
         ("/v2/models/no_such_model/config", 404, "unknown model"),
-        ("/v2/models/add_sub/versions/3/config", 404, "has no version 3"),
+        ("/v2/models/add_sub/versions/3/config", 404, "version 3 is not found"),
     ],
 )
 def test_metadata_and_config_of_missing_targets(example_server, client, path, status, fragment):

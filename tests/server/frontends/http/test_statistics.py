@@ -126,7 +126,7 @@ def test_failed_requests_count_as_fail_not_success(probe_client):
     "path, status, fragment",
     [
         ("/v2/models/no_such_model/stats", 404, "unknown model: 'no_such_model'"),
-        ("/v2/models/add_sub/versions/5/stats", 404, "model 'add_sub' has no version 5"),
+        ("/v2/models/add_sub/versions/5/stats", 404, "Request for unknown model: 'add_sub' version 5 is not found"),
     ],
 )
 def test_stats_of_missing_targets(client, example_server, path, status, fragment):
