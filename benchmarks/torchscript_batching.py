@@ -5,7 +5,10 @@ Starts `modelgate serve` (a subprocess) over a temporary repository with:
   - resnet50_direct: the same model.pt, no dynamic batching (one request per forward);
   - trivial: a TorchScript identity on one small tensor.
 Drives each with `modelgate bench tensor` over gRPC (batch 1 per request, FP32 3x224x224 images), then runs
-the trivial model's backend instance in-process (no server) to price the server's overhead.
+the trivial model's backend instance in-process (no server) to price the server's overhead. The batched model
+runs a second time with its images in system shared memory (`bench tensor --shared-memory system`: requests
+name a registered region instead of carrying 602 KB each), and once more in-process at batch 32 without the
+server: what the GPU can do with this model, the ceiling of the served figures.
 
     python benchmarks/torchscript_batching.py                 # on the GPU: KIND_GPU instances
     python benchmarks/torchscript_batching.py --cpu --duration 5   # smoke run on a CPU
@@ -131,6 +134,8 @@ def start_server(repository: Path) -> tuple[subprocess.Popen, int]:
         str(grpc_port),
         "--metrics-port",
         str(free_port()),
+        "--allow-shared-memory",
+        "true",
     ]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).resolve().parent.parent
@@ -143,7 +148,7 @@ def start_server(repository: Path) -> tuple[subprocess.Popen, int]:
     raise RuntimeError("modelgate did not start")
 
 
-def bench(grpc_port: int, model: str, concurrency: int, duration: float):
+def bench(grpc_port: int, model: str, concurrency: int, duration: float, shared_memory: str = "none"):
     settings = TensorBenchSettings(
         url=f"127.0.0.1:{grpc_port}",
         protocol="grpc",
@@ -151,31 +156,56 @@ def bench(grpc_port: int, model: str, concurrency: int, duration: float):
         concurrency=[concurrency],
         duration_s=duration,
         warmup_requests=20,
+        shared_memory=shared_memory,
     )
     return run_tensor_bench(settings).levels[0]
 
 
-def in_process_latency_us(repository: Path, kind: str, iterations: int) -> float:
-    """The trivial model's backend instance called directly: what a request costs without the server."""
+def load_instance(repository: Path, name: str):
+    """The model's backend instance, loaded as the server would, in this process."""
     from modelgate.backends.pytorch.backend import PyTorchBackend
-    from modelgate.core.inference_types import InferRequest, InferTensor
     from modelgate.server.loaded_model import instance_specs
     from modelgate.server.repository.config_completion import complete_model_config, read_model_config
 
-    model_dir = repository / "trivial"
-    config, source = read_model_config(model_dir, "trivial", None)
-    config, _, _ = complete_model_config(config, source, model_dir, "trivial")
-    instance = PyTorchBackend().load_instance(instance_specs(config, model_dir, 1)[0])
-    data = np.ones(4, np.float32)
-    request = InferRequest("trivial", inputs={"INPUT__0": InferTensor("INPUT__0", "FP32", (4,), data)})
-    for _ in range(50):
+    model_dir = repository / name
+    config, source = read_model_config(model_dir, name, None)
+    config, _, _ = complete_model_config(config, source, model_dir, name)
+    return PyTorchBackend().load_instance(instance_specs(config, model_dir, 1)[0])
+
+
+def seconds_per_execute(instance, request, iterations: int) -> float:
+    for _ in range(min(50, iterations)):
         instance.execute([request])
     started = time.perf_counter()
     for _ in range(iterations):
         instance.execute([request])
-    elapsed = time.perf_counter() - started
+    return (time.perf_counter() - started) / iterations
+
+
+def in_process_latency_us(repository: Path, iterations: int) -> float:
+    """The trivial model's backend instance called directly: what a request costs without the server."""
+    from modelgate.core.inference_types import InferRequest, InferTensor
+
+    instance = load_instance(repository, "trivial")
+    data = np.ones(4, np.float32)
+    request = InferRequest("trivial", inputs={"INPUT__0": InferTensor("INPUT__0", "FP32", (4,), data)})
+    elapsed = seconds_per_execute(instance, request, iterations)
     instance.unload()
-    return elapsed / iterations * 1e6
+    return elapsed * 1e6
+
+
+def model_alone_images_per_s(repository: Path, batch: int, iterations: int) -> float:
+    """ResNet-50 executed by its backend instance in-process on batches of `batch` host images: no server."""
+    from modelgate.core.inference_types import InferRequest, InferTensor
+
+    instance = load_instance(repository, "resnet50_batched")
+    images = np.random.default_rng(0).random((batch, 3, 224, 224), dtype=np.float32)
+    request = InferRequest(
+        "resnet50_batched", inputs={"INPUT__0": InferTensor("INPUT__0", "FP32", images.shape, images)}
+    )
+    elapsed = seconds_per_execute(instance, request, iterations)
+    instance.unload()
+    return batch / elapsed
 
 
 def main() -> None:
@@ -191,25 +221,30 @@ def main() -> None:
         process, grpc_port = start_server(repository)
         try:
             batched = bench(grpc_port, "resnet50_batched", args.concurrency, args.duration)
+            shared = bench(grpc_port, "resnet50_batched", args.concurrency, args.duration, "system")
             direct = bench(grpc_port, "resnet50_direct", args.concurrency, args.duration)
             trivial = bench(grpc_port, "trivial", 1, args.duration)
         finally:
             process.terminate()
             process.wait(30)
-        in_process = in_process_latency_us(repository, kind, 2000)
+        in_process = in_process_latency_us(repository, 2000)
+        alone = model_alone_images_per_s(repository, 32, 10 if kind == "KIND_CPU" else 200)
     device = torch.cuda.get_device_name() if kind == "KIND_GPU" else "CPU"
     print(f"\nResNet-50-sized TorchScript (random weights), {kind} on {device}, gRPC, batch 1 per request")
-    print(f"{'case':<34}{'infer/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    print(f"{'case':<52}{'infer/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'vs alone':>10}")
     for label, level in (
         (f"dynamic batching, concurrency {args.concurrency}", batched),
+        (f"dynamic batching, shared memory, concurrency {args.concurrency}", shared),
         (f"no batching, concurrency {args.concurrency}", direct),
         ("trivial model, concurrency 1", trivial),
     ):
         latency = level.latency_s or {}
         print(
-            f"{label:<34}{level.throughput_per_s:>10.1f}{latency.get('p50', 0) * 1e3:>9.2f}"
+            f"{label:<52}{level.throughput_per_s:>10.1f}{latency.get('p50', 0) * 1e3:>9.2f}"
             f"{latency.get('p99', 0) * 1e3:>9.2f}{level.num_errors:>8}"
+            + (f"{level.throughput_per_s / alone:>10.2f}" if level is not trivial else "")
         )
+    print(f"{'the model alone, in-process, batch 32 (images/s)':<52}{alone:>10.1f}")
     print(
         f"\nthroughput ratio, dynamic batching / no batching: {batched.throughput_per_s / direct.throughput_per_s:.2f}"
     )

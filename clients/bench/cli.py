@@ -249,6 +249,13 @@ def _add_tensor(tensor: argparse.ArgumentParser) -> None:
         "--shape", action="append", default=[], help="NAME:D1,D2 for one input (no batch dim); repeatable"
     )
     tensor.add_argument("--seed", type=int, default=0, help="seed of the random input values")
+    tensor.add_argument(
+        "--shared-memory",
+        choices=["none", "system"],
+        default="none",
+        help="system: inputs in system shared-memory regions registered once (the server needs "
+        "--allow-shared-memory true), as perf_analyzer's --shared-memory system",
+    )
     tensor.add_argument("--output-file", type=Path, help="write the sweep as JSON; without it, only the table")
     tensor.set_defaults(run=run_tensor)
 
@@ -271,6 +278,7 @@ def run_tensor(args: argparse.Namespace) -> int:
             warmup_requests=args.warmup_requests,
             batch_size=args.batch_size,
             shape_size=args.shape_size,
+            shared_memory=args.shared_memory,
             shapes=_shapes(args.shape),
             seed=args.seed,
             output_file=args.output_file,

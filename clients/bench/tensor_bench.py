@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from modelgate.clients.bench.load_generator import RequestBudget
 from modelgate.clients.bench.statistics import distribution
 from modelgate.clients.bench.tensor_inputs import InputSpec, TensorInputError, input_specs, random_array
+from modelgate.clients.bench.tensor_shared_memory import RegionInput, SharedInputPool
 
 _INPUT_POOL = 8
 
@@ -40,6 +41,8 @@ class TensorBenchSettings(BaseModel):
     shape_size: int = Field(16, ge=1)
     shapes: dict[str, list[int]] = Field(default_factory=dict)
     seed: int = 0
+    # "system": inputs in shared-memory regions registered once (tensor_shared_memory.py), not in each request.
+    shared_memory: str = Field("none", pattern="^(none|system)$")
     request_timeout_s: float = Field(60.0, gt=0.0)
     output_file: Path | None = None
 
@@ -81,6 +84,9 @@ async def bench_tensor(settings: TensorBenchSettings) -> TensorBenchResult:
         specs = await client.input_specs()
         rng = np.random.default_rng(settings.seed)
         pool = [[(spec, random_array(spec, rng)) for spec in specs] for _ in range(_INPUT_POOL)]
+        if settings.shared_memory == "system":
+            await client.shared_inputs.create(client.client, pool)
+            pool = client.shared_inputs.entries
         await _level(client, pool, max(1, min(settings.concurrency)), settings.warmup_requests, None)
         levels = [
             await _level(client, pool, level, settings.num_requests, settings.duration_s)
@@ -148,6 +154,7 @@ class _Client:
 
             self.client = module.InferenceServerClient(settings.url.split("://", 1)[-1])
         self.module = module
+        self.shared_inputs = SharedInputPool()
 
     async def input_specs(self) -> list[InputSpec]:
         name, version = self.settings.model, self.settings.model_version
@@ -164,11 +171,16 @@ class _Client:
         s = self.settings
         return input_specs(metadata, int(config.get("max_batch_size", 0)), s.batch_size, s.shape_size, s.shapes)
 
-    async def infer(self, arrays: list[tuple[InputSpec, np.ndarray]]) -> None:
+    async def infer(self, arrays: list[tuple[InputSpec, np.ndarray]] | list[RegionInput]) -> None:
         inputs = []
-        for spec, array in arrays:
-            tensor = self.module.InferInput(spec.name, list(spec.shape), spec.datatype)
-            tensor.set_data_from_numpy(array)
+        for item in arrays:
+            if isinstance(item, RegionInput):
+                tensor = self.module.InferInput(item.spec.name, list(item.spec.shape), item.spec.datatype)
+                tensor.set_shared_memory(item.region, item.byte_size, offset=item.offset)
+            else:
+                spec, array = item
+                tensor = self.module.InferInput(spec.name, list(spec.shape), spec.datatype)
+                tensor.set_data_from_numpy(array)
             inputs.append(tensor)
         if self.settings.protocol == "http":
             await self.client.infer(self.settings.model, inputs, model_version=self.settings.model_version)
@@ -181,13 +193,15 @@ class _Client:
             )
 
     async def close(self) -> None:
+        await self.shared_inputs.close(self.client)
         await self.client.close()
 
 
 def _table(settings: TensorBenchSettings, specs: list[InputSpec], levels: list[LevelResult]) -> str:
     shapes = ", ".join(f"{s.name} {s.datatype}{list(s.shape)}" for s in specs)
     lines = [
-        f"modelgate bench tensor: {settings.model} over {settings.protocol} at {settings.url}; inputs {shapes}",
+        f"modelgate bench tensor: {settings.model} over {settings.protocol} at {settings.url}; inputs {shapes}"
+        + (" in system shared memory" if settings.shared_memory == "system" else ""),
         f"{'concurrency':>11}{'requests':>10}{'errors':>8}{'infer/s':>10}{'mean ms':>10}{'p50 ms':>10}"
         f"{'p90 ms':>10}{'p99 ms':>10}",
     ]

@@ -110,3 +110,36 @@ def test_command_line_rejects_a_decoupled_model_and_unknown_inputs(tensor_server
     assert "unknown inputs ['NOPE']" in capsys.readouterr().err
     assert main(["bench", "tensor", "--url", tensor_server.grpc_url, "--protocol", "grpc", "-m", "repeat_int32"]) == 2
     assert "is decoupled" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def shared_memory_server(tmp_path_factory):
+    repository = tmp_path_factory.mktemp("shm_repository")
+    copy_example_model(repository, "add_sub")
+    running = start_server([repository], allow_shared_memory=True)
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_inputs_in_system_shared_memory(shared_memory_server, protocol):
+    """Every request names a region; the regions are gone from the server (and the host) afterwards."""
+    url = shared_memory_server.http_url if protocol == "http" else shared_memory_server.grpc_url
+    before, _ = inference_count(shared_memory_server, "add_sub")
+    settings = TensorBenchSettings(
+        url=url, protocol=protocol, model="add_sub", concurrency=[2], num_requests=10, shared_memory="system"
+    )
+    result = run_tensor_bench(settings)
+    check_levels(result, [2], 10)
+    assert "in system shared memory" in result.table
+    after, _ = inference_count(shared_memory_server, "add_sub")
+    assert after - before == 5 + 10
+    client = httpclient.InferenceServerClient(shared_memory_server.http_url)
+    assert client.get_system_shared_memory_status() == []
+    client.close()
+
+
+def test_shared_memory_on_a_server_that_refuses_it(tensor_server, capsys):
+    code = main(["bench", "tensor", "--url", tensor_server.http_url, "-m", "add_sub", "--shared-memory", "system"])
+    assert code == 2
+    assert "--allow-shared-memory" in capsys.readouterr().err
