@@ -59,13 +59,11 @@ REFUSED = [
         "sequence_batching.state[0].initial_state[0].dims",
     ),
     ("sequence_batching { oldest { preferred_batch_size: [ 8 ] } }", "sequence_batching.oldest.preferred_batch_size"),
-    ("sequence_batching { oldest { preserve_ordering: true } }", "sequence_batching.oldest.preserve_ordering"),
     (
         "sequence_batching { direct { minimum_slot_utilization: 1.5 } }",
         "sequence_batching.direct.minimum_slot_utilization",
     ),
     ("sequence_batching { } model_transaction_policy { decoupled: true }", "model_transaction_policy.decoupled"),
-    ("sequence_batching { iterative_sequence: true }", "sequence_batching.iterative_sequence"),
 ]
 
 

@@ -177,28 +177,39 @@ def test_a_truncated_object_fails_the_request_not_the_server(client, protocol, r
     assert client.is_server_live()
 
 
-def test_unregister_while_requests_use_the_region(client, protocol, regions):
+def test_unregister_while_requests_use_the_region(client, shm_server, protocol, regions):
     """Requests in flight when their region goes either finish or fail with a clear error; the server serves on."""
     module = PROTOCOLS[protocol]
+    url = shm_server.http_url if protocol == "http" else shm_server.grpc_url
     key, handle = regions(32)
     shm.set_shared_memory_region(handle, [A, B])
     client.register_system_shared_memory("busy", key, 32)
 
-    def infer_once():
-        inputs = [module.InferInput("INPUT0", [4], "FP32"), module.InferInput("INPUT1", [4], "FP32")]
-        inputs[0].set_shared_memory("busy", 16)
-        inputs[1].set_shared_memory("busy", 16, offset=16)
+    def infer(requests: int) -> list:
+        """On a client of its own: tritonclient's HTTP client must not be shared between threads."""
+        own = module.InferenceServerClient(url)
         try:
-            return client.infer("add_sub", inputs).as_numpy("OUTPUT0")
-        except InferenceServerException as exc:
-            assert "unable to find shared memory region: 'busy'" in exc.message()
-            return None
+            return [_infer_from_busy(own, module) for _ in range(requests)]
+        finally:
+            own.close()
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(infer_once) for _ in range(40)]
+        futures = [pool.submit(infer, 10) for _ in range(4)]
         client.unregister_system_shared_memory("busy")
-        answers = [f.result() for f in futures]
+        answers = [answer for future in futures for answer in future.result()]
     for answer in answers:
         if answer is not None:
             np.testing.assert_array_equal(answer, A + B)
-    assert infer_once() is None  # gone for good
+    assert _infer_from_busy(client, module) is None  # gone for good
+
+
+def _infer_from_busy(client, module):
+    """add_sub's OUTPUT0 with both inputs in region 'busy', or None when the region is not registered."""
+    inputs = [module.InferInput("INPUT0", [4], "FP32"), module.InferInput("INPUT1", [4], "FP32")]
+    inputs[0].set_shared_memory("busy", 16)
+    inputs[1].set_shared_memory("busy", 16, offset=16)
+    try:
+        return client.infer("add_sub", inputs).as_numpy("OUTPUT0")
+    except InferenceServerException as exc:
+        assert "unable to find shared memory region: 'busy'" in exc.message()
+        return None
