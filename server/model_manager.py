@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 
 from tritonclient.grpc.model_config_pb2 import ModelConfig
@@ -23,17 +19,14 @@ from modelgate.backends.base import load_failure_reason
 from modelgate.core.errors import (
     ConfigError,
     InvalidArgumentError,
-    InvalidModelError,
-    InvalidVersionError,
     ModelgateError,
-    ModelLoadError,
     ModelNotReadyError,
-    RepositoryPollError,
     UnknownModelError,
-    load_failure_message,
 )
+from modelgate.server.load_failures import load_error, parse_version, polling
 from modelgate.server.loaded_model import LoadedVersion, load_version
 from modelgate.server.memory.ledger import InsufficientMemoryError, MemoryLedger
+from modelgate.server.model_entry import ModelEntry, ModelState, VersionStatus
 from modelgate.server.repository.config_completion import complete_model_config, read_model_config
 from modelgate.server.repository.layout import RepositoryLayout, check_model_name, fingerprint
 from modelgate.server.repository.override_files import remove_override_model_dir, write_override_model_dir
@@ -51,32 +44,6 @@ ConfigOverride = ModelConfig | str | dict | None
 EVICTED = "evicted to make room for another model"
 # Keys of index rows beyond Triton's ModelIndex message (the gRPC frontend leaves them out).
 INDEX_EXTENSION_FIELDS = ("memory_usage",)
-
-
-class ModelState(str, Enum):
-    READY = "READY"
-    UNAVAILABLE = "UNAVAILABLE"
-    LOADING = "LOADING"
-    UNLOADING = "UNLOADING"
-
-
-@dataclass
-class VersionStatus:
-    state: ModelState
-    reason: str = ""
-
-
-@dataclass
-class ModelEntry:
-    name: str
-    statuses: dict[int, VersionStatus] = field(default_factory=dict)
-    serving: dict[int, LoadedVersion] = field(default_factory=dict)
-    model_reason: str = ""  # a model-level failure (bad config) when no version status applies
-    fingerprint: str = ""
-    override_dir: Path | None = None  # files from a load request, deleted on unload
-    stopped_instances: dict[int, dict[str, str]] = field(default_factory=dict)  # version -> instance -> why
-    wanted: bool = True  # asked to serve (loaded last, not unloaded since): counts for the server's readiness
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class ModelManager:
@@ -110,7 +77,7 @@ class ModelManager:
         if files and config_override is None:
             raise InvalidArgumentError("load parameters 'file:*' need the 'config' parameter too")
         if not files and name not in self._entries:
-            with _polling(name):
+            with polling(name):
                 self.layout.locate(name)  # not found / duplicated: refused, recording nothing
         entry = self._entries.setdefault(name, ModelEntry(name))
         entry.wanted = True
@@ -178,7 +145,7 @@ class ModelManager:
             if not entry.serving:
                 raise ModelNotReadyError(name, None, self._reason(entry))
             return self._serving(entry, max(entry.serving))
-        number = _parse_version(version)
+        number = parse_version(version)
         if number in entry.serving:
             return self._serving(entry, number)
         status = entry.statuses.get(number)
@@ -274,7 +241,7 @@ class ModelManager:
     async def _load_locked(self, entry: ModelEntry, override: ModelConfig | None, files: dict[str, bytes]) -> None:
         override_dir = None
         try:
-            with _polling(entry.name):
+            with polling(entry.name):
                 override_dir = write_override_model_dir(entry.name, files) if files else None
                 model_dir = override_dir or self.layout.locate(entry.name).path
                 stamp = fingerprint(model_dir)
@@ -298,12 +265,12 @@ class ModelManager:
             await self._discard(loaded)
             self._restore_statuses(entry, failures)
             remove_override_model_dir(override_dir)
-            raise _load_error(entry.name, failures[0], refusal, "previous versions keep serving")
+            raise load_error(entry.name, failures[0], refusal, "previous versions keep serving")
         await self._swap_in(entry, loaded, override_dir, stamp)
         for version, reason in failures:
             entry.statuses[version] = VersionStatus(ModelState.UNAVAILABLE, reason)
         if failures:
-            raise _load_error(entry.name, failures[0], refusal)
+            raise load_error(entry.name, failures[0], refusal)
 
     async def _load_versions(self, entry, config, backend, model_dir, versions):
         """(loaded versions, (version, reason) of each failure, the memory refusal among them if any)."""
@@ -424,34 +391,3 @@ class ModelManager:
 def _composing_names(entry: ModelEntry) -> set[str]:
     """The models that the serving versions of `entry` use as ensemble steps (none unless an ensemble)."""
     return {n for v in entry.serving.values() if is_ensemble(v.config) for n in composing_model_names(v.config)}
-
-
-def _parse_version(version: str) -> int:
-    try:
-        number = int(version)
-    except ValueError:
-        raise InvalidVersionError(version) from None
-    if number < 0:
-        raise InvalidVersionError(version)
-    return number
-
-
-@contextmanager
-def _polling(name: str) -> Iterator[None]:
-    """Failures while finding and reading a model (Triton's repository poll) as RepositoryPollError."""
-    try:
-        yield
-    except RepositoryPollError:
-        raise
-    except InvalidArgumentError as exc:
-        raise InvalidModelError(name, exc.message) from None
-    except ModelgateError as exc:
-        raise RepositoryPollError(name, exc.message) from None
-
-
-def _load_error(name: str, failure: tuple[int, str], refusal: InsufficientMemoryError | None, note: str = ""):
-    """The error for a load whose version `failure` = (version, reason) failed; a memory refusal keeps its class
-    (UNAVAILABLE: it may fit later), every other failure is Triton's ModelLoadError."""
-    if refusal is None:
-        return ModelLoadError(name, failure[0], failure[1], note)
-    return InsufficientMemoryError(load_failure_message(name, failure[0], failure[1], note), refusal.device)
