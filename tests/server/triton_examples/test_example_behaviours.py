@@ -9,7 +9,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from modelgate.core.version import MODELGATE_VERSION
-from modelgate.server.dataplane import EXTENSIONS
+from modelgate.server.dataplane import EXTENSIONS, SHARED_MEMORY_EXTENSIONS
 
 IN0 = np.arange(16, dtype=np.int32).reshape(1, 16)
 IN1 = np.full((1, 16), -3, dtype=np.int32)
@@ -43,7 +43,9 @@ def test_server_metadata_carries_the_configured_name_and_our_version(client):
     metadata = client.get_server_metadata()
     if client.protocol == "grpc":
         metadata = {"name": metadata.name, "version": metadata.version, "extensions": list(metadata.extensions)}
-    assert metadata == {"name": "triton", "version": MODELGATE_VERSION, "extensions": EXTENSIONS}
+    # The server allows client shared memory (the shm examples need it), so it lists those extensions too.
+    extensions = EXTENSIONS + SHARED_MEMORY_EXTENSIONS
+    assert metadata == {"name": "triton", "version": MODELGATE_VERSION, "extensions": extensions}
 
 
 def test_simple_sums_and_subtracts(client):

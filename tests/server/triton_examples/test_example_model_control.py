@@ -78,6 +78,16 @@ def test_a_file_name_too_long_for_the_filesystem_is_internal_and_the_server_live
     assert client.is_model_ready("simple")
 
 
+def test_the_index_lists_every_model_of_the_repositories_loaded_or_not(control):
+    """Triton's gRPC model-control example counts 8 models (model_repository/ and configless_repository/ hold
+    that many between them; only `simple` is loaded here)."""
+    client, protocol = control
+    rows = {row["name"] if protocol == "http" else row.name: row for row in _index(client, protocol)}
+    assert len(rows) == 8 and {"simple_sequence", "simple_dyna_sequence", "negate_no_config"} <= set(rows)
+    state = rows["simple_sequence"].get("state", "") if protocol == "http" else rows["simple_sequence"].state
+    assert state == ""  # known to the index though never loaded: no state, as Triton
+
+
 def _index(client, protocol: str):
     index = client.get_model_repository_index()
     return index if protocol == "http" else index.models
