@@ -158,6 +158,23 @@ def add_serve_command(commands) -> None:
         help="the response cache, as Triton's flag: local,size=<bytes> (repeatable); models enable it with "
         "response_cache { enable: true } (default: no cache)",
     )
+    serve.add_argument(
+        "--rate-limit",
+        type=str.lower,
+        choices=["off", "execution_count"],
+        default="off",
+        help="execution_count: an instance starts an execution only when the resources its instance_group's "
+        "rate_limiter lists are free, across all models, the waiting instances chosen by priority and the number of "
+        "times each ran; off (default): run as soon as an instance is free, rate_limiter configs accepted and ignored",
+    )
+    serve.add_argument(
+        "--rate-limit-resource",
+        action="append",
+        default=[],
+        metavar="NAME:COUNT[:DEVICE]",
+        help="copies of a rate-limiter resource (repeatable; names case-insensitive); without DEVICE on every device, "
+        "and for resources the configs mark global (DEVICE ignored); default: the largest count any instance lists",
+    )
     serve.add_argument("--log-verbose", type=int, default=0, help="verbosity of modelgate's own logs (0: info)")
     _add_restriction_flags(serve)
     for protocol in ("grpc", "http"):
@@ -255,6 +272,8 @@ def _serve(args: argparse.Namespace) -> int:
             model_load_on_demand=args.model_load_on_demand,
             pin_model=args.pin_model,
             cache_config=args.cache_config,
+            rate_limit=args.rate_limit,
+            rate_limit_resource=args.rate_limit_resource,
             **{key: getattr(args, key) for key in _RESTRICTION_AND_TLS_FIELDS},
         )
     except ValidationError as exc:

@@ -14,12 +14,12 @@ from modelgate.core.config_json import config_to_dict
 from modelgate.core.errors import UnavailableError
 from modelgate.core.tensors import datatypes
 from modelgate.core.tensors.device_tensors import takes_device_inputs
+from modelgate.server.load_services import LoadServices
 from modelgate.server.memory.ledger import Holder, MemoryLedger
 from modelgate.server.memory.memory_probe import probe_instances
 from modelgate.server.memory.placement import ANY_GPU, plan_memory
 from modelgate.server.request_validation import RequestSchema
 from modelgate.server.response_cache.caching_scheduler import CachingScheduler
-from modelgate.server.response_cache.lru_cache import ResponseCache
 from modelgate.server.scheduling.direct_scheduler import DirectScheduler
 from modelgate.server.scheduling.dynamic_batcher import DynamicBatcher
 from modelgate.server.scheduling.ensemble.graph import build_ensemble_graph, is_ensemble
@@ -150,15 +150,16 @@ async def load_version(
     infer_step: StepInfer | None = None,
     on_health: InstanceHealth | None = None,
     ledger: MemoryLedger | None = None,
-    response_cache: ResponseCache | None = None,
+    services: LoadServices | None = None,
 ) -> LoadedVersion:
     """Create every instance of `version` (none for an ensemble: `backend` is None); raises what
     the backend raised. `infer_step` (the dataplane's `infer`) runs an ensemble's steps, and the requests
     that the instances send to other models (BLS). `on_health` hears of instances that stop and come back.
     With a `ledger`, the instances are placed and their memory reserved first (InsufficientMemoryError before
     anything loads), and what the load cost is measured and kept there (the version's `holders`). A config that
-    enables the response cache gets its scheduler behind `response_cache` (the model manager refuses such a
-    config when the server has none)."""
+    enables the response cache gets its scheduler behind `services.response_cache` (the model manager refuses
+    such a config when the server has none); with `services.rate_limiter`, executions wait for its resources."""
+    services = services or LoadServices()
     pool, holders = None, []
     # Read (initial state files included) before any instance loads: a bad file fails the load at once.
     sequence_config = None
@@ -171,13 +172,13 @@ async def load_version(
         specs = instance_specs(config, model_dir, version, call_model, on_health, loop)
         if ledger is None:
             specs = [replace(s, device_id=0) if s.device_id == ANY_GPU else s for s in specs]
-            pool = InstancePool(specs, pipelined=is_pipelined(config))
+            pool = InstancePool(specs, is_pipelined(config), services.rate_limiter)
             await pool.load(backend)
             await _warm_up_or_close(pool, samples, config, stats)
         else:
             plan = plan_memory(ledger, config, specs)
             holders = plan.all_holders
-            pool = InstancePool(plan.specs, pipelined=is_pipelined(config))
+            pool = InstancePool(plan.specs, is_pipelined(config), services.rate_limiter)
             try:
                 async with ledger.measuring(plan.holders) as changes:
                     await pool.load(backend)
@@ -191,8 +192,8 @@ async def load_version(
                 ledger.settle(device_holders, device, changes[device])
             stats.memory_usage = ledger.usage(holders)
     scheduler = make_scheduler(pool, stats, config, infer_step, sequence_config)
-    if config.response_cache.enable and response_cache is not None:
-        scheduler = CachingScheduler(scheduler, response_cache, stats, version)
+    if config.response_cache.enable and services.response_cache is not None:
+        scheduler = CachingScheduler(scheduler, services.response_cache, stats, version)
     return LoadedVersion(config.name, version, config, config_to_dict(config), scheduler, stats, holders)
 
 

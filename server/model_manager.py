@@ -24,13 +24,13 @@ from modelgate.core.errors import (
     UnknownModelError,
 )
 from modelgate.server.load_failures import load_error, parse_version, polling
+from modelgate.server.load_services import LoadServices
 from modelgate.server.loaded_model import LoadedVersion, load_version
 from modelgate.server.memory.ledger import InsufficientMemoryError, MemoryLedger
 from modelgate.server.model_entry import ModelEntry, ModelState, VersionStatus
 from modelgate.server.repository.config_completion import complete_model_config, read_model_config
 from modelgate.server.repository.layout import RepositoryLayout, check_model_name, fingerprint
 from modelgate.server.repository.override_files import remove_override_model_dir, write_override_model_dir
-from modelgate.server.response_cache.lru_cache import ResponseCache
 from modelgate.server.scheduling.ensemble.composing_models import ComposingModels
 from modelgate.server.scheduling.ensemble.graph import composing_model_names, is_ensemble
 from modelgate.server.scheduling.ensemble.scheduler import StepInfer
@@ -57,8 +57,8 @@ class ModelManager:
         # (ModelgateServer); while it is None, ensembles fail to load.
         self.infer_step: StepInfer | None = None
         self._ensembles = ComposingModels(self)
-        # The server's response cache (--cache-config), for models whose config enables it; None: no cache.
-        self.response_cache: ResponseCache | None = None
+        # The server's response cache (--cache-config) and rate limiter (--rate-limit), for every load.
+        self.services = LoadServices()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -249,7 +249,7 @@ class ModelManager:
                 config, backend, versions = await asyncio.to_thread(
                     complete_model_config, config, source, model_dir, entry.name
                 )
-            if config.response_cache.enable and self.response_cache is None:
+            if config.response_cache.enable and self.services.response_cache is None:
                 raise ConfigError(
                     source,
                     "response_cache.enable",
@@ -292,7 +292,7 @@ class ModelManager:
                     self.infer_step,
                     on_health,
                     self.ledger,
-                    self.response_cache,
+                    self.services,
                 )
             except InsufficientMemoryError as exc:  # refused before it started: nothing to trace back
                 failures.append((version, exc.message))

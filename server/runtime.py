@@ -58,7 +58,8 @@ class ModelgateServer:
             ledger = MemoryLedger(SystemMemory(), settings.gpu_memory_limit, settings.cpu_memory_limit)
         self.manager = ModelManager(self.layout, self.stats, ledger)
         cache = settings.response_cache()
-        self.manager.response_cache = None if cache is None else ResponseCache(cache.max_bytes)
+        self.manager.services.response_cache = None if cache is None else ResponseCache(cache.max_bytes)
+        self.manager.services.rate_limiter = settings.rate_limiter()
         self.server_metrics = ServerMetrics()
         residency = None
         if settings.model_load_on_demand:

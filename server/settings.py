@@ -11,6 +11,8 @@ from modelgate.core.byte_sizes import parse_limit
 from modelgate.core.version import DEFAULT_SERVER_NAME
 from modelgate.server.frontends.api_restrictions import GRPC_FLAG, HTTP_FLAG, HeaderRule, parse_restrictions
 from modelgate.server.frontends.tls import TlsFiles, checked_tls_files
+from modelgate.server.rate_limiter.rate_limiter import RateLimiter
+from modelgate.server.rate_limiter.resource_flags import parse_rate_limit_resources
 from modelgate.server.response_cache.cache_settings import CacheSettings, parse_cache_config
 
 DEFAULT_HTTP_MAX_INPUT_SIZE = 64 * 1024 * 1024
@@ -76,6 +78,28 @@ class ServerSettings(BaseModel):
     pin_model: list[str] = Field(default_factory=list)  # never evicted
     # Triton's `--cache-config local,size=<bytes>` (repeatable); empty: no response cache.
     cache_config: list[str] = Field(default_factory=list)
+    # Triton's rate limiter: `execution_count` makes executions wait for their instance's rate_limiter resources;
+    # `off` accepts the configs' rate_limiter fields and ignores them, as Triton.
+    rate_limit: Literal["off", "execution_count"] = "off"
+    rate_limit_resource: list[str] = Field(default_factory=list)  # <name>:<count>[:<device>], repeatable
+
+    @field_validator("rate_limit_resource")
+    @classmethod
+    def _rate_limit_resources_parse(cls, values: list[str]) -> list[str]:
+        parse_rate_limit_resources(values)  # ValueError names the value and the format
+        return values
+
+    @model_validator(mode="after")
+    def _resources_need_the_rate_limiter(self) -> ServerSettings:
+        if self.rate_limit_resource and self.rate_limit == "off":
+            raise ValueError("--rate-limit-resource needs --rate-limit execution_count (the rate limiter is off)")
+        return self
+
+    def rate_limiter(self) -> RateLimiter | None:
+        """A new rate limiter for the server, None with --rate-limit off."""
+        if self.rate_limit == "off":
+            return None
+        return RateLimiter(parse_rate_limit_resources(self.rate_limit_resource))
 
     @field_validator("cache_config")
     @classmethod

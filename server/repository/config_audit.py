@@ -69,7 +69,10 @@ IMPLEMENTED: dict[str, frozenset[str]] = {
     ),
     "ModelEnsembling": frozenset({"step"}),
     "ModelEnsembling.Step": frozenset({"model_name", "model_version", "input_map", "output_map"}),
-    "ModelInstanceGroup": frozenset({"name", "kind", "count", "gpus"}),
+    "ModelInstanceGroup": frozenset({"name", "kind", "count", "gpus", "rate_limiter"}),
+    # Honoured with --rate-limit execution_count; accepted and without effect with --rate-limit off, as Triton.
+    "ModelRateLimiter": frozenset({"resources", "priority"}),
+    "ModelRateLimiter.Resource": frozenset({"name", "global", "count"}),
     "ModelParameter": frozenset({"string_value"}),
     "ModelTransactionPolicy": frozenset({"decoupled"}),
     "ModelResponseCache": frozenset({"enable"}),
@@ -139,7 +142,6 @@ REFUSED: dict[str, dict[str, str]] = {
         "preserve_ordering": "responses go out as their batches finish",
     },
     "ModelInstanceGroup": {
-        "rate_limiter": "there is no rate limiter",
         "secondary_devices": "instances use one device each",
         "profile": "profiles are a TensorRT feature",
         "passive": "every instance receives requests",

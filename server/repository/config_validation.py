@@ -6,6 +6,7 @@ from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig, ModelInput
 
 from modelgate.core.errors import ConfigError
 from modelgate.core.path_parameters import check_file_name_fields
+from modelgate.server.rate_limiter.instance_needs import check_rate_limiter_fields
 from modelgate.server.repository.config_audit import audit_config
 from modelgate.server.scheduling.ensemble.config_fields import check_ensemble_fields
 from modelgate.server.scheduling.sequence.config_fields import check_sequence_fields
@@ -33,6 +34,7 @@ def validate_model_config(config: ModelConfig, source: str, expected_name: str) 
     _validate_tensors(config.output, "output", source)
     _validate_version_policy(config, source)
     _validate_instance_groups(config, source)
+    check_rate_limiter_fields(config, source)
     check_warmup_fields(config, source)
     _validate_response_cache(config, source)
     check_sequence_fields(config, source)

@@ -67,6 +67,7 @@ class SequenceBatcher:
     async def close(self) -> None:
         """Let running batches finish, refuse what is queued, then unload the instances."""
         self._is_closing = True
+        self.pool.refuse_waiting()  # a worker waiting for rate-limiter resources stops waiting
         for wakeup in self._wakeups:
             wakeup.set()
         await asyncio.gather(*self._workers, return_exceptions=True)
@@ -106,12 +107,23 @@ class SequenceBatcher:
         while not self._is_closing:
             choice = choose_batch(self.table.on_instance(instance), self.config, self._signature)
             if choice.batch and not choice.wait_ns:
-                await self._run_batch(instance, choice.batch)
+                await self._run_batch_when_allowed(instance)
                 continue
             wakeup.clear()
             timeout = choice.wait_ns / 1e9 if choice.batch else None
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(wakeup.wait(), timeout)
+
+    async def _run_batch_when_allowed(self, instance: int) -> None:
+        """Wait for the instance's rate-limiter resources (at once without), then form the batch again, as Triton
+        forms a batch when the instance may run: requests that came meanwhile join it."""
+        await self.pool.wait_for_resources(instance)
+        try:
+            choice = choose_batch(self.table.on_instance(instance), self.config, self._signature)
+            if choice.batch and not choice.wait_ns:
+                await self._run_batch(instance, choice.batch)
+        finally:
+            self.pool.release_resources(instance)
 
     async def _run_batch(self, instance: int, batch: list[Sequence | None]) -> None:
         taken = [(s, s.queue.popleft()) for s in batch if s is not None]

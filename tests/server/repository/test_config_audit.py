@@ -104,11 +104,11 @@ def test_default_scalars_pass_and_present_messages_do_not(tmp_path, text):
 
 
 def test_nested_fields_are_named_with_their_position():
-    text = xy_config("m", "instance_group [ { count: 1 }, { count: 1 rate_limiter { priority: 2 } } ]")
+    text = xy_config("m", 'instance_group [ { count: 1 }, { count: 1 host_policy: "numa0" } ]')
     with pytest.raises(ConfigError) as raised:
         audit_config(parse_config_text(text, "config.pbtxt"), "config.pbtxt")
-    assert raised.value.field == "instance_group[1].rate_limiter"
-    assert "no rate limiter" in raised.value.message
+    assert raised.value.field == "instance_group[1].host_policy"
+    assert "no host policies" in raised.value.message
 
 
 def test_yaml_and_json_configs_are_audited_too(tmp_path):
