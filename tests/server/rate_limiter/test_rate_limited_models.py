@@ -1,0 +1,207 @@
+"""The rate limiter through a running server and tritonclient (HTTP and gRPC): concurrency across models is
+bounded by the resources, priority weighs the order of starts, queue time includes the wait, bad configs and
+shortages fail the load naming the field or resource."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from tests.server.rate_limiter.concurrency_models import read_ledger, wait_until, write_counting_model
+
+R1 = 'rate_limiter { resources [ { name: "R1" count: 1 } ] }'
+
+
+def _client(protocol: str, running):
+    if protocol == "http":
+        return httpclient.InferenceServerClient(running.http_url, network_timeout=60)
+    return grpcclient.InferenceServerClient(running.grpc_url)
+
+
+def _infer(protocol: str, running, model: str) -> None:
+    """One request on a client of its own (tritonclient's HTTP client is not for sharing between threads)."""
+    module = httpclient if protocol == "http" else grpcclient
+    client = _client(protocol, running)
+    tensor = module.InferInput("IN", [1], "INT32")
+    tensor.set_data_from_numpy(np.ones(1, np.int32))
+    try:
+        assert client.infer(model, [tensor]).as_numpy("OUT").tolist() == [1]
+    finally:
+        client.close()
+
+
+def _send(protocol: str, running, model: str, count: int = 1) -> list[threading.Thread]:
+    threads = [threading.Thread(target=_infer, args=(protocol, running, model)) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def _pending(running, model: str) -> int:
+    [stats] = running.server.stats.select(model, "1")
+    return stats.pending_requests
+
+
+@pytest.fixture
+def gated(make_server):
+    """Gate files of the test; removed before its server stops, so a failed test leaves no execution holding."""
+    gates = []
+    yield gates
+    for gate in gates:
+        gate.unlink(missing_ok=True)
+
+
+def _two_models(tmp_path, rate_limiter: str):
+    repository, ledger = tmp_path / "models", tmp_path / "ledger.json"
+    gates = [write_counting_model(repository, name, rate_limiter, ledger) for name in ("a", "b")]
+    return repository, ledger, gates
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_two_models_needing_the_one_copy_of_a_resource_never_run_at_once(make_server, gated, tmp_path, protocol):
+    repository, ledger, gates = _two_models(tmp_path, R1)
+    running = make_server([repository], rate_limit="execution_count")
+    for gate in gates:
+        gated.append(gate)
+        gate.touch()
+    threads = _send(protocol, running, "a")
+    wait_until(lambda: read_ledger(ledger)["now"] == 1, "a's execution started")
+    threads += _send(protocol, running, "b", 2)
+    # b's requests wait for R1, not for an instance: b's instance is free (it could take up to 8 at once).
+    wait_until(lambda: _pending(running, "b") == 2, "b's requests wait for the resource")
+    assert read_ledger(ledger)["now"] == 1
+    for gate in gates:
+        gate.unlink()
+    for thread in threads:
+        thread.join(60)
+    state = read_ledger(ledger)
+    assert state["max"] == 1 and sorted(state["starts"]) == ["a", "b", "b"]
+
+
+def test_without_rate_limit_the_same_models_run_at_once(make_server, gated, tmp_path):
+    repository, ledger, gates = _two_models(tmp_path, R1)
+    running = make_server([repository])  # --rate-limit off: the rate_limiter fields are accepted, no effect
+    for gate in gates:
+        gated.append(gate)
+        gate.touch()
+    threads = _send("http", running, "a") + _send("http", running, "b")
+    wait_until(lambda: read_ledger(ledger)["now"] == 2, "a and b executing together")
+    for gate in gates:
+        gate.unlink()
+    for thread in threads:
+        thread.join(60)
+    assert read_ledger(ledger)["max"] == 2
+
+
+def test_plenty_of_the_resource_lets_the_models_run_at_once(make_server, gated, tmp_path):
+    repository, ledger, gates = _two_models(tmp_path, R1)
+    running = make_server([repository], rate_limit="execution_count", rate_limit_resource=["r1:2"])
+    for gate in gates:
+        gated.append(gate)
+        gate.touch()
+    threads = _send("grpc", running, "a") + _send("grpc", running, "b")
+    wait_until(lambda: read_ledger(ledger)["now"] == 2, "a and b executing together")
+    for gate in gates:
+        gate.unlink()
+    for thread in threads:
+        thread.join(60)
+
+
+def test_priority_2_starts_half_as_often_as_priority_1(make_server, gated, tmp_path):
+    repository, ledger = tmp_path / "models", tmp_path / "ledger.json"
+    blocker_gate = write_counting_model(repository, "blocker", R1, ledger)
+    for name, priority in (("p1", 1), ("p2", 2)):
+        rate_limiter = f'rate_limiter {{ resources [ {{ name: "R1" count: 1 }} ] priority: {priority} }}'
+        write_counting_model(repository, name, rate_limiter, ledger)
+    running = make_server([repository], rate_limit="execution_count")
+    gated.append(blocker_gate)
+    blocker_gate.touch()
+    threads = _send("grpc", running, "blocker")
+    wait_until(lambda: read_ledger(ledger)["now"] == 1, "the blocker holds R1")
+    threads += _send("grpc", running, "p2", 6) + _send("grpc", running, "p1", 6)
+    wait_until(lambda: _pending(running, "p1") == _pending(running, "p2") == 6, "p1 and p2 wait for R1")
+    blocker_gate.unlink()
+    for thread in threads:
+        thread.join(60)
+    starts = read_ledger(ledger)["starts"]
+    assert starts[0] == "blocker" and len(starts) == 13
+    # While both wait, each start adds the instance's priority to its pass and the lowest pass goes next: in
+    # any 9 starts p1 runs 6 times and p2 3 (equal priorities would take turns: 5 and 4).
+    assert starts[1:10].count("p1") == 6 and starts[1:10].count("p2") == 3
+
+
+def test_time_waiting_for_resources_counts_as_queue_time(make_server, gated, tmp_path):
+    repository, ledger, gates = _two_models(tmp_path, R1)
+    running = make_server([repository], rate_limit="execution_count")
+    client = _client("http", running)
+    gated.append(gates[0])
+    gates[0].touch()
+    threads = _send("http", running, "a")
+    wait_until(lambda: read_ledger(ledger)["now"] == 1, "a's execution started")
+    threads += _send("http", running, "b")
+    wait_until(lambda: _pending(running, "b") == 1, "b waits for the resource")
+    held_from = time.monotonic_ns()
+    time.sleep(0.2)
+    held_ns = time.monotonic_ns() - held_from
+    gates[0].unlink()
+    for thread in threads:
+        thread.join(60)
+    stats = client.get_inference_statistics("b")["model_stats"][0]
+    assert stats["inference_stats"]["success"]["count"] == 1
+    # b waited at least as long as the test held a's execution after b arrived.
+    assert stats["inference_stats"]["queue"]["ns"] >= held_ns
+    client.close()
+
+
+def _reason(running, model: str) -> str:
+    client = grpcclient.InferenceServerClient(running.grpc_url)
+    rows = {row.name: row for row in client.get_model_repository_index().models}
+    assert not client.is_model_ready(model)
+    client.close()
+    return rows[model].reason
+
+
+def test_a_resource_count_below_an_instance_s_need_fails_its_load(make_server, tmp_path):
+    repository, ledger = tmp_path / "models", tmp_path / "ledger.json"
+    write_counting_model(repository, "greedy", 'rate_limiter { resources [ { name: "R1" count: 4 } ] }', ledger)
+    running = make_server(
+        [repository], rate_limit="execution_count", rate_limit_resource=["R1:3"], strict_readiness=False
+    )
+    assert (
+        'Resource count for "r1" is limited to 3 which will prevent scheduling of one or more model instances, '
+        "the minimum required count is 4" in _reason(running, "greedy")
+    )
+
+
+@pytest.mark.parametrize(
+    ("rate_limiter", "field", "problem"),
+    [
+        ("rate_limiter { resources [ { count: 1 } ] }", "resources[0].name", "is required"),
+        (
+            'rate_limiter { resources [ { name: "R1" count: 1 }, { name: "r1" count: 2 } ] }',
+            "resources[1].name",
+            "'r1' is listed twice in this rate_limiter",
+        ),
+    ],
+)
+def test_a_bad_rate_limiter_config_fails_the_load_naming_the_field(make_server, tmp_path, rate_limiter, field, problem):
+    repository, ledger = tmp_path / "models", tmp_path / "ledger.json"
+    write_counting_model(repository, "bad", rate_limiter, ledger)
+    running = make_server([repository], strict_readiness=False)  # refused with --rate-limit off too
+    assert f"field 'instance_group[0].rate_limiter.{field}': {problem}" in _reason(running, "bad")
+
+
+def test_one_model_may_not_make_a_resource_both_global_and_per_device(make_server, tmp_path):
+    repository, ledger = tmp_path / "models", tmp_path / "ledger.json"
+    model_dir = repository / "mixed"
+    write_counting_model(repository, "mixed", R1, ledger)
+    config = (model_dir / "config.pbtxt").read_text()
+    second = 'instance_group [ { count: 1 kind: KIND_CPU rate_limiter { resources [ { name: "R1" global: true count: 1 } ] } } ]'
+    (model_dir / "config.pbtxt").write_text(config + second)
+    running = make_server([repository], strict_readiness=False)
+    reason = _reason(running, "mixed")
+    assert "field 'instance_group[1].rate_limiter.resources[0].global'" in reason
+    assert 'resource "R1" is present as both global and device-specific resource' in reason
