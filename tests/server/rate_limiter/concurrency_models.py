@@ -22,6 +22,7 @@ class TritonPythonModel:
         self.name = config["name"]
         self.ledger = config["parameters"]["ledger"]["string_value"]
         self.gate = config["parameters"]["gate"]["string_value"]
+        self.batch_sizes = []
 
     def _count(self, change):
         with open(self.ledger, "a+") as ledger:
@@ -42,25 +43,35 @@ class TritonPythonModel:
         while os.path.exists(self.gate) and time.time() < deadline:
             time.sleep(0.005)
         self._count(-1)
-        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.ones(1, np.int32))]) for _ in requests]
+        self.batch_sizes.append(len(requests))
+        return [
+            pb_utils.InferenceResponse([pb_utils.Tensor("OUT", pb_utils.get_input_tensor_by_name(r, "IN").as_numpy())])
+            for r in requests
+        ]
 """
 
 CONFIG = """
 name: "{name}"
 backend: "python"
+max_batch_size: {max_batch_size}
 input [ {{ name: "IN" data_type: TYPE_INT32 dims: [ 1 ] }} ]
 output [ {{ name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] }} ]
 instance_group [ {{ count: 1 kind: KIND_CPU {rate_limiter} }} ]
 parameters {{ key: "ledger" value {{ string_value: "{ledger}" }} }}
 parameters {{ key: "gate" value {{ string_value: "{gate}" }} }}
+{extra}
 """
 
 
-def write_counting_model(repository: Path, name: str, rate_limiter: str, ledger: Path) -> Path:
-    """A counting model whose one instance has `rate_limiter` (text inside instance_group, may be empty);
-    returns its gate file (absent: executions do not hold)."""
+def write_counting_model(
+    repository: Path, name: str, rate_limiter: str, ledger: Path, max_batch_size: int = 0, extra: str = ""
+) -> Path:
+    """A counting model (OUT echoes IN) whose one instance has `rate_limiter` (text inside instance_group, may
+    be empty), `extra` config text (e.g. a scheduler); returns its gate file (absent: executions do not hold)."""
     gate = repository.parent / f"{repository.name}-{name}.gate"
-    config = CONFIG.format(name=name, rate_limiter=rate_limiter, ledger=ledger, gate=gate)
+    config = CONFIG.format(
+        name=name, rate_limiter=rate_limiter, ledger=ledger, gate=gate, max_batch_size=max_batch_size, extra=extra
+    )
     write_model(repository, name, config, COUNTING_MODEL)
     return gate
 

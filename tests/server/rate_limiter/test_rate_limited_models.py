@@ -21,20 +21,20 @@ def _client(protocol: str, running):
     return grpcclient.InferenceServerClient(running.grpc_url)
 
 
-def _infer(protocol: str, running, model: str) -> None:
+def _infer(protocol: str, running, model: str, shape=(1,), **options) -> None:
     """One request on a client of its own (tritonclient's HTTP client is not for sharing between threads)."""
     module = httpclient if protocol == "http" else grpcclient
     client = _client(protocol, running)
-    tensor = module.InferInput("IN", [1], "INT32")
-    tensor.set_data_from_numpy(np.ones(1, np.int32))
+    tensor = module.InferInput("IN", list(shape), "INT32")
+    tensor.set_data_from_numpy(np.full(shape, 7, np.int32))
     try:
-        assert client.infer(model, [tensor]).as_numpy("OUT").tolist() == [1]
+        assert client.infer(model, [tensor], **options).as_numpy("OUT").tolist() == np.full(shape, 7).tolist()
     finally:
         client.close()
 
 
-def _send(protocol: str, running, model: str, count: int = 1) -> list[threading.Thread]:
-    threads = [threading.Thread(target=_infer, args=(protocol, running, model)) for _ in range(count)]
+def _send(protocol: str, running, model: str, count: int = 1, **options) -> list[threading.Thread]:
+    threads = [threading.Thread(target=_infer, args=(protocol, running, model), kwargs=options) for _ in range(count)]
     for thread in threads:
         thread.start()
     return threads
@@ -94,6 +94,81 @@ def test_without_rate_limit_the_same_models_run_at_once(make_server, gated, tmp_
     for thread in threads:
         thread.join(60)
     assert read_ledger(ledger)["max"] == 2
+
+
+def test_a_dynamic_batcher_forms_its_batch_once_its_instance_may_run(make_server, gated, tmp_path):
+    """As Triton: every batch size is preferred, yet the 4 requests that came while the resource was taken go
+    as one batch, formed when the instance got the resource (not a batch of 1 waiting for it)."""
+    repository, ledger = tmp_path / "models", tmp_path / "ledger.json"
+    gate = write_counting_model(repository, "holder", R1, ledger)
+    batching = "dynamic_batching { preferred_batch_size: [ 1, 2, 3, 4 ] }"
+    write_counting_model(repository, "batched", R1, ledger, max_batch_size=4, extra=batching)
+    running = make_server([repository], rate_limit="execution_count")
+    gated.append(gate)
+    gate.touch()
+    threads = _send("http", running, "holder")
+    wait_until(lambda: read_ledger(ledger)["now"] == 1, "holder's execution started")
+    threads += _send("grpc", running, "batched", 4, shape=(1, 1))
+    wait_until(lambda: _pending(running, "batched") == 4, "the batched model's requests wait")
+    gate.unlink()
+    for thread in threads:
+        thread.join(60)
+    stats = _client("grpc", running).get_inference_statistics("batched", as_json=True)["model_stats"][0]
+    assert stats["execution_count"] == "1" and stats["inference_count"] == "4"
+    assert read_ledger(ledger)["max"] == 1
+
+
+def test_a_sequence_model_waits_for_the_resource_before_each_batch(make_server, gated, tmp_path):
+    repository, ledger = tmp_path / "models", tmp_path / "ledger.json"
+    gate = write_counting_model(repository, "holder", R1, ledger)
+    sequence = "sequence_batching { max_sequence_idle_microseconds: 60000000 }"
+    write_counting_model(repository, "stateful", R1, ledger, extra=sequence)
+    running = make_server([repository], rate_limit="execution_count")
+    gated.append(gate)
+    gate.touch()
+    threads = _send("grpc", running, "holder")
+    wait_until(lambda: read_ledger(ledger)["now"] == 1, "holder's execution started")
+    threads += _send("grpc", running, "stateful", sequence_id=5, sequence_start=True)
+    wait_until(lambda: _pending(running, "stateful") == 1, "the sequence's request waits")
+    assert read_ledger(ledger)["now"] == 1
+    gate.unlink()
+    for thread in threads:
+        thread.join(60)
+    _infer("http", running, "stateful", sequence_id=5, sequence_end=True)
+    state = read_ledger(ledger)
+    assert state["max"] == 1 and state["starts"] == ["holder", "stateful", "stateful"]
+
+
+def test_unloading_a_model_refuses_its_waiting_requests_and_frees_nothing_it_did_not_hold(make_server, gated, tmp_path):
+    repository, ledger, gates = _two_models(tmp_path, R1)
+    running = make_server([repository], rate_limit="execution_count", model_control_mode="explicit", load_model=["*"])
+    client = _client("grpc", running)
+    gated.append(gates[0])
+    gates[0].touch()
+    threads = _send("grpc", running, "a")
+    wait_until(lambda: read_ledger(ledger)["now"] == 1, "a's execution started")
+    failures = []
+    waiting = threading.Thread(target=lambda: failures.append(_failure(running, "b")))
+    waiting.start()
+    wait_until(lambda: _pending(running, "b") == 1, "b's request waits for the resource")
+    client.unload_model("b")
+    waiting.join(60)
+    assert "model 'b' is unloading" in failures[0]
+    gates[0].unlink()
+    for thread in threads:
+        thread.join(60)
+    client.load_model("b")
+    _infer("http", running, "b")  # R1 is free again: b runs
+    assert read_ledger(ledger)["max"] == 1 and read_ledger(ledger)["starts"] == ["a", "b"]
+    client.close()
+
+
+def _failure(running, model: str) -> str:
+    try:
+        _infer("grpc", running, model)
+    except Exception as exc:  # the request's error as the client saw it
+        return str(exc)
+    return "succeeded"
 
 
 def test_plenty_of_the_resource_lets_the_models_run_at_once(make_server, gated, tmp_path):
