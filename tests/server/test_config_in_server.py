@@ -43,7 +43,6 @@ BROKEN = {
         ["KIND_TPU", "KIND_CPU", "KIND_GPU"],
     ),
     "name_mismatch": (xy_config("someone_else"), "config.pbtxt", "name", ["'someone_else'", "'name_mismatch'"]),
-    "no_backend": (xy_config("no_backend").replace('backend: "python"', ""), "config.pbtxt", "backend", ["python"]),
     "zero_dim": (
         xy_config("zero_dim").replace("[ -1 ]", "[ 0 ]", 1),
         "config.pbtxt",
@@ -83,6 +82,8 @@ def config_server(tmp_path_factory):
     write_model(repository, "from_yaml", YAML, SCALE_MODEL, config_file="config.yaml")
     write_model(repository, "from_json", json.dumps(JSON), SCALE_MODEL, config_file="config.json")
     write_model(repository, "auto", None, AUTO_COMPLETE_MODEL)
+    # No backend named: model.py says python, as Triton's auto-complete works it out.
+    write_model(repository, "no_backend", xy_config("no_backend").replace('backend: "python"', ""), SCALE_MODEL)
     for name, (text, file_name, _, _) in BROKEN.items():
         write_model(repository, name, text, SCALE_MODEL, config_file=file_name)
     running = start_server([repository])
@@ -121,6 +122,12 @@ def test_a_model_py_without_config_is_completed_by_the_model(config_server):
     np.testing.assert_array_equal(client.infer("auto", [tensor]).as_numpy("DOUBLED"), np.arange(6).reshape(2, 3) * 2)
 
 
+def test_a_config_naming_no_backend_takes_it_from_the_model_file(config_server):
+    running, client, _ = config_server
+    assert client.get_model_config("no_backend")["backend"] == "python"
+    assert client.is_model_ready("no_backend")
+
+
 @pytest.mark.parametrize("name", sorted(BROKEN))
 def test_a_bad_config_is_unavailable_with_file_field_and_what_is_allowed(config_server, name):
     running, client, repository = config_server
@@ -139,5 +146,5 @@ def test_a_bad_config_is_unavailable_with_file_field_and_what_is_allowed(config_
 def test_bad_configs_do_not_stop_the_good_models(config_server):
     running, client, _ = config_server
     ready = {row["name"] for row in client.get_model_repository_index() if row.get("state") == "READY"}
-    assert ready == {"from_pbtxt", "from_yaml", "from_json", "auto"}
+    assert ready == {"from_pbtxt", "from_yaml", "from_json", "auto", "no_backend"}
     assert not client.is_server_ready()  # strict readiness, Triton's default: the models that failed count
