@@ -84,16 +84,7 @@ def test_two_models_needing_the_one_copy_of_a_resource_never_run_at_once(make_se
 def test_without_rate_limit_the_same_models_run_at_once(make_server, gated, tmp_path):
     repository, ledger, gates = _two_models(tmp_path, R1)
     running = make_server([repository])  # --rate-limit off: the rate_limiter fields are accepted, no effect
-    for gate in gates:
-        gated.append(gate)
-        gate.touch()
-    threads = _send("http", running, "a") + _send("http", running, "b")
-    wait_until(lambda: read_ledger(ledger)["now"] == 2, "a and b executing together")
-    for gate in gates:
-        gate.unlink()
-    for thread in threads:
-        thread.join(60)
-    assert read_ledger(ledger)["max"] == 2
+    _check_both_run_at_once(running, "http", gates, gated, ledger)
 
 
 def test_a_dynamic_batcher_forms_its_batch_once_its_instance_may_run(make_server, gated, tmp_path):
@@ -174,15 +165,21 @@ def _failure(running, model: str) -> str:
 def test_plenty_of_the_resource_lets_the_models_run_at_once(make_server, gated, tmp_path):
     repository, ledger, gates = _two_models(tmp_path, R1)
     running = make_server([repository], rate_limit="execution_count", rate_limit_resource=["r1:2"])
+    _check_both_run_at_once(running, "grpc", gates, gated, ledger)
+
+
+def _check_both_run_at_once(running, protocol: str, gates, gated, ledger) -> None:
+    """Hold both models' executions at their gates until a and b execute together, then let them finish."""
     for gate in gates:
         gated.append(gate)
         gate.touch()
-    threads = _send("grpc", running, "a") + _send("grpc", running, "b")
+    threads = _send(protocol, running, "a") + _send(protocol, running, "b")
     wait_until(lambda: read_ledger(ledger)["now"] == 2, "a and b executing together")
     for gate in gates:
         gate.unlink()
     for thread in threads:
         thread.join(60)
+    assert read_ledger(ledger)["max"] == 2
 
 
 def test_priority_2_starts_half_as_often_as_priority_1(make_server, gated, tmp_path):
