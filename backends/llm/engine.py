@@ -59,6 +59,7 @@ class LLMEngine:
             quantization=config.quantization,
             kv_cache_dtype=config.kv_cache_dtype,
             cuda_graph_batch_sizes=tuple(self._graph_batch_sizes(config)),
+            cuda_graph_token_counts=tuple(self._graph_token_counts(config, batched)),
             max_num_batched_tokens=batched,
             max_num_seqs=config.max_num_seqs,
         )
@@ -82,6 +83,15 @@ class LLMEngine:
             return []
         limit = config.cuda_graph_max_batch_size
         return capture_sizes(config.max_num_seqs if limit is None else min(limit, config.max_num_seqs))
+
+    @staticmethod
+    def _graph_token_counts(config: EngineConfig, max_num_batched_tokens: int) -> list[int]:
+        from modelgate.backends.llm.step_graphs import token_counts
+
+        if config.enforce_eager:
+            return []
+        limit = config.cuda_graph_max_num_tokens
+        return token_counts(min(1024 if limit is None else limit, max_num_batched_tokens))
 
     @property
     def has_unfinished(self) -> bool:
