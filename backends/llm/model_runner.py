@@ -22,7 +22,7 @@ from modelgate.backends.llm.models.model_config import DecoderConfig
 from modelgate.backends.llm.models.weight_loader import checkpoint_has_fp8_weights, load_weights
 from modelgate.backends.llm.sampler import PendingSample, Sampler, SamplerOutput, samples_on_device
 from modelgate.backends.llm.scheduler import ScheduledRequest, SchedulerOutput
-from modelgate.backends.llm.step_layout import StepInputs, StepLayout, decode_rows, is_decode_step
+from modelgate.backends.llm.step_layout import StepInputs, StepLayout, decode_rows, is_decode_step, to_device
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ class ModelRunner:
             if not sample_rows:
                 return PendingSample(SamplerOutput({}, {}))
             if len(sample_rows) < len(scheduled):
-                logits = logits[sample_rows]
+                logits = logits.index_select(0, to_device(sample_rows, torch.long, self.device))
             return self.sampler.sample_async(logits, [item.request for item in scheduled if item.samples])
         layout = StepLayout.of(scheduled, self.block_size)
         step_graphs = self.step_graphs
@@ -254,7 +254,7 @@ class ModelRunner:
             hidden = self.model(inputs.token_ids, inputs.positions, self.kv_caches, inputs.metadata, self.kv_scales)
         if not layout.sample_rows:
             return PendingSample(SamplerOutput({}, {}))
-        logits = self.model.compute_logits(hidden[layout.sample_rows])
+        logits = self.model.compute_logits(hidden.index_select(0, layout.sample_index(self.device)))
         sampled = [item.request for item in output.scheduled if item.samples]
         return self.sampler.sample_async(logits, sampled)
 

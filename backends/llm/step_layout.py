@@ -48,18 +48,34 @@ class StepLayout:
     def num_tokens(self) -> int:
         return len(self.token_ids)
 
+    def sample_index(self, device: torch.device) -> torch.Tensor:
+        """sample_rows as an int64 index on `device`."""
+        return to_device(self.sample_rows, torch.long, device)
+
     def metadata(self, slot_mapping: torch.Tensor, device: torch.device) -> AttentionMetadata:
         """The attention's view of the step; slot_mapping: the slots on the device (made or staged by the caller)."""
+        num_seqs, width = len(self.context_lens), len(self.tables[0])
+        flat_tables = [block for row in self.tables for block in row]
+        ints = to_device(self.query_start + self.context_lens + flat_tables, torch.int32, device)
         return AttentionMetadata(
             slot_mapping=slot_mapping,
-            query_start=torch.tensor(self.query_start, dtype=torch.int32, device=device),
-            context_lens=torch.tensor(self.context_lens, dtype=torch.int32, device=device),
-            block_tables=torch.tensor(self.tables, dtype=torch.int32, device=device),
+            query_start=ints[: num_seqs + 1],
+            context_lens=ints[num_seqs + 1 : 2 * num_seqs + 1],
+            block_tables=ints[2 * num_seqs + 1 :].view(num_seqs, width),
             query_start_cpu=self.query_start,
             context_lens_cpu=self.context_lens,
             max_context_len=max(self.context_lens),
             is_decode_only=self.is_decode_only,
         )
+
+
+def to_device(values: list[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """values as one tensor on `device`: on CUDA through pinned memory, so the copy does not wait for the GPU
+    to finish what it has queued (a copy from pageable memory synchronizes the stream first)."""
+    host = torch.tensor(values, dtype=dtype)
+    if device.type != "cuda":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)
 
 
 @dataclass
@@ -73,12 +89,10 @@ class StepInputs:
 
     @classmethod
     def of(cls, layout: StepLayout, device: torch.device) -> StepInputs:
-        return cls(
-            torch.tensor(layout.token_ids, dtype=torch.long, device=device),
-            torch.tensor(layout.positions, dtype=torch.long, device=device),
-            layout.metadata(torch.tensor(layout.slots, dtype=torch.long, device=device), device),
-            layout.sample_rows,
-        )
+        num_tokens = layout.num_tokens
+        longs = to_device(layout.token_ids + layout.positions + layout.slots, torch.long, device)
+        token_ids, positions, slots = longs[:num_tokens], longs[num_tokens : 2 * num_tokens], longs[2 * num_tokens :]
+        return cls(token_ids, positions, layout.metadata(slots, device), layout.sample_rows)
 
 
 def is_decode_step(scheduled: list[ScheduledRequest]) -> bool:
