@@ -166,6 +166,8 @@ class DecoderLayer(nn.Module):
 class DecoderForCausalLM(nn.Module):
     """Weights are created empty; `modelgate.backends.llm.models.weight_loader` fills them."""
 
+    gather_logits = None  # tensor parallelism (backends/llm/parallel/layers.py) joins the ranks' vocab slices
+
     def __init__(self, config: DecoderConfig, attention_impl, dtype: torch.dtype, max_positions: int):
         super().__init__()
         self.config = config
@@ -207,4 +209,5 @@ class DecoderForCausalLM(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         # hidden: [num_rows, hidden_size] -> float32 logits [num_rows, vocab_size]
         weight = self.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head_weight
-        return nn.functional.linear(hidden, weight).float()
+        logits = nn.functional.linear(hidden, weight)
+        return (logits if self.gather_logits is None else self.gather_logits(logits)).float()
