@@ -67,6 +67,8 @@ def _serve(tp, runner) -> None:
     while (scheduled := receive_step(tp)) is not None:
         runner.forward_step(scheduled)
     state.shutdown()
+    logging.shutdown()
+    os._exit(0)  # nothing left to save: skip the interpreter's teardown of torch (seconds, for nothing)
 
 
 def _exit_with_parent(parent: Connection) -> None:

@@ -27,12 +27,11 @@ import torch
 
 from modelgate.backends.llm.engine_config import EngineConfig
 from modelgate.backends.llm.models.model_config import DecoderConfig
-from modelgate.backends.llm.parallel import state
+from modelgate.backends.llm.parallel import RANK_FAILED_EXIT_CODE, state
 from modelgate.backends.llm.parallel.sharding import check_splittable
 
 logger = logging.getLogger(__name__)
 
-RANK_FAILED_EXIT_CODE = 75
 STOP_WAIT_S = 10.0
 STORE_HOST = "127.0.0.1"
 
@@ -141,18 +140,25 @@ class WorkerGroup:
             from modelgate.backends.llm.parallel.step_channel import send_stop
 
             # On a thread: a broadcast to a worker that is gone may wait; the joins below bound it.
-            threading.Thread(target=_quietly, args=(send_stop, tp), daemon=True).start()
+            sender = threading.Thread(target=_quietly, args=(send_stop, tp), daemon=True)
+            sender.start()
         for process in self.processes:
             process.join(STOP_WAIT_S)
             if process.is_alive():
                 process.kill()
                 process.join(STOP_WAIT_S)
+        if tp is not None:
+            sender.join(STOP_WAIT_S)
+            if not sender.is_alive():  # else the group is stuck in it: leave it to the process's end
+                state.shutdown()
 
     def _watch(self) -> None:
-        wait([process.sentinel for process in self.processes])
+        ended = wait([process.sentinel for process in self.processes])
         if self._closing:
             return
-        dead = [(rank, p) for rank, p in enumerate(self.processes, start=1) if not p.is_alive()]
+        dead = [(rank, p) for rank, p in enumerate(self.processes, start=1) if p.sentinel in ended]
+        for _, process in dead:
+            process.join(1.0)  # reaped, so that its exit code can be told
         self.fail("; ".join(f"rank {rank} exited ({_how(p.exitcode)}){self._said(rank)}" for rank, p in dead))
 
     def _said(self, rank: int) -> str:
