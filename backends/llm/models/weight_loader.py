@@ -64,9 +64,7 @@ def checkpoint_has_fp8_weights(model_dir: Path) -> bool:
     return any(name.endswith(".weight_scale") for path in checkpoint_files(model_dir) for name in _tensor_names(path))
 
 
-def load_weights(
-    model: DecoderForCausalLM, model_dir: Path, show_progress: bool = True, checkpoint_slice=None
-) -> None:
+def load_weights(model: DecoderForCausalLM, model_dir: Path, show_progress: bool = True, checkpoint_slice=None) -> None:
     """Fill every parameter of `model` from the checkpoint in `model_dir`.
 
     `checkpoint_slice(key, shape)` (tensor parallelism: parallel/sharding.py) names the slice of a checkpoint

@@ -51,7 +51,9 @@ def parallelize(model: nn.Module, shard: Shard, tp: TensorParallel) -> None:
         model.embed_tokens.weight[shard.num_real_vocab_rows :].zero_()
         if not model.config.tie_word_embeddings:
             model.lm_head_weight[shard.num_real_vocab_rows :].zero_()
-    model.embed_tokens = VocabParallelEmbedding(model.embed_tokens.weight, shard.vocab_start, shard.num_real_vocab_rows, tp)
+    model.embed_tokens = VocabParallelEmbedding(
+        model.embed_tokens.weight, shard.vocab_start, shard.num_real_vocab_rows, tp
+    )
     vocab_size = shard.full.vocab_size
     model.gather_logits = lambda logits: tp.all_gather_last_dim(logits)[:, :vocab_size]
 

@@ -40,7 +40,9 @@ def _engine(checkpoint, tensor_parallel_size=1, **settings) -> LLMEngine:
 
 
 def _prompts(engine, count: int) -> list[list[int]]:
-    return [engine.tokenizer.encode(" ".join(WORDS[(i + j) % len(WORDS)] for j in range(1 + i % 4))) for i in range(count)]
+    return [
+        engine.tokenizer.encode(" ".join(WORDS[(i + j) % len(WORDS)] for j in range(1 + i % 4))) for i in range(count)
+    ]
 
 
 def _first_step_logits(engine, prompts) -> torch.Tensor:
