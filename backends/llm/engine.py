@@ -64,15 +64,17 @@ class LLMEngine:
         self.model_config = DecoderConfig.from_file(Path(model_dir) / "config.json")
         self.tokenizer = TextTokenizer(model_dir)
         self.max_model_len = resolve_max_model_len(config, self.model_config)
-        device = resolve_device(config.device)
         batched = config.max_num_batched_tokens or max(2048, self.max_model_len)
+        settings = runner_config(config, self.max_model_len, resolve_device(config.device))
         # tensor_parallel_size > 1: this process is rank 0 of a group whose other ranks start here.
         self.workers = None
         if config.tensor_parallel_size > 1:
             from modelgate.backends.llm.parallel.workers import start_workers
 
-            self.workers, device = start_workers(Path(model_dir), config, self.model_config, self.max_model_len)
-        self.runner = ModelRunner(Path(model_dir), self.model_config, runner_config(config, self.max_model_len, device))
+            self.workers, settings = start_workers(
+                Path(model_dir), config.tensor_parallel_size, self.model_config, settings
+            )
+        self.runner = ModelRunner(Path(model_dir), self.model_config, settings)
         self.kv_cache = KVCacheManager(self.runner.num_kv_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(
             SchedulerConfig(config.max_num_seqs, batched, self.max_model_len, config.enable_chunked_prefill),

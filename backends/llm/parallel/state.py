@@ -25,6 +25,7 @@ import torch.distributed as dist
 DEVICE_TIMEOUT = datetime.timedelta(minutes=10)
 # Workers wait for the next step in a broadcast for as long as the engine is idle.
 STEP_TIMEOUT = datetime.timedelta(days=365)
+STORE_HOST = "127.0.0.1"  # the ranks are processes of one machine; they meet at rank 0's TCPStore there
 
 
 @dataclass(frozen=True)

@@ -40,15 +40,20 @@ class _StepRequest:
 
 
 def encode(scheduled: list[ScheduledRequest]) -> torch.Tensor:
-    from modelgate.backends.llm.model_runner import _token_slice
-
     header, tokens, blocks = [len(scheduled)], [], []
     for item in scheduled:
         start = item.num_computed_tokens
         header += (start, item.num_new_tokens, int(item.samples), len(item.block_ids))
-        tokens += _token_slice(item.request, start, start + item.num_new_tokens)
+        tokens += _new_tokens(item.request, start, start + item.num_new_tokens)
         blocks += item.block_ids
     return torch.tensor(header + tokens + blocks, dtype=torch.int64)
+
+
+def _new_tokens(request, start: int, end: int) -> list[int]:
+    """Tokens [start, end) of the request's prompt + output, without joining the two lists."""
+    num_prompt = request.num_prompt_tokens
+    prompt = request.prompt_token_ids[start:end] if start < num_prompt else []
+    return prompt + request.output_token_ids[max(0, start - num_prompt) : max(0, end - num_prompt)]
 
 
 def decode(message: torch.Tensor) -> list[ScheduledRequest]:

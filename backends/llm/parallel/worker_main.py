@@ -1,6 +1,6 @@
 """A tensor-parallel worker process (rank 1..N-1): its shard of the model, running rank 0's steps.
 
-It builds the same ModelRunner as rank 0 (from the same EngineConfig, on its own device, with its shard),
+It builds the same ModelRunner as rank 0 (rank 0's RunnerConfig, its own device, its shard),
 then loops: receive the step rank 0 broadcasts, run `forward_step` on it (the collectives inside meet rank
 0's), until rank 0 says stop. It samples nothing and keeps no scheduler: block tables come with each step.
 
@@ -24,15 +24,14 @@ def worker_main(
     world_size: int,
     store_port: int,
     model_dir: str,
-    config_json: str,
-    device: str,
+    settings,  # RunnerConfig: rank 0's, with this rank's device
     parent: Connection,
 ) -> None:
     os.environ["NCCL_NVLS_ENABLE"] = "0"
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s engine rank {rank}: %(message)s")
     threading.Thread(target=_exit_with_parent, args=(parent,), name="llm-tp-parent", daemon=True).start()
     try:
-        tp, runner = _start(rank, world_size, store_port, Path(model_dir), config_json, device)
+        tp, runner = _start(rank, world_size, store_port, Path(model_dir), settings)
     except Exception as exc:
         logging.getLogger(__name__).error("rank %d failed to start:\n%s", rank, traceback.format_exc())
         parent.send(f"{type(exc).__name__}: {exc}")
@@ -40,24 +39,19 @@ def worker_main(
     _serve(tp, runner)
 
 
-def _start(rank: int, world_size: int, store_port: int, model_dir: Path, config_json: str, device: str):
+def _start(rank: int, world_size: int, store_port: int, model_dir: Path, settings):
     import torch
 
-    from modelgate.backends.llm.engine import resolve_max_model_len, runner_config
-    from modelgate.backends.llm.engine_config import EngineConfig
     from modelgate.backends.llm.model_runner import ModelRunner
     from modelgate.backends.llm.models.model_config import DecoderConfig
     from modelgate.backends.llm.parallel import state
-    from modelgate.backends.llm.parallel.workers import STORE_HOST
+    from modelgate.backends.llm.parallel.state import STORE_HOST
 
-    config = EngineConfig.model_validate_json(config_json)
-    if device == "cpu":  # the ranks share the host's cores
+    if settings.device == "cpu":  # the ranks share the host's cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
-    tp = state.initialize(rank, world_size, STORE_HOST, store_port, torch.device(device))
+    tp = state.initialize(rank, world_size, STORE_HOST, store_port, torch.device(settings.device))
     model_config = DecoderConfig.from_file(model_dir / "config.json")
-    max_model_len = resolve_max_model_len(config, model_config)
-    runner = ModelRunner(model_dir, model_config, runner_config(config, max_model_len, device))
-    return tp, runner
+    return tp, ModelRunner(model_dir, model_config, settings)
 
 
 def _serve(tp, runner) -> None:

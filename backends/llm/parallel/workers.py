@@ -16,6 +16,7 @@ Workers watch this process in turn (worker_main.py), so none outlives it.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -25,15 +26,15 @@ from pathlib import Path
 
 import torch
 
-from modelgate.backends.llm.engine_config import EngineConfig
+from modelgate.backends.llm.model_runner import RunnerConfig
 from modelgate.backends.llm.models.model_config import DecoderConfig
 from modelgate.backends.llm.parallel import RANK_FAILED_EXIT_CODE, state
 from modelgate.backends.llm.parallel.sharding import check_splittable
+from modelgate.backends.llm.parallel.state import STORE_HOST
 
 logger = logging.getLogger(__name__)
 
 STOP_WAIT_S = 10.0
-STORE_HOST = "127.0.0.1"
 
 
 def rank_device(device: str, rank: int) -> str:
@@ -45,30 +46,27 @@ def rank_device(device: str, rank: int) -> str:
 
 
 def start_workers(
-    model_dir: Path, config: EngineConfig, model_config: DecoderConfig, max_model_len: int
-) -> tuple[WorkerGroup, str]:
-    """Start ranks 1..N-1 and join the group as rank 0; returns the group and rank 0's device.
+    model_dir: Path, world_size: int, model_config: DecoderConfig, settings: RunnerConfig
+) -> tuple[WorkerGroup, RunnerConfig]:
+    """Start ranks 1..N-1 and join the group as rank 0; returns the group and rank 0's runner settings.
 
-    TensorParallelError (a load error) when the model does not split over tensor_parallel_size ranks, or the
-    machine has fewer GPUs than ranks."""
-    from modelgate.backends.llm.engine import resolve_device
-
-    world_size = config.tensor_parallel_size
+    Every rank's runner gets `settings` with its own device. TensorParallelError (a load error) when the model
+    does not split over world_size ranks, or the machine has fewer GPUs than ranks."""
     check_splittable(model_config, world_size)
-    device = resolve_device(config.device)
+    device = settings.device
     _check_devices(device, world_size)
     # NVLink multicast (NVLS) stays off: the machines this runs on require it. Spawned workers inherit it.
     os.environ["NCCL_NVLS_ENABLE"] = "0"
     store = torch.distributed.TCPStore(
         STORE_HOST, 0, world_size, is_master=True, timeout=state.DEVICE_TIMEOUT, wait_for_workers=False
     )
-    group = WorkerGroup(model_dir, config, device, store.port)
+    group = WorkerGroup(model_dir, world_size, settings, store.port)
     try:
         state.initialize(0, world_size, STORE_HOST, store.port, torch.device(rank_device(device, 0)), store=store)
     except Exception:
         group.stop()
         raise
-    return group, rank_device(device, 0)
+    return group, dataclasses.replace(settings, device=rank_device(device, 0))
 
 
 def _check_devices(device: str, world_size: int) -> None:
@@ -86,7 +84,7 @@ def _check_devices(device: str, world_size: int) -> None:
 class WorkerGroup:
     """The worker processes of ranks 1..N-1, and the thread that ends this process when one dies."""
 
-    def __init__(self, model_dir: Path, config: EngineConfig, device: str, store_port: int):
+    def __init__(self, model_dir: Path, world_size: int, settings: RunnerConfig, store_port: int):
         from modelgate.backends.llm.parallel.worker_main import worker_main
 
         context = multiprocessing.get_context("spawn")
@@ -96,19 +94,12 @@ class WorkerGroup:
         multiprocessing.current_process().daemon = False
         self._closing = False
         self.processes, self._pipes = [], []
-        for rank in range(1, config.tensor_parallel_size):
+        for rank in range(1, world_size):
             ours, theirs = context.Pipe()
+            rank_settings = dataclasses.replace(settings, device=rank_device(settings.device, rank))
             process = context.Process(
                 target=worker_main,
-                args=(
-                    rank,
-                    config.tensor_parallel_size,
-                    store_port,
-                    str(model_dir),
-                    config.model_dump_json(),
-                    rank_device(device, rank),
-                    theirs,
-                ),
+                args=(rank, world_size, store_port, str(model_dir), rank_settings, theirs),
                 name=f"modelgate-llm-tp-rank{rank}",
                 daemon=True,
             )
