@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from modelgate.backends.llm import parallel
 from modelgate.backends.llm.model_runner import RunnerConfig
 from modelgate.backends.llm.models.model_config import DecoderConfig
 from modelgate.backends.llm.parallel import RANK_FAILED_EXIT_CODE, state
@@ -115,6 +116,9 @@ class WorkerGroup:
         """End the engine process now, taking the workers with it (the server sees it exit)."""
         logger.error("tensor parallelism: %s; stopping the engine and its %d workers", reason, len(self.processes))
         self._closing = True
+        report = parallel.report_start_failure
+        if report is not None:  # still loading: the load fails with this reason
+            _quietly(report, f"tensor parallelism: {reason}")
         for process in self.processes:
             if process.is_alive():
                 process.kill()

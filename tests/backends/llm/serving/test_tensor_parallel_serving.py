@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-from pathlib import Path
 
 import pytest
 
+from tests.backends.llm.process_tree import is_running, spawned_children
 from tests.backends.llm.serving.helpers import (
     ENGINE_SETTINGS,
     LONG,
@@ -41,29 +41,6 @@ def _instance(running):
     return running.server.manager._entries[MODEL].serving[1].scheduler.pool._instances[0]
 
 
-def _workers(engine_pid: int) -> list[int]:
-    """The engine process's tensor-parallel workers (its spawned children; not multiprocessing's tracker)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and _is_running(int(entry.name)):
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                command = (entry / "cmdline").read_bytes()
-            except (OSError, IndexError, ValueError):
-                continue
-            if parent == engine_pid and b"spawn_main" in command:
-                found.append(int(entry.name))
-    return found
-
-
-def _is_running(pid: int) -> bool:
-    """Alive and not a zombie (an orphan that exited may wait to be reaped by whoever adopted it)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def test_tensor_parallel_serving_and_rank_failures(tp_server, reference):
     prompt = PROMPTS[1]
     response = generate(tp_server, prompt, 10, exclude_input_in_output=True)
@@ -73,7 +50,7 @@ def test_tensor_parallel_serving_and_rank_failures(tp_server, reference):
     # Rank 1 dies while a request is in the engine: frozen first, so that the request certainly is.
     instance = _instance(tp_server)
     engine_pid = instance.engines.client.process.pid
-    (worker,) = _workers(engine_pid)
+    (worker,) = spawned_children(engine_pid)
     os.kill(worker, signal.SIGSTOP)
     stream = GrpcStream(tp_server.grpc_url, MODEL)
     try:
@@ -85,7 +62,7 @@ def test_tensor_parallel_serving_and_rank_failures(tp_server, reference):
         assert f"model '{MODEL}'" in str(error) and "tensor-parallel ranks died" in str(error)
     finally:
         stream.close()
-    wait_for(lambda: not _is_running(engine_pid), "the engine of the dead rank to exit")
+    wait_for(lambda: not is_running(engine_pid), "the engine of the dead rank to exit")
 
     # All ranks start again and serve.
     wait_for(lambda: instance.engines.client is not None, "the engine to start again")
@@ -94,6 +71,6 @@ def test_tensor_parallel_serving_and_rank_failures(tp_server, reference):
 
     # Rank 0 (the engine process) dies: its worker follows it.
     engine_pid = instance.engines.client.process.pid
-    (worker,) = _workers(engine_pid)
+    (worker,) = spawned_children(engine_pid)
     os.kill(engine_pid, signal.SIGKILL)
-    wait_for(lambda: not _is_running(worker), "the worker of the killed engine to exit")
+    wait_for(lambda: not is_running(worker), "the worker of the killed engine to exit")
