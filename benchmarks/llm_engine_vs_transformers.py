@@ -285,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-num-batched-tokens", type=int, default=16384)
     parser.add_argument("--attention-backend", choices=["auto", "torch", "triton"], default="auto")
     parser.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
+    parser.add_argument(
+        "--cuda-graph-max-num-tokens",
+        type=int,
+        help="non-decode steps of up to this many tokens replay piecewise graphs (default: the engine's; 0: eager)",
+    )
     parser.add_argument("--gpu-memory-utilization", type=float, help="the engine's share of free GPU memory")
     parser.add_argument(
         "--transformers-requests",
@@ -330,6 +335,7 @@ def run_all_modelgate(args: argparse.Namespace, device: str, loads: list[Workloa
             show_progress=False,
             enforce_eager=args.enforce_eager,
             cuda_graph_max_batch_size=args.max_num_seqs,
+            cuda_graph_max_num_tokens=args.cuda_graph_max_num_tokens,
             attention_backend=args.attention_backend,
             **SETTINGS[setting],
         )

@@ -82,6 +82,11 @@ def main() -> None:
     parser.add_argument("--max-num-batched-tokens", type=int, default=8192)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-gc-freeze", action="store_true", help="leave start-up objects to the collector")
+    parser.add_argument(
+        "--cuda-graph-max-num-tokens",
+        type=int,
+        help="prefills of up to this many tokens replay piecewise graphs (default: the engine's; 0: eager)",
+    )
     args = parser.parse_args()
     engine_settings = dict(
         max_num_seqs=8,
@@ -89,6 +94,7 @@ def main() -> None:
         max_model_len=max(args.isls) + 16,
         show_progress=False,
         enable_prefix_caching=False,
+        cuda_graph_max_num_tokens=args.cuda_graph_max_num_tokens,
         **SETTINGS[args.settings],
     )
     engine = make_engine(args.checkpoint, "cuda", engine_settings)

@@ -70,8 +70,10 @@ class DecodeGraphs:
         decode_split_for,
         device: torch.device,
         replay: bool = True,
+        pool=None,
     ):
-        """decode_split_for(batch_size) -> the DecodeSplit a graph of that size fixes (from max_model_len)."""
+        """decode_split_for(batch_size) -> the DecodeSplit a graph of that size fixes (from max_model_len).
+        pool: the CUDA graph memory pool to capture into (shared with the runner's other graphs); None: a new one."""
         if not batch_sizes:
             raise ValueError("DecodeGraphs needs at least one batch size")
         self.model = model
@@ -107,6 +109,10 @@ class DecodeGraphs:
         self._copies_done = torch.cuda.Event() if device.type == "cuda" else None
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self._logits: dict[int, torch.Tensor] = {}
+        # Every size's logits land in rows [:size] of one buffer: one capture's output each would hold
+        # sum(sizes) rows (about 4 GiB of a 128k vocabulary at max_num_seqs 512) for as long as the graphs live.
+        self._logits_buffer = torch.empty((rows, model.config.vocab_size), dtype=torch.float32, device=device)
+        self._pool = pool
 
     def supports(self, num_seqs: int) -> bool:
         return 0 < num_seqs <= self.max_batch_size
@@ -123,7 +129,7 @@ class DecodeGraphs:
         if not self.replay:
             return
         started = time.perf_counter()
-        pool = torch.cuda.graph_pool_handle()
+        pool = self._pool if self._pool is not None else torch.cuda.graph_pool_handle()
         for size in reversed(self.batch_sizes):
             metadata = self._metadata(size)
             # An eager run first: Triton compiles its kernels and cuBLAS picks its algorithms outside the capture.
@@ -198,4 +204,4 @@ class DecodeGraphs:
 
     def _forward(self, size: int, metadata: AttentionMetadata) -> torch.Tensor:
         hidden = self.model(self.token_ids[:size], self.positions[:size], self.kv_caches, metadata, self.kv_scales)
-        return self.model.compute_logits(hidden)
+        return self.model.compute_logits(hidden, out=self._logits_buffer[:size])

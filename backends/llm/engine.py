@@ -34,6 +34,7 @@ def resolve_device(device: str) -> str:
 
 def runner_config(config: EngineConfig, max_model_len: int, device: str) -> RunnerConfig:
     """The model runner's settings; every tensor-parallel rank builds its runner from the same ones."""
+    batched = config.max_num_batched_tokens or max(2048, max_model_len)
     return RunnerConfig(
         device=device,
         dtype=config.dtype,
@@ -47,7 +48,8 @@ def runner_config(config: EngineConfig, max_model_len: int, device: str) -> Runn
         quantization=config.quantization,
         kv_cache_dtype=config.kv_cache_dtype,
         cuda_graph_batch_sizes=tuple(LLMEngine._graph_batch_sizes(config)),
-        max_num_batched_tokens=config.max_num_batched_tokens or max(2048, max_model_len),
+        cuda_graph_token_counts=tuple(LLMEngine._graph_token_counts(config, batched)),
+        max_num_batched_tokens=batched,
         max_num_seqs=config.max_num_seqs,
     )
 
@@ -94,6 +96,15 @@ class LLMEngine:
             return []
         limit = config.cuda_graph_max_batch_size
         return capture_sizes(config.max_num_seqs if limit is None else min(limit, config.max_num_seqs))
+
+    @staticmethod
+    def _graph_token_counts(config: EngineConfig, max_num_batched_tokens: int) -> list[int]:
+        from modelgate.backends.llm.step_graphs import token_counts
+
+        if config.enforce_eager:
+            return []
+        limit = config.cuda_graph_max_num_tokens
+        return token_counts(min(1024 if limit is None else limit, max_num_batched_tokens))
 
     @property
     def has_unfinished(self) -> bool:

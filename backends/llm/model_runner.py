@@ -23,6 +23,7 @@ from modelgate.backends.llm.models.weight_loader import checkpoint_has_fp8_weigh
 from modelgate.backends.llm.parallel.runner_hooks import RankShard
 from modelgate.backends.llm.sampler import PendingSample, Sampler, SamplerOutput, samples_on_device
 from modelgate.backends.llm.scheduler import ScheduledRequest, SchedulerOutput
+from modelgate.backends.llm.step_layout import StepInputs, StepLayout, decode_rows, is_decode_step, to_device
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ class RunnerConfig:
     # Batch sizes of the decode steps captured as CUDA graphs (backends/llm/cuda_graphs.py); used only on a CUDA
     # device with the triton attention backend. Empty: every step runs eagerly.
     cuda_graph_batch_sizes: tuple[int, ...] = ()
+    # Token counts at which the other steps (prefills, chunks, mixed steps) are captured as piecewise CUDA graphs
+    # (backends/llm/step_graphs.py); same conditions. Empty: those steps run eagerly.
+    cuda_graph_token_counts: tuple[int, ...] = ()
     # The scheduler's limits: a step's tokens and sampled rows. On a GPU, a forward of this many tokens is run
     # once before the KV cache is sized, so that its activations' peak is kept free.
     max_num_batched_tokens: int = 2048
@@ -120,9 +124,14 @@ class ModelRunner:
         self.kv_caches, self.kv_scales = self._allocate_kv_caches()
         self.sampler = Sampler()
         self.decode_graphs = None
+        self.step_graphs = None
+        self._graph_pool = None  # one CUDA graph memory pool for every capture (made with the first)
         self.warm_up()
-        if config.cuda_graph_batch_sizes and self.device.type == "cuda" and self.attention_backend == "triton":
-            self.use_decode_graphs(list(config.cuda_graph_batch_sizes))
+        if self.device.type == "cuda" and self.attention_backend == "triton":
+            if config.cuda_graph_batch_sizes:
+                self.use_decode_graphs(list(config.cuda_graph_batch_sizes))
+            if config.cuda_graph_token_counts:
+                self.use_step_graphs(list(config.cuda_graph_token_counts))
 
     def use_decode_graphs(self, batch_sizes: list[int], replay: bool = True) -> None:
         """Run decode steps of up to max(batch_sizes) sequences through DecodeGraphs (captured now when replay).
@@ -151,9 +160,39 @@ class ModelRunner:
             decode_split_for=decode_split_for,
             device=self.device,
             replay=replay,
+            pool=self._shared_graph_pool() if replay else None,
         )
         graphs.capture()
         self.decode_graphs = graphs
+
+    def use_step_graphs(self, token_counts: list[int], replay: bool = True) -> None:
+        """Run the steps that are not decodes (or exceed the decode graphs), of up to max(token_counts) tokens,
+        through StepGraphs: piecewise graphs around an eager attention (captured now when replay).
+
+        replay=False runs the pieces' padded static-buffer path eagerly (for tests on the CPU).
+        """
+        from modelgate.backends.llm.step_graphs import StepGraphs
+
+        if self.attention_backend != "triton":
+            raise ValueError("piecewise step graphs need attention_backend 'triton'")
+        graphs = StepGraphs(
+            self.model,
+            self.kv_caches,
+            self.kv_scales,
+            token_counts=token_counts,
+            device=self.device,
+            replay=replay,
+            pool=self._shared_graph_pool() if replay else None,
+        )
+        graphs.capture()
+        self.step_graphs = graphs
+
+    def _shared_graph_pool(self):
+        """The pool every capture shares: graphs replay one at a time on one stream, and what a capture leaves
+        alive (its outputs) is never handed to another, so their working memory can overlap."""
+        if self._graph_pool is None:
+            self._graph_pool = torch.cuda.graph_pool_handle()
+        return self._graph_pool
 
     def _load(self, model_dir: Path) -> str:
         """Load the weights; with FP8 the attention/MLP linears become Fp8Linear. Returns the quantization."""
@@ -211,17 +250,25 @@ class ModelRunner:
         """The step's forward: float32 logits of its sampled rows [num_sampled, vocab], None when it samples
         none. Every tensor-parallel rank runs this on the same step (parallel/worker_main.py)."""
         graphs = self.decode_graphs
-        if graphs is not None and graphs.supports(len(scheduled)) and _is_decode_step(scheduled):
-            logits = graphs.run(_decode_rows(scheduled, self.block_size))
+        if graphs is not None and graphs.supports(len(scheduled)) and is_decode_step(scheduled):
+            logits = graphs.run(decode_rows(scheduled, self.block_size))
             sample_rows = [row for row, item in enumerate(scheduled) if item.samples]
             if not sample_rows:
                 return None
-            return logits[sample_rows] if len(sample_rows) < len(scheduled) else logits
-        inputs = self._prepare(scheduled)
-        hidden = self.model(inputs.token_ids, inputs.positions, self.kv_caches, inputs.metadata, self.kv_scales)
-        if not inputs.sample_rows:
+            if len(sample_rows) < len(scheduled):
+                logits = logits.index_select(0, to_device(sample_rows, torch.long, self.device))
+            return logits
+        layout = StepLayout.of(scheduled, self.block_size)
+        step_graphs = self.step_graphs
+        if step_graphs is not None and step_graphs.supports(layout.num_tokens):
+            metadata = layout.metadata(step_graphs.slot_mapping[: layout.num_tokens], self.device)
+            hidden = step_graphs.run(layout.token_ids, layout.positions, layout.slots, metadata)
+        else:
+            inputs = StepInputs.of(layout, self.device)
+            hidden = self.model(inputs.token_ids, inputs.positions, self.kv_caches, inputs.metadata, self.kv_scales)
+        if not layout.sample_rows:
             return None
-        return self.model.compute_logits(hidden[inputs.sample_rows])
+        return self.model.compute_logits(hidden.index_select(0, layout.sample_index(self.device)))
 
     def can_launch_ahead(self, previous: SchedulerOutput, pending: PendingSample) -> bool:
         """Whether the decode step after `previous` can be queued before previous's tokens reach the host:
@@ -247,40 +294,12 @@ class ModelRunner:
         if rows != list(range(len(previous.scheduled))):  # some requests finish with previous: their rows go
             index = torch.tensor(rows, dtype=torch.long, pin_memory=tokens.is_cuda)
             tokens = tokens.index_select(0, index.to(tokens.device, non_blocking=True))
-        logits = self.decode_graphs.run(_decode_rows(scheduled, self.block_size, known_tokens=False), tokens)
+        logits = self.decode_graphs.run(decode_rows(scheduled, self.block_size, known_tokens=False), tokens)
         return self.sampler.sample_async(logits, [item.request for item in scheduled])
 
-    def _prepare(self, scheduled: list[ScheduledRequest]) -> _StepInputs:
-        token_ids, positions, slots, query_start, context_lens, sample_rows = [], [], [], [0], [], []
-        block_size = self.block_size
-        for item in scheduled:
-            start, end = item.num_computed_tokens, item.num_computed_tokens + item.num_new_tokens
-            token_ids.extend(_token_slice(item.request, start, end))
-            positions.extend(range(start, end))
-            slots.extend(item.block_ids[p // block_size] * block_size + p % block_size for p in range(start, end))
-            query_start.append(len(token_ids))
-            context_lens.append(end)
-            if item.samples:
-                sample_rows.append(len(token_ids) - 1)
-        width = max(len(item.block_ids) for item in scheduled)
-        tables = [item.block_ids + [0] * (width - len(item.block_ids)) for item in scheduled]
-        device = self.device
-        metadata = AttentionMetadata(
-            slot_mapping=torch.tensor(slots, dtype=torch.long, device=device),
-            query_start=torch.tensor(query_start, dtype=torch.int32, device=device),
-            context_lens=torch.tensor(context_lens, dtype=torch.int32, device=device),
-            block_tables=torch.tensor(tables, dtype=torch.int32, device=device),
-            query_start_cpu=query_start,
-            context_lens_cpu=context_lens,
-            max_context_len=max(context_lens),
-            is_decode_only=all(item.num_new_tokens == 1 for item in scheduled),
-        )
-        return _StepInputs(
-            torch.tensor(token_ids, dtype=torch.long, device=device),
-            torch.tensor(positions, dtype=torch.long, device=device),
-            metadata,
-            sample_rows,
-        )
+    def _prepare(self, scheduled: list[ScheduledRequest]) -> StepInputs:
+        """The step's inputs as the eager forward takes them (tensors on the device)."""
+        return StepInputs.of(StepLayout.of(scheduled, self.block_size), self.device)
 
     def _blocks_that_fit(self) -> int:
         """KV blocks that fit in the engine's memory budget (or gpu_memory_utilization of the GPU), after the
@@ -290,9 +309,22 @@ class ModelRunner:
             raise ValueError("on the CPU, num_kv_blocks (a KV token budget) must be configured")
         free = self.budget.free_for_kv(self.config.memory_budget_bytes, self.config.gpu_memory_utilization)
         step_peak = self._activation_peak_bytes(self.config.max_num_batched_tokens, self.config.max_num_seqs)
-        graph_sizes = self.config.cuda_graph_batch_sizes
-        graphs_peak = self._activation_peak_bytes(max(graph_sizes), max(graph_sizes)) if graph_sizes else 0
+        graph_sizes, token_counts = self.config.cuda_graph_batch_sizes, self.config.cuda_graph_token_counts
+        # The graphs share one pool (_shared_graph_pool): it grows to the larger of their peaks.
+        decode_peak = self._activation_peak_bytes(max(graph_sizes), max(graph_sizes)) if graph_sizes else 0
+        pieces_peak = 0
+        if token_counts:
+            largest = max(token_counts)
+            pieces_peak = self._activation_peak_bytes(largest, 1) + self._step_graph_buffer_bytes(largest)
+        graphs_peak = max(decode_peak, pieces_peak)
         return kv_blocks(free, step_peak, graphs_peak, self.kv_bytes_per_block, self.block_size)
+
+    def _step_graph_buffer_bytes(self, num_tokens: int) -> int:
+        """The static buffers of StepGraphs at num_tokens rows (qkv, residual, attention output, hidden, inputs)."""
+        c = self.model_config
+        qkv_width = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim
+        element = torch.finfo(self.dtype).bits // 8
+        return num_tokens * ((qkv_width + c.num_heads * c.head_dim + 2 * c.hidden_size) * element + 3 * 8)
 
     @torch.inference_mode()
     def _activation_peak_bytes(self, num_tokens: int, num_sampled: int) -> int:
@@ -354,49 +386,3 @@ class ModelRunner:
         hidden = self.model(token_ids, positions, caches, metadata, kv_scales)
         logits = self.model.compute_logits(hidden[-num_sampled:])
         logits.clone().argmax(-1)  # the sampler may work on a copy of the logits
-
-
-@dataclass
-class _StepInputs:
-    token_ids: torch.Tensor  # [num_tokens]
-    positions: torch.Tensor  # [num_tokens]
-    metadata: AttentionMetadata
-    sample_rows: list[int]
-
-
-def _is_decode_step(scheduled: list[ScheduledRequest]) -> bool:
-    """One new token for every sequence (a decode, or a prefill's one-token last chunk: the same computation)."""
-    return all(item.num_new_tokens == 1 for item in scheduled)
-
-
-def _decode_rows(scheduled: list[ScheduledRequest], block_size: int, known_tokens: bool = True):
-    """The step's rows; with known_tokens=False the token ids are placeholders (0) that the caller supplies
-    on the device."""
-    from modelgate.backends.llm.cuda_graphs import DecodeRows
-
-    token_ids, positions, slots, tables = [], [], [], []
-    for item in scheduled:
-        request = item.request
-        position = item.num_computed_tokens
-        outputs = request.output_token_ids
-        if not known_tokens:
-            token_ids.append(0)
-        elif outputs and position == request.num_prompt_tokens + len(outputs) - 1:
-            token_ids.append(outputs[-1])  # the usual decode: the token sampled last step
-        else:
-            token_ids.append(_token_slice(request, position, position + 1)[0])
-        positions.append(position)
-        block_ids = item.block_ids
-        slots.append(block_ids[position // block_size] * block_size + position % block_size)
-        tables.append(block_ids)
-    return DecodeRows(token_ids, positions, slots, tables)
-
-
-def _token_slice(request, start: int, end: int) -> list[int]:
-    """Tokens [start, end) of prompt + output without building the whole list for a decode."""
-    num_prompt = request.num_prompt_tokens
-    if start >= num_prompt:
-        return request.output_token_ids[start - num_prompt : end - num_prompt]
-    if end <= num_prompt:
-        return request.prompt_token_ids[start:end]
-    return request.prompt_token_ids[start:] + request.output_token_ids[: end - num_prompt]

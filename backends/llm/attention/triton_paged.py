@@ -89,11 +89,30 @@ class TritonPagedAttention:
             rotary_reshape_and_cache(
                 q, k, v, kv_cache, metadata.slot_mapping, rotation.positions, rotation.cos, rotation.sin, kv_scales
             )
+        return self._attend(q, k, v, kv_cache, metadata, kv_scales, runs)
+
+    def write_kv(self, k, v, kv_cache, slot_mapping: torch.Tensor, kv_scales=None) -> None:
+        """Write k (rotated) and v into the cache at slot_mapping (slot -1: skipped): the first half of forward,
+        for a caller that rotates q and k itself (the piecewise step graphs, backends/llm/step_graphs.py)."""
+        reshape_and_cache(k, v, kv_cache, slot_mapping, kv_scales)
+
+    def attend_written(self, q, k, v, kv_cache, metadata: AttentionMetadata, kv_scales, out: torch.Tensor) -> None:
+        """The second half of forward, into `out` ([num_tokens, num_heads, head_dim]): attention of q (rotated)
+        once `write_kv` has put the step's K/V in the cache; k and v are rotated k and v, read by fresh prefills."""
+        runs = None if metadata.is_decode_only else self._runs_with_fresh(q, metadata)
+        attended = self._attend(q, k, v, kv_cache, metadata, kv_scales, runs, out)
+        if attended is not out:
+            out.copy_(attended)
+
+    def _attend(self, q, k, v, kv_cache, metadata: AttentionMetadata, kv_scales, runs, out=None) -> torch.Tensor:
+        """Attention once the cache holds the step's K/V: the decode kernel, the paged prefill kernel, or each run
+        of sequences by its path (runs: from _runs_with_fresh). Writes into `out` where given, except decodes
+        (the decode kernel returns a new tensor)."""
         if metadata.is_decode_only:
             return self._decode(q, kv_cache, metadata, kv_scales)
         if runs is None:
-            return self._prefill(q, kv_cache, metadata, kv_scales, SequenceRun(0, metadata.num_seqs, False))
-        out = torch.empty_like(q)
+            return self._prefill(q, kv_cache, metadata, kv_scales, SequenceRun(0, metadata.num_seqs, False), out)
+        out = torch.empty_like(q) if out is None else out
         fresh = self._fresh_attention()
         for run in runs:
             if run.is_fresh:

@@ -64,12 +64,7 @@ class Attention(nn.Module):
         # kv_scales: [2, num_blocks, block_size, num_kv_heads] float32 for an FP8 cache (Triton attention only)
         qkv = self.qkv_proj(hidden)
         num_tokens = qkv.shape[0]
-        q, k, v = qkv.split(
-            [self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim, self.num_kv_heads * self.head_dim], -1
-        )
-        q = q.view(num_tokens, self.num_heads, self.head_dim)
-        k = k.view(num_tokens, self.num_kv_heads, self.head_dim)
-        v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
+        q, k, v = self.split_heads(qkv)
         # Only the Triton attention takes these (TorchPagedAttention.forward has neither argument).
         options = {} if kv_scales is None else {"kv_scales": kv_scales}
         # An attention whose KV write can rotate gets the rotation instead (one launch fewer per layer); k then
@@ -82,6 +77,29 @@ class Attention(nn.Module):
             options["rotation"] = rotation
         out = self.attention_impl.forward(q, k, v, kv_cache, metadata, **options)
         return self.o_proj(out.reshape(num_tokens, -1))
+
+    def split_heads(self, qkv: torch.Tensor):
+        """Views q [T, num_heads, head_dim], k and v [T, num_kv_heads, head_dim] of a qkv_proj output [T, width]."""
+        num_tokens = qkv.shape[0]
+        kv_size = self.num_kv_heads * self.head_dim
+        q, k, v = qkv.split([self.num_heads * self.head_dim, kv_size, kv_size], -1)
+        return (
+            q.view(num_tokens, self.num_heads, self.head_dim),
+            k.view(num_tokens, self.num_kv_heads, self.head_dim),
+            v.view(num_tokens, self.num_kv_heads, self.head_dim),
+        )
+
+    def project_and_write(self, normed, positions, rotary: RotaryEmbedding, kv_cache, slot_mapping, kv_scales=None):
+        """The attention's work before it reads the cache: qkv_proj, q and k rotated (in place in the returned
+        [T, width] qkv), k and v written to the cache. Its attention implementation must have `write_kv`."""
+        qkv = self.qkv_proj(normed)
+        q, k, v = self.split_heads(qkv)
+        rotated_q, rotated_k = rotary(positions, q, k)
+        if rotated_q is not q:  # the torch rotation returns new tensors: keep qkv the one result
+            q.copy_(rotated_q)
+            k.copy_(rotated_k)
+        self.attention_impl.write_kv(k, v, kv_cache, slot_mapping, kv_scales)
+        return qkv
 
 
 class MLP(nn.Module):
@@ -162,6 +180,22 @@ class DecoderLayer(nn.Module):
         normed, residual = self._normed(self.post_attention_layernorm, hidden, residual)
         return self.mlp(normed), residual
 
+    # The layer in two halves around the attention's read of the cache, for the piecewise step graphs
+    # (backends/llm/step_graphs.py), which capture everything but that read: forward is
+    # attention_output(attend(*attention_input(...))) with the attention in the middle.
+
+    def attention_input(self, hidden, residual, positions, rotary, kv_cache, slot_mapping, kv_scales=None):
+        """(qkv [T, width] with q and k rotated, new residual); the step's K/V are in the cache."""
+        normed, residual = self.input_layernorm(hidden, residual)
+        qkv = self.self_attn.project_and_write(normed, positions, rotary, kv_cache, slot_mapping, kv_scales)
+        return qkv, residual
+
+    def attention_output(self, attended, residual):
+        """(hidden, residual) after o_proj and the MLP; attended: the attention's output [T, num_heads * head_dim]."""
+        hidden = self.self_attn.o_proj(attended)
+        normed, residual = self.post_attention_layernorm(hidden, residual)
+        return self.mlp(normed), residual
+
 
 class DecoderForCausalLM(nn.Module):
     """Weights are created empty; `modelgate.backends.llm.models.weight_loader` fills them."""
@@ -206,8 +240,13 @@ class DecoderForCausalLM(nn.Module):
         hidden, _ = self.norm(hidden, residual)
         return hidden
 
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        # hidden: [num_rows, hidden_size] -> float32 logits [num_rows, vocab_size]
+    def compute_logits(self, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """float32 logits [num_rows, vocab_size] of hidden [num_rows, hidden_size]; into `out` where given (a CUDA
+        graph's static buffer: its captures then share one logits buffer instead of one each)."""
         weight = self.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head_weight
         logits = nn.functional.linear(hidden, weight)
-        return (logits if self.gather_logits is None else self.gather_logits(logits)).float()
+        if self.gather_logits is not None:
+            logits = self.gather_logits(logits)
+        if out is None:
+            return logits.float()
+        return out.copy_(logits)

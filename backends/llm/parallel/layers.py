@@ -11,6 +11,8 @@ of the tensor-parallel model, after loading, the way fp8_linear.py swaps linears
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -56,6 +58,9 @@ def parallelize(model: nn.Module, shard: Shard, tp: TensorParallel) -> None:
     )
     vocab_size = shard.full.vocab_size
     model.gather_logits = lambda logits: tp.all_gather_last_dim(logits)[:, :vocab_size]
+    # The logits' width is the whole vocabulary again (cuda_graphs.py sizes its logits buffer from it); the
+    # rest of the config stays this rank's (heads, KV heads, intermediate size: what the layers were built with).
+    model.config = dataclasses.replace(model.config, vocab_size=vocab_size)
 
 
 def _all_reduce_hook(tp: TensorParallel):

@@ -6,7 +6,7 @@ object path stages the pickle through device memory, with syncs, every step). Wh
 scheduled request is what the model runner reads: where its new tokens start, how many there are, whether the
 step samples it, the new tokens themselves and its block table. Workers rebuild ScheduledRequests from that
 (with a stand-in request holding only the new tokens) and run the runner's own `forward_step` on them, so
-every rank takes the same path (eager or decode graph) and meets the same collectives.
+every rank takes the same path (eager, decode graph or piecewise step graph) and meets the same collectives.
 
 Layout: [num_seqs, (num_computed, num_new, samples, num_blocks) * num_seqs, new tokens..., block ids...];
 num_seqs STOP ends the worker.
@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from modelgate.backends.llm.parallel.state import TensorParallel
 from modelgate.backends.llm.scheduler import ScheduledRequest
+from modelgate.backends.llm.step_layout import token_slice
 
 STOP = -1
 _FIELDS = 4
@@ -26,7 +27,7 @@ _FIELDS = 4
 
 class _StepRequest:
     """The part of an LLMRequest the model runner reads for one step: its new tokens, as if they were the
-    output tokens after a prompt that ends where they start (runner's _token_slice and _decode_rows then
+    output tokens after a prompt that ends where they start (step_layout's token_slice and decode_rows then
     find exactly them)."""
 
     __slots__ = ("num_prompt_tokens", "prompt_token_ids", "output_token_ids", "num_tokens")
@@ -44,16 +45,9 @@ def encode(scheduled: list[ScheduledRequest]) -> torch.Tensor:
     for item in scheduled:
         start = item.num_computed_tokens
         header += (start, item.num_new_tokens, int(item.samples), len(item.block_ids))
-        tokens += _new_tokens(item.request, start, start + item.num_new_tokens)
+        tokens += token_slice(item.request, start, start + item.num_new_tokens)
         blocks += item.block_ids
     return torch.tensor(header + tokens + blocks, dtype=torch.int64)
-
-
-def _new_tokens(request, start: int, end: int) -> list[int]:
-    """Tokens [start, end) of the request's prompt + output, without joining the two lists."""
-    num_prompt = request.num_prompt_tokens
-    prompt = request.prompt_token_ids[start:end] if start < num_prompt else []
-    return prompt + request.output_token_ids[max(0, start - num_prompt) : max(0, end - num_prompt)]
 
 
 def decode(message: torch.Tensor) -> list[ScheduledRequest]:

@@ -18,20 +18,11 @@ Without a GPU the kernels run under the Triton interpreter: TRITON_INTERPRET is 
 kernels/ (see test_fp8_engine.py).
 """
 
-import os
-import sys
-
 import torch
 
-if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-    os.environ["TRITON_INTERPRET"] = "1"
-    for _name in [
-        n
-        for n in sys.modules
-        if n.startswith("modelgate.kernels.")
-        or n in ("modelgate.backends.llm.attention.triton_paged", "modelgate.backends.llm.layers.fp8_linear")
-    ]:
-        del sys.modules[_name]
+from tests.backends.llm.triton_interpreter import interpret_kernels_without_cuda  # noqa: E402
+
+interpret_kernels_without_cuda()
 
 import pytest  # noqa: E402
 

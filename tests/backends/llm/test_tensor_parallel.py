@@ -27,6 +27,7 @@ from modelgate.backends.llm.parallel.step_channel import decode, encode
 from modelgate.backends.llm.request import LLMRequest
 from modelgate.backends.llm.sampling_params import SamplingParams
 from modelgate.backends.llm.scheduler import ScheduledRequest
+from modelgate.backends.llm.step_layout import token_slice
 from tests.backends.llm.process_tree import spawned_children
 from tests.backends.llm.tiny_checkpoint import make_tiny_checkpoint
 
@@ -177,15 +178,13 @@ def test_each_rank_reads_its_slices():
 
 
 def test_the_step_message_carries_what_the_runner_reads():
-    from modelgate.backends.llm.model_runner import _token_slice
-
     prefill = LLMRequest("a", list(range(10, 20)), GREEDY)
     decoding = LLMRequest("b", [1, 2, 3], GREEDY)
     decoding.output_token_ids.extend([7, 8])
     scheduled = [ScheduledRequest(prefill, 4, 3, [5, 6]), ScheduledRequest(decoding, 4, 1, [9, 2])]
     for sent, got in zip(scheduled, decode(encode(scheduled))):
         start, end = sent.num_computed_tokens, sent.num_computed_tokens + sent.num_new_tokens
-        assert _token_slice(got.request, start, end) == _token_slice(sent.request, start, end)
+        assert token_slice(got.request, start, end) == token_slice(sent.request, start, end)
         assert (got.num_computed_tokens, got.num_new_tokens, got.block_ids, got.samples) == (
             sent.num_computed_tokens,
             sent.num_new_tokens,

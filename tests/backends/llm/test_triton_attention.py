@@ -5,19 +5,11 @@ function is defined, so it is set here before anything imports kernels/ (as test
 kernel modules another test imported earlier without it are dropped, so that this run imports them afresh.
 """
 
-import os
-import sys
-
 import torch
 
-if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-    os.environ["TRITON_INTERPRET"] = "1"
-    for _name in [
-        n
-        for n in sys.modules
-        if n.startswith("modelgate.kernels.") or n == "modelgate.backends.llm.attention.triton_paged"
-    ]:
-        del sys.modules[_name]
+from tests.backends.llm.triton_interpreter import interpret_kernels_without_cuda  # noqa: E402
+
+interpret_kernels_without_cuda()
 
 import pytest  # noqa: E402
 
