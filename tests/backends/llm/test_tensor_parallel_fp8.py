@@ -4,23 +4,14 @@ whole) and computes the single-process FP8 engine's logits and greedy tokens.
 
 Not bit-equal: a row-parallel Fp8Linear quantizes its input per token over its rank's columns only (a finer
 scale than over the whole row), so logits agree closely rather than exactly. The kernels run under the Triton
-interpreter without a GPU (the workers inherit TRITON_INTERPRET); see test_fp8_engine.py.
+interpreter without a GPU (the workers inherit TRITON_INTERPRET): triton_interpreter.py.
 """
-
-import os
-import sys
 
 import torch
 
-if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-    os.environ["TRITON_INTERPRET"] = "1"
-    for _name in [
-        n
-        for n in sys.modules
-        if n.startswith("modelgate.kernels.")
-        or n in ("modelgate.backends.llm.attention.triton_paged", "modelgate.backends.llm.layers.fp8_linear")
-    ]:
-        del sys.modules[_name]
+from tests.backends.llm.triton_interpreter import interpret_kernels_without_cuda
+
+interpret_kernels_without_cuda()
 
 import pytest  # noqa: E402
 
