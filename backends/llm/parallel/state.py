@@ -77,6 +77,10 @@ def initialize(rank: int, world_size: int, store_host: str, store_port: int, dev
     global _current
     if store is None:
         store = dist.TCPStore(store_host, store_port, world_size, is_master=False, timeout=DEVICE_TIMEOUT)
+    if device.type == "cuda":
+        # The current device too, not only the tensors': Triton launches its kernels on the current device, and
+        # rank r's is cuda:r (a process starts on cuda:0).
+        torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     options = {"device_id": device} if device.type == "cuda" else {}
     dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=DEVICE_TIMEOUT, **options)
