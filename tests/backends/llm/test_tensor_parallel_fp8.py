@@ -1,6 +1,6 @@
 """Tensor parallelism keeps FP8: an FP8 checkpoint split over 2 ranks (gloo, CPU) loads each rank's slices as
 they are (column-parallel weights with their per-channel scales split, row-parallel ones with their scales
-whole) and computes the single-process FP8 engine's logits and greedy tokens.
+whole; the LM head tied to the embedding) and computes the single-process FP8 engine's logits and greedy tokens.
 
 Not bit-equal: a row-parallel Fp8Linear quantizes its input per token over its rank's columns only (a finer
 scale than over the whole row), so logits agree closely rather than exactly. The kernels run under the Triton
@@ -23,7 +23,11 @@ from tests.backends.llm.tiny_checkpoint import make_tiny_checkpoint  # noqa: E40
 
 @pytest.fixture(scope="module")
 def fp8_checkpoint(tmp_path_factory):
-    source = make_tiny_checkpoint(tmp_path_factory.mktemp("tp_fp8_source"), intermediate_size=128)
+    # Tied embeddings here (the unquantized tests have an LM head of its own): each rank's LM head is then its
+    # vocabulary slice of the embedding.
+    source = make_tiny_checkpoint(
+        tmp_path_factory.mktemp("tp_fp8_source"), intermediate_size=128, tie_word_embeddings=True
+    )
     directory, tensors = _save_fp8_checkpoint(source, tmp_path_factory.mktemp("tp_fp8") / "checkpoint")
     return directory, tensors
 
@@ -36,6 +40,7 @@ def test_fp8_checkpoint_over_two_ranks(fp8_checkpoint):
 
     engine = _engine(directory, 2, max_num_batched_tokens=16)
     try:
+        assert engine.runner.model.config.tie_word_embeddings
         attention, mlp = engine.runner.model.layers[1].self_attn, engine.runner.model.layers[1].mlp
         assert isinstance(attention.qkv_proj, Fp8Linear) and isinstance(mlp.down_proj, Fp8Linear)
         k_weight = tensors["model.layers.1.self_attn.k_proj.weight"]  # 2 KV heads of 16: rank 0 has the first
