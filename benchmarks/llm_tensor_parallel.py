@@ -21,7 +21,8 @@ A run of fewer layers is not the 70B model: its tok/s is printed as measured, an
     python benchmarks/llm_tensor_parallel.py --tiny --device cpu --tp 2 --num-requests 8 \\
         --patterns 16/8                                                                        # CPU smoke (gloo)
 
-The checkpoint is written once to --checkpoint (default /tmp/modelgate-llama3-70b-fp8-L<layers>) and reused.
+The checkpoint is written once to --checkpoint (default /tmp/modelgate-llama3-70b-fp8-L<layers>) and reused:
+with the device calls' 10-minute limit, build it in a call of its own (--build-only), then measure.
 """
 
 from __future__ import annotations
@@ -278,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tiny", action="store_true", help="a tiny model of the same kind (CPU smoke run)")
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--cpu-kv-blocks", type=int, default=512)
+    parser.add_argument("--build-only", action="store_true", help="write the checkpoint and stop")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json-out", type=Path, default=None, help=argparse.SUPPRESS)
     return parser
@@ -295,6 +297,8 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         build_fp8_checkpoint(args.checkpoint, shape, args.layers, args.device)
         print(f"built {args.checkpoint} ({args.layers} layers) in {time.perf_counter() - started:.0f} s")
+    if args.build_only:
+        return
     results = []
     for world_size in args.tp:
         out = Path(tempfile.mkdtemp()) / "result.json"
