@@ -133,6 +133,11 @@ class DecodeGraphs:
         for size in reversed(self.batch_sizes):
             metadata = self._metadata(size)
             # An eager run first: Triton compiles its kernels and cuBLAS picks its algorithms outside the capture.
+            # Tensor parallelism (backends/llm/parallel/): the forward holds NCCL collectives (all-reduces after
+            # o_proj, down_proj and the embedding, the logits' all-gather), which the graph records like kernels.
+            # Every rank captures the same sizes in this same order (each runs this code at load), and the
+            # communicators exist before the capture (init_process_group gets device_id; this eager run uses
+            # them too). Not run yet on several GPUs.
             self._forward(size, metadata)
             torch.cuda.synchronize(self.device)
             graph = torch.cuda.CUDAGraph()

@@ -32,6 +32,28 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def runner_config(config: EngineConfig, max_model_len: int, device: str) -> RunnerConfig:
+    """The model runner's settings; every tensor-parallel rank builds its runner from the same ones."""
+    batched = config.max_num_batched_tokens or max(2048, max_model_len)
+    return RunnerConfig(
+        device=device,
+        dtype=config.dtype,
+        block_size=config.block_size,
+        max_model_len=max_model_len,
+        num_kv_blocks=config.num_kv_blocks,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        memory_budget_bytes=config.memory_budget_bytes,
+        show_progress=config.show_progress,
+        attention_backend=config.attention_backend,
+        quantization=config.quantization,
+        kv_cache_dtype=config.kv_cache_dtype,
+        cuda_graph_batch_sizes=tuple(LLMEngine._graph_batch_sizes(config)),
+        cuda_graph_token_counts=tuple(LLMEngine._graph_token_counts(config, batched)),
+        max_num_batched_tokens=batched,
+        max_num_seqs=config.max_num_seqs,
+    )
+
+
 def resolve_max_model_len(config: EngineConfig, model_config: DecoderConfig) -> int:
     if config.max_model_len is None:
         return model_config.max_position_embeddings
@@ -44,26 +66,17 @@ class LLMEngine:
         self.model_config = DecoderConfig.from_file(Path(model_dir) / "config.json")
         self.tokenizer = TextTokenizer(model_dir)
         self.max_model_len = resolve_max_model_len(config, self.model_config)
-        device = resolve_device(config.device)
         batched = config.max_num_batched_tokens or max(2048, self.max_model_len)
-        runner_config = RunnerConfig(
-            device=device,
-            dtype=config.dtype,
-            block_size=config.block_size,
-            max_model_len=self.max_model_len,
-            num_kv_blocks=config.num_kv_blocks,
-            gpu_memory_utilization=config.gpu_memory_utilization,
-            memory_budget_bytes=config.memory_budget_bytes,
-            show_progress=config.show_progress,
-            attention_backend=config.attention_backend,
-            quantization=config.quantization,
-            kv_cache_dtype=config.kv_cache_dtype,
-            cuda_graph_batch_sizes=tuple(self._graph_batch_sizes(config)),
-            cuda_graph_token_counts=tuple(self._graph_token_counts(config, batched)),
-            max_num_batched_tokens=batched,
-            max_num_seqs=config.max_num_seqs,
-        )
-        self.runner = ModelRunner(Path(model_dir), self.model_config, runner_config)
+        settings = runner_config(config, self.max_model_len, resolve_device(config.device))
+        # tensor_parallel_size > 1: this process is rank 0 of a group whose other ranks start here.
+        self.workers = None
+        if config.tensor_parallel_size > 1:
+            from modelgate.backends.llm.parallel.workers import start_workers
+
+            self.workers, settings = start_workers(
+                Path(model_dir), config.tensor_parallel_size, self.model_config, settings
+            )
+        self.runner = ModelRunner(Path(model_dir), self.model_config, settings)
         self.kv_cache = KVCacheManager(self.runner.num_kv_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(
             SchedulerConfig(config.max_num_seqs, batched, self.max_model_len, config.enable_chunked_prefill),
@@ -126,8 +139,10 @@ class LLMEngine:
         it instead of scheduling: the GPU then never waits for the host between decode steps."""
         try:
             return self._step()
-        except Exception:
+        except Exception as exc:
             self._ahead = None  # the engine process aborts everything after a failed step: start afresh
+            if self.workers is not None:  # the ranks may be out of step now: no later collective can be trusted
+                self.workers.fail(f"a step failed on rank 0: {type(exc).__name__}: {exc}")
             raise
 
     def _step(self) -> list[RequestOutput]:
@@ -139,7 +154,7 @@ class LLMEngine:
             if scheduled.is_empty:
                 return self._process_outputs(self._pending_outputs)
             pending_sample = self.runner.launch(scheduled)
-        if self.config.launch_decode_ahead:
+        if self.config.launch_decode_ahead and self.workers is None:  # TP: the workers would need its tokens
             self._ahead = self._launch_ahead(scheduled, pending_sample)
         # With a step queued ahead, the GPU has work while this one's outputs are processed: they go out now.
         # Otherwise (overlap_output_processing) they wait for the next step, processed while it runs.

@@ -53,3 +53,8 @@ class EngineConfig(BaseModel):
     # decode graphs; vLLM's async scheduling, for that case): the sampled tokens feed it on the device. A request
     # that stops on a token computes one more (dropped).
     launch_decode_ahead: bool = True
+    # Split the model over this many processes (ranks), one GPU each (rank r on cuda:<device index + r>), linked
+    # by torch.distributed (NCCL; gloo on the CPU): attention heads, KV cache, MLP and vocabulary split,
+    # all-reduces after o_proj and down_proj (backends/llm/parallel/). The model's heads, KV heads (or the
+    # ranks a multiple of them) and intermediate size must divide by it. launch_decode_ahead is off with it.
+    tensor_parallel_size: int = Field(1, ge=1)

@@ -13,6 +13,7 @@ import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from modelgate.backends.llm import parallel
 from modelgate.backends.llm.engine_clients import EngineClientEnd, EngineClients
 from modelgate.backends.llm.engine_config import EngineConfig
 from modelgate.backends.llm.engine_messages import (
@@ -40,6 +41,7 @@ def engine_main(
     """Entry point of the engine process. With `attach_address`, frontend workers may attach there (with
     `authkey`) once the engine is ready (engine_clients.py)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s engine: %(message)s")
+    parallel.report_start_failure = lambda reason: send(outbox, EngineFailed(reason))  # a rank dying at load
     try:
         from modelgate.backends.llm.engine import LLMEngine
 
@@ -53,6 +55,7 @@ def engine_main(
     gc.collect()
     gc.freeze()
     ready = EngineReady(engine.runner.num_kv_blocks, engine.max_model_len, tuple(engine.eos_token_ids))
+    parallel.report_start_failure = None
     clients = EngineClients(EngineClientEnd(inbox, outbox, is_owner=True))
     if attach_address is not None:
         clients.listen(attach_address, authkey, ready)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from modelgate.backends.llm.engine_client import EngineClient, EngineStartError
+from modelgate.backends.llm.parallel import RANK_FAILED_EXIT_CODE
 
 logger = logging.getLogger(__name__)
 
@@ -113,4 +114,6 @@ def _how(exit_code: int | None) -> str:
         return "its process did not exit"
     if exit_code < 0:
         return f"killed by signal {-exit_code}"
+    if exit_code == RANK_FAILED_EXIT_CODE:
+        return f"exit code {exit_code}: one of its tensor-parallel ranks died; the engine's log says which"
     return f"exit code {exit_code}"

@@ -20,6 +20,7 @@ from modelgate.backends.llm.memory_budget import BudgetMeter, kv_blocks
 from modelgate.backends.llm.models.llama import DecoderForCausalLM
 from modelgate.backends.llm.models.model_config import DecoderConfig
 from modelgate.backends.llm.models.weight_loader import checkpoint_has_fp8_weights, load_weights
+from modelgate.backends.llm.parallel.runner_hooks import RankShard
 from modelgate.backends.llm.sampler import PendingSample, Sampler, SamplerOutput, samples_on_device
 from modelgate.backends.llm.scheduler import ScheduledRequest, SchedulerOutput
 from modelgate.backends.llm.step_layout import StepInputs, StepLayout, decode_rows, is_decode_step, to_device
@@ -103,7 +104,9 @@ def resolve_dtype(name: str, checkpoint_dtype: str, device: str) -> torch.dtype:
 class ModelRunner:
     def __init__(self, model_dir: Path, model_config: DecoderConfig, config: RunnerConfig):
         self.config = config
-        self.model_config = model_config
+        # Tensor parallelism: this rank's part of the model (parallel/); in one process, all of it and no-ops.
+        self.shard = RankShard.of_this_process(model_config)
+        self.model_config = model_config = self.shard.model_config
         self.device = torch.device(config.device)
         self.budget = BudgetMeter(self.device)  # before anything reaches the GPU
         self.dtype = resolve_dtype(config.dtype, model_config.torch_dtype, config.device)
@@ -115,8 +118,9 @@ class ModelRunner:
         with torch.device(self.device):
             self.model = DecoderForCausalLM(model_config, attention, self.dtype, config.max_model_len)
         self.quantization = self._load(model_dir)
+        self.shard.parallelize(self.model)
         self.model.eval()
-        self.num_kv_blocks = config.num_kv_blocks or self._blocks_that_fit()
+        self.num_kv_blocks = config.num_kv_blocks or self.shard.min_over_ranks(self._blocks_that_fit())
         self.kv_caches, self.kv_scales = self._allocate_kv_caches()
         self.sampler = Sampler()
         self.decode_graphs = None
@@ -198,9 +202,9 @@ class ModelRunner:
         if checkpoint_has_fp8_weights(model_dir):
             logger.info("FP8 checkpoint: its weights and weight scales load as they are")
             use_empty_fp8_linears(self.model)
-            load_weights(self.model, model_dir, show_progress=self.config.show_progress)
+            load_weights(self.model, model_dir, self.config.show_progress, self.shard.checkpoint_slice)
             return "fp8"
-        load_weights(self.model, model_dir, show_progress=self.config.show_progress)
+        load_weights(self.model, model_dir, self.config.show_progress, self.shard.checkpoint_slice)
         if self.config.quantization == "fp8":
             quantize_linears(self.model)
         return self.config.quantization
@@ -235,15 +239,25 @@ class ModelRunner:
     def launch(self, output: SchedulerOutput) -> PendingSample:
         """Queue the step's GPU work and sampling; the tokens may still be on their way (PendingSample.result)."""
         scheduled = output.scheduled
+        self.shard.send_step(scheduled)  # tensor parallelism: the other ranks run forward_step too
+        logits = self.forward_step(scheduled)
+        if logits is None:
+            return PendingSample(SamplerOutput({}, {}))
+        return self.sampler.sample_async(logits, [item.request for item in scheduled if item.samples])
+
+    @torch.inference_mode()
+    def forward_step(self, scheduled: list[ScheduledRequest]) -> torch.Tensor | None:
+        """The step's forward: float32 logits of its sampled rows [num_sampled, vocab], None when it samples
+        none. Every tensor-parallel rank runs this on the same step (parallel/worker_main.py)."""
         graphs = self.decode_graphs
         if graphs is not None and graphs.supports(len(scheduled)) and is_decode_step(scheduled):
             logits = graphs.run(decode_rows(scheduled, self.block_size))
             sample_rows = [row for row, item in enumerate(scheduled) if item.samples]
             if not sample_rows:
-                return PendingSample(SamplerOutput({}, {}))
+                return None
             if len(sample_rows) < len(scheduled):
                 logits = logits.index_select(0, to_device(sample_rows, torch.long, self.device))
-            return self.sampler.sample_async(logits, [item.request for item in scheduled if item.samples])
+            return logits
         layout = StepLayout.of(scheduled, self.block_size)
         step_graphs = self.step_graphs
         if step_graphs is not None and step_graphs.supports(layout.num_tokens):
@@ -253,10 +267,8 @@ class ModelRunner:
             inputs = StepInputs.of(layout, self.device)
             hidden = self.model(inputs.token_ids, inputs.positions, self.kv_caches, inputs.metadata, self.kv_scales)
         if not layout.sample_rows:
-            return PendingSample(SamplerOutput({}, {}))
-        logits = self.model.compute_logits(hidden.index_select(0, layout.sample_index(self.device)))
-        sampled = [item.request for item in output.scheduled if item.samples]
-        return self.sampler.sample_async(logits, sampled)
+            return None
+        return self.model.compute_logits(hidden.index_select(0, layout.sample_index(self.device)))
 
     def can_launch_ahead(self, previous: SchedulerOutput, pending: PendingSample) -> bool:
         """Whether the decode step after `previous` can be queued before previous's tokens reach the host:

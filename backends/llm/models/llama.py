@@ -200,6 +200,8 @@ class DecoderLayer(nn.Module):
 class DecoderForCausalLM(nn.Module):
     """Weights are created empty; `modelgate.backends.llm.models.weight_loader` fills them."""
 
+    gather_logits = None  # tensor parallelism (backends/llm/parallel/layers.py) joins the ranks' vocab slices
+
     def __init__(self, config: DecoderConfig, attention_impl, dtype: torch.dtype, max_positions: int):
         super().__init__()
         self.config = config
@@ -243,6 +245,8 @@ class DecoderForCausalLM(nn.Module):
         graph's static buffer: its captures then share one logits buffer instead of one each)."""
         weight = self.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head_weight
         logits = nn.functional.linear(hidden, weight)
+        if self.gather_logits is not None:
+            logits = self.gather_logits(logits)
         if out is None:
             return logits.float()
         return out.copy_(logits)

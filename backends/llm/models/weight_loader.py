@@ -64,8 +64,12 @@ def checkpoint_has_fp8_weights(model_dir: Path) -> bool:
     return any(name.endswith(".weight_scale") for path in checkpoint_files(model_dir) for name in _tensor_names(path))
 
 
-def load_weights(model: DecoderForCausalLM, model_dir: Path, show_progress: bool = True) -> None:
-    """Fill every parameter of `model` from the checkpoint in `model_dir`."""
+def load_weights(model: DecoderForCausalLM, model_dir: Path, show_progress: bool = True, checkpoint_slice=None) -> None:
+    """Fill every parameter of `model` from the checkpoint in `model_dir`.
+
+    `checkpoint_slice(key, shape)` (tensor parallelism: parallel/sharding.py) names the slice of a checkpoint
+    tensor this process reads (a CheckpointSlice, or None for all of it): only that slice is read from the
+    file, and it fills the first `length` rows or columns of the parameter."""
     targets = _target_slices(model)
     filled: set[str] = set()
     files = checkpoint_files(model_dir)
@@ -80,12 +84,29 @@ def load_weights(model: DecoderForCausalLM, model_dir: Path, show_progress: bool
                 key = _our_key(name)
                 if key not in targets:
                     raise WeightLoadError(f"checkpoint tensor '{name}' ({path.name}) has no place in the model")
-                _copy(checkpoint.get_tensor(name), targets[key], name)
+                piece = None if checkpoint_slice is None else _read_slice(checkpoint, name, key, checkpoint_slice)
+                if piece is None:
+                    _copy(checkpoint.get_tensor(name), targets[key], name)
+                else:
+                    tensor, part = piece
+                    parameter, rows = targets[key]
+                    destination = parameter.data if rows is None else parameter.data[rows]
+                    _copy(tensor, (destination.narrow(part.dim, 0, part.length), None), name)
                 filled.add(key)
     progress.close()
     missing = sorted(set(targets) - filled)
     if missing:
         raise WeightLoadError(f"checkpoint in {model_dir} lacks tensors for: {', '.join(missing[:8])}")
+
+
+def _read_slice(checkpoint, name: str, key: str, checkpoint_slice):
+    """(the slice of tensor `name` that checkpoint_slice names, the slice), read without the rest; None: all."""
+    stored = checkpoint.get_slice(name)
+    part = checkpoint_slice(key, tuple(stored.get_shape()))
+    if part is None:
+        return None
+    index = (slice(None),) * part.dim + (slice(part.start, part.start + part.length),)
+    return stored[index], part
 
 
 def _tensor_names(path: Path) -> list[str]:
