@@ -138,19 +138,25 @@ def test_steps_larger_than_the_pieces_run_eagerly(tiny):
     assert steps and max(size for size, _, _ in steps) <= 16
 
 
-def test_step_graphs_need_the_triton_backend(tiny):
+@pytest.mark.parametrize("use", ["use_decode_graphs", "use_step_graphs"])
+def test_graphs_need_the_triton_backend(tiny, use):
     engine = _engine(tiny, attention_backend="torch")
     with pytest.raises(ValueError, match="attention_backend 'triton'"):
-        engine.runner.use_step_graphs([16])
+        getattr(engine.runner, use)([16])
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("quantization, kv_cache_dtype", [("none", "auto"), ("fp8", "fp8")])
-def test_captured_pieces_on_cuda_give_the_eager_tokens(tiny, quantization, kv_cache_dtype):
+def test_captured_graphs_on_cuda_give_the_eager_tokens(tiny, quantization, kv_cache_dtype):
+    """Both kinds captured at load (the engine's defaults) and replayed: decode steps through the decode graphs,
+    prefills and mixed steps through the pieces."""
     settings = dict(device="cuda", dtype="bfloat16", quantization=quantization, kv_cache_dtype=kv_cache_dtype)
     expected = _greedy(_engine(tiny, **settings))
     engine = _engine(tiny, **{**settings, "enforce_eager": False, "max_num_seqs": 8})
-    assert engine.runner.step_graphs is not None and engine.runner.step_graphs.replay
-    steps = _count_graph_steps(engine)
+    runner = engine.runner
+    assert runner.step_graphs is not None and runner.step_graphs.replay and runner.decode_graphs.replay
+    steps, decodes = _count_graph_steps(engine), []
+    decode_run = runner.decode_graphs.run
+    runner.decode_graphs.run = lambda rows, tokens=None: decodes.append(rows.num_seqs) or decode_run(rows, tokens)
     assert _greedy(engine) == expected
-    assert any(not decode_only for _, decode_only, _ in steps)
+    assert any(not decode_only for _, decode_only, _ in steps) and decodes

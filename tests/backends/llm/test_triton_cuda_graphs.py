@@ -108,24 +108,6 @@ def test_steps_larger_than_the_graphs_run_eagerly(tiny):
     assert sizes and max(sizes) <= 2
 
 
-def test_graphs_need_the_triton_backend(tiny):
-    engine = _engine(tiny, attention_backend="torch")
-    with pytest.raises(ValueError, match="attention_backend 'triton'"):
-        engine.runner.use_decode_graphs([1, 2])
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("quantization, kv_cache_dtype", [("none", "auto"), ("fp8", "fp8")])
-def test_captured_graphs_on_cuda_give_the_eager_tokens(tiny, quantization, kv_cache_dtype):
-    settings = dict(device="cuda", dtype="bfloat16", quantization=quantization, kv_cache_dtype=kv_cache_dtype)
-    expected = _greedy(_engine(tiny, **settings))
-    engine = _engine(tiny, **{**settings, "enforce_eager": False, "max_num_seqs": 8})
-    assert engine.runner.decode_graphs is not None and engine.runner.decode_graphs.replay
-    sizes = _count_graph_steps(engine)
-    assert _greedy(engine) == expected
-    assert sizes
-
-
 def _count_ahead_launches(engine: LLMEngine) -> list[int]:
     """Record the batch size of every decode step launched ahead of its predecessor's tokens."""
     runner, sizes = engine.runner, []
