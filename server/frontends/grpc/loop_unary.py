@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
+from modelgate.core.errors import drop_traceback
 from modelgate.server.frontends.grpc.threaded_bridge import LoopContext, RpcAbort
 
 logger = logging.getLogger(__name__)
@@ -136,13 +137,19 @@ class _UnaryCall:
         with self._state.condition:
             if raw is None and self._state.client is _CLIENT_OPEN:
                 self._state.client = _CLIENT_CLOSED
-            finished = _possibly_finish_call(self._state, _RECEIVE_MESSAGE)
-        self._loop.call_soon_threadsafe(self._start, raw)
-        return finished
+            try:
+                self._loop.call_soon_threadsafe(self._start, raw)
+            except RuntimeError:  # the loop is closed (the server is going away): nothing will answer
+                _abort(self._state, self._event.call, _CYGRPC_CODE[grpc.StatusCode.UNAVAILABLE], b"shutting down")
+                self._finish()
+            return _possibly_finish_call(self._state, _RECEIVE_MESSAGE)
 
     def _on_rpc_end(self) -> None:
         if not self._is_finished:
-            self._loop.call_soon_threadsafe(self._cancel)
+            try:
+                self._loop.call_soon_threadsafe(self._cancel)
+            except RuntimeError:  # the loop is closed: its tasks will never run again
+                pass
 
     # -- on the loop -------------------------------------------------------------------------------
 
@@ -187,10 +194,12 @@ class _UnaryCall:
     def _end_with_error(self, error: BaseException) -> None:
         if isinstance(error, RpcAbort):
             self._end_with(error.code, error.details)
-            return
-        details = f"Exception calling application: {error}"
-        logger.error(details, exc_info=error)
-        self._end_with(grpc.StatusCode.UNKNOWN, details)
+        else:  # as grpcio answers a handler's exception, logged with its traceback
+            details = f"Exception calling application: {error}"
+            logger.error(details, exc_info=error)
+            self._end_with(grpc.StatusCode.UNKNOWN, details)
+        # Its frames hold the request: freed now, not at the next full collection (the task keeps the error).
+        drop_traceback(error)
 
     def _end_with(self, code: grpc.StatusCode, details: str) -> None:
         """The call's status (unless it ended already: grpc sends nothing to a cancelled call)."""
@@ -202,4 +211,5 @@ class _UnaryCall:
     def _finish(self) -> None:
         self._is_finished = True
         self._task = None
-        self.done.set_result(None)
+        if not self.done.done():
+            self.done.set_result(None)

@@ -8,6 +8,13 @@ on grpc.aio to 3,519 (process isolation; Triton 2.51: 4,184), thread isolation f
 cost more: each response crosses from the loop to its handler thread, which sends it and waits for grpc's
 poller thread; tiny_llm streaming to 16 clients took 122-135 us of server CPU per token against grpc.aio's
 87-106 us, at 0-11% fewer tok/s. `grpc.health.v1` is grpcio's sync HealthServicer, served by the same threads.
+
+Unary calls of the inference service skip the handler thread (loop_unary.py): grpc's polling thread hands the
+request's bytes to the loop, which sends the status itself. A handler thread per call cost two thread wake-ups
+and grpcio's per-call Python; without it, add_sub ModelInfer (process isolation, server on one core) went from
+6.6-10 context switches per call to 4.5 and from ~400-490 us of server CPU per call to ~370-400 (A/B medians
+on the shared 2-core VM; benchmarks/results/python_backend_vs_triton_session20.log). Restricted methods
+(--grpc-restricted-protocol) keep the handler thread, which checks their metadata first.
 """
 
 from __future__ import annotations
@@ -94,9 +101,7 @@ class GrpcFrontend:
         sized = {}
         if self.observe_request_bytes is not None:
             sized = {"ModelInfer": self.observe_request_bytes, "ModelStreamInfer": self.observe_request_bytes}
-        add_decoding_servicer(
-            servicer, self.server, service_pb2, "GRPCInferenceService", self.rules, sized, loop_calls
-        )
+        add_decoding_servicer(servicer, self.server, service_pb2, "GRPCInferenceService", self.rules, sized, loop_calls)
         self.health = HealthServicer()
         register_service(self.server, HEALTH_SERVICE, servicer_handlers(self.health, health_pb2, "Health"), self.rules)
         bound = add_port(self.server, f"{address}:{port}", self.tls)
