@@ -11,9 +11,10 @@ poller thread; tiny_llm streaming to 16 clients took 122-135 us of server CPU pe
 
 Unary calls of the inference service skip the handler thread (loop_unary.py): grpc's polling thread hands the
 request's bytes to the loop, which sends the status itself. A handler thread per call cost two thread wake-ups
-and grpcio's per-call Python; without it, add_sub ModelInfer (process isolation, server on one core) went from
-6.6-10 context switches per call to 4.5 and from ~400-490 us of server CPU per call to ~370-400 (A/B medians
-on the shared 2-core VM; benchmarks/results/python_backend_vs_triton_session20.log). Restricted methods
+and grpcio's per-call Python; without it, add_sub ModelInfer (process isolation, server on one core, 16 clients)
+went from 5.4-12.6 context switches per call to 1.6-4.6, and server plus stub CPU per call fell by a median of
+50 us (24 A/B pairs on a shared 2-core VM: server -58 us, stub +10 us, as the stub now wakes for fewer
+requests at a time; benchmarks/results/python_backend_grpc_ab_session20.log). Restricted methods
 (--grpc-restricted-protocol) keep the handler thread, which checks their metadata first.
 """
 
