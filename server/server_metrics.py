@@ -43,6 +43,7 @@ class ServerMetrics:
         )
         for protocol in ("http", "grpc"):  # shown from the start, at zero
             self.request_bytes.labels(protocol)
+        self._grpc_request_bytes = self.request_bytes.labels("grpc")  # labels() per request takes a lock
         self._largest_lag = 0.0
 
     def observe_loop_lag(self, seconds: float) -> None:
@@ -52,7 +53,7 @@ class ServerMetrics:
             self.loop_lag_max.set(seconds)
 
     def observe_grpc_request(self, size: int) -> None:
-        self.request_bytes.labels("grpc").observe(size)
+        self._grpc_request_bytes.observe(size)
 
     @property
     def http_middleware(self):

@@ -23,6 +23,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from modelgate.server.frontends.api_restrictions import HeaderRule
+from modelgate.server.frontends.grpc.loop_unary import LoopUnaryCalls
 from modelgate.server.frontends.grpc.registration import register_service
 from modelgate.server.frontends.grpc.threaded_bridge import RpcAbort
 
@@ -34,27 +35,35 @@ def add_decoding_servicer(
     service_name: str,
     rules: Mapping[str, HeaderRule] | None = None,
     sized: Mapping[str, Callable[[int], None]] | None = None,
+    loop_calls: LoopUnaryCalls | None = None,
 ) -> None:
     """Register `servicer`'s methods for the service `service_name` of the `messages` module (a *_pb2);
     `rules`: method wire path -> the metadata it needs (--grpc-restricted-protocol), checked before decoding;
     `sized`: method name -> what hears the size of each of its request messages (the bytes as they came: a
-    decoded message's ByteSize() would encode it again)."""
+    decoded message's ByteSize() would encode it again). `loop_calls`: where the unary methods that `servicer`
+    has as coroutines run with no handler thread (loop_unary.py); None: all on grpc's handler threads."""
     service = messages.DESCRIPTOR.services_by_name[service_name]
     sized = sized or {}
     handlers = {
-        method.name: _handler(servicer, method, messages, sized.get(method.name, _ignore)) for method in service.methods
+        method.name: _handler(servicer, method, messages, sized.get(method.name, _ignore), loop_calls)
+        for method in service.methods
     }
     register_service(server, service.full_name, handlers, rules or {})
 
 
-def _handler(servicer, method, messages: ModuleType, observe_size: Callable[[int], None]) -> grpc.RpcMethodHandler:
+def _handler(
+    servicer, method, messages: ModuleType, observe_size: Callable[[int], None], loop_calls: LoopUnaryCalls | None
+) -> grpc.RpcMethodHandler:
     request_class = getattr(messages, method.input_type.name)
     serializer = getattr(messages, method.output_type.name).SerializeToString
     behaviour = getattr(servicer, method.name)
     if not method.client_streaming and not method.server_streaming:
-        return grpc.unary_unary_rpc_method_handler(
-            _decoding_unary(behaviour, request_class, method.name, observe_size), response_serializer=serializer
-        )
+        unary = _decoding_unary(behaviour, request_class, method.name, observe_size)
+        coroutine = _coroutine_method(servicer, method.name) if loop_calls is not None else None
+        if coroutine is not None:
+            on_loop = _decoding_coroutine(coroutine, request_class, method.name, observe_size)
+            unary = loop_calls.handler(unary, on_loop, serializer)
+        return grpc.unary_unary_rpc_method_handler(unary, response_serializer=serializer)
     if method.client_streaming and method.server_streaming:
         return grpc.stream_stream_rpc_method_handler(
             _decoding_stream(behaviour, request_class, method.name, observe_size), response_serializer=serializer
@@ -72,6 +81,28 @@ def _decoding_unary(behaviour: Callable, request_class, method_name: str, observ
         return behaviour(request, context)
 
     return handle
+
+
+def _decoding_coroutine(method: Callable, request_class, method_name: str, observe_size) -> Callable:
+    """`_decoding_unary` for a coroutine method run on the loop: a message that fails ends the RPC with
+    INVALID_ARGUMENT (RpcAbort)."""
+
+    async def handle(raw: bytes, context):
+        observe_size(len(raw))
+        try:
+            request = request_class.FromString(raw)
+        except DecodeError as exc:
+            raise RpcAbort(
+                grpc.StatusCode.INVALID_ARGUMENT, undecodable_message(method_name, request_class, exc)
+            ) from None
+        return await method(request, context)
+
+    return handle
+
+
+def _coroutine_method(servicer, name: str) -> Callable | None:
+    find = getattr(servicer, "coroutine_method", None)
+    return None if find is None else find(name)
 
 
 def _decoding_stream(behaviour: Callable, request_class, method_name: str, observe_size) -> Callable:

@@ -56,10 +56,13 @@ def decode_infer_request(message: service_pb2.ModelInferRequest) -> InferRequest
         parameters=parameters_to_dict(message.parameters),
     )
     raw_contents = message.raw_input_contents
+    # Each protobuf field access builds a wrapper (upb): the inputs and their parameters are read once.
+    tensors = list(message.inputs)
     if raw_contents:
-        _check_no_typed_contents(message)
+        _check_no_typed_contents(message.model_name, tensors)
+    tensor_parameters = [parameters_to_dict(tensor.parameters) for tensor in tensors]
     # Inputs in shared memory have no raw contents: the entries belong to the other inputs, in order.
-    in_regions = [REGION in tensor.parameters for tensor in message.inputs]
+    in_regions = [REGION in parameters for parameters in tensor_parameters]
     num_on_wire = len(in_regions) - sum(in_regions)
     if raw_contents and len(raw_contents) != num_on_wire:
         raise InvalidArgumentError(
@@ -67,18 +70,19 @@ def decode_infer_request(message: service_pb2.ModelInferRequest) -> InferRequest
             "send raw contents for every such input or for none"
         )
     raw_index = 0
-    for tensor, in_region in zip(message.inputs, in_regions):
+    for tensor, parameters, in_region in zip(tensors, tensor_parameters, in_regions):
         # Read-only arrays over the message's bytes: no copy here. A python model, which may change its inputs in
         # place as in Triton, gets writable copies (backends/python/request_conversion.py); other backends never
         # write to their inputs.
         raw = None
         if raw_contents and not in_region:
             raw, raw_index = raw_contents[raw_index], raw_index + 1
-        decoded = _decode_input(tensor, raw, in_region)
+        decoded = _decode_input(tensor, raw, in_region, parameters)
         if decoded.name in request.inputs:
             raise InvalidArgumentError(f"input '{decoded.name}' appears more than once in 'inputs'")
         request.inputs[decoded.name] = decoded
-    request.outputs = [RequestedOutput(o.name, parameters_to_dict(o.parameters)) for o in message.outputs]
+    if message.outputs:
+        request.outputs = [RequestedOutput(o.name, parameters_to_dict(o.parameters)) for o in message.outputs]
     return request
 
 
@@ -95,31 +99,31 @@ def encode_infer_response(response: InferResponse) -> service_pb2.ModelInferResp
     return message
 
 
-def _check_no_typed_contents(message: service_pb2.ModelInferRequest) -> None:
+def _check_no_typed_contents(model_name: str, tensors: list) -> None:
     """With raw_input_contents no input may carry `contents` too; in Triton's words, which clients match."""
-    for tensor in message.inputs:
+    for tensor in tensors:
         if tensor.HasField("contents"):
             raise InvalidArgumentError(
                 f"contents field must not be specified when using raw_input_contents for '{tensor.name}' "
-                f"for model '{message.model_name}'; send each input's data in one of them"
+                f"for model '{model_name}'; send each input's data in one of them"
             )
 
 
-def _decode_input(tensor, raw: bytes | None, in_region: bool) -> InferTensor:
-    where = f"input '{tensor.name}'"
-    datatype = datatypes.from_wire_name(tensor.datatype, f"{where} datatype")
-    shape = tuple(int(d) for d in tensor.shape)
-    if any(d < 0 for d in shape):
-        raise InvalidArgumentError(f"{where}: shape must hold non-negative sizes, got {list(shape)}")
+def _decode_input(tensor, raw: bytes | None, in_region: bool, parameters: dict) -> InferTensor:
+    name = tensor.name
+    datatype = datatypes.from_wire_name(tensor.datatype, f"input '{name}' datatype")
+    shape = tuple(tensor.shape)  # a repeated int64: Python ints already
+    if shape and min(shape) < 0:
+        raise InvalidArgumentError(f"input '{name}': shape must hold non-negative sizes, got {list(shape)}")
     if in_region:
         if tensor.HasField("contents"):
-            raise InvalidArgumentError(f"{where} is in shared memory and must not carry 'contents'")
+            raise InvalidArgumentError(f"input '{name}' is in shared memory and must not carry 'contents'")
         data = None  # read from its region by the dataplane
     elif raw is not None:  # no input has `contents` then (_check_no_typed_contents)
-        data = array_from_raw(raw, datatype, shape, where)
+        data = array_from_raw(raw, datatype, shape, f"input '{name}'")
     else:
-        data = _from_contents(tensor.contents, datatype, shape, where)
-    return InferTensor(tensor.name, datatype.wire_name, shape, data, parameters_to_dict(tensor.parameters))
+        data = _from_contents(tensor.contents, datatype, shape, f"input '{name}'")
+    return InferTensor(name, datatype.wire_name, shape, data, parameters)
 
 
 def _from_contents(contents, datatype: datatypes.DataType, shape: tuple[int, ...], where: str) -> np.ndarray:

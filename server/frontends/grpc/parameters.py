@@ -10,6 +10,8 @@ from modelgate.core.errors import InvalidArgumentError
 def parameters_to_dict(parameters) -> dict[str, Any]:
     """A protobuf map of InferParameter (or ModelRepositoryParameter) as a dict of values."""
     values = {}
+    if not parameters:  # the common case, and `items()` of a protobuf map is not free
+        return values
     for key, parameter in parameters.items():
         choice = parameter.WhichOneof("parameter_choice")
         values[key] = getattr(parameter, choice) if choice else None

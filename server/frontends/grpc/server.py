@@ -8,12 +8,21 @@ on grpc.aio to 3,519 (process isolation; Triton 2.51: 4,184), thread isolation f
 cost more: each response crosses from the loop to its handler thread, which sends it and waits for grpc's
 poller thread; tiny_llm streaming to 16 clients took 122-135 us of server CPU per token against grpc.aio's
 87-106 us, at 0-11% fewer tok/s. `grpc.health.v1` is grpcio's sync HealthServicer, served by the same threads.
+
+Unary calls of the inference service skip the handler thread (loop_unary.py): grpc's polling thread hands the
+request's bytes to the loop, which sends the status itself. A handler thread per call cost two thread wake-ups
+and grpcio's per-call Python; without it, add_sub ModelInfer (process isolation, server on one core, 16 clients)
+went from 5.4-12.6 context switches per call to 1.6-4.6, and server plus stub CPU per call fell by a median of
+50 us (24 A/B pairs on a shared 2-core VM: server -58 us, stub +10 us, as the stub now wakes for fewer
+requests at a time; benchmarks/results/python_backend_grpc_ab_session20.log). Restricted methods
+(--grpc-restricted-protocol) keep the handler thread, which checks their metadata first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,7 +34,9 @@ from tritonclient.grpc import service_pb2
 from modelgate.server.dataplane import Dataplane
 from modelgate.server.frontends.api_categories import GRPC_METHOD_CATEGORIES, HEALTH_SERVICE, INFERENCE_SERVICE
 from modelgate.server.frontends.api_restrictions import HeaderRule, rules_by_endpoint
+from modelgate.server.frontends.grpc import loop_unary
 from modelgate.server.frontends.grpc.decoding_handlers import add_decoding_servicer
+from modelgate.server.frontends.grpc.loop_unary import LoopUnaryCalls
 from modelgate.server.frontends.grpc.registration import register_service, servicer_handlers
 from modelgate.server.frontends.grpc.service import InferenceService
 from modelgate.server.frontends.grpc.threaded_bridge import ThreadedServicer
@@ -84,18 +95,24 @@ class GrpcFrontend:
         self.server = grpc.server(
             handler_pool, options=server_options(self.max_input_size, self.share_port), maximum_concurrent_rpcs=None
         )
-        servicer = ThreadedServicer(self.service, asyncio.get_running_loop(), reader_pool)
+        loop = asyncio.get_running_loop()
+        servicer = ThreadedServicer(self.service, loop, reader_pool)
+        loop_calls = LoopUnaryCalls(loop, handler_pool) if loop_unary.SUPPORTED else None
         # Requests decoded by the handlers: a message protobuf cannot decode gets INVALID_ARGUMENT.
         sized = {}
         if self.observe_request_bytes is not None:
             sized = {"ModelInfer": self.observe_request_bytes, "ModelStreamInfer": self.observe_request_bytes}
-        add_decoding_servicer(servicer, self.server, service_pb2, "GRPCInferenceService", self.rules, sized)
+        add_decoding_servicer(servicer, self.server, service_pb2, "GRPCInferenceService", self.rules, sized, loop_calls)
         self.health = HealthServicer()
         register_service(self.server, HEALTH_SERVICE, servicer_handlers(self.health, health_pb2, "Health"), self.rules)
         bound = add_port(self.server, f"{address}:{port}", self.tls)
         if local_socket is not None:
             self.server.add_insecure_port(f"unix:{local_socket}")
+        threads_before = set(threading.enumerate())
         self.server.start()
+        # grpc's polling thread (started by `start`) delivers each request to the loop: see batch_scheduling.
+        for thread in set(threading.enumerate()) - threads_before:
+            batch_scheduling(thread.native_id)
         return bound
 
     async def set_serving(self, is_serving: bool) -> None:
@@ -140,15 +157,19 @@ def add_port(server: grpc.Server | grpc.aio.Server, target: str, tls: TlsFiles |
     return server.add_secure_port(target, credentials)
 
 
-def batch_scheduling() -> None:
-    """SCHED_BATCH for the pools' threads (Linux), as for python-model stubs: a thread the loop wakes (a
-    stream's response to send, a unary result) no longer preempts the loop at once on a shared core; it
-    runs when the loop waits or its time slice ends. Otherwise each unary call and each streamed token cost
-    the loop two thread switches. Server on one core: add_sub unary (process isolation) 2,794 req/s with the
-    normal policy, 3,519 with SCHED_BATCH; tiny_llm streaming to 16 clients 2,268 tok/s and 140 us of
-    server CPU per token normal, ~2,410 tok/s and 122-135 us batch."""
+def batch_scheduling(thread_id: int | None = 0) -> None:
+    """SCHED_BATCH for a thread (Linux; 0: the calling one): for the pools' threads and grpc's polling thread,
+    as for python-model stubs. A thread the loop wakes (a stream's response to send, a unary result) no
+    longer preempts the loop at once on a shared core; it runs when the loop waits or its time slice ends.
+    Otherwise each unary call and each streamed token cost the loop two thread switches. Server on one core:
+    add_sub unary (process isolation) 2,794 req/s with the normal policy, 3,519 with SCHED_BATCH; tiny_llm
+    streaming to 16 clients 2,268 tok/s and 140 us of server CPU per token normal, ~2,410 tok/s and 122-135 us
+    batch. grpc's polling thread, which hands unary requests to the loop (loop_unary.py), with the normal
+    policy took 3.8 involuntary switches per add_sub call against 1.4 batch."""
+    if thread_id is None:
+        return
     try:
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        os.sched_setscheduler(thread_id, os.SCHED_BATCH, os.sched_param(0))
     except (AttributeError, OSError):  # no SCHED_BATCH here: the threads keep the normal policy
         pass
 

@@ -88,6 +88,12 @@ class ThreadedServicer:
             return self._unary_handler(method)
         return method
 
+    def coroutine_method(self, name: str) -> Callable | None:
+        """The servicer's method `name` if it is a coroutine function (a unary RPC), else None: for handlers
+        that run it on the loop themselves (loop_unary.py)."""
+        method = getattr(self._servicer, name)
+        return method if inspect.iscoroutinefunction(method) else None
+
     def _unary_handler(self, method: Callable):
         loop = self._loop
 
