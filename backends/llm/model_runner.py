@@ -108,6 +108,10 @@ class ModelRunner:
         self.shard = RankShard.of_this_process(model_config)
         self.model_config = model_config = self.shard.model_config
         self.device = torch.device(config.device)
+        if self.device.type == "cuda" and self.device.index is not None:
+            # The engine process serves this one device: Triton launches its kernels on the current device and
+            # CUDA graphs capture on its stream, so an engine placed on cuda:k makes cuda:k current.
+            torch.cuda.set_device(self.device)
         self.budget = BudgetMeter(self.device)  # before anything reaches the GPU
         self.dtype = resolve_dtype(config.dtype, model_config.torch_dtype, config.device)
         self.block_size = config.block_size
