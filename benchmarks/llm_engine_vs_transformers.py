@@ -288,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cuda-graph-max-num-tokens",
         type=int,
-        help="non-decode steps of up to this many tokens replay piecewise graphs (default: the engine's; 0: eager)",
+        default=0,
+        help="non-decode steps of up to this many tokens replay piecewise graphs (default 0, the engine's: eager)",
     )
     parser.add_argument("--gpu-memory-utilization", type=float, help="the engine's share of free GPU memory")
     parser.add_argument(

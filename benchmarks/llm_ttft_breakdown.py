@@ -85,7 +85,8 @@ def main() -> None:
     parser.add_argument(
         "--cuda-graph-max-num-tokens",
         type=int,
-        help="prefills of up to this many tokens replay piecewise graphs (default: the engine's; 0: eager)",
+        default=0,
+        help="prefills of up to this many tokens replay piecewise graphs (default 0, the engine's: eager)",
     )
     args = parser.parse_args()
     engine_settings = dict(

@@ -103,8 +103,7 @@ class LLMEngine:
 
         if config.enforce_eager:
             return []
-        limit = config.cuda_graph_max_num_tokens
-        return token_counts(min(1024 if limit is None else limit, max_num_batched_tokens))
+        return token_counts(min(config.cuda_graph_max_num_tokens, max_num_batched_tokens))
 
     @property
     def has_unfinished(self) -> bool:

@@ -41,9 +41,10 @@ class EngineConfig(BaseModel):
     cuda_graph_max_batch_size: int | None = Field(None, ge=0)
     # The other steps (prefills, prefill chunks, decodes mixed with them) of up to this many tokens replay
     # piecewise CUDA graphs: everything but the attention, captured at 16, 32, 64, 128, 256 and multiples of 128
-    # tokens (a step pads to the next count), the attention eager between them. None: min(1024,
-    # max_num_batched_tokens); 0: those steps run eagerly. Same conditions as the decode graphs.
-    cuda_graph_max_num_tokens: int | None = Field(None, ge=0)
+    # tokens (a step pads to the next count), the attention eager between them (capped at
+    # max_num_batched_tokens). 0, the default until the pieces have been measured on a GPU: those steps run
+    # eagerly. Same conditions as the decode graphs.
+    cuda_graph_max_num_tokens: int = Field(0, ge=0)
     enforce_eager: bool = False
     # Detokenize and check stop strings of a step's tokens while the next step runs on the GPU. Each step's
     # outputs then come out one step later, and a request a stop string ends computes one token more (dropped).

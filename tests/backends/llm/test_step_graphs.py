@@ -90,11 +90,12 @@ def test_token_counts():
 
 
 def test_graph_token_counts_follow_the_engine_config():
-    assert LLMEngine._graph_token_counts(EngineConfig(), 2048)[-1] == 1024
-    assert LLMEngine._graph_token_counts(EngineConfig(), 300)[-1] == 300
+    assert LLMEngine._graph_token_counts(EngineConfig(), 2048) == []  # off by default, for now
+    assert LLMEngine._graph_token_counts(EngineConfig(cuda_graph_max_num_tokens=1024), 2048)[-1] == 1024
+    assert LLMEngine._graph_token_counts(EngineConfig(cuda_graph_max_num_tokens=1024), 300)[-1] == 300
     assert LLMEngine._graph_token_counts(EngineConfig(cuda_graph_max_num_tokens=64), 2048)[-1] == 64
-    assert LLMEngine._graph_token_counts(EngineConfig(cuda_graph_max_num_tokens=0), 2048) == []
-    assert LLMEngine._graph_token_counts(EngineConfig(enforce_eager=True), 2048) == []
+    settings = dict(cuda_graph_max_num_tokens=64, enforce_eager=True)
+    assert LLMEngine._graph_token_counts(EngineConfig(**settings), 2048) == []
 
 
 def test_padded_pieces_give_the_eager_tokens(tiny):
@@ -148,11 +149,12 @@ def test_graphs_need_the_triton_backend(tiny, use):
 @pytest.mark.gpu
 @pytest.mark.parametrize("quantization, kv_cache_dtype", [("none", "auto"), ("fp8", "fp8")])
 def test_captured_graphs_on_cuda_give_the_eager_tokens(tiny, quantization, kv_cache_dtype):
-    """Both kinds captured at load (the engine's defaults) and replayed: decode steps through the decode graphs,
-    prefills and mixed steps through the pieces."""
+    """Both kinds captured at load and replayed: decode steps through the decode graphs, prefills and mixed
+    steps through the pieces."""
     settings = dict(device="cuda", dtype="bfloat16", quantization=quantization, kv_cache_dtype=kv_cache_dtype)
     expected = _greedy(_engine(tiny, **settings))
-    engine = _engine(tiny, **{**settings, "enforce_eager": False, "max_num_seqs": 8})
+    graphs = {"enforce_eager": False, "max_num_seqs": 8, "cuda_graph_max_num_tokens": 24}
+    engine = _engine(tiny, **settings, **graphs)
     runner = engine.runner
     assert runner.step_graphs is not None and runner.step_graphs.replay and runner.decode_graphs.replay
     steps, decodes = _count_graph_steps(engine), []
