@@ -7,6 +7,10 @@ size gets a budget carved from what the GPU has left; its engine sizes its KV ca
 
 A KIND_GPU instance without `gpus` (device ANY_GPU) goes to the GPU with the most free memory, instance by
 instance; with `gpus` it goes where told.
+
+An LLM with `tensor_parallel_size` N > 1 runs rank r on GPU first + r (backends/llm/parallel/): it is placed on
+N consecutive GPUs (without `gpus`, the run whose least free GPU has the most free memory) and holds the same
+bytes on each, one holder per rank: its declared size (per GPU) or the share the tightest of them leaves.
 """
 
 from __future__ import annotations
@@ -69,6 +73,9 @@ def plan_memory(ledger: MemoryLedger, config: ModelConfig, specs: list[InstanceS
 def _place_one(
     ledger: MemoryLedger, config: ModelConfig, spec: InstanceSpec, declared: int | None, load: int, plan: MemoryPlan
 ) -> InstanceSpec:
+    ranks = tensor_parallel_size(config) if config.backend == "llm" and spec.kind == "GPU" else 1
+    if ranks > 1:
+        return _place_ranks(ledger, config, spec, declared, load, plan, ranks)
     if spec.device_id == ANY_GPU:
         chosen = ledger.most_free_gpu()
         spec = replace(spec, device_id=chosen.id if chosen is not None else 0)
@@ -90,6 +97,51 @@ def _place_one(
     if config.backend == "llm" and spec.kind == "GPU":
         spec = replace(spec, memory_budget_bytes=count)
     return spec
+
+
+def tensor_parallel_size(config: ModelConfig) -> int:
+    """The LLM's `tensor_parallel_size` parameter; 1 when absent or not a whole number (the engine's settings
+    refuse that at load, naming the field)."""
+    parameter = config.parameters.get("tensor_parallel_size")
+    try:
+        return max(int(parameter.string_value), 1) if parameter is not None else 1
+    except ValueError:
+        return 1
+
+
+def _place_ranks(
+    ledger: MemoryLedger,
+    config: ModelConfig,
+    spec: InstanceSpec,
+    declared: int | None,
+    load: int,
+    plan: MemoryPlan,
+    ranks: int,
+) -> InstanceSpec:
+    """A tensor-parallel LLM instance on `ranks` consecutive GPUs, the same bytes held on each."""
+    gpus = {gpu.id: gpu for gpu in ledger.gpus()}
+    if spec.device_id == ANY_GPU:
+        runs = [[gpus.get(first + r) for r in range(ranks)] for first in sorted(gpus)]
+        runs = [run for run in runs if all(run)]
+        if not runs:
+            return replace(spec, device_id=0)  # fewer GPUs than ranks: the engine's start says so, naming both
+        devices = max(runs, key=lambda run: (min(ledger.free(d) for d in run), -run[0].id))
+        spec = replace(spec, device_id=devices[0].id)
+    else:
+        devices = [gpus.get(spec.device_id + r) for r in range(ranks)]
+        if not all(devices):
+            return spec  # a GPU this machine lacks: the engine's start says which
+    if declared is not None:
+        count, source = declared, declared_source(spec.kind)
+    else:
+        utilization = llm_utilization(config)
+        count = min(llm_share_bytes(ledger.free(d), ledger.limit(d), utilization) for d in devices)
+        source = LLM_SHARE
+    for rank, device in enumerate(devices):
+        holder = Holder(spec.model_name, spec.model_version, f"{spec.instance_name} rank {rank}", load)
+        ledger.reserve(holder, device, count, source, count)
+        plan.holders.setdefault(device, []).append(holder)
+    return replace(spec, memory_budget_bytes=count)
 
 
 def sized_last(layout: RepositoryLayout, name: str) -> bool:

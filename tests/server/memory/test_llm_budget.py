@@ -90,3 +90,34 @@ def test_the_server_loads_llms_after_the_other_models(tmp_path, monkeypatch):
     server.stop()
     assert order.index("a_llm") > order.index("z_vision")  # sized by what the others leave
     assert order.index("b_sized_llm") < order.index("a_llm")  # declared: no need to wait
+
+
+def test_a_tensor_parallel_llm_holds_its_share_on_each_of_its_consecutive_gpus():
+    ledger = MemoryLedger(FakeMemory([10 * GIB] * 4))
+    _plan(ledger, _config("vision", "pytorch", gpu_memory_bytes="4GiB"))  # on GPU 0, the first with most free
+    [llm] = _plan(ledger, _config("llm", "llm", tensor_parallel_size="2")).specs
+    assert llm.device_id == 1  # GPUs 1 and 2: with GPU 0 in the pair, its tightest GPU would have less
+    assert llm.memory_budget_bytes == 10 * GIB - GIB
+    free = [ledger.free(gpu) for gpu in ledger.gpus()]
+    assert free == [6 * GIB, GIB, GIB, 10 * GIB]
+    ranks = sorted(h.holder.instance for h in ledger.holdings() if h.holder.model == "llm")
+    assert ranks == ["llm_0_0 rank 0", "llm_0_0 rank 1"]
+
+
+def test_a_tensor_parallel_llm_placed_by_gpus_declares_its_bytes_per_gpu():
+    ledger = MemoryLedger(FakeMemory([10 * GIB] * 2))
+    config = _config("llm", "llm", tensor_parallel_size="2", gpu_memory_bytes="3GiB")
+    config.instance_group[0].gpus.append(0)
+    [llm] = _plan(ledger, config).specs
+    assert (llm.device_id, llm.memory_budget_bytes) == (0, 3 * GIB)
+    assert [ledger.free(gpu) for gpu in ledger.gpus()] == [7 * GIB, 7 * GIB]
+
+
+def test_a_tensor_parallel_llm_that_does_not_fit_on_one_rank_keeps_nothing_reserved():
+    ledger = MemoryLedger(FakeMemory([10 * GIB] * 2))
+    _plan(ledger, _config("vision", "pytorch", gpu_memory_bytes="8GiB"))
+    config = _config("llm", "llm", tensor_parallel_size="2", gpu_memory_bytes="4GiB")
+    with pytest.raises(InsufficientMemoryError, match=r"llm_0_0 rank 0\) needs 4\.0 GiB on GPU 0"):
+        _plan(ledger, config)
+    assert [h.holder.model for h in ledger.holdings()] == ["vision"]
+    assert [ledger.free(gpu) for gpu in ledger.gpus()] == [2 * GIB, 10 * GIB]
