@@ -18,6 +18,7 @@ from modelgate.backends.llm.cuda_graphs import capture_sizes  # noqa: E402
 from modelgate.backends.llm.engine import LLMEngine  # noqa: E402
 from modelgate.backends.llm.engine_config import EngineConfig  # noqa: E402
 from modelgate.backends.llm.sampling_params import SamplingParams  # noqa: E402
+from tests.backends.llm.greedy import greedy_tokens  # noqa: E402
 from tests.backends.llm.tiny_checkpoint import make_tiny_checkpoint  # noqa: E402
 
 CUDA = torch.cuda.is_available()
@@ -47,14 +48,7 @@ def _engine(directory, device=DEVICE, dtype="float32", **settings) -> LLMEngine:
 
 
 def _greedy(engine: LLMEngine) -> dict[str, list[int]]:
-    for i, (text, max_tokens) in enumerate(REQUESTS.items()):
-        sampling = SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True)
-        engine.add_request(f"r{i}", engine.tokenizer.encode(text), sampling)
-    tokens: dict[str, list[int]] = {}
-    while engine.has_unfinished:
-        for output in engine.step():
-            tokens.setdefault(output.request_id, []).extend(output.new_token_ids)
-    return tokens
+    return greedy_tokens(engine, REQUESTS)
 
 
 def _count_graph_steps(engine: LLMEngine) -> list[int]:

@@ -16,33 +16,10 @@ import pytest
 from modelgate.server.frontends.grpc import loop_unary
 from modelgate.server.frontends.grpc.loop_unary import LoopUnaryCalls
 from tests.server.frontends.grpc.grpc_helpers import WAIT_S
+from tests.server.frontends.grpc.probe_service import SERVICE, UnaryProbe, unary
 
-SERVICE = "probe.Probe"
 
-
-class ProbeServicer:
-    """Each method records, on the loop, what happened to it in `seen` (name -> threading.Event)."""
-
-    def __init__(self):
-        self.seen: dict[str, threading.Event] = {}
-        self.threads: set[threading.Thread] = set()
-
-    def mark(self, what: str) -> None:
-        self.threads.add(threading.current_thread())
-        self.seen.setdefault(what, threading.Event()).set()
-
-    def wait_for(self, what: str) -> bool:
-        return self.seen.setdefault(what, threading.Event()).wait(WAIT_S)
-
-    async def Echo(self, request: bytes, context) -> bytes:
-        self.mark("echo")
-        await asyncio.sleep(0)  # a real suspension: the answer comes from a later step of the task
-        return request
-
-    async def Abort(self, request: bytes, context) -> bytes:
-        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"refused {request.decode()}")
-        raise AssertionError("abort returned")
-
+class ProbeServicer(UnaryProbe):
     async def Fail(self, request: bytes, context) -> bytes:
         raise RuntimeError(f"the probe fails on {request.decode()}")
 
@@ -52,15 +29,6 @@ class ProbeServicer:
     async def Metadata(self, request: bytes, context) -> bytes:
         self.mark("metadata")
         return dict(context.invocation_metadata())["probe-key"].encode()
-
-    async def Hang(self, request: bytes, context) -> bytes:
-        self.mark(f"hang-started-{request.decode()}")
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            self.mark(f"hang-cancelled-{request.decode()}")
-            raise
-        return b""
 
 
 METHODS = ("Echo", "Abort", "Fail", "Unserializable", "Metadata", "Hang")
@@ -125,10 +93,6 @@ def _threaded_echo(servicer: ProbeServicer):
         return request
 
     return handle
-
-
-def unary(channel, name: str):
-    return channel.unary_unary(f"/{SERVICE}/{name}")
 
 
 def test_the_installed_grpcio_has_what_the_loop_path_needs():

@@ -14,43 +14,16 @@ import pytest
 
 from modelgate.server.frontends.grpc.threaded_bridge import ThreadedServicer
 from tests.server.frontends.grpc.grpc_helpers import WAIT_S
+from tests.server.frontends.grpc.probe_service import SERVICE, UnaryProbe, unary
 
-SERVICE = "probe.Probe"
 UNARY = ("Echo", "Abort", "Hang")
 STREAMS = ("Count", "EchoThenHang", "FailAfterOne", "AbortAfterOne")
 
 
-class ProbeServicer:
-    """Each method records, on the loop, what happened to it in `seen` (name -> threading.Event)."""
-
+class ProbeServicer(UnaryProbe):
     def __init__(self):
-        self.seen: dict[str, threading.Event] = {}
+        super().__init__()
         self.loop_thread: threading.Thread | None = None
-        self.threads: set[threading.Thread] = set()
-
-    def mark(self, what: str) -> None:
-        self.threads.add(threading.current_thread())
-        self.seen.setdefault(what, threading.Event()).set()
-
-    def wait_for(self, what: str) -> bool:
-        return self.seen.setdefault(what, threading.Event()).wait(WAIT_S)
-
-    async def Echo(self, request: bytes, context) -> bytes:
-        self.mark("echo")
-        return request
-
-    async def Abort(self, request: bytes, context) -> bytes:
-        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"refused {request.decode()}")
-        raise AssertionError("abort returned")
-
-    async def Hang(self, request: bytes, context) -> bytes:
-        self.mark(f"hang-started-{request.decode()}")
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            self.mark(f"hang-cancelled-{request.decode()}")
-            raise
-        return b""
 
     async def Count(self, requests, context):
         """Reads every request (each a count) before answering: the client has half-closed by then."""
@@ -120,10 +93,6 @@ def probe():
     readers.shutdown(wait=False)
     loop.call_soon_threadsafe(loop.stop)
     loop_thread.join(WAIT_S)
-
-
-def unary(channel, name: str):
-    return channel.unary_unary(f"/{SERVICE}/{name}")
 
 
 def stream(channel, name: str):

@@ -1,0 +1,50 @@
+"""A probe service for tests of how grpc calls reach the event loop (threaded_bridge.py, loop_unary.py): its
+unary methods take and return bytes and record, on the loop, what happened to them."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import grpc
+
+from tests.server.frontends.grpc.grpc_helpers import WAIT_S
+
+SERVICE = "probe.Probe"
+
+
+class UnaryProbe:
+    """Each method records what happened to it in `seen` (name -> threading.Event), and its thread in `threads`."""
+
+    def __init__(self):
+        self.seen: dict[str, threading.Event] = {}
+        self.threads: set[threading.Thread] = set()
+
+    def mark(self, what: str) -> None:
+        self.threads.add(threading.current_thread())
+        self.seen.setdefault(what, threading.Event()).set()
+
+    def wait_for(self, what: str) -> bool:
+        return self.seen.setdefault(what, threading.Event()).wait(WAIT_S)
+
+    async def Echo(self, request: bytes, context) -> bytes:
+        self.mark("echo")
+        await asyncio.sleep(0)  # a real suspension: the answer comes from a later step of the task
+        return request
+
+    async def Abort(self, request: bytes, context) -> bytes:
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"refused {request.decode()}")
+        raise AssertionError("abort returned")
+
+    async def Hang(self, request: bytes, context) -> bytes:
+        self.mark(f"hang-started-{request.decode()}")
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.mark(f"hang-cancelled-{request.decode()}")
+            raise
+        return b""
+
+
+def unary(channel, name: str):
+    return channel.unary_unary(f"/{SERVICE}/{name}")
