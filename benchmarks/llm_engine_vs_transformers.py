@@ -285,19 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-num-batched-tokens", type=int, default=16384)
     parser.add_argument("--attention-backend", choices=["auto", "torch", "triton"], default="auto")
     parser.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
-    parser.add_argument(
-        "--cuda-graph-max-num-tokens",
-        type=int,
-        default=0,
-        help="non-decode steps of up to this many tokens replay piecewise graphs (default 0, the engine's: eager)",
-    )
+    parser.add_argument("--cuda-graph-max-num-tokens", type=int, default=0, help="piecewise step graphs (0: eager)")
     parser.add_argument("--gpu-memory-utilization", type=float, help="the engine's share of free GPU memory")
-    parser.add_argument(
-        "--transformers-requests",
-        type=int,
-        default=None,
-        help="how many of the requests transformers runs (default all); its tok/s is over those",
-    )
+    parser.add_argument("--transformers-requests", type=int, help="requests transformers runs (default all)")
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--skip-modelgate", action="store_true", help="transformers only")
     parser.add_argument("--build-only", action="store_true", help="only write the random checkpoint")
