@@ -23,6 +23,7 @@ from modelgate.backends.llm.models.weight_loader import checkpoint_has_fp8_weigh
 from modelgate.backends.llm.parallel.runner_hooks import RankShard
 from modelgate.backends.llm.sampler import PendingSample, Sampler, SamplerOutput, samples_on_device
 from modelgate.backends.llm.scheduler import ScheduledRequest, SchedulerOutput
+from modelgate.backends.llm.step_graphs import StepGraphs, buffer_bytes
 from modelgate.backends.llm.step_layout import StepInputs, StepLayout, decode_rows, is_decode_step, to_device
 
 logger = logging.getLogger(__name__)
@@ -175,8 +176,6 @@ class ModelRunner:
 
         replay=False runs the pieces' padded static-buffer path eagerly (for tests on the CPU).
         """
-        from modelgate.backends.llm.step_graphs import StepGraphs
-
         if self.attention_backend != "triton":
             raise ValueError("piecewise step graphs need attention_backend 'triton'")
         graphs = StepGraphs(
@@ -319,16 +318,9 @@ class ModelRunner:
         pieces_peak = 0
         if token_counts:
             largest = max(token_counts)
-            pieces_peak = self._activation_peak_bytes(largest, 1) + self._step_graph_buffer_bytes(largest)
+            pieces_peak = self._activation_peak_bytes(largest, 1) + buffer_bytes(self.model_config, self.dtype, largest)
         graphs_peak = max(decode_peak, pieces_peak)
         return kv_blocks(free, step_peak, graphs_peak, self.kv_bytes_per_block, self.block_size)
-
-    def _step_graph_buffer_bytes(self, num_tokens: int) -> int:
-        """The static buffers of StepGraphs at num_tokens rows (qkv, residual, attention output, hidden, inputs)."""
-        c = self.model_config
-        qkv_width = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim
-        element = torch.finfo(self.dtype).bits // 8
-        return num_tokens * ((qkv_width + c.num_heads * c.head_dim + 2 * c.hidden_size) * element + 3 * 8)
 
     @torch.inference_mode()
     def _activation_peak_bytes(self, num_tokens: int, num_sampled: int) -> int:

@@ -49,6 +49,14 @@ def token_counts(max_num_tokens: int) -> list[int]:
     return sorted(counts | {max_num_tokens})
 
 
+def buffer_bytes(config, dtype: torch.dtype, num_tokens: int) -> int:
+    """What StepGraphs' static buffers take at num_tokens rows (a DecoderConfig's model in `dtype`): inputs, qkv,
+    residual, attention output and hidden states, as its __init__ allocates them."""
+    qkv_width = (config.num_heads + 2 * config.num_kv_heads) * config.head_dim
+    element = torch.finfo(dtype).bits // 8
+    return num_tokens * ((qkv_width + config.num_heads * config.head_dim + 2 * config.hidden_size) * element + 3 * 8)
+
+
 class StepGraphs:
     """Non-decode forwards at fixed token counts, replayed piece by piece around an eager attention."""
 
