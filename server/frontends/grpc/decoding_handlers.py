@@ -23,7 +23,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from modelgate.server.frontends.api_restrictions import HeaderRule
-from modelgate.server.frontends.grpc.loop_unary import LoopUnaryCalls
+from modelgate.server.frontends.grpc.loop_calls import LoopCalls
 from modelgate.server.frontends.grpc.registration import register_service
 from modelgate.server.frontends.grpc.threaded_bridge import RpcAbort
 
@@ -35,13 +35,14 @@ def add_decoding_servicer(
     service_name: str,
     rules: Mapping[str, HeaderRule] | None = None,
     sized: Mapping[str, Callable[[int], None]] | None = None,
-    loop_calls: LoopUnaryCalls | None = None,
+    loop_calls: LoopCalls | None = None,
 ) -> None:
     """Register `servicer`'s methods for the service `service_name` of the `messages` module (a *_pb2);
     `rules`: method wire path -> the metadata it needs (--grpc-restricted-protocol), checked before decoding;
     `sized`: method name -> what hears the size of each of its request messages (the bytes as they came: a
-    decoded message's ByteSize() would encode it again). `loop_calls`: where the unary methods that `servicer`
-    has as coroutines run with no handler thread (loop_unary.py); None: all on grpc's handler threads."""
+    decoded message's ByteSize() would encode it again). `loop_calls`: where the methods that `servicer` has as
+    coroutines or async generators run with no handler thread (loop_calls.py); None: all on grpc's handler
+    threads."""
     service = messages.DESCRIPTOR.services_by_name[service_name]
     sized = sized or {}
     handlers = {
@@ -52,22 +53,25 @@ def add_decoding_servicer(
 
 
 def _handler(
-    servicer, method, messages: ModuleType, observe_size: Callable[[int], None], loop_calls: LoopUnaryCalls | None
+    servicer, method, messages: ModuleType, observe_size: Callable[[int], None], loop_calls: LoopCalls | None
 ) -> grpc.RpcMethodHandler:
     request_class = getattr(messages, method.input_type.name)
     serializer = getattr(messages, method.output_type.name).SerializeToString
     behaviour = getattr(servicer, method.name)
     if not method.client_streaming and not method.server_streaming:
         unary = _decoding_unary(behaviour, request_class, method.name, observe_size)
-        coroutine = _coroutine_method(servicer, method.name) if loop_calls is not None else None
+        coroutine = _loop_method(servicer, "coroutine_method", method.name) if loop_calls is not None else None
         if coroutine is not None:
             on_loop = _decoding_coroutine(coroutine, request_class, method.name, observe_size)
-            unary = loop_calls.handler(unary, on_loop, serializer)
+            unary = loop_calls.unary_handler(unary, on_loop, serializer)
         return grpc.unary_unary_rpc_method_handler(unary, response_serializer=serializer)
     if method.client_streaming and method.server_streaming:
-        return grpc.stream_stream_rpc_method_handler(
-            _decoding_stream(behaviour, request_class, method.name, observe_size), response_serializer=serializer
-        )
+        stream = _decoding_stream(behaviour, request_class, method.name, observe_size)
+        generator = _loop_method(servicer, "async_generator_method", method.name) if loop_calls is not None else None
+        if generator is not None:
+            decode = _stream_decoder(request_class, method.name, observe_size)
+            stream = loop_calls.stream_handler(stream, generator, decode, serializer)
+        return grpc.stream_stream_rpc_method_handler(stream, response_serializer=serializer)
     raise NotImplementedError(f"{method.full_name}: only unary-unary and stream-stream methods are served")
 
 
@@ -100,8 +104,9 @@ def _decoding_coroutine(method: Callable, request_class, method_name: str, obser
     return handle
 
 
-def _coroutine_method(servicer, name: str) -> Callable | None:
-    find = getattr(servicer, "coroutine_method", None)
+def _loop_method(servicer, finder: str, name: str) -> Callable | None:
+    """The servicer's method `name` as `finder` (a ThreadedServicer's) finds it for the loop, or None."""
+    find = getattr(servicer, finder, None)
     return None if find is None else find(name)
 
 
@@ -114,14 +119,24 @@ def _decoding_stream(behaviour: Callable, request_class, method_name: str, obser
 
 def _decoded(raw_requests: Iterator[bytes], request_class, method_name: str, observe_size) -> Iterator:
     """The stream's requests, decoded; RpcAbort (INVALID_ARGUMENT) at the first one that cannot be."""
+    decode = _stream_decoder(request_class, method_name, observe_size)
     for raw in raw_requests:
+        yield decode(raw)
+
+
+def _stream_decoder(request_class, method_name: str, observe_size) -> Callable[[bytes], object]:
+    """One request of a stream, decoded; RpcAbort (INVALID_ARGUMENT) if it cannot be."""
+
+    def decode(raw: bytes):
         observe_size(len(raw))
         try:
-            yield request_class.FromString(raw)
+            return request_class.FromString(raw)
         except DecodeError as exc:
             raise RpcAbort(
                 grpc.StatusCode.INVALID_ARGUMENT, undecodable_message(method_name, request_class, exc)
             ) from None
+
+    return decode
 
 
 def undecodable_message(method_name: str, request_class, exc: DecodeError) -> str:

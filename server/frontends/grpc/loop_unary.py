@@ -1,14 +1,7 @@
-"""Unary RPCs of grpcio's threaded server served on the event loop, with no handler thread.
+"""Unary RPCs served on the event loop (loop_calls.py), with no handler thread.
 
-grpcio's threaded server hands each unary call to a pool thread (`_unary_response_in_pool`): the thread asks
-for the request message and waits on a Condition until grpc's polling thread delivers it, calls the handler
-(ours waits again, for the coroutine on the loop), then sends the response. That is two thread wake-ups and a
-stack of Python per call for a thread that only waits. Here the call never reaches a thread: grpcio lets a
-handler name its own executor (`experimental_thread_pool`); `LoopUnaryCalls` is that executor, and its
-`submit` takes grpcio's unary work item apart instead of running it:
-
-- on grpc's polling thread (which called `submit`), it asks core for the request message, with a completion
-  tag of its own;
+- on grpc's polling thread (in `LoopCalls.submit`), the call asks core for the request message, with a
+  completion tag of its own;
 - when the message arrives (the polling thread runs the tag), the raw bytes go to the loop in one
   `call_soon_threadsafe`;
 - on the loop, the async handler (decoding included) runs as a task; its response is serialized and the
@@ -19,10 +12,6 @@ The outcomes are those of the threaded path: a response with OK; `RpcAbort` (Loo
 status; a cancelled task (the RPC ended first) with CANCELLED, which the client never sees; any other
 exception with UNKNOWN "Exception calling application: ...", logged, as grpcio does. When the RPC ends early,
 the task is cancelled (grpc runs the call's callbacks on its polling thread).
-
-This uses grpcio's private server internals (`grpc._server`): `SUPPORTED` says whether the installed grpcio
-has what it needs; without them, and for any work item `submit` does not recognise, calls run on the
-fallback executor exactly as before (the threaded handler).
 """
 
 from __future__ import annotations
@@ -30,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import grpc
 
 from modelgate.core.errors import drop_traceback
+from modelgate.server.frontends.grpc import grpc_internals as internals
 from modelgate.server.frontends.grpc.threaded_bridge import LoopContext, RpcAbort
 
 logger = logging.getLogger(__name__)
@@ -42,63 +32,13 @@ logger = logging.getLogger(__name__)
 # The status of an RPC whose work was cancelled because it ended first (never seen by the client).
 ENDED_EARLY = "the RPC ended before its handler did"
 
-try:  # grpcio's private server internals; checked once, here
-    from grpc import _common as _grpc_common
-    from grpc import _server as _grpc_server
-    from grpc._cython import cygrpc as _cygrpc
 
-    _RECEIVE_MESSAGE = _grpc_server._RECEIVE_MESSAGE_TOKEN
-    _UNARY_WORK = _grpc_server._unary_response_in_pool
-    _Context = _grpc_server._Context
-    _abort = _grpc_server._abort
-    _status = _grpc_server._status
-    _possibly_finish_call = _grpc_server._possibly_finish_call
-    _CLIENT_OPEN = _grpc_server._OPEN
-    _CLIENT_CLOSED = _grpc_server._CLOSED
-    _CYGRPC_CODE = _grpc_common.STATUS_CODE_TO_CYGRPC_STATUS_CODE
-    _ReceiveMessage = _cygrpc.ReceiveMessageOperation
-    SUPPORTED = True
-except (ImportError, AttributeError):  # pragma: no cover - another grpcio: the threaded path serves
-    SUPPORTED = False
-
-AsyncBehaviour = Callable[[bytes, LoopContext], Awaitable]
-
-
-class LoopUnaryCalls(concurrent.futures.ThreadPoolExecutor):
-    """The executor of unary handlers made by `handler`: their calls run on `loop`, not on a thread.
-
-    A ThreadPoolExecutor only because grpcio accepts nothing else as a handler's executor; it starts no
-    thread of its own. Work items it does not recognise go to `fallback`.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, fallback: concurrent.futures.Executor):
-        super().__init__(max_workers=1)
-        self._loop = loop
-        self._fallback = fallback
-
-    def handler(self, threaded: Callable, on_loop: AsyncBehaviour, serializer: Callable) -> Callable:
-        """A unary behaviour for `grpc.unary_unary_rpc_method_handler(..., request_deserializer=None)`:
-        `on_loop(raw request bytes, context)` on the loop, its response serialized with `serializer`;
-        `threaded` (the same work as a blocking handler) wherever this executor is not used."""
-        return _LoopUnaryBehaviour(threaded, on_loop, serializer, self)
-
-    def submit(self, fn, /, *args, **kwargs):
-        # grpcio submits (rpc state's context.run, _unary_response_in_pool, rpc_event, state, behaviour,
-        # request thunk, request deserializer, response serializer), on its polling thread.
-        if not (len(args) == 7 and args[0] is _UNARY_WORK and isinstance(args[3], _LoopUnaryBehaviour)):
-            return self._fallback.submit(fn, *args, **kwargs)
-        _, rpc_event, state, behaviour, _, _, _ = args
-        call = _UnaryCall(self._loop, rpc_event, state, behaviour)
-        call.receive_request()
-        return call.done
-
-
-class _LoopUnaryBehaviour:
-    """What grpcio calls `behavior`: the threaded handler, plus the async one that `LoopUnaryCalls` runs."""
+class LoopUnaryBehaviour:
+    """What grpcio calls `behavior`: the threaded handler, plus the async one that `LoopCalls` runs."""
 
     __slots__ = ("threaded", "on_loop", "serializer", "experimental_thread_pool")
 
-    def __init__(self, threaded: Callable, on_loop: AsyncBehaviour, serializer: Callable, pool: LoopUnaryCalls):
+    def __init__(self, threaded: Callable, on_loop: Callable, serializer: Callable, pool):
         self.threaded = threaded
         self.on_loop = on_loop
         self.serializer = serializer
@@ -108,12 +48,12 @@ class _LoopUnaryBehaviour:
         return self.threaded(request, context)
 
 
-class _UnaryCall:
+class UnaryCall:
     """One unary call: its request from grpc's polling thread to the loop, its status sent from the loop."""
 
     __slots__ = ("_loop", "_event", "_state", "_behaviour", "_task", "_is_finished", "done")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, rpc_event, state, behaviour: _LoopUnaryBehaviour):
+    def __init__(self, loop: asyncio.AbstractEventLoop, rpc_event, state, behaviour: LoopUnaryBehaviour):
         self._loop = loop
         self._event = rpc_event
         self._state = state
@@ -125,24 +65,25 @@ class _UnaryCall:
     # -- on grpc's polling thread ------------------------------------------------------------------
 
     def receive_request(self) -> None:
-        """Called by `submit` (grpc holds the call's condition): ask core for the one request message."""
+        """Called by `LoopCalls.submit` (grpc holds the call's condition): ask core for the one request message."""
         state = self._state
-        self._event.call.start_server_batch((_ReceiveMessage(0),), self._on_request)
-        state.due.add(_RECEIVE_MESSAGE)
+        self._event.call.start_server_batch((internals.ReceiveMessage(0),), self._on_request)
+        state.due.add(internals.RECEIVE_MESSAGE_TOKEN)
         state.callbacks.append(self._on_rpc_end)  # run by grpc once the RPC ended, finished or not
 
     def _on_request(self, event):
         """The completion tag of the receive: the message's bytes, or None (no message, or cancelled)."""
         raw = event.batch_operations[0].message()
         with self._state.condition:
-            if raw is None and self._state.client is _CLIENT_OPEN:
-                self._state.client = _CLIENT_CLOSED
+            if raw is None and self._state.client is internals.CLIENT_OPEN:
+                self._state.client = internals.CLIENT_CLOSED
             try:
                 self._loop.call_soon_threadsafe(self._start, raw)
             except RuntimeError:  # the loop is closed (the server is going away): nothing will answer
-                _abort(self._state, self._event.call, _CYGRPC_CODE[grpc.StatusCode.UNAVAILABLE], b"shutting down")
+                code = internals.cygrpc_code(grpc.StatusCode.UNAVAILABLE)
+                internals.abort(self._state, self._event.call, code, b"shutting down")
                 self._finish()
-            return _possibly_finish_call(self._state, _RECEIVE_MESSAGE)
+            return internals.possibly_finish_call(self._state, internals.RECEIVE_MESSAGE_TOKEN)
 
     def _on_rpc_end(self) -> None:
         if not self._is_finished:
@@ -155,14 +96,14 @@ class _UnaryCall:
 
     def _start(self, raw: bytes | None) -> None:
         if raw is None:  # as grpcio's unary_request: a closed stream without a message is the client's error
-            if self._state.client is _CLIENT_CLOSED:
+            if self._state.client is internals.CLIENT_CLOSED:
                 method = self._event.call_details.method.decode()
                 self._end_with(grpc.StatusCode.UNIMPLEMENTED, f'"{method}" requires exactly one request message.')
             self._finish()
             return
         if self._is_finished:  # cancelled before the message came
             return
-        context = LoopContext(_Context(self._event, self._state, None))
+        context = LoopContext(internals.Context(self._event, self._state, None))
         self._task = self._loop.create_task(self._behaviour.on_loop(raw, context))
         self._task.add_done_callback(self._on_done)
 
@@ -189,7 +130,7 @@ class _UnaryCall:
             logger.exception("Exception serializing response!")
             self._end_with(grpc.StatusCode.INTERNAL, "Failed to serialize response!")
             return
-        _status(self._event, self._state, serialized)
+        internals.status(self._event, self._state, serialized)
 
     def _end_with_error(self, error: BaseException) -> None:
         if isinstance(error, RpcAbort):
@@ -204,9 +145,9 @@ class _UnaryCall:
     def _end_with(self, code: grpc.StatusCode, details: str) -> None:
         """The call's status (unless it ended already: grpc sends nothing to a cancelled call)."""
         if code == grpc.StatusCode.OK:  # as grpcio's abort: OK is no way to fail an RPC
-            code, details = grpc.StatusCode.UNKNOWN, ""
+            details = ""
         with self._state.condition:
-            _abort(self._state, self._event.call, _CYGRPC_CODE[code], details.encode())
+            internals.abort(self._state, self._event.call, internals.cygrpc_code(code), details.encode())
 
     def _finish(self) -> None:
         self._is_finished = True

@@ -9,13 +9,16 @@ cost more: each response crosses from the loop to its handler thread, which send
 poller thread; tiny_llm streaming to 16 clients took 122-135 us of server CPU per token against grpc.aio's
 87-106 us, at 0-11% fewer tok/s. `grpc.health.v1` is grpcio's sync HealthServicer, served by the same threads.
 
-Unary calls of the inference service skip the handler thread (loop_unary.py): grpc's polling thread hands the
-request's bytes to the loop, which sends the status itself. A handler thread per call cost two thread wake-ups
-and grpcio's per-call Python; without it, add_sub ModelInfer (process isolation, server on one core, 16 clients)
-went from 5.4-12.6 context switches per call to 1.6-4.6, and server plus stub CPU per call fell by a median of
-50 us (24 A/B pairs on a shared 2-core VM: server -58 us, stub +10 us, as the stub now wakes for fewer
-requests at a time; benchmarks/results/python_backend_grpc_ab_session20.log). Restricted methods
-(--grpc-restricted-protocol) keep the handler thread, which checks their metadata first.
+Calls of the inference service skip the handler thread (loop_calls.py): grpc's polling thread hands each
+request's bytes to the loop, which starts the sends and the status itself. A handler thread per unary call
+cost two thread wake-ups and grpcio's per-call Python; without it, add_sub ModelInfer (process isolation,
+server on one core, 16 clients) went from 5.4-12.6 context switches per call to 1.6-4.6, and server plus stub
+CPU per call fell by a median of 50 us (24 A/B pairs on a shared 2-core VM: server -58 us, stub +10 us, as the
+stub now wakes for fewer requests at a time; benchmarks/results/python_backend_grpc_ab_session20.log). A
+ModelStreamInfer stream no longer holds a handler and a reader thread: tiny_llm streaming to 64 clients went
+from 121-185 us of server CPU per token to 67-76 us (loop_stream.py; most of the rest is grpc core's sendmsg
+per message). Restricted methods (--grpc-restricted-protocol) keep the handler thread, which checks their
+metadata first.
 """
 
 from __future__ import annotations
@@ -34,9 +37,9 @@ from tritonclient.grpc import service_pb2
 from modelgate.server.dataplane import Dataplane
 from modelgate.server.frontends.api_categories import GRPC_METHOD_CATEGORIES, HEALTH_SERVICE, INFERENCE_SERVICE
 from modelgate.server.frontends.api_restrictions import HeaderRule, rules_by_endpoint
-from modelgate.server.frontends.grpc import loop_unary
+from modelgate.server.frontends.grpc import loop_calls
 from modelgate.server.frontends.grpc.decoding_handlers import add_decoding_servicer
-from modelgate.server.frontends.grpc.loop_unary import LoopUnaryCalls
+from modelgate.server.frontends.grpc.loop_calls import LoopCalls
 from modelgate.server.frontends.grpc.registration import register_service, servicer_handlers
 from modelgate.server.frontends.grpc.service import InferenceService
 from modelgate.server.frontends.grpc.threaded_bridge import ThreadedServicer
@@ -97,12 +100,14 @@ class GrpcFrontend:
         )
         loop = asyncio.get_running_loop()
         servicer = ThreadedServicer(self.service, loop, reader_pool)
-        loop_calls = LoopUnaryCalls(loop, handler_pool) if loop_unary.SUPPORTED else None
+        calls_on_loop = LoopCalls(loop, handler_pool) if loop_calls.SUPPORTED else None
         # Requests decoded by the handlers: a message protobuf cannot decode gets INVALID_ARGUMENT.
         sized = {}
         if self.observe_request_bytes is not None:
             sized = {"ModelInfer": self.observe_request_bytes, "ModelStreamInfer": self.observe_request_bytes}
-        add_decoding_servicer(servicer, self.server, service_pb2, "GRPCInferenceService", self.rules, sized, loop_calls)
+        add_decoding_servicer(
+            servicer, self.server, service_pb2, "GRPCInferenceService", self.rules, sized, calls_on_loop
+        )
         self.health = HealthServicer()
         register_service(self.server, HEALTH_SERVICE, servicer_handlers(self.health, health_pb2, "Health"), self.rules)
         bound = add_port(self.server, f"{address}:{port}", self.tls)

@@ -90,9 +90,15 @@ class ThreadedServicer:
 
     def coroutine_method(self, name: str) -> Callable | None:
         """The servicer's method `name` if it is a coroutine function (a unary RPC), else None: for handlers
-        that run it on the loop themselves (loop_unary.py)."""
+        that run it on the loop themselves (loop_calls.py)."""
         method = getattr(self._servicer, name)
         return method if inspect.iscoroutinefunction(method) else None
+
+    def async_generator_method(self, name: str) -> Callable | None:
+        """The servicer's method `name` if it is an async generator function (a stream-stream RPC), else None:
+        for handlers that run it on the loop themselves (loop_calls.py)."""
+        method = getattr(self._servicer, name)
+        return method if inspect.isasyncgenfunction(method) else None
 
     def _unary_handler(self, method: Callable):
         loop = self._loop

@@ -1,10 +1,11 @@
-"""A probe service for tests of how grpc calls reach the event loop (threaded_bridge.py, loop_unary.py): its
-unary methods take and return bytes and record, on the loop, what happened to them."""
+"""A probe service for tests of how grpc calls reach the event loop (threaded_bridge.py, loop_calls.py): its
+methods take and return bytes and record, on the loop, what happened to them."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 
 import grpc
 
@@ -48,3 +49,48 @@ class UnaryProbe:
 
 def unary(channel, name: str):
     return channel.unary_unary(f"/{SERVICE}/{name}")
+
+
+class StreamProbe(UnaryProbe):
+    """UnaryProbe plus stream-stream methods (async generators taking an async iterator of requests)."""
+
+    async def Count(self, requests, context):
+        """Reads every request (each a count) before answering: the client has half-closed by then."""
+        total = sum([int(request) async for request in requests])
+        self.mark("count-read-all")
+        for index in range(total):
+            await asyncio.sleep(0.005)
+            yield str(index).encode()
+
+    async def EchoThenHang(self, requests, context):
+        try:
+            async for request in requests:
+                self.mark("echo-stream")
+                yield request
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.mark("stream-cancelled")
+            raise
+
+    async def FailAfterOne(self, requests, context):
+        async for request in requests:
+            yield request
+            raise RuntimeError("the probe fails")
+
+    async def AbortAfterOne(self, requests, context):
+        async for request in requests:
+            yield request
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "enough")
+
+
+STREAMS = ("Count", "EchoThenHang", "FailAfterOne", "AbortAfterOne")
+
+
+def stream(channel, name: str):
+    return channel.stream_stream(f"/{SERVICE}/{name}")
+
+
+def requests_then_wait(held_open: threading.Event, *requests: bytes) -> Iterator[bytes]:
+    """Send `requests`, then keep the request side open (no half-close) until `held_open` is set."""
+    yield from requests
+    held_open.wait(WAIT_S)

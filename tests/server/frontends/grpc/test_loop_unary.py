@@ -1,4 +1,4 @@
-"""LoopUnaryCalls on its own: unary methods of a probe service (bytes in, bytes out) served by grpcio's threaded
+"""LoopCalls on its own: unary methods of a probe service (bytes in, bytes out) served by grpcio's threaded
 server with their coroutines on a loop thread and no handler thread. What the threaded path did must hold:
 results, aborts, errors, unserializable responses, a call without a message, cancellation (client cancel,
 deadline, server stop) back to the loop; and what it does not take goes to the fallback pool."""
@@ -13,8 +13,8 @@ import threading
 import grpc
 import pytest
 
-from modelgate.server.frontends.grpc import loop_unary
-from modelgate.server.frontends.grpc.loop_unary import LoopUnaryCalls
+from modelgate.server.frontends.grpc import loop_calls, loop_unary
+from modelgate.server.frontends.grpc.loop_calls import LoopCalls
 from tests.server.frontends.grpc.grpc_helpers import WAIT_S
 from tests.server.frontends.grpc.probe_service import SERVICE, UnaryProbe, unary
 
@@ -55,16 +55,16 @@ def _serialize(response) -> bytes:
 @pytest.fixture
 def probe():
     """(servicer, channel, server, fallback pool, loop thread): a threaded server whose probe methods are served
-    by LoopUnaryCalls on a loop thread; `Threaded` is served by the fallback pool (a plain handler)."""
+    by LoopCalls on a loop thread; `Threaded` is served by the fallback pool (a plain handler)."""
     loop = asyncio.new_event_loop()
     loop_thread = threading.Thread(target=loop.run_forever, name="probe-loop", daemon=True)
     loop_thread.start()
     servicer = ProbeServicer()
     fallback = RecordingPool()
-    calls = LoopUnaryCalls(loop, fallback)
+    calls = LoopCalls(loop, fallback)
     handlers = {}
     for name in METHODS:
-        behaviour = calls.handler(_never_threaded, getattr(servicer, name), _serialize)
+        behaviour = calls.unary_handler(_never_threaded, getattr(servicer, name), _serialize)
         handlers[name] = grpc.unary_unary_rpc_method_handler(behaviour, response_serializer=_serialize)
     threaded = _threaded_echo(servicer)
     threaded.experimental_thread_pool = calls  # not one of its handlers: it hands the call to the fallback
@@ -84,7 +84,7 @@ def probe():
 
 
 def _never_threaded(request, context):
-    raise AssertionError("a LoopUnaryCalls handler ran on a thread")
+    raise AssertionError("a LoopCalls handler ran on a thread")
 
 
 def _threaded_echo(servicer: ProbeServicer):
@@ -96,7 +96,7 @@ def _threaded_echo(servicer: ProbeServicer):
 
 
 def test_the_installed_grpcio_has_what_the_loop_path_needs():
-    assert loop_unary.SUPPORTED  # else every unary RPC of the server falls back to grpc's handler threads
+    assert loop_calls.SUPPORTED  # else every unary RPC of the server falls back to grpc's handler threads
 
 
 def test_results_come_back_from_coroutines_on_the_loop_with_no_handler_thread(probe):

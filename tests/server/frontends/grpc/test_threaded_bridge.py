@@ -7,50 +7,28 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Iterator
 
 import grpc
 import pytest
 
 from modelgate.server.frontends.grpc.threaded_bridge import ThreadedServicer
 from tests.server.frontends.grpc.grpc_helpers import WAIT_S
-from tests.server.frontends.grpc.probe_service import SERVICE, UnaryProbe, unary
+from tests.server.frontends.grpc.probe_service import (
+    SERVICE,
+    STREAMS,
+    StreamProbe,
+    requests_then_wait,
+    stream,
+    unary,
+)
 
 UNARY = ("Echo", "Abort", "Hang")
-STREAMS = ("Count", "EchoThenHang", "FailAfterOne", "AbortAfterOne")
 
 
-class ProbeServicer(UnaryProbe):
+class ProbeServicer(StreamProbe):
     def __init__(self):
         super().__init__()
         self.loop_thread: threading.Thread | None = None
-
-    async def Count(self, requests, context):
-        """Reads every request (each a count) before answering: the client has half-closed by then."""
-        total = sum([int(request) async for request in requests])
-        self.mark("count-read-all")
-        for index in range(total):
-            await asyncio.sleep(0.005)
-            yield str(index).encode()
-
-    async def EchoThenHang(self, requests, context):
-        try:
-            async for request in requests:
-                yield request
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            self.mark("stream-cancelled")
-            raise
-
-    async def FailAfterOne(self, requests, context):
-        async for request in requests:
-            yield request
-            raise RuntimeError("the probe fails")
-
-    async def AbortAfterOne(self, requests, context):
-        async for request in requests:
-            yield request
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "enough")
 
 
 class RecordingPool(concurrent.futures.ThreadPoolExecutor):
@@ -93,10 +71,6 @@ def probe():
     readers.shutdown(wait=False)
     loop.call_soon_threadsafe(loop.stop)
     loop_thread.join(WAIT_S)
-
-
-def stream(channel, name: str):
-    return channel.stream_stream(f"/{SERVICE}/{name}")
 
 
 def test_a_unary_result_comes_back_and_the_coroutine_ran_on_the_loop(probe):
@@ -143,7 +117,7 @@ def test_a_stream_half_closed_with_responses_pending_gets_them_all(probe):
 def test_a_stream_client_cancel_cancels_the_coroutine_and_its_reader(probe):
     servicer, channel, _, readers = probe
     held_open = threading.Event()
-    call = stream(channel, "EchoThenHang")(_requests_then_wait(held_open, b"a", b"b"), timeout=WAIT_S)
+    call = stream(channel, "EchoThenHang")(requests_then_wait(held_open, b"a", b"b"), timeout=WAIT_S)
     assert [next(call), next(call)] == [b"a", b"b"]
     call.cancel()
     assert servicer.wait_for("stream-cancelled")
@@ -154,7 +128,7 @@ def test_a_stream_client_cancel_cancels_the_coroutine_and_its_reader(probe):
 def test_a_stream_server_error_ends_the_rpc_and_its_reader(probe):
     _, channel, _, readers = probe
     held_open = threading.Event()
-    call = stream(channel, "FailAfterOne")(_requests_then_wait(held_open, b"one", b"two"), timeout=WAIT_S)
+    call = stream(channel, "FailAfterOne")(requests_then_wait(held_open, b"one", b"two"), timeout=WAIT_S)
     assert next(call) == b"one"
     with pytest.raises(grpc.RpcError) as caught:
         next(call)
@@ -167,7 +141,7 @@ def test_a_stream_server_error_ends_the_rpc_and_its_reader(probe):
 def test_an_awaited_abort_in_a_stream_ends_it_with_its_status_after_the_responses_before(probe):
     _, channel, _, readers = probe
     held_open = threading.Event()
-    call = stream(channel, "AbortAfterOne")(_requests_then_wait(held_open, b"first", b"second"), timeout=WAIT_S)
+    call = stream(channel, "AbortAfterOne")(requests_then_wait(held_open, b"first", b"second"), timeout=WAIT_S)
     assert next(call) == b"first"
     with pytest.raises(grpc.RpcError) as caught:
         next(call)
@@ -179,7 +153,7 @@ def test_an_awaited_abort_in_a_stream_ends_it_with_its_status_after_the_response
 def test_stopping_the_server_with_a_stream_open_cancels_it_without_hanging(probe):
     servicer, channel, server, readers = probe
     held_open = threading.Event()
-    call = stream(channel, "EchoThenHang")(_requests_then_wait(held_open, b"x"), timeout=WAIT_S)
+    call = stream(channel, "EchoThenHang")(requests_then_wait(held_open, b"x"), timeout=WAIT_S)
     assert next(call) == b"x"
     assert server.stop(grace=0.2).wait(WAIT_S), "the server did not stop"
     assert servicer.wait_for("stream-cancelled")
@@ -187,9 +161,3 @@ def test_stopping_the_server_with_a_stream_open_cancels_it_without_hanging(probe
         next(call)
     readers.assert_readers_ended()
     held_open.set()
-
-
-def _requests_then_wait(held_open: threading.Event, *requests: bytes) -> Iterator[bytes]:
-    """Send `requests`, then keep the request side open (no half-close) until `held_open` is set."""
-    yield from requests
-    held_open.wait(WAIT_S)

@@ -1,0 +1,236 @@
+"""Stream-stream calls served by LoopCalls on their own: async generators of a probe service (bytes in, bytes out)
+behind grpcio's threaded server, run on a loop thread with no handler or reader thread. What the threaded path
+did must hold: every response in order, then the status; aborts, errors, unserializable responses, refused
+requests; cancellation (client cancel, deadline, server stop) back to the loop; a slow client pauses the method."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+
+import grpc
+import pytest
+
+from modelgate.server.frontends.grpc import loop_stream
+from modelgate.server.frontends.grpc.loop_calls import LoopCalls
+from modelgate.server.frontends.grpc.threaded_bridge import RpcAbort
+from tests.server.frontends.grpc.grpc_helpers import WAIT_S
+from tests.server.frontends.grpc.probe_service import SERVICE, STREAMS, StreamProbe, requests_then_wait, stream
+
+BIG_RESPONSE = 256 * 1024  # large enough that a client that does not read stops grpc's sends (flow control)
+
+
+class ProbeServicer(StreamProbe):
+    def __init__(self):
+        super().__init__()
+        self.produced = 0
+
+    async def Unserializable(self, requests, context):
+        async for request in requests:
+            yield request
+            yield object()
+
+    async def Flood(self, requests, context):
+        """Answers each request (a count) with that many big responses, counting what it produced."""
+        async for request in requests:
+            for index in range(int(request)):
+                self.produced += 1
+                yield index.to_bytes(4, "big") * (BIG_RESPONSE // 4)
+
+    async def Metadata(self, requests, context):
+        async for _ in requests:
+            self.mark("metadata")
+            yield dict(context.invocation_metadata())["probe-key"].encode()
+
+
+METHODS = (*STREAMS, "Unserializable", "Flood", "Metadata")
+
+
+def _decode(raw: bytes) -> bytes:
+    if raw.startswith(b"bad"):
+        raise RpcAbort(grpc.StatusCode.INVALID_ARGUMENT, f"refused {raw.decode()}")
+    return raw
+
+
+def _serialize(response) -> bytes:
+    if not isinstance(response, bytes):
+        raise TypeError("not bytes")
+    return response
+
+
+def _never_threaded(request_iterator, context):
+    raise AssertionError("a LoopCalls stream ran on a thread")
+
+
+@pytest.fixture
+def probe():
+    """(servicer, channel, server, loop thread): a threaded server whose probe streams LoopCalls runs on a loop
+    thread; grpc's handler pool is one that fails the test if any work reaches it."""
+    loop = asyncio.new_event_loop()
+    loop_thread = threading.Thread(target=loop.run_forever, name="probe-loop", daemon=True)
+    loop_thread.start()
+    servicer = ProbeServicer()
+    fallback = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="probe-fallback")
+    calls = LoopCalls(loop, fallback)
+    handlers = {}
+    for name in METHODS:
+        behaviour = calls.stream_handler(_never_threaded, getattr(servicer, name), _decode, _serialize)
+        handlers[name] = grpc.stream_stream_rpc_method_handler(behaviour, response_serializer=_serialize)
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="probe-handler"))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield servicer, channel, server, loop_thread
+    channel.close()
+    server.stop(None).wait(WAIT_S)
+    fallback.shutdown(wait=False)
+    loop.call_soon_threadsafe(loop.stop)
+    loop_thread.join(WAIT_S)
+    loop.close()
+
+
+def test_a_stream_half_closed_with_responses_pending_gets_them_all_from_the_loop(probe):
+    servicer, channel, _, loop_thread = probe
+    call = stream(channel, "Count")(iter([b"3", b"17"]), timeout=WAIT_S)  # half-closes after two requests
+    assert [int(response) for response in call] == list(range(20))
+    assert call.code() == grpc.StatusCode.OK
+    assert servicer.threads == {loop_thread}
+
+
+def test_requests_and_responses_interleave_on_an_open_stream(probe):
+    servicer, channel, _, _ = probe
+    held_open = threading.Event()
+    call = stream(channel, "EchoThenHang")(requests_then_wait(held_open, b"a", b"b", b"c"), timeout=WAIT_S)
+    assert [next(call) for _ in range(3)] == [b"a", b"b", b"c"]
+    call.cancel()
+    assert servicer.wait_for("stream-cancelled")
+    held_open.set()
+
+
+def test_a_stream_with_no_requests_and_no_responses_ends_ok(probe):
+    _, channel, _, _ = probe
+    call = stream(channel, "Count")(iter([]), timeout=WAIT_S)
+    assert list(call) == []
+    assert call.code() == grpc.StatusCode.OK
+
+
+def test_the_context_is_the_calls(probe):
+    servicer, channel, _, _ = probe
+    call = stream(channel, "Metadata")(iter([b"x"]), metadata=(("probe-key", "probe-value"),), timeout=WAIT_S)
+    assert list(call) == [b"probe-value"]
+
+
+def test_a_client_cancel_cancels_the_method_on_the_loop(probe):
+    servicer, channel, _, _ = probe
+    held_open = threading.Event()
+    call = stream(channel, "EchoThenHang")(requests_then_wait(held_open, b"a", b"b"), timeout=WAIT_S)
+    assert [next(call), next(call)] == [b"a", b"b"]
+    call.cancel()
+    assert servicer.wait_for("stream-cancelled")
+    held_open.set()
+
+
+def test_a_deadline_cancels_the_method_on_the_loop(probe):
+    servicer, channel, _, _ = probe
+    held_open = threading.Event()
+    call = stream(channel, "EchoThenHang")(requests_then_wait(held_open, b"a"), timeout=0.5)
+    assert next(call) == b"a"
+    with pytest.raises(grpc.RpcError) as caught:
+        next(call)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert servicer.wait_for("stream-cancelled")
+    held_open.set()
+
+
+def test_a_server_error_ends_the_rpc_as_grpcio_ends_it_and_is_logged(probe, caplog):
+    _, channel, _, _ = probe
+    held_open = threading.Event()
+    call = stream(channel, "FailAfterOne")(requests_then_wait(held_open, b"one", b"two"), timeout=WAIT_S)
+    with caplog.at_level(logging.ERROR, logger=loop_stream.__name__):
+        assert next(call) == b"one"
+        with pytest.raises(grpc.RpcError) as caught:
+            next(call)
+    assert caught.value.code() == grpc.StatusCode.UNKNOWN
+    assert caught.value.details() == "Exception iterating responses: the probe fails"
+    assert "the probe fails" in caplog.text
+    held_open.set()
+
+
+def test_an_awaited_abort_ends_the_stream_with_its_status_after_the_responses_before(probe):
+    _, channel, _, _ = probe
+    held_open = threading.Event()
+    call = stream(channel, "AbortAfterOne")(requests_then_wait(held_open, b"first", b"second"), timeout=WAIT_S)
+    assert next(call) == b"first"
+    with pytest.raises(grpc.RpcError) as caught:
+        next(call)
+    assert (caught.value.code(), caught.value.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "enough")
+    held_open.set()
+
+
+def test_a_response_that_cannot_be_serialized_is_an_internal_error_after_the_ones_before(probe):
+    _, channel, _, _ = probe
+    call = stream(channel, "Unserializable")(iter([b"fine"]), timeout=WAIT_S)
+    assert next(call) == b"fine"
+    with pytest.raises(grpc.RpcError) as caught:
+        next(call)
+    assert (caught.value.code(), caught.value.details()) == (grpc.StatusCode.INTERNAL, "Failed to serialize response!")
+
+
+def test_a_refused_request_ends_the_stream_with_its_status_and_cancels_the_method(probe):
+    servicer, channel, _, _ = probe
+    held_open = threading.Event()
+    call = stream(channel, "EchoThenHang")(requests_then_wait(held_open, b"good", b"bad one"), timeout=WAIT_S)
+    assert next(call) == b"good"
+    with pytest.raises(grpc.RpcError) as caught:
+        next(call)
+    assert (caught.value.code(), caught.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "refused bad one")
+    assert servicer.wait_for("stream-cancelled")
+    held_open.set()
+
+
+def test_stopping_the_server_with_a_stream_open_cancels_it_without_hanging(probe):
+    servicer, channel, server, _ = probe
+    held_open = threading.Event()
+    call = stream(channel, "EchoThenHang")(requests_then_wait(held_open, b"x"), timeout=WAIT_S)
+    assert next(call) == b"x"
+    assert server.stop(grace=0.2).wait(WAIT_S), "the server did not stop"
+    assert servicer.wait_for("stream-cancelled")
+    with pytest.raises(grpc.RpcError):
+        next(call)
+    held_open.set()
+
+
+def test_a_client_that_does_not_read_pauses_the_method_and_then_gets_everything_in_order(probe):
+    servicer, channel, _, _ = probe
+    count = 4 * loop_stream.MAX_UNSENT
+    call = stream(channel, "Flood")(iter([str(count).encode()]), timeout=WAIT_S)
+    first = next(call)  # the stream is open and the method running; now the client stops reading
+    _wait_until_steady(lambda: servicer.produced)
+    # What grpc took into its flow-control windows, plus the queue: far from all of them.
+    assert servicer.produced < count - loop_stream.MAX_UNSENT
+    rest = list(call)
+    assert [int.from_bytes(response[:4], "big") for response in [first, *rest]] == list(range(count))
+    assert all(len(response) == BIG_RESPONSE for response in rest)
+    assert call.code() == grpc.StatusCode.OK
+
+
+def test_streams_and_their_requests_do_not_mix(probe):
+    _, channel, _, _ = probe
+    calls = [stream(channel, "Count")(iter([str(n).encode()]), timeout=WAIT_S) for n in (5, 9, 13)]
+    assert [[int(response) for response in call] for call in calls] == [list(range(n)) for n in (5, 9, 13)]
+
+
+def _wait_until_steady(read, settle_s: float = 0.5) -> None:
+    """Wait until `read()` stops changing for `settle_s` (bounded by WAIT_S)."""
+    deadline = time.monotonic() + WAIT_S
+    last = read()
+    while time.monotonic() < deadline:
+        time.sleep(settle_s)
+        now = read()
+        if now == last:
+            return
+        last = now
