@@ -16,6 +16,7 @@ import torch
 from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig
 
 from modelgate.backends.base import ComputeTimings, ExecuteResult, InstanceSpec, ModelInstance
+from modelgate.backends.pytorch.batch_staging import BatchStaging
 from modelgate.backends.pytorch.input_binding import bind_inputs
 from modelgate.backends.pytorch.instance_device import instance_device
 from modelgate.backends.pytorch.loaded_module import ModuleArgument, load_module
@@ -44,6 +45,7 @@ class PyTorchInstance(ModelInstance):
         self.outputs = output_specs(spec.config)
         self.output_binding = OutputBinding(spec.config)
         self.is_batched = spec.config.max_batch_size > 0
+        self.staging = BatchStaging(pinned=self.device.is_cuda)
 
     def execute(self, requests: list[InferRequest]) -> ExecuteResult:
         timings = ComputeTimings()
@@ -78,6 +80,7 @@ class PyTorchInstance(ModelInstance):
         self.device.synchronize()
         inferred = time.perf_counter_ns()
         tensors = self.output_binding.select(result, self._wanted_outputs(batch.requests))
+        tensors = self.staging.unshare_outputs(tensors)
         arrays = {
             name: request_arrays(host_array(tensor, self.outputs[name], batch), self.outputs[name], batch)
             for name, tensor in tensors.items()
@@ -90,8 +93,12 @@ class PyTorchInstance(ModelInstance):
 
     def _device_arguments(self, batch: RequestBatch) -> dict[str, torch.Tensor]:
         arguments = {}
-        for name, array in batch.inputs().items():
-            tensor = to_torch(array)
+        for name, parts in batch.input_parts().items():
+            # Parts to join, or one read-only array (which torch would copy): written into the staging buffer.
+            if batch.is_batched and (len(parts) > 1 or not parts[0].flags.writeable):
+                tensor = self.staging.stage(name, parts)
+            else:
+                tensor = to_torch(parts[0])
             if name in self.input_casts:
                 tensor = tensor.to(self.input_casts[name])
             arguments[self.input_binding.argument_of[name]] = tensor.to(self.device.device, non_blocking=True)

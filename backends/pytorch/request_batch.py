@@ -27,12 +27,9 @@ class RequestBatch:
     def num_rows(self) -> int:
         return sum(self.row_counts)
 
-    def inputs(self) -> dict[str, np.ndarray]:
-        """Each input name -> its data; for several requests, concatenated along dim 0."""
-        first = self.requests[0].inputs
-        if len(self.requests) == 1:
-            return {name: tensor.data for name, tensor in first.items()}
-        return {name: np.concatenate([r.inputs[name].data for r in self.requests]) for name in first}
+    def input_parts(self) -> dict[str, list[np.ndarray]]:
+        """Each input name -> its data in each request, in order: the parts to concatenate along dim 0."""
+        return {name: [r.inputs[name].data for r in self.requests] for name in self.requests[0].inputs}
 
     def split(self, array: np.ndarray) -> list[np.ndarray]:
         """`array`'s rows for each request, in order (views, no copies)."""

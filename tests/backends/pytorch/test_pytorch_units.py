@@ -63,8 +63,9 @@ def _request(**inputs) -> InferRequest:
 def test_requests_of_one_layout_run_as_one_call_and_split_back():
     requests = [_request(X=np.full((n, 2), n, np.float32)) for n in (1, 3, 2)]
     (batch,) = plan_batches(requests, is_batched=True)
-    assert batch.row_counts == [1, 3, 2] and batch.inputs()["X"].shape == (6, 2)
-    parts = batch.split(batch.inputs()["X"] * 10)
+    joined = np.concatenate(batch.input_parts()["X"])
+    assert batch.row_counts == [1, 3, 2] and joined.shape == (6, 2)
+    parts = batch.split(joined * 10)
     assert [p.tolist() for p in parts] == [[[10, 10]], [[30, 30]] * 3, [[20, 20]] * 2]
 
 
