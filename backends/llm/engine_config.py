@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class EngineConfig(BaseModel):
@@ -59,3 +59,30 @@ class EngineConfig(BaseModel):
     # all-reduces after o_proj and down_proj (backends/llm/parallel/). The model's heads, KV heads (or the
     # ranks a multiple of them) and intermediate size must divide by it. launch_decode_ahead is off with it.
     tensor_parallel_size: int = Field(1, ge=1)
+    # Split the model's decoder layers over this many pipeline stages, each tensor_parallel_size ranks (world:
+    # tp × pp processes, rank r = stage × tp + tensor-parallel rank; backends/llm/parallel/layout.py): stage s
+    # holds a contiguous run of layers and their KV cache, the first the embedding, the last the final norm and
+    # the LM head; hidden states go stage to stage by point-to-point sends, a step's sequences split into up to
+    # this many micro-batches that overlap across stages. At most the model's num_hidden_layers. For models
+    # that must span more GPUs than tensor parallelism splits well; on one node tensor parallelism is the default
+    # choice. CUDA graphs are off with it (explicit cuda_graph_* settings are refused), as is launch_decode_ahead.
+    pipeline_parallel_size: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _no_graphs_with_pipeline_stages(self) -> EngineConfig:
+        """CUDA graphs asked for explicitly with pipeline stages are refused rather than silently not captured."""
+        if self.pipeline_parallel_size > 1:
+            asked = [
+                name
+                for name, value in (
+                    ("cuda_graph_max_batch_size", self.cuda_graph_max_batch_size),
+                    ("cuda_graph_max_num_tokens", self.cuda_graph_max_num_tokens),
+                )
+                if value
+            ]
+            if asked:
+                raise ValueError(
+                    f"{' and '.join(asked)} with pipeline_parallel_size {self.pipeline_parallel_size}: CUDA graphs "
+                    f"are not supported with pipeline stages; allowed: leave {' and '.join(asked)} unset or 0"
+                )
+        return self
