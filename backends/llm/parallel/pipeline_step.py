@@ -26,7 +26,8 @@ from modelgate.backends.llm.step_layout import StepInputs, StepLayout
 def forward_step(runner, stage: PipelineStage, scheduled: list[ScheduledRequest]) -> torch.Tensor | None:
     """On rank 0: float32 logits of the step's sampled rows [num_sampled, vocab] (None when it samples none);
     on the other ranks None, once their part of the step is done and sent."""
-    layouts = [StepLayout.of(batch, runner.block_size) for batch in split_micro_batches(scheduled, stage.state.num_stages)]
+    batches = split_micro_batches(scheduled, stage.state.num_stages)
+    layouts = [StepLayout.of(batch, runner.block_size) for batch in batches]
     sends = Transfers()
     for layout in layouts:
         _run_micro_batch(runner, stage, layout, sends)
@@ -34,7 +35,8 @@ def forward_step(runner, stage: PipelineStage, scheduled: list[ScheduledRequest]
         sends.wait()
         return None
     vocab_size = runner.model.config.vocab_size
-    logits = [stage.receive_logits(len(layout.sample_rows), vocab_size, runner.device) for layout in layouts if layout.sample_rows]
+    rows = [len(layout.sample_rows) for layout in layouts if layout.sample_rows]
+    logits = [stage.receive_logits(count, vocab_size, runner.device) for count in rows]
     sends.wait()
     return torch.cat(logits) if logits else None
 
@@ -43,7 +45,8 @@ def _run_micro_batch(runner, stage: PipelineStage, layout: StepLayout, sends: Tr
     inputs = StepInputs.of(layout, runner.device)
     intermediate = None
     if not stage.is_first:
-        intermediate = stage.receive_hidden(layout.num_tokens, runner.model_config.hidden_size, runner.dtype, runner.device)
+        hidden_size = runner.model_config.hidden_size
+        intermediate = stage.receive_hidden(layout.num_tokens, hidden_size, runner.dtype, runner.device)
     output = runner.model(
         inputs.token_ids, inputs.positions, runner.kv_caches, inputs.metadata, runner.kv_scales, intermediate
     )

@@ -101,6 +101,7 @@ class WorkerGroup:
         # process and exits when it goes (worker_main.py), and this one kills them when they must stop.
         multiprocessing.current_process().daemon = False
         self._closing = False
+        self._name = _parallelism(layout)
         self.processes, self._pipes = [], []
         for rank in range(1, layout.world_size):
             ours, theirs = context.Pipe()
@@ -121,11 +122,11 @@ class WorkerGroup:
 
     def fail(self, reason: str) -> None:
         """End the engine process now, taking the workers with it (the server sees it exit)."""
-        logger.error("tensor parallelism: %s; stopping the engine and its %d workers", reason, len(self.processes))
+        logger.error("%s: %s; stopping the engine and its %d workers", self._name, reason, len(self.processes))
         self._closing = True
         report = parallel.report_start_failure
         if report is not None:  # still loading: the load fails with this reason
-            _quietly(report, f"tensor parallelism: {reason}")
+            _quietly(report, f"{self._name}: {reason}")
         for process in self.processes:
             if process.is_alive():
                 process.kill()
@@ -170,6 +171,15 @@ class WorkerGroup:
             return f": {pipe.recv()}" if pipe.poll() else ""
         except (EOFError, OSError):
             return ""
+
+
+def _parallelism(layout: ParallelLayout) -> str:
+    """What the ranks are, for the messages that name a dead one."""
+    if layout.pipeline_parallel_size == 1:
+        return "tensor parallelism"
+    if layout.tensor_parallel_size == 1:
+        return "pipeline parallelism"
+    return "tensor and pipeline parallelism"
 
 
 def _how(exit_code: int | None) -> str:

@@ -135,6 +135,9 @@ def test_more_stages_than_layers_is_refused_naming_the_field(checkpoints):
     with pytest.raises(PipelineParallelError, match=r"pipeline_parallel_size 4 .*num_hidden_layers 3.*allowed: 1 to 3"):
         _engine(checkpoints[False], pp=4)
     assert state.current() is None  # refused before any rank started
+    config = EngineConfig(**BASE, pipeline_parallel_size=4)
+    with pytest.raises(EngineStartError, match=r"pipeline_parallel_size 4 cannot split this model"):
+        EngineClient(checkpoints[False], config, on_outputs=lambda step: None, on_exit=lambda: None, start_timeout_s=60)
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "two"])
