@@ -83,6 +83,8 @@ class LLMEngine:
             from modelgate.backends.llm.parallel.workers import start_workers
 
             self.workers, settings = start_workers(Path(model_dir), layout, self.model_config, settings)
+            if config.launch_decode_ahead:
+                logger.info("launch_decode_ahead is off with %d ranks: they would need its tokens", layout.world_size)
         self.runner = ModelRunner(Path(model_dir), self.model_config, settings)
         self.kv_cache = KVCacheManager(self.runner.num_kv_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(

@@ -69,20 +69,25 @@ class EngineConfig(BaseModel):
     pipeline_parallel_size: int = Field(1, ge=1)
 
     @model_validator(mode="after")
-    def _no_graphs_with_pipeline_stages(self) -> EngineConfig:
-        """CUDA graphs asked for explicitly with pipeline stages are refused rather than silently not captured."""
-        if self.pipeline_parallel_size > 1:
-            asked = [
-                name
-                for name, value in (
-                    ("cuda_graph_max_batch_size", self.cuda_graph_max_batch_size),
-                    ("cuda_graph_max_num_tokens", self.cuda_graph_max_num_tokens),
-                )
-                if value
-            ]
-            if asked:
-                raise ValueError(
-                    f"{' and '.join(asked)} with pipeline_parallel_size {self.pipeline_parallel_size}: CUDA graphs "
-                    f"are not supported with pipeline stages; allowed: leave {' and '.join(asked)} unset or 0"
-                )
+    def _nothing_unsupported_with_pipeline_stages(self) -> EngineConfig:
+        """Settings that pipeline stages cannot honour are refused, not silently dropped."""
+        if self.pipeline_parallel_size == 1:
+            return self
+        asked = [name for name in _NOT_WITH_PIPELINE_STAGES if getattr(self, name)]
+        if asked:
+            reasons = "; ".join(f"{name}: {_NOT_WITH_PIPELINE_STAGES[name]}" for name in asked)
+            raise ValueError(
+                f"not supported with pipeline_parallel_size {self.pipeline_parallel_size}: {reasons}; allowed: "
+                f"leave {' and '.join(asked)} unset (or 0 / false)"
+            )
         return self
+
+
+# What pipeline stages cannot do when asked for (their defaults, None and 0, ask for nothing: the engine then
+# turns the graphs off, saying so), and why. launch_decode_ahead is not here: it is on by default, and off with
+# any parallelism (engine.py), as tensor parallelism always had it; an explicit true cannot be told from the
+# default once the config has crossed to the engine process.
+_NOT_WITH_PIPELINE_STAGES = {
+    "cuda_graph_max_batch_size": "CUDA graphs do not capture a stage's waits on its neighbours' transfers",
+    "cuda_graph_max_num_tokens": "CUDA graphs do not capture a stage's waits on its neighbours' transfers",
+}

@@ -397,10 +397,9 @@ class ModelRunner:
         positions = torch.arange(num_tokens, device=device) % self.config.max_model_len
         # A pipeline stage after the first takes hidden states; zeros stand for them (nothing is sent: every rank
         # of a stage runs the same dummy steps, so their tensor-parallel collectives still meet).
-        hidden_size = c.hidden_size
         intermediate = None
         if not self.model.is_first_stage:
-            zeros = torch.zeros((num_tokens, hidden_size), dtype=self.dtype, device=device)
+            zeros = torch.zeros((num_tokens, c.hidden_size), dtype=self.dtype, device=device)
             intermediate = (zeros, zeros.clone())
         hidden = self.model(token_ids, positions, caches, metadata, kv_scales, intermediate)
         if not self.model.is_last_stage:

@@ -9,12 +9,12 @@ Two groups, for two kinds of traffic, and the default group for the third:
 - `device_group`: the activations' collectives (all-reduce after o_proj and down_proj, the embedding's
   all-reduce, the logits' gather) among this stage's tensor-parallel ranks, NCCL on GPUs, gloo on the CPU
   (None without tensor parallelism: nothing to reduce).
-- the default (world) group, same backend: the pipeline's point-to-point sends of hidden states and logits
-  (pipeline.py).
 - `step_group`: the scheduler's step, broadcast by rank 0 (step_channel.py), always gloo on host tensors:
   workers then read the step's host-side lists (query starts, context lengths) without a device round trip.
   An idle engine sends nothing for as long as it stays idle, so this group's timeout is long; dead peers are
   found by watching processes (workers.py, worker_main.py), not by collective timeouts.
+- the default (world) group, the device's backend: the pipeline's point-to-point sends of hidden states and
+  logits (pipeline.py).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class TensorParallel:
         return self.layout.pipeline_parallel_size
 
     def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Sum `tensor` over the ranks in place; returns it.
+        """Sum `tensor` over this stage's tensor-parallel ranks in place; returns it.
 
         CUDA graphs: an in-place NCCL all_reduce on the current stream is capturable (PyTorch registers the
         capture with its NCCL process group), so the decode graphs of cuda_graphs.py record it like any kernel;
