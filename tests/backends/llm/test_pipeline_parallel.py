@@ -32,11 +32,13 @@ from tests.backends.llm.tiny_checkpoint import make_tiny_checkpoint
 BASE = dict(device="cpu", num_kv_blocks=64, block_size=4, max_model_len=128, show_progress=False)
 # (tp, pp) -> the checkpoint's tie_word_embeddings and the engine's settings: 2 stages with chunked prefill and
 # preemption (the longest prompt and its tokens need 11 of the 12 blocks; the first step prefills two prompts
-# whole and a chunk of the third), 4 ranks with the defaults.
+# whole and a chunk of the third), 3 stages of one layer each (a middle stage: it receives and sends), 4 ranks.
 CASES = {
     (1, 2): (False, {"max_num_batched_tokens": 24, "num_kv_blocks": 12}),
+    (1, 3): (False, {}),
     (2, 2): (True, {}),
 }
+FIRST_STAGE_LAYERS = {2: 2, 3: 1}  # of 3: the earlier stages take the remainder
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +97,9 @@ def test_pipeline_parallel_engine_equals_single_process(checkpoints, single, cas
     engine = _engine(checkpoints[tied], tp, pp, **settings)
     try:
         model = engine.runner.model
-        # Rank 0 is the first stage: layers 0 and 1 of 3, their KV caches only, the embedding, no final norm.
-        assert (len(model.layers), len(engine.runner.kv_caches)) == (2, 2)
+        # Rank 0 is the first stage: its layers and their KV caches only, the embedding, no final norm.
+        num_layers = FIRST_STAGE_LAYERS[pp]
+        assert (len(model.layers), len(engine.runner.kv_caches)) == (num_layers, num_layers)
         assert model.embed_tokens is not None and model.norm is None
         torch.testing.assert_close(_first_step_logits(engine, prompts), logits, rtol=1e-4, atol=1e-4)
         counts = _count_micro_batches(engine.runner)
