@@ -7,10 +7,13 @@ tensor must stay untouched until its work is waited for; `Transfers` keeps them 
 Both ends know every size beforehand, from the step they all received (step_channel.py): a micro-batch's
 tokens give its hidden states' shape, its sampling rows its logits' shape; nothing about sizes is sent.
 
-Order, so that NCCL (whose point-to-point ops between a pair of ranks run in the order they were issued, on
-one stream) cannot deadlock: a stage receives micro-batch m before it sends m, and rank 0 issues every send
-of the step before it waits for any logits. With two stages rank 0's neighbour is also the last stage; its
-sends of logits then queue behind its receives of hidden states, which rank 0 has all issued by then.
+Order, so that NCCL cannot deadlock: its point-to-point ops between a pair of ranks run in the order they
+were issued, on one stream, and a send of any size may wait for its receive. A stage receives micro-batch m
+before it sends m; rank 0 issues every send of the step before it receives the logits; the last stage sends
+the logits once, after its last receive. With two stages rank 0 and the last stage are each other's only
+peer: rank 0 issues sends h0..hM then receive L, the last stage receives h0..hM then sends L, which pair
+up in order. (Had the last stage sent the logits of micro-batch 0 before receiving h1, both ranks would wait
+in a send.)
 """
 
 from __future__ import annotations
@@ -81,12 +84,12 @@ class PipelineStage:
         return both[0], both[1]
 
     def send_logits(self, logits: torch.Tensor, transfers: Transfers) -> None:
-        """Last stage, tensor-parallel rank 0: float32 logits [num_sampled, vocab] of one micro-batch to rank 0."""
+        """Last stage, tensor-parallel rank 0: the step's float32 logits [num_sampled, vocab] to rank 0."""
         logits = logits.contiguous()
         transfers.add(dist.isend(logits, 0, tag=LOGITS_TAG), logits)
 
     def receive_logits(self, num_rows: int, vocab_size: int, device) -> torch.Tensor:
-        """Rank 0: one micro-batch's float32 logits [num_rows, vocab_size] from the last stage."""
+        """Rank 0: the step's float32 logits [num_rows, vocab_size] from the last stage."""
         logits = torch.empty((num_rows, vocab_size), dtype=torch.float32, device=device)
         dist.irecv(logits, self.state.layout.logits_rank, tag=LOGITS_TAG).wait()
         return logits
