@@ -65,7 +65,8 @@ class EngineConfig(BaseModel):
     # the LM head; hidden states go stage to stage by point-to-point sends, a step's sequences split into up to
     # this many micro-batches that overlap across stages. At most the model's num_hidden_layers. For models
     # that must span more GPUs than tensor parallelism splits well; on one node tensor parallelism is the default
-    # choice. CUDA graphs are off with it (explicit cuda_graph_* settings are refused), as is launch_decode_ahead.
+    # choice. CUDA graphs are off with it (explicit cuda_graph_* settings are refused); launch_decode_ahead is
+    # off too, as with tensor parallelism.
     pipeline_parallel_size: int = Field(1, ge=1)
 
     @model_validator(mode="after")
