@@ -18,6 +18,7 @@ from modelgate.backends.llm.kv_cache_manager import KVCacheManager
 from modelgate.backends.llm.model_runner import ModelRunner, RunnerConfig
 from modelgate.backends.llm.models.model_config import DecoderConfig
 from modelgate.backends.llm.output_processor import OutputProcessor
+from modelgate.backends.llm.parallel.layout import ParallelLayout
 from modelgate.backends.llm.request import LLMRequest, RequestStatus
 from modelgate.backends.llm.sampling_params import SamplingParams
 from modelgate.backends.llm.scheduler import Scheduler, SchedulerConfig
@@ -68,14 +69,22 @@ class LLMEngine:
         self.max_model_len = resolve_max_model_len(config, self.model_config)
         batched = config.max_num_batched_tokens or max(2048, self.max_model_len)
         settings = runner_config(config, self.max_model_len, resolve_device(config.device))
-        # tensor_parallel_size > 1: this process is rank 0 of a group whose other ranks start here.
+        if config.pipeline_parallel_size > 1 and settings.device.startswith("cuda") and not config.enforce_eager:
+            logger.warning(
+                "pipeline_parallel_size %d: CUDA graphs are off (a stage's forward waits on its neighbours' "
+                "transfers between micro-batches, which the graphs do not capture); every step runs eagerly",
+                config.pipeline_parallel_size,
+            )
+        # tensor_parallel_size × pipeline_parallel_size > 1: this process is rank 0 of a group whose other ranks
+        # start here.
         self.workers = None
-        if config.tensor_parallel_size > 1:
+        layout = ParallelLayout(config.tensor_parallel_size, config.pipeline_parallel_size)
+        if layout.world_size > 1:
             from modelgate.backends.llm.parallel.workers import start_workers
 
-            self.workers, settings = start_workers(
-                Path(model_dir), config.tensor_parallel_size, self.model_config, settings
-            )
+            self.workers, settings = start_workers(Path(model_dir), layout, self.model_config, settings)
+            if config.launch_decode_ahead:
+                logger.info("launch_decode_ahead is off with %d ranks: they would need its tokens", layout.world_size)
         self.runner = ModelRunner(Path(model_dir), self.model_config, settings)
         self.kv_cache = KVCacheManager(self.runner.num_kv_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(
@@ -92,7 +101,7 @@ class LLMEngine:
     def _graph_batch_sizes(config: EngineConfig) -> list[int]:
         from modelgate.backends.llm.cuda_graphs import capture_sizes
 
-        if config.enforce_eager:
+        if config.enforce_eager or config.pipeline_parallel_size > 1:
             return []
         limit = config.cuda_graph_max_batch_size
         return capture_sizes(config.max_num_seqs if limit is None else min(limit, config.max_num_seqs))
@@ -101,7 +110,7 @@ class LLMEngine:
     def _graph_token_counts(config: EngineConfig, max_num_batched_tokens: int) -> list[int]:
         from modelgate.backends.llm.step_graphs import token_counts
 
-        if config.enforce_eager:
+        if config.enforce_eager or config.pipeline_parallel_size > 1:
             return []
         return token_counts(min(config.cuda_graph_max_num_tokens, max_num_batched_tokens))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class EngineConfig(BaseModel):
@@ -59,3 +59,36 @@ class EngineConfig(BaseModel):
     # all-reduces after o_proj and down_proj (backends/llm/parallel/). The model's heads, KV heads (or the
     # ranks a multiple of them) and intermediate size must divide by it. launch_decode_ahead is off with it.
     tensor_parallel_size: int = Field(1, ge=1)
+    # Split the model's decoder layers over this many pipeline stages, each tensor_parallel_size ranks (world:
+    # tp × pp processes, rank r = stage × tp + tensor-parallel rank; backends/llm/parallel/layout.py): stage s
+    # holds a contiguous run of layers and their KV cache, the first the embedding, the last the final norm and
+    # the LM head; hidden states go stage to stage by point-to-point sends, a step's sequences split into up to
+    # this many micro-batches that overlap across stages. At most the model's num_hidden_layers. For models
+    # that must span more GPUs than tensor parallelism splits well; on one node tensor parallelism is the default
+    # choice. CUDA graphs are off with it (explicit cuda_graph_* settings are refused); launch_decode_ahead is
+    # off too, as with tensor parallelism.
+    pipeline_parallel_size: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _nothing_unsupported_with_pipeline_stages(self) -> EngineConfig:
+        """Settings that pipeline stages cannot honour are refused, not silently dropped."""
+        if self.pipeline_parallel_size == 1:
+            return self
+        asked = [name for name in _NOT_WITH_PIPELINE_STAGES if getattr(self, name)]
+        if asked:
+            reasons = "; ".join(f"{name}: {_NOT_WITH_PIPELINE_STAGES[name]}" for name in asked)
+            raise ValueError(
+                f"not supported with pipeline_parallel_size {self.pipeline_parallel_size}: {reasons}; allowed: "
+                f"leave {' and '.join(asked)} unset (or 0 / false)"
+            )
+        return self
+
+
+# What pipeline stages cannot do when asked for (their defaults, None and 0, ask for nothing: the engine then
+# turns the graphs off, saying so), and why. launch_decode_ahead is not here: it is on by default, and off with
+# any parallelism (engine.py), as tensor parallelism always had it; an explicit true cannot be told from the
+# default once the config has crossed to the engine process.
+_NOT_WITH_PIPELINE_STAGES = {
+    "cuda_graph_max_batch_size": "CUDA graphs do not capture a stage's waits on its neighbours' transfers",
+    "cuda_graph_max_num_tokens": "CUDA graphs do not capture a stage's waits on its neighbours' transfers",
+}

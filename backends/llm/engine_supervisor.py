@@ -115,5 +115,7 @@ def _how(exit_code: int | None) -> str:
     if exit_code < 0:
         return f"killed by signal {-exit_code}"
     if exit_code == RANK_FAILED_EXIT_CODE:
-        return f"exit code {exit_code}: one of its tensor-parallel ranks died; the engine's log says which"
+        return (
+            f"exit code {exit_code}: one of its parallel ranks (tensor or pipeline) died; the engine's log says which"
+        )
     return f"exit code {exit_code}"

@@ -105,8 +105,10 @@ def resolve_dtype(name: str, checkpoint_dtype: str, device: str) -> torch.dtype:
 class ModelRunner:
     def __init__(self, model_dir: Path, model_config: DecoderConfig, config: RunnerConfig):
         self.config = config
-        # Tensor parallelism: this rank's part of the model (parallel/); in one process, all of it and no-ops.
+        # Tensor and pipeline parallelism: this rank's part of the model (parallel/); in one process, all of it
+        # and no-ops.
         self.shard = RankShard.of_this_process(model_config)
+        self.pipeline = self.shard.pipeline  # None without pipeline stages
         self.model_config = model_config = self.shard.model_config
         self.device = torch.device(config.device)
         if self.device.type == "cuda" and self.device.index is not None:
@@ -121,7 +123,9 @@ class ModelRunner:
         self.kv_cache_dtype = torch.float8_e4m3fn if config.kv_cache_dtype == "fp8" else self.dtype
         attention = make_attention(self.attention_backend, model_config, self.device)
         with torch.device(self.device):
-            self.model = DecoderForCausalLM(model_config, attention, self.dtype, config.max_model_len)
+            self.model = DecoderForCausalLM(
+                model_config, attention, self.dtype, config.max_model_len, **self.shard.model_options
+            )
         self.quantization = self._load(model_dir)
         self.shard.parallelize(self.model)
         self.model.eval()
@@ -148,6 +152,7 @@ class ModelRunner:
 
         if self.attention_backend != "triton":
             raise ValueError("decode CUDA graphs need attention_backend 'triton'")
+        _check_no_pipeline(self.pipeline)
         c = self.model_config
         block_n = default_decode_config(c.head_dim).block_n
         sms = num_sms(self.device)
@@ -178,6 +183,7 @@ class ModelRunner:
         """
         if self.attention_backend != "triton":
             raise ValueError("piecewise step graphs need attention_backend 'triton'")
+        _check_no_pipeline(self.pipeline)
         graphs = StepGraphs(
             self.model,
             self.kv_caches,
@@ -205,12 +211,17 @@ class ModelRunner:
         if checkpoint_has_fp8_weights(model_dir):
             logger.info("FP8 checkpoint: its weights and weight scales load as they are")
             use_empty_fp8_linears(self.model)
-            load_weights(self.model, model_dir, self.config.show_progress, self.shard.checkpoint_slice)
+            load_weights(self.model, model_dir, self.config.show_progress, *self._weight_selection)
             return "fp8"
-        load_weights(self.model, model_dir, self.config.show_progress, self.shard.checkpoint_slice)
+        load_weights(self.model, model_dir, self.config.show_progress, *self._weight_selection)
         if self.config.quantization == "fp8":
             quantize_linears(self.model)
         return self.config.quantization
+
+    @property
+    def _weight_selection(self) -> tuple:
+        """load_weights' checkpoint_slice and checkpoint_key: this rank's slices of this stage's tensors."""
+        return self.shard.checkpoint_slice, self.shard.checkpoint_key
 
     def _allocate_kv_caches(self) -> tuple[list[torch.Tensor], list[torch.Tensor | None] | None]:
         """One zeroed cache per layer, and for an FP8 cache one scales tensor per layer (else None)."""
@@ -251,7 +262,12 @@ class ModelRunner:
     @torch.inference_mode()
     def forward_step(self, scheduled: list[ScheduledRequest]) -> torch.Tensor | None:
         """The step's forward: float32 logits of its sampled rows [num_sampled, vocab], None when it samples
-        none. Every tensor-parallel rank runs this on the same step (parallel/worker_main.py)."""
+        none. Every tensor-parallel rank runs this on the same step (parallel/worker_main.py); with pipeline
+        stages, each its stage's part (parallel/pipeline_step.py), and only rank 0 gets the logits."""
+        if self.pipeline is not None:
+            from modelgate.backends.llm.parallel.pipeline_step import forward_step
+
+            return forward_step(self, self.pipeline, scheduled)
         graphs = self.decode_graphs
         if graphs is not None and graphs.supports(len(scheduled)) and is_decode_step(scheduled):
             logits = graphs.run(decode_rows(scheduled, self.block_size))
@@ -379,6 +395,22 @@ class ModelRunner:
         )
         token_ids = torch.zeros(num_tokens, dtype=torch.long, device=device)
         positions = torch.arange(num_tokens, device=device) % self.config.max_model_len
-        hidden = self.model(token_ids, positions, caches, metadata, kv_scales)
+        # A pipeline stage after the first takes hidden states; zeros stand for them (nothing is sent: every rank
+        # of a stage runs the same dummy steps, so their tensor-parallel collectives still meet).
+        intermediate = None
+        if not self.model.is_first_stage:
+            zeros = torch.zeros((num_tokens, c.hidden_size), dtype=self.dtype, device=device)
+            intermediate = (zeros, zeros.clone())
+        hidden = self.model(token_ids, positions, caches, metadata, kv_scales, intermediate)
+        if not self.model.is_last_stage:
+            return
         logits = self.model.compute_logits(hidden[-num_sampled:])
         logits.clone().argmax(-1)  # the sampler may work on a copy of the logits
+
+
+def _check_no_pipeline(pipeline) -> None:
+    """CUDA graphs replay a whole forward on one device; a pipeline stage's forward waits on its neighbours'
+    point-to-point transfers between micro-batches, which these graphs do not capture (the engine turns them
+    off with pipeline_parallel_size > 1, engine.py)."""
+    if pipeline is not None:
+        raise ValueError("CUDA graphs are not supported with pipeline_parallel_size > 1")

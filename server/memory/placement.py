@@ -8,9 +8,10 @@ size gets a budget carved from what the GPU has left; its engine sizes its KV ca
 A KIND_GPU instance without `gpus` (device ANY_GPU) goes to the GPU with the most free memory, instance by
 instance; with `gpus` it goes where told.
 
-An LLM with `tensor_parallel_size` N > 1 runs rank r on GPU first + r (backends/llm/parallel/): it is placed on
-N consecutive GPUs (without `gpus`, the run whose least free GPU has the most free memory) and holds the same
-bytes on each, one holder per rank: its declared size (per GPU) or the share the tightest of them leaves.
+An LLM with N = `tensor_parallel_size` × `pipeline_parallel_size` > 1 ranks runs rank r on GPU first + r
+(backends/llm/parallel/): it is placed on N consecutive GPUs (without `gpus`, the run whose least free GPU has
+the most free memory) and holds the same bytes on each, one holder per rank: its declared size (per GPU) or the
+share the tightest of them leaves.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def plan_memory(ledger: MemoryLedger, config: ModelConfig, specs: list[InstanceS
 def _place_one(
     ledger: MemoryLedger, config: ModelConfig, spec: InstanceSpec, declared: int | None, load: int, plan: MemoryPlan
 ) -> InstanceSpec:
-    ranks = tensor_parallel_size(config) if config.backend == "llm" and spec.kind == "GPU" else 1
+    ranks = num_ranks(config) if config.backend == "llm" and spec.kind == "GPU" else 1
     if ranks > 1:
         return _place_ranks(ledger, config, spec, declared, load, plan, ranks)
     if spec.device_id == ANY_GPU:
@@ -99,10 +100,24 @@ def _place_one(
     return spec
 
 
+def num_ranks(config: ModelConfig) -> int:
+    """The LLM's processes, one GPU each: tensor_parallel_size × pipeline_parallel_size."""
+    return tensor_parallel_size(config) * pipeline_parallel_size(config)
+
+
 def tensor_parallel_size(config: ModelConfig) -> int:
     """The LLM's `tensor_parallel_size` parameter; 1 when absent or not a whole number (the engine's settings
     refuse that at load, naming the field)."""
-    parameter = config.parameters.get("tensor_parallel_size")
+    return _whole_parameter(config, "tensor_parallel_size")
+
+
+def pipeline_parallel_size(config: ModelConfig) -> int:
+    """The LLM's `pipeline_parallel_size` parameter; 1 when absent or not a whole number (as above)."""
+    return _whole_parameter(config, "pipeline_parallel_size")
+
+
+def _whole_parameter(config: ModelConfig, name: str) -> int:
+    parameter = config.parameters.get(name)
     try:
         return max(int(parameter.string_value), 1) if parameter is not None else 1
     except ValueError:
@@ -118,7 +133,8 @@ def _place_ranks(
     plan: MemoryPlan,
     ranks: int,
 ) -> InstanceSpec:
-    """A tensor-parallel LLM instance on `ranks` consecutive GPUs, the same bytes held on each."""
+    """An LLM instance of `ranks` processes (tensor × pipeline parallel) on `ranks` consecutive GPUs, the same
+    bytes held on each."""
     gpus = {gpu.id: gpu for gpu in ledger.gpus()}
     if spec.device_id == ANY_GPU:
         runs = [[gpus.get(first + r) for r in range(ranks)] for first in sorted(gpus)]

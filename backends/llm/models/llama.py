@@ -198,20 +198,37 @@ class DecoderLayer(nn.Module):
 
 
 class DecoderForCausalLM(nn.Module):
-    """Weights are created empty; `modelgate.backends.llm.models.weight_loader` fills them."""
+    """Weights are created empty; `modelgate.backends.llm.models.weight_loader` fills them.
+
+    A pipeline stage (backends/llm/parallel/stages.py) builds it from a config of its layers only, with
+    `is_first_stage` (it embeds the tokens; otherwise it takes the previous stage's hidden states and residual)
+    and `is_last_stage` (it ends with the final norm and holds the LM head; otherwise its forward returns the
+    hidden states and residual for the next stage). The modules a stage does not use are not built: embed_tokens
+    is None on a stage that neither embeds nor has a tied LM head; norm is None before the last stage."""
 
     gather_logits = None  # tensor parallelism (backends/llm/parallel/layers.py) joins the ranks' vocab slices
 
-    def __init__(self, config: DecoderConfig, attention_impl, dtype: torch.dtype, max_positions: int):
+    def __init__(
+        self,
+        config: DecoderConfig,
+        attention_impl,
+        dtype: torch.dtype,
+        max_positions: int,
+        is_first_stage: bool = True,
+        is_last_stage: bool = True,
+    ):
         super().__init__()
         self.config = config
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, dtype=dtype)
-        self.embed_tokens.weight.requires_grad_(False)
+        self.is_first_stage, self.is_last_stage = is_first_stage, is_last_stage
+        self.embed_tokens = None
+        if is_first_stage or (is_last_stage and config.tie_word_embeddings):
+            self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, dtype=dtype)
+            self.embed_tokens.weight.requires_grad_(False)
         self.layers = nn.ModuleList(DecoderLayer(config, attention_impl, dtype) for _ in range(config.num_layers))
         use_kernels = wants_kernels(attention_impl)
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, use_kernels)
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, use_kernels) if is_last_stage else None
         self.rotary = RotaryEmbedding(config, max_positions, use_kernels)
-        if not config.tie_word_embeddings:
+        if is_last_stage and not config.tie_word_embeddings:
             self.lm_head_weight = nn.Parameter(
                 torch.empty(config.vocab_size, config.hidden_size, dtype=dtype), requires_grad=False
             )
@@ -229,14 +246,21 @@ class DecoderForCausalLM(nn.Module):
         kv_caches: list[torch.Tensor],
         metadata: AttentionMetadata,
         kv_scales: list[torch.Tensor | None] | None = None,
+        intermediate: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
         # token_ids, positions: [num_tokens] -> hidden states [num_tokens, hidden_size]
         # kv_scales: one per layer for an FP8 KV cache (None: caches in the model's dtype)
-        hidden = self.embed_tokens(token_ids)
-        residual = None
+        # intermediate: after the first pipeline stage, the previous stage's (hidden, residual) [num_tokens,
+        # hidden_size] each, in place of the embedding; before the last stage the result is such a pair.
+        if self.is_first_stage:
+            hidden, residual = self.embed_tokens(token_ids), None
+        else:
+            hidden, residual = intermediate
         scales = kv_scales if kv_scales is not None else [None] * len(self.layers)
         for layer, kv_cache, layer_scales in zip(self.layers, kv_caches, scales):
             hidden, residual = layer(hidden, residual, positions, self.rotary, kv_cache, metadata, layer_scales)
+        if not self.is_last_stage:
+            return hidden, residual
         hidden, _ = self.norm(hidden, residual)
         return hidden
 

@@ -64,12 +64,17 @@ def checkpoint_has_fp8_weights(model_dir: Path) -> bool:
     return any(name.endswith(".weight_scale") for path in checkpoint_files(model_dir) for name in _tensor_names(path))
 
 
-def load_weights(model: DecoderForCausalLM, model_dir: Path, show_progress: bool = True, checkpoint_slice=None) -> None:
+def load_weights(
+    model: DecoderForCausalLM, model_dir: Path, show_progress: bool = True, checkpoint_slice=None, checkpoint_key=None
+) -> None:
     """Fill every parameter of `model` from the checkpoint in `model_dir`.
 
     `checkpoint_slice(key, shape)` (tensor parallelism: parallel/sharding.py) names the slice of a checkpoint
     tensor this process reads (a CheckpointSlice, or None for all of it): only that slice is read from the
-    file, and it fills the first `length` rows or columns of the parameter."""
+    file, and it fills the first `length` rows or columns of the parameter.
+
+    `checkpoint_key(key)` (pipeline parallelism: parallel/stages.py) maps a key onto the model's name for it
+    (a stage numbers its layers from 0), or to None for a tensor of another stage, which is then not read."""
     targets = _target_slices(model)
     filled: set[str] = set()
     files = checkpoint_files(model_dir)
@@ -82,6 +87,8 @@ def load_weights(model: DecoderForCausalLM, model_dir: Path, show_progress: bool
                 if _IGNORED.search(name) or (name == "lm_head.weight" and model.config.tie_word_embeddings):
                     continue
                 key = _our_key(name)
+                if checkpoint_key is not None and (key := checkpoint_key(key)) is None:
+                    continue
                 if key not in targets:
                     raise WeightLoadError(f"checkpoint tensor '{name}' ({path.name}) has no place in the model")
                 piece = None if checkpoint_slice is None else _read_slice(checkpoint, name, key, checkpoint_slice)

@@ -2,7 +2,8 @@
 of the tensor-parallel model, after loading, the way fp8_linear.py swaps linears:
 
 - o_proj and down_proj (row-parallel: each rank multiplies its input columns) get a forward hook that sums
-  their output over the ranks; their bias stays on rank 0 only, so that it is added once. The linears
+  their output over the stage's tensor-parallel ranks; their bias stays on tensor-parallel rank 0 only, so
+  that it is added once. The linears
   themselves stay what they are (FusedLinear or Fp8Linear, FP8 fusion flags and all).
 - embed_tokens becomes a VocabParallelEmbedding over the same weight (this rank's vocabulary rows).
 - the model's `gather_logits` joins the ranks' vocabulary slices of the logits (each rank multiplies its rows
@@ -46,16 +47,20 @@ def parallelize(model: nn.Module, shard: Shard, tp: TensorParallel) -> None:
     for layer in model.layers:
         for path in ROW_PARALLEL_LINEARS:
             linear = layer.get_submodule(path)
-            if linear.bias is not None and not tp.is_driver:
+            if linear.bias is not None and tp.tp_rank != 0:
                 linear.bias.data.zero_()
             linear.register_forward_hook(hook)
+    # A pipeline stage may hold neither the embedding nor the LM head (DecoderForCausalLM's docstring).
+    has_lm_head = model.is_last_stage and not model.config.tie_word_embeddings
     with torch.no_grad():
-        model.embed_tokens.weight[shard.num_real_vocab_rows :].zero_()
-        if not model.config.tie_word_embeddings:
+        if model.embed_tokens is not None:
+            model.embed_tokens.weight[shard.num_real_vocab_rows :].zero_()
+        if has_lm_head:
             model.lm_head_weight[shard.num_real_vocab_rows :].zero_()
-    model.embed_tokens = VocabParallelEmbedding(
-        model.embed_tokens.weight, shard.vocab_start, shard.num_real_vocab_rows, tp
-    )
+    if model.embed_tokens is not None:
+        model.embed_tokens = VocabParallelEmbedding(
+            model.embed_tokens.weight, shard.vocab_start, shard.num_real_vocab_rows, tp
+        )
     vocab_size = shard.full.vocab_size
     model.gather_logits = lambda logits: tp.all_gather_last_dim(logits)[:, :vocab_size]
     # The logits' width is the whole vocabulary again (cuda_graphs.py sizes its logits buffer from it); the

@@ -1,6 +1,6 @@
-"""A tensor-parallel worker process (rank 1..N-1): its shard of the model, running rank 0's steps.
+"""A worker process (rank 1..N-1): its shard of its pipeline stage's part of the model, running rank 0's steps.
 
-It builds the same ModelRunner as rank 0 (rank 0's RunnerConfig, its own device, its shard),
+It builds the same ModelRunner as rank 0 (rank 0's RunnerConfig, its own device, its shard and stage),
 then loops: receive the step rank 0 broadcasts, run `forward_step` on it (the collectives inside meet rank
 0's), until rank 0 says stop. It samples nothing and keeps no scheduler: block tables come with each step.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 def worker_main(
     rank: int,
-    world_size: int,
+    layout,  # ParallelLayout
     store_port: int,
     model_dir: str,
     settings,  # RunnerConfig: rank 0's, with this rank's device
@@ -31,7 +31,7 @@ def worker_main(
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s engine rank {rank}: %(message)s")
     threading.Thread(target=_exit_with_parent, args=(parent,), name="llm-tp-parent", daemon=True).start()
     try:
-        tp, runner = _start(rank, world_size, store_port, Path(model_dir), settings)
+        tp, runner = _start(rank, layout, store_port, Path(model_dir), settings)
     except Exception as exc:
         logging.getLogger(__name__).error("rank %d failed to start:\n%s", rank, traceback.format_exc())
         parent.send(f"{type(exc).__name__}: {exc}")
@@ -39,7 +39,7 @@ def worker_main(
     _serve(tp, runner)
 
 
-def _start(rank: int, world_size: int, store_port: int, model_dir: Path, settings):
+def _start(rank: int, layout, store_port: int, model_dir: Path, settings):
     import torch
 
     from modelgate.backends.llm.model_runner import ModelRunner
@@ -48,8 +48,8 @@ def _start(rank: int, world_size: int, store_port: int, model_dir: Path, setting
     from modelgate.backends.llm.parallel.state import STORE_HOST
 
     if settings.device == "cpu":  # the ranks share the host's cores
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
-    tp = state.initialize(rank, world_size, STORE_HOST, store_port, torch.device(settings.device))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // layout.world_size))
+    tp = state.initialize(rank, layout, STORE_HOST, store_port, torch.device(settings.device))
     model_config = DecoderConfig.from_file(model_dir / "config.json")
     return tp, ModelRunner(model_dir, model_config, settings)
 

@@ -1,4 +1,5 @@
-"""Rank 0's side of tensor parallelism: start the worker processes (ranks 1..N-1), watch them, stop them.
+"""Rank 0's side of tensor and pipeline parallelism: start the worker processes (ranks 1..N-1, N = tp × pp,
+laid out as layout.py says), watch them, stop them.
 
 The engine process is rank 0. It checks that the model splits, opens the TCPStore the ranks meet at, spawns
 one worker per other rank (multiprocessing "spawn": a fresh interpreter, never a fork of this one), and
@@ -30,7 +31,9 @@ from modelgate.backends.llm import parallel
 from modelgate.backends.llm.model_runner import RunnerConfig
 from modelgate.backends.llm.models.model_config import DecoderConfig
 from modelgate.backends.llm.parallel import RANK_FAILED_EXIT_CODE, state
+from modelgate.backends.llm.parallel.layout import ParallelLayout
 from modelgate.backends.llm.parallel.sharding import check_splittable
+from modelgate.backends.llm.parallel.stages import check_stages
 from modelgate.backends.llm.parallel.state import STORE_HOST
 
 logger = logging.getLogger(__name__)
@@ -47,37 +50,41 @@ def rank_device(device: str, rank: int) -> str:
 
 
 def start_workers(
-    model_dir: Path, world_size: int, model_config: DecoderConfig, settings: RunnerConfig
+    model_dir: Path, layout: ParallelLayout, model_config: DecoderConfig, settings: RunnerConfig
 ) -> tuple[WorkerGroup, RunnerConfig]:
     """Start ranks 1..N-1 and join the group as rank 0; returns the group and rank 0's runner settings.
 
     Every rank's runner gets `settings` with its own device. TensorParallelError (a load error) when the model
-    does not split over world_size ranks, or the machine has fewer GPUs than ranks."""
-    check_splittable(model_config, world_size)
+    does not split over tensor_parallel_size ranks, or the machine has fewer GPUs than ranks;
+    PipelineParallelError when it has fewer layers than pipeline_parallel_size."""
+    check_splittable(model_config, layout.tensor_parallel_size)
+    check_stages(model_config, layout.pipeline_parallel_size)
+    world_size = layout.world_size
     device = settings.device
-    _check_devices(device, world_size)
+    _check_devices(device, layout)
     # NVLink multicast (NVLS) stays off: the machines this runs on require it. Spawned workers inherit it.
     os.environ["NCCL_NVLS_ENABLE"] = "0"
     store = torch.distributed.TCPStore(
         STORE_HOST, 0, world_size, is_master=True, timeout=state.DEVICE_TIMEOUT, wait_for_workers=False
     )
-    group = WorkerGroup(model_dir, world_size, settings, store.port)
+    group = WorkerGroup(model_dir, layout, settings, store.port)
     try:
-        state.initialize(0, world_size, STORE_HOST, store.port, torch.device(rank_device(device, 0)), store=store)
+        state.initialize(0, layout, STORE_HOST, store.port, torch.device(rank_device(device, 0)), store=store)
     except Exception:
         group.stop()
         raise
     return group, dataclasses.replace(settings, device=rank_device(device, 0))
 
 
-def _check_devices(device: str, world_size: int) -> None:
+def _check_devices(device: str, layout: ParallelLayout) -> None:
     from modelgate.backends.llm.parallel.sharding import TensorParallelError
 
     if device.startswith("cuda"):
-        last = int(rank_device(device, world_size - 1).partition(":")[2])
+        last = int(rank_device(device, layout.world_size - 1).partition(":")[2])
         if last >= torch.cuda.device_count():
             raise TensorParallelError(
-                f"tensor_parallel_size {world_size} on {device} needs cuda:{last}; this machine has "
+                f"tensor_parallel_size {layout.tensor_parallel_size} × pipeline_parallel_size "
+                f"{layout.pipeline_parallel_size} on {device} needs cuda:{last}; this machine has "
                 f"{torch.cuda.device_count()} GPUs"
             )
 
@@ -85,7 +92,7 @@ def _check_devices(device: str, world_size: int) -> None:
 class WorkerGroup:
     """The worker processes of ranks 1..N-1, and the thread that ends this process when one dies."""
 
-    def __init__(self, model_dir: Path, world_size: int, settings: RunnerConfig, store_port: int):
+    def __init__(self, model_dir: Path, layout: ParallelLayout, settings: RunnerConfig, store_port: int):
         from modelgate.backends.llm.parallel.worker_main import worker_main
 
         context = multiprocessing.get_context("spawn")
@@ -94,13 +101,14 @@ class WorkerGroup:
         # process and exits when it goes (worker_main.py), and this one kills them when they must stop.
         multiprocessing.current_process().daemon = False
         self._closing = False
+        self._name = _parallelism(layout)
         self.processes, self._pipes = [], []
-        for rank in range(1, world_size):
+        for rank in range(1, layout.world_size):
             ours, theirs = context.Pipe()
             rank_settings = dataclasses.replace(settings, device=rank_device(settings.device, rank))
             process = context.Process(
                 target=worker_main,
-                args=(rank, world_size, store_port, str(model_dir), rank_settings, theirs),
+                args=(rank, layout, store_port, str(model_dir), rank_settings, theirs),
                 name=f"modelgate-llm-tp-rank{rank}",
                 daemon=True,
             )
@@ -114,11 +122,11 @@ class WorkerGroup:
 
     def fail(self, reason: str) -> None:
         """End the engine process now, taking the workers with it (the server sees it exit)."""
-        logger.error("tensor parallelism: %s; stopping the engine and its %d workers", reason, len(self.processes))
+        logger.error("%s: %s; stopping the engine and its %d workers", self._name, reason, len(self.processes))
         self._closing = True
         report = parallel.report_start_failure
         if report is not None:  # still loading: the load fails with this reason
-            _quietly(report, f"tensor parallelism: {reason}")
+            _quietly(report, f"{self._name}: {reason}")
         for process in self.processes:
             if process.is_alive():
                 process.kill()
@@ -163,6 +171,15 @@ class WorkerGroup:
             return f": {pipe.recv()}" if pipe.poll() else ""
         except (EOFError, OSError):
             return ""
+
+
+def _parallelism(layout: ParallelLayout) -> str:
+    """What the ranks are, for the messages that name a dead one."""
+    if layout.pipeline_parallel_size == 1:
+        return "tensor parallelism"
+    if layout.tensor_parallel_size == 1:
+        return "pipeline parallelism"
+    return "tensor and pipeline parallelism"
 
 
 def _how(exit_code: int | None) -> str:

@@ -121,3 +121,27 @@ def test_a_tensor_parallel_llm_that_does_not_fit_on_one_rank_keeps_nothing_reser
         _plan(ledger, config)
     assert [h.holder.model for h in ledger.holdings()] == ["vision"]
     assert [ledger.free(gpu) for gpu in ledger.gpus()] == [2 * GIB, 10 * GIB]
+
+
+def test_a_pipeline_parallel_llm_takes_tp_times_pp_consecutive_gpus():
+    ledger = MemoryLedger(FakeMemory([10 * GIB] * 8))
+    _plan(ledger, _config("vision", "pytorch", gpu_memory_bytes="4GiB"))  # on GPU 0
+    config = _config("llm", "llm", tensor_parallel_size="2", pipeline_parallel_size="2", gpu_memory_bytes="3GiB")
+    [llm] = _plan(ledger, config).specs
+    assert (llm.device_id, llm.memory_budget_bytes) == (1, 3 * GIB)  # GPUs 1..4: GPU 0 is the tightest
+    assert [ledger.free(gpu) // GIB for gpu in ledger.gpus()] == [6, 7, 7, 7, 7, 10, 10, 10]
+    ranks = sorted(h.holder.instance for h in ledger.holdings() if h.holder.model == "llm")
+    assert ranks == [f"llm_0_0 rank {r}" for r in range(4)]
+    only_stages = _config("llm2", "llm", pipeline_parallel_size="3", gpu_memory_bytes="1GiB")
+    [llm2] = _plan(ledger, only_stages).specs
+    assert llm2.device_id == 5  # the run of three with the most free memory: GPUs 5, 6, 7
+    assert [ledger.free(gpu) // GIB for gpu in ledger.gpus()][5:] == [9, 9, 9]
+
+
+def test_a_pipeline_parallel_llm_on_too_few_gpus_reserves_nothing():
+    ledger = MemoryLedger(FakeMemory([10 * GIB] * 2))
+    config = _config("llm", "llm", tensor_parallel_size="2", pipeline_parallel_size="2")
+    config.instance_group[0].gpus.append(0)
+    [llm] = _plan(ledger, config).specs
+    assert llm.device_id == 0  # the engine's start says it needs cuda:3
+    assert list(ledger.holdings()) == []

@@ -59,7 +59,7 @@ def test_tensor_parallel_serving_and_rank_failures(tp_server, reference):
         os.kill(worker, signal.SIGKILL)
         result, error = stream.next()
         assert result is None
-        assert f"model '{MODEL}'" in str(error) and "tensor-parallel ranks died" in str(error)
+        assert f"model '{MODEL}'" in str(error) and "parallel ranks (tensor or pipeline) died" in str(error)
     finally:
         stream.close()
     wait_for(lambda: not is_running(engine_pid), "the engine of the dead rank to exit")
