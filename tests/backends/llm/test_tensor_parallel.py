@@ -77,8 +77,9 @@ def _generate(engine, prompts) -> dict[str, list[int]]:
 
 
 # Each world size runs one engine (a start costs seconds): 4 ranks the defaults, 2 ranks chunked prefill and
-# preemption (the longest prompt and its tokens need 11 of the 12 blocks).
-SETTINGS = {4: {}, 2: {"max_num_batched_tokens": 8, "num_kv_blocks": 12}}
+# preemption (the longest prompt and its tokens need 11 of the 12 blocks). The budget of 24 tokens still ends
+# two prompts' prefills in the first step: its logits have rows to compare.
+SETTINGS = {4: {}, 2: {"max_num_batched_tokens": 24, "num_kv_blocks": 12}}
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,9 @@ def single(checkpoint):
     for world_size, settings in SETTINGS.items():
         engine = _engine(checkpoint, **settings)
         prompts = _prompts(engine, 6)
-        results[world_size] = prompts, _first_step_logits(engine, prompts), _generate(engine, prompts)
+        logits = _first_step_logits(engine, prompts)
+        assert logits.shape[0] >= 2  # a first step that samples several rows, else comparing it says nothing
+        results[world_size] = prompts, logits, _generate(engine, prompts)
     return results
 
 
