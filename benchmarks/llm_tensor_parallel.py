@@ -18,8 +18,12 @@ A run of fewer layers is not the 70B model: its tok/s is printed as measured, an
 
     python benchmarks/llm_tensor_parallel.py --tp 2 4 8 --layers 80 --num-requests 1024      # 8 GPUs lent
     python benchmarks/llm_tensor_parallel.py --tp 2 --layers 20 --num-requests 512           # 2 GPUs, less disk
+    python benchmarks/llm_tensor_parallel.py --tp 2 --pp 2 --layers 40 --num-requests 512    # 4 GPUs: 2 stages
     python benchmarks/llm_tensor_parallel.py --tiny --device cpu --tp 2 --num-requests 8 \\
         --patterns 16/8                                                                        # CPU smoke (gloo)
+
+--pp P adds pipeline_parallel_size P: each TP size then uses tp x P GPUs (stage s on GPUs s*tp .. s*tp+tp-1); the
+all-reduce is still timed over tp ranks (one stage's tensor-parallel group).
 
 The checkpoint is written once to --checkpoint (default /tmp/modelgate-llama3-70b-fp8-L<layers>) and reused:
 with the device calls' 10-minute limit, build it in a call of its own (--build-only), then measure.
@@ -199,6 +203,7 @@ def run_one(args: argparse.Namespace) -> dict:
     reduce_s = time_all_reduce(world_size, args.device, sizes)
     settings = dict(
         tensor_parallel_size=world_size,
+        pipeline_parallel_size=args.pp,
         kv_cache_dtype="fp8" if args.device == "cuda" else "auto",
         max_num_seqs=args.max_num_seqs,
         show_progress=False,
@@ -219,6 +224,7 @@ def run_one(args: argparse.Namespace) -> dict:
     engine.workers.stop()
     return {
         "tp": world_size,
+        "pp": args.pp,
         "layers": config["num_hidden_layers"],
         "hidden": hidden,
         "step_bytes": step_bytes,
@@ -231,7 +237,7 @@ def print_tables(results: list[dict], args: argparse.Namespace) -> None:
     full_layers = LLAMA3_70B["num_hidden_layers"]
     print(f"\nLlama-3-70B-shaped FP8, random weights, device {args.device}, {args.num_requests} requests per pattern")
     print(
-        f"{'TP':>3} {'ISL/OSL':>10} {'layers':>6} {'tok/s':>10} {'est. 80 layers':>15} {'TRT-LLM 2xH100':>15} "
+        f"{'TPxPP':>5} {'ISL/OSL':>10} {'layers':>6} {'tok/s':>10} {'est. 80 layers':>15} {'TRT-LLM 2xH100':>15} "
         f"{'ratio':>7} {'TTFT p50 s':>11} {'ITL p50 ms':>11}"
     )
     for result in results:
@@ -241,7 +247,7 @@ def print_tables(results: list[dict], args: argparse.Namespace) -> None:
             peer = TRTLLM_2XH100.get(pattern)
             ratio = f"{scaled / peer:.2f}" if peer else "-"
             print(
-                f"{result['tp']:>3} {pattern:>10} {layers:>6} {run['tokens_per_s']:>10.0f} {scaled:>15.0f} "
+                f"{result['tp']}x{result['pp']:<3} {pattern:>10} {layers:>6} {run['tokens_per_s']:>10.0f} {scaled:>15.0f} "
                 f"{peer or '-':>15} {ratio:>7} {run['ttft_p50']:>11.3f} {run['itl_p50'] * 1e3:>11.2f}"
             )
     print("\nall-reduce per decode step (o_proj, down_proj per layer + the embedding), torch.distributed all_reduce")
@@ -271,6 +277,7 @@ def print_tables(results: list[dict], args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tp", type=int, nargs="+", default=[2])
+    parser.add_argument("--pp", type=int, default=1, help="pipeline_parallel_size (stages) for every --tp")
     parser.add_argument("--layers", type=int, default=80, help="layers of the 70B shape to build (80: all)")
     parser.add_argument("--patterns", nargs="+", default=["128/128", "1000/1000"])
     parser.add_argument("--num-requests", type=int, default=1024)
