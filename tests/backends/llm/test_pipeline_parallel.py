@@ -11,11 +11,6 @@ each engine is stopped before the next starts.
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
-
 import pytest
 import torch
 from pydantic import ValidationError
@@ -25,7 +20,7 @@ from modelgate.backends.llm.engine_client import EngineClient, EngineStartError
 from modelgate.backends.llm.engine_config import EngineConfig
 from modelgate.backends.llm.parallel import state
 from modelgate.backends.llm.parallel.stages import PipelineParallelError
-from tests.backends.llm.process_tree import spawned_children
+from tests.backends.llm.process_tree import assert_start_fails_when_a_worker_rank_dies
 from tests.backends.llm.test_tensor_parallel import _first_step_logits, _generate, _prompts
 from tests.backends.llm.tiny_checkpoint import make_tiny_checkpoint
 
@@ -115,23 +110,7 @@ def test_pipeline_parallel_engine_equals_single_process(checkpoints, single, cas
 def test_a_stage_rank_dying_during_the_load_fails_it_naming_the_rank(checkpoints):
     """Rank 0 cannot be ready before rank 1 (the second stage) joins it: killing rank 1 fails the load."""
     config = EngineConfig(**{**BASE, "num_kv_blocks": 16}, pipeline_parallel_size=2)
-    killed = threading.Event()
-
-    def kill_rank_1():
-        deadline = time.monotonic() + 60
-        while not killed.is_set() and time.monotonic() < deadline:
-            for engine_pid in spawned_children(os.getpid()):
-                for worker_pid in spawned_children(engine_pid):
-                    os.kill(worker_pid, signal.SIGKILL)
-                    killed.set()
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_rank_1, daemon=True)
-    killer.start()
-    with pytest.raises(EngineStartError, match=r"rank 1 exited \(killed by signal 9\)"):
-        EngineClient(checkpoints[False], config, on_outputs=lambda step: None, on_exit=lambda: None, start_timeout_s=60)
-    assert killed.is_set()
-    killer.join()
+    assert_start_fails_when_a_worker_rank_dies(checkpoints[False], config, r"rank 1 exited \(killed by signal 9\)")
 
 
 def test_more_stages_than_layers_is_refused_naming_the_field(checkpoints):

@@ -9,16 +9,10 @@ One process holds one tensor-parallel group at a time: each TP engine is stopped
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
-
 import pytest
 import torch
 
 from modelgate.backends.llm.engine import LLMEngine
-from modelgate.backends.llm.engine_client import EngineClient, EngineStartError
 from modelgate.backends.llm.engine_config import EngineConfig
 from modelgate.backends.llm.models.model_config import DecoderConfig
 from modelgate.backends.llm.parallel import state
@@ -28,7 +22,7 @@ from modelgate.backends.llm.request import LLMRequest
 from modelgate.backends.llm.sampling_params import SamplingParams
 from modelgate.backends.llm.scheduler import ScheduledRequest
 from modelgate.backends.llm.step_layout import token_slice
-from tests.backends.llm.process_tree import spawned_children
+from tests.backends.llm.process_tree import assert_start_fails_when_a_worker_rank_dies
 from tests.backends.llm.tiny_checkpoint import make_tiny_checkpoint
 
 GREEDY = SamplingParams(max_tokens=10, temperature=0, ignore_eos=True)
@@ -114,23 +108,9 @@ def test_a_rank_dying_during_the_load_fails_it_naming_the_rank(checkpoint):
     config = EngineConfig(
         device="cpu", num_kv_blocks=16, block_size=4, max_model_len=64, show_progress=False, tensor_parallel_size=2
     )
-    killed = threading.Event()
-
-    def kill_rank_1():
-        deadline = time.monotonic() + 60
-        while not killed.is_set() and time.monotonic() < deadline:
-            for engine_pid in spawned_children(os.getpid()):
-                for worker_pid in spawned_children(engine_pid):
-                    os.kill(worker_pid, signal.SIGKILL)
-                    killed.set()
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_rank_1, daemon=True)
-    killer.start()
-    with pytest.raises(EngineStartError, match=r"tensor parallelism: rank 1 exited \(killed by signal 9\)"):
-        EngineClient(checkpoint, config, on_outputs=lambda step: None, on_exit=lambda: None, start_timeout_s=60)
-    assert killed.is_set()
-    killer.join()
+    assert_start_fails_when_a_worker_rank_dies(
+        checkpoint, config, r"tensor parallelism: rank 1 exited \(killed by signal 9\)"
+    )
 
 
 def test_a_model_that_does_not_split_is_refused(checkpoint):
