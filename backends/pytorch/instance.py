@@ -94,8 +94,11 @@ class PyTorchInstance(ModelInstance):
     def _device_arguments(self, batch: RequestBatch) -> dict[str, torch.Tensor]:
         arguments = {}
         for name, parts in batch.input_parts().items():
+            if isinstance(parts[0], torch.Tensor):  # read from CUDA shared memory: joined on its GPU
+                self.device.wait_for_default_stream(parts[0].device)
+                tensor = parts[0] if len(parts) == 1 else torch.cat(parts)
             # Parts to join, or one read-only array (which torch would copy): written into the staging buffer.
-            if batch.is_batched and (len(parts) > 1 or not parts[0].flags.writeable):
+            elif batch.is_batched and (len(parts) > 1 or not parts[0].flags.writeable):
                 tensor = self.staging.stage(name, parts)
             else:
                 tensor = to_torch(parts[0])

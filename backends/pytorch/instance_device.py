@@ -34,6 +34,12 @@ class InstanceDevice:
         with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
             yield
 
+    def wait_for_default_stream(self, device: torch.device) -> None:
+        """Order this instance's stream after the work queued so far on `device`'s default stream, where the
+        server read the tensors of a CUDA shared-memory region (a no-op on the CPU and for host tensors)."""
+        if self.stream is not None and device.type == "cuda":
+            self.stream.wait_stream(torch.cuda.default_stream(device))
+
     def synchronize(self) -> None:
         """Wait for the work this instance queued (so timings measure the work, not the launch)."""
         if self.stream is not None:

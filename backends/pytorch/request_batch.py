@@ -27,8 +27,9 @@ class RequestBatch:
     def num_rows(self) -> int:
         return sum(self.row_counts)
 
-    def input_parts(self) -> dict[str, list[np.ndarray]]:
-        """Each input name -> its data in each request, in order: the parts to concatenate along dim 0."""
+    def input_parts(self) -> dict[str, list]:
+        """Each input name -> its data in each request, in order: the parts to concatenate along dim 0 (numpy
+        arrays, or torch tensors on a GPU for inputs read from CUDA shared memory)."""
         return {name: [r.inputs[name].data for r in self.requests] for name in self.requests[0].inputs}
 
     def split(self, array: np.ndarray) -> list[np.ndarray]:
@@ -52,7 +53,8 @@ def _rows(request: InferRequest) -> int:
 
 def _can_concatenate(requests: list[InferRequest]) -> bool:
     def layout(request: InferRequest):
-        return {name: (t.data.dtype, t.data.shape[1:]) for name, t in request.inputs.items()}
+        # numpy arrays and torch tensors (CUDA shared-memory inputs) never match: their dtypes are different types
+        return {name: (t.data.dtype, tuple(t.data.shape[1:])) for name, t in request.inputs.items()}
 
     first = layout(requests[0])
     return all(layout(r) == first for r in requests[1:])

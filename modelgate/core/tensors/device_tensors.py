@@ -1,7 +1,9 @@
-"""Tensors that live on a GPU: torch CUDA tensors that python models hand to each other (BLS).
+"""Tensors that live on a GPU: torch CUDA tensors that python models hand to each other (BLS), and inputs read
+from a client's CUDA shared-memory region.
 
-InferTensor.data is a numpy array everywhere, with one exception: a request a python model sends to another
-python model (BLS) may carry torch CUDA tensors, and its response may too (`InferRequest.can_take_device_outputs`).
+InferTensor.data is a numpy array everywhere, with two exceptions: a request a python model sends to another
+python model (BLS) may carry torch CUDA tensors, and its response may too (`InferRequest.can_take_device_outputs`);
+an input in a CUDA shared-memory region is a torch CUDA tensor until a model that wants host memory gets it.
 Whatever needs host memory (other backends, the frontends' encoders) calls `as_host_array`. torch is imported
 only when a tensor is not a numpy array: core never needs it otherwise.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from modelgate.core.backend_names import PLATFORM_BACKENDS
 from modelgate.core.inference_types import InferRequest
 from modelgate.core.tensors import datatypes
 
@@ -39,9 +42,12 @@ def inputs_to_host(request: InferRequest) -> None:
 
 
 def takes_device_inputs(config) -> bool:  # config: ModelConfig
-    """Whether the model gets GPU inputs as they are: python models that set Triton's parameter
-    FORCE_CPU_ONLY_INPUT_TENSORS to "no". Every other model, and python models by default (as in Triton, so
-    that `as_numpy()` works on every input), gets them in host memory."""
+    """Whether the model gets GPU inputs as they are: PyTorch models (their instances move every input to their
+    own device: a CUDA shared-memory input then never passes through host memory), and python models that set
+    Triton's parameter FORCE_CPU_ONLY_INPUT_TENSORS to "no". Every other model, and python models by default (as
+    in Triton, so that `as_numpy()` works on every input), gets them in host memory."""
+    if config.backend == "pytorch" or PLATFORM_BACKENDS.get(config.platform) == "pytorch":
+        return True
     if config.backend != "python":
         return False
     parameter = config.parameters.get("FORCE_CPU_ONLY_INPUT_TENSORS")

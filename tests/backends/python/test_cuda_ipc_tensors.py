@@ -147,12 +147,15 @@ def test_gpu_outputs_stay_on_the_gpu_only_for_a_caller_that_takes_them(can_take_
         assert isinstance(output.data, np.ndarray) and output.data.tolist() == [5.0, 6.0]
 
 
-def test_models_get_host_inputs_unless_a_python_model_asks_for_gpu_ones():
+def test_models_get_host_inputs_unless_pytorch_or_a_python_model_asking_for_gpu_ones():
     config = ModelConfig(name="m", backend="python")
     assert not takes_device_inputs(config)  # Triton's default: FORCE_CPU_ONLY_INPUT_TENSORS "yes"
     config.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value = "no"
     assert takes_device_inputs(config)
-    assert not takes_device_inputs(ModelConfig(name="t", backend="pytorch"))
+    assert not takes_device_inputs(ModelConfig(name="o", backend="onnxruntime"))
+    # PyTorch instances move every input to their device themselves: a CUDA input need not come to the host first.
+    assert takes_device_inputs(ModelConfig(name="t", backend="pytorch"))
+    assert takes_device_inputs(ModelConfig(name="t", platform="pytorch_libtorch"))
     request = InferRequest("m", inputs={"X": InferTensor("X", "FP32", (2,), _fake((1.0, 2.0)))})
     inputs_to_host(request)
     assert isinstance(request.inputs["X"].data, np.ndarray) and request.inputs["X"].data.tolist() == [1.0, 2.0]
