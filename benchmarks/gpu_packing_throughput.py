@@ -8,6 +8,11 @@ alone.
 - One after another: the same server, one perf_analyzer at a time; the mean of the 4 rates.
 
     python benchmarks/gpu_packing_throughput.py --perf-analyzer clients/perf_analyzer/run_perf_analyzer.sh
+    python benchmarks/gpu_packing_throughput.py --shared-memory cuda     # images in CUDA shared memory
+
+`--shared-memory system|cuda` has perf_analyzer put each request's images in a shared-memory region it
+registers with the server (`--shared-memory` of perf_analyzer): the request then carries no 602 KB of pixels,
+and with `cuda` the server hands the region's tensor to the model on the GPU without a host copy.
 """
 
 from __future__ import annotations
@@ -52,8 +57,11 @@ def gpu_alone(repository: Path, batch_sizes: list[int], seconds: float = 5.0) ->
     return rates
 
 
-def perf_analyzer(tool: str, model: str, port: int, concurrency: int, seconds: float) -> subprocess.Popen:
+def perf_analyzer(
+    tool: str, model: str, port: int, concurrency: int, seconds: float, shared_memory: str = "none"
+) -> subprocess.Popen:
     command = [tool, "-m", model, "-i", "grpc", "-u", f"127.0.0.1:{port}", "--concurrency-range", str(concurrency)]
+    command += ["--shared-memory", shared_memory]
     command += ["--measurement-interval", str(int(seconds * 1000)), "--max-trials", "3", "--stability-percentage", "50"]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -81,6 +89,7 @@ def main() -> None:
     parser.add_argument("--perf-analyzer", default=str(ROOT / "clients/perf_analyzer/run_perf_analyzer.sh"))
     parser.add_argument("--concurrency", type=int, default=32, help="per perf_analyzer (per model)")
     parser.add_argument("--seconds", type=float, default=10.0, help="perf_analyzer's measurement interval")
+    parser.add_argument("--shared-memory", choices=["none", "system", "cuda"], default="none")
     parser.add_argument("--out", type=Path, default=Path("/tmp/gpu-packing-throughput"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -92,12 +101,16 @@ def main() -> None:
     server = Server(repository, args.out / "server.log")
     try:
         packed_runs = [
-            perf_analyzer(args.perf_analyzer, m, server.grpc, args.concurrency, args.seconds) for m in MODELS
+            perf_analyzer(args.perf_analyzer, m, server.grpc, args.concurrency, args.seconds, args.shared_memory)
+            for m in MODELS
         ]
         packed = [rate_of(p, log) for p in packed_runs]
         formed = batch_sizes_formed(server)
         alone = [
-            rate_of(perf_analyzer(args.perf_analyzer, m, server.grpc, args.concurrency, args.seconds), log)
+            rate_of(
+                perf_analyzer(args.perf_analyzer, m, server.grpc, args.concurrency, args.seconds, args.shared_memory),
+                log,
+            )
             for m in MODELS
         ]
     finally:
@@ -106,7 +119,10 @@ def main() -> None:
     gpu = gpu_alone(repository, sorted(set(common) | {64}))
     weighted = sum(formed[b] * b for b in common) / sum(formed[b] for b in common)
     gpu_at_formed = sum(formed[b] * gpu[b] for b in common) / sum(formed[b] for b in common)
-    print(f"\n4 ResNet-50s (FP32, 3x224x224), perf_analyzer gRPC, concurrency {args.concurrency} per model")
+    print(
+        f"\n4 ResNet-50s (FP32, 3x224x224), perf_analyzer gRPC, concurrency {args.concurrency} per model, "
+        f"shared memory: {args.shared_memory}"
+    )
     print(f"batches the server formed (size: executions): {dict(sorted(formed.items()))}")
     print("\n| serving | img/s | vs GPU alone at the formed batches |\n| --- | --- | --- |")
     print(f"| packed: 4 models at once | {sum(packed):.0f} | {sum(packed) / gpu_at_formed:.2f} |")
@@ -114,6 +130,7 @@ def main() -> None:
     for batch in sorted(gpu):
         print(f"| GPU alone, in-process, batch {batch} | {gpu[batch]:.0f} | {gpu[batch] / gpu_at_formed:.2f} |")
     print(f"\npacked / one at a time: {sum(packed) / (sum(alone) / 4):.2f}; mean formed batch {weighted:.1f}")
+    print(f"packed / GPU alone at batch 64: {sum(packed) / gpu[64]:.2f}")
 
 
 if __name__ == "__main__":
