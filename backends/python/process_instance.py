@@ -266,7 +266,7 @@ class ProcessModelInstance(ModelInstance):
                 if request.response_stream is not None:
                     self._streams[key] = request.response_stream
         try:
-            handle.send_work_frame(frame)
+            handle.send_work_frame(frame, on_loop=on_loop)
         except OSError:
             pass  # the stub's reader fails the batch when it sees the stub's end
         for key, request in zip(keys, requests):

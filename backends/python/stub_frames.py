@@ -29,6 +29,22 @@ def send_frame(sock: socket.socket, frame: bytes) -> None:
         _send_all(sock, frame)
 
 
+def send_frames(sock: socket.socket, frames: list[bytes]) -> None:
+    """Send `frames` in order, the small ones joined: several frames for one system call (and one wake-up of the
+    reader) where `send_frame` would make one each. Raises OSError when the peer is gone."""
+    small: list[bytes] = []
+    for frame in frames:
+        if len(frame) < _CHUNK:
+            small += (_LENGTH.pack(len(frame)), frame)
+            continue
+        if small:
+            _send_all(sock, b"".join(small))
+            small = []
+        send_frame(sock, frame)
+    if small:
+        _send_all(sock, b"".join(small))
+
+
 def _send_all(sock: socket.socket, data: bytes) -> None:
     """`sock.sendall`, also where the descriptor is non-blocking: uvloop's `add_reader` (libuv's uv_poll_init)
     sets O_NONBLOCK on the server's end of a stub socket, and there a frame larger than the socket's buffer

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from modelgate.backends.python.execution_env import StubInterpreter
-from modelgate.backends.python.stub_frames import FrameReader, recv_frame, send_frame
+from modelgate.backends.python.stub_frames import FrameReader, recv_frame, send_frame, send_frames
 from modelgate.backends.python.stub_messages import (
     AutoComplete,
     AutoCompleted,
@@ -75,6 +75,7 @@ class StubHandle:
         stub_control.close()
         self._work, self._control = work, control
         self._work_lock, self._control_lock = threading.Lock(), threading.Lock()
+        self._unsent_work: list[bytes] = []  # frames queued on the loop, sent at the end of its iteration
         self._loop: asyncio.AbstractEventLoop | None = None  # where the stub's frames are read, when lent one
         self.shm_folder: Path | None = None  # set by the owner: large tensors of this stub (shm_tensors.py)
 
@@ -96,16 +97,44 @@ class StubHandle:
     def send(self, message: ToStub) -> None:
         """Raises OSError when the stub is gone."""
         frame = encode(message)
-        if isinstance(message, _CONTROL_FRAMES):
+        if isinstance(message, _CONTROL_FRAMES):  # a Cancel may overtake its Execute: the stub keeps it for it
             with self._control_lock:
                 send_frame(self._control, frame)
         else:
             self.send_work_frame(frame)
 
-    def send_work_frame(self, frame: bytes) -> None:
-        """An encoded frame for the work socket (Execute, Finalize); raises OSError when the stub is gone."""
+    def send_work_frame(self, frame: bytes, on_loop: bool = False) -> None:
+        """An encoded frame for the work socket (Execute, Finalize); raises OSError when the stub is gone.
+
+        `on_loop` (the caller runs on the loop that reads the stub): queued, and sent with every frame queued in
+        the same iteration of the loop in one system call, when the loop has run the callbacks ready now. Requests
+        come to the loop in bursts (gRPC's polling thread hands each one over as it arrives): add_sub over gRPC from
+        16 clients sent one frame per request, 13% of the server's CPU in send(). Frames from other threads go out
+        at once, after any queued ones."""
         with self._work_lock:
+            if on_loop and self._loop is not None:
+                if not self._unsent_work:
+                    self._loop.call_soon(self._flush_on_loop)
+                self._unsent_work.append(frame)
+                return
+            self._send_unsent_work()
             send_frame(self._work, frame)
+
+    def flush_work(self) -> None:
+        """Send the work frames queued on the loop now; raises OSError when the stub is gone."""
+        with self._work_lock:
+            self._send_unsent_work()
+
+    def _flush_on_loop(self) -> None:
+        try:
+            self.flush_work()
+        except OSError:
+            pass  # the stub is gone: its reader fails the batches when it sees the stub's end
+
+    def _send_unsent_work(self) -> None:
+        if self._unsent_work:
+            frames, self._unsent_work = self._unsent_work, []
+            send_frames(self._work, frames)
 
     def kill(self) -> None:
         if self.process.poll() is None:

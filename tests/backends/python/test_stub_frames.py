@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from modelgate.backends.python.stub_frames import FrameReader, recv_frame, send_frame
+from modelgate.backends.python.stub_frames import FrameReader, recv_frame, send_frame, send_frames
 
 
 @pytest.fixture
@@ -32,6 +32,17 @@ def test_many_small_frames_arriving_together_come_out_one_by_one(pair):
     for frame in sent:
         send_frame(left, frame)
     assert _drain(FrameReader(right), len(sent)) == sent
+
+
+def test_frames_sent_together_small_and_large_arrive_in_order(pair):
+    left, right = pair
+    large = bytes(range(256)) * 4096  # 1 MiB: sent on its own, between the joined small ones
+    sent = [b"a", b"", b"bc" * 10, large, b"after", b"last"]
+    writer = threading.Thread(target=send_frames, args=(left, sent))
+    writer.start()
+    received = [bytes(recv_frame(right)) for _ in sent]
+    writer.join()
+    assert received == sent
 
 
 def test_a_frame_split_anywhere_waits_for_its_rest(pair):

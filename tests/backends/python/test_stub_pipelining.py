@@ -9,8 +9,10 @@ from google.protobuf import text_format
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from modelgate.backends.base import InstanceSpec
+from modelgate.backends.python import stub_handle
 from modelgate.backends.python.process_instance import ProcessModelInstance
 from modelgate.backends.python.stub_batches import LOOP_IN_FLIGHT_MAX_BYTES
+from modelgate.backends.python.stub_frames import send_frames
 from modelgate.backends.python.stub_messages import Cancel, Execute, WireRequest
 from modelgate.backends.python.stub_process import Stub
 from modelgate.core.inference_types import InferRequest, InferTensor
@@ -62,6 +64,27 @@ async def test_batches_sent_together_run_in_order_and_are_answered_on_the_loop(t
         assert all(isinstance(f, asyncio.Future) for f in futures)  # the loop's own: no thread hands them over
         results = await asyncio.gather(*futures)
         assert [int(r.responses[0].outputs[0].data[0]) for r in results] == list(range(len(futures)))
+    finally:
+        await asyncio.to_thread(instance.unload)
+
+
+async def test_batches_submitted_in_one_turn_of_the_loop_go_to_the_stub_in_one_send(tmp_path, monkeypatch):
+    sends = []
+
+    def recording_send_frames(sock, frames):
+        sends.append(len(frames))
+        send_frames(sock, frames)
+
+    monkeypatch.setattr(stub_handle, "send_frames", recording_send_frames)
+    instance = await asyncio.to_thread(ProcessModelInstance, _spec(tmp_path, asyncio.get_running_loop()))
+    try:
+        futures = [instance.submit([_request(4)]) for _ in range(3)]
+        assert sends == []  # queued: the loop sends them once the callbacks ready now have run
+        results = await asyncio.gather(*futures)
+        assert sends == [3]
+        assert [int(r.responses[0].outputs[0].data[0]) for r in results] == [0, 1, 2]
+        late = await asyncio.to_thread(instance.execute, [_request(4)])  # from a thread: sent at once
+        assert int(late.responses[0].outputs[0].data[0]) == 3 and sends == [3]
     finally:
         await asyncio.to_thread(instance.unload)
 
