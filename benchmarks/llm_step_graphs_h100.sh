@@ -2,7 +2,7 @@
 # One device call: piecewise step graphs (backends/llm/step_graphs.py) against eager prefills on one GPU.
 #   1. GPU tests of the step graphs and the decode graphs (captured and replayed for real);
 #   2. the engine's time to first token and its prefill step (llm_ttft_breakdown.py), graphs on
-#      (--cuda-graph-max-num-tokens 1024) and off (0, the default), alternating;
+#      (--cuda-graph-max-num-tokens 1024, the default) and off (0), alternating;
 #   3. engine throughput at 128/128 (FP8 weights and KV), graphs on and off.
 # REQUESTS (default 1000) per throughput run, ROUNDS (default 2) of the TTFT A/B. Logs go to ${OUT:-/tmp/llm-step-graphs}.
 set -uo pipefail

@@ -85,8 +85,8 @@ def main() -> None:
     parser.add_argument(
         "--cuda-graph-max-num-tokens",
         type=int,
-        default=0,
-        help="prefills of up to this many tokens replay piecewise graphs (default 0, the engine's: eager)",
+        default=None,
+        help="prefills of up to this many tokens replay piecewise graphs (0: eager; default: the engine's, 1024)",
     )
     args = parser.parse_args()
     engine_settings = dict(

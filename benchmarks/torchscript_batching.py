@@ -17,6 +17,7 @@ server: what the GPU can do with this model, the ceiling of the served figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import socket
 import subprocess
 import sys
@@ -170,7 +171,10 @@ def load_instance(repository: Path, name: str):
     model_dir = repository / name
     config, source = read_model_config(model_dir, name, None)
     config, _, _ = complete_model_config(config, source, model_dir, name)
-    return PyTorchBackend().load_instance(instance_specs(config, model_dir, 1)[0])
+    spec = instance_specs(config, model_dir, 1)[0]
+    if spec.device_id < 0:  # a KIND_GPU group without `gpus`: the server's memory ledger would place it; here GPU 0
+        spec = dataclasses.replace(spec, device_id=0)
+    return PyTorchBackend().load_instance(spec)
 
 
 def seconds_per_execute(instance, request, iterations: int) -> float:

@@ -108,11 +108,13 @@ class LLMEngine:
 
     @staticmethod
     def _graph_token_counts(config: EngineConfig, max_num_batched_tokens: int) -> list[int]:
+        from modelgate.backends.llm.engine_config import DEFAULT_GRAPH_TOKENS
         from modelgate.backends.llm.step_graphs import token_counts
 
         if config.enforce_eager or config.pipeline_parallel_size > 1:
             return []
-        return token_counts(min(config.cuda_graph_max_num_tokens, max_num_batched_tokens))
+        limit = config.cuda_graph_max_num_tokens
+        return token_counts(min(DEFAULT_GRAPH_TOKENS if limit is None else limit, max_num_batched_tokens))
 
     @property
     def has_unfinished(self) -> bool:

@@ -47,7 +47,7 @@ TUNABLE_PARAMETERS: dict[str, TunableParameter] = {
         TunableParameter("kv_cache_dtype", "choice", "auto", choices=("auto", "fp8")),
         TunableParameter("attention_backend", "choice", "auto", choices=("auto", "torch", "triton")),
         TunableParameter("cuda_graph_max_batch_size", "int", None, minimum=0, refinable=True),
-        TunableParameter("cuda_graph_max_num_tokens", "int", "0", minimum=0, refinable=True),
+        TunableParameter("cuda_graph_max_num_tokens", "int", None, minimum=0, refinable=True),
         TunableParameter("enforce_eager", "bool", "false"),
         TunableParameter("enable_prefix_caching", "bool", "true"),
         TunableParameter("enable_chunked_prefill", "bool", "true"),

@@ -15,7 +15,7 @@ interpret_kernels_without_cuda()
 import pytest  # noqa: E402
 
 from modelgate.backends.llm.engine import LLMEngine  # noqa: E402
-from modelgate.backends.llm.engine_config import EngineConfig  # noqa: E402
+from modelgate.backends.llm.engine_config import DEFAULT_GRAPH_TOKENS, EngineConfig  # noqa: E402
 from modelgate.backends.llm.step_graphs import token_counts  # noqa: E402
 from tests.backends.llm.greedy import greedy_tokens  # noqa: E402
 from tests.backends.llm.tiny_checkpoint import make_tiny_checkpoint  # noqa: E402
@@ -83,7 +83,10 @@ def test_token_counts():
 
 
 def test_graph_token_counts_follow_the_engine_config():
-    assert LLMEngine._graph_token_counts(EngineConfig(), 2048) == []  # off by default, for now
+    assert LLMEngine._graph_token_counts(EngineConfig(), 2048)[-1] == DEFAULT_GRAPH_TOKENS == 1024
+    assert LLMEngine._graph_token_counts(EngineConfig(), 300)[-1] == 300
+    assert LLMEngine._graph_token_counts(EngineConfig(cuda_graph_max_num_tokens=0), 2048) == []
+    assert LLMEngine._graph_token_counts(EngineConfig(pipeline_parallel_size=2), 2048) == []  # default: no refusal
     assert LLMEngine._graph_token_counts(EngineConfig(cuda_graph_max_num_tokens=1024), 2048)[-1] == 1024
     assert LLMEngine._graph_token_counts(EngineConfig(cuda_graph_max_num_tokens=1024), 300)[-1] == 300
     assert LLMEngine._graph_token_counts(EngineConfig(cuda_graph_max_num_tokens=64), 2048)[-1] == 64
