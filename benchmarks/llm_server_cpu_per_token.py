@@ -4,7 +4,9 @@ Starts `modelgate serve` over the example tiny_llm (CPU engine, --max-num-seqs s
 with `modelgate bench llm` over each protocol. The server's CPU is its own process's user + system time
 (every thread: frontends, event loop, the engine client's reader), not the engine process's; the tokens are
 the server's `modelgate_llm_generation_tokens_total`. The engine's own rate on this machine bounds tok/s;
-the figure to watch is µs of server CPU per token (issue 18's goal: under 15).
+the figure to watch is µs of server CPU per token (issue 18's goal: under 15), split into user time (Python)
+and system time (the kernel: mostly the socket write of each streamed event, which on the 2-core VM of session
+21 costs about 10 µs per write to a loopback TCP socket by itself).
 
     python benchmarks/llm_server_cpu_per_token.py [--protocols generate_stream,grpc] [--concurrency 64]
 """
@@ -12,6 +14,7 @@ the figure to watch is µs of server CPU per token (issue 18's goal: under 15).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -20,7 +23,7 @@ import time
 from pathlib import Path
 
 import requests
-from llm_served_vs_engine import Server, process_cpu_seconds
+from llm_served_vs_engine import Server
 
 from modelgate.server.frontend_workers.control_messages import REPORT_INTERVAL_S
 
@@ -41,6 +44,17 @@ def generated_tokens(metrics_port: int) -> float:
     text = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30).text
     found = re.findall(r"^modelgate_llm_generation_tokens_total\{[^}]*\} ([0-9.e+]+)$", text, re.M)
     return sum(float(value) for value in found)
+
+
+def process_cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of `pid`, every thread."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_split(pids: list[int]) -> tuple[float, float]:
+    splits = [process_cpu_split(pid) for pid in pids]
+    return sum(user for user, _ in splits), sum(system for _, system in splits)
 
 
 def main() -> None:
@@ -64,24 +78,25 @@ def main() -> None:
         pids = server.frontend_pids()  # the server and its HTTP workers: their CPU is what serving costs
         print(f"tiny_llm, {args.concurrency} streams, ISL/OSL {args.isl}/{args.osl}, {args.num_requests} requests")
         print(f"{len(pids)} process(es) serving HTTP (--http-workers {args.http_workers})")
-        print("\n| protocol | output tok/s | server CPU s | server CPU per token (µs) |\n| --- | --- | --- | --- |")
+        print("\n| protocol | output tok/s | server CPU s | server CPU per token (µs) | user (µs) | system (µs) |")
+        print("| --- | --- | --- | --- | --- | --- |")
         for protocol in args.protocols.split(","):
             url = server.url(protocol)
             bench = [sys.executable, "-m", "modelgate", "bench", "llm", "--url", url, "-m", "tiny_llm"]
             bench += ["--protocol", protocol, "--tokenizer", str(CHECKPOINT), "--isl", str(args.isl)]
             bench += ["--osl", str(args.osl), "--concurrency", str(args.concurrency), "--no-progress"]
             bench += ["--num-requests", str(args.num_requests), "--extra-body", '{"ignore_eos": true}']
-            tokens, cpu, started = (
-                generated_tokens(server.metrics),
-                sum(map(process_cpu_seconds, pids)),
-                time.monotonic(),
-            )
+            tokens, (user, system), started = generated_tokens(server.metrics), cpu_split(pids), time.monotonic()
             subprocess.run(bench, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
             elapsed = time.monotonic() - started
-            cpu = sum(map(process_cpu_seconds, pids)) - cpu
+            user_after, system_after = cpu_split(pids)
+            user, system = user_after - user, system_after - system
+            cpu = user + system
             time.sleep(2 * REPORT_INTERVAL_S)  # the workers' last token counts reach the server's /metrics
             tokens = generated_tokens(server.metrics) - tokens
-            print(f"| {protocol} | {tokens / elapsed:,.0f} | {cpu:.2f} | {cpu / tokens * 1e6:.1f} |")
+            per_token = 1e6 / tokens
+            row = f"| {protocol} | {tokens / elapsed:,.0f} | {cpu:.2f} | {cpu * per_token:.1f} "
+            print(row + f"| {user * per_token:.1f} | {system * per_token:.1f} |")
     finally:
         server.stop()
 

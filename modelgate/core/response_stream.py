@@ -23,8 +23,12 @@ from modelgate.core.sink_state import SinkState
 
 logger = logging.getLogger(__name__)
 
+# The running loop of this thread, or None: asyncio's own lookup, without get_running_loop's exception where
+# there is none (a model's thread). Paid for every streamed response.
+_get_running_loop = asyncio.events._get_running_loop
 
-@dataclass
+
+@dataclass(slots=True)
 class StreamItem:
     """One step of a stream: a response (or None for a bare final flag) and whether it is the last."""
 
@@ -53,7 +57,7 @@ class ResponseStream(SinkState):
         if self._is_cancelled:
             return
         item = StreamItem(response, is_final)
-        if _running_loop() is self._loop:
+        if _get_running_loop() is self._loop:
             self._deliver_on_loop(item)
         else:
             self._loop.call_soon_threadsafe(self._deliver_on_loop, item)
@@ -74,7 +78,7 @@ class ResponseStream(SinkState):
 
     def cancel(self) -> None:
         super().cancel()
-        if _running_loop() is self._loop:
+        if _get_running_loop() is self._loop:
             self._finish()
         else:
             self._loop.call_soon_threadsafe(self._finish)
@@ -111,10 +115,3 @@ class ResponseStream(SinkState):
             yield item
             if item.is_final:
                 return
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
