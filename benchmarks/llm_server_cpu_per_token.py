@@ -5,8 +5,9 @@ with `modelgate bench llm` over each protocol. The server's CPU is its own proce
 (every thread: frontends, event loop, the engine client's reader), not the engine process's; the tokens are
 the server's `modelgate_llm_generation_tokens_total`. The engine's own rate on this machine bounds tok/s;
 the figure to watch is µs of server CPU per token (issue 18's goal: under 15), split into user time (Python)
-and system time (the kernel: mostly the socket write of each streamed event, which on the 2-core VM of session
-21 costs about 10 µs per write to a loopback TCP socket by itself).
+and system time (the kernel: mostly the socket write of each streamed event). Below the table, the floor that
+write sets, measured in the same run (socket_write_floor.py): what one small write to a loopback TCP socket costs
+the writer, and the server's CPU per token in units of it.
 
     python benchmarks/llm_server_cpu_per_token.py [--protocols generate_stream,grpc] [--concurrency 64]
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import requests
 from llm_served_vs_engine import Server
+from socket_write_floor import write_floor_us
 
 from modelgate.server.frontend_workers.control_messages import REPORT_INTERVAL_S
 
@@ -73,6 +75,7 @@ def main() -> None:
     (repository / "tiny_llm" / "config.pbtxt").write_text(CONFIG.format(blocks=blocks, seqs=args.concurrency))
     extra_args = ("--allow-cpu-metrics", "false", "--http-workers", str(args.http_workers))
     server = Server(repository, repository / "server.log", "tiny_llm", extra_args)
+    cpu_per_token: list[float] = []  # µs, by protocol
     try:
         server.wait_ready(timeout_s=60)
         pids = server.frontend_pids()  # the server and its HTTP workers: their CPU is what serving costs
@@ -97,8 +100,12 @@ def main() -> None:
             per_token = 1e6 / tokens
             row = f"| {protocol} | {tokens / elapsed:,.0f} | {cpu:.2f} | {cpu * per_token:.1f} "
             print(row + f"| {user * per_token:.1f} | {system * per_token:.1f} |")
+            cpu_per_token.append(cpu * per_token)
     finally:
         server.stop()
+    floor = write_floor_us(args.concurrency)
+    print(f"\nfloor: one event write to one of {args.concurrency} loopback TCP connections costs {floor:.1f} µs of CPU")
+    print("server CPU per token / floor: " + ", ".join(f"{value / floor:.1f}x" for value in cpu_per_token))
 
 
 if __name__ == "__main__":
