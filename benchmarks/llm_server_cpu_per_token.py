@@ -4,7 +4,10 @@ Starts `modelgate serve` over the example tiny_llm (CPU engine, --max-num-seqs s
 with `modelgate bench llm` over each protocol. The server's CPU is its own process's user + system time
 (every thread: frontends, event loop, the engine client's reader), not the engine process's; the tokens are
 the server's `modelgate_llm_generation_tokens_total`. The engine's own rate on this machine bounds tok/s;
-the figure to watch is µs of server CPU per token (issue 18's goal: under 15).
+the figure to watch is µs of server CPU per token (issue 18's goal: under 15), split into user time (Python)
+and system time (the kernel: mostly the socket write of each streamed event). Below the table, the floor that
+write sets, measured in the same run (socket_write_floor.py): what one small write to a loopback TCP socket costs
+the writer, and the server's CPU per token in units of it.
 
     python benchmarks/llm_server_cpu_per_token.py [--protocols generate_stream,grpc] [--concurrency 64]
 """
@@ -12,6 +15,7 @@ the figure to watch is µs of server CPU per token (issue 18's goal: under 15).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -20,7 +24,8 @@ import time
 from pathlib import Path
 
 import requests
-from llm_served_vs_engine import Server, process_cpu_seconds
+from llm_served_vs_engine import Server
+from socket_write_floor import write_floor_us
 
 from modelgate.server.frontend_workers.control_messages import REPORT_INTERVAL_S
 
@@ -43,6 +48,17 @@ def generated_tokens(metrics_port: int) -> float:
     return sum(float(value) for value in found)
 
 
+def process_cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of `pid`, every thread."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_split(pids: list[int]) -> tuple[float, float]:
+    splits = [process_cpu_split(pid) for pid in pids]
+    return sum(user for user, _ in splits), sum(system for _, system in splits)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocols", default="generate_stream,openai-completions,grpc")
@@ -59,31 +75,37 @@ def main() -> None:
     (repository / "tiny_llm" / "config.pbtxt").write_text(CONFIG.format(blocks=blocks, seqs=args.concurrency))
     extra_args = ("--allow-cpu-metrics", "false", "--http-workers", str(args.http_workers))
     server = Server(repository, repository / "server.log", "tiny_llm", extra_args)
+    cpu_per_token: list[float] = []  # µs, by protocol
     try:
         server.wait_ready(timeout_s=60)
         pids = server.frontend_pids()  # the server and its HTTP workers: their CPU is what serving costs
         print(f"tiny_llm, {args.concurrency} streams, ISL/OSL {args.isl}/{args.osl}, {args.num_requests} requests")
         print(f"{len(pids)} process(es) serving HTTP (--http-workers {args.http_workers})")
-        print("\n| protocol | output tok/s | server CPU s | server CPU per token (µs) |\n| --- | --- | --- | --- |")
+        print("\n| protocol | output tok/s | server CPU s | server CPU per token (µs) | user (µs) | system (µs) |")
+        print("| --- | --- | --- | --- | --- | --- |")
         for protocol in args.protocols.split(","):
             url = server.url(protocol)
             bench = [sys.executable, "-m", "modelgate", "bench", "llm", "--url", url, "-m", "tiny_llm"]
             bench += ["--protocol", protocol, "--tokenizer", str(CHECKPOINT), "--isl", str(args.isl)]
             bench += ["--osl", str(args.osl), "--concurrency", str(args.concurrency), "--no-progress"]
             bench += ["--num-requests", str(args.num_requests), "--extra-body", '{"ignore_eos": true}']
-            tokens, cpu, started = (
-                generated_tokens(server.metrics),
-                sum(map(process_cpu_seconds, pids)),
-                time.monotonic(),
-            )
+            tokens, (user, system), started = generated_tokens(server.metrics), cpu_split(pids), time.monotonic()
             subprocess.run(bench, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
             elapsed = time.monotonic() - started
-            cpu = sum(map(process_cpu_seconds, pids)) - cpu
+            user_after, system_after = cpu_split(pids)
+            user, system = user_after - user, system_after - system
+            cpu = user + system
             time.sleep(2 * REPORT_INTERVAL_S)  # the workers' last token counts reach the server's /metrics
             tokens = generated_tokens(server.metrics) - tokens
-            print(f"| {protocol} | {tokens / elapsed:,.0f} | {cpu:.2f} | {cpu / tokens * 1e6:.1f} |")
+            per_token = 1e6 / tokens
+            row = f"| {protocol} | {tokens / elapsed:,.0f} | {cpu:.2f} | {cpu * per_token:.1f} "
+            print(row + f"| {user * per_token:.1f} | {system * per_token:.1f} |")
+            cpu_per_token.append(cpu * per_token)
     finally:
         server.stop()
+    floor = write_floor_us(args.concurrency)
+    print(f"\nfloor: one event write to one of {args.concurrency} loopback TCP connections costs {floor:.1f} µs of CPU")
+    print("server CPU per token / floor: " + ", ".join(f"{value / floor:.1f}x" for value in cpu_per_token))
 
 
 if __name__ == "__main__":

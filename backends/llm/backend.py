@@ -22,6 +22,7 @@ from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig, ModelInsta
 from modelgate.backends.base import Backend, ExecuteResult, InstanceSpec, ModelInstance
 from modelgate.backends.llm import llm_metrics
 from modelgate.backends.llm.attached_engine import AttachedEngine
+from modelgate.backends.llm.batched_histogram import observe_all
 from modelgate.backends.llm.engine_client import EngineClient
 from modelgate.backends.llm.engine_config import EngineConfig
 from modelgate.backends.llm.engine_messages import RequestOutput, StepOutputs
@@ -89,13 +90,15 @@ class _ActiveRequest:
     request: InferRequest
     generation: GenerationRequest
     wanted: list[str]
+    wants_all: bool  # `wanted` is OUTPUT_NAMES, in that order: every value goes out as built
     arrival: float = field(default_factory=time.monotonic)
     first_token_time: float | None = None
     last_token_time: float | None = None
     text: str = ""
+    # A streamed request: its tokens not yet in a response (their text was held back); empty nearly always, so
+    # a step's tokens go out as the engine sent them. Otherwise: every token so far, for the one response.
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[dict[int, float]] = field(default_factory=list)
-    unsent: int = 0  # tokens not yet in a streamed response (their text may be held back)
 
 
 class LLMModelInstance(ModelInstance):
@@ -106,6 +109,7 @@ class LLMModelInstance(ModelInstance):
     def __init__(self, spec: InstanceSpec, attach_to: str | None = None):
         self.spec = spec
         self.labels = (spec.model_name, str(spec.model_version))
+        self._version = self.labels[1]
         self.engine_config = _engine_config(spec)
         parameters = {key: value.string_value for key, value in spec.config.parameters.items()}
         self.trace = trace_recorder(spec.model_name, str(spec.model_version), parameters)  # None: tracing off
@@ -182,8 +186,9 @@ class LLMModelInstance(ModelInstance):
         engine_id = f"{next(self._ids)}-{uuid.uuid4().hex[:8]}"
         generation = parse_generation_request(request, engine_id, self.tokenizer, self.max_model_len)
         wanted = request.requested_output_names or list(OUTPUT_NAMES)
+        state = _ActiveRequest(request.response_stream, request, generation, wanted, wanted == list(OUTPUT_NAMES))
         with self._lock:
-            self._active[engine_id] = _ActiveRequest(request.response_stream, request, generation, wanted)
+            self._active[engine_id] = state
         try:
             engine.add(generation.engine_request)
         except OSError:  # the engine died just now: its reader reports it and a restart begins
@@ -215,9 +220,12 @@ class LLMModelInstance(ModelInstance):
                 if state is not None and output.finished:
                     del self._active[output.request_id]
         new_tokens = 0
+        latencies: list[float] = []  # the step's inter-token latencies, observed together (batched_histogram.py)
         for state, output in zip(states, step.outputs):
             if state is not None:
-                new_tokens += self._deliver(state, output, now)
+                new_tokens += self._deliver(state, output, now, latencies)
+        if latencies:
+            observe_all(self.series.inter_token_latency, latencies)
         if new_tokens:
             self.series.generation_tokens.inc(new_tokens)
 
@@ -251,29 +259,30 @@ class LLMModelInstance(ModelInstance):
         if self.spec.report_health is not None:
             self.spec.report_health(reason)
 
-    def _deliver(self, state: _ActiveRequest, output: RequestOutput, now: float) -> int:
+    def _deliver(self, state: _ActiveRequest, output: RequestOutput, now: float, latencies: list[float]) -> int:
         """Hand one output to its request's stream; returns its new tokens."""
-        new_tokens = self._observe(state, output, now)
-        if not state.generation.stream:  # a streamed request's text goes out as it comes: not kept
-            state.text += output.new_text
-        state.token_ids.extend(output.new_token_ids)
-        state.logprobs.extend(output.logprobs)
+        new_tokens = self._observe(state, output, now, latencies)
         finished = output.finished
         send = state.stream.send
         if finished and self.trace is not None:
             send = self._traced_send(state, output, now)
-        if state.stream.is_cancelled():
-            return new_tokens
-        state.unsent += len(output.new_token_ids)
         if state.generation.stream:
-            if output.new_text or finished:
-                first = len(state.token_ids) - state.unsent
-                response = self._response(
-                    state, output, output.new_text, state.token_ids[first:], state.logprobs[first:]
-                )
-                state.unsent = 0
-                send(response, is_final=finished)
-        elif finished:
+            if state.stream.is_cancelled():
+                return new_tokens
+            if not output.new_text and not finished:  # text held back (an incomplete character, a stop string)
+                state.token_ids.extend(output.new_token_ids)
+                state.logprobs.extend(output.logprobs)
+                return new_tokens
+            token_ids, logprobs = output.new_token_ids, output.logprobs
+            if state.token_ids:  # the held-back tokens go out with the text they completed
+                token_ids, logprobs = state.token_ids + token_ids, state.logprobs + logprobs
+                state.token_ids, state.logprobs = [], []
+            send(self._response(state, output, output.new_text, token_ids, logprobs), is_final=finished)
+            return new_tokens
+        state.text += output.new_text
+        state.token_ids.extend(output.new_token_ids)
+        state.logprobs.extend(output.logprobs)
+        if finished and not state.stream.is_cancelled():
             text = state.text if state.generation.exclude_input_in_output else state.generation.prompt_text + state.text
             send(self._response(state, output, text, state.token_ids, state.logprobs), is_final=True)
         return new_tokens
@@ -297,14 +306,15 @@ class LLMModelInstance(ModelInstance):
             "num_output_tokens": output.num_output_tokens,
             "logprobs": logprobs_json(self.tokenizer, token_ids, logprobs) if logprobs else "[]",
         }
-        version = str(self.spec.model_version)
         if state.request.can_take_output_values:  # no tensors to build here nor to read in the frontend
-            wanted = {name: values[name] for name in state.wanted if name in values}
-            return InferResponse(self.spec.model_name, version, id=state.request.id, values=wanted)
-        return build_response(self.spec.model_name, version, state.request.id, state.wanted, values)
+            if not state.wants_all:
+                values = {name: values[name] for name in state.wanted if name in values}
+            return InferResponse(self.spec.model_name, self._version, id=state.request.id, values=values)
+        return build_response(self.spec.model_name, self._version, state.request.id, state.wanted, values)
 
-    def _observe(self, state: _ActiveRequest, output: RequestOutput, now: float) -> int:
-        """Record the output's latencies; returns its new tokens (counted once per step by the caller)."""
+    def _observe(self, state: _ActiveRequest, output: RequestOutput, now: float, latencies: list[float]) -> int:
+        """Record the output's latencies (its inter-token latency into `latencies`, which the caller observes once
+        per step); returns its new tokens (counted once per step by the caller too)."""
         series = self.series
         new_tokens = len(output.new_token_ids)
         if output.queue_time_s is not None:
@@ -314,7 +324,7 @@ class LLMModelInstance(ModelInstance):
                 state.first_token_time = now
                 series.time_to_first_token.observe(now - state.arrival)
             else:
-                series.inter_token_latency.observe((now - state.last_token_time) / new_tokens)
+                latencies.append((now - state.last_token_time) / new_tokens)
             state.last_token_time = now
         if output.finished:
             series.end_to_end_latency.observe(now - state.arrival)

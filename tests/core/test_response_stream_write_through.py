@@ -150,3 +150,25 @@ async def test_a_cancelled_stream_lets_go_of_its_writer():
     stream.write_through(writer)
     stream.cancel()
     assert sys.getrefcount(writer) == 2
+
+
+async def test_a_stream_made_off_its_loop_tells_the_loop_from_other_threads_too():
+    loop = asyncio.get_running_loop()
+    stream = await asyncio.to_thread(ResponseStream, loop)  # made where no loop runs: its loop's thread unknown
+    threads: list[threading.Thread] = []
+
+    def writer(item) -> bool:
+        threads.append(threading.current_thread())
+        return True
+
+    stream.write_through(writer)
+    seen: list[str] = []
+    reading = asyncio.create_task(_iterate(stream, seen))
+    await asyncio.sleep(0)
+    stream.send(_response(0), is_final=False)
+    assert len(threads) == 1  # on the loop: written in the delivering call
+    await asyncio.to_thread(stream.send, _response(1), False)
+    await asyncio.sleep(0.01)
+    stream.send(None, is_final=True)
+    await reading
+    assert seen == ["final"] and threads == [threading.main_thread()] * 2

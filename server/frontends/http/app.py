@@ -10,19 +10,20 @@ from typing import Any
 from aiohttp import web
 
 from modelgate.core.bounded_json import loads_bounded
-from modelgate.core.errors import InvalidArgumentError, ModelgateError, ResponseCountError, drop_traceback
+from modelgate.core.errors import InvalidArgumentError, ResponseCountError, drop_traceback
 from modelgate.core.response_stream import StreamItem
 from modelgate.server.dataplane import Dataplane
 from modelgate.server.frontends.api_categories import MODEL_PATH, VERSIONED_MODEL_PATH
 from modelgate.server.frontends.api_restrictions import HeaderRule
 from modelgate.server.frontends.http.body_limit import body_limit_middleware
 from modelgate.server.frontends.http.error_middleware import error_middleware
-from modelgate.server.frontends.http.event_writer import EventWriter, event
+from modelgate.server.frontends.http.event_writer import EventWriter, event_of
 from modelgate.server.frontends.http.generate_codec import (
     decode_generate_request,
     encode_generate_response,
     encode_response_count_error,
 )
+from modelgate.server.frontends.http.generate_events import GenerateEventEncoder
 from modelgate.server.frontends.http.infer_codec import (
     HEADER_LENGTH,
     decode_infer_request,
@@ -144,6 +145,7 @@ class _Handlers:
         infer_request = await self._generate_request(request)
         stream = await self.dataplane.infer_stream(infer_request)
         writer = EventWriter(request)
+        events = GenerateEventEncoder()
         try:
             async for item in stream:
                 if item.response is None:
@@ -152,8 +154,8 @@ class _Handlers:
                     if item.response.error is not None:
                         raise item.response.error
                     await writer.start()
-                    stream.write_through(lambda item: _write_now(writer, item))
-                await writer.write(event(_generate_event(item.response)))
+                    stream.write_through(lambda item: _write_now(writer, events, item))
+                await writer.write(event_of(events.encode(item.response)))
             return await writer.finish()
         finally:
             stream.cancel()  # a client that went away cancels what is still running
@@ -192,22 +194,12 @@ class _Handlers:
         return _json(self.log_settings.update(await _json_body(request)))
 
 
-def _write_now(writer: EventWriter, item: StreamItem) -> bool:
+def _write_now(writer: EventWriter, events: GenerateEventEncoder, item: StreamItem) -> bool:
     """The write-through of a generate stream (see ResponseStream.write_through)."""
     if item.response is None or not writer.can_write_now():
         return False
-    writer.write_now(event(_generate_event(item.response)))
+    writer.write_event_now(events.encode(item.response))
     return True
-
-
-def _generate_event(response) -> dict:
-    """One generate_stream event: the response, or its error (the stream has started: no status)."""
-    if response.error is not None:
-        return {"error": response.error.message}
-    try:
-        return encode_generate_response(response)
-    except ModelgateError as exc:
-        return {"error": exc.message}
 
 
 def _target(request: web.Request) -> tuple[str, str]:

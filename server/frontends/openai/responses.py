@@ -27,8 +27,10 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
     }
 
 
-def envelope(object_type: str, response_id: str, model: str, choices: list[dict]) -> dict:
-    return {"id": response_id, "object": object_type, "created": int(time.time()), "model": model, "choices": choices}
+def envelope(object_type: str, response_id: str, model: str, choices: list[dict], created: int | None = None) -> dict:
+    """`created`: now, unless given (a stream's chunks all carry the time its response was created)."""
+    created = int(time.time()) if created is None else created
+    return {"id": response_id, "object": object_type, "created": created, "model": model, "choices": choices}
 
 
 def completion_logprobs(entries: list[dict], text_offset_start: int) -> dict:

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ValidationError
 from modelgate.core.bounded_json import loads_bounded
 from modelgate.core.errors import InvalidArgumentError, ModelgateError, drop_traceback
 from modelgate.server.dataplane import Dataplane
-from modelgate.server.frontends.http.event_writer import EVENT_HEADERS, EventWriter, event
+from modelgate.server.frontends.http.event_writer import EVENT_HEADERS, EventWriter, encode_json, event, event_of
+from modelgate.server.frontends.openai.chunk_envelope import ChunkEnvelope
 from modelgate.server.frontends.openai.generation import (
     ChoiceDelta,
     check_llm_model,
@@ -96,20 +97,22 @@ async def _respond(request: web.Request, body, started, encoder) -> web.StreamRe
         if not writer.can_write_now():
             return False
         encoder.add(delta)
-        writer.write_now(event(_chunk(encoder, delta)))
+        writer.write_event_now(_chunk_json(encoder, delta))
         return True
 
     async for delta in merged_deltas(started, write_now):
         encoder.add(delta)
-        await writer.write(event(_chunk(encoder, delta)))
+        await writer.write(event_of(_chunk_json(encoder, delta)))
     if body.stream_options and body.stream_options.include_usage:
         await writer.write(event(encoder.usage_chunk()))
     await writer.write(b"data: [DONE]\n\n")
     return await writer.finish()
 
 
-def _chunk(encoder, delta: ChoiceDelta) -> dict:
-    return encoder.chunk(delta) if delta.error is None else {"error": {"message": delta.error}}
+def _chunk_json(encoder, delta: ChoiceDelta) -> bytes:
+    if delta.error is not None:
+        return encode_json({"error": {"message": delta.error}})
+    return encoder.chunks.encode(encoder.choice(delta))
 
 
 async def _parse(request: web.Request, schema: type[BaseModel]):
@@ -129,7 +132,8 @@ def _message_text(message) -> str:
 
 
 class _Accumulator:
-    """What the choices said so far, for the whole response and the usage."""
+    """What the choices said so far: for a whole response everything, for a stream only the usage (its text
+    went out chunk by chunk; kept, it would be copied once per token)."""
 
     def __init__(self, body):
         self.body = body
@@ -144,11 +148,13 @@ class _Accumulator:
         if delta.error is not None:
             self.error = delta.error
             return
-        self.texts[delta.index] = self.texts.get(delta.index, "") + delta.text
-        self.logprobs.setdefault(delta.index, []).extend(delta.logprobs)
-        self.reasons[delta.index] = delta.finish_reason
-        self.prompt_tokens[delta.index] = delta.num_prompt_tokens
-        self.output_tokens[delta.index] = delta.num_output_tokens
+        index = delta.index
+        if not self.body.stream:
+            self.texts[index] = self.texts.get(index, "") + delta.text
+            self.logprobs.setdefault(index, []).extend(delta.logprobs)
+            self.reasons[index] = delta.finish_reason
+        self.prompt_tokens[index] = delta.num_prompt_tokens
+        self.output_tokens[index] = delta.num_output_tokens
 
     def usage(self) -> dict:
         n = self.body.n
@@ -161,6 +167,7 @@ class _CompletionEncoder(_Accumulator):
         super().__init__(body)
         self.prompts = prompts
         self.id = completion_id("cmpl")
+        self.chunks = ChunkEnvelope("text_completion", self.id, body.model)
         self._offsets: dict[int, int] = {}  # per choice streaming: text offset of its next token
 
     def whole(self) -> dict:
@@ -185,20 +192,24 @@ class _CompletionEncoder(_Accumulator):
     def opening_chunks(self, num_choices: int) -> list[dict]:
         return []
 
-    def chunk(self, delta: ChoiceDelta) -> dict:
+    def choice(self, delta: ChoiceDelta) -> dict:
+        """The choice of `delta`'s chunk."""
         text = delta.text
         start = self._offsets.get(delta.index)
         if start is None:  # the choice's first chunk: it carries the echoed prompt
             prefix = self.prompts[delta.index // self.body.n] if self.body.echo else ""
             text, start = prefix + text, len(prefix)
-        # text_offset counts from the start of the choice's whole text, as in a whole response
-        self._offsets[delta.index] = start + sum(len(entry["token"]) for entry in delta.logprobs)
-        logprobs = completion_logprobs(delta.logprobs, start) if self.body.logprobs is not None else None
-        choice = {"index": delta.index, "text": text, "logprobs": logprobs, "finish_reason": delta.finish_reason}
-        return envelope("text_completion", self.id, self.body.model, [choice])
+        logprobs = None
+        if delta.logprobs:  # text_offset counts from the start of the choice's whole text, as in a whole response
+            self._offsets[delta.index] = start + sum(len(entry["token"]) for entry in delta.logprobs)
+        else:
+            self._offsets[delta.index] = start
+        if self.body.logprobs is not None:
+            logprobs = completion_logprobs(delta.logprobs, start)
+        return {"index": delta.index, "text": text, "logprobs": logprobs, "finish_reason": delta.finish_reason}
 
     def usage_chunk(self) -> dict:
-        chunk = envelope("text_completion", self.id, self.body.model, [])
+        chunk = self.chunks.chunk([])
         chunk["usage"] = self.usage()
         return chunk
 
@@ -207,6 +218,7 @@ class _ChatEncoder(_Accumulator):
     def __init__(self, body: ChatCompletionRequest):
         super().__init__(body)
         self.id = completion_id("chatcmpl")
+        self.chunks = ChunkEnvelope("chat.completion.chunk", self.id, body.model)
 
     def _logprobs(self, entries: list[dict]):
         return chat_logprobs(entries, self.body.top_logprobs or 0) if self.body.logprobs else None
@@ -228,25 +240,22 @@ class _ChatEncoder(_Accumulator):
     def opening_chunks(self, num_choices: int) -> list[dict]:
         """OpenAI opens each choice's stream with the assistant role."""
         return [
-            envelope(
-                "chat.completion.chunk",
-                self.id,
-                self.body.model,
-                [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}],
+            self.chunks.chunk(
+                [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]
             )
             for i in range(num_choices)
         ]
 
-    def chunk(self, delta: ChoiceDelta) -> dict:
-        choice = {
+    def choice(self, delta: ChoiceDelta) -> dict:
+        """The choice of `delta`'s chunk."""
+        return {
             "index": delta.index,
             "delta": {"content": delta.text} if delta.text else {},
             "logprobs": self._logprobs(delta.logprobs),
             "finish_reason": delta.finish_reason,
         }
-        return envelope("chat.completion.chunk", self.id, self.body.model, [choice])
 
     def usage_chunk(self) -> dict:
-        chunk = envelope("chat.completion.chunk", self.id, self.body.model, [])
+        chunk = self.chunks.chunk([])
         chunk["usage"] = self.usage()
         return chunk

@@ -3,6 +3,7 @@ engine serves again (counted in statistics and a metric); other models never not
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -81,6 +82,41 @@ def test_unloading_while_down_stops_the_restarts(own_server):
     time.sleep(1.5)  # past the first back-off: a restart would have begun by now
     assert instance.engines.client is None
     _assert_add_sub_serves(own_server)
+
+
+STREAMS = {  # route, body, the error of an event
+    "generate_stream": (
+        f"/v2/models/{MODEL}/generate_stream",
+        {"text_input": "hello", "sampling_parameters": greedy_sampling(LONG), "stream": True},
+        lambda event: event["error"],
+    ),
+    "completions": (
+        "/v1/completions",
+        {"model": MODEL, "prompt": "hello", "max_tokens": LONG, "stream": True, "temperature": 0, "ignore_eos": True},
+        lambda event: event["error"]["message"],
+    ),
+}
+
+
+@pytest.mark.parametrize("route", STREAMS)
+def test_an_engine_dying_mid_stream_ends_the_stream_with_an_error_event(own_server, route):
+    """Tokens written through as they come, then the engine dies: the client still gets every token sent
+    before, then an error event naming the model."""
+    instance = _llm_instance(own_server)
+    path, body, error_of = STREAMS[route]
+    pid = instance.engines.client.process.pid
+    with requests.post(f"http://{own_server.http_url}{path}", json=body, stream=True, timeout=WAIT_S) as response:
+        lines = response.iter_lines()
+        first = json.loads(next(line for line in lines if line)[len(b"data: ") :])
+        assert "error" not in first
+        os.kill(pid, signal.SIGKILL)
+        events = [line[len(b"data: ") :] for line in lines if line]
+    if route == "completions":
+        assert events.pop() == b"[DONE]"
+    events = [json.loads(event) for event in events]
+    assert all("error" not in event for event in events[:-1])  # the tokens generated before it died
+    assert f"model '{MODEL}'" in error_of(events[-1]) and "killed by signal 9" in error_of(events[-1])
+    wait_for(lambda: _model_ready(own_server), "the engine to start again")
 
 
 def _assert_add_sub_serves(running) -> None:

@@ -3,6 +3,7 @@ against the engine alone (the server and the reference engine: conftest.py)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -104,6 +105,24 @@ def test_generate_stream_returns_logprobs_of_each_token(server, reference):
         assert entry["logprob"] == pytest.approx(values[entry["token_id"]], abs=1e-4)
         assert len(entry["top_logprobs"]) == 2
         assert entry["top_logprobs"][0]["token_id"] == entry["token_id"]  # greedy takes the top token
+
+
+def test_tokens_whose_text_is_held_back_go_out_with_the_text_that_completes_them(server, reference):
+    """A stop string holds back text: steps that add no visible text send nothing, and the event that carries
+    their text carries their tokens and logprobs too, in order."""
+    prompt = PROMPTS[2]
+    expected = reference.greedy(reference.prompt_ids(prompt), 16, logprobs=1)
+    stop = "#" * (len(expected.text) // 2)  # never generated; holds back that many characters less one
+    assert stop not in expected.text
+    sampling = greedy_sampling(16, logprobs=1, stop=[stop])
+    body = {"text_input": prompt, "sampling_parameters": sampling, "exclude_input_in_output": True, "stream": True}
+    _, events = generate_stream(server, body)
+    per_event = [[entry["token_id"] for entry in json.loads(event["logprobs"])] for event in events]
+    assert [token for tokens in per_event for token in tokens] == expected.token_ids
+    assert len(per_event[0]) > 1  # the first event waited for text past the held-back window
+    assert [event["num_output_tokens"] for event in events] == list(itertools.accumulate(map(len, per_event)))
+    assert "".join(event["text_output"] for event in events) == expected.text
+    assert events[-1]["finish_reason"] == "length"
 
 
 def test_generate_renders_chat_messages_with_the_chat_template(server, reference, checkpoint):

@@ -55,7 +55,9 @@ def test_openai_streamed_completion_joins_to_the_whole_one(oai):
     arguments = dict(model=MODEL, prompt=PROMPTS[2], max_tokens=10, n=2, echo=True, **GREEDY)
     whole = oai.completions.create(**arguments)
     texts, reasons, usage = {0: "", 1: ""}, {}, None
-    for chunk in oai.completions.create(stream=True, stream_options={"include_usage": True}, **arguments):
+    chunks = list(oai.completions.create(stream=True, stream_options={"include_usage": True}, **arguments))
+    assert len({(chunk.id, chunk.created, chunk.model, chunk.object) for chunk in chunks}) == 1
+    for chunk in chunks:
         if chunk.usage is not None:
             assert chunk.choices == []
             usage = chunk.usage
@@ -130,6 +132,7 @@ def test_openai_streamed_chat_joins_to_the_whole_one(oai):
     assert streamed_logprobs == pytest.approx([entry.logprob for entry in whole.choices[0].logprobs.content], abs=1e-4)
     assert chunks[-1].choices == [] and chunks[-1].usage.model_dump() == whole.usage.model_dump()
     assert whole.usage.completion_tokens == 9
+    assert len({(chunk.id, chunk.created, chunk.model, chunk.object) for chunk in chunks}) == 1
 
 
 def test_chat_without_max_tokens_may_use_the_rest_of_the_context(oai):

@@ -1,0 +1,155 @@
+"""The server's Python CPU per streamed token, from an engine step's bytes to the socket's buffer, without noise.
+
+What `llm_server_cpu_per_token.py` measures end to end mixes in the kernel's socket writes, the requests' own
+handling and whatever else the machine runs. This runs only the per-token path, in one process and on a uvloop
+loop: `num_streams` streamed requests of the LLM backend, each written through (as a server writes them) to an
+event writer whose transport keeps the bytes and makes no system call; engine steps of one token per request
+are decoded and handed to the backend as its reader thread would hand them to the loop. It prints this thread's
+CPU per token (the best of 8 rounds) and a digest of the bytes written, which must not change when the path is
+made faster.
+
+It builds the backend's instance around its internals (no engine process): a change to them fails it loudly.
+
+    python benchmarks/llm_stream_delivery_cpu.py [--protocol generate_stream|openai-completions|openai-chat]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import threading
+import time
+import types
+
+import uvloop
+from aiohttp.http import HttpVersion11
+
+from modelgate.backends.llm import llm_metrics
+from modelgate.backends.llm.backend import OUTPUT_NAMES, LLMModelInstance, _ActiveRequest
+from modelgate.backends.llm.engine_messages import EngineStats, RequestOutput, StepOutputs, decode_from_engine, encode
+from modelgate.backends.llm.generation_request import GenerationRequest
+from modelgate.core.inference_types import InferRequest
+from modelgate.core.response_stream import ResponseStream
+from modelgate.server.frontends.http import app as http_app
+from modelgate.server.frontends.http.event_writer import EventWriter
+from modelgate.server.frontends.openai import generation, routes, schemas
+
+ROUNDS = 8
+
+
+class _Transport:
+    """Keeps a digest of what is written; its buffer is always empty (a client that keeps up)."""
+
+    def __init__(self):
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self.digest.update(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def _instance(loop: asyncio.AbstractEventLoop) -> LLMModelInstance:
+    instance = object.__new__(LLMModelInstance)
+    instance.spec = types.SimpleNamespace(model_name="tiny_llm", model_version=1, event_loop=loop)
+    instance.labels = ("tiny_llm", "1")
+    instance._version = "1"
+    instance.trace = None
+    instance.tokenizer = None
+    instance._active = {}
+    instance._lock = threading.Lock()
+    instance.series = llm_metrics.VersionSeries(instance.labels)
+    instance._records_engine_stats = True
+    return instance
+
+
+def _writer(transport: _Transport) -> EventWriter:
+    writer = EventWriter(types.SimpleNamespace(version=HttpVersion11))
+    writer._transport, writer._has_written = transport, True  # as after start() and the first event
+    return writer
+
+
+def _write_through(protocol: str, stream: ResponseStream, writer: EventWriter) -> None:
+    """What the protocol's handler registers once its first event is out."""
+    if protocol == "generate_stream":
+        events = http_app.GenerateEventEncoder()
+        stream.write_through(lambda item: http_app._write_now(writer, events, item))
+        return
+    chat = protocol == "openai-chat"
+    fields = {"messages": [{"role": "user", "content": "hi"}]} if chat else {"prompt": "hi"}
+    schema = schemas.ChatCompletionRequest if chat else schemas.CompletionRequest
+    body = schema.model_validate({"model": "tiny_llm", "stream": True, "max_tokens": 96, **fields})
+    encoder = routes._ChatEncoder(body) if chat else routes._CompletionEncoder(body, ["hi"])
+    encoder.chunks = routes.ChunkEnvelope(encoder.chunks.object_type, "cmpl-0", "tiny_llm")
+    encoder.chunks._head = encoder.chunks._head.replace(str(encoder.chunks.created).encode(), b"0")  # same digest
+
+    def write_now(delta) -> bool:
+        if not writer.can_write_now():
+            return False
+        encoder.add(delta)
+        writer.write_event_now(routes._chunk_json(encoder, delta))
+        return True
+
+    stream.write_through(lambda item: item.response is not None and write_now(generation._delta(item.response, 0)))
+
+
+async def _run(protocol: str, num_streams: int, num_steps: int) -> tuple[float, str]:
+    loop = asyncio.get_running_loop()
+    instance = _instance(loop)
+    transports, readers = [], []
+    for number in range(num_streams):
+        stream = ResponseStream(loop)
+        request = InferRequest("tiny_llm", can_take_output_values=True, response_stream=stream)
+        generation_request = GenerationRequest(None, "hi", True, False)
+        instance._active[f"r{number}"] = _ActiveRequest(stream, request, generation_request, list(OUTPUT_NAMES), True)
+        transports.append(_Transport())
+        _write_through(protocol, stream, _writer(transports[-1]))
+        readers.append(asyncio.create_task(_read(stream)))
+    await asyncio.sleep(0)  # every reader waits: items are written through
+    stats = EngineStats(num_streams, 0, 0.5, 0, 0, 0)
+    steps = [
+        encode(
+            StepOutputs(
+                [RequestOutput(f"r{n}", [1234], " word", False, None, 32, step + 1, 0) for n in range(num_streams)],
+                stats,
+            )
+        )
+        for step in range(num_steps)
+    ]
+    per_round, best = num_steps // ROUNDS, float("inf")
+    for first in range(0, per_round * ROUNDS, per_round):
+        started = time.thread_time()
+        for data in steps[first : first + per_round]:
+            instance._on_outputs(decode_from_engine(data))
+        best = min(best, time.thread_time() - started)
+    for reader in readers:
+        reader.cancel()
+    digest = hashlib.sha256(b"".join(transport.digest.digest() for transport in transports)).hexdigest()
+    return best / (per_round * num_streams) * 1e6, digest[:16]
+
+
+async def _read(stream: ResponseStream) -> None:
+    async for _ in stream:
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--protocol", default="generate_stream,openai-completions,openai-chat")
+    parser.add_argument("--streams", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=800)
+    args = parser.parse_args()
+    print(f"{args.streams} streams, one token each per step, {args.steps} steps\n")
+    print("| protocol | Python CPU per token (µs) | digest of the bytes written |\n| --- | --- | --- |")
+    for protocol in args.protocol.split(","):
+        cpu_us, digest = uvloop.run(_run(protocol, args.streams, args.steps))
+        print(f"| {protocol} | {cpu_us:.2f} | {digest} |")
+
+
+if __name__ == "__main__":
+    main()
