@@ -2,8 +2,11 @@
 are mapped and unmapped, smaller ones come from the heap, and freed heap memory up to KEPT_FREE_BYTES stays for
 reuse; a setting the environment makes is left to the operator."""
 
-import ctypes
+import json
+import os
 import platform
+import subprocess
+import sys
 
 import pytest
 
@@ -14,40 +17,47 @@ on_glibc = pytest.mark.skipif(
 )
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
-    ] + [("keepcost", ctypes.c_size_t)]
+# Run in a fresh interpreter: the test process's heaps hold whatever earlier tests left, which moves the block
+# that a free returns to the top of the heap (or not).
+_SCENARIO = """
+import ctypes, json
+from modelgate.server.large_allocations import LARGE_BLOCK_BYTES, return_large_blocks_to_the_os
 
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
-def _libc():
-    libc = ctypes.CDLL(None)
-    libc.malloc.restype = ctypes.c_void_p
-    libc.free.argtypes = [ctypes.c_void_p]
-    libc.mallinfo2.restype = _MallInfo2
-    return libc
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.mallinfo2.restype = MallInfo2
+applied = return_large_blocks_to_the_os()
+mapped = [libc.mallinfo2().hblks]
+large = libc.malloc(LARGE_BLOCK_BYTES + (1 << 20))
+mapped.append(libc.mallinfo2().hblks)
+medium = libc.malloc(LARGE_BLOCK_BYTES // 2)  # a 4 MiB gRPC read chunk's size
+mapped.append(libc.mallinfo2().hblks)
+libc.free(medium)
+kept = libc.mallinfo2().keepcost
+libc.free(large)
+mapped.append(libc.mallinfo2().hblks)
+print(json.dumps({"applied": applied, "mapped": mapped, "kept": kept}))
+"""
 
 
 @on_glibc
-def test_large_blocks_are_mapped_smaller_ones_come_from_the_heap_and_freed_memory_is_kept(monkeypatch):
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
-    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    assert return_large_blocks_to_the_os() == {
-        "M_MMAP_THRESHOLD": LARGE_BLOCK_BYTES,
-        "M_TRIM_THRESHOLD": KEPT_FREE_BYTES,
-    }
-    libc = _libc()
-    mapped_before = libc.mallinfo2().hblks
-    large = libc.malloc(LARGE_BLOCK_BYTES + (1 << 20))
-    assert libc.mallinfo2().hblks == mapped_before + 1
-    medium = libc.malloc(LARGE_BLOCK_BYTES // 2)  # a 4 MiB gRPC read chunk's size: from the heap, not mapped
-    assert libc.mallinfo2().hblks == mapped_before + 1
-    libc.free(medium)
-    # The freed block sits at the top of the heap: kept for the next one (glibc's default would trim it).
-    assert libc.mallinfo2().keepcost >= LARGE_BLOCK_BYTES // 2
-    libc.free(large)
-    assert libc.mallinfo2().hblks == mapped_before
+def test_large_blocks_are_mapped_smaller_ones_come_from_the_heap_and_freed_memory_is_kept():
+    environment = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+    finished = subprocess.run(
+        [sys.executable, "-c", _SCENARIO], capture_output=True, text=True, env=environment, check=True, timeout=60
+    )
+    seen = json.loads(finished.stdout)
+    assert seen["applied"] == {"M_MMAP_THRESHOLD": LARGE_BLOCK_BYTES, "M_TRIM_THRESHOLD": KEPT_FREE_BYTES}
+    before = seen["mapped"][0]
+    # The large block is mapped (and unmapped at free); the 4 MiB one comes from the heap.
+    assert seen["mapped"] == [before, before + 1, before + 1, before]
+    # Freed, the 4 MiB block sits at the top of the heap: kept for the next one (glibc's default would trim it).
+    assert seen["kept"] >= LARGE_BLOCK_BYTES // 2
 
 
 def test_settings_in_the_environment_are_kept(monkeypatch):
