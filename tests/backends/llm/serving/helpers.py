@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import queue
+import shutil
 import socket
 import time
 from collections.abc import Mapping
@@ -259,3 +260,22 @@ class GrpcStream:
     def close(self, cancel: bool = False) -> None:
         self.client.stop_stream(cancel_requests=cancel)
         self.client.close()
+
+
+def serve_checkpoint(checkpoint: Path, repository: Path, **parameters) -> RunningServer:
+    """A server of the test checkpoint as MODEL in `repository`, with ENGINE_SETTINGS plus `parameters` (e.g.
+    tensor_parallel_size=2); the caller stops it."""
+    from tests.server_harness import start_server
+
+    shutil.copytree(checkpoint, repository / MODEL / "1")
+    settings = dict(ENGINE_SETTINGS, show_progress="false", **parameters)
+    (repository / MODEL / "config.pbtxt").write_text(
+        f'name: "{MODEL}"\nbackend: "llm"\n'
+        + "".join(f'parameters {{ key: "{k}" value {{ string_value: "{v}" }} }}\n' for k, v in settings.items())
+    )
+    return start_server([repository])
+
+
+def first_instance(running: RunningServer):
+    """MODEL's first backend instance in `running` (tests that kill its engine's ranks read it)."""
+    return running.server.manager._entries[MODEL].serving[1].scheduler.pool._instances[0]

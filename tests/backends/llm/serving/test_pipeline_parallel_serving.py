@@ -5,40 +5,29 @@ starts again and serves the same text."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 
 import pytest
 
 from tests.backends.llm.process_tree import is_running, spawned_children
 from tests.backends.llm.serving.helpers import (
-    ENGINE_SETTINGS,
     LONG,
     MODEL,
     PROMPTS,
     GrpcStream,
+    first_instance,
     generate,
     greedy_sampling,
+    serve_checkpoint,
     wait_for,
 )
-from tests.server_harness import start_server
 
 
 @pytest.fixture
 def pp_server(checkpoint, tmp_path):
-    shutil.copytree(checkpoint, tmp_path / MODEL / "1")
-    parameters = dict(ENGINE_SETTINGS, show_progress="false", pipeline_parallel_size=2)
-    (tmp_path / MODEL / "config.pbtxt").write_text(
-        f'name: "{MODEL}"\nbackend: "llm"\n'
-        + "".join(f'parameters {{ key: "{k}" value {{ string_value: "{v}" }} }}\n' for k, v in parameters.items())
-    )
-    running = start_server([tmp_path])
+    running = serve_checkpoint(checkpoint, tmp_path, pipeline_parallel_size=2)
     yield running
     running.stop()
-
-
-def _instance(running):
-    return running.server.manager._entries[MODEL].serving[1].scheduler.pool._instances[0]
 
 
 def test_pipeline_parallel_serving_and_a_stage_dying(pp_server, reference):
@@ -49,7 +38,7 @@ def test_pipeline_parallel_serving_and_a_stage_dying(pp_server, reference):
     assert response.json()["text_output"] == expected
 
     # The last stage's rank dies while a request is in the engine: frozen first, so that the request certainly is.
-    instance = _instance(pp_server)
+    instance = first_instance(pp_server)
     engine_pid = instance.engines.client.process.pid
     (last_stage,) = spawned_children(engine_pid)
     os.kill(last_stage, signal.SIGSTOP)
