@@ -285,12 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-num-batched-tokens", type=int, default=16384)
     parser.add_argument("--attention-backend", choices=["auto", "torch", "triton"], default="auto")
     parser.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
-    parser.add_argument(
-        "--cuda-graph-max-num-tokens",
-        type=int,
-        default=None,
-        help="piecewise step graphs (0: eager; default: the engine's)",
-    )
+    parser.add_argument("--cuda-graph-max-num-tokens", type=int, help="piecewise step graphs (0: eager)")
     parser.add_argument("--gpu-memory-utilization", type=float, help="the engine's share of free GPU memory")
     parser.add_argument("--transformers-requests", type=int, help="requests transformers runs (default all)")
     parser.add_argument("--skip-transformers", action="store_true")

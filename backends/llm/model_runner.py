@@ -14,8 +14,8 @@ from typing import Literal
 
 import torch
 
-from modelgate.backends.llm.attention.metadata import AttentionMetadata
 from modelgate.backends.llm.attention.torch_paged import TorchPagedAttention
+from modelgate.backends.llm.dummy_step import run_dummy_step
 from modelgate.backends.llm.memory_budget import BudgetMeter, kv_blocks
 from modelgate.backends.llm.models.llama import DecoderForCausalLM
 from modelgate.backends.llm.models.model_config import DecoderConfig
@@ -341,12 +341,12 @@ class ModelRunner:
     @torch.inference_mode()
     def _activation_peak_bytes(self, num_tokens: int, num_sampled: int) -> int:
         """Peak bytes a step of num_tokens tokens (one sequence) allocates beyond the weights, logits of
-        num_sampled rows included (a `_dummy_step`)."""
+        num_sampled rows included (dummy_step.py)."""
         device = self.device
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
-        self._dummy_step(num_tokens, num_sampled)
+        run_dummy_step(self, num_tokens, num_sampled)
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - before
         torch.cuda.empty_cache()
@@ -363,49 +363,10 @@ class ModelRunner:
         largest = self.config.max_num_batched_tokens
         counts = {1, 2, 16, 17, 32, 33, 64, 65, 256, 257, 4096, 4097, largest - 1, largest}
         for count in sorted(c for c in counts if 0 < c <= largest):
-            self._dummy_step(count, min(count, self.config.max_num_seqs))
+            run_dummy_step(self, count, min(count, self.config.max_num_seqs))
         torch.cuda.synchronize(self.device)
         torch.cuda.empty_cache()
         logger.info("warmed up eager step shapes in %.1f s", time.perf_counter() - started)
-
-    def _dummy_step(self, num_tokens: int, num_sampled: int) -> None:
-        """A forward of num_tokens tokens of one sequence and the logits of its last num_sampled rows, over a
-        one-block dummy KV cache that nothing is written to (slots -1) and whose block every table entry names."""
-        from modelgate.kernels.reshape_and_cache import allocate_kv_cache
-
-        c = self.model_config
-        caches, scales = [], []
-        for _ in range(c.num_layers):
-            cache, layer_scales = allocate_kv_cache(
-                1, self.block_size, c.num_kv_heads, c.head_dim, self.kv_cache_dtype, self.device
-            )
-            caches.append(cache.zero_())
-            scales.append(None if layer_scales is None else layer_scales.fill_(1.0))
-        kv_scales = scales if self.kv_cache_dtype == torch.float8_e4m3fn else None
-        device = self.device
-        metadata = AttentionMetadata(
-            slot_mapping=torch.full((num_tokens,), -1, dtype=torch.long, device=device),
-            query_start=torch.tensor([0, num_tokens], dtype=torch.int32, device=device),
-            context_lens=torch.tensor([num_tokens], dtype=torch.int32, device=device),
-            block_tables=torch.zeros((1, -(-num_tokens // self.block_size)), dtype=torch.int32, device=device),
-            query_start_cpu=[0, num_tokens],
-            context_lens_cpu=[num_tokens],
-            max_context_len=num_tokens,
-            is_decode_only=num_tokens == 1,
-        )
-        token_ids = torch.zeros(num_tokens, dtype=torch.long, device=device)
-        positions = torch.arange(num_tokens, device=device) % self.config.max_model_len
-        # A pipeline stage after the first takes hidden states; zeros stand for them (nothing is sent: every rank
-        # of a stage runs the same dummy steps, so their tensor-parallel collectives still meet).
-        intermediate = None
-        if not self.model.is_first_stage:
-            zeros = torch.zeros((num_tokens, c.hidden_size), dtype=self.dtype, device=device)
-            intermediate = (zeros, zeros.clone())
-        hidden = self.model(token_ids, positions, caches, metadata, kv_scales, intermediate)
-        if not self.model.is_last_stage:
-            return
-        logits = self.model.compute_logits(hidden[-num_sampled:])
-        logits.clone().argmax(-1)  # the sampler may work on a copy of the logits
 
 
 def _check_no_pipeline(pipeline) -> None:
