@@ -94,3 +94,46 @@ def requests_then_wait(held_open: threading.Event, *requests: bytes) -> Iterator
     """Send `requests`, then keep the request side open (no half-close) until `held_open` is set."""
     yield from requests
     held_open.wait(WAIT_S)
+
+
+# Checks of the stream contract that both ways of serving a stream (threaded_bridge.py, loop_calls.py) must keep.
+
+
+def assert_half_closed_count_gets_every_response(channel) -> None:
+    call = stream(channel, "Count")(iter([b"3", b"17"]), timeout=WAIT_S)  # half-closes after two requests
+    assert [int(response) for response in call] == list(range(20))
+    assert call.code() == grpc.StatusCode.OK
+
+
+def assert_client_cancel_cancels_the_method(servicer: StreamProbe, channel, held_open: threading.Event, *requests):
+    """EchoThenHang answers `requests` on a stream the client keeps open until `held_open` is set (the caller sets
+    it), then the client cancels: the method is cancelled."""
+    call = stream(channel, "EchoThenHang")(requests_then_wait(held_open, *requests), timeout=WAIT_S)
+    assert [next(call) for _ in requests] == list(requests)
+    call.cancel()
+    assert servicer.wait_for("stream-cancelled")
+
+
+def error_after_the_first_response(channel, method: str, held_open: threading.Event, first: bytes, second: bytes):
+    """Open `method` with two requests (the stream kept open until the caller sets `held_open`), read the answer
+    to the first, and return the grpc.RpcError that ends the stream next."""
+    call = stream(channel, method)(requests_then_wait(held_open, first, second), timeout=WAIT_S)
+    assert next(call) == first
+    try:
+        next(call)
+    except grpc.RpcError as error:
+        return error
+    raise AssertionError(f"{method}: the stream went on after its first response")
+
+
+def assert_server_stop_cancels_an_open_stream(servicer: StreamProbe, channel, server, held_open: threading.Event):
+    """The stream is kept open until the caller sets `held_open`."""
+    call = stream(channel, "EchoThenHang")(requests_then_wait(held_open, b"x"), timeout=WAIT_S)
+    assert next(call) == b"x"
+    assert server.stop(grace=0.2).wait(WAIT_S), "the server did not stop"
+    assert servicer.wait_for("stream-cancelled")
+    try:
+        next(call)
+    except grpc.RpcError:
+        return
+    raise AssertionError("the stream went on after the server stopped")

@@ -18,7 +18,17 @@ from modelgate.server.frontends.grpc import loop_stream
 from modelgate.server.frontends.grpc.loop_calls import LoopCalls
 from modelgate.server.frontends.grpc.threaded_bridge import RpcAbort
 from tests.server.frontends.grpc.grpc_helpers import WAIT_S
-from tests.server.frontends.grpc.probe_service import SERVICE, STREAMS, StreamProbe, requests_then_wait, stream
+from tests.server.frontends.grpc.probe_service import (
+    SERVICE,
+    STREAMS,
+    StreamProbe,
+    assert_client_cancel_cancels_the_method,
+    assert_half_closed_count_gets_every_response,
+    assert_server_stop_cancels_an_open_stream,
+    error_after_the_first_response,
+    requests_then_wait,
+    stream,
+)
 
 BIG_RESPONSE = 256 * 1024  # large enough that a client that does not read stops grpc's sends (flow control)
 
@@ -95,19 +105,14 @@ def probe():
 
 def test_a_stream_half_closed_with_responses_pending_gets_them_all_from_the_loop(probe):
     servicer, channel, _, loop_thread = probe
-    call = stream(channel, "Count")(iter([b"3", b"17"]), timeout=WAIT_S)  # half-closes after two requests
-    assert [int(response) for response in call] == list(range(20))
-    assert call.code() == grpc.StatusCode.OK
+    assert_half_closed_count_gets_every_response(channel)
     assert servicer.threads == {loop_thread}
 
 
-def test_requests_and_responses_interleave_on_an_open_stream(probe):
+def test_requests_and_responses_interleave_on_an_open_stream_and_a_client_cancel_reaches_the_loop(probe):
     servicer, channel, _, _ = probe
     held_open = threading.Event()
-    call = stream(channel, "EchoThenHang")(requests_then_wait(held_open, b"a", b"b", b"c"), timeout=WAIT_S)
-    assert [next(call) for _ in range(3)] == [b"a", b"b", b"c"]
-    call.cancel()
-    assert servicer.wait_for("stream-cancelled")
+    assert_client_cancel_cancels_the_method(servicer, channel, held_open, b"a", b"b", b"c")
     held_open.set()
 
 
@@ -122,16 +127,6 @@ def test_the_context_is_the_calls(probe):
     servicer, channel, _, _ = probe
     call = stream(channel, "Metadata")(iter([b"x"]), metadata=(("probe-key", "probe-value"),), timeout=WAIT_S)
     assert list(call) == [b"probe-value"]
-
-
-def test_a_client_cancel_cancels_the_method_on_the_loop(probe):
-    servicer, channel, _, _ = probe
-    held_open = threading.Event()
-    call = stream(channel, "EchoThenHang")(requests_then_wait(held_open, b"a", b"b"), timeout=WAIT_S)
-    assert [next(call), next(call)] == [b"a", b"b"]
-    call.cancel()
-    assert servicer.wait_for("stream-cancelled")
-    held_open.set()
 
 
 def test_a_deadline_cancels_the_method_on_the_loop(probe):
@@ -149,13 +144,10 @@ def test_a_deadline_cancels_the_method_on_the_loop(probe):
 def test_a_server_error_ends_the_rpc_as_grpcio_ends_it_and_is_logged(probe, caplog):
     _, channel, _, _ = probe
     held_open = threading.Event()
-    call = stream(channel, "FailAfterOne")(requests_then_wait(held_open, b"one", b"two"), timeout=WAIT_S)
     with caplog.at_level(logging.ERROR, logger=loop_stream.__name__):
-        assert next(call) == b"one"
-        with pytest.raises(grpc.RpcError) as caught:
-            next(call)
-    assert caught.value.code() == grpc.StatusCode.UNKNOWN
-    assert caught.value.details() == "Exception iterating responses: the probe fails"
+        error = error_after_the_first_response(channel, "FailAfterOne", held_open, b"one", b"two")
+    assert error.code() == grpc.StatusCode.UNKNOWN
+    assert error.details() == "Exception iterating responses: the probe fails"
     assert "the probe fails" in caplog.text
     held_open.set()
 
@@ -163,11 +155,8 @@ def test_a_server_error_ends_the_rpc_as_grpcio_ends_it_and_is_logged(probe, capl
 def test_an_awaited_abort_ends_the_stream_with_its_status_after_the_responses_before(probe):
     _, channel, _, _ = probe
     held_open = threading.Event()
-    call = stream(channel, "AbortAfterOne")(requests_then_wait(held_open, b"first", b"second"), timeout=WAIT_S)
-    assert next(call) == b"first"
-    with pytest.raises(grpc.RpcError) as caught:
-        next(call)
-    assert (caught.value.code(), caught.value.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "enough")
+    error = error_after_the_first_response(channel, "AbortAfterOne", held_open, b"first", b"second")
+    assert (error.code(), error.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "enough")
     held_open.set()
 
 
@@ -183,11 +172,8 @@ def test_a_response_that_cannot_be_serialized_is_an_internal_error_after_the_one
 def test_a_refused_request_ends_the_stream_with_its_status_and_cancels_the_method(probe):
     servicer, channel, _, _ = probe
     held_open = threading.Event()
-    call = stream(channel, "EchoThenHang")(requests_then_wait(held_open, b"good", b"bad one"), timeout=WAIT_S)
-    assert next(call) == b"good"
-    with pytest.raises(grpc.RpcError) as caught:
-        next(call)
-    assert (caught.value.code(), caught.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "refused bad one")
+    error = error_after_the_first_response(channel, "EchoThenHang", held_open, b"good", b"bad one")
+    assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "refused bad one")
     assert servicer.wait_for("stream-cancelled")
     held_open.set()
 
@@ -195,12 +181,7 @@ def test_a_refused_request_ends_the_stream_with_its_status_and_cancels_the_metho
 def test_stopping_the_server_with_a_stream_open_cancels_it_without_hanging(probe):
     servicer, channel, server, _ = probe
     held_open = threading.Event()
-    call = stream(channel, "EchoThenHang")(requests_then_wait(held_open, b"x"), timeout=WAIT_S)
-    assert next(call) == b"x"
-    assert server.stop(grace=0.2).wait(WAIT_S), "the server did not stop"
-    assert servicer.wait_for("stream-cancelled")
-    with pytest.raises(grpc.RpcError):
-        next(call)
+    assert_server_stop_cancels_an_open_stream(servicer, channel, server, held_open)
     held_open.set()
 
 

@@ -17,8 +17,10 @@ from tests.server.frontends.grpc.probe_service import (
     SERVICE,
     STREAMS,
     StreamProbe,
-    requests_then_wait,
-    stream,
+    assert_client_cancel_cancels_the_method,
+    assert_half_closed_count_gets_every_response,
+    assert_server_stop_cancels_an_open_stream,
+    error_after_the_first_response,
     unary,
 )
 
@@ -107,9 +109,7 @@ def test_a_client_cancel_cancels_the_coroutine_on_the_loop(probe):
 
 def test_a_stream_half_closed_with_responses_pending_gets_them_all(probe):
     servicer, channel, _, readers = probe
-    call = stream(channel, "Count")(iter([b"3", b"17"]), timeout=WAIT_S)  # half-closes after two requests
-    assert [int(response) for response in call] == list(range(20))
-    assert call.code() == grpc.StatusCode.OK
+    assert_half_closed_count_gets_every_response(channel)
     assert servicer.wait_for("count-read-all")
     readers.assert_readers_ended()
 
@@ -117,10 +117,7 @@ def test_a_stream_half_closed_with_responses_pending_gets_them_all(probe):
 def test_a_stream_client_cancel_cancels_the_coroutine_and_its_reader(probe):
     servicer, channel, _, readers = probe
     held_open = threading.Event()
-    call = stream(channel, "EchoThenHang")(requests_then_wait(held_open, b"a", b"b"), timeout=WAIT_S)
-    assert [next(call), next(call)] == [b"a", b"b"]
-    call.cancel()
-    assert servicer.wait_for("stream-cancelled")
+    assert_client_cancel_cancels_the_method(servicer, channel, held_open, b"a", b"b")
     readers.assert_readers_ended()
     held_open.set()
 
@@ -128,12 +125,9 @@ def test_a_stream_client_cancel_cancels_the_coroutine_and_its_reader(probe):
 def test_a_stream_server_error_ends_the_rpc_and_its_reader(probe):
     _, channel, _, readers = probe
     held_open = threading.Event()
-    call = stream(channel, "FailAfterOne")(requests_then_wait(held_open, b"one", b"two"), timeout=WAIT_S)
-    assert next(call) == b"one"
-    with pytest.raises(grpc.RpcError) as caught:
-        next(call)
-    assert caught.value.code() == grpc.StatusCode.UNKNOWN
-    assert "the probe fails" in caught.value.details()
+    error = error_after_the_first_response(channel, "FailAfterOne", held_open, b"one", b"two")
+    assert error.code() == grpc.StatusCode.UNKNOWN
+    assert "the probe fails" in error.details()
     readers.assert_readers_ended()
     held_open.set()
 
@@ -141,11 +135,8 @@ def test_a_stream_server_error_ends_the_rpc_and_its_reader(probe):
 def test_an_awaited_abort_in_a_stream_ends_it_with_its_status_after_the_responses_before(probe):
     _, channel, _, readers = probe
     held_open = threading.Event()
-    call = stream(channel, "AbortAfterOne")(requests_then_wait(held_open, b"first", b"second"), timeout=WAIT_S)
-    assert next(call) == b"first"
-    with pytest.raises(grpc.RpcError) as caught:
-        next(call)
-    assert (caught.value.code(), caught.value.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "enough")
+    error = error_after_the_first_response(channel, "AbortAfterOne", held_open, b"first", b"second")
+    assert (error.code(), error.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "enough")
     readers.assert_readers_ended()
     held_open.set()
 
@@ -153,11 +144,6 @@ def test_an_awaited_abort_in_a_stream_ends_it_with_its_status_after_the_response
 def test_stopping_the_server_with_a_stream_open_cancels_it_without_hanging(probe):
     servicer, channel, server, readers = probe
     held_open = threading.Event()
-    call = stream(channel, "EchoThenHang")(requests_then_wait(held_open, b"x"), timeout=WAIT_S)
-    assert next(call) == b"x"
-    assert server.stop(grace=0.2).wait(WAIT_S), "the server did not stop"
-    assert servicer.wait_for("stream-cancelled")
-    with pytest.raises(grpc.RpcError):
-        next(call)
+    assert_server_stop_cancels_an_open_stream(servicer, channel, server, held_open)
     readers.assert_readers_ended()
     held_open.set()
