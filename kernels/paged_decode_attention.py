@@ -64,7 +64,10 @@ from modelgate.kernels.split_counters import split_counters
 COUNTER_OWNER = "paged_decode_attention"
 
 
-@triton.jit
+# Index tensors start anywhere in the engine's packed transfer: see _prefill_attention_kernel's note.
+@triton.jit(
+    do_not_specialize=["stride_table_seq"], do_not_specialize_on_alignment=["block_tables_ptr", "context_lens_ptr"]
+)
 def _paged_decode_kernel(
     out_ptr,  # [num_seqs, num_heads, head_dim] output (single pass), head_dim stride 1
     partial_acc_ptr,  # [num_seqs, num_heads, num_partitions, HEAD_DIM_PAD] float32 (SPLIT), contiguous

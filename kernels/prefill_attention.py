@@ -43,7 +43,13 @@ class PrefillConfig(NamedTuple):
     num_stages: int
 
 
-@triton.jit
+# The engine packs a step's index tensors into one transfer (step_layout.py), so where each starts moves
+# with the lengths before it: specializing on that alignment (or on the block table's width) would compile
+# a new variant mid-serving (benchmarks/llm_step_paths.py saw it).
+@triton.jit(
+    do_not_specialize=["stride_table_seq"],
+    do_not_specialize_on_alignment=["block_tables_ptr", "query_start_ptr", "context_lens_ptr"],
+)
 def _prefill_attention_kernel(
     out_ptr,  # [num_tokens, num_heads, head_dim] output, head_dim stride 1
     q_ptr,  # [num_tokens, num_heads, head_dim] queries, head_dim stride 1

@@ -60,7 +60,8 @@ def quantize_heads(x, scales, FP8_MAX: tl.constexpr, ROUND_IN_FP32: tl.constexpr
     return to_e4m3(tl.div_rn(x, scales[:, None]), FP8_MAX, ROUND_IN_FP32)
 
 
-@triton.jit
+# Index tensors start anywhere in the engine's packed transfer: see _prefill_attention_kernel's note.
+@triton.jit(do_not_specialize_on_alignment=["slot_mapping_ptr"])
 def _reshape_and_cache_kernel(
     key_ptr,  # [num_tokens, num_kv_heads, head_dim] new keys (bf16/fp16/fp32), head_dim stride 1
     value_ptr,  # [num_tokens, num_kv_heads, head_dim] new values, head_dim stride 1

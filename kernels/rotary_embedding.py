@@ -62,7 +62,8 @@ def _rotate_heads(
     tl.store(x_ptr + first + HALF, out2, mask=mask)
 
 
-@triton.jit
+# Index tensors start anywhere in the engine's packed transfer: see _prefill_attention_kernel's note.
+@triton.jit(do_not_specialize_on_alignment=["positions_ptr"])
 def _rotary_embedding_kernel(
     q_ptr,  # [num_tokens, num_q_heads, head_dim] queries (bf16/fp16/fp32), head_dim stride 1; rotated in place
     k_ptr,  # [num_tokens, num_kv_heads, head_dim] keys, head_dim stride 1; rotated in place

@@ -60,7 +60,8 @@ def _write_halves(
         tl.store(cache_ptr + cache_first + HALF, x2.to(cache_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+# Index tensors start anywhere in the engine's packed transfer: see _prefill_attention_kernel's note.
+@triton.jit(do_not_specialize_on_alignment=["slot_mapping_ptr", "positions_ptr"])
 def _rotary_reshape_and_cache_kernel(
     q_ptr,  # [num_tokens, num_q_heads, head_dim] queries (bf16/fp16/fp32), head_dim stride 1; rotated in place
     key_ptr,  # [num_tokens, num_kv_heads, head_dim] keys, head_dim stride 1; read only (rotated into the cache)

@@ -355,15 +355,19 @@ class ModelRunner:
     @torch.inference_mode()
     def warm_up(self) -> None:
         """Compile the Triton kernels for the shapes eager steps take (token counts of 1, multiples of 16 and
-        others, in every M bucket of the FP8 GEMM's tile table) now, so that no request waits on the JIT.
-        Triton keeps what it compiles on disk: a later start only loads it."""
+        others, in every M bucket of the FP8 GEMM's tile table; one fresh prefill, and decodes before a fresh
+        prefill as in a mixed step) now, so that no request waits on the JIT. Triton keeps what it compiles on
+        disk: a later start only loads it."""
         if self.device.type != "cuda":
             return
         started = time.perf_counter()
-        largest = self.config.max_num_batched_tokens
+        largest, max_seqs = self.config.max_num_batched_tokens, self.config.max_num_seqs
         counts = {1, 2, 16, 17, 32, 33, 64, 65, 256, 257, 4096, 4097, largest - 1, largest}
         for count in sorted(c for c in counts if 0 < c <= largest):
-            run_dummy_step(self, count, min(count, self.config.max_num_seqs))
+            run_dummy_step(self, count, min(count, max_seqs))
+            num_decodes = min(count - 1, max_seqs - 1, 3)
+            if num_decodes > 0:
+                run_dummy_step(self, count, num_decodes + 1, num_decodes)
         torch.cuda.synchronize(self.device)
         torch.cuda.empty_cache()
         logger.info("warmed up eager step shapes in %.1f s", time.perf_counter() - started)
