@@ -21,6 +21,9 @@ from modelgate.core.tensors.bytes_codec import deserialize_bytes_tensor, seriali
 from modelgate.server.frontends.http.json_tensors import array_to_json, bytes_are_utf8, json_to_array
 from modelgate.server.shared_memory.tensor_io import names_region
 
+# One encoder for every response: json.dumps with separators builds a new one per call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
@@ -82,7 +85,7 @@ def encode_infer_response(response: InferResponse, request: InferRequest) -> tup
     if response.parameters:
         header["parameters"] = response.parameters
     header["outputs"] = outputs_json
-    header_bytes = json.dumps(header, separators=(",", ":")).encode()
+    header_bytes = _COMPACT_JSON.encode(header).encode()
     if not chunks:
         return header_bytes, None
     return b"".join([header_bytes, *chunks]), len(header_bytes)

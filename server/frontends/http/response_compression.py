@@ -10,6 +10,8 @@ without naming identity): then even a small body is compressed.
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
 
 MIN_COMPRESSED_BYTES = 1024
@@ -26,6 +28,7 @@ def compress_if_asked(accept_encoding: str, response: web.Response) -> web.Respo
     return response
 
 
+@functools.lru_cache(maxsize=256)  # clients send the same few headers: parse each once
 def refuses_identity(accept_encoding: str) -> bool:
     """Whether the header rules out an uncompressed body: identity at q=0, or `*` at q=0 with identity unnamed."""
     weights = {}
