@@ -114,10 +114,14 @@ def variants(context_len: int, quick: bool):
             yield f"split {context_len // size}x{size}", DecodeSplit(context_len // size, size), None
     yield "single pass", SINGLE_PASS, None
     # stages 1: no cp.async staging (FP8 tiles then convert in registers instead of byte-wise from shared memory).
-    for block_n, warps, stages in ((32, 4, 2), (64, 4, 3), (128, 4, 2), (128, 8, 3), (64, 8, 2), (64, 4, 1)):
+    configs = ((32, 4, 2), (64, 4, 3), (128, 4, 2), (128, 8, 3), (64, 8, 2), (64, 4, 1))
+    if context_len < 1024:  # many short sequences: the grid is full, each program is a few dependent tiles
+        configs += ((32, 4, 1), (32, 2, 1), (64, 2, 1), (16, 4, 1), (32, 2, 2))
+    for block_n, warps, stages in configs:
         config = DecodeConfig(block_n, warps, stages)
         yield f"single n{block_n} w{warps} s{stages}", SINGLE_PASS, config
-        yield f"split 512 n{block_n} w{warps} s{stages}", DecodeSplit(context_len // 512, 512), config
+        if context_len >= 1024:
+            yield f"split 512 n{block_n} w{warps} s{stages}", DecodeSplit(context_len // 512, 512), config
 
 
 def measure_case(context_len, cache_dtype, bandwidths, quick, rows, with_peer=True):
