@@ -4,7 +4,8 @@ alone.
 - GPU alone: the TorchScript model called in-process on CUDA tensors at the batch sizes the server formed (and
   at 64), images per second.
 - Packed: `modelgate serve` with the 4 models (KIND_GPU, dynamic batching up to 64), one perf_analyzer (C++)
-  per model at once, gRPC, batch 1 FP32 3x224x224 per request; the sum of their infer/s.
+  per model at once, gRPC, `--client-batch` (default 1) FP32 3x224x224 images per request; the sum of their
+  infer/s (perf_analyzer counts images).
 - One after another: the same server, one perf_analyzer at a time; the mean of the 4 rates.
 
     python benchmarks/gpu_packing_throughput.py --perf-analyzer clients/perf_analyzer/run_perf_analyzer.sh
@@ -12,7 +13,10 @@ alone.
 
 `--shared-memory system|cuda` has perf_analyzer put each request's images in a shared-memory region it
 registers with the server (`--shared-memory` of perf_analyzer): the request then carries no 602 KB of pixels,
-and with `cuda` the server hands the region's tensor to the model on the GPU without a host copy.
+and with `cuda` the server hands the region's tensor to the model on the GPU without a host copy. Only one
+perf_analyzer can use shared memory against a server at a time: each unregisters every region when it starts
+(and names its own after the input and its thread, the same for every model here), so with shared memory the
+packed case is not run.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -60,13 +65,24 @@ def gpu_alone(repository: Path, batch_sizes: list[int], seconds: float = 5.0) ->
     return rates
 
 
-def perf_analyzer(
-    tool: str, model: str, port: int, concurrency: int, seconds: float, shared_memory: str = "none"
-) -> subprocess.Popen:
-    command = [tool, "-m", model, "-i", "grpc", "-u", f"127.0.0.1:{port}", "--concurrency-range", str(concurrency)]
-    command += ["--shared-memory", shared_memory]
-    command += ["--measurement-interval", str(int(seconds * 1000)), "--max-trials", "3", "--stability-percentage", "50"]
-    command += ["-v"]  # prints each window's rate (Pass [n] throughput), which rate_of falls back on
+@dataclass(frozen=True)
+class Load:
+    """How each perf_analyzer loads its model."""
+
+    tool: str
+    port: int
+    concurrency: int
+    seconds: float
+    shared_memory: str = "none"
+    client_batch: int = 1
+
+
+def perf_analyzer(load: Load, model: str) -> subprocess.Popen:
+    command = [load.tool, "-m", model, "-i", "grpc", "-u", f"127.0.0.1:{load.port}"]
+    command += ["--concurrency-range", str(load.concurrency), "-b", str(load.client_batch)]
+    command += ["--shared-memory", load.shared_memory]
+    command += ["--measurement-interval", str(int(load.seconds * 1000)), "--max-trials", "3"]
+    command += ["--stability-percentage", "50", "-v"]  # -v: each window's rate (Pass [n]), rate_of's fallback
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -96,6 +112,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="per perf_analyzer (per model)")
     parser.add_argument("--seconds", type=float, default=10.0, help="perf_analyzer's measurement interval")
     parser.add_argument("--shared-memory", choices=["none", "system", "cuda"], default="none")
+    parser.add_argument("--client-batch", type=int, default=1, help="images per request (perf_analyzer -b)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/gpu-packing-throughput"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -106,20 +123,15 @@ def main() -> None:
     log = args.out / "perf_analyzer.log"
     flags = [] if args.shared_memory == "none" else ["--allow-shared-memory", "true"]
     server = Server(repository, args.out / "server.log", *flags)
+    load = Load(args.perf_analyzer, server.grpc, args.concurrency, args.seconds, args.shared_memory, args.client_batch)
     try:
-        packed_runs = [
-            perf_analyzer(args.perf_analyzer, m, server.grpc, args.concurrency, args.seconds, args.shared_memory)
-            for m in MODELS
-        ]
-        packed = [rate_of(p, log) for p in packed_runs]
-        formed = batch_sizes_formed(server)
-        alone = [
-            rate_of(
-                perf_analyzer(args.perf_analyzer, m, server.grpc, args.concurrency, args.seconds, args.shared_memory),
-                log,
-            )
-            for m in MODELS
-        ]
+        packed = None
+        if args.shared_memory == "none":
+            packed_runs = [perf_analyzer(load, m) for m in MODELS]
+            packed = [rate_of(p, log) for p in packed_runs]
+        formed = batch_sizes_formed(server)  # the packed run's batches (with shared memory: the run's below)
+        alone = [rate_of(perf_analyzer(load, m), log) for m in MODELS]
+        formed = formed or batch_sizes_formed(server)
     finally:
         server.stop()
     common = sorted(formed, key=lambda size: -formed[size])[:3]
@@ -128,16 +140,19 @@ def main() -> None:
     gpu_at_formed = sum(formed[b] * gpu[b] for b in common) / sum(formed[b] for b in common)
     print(
         f"\n4 ResNet-50s (FP32, 3x224x224), perf_analyzer gRPC, concurrency {args.concurrency} per model, "
-        f"shared memory: {args.shared_memory}"
+        f"{args.client_batch} image(s) per request, shared memory: {args.shared_memory}"
     )
     print(f"batches the server formed (size: executions): {dict(sorted(formed.items()))}")
     print("\n| serving | img/s | vs GPU alone at the formed batches |\n| --- | --- | --- |")
-    print(f"| packed: 4 models at once | {sum(packed):.0f} | {sum(packed) / gpu_at_formed:.2f} |")
+    if packed is not None:
+        print(f"| packed: 4 models at once | {sum(packed):.0f} | {sum(packed) / gpu_at_formed:.2f} |")
     print(f"| one model at a time (mean of 4) | {sum(alone) / 4:.0f} | {sum(alone) / 4 / gpu_at_formed:.2f} |")
     for batch in sorted(gpu):
         print(f"| GPU alone, in-process, batch {batch} | {gpu[batch]:.0f} | {gpu[batch] / gpu_at_formed:.2f} |")
-    print(f"\npacked / one at a time: {sum(packed) / (sum(alone) / 4):.2f}; mean formed batch {weighted:.1f}")
-    print(f"packed / GPU alone at batch 64: {sum(packed) / gpu[64]:.2f}")
+    print(f"\nmean formed batch {weighted:.1f}")
+    if packed is not None:
+        print(f"packed / one at a time: {sum(packed) / (sum(alone) / 4):.2f}")
+        print(f"packed / GPU alone at batch 64: {sum(packed) / gpu[64]:.2f}")
 
 
 if __name__ == "__main__":
