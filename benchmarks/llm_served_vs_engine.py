@@ -194,6 +194,13 @@ def bench(
 # The server's own view, per request: time to its first token (as the server sends it, whether or not its text
 # is held back) and the engine's queue time. Means over the run, from the histograms' sums and counts.
 _SERVER_LATENCIES = ("modelgate_llm_time_to_first_token_seconds", "modelgate_llm_queue_time_seconds")
+# How the engine's steps ran (cumulative gauges): a served run whose decode steps were not queued ahead left
+# the GPU waiting for the host between them.
+_STEP_GAUGES = (
+    "modelgate_llm_engine_steps",
+    "modelgate_llm_engine_decode_steps",
+    "modelgate_llm_engine_steps_launched_ahead",
+)
 
 
 def server_latency_sums(server: Server) -> dict[str, float]:
@@ -201,7 +208,8 @@ def server_latency_sums(server: Server) -> dict[str, float]:
     sums: dict[str, float] = {}
     for line in text.splitlines():
         name = line.split("{", 1)[0]
-        if name.endswith(("_sum", "_count")) and name.rsplit("_", 1)[0] in _SERVER_LATENCIES:
+        is_latency = name.endswith(("_sum", "_count")) and name.rsplit("_", 1)[0] in _SERVER_LATENCIES
+        if is_latency or name in _STEP_GAUGES:
             sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
     return sums
 
@@ -212,6 +220,8 @@ def server_latency_means(before: dict[str, float], after: dict[str, float]) -> d
         count = after.get(f"{name}_count", 0.0) - before.get(f"{name}_count", 0.0)
         total = after.get(f"{name}_sum", 0.0) - before.get(f"{name}_sum", 0.0)
         means[name] = total / count if count else None
+    for name in _STEP_GAUGES:
+        means[name] = after.get(name, 0.0) - before.get(name, 0.0)
     return means
 
 
@@ -250,9 +260,10 @@ def print_table(results: dict[Run, dict], engine: dict[str, float], device: str,
     print(f"\nserved by modelgate vs the engine alone on the same requests, {device}, {http_workers} HTTP process(es)")
     print(
         "| run | output tok/s | engine alone | served/engine | TensorRT-LLM | served/TRT-LLM | TTFT p50 ms "
-        "| ITL p50 ms | TPOT p50 ms | server CPU µs/token | server TTFT mean ms | engine queue mean ms |"
+        "| ITL p50 ms | TPOT p50 ms | server CPU µs/token | server TTFT mean ms | engine queue mean ms "
+        "| engine steps | decode steps | launched ahead |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- " * 15 + "|")
     for run, summary in results.items():
         rate = summary["output_token_throughput_per_s"]
         alone = engine.get(f"{run.name}.jsonl")
@@ -269,6 +280,7 @@ def print_table(results: dict[Run, dict], engine: dict[str, float], device: str,
             f"{summary['tpot_s']['p50'] * 1e3:.2f}",
             f"{summary['server_cpu_s'] / summary['total_output_tokens'] * 1e6:.1f}",
             *(_ms(summary["server_means_s"][name]) for name in _SERVER_LATENCIES),
+            *_step_cells(summary["server_means_s"]),
         ]
         print("| " + " | ".join(cells) + " |")
 
@@ -328,6 +340,14 @@ def main() -> None:
 
 def _ms(seconds: float | None) -> str:
     return "" if seconds is None else f"{seconds * 1e3:.1f}"
+
+
+def _step_cells(deltas: dict) -> list[str]:
+    """The run's engine steps, and the decode / launched-ahead ones as shares of them."""
+    steps, decode, ahead = (deltas.get(name, 0.0) for name in _STEP_GAUGES)
+    if not steps:
+        return ["", "", ""]
+    return [f"{steps:.0f}", f"{decode / steps:.0%}", f"{ahead / steps:.0%}"]
 
 
 def _gpu_name() -> str:

@@ -22,6 +22,7 @@ from modelgate.backends.llm.parallel.layout import ParallelLayout
 from modelgate.backends.llm.request import LLMRequest, RequestStatus
 from modelgate.backends.llm.sampling_params import SamplingParams
 from modelgate.backends.llm.scheduler import Scheduler, SchedulerConfig
+from modelgate.backends.llm.step_counts import StepCounts
 from modelgate.backends.llm.tokenizer import TextTokenizer
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class LLMEngine:
         self.outputs = OutputProcessor(self.tokenizer)
         self._pending_outputs: list = []  # requests whose new tokens are not processed yet
         self._ahead: tuple | None = None  # (SchedulerOutput, PendingSample) of a decode step launched ahead
+        self.step_counts = StepCounts()  # cumulative, for metrics: how the steps ran
         tokenizer_eos = self.tokenizer.eos_token_id
         self.eos_token_ids = tuple(sorted(set(self.model_config.eos_token_ids) | ({tokenizer_eos} - {None})))
 
@@ -159,11 +161,13 @@ class LLMEngine:
         if self._ahead is not None:
             scheduled, pending_sample = self._ahead
             self._ahead = None
+            self.step_counts.launched_ahead += 1
         else:
             scheduled = self.scheduler.schedule()
             if scheduled.is_empty:
                 return self._process_outputs(self._pending_outputs)
             pending_sample = self.runner.launch(scheduled)
+        self.step_counts.count(scheduled)
         if self.config.launch_decode_ahead and self.workers is None:  # TP: the workers would need its tokens
             self._ahead = self._launch_ahead(scheduled, pending_sample)
         # With a step queued ahead, the GPU has work while this one's outputs are processed: they go out now.
@@ -213,4 +217,7 @@ class LLMEngine:
             num_preemptions=self.scheduler.num_preemptions,
             prefix_cache_queries=self.kv_cache.stats.num_queries,
             prefix_cache_hits=self.kv_cache.stats.num_hits,
+            num_steps=self.step_counts.steps,
+            num_decode_steps=self.step_counts.decode_steps,
+            num_steps_launched_ahead=self.step_counts.launched_ahead,
         )

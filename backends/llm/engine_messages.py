@@ -76,6 +76,9 @@ class EngineStats(_Message):
     num_preemptions: int  # cumulative
     prefix_cache_queries: int  # cumulative prompt tokens looked up
     prefix_cache_hits: int
+    num_steps: int = 0  # cumulative, as the three below (engine.StepCounts)
+    num_decode_steps: int = 0  # steps of one new token per request
+    num_steps_launched_ahead: int = 0  # decode steps queued before the previous step's tokens reached the host
 
 
 class RequestOutput(_Message):

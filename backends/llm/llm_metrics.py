@@ -77,6 +77,19 @@ PREFIX_CACHE_HITS = Gauge(
 PREFIX_CACHE_HIT_RATE = Gauge(
     "modelgate_llm_prefix_cache_hit_rate", "Prefix cache hits / queries", _LABELS, registry=BACKEND_METRICS
 )
+ENGINE_STEPS = Gauge("modelgate_llm_engine_steps", "Cumulative engine steps", _LABELS, registry=BACKEND_METRICS)
+ENGINE_DECODE_STEPS = Gauge(
+    "modelgate_llm_engine_decode_steps",
+    "Cumulative engine steps of one new token per request",
+    _LABELS,
+    registry=BACKEND_METRICS,
+)
+ENGINE_STEPS_LAUNCHED_AHEAD = Gauge(
+    "modelgate_llm_engine_steps_launched_ahead",
+    "Cumulative decode steps queued on the GPU before the previous step's tokens reached the host",
+    _LABELS,
+    registry=BACKEND_METRICS,
+)
 ENGINE_RESTARTS = Counter(
     "modelgate_llm_engine_restarts",
     "LLM engine processes started again after one stopped while its model was loaded",
@@ -104,6 +117,9 @@ class VersionSeries:
         self.prefix_cache_queries = PREFIX_CACHE_QUERIES.labels(*labels)
         self.prefix_cache_hits = PREFIX_CACHE_HITS.labels(*labels)
         self.prefix_cache_hit_rate = PREFIX_CACHE_HIT_RATE.labels(*labels)
+        self.steps = ENGINE_STEPS.labels(*labels)
+        self.decode_steps = ENGINE_DECODE_STEPS.labels(*labels)
+        self.steps_launched_ahead = ENGINE_STEPS_LAUNCHED_AHEAD.labels(*labels)
 
     def record_engine_stats(self, stats: EngineStats) -> None:
         self.requests_running.set(stats.num_running)
@@ -112,6 +128,9 @@ class VersionSeries:
         self.preemptions.set(stats.num_preemptions)
         self.prefix_cache_queries.set(stats.prefix_cache_queries)
         self.prefix_cache_hits.set(stats.prefix_cache_hits)
+        self.steps.set(stats.num_steps)
+        self.decode_steps.set(stats.num_decode_steps)
+        self.steps_launched_ahead.set(stats.num_steps_launched_ahead)
         queries = stats.prefix_cache_queries
         self.prefix_cache_hit_rate.set(stats.prefix_cache_hits / queries if queries else 0.0)
 
@@ -165,5 +184,8 @@ def _all_metrics():
         PREFIX_CACHE_QUERIES,
         PREFIX_CACHE_HITS,
         PREFIX_CACHE_HIT_RATE,
+        ENGINE_STEPS,
+        ENGINE_DECODE_STEPS,
+        ENGINE_STEPS_LAUNCHED_AHEAD,
         ENGINE_RESTARTS,
     )

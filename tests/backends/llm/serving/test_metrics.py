@@ -26,3 +26,8 @@ def test_metrics_count_the_requests_tokens_and_latencies(server, reference):
     assert metric_delta(before, after, "modelgate_llm_time_to_first_token_seconds_sum") > 0
     assert metric_delta(before, after, "modelgate_llm_prefix_cache_queries") == len(reference.prompt_ids(prompt))
     assert after["modelgate_llm_num_preemptions"] == 0
+    # One prefill, then a decode step per further token (the CPU engine launches none ahead: no CUDA graphs).
+    steps = metric_delta(before, after, "modelgate_llm_engine_steps")
+    decode_steps = metric_delta(before, after, "modelgate_llm_engine_decode_steps")
+    assert decode_steps == 6 and steps >= 7
+    assert metric_delta(before, after, "modelgate_llm_engine_steps_launched_ahead") == 0
