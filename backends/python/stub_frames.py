@@ -96,11 +96,6 @@ class FrameReader:
         # serves by mmap and munmap past its threshold (~13 µs a read here, more than the read itself).
         self._chunk = memoryview(bytearray(_CHUNK))
 
-    @property
-    def has_ready(self) -> bool:
-        """Whether next_frame would return at once (a frame already read, not one the socket may hold)."""
-        return bool(self._ready)
-
     def next_frame(self) -> bytearray:
         """The next frame, waiting for it; raises EOFError when the peer closed. Not to be mixed with
         `read_available` on one reader."""

@@ -17,7 +17,6 @@ import os
 import socket
 import sys
 import threading
-import time
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from modelgate.backends.base import InstanceSpec
 from modelgate.backends.python import shm_tensors
 from modelgate.backends.python.backend import PythonModelInstance, bls_runner, complete_from_model_class
 from modelgate.backends.python.pb_metrics import install_metric_transport
-from modelgate.backends.python.stub_frames import FrameReader, recv_frame, send_frames
+from modelgate.backends.python.stub_frames import FrameReader, recv_frame, send_frame
 from modelgate.backends.python.stub_messages import (
     AutoComplete,
     AutoCompleted,
@@ -57,8 +56,6 @@ from modelgate.core.inference_types import InferRequest, InferResponse
 from modelgate.core.sink_state import SinkState
 
 logger = logging.getLogger("modelgate.python_model")
-# The longest an Execute's answer waits for the answers of work frames read with it (Stub._answer).
-MAX_HOLD_S = 0.0005
 
 
 def main(work_fd: int, control_fd: int) -> None:
@@ -76,11 +73,6 @@ class Stub:
         self._work_frames = FrameReader(work)  # batches sent together are read together
         self._control = control
         self._send_lock = threading.Lock()
-        # Answers the main thread holds back while more work frames are already here: sent together, with the
-        # next send of any thread (they go first, so order is kept), for one system call and one wake-up of the
-        # server instead of one each. Guarded by _send_lock.
-        self._held: list[bytes] = []
-        self._held_since = 0.0
         self._sinks: dict[int, StubSink] = {}
         # A Cancel travels on the control socket and may overtake the Execute of its request: kept until it comes.
         self._sinks_lock = threading.Lock()
@@ -119,27 +111,12 @@ class Stub:
                     self.send(Finalized())
                 return
             if isinstance(message, Execute):
-                self._answer(self._execute(instance, message))
+                self.send(self._execute(instance, message))
 
     def send(self, message) -> None:
         frame = encode(message)
         with self._send_lock:
-            frames, self._held = [*self._held, frame], []
-            send_frames(self._work, frames)
-
-    def _answer(self, message) -> None:
-        """Send an Execute's answer, or hold it back while the next work frame is already read and the oldest
-        held answer has waited less than MAX_HOLD_S (a slow execute must not delay the answers before it)."""
-        frame = encode(message)
-        now = time.perf_counter()
-        with self._send_lock:
-            if not self._held:
-                self._held_since = now
-            self._held.append(frame)
-            if self._work_frames.has_ready and now - self._held_since < MAX_HOLD_S:
-                return
-            frames, self._held = self._held, []
-            send_frames(self._work, frames)
+            send_frame(self._work, frame)
 
     def call_model(self, request: InferRequest) -> InferResponse:
         """BLS: the server runs `request` and this thread waits for the answer."""

@@ -9,20 +9,11 @@ from google.protobuf import text_format
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from modelgate.backends.base import InstanceSpec
-from modelgate.backends.python import stub_handle, stub_process
+from modelgate.backends.python import stub_handle
 from modelgate.backends.python.process_instance import ProcessModelInstance
 from modelgate.backends.python.stub_batches import LOOP_IN_FLIGHT_MAX_BYTES
-from modelgate.backends.python.stub_frames import FrameReader, send_frames
-from modelgate.backends.python.stub_messages import (
-    Cancel,
-    Execute,
-    Finalize,
-    Finalized,
-    StubReady,
-    WireRequest,
-    decode_from_stub,
-    encode,
-)
+from modelgate.backends.python.stub_frames import send_frames
+from modelgate.backends.python.stub_messages import Cancel, Execute, WireRequest
 from modelgate.backends.python.stub_process import Stub
 from modelgate.core.inference_types import InferRequest, InferTensor
 from tests.server_harness import write_model
@@ -141,41 +132,3 @@ def test_cancels_that_came_after_their_request_finished_are_forgotten():
     assert stub._early_cancels == {12}
     work.close()
     control.close()
-
-
-def _stub_with_frames_read(count: int):
-    """A Stub whose work reader has read `count` frames sent together, the first of them taken."""
-    server_end, stub_end = socket.socketpair()
-    control, _ = socket.socketpair()
-    stub = Stub(stub_end, control)
-    send_frames(server_end, [encode(Finalize()) for _ in range(count)])
-    stub._work_frames.next_frame()
-    return stub, server_end
-
-
-def _frames_now(sock: socket.socket) -> list:
-    reader = FrameReader(sock)
-    return [decode_from_stub(frame) for frame in reader.read_available()]
-
-
-def test_answers_wait_for_the_work_frames_read_with_them_then_go_in_one_send():
-    stub, server_end = _stub_with_frames_read(2)
-    stub._answer(StubReady())  # the second frame is already read: held
-    assert _frames_now(server_end) == []
-    stub._work_frames.next_frame()
-    stub._answer(Finalized())  # nothing more read: both go
-    assert _frames_now(server_end) == [StubReady(), Finalized()]
-
-
-def test_another_send_takes_the_held_answers_first():
-    stub, server_end = _stub_with_frames_read(2)
-    stub._answer(StubReady())
-    stub.send(Finalized())  # e.g. a BLS call from a model thread: after the answer held before it
-    assert _frames_now(server_end) == [StubReady(), Finalized()]
-
-
-def test_an_answer_is_not_held_past_the_hold_limit(monkeypatch):
-    monkeypatch.setattr(stub_process, "MAX_HOLD_S", 0.0)  # an execute longer than the limit: sent at once
-    stub, server_end = _stub_with_frames_read(2)
-    stub._answer(StubReady())
-    assert _frames_now(server_end) == [StubReady()]
