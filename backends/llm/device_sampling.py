@@ -72,12 +72,6 @@ def _settings_row(sampling: SamplingParams, vocab: int) -> tuple[float, float, f
     return (0.0, sampling.temperature, float(top_k_index), top_p, sampling.min_p)
 
 
-def draw_tokens(logits: torch.Tensor, settings: RowSettings) -> torch.Tensor:
-    """[num_rows] int64: one token per row of `logits` [num_rows, vocab] (not changed), drawn from its
-    filtered distribution. Greedy rows get a draw too, for the caller to replace."""
-    return exponential_race(filtered_probabilities(logits, settings))
-
-
 def filtered_probabilities(logits: torch.Tensor, settings: RowSettings) -> torch.Tensor:
     """[num_rows, vocab] float32 probabilities after temperature, top-k, top-p and min-p (not renormalized:
     filtered-out tokens hold 0, the others their softmax probability)."""
@@ -113,6 +107,15 @@ def _keep_top_p(probs: torch.Tensor, top_p: torch.Tensor) -> None:
 def _keep_min_p(probs: torch.Tensor, min_p: torch.Tensor) -> None:
     """Zero the tokens less likely than min_p [num_rows, 1] times their row's most likely one, in place."""
     probs.masked_fill_(probs < min_p * probs.amax(dim=-1, keepdim=True), 0.0)
+
+
+def seeded_race(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """[1] int64: a draw of `probs` [vocab] (not changed) with noise from `generator`, a seeded request's own.
+
+    torch.multinomial makes the same draw (exponential noise, division, argmax) but first checks its input with
+    a read back to the host, which would stop a step from being queued ahead; this is the draw without it."""
+    noise = torch.empty_like(probs).exponential_(generator=generator).clamp_min_(_MIN_NOISE)
+    return (probs / noise).argmax(dim=-1, keepdim=True)
 
 
 def exponential_race(probs: torch.Tensor) -> torch.Tensor:

@@ -94,12 +94,8 @@ class LLMRequest:
     @cached_property
     def is_device_sampleable(self) -> bool:
         """Past min_tokens, its token can be chosen by queued device work alone (sampler.sample_on_device):
-        greedy, or an unseeded draw after temperature, top-k, top-p and min-p; no penalties, no logprobs.
-
-        A seeded draw is left out: it must come from the request's own torch.Generator, one draw per row, which
-        the batched draw over the device's default generator cannot give. Cached like is_plain_greedy.
+        greedy, or a draw after temperature, top-k, top-p and min-p (seeded ones from the request's own
+        generator, a draw queued per row); no penalties, no logprobs. Cached like is_plain_greedy.
         """
         sampling = self.sampling
-        if sampling.uses_penalties or sampling.logprobs is not None:
-            return False
-        return sampling.is_greedy or sampling.seed is None
+        return not sampling.uses_penalties and sampling.logprobs is None

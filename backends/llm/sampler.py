@@ -6,11 +6,11 @@ min-p -> a draw (from the request's own generator when it has a seed). Logprobs 
 the model's distribution (log-softmax of the raw logits), as vLLM reports them.
 
 This runs once per engine step for the whole batch, so the work is batched. A batch whose
-requests all `samples_on_device` (greedy, or unseeded draws, with no penalties, no logprobs,
-past min_tokens: the common serving cases) is queued device work only (`sample_on_device`):
-an argmax for greedy rows, the filtered draw of device_sampling.py for the others, and an
-asynchronous copy to pinned host memory, so the next decode step can be launched before the
-tokens reach the host. Any other batch takes the general path, which waits for the device:
+requests all `samples_on_device` (greedy or drawn, with no penalties, no logprobs, past
+min_tokens: the common serving cases) is queued device work only (`sample_on_device`): an
+argmax for greedy rows, the filtered draw of device_sampling.py for the others (seeded rows
+each from their own generator), and an asynchronous copy to pinned host memory, so the next
+decode step can be launched before the tokens reach the host. Any other batch takes the general path, which waits for the device:
 the logits are copied only when some row is changed (penalties, min_tokens); top-k, top-p,
 min-p, unseeded draws and logprobs run on all their rows at once. Only seeded draws go
 row by row, each from its request's own generator.
@@ -18,12 +18,16 @@ row by row, each from its request's own generator.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from modelgate.backends.llm.device_sampling import draw_tokens, row_settings
+from modelgate.backends.llm.device_sampling import exponential_race, filtered_probabilities, row_settings, seeded_race
 from modelgate.backends.llm.request import LLMRequest
+
+# A seeded request's own generator on a device (Sampler._generator): made at its first draw, kept until forgotten.
+GeneratorFor = Callable[[LLMRequest, torch.device], torch.Generator]
 
 
 @dataclass
@@ -76,7 +80,7 @@ class Sampler:
         PendingSample); otherwise the general path, computed at once."""
         request_ids = [r.request_id for r in requests]
         if all(samples_on_device(r) for r in requests):
-            return _copy_to_host(sample_on_device(logits, requests), request_ids)
+            return _copy_to_host(sample_on_device(logits, requests, self._generator), request_ids)
         return PendingSample(self._sample_general(logits, requests, request_ids))
 
     def _sample_general(self, logits: torch.Tensor, requests: list[LLMRequest], request_ids) -> SamplerOutput:
@@ -99,7 +103,7 @@ class Sampler:
         for position, request in enumerate(random_requests):
             if request.sampling.seed is not None:
                 generator = self._generator(request, device)
-                chosen[random_rows[position]] = torch.multinomial(probs[position], 1, generator=generator)[0]
+                chosen[random_rows[position]] = seeded_race(probs[position], generator)[0]
         return chosen
 
     def _generator(self, request: LLMRequest, device) -> torch.Generator:
@@ -119,17 +123,31 @@ def samples_on_device(request: LLMRequest) -> bool:
     return request.is_device_sampleable and request.num_output_tokens >= request.sampling.min_tokens
 
 
-def sample_on_device(logits: torch.Tensor, requests: list[LLMRequest]) -> torch.Tensor:
+def sample_on_device(
+    logits: torch.Tensor, requests: list[LLMRequest], generator_for: GeneratorFor | None = None
+) -> torch.Tensor:
     """[num_rows] int64 on the logits' device, as queued device work only (no host synchronization): the raw
-    logits' argmax for greedy rows, a draw from the filtered distribution (device_sampling.py) for the others.
+    logits' argmax for greedy rows, a draw from the filtered distribution (device_sampling.py) for the others:
+    one batched draw for the unseeded rows, and for each seeded row one from its request's own generator
+    (`generator_for`), as the general path draws it, so a seeded request's tokens do not depend on the path.
 
     `logits` [num_rows, vocab_size] (row i for requests[i]) is not changed; every request `samples_on_device`.
     """
     samplings = [r.sampling for r in requests]
     if all(s.is_greedy for s in samplings):
         return greedy_tokens(logits)
-    settings = row_settings(samplings, logits.shape[1], logits.device)
-    drawn = draw_tokens(logits, settings)
+    device = logits.device
+    settings = row_settings(samplings, logits.shape[1], device)
+    probs = filtered_probabilities(logits, settings)
+    seeded_rows = [row for row, s in enumerate(samplings) if not s.is_greedy and s.seed is not None]
+    if seeded_rows:  # drawn before the race below overwrites probs
+        if generator_for is None:
+            raise ValueError("seeded requests need generator_for: their draws come from their own generators")
+        seeded = [seeded_race(probs[row], generator_for(requests[row], device)) for row in seeded_rows]
+    drawn = exponential_race(probs)
+    if seeded_rows:
+        index = torch.tensor(seeded_rows, dtype=torch.long, pin_memory=device.type == "cuda")
+        drawn = drawn.index_copy(0, index.to(device, non_blocking=True), torch.cat(seeded))
     if not settings.has_greedy_rows:
         return drawn
     return torch.where(settings.is_greedy, greedy_tokens(logits), drawn)

@@ -21,9 +21,9 @@ ON_DEVICE = {
     "temperature": SamplingParams(temperature=0.8),
     "filters": SamplingParams(temperature=1.3, top_k=6, top_p=0.9, min_p=0.02),
     "past_min_tokens": SamplingParams(temperature=1.0, min_tokens=4, stop_token_ids=[9]),  # 4 outputs already
+    "seeded": SamplingParams(temperature=0.8, seed=5),  # its own generator: a draw queued for its row
 }
 GENERAL = {
-    "seeded": SamplingParams(temperature=0.8, seed=5),  # its own generator: one draw per row
     "repetition": SamplingParams(temperature=0.8, repetition_penalty=1.2),
     "presence_greedy": SamplingParams(temperature=0, presence_penalty=0.5),
     "logprobs": SamplingParams(temperature=0.8, logprobs=0),
@@ -59,7 +59,7 @@ def _logits(num_rows: int, seed: int, vocab: int = VOCAB) -> torch.Tensor:
     return (torch.randn(num_rows, vocab, generator=generator) * 4).round() / 2
 
 
-def test_requests_take_the_device_path_unless_seeded_penalized_logprobs_or_before_min_tokens():
+def test_requests_take_the_device_path_unless_penalized_logprobs_or_before_min_tokens():
     assert all(samples_on_device(r) for r in _requests(ON_DEVICE))
     assert not any(samples_on_device(r) for r in _requests(GENERAL))
     request = _request("later", SamplingParams(temperature=0.8, min_tokens=5))
@@ -164,7 +164,7 @@ def test_device_path_reads_nothing_back_to_the_host(monkeypatch):
             patched.setattr(torch.Tensor, name, _refuse(name))
         pending = Sampler().sample_async(logits[:-1], requests)
         with pytest.raises(AssertionError, match="the device path called"):  # the check sees the general path
-            Sampler().sample_async(logits, requests + [_request("seeded", GENERAL["seeded"])])
+            Sampler().sample_async(logits, requests + [_request("logprobs", GENERAL["logprobs"])])
     assert len(pending.result().token_ids) == len(requests)
 
 
@@ -173,15 +173,20 @@ def test_device_path_queues_no_host_synchronization_on_cuda():
     """torch.cuda.set_sync_debug_mode("error") raises on any synchronizing CUDA call: the device path makes
     none (after a first call, which may initialize the generator and the pinned-memory pool), the general
     path does."""
-    samplings = [SamplingParams(temperature=0), SamplingParams(temperature=0.8, top_k=50, top_p=0.95, min_p=0.05)]
-    requests = [_request(f"r{i}", samplings[i % 2]) for i in range(8)]
+    samplings = [
+        SamplingParams(temperature=0),
+        SamplingParams(temperature=0.8, top_k=50, top_p=0.95, min_p=0.05),
+        SamplingParams(temperature=0.8, seed=7),  # its own generator, made by the first call
+    ]
+    requests = [_request(f"r{i}", samplings[i % 3]) for i in range(9)]
     logits = torch.randn(len(requests), 128256, device="cuda")  # a Llama-3 vocabulary: chunked argmax
-    Sampler().sample_async(logits, requests).result()
+    sampler = Sampler()
+    sampler.sample_async(logits, requests).result()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        pending = Sampler().sample_async(logits, requests)
+        pending = sampler.sample_async(logits, requests)
         with pytest.raises(RuntimeError):
-            Sampler().sample_async(logits, requests + [_request("seeded", GENERAL["seeded"])])
+            Sampler().sample_async(logits, requests + [_request("logprobs", GENERAL["logprobs"])])
     finally:
         torch.cuda.set_sync_debug_mode("default")
     tokens = pending.result().token_ids
@@ -199,3 +204,29 @@ def test_noise_of_zero_cannot_pick_a_filtered_out_token(monkeypatch):
 
     monkeypatch.setattr(torch.Tensor, "exponential_", zeros)
     assert int(exponential_race(probs)[0]) == 3  # every noise equal: the most likely token
+
+
+def test_seeded_rows_on_the_device_draw_what_the_general_path_draws_step_after_step():
+    """Each seeded row from its own generator, as the general path draws it: a seeded request's tokens do not
+    depend on which path a step took, nor on the unseeded rows beside it."""
+    samplings = [
+        SamplingParams(temperature=0.9, seed=11),
+        SamplingParams(temperature=1.1, top_k=5),
+        SamplingParams(temperature=1.3, top_p=0.8, seed=12),
+        SamplingParams(temperature=0),
+        SamplingParams(temperature=0.7, min_p=0.05, seed=11),
+    ]
+    requests = [_request(f"r{i}", s) for i, s in enumerate(samplings)]
+    seeded = [row for row, s in enumerate(samplings) if s.seed is not None]
+    on_device, general = Sampler(), Sampler()
+    for step in range(6):
+        logits = torch.randn(len(requests), 64, generator=torch.Generator().manual_seed(step)) * 2
+        tokens = sample_on_device(logits, requests, on_device._generator)
+        expected = general._choose(logits, requests)
+        assert tokens[seeded].tolist() == expected[seeded].tolist(), step
+
+
+def test_seeded_rows_need_their_generators():
+    request = _request("s", SamplingParams(temperature=0.8, seed=3))
+    with pytest.raises(ValueError, match="generator_for"):
+        sample_on_device(_logits(1, seed=2), [request])

@@ -153,15 +153,14 @@ def test_decode_steps_launched_ahead_give_the_same_tokens(tiny):
 @pytest.mark.parametrize(
     "sampling",
     [
-        SamplingParams(max_tokens=5, temperature=0.8, seed=3),
         SamplingParams(max_tokens=5, temperature=0.8, frequency_penalty=0.5),
         SamplingParams(max_tokens=5, temperature=0, logprobs=1),
     ],
-    ids=["seeded", "penalty", "logprobs"],
+    ids=["penalty", "logprobs"],
 )
 def test_no_decode_ahead_for_requests_sampled_on_the_host(tiny, sampling):
-    """A seeded draw (its own generator), penalties (the last token counts) or logprobs keep every step of their
-    batch waiting for its tokens on the host."""
+    """Penalties (the last token counts) or logprobs keep every step of their batch waiting for its tokens on
+    the host."""
     engine = _engine(tiny)
     engine.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
     sizes = _count_ahead_launches(engine)
@@ -213,6 +212,33 @@ def test_sampled_decode_steps_are_launched_ahead(tiny):
     assert tokens != _sampled(_engine(tiny), seed=8)  # the draws do depend on the generator
     assert len(sizes) >= 4 and max(sizes) == len(REQUESTS)
     assert not ahead.has_unfinished and ahead.kv_cache.num_requests_holding_blocks() == 0
+
+
+def _seeded(engine: LLMEngine, default_seed: int) -> dict[str, list[int]]:
+    """REQUESTS drawn with seeds of their own; the device's generator seeded with `default_seed`, which their
+    tokens must not depend on."""
+    for i, (text, max_tokens) in enumerate(REQUESTS.items()):
+        sampling = SamplingParams(max_tokens=max_tokens, temperature=0.9, top_k=30, seed=100 + i, ignore_eos=True)
+        engine.add_request(f"r{i}", engine.tokenizer.encode(text), sampling)
+    torch.manual_seed(default_seed)
+    tokens: dict[str, list[int]] = {}
+    while engine.has_unfinished:
+        for output in engine.step():
+            tokens.setdefault(output.request_id, []).extend(output.new_token_ids)
+    return tokens
+
+
+def test_seeded_decode_steps_are_launched_ahead_and_draw_what_a_waiting_engine_draws(tiny):
+    """Seeded draws come from each request's own generator on the device path too: their steps are launched
+    ahead, and the tokens are those of an engine that waits for every step (which depend on the seeds only)."""
+    waiting = _engine(tiny, launch_decode_ahead=False)
+    waiting.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
+    expected = _seeded(waiting, default_seed=1)
+    ahead = _engine(tiny)
+    ahead.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
+    sizes = _count_ahead_launches(ahead)
+    assert _seeded(ahead, default_seed=2) == expected
+    assert len(sizes) >= 4 and max(sizes) == len(REQUESTS)
 
 
 def test_abort_while_a_step_is_launched_ahead(tiny):
