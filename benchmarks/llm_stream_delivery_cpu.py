@@ -29,7 +29,7 @@ from modelgate.backends.llm import llm_metrics
 from modelgate.backends.llm.backend import OUTPUT_NAMES, LLMModelInstance, _ActiveRequest
 from modelgate.backends.llm.engine_messages import EngineStats, RequestOutput, StepOutputs, decode_from_engine, encode
 from modelgate.backends.llm.generation_request import GenerationRequest
-from modelgate.core.inference_types import InferRequest
+from modelgate.core.inference_types import InferRequest, InferResponse
 from modelgate.core.response_stream import ResponseStream
 from modelgate.server.frontends.http import app as http_app
 from modelgate.server.frontends.http.event_writer import EventWriter
@@ -79,6 +79,8 @@ def _write_through(protocol: str, stream: ResponseStream, writer: EventWriter) -
     if protocol == "generate_stream":
         events = http_app.GenerateEventEncoder()
         stream.write_through(lambda item: http_app._write_now(writer, events, item))
+        stream.write_values_through(lambda values: http_app._write_values_now(writer, events, values))
+        events.encode(InferResponse("tiny_llm", "1", values={}))  # the first event, written before the others
         return
     chat = protocol == "openai-chat"
     fields = {"messages": [{"role": "user", "content": "hi"}]} if chat else {"prompt": "hi"}
@@ -96,6 +98,7 @@ def _write_through(protocol: str, stream: ResponseStream, writer: EventWriter) -
         return True
 
     stream.write_through(lambda item: item.response is not None and write_now(generation._delta(item.response, 0)))
+    stream.write_values_through(lambda values: write_now(generation._values_delta(values, 0)))
 
 
 async def _run(protocol: str, num_streams: int, num_steps: int) -> tuple[float, str]:

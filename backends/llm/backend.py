@@ -277,14 +277,14 @@ class LLMModelInstance(ModelInstance):
             if state.token_ids:  # the held-back tokens go out with the text they completed
                 token_ids, logprobs = state.token_ids + token_ids, state.logprobs + logprobs
                 state.token_ids, state.logprobs = [], []
-            send(self._response(state, output, output.new_text, token_ids, logprobs), is_final=finished)
+            self._send(state, send, self._values(output, output.new_text, token_ids, logprobs), finished)
             return new_tokens
         state.text += output.new_text
         state.token_ids.extend(output.new_token_ids)
         state.logprobs.extend(output.logprobs)
         if finished and not state.stream.is_cancelled():
             text = state.text if state.generation.exclude_input_in_output else state.generation.prompt_text + state.text
-            send(self._response(state, output, text, state.token_ids, state.logprobs), is_final=True)
+            self._send(state, send, self._values(output, text, state.token_ids, state.logprobs), True)
         return new_tokens
 
     def _traced_send(self, state: _ActiveRequest, output: RequestOutput, now: float):
@@ -298,19 +298,26 @@ class LLMModelInstance(ModelInstance):
 
         return send
 
-    def _response(self, state: _ActiveRequest, output: RequestOutput, text: str, token_ids, logprobs) -> InferResponse:
-        values = {
+    def _values(self, output: RequestOutput, text: str, token_ids, logprobs) -> dict:
+        return {
             "text_output": text,
             "finish_reason": output.finish_reason or "",
             "num_input_tokens": output.num_prompt_tokens,
             "num_output_tokens": output.num_output_tokens,
             "logprobs": logprobs_json(self.tokenizer, token_ids, logprobs) if logprobs else "[]",
         }
-        if state.request.can_take_output_values:  # no tensors to build here nor to read in the frontend
-            if not state.wants_all:
-                values = {name: values[name] for name in state.wanted if name in values}
-            return InferResponse(self.spec.model_name, self._version, id=state.request.id, values=values)
-        return build_response(self.spec.model_name, self._version, state.request.id, state.wanted, values)
+
+    def _send(self, state: _ActiveRequest, send, values: dict, is_final: bool) -> None:
+        """Send the response holding `values`: a token of a stream first to the frontend's values writer, which
+        writes it at once (ResponseStream.try_write_values), else as a response."""
+        request = state.request
+        if not request.can_take_output_values:
+            send(build_response(self.spec.model_name, self._version, request.id, state.wanted, values), is_final)
+            return
+        if not state.wants_all:  # no tensors to build here nor to read in the frontend
+            values = {name: values[name] for name in state.wanted if name in values}
+        if is_final or not state.stream.try_write_values(values):
+            send(InferResponse(self.spec.model_name, self._version, id=request.id, values=values), is_final)
 
     def _observe(self, state: _ActiveRequest, output: RequestOutput, now: float, latencies: list[float]) -> int:
         """Record the output's latencies (its inter-token latency into `latencies`, which the caller observes once

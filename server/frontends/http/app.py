@@ -155,6 +155,7 @@ class _Handlers:
                         raise item.response.error
                     await writer.start()
                     stream.write_through(lambda item: _write_now(writer, events, item))
+                    stream.write_values_through(lambda values: _write_values_now(writer, events, values))
                 await writer.write(event_of(events.encode(item.response)))
             return await writer.finish()
         finally:
@@ -199,6 +200,17 @@ def _write_now(writer: EventWriter, events: GenerateEventEncoder, item: StreamIt
     if item.response is None or not writer.can_write_now():
         return False
     writer.write_event_now(events.encode(item.response))
+    return True
+
+
+def _write_values_now(writer: EventWriter, events: GenerateEventEncoder, values: dict) -> bool:
+    """The values write-through of a generate stream (see ResponseStream.write_values_through)."""
+    if not writer.can_write_now():
+        return False
+    payload = events.encode_values(values)
+    if payload is None:
+        return False
+    writer.write_event_now(payload)
     return True
 
 

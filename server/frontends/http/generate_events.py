@@ -37,6 +37,15 @@ class GenerateEventEncoder:
             return head + b"}"
         return head + b"," + _encode_json(values)[1:]  # the values' object, its `{` dropped
 
+    def encode_values(self, values: dict) -> bytes | None:
+        """The event's JSON of a response that carries only `values` and the model name, version and id of the
+        last response encoded; None where there was none or `values` needs the general path (`encode` then)."""
+        if self._key is None or "model_name" in values or "model_version" in values or "id" in values:
+            return None
+        if not values:
+            return self._head + b"}"
+        return self._head + b"," + _encode_json(values)[1:]
+
     def _head_of(self, response: InferResponse) -> bytes:
         key = (response.model_name, response.model_version, response.id)
         if key != self._key:

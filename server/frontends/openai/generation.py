@@ -119,6 +119,7 @@ async def _one_choice(index: int, stream: ResponseStream, first: ChoiceDelta, wr
     if first.finish_reason is not None or first.error is not None:
         return
     stream.write_through(lambda item: item.response is not None and write_now(_delta(item.response, index)))
+    stream.write_values_through(lambda values: write_now(_values_delta(values, index)))
     async for item in stream:
         if item.response is not None:
             yield _delta(item.response, index)
@@ -148,7 +149,10 @@ async def _first_delta(stream: ResponseStream, index: int) -> ChoiceDelta:
 def _delta(response, index: int) -> ChoiceDelta:
     if response.error is not None:
         return ChoiceDelta(index, "", "error", 0, 0, error=response.error.message)
-    values = response.values  # the llm backend answers the OpenAI routes' requests with values, not tensors
+    return _values_delta(response.values, index)  # the llm backend answers the OpenAI routes with values
+
+
+def _values_delta(values: dict, index: int) -> ChoiceDelta:
     text = values["text_output"]
     reason = values["finish_reason"] or None
     raw_logprobs = values.get("logprobs", "[]")

@@ -85,3 +85,21 @@ def test_an_event_written_at_once_is_framed_as_write_now_frames_it(version):
         framed.append(writer._transport.written)
     assert framed[0] == framed[1]
     assert event_of(b'{"a":1}') == event({"a": 1})
+
+
+@pytest.mark.parametrize("name", ["values", "values and an id", "no values", "quotes in names"])
+def test_values_after_a_response_encode_as_the_whole_response(name):
+    response = RESPONSES[name]
+    events = GenerateEventEncoder()
+    events.encode(response)  # the stream's first event: its model, version and id
+    later = {**(response.values or {}), "text_output": "next", "num_output_tokens": 2} if response.values else {}
+    same_identity = InferResponse(response.model_name, response.model_version, id=response.id, values=later)
+    assert events.encode_values(later) == _whole(same_identity)
+
+
+def test_values_take_the_general_path_before_a_first_response_or_with_a_key_of_the_head():
+    events = GenerateEventEncoder()
+    assert events.encode_values(LLM_VALUES) is None
+    events.encode(RESPONSES["values"])
+    assert events.encode_values({"id": "mine"}) is None
+    assert events.encode_values({"model_version": "2"}) is None
