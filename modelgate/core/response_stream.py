@@ -52,7 +52,10 @@ class ResponseStream(SinkState):
         self._finish_callbacks: list[Callable[[], None]] | None = []  # None once finished
         self._write_through: Callable[[StreamItem], bool] | None = None
         self._write_values: Callable[[dict], bool] | None = None
-        self._is_waiting = False  # the iterator awaits the next item: nothing taken is still being handled
+        # The iterator awaits the next item with nothing queued (nothing taken is still being handled): an
+        # item sent now is the next the client gets. Cleared by the first item queued, so that later ones
+        # queue behind it without asking the queue.
+        self._is_waiting = False
 
     def write_through(self, write: Callable[[StreamItem], bool]) -> None:
         """On the loop: offer each item delivered from now on, but the final one, to `write` (called on the
@@ -77,7 +80,7 @@ class ResponseStream(SinkState):
         write = self._write_values
         if write is None or self._is_closed or self._is_cancelled or not self._is_waiting:
             return False
-        if get_ident() != self._loop_thread or not self._queue.empty():
+        if get_ident() != self._loop_thread:
             return False
         try:
             return write(values)
@@ -97,13 +100,14 @@ class ResponseStream(SinkState):
 
     def _deliver_on_loop(self, item: StreamItem) -> None:
         write = self._write_through
-        if write is not None and self._is_waiting and not item.is_final and self._queue.empty():
+        if write is not None and self._is_waiting and not item.is_final:
             try:
                 if write(item):
                     return
             except Exception:  # the frontend's own path meets the same failure and handles it: never the model's
                 logger.exception("writing a streamed response through failed; the frontend takes the rest")
                 self._write_through = self._write_values = None
+        self._is_waiting = False
         self._queue.put_nowait(item)
 
     def _can_cancel(self) -> bool:
@@ -142,11 +146,14 @@ class ResponseStream(SinkState):
 
     async def _items(self):
         while True:
-            self._is_waiting = True
-            try:
-                item = await self._queue.get()
-            finally:
-                self._is_waiting = False
+            if self._queue.empty():
+                self._is_waiting = True
+                try:
+                    item = await self._queue.get()
+                finally:
+                    self._is_waiting = False
+            else:
+                item = self._queue.get_nowait()
             if item.is_final:
                 self._is_drained = True
                 self._finish()

@@ -23,7 +23,7 @@ from modelgate.server.frontends.http.generate_codec import (
     encode_generate_response,
     encode_response_count_error,
 )
-from modelgate.server.frontends.http.generate_events import GenerateEventEncoder
+from modelgate.server.frontends.http.generate_events import HEAD_KEYS, GenerateEventEncoder
 from modelgate.server.frontends.http.infer_codec import (
     HEADER_LENGTH,
     decode_infer_request,
@@ -155,7 +155,8 @@ class _Handlers:
                         raise item.response.error
                     await writer.start()
                     stream.write_through(lambda item: _write_now(writer, events, item))
-                    stream.write_values_through(lambda values: _write_values_now(writer, events, values))
+                    if events.head is not None:
+                        stream.write_values_through(writer.object_writer(events.head, HEAD_KEYS))
                 await writer.write(event_of(events.encode(item.response)))
             return await writer.finish()
         finally:
@@ -200,17 +201,6 @@ def _write_now(writer: EventWriter, events: GenerateEventEncoder, item: StreamIt
     if item.response is None or not writer.can_write_now():
         return False
     writer.write_event_now(events.encode(item.response))
-    return True
-
-
-def _write_values_now(writer: EventWriter, events: GenerateEventEncoder, values: dict) -> bool:
-    """The values write-through of a generate stream (see ResponseStream.write_values_through)."""
-    if not writer.can_write_now():
-        return False
-    payload = events.encode_values(values)
-    if payload is None:
-        return False
-    writer.write_event_now(payload)
     return True
 
 

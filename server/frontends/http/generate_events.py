@@ -16,6 +16,7 @@ from modelgate.core.inference_types import InferResponse
 from modelgate.server.frontends.http.generate_codec import encode_generate_response
 
 _encode_json = msgspec.json.Encoder().encode  # a tenth of json.dumps' time: paid per streamed token
+HEAD_KEYS = frozenset(("model_name", "model_version", "id"))
 
 
 class GenerateEventEncoder:
@@ -37,14 +38,11 @@ class GenerateEventEncoder:
             return head + b"}"
         return head + b"," + _encode_json(values)[1:]  # the values' object, its `{` dropped
 
-    def encode_values(self, values: dict) -> bytes | None:
-        """The event's JSON of a response that carries only `values` and the model name, version and id of the
-        last response encoded; None where there was none or `values` needs the general path (`encode` then)."""
-        if self._key is None or "model_name" in values or "model_version" in values or "id" in values:
-            return None
-        if not values:
-            return self._head + b"}"
-        return self._head + b"," + _encode_json(values)[1:]
+    @property
+    def head(self) -> bytes | None:
+        """The first members of the last response encoded, as JSON (`{"model_name":...,"model_version":...
+        [,"id":...]`, no closing brace), or None before any; HEAD_KEYS are their keys."""
+        return self._head if self._key is not None else None
 
     def _head_of(self, response: InferResponse) -> bytes:
         key = (response.model_name, response.model_version, response.id)
