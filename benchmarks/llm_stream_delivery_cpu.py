@@ -100,8 +100,18 @@ def _write_through(protocol: str, stream: ResponseStream, writer: EventWriter) -
         writer.write_event_now(routes._chunk_json(encoder, delta))
         return True
 
+    def write_values_now(values: dict) -> bool:
+        if not writer.can_write_now():
+            return False
+        chunk = encoder.values_chunk(0, values)
+        if chunk is None:
+            return write_now(generation.values_delta(values, 0))
+        writer.write_event_now(chunk)
+        return True
+
+    encoder.choice(generation.ChoiceDelta(0, "", None, 0, 0))  # the first delta, written before the others
     stream.write_through(lambda item: item.response is not None and write_now(generation._delta(item.response, 0)))
-    stream.write_values_through(lambda values: write_now(generation._values_delta(values, 0)))
+    stream.write_values_through(write_values_now)
 
 
 async def _run(protocol: str, num_streams: int, num_steps: int, cold: bool) -> tuple[float, str]:
