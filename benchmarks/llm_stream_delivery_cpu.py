@@ -29,7 +29,7 @@ from aiohttp.http import HttpVersion11
 
 from modelgate.backends.llm import llm_metrics
 from modelgate.backends.llm.backend import OUTPUT_NAMES, LLMModelInstance, _ActiveRequest
-from modelgate.backends.llm.engine_messages import EngineStats, RequestOutput, StepOutputs, decode_from_engine, encode
+from modelgate.backends.llm.engine_messages import EncodedStep, EngineStats, RequestOutput, StepOutputs, encode
 from modelgate.backends.llm.generation_request import GenerationRequest
 from modelgate.core.inference_types import InferRequest, InferResponse
 from modelgate.core.response_stream import ResponseStream
@@ -147,7 +147,7 @@ async def _run(protocol: str, num_streams: int, num_steps: int, cold: bool) -> t
             if evict is not None:
                 evict.sum()  # outside the timed part: the caches as the engine and the kernel leave them
             started = time.thread_time()
-            instance._on_outputs(decode_from_engine(data))
+            instance._on_outputs(EncodedStep(data))
             spent += time.thread_time() - started
         best = min(best, spent)
     for reader in readers:

@@ -25,7 +25,7 @@ from modelgate.backends.llm.attached_engine import AttachedEngine
 from modelgate.backends.llm.batched_histogram import observe_all
 from modelgate.backends.llm.engine_client import EngineClient
 from modelgate.backends.llm.engine_config import EngineConfig
-from modelgate.backends.llm.engine_messages import RequestOutput, StepOutputs
+from modelgate.backends.llm.engine_messages import EncodedStep, RequestOutput
 from modelgate.backends.llm.engine_supervisor import EngineSupervisor
 from modelgate.backends.llm.generation_request import GenerationRequest, parse_generation_request
 from modelgate.backends.llm.llm_responses import OUTPUT_NAMES, build_response, logprobs_json
@@ -203,7 +203,7 @@ class LLMModelInstance(ModelInstance):
         # and the abort must reach the engine after the request it aborts.
         request.response_stream.on_cancel(lambda: engine.abort(engine_id))
 
-    def _on_step(self, step: StepOutputs) -> None:
+    def _on_step(self, step: EncodedStep) -> None:
         """On the engine client's reader thread: a step's outputs go to the event loop in one hand-off, where
         the streams are read (one wake-up per step, rather than one per token of every stream), or are handled
         here where no loop was lent (tests without a server)."""
@@ -213,8 +213,9 @@ class LLMModelInstance(ModelInstance):
         else:
             loop.call_soon_threadsafe(self._on_outputs, step)
 
-    def _on_outputs(self, step: StepOutputs) -> None:
+    def _on_outputs(self, encoded: EncodedStep) -> None:
         """Runs on the event loop (or the reader thread, see _on_step)."""
+        step = encoded.decode()
         if self._records_engine_stats:
             self.series.record_engine_stats(step.stats)
         now = time.monotonic()
