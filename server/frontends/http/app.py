@@ -155,8 +155,10 @@ class _Handlers:
                         raise item.response.error
                     await writer.start()
                     stream.write_through(lambda item: _write_now(writer, events, item))
-                    if events.head is not None:
+                    await writer.write(event_of(events.encode(item.response)))
+                    if events.head is not None:  # the LLM's tokens: their values go behind the first event's head
                         stream.write_values_through(writer.object_writer(events.head, HEAD_KEYS))
+                    continue
                 await writer.write(event_of(events.encode(item.response)))
             return await writer.finish()
         finally:

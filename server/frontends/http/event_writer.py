@@ -77,6 +77,7 @@ class EventWriter:
         the event holding the JSON object of `head`'s members followed by those of `values` (`head`: such an
         object's JSON without its closing brace), and returns True; False, writing nothing, where it would not
         or where `values` has a key of `head_keys` (the keys of `head`: the object would hold one twice)."""
+        assert self._has_written, "the headers go out with the first write: object writers write after it"
         return _ObjectEvents(self._transport, head, head_keys, self._is_chunked).write
 
     async def finish(self) -> web.StreamResponse:
