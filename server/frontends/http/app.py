@@ -159,6 +159,8 @@ class _Handlers:
                     if events.head is not None:  # the LLM's tokens: their values go behind the first event's head
                         stream.write_values_through(writer.object_writer(events.head, HEAD_KEYS))
                     continue
+                if item.is_final:  # the last event and the end of the body go out together
+                    return await writer.finish(event_of(events.encode(item.response)))
                 await writer.write(event_of(events.encode(item.response)))
             return await writer.finish()
         finally:

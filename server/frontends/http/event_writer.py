@@ -80,10 +80,12 @@ class EventWriter:
         assert self._has_written, "the headers go out with the first write: object writers write after it"
         return _ObjectEvents(self._transport, head, head_keys, self._is_chunked).write
 
-    async def finish(self) -> web.StreamResponse:
+    async def finish(self, last: bytes = b"") -> web.StreamResponse:
+        """End the body after `last` (the stream's last bytes, e.g. its last event): the same bytes as
+        `write(last)` then the end, in one write to the socket rather than two."""
         if not self.reply.prepared:
             await self.start()  # zero events: an empty event stream
-        await self.reply.write_eof()
+        await self.reply.write_eof(last)
         return self.reply
 
 

@@ -114,10 +114,8 @@ async def _respond(request: web.Request, body, started, encoder) -> web.StreamRe
     async for delta in merged_deltas(started, write_now, write_values_now):
         encoder.add(delta)
         await writer.write(event_of(_chunk_json(encoder, delta)))
-    if body.stream_options and body.stream_options.include_usage:
-        await writer.write(event(encoder.usage_chunk()))
-    await writer.write(b"data: [DONE]\n\n")
-    return await writer.finish()
+    usage = event(encoder.usage_chunk()) if body.stream_options and body.stream_options.include_usage else b""
+    return await writer.finish(usage + b"data: [DONE]\n\n")  # with the end of the body: one write
 
 
 def _chunk_json(encoder, delta: ChoiceDelta) -> bytes:
