@@ -94,10 +94,12 @@ class _ObjectEvents:
     meets the CPU caches cold (the engine, the kernel's socket writes and the clients ran since the last one),
     so each object a token's path touches costs a cache miss or more."""
 
-    __slots__ = ("_transport", "_head", "_head_keys", "_is_chunked")
+    __slots__ = ("_transport", "_prefix", "_empty", "_head_keys", "_is_chunked")
 
     def __init__(self, transport, head: bytes, head_keys: frozenset[str], is_chunked: bool):
-        self._transport, self._head, self._head_keys, self._is_chunked = transport, head, head_keys, is_chunked
+        self._transport, self._head_keys, self._is_chunked = transport, head_keys, is_chunked
+        self._prefix = b"data: " + head + b","  # an event up to the members of `values`
+        self._empty = b"data: " + head + b"}\n\n"  # the event of no values
 
     def write(self, values: dict) -> bool:
         transport = self._transport
@@ -105,14 +107,8 @@ class _ObjectEvents:
             return False
         if not self._head_keys.isdisjoint(values):
             return False
-        head = self._head
-        if not values:
-            payload = head + b"}"
-        else:
-            members = encode_json(values)  # `{...}`: its `{` becomes the comma behind the head's members
-            payload = b"%b,%b" % (head, memoryview(members)[1:])
-        if self._is_chunked:  # as write_event_now frames it
-            transport.write(b"%x\r\ndata: %b\n\n\r\n" % (len(payload) + 8, payload))
-        else:
-            transport.write(b"data: %b\n\n" % payload)
+        # `{...}` encoded: its `{` gives way to the comma behind the head's members. Concatenation, not
+        # %-formatting: a third less time, paid per streamed token.
+        event = self._prefix + encode_json(values)[1:] + b"\n\n" if values else self._empty
+        transport.write(b"%x\r\n%b\r\n" % (len(event), event) if self._is_chunked else event)
         return True
