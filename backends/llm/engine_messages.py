@@ -126,8 +126,11 @@ _encoder = msgspec.msgpack.Encoder()
 _to_engine = msgspec.msgpack.Decoder(ToEngine)
 _from_engine = msgspec.msgpack.Decoder(FromEngine)
 _step_outputs = msgspec.msgpack.Decoder(StepOutputs)
-# Every encoded StepOutputs starts so: the header of its array of fields, then its tag; no other message does.
-_STEP_PREFIX = _encoder.encode(StepOutputs([], EngineStats(0, 0, 0.0, 0, 0, 0)))[:9]
+# Every encoded StepOutputs starts so, whatever its fields hold: an array (array_like) of its tag and its two
+# fields, a fixarray header, then the tag; no other message does.
+_STEP_PREFIX = bytes([0x90 | (1 + len(StepOutputs.__struct_fields__))]) + _encoder.encode(
+    StepOutputs.__struct_config__.tag
+)
 
 
 def encode(message: ToEngine | FromEngine) -> bytes:
