@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 
 from modelgate.backends.llm.engine_client import EngineAttachment, EngineStartError
-from modelgate.backends.llm.engine_messages import StepOutputs
+from modelgate.backends.llm.engine_messages import EncodedStep
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class AttachedEngine:
         model_name: str,
         address: str,
         authkey: bytes,
-        on_outputs: Callable[[StepOutputs], None],
+        on_outputs: Callable[[EncodedStep], None],
         on_down: Callable[[str], None],
         on_up: Callable[[], None],
     ):

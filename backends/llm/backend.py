@@ -25,7 +25,7 @@ from modelgate.backends.llm.attached_engine import AttachedEngine
 from modelgate.backends.llm.batched_histogram import observe_all
 from modelgate.backends.llm.engine_client import EngineClient
 from modelgate.backends.llm.engine_config import EngineConfig
-from modelgate.backends.llm.engine_messages import RequestOutput, StepOutputs
+from modelgate.backends.llm.engine_messages import EncodedStep, RequestOutput
 from modelgate.backends.llm.engine_supervisor import EngineSupervisor
 from modelgate.backends.llm.generation_request import GenerationRequest, parse_generation_request
 from modelgate.backends.llm.llm_responses import OUTPUT_NAMES, build_response, logprobs_json
@@ -84,13 +84,15 @@ class LLMBackend(Backend):
         return LLMModelInstance(spec, attach_to=address)
 
 
-@dataclass
+@dataclass(slots=True)
 class _ActiveRequest:
     stream: ResponseStream
     request: InferRequest
     generation: GenerationRequest
     wanted: list[str]
     wants_all: bool  # `wanted` is OUTPUT_NAMES, in that order: every value goes out as built
+    # Streamed, answered with values (not tensors), every value wanted: its tokens take _deliver's short path.
+    is_plain_stream: bool = False
     arrival: float = field(default_factory=time.monotonic)
     first_token_time: float | None = None
     last_token_time: float | None = None
@@ -186,7 +188,9 @@ class LLMModelInstance(ModelInstance):
         engine_id = f"{next(self._ids)}-{uuid.uuid4().hex[:8]}"
         generation = parse_generation_request(request, engine_id, self.tokenizer, self.max_model_len)
         wanted = request.requested_output_names or list(OUTPUT_NAMES)
-        state = _ActiveRequest(request.response_stream, request, generation, wanted, wanted == list(OUTPUT_NAMES))
+        wants_all = wanted == list(OUTPUT_NAMES)
+        is_plain_stream = generation.stream and request.can_take_output_values and wants_all
+        state = _ActiveRequest(request.response_stream, request, generation, wanted, wants_all, is_plain_stream)
         with self._lock:
             self._active[engine_id] = state
         try:
@@ -199,7 +203,7 @@ class LLMModelInstance(ModelInstance):
         # and the abort must reach the engine after the request it aborts.
         request.response_stream.on_cancel(lambda: engine.abort(engine_id))
 
-    def _on_step(self, step: StepOutputs) -> None:
+    def _on_step(self, step: EncodedStep) -> None:
         """On the engine client's reader thread: a step's outputs go to the event loop in one hand-off, where
         the streams are read (one wake-up per step, rather than one per token of every stream), or are handled
         here where no loop was lent (tests without a server)."""
@@ -209,8 +213,9 @@ class LLMModelInstance(ModelInstance):
         else:
             loop.call_soon_threadsafe(self._on_outputs, step)
 
-    def _on_outputs(self, step: StepOutputs) -> None:
+    def _on_outputs(self, encoded: EncodedStep) -> None:
         """Runs on the event loop (or the reader thread, see _on_step)."""
+        step = encoded.decode()
         if self._records_engine_stats:
             self.series.record_engine_stats(step.stats)
         now = time.monotonic()
@@ -261,6 +266,9 @@ class LLMModelInstance(ModelInstance):
 
     def _deliver(self, state: _ActiveRequest, output: RequestOutput, now: float, latencies: list[float]) -> int:
         """Hand one output to its request's stream; returns its new tokens."""
+        if state.is_plain_stream and output.new_text and state.last_token_time is not None:
+            if not output.finished and output.queue_time_s is None and not state.token_ids:
+                return self._deliver_token(state, output, now, latencies)
         new_tokens = self._observe(state, output, now, latencies)
         finished = output.finished
         send = state.stream.send
@@ -277,14 +285,36 @@ class LLMModelInstance(ModelInstance):
             if state.token_ids:  # the held-back tokens go out with the text they completed
                 token_ids, logprobs = state.token_ids + token_ids, state.logprobs + logprobs
                 state.token_ids, state.logprobs = [], []
-            send(self._response(state, output, output.new_text, token_ids, logprobs), is_final=finished)
+            self._send(state, send, self._values(output, output.new_text, token_ids, logprobs), finished)
             return new_tokens
         state.text += output.new_text
         state.token_ids.extend(output.new_token_ids)
         state.logprobs.extend(output.logprobs)
         if finished and not state.stream.is_cancelled():
             text = state.text if state.generation.exclude_input_in_output else state.generation.prompt_text + state.text
-            send(self._response(state, output, text, state.token_ids, state.logprobs), is_final=True)
+            self._send(state, send, self._values(output, text, state.token_ids, state.logprobs), True)
+        return new_tokens
+
+    def _deliver_token(self, state: _ActiveRequest, output: RequestOutput, now: float, latencies: list[float]) -> int:
+        """_deliver of nearly every output of a streamed request, every token of every stream, in fewer steps:
+        not its first nor its last, with nothing held back, its text complete; what _observe records of it is
+        its inter-token latency. The values go to the frontend's values writer at once where it takes them."""
+        new_tokens = len(output.new_token_ids)
+        if new_tokens:
+            latencies.append((now - state.last_token_time) / new_tokens)
+            state.last_token_time = now
+        values = {
+            "text_output": output.new_text,
+            "finish_reason": output.finish_reason or "",
+            "num_input_tokens": output.num_prompt_tokens,
+            "num_output_tokens": output.num_output_tokens,
+            "logprobs": logprobs_json(self.tokenizer, output.new_token_ids, output.logprobs)
+            if output.logprobs
+            else "[]",
+        }
+        stream = state.stream
+        if not stream.try_write_values(values):  # it drops the response if cancelled, as _deliver would
+            stream.send(InferResponse(self.spec.model_name, self._version, id=state.request.id, values=values), False)
         return new_tokens
 
     def _traced_send(self, state: _ActiveRequest, output: RequestOutput, now: float):
@@ -298,19 +328,26 @@ class LLMModelInstance(ModelInstance):
 
         return send
 
-    def _response(self, state: _ActiveRequest, output: RequestOutput, text: str, token_ids, logprobs) -> InferResponse:
-        values = {
+    def _values(self, output: RequestOutput, text: str, token_ids, logprobs) -> dict:
+        return {
             "text_output": text,
             "finish_reason": output.finish_reason or "",
             "num_input_tokens": output.num_prompt_tokens,
             "num_output_tokens": output.num_output_tokens,
             "logprobs": logprobs_json(self.tokenizer, token_ids, logprobs) if logprobs else "[]",
         }
-        if state.request.can_take_output_values:  # no tensors to build here nor to read in the frontend
-            if not state.wants_all:
-                values = {name: values[name] for name in state.wanted if name in values}
-            return InferResponse(self.spec.model_name, self._version, id=state.request.id, values=values)
-        return build_response(self.spec.model_name, self._version, state.request.id, state.wanted, values)
+
+    def _send(self, state: _ActiveRequest, send, values: dict, is_final: bool) -> None:
+        """Send the response holding `values`: a token of a stream first to the frontend's values writer, which
+        writes it at once (ResponseStream.try_write_values), else as a response."""
+        request = state.request
+        if not request.can_take_output_values:
+            send(build_response(self.spec.model_name, self._version, request.id, state.wanted, values), is_final)
+            return
+        if not state.wants_all:  # no tensors to build here nor to read in the frontend
+            values = {name: values[name] for name in state.wanted if name in values}
+        if is_final or not state.stream.try_write_values(values):
+            send(InferResponse(self.spec.model_name, self._version, id=request.id, values=values), is_final)
 
     def _observe(self, state: _ActiveRequest, output: RequestOutput, now: float, latencies: list[float]) -> int:
         """Record the output's latencies (its inter-token latency into `latencies`, which the caller observes once

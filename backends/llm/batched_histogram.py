@@ -11,7 +11,6 @@ the same sum up to floating-point rounding (the values are added together first)
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import Counter
 from collections.abc import Sequence
 
 
@@ -29,5 +28,10 @@ def observe_all(histogram, values: Sequence[float]) -> None:
     histogram._raise_if_not_observable()
     total.inc(sum(values))
     # `value <= bound` picks a value's bucket in observe: the first bound not below it, which bisect_left finds.
-    for index, count in Counter(bisect_left(bounds, value) for value in values).items():
+    # A plain dict, not collections.Counter: its construction checks types through the ABCs, once per step.
+    counts: dict[int, int] = {}
+    for value in values:
+        index = bisect_left(bounds, value)
+        counts[index] = counts.get(index, 0) + 1
+    for index, count in counts.items():
         buckets[index].inc(count)

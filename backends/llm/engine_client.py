@@ -14,12 +14,13 @@ from modelgate.backends.llm.engine_config import EngineConfig
 from modelgate.backends.llm.engine_messages import (
     AbortRequest,
     AddRequest,
+    EncodedStep,
     EngineFailed,
     EngineReady,
     Shutdown,
-    StepOutputs,
     ToEngine,
     receive_from_engine,
+    receive_from_engine_lazily,
     send,
 )
 from modelgate.backends.llm.engine_process import engine_main
@@ -34,15 +35,15 @@ class EngineStartError(RuntimeError):
 class EngineConnection:
     """Requests to one engine, and its outputs read on a thread of this object's own.
 
-    `on_outputs(step)` runs on the reader thread for every StepOutputs; `on_exit()` runs there once when the
-    engine's side closes (its process exited or was shut down, or this end was closed).
+    `on_outputs(step)` runs on the reader thread for every StepOutputs, given still encoded (EncodedStep: decoded
+    where its outputs are read); `on_exit()` runs there once when the engine's side closes (its process exited or was shut down, or this end was closed).
     """
 
     def __init__(
         self,
         inbox: Connection,
         outbox: Connection,
-        on_outputs: Callable[[StepOutputs], None],
+        on_outputs: Callable[[EncodedStep], None],
         on_exit: Callable[[], None],
         start_timeout_s: float,
     ):
@@ -102,12 +103,12 @@ class EngineConnection:
     def _read_forever(self) -> None:
         while True:
             try:
-                message = receive_from_engine(self._outbox)
+                message = receive_from_engine_lazily(self._outbox)
             except (EOFError, OSError):
                 logger.info("LLM engine output pipe closed")
                 self._on_exit()
                 return
-            if not isinstance(message, StepOutputs):
+            if not isinstance(message, EncodedStep):
                 logger.warning("the LLM engine sent %s after it was ready", type(message).__name__)
                 continue
             try:
@@ -127,7 +128,7 @@ class EngineClient(EngineConnection):
         self,
         model_dir: Path,
         config: EngineConfig,
-        on_outputs: Callable[[StepOutputs], None],
+        on_outputs: Callable[[EncodedStep], None],
         on_exit: Callable[[], None],
         start_timeout_s: float = 600,
         attach_address: str | None = None,
@@ -183,7 +184,7 @@ class EngineAttachment(EngineConnection):
         self,
         address: str,
         authkey: bytes,
-        on_outputs: Callable[[StepOutputs], None],
+        on_outputs: Callable[[EncodedStep], None],
         on_exit: Callable[[], None],
         start_timeout_s: float = 30,
     ):

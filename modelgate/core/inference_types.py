@@ -95,6 +95,10 @@ class ResponseSink(Protocol):
     def fail(self, response: InferResponse) -> None:
         """End the stream with `response` (which carries an error)."""
 
+    def try_write_values(self, values: dict) -> bool:
+        """Write a non-final response that carries only `values` (and the stream's model name, version and id)
+        to the client at once if the frontend can; False: nothing happened, `send` it."""
+
     @property
     def is_closed(self) -> bool:
         """Whether the final flag was sent."""

@@ -9,6 +9,9 @@ Cancelling the stream (client gone, stream cancelled) is visible to the model th
 A frontend that can write an item without awaiting (a server-sent event into a socket buffer) offers
 to through `write_through`: items then reach the client in the call that delivers them, with no wake-up
 of the frontend's task per item, which matters for LLM streams (one item per token of every stream).
+A frontend whose events are made from a response's `values` alone offers a values writer too
+(`write_values_through`), and a model that sends such responses from the loop offers them to it first
+(`try_write_values`): a streamed token then costs no InferResponse, StreamItem, lock or queue check of its own.
 """
 
 from __future__ import annotations
@@ -48,7 +51,11 @@ class ResponseStream(SinkState):
         self._is_drained = False  # the final item was handed to the frontend
         self._finish_callbacks: list[Callable[[], None]] | None = []  # None once finished
         self._write_through: Callable[[StreamItem], bool] | None = None
-        self._is_waiting = False  # the iterator awaits the next item: nothing taken is still being handled
+        self._write_values: Callable[[dict], bool] | None = None
+        # The iterator awaits the next item with nothing queued (nothing taken is still being handled): an
+        # item sent now is the next the client gets. Cleared by the first item queued, so that later ones
+        # queue behind it without asking the queue.
+        self._is_waiting = False
 
     def write_through(self, write: Callable[[StreamItem], bool]) -> None:
         """On the loop: offer each item delivered from now on, but the final one, to `write` (called on the
@@ -56,6 +63,31 @@ class ResponseStream(SinkState):
         Items are offered only while the iterator waits with nothing queued, so they reach the client in the
         order sent; the final item always goes to the iterator, which ends with it."""
         self._write_through = write
+
+    def write_values_through(self, write: Callable[[dict], bool]) -> None:
+        """On the loop: as `write_through`, for the responses a model offers through `try_write_values`;
+        `write(values)` stands for `write_through`'s `write(StreamItem(InferResponse(..., values=values),
+        False))` with the model name, version and id of the stream's earlier responses, and must give the
+        client the same bytes. It returns whether it took them."""
+        self._write_values = write
+
+    def try_write_values(self, values: dict) -> bool:
+        """For a model: on the loop, offer a non-final response that carries only `values` (the same model
+        name, version and id as the stream's earlier responses) to the frontend's values writer. True: it
+        reached the client, as `send` would have sent it. False (no values writer, off the loop, the stream
+        closed or cancelled, an item still queued, the writer refused): nothing happened, send the response
+        with `send`."""
+        write = self._write_values
+        if write is None or self._is_closed or self._is_cancelled or not self._is_waiting:
+            return False
+        if get_ident() != self._loop_thread:
+            return False
+        try:
+            return write(values)
+        except Exception:  # as in _deliver_on_loop: the frontend's own path meets the failure and handles it
+            logger.exception("writing a streamed response through failed; the frontend takes the rest")
+            self._write_through = self._write_values = None
+            return False
 
     def _deliver(self, response: InferResponse | None, is_final: bool) -> None:
         if self._is_cancelled:
@@ -68,13 +100,14 @@ class ResponseStream(SinkState):
 
     def _deliver_on_loop(self, item: StreamItem) -> None:
         write = self._write_through
-        if write is not None and self._is_waiting and not item.is_final and self._queue.empty():
+        if write is not None and self._is_waiting and not item.is_final:
             try:
                 if write(item):
                     return
             except Exception:  # the frontend's own path meets the same failure and handles it: never the model's
                 logger.exception("writing a streamed response through failed; the frontend takes the rest")
-                self._write_through = None
+                self._write_through = self._write_values = None
+        self._is_waiting = False
         self._queue.put_nowait(item)
 
     def _can_cancel(self) -> bool:
@@ -103,7 +136,7 @@ class ResponseStream(SinkState):
     def _finish(self) -> None:
         # The writer may refer back to this stream (through the request it encodes for): a cycle, which would
         # keep the request's inputs until a garbage collection.
-        self._write_through = None
+        self._write_through = self._write_values = None
         callbacks, self._finish_callbacks = self._finish_callbacks, None
         for callback in callbacks or ():
             callback()
@@ -113,11 +146,14 @@ class ResponseStream(SinkState):
 
     async def _items(self):
         while True:
-            self._is_waiting = True
-            try:
-                item = await self._queue.get()
-            finally:
-                self._is_waiting = False
+            if self._queue.empty():
+                self._is_waiting = True
+                try:
+                    item = await self._queue.get()
+                finally:
+                    self._is_waiting = False
+            else:
+                item = self._queue.get_nowait()
             if item.is_final:
                 self._is_drained = True
                 self._finish()

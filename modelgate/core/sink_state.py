@@ -30,6 +30,11 @@ class SinkState:
     def _deliver(self, response: InferResponse | None, is_final: bool) -> None:
         raise NotImplementedError
 
+    def try_write_values(self, values: dict) -> bool:
+        """Offer a non-final response that carries only `values` to be written to the client at once; False
+        (always, here: see ResponseStream) means nothing happened and the sender sends it with `send`."""
+        return False
+
     def fail(self, response: InferResponse) -> None:
         """Send `response` (carrying an error) as the final item, unless the stream is closed."""
         with self._lock:

@@ -23,7 +23,7 @@ from modelgate.server.frontends.http.generate_codec import (
     encode_generate_response,
     encode_response_count_error,
 )
-from modelgate.server.frontends.http.generate_events import GenerateEventEncoder
+from modelgate.server.frontends.http.generate_events import HEAD_KEYS, GenerateEventEncoder
 from modelgate.server.frontends.http.infer_codec import (
     HEADER_LENGTH,
     decode_infer_request,
@@ -155,6 +155,12 @@ class _Handlers:
                         raise item.response.error
                     await writer.start()
                     stream.write_through(lambda item: _write_now(writer, events, item))
+                    await writer.write(event_of(events.encode(item.response)))
+                    if events.head is not None:  # the LLM's tokens: their values go behind the first event's head
+                        stream.write_values_through(writer.object_writer(events.head, HEAD_KEYS))
+                    continue
+                if item.is_final:  # the last event and the end of the body go out together
+                    return await writer.finish(event_of(events.encode(item.response)))
                 await writer.write(event_of(events.encode(item.response)))
             return await writer.finish()
         finally:

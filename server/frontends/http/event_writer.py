@@ -9,6 +9,8 @@ writes that event itself through `write`, which waits for the client.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 from aiohttp import web
 from aiohttp.http import HttpVersion11
@@ -70,8 +72,43 @@ class EventWriter:
         else:
             self._transport.write(b"data: %b\n\n" % payload_json)
 
-    async def finish(self) -> web.StreamResponse:
+    def object_writer(self, head: bytes, head_keys: frozenset[str]) -> Callable[[dict], bool]:
+        """Once started and written to: `write(values)` writes at once, where `can_write_now()` would say so,
+        the event holding the JSON object of `head`'s members followed by those of `values` (`head`: such an
+        object's JSON without its closing brace), and returns True; False, writing nothing, where it would not
+        or where `values` has a key of `head_keys` (the keys of `head`: the object would hold one twice)."""
+        assert self._has_written, "the headers go out with the first write: object writers write after it"
+        return _ObjectEvents(self._transport, head, head_keys, self._is_chunked).write
+
+    async def finish(self, last: bytes = b"") -> web.StreamResponse:
+        """End the body after `last` (the stream's last bytes, e.g. its last event): the same bytes as
+        `write(last)` then the end, in one write to the socket rather than two."""
         if not self.reply.prepared:
             await self.start()  # zero events: an empty event stream
-        await self.reply.write_eof()
+        await self.reply.write_eof(last)
         return self.reply
+
+
+class _ObjectEvents:
+    """EventWriter.object_writer: one object holding all that writing a streamed token needs. An engine step
+    meets the CPU caches cold (the engine, the kernel's socket writes and the clients ran since the last one),
+    so each object a token's path touches costs a cache miss or more."""
+
+    __slots__ = ("_transport", "_prefix", "_empty", "_head_keys", "_is_chunked")
+
+    def __init__(self, transport, head: bytes, head_keys: frozenset[str], is_chunked: bool):
+        self._transport, self._head_keys, self._is_chunked = transport, head_keys, is_chunked
+        self._prefix = b"data: " + head + b","  # an event up to the members of `values`
+        self._empty = b"data: " + head + b"}\n\n"  # the event of no values
+
+    def write(self, values: dict) -> bool:
+        transport = self._transport
+        if transport.is_closing() or transport.get_write_buffer_size() > HIGH_WATER_BYTES:
+            return False
+        if not self._head_keys.isdisjoint(values):
+            return False
+        # `{...}` encoded: its `{` gives way to the comma behind the head's members. Concatenation, not
+        # %-formatting: a third less time, paid per streamed token.
+        event = self._prefix + encode_json(values)[1:] + b"\n\n" if values else self._empty
+        transport.write(b"%x\r\n%b\r\n" % (len(event), event) if self._is_chunked else event)
+        return True

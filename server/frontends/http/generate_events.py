@@ -16,6 +16,7 @@ from modelgate.core.inference_types import InferResponse
 from modelgate.server.frontends.http.generate_codec import encode_generate_response
 
 _encode_json = msgspec.json.Encoder().encode  # a tenth of json.dumps' time: paid per streamed token
+HEAD_KEYS = frozenset(("model_name", "model_version", "id"))
 
 
 class GenerateEventEncoder:
@@ -36,6 +37,12 @@ class GenerateEventEncoder:
         if not values:
             return head + b"}"
         return head + b"," + _encode_json(values)[1:]  # the values' object, its `{` dropped
+
+    @property
+    def head(self) -> bytes | None:
+        """The first members of the last response encoded, as JSON (`{"model_name":...,"model_version":...
+        [,"id":...]`, no closing brace), or None before any; HEAD_KEYS are their keys."""
+        return self._head if self._key is not None else None
 
     def _head_of(self, response: InferResponse) -> bytes:
         key = (response.model_name, response.model_version, response.id)

@@ -13,6 +13,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -86,15 +87,19 @@ async def start_prompts(
 
 
 async def merged_deltas(
-    started: list[tuple[int, ResponseStream, ChoiceDelta]], write_now: Callable[[ChoiceDelta], bool] | None = None
+    started: list[tuple[int, ResponseStream, ChoiceDelta]],
+    write_now: Callable[[ChoiceDelta], bool] | None = None,
+    write_values_now: Callable[[int, dict], bool] | None = None,
 ) -> AsyncIterator[ChoiceDelta]:
     """Every choice's deltas (the awaited first ones included) until all finished.
 
     With one choice and `write_now`, its later deltas are offered to `write_now` as they arrive (see
-    ResponseStream.write_through) and only those it did not take are yielded.
+    ResponseStream.write_through) and only those it did not take are yielded. `write_values_now(index, values)`,
+    if given, stands for `write_now` of the delta of a response holding `values` (ResponseStream's
+    write_values_through: the LLM backend's tokens); without it such deltas go to `write_now`.
     """
     if len(started) == 1 and write_now is not None:
-        async for delta in _one_choice(*started[0], write_now):
+        async for delta in _one_choice(*started[0], write_now, write_values_now):
             yield delta
         return
     queue: asyncio.Queue = asyncio.Queue()
@@ -114,11 +119,17 @@ async def merged_deltas(
             stream.cancel()
 
 
-async def _one_choice(index: int, stream: ResponseStream, first: ChoiceDelta, write_now) -> AsyncIterator[ChoiceDelta]:
+async def _one_choice(
+    index: int, stream: ResponseStream, first: ChoiceDelta, write_now, write_values_now
+) -> AsyncIterator[ChoiceDelta]:
     yield first
     if first.finish_reason is not None or first.error is not None:
         return
     stream.write_through(lambda item: item.response is not None and write_now(_delta(item.response, index)))
+    if write_values_now is None:
+        stream.write_values_through(lambda values: write_now(values_delta(values, index)))
+    else:
+        stream.write_values_through(partial(write_values_now, index))
     async for item in stream:
         if item.response is not None:
             yield _delta(item.response, index)
@@ -148,7 +159,11 @@ async def _first_delta(stream: ResponseStream, index: int) -> ChoiceDelta:
 def _delta(response, index: int) -> ChoiceDelta:
     if response.error is not None:
         return ChoiceDelta(index, "", "error", 0, 0, error=response.error.message)
-    values = response.values  # the llm backend answers the OpenAI routes' requests with values, not tensors
+    return values_delta(response.values, index)  # the llm backend answers the OpenAI routes with values
+
+
+def values_delta(values: dict, index: int) -> ChoiceDelta:
+    """The delta of a response holding `values` (the LLM backend's outputs) for choice `index`."""
     text = values["text_output"]
     reason = values["finish_reason"] or None
     raw_logprobs = values.get("logprobs", "[]")

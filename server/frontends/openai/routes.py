@@ -20,6 +20,7 @@ from modelgate.server.frontends.openai.generation import (
     merged_deltas,
     start_choices,
     start_prompts,
+    values_delta,
 )
 from modelgate.server.frontends.openai.responses import (
     chat_logprobs,
@@ -100,13 +101,21 @@ async def _respond(request: web.Request, body, started, encoder) -> web.StreamRe
         writer.write_event_now(_chunk_json(encoder, delta))
         return True
 
-    async for delta in merged_deltas(started, write_now):
+    def write_values_now(index: int, values: dict) -> bool:
+        """write_now(values_delta(values, index)) in fewer steps where the encoder has a short path for them."""
+        if not writer.can_write_now():
+            return False
+        chunk = encoder.values_chunk(index, values)
+        if chunk is None:
+            return write_now(values_delta(values, index))
+        writer.write_event_now(chunk)
+        return True
+
+    async for delta in merged_deltas(started, write_now, write_values_now):
         encoder.add(delta)
         await writer.write(event_of(_chunk_json(encoder, delta)))
-    if body.stream_options and body.stream_options.include_usage:
-        await writer.write(event(encoder.usage_chunk()))
-    await writer.write(b"data: [DONE]\n\n")
-    return await writer.finish()
+    usage = event(encoder.usage_chunk()) if body.stream_options and body.stream_options.include_usage else b""
+    return await writer.finish(usage + b"data: [DONE]\n\n")  # with the end of the body: one write
 
 
 def _chunk_json(encoder, delta: ChoiceDelta) -> bytes:
@@ -156,6 +165,11 @@ class _Accumulator:
         self.prompt_tokens[index] = delta.num_prompt_tokens
         self.output_tokens[index] = delta.num_output_tokens
 
+    def _count(self, index: int, values: dict) -> None:
+        """What `add` keeps of a streamed delta (the usage), from the values of its response."""
+        self.prompt_tokens[index] = int(values["num_input_tokens"])
+        self.output_tokens[index] = int(values["num_output_tokens"])
+
     def usage(self) -> dict:
         n = self.body.n
         prompt = sum(tokens for index, tokens in self.prompt_tokens.items() if index % n == 0)
@@ -169,6 +183,7 @@ class _CompletionEncoder(_Accumulator):
         self.id = completion_id("cmpl")
         self.chunks = ChunkEnvelope("text_completion", self.id, body.model)
         self._offsets: dict[int, int] = {}  # per choice streaming: text offset of its next token
+        self._has_logprobs = body.logprobs is not None  # read per token: the request's fields once
 
     def whole(self) -> dict:
         choices = []
@@ -213,12 +228,28 @@ class _CompletionEncoder(_Accumulator):
         chunk["usage"] = self.usage()
         return chunk
 
+    def values_chunk(self, index: int, values: dict) -> bytes | None:
+        """A streamed choice's chunk JSON from its response's values, as `add` then `choice` of its delta
+        would make it, with no delta in between; None (nothing done) where it takes those: logprobs, the
+        choice's first chunk (the echoed prompt)."""
+        if self._has_logprobs or values.get("logprobs", "[]") != "[]":
+            return None
+        start = self._offsets.get(index)
+        if start is None:
+            return None
+        self._count(index, values)
+        reason = values["finish_reason"] or None
+        return self.chunks.encode(
+            {"index": index, "text": values["text_output"], "logprobs": None, "finish_reason": reason}
+        )
+
 
 class _ChatEncoder(_Accumulator):
     def __init__(self, body: ChatCompletionRequest):
         super().__init__(body)
         self.id = completion_id("chatcmpl")
         self.chunks = ChunkEnvelope("chat.completion.chunk", self.id, body.model)
+        self._has_logprobs = bool(body.logprobs)  # read per token: the request's fields once
 
     def _logprobs(self, entries: list[dict]):
         return chat_logprobs(entries, self.body.top_logprobs or 0) if self.body.logprobs else None
@@ -259,3 +290,14 @@ class _ChatEncoder(_Accumulator):
         chunk = self.chunks.chunk([])
         chunk["usage"] = self.usage()
         return chunk
+
+    def values_chunk(self, index: int, values: dict) -> bytes | None:
+        """A streamed choice's chunk JSON from its response's values, as `add` then `choice` of its delta
+        would make it, with no delta in between; None (nothing done) where logprobs take the delta's path."""
+        if self._has_logprobs or values.get("logprobs", "[]") != "[]":
+            return None
+        self._count(index, values)
+        text = values["text_output"]
+        reason = values["finish_reason"] or None
+        delta = {"content": text} if text else {}
+        return self.chunks.encode({"index": index, "delta": delta, "logprobs": None, "finish_reason": reason})

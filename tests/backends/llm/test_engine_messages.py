@@ -10,6 +10,7 @@ import pytest
 from modelgate.backends.llm.engine_messages import (
     AbortRequest,
     AddRequest,
+    EncodedStep,
     EngineFailed,
     EngineReady,
     EngineStats,
@@ -20,6 +21,7 @@ from modelgate.backends.llm.engine_messages import (
     decode_to_engine,
     encode,
     receive_from_engine,
+    receive_from_engine_lazily,
     receive_to_engine,
     send,
 )
@@ -79,3 +81,20 @@ def test_send_and_receive_over_a_pipe():
     assert receive_from_engine(reader) == FROM_ENGINE[-1]
     reader.close()
     writer.close()
+
+
+def test_a_step_received_lazily_comes_encoded_and_decodes_to_the_same_step():
+    reading, writing = Pipe(duplex=False)
+    step = StepOutputs(OUTPUTS, STATS)
+    send(writing, step)
+    received = receive_from_engine_lazily(reading)
+    assert isinstance(received, EncodedStep) and received.decode() == step
+    send(writing, StepOutputs([], STATS))  # no outputs: still a step
+    assert receive_from_engine_lazily(reading).decode() == StepOutputs([], STATS)
+
+
+@pytest.mark.parametrize("message", [EngineReady(10, 256, (2,)), EngineFailed("no memory")])
+def test_other_messages_received_lazily_come_decoded(message):
+    reading, writing = Pipe(duplex=False)
+    send(writing, message)
+    assert receive_from_engine_lazily(reading) == message

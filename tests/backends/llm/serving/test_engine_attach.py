@@ -16,7 +16,7 @@ import pytest
 
 from modelgate.backends.llm.engine_client import EngineAttachment, EngineClient, EngineStartError
 from modelgate.backends.llm.engine_config import EngineConfig
-from modelgate.backends.llm.engine_messages import AddRequest, StepOutputs
+from modelgate.backends.llm.engine_messages import AddRequest, EncodedStep, StepOutputs
 from modelgate.backends.llm.sampling_params import SamplingParams
 from tests.backends.llm.serving.helpers import ENGINE_SETTINGS, LONG, WAIT_S
 
@@ -32,7 +32,8 @@ class Outputs:
         self.token_ids: dict[str, list[int]] = defaultdict(list)
         self.finished: dict[str, str] = {}
 
-    def on_outputs(self, step: StepOutputs) -> None:
+    def on_outputs(self, encoded: EncodedStep) -> None:
+        step = encoded.decode()
         for output in step.outputs:
             self.token_ids[output.request_id] += output.new_token_ids
             if output.finished:
