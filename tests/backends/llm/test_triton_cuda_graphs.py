@@ -47,6 +47,13 @@ def _engine(directory, device=DEVICE, dtype="float32", **settings) -> LLMEngine:
     return LLMEngine(directory, EngineConfig(**options))
 
 
+def _graphed(directory, **settings) -> LLMEngine:
+    """_engine with decode graphs for batches of 1, 4 and 8 (captured on a GPU, their padded path here)."""
+    engine = _engine(directory, **settings)
+    engine.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
+    return engine
+
+
 def _greedy(engine: LLMEngine) -> dict[str, list[int]]:
     return greedy_tokens(engine, REQUESTS)
 
@@ -82,8 +89,7 @@ def test_graph_batch_sizes_follow_the_engine_config():
 
 def test_padded_graph_path_gives_the_eager_tokens(tiny):
     expected = _greedy(_engine(tiny))
-    engine = _engine(tiny)
-    engine.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
+    engine = _graphed(tiny)
     # max_model_len 600 at batch <= 8 makes the planned split cut the context into partitions.
     split = engine.runner.decode_graphs._metadata(1).decode_split
     assert split.num_partitions > 1
@@ -136,14 +142,12 @@ def test_decode_steps_launched_ahead_give_the_same_tokens(tiny):
     row more, dropped) and the batch shrinking as requests reach max_tokens."""
     expected = _greedy(_engine(tiny))
     stop_token = expected["r0"][3]
-    waiting = _engine(tiny, launch_decode_ahead=False)
-    waiting.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
+    waiting = _graphed(tiny, launch_decode_ahead=False)
     none_ahead = _count_ahead_launches(waiting)
     reference = _stopping_greedy(waiting, stop_token)
     assert none_ahead == []
     assert reference["r0"] == (expected["r0"][:4], "stop")
-    ahead = _engine(tiny)
-    ahead.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
+    ahead = _graphed(tiny)
     sizes = _count_ahead_launches(ahead)
     assert _stopping_greedy(ahead, stop_token) == reference
     assert len(sizes) >= 4 and max(sizes) == len(REQUESTS)
@@ -161,8 +165,7 @@ def test_decode_steps_launched_ahead_give_the_same_tokens(tiny):
 def test_no_decode_ahead_for_requests_sampled_on_the_host(tiny, sampling):
     """Penalties (the last token counts) or logprobs keep every step of their batch waiting for its tokens on
     the host."""
-    engine = _engine(tiny)
-    engine.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
+    engine = _graphed(tiny)
     sizes = _count_ahead_launches(engine)
     engine.add_request("g", engine.tokenizer.encode("lazy dog"), SamplingParams(max_tokens=5, temperature=0))
     engine.add_request("s", engine.tokenizer.encode("café"), sampling)
@@ -180,10 +183,16 @@ def _sampled(engine: LLMEngine, seed: int) -> dict[str, list[int]]:
         SamplingParams(temperature=1.3),
         SamplingParams(temperature=0.6, top_p=0.9, top_k=40),
     ]
+    return _drawn(engine, samplings, default_seed=seed)
+
+
+def _drawn(engine: LLMEngine, samplings: list[SamplingParams], default_seed: int) -> dict[str, list[int]]:
+    """REQUESTS with `samplings` (their max_tokens, ignore_eos), the device's generator seeded with default_seed
+    first, stepped to the end: each request's tokens."""
     for i, ((text, max_tokens), sampling) in enumerate(zip(REQUESTS.items(), samplings)):
         sampling = msgspec.structs.replace(sampling, max_tokens=max_tokens, ignore_eos=True)
         engine.add_request(f"r{i}", engine.tokenizer.encode(text), sampling)
-    torch.manual_seed(seed)
+    torch.manual_seed(default_seed)
     tokens: dict[str, list[int]] = {}
     while engine.has_unfinished:
         for output in engine.step():
@@ -197,11 +206,9 @@ def test_sampled_decode_steps_are_launched_ahead(tiny):
     with the same seed the tokens are the waiting engine's (the same draws, in the same order, fed back on
     the device instead of from the host)."""
     greedy = _greedy(_engine(tiny))
-    waiting = _engine(tiny, launch_decode_ahead=False)
-    waiting.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
+    waiting = _graphed(tiny, launch_decode_ahead=False)
     expected = _sampled(waiting, seed=7)
-    ahead = _engine(tiny)
-    ahead.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
+    ahead = _graphed(tiny)
     sizes = _count_ahead_launches(ahead)
     tokens = _sampled(ahead, seed=7)
     vocab = ahead.model_config.vocab_size
@@ -215,27 +222,17 @@ def test_sampled_decode_steps_are_launched_ahead(tiny):
 
 
 def _seeded(engine: LLMEngine, default_seed: int) -> dict[str, list[int]]:
-    """REQUESTS drawn with seeds of their own; the device's generator seeded with `default_seed`, which their
-    tokens must not depend on."""
-    for i, (text, max_tokens) in enumerate(REQUESTS.items()):
-        sampling = SamplingParams(max_tokens=max_tokens, temperature=0.9, top_k=30, seed=100 + i, ignore_eos=True)
-        engine.add_request(f"r{i}", engine.tokenizer.encode(text), sampling)
-    torch.manual_seed(default_seed)
-    tokens: dict[str, list[int]] = {}
-    while engine.has_unfinished:
-        for output in engine.step():
-            tokens.setdefault(output.request_id, []).extend(output.new_token_ids)
-    return tokens
+    """REQUESTS drawn with seeds of their own, which alone must decide their tokens (not `default_seed`)."""
+    samplings = [SamplingParams(temperature=0.9, top_k=30, seed=100 + i) for i in range(len(REQUESTS))]
+    return _drawn(engine, samplings, default_seed)
 
 
 def test_seeded_decode_steps_are_launched_ahead_and_draw_what_a_waiting_engine_draws(tiny):
     """Seeded draws come from each request's own generator on the device path too: their steps are launched
     ahead, and the tokens are those of an engine that waits for every step (which depend on the seeds only)."""
-    waiting = _engine(tiny, launch_decode_ahead=False)
-    waiting.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
+    waiting = _graphed(tiny, launch_decode_ahead=False)
     expected = _seeded(waiting, default_seed=1)
-    ahead = _engine(tiny)
-    ahead.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
+    ahead = _graphed(tiny)
     sizes = _count_ahead_launches(ahead)
     assert _seeded(ahead, default_seed=2) == expected
     assert len(sizes) >= 4 and max(sizes) == len(REQUESTS)
@@ -244,8 +241,7 @@ def test_seeded_decode_steps_are_launched_ahead_and_draw_what_a_waiting_engine_d
 def test_abort_while_a_step_is_launched_ahead(tiny):
     """A request aborted while the step after is already queued gets no more tokens; the others are unchanged."""
     expected = _greedy(_engine(tiny))
-    engine = _engine(tiny)
-    engine.runner.use_decode_graphs([1, 4, 8], replay=CUDA)
+    engine = _graphed(tiny)
     sizes = _count_ahead_launches(engine)
     for i, (text, max_tokens) in enumerate(REQUESTS.items()):
         sampling = SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True)
