@@ -25,7 +25,6 @@ place of --patterns; the checkpoint's vocabulary must hold their ids (build it w
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import json
 import sys
@@ -186,7 +185,7 @@ def make_engine(directory: Path, device: str, engine_settings: dict):
 def run_modelgate(engine, workload: Workload) -> dict:
     """All requests submitted at once, stepped to the end (greedy, ignore_eos): tokens/s, TTFT and ITL."""
     preemptions = engine.scheduler.num_preemptions
-    steps_before = dataclasses.replace(engine.step_counts)
+    steps_before = engine.step_counts.copy()
     started = time.perf_counter()
     token_times = _drive(engine, workload)
     elapsed = time.perf_counter() - started
@@ -201,9 +200,7 @@ def run_modelgate(engine, workload: Workload) -> dict:
         "itl": itl,
         "kv_blocks": engine.runner.num_kv_blocks,
         "preemptions": engine.scheduler.num_preemptions - preemptions,
-        "steps": engine.step_counts.steps - steps_before.steps,
-        "decode_steps": engine.step_counts.decode_steps - steps_before.decode_steps,
-        "steps_ahead": engine.step_counts.launched_ahead - steps_before.launched_ahead,
+        "steps": engine.step_counts.since(steps_before),
     }
 
 
@@ -345,8 +342,7 @@ def run_all_modelgate(args: argparse.Namespace, device: str, loads: list[Workloa
             print(
                 f"modelgate {setting} {load.label}: {result['tokens_per_s']:.0f} output tok/s in "
                 f"{result['elapsed_s']:.2f} s ({result['output_tokens']} tokens, kv blocks {result['kv_blocks']}, "
-                f"preemptions {result['preemptions']}; steps {result['steps']}, decode {result['decode_steps']}, "
-                f"launched ahead {result['steps_ahead']})",
+                f"preemptions {result['preemptions']}; {result['steps']})",
                 flush=True,
             )
         del engine

@@ -28,7 +28,8 @@ import uvloop
 from aiohttp.http import HttpVersion11
 
 from modelgate.backends.llm import llm_metrics
-from modelgate.backends.llm.backend import OUTPUT_NAMES, LLMModelInstance, _ActiveRequest
+from modelgate.backends.llm.active_request import ActiveRequest
+from modelgate.backends.llm.backend import OUTPUT_NAMES, LLMModelInstance
 from modelgate.backends.llm.engine_messages import EncodedStep, EngineStats, RequestOutput, StepOutputs, encode
 from modelgate.backends.llm.generation_request import GenerationRequest
 from modelgate.core.inference_types import InferRequest, InferResponse
@@ -123,7 +124,7 @@ async def _run(protocol: str, num_streams: int, num_steps: int, cold: bool) -> t
         stream = ResponseStream(loop)
         request = InferRequest("tiny_llm", can_take_output_values=True, response_stream=stream)
         generation_request = GenerationRequest(None, "hi", True, False)
-        instance._active[f"r{number}"] = _ActiveRequest(
+        instance._active[f"r{number}"] = ActiveRequest(
             stream, request, generation_request, list(OUTPUT_NAMES), True, True
         )
         transports.append(_Transport())

@@ -14,20 +14,20 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig, ModelInstanceGroup
 
 from modelgate.backends.base import Backend, ExecuteResult, InstanceSpec, ModelInstance
 from modelgate.backends.llm import llm_metrics
+from modelgate.backends.llm.active_request import ActiveRequest
 from modelgate.backends.llm.attached_engine import AttachedEngine
 from modelgate.backends.llm.batched_histogram import observe_all
 from modelgate.backends.llm.engine_client import EngineClient
 from modelgate.backends.llm.engine_config import EngineConfig
 from modelgate.backends.llm.engine_messages import EncodedStep, RequestOutput
 from modelgate.backends.llm.engine_supervisor import EngineSupervisor
-from modelgate.backends.llm.generation_request import GenerationRequest, parse_generation_request
+from modelgate.backends.llm.generation_request import parse_generation_request
 from modelgate.backends.llm.llm_responses import OUTPUT_NAMES, build_response, logprobs_json
 from modelgate.backends.llm.sampling_inputs import SAMPLING_INPUTS
 from modelgate.backends.llm.tokenizer import TextTokenizer
@@ -35,7 +35,6 @@ from modelgate.backends.llm.trace_recorder import TRACE_PARAMETERS, trace_record
 from modelgate.core.errors import ConfigError, ModelExecutionError, ModelgateError, UnavailableError, drop_traceback
 from modelgate.core.inference_types import InferRequest, InferResponse
 from modelgate.core.process_sharing import process_sharing
-from modelgate.core.response_stream import ResponseStream
 
 logger = logging.getLogger(__name__)
 
@@ -84,25 +83,6 @@ class LLMBackend(Backend):
         return LLMModelInstance(spec, attach_to=address)
 
 
-@dataclass(slots=True)
-class _ActiveRequest:
-    stream: ResponseStream
-    request: InferRequest
-    generation: GenerationRequest
-    wanted: list[str]
-    wants_all: bool  # `wanted` is OUTPUT_NAMES, in that order: every value goes out as built
-    # Streamed, answered with values (not tensors), every value wanted: its tokens take _deliver's short path.
-    is_plain_stream: bool = False
-    arrival: float = field(default_factory=time.monotonic)
-    first_token_time: float | None = None
-    last_token_time: float | None = None
-    text: str = ""
-    # A streamed request: its tokens not yet in a response (their text was held back); empty nearly always, so
-    # a step's tokens go out as the engine sent them. Otherwise: every token so far, for the one response.
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[dict[int, float]] = field(default_factory=list)
-
-
 class LLMModelInstance(ModelInstance):
     """One engine's requests. Normally the instance owns its engine process (and, when the server shares its
     processes with frontend workers, publishes where the engine takes them: `shared_address`); in a frontend
@@ -117,7 +97,7 @@ class LLMModelInstance(ModelInstance):
         self.trace = trace_recorder(spec.model_name, str(spec.model_version), parameters)  # None: tracing off
         self._trace_writer = ThreadPoolExecutor(1, thread_name_prefix=f"llm-trace-{spec.model_name}")
         self.tokenizer = TextTokenizer(spec.version_dir)
-        self._active: dict[str, _ActiveRequest] = {}
+        self._active: dict[str, ActiveRequest] = {}
         self._unloaded = False
         self._lock = threading.Lock()
         self._ids = itertools.count()
@@ -190,7 +170,7 @@ class LLMModelInstance(ModelInstance):
         wanted = request.requested_output_names or list(OUTPUT_NAMES)
         wants_all = wanted == list(OUTPUT_NAMES)
         is_plain_stream = generation.stream and request.can_take_output_values and wants_all
-        state = _ActiveRequest(request.response_stream, request, generation, wanted, wants_all, is_plain_stream)
+        state = ActiveRequest(request.response_stream, request, generation, wanted, wants_all, is_plain_stream)
         with self._lock:
             self._active[engine_id] = state
         try:
@@ -264,7 +244,7 @@ class LLMModelInstance(ModelInstance):
         if self.spec.report_health is not None:
             self.spec.report_health(reason)
 
-    def _deliver(self, state: _ActiveRequest, output: RequestOutput, now: float, latencies: list[float]) -> int:
+    def _deliver(self, state: ActiveRequest, output: RequestOutput, now: float, latencies: list[float]) -> int:
         """Hand one output to its request's stream; returns its new tokens."""
         if state.is_plain_stream and output.new_text and state.last_token_time is not None:
             if not output.finished and output.queue_time_s is None and not state.token_ids:
@@ -295,7 +275,7 @@ class LLMModelInstance(ModelInstance):
             self._send(state, send, self._values(output, text, state.token_ids, state.logprobs), True)
         return new_tokens
 
-    def _deliver_token(self, state: _ActiveRequest, output: RequestOutput, now: float, latencies: list[float]) -> int:
+    def _deliver_token(self, state: ActiveRequest, output: RequestOutput, now: float, latencies: list[float]) -> int:
         """_deliver of nearly every output of a streamed request, every token of every stream, in fewer steps:
         not its first nor its last, with nothing held back, its text complete; what _observe records of it is
         its inter-token latency. The values go to the frontend's values writer at once where it takes them."""
@@ -317,7 +297,7 @@ class LLMModelInstance(ModelInstance):
             stream.send(InferResponse(self.spec.model_name, self._version, id=state.request.id, values=values), False)
         return new_tokens
 
-    def _traced_send(self, state: _ActiveRequest, output: RequestOutput, now: float):
+    def _traced_send(self, state: ActiveRequest, output: RequestOutput, now: float):
         """Write the finished request's trace record on the writer thread (file writes never block the event
         loop), and a `send` that hands over the final response once the record is in the file: a client that
         has its last response finds its request in the trace."""
@@ -337,7 +317,7 @@ class LLMModelInstance(ModelInstance):
             "logprobs": logprobs_json(self.tokenizer, token_ids, logprobs) if logprobs else "[]",
         }
 
-    def _send(self, state: _ActiveRequest, send, values: dict, is_final: bool) -> None:
+    def _send(self, state: ActiveRequest, send, values: dict, is_final: bool) -> None:
         """Send the response holding `values`: a token of a stream first to the frontend's values writer, which
         writes it at once (ResponseStream.try_write_values), else as a response."""
         request = state.request
@@ -349,7 +329,7 @@ class LLMModelInstance(ModelInstance):
         if is_final or not state.stream.try_write_values(values):
             send(InferResponse(self.spec.model_name, self._version, id=request.id, values=values), is_final)
 
-    def _observe(self, state: _ActiveRequest, output: RequestOutput, now: float, latencies: list[float]) -> int:
+    def _observe(self, state: ActiveRequest, output: RequestOutput, now: float, latencies: list[float]) -> int:
         """Record the output's latencies (its inter-token latency into `latencies`, which the caller observes once
         per step); returns its new tokens (counted once per step by the caller too)."""
         series = self.series
@@ -374,7 +354,7 @@ class LLMModelInstance(ModelInstance):
         for state in active.values():
             state.stream.fail(self._error_response(state, message))
 
-    def _error_response(self, state: _ActiveRequest, message: str) -> InferResponse:
+    def _error_response(self, state: ActiveRequest, message: str) -> InferResponse:
         error = UnavailableError(message)
         return InferResponse(self.spec.model_name, str(self.spec.model_version), id=state.request.id, error=error)
 

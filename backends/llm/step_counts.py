@@ -22,3 +22,17 @@ class StepCounts:
         self.steps += 1
         if is_decode_step(output.scheduled):
             self.decode_steps += 1
+
+    def copy(self) -> StepCounts:
+        return StepCounts(self.steps, self.decode_steps, self.launched_ahead)
+
+    def since(self, earlier: StepCounts) -> StepCounts:
+        """The steps counted after `earlier` (a copy of these counts taken before)."""
+        return StepCounts(
+            self.steps - earlier.steps,
+            self.decode_steps - earlier.decode_steps,
+            self.launched_ahead - earlier.launched_ahead,
+        )
+
+    def __str__(self) -> str:
+        return f"steps {self.steps}, decode {self.decode_steps}, launched ahead {self.launched_ahead}"
