@@ -75,9 +75,9 @@ async def test_nothing_is_written_through_before_the_iterator_waits():
     assert writer.taken == [] and seen == ["0", "1"]
 
 
-async def test_items_sent_from_another_thread_are_written_on_the_loop():
-    loop = asyncio.get_running_loop()
-    stream = ResponseStream(loop)
+async def _read_recording_writer_threads(stream: ResponseStream):
+    """Give `stream` a writer that takes every item and records the thread it runs on, and start reading it:
+    (those threads, the items the iterator saw, the reading task)."""
     threads: list[threading.Thread] = []
 
     def writer(item) -> bool:
@@ -88,6 +88,13 @@ async def test_items_sent_from_another_thread_are_written_on_the_loop():
     seen: list[str] = []
     reading = asyncio.create_task(_iterate(stream, seen))
     await asyncio.sleep(0)
+    return threads, seen, reading
+
+
+async def test_items_sent_from_another_thread_are_written_on_the_loop():
+    loop = asyncio.get_running_loop()
+    stream = ResponseStream(loop)
+    threads, seen, reading = await _read_recording_writer_threads(stream)
 
     def model():
         for number in range(3):
@@ -155,16 +162,7 @@ async def test_a_cancelled_stream_lets_go_of_its_writer():
 async def test_a_stream_made_off_its_loop_tells_the_loop_from_other_threads_too():
     loop = asyncio.get_running_loop()
     stream = await asyncio.to_thread(ResponseStream, loop)  # made where no loop runs: its loop's thread unknown
-    threads: list[threading.Thread] = []
-
-    def writer(item) -> bool:
-        threads.append(threading.current_thread())
-        return True
-
-    stream.write_through(writer)
-    seen: list[str] = []
-    reading = asyncio.create_task(_iterate(stream, seen))
-    await asyncio.sleep(0)
+    threads, seen, reading = await _read_recording_writer_threads(stream)
     stream.send(_response(0), is_final=False)
     assert len(threads) == 1  # on the loop: written in the delivering call
     await asyncio.to_thread(stream.send, _response(1), False)

@@ -33,30 +33,24 @@ import grpc
 
 from modelgate.core.errors import drop_traceback
 from modelgate.server.frontends.grpc import grpc_internals as internals
-from modelgate.server.frontends.grpc.threaded_bridge import LoopContext, RpcAbort
+from modelgate.server.frontends.grpc.loop_unary import LoopBehaviour
+from modelgate.server.frontends.grpc.threaded_bridge import ENDED_EARLY, LoopContext, RpcAbort
 
 logger = logging.getLogger(__name__)
 
-ENDED_EARLY = "the RPC ended before its handler did"  # never seen by the client: its RPC has ended
 # Responses queued for a client that reads slower than the method answers, before the method waits.
 MAX_UNSENT = 64
 _END = object()
 
 
-class LoopStreamBehaviour:
-    """What grpcio calls `behavior`: the threaded handler, plus what `LoopCalls` runs on the loop."""
+class LoopStreamBehaviour(LoopBehaviour):
+    """A stream-stream method's behaviour; `decode` turns each request's bytes into its message on the loop."""
 
-    __slots__ = ("threaded", "on_loop", "decode", "serializer", "experimental_thread_pool")
+    __slots__ = ("decode",)
 
     def __init__(self, threaded: Callable, on_loop: Callable, decode: Callable, serializer: Callable, pool):
-        self.threaded = threaded
-        self.on_loop = on_loop
+        super().__init__(threaded, on_loop, serializer, pool)
         self.decode = decode
-        self.serializer = serializer
-        self.experimental_thread_pool = pool  # grpcio's name: the executor its calls are submitted to
-
-    def __call__(self, request_iterator, context):
-        return self.threaded(request_iterator, context)
 
 
 class _Status:

@@ -25,16 +25,14 @@ import grpc
 
 from modelgate.core.errors import drop_traceback
 from modelgate.server.frontends.grpc import grpc_internals as internals
-from modelgate.server.frontends.grpc.threaded_bridge import LoopContext, RpcAbort
+from modelgate.server.frontends.grpc.threaded_bridge import ENDED_EARLY, LoopContext, RpcAbort
 
 logger = logging.getLogger(__name__)
 
-# The status of an RPC whose work was cancelled because it ended first (never seen by the client).
-ENDED_EARLY = "the RPC ended before its handler did"
 
-
-class LoopUnaryBehaviour:
-    """What grpcio calls `behavior`: the threaded handler, plus the async one that `LoopCalls` runs."""
+class LoopBehaviour:
+    """What grpcio calls `behavior`: the threaded handler (what grpcio calls, where LoopCalls hands a call back
+    to a handler thread), plus the async one that `LoopCalls` runs on the loop and the response serializer."""
 
     __slots__ = ("threaded", "on_loop", "serializer", "experimental_thread_pool")
 
@@ -44,8 +42,14 @@ class LoopUnaryBehaviour:
         self.serializer = serializer
         self.experimental_thread_pool = pool  # grpcio's name: the executor its calls are submitted to
 
-    def __call__(self, request, context):
-        return self.threaded(request, context)
+    def __call__(self, request_or_iterator, context):
+        return self.threaded(request_or_iterator, context)
+
+
+class LoopUnaryBehaviour(LoopBehaviour):
+    """A unary method's behaviour."""
+
+    __slots__ = ()
 
 
 class UnaryCall:

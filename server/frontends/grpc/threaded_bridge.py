@@ -32,7 +32,8 @@ from modelgate.core.errors import drop_traceback
 
 # The status of an RPC whose work was cancelled because it ended first. The client never sees it: a
 # cancelled RPC has its status already (CANCELLED, DEADLINE_EXCEEDED), and an abort after that is silent.
-_ENDED_EARLY = "the RPC ended before its handler did"
+# The status of an RPC whose work was cancelled because it ended first (never seen by the client).
+ENDED_EARLY = "the RPC ended before its handler did"
 _END = object()
 
 
@@ -258,4 +259,4 @@ def _result(future: concurrent.futures.Future | _LoopCall, context: grpc.Service
     except RpcAbort as abort:
         context.abort(abort.code, abort.details)
     except concurrent.futures.CancelledError:
-        context.abort(grpc.StatusCode.CANCELLED, _ENDED_EARLY)
+        context.abort(grpc.StatusCode.CANCELLED, ENDED_EARLY)

@@ -4,6 +4,8 @@ methods take and return bytes and record, on the loop, what happened to them."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Iterator
 
@@ -12,6 +14,37 @@ import grpc
 from tests.server.frontends.grpc.grpc_helpers import WAIT_S
 
 SERVICE = "probe.Probe"
+
+
+@contextlib.contextmanager
+def loop_on_a_thread() -> Iterator[tuple[asyncio.AbstractEventLoop, threading.Thread]]:
+    """An event loop running on a thread of its own ("probe-loop"), stopped and closed on exit."""
+    loop = asyncio.new_event_loop()
+    loop_thread = threading.Thread(target=loop.run_forever, name="probe-loop", daemon=True)
+    loop_thread.start()
+    try:
+        yield loop, loop_thread
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        loop_thread.join(WAIT_S)
+        loop.close()
+
+
+@contextlib.contextmanager
+def probe_server(handlers: dict, handler_threads: int) -> Iterator[tuple[grpc.Server, grpc.Channel]]:
+    """A grpc server of SERVICE's `handlers` (method name -> handler) on a local port, with `handler_threads`
+    handler threads ("probe-handler"), and a channel to it; both closed on exit."""
+    pool = concurrent.futures.ThreadPoolExecutor(handler_threads, thread_name_prefix="probe-handler")
+    server = grpc.server(pool)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield server, channel
+    finally:
+        channel.close()
+        server.stop(None).wait(WAIT_S)
 
 
 class UnaryProbe:
@@ -137,3 +170,13 @@ def assert_server_stop_cancels_an_open_stream(servicer: StreamProbe, channel, se
     except grpc.RpcError:
         return
     raise AssertionError("the stream went on after the server stopped")
+
+
+def assert_an_awaited_abort_ends_the_stream_with_its_status(channel, also=lambda: None) -> None:
+    """AbortAfterOne: the client gets the first response, then the abort's own status and details; `also`
+    (further checks) runs while the client still holds its request stream open."""
+    held_open = threading.Event()
+    error = error_after_the_first_response(channel, "AbortAfterOne", held_open, b"first", b"second")
+    assert (error.code(), error.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "enough")
+    also()
+    held_open.set()

@@ -5,7 +5,6 @@ requests; cancellation (client cancel, deadline, server stop) back to the loop; 
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 import threading
@@ -19,13 +18,15 @@ from modelgate.server.frontends.grpc.loop_calls import LoopCalls
 from modelgate.server.frontends.grpc.threaded_bridge import RpcAbort
 from tests.server.frontends.grpc.grpc_helpers import WAIT_S
 from tests.server.frontends.grpc.probe_service import (
-    SERVICE,
     STREAMS,
     StreamProbe,
+    assert_an_awaited_abort_ends_the_stream_with_its_status,
     assert_client_cancel_cancels_the_method,
     assert_half_closed_count_gets_every_response,
     assert_server_stop_cancels_an_open_stream,
     error_after_the_first_response,
+    loop_on_a_thread,
+    probe_server,
     requests_then_wait,
     stream,
 )
@@ -79,28 +80,17 @@ def _never_threaded(request_iterator, context):
 def probe():
     """(servicer, channel, server, loop thread): a threaded server whose probe streams LoopCalls runs on a loop
     thread; grpc's handler pool is one that fails the test if any work reaches it."""
-    loop = asyncio.new_event_loop()
-    loop_thread = threading.Thread(target=loop.run_forever, name="probe-loop", daemon=True)
-    loop_thread.start()
-    servicer = ProbeServicer()
-    fallback = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="probe-fallback")
-    calls = LoopCalls(loop, fallback)
-    handlers = {}
-    for name in METHODS:
-        behaviour = calls.stream_handler(_never_threaded, getattr(servicer, name), _decode, _serialize)
-        handlers[name] = grpc.stream_stream_rpc_method_handler(behaviour, response_serializer=_serialize)
-    server = grpc.server(concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="probe-handler"))
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    yield servicer, channel, server, loop_thread
-    channel.close()
-    server.stop(None).wait(WAIT_S)
-    fallback.shutdown(wait=False)
-    loop.call_soon_threadsafe(loop.stop)
-    loop_thread.join(WAIT_S)
-    loop.close()
+    with loop_on_a_thread() as (loop, loop_thread):
+        servicer = ProbeServicer()
+        fallback = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="probe-fallback")
+        calls = LoopCalls(loop, fallback)
+        handlers = {}
+        for name in METHODS:
+            behaviour = calls.stream_handler(_never_threaded, getattr(servicer, name), _decode, _serialize)
+            handlers[name] = grpc.stream_stream_rpc_method_handler(behaviour, response_serializer=_serialize)
+        with probe_server(handlers, 2) as (server, channel):
+            yield servicer, channel, server, loop_thread
+        fallback.shutdown(wait=False)
 
 
 def test_a_stream_half_closed_with_responses_pending_gets_them_all_from_the_loop(probe):
@@ -154,10 +144,7 @@ def test_a_server_error_ends_the_rpc_as_grpcio_ends_it_and_is_logged(probe, capl
 
 def test_an_awaited_abort_ends_the_stream_with_its_status_after_the_responses_before(probe):
     _, channel, _, _ = probe
-    held_open = threading.Event()
-    error = error_after_the_first_response(channel, "AbortAfterOne", held_open, b"first", b"second")
-    assert (error.code(), error.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "enough")
-    held_open.set()
+    assert_an_awaited_abort_ends_the_stream_with_its_status(channel)
 
 
 def test_a_response_that_cannot_be_serialized_is_an_internal_error_after_the_ones_before(probe):

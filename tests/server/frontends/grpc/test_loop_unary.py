@@ -5,10 +5,8 @@ deadline, server stop) back to the loop; and what it does not take goes to the f
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
-import threading
 
 import grpc
 import pytest
@@ -16,7 +14,7 @@ import pytest
 from modelgate.server.frontends.grpc import loop_calls, loop_unary
 from modelgate.server.frontends.grpc.loop_calls import LoopCalls
 from tests.server.frontends.grpc.grpc_helpers import WAIT_S
-from tests.server.frontends.grpc.probe_service import SERVICE, UnaryProbe, unary
+from tests.server.frontends.grpc.probe_service import SERVICE, UnaryProbe, loop_on_a_thread, probe_server, unary
 
 
 class ProbeServicer(UnaryProbe):
@@ -56,31 +54,20 @@ def _serialize(response) -> bytes:
 def probe():
     """(servicer, channel, server, fallback pool, loop thread): a threaded server whose probe methods are served
     by LoopCalls on a loop thread; `Threaded` is served by the fallback pool (a plain handler)."""
-    loop = asyncio.new_event_loop()
-    loop_thread = threading.Thread(target=loop.run_forever, name="probe-loop", daemon=True)
-    loop_thread.start()
-    servicer = ProbeServicer()
-    fallback = RecordingPool()
-    calls = LoopCalls(loop, fallback)
-    handlers = {}
-    for name in METHODS:
-        behaviour = calls.unary_handler(_never_threaded, getattr(servicer, name), _serialize)
-        handlers[name] = grpc.unary_unary_rpc_method_handler(behaviour, response_serializer=_serialize)
-    threaded = _threaded_echo(servicer)
-    threaded.experimental_thread_pool = calls  # not one of its handlers: it hands the call to the fallback
-    handlers["Threaded"] = grpc.unary_unary_rpc_method_handler(threaded)
-    server = grpc.server(concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="probe-handler"))
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    yield servicer, channel, server, fallback, loop_thread
-    channel.close()
-    server.stop(None).wait(WAIT_S)
-    fallback.shutdown(wait=False)
-    loop.call_soon_threadsafe(loop.stop)
-    loop_thread.join(WAIT_S)
-    loop.close()
+    with loop_on_a_thread() as (loop, loop_thread):
+        servicer = ProbeServicer()
+        fallback = RecordingPool()
+        calls = LoopCalls(loop, fallback)
+        handlers = {}
+        for name in METHODS:
+            behaviour = calls.unary_handler(_never_threaded, getattr(servicer, name), _serialize)
+            handlers[name] = grpc.unary_unary_rpc_method_handler(behaviour, response_serializer=_serialize)
+        threaded = _threaded_echo(servicer)
+        threaded.experimental_thread_pool = calls  # not one of its handlers: it hands the call to the fallback
+        handlers["Threaded"] = grpc.unary_unary_rpc_method_handler(threaded)
+        with probe_server(handlers, 4) as (server, channel):
+            yield servicer, channel, server, fallback, loop_thread
+        fallback.shutdown(wait=False)
 
 
 def _never_threaded(request, context):

@@ -4,7 +4,6 @@ cancellation (client cancel, deadline, server stop) back to the loop, and both e
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import threading
 
@@ -14,13 +13,15 @@ import pytest
 from modelgate.server.frontends.grpc.threaded_bridge import ThreadedServicer
 from tests.server.frontends.grpc.grpc_helpers import WAIT_S
 from tests.server.frontends.grpc.probe_service import (
-    SERVICE,
     STREAMS,
     StreamProbe,
+    assert_an_awaited_abort_ends_the_stream_with_its_status,
     assert_client_cancel_cancels_the_method,
     assert_half_closed_count_gets_every_response,
     assert_server_stop_cancels_an_open_stream,
     error_after_the_first_response,
+    loop_on_a_thread,
+    probe_server,
     unary,
 )
 
@@ -53,26 +54,16 @@ class RecordingPool(concurrent.futures.ThreadPoolExecutor):
 @pytest.fixture
 def probe():
     """(servicer, channel, server, reader pool): a threaded server whose probe methods run on a loop thread."""
-    loop = asyncio.new_event_loop()
-    loop_thread = threading.Thread(target=loop.run_forever, name="probe-loop", daemon=True)
-    loop_thread.start()
-    servicer = ProbeServicer()
-    servicer.loop_thread = loop_thread
-    readers = RecordingPool()
-    threaded = ThreadedServicer(servicer, loop, readers)
-    handlers = {name: grpc.unary_unary_rpc_method_handler(getattr(threaded, name)) for name in UNARY}
-    handlers.update({name: grpc.stream_stream_rpc_method_handler(getattr(threaded, name)) for name in STREAMS})
-    server = grpc.server(concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="probe-handler"))
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    yield servicer, channel, server, readers
-    channel.close()
-    server.stop(None).wait(WAIT_S)
-    readers.shutdown(wait=False)
-    loop.call_soon_threadsafe(loop.stop)
-    loop_thread.join(WAIT_S)
+    with loop_on_a_thread() as (loop, loop_thread):
+        servicer = ProbeServicer()
+        servicer.loop_thread = loop_thread
+        readers = RecordingPool()
+        threaded = ThreadedServicer(servicer, loop, readers)
+        handlers = {name: grpc.unary_unary_rpc_method_handler(getattr(threaded, name)) for name in UNARY}
+        handlers.update({name: grpc.stream_stream_rpc_method_handler(getattr(threaded, name)) for name in STREAMS})
+        with probe_server(handlers, 16) as (server, channel):
+            yield servicer, channel, server, readers
+        readers.shutdown(wait=False)
 
 
 def test_a_unary_result_comes_back_and_the_coroutine_ran_on_the_loop(probe):
@@ -134,11 +125,7 @@ def test_a_stream_server_error_ends_the_rpc_and_its_reader(probe):
 
 def test_an_awaited_abort_in_a_stream_ends_it_with_its_status_after_the_responses_before(probe):
     _, channel, _, readers = probe
-    held_open = threading.Event()
-    error = error_after_the_first_response(channel, "AbortAfterOne", held_open, b"first", b"second")
-    assert (error.code(), error.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "enough")
-    readers.assert_readers_ended()
-    held_open.set()
+    assert_an_awaited_abort_ends_the_stream_with_its_status(channel, also=readers.assert_readers_ended)
 
 
 def test_stopping_the_server_with_a_stream_open_cancels_it_without_hanging(probe):
