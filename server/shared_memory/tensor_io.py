@@ -4,7 +4,8 @@ A tensor in shared memory carries the parameters `shared_memory_region` (a regis
 `shared_memory_byte_size` and, optionally, `shared_memory_offset` (default 0). The frontends decode such an input
 with `data=None`; `read_inputs` fills it in, and `write_outputs` moves each such requested output's data into its
 region, leaving the response's tensor without data (the encoders then send none, as Triton does). Offsets and sizes
-are checked against the region before any byte moves. Copies of more than `THREAD_COPY_BYTES` run off the event loop.
+are checked against the region before any byte moves. Host copies of more than `THREAD_COPY_BYTES` run off the event
+loop; reading a CUDA region stays on it whatever its size, since it only enqueues a device-to-device copy.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from modelgate.core.inference_types import InferRequest, InferResponse, InferTen
 from modelgate.core.tensors import datatypes
 from modelgate.core.tensors.bytes_codec import deserialize_bytes_tensor, serialize_bytes_tensor
 from modelgate.core.tensors.device_tensors import is_device_tensor
+from modelgate.server.shared_memory.cuda_region import CudaRegion
 from modelgate.server.shared_memory.registry import Region, SharedMemoryRegistry
 
 REGION = "shared_memory_region"
@@ -51,7 +53,10 @@ async def read_inputs(request: InferRequest, registry: SharedMemoryRegistry) -> 
         if REGION in tensor.parameters:
             where = f"input '{tensor.name}'"
             span = region_span(registry, tensor.parameters, where)
-            tensor.data = await _off_loop_if_large(span.byte_size, _read_tensor, span, tensor, where)
+            if isinstance(span.region, CudaRegion):  # a thread hop would cost more than the enqueued copy
+                tensor.data = _read_tensor(span, tensor, where)
+            else:
+                tensor.data = await _off_loop_if_large(span.byte_size, _read_tensor, span, tensor, where)
 
 
 async def write_outputs(request: InferRequest, response: InferResponse, registry: SharedMemoryRegistry) -> None:
