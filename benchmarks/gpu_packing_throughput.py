@@ -147,7 +147,9 @@ def main() -> None:
     args = parser.parse_args()
     via = args.packed_via or ("clients" if args.shared_memory == "none" else "ensemble")
     if via == "clients" and args.shared_memory != "none":
-        parser.error("--packed-via clients cannot use shared memory: each perf_analyzer unregisters the others' regions")
+        parser.error(
+            "--packed-via clients cannot use shared memory: each perf_analyzer unregisters the others' regions"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     repository = Path(tempfile.mkdtemp())
     build_resnets(repository)
