@@ -117,6 +117,8 @@ def variants(context_len: int, quick: bool):
     configs = ((32, 4, 2), (64, 4, 3), (128, 4, 2), (128, 8, 3), (64, 8, 2), (64, 4, 1))
     if context_len < 1024:  # many short sequences: the grid is full, each program is a few dependent tiles
         configs += ((32, 4, 1), (32, 2, 1), (64, 2, 1), (16, 4, 1), (32, 2, 2))
+        # ...or one or two wide tiles: fewer dependent round trips to memory per program
+        configs += ((128, 4, 1), (128, 8, 1), (256, 8, 1), (256, 4, 1))
     for block_n, warps, stages in configs:
         config = DecodeConfig(block_n, warps, stages)
         yield f"single n{block_n} w{warps} s{stages}", SINGLE_PASS, config
