@@ -114,6 +114,7 @@ def write_repository(folder: Path, checkpoint: Path, args: argparse.Namespace) -
         settings.update(num_kv_blocks=2048, block_size=16)
     else:
         settings.update(quantization="fp8", kv_cache_dtype="fp8", gpu_memory_utilization=GPU_MEMORY_UTILIZATION)
+    settings.update(parameter.split("=", 1) for parameter in args.engine_parameter)
     parameters = "".join(f'parameters {{ key: "{k}" value {{ string_value: "{v}" }} }}\n' for k, v in settings.items())
     kind = "KIND_CPU" if args.tiny else "KIND_GPU"
     (model / "config.pbtxt").write_text(
@@ -303,7 +304,16 @@ def main() -> None:
     parser.add_argument("--profile-s", type=float, default=8.0, help="seconds of each profile")
     parser.add_argument("--out", type=Path, default=Path("/tmp/llm-served-vs-engine"))
     parser.add_argument("--http-workers", type=int, default=1, help="processes serving HTTP (serve --http-workers)")
+    parser.add_argument(
+        "--engine-parameter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config parameter of the served model, e.g. admit_waiting_ahead=false (repeatable)",
+    )
     args = parser.parse_args()
+    if any("=" not in parameter for parameter in args.engine_parameter):
+        parser.error("--engine-parameter takes KEY=VALUE")
     if args.tiny:
         args.checkpoint, args.max_model_len = TINY_LLM, 256
     elif not (args.checkpoint / "config.json").is_file():

@@ -108,6 +108,7 @@ def main() -> None:
         max_num_seqs=8,
         max_num_batched_tokens=args.max_num_batched_tokens,
         max_model_len=max(args.isls) + 64,
+        engine_parameter=[],
     )
     write_repository(args.out / "repository", args.checkpoint, serving)
     server = Server(args.out / "repository", args.out / "server.log")

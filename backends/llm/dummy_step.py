@@ -32,6 +32,7 @@ def dummy_layout(num_tokens: int, num_decodes: int, block_size: int, max_positio
         tables=[[0] * width for _ in context_lens],
         sample_rows=[],
         is_decode_only=num_tokens == len(context_lens),
+        device_token_rows=[],
     )
 
 

@@ -190,7 +190,8 @@ class LLMEngine:
     def _launch_ahead(self, scheduled, pending_sample) -> tuple | None:
         if not self.runner.can_launch_ahead(scheduled, pending_sample):
             return None
-        ahead = self.scheduler.schedule_ahead(scheduled)
+        admits = self.runner.admits_ahead if self.config.admit_waiting_ahead else None
+        ahead = self.scheduler.schedule_ahead(scheduled, admits)
         if ahead is None:
             return None
         return ahead, self.runner.launch_ahead(ahead, scheduled, pending_sample)

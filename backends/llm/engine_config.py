@@ -58,6 +58,10 @@ class EngineConfig(BaseModel):
     # decode graphs; vLLM's async scheduling, for that case): the sampled tokens feed it on the device. A request
     # that stops on a token computes one more (dropped).
     launch_decode_ahead: bool = True
+    # With launch_decode_ahead, waiting requests whose first token is also chosen on the device join the step
+    # queued ahead behind its decodes (their prompts come from the host), instead of making it wait for the
+    # host: under a steady stream of arrivals, most steps then are queued ahead.
+    admit_waiting_ahead: bool = True
     # Split the model over this many processes (ranks), one GPU each (rank r on cuda:<device index + r>), linked
     # by torch.distributed (NCCL; gloo on the CPU): attention heads, KV cache, MLP and vocabulary split,
     # all-reduces after o_proj and down_proj (backends/llm/parallel/). The model's heads, KV heads (or the

@@ -21,6 +21,7 @@ from modelgate.backends.llm.models.llama import DecoderForCausalLM
 from modelgate.backends.llm.models.model_config import DecoderConfig
 from modelgate.backends.llm.models.weight_loader import checkpoint_has_fp8_weights, load_weights
 from modelgate.backends.llm.parallel.runner_hooks import RankShard
+from modelgate.backends.llm.request import LLMRequest
 from modelgate.backends.llm.sampler import PendingSample, Sampler, SamplerOutput, samples_on_device
 from modelgate.backends.llm.scheduler import ScheduledRequest, SchedulerOutput
 from modelgate.backends.llm.step_graphs import StepGraphs, buffer_bytes
@@ -277,13 +278,23 @@ class ModelRunner:
             if len(sample_rows) < len(scheduled):
                 logits = logits.index_select(0, to_device(sample_rows, torch.long, self.device))
             return logits
-        layout = StepLayout.of(scheduled, self.block_size)
+        return self._forward_layout(StepLayout.of(scheduled, self.block_size))
+
+    def _forward_layout(self, layout: StepLayout, device_tokens: torch.Tensor | None = None) -> torch.Tensor | None:
+        """forward_step's way for steps other than the decode graphs': the piecewise step graphs or the eager
+        model. device_tokens: the input tokens of layout.device_token_rows, on the device (a step launched
+        ahead), written over their placeholders before the forward reads them."""
+        fill = None
+        if device_tokens is not None:
+            fill = (to_device(layout.device_token_rows, torch.long, self.device), device_tokens)
         step_graphs = self.step_graphs
         if step_graphs is not None and step_graphs.supports(layout.num_tokens):
             metadata = layout.metadata(step_graphs.slot_mapping[: layout.num_tokens], self.device)
-            hidden = step_graphs.run(layout.token_ids, layout.positions, layout.slots, metadata)
+            hidden = step_graphs.run(layout.token_ids, layout.positions, layout.slots, metadata, fill)
         else:
             inputs = StepInputs.of(layout, self.device)
+            if fill is not None:
+                inputs.token_ids.index_copy_(0, *fill)
             hidden = self.model(inputs.token_ids, inputs.positions, self.kv_caches, inputs.metadata, self.kv_scales)
         if not layout.sample_rows:
             return None
@@ -302,19 +313,32 @@ class ModelRunner:
             samples_on_device(item.request) for item in previous.scheduled
         )
 
+    def admits_ahead(self, request: LLMRequest) -> bool:
+        """Whether a waiting request may join a step launched ahead (Scheduler.schedule_ahead's `admits`): its
+        prompt is on the host, and the token its step samples is chosen on the device, so that the step after
+        can be launched ahead as well."""
+        return self.pipeline is None and samples_on_device(request)
+
     @torch.inference_mode()
     def launch_ahead(self, output: SchedulerOutput, previous: SchedulerOutput, pending: PendingSample) -> PendingSample:
-        """Queue `output` (Scheduler.schedule_ahead of previous; can_launch_ahead said yes) behind previous: its
-        tokens are previous's sampled ones, read on the device. Returns its own pending tokens."""
+        """Queue `output` (Scheduler.schedule_ahead of previous; can_launch_ahead said yes) behind previous: the
+        tokens of its decodes are previous's sampled ones, read on the device; requests admitted behind them
+        bring their prompts from the host. Returns its own pending tokens."""
         scheduled = output.scheduled
         tokens = pending.device_tokens
         row_of = {id(item.request): row for row, item in enumerate(previous.scheduled)}
-        rows = [row_of[id(item.request)] for item in scheduled]
+        decodes = [item for item in scheduled if item.token_on_device]
+        rows = [row_of[id(item.request)] for item in decodes]
         if rows != list(range(len(previous.scheduled))):  # some requests finish with previous: their rows go
             index = torch.tensor(rows, dtype=torch.long, pin_memory=tokens.is_cuda)
             tokens = tokens.index_select(0, index.to(tokens.device, non_blocking=True))
-        logits = self.decode_graphs.run(decode_rows(scheduled, self.block_size, known_tokens=False), tokens)
-        return self.sampler.sample_async(logits, [item.request for item in scheduled])
+        if len(decodes) == len(scheduled):
+            logits = self.decode_graphs.run(decode_rows(scheduled, self.block_size, known_tokens=False), tokens)
+        else:
+            logits = self._forward_layout(StepLayout.of(scheduled, self.block_size), tokens)
+            if logits is None:  # only prompt chunks that sample nothing (a decode row always samples)
+                return PendingSample(SamplerOutput({}, {}))
+        return self.sampler.sample_async(logits, [item.request for item in scheduled if item.samples])
 
     def _prepare(self, scheduled: list[ScheduledRequest]) -> StepInputs:
         """The step's inputs as the eager forward takes them (tensors on the device)."""

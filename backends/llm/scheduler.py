@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from modelgate.backends.llm.kv_cache_manager import KVCacheManager
@@ -40,6 +41,8 @@ class ScheduledRequest:
     # Whether this step reaches the request's last known token, so a token is sampled. Fixed when the
     # step is built (the runner and update_from_output read it several times per request).
     samples: bool = field(init=False)
+    # A decode scheduled ahead: its input token is the previous step's, still on the device (not on the request).
+    token_on_device: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.samples = self.num_computed_tokens + self.num_new_tokens == self.request.num_tokens
@@ -110,17 +113,25 @@ class Scheduler:
             self._schedule_waiting(output, budget)
         return output
 
-    def schedule_ahead(self, previous: SchedulerOutput) -> SchedulerOutput | None:
-        """The step after `previous` while previous's tokens are still being computed, when it surely is one
-        decode of each of its requests; None when schedule() might do otherwise.
+    def schedule_ahead(
+        self, previous: SchedulerOutput, admits: Callable[[LLMRequest], bool] | None = None
+    ) -> SchedulerOutput | None:
+        """The step after `previous` while previous's tokens are still being computed: one decode of each of
+        its requests (`token_on_device`: the input is previous's token), then, with `admits`, the waiting
+        requests that schedule() would admit; None when schedule() might do otherwise.
 
-        It is: every running request was in `previous` and sampled there (no prefill chunk goes on), and no
-        waiting request could be admitted. Requests that `previous` finishes for sure (max_tokens, the model's
-        context) are left out; one that it finishes on a stop token (not known yet) gets a wasted row, which
-        update_from_output skips as for an aborted one. Slots for both tokens are allocated now; None if they
-        do not fit (schedule() then preempts as usual; blocks taken for earlier requests stay theirs).
+        It is: every running request was in `previous` and sampled there (no prefill chunk goes on). Requests
+        that `previous` finishes for sure (max_tokens, the model's context) are left out; one that it finishes
+        on a stop token (not known yet) gets a wasted row, which update_from_output skips as for an aborted one.
+        Slots for both tokens are allocated now; None if they do not fit (schedule() then preempts as usual;
+        blocks taken for earlier requests stay theirs).
+
+        Waiting requests, when seats are free: without `admits`, None (they wait for schedule()); with it, they
+        are admitted in arrival order up to the first it refuses (whose step must wait for the host, e.g. a
+        token chosen there), and None if it refuses the first, so that schedule() admits that one next.
         """
-        if self.waiting and len(self.running) < self.config.max_num_seqs:
+        admitting = bool(self.waiting) and len(self.running) < self.config.max_num_seqs
+        if admitting and (admits is None or not admits(self.waiting[0])):
             return None
         previous_requests = {id(item.request) for item in previous.scheduled if item.samples}
         if len(previous_requests) != len(previous.scheduled):
@@ -148,7 +159,10 @@ class Scheduler:
                 request, item.num_computed_tokens + item.num_new_tokens, 1, block_ids(request.request_id)
             )
             ahead.samples = True  # its token is previous's, which request.num_tokens does not count yet
+            ahead.token_on_device = True
             output.scheduled.append(ahead)
+        if admitting:
+            self._schedule_waiting(output, self.config.max_num_batched_tokens - len(output.scheduled), admits)
         return output if output.scheduled else None
 
     def update_from_output(self, output: SchedulerOutput, sampled: dict[str, int], logprobs=None) -> StepResult:
@@ -204,9 +218,13 @@ class Scheduler:
             break  # the request itself was preempted
         return budget
 
-    def _schedule_waiting(self, output: SchedulerOutput, budget: int) -> None:
+    def _schedule_waiting(
+        self, output: SchedulerOutput, budget: int, admits: Callable[[LLMRequest], bool] | None = None
+    ) -> None:
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             request = self.waiting[0]
+            if admits is not None and not admits(request):
+                break
             cached, num_cached = self.kv_cache.find_cached_prefix(request)
             num_new = request.num_tokens - num_cached
             if num_new > budget:

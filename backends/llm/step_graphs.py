@@ -147,12 +147,23 @@ class StepGraphs:
         )
 
     @torch.inference_mode()
-    def run(self, token_ids: list[int], positions: list[int], slots: list[int], metadata: AttentionMetadata):
+    def run(
+        self,
+        token_ids: list[int],
+        positions: list[int],
+        slots: list[int],
+        metadata: AttentionMetadata,
+        device_tokens: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ):
         """Final hidden states [T, hidden_size] of a step of T = len(token_ids) tokens (a view of a static buffer,
-        valid until the next run); the step's K/V land in the cache. metadata: the step's, for the attention."""
+        valid until the next run); the step's K/V land in the cache. metadata: the step's, for the attention.
+        device_tokens: (rows, tokens) on the device, written over those rows of token_ids once they are staged
+        (a step launched ahead: its decodes' tokens were sampled by the step still running)."""
         num_tokens = len(token_ids)
         count = self.padded_count(num_tokens)
         self._stage(token_ids, positions, slots, count)
+        if device_tokens is not None:
+            self.token_ids.index_copy_(0, *device_tokens)
         if not self.replay:
             return self._run_eagerly(num_tokens, count, metadata)
         graphs = self._graphs[count]

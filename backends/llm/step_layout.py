@@ -25,13 +25,21 @@ class StepLayout:
     tables: list[list[int]]  # [num_seqs, max_blocks]: block tables padded with 0
     sample_rows: list[int]  # the rows whose logits are sampled (each sampling sequence's last token)
     is_decode_only: bool
+    # The rows of decodes scheduled ahead (`token_on_device`): their token_ids are placeholders (0), for the
+    # caller to fill on the device with the previous step's tokens, in this order.
+    device_token_rows: list[int]
 
     @classmethod
     def of(cls, scheduled: list[ScheduledRequest], block_size: int) -> StepLayout:
         token_ids, positions, slots, query_start, context_lens, sample_rows = [], [], [], [0], [], []
+        device_token_rows = []
         for item in scheduled:
             start, end = item.num_computed_tokens, item.num_computed_tokens + item.num_new_tokens
-            token_ids.extend(token_slice(item.request, start, end))
+            if item.token_on_device:
+                device_token_rows.append(len(token_ids))
+                token_ids.append(0)
+            else:
+                token_ids.extend(token_slice(item.request, start, end))
             positions.extend(range(start, end))
             slots.extend(item.block_ids[p // block_size] * block_size + p % block_size for p in range(start, end))
             query_start.append(len(token_ids))
@@ -41,7 +49,15 @@ class StepLayout:
         width = max(len(item.block_ids) for item in scheduled)
         tables = [item.block_ids + [0] * (width - len(item.block_ids)) for item in scheduled]
         return cls(
-            token_ids, positions, slots, query_start, context_lens, tables, sample_rows, is_decode_step(scheduled)
+            token_ids,
+            positions,
+            slots,
+            query_start,
+            context_lens,
+            tables,
+            sample_rows,
+            is_decode_step(scheduled),
+            device_token_rows,
         )
 
     @property

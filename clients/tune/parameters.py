@@ -53,6 +53,7 @@ TUNABLE_PARAMETERS: dict[str, TunableParameter] = {
         TunableParameter("enable_chunked_prefill", "bool", "true"),
         TunableParameter("overlap_output_processing", "bool", "true"),
         TunableParameter("launch_decode_ahead", "bool", "true"),
+        TunableParameter("admit_waiting_ahead", "bool", "true"),
     )
 }
 

@@ -74,6 +74,8 @@ class _LaterLaunch:
         self._runner, self._scheduled = runner, scheduled
 
     def result(self):
+        for item in self._scheduled.scheduled:
+            item.token_on_device = False  # its token is on its request by now: the layout reads it from there
         return self._runner.launch(self._scheduled).result()
 
 

@@ -36,7 +36,7 @@ def _expected(request: LLMRequest) -> list[int]:
     return tokens
 
 
-def _run_ahead(requests, num_blocks=64, block_size=4, max_num_seqs=8, budget=32, arrive_at_once=False):
+def _run_ahead(requests, num_blocks=64, block_size=4, max_num_seqs=8, budget=32, arrive_at_once=False, admits=None):
     config = SchedulerConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=budget, max_model_len=4096)
     kv = KVCacheManager(num_blocks, block_size)
     scheduler = Scheduler(config, kv)
@@ -46,17 +46,23 @@ def _run_ahead(requests, num_blocks=64, block_size=4, max_num_seqs=8, budget=32,
         for request in pending:
             scheduler.add_request(request)
         pending = []
-    finished, ahead_steps, steps = {}, 0, 0
+    finished, ahead_steps, steps, admitted_steps = {}, 0, 0, []
     output = None
     while pending or scheduler.has_unfinished or output is not None:
         if pending:
             scheduler.add_request(pending.pop(0))
         if output is None:
             output = scheduler.schedule()
-        ahead = scheduler.schedule_ahead(output)  # before this step's tokens exist
+        ahead = scheduler.schedule_ahead(output, admits)  # before this step's tokens exist
         if ahead is not None:
             ahead_steps += 1
-            assert all(item.samples and item.num_new_tokens == 1 for item in ahead.scheduled)
+            decodes = [item for item in ahead.scheduled if item.token_on_device]
+            assert all(item.samples and item.num_new_tokens == 1 for item in decodes)
+            assert all(item.request in [i.request for i in output.scheduled] for item in decodes)
+            admitted = [item for item in ahead.scheduled if not item.token_on_device]
+            assert ahead.scheduled == decodes + admitted  # the decodes first, as schedule() puts running ones
+            if admitted:
+                admitted_steps.append(len(admitted))
         result = scheduler.update_from_output(output, runner.execute(output))
         for request in result.finished:
             finished[request.request_id] = request
@@ -65,6 +71,7 @@ def _run_ahead(requests, num_blocks=64, block_size=4, max_num_seqs=8, budget=32,
         steps += 1
         assert steps < 10_000
     assert kv.pool.num_free_blocks == num_blocks, "blocks leaked"
+    scheduler.admitted_steps = admitted_steps
     return finished, ahead_steps, scheduler
 
 
@@ -87,6 +94,54 @@ def test_outputs_with_steps_scheduled_ahead_equal_each_request_alone(settings):
         assert ahead_steps > 0
     if settings.get("num_blocks") == 14:
         assert scheduler.num_preemptions > 0
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},  # one arrival per step, each admitted into the step queued ahead
+        {"budget": 8},  # prompts longer than what the decodes leave: chunks, after which no step goes ahead
+        {"num_blocks": 14, "budget": 64},  # too few blocks: admissions stop short, preemption
+    ],
+)
+def test_arrivals_admitted_into_steps_ahead_give_each_request_its_output_alone(settings):
+    requests = _requests(16, seed=5, eos=7)
+    expected = {r.request_id: _expected(r) for r in requests}
+    finished, ahead_steps, scheduler = _run_ahead(requests, admits=lambda request: True, **settings)
+    assert {rid: r.output_token_ids for rid, r in finished.items()} == expected
+    assert scheduler.admitted_steps, "no arrival joined a step ahead"
+    _, ahead_without, _ = _run_ahead(_requests(16, seed=5, eos=7), **settings)
+    assert ahead_steps > ahead_without
+
+
+def test_a_waiting_request_refused_ahead_waits_for_schedule_and_is_admitted_there():
+    first = LLMRequest("first", [1, 2, 3], SamplingParams(max_tokens=5, temperature=0))
+    scheduler, output = _scheduled_once([first], max_num_seqs=4)
+    host = LLMRequest("host", [4, 5], SamplingParams(max_tokens=5, temperature=0))
+    device = LLMRequest("device", [6], SamplingParams(max_tokens=5, temperature=0))
+    scheduler.add_request(host)
+    scheduler.add_request(device)
+
+    def on_the_device(request):
+        return request is device
+
+    assert scheduler.schedule_ahead(output, on_the_device) is None  # the first in line is refused: no step ahead
+    assert [r.request_id for r in scheduler.waiting] == ["host", "device"]  # nothing was admitted
+    scheduler.update_from_output(output, {"first": 9})
+    following = scheduler.schedule()
+    assert [item.request.request_id for item in following.scheduled] == ["first", "host", "device"]
+    late = LLMRequest("late", [7, 8], SamplingParams(max_tokens=5, temperature=0))
+    scheduler.add_request(late)
+    refused_behind = LLMRequest("refused", [9], SamplingParams(max_tokens=5, temperature=0))
+    scheduler.add_request(refused_behind)
+    ahead = scheduler.schedule_ahead(following, lambda request: request is not refused_behind)
+    assert [(i.request.request_id, i.token_on_device) for i in ahead.scheduled] == [
+        ("first", True),
+        ("host", True),
+        ("device", True),
+        ("late", False),
+    ]
+    assert [r.request_id for r in scheduler.waiting] == ["refused"]
 
 
 def _scheduled_once(requests, **config):

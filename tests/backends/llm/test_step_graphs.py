@@ -63,12 +63,12 @@ def _count_graph_steps(engine: LLMEngine) -> list[tuple[int, bool, bool]]:
     graphs, steps = engine.runner.step_graphs, []
     run = graphs.run
 
-    def counting_run(token_ids, positions, slots, metadata):
+    def counting_run(token_ids, positions, slots, metadata, device_tokens=None):
         starts, contexts = metadata.query_start_cpu, metadata.context_lens_cpu
         queries = [end - begin for begin, end in zip(starts, starts[1:])]
         extends = any(1 < query < context for query, context in zip(queries, contexts))
         steps.append((len(token_ids), metadata.is_decode_only, extends))
-        return run(token_ids, positions, slots, metadata)
+        return run(token_ids, positions, slots, metadata, device_tokens)
 
     graphs.run = counting_run
     return steps

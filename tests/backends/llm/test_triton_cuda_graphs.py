@@ -264,3 +264,59 @@ def test_abort_while_a_step_is_launched_ahead(tiny):
     }
     assert tokens["r4"] == expected["r4"][: len(tokens["r4"])] and len(tokens["r4"]) < len(expected["r4"])
     assert engine.kv_cache.num_requests_holding_blocks() == 0
+
+
+def _arriving_greedy(engine: LLMEngine) -> dict[str, list[int]]:
+    """REQUESTS greedy, the first two at once and one more before each of the next steps (arrivals while
+    decode steps run): each request's tokens."""
+    arrivals = [
+        (f"r{i}", engine.tokenizer.encode(text), SamplingParams(max_tokens=n, temperature=0, ignore_eos=True))
+        for i, (text, n) in enumerate(REQUESTS.items())
+    ]
+    for arrival in arrivals[:2]:
+        engine.add_request(*arrival)
+    arrivals = arrivals[2:]
+    tokens: dict[str, list[int]] = {}
+    while engine.has_unfinished or arrivals:
+        if arrivals:
+            engine.add_request(*arrivals.pop(0))
+        for output in engine.step():
+            tokens.setdefault(output.request_id, []).extend(output.new_token_ids)
+    return tokens
+
+
+def _count_mixed_ahead_launches(engine: LLMEngine) -> list[int]:
+    """Record, for every step launched ahead that also admits waiting requests, how many it admits."""
+    runner, admitted = engine.runner, []
+    launch_ahead = runner.launch_ahead
+
+    def counting(output, previous, pending):
+        fresh = [item for item in output.scheduled if not item.token_on_device]
+        if fresh:
+            admitted.append(len(fresh))
+        return launch_ahead(output, previous, pending)
+
+    runner.launch_ahead = counting
+    return admitted
+
+
+@pytest.mark.parametrize("step_graphs", [False, True], ids=["eager", "step-graphs"])
+def test_arrivals_join_steps_launched_ahead_with_the_same_tokens(tiny, step_graphs):
+    """A request arriving while decode steps are launched ahead joins the next one behind its decodes (their
+    tokens on the device, its prompt from the host) through the eager forward or the piecewise step graphs:
+    every request gets the tokens of an engine that waits for each step's tokens, and arrivals no longer
+    stop the chain of steps launched ahead."""
+    waiting = _graphed(tiny, launch_decode_ahead=False)
+    expected = _arriving_greedy(waiting)
+    ahead = _graphed(tiny)
+    if step_graphs:
+        ahead.runner.use_step_graphs([16, 64], replay=CUDA)
+    admitted = _count_mixed_ahead_launches(ahead)
+    sizes = _count_ahead_launches(ahead)
+    assert _arriving_greedy(ahead) == expected
+    assert len(admitted) >= 2  # arrivals joined steps queued ahead
+    not_admitting = _graphed(tiny, admit_waiting_ahead=False)
+    fewer = _count_ahead_launches(not_admitting)
+    assert _arriving_greedy(not_admitting) == expected
+    assert len(sizes) > len(fewer)
+    assert not ahead.has_unfinished and ahead.kv_cache.num_requests_holding_blocks() == 0
