@@ -40,6 +40,9 @@ class DecodeConfig(NamedTuple):
     num_warps: int
     num_stages: int
     words: bool = True  # an FP8 cache is read as int32 words where packed_fp8_ok (kernels/fp8_kv_words.py)
+    # With words: the tiles' dots in fp16 whatever the query's dtype (e4m3 converts to fp16 in one instruction,
+    # to bf16 through fp32); the query is pre-scaled by the softmax scale, which keeps it well inside fp16's range.
+    half_dots: bool = False
 
 
 SINGLE_PASS = DecodeSplit(1, 0)

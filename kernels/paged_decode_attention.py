@@ -111,6 +111,7 @@ def _paged_decode_kernel(
     UPCAST_DOT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     WORDS: tl.constexpr = False,  # FP8 cache read as int32 words (kernels/fp8_kv_words.py); caches are word views
+    HALF_DOTS: tl.constexpr = False,  # WORDS: dots in fp16, the query pre-scaled by qk_scale (DecodeConfig.half_dots)
     # Hopper PDL: wait for the KV write before reading; the next kernel (o_proj) may launch at once and read its
     # weights during this latency-bound one (letting it in after the KV tiles, or at the end, measured slower).
     PDL: tl.constexpr = False,
@@ -140,6 +141,11 @@ def _paged_decode_kernel(
     if WORDS:
         quarter4 = 4 * tl.arange(0, HEAD_DIM // 4)[None, :]  # dims 4c of each quarter
         q0, q1, q2, q3 = load_quarters(q_ptr, q_rows + quarter4, group_mask[:, None], 1, 0.0)
+        tile_qk_scale = qk_scale
+        if HALF_DOTS:
+            q0, q1 = (q0.to(tl.float32) * qk_scale).to(tl.float16), (q1.to(tl.float32) * qk_scale).to(tl.float16)
+            q2, q3 = (q2.to(tl.float32) * qk_scale).to(tl.float16), (q3.to(tl.float32) * qk_scale).to(tl.float16)
+            tile_qk_scale = 1.0
         acc0 = tl.zeros([GROUP_PAD, HEAD_DIM // 4], tl.float32)
         acc1 = tl.zeros([GROUP_PAD, HEAD_DIM // 4], tl.float32)
         acc2 = tl.zeros([GROUP_PAD, HEAD_DIM // 4], tl.float32)
@@ -173,7 +179,7 @@ def _paged_decode_kernel(
                 visible[None, :],
                 kv_head,
                 block_size,
-                qk_scale,
+                tile_qk_scale,
                 stride_cache_block,
                 stride_cache_slot,
                 stride_cache_head,
@@ -368,6 +374,7 @@ def paged_decode_attention(
         UPCAST_DOT=is_interpreted(_paged_decode_kernel),
         DOT_PRECISION=dot_precision(q.dtype),
         WORDS=words,
+        HALF_DOTS=words and config.half_dots,
         PDL=pdl_supported(_paged_decode_kernel, q.device),
         launch_pdl=pdl_supported(_paged_decode_kernel, q.device),
         num_warps=config.num_warps,

@@ -356,7 +356,8 @@ def test_realistic_shapes_on_gpu(cuda, cache_dtype, context_len):
 
 @pytest.mark.parametrize("split", [SINGLE_PASS, SPLIT_32])
 def test_fp8_words_path_equals_the_byte_path(dev, split):
-    """An FP8 cache read as int32 words (head_dim 64 and 128) gives the byte-wise tiles' output."""
+    """An FP8 cache read as int32 words (head_dim 64 and 128), with bf16 or fp16 dots, gives the byte-wise
+    tiles' output."""
     for head_dim in (64, 128):
         generator = torch.Generator().manual_seed(head_dim)
         cache = make_paged_cache([70, 1, 33], 16, 2, head_dim, FP8_DTYPE, dev, generator)
@@ -370,15 +371,17 @@ def test_fp8_words_path_equals_the_byte_path(dev, split):
                 70,
                 kv_scales=cache.kv_scales,
                 split=split,
-                config=SMALL._replace(words=words),
+                config=SMALL._replace(words=words, half_dots=half),
             )
-            for words in (True, False)
+            for words, half in ((False, False), (True, False), (True, True))
         ]
-        assert relative_error(outputs[0], outputs[1]) < 1e-2
+        assert relative_error(outputs[1], outputs[0]) < 1e-2
+        assert relative_error(outputs[2], outputs[0]) < 1e-2
         expected = paged_decode_attention_reference(
             q, cache.kv_cache, cache.block_tables, cache.context_lens, kv_scales=cache.kv_scales
         )
-        assert relative_error(outputs[0], expected) < BF16_TOLERANCE
+        assert relative_error(outputs[1], expected) < BF16_TOLERANCE
+        assert relative_error(outputs[2], expected) < BF16_TOLERANCE
 
 
 @pytest.mark.gpu
