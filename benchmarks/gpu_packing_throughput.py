@@ -174,7 +174,8 @@ def main() -> None:
     weighted = sum(formed[b] * b for b in common) / sum(formed[b] for b in common)
     gpu_at_formed = sum(formed[b] * gpu[b] for b in common) / sum(formed[b] for b in common)
     print(
-        f"\n4 ResNet-50s (FP32, 3x224x224), perf_analyzer gRPC, concurrency {args.concurrency} per model, "
+        f"\n{torch.cuda.get_device_name()}: 4 ResNet-50s (FP32, 3x224x224), perf_analyzer gRPC, "
+        f"concurrency {args.concurrency} per perf_analyzer, "
         f"{args.client_batch} image(s) per request, shared memory: {args.shared_memory}, packed via {via}"
     )
     print(f"batches the server formed (size: executions): {dict(sorted(formed.items()))}")
