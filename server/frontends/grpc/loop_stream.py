@@ -12,7 +12,9 @@ Here:
   its send started there if none is in flight, else queued; core allows one send in flight per call, so the
   send's completion tag, on the polling thread, starts the next queued one itself. The loop is never woken
   for a send, and the polling thread, which wakes for each completion anyway, does the chaining;
-- the status goes out after the last queued response, by the same chain.
+- the status goes out after the last queued response, by the same chain;
+- the method may also write responses through `context.response_writer` (response_writer.py) rather than
+  yield them: queued in the call that produces them, in order with what it yields.
 
 The outcomes are those of the threaded path: OK once the method returns; `RpcAbort` (LoopContext.abort, or a
 request that `decode` refused, which also cancels the work) with its status; any other exception with UNKNOWN

@@ -8,6 +8,16 @@ before it runs, and a response that carries an error, are answered with `error_m
 plus an `infer_response` naming the request (id, model, version, final flag) as Triton
 does, so that clients can tell which request failed; the stream goes on. When the client
 cancels or disconnects, every request still running is cancelled.
+
+Served on the loop (loop_stream.py), the messages are written through the call's response writer as
+they come (`write_infer_stream`), and an LLM's tokens as bytes built on their request's template
+(value_responses.py); elsewhere (grpcio's handler threads, grpc.aio in frontend workers) the method
+yields them from a queue (`serve_infer_stream`). Through the queue, each token cost a protobuf message,
+its serialization and a hop through two async generators; written, tiny_llm streaming to 64 clients on
+the 2-core VM took 25-29 µs of server CPU per token against 31-39 µs (benchmarks/
+llm_server_cpu_per_token.py --protocols grpc --num-requests 1024, three runs each, alternated). Of the
+rest, grpc core's start of each send (its inline socket write included) takes ~10 µs and its polling
+thread's completion of it ~4 µs.
 """
 
 from __future__ import annotations
