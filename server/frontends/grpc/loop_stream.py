@@ -12,7 +12,9 @@ Here:
   its send started there if none is in flight, else queued; core allows one send in flight per call, so the
   send's completion tag, on the polling thread, starts the next queued one itself. The loop is never woken
   for a send, and the polling thread, which wakes for each completion anyway, does the chaining;
-- the status goes out after the last queued response, by the same chain.
+- the status goes out after the last queued response, by the same chain;
+- the method may also write responses through `context.response_writer` (response_writer.py) rather than
+  yield them: queued in the call that produces them, in order with what it yields.
 
 The outcomes are those of the threaded path: OK once the method returns; `RpcAbort` (LoopContext.abort, or a
 request that `decode` refused, which also cancels the work) with its status; any other exception with UNKNOWN
@@ -41,6 +43,7 @@ logger = logging.getLogger(__name__)
 # Responses queued for a client that reads slower than the method answers, before the method waits.
 MAX_UNSENT = 64
 _END = object()
+_UNSERIALIZABLE = "Failed to serialize response!"  # grpcio's words
 
 
 class LoopStreamBehaviour(LoopBehaviour):
@@ -74,7 +77,7 @@ class StreamCall:
         self._behaviour = behaviour
         self._requests = _Requests(self)
         self._task: asyncio.Task | None = None
-        self._request_abort: RpcAbort | None = None  # a request `decode` refused: the RPC ends with it
+        self._request_abort: RpcAbort | None = None  # a refused request, an unserializable write: the RPC ends with it
         # guarded:
         self._unsent: collections.deque = collections.deque()  # serialized responses, then maybe a _Status
         self._is_sending = False  # a send of ours is in flight
@@ -173,32 +176,60 @@ class StreamCall:
         if not internals.is_rpc_state_active(self._state):  # ended before the loop came to it
             self._finish()
             return
-        context = LoopContext(internals.Context(self._event, self._state, None))
+        context = LoopContext(internals.Context(self._event, self._state, None), response_writer=self)
         self._task = self._loop.create_task(self._serve(context))
         self._task.add_done_callback(self._on_done)
 
     async def _serve(self, context: LoopContext) -> None:
         responses = self._behaviour.on_loop(self._requests, context)
         serialize = self._behaviour.serializer
-        state = self._state
         try:
             async for response in responses:
                 try:
                     serialized = serialize(response)
                 except Exception:  # as grpcio: a response that cannot be serialized is the server's fault
                     logger.exception("Exception serializing response!")
-                    raise RpcAbort(grpc.StatusCode.INTERNAL, "Failed to serialize response!") from None
-                with state.condition:
-                    if not internals.is_rpc_state_active(state):
-                        return  # the RPC ended: `_on_rpc_end` cancels this task
-                    self._enqueue(serialized)
-                    drained = None
-                    if len(self._unsent) > MAX_UNSENT:
-                        drained = self._drained = self._loop.create_future()
-                if drained is not None:
+                    raise RpcAbort(grpc.StatusCode.INTERNAL, _UNSERIALIZABLE) from None
+                if not self._queue(serialized):
+                    return  # the RPC ended: `_on_rpc_end` cancels this task
+                if (drained := self._drained) is not None:
                     await drained
         finally:
             await responses.aclose()
+
+    def _queue(self, serialized: bytes) -> bool:
+        """Queue a response behind those before it; False (nothing queued) once the RPC has ended. Past
+        `MAX_UNSENT` unsent, `_drained` is the future of the client catching up."""
+        state = self._state
+        with state.condition:
+            if not internals.is_rpc_state_active(state):
+                return False
+            self._enqueue(serialized)
+            if len(self._unsent) > MAX_UNSENT and self._drained is None:
+                self._drained = self._loop.create_future()
+        return True
+
+    # -- the method's response writer (response_writer.py), on the loop ------------------------------
+
+    def write(self, response) -> None:
+        """ResponseWriter.write: serialized here; one that cannot be ends the RPC with INTERNAL, as a yielded one."""
+        try:
+            serialized = self._behaviour.serializer(response)
+        except Exception:
+            logger.exception("Exception serializing response!")
+            self._end_with(RpcAbort(grpc.StatusCode.INTERNAL, _UNSERIALIZABLE))
+            return
+        self._queue(serialized)
+
+    def try_write_serialized(self, serialized: bytes) -> bool:
+        """ResponseWriter.try_write_serialized."""
+        # `_drained` is set on the loop only: seen None here, it is None. Seen set just as the polling thread
+        # clears it, a response is refused that could have gone: its caller sends it the slower way.
+        return self._drained is None and self._queue(serialized)
+
+    def drained(self) -> asyncio.Future | None:
+        """ResponseWriter.drained."""
+        return self._drained
 
     def _cancel(self) -> None:
         if self._task is not None:
@@ -206,6 +237,9 @@ class StreamCall:
 
     def refuse_request(self, abort: RpcAbort) -> None:
         """A request that `decode` refused: the RPC ends with its status, and the method is cancelled."""
+        self._end_with(abort)
+
+    def _end_with(self, abort: RpcAbort) -> None:
         self._request_abort = abort
         self._cancel()
 

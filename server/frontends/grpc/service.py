@@ -16,7 +16,7 @@ from modelgate.server.frontends.grpc.infer_codec import decode_infer_request, en
 from modelgate.server.frontends.grpc.parameters import parameters_to_dict
 from modelgate.server.frontends.grpc.rpc_errors import aborting_on_errors
 from modelgate.server.frontends.grpc.shared_memory_rpcs import SharedMemoryRpcs
-from modelgate.server.frontends.grpc.stream_infer import serve_infer_stream
+from modelgate.server.frontends.grpc.stream_infer import serve_infer_stream, write_infer_stream
 from modelgate.server.log_settings import LogSettings
 from modelgate.server.model_manager import INDEX_EXTENSION_FIELDS
 from modelgate.server.statistics import EXTENSION_FIELDS
@@ -70,6 +70,10 @@ class InferenceService(SharedMemoryRpcs, service_pb2_grpc.GRPCInferenceServiceSe
         return encode_infer_response(response)
 
     async def ModelStreamInfer(self, request_iterator, context):
+        writer = getattr(context, "response_writer", None)  # a grpc.aio context has none
+        if writer is not None:  # served on the loop: the messages are written as they come, none yielded
+            await write_infer_stream(self.dataplane, request_iterator, writer)
+            return
         async for message in serve_infer_stream(self.dataplane, request_iterator):
             yield message
 

@@ -52,12 +52,15 @@ class LoopContext:
 
     `abort` must be awaited, as in grpc.aio; every other attribute (invocation_metadata, peer,
     set_trailing_metadata, time_remaining, ...) is the threaded context's, whose methods are thread-safe.
+    `response_writer`: where a stream method served on the loop may write its responses rather than yield
+    them (response_writer.py); None on the threaded path.
     """
 
-    __slots__ = ("_context",)
+    __slots__ = ("_context", "response_writer")
 
-    def __init__(self, context: grpc.ServicerContext):
+    def __init__(self, context: grpc.ServicerContext, response_writer=None):
         self._context = context
+        self.response_writer = response_writer
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
         raise RpcAbort(code, details)

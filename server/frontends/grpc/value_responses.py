@@ -3,6 +3,9 @@
 An LLM stream sends one response per token, each with the same outputs of one element. The part that
 never changes (model, version, id, the outputs' names, datatypes and shapes) is built once per request as
 a template; each response copies it and appends its raw contents: a fifth of the work of encoding tensors.
+Where the transport takes serialized responses (response_writer.py), a token's message is not built at all:
+`serialize` appends its raw contents to the template's bytes (protobuf writes fields in number order, and the
+raw contents are the last field), the same bytes as `encode`'s message serialized.
 """
 
 from __future__ import annotations
@@ -15,11 +18,18 @@ from tritonclient.grpc import service_pb2
 from modelgate.core.errors import ModelExecutionError
 from modelgate.core.inference_types import InferResponse
 from modelgate.core.tensors import datatypes
+from modelgate.server.frontends.grpc.protobuf_wire import length_delimited_tag, varint
 
 FINAL_PARAMETER = "triton_final_response"
 _BYTES_LENGTH = struct.Struct("<I")  # a BYTES element in raw contents: its length, then the bytes
 _STRUCT_CODES = {"b": {1: "?"}, "i": {1: "b", 2: "h", 4: "i", 8: "q"}, "u": {1: "B", 2: "H", 4: "I", 8: "Q"}}
 _STRUCT_CODES["f"] = {2: "e", 4: "f", 8: "d"}
+_INFER_RESPONSE_TAG = length_delimited_tag(
+    service_pb2.ModelStreamInferResponse.DESCRIPTOR.fields_by_name["infer_response"].number
+)
+_RAW_CONTENTS_TAG = length_delimited_tag(
+    service_pb2.ModelInferResponse.DESCRIPTOR.fields_by_name["raw_output_contents"].number
+)
 
 
 class ValueResponseEncoder:
@@ -29,6 +39,8 @@ class ValueResponseEncoder:
         self._template: service_pb2.ModelStreamInferResponse | None = None
         self._names: tuple[str, ...] = ()
         self._packers: list = []
+        self._head: bytes | None = None  # the template's infer_response serialized: every field but raw contents
+        self._raw_fields: list = []  # value -> its raw contents as a serialized field, by output
 
     def encode(self, response: InferResponse, is_final: bool) -> service_pb2.ModelStreamInferResponse:
         """The message of `response` (which carries values); ModelExecutionError for an output the model
@@ -44,13 +56,24 @@ class ValueResponseEncoder:
             infer_response.parameters[FINAL_PARAMETER].bool_param = True
         return message
 
+    def serialize(self, values: dict) -> bytes | None:
+        """The serialized non-final message of a response carrying `values` with the model, version and id of the
+        response that `encode` last built its template from: `encode`'s message, serialized. None where that
+        template has other outputs (or none was built): `encode` such a response first."""
+        if tuple(values) != self._names or self._head is None:
+            return None
+        body = self._head + b"".join([field(value) for field, value in zip(self._raw_fields, values.values())])
+        return _INFER_RESPONSE_TAG + varint(len(body)) + body
+
     def _build_template(self, response: InferResponse) -> None:
+        """Every attribute changes together, once the whole template is built: an output the model does not
+        declare leaves the previous template as it was."""
         template = service_pb2.ModelStreamInferResponse()
         infer_response = template.infer_response
         infer_response.model_name = response.model_name
         infer_response.model_version = response.model_version
         infer_response.id = response.id
-        self._packers = []
+        packers, raw_fields = [], []
         for name in response.values:
             datatype = self._output_datatypes.get(name)
             if datatype is None:
@@ -58,9 +81,12 @@ class ValueResponseEncoder:
                     f"model '{response.model_name}' answered output '{name}', which it does not declare"
                 )
             infer_response.outputs.add(name=name, datatype=datatype, shape=[1])
-            self._packers.append(_packer(datatype))
+            packers.append(_packer(datatype))
+            raw_fields.append(_raw_field(datatype, packers[-1]))
         infer_response.parameters[FINAL_PARAMETER].bool_param = False
         self._template, self._names = template, tuple(response.values)
+        self._packers, self._raw_fields = packers, raw_fields
+        self._head = infer_response.SerializeToString()
 
 
 def _packer(wire_name: str):
@@ -77,3 +103,26 @@ def _packer(wire_name: str):
 def _pack_bytes(value) -> bytes:
     data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
     return _BYTES_LENGTH.pack(len(data)) + data
+
+
+def _raw_field(wire_name: str, pack):
+    """value -> its raw contents (`pack`ed) as a field of the infer response, key and length included."""
+    if datatypes.from_wire_name(wire_name).is_bytes:
+        return _raw_bytes_field
+    key = _RAW_CONTENTS_TAG + varint(datatypes.from_wire_name(wire_name).itemsize)  # one element: a fixed length
+    return lambda value: key + pack(value)
+
+
+def _raw_bytes_field(value) -> bytes:
+    data = value.encode("utf-8") if type(value) is str else bytes(value)
+    size = len(data)
+    if size < len(_SHORT_BYTES_KEYS):
+        return _SHORT_BYTES_KEYS[size] + data
+    return _RAW_CONTENTS_TAG + varint(size + _BYTES_LENGTH.size) + _BYTES_LENGTH.pack(size) + data
+
+
+# What precedes a BYTES element of `size` bytes in its raw contents field, for the sizes a token's text has: the
+# key, the field's length and the element's length, built once rather than in three steps per token.
+_SHORT_BYTES_KEYS = [
+    _RAW_CONTENTS_TAG + varint(size + _BYTES_LENGTH.size) + _BYTES_LENGTH.pack(size) for size in range(256)
+]

@@ -5,6 +5,7 @@ requests; cancellation (client cancel, deadline, server stop) back to the loop; 
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import threading
@@ -38,6 +39,7 @@ class ProbeServicer(StreamProbe):
     def __init__(self):
         super().__init__()
         self.produced = 0
+        self.refused = 0  # responses the response writer refused (the client behind)
 
     async def Unserializable(self, requests, context):
         async for request in requests:
@@ -56,8 +58,41 @@ class ProbeServicer(StreamProbe):
             self.mark("metadata")
             yield dict(context.invocation_metadata())["probe-key"].encode()
 
+    async def WriteFlood(self, requests, context):
+        """Flood through the response writer, as a stream's write-through does: serialized responses while the
+        client keeps up; refused, the rest waits for `drained()` and goes through `write`."""
+        writer = context.response_writer
+        async for request in requests:
+            for index in range(int(request)):
+                self.produced += 1
+                response = index.to_bytes(4, "big") * (BIG_RESPONSE // 4)
+                if writer.try_write_serialized(response):
+                    continue
+                self.refused += 1
+                while (drained := writer.drained()) is not None:
+                    await drained
+                writer.write(response)
+        if False:
+            yield
 
-METHODS = (*STREAMS, "Unserializable", "Flood", "Metadata")
+    async def WriteAndYield(self, requests, context):
+        """Each request's bytes written, then yielded, then written again: the client gets them in that order."""
+        writer = context.response_writer
+        async for request in requests:
+            writer.write(request + b"-written")
+            yield request + b"-yielded"
+            assert writer.try_write_serialized(request + b"-serialized")
+
+    async def WriteUnserializable(self, requests, context):
+        async for request in requests:
+            context.response_writer.write(request)
+            context.response_writer.write(object())
+            await asyncio.Event().wait()  # the RPC ends with the write's status: this task is cancelled
+        if False:
+            yield
+
+
+METHODS = (*STREAMS, "Unserializable", "Flood", "Metadata", "WriteFlood", "WriteAndYield", "WriteUnserializable")
 
 
 def _decode(raw: bytes) -> bytes:
@@ -184,6 +219,38 @@ def test_a_client_that_does_not_read_pauses_the_method_and_then_gets_everything_
     assert [int.from_bytes(response[:4], "big") for response in [first, *rest]] == list(range(count))
     assert all(len(response) == BIG_RESPONSE for response in rest)
     assert call.code() == grpc.StatusCode.OK
+
+
+def test_the_response_writer_refuses_while_the_client_is_behind_and_everything_arrives_in_order(probe):
+    servicer, channel, _, _ = probe
+    count = 4 * loop_stream.MAX_UNSENT
+    call = stream(channel, "WriteFlood")(iter([str(count).encode()]), timeout=WAIT_S)
+    first = next(call)
+    _wait_until_steady(lambda: servicer.produced)
+    assert servicer.produced < count - loop_stream.MAX_UNSENT
+    assert servicer.refused >= 1  # the writer refused once the client was behind: the method then waited
+    rest = list(call)
+    assert [int.from_bytes(response[:4], "big") for response in [first, *rest]] == list(range(count))
+    assert call.code() == grpc.StatusCode.OK
+
+
+def test_written_and_yielded_responses_go_out_in_the_order_the_method_gave_them(probe):
+    servicer, channel, _, _ = probe
+    call = stream(channel, "WriteAndYield")(iter([b"a", b"b"]), timeout=WAIT_S)
+    expected = [f"{name}-{how}".encode() for name in "ab" for how in ("written", "yielded", "serialized")]
+    assert list(call) == expected
+    assert call.code() == grpc.StatusCode.OK
+
+
+def test_a_written_response_that_cannot_be_serialized_ends_the_rpc_as_a_yielded_one_does(probe, caplog):
+    _, channel, _, _ = probe
+    call = stream(channel, "WriteUnserializable")(iter([b"fine"]), timeout=WAIT_S)
+    with caplog.at_level(logging.ERROR, logger=loop_stream.__name__):
+        assert next(call) == b"fine"
+        with pytest.raises(grpc.RpcError) as caught:
+            next(call)
+    assert (caught.value.code(), caught.value.details()) == (grpc.StatusCode.INTERNAL, "Failed to serialize response!")
+    assert "Exception serializing response!" in caplog.text
 
 
 def test_streams_and_their_requests_do_not_mix(probe):

@@ -53,3 +53,42 @@ def test_an_output_the_model_does_not_declare_is_an_error():
     encoder = ValueResponseEncoder({"text": "BYTES"})
     with pytest.raises(ModelExecutionError, match="'other'"):
         encoder.encode(InferResponse("llm", "3", values={"text": "a", "other": 1}), False)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [" café", "", "x" * 120, "y" * 300, "é" * 40_000],  # lengths of one, two and three varint bytes
+)
+def test_serialized_values_are_the_encoded_message_serialized(text):
+    encoder = ValueResponseEncoder(DATATYPES)
+    encoder.encode(InferResponse("llm", "3", id="r-1", values=VALUES), False)  # builds the template
+    values = {**VALUES, "text": text, "count": 2**31 - 1}
+    expected = encoder.encode(InferResponse("llm", "3", id="r-1", values=values), False)
+    assert encoder.serialize(values) == expected.SerializeToString()
+    assert service_pb2.ModelStreamInferResponse.FromString(encoder.serialize(values)) == _expected(values, False)
+
+
+def test_bytes_values_serialize_as_their_strings_do():
+    encoder = ValueResponseEncoder({"text": "BYTES"})
+    encoder.encode(InferResponse("llm", "3", id="r-1", values={"text": "a"}), False)
+    assert (
+        encoder.serialize({"text": b"\xffraw"})
+        == encoder.encode(InferResponse("llm", "3", id="r-1", values={"text": b"\xffraw"}), False).SerializeToString()
+    )
+
+
+def test_no_serialized_values_before_a_template_nor_for_other_outputs():
+    encoder = ValueResponseEncoder(DATATYPES)
+    assert encoder.serialize({}) is None and encoder.serialize(VALUES) is None
+    encoder.encode(InferResponse("llm", "3", id="r-1", values=VALUES), False)
+    assert encoder.serialize({"text": "a"}) is None
+    assert encoder.serialize(dict(reversed(VALUES.items()))) is None  # other order: other outputs
+
+
+def test_an_undeclared_output_leaves_the_template_as_it_was():
+    encoder = ValueResponseEncoder(DATATYPES)
+    encoder.encode(InferResponse("llm", "3", id="r-1", values=VALUES), False)
+    with pytest.raises(ModelExecutionError):
+        encoder.encode(InferResponse("llm", "3", id="r-1", values={"text": "a", "other": 1}), False)
+    assert encoder.encode(InferResponse("llm", "3", id="r-1", values=VALUES), False) == _expected(VALUES, False)
+    assert encoder.serialize(VALUES) == _expected(VALUES, False).SerializeToString()
