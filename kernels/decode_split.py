@@ -43,6 +43,9 @@ class DecodeConfig(NamedTuple):
     # With words: the tiles' dots in fp16 whatever the query's dtype (e4m3 converts to fp16 in one instruction,
     # to bf16 through fp32); the query is pre-scaled by the softmax scale, which keeps it well inside fp16's range.
     half_dots: bool = False
+    # With half_dots on a Hopper-or-newer GPU: the tiles convert to fp16 through inline PTX, two words at a time
+    # (kernels/fp8_kv_words.py); same values, fewer instructions.
+    ptx_convert: bool = False
 
 
 SINGLE_PASS = DecodeSplit(1, 0)

@@ -36,6 +36,43 @@ def quarter_of_words(words, J: tl.constexpr, OUT_TY: tl.constexpr):
     return ((words >> (8 * J)) & 0xFF).to(tl.uint8).to(tl.float8e4nv, bitcast=True).to(OUT_TY)
 
 
+# Two words at a time (pack=2): two byte permutes gather byte j of both words into one 16-bit half, and one
+# cvt per half turns that pair of e4m3 values into an f16x2 register, the tensor cores' operand format. Built
+# from Triton's ops instead, each value is shifted, masked and re-packed on its own before the same cvt
+# (about three times the instructions in the tile loop's SASS).
+_QUARTERS_F16_PTX: tl.constexpr = tl.constexpr("""
+{
+.reg .b32 lo, hi;
+.reg .b16 q0, q1, q2, q3;
+prmt.b32 lo, $4, $5, 0x5140;
+prmt.b32 hi, $4, $5, 0x7362;
+mov.b32 {q0, q1}, lo;
+mov.b32 {q2, q3}, hi;
+cvt.rn.f16x2.e4m3x2 $0, q0;
+cvt.rn.f16x2.e4m3x2 $1, q1;
+cvt.rn.f16x2.e4m3x2 $2, q2;
+cvt.rn.f16x2.e4m3x2 $3, q3;
+}
+""")
+
+
+@triton.jit
+def quarters_of_words(words, OUT_TY: tl.constexpr, PTX: tl.constexpr):
+    """(quarter 0, 1, 2, 3) of int32 words as OUT_TY; PTX (OUT_TY float16, a CUDA GPU of compute capability
+    8.9 or later, not the interpreter) converts them with inline PTX, the same values."""
+    if PTX:
+        return tl.inline_asm_elementwise(
+            _QUARTERS_F16_PTX, "=r,=r,=r,=r,r,r", [words], dtype=(tl.float16,) * 4, is_pure=True, pack=2
+        )
+    else:
+        return (
+            quarter_of_words(words, 0, OUT_TY),
+            quarter_of_words(words, 1, OUT_TY),
+            quarter_of_words(words, 2, OUT_TY),
+            quarter_of_words(words, 3, OUT_TY),
+        )
+
+
 @triton.jit
 def load_quarters(ptr, offsets, mask, J_STRIDE: tl.constexpr, OTHER):
     """(x[..., 0::4], x[..., 1::4], x[..., 2::4], x[..., 3::4]) of a tensor of head vectors at ptr + offsets,
@@ -88,6 +125,7 @@ def attend_fp8_words_tile(
     QUARTER: tl.constexpr,  # head_dim // 4
     UPCAST_DOT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    PTX_CONVERT: tl.constexpr,  # quarters_of_words's PTX (q's dtype float16)
 ):
     """One online-softmax step over a tile of FP8 keys read as words; returns (m, l, acc0..acc3)."""
     blocks = tl.load(block_table_ptr + positions // block_size, mask=in_context, other=0).to(tl.int64)
@@ -100,10 +138,11 @@ def attend_fp8_words_tile(
     k = tl.load(k_words_ptr + offsets, mask=mask, other=0)
     v = tl.load(v_words_ptr + offsets, mask=mask, other=0)
     ty = q0.dtype
-    scores = attention_dot(q0, tl.trans(quarter_of_words(k, 0, ty)), UPCAST_DOT, DOT_PRECISION)
-    scores += attention_dot(q1, tl.trans(quarter_of_words(k, 1, ty)), UPCAST_DOT, DOT_PRECISION)
-    scores += attention_dot(q2, tl.trans(quarter_of_words(k, 2, ty)), UPCAST_DOT, DOT_PRECISION)
-    scores += attention_dot(q3, tl.trans(quarter_of_words(k, 3, ty)), UPCAST_DOT, DOT_PRECISION)
+    k0, k1, k2, k3 = quarters_of_words(k, ty, PTX_CONVERT)
+    scores = attention_dot(q0, tl.trans(k0), UPCAST_DOT, DOT_PRECISION)
+    scores += attention_dot(q1, tl.trans(k1), UPCAST_DOT, DOT_PRECISION)
+    scores += attention_dot(q2, tl.trans(k2), UPCAST_DOT, DOT_PRECISION)
+    scores += attention_dot(q3, tl.trans(k3), UPCAST_DOT, DOT_PRECISION)
     scale_offsets = blocks * stride_scale_block + in_block * stride_scale_slot + kv_head * stride_scale_head
     k_scale = tl.load(k_scale_ptr + scale_offsets, mask=in_context, other=0.0)
     v_scale = tl.load(v_scale_ptr + scale_offsets, mask=in_context, other=0.0)
@@ -114,8 +153,9 @@ def attend_fp8_words_tile(
     p = tl.exp2(scores - m_safe[:, None])
     l = l * alpha + tl.sum(p, axis=1)
     p = (p * v_scale[None, :]).to(ty)
-    acc0 = acc0 * alpha[:, None] + attention_dot(p, quarter_of_words(v, 0, ty), UPCAST_DOT, DOT_PRECISION)
-    acc1 = acc1 * alpha[:, None] + attention_dot(p, quarter_of_words(v, 1, ty), UPCAST_DOT, DOT_PRECISION)
-    acc2 = acc2 * alpha[:, None] + attention_dot(p, quarter_of_words(v, 2, ty), UPCAST_DOT, DOT_PRECISION)
-    acc3 = acc3 * alpha[:, None] + attention_dot(p, quarter_of_words(v, 3, ty), UPCAST_DOT, DOT_PRECISION)
+    v0, v1, v2, v3 = quarters_of_words(v, ty, PTX_CONVERT)
+    acc0 = acc0 * alpha[:, None] + attention_dot(p, v0, UPCAST_DOT, DOT_PRECISION)
+    acc1 = acc1 * alpha[:, None] + attention_dot(p, v1, UPCAST_DOT, DOT_PRECISION)
+    acc2 = acc2 * alpha[:, None] + attention_dot(p, v2, UPCAST_DOT, DOT_PRECISION)
+    acc3 = acc3 * alpha[:, None] + attention_dot(p, v3, UPCAST_DOT, DOT_PRECISION)
     return m_new, l, acc0, acc1, acc2, acc3

@@ -83,7 +83,6 @@ def _paged_decode_kernel(
     context_lens_ptr,  # [num_seqs] int32: tokens in the cache, the query's own included
     qk_scale,  # softmax scale * log2(e)
     sliding_window,  # keys the query sees, itself included (HAS_WINDOW)
-    block_size,  # tokens per cache block
     partition_size,  # tokens per partition: a multiple of BLOCK_N (single pass: >= any context)
     num_heads,  # query heads
     num_partitions,  # programs along axis 2
@@ -103,6 +102,8 @@ def _paged_decode_kernel(
     GROUP_POW2: tl.constexpr,  # QUERIES_PER_KV rounded up to a power of two (the combine's rows)
     HEAD_DIM: tl.constexpr,
     HEAD_DIM_PAD: tl.constexpr,  # HEAD_DIM rounded up to a power of two >= 16
+    # Tokens per cache block: a constant, so the tiles' block/slot split is shifts, not integer divisions.
+    BLOCK_SIZE: tl.constexpr,
     BLOCK_N: tl.constexpr,  # keys per tile
     HAS_WINDOW: tl.constexpr,
     IS_FP8: tl.constexpr,
@@ -112,6 +113,7 @@ def _paged_decode_kernel(
     DOT_PRECISION: tl.constexpr,
     WORDS: tl.constexpr = False,  # FP8 cache read as int32 words (kernels/fp8_kv_words.py); caches are word views
     HALF_DOTS: tl.constexpr = False,  # WORDS: dots in fp16, the query pre-scaled by qk_scale (DecodeConfig.half_dots)
+    PTX_CONVERT: tl.constexpr = False,  # HALF_DOTS: tiles converted by inline PTX (DecodeConfig.ptx_convert)
     # Hopper PDL: wait for the KV write before reading; the next kernel (o_proj) may launch at once and read its
     # weights during this latency-bound one (letting it in after the KV tiles, or at the end, measured slower).
     PDL: tl.constexpr = False,
@@ -178,7 +180,7 @@ def _paged_decode_kernel(
                 in_context,
                 visible[None, :],
                 kv_head,
-                block_size,
+                BLOCK_SIZE,
                 tile_qk_scale,
                 stride_cache_block,
                 stride_cache_slot,
@@ -189,6 +191,7 @@ def _paged_decode_kernel(
                 HEAD_DIM // 4,
                 UPCAST_DOT,
                 DOT_PRECISION,
+                PTX_CONVERT,
             )
         else:
             m, l, acc = attend_kv_tile(
@@ -205,7 +208,7 @@ def _paged_decode_kernel(
                 in_context,
                 visible[None, :],
                 kv_head,
-                block_size,
+                BLOCK_SIZE,
                 qk_scale,
                 stride_cache_block,
                 stride_cache_slot,
@@ -348,7 +351,6 @@ def paged_decode_attention(
         context_lens,
         scale,
         sliding_window or 0,
-        kv_cache.shape[2],
         partition_size,
         num_heads,
         split.num_partitions,
@@ -366,6 +368,7 @@ def paged_decode_attention(
         GROUP_POW2=group_pow2,
         HEAD_DIM=head_dim,
         HEAD_DIM_PAD=head_dim_pad,
+        BLOCK_SIZE=kv_cache.shape[2],
         BLOCK_N=config.block_n,
         HAS_WINDOW=sliding_window is not None,
         IS_FP8=is_fp8,
@@ -375,6 +378,8 @@ def paged_decode_attention(
         DOT_PRECISION=dot_precision(q.dtype),
         WORDS=words,
         HALF_DOTS=words and config.half_dots,
+        # Inline PTX needs a compiled kernel (not the interpreter) and sm_89+ for its cvt: PDL's Hopper test.
+        PTX_CONVERT=words and config.half_dots and config.ptx_convert and pdl_supported(_paged_decode_kernel, q.device),
         PDL=pdl_supported(_paged_decode_kernel, q.device),
         launch_pdl=pdl_supported(_paged_decode_kernel, q.device),
         num_warps=config.num_warps,

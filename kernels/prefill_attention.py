@@ -62,7 +62,6 @@ def _prefill_attention_kernel(
     context_lens_ptr,  # [num_seqs] int32: cached tokens after this step (prefix + new)
     qk_scale,  # softmax scale * log2(e)
     sliding_window,  # keys a query sees, itself included (HAS_WINDOW)
-    block_size,  # tokens per cache block
     stride_q_token,
     stride_q_head,
     stride_out_token,
@@ -79,6 +78,8 @@ def _prefill_attention_kernel(
     BLOCK_Q: tl.constexpr,  # query tokens per program (BLOCK_Q * GROUP_PAD = M rows, >= 16)
     HEAD_DIM: tl.constexpr,
     HEAD_DIM_PAD: tl.constexpr,  # HEAD_DIM rounded up to a power of two >= 16
+    # Tokens per cache block: a constant, so the tiles' block/slot split is shifts, not integer divisions.
+    BLOCK_SIZE: tl.constexpr,
     BLOCK_N: tl.constexpr,  # keys per tile
     HAS_WINDOW: tl.constexpr,
     IS_FP8: tl.constexpr,
@@ -135,7 +136,7 @@ def _prefill_attention_kernel(
             in_context,
             visible,
             kv_head,
-            block_size,
+            BLOCK_SIZE,
             qk_scale,
             stride_cache_block,
             stride_cache_slot,
@@ -213,7 +214,6 @@ def prefill_attention(
         context_lens,
         scale,
         sliding_window or 0,
-        kv_cache.shape[2],
         q.stride(0),
         q.stride(1),
         out.stride(0),
@@ -228,6 +228,7 @@ def prefill_attention(
         BLOCK_Q=block_q,
         HEAD_DIM=head_dim,
         HEAD_DIM_PAD=max(16, triton.next_power_of_2(head_dim)),
+        BLOCK_SIZE=kv_cache.shape[2],
         BLOCK_N=config.block_n,
         HAS_WINDOW=sliding_window is not None,
         IS_FP8=is_fp8,
