@@ -11,8 +11,9 @@ without a separate quantization pass over a bf16 copy. The scale needs the row's
 (I = 14336 for Llama 3 8B), so one program owns a row. Rows up to MAX_SINGLE_TILE columns are held in
 registers as one tile (16 warps: 32 values per thread at I = 14336): one pass, every load issued at once.
 A row-by-tile walk was latency bound (an H100 profile: 10.9 us per call at one token, 14 dependent tile
-steps, where the bytes take 0.1 us). Longer rows walk twice in BLOCK_FP8-column tiles: the first pass computes
-y and its amax, the second recomputes y (re-reading gate/up from L2) and stores the FP8 values.
+steps, where the bytes take 0.1 us). From SPLIT_MIN_TOKENS tokens on, FP8 rows are spread over many
+programs instead (kernels/silu_and_mul_split.py: one SM per row is compute bound at Llama sizes).
+Longer rows walk twice in BLOCK_FP8-column tiles: the first pass computes y and its amax, the second recomputes y (re-reading gate/up from L2) and stores the FP8 values.
 Without FP8 a row splits over several programs (grid [row tiles, column tiles]), so a decode step with few
 tokens still spreads over the SMs. Short rows (small models) are packed BLOCK_M to a program (~TILE_ELEMENTS
 elements), so that they do not launch thousands of tiny programs (nor does the Triton interpreter, which
@@ -37,27 +38,19 @@ from modelgate.kernels.fp8_quant import (
     quantize_per_token_reference,
     tl,
     to_e4m3,
-    to_output,
     triton,
 )
+from modelgate.kernels.silu_and_mul_split import CHUNK as SPLIT_CHUNK
+from modelgate.kernels.silu_and_mul_split import silu_and_mul_fp8_split
+from modelgate.kernels.silu_mul_tile import DTYPES, _check_arguments, _silu_mul_tile  # noqa: F401  (DTYPES re-exported)
 
-DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 BLOCK_FP8 = 2048  # columns per tile of the two-pass FP8 row walk (rows longer than MAX_SINGLE_TILE)
 MAX_SINGLE_TILE = 16384  # FP8 rows up to this many columns are one register tile (one pass)
 BLOCK_PLAIN = 1024  # columns per program without FP8
 TILE_ELEMENTS = 2048  # BLOCK_M * BLOCK: rows per program = TILE_ELEMENTS // BLOCK (at least 1)
-
-
-@triton.jit
-def _silu_mul_tile(x_rows, row_mask, cols, inter, ROUND_IN_FP32: tl.constexpr):
-    """silu(gate) * up of a [BLOCK_M, BLOCK] tile (x_rows [BLOCK_M, 1] row pointers, cols [BLOCK] columns),
-    rounded like torch (to x's dtype twice); returned in x's dtype, 0 where masked."""
-    dtype = x_rows.dtype.element_ty
-    mask = row_mask[:, None] & (cols < inter)[None, :]
-    gate = tl.load(x_rows + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    up = tl.load(x_rows + inter + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    silu = to_output(tl.div_rn(gate, 1.0 + tl.exp(-gate)), dtype, ROUND_IN_FP32).to(tl.float32)
-    return to_output(silu * up, dtype, ROUND_IN_FP32)
+# FP8 output of at least this many tokens, with rows longer than a split chunk, goes through
+# kernels/silu_and_mul_split.py (each row over many programs, same bits); None: never.
+SPLIT_MIN_TOKENS: int | None = None
 
 
 @triton.jit
@@ -111,17 +104,6 @@ def can_run_on(device: torch.device) -> bool:
     return HAS_TRITON and (device.type == "cuda" or (device.type == "cpu" and is_interpreted(_silu_and_mul_kernel)))
 
 
-def _check_arguments(x: torch.Tensor, what: str) -> None:
-    if x.dim() != 2:
-        raise ValueError(f"{what}: x must be 2-D [num_tokens, 2 * intermediate], got shape {tuple(x.shape)}")
-    if x.dtype not in DTYPES:
-        raise ValueError(f"{what}: x must be bfloat16, float16 or float32, got {x.dtype}")
-    if x.shape[1] == 0 or x.shape[1] % 2:
-        raise ValueError(f"{what}: x must have an even, non-zero number of columns (gate | up), got {tuple(x.shape)}")
-    if x.stride(1) != 1:
-        raise ValueError(f"{what}: x needs unit column stride (rows may be strided), got strides {x.stride()}")
-
-
 def silu_and_mul(
     x: torch.Tensor,  # [num_tokens, 2 * intermediate] gate | up, bf16/fp16/fp32, unit column stride
     out_fp8: bool = False,
@@ -136,6 +118,8 @@ def silu_and_mul(
     _check_arguments(x, what)
     check_launchable(_silu_and_mul_kernel, what, x)
     num_tokens, inter = x.shape[0], x.shape[1] // 2
+    if out_fp8 and SPLIT_MIN_TOKENS is not None and num_tokens >= SPLIT_MIN_TOKENS and inter > SPLIT_CHUNK:
+        return silu_and_mul_fp8_split(x)
     out = torch.empty((num_tokens, inter), dtype=FP8_DTYPE if out_fp8 else x.dtype, device=x.device)
     # Unused by the kernel without out_fp8: an empty tensor keeps the argument list fixed.
     scales = torch.empty((num_tokens if out_fp8 else 0,), dtype=torch.float32, device=x.device)

@@ -14,6 +14,7 @@ import torch
 import modelgate.kernels.silu_and_mul as silu_module
 from modelgate.kernels.fp8_quant import quantize_per_token_reference
 from modelgate.kernels.silu_and_mul import silu_and_mul, silu_and_mul_reference
+from modelgate.kernels.silu_and_mul_split import silu_and_mul_fp8_split
 from tests.kernels.kernel_checks import assert_fp8_within_ulps, poisoned_outputs
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
@@ -111,3 +112,35 @@ def test_llama_8b_shapes_on_gpu(num_tokens, cuda):
     x = make_input(num_tokens, 14336, torch.bfloat16, cuda, seed=3)
     check_plain(silu_and_mul(x), silu_and_mul_reference(x))
     check_fp8(x, silu_and_mul(x, out_fp8=True))
+    split = silu_and_mul_fp8_split(x)
+    one_program = silu_and_mul(x, out_fp8=True)
+    assert torch.equal(split.values.view(torch.uint8), one_program.values.view(torch.uint8))
+    assert torch.equal(split.scales, one_program.scales)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_tokens, inter", [(1, 100), (6, 100), (3, 64), (2, 17)])
+def test_rows_spread_over_programs_give_the_same_bits(num_tokens, inter, dtype, dev):
+    """kernels/silu_and_mul_split.py, 32-column chunks (a partial last chunk at I = 100 and 17, exact pieces at
+    64): the values and scales of the one-program path, bit for bit, and a zero row's minimum scale."""
+    x = make_input(num_tokens, inter, dtype, dev, seed=4, row_stride=2 * inter + 6)
+    x[-1] = 0  # an all-zero row: scale MIN_SCALE, values 0
+    with poisoned_outputs():
+        split = silu_and_mul_fp8_split(x, chunk=32)
+    one_program = silu_and_mul(x, out_fp8=True)
+    assert torch.equal(split.values.view(torch.uint8), one_program.values.view(torch.uint8))
+    assert torch.equal(split.scales, one_program.scales)
+    check_fp8(x, split)
+
+
+def test_dispatch_spreads_rows_from_the_threshold(monkeypatch, dev):
+    monkeypatch.setattr(silu_module, "SPLIT_MIN_TOKENS", 4)
+    monkeypatch.setattr(silu_module, "SPLIT_CHUNK", 32)
+    calls = []
+    monkeypatch.setattr(silu_module, "silu_and_mul_fp8_split", lambda x: calls.append(x.shape[0]) or "split")
+    for num_tokens in (3, 4, 9):
+        result = silu_and_mul(make_input(num_tokens, 40, torch.bfloat16, dev), out_fp8=True)
+        assert (result == "split") == (num_tokens >= 4)
+    assert calls == [4, 9]
+    assert isinstance(silu_and_mul(make_input(9, 32, torch.bfloat16, dev), out_fp8=True), tuple)  # one chunk
+    assert silu_and_mul(make_input(9, 40, torch.bfloat16, dev)).dtype == torch.bfloat16  # plain output
