@@ -97,8 +97,8 @@ def variants(context_len: int, quick: bool):
     yield "default", None, None
     # FP8 tiles loaded as bytes instead of int32 words (kernels/fp8_kv_words.py): the earlier path, for comparison.
     yield "fp8 as bytes", None, default_decode_config(HEAD_DIM)._replace(words=False)
-    yield "fp8 words, fp16 dots", None, default_decode_config(HEAD_DIM)._replace(half_dots=True)
-    yield "fp8 words, fp16 dots, ptx", None, default_decode_config(HEAD_DIM)._replace(half_dots=True, ptx_convert=True)
+    yield "fp8 words, bf16 dots", None, default_decode_config(HEAD_DIM)._replace(half_dots=False, ptx_convert=False)
+    yield "fp8 words, fp16 dots, no ptx", None, default_decode_config(HEAD_DIM)._replace(ptx_convert=False)
     if quick:
         return
     if BATCH <= 8:  # a few (sequence, KV head) pairs: latency-bound, short partitions of one or two tiles
