@@ -1,0 +1,84 @@
+"""The TMA-loaded FP8 GEMM (kernels/fp8_gemm_tma.py) against the engine's (kernels/fp8_gemm.py), decode sizes.
+
+On the Llama 3 8B projections at M = 64 and 256 (per-token and per-channel scales, bf16 out), on one CUDA GPU:
+  - ours: fp8_linear with the table's config (split-K where the table picks it);
+  - tma: fp8_linear_tma with the same tiles (no split-K);
+  - sc_mm: torch._scaled_mm with rowwise scales;
+  - floor: the weight bytes / the read-only bandwidth measured in the same run (at these M the weights
+    dominate what must be read).
+Weights are colder than L2 (rotating copies) and every call is timed from interleaved CUDA-graph replays
+(benchmarks/gpu_timing.py). Prints microseconds, the floor's share of each time, and tma / ours.
+
+    python benchmarks/fp8_gemm_tma.py [--tokens 64 256]
+
+Without a GPU it says so and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+LAYERS = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, nargs="+", default=[64, 256])
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("no CUDA GPU: nothing to measure")
+        return
+    from benchmarks.decode_attention import memory_bandwidths
+    from benchmarks.gpu_timing import COLD_BYTES, interleaved_rounds_ms, rotating
+    from modelgate.kernels.fp8_gemm import fp8_linear
+    from modelgate.kernels.fp8_gemm_tma import fp8_linear_tma
+    from modelgate.kernels.fp8_quant import quantize_per_token_reference
+
+    _, read_gbs = memory_bandwidths()
+    print(f"device: {torch.cuda.get_device_name()}, read-only bandwidth {read_gbs:.0f} GB/s")
+    print(f"{'layer':>8} {'M':>5} {'floor us':>9} {'ours us':>8} {'tma us':>8} {'sc_mm us':>9}", end="")
+    print(f" {'floor/ours':>11} {'floor/tma':>10} {'floor/sc_mm':>12} {'tma/ours':>9}")
+    for M in args.tokens:
+        for layer, (N, K) in LAYERS.items():
+            x_fp8, x_scales = quantize_per_token_reference(torch.randn(M, K, device="cuda"))
+            copies = max(2, int(COLD_BYTES // (N * K)) + 1)
+            weights = []
+            for _ in range(copies):
+                w_fp8, w_scales = quantize_per_token_reference(torch.randn(N, K, device="cuda") * 0.05)
+                weights.append((w_fp8, w_scales))
+            ours = fp8_linear(x_fp8, x_scales, *weights[0])
+            tma = fp8_linear_tma(x_fp8, x_scales, *weights[0])
+            error = ((tma.float() - ours.float()).norm() / ours.float().norm()).item()
+            if error > 1e-2:
+                raise SystemExit(f"{layer} M={M}: the TMA GEMM differs from fp8_linear (relative error {error:.2e})")
+
+            def scaled_mm(w_fp8, w_scales):
+                return torch._scaled_mm(
+                    x_fp8, w_fp8.t(), scale_a=x_scales[:, None], scale_b=w_scales[None, :], out_dtype=torch.bfloat16
+                )
+
+            calls = {
+                "ours": rotating(lambda i: lambda: fp8_linear(x_fp8, x_scales, *weights[i]), copies),
+                "tma": rotating(lambda i: lambda: fp8_linear_tma(x_fp8, x_scales, *weights[i]), copies),
+                "sc_mm": rotating(lambda i: lambda: scaled_mm(*weights[i]), copies),
+            }
+            times = interleaved_rounds_ms(calls)
+            floor_us = N * K / (read_gbs * 1e3)
+            us = {name: 1e3 * times.best(name) if times.best(name) else float("nan") for name in calls}
+            print(f"{layer:>8} {M:>5} {floor_us:>9.1f} {us['ours']:>8.1f} {us['tma']:>8.1f} {us['sc_mm']:>9.1f}", end="")
+            print(
+                f" {floor_us / us['ours']:>11.2f} {floor_us / us['tma']:>10.2f} {floor_us / us['sc_mm']:>12.2f}"
+                f" {us['ours'] / us['tma']:>9.2f}"
+            )
+            for name, error_text in times.errors.items():
+                print(f"    {name}: {error_text}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""The FP8 W8A8 GEMM with its tiles loaded by the Hopper tensor memory accelerator (TMA): an experiment.
+
+kernels/fp8_gemm.py loads its A and B tiles with cp.async, one 16-byte copy per thread per row piece, each with
+its own address arithmetic; at decode sizes (M = 64) it reads the weights at about 0.75 of the read bandwidth
+(an H100 decode-step profile). Here each tile is one bulk copy described by a tensor descriptor (the rows
+past M or N arrive as zeros), which frees the warps from address work. Same product and epilogue as
+`fp8_linear` (per-token and per-channel scales, fp32 accumulation, output rounded to out_dtype), without
+split-K, bias or fused quantization. benchmarks/fp8_gemm_tma.py measures it against `fp8_linear`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from modelgate.kernels.fp8_gemm import Fp8GemmConfig, _check_gemm_args, select_config
+from modelgate.kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, to_output, triton
+
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # triton without host-side descriptors: the experiment cannot run
+    TensorDescriptor = None
+
+
+@triton.jit
+def _fp8_gemm_tma_kernel(
+    a_desc,  # [M, K] float8_e4m3fn activations, block [BLOCK_M, BLOCK_K]
+    b_desc,  # [N, K] float8_e4m3fn weight, block [BLOCK_N, BLOCK_K]
+    a_scale_ptr,  # [M] float32 per-token scales
+    b_scale_ptr,  # [N] float32 per-output-channel scales
+    c_ptr,  # [M, N] output
+    M,
+    N,
+    K,
+    stride_cm,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+    ROUND_IN_FP32: tl.constexpr,
+):
+    # The grouped tile order of kernels/fp8_gemm.py: weight tiles shared through L2 by consecutive programs.
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_pid_in_group = GROUP_M * num_pid_n
+    first_pid_m = (pid // num_pid_in_group) * GROUP_M
+    group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        a = a_desc.load([pid_m * BLOCK_M, k * BLOCK_K])
+        b = b_desc.load([pid_n * BLOCK_N, k * BLOCK_K])
+        acc = tl.dot(a, tl.trans(b), acc)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = acc * tl.load(a_scale_ptr + offs_m, mask=offs_m < M, other=0.0)[:, None]
+    acc = acc * tl.load(b_scale_ptr + offs_n, mask=offs_n < N, other=0.0)[None, :]
+    c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * stride_cm + offs_n[None, :]
+    c_mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    tl.store(c_ptrs, to_output(acc, c_ptr.dtype.element_ty, ROUND_IN_FP32), mask=c_mask)
+
+
+def can_run_tma(device: torch.device) -> bool:
+    """True where the TMA GEMM can run: a Hopper-or-newer CUDA GPU, or the CPU under the interpreter."""
+    if TensorDescriptor is None:
+        return False
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (9, 0)
+    return device.type == "cpu" and is_interpreted(_fp8_gemm_tma_kernel)
+
+
+def fp8_linear_tma(
+    x_fp8: torch.Tensor,  # [M, K] float8_e4m3fn, contiguous
+    x_scales: torch.Tensor,  # [M] float32
+    w_fp8: torch.Tensor,  # [N, K] float8_e4m3fn, contiguous
+    w_scales: torch.Tensor,  # [N] float32
+    out_dtype: torch.dtype = torch.bfloat16,
+    config: Fp8GemmConfig | None = None,  # default: select_config's tiles (its split_k is ignored)
+) -> torch.Tensor:  # [M, N] out_dtype
+    """(x_fp8 @ w_fp8^T) * x_scales[:, None] * w_scales[None, :], as kernels.fp8_gemm.fp8_linear computes it.
+
+    K must be a multiple of 16 (TMA's 16-byte row stride). Raises ValueError on wrong shapes, dtypes, strides
+    or devices, and RuntimeError where TMA cannot run (see can_run_tma).
+    """
+    what = "fp8_linear_tma"
+    _check_gemm_args(x_fp8, x_scales, w_fp8, w_scales, None, out_dtype, (FP8_DTYPE,), what)
+    check_launchable(_fp8_gemm_tma_kernel, what, x_fp8, x_scales, w_fp8, w_scales)
+    if not can_run_tma(x_fp8.device):
+        raise RuntimeError(f"{what}: needs a Hopper-or-newer GPU and triton's TensorDescriptor")
+    M, K = x_fp8.shape
+    N = w_fp8.shape[0]
+    if K % 16 or not (x_fp8.is_contiguous() and w_fp8.is_contiguous()):
+        raise ValueError(f"{what}: x_fp8 and w_fp8 must be contiguous with K a multiple of 16, got K={K}")
+    out = torch.empty((M, N), dtype=out_dtype, device=x_fp8.device)
+    if M == 0:
+        return out
+    config = config or select_config(M, N, K)
+    a_desc = TensorDescriptor.from_tensor(x_fp8, [config.block_m, config.block_k])
+    b_desc = TensorDescriptor.from_tensor(w_fp8, [config.block_n, config.block_k])
+    grid = (triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n),)
+    _fp8_gemm_tma_kernel[grid](
+        a_desc,
+        b_desc,
+        x_scales,
+        w_scales,
+        out,
+        M,
+        N,
+        K,
+        out.stride(0),
+        BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n,
+        BLOCK_K=config.block_k,
+        GROUP_M=config.group_m,
+        ROUND_IN_FP32=is_interpreted(_fp8_gemm_tma_kernel),
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+    return out
