@@ -71,7 +71,9 @@ def main() -> None:
             times = interleaved_rounds_ms(calls)
             floor_us = N * K / (read_gbs * 1e3)
             us = {name: 1e3 * times.best(name) if times.best(name) else float("nan") for name in calls}
-            print(f"{layer:>8} {M:>5} {floor_us:>9.1f} {us['ours']:>8.1f} {us['tma']:>8.1f} {us['sc_mm']:>9.1f}", end="")
+            print(
+                f"{layer:>8} {M:>5} {floor_us:>9.1f} {us['ours']:>8.1f} {us['tma']:>8.1f} {us['sc_mm']:>9.1f}", end=""
+            )
             print(
                 f" {floor_us / us['ours']:>11.2f} {floor_us / us['tma']:>10.2f} {floor_us / us['sc_mm']:>12.2f}"
                 f" {us['ours'] / us['tma']:>9.2f}"
