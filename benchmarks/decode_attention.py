@@ -92,7 +92,7 @@ def kv_bytes(context_len: int, cache_dtype: torch.dtype) -> int:
 
 def variants(context_len: int, quick: bool):
     """(name, split or None for the default plan, config or None for the default)."""
-    from modelgate.kernels.paged_decode_attention import SINGLE_PASS, DecodeConfig, DecodeSplit, default_decode_config
+    from modelgate.kernels.paged_decode_attention import SINGLE_PASS, DecodeSplit, default_decode_config
 
     yield "default", None, None
     # FP8 tiles loaded as bytes instead of int32 words (kernels/fp8_kv_words.py): the earlier path, for comparison.
@@ -108,7 +108,7 @@ def variants(context_len: int, quick: bool):
                 yield (
                     f"split {split.num_partitions}x{size} n{block_n} w{warps} s{stages}",
                     split,
-                    DecodeConfig(block_n, warps, stages),
+                    default_decode_config(HEAD_DIM)._replace(block_n=block_n, num_warps=warps, num_stages=stages),
                 )
         return
     for size in (512, 1024):
@@ -122,7 +122,7 @@ def variants(context_len: int, quick: bool):
         # ...or one or two wide tiles: fewer dependent round trips to memory per program
         configs += ((128, 4, 1), (128, 8, 1), (256, 8, 1), (256, 4, 1))
     for block_n, warps, stages in configs:
-        config = DecodeConfig(block_n, warps, stages)
+        config = default_decode_config(HEAD_DIM)._replace(block_n=block_n, num_warps=warps, num_stages=stages)
         yield f"single n{block_n} w{warps} s{stages}", SINGLE_PASS, config
         if context_len >= 1024:
             yield f"split 512 n{block_n} w{warps} s{stages}", DecodeSplit(context_len // 512, 512), config
