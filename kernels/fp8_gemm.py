@@ -333,21 +333,27 @@ def _launch(
         num_stages=config.num_stages,
     )
     if split_k > 1:
-        block = 1024
-        _split_k_reduce_kernel[(triton.cdiv(M * N, block),)](
-            partials,
-            w_scales,
-            w_scales if bias is None else bias,
-            out,
-            M,
-            N,
-            HAS_BIAS=bias is not None,
-            SPLIT_K=split_k,
-            BLOCK=block,
-            num_warps=4,
-            ROUND_IN_FP32=is_interpreted(_split_k_reduce_kernel),
-        )
+        reduce_split_k(partials, w_scales, bias, out)
     return out
+
+
+def reduce_split_k(partials: torch.Tensor, w_scales: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor):
+    """out = sum over splits of partials [SPLIT_K, M, N] (fp32, token scale applied) * w_scales (+ bias)."""
+    split_k, M, N = partials.shape
+    block = 1024
+    _split_k_reduce_kernel[(triton.cdiv(M * N, block),)](
+        partials,
+        w_scales,
+        w_scales if bias is None else bias,
+        out,
+        M,
+        N,
+        HAS_BIAS=bias is not None,
+        SPLIT_K=split_k,
+        BLOCK=block,
+        num_warps=4,
+        ROUND_IN_FP32=is_interpreted(_split_k_reduce_kernel),
+    )
 
 
 def fp8_linear(

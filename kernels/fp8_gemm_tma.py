@@ -4,15 +4,15 @@ kernels/fp8_gemm.py loads its A and B tiles with cp.async, one 16-byte copy per 
 its own address arithmetic; at decode sizes (M = 64) it reads the weights at about 0.75 of the read bandwidth
 (an H100 decode-step profile). Here each tile is one bulk copy described by a tensor descriptor (the rows
 past M or N arrive as zeros), which frees the warps from address work. Same product and epilogue as
-`fp8_linear` (per-token and per-channel scales, fp32 accumulation, output rounded to out_dtype), without
-split-K, bias or fused quantization. benchmarks/fp8_gemm_tma.py measures it against `fp8_linear`.
+`fp8_linear` (per-token and per-channel scales, fp32 accumulation, split-K where the config asks, output
+rounded to out_dtype), without bias or fused quantization. benchmarks/fp8_gemm_tma.py measures it against `fp8_linear`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from modelgate.kernels.fp8_gemm import Fp8GemmConfig, _check_gemm_args, select_config
+from modelgate.kernels.fp8_gemm import Fp8GemmConfig, _check_gemm_args, num_sms_of, reduce_split_k, select_config
 from modelgate.kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, to_output, triton
 
 try:
@@ -27,11 +27,13 @@ def _fp8_gemm_tma_kernel(
     b_desc,  # [N, K] float8_e4m3fn weight, block [BLOCK_N, BLOCK_K]
     a_scale_ptr,  # [M] float32 per-token scales
     b_scale_ptr,  # [N] float32 per-output-channel scales
-    c_ptr,  # [M, N] output
+    c_ptr,  # SPLIT_K == 1: [M, N] output; else [SPLIT_K, M, N] float32 partials (times the token scale)
     M,
     N,
     K,
     stride_cm,
+    K_PER_SPLIT,  # K columns per split, a multiple of BLOCK_K (K itself when SPLIT_K == 1)
+    SPLIT_K: tl.constexpr,  # programs along K (grid axis 1), summed by kernels/fp8_gemm.py's reduce kernel
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -47,18 +49,25 @@ def _fp8_gemm_tma_kernel(
     group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
     pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
     pid_n = (pid % num_pid_in_group) // group_size_m
+    pid_k = tl.program_id(1)
+    k_start = pid_k * K_PER_SPLIT
+    k_end = tl.minimum(K, k_start + K_PER_SPLIT)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in range(0, tl.cdiv(K, BLOCK_K)):
-        a = a_desc.load([pid_m * BLOCK_M, k * BLOCK_K])
-        b = b_desc.load([pid_n * BLOCK_N, k * BLOCK_K])
+    for k in range(k_start, k_end, BLOCK_K):  # columns past K arrive as zeros
+        a = a_desc.load([pid_m * BLOCK_M, k])
+        b = b_desc.load([pid_n * BLOCK_N, k])
         acc = tl.dot(a, tl.trans(b), acc)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = acc * tl.load(a_scale_ptr + offs_m, mask=offs_m < M, other=0.0)[:, None]
-    acc = acc * tl.load(b_scale_ptr + offs_n, mask=offs_n < N, other=0.0)[None, :]
-    c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * stride_cm + offs_n[None, :]
     c_mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    tl.store(c_ptrs, to_output(acc, c_ptr.dtype.element_ty, ROUND_IN_FP32), mask=c_mask)
+    if SPLIT_K == 1:
+        acc = acc * tl.load(b_scale_ptr + offs_n, mask=offs_n < N, other=0.0)[None, :]
+        c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * stride_cm + offs_n[None, :]
+        tl.store(c_ptrs, to_output(acc, c_ptr.dtype.element_ty, ROUND_IN_FP32), mask=c_mask)
+    else:
+        partial_ptrs = c_ptr + (pid_k * M + offs_m).to(tl.int64)[:, None] * N + offs_n[None, :]
+        tl.store(partial_ptrs, acc, mask=c_mask)
 
 
 def can_run_tma(device: torch.device) -> bool:
@@ -76,7 +85,7 @@ def fp8_linear_tma(
     w_fp8: torch.Tensor,  # [N, K] float8_e4m3fn, contiguous
     w_scales: torch.Tensor,  # [N] float32
     out_dtype: torch.dtype = torch.bfloat16,
-    config: Fp8GemmConfig | None = None,  # default: select_config's tiles (its split_k is ignored)
+    config: Fp8GemmConfig | None = None,  # default: select_config's (tiles and split-K)
 ) -> torch.Tensor:  # [M, N] out_dtype
     """(x_fp8 @ w_fp8^T) * x_scales[:, None] * w_scales[None, :], as kernels.fp8_gemm.fp8_linear computes it.
 
@@ -95,20 +104,26 @@ def fp8_linear_tma(
     out = torch.empty((M, N), dtype=out_dtype, device=x_fp8.device)
     if M == 0:
         return out
-    config = config or select_config(M, N, K)
+    config = config or select_config(M, N, K, num_sms_of(x_fp8.device))
+    config.validate()
+    k_per_split = triton.cdiv(triton.cdiv(K, config.block_k), config.split_k) * config.block_k
+    split_k = triton.cdiv(K, k_per_split)  # every split non-empty
+    partials = torch.empty((split_k, M, N), dtype=torch.float32, device=x_fp8.device) if split_k > 1 else out
     a_desc = TensorDescriptor.from_tensor(x_fp8, [config.block_m, config.block_k])
     b_desc = TensorDescriptor.from_tensor(w_fp8, [config.block_n, config.block_k])
-    grid = (triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n),)
+    grid = (triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n), split_k)
     _fp8_gemm_tma_kernel[grid](
         a_desc,
         b_desc,
         x_scales,
         w_scales,
-        out,
+        partials,
         M,
         N,
         K,
         out.stride(0),
+        k_per_split,
+        SPLIT_K=split_k,
         BLOCK_M=config.block_m,
         BLOCK_N=config.block_n,
         BLOCK_K=config.block_k,
@@ -117,4 +132,6 @@ def fp8_linear_tma(
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
+    if split_k > 1:
+        reduce_split_k(partials, w_scales, None, out)
     return out

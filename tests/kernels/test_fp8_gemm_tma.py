@@ -14,13 +14,16 @@ from tests.kernels.test_fp8_gemm import (
 )
 
 SMALL = Fp8GemmConfig(block_m=16, block_n=16, block_k=32, group_m=2, num_stages=2)
+# K in 3 splits of 2 blocks (the last one partial at K = 144), summed by the reduce kernel.
+SPLIT = Fp8GemmConfig(block_m=16, block_n=16, block_k=32, group_m=2, num_stages=2, split_k=3)
 
 
-@pytest.mark.parametrize("M, N, K", [(1, 16, 32), (5, 40, 96), (33, 24, 48)])
-def test_matches_reference(M, N, K, dev):
+@pytest.mark.parametrize("config", [SMALL, SPLIT], ids=["one_split", "split_k"])
+@pytest.mark.parametrize("M, N, K", [(1, 16, 32), (5, 40, 96), (33, 24, 144)])
+def test_matches_reference(M, N, K, config, dev):
     _, _, _, x_fp8, x_scales, w_fp8, w_scales = make_problem(M, N, K, dev, bias=False)
     with poisoned_outputs():
-        out = fp8_linear_tma(x_fp8, x_scales, w_fp8, w_scales, config=SMALL)
+        out = fp8_linear_tma(x_fp8, x_scales, w_fp8, w_scales, config=config)
     assert_matches_reference(out, fp8_linear_reference(x_fp8, x_scales, w_fp8, w_scales))
 
 
