@@ -52,6 +52,7 @@ from modelgate.kernels.fp8_quant import (
     to_output,
     triton,
 )
+from modelgate.kernels.split_k_reduce import plan_split_k, reduce_split_k
 
 OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 # The H100 SXM's SM count: the config choice under the interpreter (CPU) matches an H100's.
@@ -136,6 +137,18 @@ def num_sms_of(device: torch.device) -> int:
 
 
 @triton.jit
+def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(tile row, tile column) of program `pid` in grouped order: consecutive programs walk GROUP_M tiles down
+    M before moving along N, so the weight tiles they load are shared through L2."""
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_pid_in_group = GROUP_M * num_pid_n
+    first_pid_m = (pid // num_pid_in_group) * GROUP_M
+    group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
+    return first_pid_m + ((pid % num_pid_in_group) % group_size_m), (pid % num_pid_in_group) // group_size_m
+
+
+@triton.jit
 def _fp8_gemm_kernel(
     a_ptr,  # [M, K] activations: float8_e4m3fn, or bf16/fp16/fp32 when FUSE_QUANT; column stride 1
     b_ptr,  # [N, K] float8_e4m3fn weight (nn.Linear layout); column stride 1
@@ -164,17 +177,8 @@ def _fp8_gemm_kernel(
     SPLIT_K: tl.constexpr,  # programs along K (grid axis 1)
     MAX_IMPRECISE_ACC: tl.constexpr,  # sm_90: K elements the tensor cores sum before an fp32 add; None: all
 ):
-    # Grouped ordering: consecutive programs walk GROUP_M tiles down M before moving along N, so the
-    # weight tiles they load are shared through L2.
-    pid = tl.program_id(0)
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     pid_k = tl.program_id(1)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    num_pid_in_group = GROUP_M * num_pid_n
-    first_pid_m = (pid // num_pid_in_group) * GROUP_M
-    group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-    pid_n = (pid % num_pid_in_group) // group_size_m
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -227,31 +231,6 @@ def _fp8_gemm_kernel(
         tl.store(c_ptrs, acc, mask=c_mask)
 
 
-@triton.jit
-def _split_k_reduce_kernel(
-    p_ptr,  # [SPLIT_K, M, N] float32 partial sums, contiguous
-    b_scale_ptr,  # [N] float32 per-output-channel scales
-    bias_ptr,  # [N] bias, read only when HAS_BIAS
-    c_ptr,  # [M, N] output, contiguous
-    M,  # rows
-    N,  # columns
-    HAS_BIAS: tl.constexpr,  # add bias[n]
-    SPLIT_K: tl.constexpr,  # number of partial slices, summed in order (deterministic)
-    BLOCK: tl.constexpr,  # elements per program
-    ROUND_IN_FP32: tl.constexpr,  # interpreter only (see to_output)
-):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < M * N
-    cols = offs % N
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for s in tl.static_range(SPLIT_K):
-        acc += tl.load(p_ptr + s * M * N + offs, mask=mask, other=0.0)
-    acc = acc * tl.load(b_scale_ptr + cols, mask=mask, other=0.0)
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    tl.store(c_ptr + offs, to_output(acc, c_ptr.dtype.element_ty, ROUND_IN_FP32), mask=mask)
-
-
 def _check_matrix(t: torch.Tensor, name: str, dtypes: tuple, what: str) -> None:
     if t.dim() != 2:
         raise ValueError(f"{what}: {name} must be 2-D, got shape {tuple(t.shape)}")
@@ -298,9 +277,7 @@ def _launch(
         return out
     config = config or select_config(M, N, K, num_sms_of(x.device))
     config.validate()
-    k_per_split = triton.cdiv(triton.cdiv(K, config.block_k), config.split_k) * config.block_k
-    split_k = triton.cdiv(K, k_per_split)  # every split non-empty
-    partials = torch.empty((split_k, M, N), dtype=torch.float32, device=x.device) if split_k > 1 else out
+    k_per_split, split_k, partials = plan_split_k(M, N, K, config.block_k, config.split_k, out)
     grid = (triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n), split_k)
     _fp8_gemm_kernel[grid](
         x,
@@ -335,25 +312,6 @@ def _launch(
     if split_k > 1:
         reduce_split_k(partials, w_scales, bias, out)
     return out
-
-
-def reduce_split_k(partials: torch.Tensor, w_scales: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor):
-    """out = sum over splits of partials [SPLIT_K, M, N] (fp32, token scale applied) * w_scales (+ bias)."""
-    split_k, M, N = partials.shape
-    block = 1024
-    _split_k_reduce_kernel[(triton.cdiv(M * N, block),)](
-        partials,
-        w_scales,
-        w_scales if bias is None else bias,
-        out,
-        M,
-        N,
-        HAS_BIAS=bias is not None,
-        SPLIT_K=split_k,
-        BLOCK=block,
-        num_warps=4,
-        ROUND_IN_FP32=is_interpreted(_split_k_reduce_kernel),
-    )
 
 
 def fp8_linear(

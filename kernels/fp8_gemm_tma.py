@@ -12,8 +12,15 @@ from __future__ import annotations
 
 import torch
 
-from modelgate.kernels.fp8_gemm import Fp8GemmConfig, _check_gemm_args, num_sms_of, reduce_split_k, select_config
+from modelgate.kernels.fp8_gemm import (
+    Fp8GemmConfig,
+    _check_gemm_args,
+    grouped_tile,
+    num_sms_of,
+    select_config,
+)
 from modelgate.kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, to_output, triton
+from modelgate.kernels.split_k_reduce import plan_split_k, reduce_split_k
 
 try:
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -40,15 +47,7 @@ def _fp8_gemm_tma_kernel(
     GROUP_M: tl.constexpr,
     ROUND_IN_FP32: tl.constexpr,
 ):
-    # The grouped tile order of kernels/fp8_gemm.py: weight tiles shared through L2 by consecutive programs.
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    num_pid_in_group = GROUP_M * num_pid_n
-    first_pid_m = (pid // num_pid_in_group) * GROUP_M
-    group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-    pid_n = (pid % num_pid_in_group) // group_size_m
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     pid_k = tl.program_id(1)
     k_start = pid_k * K_PER_SPLIT
     k_end = tl.minimum(K, k_start + K_PER_SPLIT)
@@ -106,9 +105,7 @@ def fp8_linear_tma(
         return out
     config = config or select_config(M, N, K, num_sms_of(x_fp8.device))
     config.validate()
-    k_per_split = triton.cdiv(triton.cdiv(K, config.block_k), config.split_k) * config.block_k
-    split_k = triton.cdiv(K, k_per_split)  # every split non-empty
-    partials = torch.empty((split_k, M, N), dtype=torch.float32, device=x_fp8.device) if split_k > 1 else out
+    k_per_split, split_k, partials = plan_split_k(M, N, K, config.block_k, config.split_k, out)
     a_desc = TensorDescriptor.from_tensor(x_fp8, [config.block_m, config.block_k])
     b_desc = TensorDescriptor.from_tensor(w_fp8, [config.block_n, config.block_k])
     grid = (triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n), split_k)
