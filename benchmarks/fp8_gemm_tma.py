@@ -10,6 +10,7 @@ Weights are colder than L2 (rotating copies) and every call is timed from interl
 (benchmarks/gpu_timing.py). Prints microseconds, the floor's share of each time, and tma / ours.
 
     python benchmarks/fp8_gemm_tma.py [--tokens 64 256]
+    python benchmarks/fp8_gemm_tma.py --sweep --tokens 64    # + the TMA kernel over SWEEP's tiles, best per layer
 
 Without a GPU it says so and exits 0.
 """
@@ -25,11 +26,26 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 LAYERS = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
+# --sweep: (block_n, block_k, num_stages, split_k) at block_m 64, 4 warps (decode sizes: narrower tiles put
+# more SMs on the weights; TMA stages cost no registers, so deeper pipelines are cheap).
+SWEEP = (
+    (32, 256, 4, 1),
+    (32, 256, 6, 1),
+    (32, 128, 6, 1),
+    (32, 128, 8, 1),
+    (64, 256, 3, 1),
+    (64, 256, 4, 1),
+    (64, 128, 6, 1),
+    (64, 128, 8, 1),
+    (64, 256, 4, 2),
+    (32, 256, 4, 2),
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--sweep", action="store_true", help="also the TMA kernel over SWEEP's tiles")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA GPU: nothing to measure")
@@ -80,6 +96,31 @@ def main() -> None:
             )
             for name, error_text in times.errors.items():
                 print(f"    {name}: {error_text}")
+            if args.sweep:
+                sweep_layer(x_fp8, x_scales, weights, copies, floor_us, us["ours"])
+
+
+def sweep_layer(x_fp8, x_scales, weights, copies, floor_us, ours_us) -> None:
+    """The TMA kernel over SWEEP's tiles on one layer: each candidate's time, floor share and speed-up on ours."""
+    from benchmarks.gpu_timing import interleaved_rounds_ms, rotating
+    from modelgate.kernels.fp8_gemm import Fp8GemmConfig
+    from modelgate.kernels.fp8_gemm_tma import fp8_linear_tma
+
+    calls = {}
+    for block_n, block_k, stages, split_k in SWEEP:
+        config = Fp8GemmConfig(block_m=64, block_n=block_n, block_k=block_k, num_stages=stages, split_k=split_k)
+        name = f"64x{block_n}x{block_k} s{stages} k{split_k}"
+        calls[name] = rotating(
+            lambda i, config=config: lambda: fp8_linear_tma(x_fp8, x_scales, *weights[i], config=config), copies
+        )
+    times = interleaved_rounds_ms(calls)
+    ranked = sorted((times.best(name), name) for name in calls if times.best(name))
+    for ms, name in ranked:
+        print(
+            f"    tma {name:<22} {1e3 * ms:>7.1f} us  floor/tma {floor_us / (1e3 * ms):.2f}  ours/tma {ours_us / (1e3 * ms):.2f}"
+        )
+    for name, error_text in times.errors.items():
+        print(f"    tma {name}: {error_text}")
 
 
 if __name__ == "__main__":
