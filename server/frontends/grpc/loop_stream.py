@@ -121,7 +121,10 @@ class StreamCall:
     def _on_sent(self, event):
         """The completion tag of a send: start the next queued one, if the RPC goes on."""
         state = self._state
-        with state.condition:
+        # The condition's lock itself (Condition binds its acquire and release): `with condition` costs two
+        # Python calls more, paid for every streamed message here and in `_queue`.
+        state.condition.acquire()
+        try:
             state.due.discard(internals.SEND_MESSAGE_TOKEN)
             self._is_sending = False
             if not internals.is_rpc_state_active(state):
@@ -131,6 +134,8 @@ class StreamCall:
             if self._drained is not None and len(self._unsent) <= MAX_UNSENT // 2:
                 self._wake_method()
             return internals.finish_if_ended(state)
+        finally:
+            state.condition.release()
 
     def _on_rpc_end(self) -> None:
         if self._task is None or not self._task.done():
@@ -142,9 +147,12 @@ class StreamCall:
     # -- on either, holding the condition ---------------------------------------------------------
 
     def _send_next(self) -> None:
-        item = self._unsent.popleft()
+        self._send(self._unsent.popleft())
+
+    def _send(self, item) -> None:
+        """Start sending `item` (serialized bytes, or the _Status that ends the call): none is in flight."""
         state = self._state
-        if isinstance(item, _Status):
+        if item.__class__ is _Status:
             self._unsent.clear()
             if item.code == grpc.StatusCode.OK:
                 internals.status(self._event, state, None)
@@ -162,9 +170,13 @@ class StreamCall:
         self._is_sending = True
 
     def _enqueue(self, item) -> None:
-        self._unsent.append(item)
-        if not self._is_sending:
+        if self._is_sending:
+            self._unsent.append(item)
+        elif self._unsent:  # not sending with responses queued: only after a status went out, which clears them
+            self._unsent.append(item)
             self._send_next()
+        else:  # nearly every streamed token: nothing in flight, nothing queued
+            self._send(item)
 
     def _wake_method(self) -> None:
         drained, self._drained = self._drained, None
@@ -201,12 +213,15 @@ class StreamCall:
         """Queue a response behind those before it; False (nothing queued) once the RPC has ended. Past
         `MAX_UNSENT` unsent, `_drained` is the future of the client catching up."""
         state = self._state
-        with state.condition:
+        state.condition.acquire()  # as in `_on_sent`
+        try:
             if not internals.is_rpc_state_active(state):
                 return False
             self._enqueue(serialized)
             if len(self._unsent) > MAX_UNSENT and self._drained is None:
                 self._drained = self._loop.create_future()
+        finally:
+            state.condition.release()
         return True
 
     # -- the method's response writer (response_writer.py), on the loop ------------------------------
