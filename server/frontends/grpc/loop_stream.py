@@ -35,6 +35,7 @@ import grpc
 
 from modelgate.core.errors import drop_traceback
 from modelgate.server.frontends.grpc import grpc_internals as internals
+from modelgate.server.frontends.grpc.connection_cork import ConnectionCorks
 from modelgate.server.frontends.grpc.loop_unary import LoopBehaviour
 from modelgate.server.frontends.grpc.threaded_bridge import ENDED_EARLY, LoopContext, RpcAbort
 
@@ -70,8 +71,18 @@ class StreamCall:
     """One stream-stream call. The fields under "guarded" are read and written holding the call's condition
     (`state.condition`), on the loop and on grpc's polling thread."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, rpc_event, state, behaviour: LoopStreamBehaviour):
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        rpc_event,
+        state,
+        behaviour: LoopStreamBehaviour,
+        corks: ConnectionCorks | None = None,
+    ):
+        """`corks`: the loop's, where messages sent on one connection in one iteration leave together."""
         self._loop = loop
+        self._corks = corks
+        self._peer: bytes | None = None  # the call's peer, once `corks` knows of the call
         self._event = rpc_event
         self._state = state
         self._behaviour = behaviour
@@ -188,6 +199,9 @@ class StreamCall:
         if not internals.is_rpc_state_active(self._state):  # ended before the loop came to it
             self._finish()
             return
+        if self._corks is not None:
+            self._peer = self._event.call.peer()
+            self._corks.open(self._peer)
         context = LoopContext(internals.Context(self._event, self._state, None), response_writer=self)
         self._task = self._loop.create_task(self._serve(context))
         self._task.add_done_callback(self._on_done)
@@ -217,6 +231,8 @@ class StreamCall:
         try:
             if not internals.is_rpc_state_active(state):
                 return False
+            if self._peer is not None:
+                self._corks.before_send(self._peer)
             self._enqueue(serialized)
             if len(self._unsent) > MAX_UNSENT and self._drained is None:
                 self._drained = self._loop.create_future()
@@ -287,6 +303,9 @@ class StreamCall:
                 self._enqueue(status)
 
     def _finish(self) -> None:
+        if self._peer is not None:
+            self._corks.close(self._peer)
+            self._peer = None
         self._task = None
         self._requests.close()
         if not self.done.done():

@@ -1,0 +1,111 @@
+"""A connection the loop sends on twice in one iteration is corked until the iteration ends, through a duplicate of
+its socket that leaves grpc's own descriptor as it was and closes with the peer's last stream."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import socket
+
+import pytest
+
+from modelgate.server.frontends.grpc.connection_cork import ConnectionCorks, _peer_address
+
+
+@pytest.fixture
+def connection():
+    """(the server's end, non-blocking as grpc's, its peer as grpc names it, the client's end)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    served, _ = listener.accept()
+    served.setblocking(False)
+    host, port = client.getsockname()
+    yield served, f"ipv4:{host}:{port}".encode(), client
+    for each in (served, client, listener):
+        each.close()
+
+
+def _is_corked(sock: socket.socket) -> bool:
+    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK))
+
+
+async def _next_iteration() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def test_a_second_send_in_one_iteration_corks_the_connection_and_the_iteration_end_releases_it(connection):
+    served, peer, client = connection
+
+    async def scenario():
+        corks = ConnectionCorks(asyncio.get_running_loop())
+        corks.open(peer)
+        corks.before_send(peer)
+        first_alone = _is_corked(served)
+        corks.before_send(peer)
+        corked_then = _is_corked(served) and corks.is_corked(peer)
+        served.send(b"held")
+        await _next_iteration()
+        released = not _is_corked(served) and not corks.is_corked(peer)
+        corks.before_send(peer)  # the next iteration starts anew: its first send goes alone
+        alone_again = not _is_corked(served)
+        corks.close(peer)
+        return first_alone, corked_then, released, alone_again
+
+    first_alone, corked_then, released, alone_again = asyncio.run(scenario())
+    assert not first_alone and corked_then and released and alone_again
+    client.settimeout(5)
+    assert client.recv(16) == b"held"
+
+
+def test_grpcs_socket_stays_non_blocking_and_open_when_the_peers_last_stream_ends(connection):
+    served, peer, client = connection
+
+    async def scenario():
+        corks = ConnectionCorks(asyncio.get_running_loop())
+        descriptors_before = len(os.listdir("/proc/self/fd"))
+        corks.open(peer)
+        corks.open(peer)
+        corks.before_send(peer)
+        corks.before_send(peer)
+        corks.close(peer)
+        still_held = len(os.listdir("/proc/self/fd")) == descriptors_before + 1  # the duplicate, for the other stream
+        corks.close(peer)
+        return still_held, len(os.listdir("/proc/self/fd")) == descriptors_before
+
+    still_held, all_closed = asyncio.run(scenario())
+    assert still_held and all_closed
+    assert fcntl.fcntl(served.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK
+    assert not _is_corked(served)  # closed while corked: released first
+    served.send(b"still open")
+    client.settimeout(5)
+    assert client.recv(16) == b"still open"
+
+
+def test_a_peer_with_no_tcp_socket_or_no_open_stream_is_never_corked(connection):
+    served, peer, _ = connection
+
+    async def scenario():
+        corks = ConnectionCorks(asyncio.get_running_loop())
+        unix = b"unix:/tmp/modelgate.sock"
+        corks.open(unix)
+        for sent_to in (unix, unix, peer, peer):  # `peer` has no stream opened
+            corks.before_send(sent_to)
+        return corks.is_corked(unix) or corks.is_corked(peer) or _is_corked(served)
+
+    assert not asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("peer", "address"),
+    [
+        (b"ipv4:127.0.0.1:5000", ("127.0.0.1", 5000)),
+        (b"ipv6:[::1]:5001", ("::1", 5001)),
+        (b"ipv6:%5B::1%5D:5002", ("::1", 5002)),
+        (b"unix:/tmp/socket", None),
+        (b"ipv4:nonsense", None),
+    ],
+)
+def test_peers_are_read_as_grpc_writes_them(peer, address):
+    assert _peer_address(peer) == address
