@@ -11,7 +11,9 @@ Here:
 - responses: the method's async generator runs as a task on the loop; each response is serialized there and
   its send started there if none is in flight, else queued; core allows one send in flight per call, so the
   send's completion tag, on the polling thread, starts the next queued one itself. The loop is never woken
-  for a send, and the polling thread, which wakes for each completion anyway, does the chaining;
+  for a send, and the polling thread, which wakes for each completion anyway, does the chaining. What the loop
+  sends on one connection in one iteration (an engine step's tokens to a client's streams) leaves in one TCP
+  write (connection_cork.py);
 - the status goes out after the last queued response, by the same chain;
 - the method may also write responses through `context.response_writer` (response_writer.py) rather than
   yield them: queued in the call that produces them, in order with what it yields.
