@@ -8,24 +8,23 @@ socket is corked (TCP_CORK): the kernel then only queues what grpc writes, and t
 iteration ends (a callback the loop runs next), sends it all at once. The bytes on the wire are the same; a
 message waits at most for the rest of the loop's iteration (the kernel also sends corked data after 200 ms).
 A bare server streaming a token's message to 64 streams of one connection (benchmarks/grpc_stream_floor.py)
-went from 11.2-12.1 µs of CPU per message to 8.1-8.5 on the 2-core VM.
+went from 11.2-16.0 µs of CPU per message to 9.2-9.8 on the 2-core VM, and tiny_llm streaming over gRPC from
+26.9-30.1 µs of server CPU per token to 21.2-24.0 (benchmarks/results/llm_server_cpu_per_token.log, session 24).
 
 grpc does not expose its sockets: the connection's is found by its peer address among this process's file
 descriptors (Linux's /proc/self/fd) and duplicated, so that it stays the same socket whatever grpc closes or
-opens meanwhile. The duplicate is closed when the last stream of that peer ends (a connection outlives its
-streams), so it never keeps a connection open. Where no TCP socket has that address (a Unix socket, another
-OS), nothing is corked.
+opens meanwhile. That search runs once per connection, at the first iteration that sends it two messages (a
+connection whose messages go one per iteration is never searched for nor corked). The duplicate is closed when
+the last stream of that peer ends (a connection outlives its streams), so it never keeps a connection open.
+Where no TCP socket has that address (a Unix socket, another OS), nothing is corked.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 from urllib.parse import unquote
-
-logger = logging.getLogger(__name__)
 
 _IP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
