@@ -4,13 +4,18 @@ its socket that leaves grpc's own descriptor as it was and closes with the peer'
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import fcntl
 import os
 import socket
 
+import grpc
 import pytest
 
 from modelgate.server.frontends.grpc.connection_cork import ConnectionCorks, _peer_address
+from modelgate.server.frontends.grpc.loop_calls import LoopCalls
+from tests.server.frontends.grpc.grpc_helpers import WAIT_S
+from tests.server.frontends.grpc.probe_service import loop_on_a_thread, probe_server, stream
 
 
 @pytest.fixture
@@ -109,3 +114,33 @@ def test_a_peer_with_no_tcp_socket_or_no_open_stream_is_never_corked(connection)
 )
 def test_peers_are_read_as_grpc_writes_them(peer, address):
     assert _peer_address(peer) == address
+
+
+def test_a_loop_stream_finds_grpcs_own_socket_and_corks_it_while_it_sends_twice_in_one_iteration():
+    """Through grpcio's threaded server and a real client: the peer grpc names is found among this process's
+    sockets (a grpcio that named peers otherwise would silently stop corking), and every response arrives."""
+    seen: list[bool] = []
+
+    async def twice(requests, context):
+        async for request in requests:
+            writer = context.response_writer
+            writer.write(request + b"-1")
+            writer.write(request + b"-2")  # the second send of this iteration on the connection: corked
+            seen.append(any(corks.is_corked(peer) for peer in list(corks._num_streams)))
+        yield b"end"
+
+    def never_threaded(request_iterator, context):
+        raise AssertionError("a LoopCalls stream ran on a thread")
+
+    with loop_on_a_thread() as (loop, _):
+        fallback = concurrent.futures.ThreadPoolExecutor(1)
+        calls = LoopCalls(loop, fallback)
+        corks = calls._corks
+        behaviour = calls.stream_handler(never_threaded, twice, bytes, bytes)
+        handlers = {"Twice": grpc.stream_stream_rpc_method_handler(behaviour)}
+        with probe_server(handlers, 1) as (_, channel):
+            responses = list(stream(channel, "Twice")(iter([b"a", b"b"]), timeout=WAIT_S))
+        fallback.shutdown(wait=False)
+    assert responses == [b"a-1", b"a-2", b"b-1", b"b-2", b"end"]
+    assert seen == [True, True]
+    assert not corks._sockets  # the stream ended: its duplicate socket is closed
