@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 # Responses queued for a client that reads slower than the method answers, before the method waits.
 MAX_UNSENT = 64
 _END = object()
+_GOES_ON = (None, ())  # a completion tag's result while the RPC goes on: grpc keeps the call
 _UNSERIALIZABLE = "Failed to serialize response!"  # grpcio's words
 
 
@@ -140,11 +141,14 @@ class StreamCall:
         try:
             state.due.discard(internals.SEND_MESSAGE_TOKEN)
             self._is_sending = False
-            if not internals.is_rpc_state_active(state):
-                self._unsent.clear()  # the client is gone, or a status went out: nothing more is sent
-            elif self._unsent:
-                self._send_next()
-            if self._drained is not None and len(self._unsent) <= MAX_UNSENT // 2:
+            if internals.is_rpc_state_active(state):
+                if self._unsent:
+                    self._send_next()
+                if self._drained is not None and len(self._unsent) <= MAX_UNSENT // 2:
+                    self._wake_method()
+                return _GOES_ON  # what finish_if_ended returns while the RPC is active, without asking it again
+            self._unsent.clear()  # the client is gone, or a status went out: nothing more is sent
+            if self._drained is not None:
                 self._wake_method()
             return internals.finish_if_ended(state)
         finally:

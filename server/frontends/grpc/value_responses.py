@@ -68,15 +68,15 @@ class ValueResponseEncoder:
         if tuple(values) != self._names or self._head is None:
             return None
         last_values, last_fields = self._last_values, self._last_fields
-        parts = [self._head]
-        for index, value in enumerate(values.values()):
+        index = 0
+        for value in values.values():
             last = last_values[index]
             # The type too: 1 == 1.0 == True, and a field packs each its own way (or refuses one).
             if value != last or value.__class__ is not last.__class__:
                 last_values[index] = value
                 last_fields[index] = self._raw_fields[index](value)
-            parts.append(last_fields[index])
-        body = b"".join(parts)
+            index += 1
+        body = self._head + b"".join(last_fields)
         return _INFER_RESPONSE_TAG + varint(len(body)) + body
 
     def _build_template(self, response: InferResponse) -> None:
