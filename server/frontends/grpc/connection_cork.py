@@ -13,10 +13,12 @@ went from 11.2-16.0 µs of CPU per message to 9.2-9.8 on the 2-core VM, and tiny
 
 grpc does not expose its sockets: the connection's is found by its peer address among this process's file
 descriptors (Linux's /proc/self/fd) and duplicated, so that it stays the same socket whatever grpc closes or
-opens meanwhile. That search runs once per connection, at the first iteration that sends it two messages (a
-connection whose messages go one per iteration is never searched for nor corked). The duplicate is closed when
-the last stream of that peer ends (a connection outlives its streams), so it never keeps a connection open.
-Where no TCP socket has that address (a Unix socket, another OS), nothing is corked.
+opens meanwhile. That search runs once per connection, on a thread (it reads every descriptor: the loop must not
+wait for it), from the first iteration that sends the connection two messages; the connection is corked from
+the first iteration after it is found (one whose messages go one per iteration is never searched for nor corked).
+The duplicate is closed when the last stream of that peer ends (a connection outlives its streams), so it never
+keeps a connection open. Where no TCP socket has that address (a Unix socket, another OS), or where the process
+has more than MAX_DESCRIPTORS open, nothing is corked.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import socket
 from urllib.parse import unquote
 
 _IP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+# Past this many open descriptors a search costs more than corking saves (each descriptor is asked what it is).
+MAX_DESCRIPTORS = 4096
 
 
 class ConnectionCorks:
@@ -39,7 +43,8 @@ class ConnectionCorks:
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
         self._num_streams: dict[bytes, int] = {}  # peer -> its open streams
-        self._sockets: dict[bytes, socket.socket | None] = {}  # peer -> its connection's socket; None: none found
+        # peer -> its connection's socket; None: searched for (on a thread, not done yet) or not found
+        self._sockets: dict[bytes, socket.socket | None] = {}
         self._sent_to: set[bytes] = set()  # the peers the loop sent to in this iteration
         self._corked: list[socket.socket] = []
 
@@ -67,7 +72,14 @@ class ConnectionCorks:
             sent_to.add(peer)
             return
         if peer not in self._sockets:
-            self._sockets[peer] = _find_connection(peer) if peer in self._num_streams else None
+            self._sockets[peer] = None  # not corked until found
+            if peer in self._num_streams:
+                try:
+                    search = self._loop.run_in_executor(None, _find_connection, peer)
+                except RuntimeError:  # the loop's executor is shut down: the server is stopping
+                    return
+                search.add_done_callback(lambda done: self._found(peer, done))
+            return
         connection = self._sockets[peer]
         if connection is not None and connection not in self._corked:
             try:
@@ -76,6 +88,19 @@ class ConnectionCorks:
                 self._sockets[peer] = None
                 return
             self._corked.append(connection)
+
+    def _found(self, peer: bytes, search: asyncio.Future) -> None:
+        connection = None if search.cancelled() or search.exception() is not None else search.result()
+        if connection is None:
+            return
+        if peer in self._num_streams and self._sockets.get(peer) is None:
+            self._sockets[peer] = connection
+        else:  # the peer's streams ended meanwhile (or another search found it first)
+            connection.close()
+
+    def is_found(self, peer: bytes) -> bool:
+        """Whether `peer`'s connection was found, to be corked (for tests)."""
+        return self._sockets.get(peer) is not None
 
     def is_corked(self, peer: bytes) -> bool:
         """Whether `peer`'s connection is corked now (for tests)."""
@@ -106,6 +131,8 @@ def _find_connection(peer: bytes) -> socket.socket | None:
     try:
         descriptors = os.listdir("/proc/self/fd")
     except OSError:  # not Linux
+        return None
+    if len(descriptors) > MAX_DESCRIPTORS:
         return None
     for name in descriptors:
         try:
