@@ -7,7 +7,8 @@ the server's `modelgate_llm_generation_tokens_total`. The engine's own rate on t
 the figure to watch is µs of server CPU per token (issue 18's goal: under 15), split into user time (Python)
 and system time (the kernel: mostly the socket write of each streamed event). Below the table, the floor that
 write sets, measured in the same run (socket_write_floor.py): what one small write to a loopback TCP socket costs
-the writer, and the server's CPU per token in units of it.
+the writer, and the server's CPU per token in units of it; with gRPC, grpcio's own cost per streamed message
+(grpc_stream_floor.py), also measured in the same run.
 
     python benchmarks/llm_server_cpu_per_token.py [--protocols generate_stream,grpc] [--concurrency 64]
 """
@@ -24,6 +25,8 @@ import time
 from pathlib import Path
 
 import requests
+from grpc_stream_floor import Floor
+from grpc_stream_floor import floor as grpc_floor
 from llm_served_vs_engine import Server
 from socket_write_floor import write_floor_us
 
@@ -74,6 +77,8 @@ def main() -> None:
     blocks = args.concurrency * ((args.isl + args.osl) // 16 + 2)
     (repository / "tiny_llm" / "config.pbtxt").write_text(CONFIG.format(blocks=blocks, seqs=args.concurrency))
     extra_args = ("--allow-cpu-metrics", "false", "--http-workers", str(args.http_workers))
+    protocols = args.protocols.split(",")
+    grpc_floors = measure_grpc_floors(args) if "grpc" in protocols else None
     server = Server(repository, repository / "server.log", "tiny_llm", extra_args)
     cpu_per_token: list[float] = []  # µs, by protocol
     try:
@@ -83,7 +88,7 @@ def main() -> None:
         print(f"{len(pids)} process(es) serving HTTP (--http-workers {args.http_workers})")
         print("\n| protocol | output tok/s | server CPU s | server CPU per token (µs) | user (µs) | system (µs) |")
         print("| --- | --- | --- | --- | --- | --- |")
-        for protocol in args.protocols.split(","):
+        for protocol in protocols:
             url = server.url(protocol)
             bench = [sys.executable, "-m", "modelgate", "bench", "llm", "--url", url, "-m", "tiny_llm"]
             bench += ["--protocol", protocol, "--tokenizer", str(CHECKPOINT), "--isl", str(args.isl)]
@@ -106,6 +111,32 @@ def main() -> None:
     floor = write_floor_us(args.concurrency)
     print(f"\nfloor: one event write to one of {args.concurrency} loopback TCP connections costs {floor:.1f} µs of CPU")
     print("server CPU per token / floor: " + ", ".join(f"{value / floor:.1f}x" for value in cpu_per_token))
+    if grpc_floors is not None:
+        print_grpc_floor(
+            *grpc_floors, [value for protocol, value in zip(protocols, cpu_per_token) if protocol == "grpc"]
+        )
+
+
+def measure_grpc_floors(args: argparse.Namespace) -> tuple[Floor, Floor]:
+    """grpcio's own cost per streamed message (grpc_stream_floor.py), on modelgate's transport (the lower of two
+    runs: a floor) and on grpc.aio. Measured before the server starts: its engine, stopping, would weigh on it."""
+    step_ms = 1000 * args.concurrency / 6000  # tiny_llm's step here at 64 streams: ~6,000 tok/s
+    loop = min(
+        (grpc_floor("loop", args.concurrency, args.num_requests, args.osl, step_ms) for _ in range(2)),
+        key=lambda floor: floor.per_message_us,
+    )
+    return loop, grpc_floor("aio", args.concurrency, args.num_requests, args.osl, step_ms)
+
+
+def print_grpc_floor(loop: Floor, aio: Floor, grpc_per_token: list[float]) -> None:
+    """What no gRPC server in Python goes below, beside the server's gRPC rows."""
+    print(
+        f"gRPC floor: a bare server streaming the same token message on modelgate's transport (grpcio's threaded "
+        f"server, calls on the loop) costs {loop.per_message_us:.1f} µs of CPU per message "
+        f"({loop.writes_us:.1f} in the loop's sends); on grpc.aio {aio.per_message_us:.1f}"
+    )
+    ratios = ", ".join(f"{value / loop.per_message_us:.1f}x" for value in grpc_per_token)
+    print(f"server gRPC CPU per token / gRPC floor: {ratios}")
 
 
 if __name__ == "__main__":

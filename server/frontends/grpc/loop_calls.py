@@ -20,6 +20,7 @@ import concurrent.futures
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from modelgate.server.frontends.grpc import grpc_internals
+from modelgate.server.frontends.grpc.connection_cork import ConnectionCorks
 from modelgate.server.frontends.grpc.loop_stream import LoopStreamBehaviour, StreamCall
 from modelgate.server.frontends.grpc.loop_unary import LoopUnaryBehaviour, UnaryCall
 from modelgate.server.frontends.grpc.threaded_bridge import LoopContext
@@ -41,6 +42,7 @@ class LoopCalls(concurrent.futures.ThreadPoolExecutor):
         super().__init__(max_workers=1)
         self._loop = loop
         self._fallback = fallback
+        self._corks = ConnectionCorks(loop)  # streams' messages on one connection leave together (connection_cork.py)
 
     def unary_handler(self, threaded: Callable, on_loop: UnaryOnLoop, serializer: Callable) -> Callable:
         """A unary behaviour for `grpc.unary_unary_rpc_method_handler(..., request_deserializer=None)`:
@@ -67,7 +69,7 @@ class LoopCalls(concurrent.futures.ThreadPoolExecutor):
                 call.receive_request()
                 return call.done
             if work is grpc_internals.STREAM_WORK and isinstance(behaviour, LoopStreamBehaviour):
-                call = StreamCall(self._loop, rpc_event, state, behaviour)
+                call = StreamCall(self._loop, rpc_event, state, behaviour, self._corks)
                 call.start()
                 return call.done
         return self._fallback.submit(fn, *args, **kwargs)

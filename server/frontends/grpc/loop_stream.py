@@ -11,7 +11,9 @@ Here:
 - responses: the method's async generator runs as a task on the loop; each response is serialized there and
   its send started there if none is in flight, else queued; core allows one send in flight per call, so the
   send's completion tag, on the polling thread, starts the next queued one itself. The loop is never woken
-  for a send, and the polling thread, which wakes for each completion anyway, does the chaining;
+  for a send, and the polling thread, which wakes for each completion anyway, does the chaining. What the loop
+  sends on one connection in one iteration (an engine step's tokens to a client's streams) leaves in one TCP
+  write (connection_cork.py);
 - the status goes out after the last queued response, by the same chain;
 - the method may also write responses through `context.response_writer` (response_writer.py) rather than
   yield them: queued in the call that produces them, in order with what it yields.
@@ -35,6 +37,7 @@ import grpc
 
 from modelgate.core.errors import drop_traceback
 from modelgate.server.frontends.grpc import grpc_internals as internals
+from modelgate.server.frontends.grpc.connection_cork import ConnectionCorks
 from modelgate.server.frontends.grpc.loop_unary import LoopBehaviour
 from modelgate.server.frontends.grpc.threaded_bridge import ENDED_EARLY, LoopContext, RpcAbort
 
@@ -43,6 +46,7 @@ logger = logging.getLogger(__name__)
 # Responses queued for a client that reads slower than the method answers, before the method waits.
 MAX_UNSENT = 64
 _END = object()
+_GOES_ON = (None, ())  # a completion tag's result while the RPC goes on: grpc keeps the call
 _UNSERIALIZABLE = "Failed to serialize response!"  # grpcio's words
 
 
@@ -70,8 +74,18 @@ class StreamCall:
     """One stream-stream call. The fields under "guarded" are read and written holding the call's condition
     (`state.condition`), on the loop and on grpc's polling thread."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, rpc_event, state, behaviour: LoopStreamBehaviour):
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        rpc_event,
+        state,
+        behaviour: LoopStreamBehaviour,
+        corks: ConnectionCorks | None = None,
+    ):
+        """`corks`: the loop's, where messages sent on one connection in one iteration leave together."""
         self._loop = loop
+        self._corks = corks
+        self._peer: bytes | None = None  # the call's peer, once `corks` knows of the call
         self._event = rpc_event
         self._state = state
         self._behaviour = behaviour
@@ -121,16 +135,24 @@ class StreamCall:
     def _on_sent(self, event):
         """The completion tag of a send: start the next queued one, if the RPC goes on."""
         state = self._state
-        with state.condition:
+        # The condition's lock itself (Condition binds its acquire and release): `with condition` costs two
+        # Python calls more, paid for every streamed message here and in `_queue`.
+        state.condition.acquire()
+        try:
             state.due.discard(internals.SEND_MESSAGE_TOKEN)
             self._is_sending = False
-            if not internals.is_rpc_state_active(state):
-                self._unsent.clear()  # the client is gone, or a status went out: nothing more is sent
-            elif self._unsent:
-                self._send_next()
-            if self._drained is not None and len(self._unsent) <= MAX_UNSENT // 2:
+            if internals.is_rpc_state_active(state):
+                if self._unsent:
+                    self._send_next()
+                if self._drained is not None and len(self._unsent) <= MAX_UNSENT // 2:
+                    self._wake_method()
+                return _GOES_ON  # what finish_if_ended returns while the RPC is active, without asking it again
+            self._unsent.clear()  # the client is gone, or a status went out: nothing more is sent
+            if self._drained is not None:
                 self._wake_method()
             return internals.finish_if_ended(state)
+        finally:
+            state.condition.release()
 
     def _on_rpc_end(self) -> None:
         if self._task is None or not self._task.done():
@@ -142,9 +164,12 @@ class StreamCall:
     # -- on either, holding the condition ---------------------------------------------------------
 
     def _send_next(self) -> None:
-        item = self._unsent.popleft()
+        self._send(self._unsent.popleft())
+
+    def _send(self, item) -> None:
+        """Start sending `item` (serialized bytes, or the _Status that ends the call): none is in flight."""
         state = self._state
-        if isinstance(item, _Status):
+        if item.__class__ is _Status:
             self._unsent.clear()
             if item.code == grpc.StatusCode.OK:
                 internals.status(self._event, state, None)
@@ -162,9 +187,13 @@ class StreamCall:
         self._is_sending = True
 
     def _enqueue(self, item) -> None:
-        self._unsent.append(item)
-        if not self._is_sending:
+        if self._is_sending:
+            self._unsent.append(item)
+        elif self._unsent:  # not sending with responses queued: only after a status went out, which clears them
+            self._unsent.append(item)
             self._send_next()
+        else:  # nearly every streamed token: nothing in flight, nothing queued
+            self._send(item)
 
     def _wake_method(self) -> None:
         drained, self._drained = self._drained, None
@@ -176,6 +205,9 @@ class StreamCall:
         if not internals.is_rpc_state_active(self._state):  # ended before the loop came to it
             self._finish()
             return
+        if self._corks is not None:
+            self._peer = self._event.call.peer()
+            self._corks.open(self._peer)
         context = LoopContext(internals.Context(self._event, self._state, None), response_writer=self)
         self._task = self._loop.create_task(self._serve(context))
         self._task.add_done_callback(self._on_done)
@@ -201,12 +233,17 @@ class StreamCall:
         """Queue a response behind those before it; False (nothing queued) once the RPC has ended. Past
         `MAX_UNSENT` unsent, `_drained` is the future of the client catching up."""
         state = self._state
-        with state.condition:
+        state.condition.acquire()  # as in `_on_sent`
+        try:
             if not internals.is_rpc_state_active(state):
                 return False
+            if self._peer is not None:
+                self._corks.before_send(self._peer)
             self._enqueue(serialized)
             if len(self._unsent) > MAX_UNSENT and self._drained is None:
                 self._drained = self._loop.create_future()
+        finally:
+            state.condition.release()
         return True
 
     # -- the method's response writer (response_writer.py), on the loop ------------------------------
@@ -272,6 +309,9 @@ class StreamCall:
                 self._enqueue(status)
 
     def _finish(self) -> None:
+        if self._peer is not None:
+            self._corks.close(self._peer)
+            self._peer = None
         self._task = None
         self._requests.close()
         if not self.done.done():

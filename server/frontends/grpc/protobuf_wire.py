@@ -14,6 +14,8 @@ def varint(value: int) -> bytes:
     """`value` (>= 0) as a base-128 varint, least significant group first."""
     if value < 0x80:
         return _ONE_BYTE_VARINTS[value]
+    if value < 0x4000:  # a streamed token's message: two bytes, without the loop
+        return bytes((value & 0x7F | 0x80, value >> 7))
     groups = bytearray()
     while value >= 0x80:
         groups.append(value & 0x7F | 0x80)

@@ -24,6 +24,7 @@ FINAL_PARAMETER = "triton_final_response"
 _BYTES_LENGTH = struct.Struct("<I")  # a BYTES element in raw contents: its length, then the bytes
 _STRUCT_CODES = {"b": {1: "?"}, "i": {1: "b", 2: "h", 4: "i", 8: "q"}, "u": {1: "B", 2: "H", 4: "I", 8: "Q"}}
 _STRUCT_CODES["f"] = {2: "e", 4: "f", 8: "d"}
+_NOTHING = object()  # no value seen yet: equal to none
 _INFER_RESPONSE_TAG = length_delimited_tag(
     service_pb2.ModelStreamInferResponse.DESCRIPTOR.fields_by_name["infer_response"].number
 )
@@ -41,6 +42,10 @@ class ValueResponseEncoder:
         self._packers: list = []
         self._head: bytes | None = None  # the template's infer_response serialized: every field but raw contents
         self._raw_fields: list = []  # value -> its raw contents as a serialized field, by output
+        # By output, the value `serialize` last saw and its field: a token's outputs mostly repeat (the finish
+        # reason, the input token count, the logprobs), and their fields need not be built again.
+        self._last_values: list = []
+        self._last_fields: list[bytes] = []
 
     def encode(self, response: InferResponse, is_final: bool) -> service_pb2.ModelStreamInferResponse:
         """The message of `response` (which carries values); ModelExecutionError for an output the model
@@ -62,7 +67,16 @@ class ValueResponseEncoder:
         template has other outputs (or none was built): `encode` such a response first."""
         if tuple(values) != self._names or self._head is None:
             return None
-        body = self._head + b"".join([field(value) for field, value in zip(self._raw_fields, values.values())])
+        last_values, last_fields = self._last_values, self._last_fields
+        index = 0
+        for value in values.values():
+            last = last_values[index]
+            # The type too: 1 == 1.0 == True, and a field packs each its own way (or refuses one).
+            if value != last or value.__class__ is not last.__class__:
+                last_values[index] = value
+                last_fields[index] = self._raw_fields[index](value)
+            index += 1
+        body = self._head + b"".join(last_fields)
         return _INFER_RESPONSE_TAG + varint(len(body)) + body
 
     def _build_template(self, response: InferResponse) -> None:
@@ -86,6 +100,7 @@ class ValueResponseEncoder:
         infer_response.parameters[FINAL_PARAMETER].bool_param = False
         self._template, self._names = template, tuple(response.values)
         self._packers, self._raw_fields = packers, raw_fields
+        self._last_values, self._last_fields = [_NOTHING] * len(packers), [b""] * len(packers)
         self._head = infer_response.SerializeToString()
 
 

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -168,7 +169,11 @@ def _restarts(running) -> float:
 SERVER_IN_A_CHILD = textwrap.dedent(
     """
     import sys, time
+    from pathlib import Path
+    from modelgate.backends.python import shm_tensors
     from tests.server_harness import start_server
+    if len(sys.argv) > 2:  # the stubs' shared-memory folders go there, apart from other servers' in /dev/shm
+        shm_tensors._SHM_ROOT = Path(sys.argv[2])
     running = start_server([sys.argv[1]])
     print("READY", flush=True)
     time.sleep(600)
@@ -191,14 +196,19 @@ class TritonPythonModel:
 
 def test_a_stub_never_outlives_the_server(tmp_path):
     model_dir = write_model(tmp_path, "orphan", STEADY_CONFIG.replace("steady", "orphan"), PID_FILE_MODEL)
-    started = time.time()
+    # This server's own shared-memory root: /dev/shm also holds the folders of servers that other tests run at once.
+    shm_root = Path(tempfile.mkdtemp(prefix="modelgate-test-shm-", dir="/dev/shm"))
     server = subprocess.Popen(
-        [sys.executable, "-c", SERVER_IN_A_CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()
+        [sys.executable, "-c", SERVER_IN_A_CHILD, str(tmp_path), str(shm_root)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.getcwd(),
     )
     try:
         assert server.stdout.readline().strip() == "READY"
         stub_pid = int((model_dir / "stub.pid").read_text())
         assert _is_running(stub_pid)
+        assert list(shm_root.glob("modelgate-stub-*"))  # the stub's folder, made in this server's root
     finally:
         server.send_signal(signal.SIGKILL)  # no shutdown: the stub must notice on its own
         server.wait()
@@ -206,7 +216,8 @@ def test_a_stub_never_outlives_the_server(tmp_path):
     while _is_running(stub_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _is_running(stub_pid)
-    assert not [f for f in Path("/dev/shm").glob("modelgate-stub-*") if f.stat().st_mtime >= started]
+    assert not list(shm_root.glob("modelgate-stub-*"))  # the stub removed its folder
+    shm_root.rmdir()
 
 
 def _is_running(pid: int) -> bool:

@@ -1,5 +1,7 @@
 """A response that carries values is encoded as the same message as the equivalent response of tensors."""
 
+import struct
+
 import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
@@ -92,3 +94,26 @@ def test_an_undeclared_output_leaves_the_template_as_it_was():
         encoder.encode(InferResponse("llm", "3", id="r-1", values={"text": "a", "other": 1}), False)
     assert encoder.encode(InferResponse("llm", "3", id="r-1", values=VALUES), False) == _expected(VALUES, False)
     assert encoder.serialize(VALUES) == _expected(VALUES, False).SerializeToString()
+
+
+def test_serialized_values_follow_every_change_when_some_outputs_repeat():
+    """Fields of repeated values are reused (value_responses.py): each message must still be its own values'."""
+    encoder = ValueResponseEncoder(DATATYPES)
+    encoder.encode(InferResponse("llm", "3", id="r-1", values=VALUES), False)
+    sequence = [VALUES, {**VALUES, "text": "b"}, {**VALUES, "text": "b"}, {**VALUES, "count": 8}, VALUES]
+    sequence += [{**VALUES, "text": b" caf\xc3\xa9"}, {**VALUES, "flag": False, "score": 2}, {**VALUES, "score": 2.5}]
+    for values in sequence:
+        serialized = encoder.serialize(values)
+        assert service_pb2.ModelStreamInferResponse.FromString(serialized) == _expected(_as_text(values), False)
+
+
+def test_a_value_equal_to_the_last_but_of_another_type_is_packed_again():
+    encoder = ValueResponseEncoder({"count": "INT32"})
+    encoder.encode(InferResponse("llm", "3", id="r-1", values={"count": 1}), False)
+    assert encoder.serialize({"count": 1}) is not None
+    with pytest.raises(struct.error):  # a float is no INT32, equal to 1 or not
+        encoder.serialize({"count": 1.0})
+
+
+def _as_text(values: dict) -> dict:
+    return {name: value.decode() if isinstance(value, bytes) else value for name, value in values.items()}
