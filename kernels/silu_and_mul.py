@@ -108,9 +108,13 @@ def can_run_on(device: torch.device) -> bool:
 def silu_and_mul(
     x: torch.Tensor,  # [num_tokens, 2 * intermediate] gate | up, bf16/fp16/fp32, unit column stride
     out_fp8: bool = False,
+    *,
+    spread: bool | None = None,  # FP8 rows over many programs (silu_and_mul_split.py) or one each; None: by size
 ) -> torch.Tensor | Fp8Rows:
     """silu(gate) * up: [num_tokens, intermediate] in x's dtype (contiguous), or with out_fp8=True its per-token
     FP8 quantization Fp8Rows(values [num_tokens, intermediate] float8_e4m3fn, scales [num_tokens] float32).
+    Both FP8 paths give the same bits; `spread` picks one (tests, benchmarks), None leaves it to
+    SPLIT_MIN_TOKENS and the row length.
 
     Any num_tokens including 0; nothing synchronizes with the device (CUDA-graph safe). Raises ValueError
     naming the argument on a wrong shape, dtype, stride or device.
@@ -119,7 +123,9 @@ def silu_and_mul(
     _check_arguments(x, what)
     check_launchable(_silu_and_mul_kernel, what, x)
     num_tokens, inter = x.shape[0], x.shape[1] // 2
-    if out_fp8 and SPLIT_MIN_TOKENS is not None and num_tokens >= SPLIT_MIN_TOKENS and inter > SPLIT_CHUNK:
+    if spread is None:
+        spread = SPLIT_MIN_TOKENS is not None and num_tokens >= SPLIT_MIN_TOKENS and inter > SPLIT_CHUNK
+    if out_fp8 and spread:
         return silu_and_mul_fp8_split(x)
     out = torch.empty((num_tokens, inter), dtype=FP8_DTYPE if out_fp8 else x.dtype, device=x.device)
     # Unused by the kernel without out_fp8: an empty tensor keeps the argument list fixed.

@@ -112,8 +112,8 @@ def test_llama_8b_shapes_on_gpu(num_tokens, cuda):
     x = make_input(num_tokens, 14336, torch.bfloat16, cuda, seed=3)
     check_plain(silu_and_mul(x), silu_and_mul_reference(x))
     check_fp8(x, silu_and_mul(x, out_fp8=True))
-    split = silu_and_mul_fp8_split(x)
-    one_program = silu_and_mul(x, out_fp8=True)
+    split = silu_and_mul(x, out_fp8=True, spread=True)
+    one_program = silu_and_mul(x, out_fp8=True, spread=False)
     assert torch.equal(split.values.view(torch.uint8), one_program.values.view(torch.uint8))
     assert torch.equal(split.scales, one_program.scales)
 
@@ -127,7 +127,7 @@ def test_rows_spread_over_programs_give_the_same_bits(num_tokens, inter, dtype, 
     x[-1] = 0  # an all-zero row: scale MIN_SCALE, values 0
     with poisoned_outputs():
         split = silu_and_mul_fp8_split(x, chunk=32)
-    one_program = silu_and_mul(x, out_fp8=True)
+    one_program = silu_and_mul(x, out_fp8=True, spread=False)
     assert torch.equal(split.values.view(torch.uint8), one_program.values.view(torch.uint8))
     assert torch.equal(split.scales, one_program.scales)
     check_fp8(x, split)
@@ -144,3 +144,6 @@ def test_dispatch_spreads_rows_from_the_threshold(monkeypatch, dev):
     assert calls == [4, 9]
     assert isinstance(silu_and_mul(make_input(9, 32, torch.bfloat16, dev), out_fp8=True), tuple)  # one chunk
     assert silu_and_mul(make_input(9, 40, torch.bfloat16, dev)).dtype == torch.bfloat16  # plain output
+    assert silu_and_mul(make_input(2, 32, torch.bfloat16, dev), out_fp8=True, spread=True) == "split"  # forced
+    assert isinstance(silu_and_mul(make_input(9, 40, torch.bfloat16, dev), out_fp8=True, spread=False), tuple)
+    assert calls == [4, 9, 2]
