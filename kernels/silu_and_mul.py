@@ -42,7 +42,7 @@ from modelgate.kernels.fp8_quant import (
 )
 from modelgate.kernels.silu_and_mul_split import CHUNK as SPLIT_CHUNK
 from modelgate.kernels.silu_and_mul_split import silu_and_mul_fp8_split
-from modelgate.kernels.silu_mul_tile import DTYPES, _check_arguments, _silu_mul_tile  # noqa: F401  (DTYPES re-exported)
+from modelgate.kernels.silu_mul_tile import check_silu_and_mul_arguments, silu_mul_tile
 
 BLOCK_FP8 = 2048  # columns per tile of the two-pass FP8 row walk (rows longer than MAX_SINGLE_TILE)
 MAX_SINGLE_TILE = 16384  # FP8 rows up to this many columns are one register tile (one pass)
@@ -78,7 +78,7 @@ def _silu_and_mul_kernel(
     out_rows = out_ptr + rows * stride_out
     cols = tl.arange(0, BLOCK)
     if FP8_OUT and SINGLE_TILE:
-        y = _silu_mul_tile(x_rows, row_mask, cols, inter, ROUND_IN_FP32).to(tl.float32)
+        y = silu_mul_tile(x_rows, row_mask, cols, inter, ROUND_IN_FP32).to(tl.float32)
         scale = tl.maximum(tl.div_rn(tl.max(tl.abs(y), axis=1), FP8_MAX), MIN_SCALE)  # masked elements are 0
         q = to_e4m3(tl.div_rn(y, scale[:, None]), FP8_MAX, ROUND_IN_FP32)
         tl.store(out_rows + cols[None, :], q, mask=row_mask[:, None] & (cols < inter)[None, :])
@@ -86,17 +86,17 @@ def _silu_and_mul_kernel(
     elif FP8_OUT:
         amax = tl.zeros([BLOCK_M, BLOCK], dtype=tl.float32)
         for c0 in range(0, inter, BLOCK):
-            y = _silu_mul_tile(x_rows, row_mask, c0 + cols, inter, ROUND_IN_FP32).to(tl.float32)
+            y = silu_mul_tile(x_rows, row_mask, c0 + cols, inter, ROUND_IN_FP32).to(tl.float32)
             amax = tl.maximum(amax, tl.abs(y))  # masked elements are 0
         scale = tl.maximum(tl.div_rn(tl.max(amax, axis=1), FP8_MAX), MIN_SCALE)  # [BLOCK_M]
         for c0 in range(0, inter, BLOCK):
-            y = _silu_mul_tile(x_rows, row_mask, c0 + cols, inter, ROUND_IN_FP32).to(tl.float32)
+            y = silu_mul_tile(x_rows, row_mask, c0 + cols, inter, ROUND_IN_FP32).to(tl.float32)
             q = to_e4m3(tl.div_rn(y, scale[:, None]), FP8_MAX, ROUND_IN_FP32)
             tl.store(out_rows + c0 + cols[None, :], q, mask=row_mask[:, None] & (c0 + cols < inter)[None, :])
         tl.store(scale_ptr + rows, scale[:, None], mask=row_mask[:, None])
     else:
         cols = tl.program_id(1) * BLOCK + cols
-        y = _silu_mul_tile(x_rows, row_mask, cols, inter, ROUND_IN_FP32)
+        y = silu_mul_tile(x_rows, row_mask, cols, inter, ROUND_IN_FP32)
         tl.store(out_rows + cols[None, :], y, mask=row_mask[:, None] & (cols < inter)[None, :])
 
 
@@ -120,7 +120,7 @@ def silu_and_mul(
     naming the argument on a wrong shape, dtype, stride or device.
     """
     what = "silu_and_mul"
-    _check_arguments(x, what)
+    check_silu_and_mul_arguments(x, what)
     check_launchable(_silu_and_mul_kernel, what, x)
     num_tokens, inter = x.shape[0], x.shape[1] // 2
     if spread is None:

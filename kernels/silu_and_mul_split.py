@@ -29,7 +29,7 @@ from modelgate.kernels.fp8_quant import (
     to_e4m3,
     triton,
 )
-from modelgate.kernels.silu_mul_tile import _check_arguments, _silu_mul_tile
+from modelgate.kernels.silu_mul_tile import check_silu_and_mul_arguments, silu_mul_tile
 
 CHUNK = 2048  # columns per program: 16 values of gate and of up per thread at 4 warps
 NUM_WARPS = 4
@@ -50,7 +50,7 @@ def _silu_mul_chunks_kernel(
     chunk = tl.program_id(1)
     cols = chunk * CHUNK + tl.arange(0, CHUNK)
     row_mask = tl.full([1], 1, tl.int1)
-    y = _silu_mul_tile(x_ptr + row * stride_x + tl.zeros([1, 1], tl.int64), row_mask, cols, inter, ROUND_IN_FP32)
+    y = silu_mul_tile(x_ptr + row * stride_x + tl.zeros([1, 1], tl.int64), row_mask, cols, inter, ROUND_IN_FP32)
     tl.store(y_ptr + row * inter + cols[None, :], y, mask=(cols < inter)[None, :])
     tl.store(amax_ptr + row * num_chunks + chunk, tl.max(tl.max(tl.abs(y.to(tl.float32)), axis=1), axis=0))
 
@@ -90,7 +90,7 @@ def silu_and_mul_fp8_split(x: torch.Tensor, chunk: int = CHUNK) -> Fp8Rows:
     shape, dtype, stride or device.
     """
     what = "silu_and_mul"
-    _check_arguments(x, what)
+    check_silu_and_mul_arguments(x, what)
     check_launchable(_silu_mul_chunks_kernel, what, x)
     num_tokens, inter = x.shape[0], x.shape[1] // 2
     out = torch.empty((num_tokens, inter), dtype=FP8_DTYPE, device=x.device)

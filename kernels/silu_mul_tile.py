@@ -14,7 +14,7 @@ DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
 @triton.jit
-def _silu_mul_tile(x_rows, row_mask, cols, inter, ROUND_IN_FP32: tl.constexpr):
+def silu_mul_tile(x_rows, row_mask, cols, inter, ROUND_IN_FP32: tl.constexpr):
     """silu(gate) * up of a [BLOCK_M, BLOCK] tile (x_rows [BLOCK_M, 1] row pointers, cols [BLOCK] columns),
     rounded like torch (to x's dtype twice); returned in x's dtype, 0 where masked."""
     dtype = x_rows.dtype.element_ty
@@ -25,7 +25,7 @@ def _silu_mul_tile(x_rows, row_mask, cols, inter, ROUND_IN_FP32: tl.constexpr):
     return to_output(silu * up, dtype, ROUND_IN_FP32)
 
 
-def _check_arguments(x: torch.Tensor, what: str) -> None:
+def check_silu_and_mul_arguments(x: torch.Tensor, what: str) -> None:
     if x.dim() != 2:
         raise ValueError(f"{what}: x must be 2-D [num_tokens, 2 * intermediate], got shape {tuple(x.shape)}")
     if x.dtype not in DTYPES:
