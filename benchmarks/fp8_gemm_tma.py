@@ -25,7 +25,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-LAYERS = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
 # --sweep: (block_n, block_k, num_stages, split_k) at block_m 64, 4 warps (decode sizes: narrower tiles put
 # more SMs on the weights; TMA stages cost no registers, so deeper pipelines are cheap).
 SWEEP = (
@@ -51,6 +50,7 @@ def main() -> None:
         print("no CUDA GPU: nothing to measure")
         return
     from benchmarks.decode_attention import memory_bandwidths
+    from benchmarks.fp8_gemm import LLAMA3_8B
     from benchmarks.gpu_timing import COLD_BYTES, interleaved_rounds_ms, rotating
     from modelgate.kernels.fp8_gemm import fp8_linear
     from modelgate.kernels.fp8_gemm_tma import fp8_linear_tma
@@ -61,7 +61,7 @@ def main() -> None:
     print(f"{'layer':>8} {'M':>5} {'floor us':>9} {'ours us':>8} {'tma us':>8} {'sc_mm us':>9}", end="")
     print(f" {'floor/ours':>11} {'floor/tma':>10} {'floor/sc_mm':>12} {'tma/ours':>9}")
     for M in args.tokens:
-        for layer, (N, K) in LAYERS.items():
+        for layer, (N, K) in LLAMA3_8B.items():
             x_fp8, x_scales = quantize_per_token_reference(torch.randn(M, K, device="cuda"))
             copies = max(2, int(COLD_BYTES // (N * K)) + 1)
             weights = []
