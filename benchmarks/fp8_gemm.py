@@ -22,7 +22,7 @@ together), so it reads its weights from HBM as a forward pass does; each contend
 calls, and the contenders of a case are replayed in turns, 5 rounds; a contender's time is its best round's
 median, `spread` the slowest round of ours over its fastest (another tenant's work shows there). `--sweep`
 also times a few alternative tile configs per case and prints the best next to the table's choice (tuning
-data for kernels/fp8_gemm.py's CONFIG_TABLE).
+data for kernels/fp8_gemm_configs.py).
 
     python benchmarks/fp8_gemm.py                      # all shapes, M = 1 16 64 256 4096
     python benchmarks/fp8_gemm.py --m 1 16 --layers o down --sweep --json $OUT/fp8_gemm.json
@@ -86,7 +86,7 @@ def scaled_mm_fn(x_fp8, x_scales, rowwise: bool, fast: bool):
 
 
 def sweep_candidates(M: int):
-    from modelgate.kernels.fp8_gemm import DECODE_MAX_M, Fp8GemmConfig, select_config
+    from modelgate.kernels.fp8_gemm_configs import DECODE_MAX_M, Fp8GemmConfig, select_config
 
     if M <= DECODE_MAX_M:
         block_m = select_config(M, 4096, 4096).block_m
@@ -127,13 +127,8 @@ def config_name(config) -> str:
 
 def run_case(layer: str, M: int, args, rowwise: bool, copy_gbs: float) -> dict:
     from benchmarks.gpu_timing import COLD_BYTES, interleaved_rounds_ms, rotating
-    from modelgate.kernels.fp8_gemm import (
-        DECODE_MAX_M,
-        fp8_linear,
-        fp8_linear_from_activations,
-        num_sms_of,
-        select_config,
-    )
+    from modelgate.kernels.fp8_gemm import fp8_linear, fp8_linear_from_activations, num_sms_of, select_config
+    from modelgate.kernels.fp8_gemm_configs import DECODE_MAX_M
     from modelgate.kernels.fp8_gemv import fp8_gemv
     from modelgate.kernels.fp8_quant import quantize_per_token, quantize_weight_per_channel
 

@@ -7,21 +7,8 @@ Triton's default fast accumulation; `precise_accumulation=True` adds every BLOCK
 accumulator instead); scales and bias are applied once, in the epilogue, and the result is rounded once
 to `out_dtype`.
 
-Tile configurations (Fp8GemmConfig) come from one explicit table keyed on the M bucket (`select_config`), so a
-given (M, N, K, SM count) always runs the same kernel and the interpreter runs the same code as the GPU.
-Why these tiles (H100: 132 SMs, 227 KB shared memory per block, 50 MB L2):
-- decode (M <= 64) is bound by reading the weight: BLOCK_M is the smallest of 16/32/64 that covers M (16 is
-  tl.dot's minimum: the least MMA work on padding rows), BLOCK_N = 64 keeps enough programs (N/64) to spread the weight over the SMs, and
-  BLOCK_K = 256 with 4-5 stages keeps ~64-100 KB of weight loads in flight per SM. When the tiles are
-  fewer than the SMs (o and down projections: N/64 = 64 tiles), K is split over 2-8 programs (split-K)
-  whose fp32 partials a small kernel sums in a fixed order (deterministic, no atomics).
-  M 33..64 over a wide N (gate_up) uses DECODE_WIDE_CONFIG instead: two programs per SM.
-- mid (64 < M <= 256): 64x128x256 tiles, 3 stages, GROUP_M = 8; the prefill tile when its 128x256 tiles
-  alone fill the SMs (gate_up at M = 256), as the H100 sweep measured.
-- prefill (M > 256) is bound by the tensor cores: 128x256x128 tiles, 8 warps (two warpgroups of wgmma),
-  3 stages (3 x 48 KB shared), GROUP_M = 8 so that programs running together share weight columns in L2;
-  when 128x256 tiles would leave SMs idle (fewer tiles than SMs), 128x128x128 with 4 stages.
-Tiles shrink to the problem for tiny layers (BLOCK_N, BLOCK_K down to max(32, next power of two)).
+Tile configurations (Fp8GemmConfig) and the rule that picks one per problem (`select_config`) live in
+kernels/fp8_gemm_configs.py.
 
 Rows past M or N are read from an in-range row (index modulo M/N) so the loads stay unmasked along M and
 N; only the store is masked. K is masked only when K % BLOCK_K != 0 (EVEN_K).
@@ -33,11 +20,11 @@ at the price of re-reading the activation rows, which is worth it only for small
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import torch
 
+from modelgate.kernels.fp8_gemm_configs import DEFAULT_NUM_SMS, Fp8GemmConfig, select_config
 from modelgate.kernels.fp8_quant import (
     FP8_DTYPE,
     FP8_MAX,
@@ -55,73 +42,6 @@ from modelgate.kernels.fp8_quant import (
 from modelgate.kernels.split_k_reduce import plan_split_k, reduce_split_k
 
 OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
-# The H100 SXM's SM count: the config choice under the interpreter (CPU) matches an H100's.
-DEFAULT_NUM_SMS = 132
-MAX_SPLIT_K = 8
-# Split K only for long reductions: on the H100 (benchmarks/fp8_gemm.py --sweep, M = 1..64) unsplit tiles beat
-# split ones for K = 4096 (qkv, o), while the down projection (K = 14336) gains from splitting.
-SPLIT_K_MIN_K = 8192
-MIN_K_BLOCKS_PER_SPLIT = 4  # fewer K steps than this per program and the pipeline never fills
-
-
-@dataclasses.dataclass(frozen=True)
-class Fp8GemmConfig:
-    """One launch configuration of the FP8 GEMM kernel."""
-
-    block_m: int
-    block_n: int
-    block_k: int
-    group_m: int = 1  # M tiles per swizzle group (programs in a group share B tiles through L2)
-    split_k: int = 1  # programs along K; > 1 adds an fp32 partial buffer and a reduction kernel
-    num_warps: int = 4
-    num_stages: int = 3
-
-    def validate(self) -> None:
-        # fp8 tl.dot on NVIDIA needs K >= 32 per dot (the interpreter would accept less).
-        for name, least in (("block_m", 16), ("block_n", 16), ("block_k", 32)):
-            value = getattr(self, name)
-            if value < least or value & (value - 1):
-                raise ValueError(f"Fp8GemmConfig.{name} must be a power of two >= {least}, got {value}")
-        if self.group_m < 1 or self.split_k < 1 or self.num_stages < 1:
-            raise ValueError(f"Fp8GemmConfig: group_m, split_k and num_stages must be >= 1, got {self}")
-        if self.num_warps not in (1, 2, 4, 8, 16):
-            raise ValueError(f"Fp8GemmConfig.num_warps must be 1, 2, 4, 8 or 16, got {self.num_warps}")
-
-
-# (largest M of the bucket, config); the table `select_config` starts from. See the module docstring.
-CONFIG_TABLE: tuple[tuple[int, Fp8GemmConfig], ...] = (
-    (16, Fp8GemmConfig(block_m=16, block_n=64, block_k=256, group_m=1, num_warps=4, num_stages=5)),
-    (32, Fp8GemmConfig(block_m=32, block_n=64, block_k=256, group_m=1, num_warps=4, num_stages=5)),
-    (64, Fp8GemmConfig(block_m=64, block_n=64, block_k=256, group_m=1, num_warps=4, num_stages=4)),
-    (256, Fp8GemmConfig(block_m=64, block_n=128, block_k=256, group_m=8, num_warps=4, num_stages=3)),
-)
-# M 33..64, N >= 2 waves of 64-wide tiles: 96 KB of shared memory, two programs per SM (H100: 262 vs 249 TFLOP/s).
-DECODE_WIDE_CONFIG = Fp8GemmConfig(block_m=64, block_n=64, block_k=128, group_m=1, num_warps=4, num_stages=6)
-PREFILL_CONFIG = Fp8GemmConfig(block_m=128, block_n=256, block_k=128, group_m=8, num_warps=8, num_stages=3)
-PREFILL_NARROW_CONFIG = Fp8GemmConfig(block_m=128, block_n=128, block_k=128, group_m=8, num_warps=8, num_stages=4)
-DECODE_MAX_M = 64
-
-
-@functools.lru_cache(maxsize=4096)
-def select_config(M: int, N: int, K: int, num_sms: int = DEFAULT_NUM_SMS) -> Fp8GemmConfig:
-    """The table's config for this problem: M bucket, prefill tile width, tiny-layer shrink, decode split-K."""
-    config = next((c for max_m, c in CONFIG_TABLE if M <= max_m), None)
-    wide_tiles = triton.cdiv(M, PREFILL_CONFIG.block_m) * triton.cdiv(N, PREFILL_CONFIG.block_n)
-    if config is None:
-        config = PREFILL_CONFIG if wide_tiles >= num_sms else PREFILL_NARROW_CONFIG
-    elif M > DECODE_MAX_M and wide_tiles >= num_sms:
-        config = PREFILL_CONFIG  # M 65..256 over a wide N (gate_up): the prefill tile fills the GPU already
-    elif config.block_m == DECODE_WIDE_CONFIG.block_m and triton.cdiv(N, DECODE_WIDE_CONFIG.block_n) >= 2 * num_sms:
-        config = DECODE_WIDE_CONFIG
-    block_n = min(config.block_n, max(32, triton.next_power_of_2(N)))
-    block_k = min(config.block_k, max(32, triton.next_power_of_2(K)))
-    split_k = 1
-    if M <= DECODE_MAX_M and K >= SPLIT_K_MIN_K:
-        tiles = triton.cdiv(M, config.block_m) * triton.cdiv(N, block_n)
-        if tiles < num_sms:
-            k_blocks = triton.cdiv(K, block_k)
-            split_k = max(1, min(MAX_SPLIT_K, triton.cdiv(num_sms, tiles), k_blocks // MIN_K_BLOCKS_PER_SPLIT))
-    return dataclasses.replace(config, block_n=block_n, block_k=block_k, split_k=split_k)
 
 
 @functools.cache
