@@ -13,6 +13,7 @@ running requests first and new ones after, so a mixed step is usually two runs, 
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable
 from typing import NamedTuple
@@ -49,19 +50,46 @@ class FreshPrefillAttention:
     """Causal attention of fresh sequences over their own dense K/V, through a FlashAttention-style
     `varlen_attn(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, ...)` (torch's, or a stand-in in tests)."""
 
-    def __init__(self, varlen_attn: Callable, num_heads: int, num_kv_heads: int, scale: float, window: int | None):
-        """Raises ValueError when `varlen_attn` cannot apply the sliding window (torch 2.10: causal only)."""
+    def __init__(
+        self,
+        varlen_attn: Callable,
+        num_heads: int,
+        num_kv_heads: int,
+        scale: float,
+        window: int | None,
+        repeat_kv: bool = False,
+    ):
+        """Raises ValueError when `varlen_attn` cannot apply the sliding window (torch 2.10: causal only).
+
+        GQA: a `varlen_attn` with `enable_gqa` gets the K/V heads as they are and the flag. One without it
+        (torch <= 2.12) gets them as they are too, since FlashAttention's kernel groups query heads over K/V
+        heads itself (the repeats cost two copies of K/V per layer: 0.77 ms of a 1k-token prefill of an 8B on
+        an H100), unless `repeat_kv`: then each K/V head is repeated for its group of query heads, for a call
+        that insists on as many K/V heads as query heads (varlen_check.py tries the first way, then this).
+        """
         parameters = inspect.signature(varlen_attn).parameters
         self.varlen_attn = varlen_attn
         self._group = num_heads // num_kv_heads
         self._scale = scale
-        self._gqa_inside = "enable_gqa" in parameters  # else K/V heads are repeated for it
+        self._gqa_inside = "enable_gqa" in parameters
+        self.repeats_kv = repeat_kv and self._group > 1 and not self._gqa_inside
         if "window_size" in parameters:  # torch >= 2.11: (left, right); a query sees itself and `left` before it
             self._causal = {"window_size": (-1 if window is None else window - 1, 0)}
         elif "is_causal" in parameters and window is None:  # torch 2.10
             self._causal = {"is_causal": True}
         else:
             raise ValueError(f"{varlen_attn!r} takes neither window_size nor is_causal for a window of {window}")
+
+    @property
+    def can_repeat_kv(self) -> bool:
+        """Whether a repeating variant differs from this one (GQA heads, and a call without `enable_gqa`)."""
+        return self._group > 1 and not self._gqa_inside
+
+    def with_repeated_kv(self) -> FreshPrefillAttention:
+        """The same attention with each K/V head repeated for its query heads before the call."""
+        repeating = copy.copy(self)
+        repeating.repeats_kv = self.can_repeat_kv
+        return repeating
 
     @staticmethod
     def takes(q_dtype: torch.dtype, head_dim: int) -> bool:
@@ -87,12 +115,11 @@ class FreshPrefillAttention:
             bounds = bounds - begin
         keys, values = k[begin:end], v[begin:end]
         extra = dict(self._causal)
-        if self._group > 1:
-            if self._gqa_inside:
-                extra["enable_gqa"] = True
-            else:
-                keys = keys.repeat_interleave(self._group, dim=1)
-                values = values.repeat_interleave(self._group, dim=1)
+        if self._group > 1 and self._gqa_inside:
+            extra["enable_gqa"] = True
+        elif self.repeats_kv:
+            keys = keys.repeat_interleave(self._group, dim=1)
+            values = values.repeat_interleave(self._group, dim=1)
         longest = max(lengths)
         attended = self.varlen_attn(
             q[begin:end], keys, values, bounds, bounds, longest, longest, scale=self._scale, **extra

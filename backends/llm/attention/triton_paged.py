@@ -127,8 +127,14 @@ class TritonPagedAttention:
         if fresh is None or not FreshPrefillAttention.takes(q.dtype, self.head_dim):
             return None
         shape = (self.num_heads, self.num_kv_heads, self.head_dim, self.scale, self.sliding_window)
-        if not varlen_works(fresh, *shape, q.dtype, q.device):  # tried once: a wrong call costs speed, not answers
-            return None
+        # Tried once: a wrong call costs speed, not answers. A call that refuses fewer K/V heads than query heads
+        # gets them repeated (fresh_prefill.py) and a trial of its own.
+        if not varlen_works(fresh, *shape, q.dtype, q.device):
+            if fresh.repeats_kv or not fresh.can_repeat_kv:
+                return None
+            fresh = self._fresh = fresh.with_repeated_kv()
+            if not varlen_works(fresh, *shape, q.dtype, q.device):
+                return None
         runs = metadata.sequence_runs
         return runs if any(run.is_fresh for run in runs) else None
 

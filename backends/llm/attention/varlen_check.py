@@ -37,7 +37,17 @@ def varlen_works(
     device: torch.device,
 ) -> bool:
     """Whether `attention` matches plain torch for this shape, dtype and device (tried once per process)."""
-    key = (attention.varlen_attn, num_heads, num_kv_heads, head_dim, scale, window, dtype, str(device))
+    key = (
+        attention.varlen_attn,
+        attention.repeats_kv,
+        num_heads,
+        num_kv_heads,
+        head_dim,
+        scale,
+        window,
+        dtype,
+        str(device),
+    )
     if key not in _verdicts:
         _verdicts[key] = _try(attention, num_heads, num_kv_heads, head_dim, scale, window, dtype, device)
     return _verdicts[key]
@@ -56,21 +66,23 @@ def _try(attention, num_heads, num_kv_heads, head_dim, scale, window, dtype, dev
         attention.attend(q, k, v, query_start, bounds, SequenceRun(0, 2, True), out)
         expected = dense_causal_reference(q, k, v, bounds, scale, window)
     except Exception as exc:  # any failure of the call: the paged kernel keeps these prefills
-        logger.warning(
-            "fresh prefills stay on the paged kernel: %r failed on %s %s: %s", attention.varlen_attn, dtype, device, exc
-        )
+        _report(attention, "%r failed on %s %s: %s", attention.varlen_attn, dtype, device, exc)
         return False
     if not torch.allclose(out.float(), expected.float(), atol=TOLERANCE, rtol=TOLERANCE):
         error = (out.float() - expected.float()).abs().max().item()
-        logger.warning(
-            "fresh prefills stay on the paged kernel: %r differs from plain torch by up to %.3g on %s %s",
-            attention.varlen_attn,
-            error,
-            dtype,
-            device,
+        _report(
+            attention, "%r differs from plain torch by up to %.3g on %s %s", attention.varlen_attn, error, dtype, device
         )
         return False
     return True
+
+
+def _report(attention: FreshPrefillAttention, message: str, *arguments) -> None:
+    """A failed trial: said quietly when the caller tries K/V heads repeated next, as a warning otherwise."""
+    if attention.can_repeat_kv and not attention.repeats_kv:
+        logger.info("fresh prefills try K/V heads repeated: " + message, *arguments)
+    else:
+        logger.warning("fresh prefills stay on the paged kernel: " + message, *arguments)
 
 
 def dense_causal_reference(

@@ -22,10 +22,14 @@ TRIAL = [0, *itertools.accumulate(TRIAL_LENGTHS)]
 class ReferenceVarlen:
     """torch's varlen_attn contract in plain torch, recording the sequence bounds of each call.
 
-    `windowed`: the torch >= 2.11 signature (window_size, enable_gqa); otherwise torch 2.10's (is_causal)."""
+    `windowed`: the torch >= 2.11 signature (window_size, enable_gqa); otherwise torch 2.10's (is_causal).
+    `native_gqa`: fewer K/V heads than query heads are taken without `enable_gqa`, as FlashAttention's kernel
+    does; otherwise they are refused unless the flag says so. `kv_heads` records each call's K/V head count."""
 
-    def __init__(self, windowed: bool = True):
+    def __init__(self, windowed: bool = True, native_gqa: bool = False):
         self.calls: list[list[int]] = []
+        self.kv_heads: list[int] = []
+        self.native_gqa = native_gqa
         self.__signature__ = inspect.signature(self._windowed if windowed else self._causal_only)
 
     def _windowed(
@@ -54,9 +58,11 @@ class ReferenceVarlen:
         bounds = cu_seq_q.tolist()
         assert bounds == cu_seq_k.tolist() and bounds[0] == 0 and bounds[-1] == query.shape[0]
         assert max_q == max_k == max(b - a for a, b in zip(bounds, bounds[1:]))
-        assert key.shape[1] == query.shape[1] or enable_gqa
+        if key.shape[1] != query.shape[1] and not (enable_gqa or self.native_gqa):
+            raise RuntimeError("number of heads in key/value must equal the number of heads in query")
         assert is_causal or window_size[1] == 0
         self.calls.append(bounds)
+        self.kv_heads.append(key.shape[1])
         window = None if window_size is None or window_size[0] < 0 else window_size[0] + 1
         return dense_causal_reference(query, key, value, bounds, scale, window)
 
@@ -110,14 +116,25 @@ def test_a_window_the_varlen_call_cannot_apply_leaves_everything_to_the_paged_ke
     assert causal_only.model.layers[0].self_attn.attention_impl.varlen_attn is None
 
 
-def test_a_causal_only_varlen_call_takes_fresh_prefills_without_a_window(tmp_path, monkeypatch):
+@pytest.mark.parametrize("native_gqa", [True, False])
+def test_a_causal_only_varlen_call_takes_fresh_prefills_without_a_window(tmp_path, monkeypatch, caplog, native_gqa):
+    # torch 2.10-2.12's call has no enable_gqa. One that takes 2 K/V heads for 4 query heads gets them as they are;
+    # one that refuses them fails its first trial quietly and gets each K/V head repeated, after a second trial.
     monkeypatch.setattr(fresh_prefill, "FLASH_DTYPES", (torch.float32,))
-    directory = save_random_checkpoint("LlamaForCausalLM", tmp_path)
-    runner = schedules._runner(directory, "triton")
-    varlen = ReferenceVarlen(windowed=False)
+    directory = save_random_checkpoint("LlamaForCausalLM", tmp_path)  # 4 query heads, 2 K/V heads
+    paged, runner = (schedules._runner(directory, "triton") for _ in range(2))
+    _with_varlen(paged, None)
+    varlen = ReferenceVarlen(windowed=False, native_gqa=native_gqa)
     _with_varlen(runner, varlen)
-    schedules._run_schedule(runner, schedules._prompts())
+    with caplog.at_level(logging.INFO, logger="modelgate.backends.llm.attention.varlen_check"):
+        got = schedules._run_schedule(runner, schedules._prompts())
+    for index, (ours, theirs) in enumerate(zip(got, schedules._run_schedule(paged, schedules._prompts()))):
+        for name in theirs:
+            torch.testing.assert_close(ours[name], theirs[name], atol=1e-4, rtol=1e-4, msg=f"step {index} {name}")
     assert len(varlen.calls) == 1 + 3 * len(runner.model.layers)
+    assert set(varlen.kv_heads) == {2 if native_gqa else 4}
+    assert ("try K/V heads repeated" in caplog.text) != native_gqa
+    assert "stay on the paged kernel" not in caplog.text
 
 
 class BrokenVarlen(ReferenceVarlen):
