@@ -1,15 +1,16 @@
-"""The TMA-loaded FP8 GEMM (kernels/fp8_gemm_tma.py) against the engine's (kernels/fp8_gemm.py), decode sizes.
+"""The TMA-loaded FP8 GEMM (kernels/fp8_gemm_tma.py) against the cp.async one (kernels/fp8_gemm.py), decode sizes.
 
-On the Llama 3 8B projections at M = 64 and 256 (per-token and per-channel scales, bf16 out), on one CUDA GPU:
-  - ours: fp8_linear with the table's config (split-K where the table picks it);
-  - tma: fp8_linear_tma with the same tiles (no split-K);
+On the Llama 3 8B projections at M = 16 ... 256 (per-token and per-channel scales, bf16 out), on one CUDA GPU:
+  - ours: fp8_linear as the engine calls it (on Hopper, decode sizes take the TMA kernel: select_tma_config);
+  - cp.async: fp8_linear's own kernel with select_config's tiles (split-K where it picks it);
+  - tma: fp8_linear_tma with its default config (select_tma_config; select_config's tiles above M = 64);
   - sc_mm: torch._scaled_mm with rowwise scales;
   - floor: the weight bytes / the read-only bandwidth measured in the same run (at these M the weights
     dominate what must be read).
 Weights are colder than L2 (rotating copies) and every call is timed from interleaved CUDA-graph replays
-(benchmarks/gpu_timing.py). Prints microseconds, the floor's share of each time, and tma / ours.
+(benchmarks/gpu_timing.py). Prints microseconds, the floor's share of each time, and cp.async / ours.
 
-    python benchmarks/fp8_gemm_tma.py [--tokens 64 256]
+    python benchmarks/fp8_gemm_tma.py [--tokens 16 32 64 256]
     python benchmarks/fp8_gemm_tma.py --sweep --tokens 64    # + the TMA kernel over SWEEP's tiles, best per layer
 
 Without a GPU it says so and exits 0.
@@ -43,7 +44,7 @@ SWEEP = (
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokens", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--tokens", type=int, nargs="+", default=[16, 32, 64, 256])
     parser.add_argument("--sweep", action="store_true", help="also the TMA kernel over SWEEP's tiles")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -52,14 +53,14 @@ def main() -> None:
     from benchmarks.decode_attention import memory_bandwidths
     from benchmarks.fp8_gemm import LLAMA3_8B
     from benchmarks.gpu_timing import COLD_BYTES, interleaved_rounds_ms, rotating
-    from modelgate.kernels.fp8_gemm import fp8_linear
+    from modelgate.kernels.fp8_gemm import fp8_linear, num_sms_of, select_config
     from modelgate.kernels.fp8_gemm_tma import fp8_linear_tma
     from modelgate.kernels.fp8_quant import quantize_per_token_reference
 
     _, read_gbs = memory_bandwidths()
     print(f"device: {torch.cuda.get_device_name()}, read-only bandwidth {read_gbs:.0f} GB/s")
-    print(f"{'layer':>8} {'M':>5} {'floor us':>9} {'ours us':>8} {'tma us':>8} {'sc_mm us':>9}", end="")
-    print(f" {'floor/ours':>11} {'floor/tma':>10} {'floor/sc_mm':>12} {'tma/ours':>9}")
+    print(f"{'layer':>8} {'M':>5} {'floor us':>9} {'ours us':>8} {'cp.async':>9} {'tma us':>8} {'sc_mm us':>9}", end="")
+    print(f" {'floor/ours':>11} {'floor/sc_mm':>12} {'cp.async/ours':>14}")
     for M in args.tokens:
         for layer, (N, K) in LLAMA3_8B.items():
             x_fp8, x_scales = quantize_per_token_reference(torch.randn(M, K, device="cuda"))
@@ -68,11 +69,15 @@ def main() -> None:
             for _ in range(copies):
                 w_fp8, w_scales = quantize_per_token_reference(torch.randn(N, K, device="cuda") * 0.05)
                 weights.append((w_fp8, w_scales))
+            own = select_config(M, N, K, num_sms_of(x_fp8.device))
             ours = fp8_linear(x_fp8, x_scales, *weights[0])
-            tma = fp8_linear_tma(x_fp8, x_scales, *weights[0])
-            error = ((tma.float() - ours.float()).norm() / ours.float().norm()).item()
-            if error > 1e-2:
-                raise SystemExit(f"{layer} M={M}: the TMA GEMM differs from fp8_linear (relative error {error:.2e})")
+            for name, other in (
+                ("cp.async", fp8_linear(x_fp8, x_scales, *weights[0], config=own)),
+                ("tma", fp8_linear_tma(x_fp8, x_scales, *weights[0])),
+            ):
+                error = ((other.float() - ours.float()).norm() / ours.float().norm()).item()
+                if error > 1e-2:
+                    raise SystemExit(f"{layer} M={M}: {name} differs from fp8_linear (relative error {error:.2e})")
 
             def scaled_mm(w_fp8, w_scales):
                 return torch._scaled_mm(
@@ -81,6 +86,7 @@ def main() -> None:
 
             calls = {
                 "ours": rotating(lambda i: lambda: fp8_linear(x_fp8, x_scales, *weights[i]), copies),
+                "cp.async": rotating(lambda i: lambda: fp8_linear(x_fp8, x_scales, *weights[i], config=own), copies),
                 "tma": rotating(lambda i: lambda: fp8_linear_tma(x_fp8, x_scales, *weights[i]), copies),
                 "sc_mm": rotating(lambda i: lambda: scaled_mm(*weights[i]), copies),
             }
@@ -88,11 +94,12 @@ def main() -> None:
             floor_us = N * K / (read_gbs * 1e3)
             us = {name: 1e3 * times.best(name) if times.best(name) else float("nan") for name in calls}
             print(
-                f"{layer:>8} {M:>5} {floor_us:>9.1f} {us['ours']:>8.1f} {us['tma']:>8.1f} {us['sc_mm']:>9.1f}", end=""
+                f"{layer:>8} {M:>5} {floor_us:>9.1f} {us['ours']:>8.1f} {us['cp.async']:>9.1f} {us['tma']:>8.1f}"
+                f" {us['sc_mm']:>9.1f}",
+                end="",
             )
             print(
-                f" {floor_us / us['ours']:>11.2f} {floor_us / us['tma']:>10.2f} {floor_us / us['sc_mm']:>12.2f}"
-                f" {us['ours'] / us['tma']:>9.2f}"
+                f" {floor_us / us['ours']:>11.2f} {floor_us / us['sc_mm']:>12.2f} {us['cp.async'] / us['ours']:>14.2f}"
             )
             for name, error_text in times.errors.items():
                 print(f"    {name}: {error_text}")

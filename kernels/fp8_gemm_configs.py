@@ -101,3 +101,25 @@ def select_config(M: int, N: int, K: int, num_sms: int = DEFAULT_NUM_SMS) -> Fp8
             k_blocks = _cdiv(K, block_k)
             split_k = max(1, min(MAX_SPLIT_K, _cdiv(num_sms, tiles), k_blocks // MIN_K_BLOCKS_PER_SPLIT))
     return dataclasses.replace(config, block_n=block_n, block_k=block_k, split_k=split_k)
+
+
+def select_tma_config(M: int, N: int, K: int, num_sms: int = DEFAULT_NUM_SMS) -> Fp8GemmConfig:
+    """The TMA kernel's config (kernels/fp8_gemm_tma.py), which fp8_gemm takes at decode sizes on Hopper.
+
+    The decode bucket's BLOCK_M and BLOCK_K = 256, unsplit; N in the narrowest tiles that still fit one wave,
+    with the deepest pipeline their shared memory allows (TMA stages cost no registers): 32-wide in 6 stages
+    when N / 32 tiles fit the SMs (o, down: 9.3 and 24.1 us at M = 64 on the H100, against 10.2 and 29.8 for
+    fp8_gemm's own tiles), else 64-wide in 4 stages (qkv: 12.0 against 12.4), else 64-wide in 3 stages, two
+    programs per SM (gate_up: 44.4 against 45.8; benchmarks/fp8_gemm_tma.py --sweep). Above the decode sizes,
+    select_config's."""
+    if M > DECODE_MAX_M:
+        return select_config(M, N, K, num_sms)
+    block_m = next(c for max_m, c in DECODE_TABLE if M <= max_m).block_m
+    if _cdiv(N, 32) <= num_sms:
+        block_n, stages = 32, 6
+    elif _cdiv(N, 64) <= num_sms:
+        block_n, stages = 64, 4
+    else:
+        block_n, stages = 64, 3
+    block_k = min(256, max(32, 1 << (K - 1).bit_length()))
+    return Fp8GemmConfig(block_m, block_n, block_k, group_m=1, split_k=1, num_warps=4, num_stages=stages)

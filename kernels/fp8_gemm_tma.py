@@ -1,30 +1,27 @@
-"""The FP8 W8A8 GEMM with its tiles loaded by the Hopper tensor memory accelerator (TMA): an experiment.
+"""The FP8 W8A8 GEMM with its tiles loaded by the Hopper tensor memory accelerator (TMA): decode sizes on Hopper.
 
 kernels/fp8_gemm.py loads its A and B tiles with cp.async, one 16-byte copy per thread per row piece, each with
 its own address arithmetic; at decode sizes (M = 64) it reads the weights at about 0.75 of the read bandwidth
 (an H100 decode-step profile). Here each tile is one bulk copy described by a tensor descriptor (the rows
-past M or N arrive as zeros), which frees the warps from address work. Same product and epilogue as
-`fp8_linear` (per-token and per-channel scales, fp32 accumulation, split-K where the config asks, output
-rounded to out_dtype), without bias or fused quantization. benchmarks/fp8_gemm_tma.py measures it against `fp8_linear`.
+past M or N arrive as zeros), which frees the warps from address work and lets narrow tiles run deep
+pipelines (select_tma_config). Same product and epilogue as `fp8_linear` (per-token and per-channel scales,
+fp32 accumulation, split-K where the config asks, output rounded to out_dtype), without bias or fused
+quantization. `fp8_linear` sends decode sizes here on Hopper; benchmarks/fp8_gemm_tma.py measures both kernels.
 """
 
 from __future__ import annotations
 
 import torch
 
-from modelgate.kernels.fp8_gemm import (
-    Fp8GemmConfig,
-    _check_gemm_args,
-    grouped_tile,
-    num_sms_of,
-    select_config,
-)
-from modelgate.kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, to_output, triton
+from modelgate.kernels.fp8_gemm_args import check_gemm_args
+from modelgate.kernels.fp8_gemm_configs import Fp8GemmConfig, select_tma_config
+from modelgate.kernels.fp8_quant import FP8_DTYPE, is_interpreted, tl, to_output, triton
+from modelgate.kernels.gemm_tiles import grouped_tile, num_sms_of
 from modelgate.kernels.split_k_reduce import plan_split_k, reduce_split_k
 
 try:
     from triton.tools.tensor_descriptor import TensorDescriptor
-except ImportError:  # triton without host-side descriptors: the experiment cannot run
+except ImportError:  # triton without host-side descriptors: fp8_linear keeps its own kernel
     TensorDescriptor = None
 
 
@@ -78,13 +75,26 @@ def can_run_tma(device: torch.device) -> bool:
     return device.type == "cpu" and is_interpreted(_fp8_gemm_tma_kernel)
 
 
+def tma_fits(x_fp8: torch.Tensor, w_fp8: torch.Tensor) -> bool:
+    """Whether TMA can describe these operands (contiguous, K a multiple of 16: 16-byte row strides) on their
+    device. Shapes and dtypes are the caller's checks."""
+    return (
+        x_fp8.shape[1] % 16 == 0
+        and x_fp8.is_contiguous()
+        and w_fp8.is_contiguous()
+        and x_fp8.data_ptr() % 16 == 0
+        and w_fp8.data_ptr() % 16 == 0
+        and can_run_tma(x_fp8.device)
+    )
+
+
 def fp8_linear_tma(
     x_fp8: torch.Tensor,  # [M, K] float8_e4m3fn, contiguous
     x_scales: torch.Tensor,  # [M] float32
     w_fp8: torch.Tensor,  # [N, K] float8_e4m3fn, contiguous
     w_scales: torch.Tensor,  # [N] float32
     out_dtype: torch.dtype = torch.bfloat16,
-    config: Fp8GemmConfig | None = None,  # default: select_config's (tiles and split-K)
+    config: Fp8GemmConfig | None = None,  # default: select_tma_config's
 ) -> torch.Tensor:  # [M, N] out_dtype
     """(x_fp8 @ w_fp8^T) * x_scales[:, None] * w_scales[None, :], as kernels.fp8_gemm.fp8_linear computes it.
 
@@ -92,18 +102,31 @@ def fp8_linear_tma(
     or devices, and RuntimeError where TMA cannot run (see can_run_tma).
     """
     what = "fp8_linear_tma"
-    _check_gemm_args(x_fp8, x_scales, w_fp8, w_scales, None, out_dtype, (FP8_DTYPE,), what)
-    check_launchable(_fp8_gemm_tma_kernel, what, x_fp8, x_scales, w_fp8, w_scales)
+    check_gemm_args(x_fp8, x_scales, w_fp8, w_scales, None, out_dtype, (FP8_DTYPE,), what, _fp8_gemm_tma_kernel)
     if not can_run_tma(x_fp8.device):
         raise RuntimeError(f"{what}: needs a Hopper-or-newer GPU and triton's TensorDescriptor")
-    M, K = x_fp8.shape
-    N = w_fp8.shape[0]
-    if K % 16 or not (x_fp8.is_contiguous() and w_fp8.is_contiguous()):
-        raise ValueError(f"{what}: x_fp8 and w_fp8 must be contiguous with K a multiple of 16, got K={K}")
-    out = torch.empty((M, N), dtype=out_dtype, device=x_fp8.device)
-    if M == 0:
+    if not tma_fits(x_fp8, w_fp8):
+        raise ValueError(
+            f"{what}: x_fp8 and w_fp8 must be contiguous and 16-byte aligned with K a multiple of 16, "
+            f"got K={x_fp8.shape[1]}"
+        )
+    out = torch.empty((x_fp8.shape[0], w_fp8.shape[0]), dtype=out_dtype, device=x_fp8.device)
+    return launch_fp8_gemm_tma(x_fp8, x_scales, w_fp8, w_scales, out, config)
+
+
+def launch_fp8_gemm_tma(
+    x_fp8: torch.Tensor,
+    x_scales: torch.Tensor,
+    w_fp8: torch.Tensor,
+    w_scales: torch.Tensor,
+    out: torch.Tensor,  # [M, N]: written
+    config: Fp8GemmConfig | None = None,
+) -> torch.Tensor:
+    """fp8_linear_tma into `out`, for callers that checked the arguments and `tma_fits`; returns `out`."""
+    (M, K), N = x_fp8.shape, w_fp8.shape[0]
+    if M == 0 or N == 0:
         return out
-    config = config or select_config(M, N, K, num_sms_of(x_fp8.device))
+    config = config or select_tma_config(M, N, K, num_sms_of(x_fp8.device))
     config.validate()
     k_per_split, split_k, partials = plan_split_k(M, N, K, config.block_k, config.split_k, out)
     a_desc = TensorDescriptor.from_tensor(x_fp8, [config.block_m, config.block_k])

@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 import torch
 
-from modelgate.kernels.fp8_gemm import num_sms_of
+from modelgate.kernels.gemm_tiles import num_sms_of
 from modelgate.kernels.fp8_quant import (
     FP8_DTYPE,
     SOURCE_DTYPES,
