@@ -67,7 +67,7 @@ def make_batch(context_len: int, cache_dtype: torch.dtype, generator: torch.Gene
     """A paged cache of BATCH sequences at context_len, blocks shuffled, filled through reshape_and_cache."""
     from modelgate.kernels.reshape_and_cache import allocate_kv_cache, reshape_and_cache
 
-    blocks_per_seq = context_len // BLOCK_SIZE
+    blocks_per_seq = -(-context_len // BLOCK_SIZE)  # the last block partly filled unless BLOCK_SIZE divides it
     num_blocks = BATCH * blocks_per_seq + 1
     kv_cache, kv_scales = allocate_kv_cache(num_blocks, BLOCK_SIZE, NUM_KV_HEADS, HEAD_DIM, cache_dtype, DEVICE)
     chunk = 1 << 16  # tokens written per call, so the bf16 source stays small
@@ -95,6 +95,8 @@ def variants(context_len: int, quick: bool):
     from modelgate.kernels.paged_decode_attention import SINGLE_PASS, DecodeSplit, default_decode_config
 
     yield "default", None, None
+    # A sequence's KV heads in consecutive programs (DecodeConfig.heads_first) instead of a KV head's sequences.
+    yield "heads first", None, default_decode_config(HEAD_DIM)._replace(heads_first=True)
     # FP8 tiles loaded as bytes instead of int32 words (kernels/fp8_kv_words.py): the earlier path, for comparison.
     yield "fp8 as bytes", None, default_decode_config(HEAD_DIM)._replace(words=False)
     yield "fp8 words, bf16 dots", None, default_decode_config(HEAD_DIM)._replace(half_dots=False, ptx_convert=False)
@@ -124,6 +126,8 @@ def variants(context_len: int, quick: bool):
     for block_n, warps, stages in configs:
         config = default_decode_config(HEAD_DIM)._replace(block_n=block_n, num_warps=warps, num_stages=stages)
         yield f"single n{block_n} w{warps} s{stages}", SINGLE_PASS, config
+        if context_len < 1024:
+            yield f"single n{block_n} w{warps} s{stages} heads first", SINGLE_PASS, config._replace(heads_first=True)
         if context_len >= 1024:
             yield f"split 512 n{block_n} w{warps} s{stages}", DecodeSplit(context_len // 512, 512), config
 

@@ -36,7 +36,6 @@ from typing import NamedTuple
 
 import torch
 
-from modelgate.kernels.gemm_tiles import num_sms_of
 from modelgate.kernels.fp8_quant import (
     FP8_DTYPE,
     SOURCE_DTYPES,
@@ -46,6 +45,7 @@ from modelgate.kernels.fp8_quant import (
     to_output,
     triton,
 )
+from modelgate.kernels.gemm_tiles import num_sms_of
 from modelgate.kernels.grid_dependency import (
     PREFETCH_ALIGNMENT,
     pdl_supported,
