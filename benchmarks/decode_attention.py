@@ -24,6 +24,7 @@ Prints the full table, then a short summary table last. Without a GPU it says so
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 BATCH, NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE = 64, 32, 8, 128, 16
+EXTRA_CONFIGS: tuple[tuple[int, int, int], ...] = ()
 CONTEXTS = (1024, 4096)
 LAUNCHES_PER_GRAPH = 20
 GIB = 1 << 30
@@ -96,11 +98,24 @@ def variants(context_len: int, quick: bool):
 
     yield "default", None, None
     # A sequence's KV heads in consecutive programs (DecodeConfig.heads_first) instead of a KV head's sequences.
-    yield "heads first", None, default_decode_config(HEAD_DIM)._replace(heads_first=True)
+    yield "heads first", None, default_decode_config(HEAD_DIM, BATCH * NUM_KV_HEADS)._replace(heads_first=True)
     # FP8 tiles loaded as bytes instead of int32 words (kernels/fp8_kv_words.py): the earlier path, for comparison.
-    yield "fp8 as bytes", None, default_decode_config(HEAD_DIM)._replace(words=False)
-    yield "fp8 words, bf16 dots", None, default_decode_config(HEAD_DIM)._replace(half_dots=False, ptx_convert=False)
-    yield "fp8 words, fp16 dots, no ptx", None, default_decode_config(HEAD_DIM)._replace(ptx_convert=False)
+    yield "fp8 as bytes", None, default_decode_config(HEAD_DIM, BATCH * NUM_KV_HEADS)._replace(words=False)
+    yield (
+        "fp8 words, bf16 dots",
+        None,
+        default_decode_config(HEAD_DIM, BATCH * NUM_KV_HEADS)._replace(half_dots=False, ptx_convert=False),
+    )
+    yield (
+        "fp8 words, fp16 dots, no ptx",
+        None,
+        default_decode_config(HEAD_DIM, BATCH * NUM_KV_HEADS)._replace(ptx_convert=False),
+    )
+    for block_n, warps, stages in EXTRA_CONFIGS:  # --configs: tiles to compare with the default at every size
+        config = default_decode_config(HEAD_DIM, BATCH * NUM_KV_HEADS)._replace(
+            block_n=block_n, num_warps=warps, num_stages=stages
+        )
+        yield f"n{block_n} w{warps} s{stages}", None, config
     if quick:
         return
     if BATCH <= 8:  # a few (sequence, KV head) pairs: latency-bound, short partitions of one or two tiles
@@ -110,7 +125,9 @@ def variants(context_len: int, quick: bool):
                 yield (
                     f"split {split.num_partitions}x{size} n{block_n} w{warps} s{stages}",
                     split,
-                    default_decode_config(HEAD_DIM)._replace(block_n=block_n, num_warps=warps, num_stages=stages),
+                    default_decode_config(HEAD_DIM, BATCH * NUM_KV_HEADS)._replace(
+                        block_n=block_n, num_warps=warps, num_stages=stages
+                    ),
                 )
         return
     for size in (512, 1024):
@@ -124,7 +141,9 @@ def variants(context_len: int, quick: bool):
         # ...or one or two wide tiles: fewer dependent round trips to memory per program
         configs += ((128, 4, 1), (128, 8, 1), (256, 8, 1), (256, 4, 1))
     for block_n, warps, stages in configs:
-        config = default_decode_config(HEAD_DIM)._replace(block_n=block_n, num_warps=warps, num_stages=stages)
+        config = default_decode_config(HEAD_DIM, BATCH * NUM_KV_HEADS)._replace(
+            block_n=block_n, num_warps=warps, num_stages=stages
+        )
         yield f"single n{block_n} w{warps} s{stages}", SINGLE_PASS, config
         if context_len < 1024:
             yield f"single n{block_n} w{warps} s{stages} heads first", SINGLE_PASS, config._replace(heads_first=True)
@@ -147,7 +166,11 @@ def measure_case(context_len, cache_dtype, bandwidths, quick, rows, with_peer=Tr
     nbytes = kv_bytes(context_len, cache_dtype)
     dtype_name = "fp8" if cache_dtype.itemsize == 1 else "bf16"
     plan = plan_decode_split(
-        BATCH, NUM_KV_HEADS, context_len, default_decode_config(HEAD_DIM).block_n, num_sms(q.device)
+        BATCH,
+        NUM_KV_HEADS,
+        context_len,
+        default_decode_config(HEAD_DIM, BATCH * NUM_KV_HEADS).block_n,
+        num_sms(q.device),
     )
     for name, split, config in variants(context_len, quick):
         if name.startswith("fp8") and dtype_name != "fp8":
@@ -231,8 +254,20 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="only the default plan and config")
     parser.add_argument("--batch", type=int, default=64, help="sequences (small batches sweep short splits)")
     parser.add_argument("--contexts", type=int, nargs="+", default=[1024, 4096])
+    parser.add_argument(
+        "--configs",
+        nargs="*",
+        default=[],
+        help="tiles to time beside the default plan, as nBLOCK_NwWARPSsSTAGES (n32w2s2)",
+    )
     args = parser.parse_args()
-    globals().update(BATCH=args.batch, CONTEXTS=tuple(args.contexts))  # the case builders read these
+    extra = []
+    for text in args.configs:
+        match = re.fullmatch(r"n(\d+)w(\d+)s(\d+)", text)
+        if match is None:
+            parser.error(f"--configs: {text!r} is not nBLOCK_NwWARPSsSTAGES, e.g. n32w2s2")
+        extra.append(tuple(int(g) for g in match.groups()))
+    globals().update(BATCH=args.batch, CONTEXTS=tuple(args.contexts), EXTRA_CONFIGS=tuple(extra))  # read by variants
     if not torch.cuda.is_available():
         print("decode_attention benchmark: needs a CUDA GPU (none found); nothing measured.")
         return 0

@@ -18,6 +18,9 @@ TARGET_PROGRAMS_PER_SM = 4
 # per query head: 2 KB at 4 query heads per KV head) are an eighth of the bf16 K/V of a 64-token tile, while
 # every extra tile a program walks costs a dependent round trip to memory (block table, then K/V).
 MIN_PARTITION_SIZE = 64
+# Programs per SM from which default_decode_config takes its narrow two-warp tiles (short contexts at large
+# batches are latency-bound: more programs resident hide more of it; fewer, wider programs win below).
+NARROW_MIN_PROGRAMS_PER_SM = 8
 # SMs assumed when there is no GPU (CPU tests plan as an H100 SXM would).
 DEFAULT_NUM_SMS = 132
 
@@ -61,10 +64,15 @@ def num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def default_decode_config(head_dim: int) -> DecodeConfig:
-    """64-token tiles (16 KB of bf16 K per tile at head_dim 128), 4 warps, 2 stages of loads in flight; an FP8
-    cache in fp16 dots converted by PTX (an H100 at batch 64, Llama 3 8B heads: 53 us instead of 67 at 1k
-    tokens, 194 instead of 251 at 4k, 0.85 and 0.93 of the read bandwidth; benchmarks/decode_attention.py)."""
+def default_decode_config(head_dim: int, num_programs: int = 0, sms: int = DEFAULT_NUM_SMS) -> DecodeConfig:
+    """The launch for `num_programs` (sequence, KV head) programs: an FP8 cache in fp16 dots converted by PTX;
+    64-token tiles in 4 warps (32 above head_dim 128), or, with at least NARROW_MIN_PROGRAMS_PER_SM programs
+    per SM and head_dim <= 128, 32-token tiles in 2 warps, half the registers, twice the programs resident.
+    An H100 with Llama 3 8B heads (benchmarks/decode_attention.py --configs): batch 256 at 193 tokens (2048
+    programs) 51 us in narrow tiles against 59; batch 64 (512 programs) 13.9 us at 193 and 53.6 at 1024 in
+    the 4-warp tiles, 19.7 and 78.6 in narrow ones."""
+    if head_dim <= 128 and num_programs >= NARROW_MIN_PROGRAMS_PER_SM * sms:
+        return DecodeConfig(block_n=32, num_warps=2, num_stages=2, half_dots=True, ptx_convert=True)
     block_n = 64 if head_dim <= 128 else 32
     return DecodeConfig(block_n=block_n, num_warps=4, num_stages=2, half_dots=True, ptx_convert=True)
 

@@ -302,7 +302,7 @@ def paged_decode_attention(
     softmax_scale: float | None = None,  # default head_dim ** -0.5
     sliding_window: int | None = None,  # keys the query sees, itself included
     split: DecodeSplit | None = None,  # default plan_decode_split(...)
-    config: DecodeConfig | None = None,  # default default_decode_config(...)
+    config: DecodeConfig | None = None,  # default default_decode_config(head_dim, programs, SMs)
     out: torch.Tensor | None = None,  # [num_seqs, num_heads, head_dim] q's dtype, head_dim stride 1
 ) -> torch.Tensor:  # [num_seqs, num_heads, head_dim] q's dtype
     """Attention of each sequence's single query over its cached context.
@@ -324,7 +324,7 @@ def paged_decode_attention(
     check_launchable(_paged_decode_kernel, what, q, kv_cache, block_tables, context_lens)
     num_kv_heads = kv_cache.shape[3]
     is_fp8 = kv_cache.dtype == FP8_DTYPE
-    config = config or default_decode_config(head_dim)
+    config = config or default_decode_config(head_dim, num_seqs * num_kv_heads, num_sms(q.device))
     if split is None:
         split = plan_decode_split(num_seqs, num_kv_heads, max_context_len, config.block_n, num_sms(q.device))
     check_split(split, config, max_context_len, sliding_window, what)

@@ -30,6 +30,8 @@ def split_counters(owner: str, device: torch.device, num_counters: int) -> torch
     run the owner eagerly with its largest shape before capturing (the model runner's warm-up and the eager run
     before each capture, largest batch first, do), or call this with the largest count first.
     """
+    if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:N" name one buffer
+        device = torch.device("cuda", torch.cuda.current_device())
     key = (owner, device)
     counters = _BUFFERS.get(key)
     if counters is not None and counters.numel() >= num_counters:

@@ -86,10 +86,11 @@ class ModelRunner:
             raise ValueError("decode CUDA graphs need attention_backend 'triton'")
         _check_no_pipeline(self.pipeline)
         c = self.model_config
-        block_n = default_decode_config(c.head_dim).block_n
         sms = num_sms(self.device)
 
         def decode_split_for(batch_size: int):
+            # The tile width the kernel will pick for this batch (paged_decode_attention's default config).
+            block_n = default_decode_config(c.head_dim, batch_size * c.num_kv_heads, sms).block_n
             return plan_decode_split(batch_size, c.num_kv_heads, self.config.max_model_len, block_n, sms)
 
         graphs = DecodeGraphs(

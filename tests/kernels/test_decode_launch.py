@@ -1,10 +1,18 @@
-"""Decode attention's grid order (DecodeConfig.heads_first): a sequence's KV heads in consecutive programs give
-the same bits as the default order, in one pass and split (the split counters are indexed the same way)."""
+"""Decode attention's launch: the default config by program count, and the grid order (DecodeConfig.heads_first:
+a sequence's KV heads in consecutive programs give the same bits as the default order, in one pass and split,
+where the split counters are indexed the same way)."""
 
 import pytest
 import torch
 
-from modelgate.kernels.paged_decode_attention import SINGLE_PASS, DecodeConfig, DecodeSplit, paged_decode_attention
+from modelgate.kernels.paged_decode_attention import (
+    SINGLE_PASS,
+    DecodeConfig,
+    DecodeSplit,
+    default_decode_config,
+    paged_decode_attention,
+    plan_decode_split,
+)
 from modelgate.kernels.reshape_and_cache import FP8_DTYPE
 from tests.kernels.attention_references import make_paged_cache
 from tests.kernels.kernel_checks import poisoned_outputs
@@ -36,3 +44,15 @@ def test_heads_first_gives_the_default_orders_bits(dev, split, cache_dtype):
             )
     assert torch.equal(outputs[0], outputs[1])
     assert outputs[0][3].abs().max() == 0  # the empty context
+
+
+def test_default_config_narrows_tiles_for_many_programs():
+    # Llama 3 8B heads on 132 SMs: batch 64 (512 programs) keeps 64-token tiles in 4 warps, batch 256 (2048
+    # programs) takes 32-token tiles in 2 warps; head_dim 256 keeps 4 warps whatever the batch.
+    assert default_decode_config(128, 64 * 8, 132)[:3] == (64, 4, 2)
+    assert default_decode_config(128, 256 * 8, 132)[:3] == (32, 2, 2)
+    assert default_decode_config(128, 132 * 8 - 1, 132)[:3] == (64, 4, 2)
+    assert default_decode_config(256, 256 * 8, 132)[:3] == (32, 4, 2)
+    assert default_decode_config(128).half_dots and default_decode_config(128, 4096).ptx_convert
+    # Narrow tiles only where one pass is planned: the split's partitions stay whole tiles of either width.
+    assert plan_decode_split(132, 8, 8192, 32, 132) == SINGLE_PASS
