@@ -7,14 +7,19 @@ tests run the code the GPU runs. Why these tiles (H100: 132 SMs, 227 KB shared m
   the weight over the SMs, and BLOCK_K = 256 with 4-5 stages keeps ~64-100 KB of weight loads in flight per
   SM. When the tiles are fewer than the SMs (o and down projections: N/64 = 64 tiles), K is split over 2-8
   programs (split-K) whose fp32 partials a small kernel sums in a fixed order (deterministic, no atomics).
-  M 33..64 over a wide N (gate_up) uses DECODE_WIDE_CONFIG instead: two programs per SM.
-- M > 64 leans on the tensor cores. Three tiles compete (MID_TILES); `select_config` takes the one whose
-  estimated time is least: waves of programs (ceil(tiles / SMs)) times one tile's cost, its area over its
-  relative throughput. The throughputs are fitted to the H100 sweep (benchmarks/fp8_gemm.py --sweep, M = 256
-  and 1024): 128x256 tiles with 8 warps (two warpgroups of wgmma) are the fastest per element; 128x128 with
-  4 warps reach 0.8 of that, 64x128 0.56. So the widest tile wins when it fills the SMs (gate_up, and every
-  layer at M = 4096), a narrower one when the wide tiles would leave a wave mostly empty (qkv at M = 256 and
-  1024: 48 and 192 wide tiles on 132 SMs) or too few SMs busy (o and down at M = 256: 64x128).
+  M 33..128 over a wide N (gate_up) uses DECODE_WIDE_CONFIG instead, two programs per SM, unless (above 64)
+  128x256 tiles fill the SMs.
+- mid (64 < M <= 256): 64x128x256 tiles, 3 stages, GROUP_M = 8; the prefill tile when its 128x256 tiles
+  alone fill the SMs (gate_up at M = 256), as the H100 sweep measured.
+- prefill (M > 256) is bound by the tensor cores: 128x256x128 tiles, 8 warps (two warpgroups of wgmma),
+  3 stages (3 x 48 KB shared), GROUP_M = 8 so that programs running together share weight columns in L2;
+  when 128x256 tiles would leave SMs idle (fewer tiles than SMs), 128x128x128 with 4 stages.
+  Not adopted (session 25): the sweep at M = 256 and 1024 found 128x128x128 in 4 warps faster for qkv (771 vs
+  543 TFLOP/s at 256, 1112 vs 1039 at 1024) and the wide tile for o and down at 1024 (1243 vs 1103, 1358 vs
+  1318). A rule that picked those (least waves x tile cost) also moved sizes nobody measured, such as the few
+  hundred tokens of the mixed steps that serving runs; served 128/128 at concurrency 256 measured 7-9%
+  slower with that session's changes together, and this rule, the one that moved unmeasured sizes, was
+  taken back first. Those sizes need measuring before this table changes.
 Tiles shrink to the problem for tiny layers (BLOCK_N, BLOCK_K down to max(32, next power of two)).
 """
 
@@ -31,6 +36,7 @@ MAX_SPLIT_K = 8
 SPLIT_K_MIN_K = 8192
 MIN_K_BLOCKS_PER_SPLIT = 4  # fewer K steps than this per program and the pipeline never fills
 DECODE_MAX_M = 64
+MID_MAX_M = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,30 +72,25 @@ DECODE_TABLE: tuple[tuple[int, Fp8GemmConfig], ...] = (
 # M 33..64, N >= 2 waves of 64-wide tiles: 96 KB of shared memory, two programs per SM (H100: 262 vs 249 TFLOP/s).
 DECODE_WIDE_CONFIG = Fp8GemmConfig(block_m=64, block_n=64, block_k=128, group_m=1, num_warps=4, num_stages=6)
 PREFILL_CONFIG = Fp8GemmConfig(block_m=128, block_n=256, block_k=128, group_m=8, num_warps=8, num_stages=3)
-SQUARE_CONFIG = Fp8GemmConfig(block_m=128, block_n=128, block_k=128, group_m=8, num_warps=4, num_stages=4)
+PREFILL_NARROW_CONFIG = Fp8GemmConfig(block_m=128, block_n=128, block_k=128, group_m=8, num_warps=8, num_stages=4)
 MID_CONFIG = Fp8GemmConfig(block_m=64, block_n=128, block_k=256, group_m=8, num_warps=4, num_stages=3)
-# (config, output elements per unit time relative to PREFILL_CONFIG's), fitted to the H100 sweep; earlier
-# entries win ties.
-MID_TILES: tuple[tuple[Fp8GemmConfig, float], ...] = ((PREFILL_CONFIG, 1.0), (SQUARE_CONFIG, 0.8), (MID_CONFIG, 0.56))
 
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def estimated_time(config: Fp8GemmConfig, throughput: float, M: int, N: int, num_sms: int) -> float:
-    """Relative run time of an M x N output in `config`'s tiles: waves of programs times one tile's cost."""
-    tiles = _cdiv(M, config.block_m) * _cdiv(N, config.block_n)
-    return _cdiv(tiles, num_sms) * config.block_m * config.block_n / throughput
-
-
 @functools.lru_cache(maxsize=4096)
 def select_config(M: int, N: int, K: int, num_sms: int = DEFAULT_NUM_SMS) -> Fp8GemmConfig:
-    """The config for this problem: decode bucket (and split-K) up to M = 64, the fastest estimated tile above."""
-    if M > DECODE_MAX_M:
-        config = min(MID_TILES, key=lambda entry: estimated_time(entry[0], entry[1], M, N, num_sms))[0]
+    """The table's config for this problem: M bucket, prefill tile width, tiny-layer shrink, decode split-K."""
+    wide_tiles = _cdiv(M, PREFILL_CONFIG.block_m) * _cdiv(N, PREFILL_CONFIG.block_n)
+    if M > MID_MAX_M:
+        config = PREFILL_CONFIG if wide_tiles >= num_sms else PREFILL_NARROW_CONFIG
+    elif M > DECODE_MAX_M and wide_tiles >= num_sms:
+        config = PREFILL_CONFIG  # gate_up at M = 256: the prefill tile fills the GPU already
     else:
-        config = next(c for max_m, c in DECODE_TABLE if M <= max_m)
+        config = next(c for max_m, c in DECODE_TABLE if M <= max_m) if M <= DECODE_MAX_M else MID_CONFIG
+        # 64-row tiles over a wide N (gate_up up to M = 128 too): two programs per SM.
         if config.block_m == DECODE_WIDE_CONFIG.block_m and _cdiv(N, DECODE_WIDE_CONFIG.block_n) >= 2 * num_sms:
             config = DECODE_WIDE_CONFIG
     block_n = min(config.block_n, max(32, 1 << (N - 1).bit_length()))

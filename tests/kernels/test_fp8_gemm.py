@@ -25,7 +25,7 @@ from modelgate.kernels.fp8_gemm_configs import (
     DECODE_WIDE_CONFIG,
     MID_CONFIG,
     PREFILL_CONFIG,
-    SQUARE_CONFIG,
+    PREFILL_NARROW_CONFIG,
     Fp8GemmConfig,
     select_config,
 )
@@ -94,8 +94,8 @@ CONFIGS = {
     # More splits asked for than K has blocks: fewer, non-empty splits.
     "split_k_clamped": Fp8GemmConfig(block_m=32, block_n=32, block_k=32, split_k=8),
     "prefill": PREFILL_CONFIG,
-    "prefill_square": SQUARE_CONFIG,
-    "prefill_mid": MID_CONFIG,
+    "prefill_narrow": PREFILL_NARROW_CONFIG,
+    "mid": MID_CONFIG,
 }
 GPU_TOLERANCE = dict(rtol=2**-6, atol_of_rms=2e-2)
 
@@ -124,14 +124,11 @@ def test_select_config_table():
     assert select_config(17, 4096, 4096).block_m == 32 and select_config(64, 4096, 4096).block_m == 64
     assert select_config(64, 28672, 4096) == DECODE_WIDE_CONFIG  # 448 tiles: two programs per SM
     assert select_config(64, 6144, 4096).block_k == 256  # 96 tiles: the deep single-program pipeline
-    # M > 64, as the H100 sweep ranked them (benchmarks/fp8_gemm.py --sweep --m 256 1024):
-    assert select_config(256, 4096, 4096) == MID_CONFIG  # o, down: 128 narrow tiles, one wave
-    assert select_config(256, 6144, 4096) == SQUARE_CONFIG  # qkv: 96 square tiles beat 192 narrow ones
+    assert select_config(256, 4096, 4096) == MID_CONFIG
+    assert select_config(100, 28672, 4096) == DECODE_WIDE_CONFIG  # 112 wide tiles leave SMs idle
     assert select_config(256, 28672, 4096) == PREFILL_CONFIG  # 2 x 112 wide tiles fill 132 SMs
-    assert select_config(1024, 6144, 4096) == SQUARE_CONFIG  # 192 wide tiles: a second wave 45% full
-    assert select_config(1024, 4096, 4096) == PREFILL_CONFIG  # 128 wide tiles: one wave, nearly full
     assert select_config(4096, 4096, 4096) == PREFILL_CONFIG
-    assert select_config(512, 4096, 4096) == SQUARE_CONFIG  # 4 x 16 wide tiles: half the SMs idle
+    assert select_config(512, 4096, 4096) == PREFILL_NARROW_CONFIG  # 4 x 16 wide tiles < 132 SMs
     assert select_config(1, 5, 40) == Fp8GemmConfig(16, 32, 64, 1, 1, 4, 5)  # shrunk to the layer
     assert select_config(4096, 4096, 4096, num_sms=132) == select_config(4096, 4096, 4096)
 
