@@ -7,7 +7,9 @@ measures, on one CUDA GPU:
   - the decode kernel at batch 64, contexts 1k and 4k (every sequence at the full context), 32 query heads,
     8 KV heads, head_dim 128, block 16, with bf16 and FP8 KV, for the split plan it picks by default and for
     a few forced plans and tile configs; GB/s = K/V bytes it must read (FP8: values + per-token scales) / time;
-  - the engine's current torch path (TorchPagedAttention, bf16 only) as a peer.
+  - the engine's current torch path (TorchPagedAttention, bf16 only) as a peer;
+  - the same decodes through kernels/prefill_attention.py (one query token per sequence), as a step that mixes
+    decodes with prefills attends them today.
 Each variant's output is first checked against the torch reference (relative error < 1e-2, output poisoned
 with NaN beforehand). Times are medians of CUDA-graph replays (20 launches per graph, as the engine's
 decode runs under CUDA graphs), so Python launch overhead stays out; every cache is larger than L2. The torch
@@ -196,8 +198,38 @@ def measure_case(context_len, cache_dtype, bandwidths, quick, rows, with_peer=Tr
             raise SystemExit(f"{dtype_name} ctx {context_len} {name}: relative error {error:.3g} vs the reference")
         label = f"{name} ({plan.num_partitions} part)" if split is None else name
         rows.append(_row(dtype_name, context_len, label, time_ms(call), nbytes, bandwidths, error))
+    _as_mixed_step(q, kv_cache, kv_scales, block_tables, context_lens, expected, nbytes, bandwidths, rows)
     if with_peer and cache_dtype == torch.bfloat16:
         _torch_peer(q, kv_cache, block_tables, context_lens, context_len, expected, nbytes, bandwidths, rows)
+
+
+def _as_mixed_step(q, kv_cache, kv_scales, block_tables, context_lens, expected, nbytes, bandwidths, rows):
+    """The same decodes through prefill_attention, one query token per sequence: how a step that mixes them with
+    prefills attends them today (backends/llm/attention/triton_paged.py sends every cached run there)."""
+    from modelgate.kernels.prefill_attention import prefill_attention
+
+    query_start = torch.arange(BATCH + 1, dtype=torch.int32, device=q.device)
+    out = torch.full_like(q, float("nan"))
+
+    def call():
+        prefill_attention(q, kv_cache, block_tables, query_start, context_lens, 1, kv_scales=kv_scales, out=out)
+
+    call()
+    error = ((out.float() - expected.float()).norm() / expected.float().norm()).item()
+    if not error < 1e-2:
+        raise SystemExit(f"prefill_attention on the decodes: relative error {error:.3g} vs the reference")
+    dtype_name = "fp8" if kv_cache.dtype.itemsize == 1 else "bf16"
+    rows.append(
+        _row(
+            dtype_name,
+            context_lens[0].item(),
+            "prefill kernel (a mixed step's)",
+            time_ms(call),
+            nbytes,
+            bandwidths,
+            error,
+        )
+    )
 
 
 def _torch_peer(q, kv_cache, block_tables, context_lens, context_len, expected, nbytes, bandwidths, rows):
@@ -298,14 +330,25 @@ def main() -> int:
     summary = []
     for context_len in CONTEXTS:
         for kv in ("bf16", "fp8"):
-            case = [r for r in rows if r["kv"] == kv and r["ctx"] == context_len and "torch" not in r["variant"]]
+            case = [
+                r
+                for r in rows
+                if r["kv"] == kv
+                and r["ctx"] == context_len
+                and "torch" not in r["variant"]
+                and "prefill" not in r["variant"]
+            ]
             summary.append(case[0])
             summary.append(
                 dict(
                     max(case, key=lambda r: r["gbps"]), variant="best: " + max(case, key=lambda r: r["gbps"])["variant"]
                 )
             )
-            summary += [r for r in rows if r["kv"] == kv and r["ctx"] == context_len and "torch" in r["variant"]]
+            summary += [
+                r
+                for r in rows
+                if r["kv"] == kv and r["ctx"] == context_len and ("torch" in r["variant"] or "prefill" in r["variant"])
+            ]
     print_table(summary, f"summary (copy {bandwidths[0]:.0f} GB/s, read-only {bandwidths[1]:.0f} GB/s)")
     return 0
 
