@@ -27,7 +27,8 @@ norm launches go away; program (0, 0) writes the new residual.
 On Hopper the launch uses programmatic dependent launch (kernels/grid_dependency.py): each program reads its
 first weight tile before waiting for the previous kernel, and with prefetch_weights L2-prefetches its whole
 slice there too (o_proj after the attention, which leaves memory idle).
-`fp8_gemv_reference` is the plain-torch version (with silu_and_mul: kernels.silu_and_mul's reference of it).
+`fp8_gemv_reference` (kernels/fp8_gemv_args.py, with the argument checks) is the plain-torch version (with
+silu_and_mul: kernels.silu_and_mul's reference of it).
 """
 
 from __future__ import annotations
@@ -36,13 +37,13 @@ from typing import NamedTuple
 
 import torch
 
+from modelgate.kernels.fp8_gemv_args import check_gemv_args, check_norm
+from modelgate.kernels.fp8_gemv_epilogue import sum_partials, write_output
 from modelgate.kernels.fp8_quant import (
     FP8_DTYPE,
-    SOURCE_DTYPES,
     check_launchable,
     is_interpreted,
     tl,
-    to_output,
     triton,
 )
 from modelgate.kernels.gemm_tiles import num_sms_of
@@ -86,60 +87,6 @@ class InputNorm(NamedTuple):
     eps: float
     residual: torch.Tensor | None = None  # [1, K], x's dtype
     new_residual: torch.Tensor | None = None  # [1, K], x's dtype: receives x + residual (given iff residual is)
-
-
-@triton.jit
-def _linear_epilogue(
-    acc, rows, row_mask, x_scale_ptr, w_scale_ptr, bias_ptr, X_IS_FP8: tl.constexpr, HAS_BIAS: tl.constexpr
-):
-    """Sums over all of K -> the linear's fp32 output: x_scale, then w_scale, then bias (the reference's order)."""
-    if X_IS_FP8:
-        acc = acc * tl.load(x_scale_ptr)
-    acc = acc * tl.load(w_scale_ptr + rows, mask=row_mask, other=0.0)
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
-    return acc
-
-
-@triton.jit
-def _write_output(
-    acc,
-    acc_up,
-    rows,
-    row_mask,
-    N_OUT,
-    x_scale_ptr,
-    w_scale_ptr,
-    bias_ptr,
-    out_ptr,
-    X_IS_FP8: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    SILU_AND_MUL: tl.constexpr,
-    ROUND_IN_FP32: tl.constexpr,
-):
-    out_ty = out_ptr.dtype.element_ty
-    y = _linear_epilogue(acc, rows, row_mask, x_scale_ptr, w_scale_ptr, bias_ptr, X_IS_FP8, HAS_BIAS)
-    if SILU_AND_MUL:
-        # gate and up rounded to the output dtype, then silu and the product each rounded: the unfused path
-        # (this GEMV's [1, 2I] output, then kernels/silu_and_mul.py) computes exactly these values.
-        up = _linear_epilogue(acc_up, rows + N_OUT, row_mask, x_scale_ptr, w_scale_ptr, bias_ptr, X_IS_FP8, HAS_BIAS)
-        gate = to_output(y, out_ty, ROUND_IN_FP32).to(tl.float32)
-        up = to_output(up, out_ty, ROUND_IN_FP32).to(tl.float32)
-        silu = to_output(tl.div_rn(gate, 1.0 + tl.exp(-gate)), out_ty, ROUND_IN_FP32).to(tl.float32)
-        y = silu * up
-    tl.store(out_ptr + rows, to_output(y, out_ty, ROUND_IN_FP32), mask=row_mask)
-
-
-@triton.jit
-def _sum_partials(p_ptrs, row_mask, N, SPLIT_K: tl.constexpr):
-    """Sum of the SPLIT_K partials [SPLIT_K, N] at p_ptrs (this row block), in split order."""
-    acc = tl.zeros(p_ptrs.shape, tl.float32)
-    for s in tl.static_range(SPLIT_K):
-        # .cg: read from L2, the point of coherence, not L1: other SMs wrote these partials, and the L1 of this
-        # SM is not coherent with their stores; an L1 line of these addresses cached earlier would be stale.
-        # (Each partial is read once: L1 would not help anyway.)
-        acc += tl.load(p_ptrs + s * N, mask=row_mask, other=0.0, cache_modifier=".cg")
-    return acc
 
 
 @triton.jit
@@ -270,7 +217,7 @@ def _fp8_gemv_kernel(
             w_up = tl.load(up_rows + k[None, :], mask=w_mask, other=0.0).to(tl.float32)
             acc_up += tl.sum(w_up * x[None, :], axis=1)
     if SPLIT_K == 1:
-        _write_output(
+        write_output(
             acc,
             acc_up,
             rows,
@@ -298,10 +245,10 @@ def _fp8_gemv_kernel(
         tl.debug_barrier()
         count = tl.atomic_add(counters_ptr + pid_n, 1)
         if count == SPLIT_K - 1:  # the others have all stored theirs (the interpreter: pid_k == SPLIT_K - 1)
-            acc = _sum_partials(p_ptrs, row_mask, N, SPLIT_K)
+            acc = sum_partials(p_ptrs, row_mask, N, SPLIT_K)
             if SILU_AND_MUL:
-                acc_up = _sum_partials(p_ptrs + N_OUT, row_mask, N, SPLIT_K)
-            _write_output(
+                acc_up = sum_partials(p_ptrs + N_OUT, row_mask, N, SPLIT_K)
+            write_output(
                 acc,
                 acc_up,
                 rows,
@@ -371,9 +318,9 @@ def fp8_gemv(
     """
     what = "fp8_gemv"
     is_fp8 = x.dtype == FP8_DTYPE
-    _check(x, w_fp8, w_scales, bias, x_scale, is_fp8, what)
+    check_gemv_args(x, w_fp8, w_scales, bias, x_scale, is_fp8, what)
     if norm is not None:
-        _check_norm(x, norm, what)
+        check_norm(x, norm, what)
     norm_tensors = () if norm is None else (norm.weight, norm.residual, norm.new_residual)
     tensors = [t for t in (x, w_fp8, w_scales, bias, x_scale, *norm_tensors) if t is not None]
     check_launchable(_fp8_gemv_kernel, what, *tensors)
@@ -444,58 +391,3 @@ def fp8_gemv(
 def _prefetchable(w_fp8: torch.Tensor) -> bool:
     """Bulk L2 prefetches need 16-byte aligned row starts (split starts are multiples of block_k)."""
     return w_fp8.data_ptr() % PREFETCH_ALIGNMENT == 0 and w_fp8.stride(0) % PREFETCH_ALIGNMENT == 0
-
-
-def _check_norm(x, norm: InputNorm, what: str) -> None:
-    K = x.shape[1]
-    if x.dtype not in SOURCE_DTYPES:
-        raise ValueError(f"{what}: a normalized input must be bfloat16, float16 or float32, got {x.dtype}")
-    if norm.weight.shape != (K,) or norm.weight.dtype != x.dtype or not norm.weight.is_contiguous():
-        raise ValueError(
-            f"{what}: norm.weight must be contiguous {x.dtype} [{K}], got "
-            f"{norm.weight.dtype} {tuple(norm.weight.shape)}"
-        )
-    if (norm.residual is None) != (norm.new_residual is None):
-        raise ValueError(f"{what}: norm.new_residual goes with norm.residual and only with it")
-    for name in ("residual", "new_residual"):
-        t = getattr(norm, name)
-        if t is not None and (t.shape != (1, K) or t.dtype != x.dtype or not t.is_contiguous()):
-            raise ValueError(
-                f"{what}: norm.{name} must be a contiguous {x.dtype} [1, {K}], got {t.dtype} {tuple(t.shape)}"
-            )
-    if norm.new_residual is not None and norm.new_residual.data_ptr() in (x.data_ptr(), norm.residual.data_ptr()):
-        raise ValueError(f"{what}: norm.new_residual must not overlap x or norm.residual (they are still read)")
-
-
-def _check(x, w_fp8, w_scales, bias, x_scale, is_fp8, what) -> None:
-    if w_fp8.dim() != 2 or w_fp8.dtype != FP8_DTYPE or (w_fp8.shape[1] > 1 and w_fp8.stride(1) != 1):
-        raise ValueError(
-            f"{what}: w_fp8 must be float8_e4m3fn [N, K] with unit column stride, got "
-            f"{w_fp8.dtype} {tuple(w_fp8.shape)} strides {w_fp8.stride()}"
-        )
-    N, K = w_fp8.shape
-    if x.shape != (1, K) or not x[0].is_contiguous():
-        raise ValueError(f"{what}: x must be one contiguous row [1, K={K}], got {tuple(x.shape)}")
-    if not is_fp8 and x.dtype not in SOURCE_DTYPES:
-        raise ValueError(f"{what}: x must be bfloat16, float16, float32 or float8_e4m3fn, got {x.dtype}")
-    if is_fp8 != (x_scale is not None):
-        raise ValueError(f"{what}: x_scale ([1] float32) goes with an FP8 x and only with it")
-    if x_scale is not None and (x_scale.numel() != 1 or x_scale.dtype != torch.float32):
-        raise ValueError(f"{what}: x_scale must be [1] float32, got {x_scale.dtype} {tuple(x_scale.shape)}")
-    if w_scales.shape != (N,) or w_scales.dtype != torch.float32:
-        raise ValueError(f"{what}: w_scales must be float32 [N={N}], got {w_scales.dtype} {tuple(w_scales.shape)}")
-    if bias is not None and (bias.shape != (N,) or not bias.is_contiguous()):
-        raise ValueError(f"{what}: bias must be contiguous [N={N}], got {tuple(bias.shape)}")
-
-
-def fp8_gemv_reference(x, w_fp8, w_scales, bias=None, x_scale=None, out_dtype=None) -> torch.Tensor:
-    """Plain torch: the same sum in float32."""
-    is_fp8 = x.dtype == FP8_DTYPE
-    out_dtype = out_dtype or (torch.bfloat16 if is_fp8 else x.dtype)
-    acc = x.float() @ w_fp8.float().T
-    if is_fp8:
-        acc = acc * x_scale.float()
-    acc = acc * w_scales[None, :]
-    if bias is not None:
-        acc = acc + bias.float()
-    return acc.to(out_dtype)

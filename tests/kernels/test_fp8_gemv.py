@@ -16,7 +16,8 @@ the reference activation of the kernel's own gate | up instead (2 ULPs: exp diff
 import pytest
 import torch
 
-from modelgate.kernels.fp8_gemv import GemvConfig, fp8_gemv, fp8_gemv_reference, plan_split_k, split_k_counters
+from modelgate.kernels.fp8_gemv import GemvConfig, fp8_gemv, plan_split_k, split_k_counters
+from modelgate.kernels.fp8_gemv_args import fp8_gemv_reference
 from modelgate.kernels.fp8_quant import quantize_per_token_reference, quantize_weight_per_channel_reference
 from modelgate.kernels.silu_and_mul import silu_and_mul, silu_and_mul_reference
 from tests.kernels.kernel_checks import assert_graph_replays_equal, poisoned_outputs, relative_error

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from modelgate.backends.llm.attention.torch_paged import TorchPagedAttention
-from modelgate.kernels.fp8_gemv import split_k_counters
 from modelgate.kernels.paged_decode_attention import (
     COUNTER_OWNER,
     MIN_PARTITION_SIZE,
@@ -181,23 +180,6 @@ def test_combine_in_several_steps(dev, monkeypatch):
         out = paged_decode_attention(*args, split=DecodeSplit(5, 16), config=SMALL)
     assert relative_error(out, paged_decode_attention(*args, split=SINGLE_PASS, config=SMALL)) < 1e-6
     assert not split_counters(COUNTER_OWNER, dev, 6).any()
-
-
-def test_split_counters_grow_and_stay_separate(dev):
-    """More sequences than the decode counters hold grow them (outside capture); fp8_gemv keeps its own."""
-    generator = torch.Generator().manual_seed(15)
-    small = split_counters(COUNTER_OWNER, dev, 1)
-    lens = [9] * (small.numel() + 1)
-    cache = make_paged_cache(lens, 8, 1, 16, torch.float32, dev, generator)
-    q = torch.randn((len(lens), 2, 16), generator=generator).to(dev)
-    out = paged_decode_attention(
-        q, cache.kv_cache, cache.block_tables, cache.context_lens, 9, split=DecodeSplit(2, 16), config=SMALL
-    )
-    grown = split_counters(COUNTER_OWNER, dev, 1)
-    assert grown.numel() >= len(lens) and not grown.any()
-    assert grown.data_ptr() != split_k_counters(dev).data_ptr()
-    expected = paged_decode_attention_reference(q, cache.kv_cache, cache.block_tables, cache.context_lens)
-    assert relative_error(out, expected) < FP32_TOLERANCE
 
 
 @pytest.mark.parametrize("split", [SINGLE_PASS, SPLIT_32])
