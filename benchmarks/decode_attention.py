@@ -99,8 +99,6 @@ def variants(context_len: int, quick: bool):
     from modelgate.kernels.paged_decode_attention import SINGLE_PASS, DecodeSplit, default_decode_config
 
     yield "default", None, None
-    # A sequence's KV heads in consecutive programs (DecodeConfig.heads_first) instead of a KV head's sequences.
-    yield "heads first", None, default_decode_config(HEAD_DIM, BATCH * NUM_KV_HEADS)._replace(heads_first=True)
     # FP8 tiles loaded as bytes instead of int32 words (kernels/fp8_kv_words.py): the earlier path, for comparison.
     yield "fp8 as bytes", None, default_decode_config(HEAD_DIM, BATCH * NUM_KV_HEADS)._replace(words=False)
     yield (
@@ -147,8 +145,6 @@ def variants(context_len: int, quick: bool):
             block_n=block_n, num_warps=warps, num_stages=stages
         )
         yield f"single n{block_n} w{warps} s{stages}", SINGLE_PASS, config
-        if context_len < 1024:
-            yield f"single n{block_n} w{warps} s{stages} heads first", SINGLE_PASS, config._replace(heads_first=True)
         if context_len >= 1024:
             yield f"split 512 n{block_n} w{warps} s{stages}", DecodeSplit(context_len // 512, 512), config
 

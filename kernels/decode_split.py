@@ -49,8 +49,6 @@ class DecodeConfig(NamedTuple):
     # With half_dots on a Hopper-or-newer GPU: the tiles convert to fp16 through inline PTX, two words at a time
     # (kernels/fp8_kv_words.py); same values, fewer instructions.
     ptx_convert: bool = False
-    # Grid order: a sequence's KV heads in consecutive programs instead of one KV head's sequences.
-    heads_first: bool = False
 
 
 SINGLE_PASS = DecodeSplit(1, 0)

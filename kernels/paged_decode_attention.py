@@ -62,7 +62,6 @@ from modelgate.kernels.split_counters import split_counters
 
 # Owner of the split launches' counters (kernels/split_counters.py): one per (sequence, KV head).
 COUNTER_OWNER = "paged_decode_attention"
-MAX_GRID_Y = 65535  # CUDA's limit on a grid's second axis
 
 
 # Index tensors start anywhere in the engine's packed transfer: see _prefill_attention_kernel's note.
@@ -118,18 +117,11 @@ def _paged_decode_kernel(
     # Hopper PDL: wait for the KV write before reading; the next kernel (o_proj) may launch at once and read its
     # weights during this latency-bound one (letting it in after the KV tiles, or at the end, measured slower).
     PDL: tl.constexpr = False,
-    HEADS_FIRST: tl.constexpr = False,  # grid axis 0 walks KV heads (DecodeConfig.heads_first), else sequences
 ):
     allow_dependents_to_launch(PDL)
     wait_for_previous_kernel(PDL)
-    if HEADS_FIRST:
-        kv_head = tl.program_id(0)
-        seq = tl.program_id(1)
-        num_kv_heads = tl.num_programs(0)
-    else:
-        seq = tl.program_id(0)
-        kv_head = tl.program_id(1)
-        num_kv_heads = tl.num_programs(1)
+    seq = tl.program_id(0)
+    kv_head = tl.program_id(1)
     partition = tl.program_id(2)
     context_len = tl.load(context_lens_ptr + seq)
     window_start = 0
@@ -247,7 +239,7 @@ def _paged_decode_kernel(
         # gpu scope) publishes them to the program that sees the last count, whose acquire (then the barrier
         # that broadcasts the count) orders its reads of the partials after them.
         tl.debug_barrier()
-        counter_ptr = counters_ptr + seq64 * num_kv_heads + kv_head
+        counter_ptr = counters_ptr + seq64 * tl.num_programs(1) + kv_head
         count = tl.atomic_add(counter_ptr, 1, sem="acq_rel", scope="gpu")
         if count == num_partitions - 1:  # all others have stored theirs (the interpreter: the last program)
             # The partitions that hold a visible key: 0..last-1 (partitions are consecutive runs of keys).
@@ -345,14 +337,7 @@ def paged_decode_attention(
     if words:
         k_cache, v_cache = as_words(k_cache), as_words(v_cache)
     scale = (softmax_scale if softmax_scale is not None else head_dim**-0.5) * LOG2E
-    # Heads first: the KV heads of one sequence run side by side, reading one cache block's adjacent head
-    # slices and its scales' shared sectors together (grid axis 1 holds at most 65535 sequences).
-    heads_first = config.heads_first and num_seqs <= MAX_GRID_Y
-    grid = (
-        (num_kv_heads, num_seqs, split.num_partitions)
-        if heads_first
-        else (num_seqs, num_kv_heads, split.num_partitions)
-    )
+    grid = (num_seqs, num_kv_heads, split.num_partitions)
     _paged_decode_kernel[grid](
         out,
         *partials,
@@ -397,7 +382,6 @@ def paged_decode_attention(
         PTX_CONVERT=words and config.half_dots and config.ptx_convert and pdl_supported(_paged_decode_kernel, q.device),
         PDL=pdl_supported(_paged_decode_kernel, q.device),
         launch_pdl=pdl_supported(_paged_decode_kernel, q.device),
-        HEADS_FIRST=heads_first,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
