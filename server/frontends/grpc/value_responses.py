@@ -71,13 +71,15 @@ class ValueResponseEncoder:
         index = 0
         for value in values.values():
             last = last_values[index]
-            # The type too: 1 == 1.0 == True, and a field packs each its own way (or refuses one).
-            if value != last or value.__class__ is not last.__class__:
+            # The same object (a constant, a small int) needs no comparison. Else the type too: 1 == 1.0 == True,
+            # and a field packs each its own way (or refuses one).
+            if value is not last and (value != last or value.__class__ is not last.__class__):
                 last_values[index] = value
                 last_fields[index] = self._raw_fields[index](value)
             index += 1
-        body = self._head + b"".join(last_fields)
-        return _INFER_RESPONSE_TAG + varint(len(body)) + body
+        fields = b"".join(last_fields)
+        head = self._head
+        return b"".join((_INFER_RESPONSE_TAG, varint(len(head) + len(fields)), head, fields))
 
     def _build_template(self, response: InferResponse) -> None:
         """Every attribute changes together, once the whole template is built: an output the model does not
