@@ -25,6 +25,7 @@ try:
     initial_metadata_operation = _grpc_server._get_initial_metadata_operation
     CLIENT_OPEN = _grpc_server._OPEN
     CLIENT_CLOSED = _grpc_server._CLOSED
+    CLIENT_CANCELLED = _grpc_server._CANCELLED
     CYGRPC_CODE = _grpc_common.STATUS_CODE_TO_CYGRPC_STATUS_CODE
     ReceiveMessage = _cygrpc.ReceiveMessageOperation
     SendMessage = _cygrpc.SendMessageOperation

@@ -141,7 +141,7 @@ class StreamCall:
         try:
             state.due.discard(internals.SEND_MESSAGE_TOKEN)
             self._is_sending = False
-            if internals.is_rpc_state_active(state):
+            if state.client is not internals.CLIENT_CANCELLED and not state.statused:  # is_rpc_state_active, inline
                 if self._unsent:
                     self._send_next()
                 if self._drained is not None and len(self._unsent) <= MAX_UNSENT // 2:
@@ -259,10 +259,30 @@ class StreamCall:
         self._queue(serialized)
 
     def try_write_serialized(self, serialized: bytes) -> bool:
-        """ResponseWriter.try_write_serialized."""
+        """ResponseWriter.try_write_serialized: every streamed LLM token of the call. With nothing in flight nor
+        queued (nearly every token: one per call per engine step), its send starts here, in this one frame
+        rather than through `_queue`, `_enqueue` and `_send` (a Python call each, per token)."""
         # `_drained` is set on the loop only: seen None here, it is None. Seen set just as the polling thread
         # clears it, a response is refused that could have gone: its caller sends it the slower way.
-        return self._drained is None and self._queue(serialized)
+        if self._drained is not None:
+            return False
+        state = self._state
+        # Read without the lock. A stale "sending" only takes the general path; "not sending" stays true until this
+        # send starts: the polling thread starts a send only from `_unsent`, which only the loop fills.
+        if self._is_sending or self._unsent or state.initial_metadata_allowed or state.disable_next_compression:
+            return self._queue(serialized)
+        state.condition.acquire()  # as in `_on_sent`
+        try:
+            if state.client is internals.CLIENT_CANCELLED or state.statused:  # not is_rpc_state_active
+                return False
+            if self._peer is not None:
+                self._corks.before_send(self._peer)
+            self._event.call.start_server_batch((internals.SendMessage(serialized, 0),), self._on_sent)
+            state.due.add(internals.SEND_MESSAGE_TOKEN)
+            self._is_sending = True
+        finally:
+            state.condition.release()
+        return True
 
     def drained(self) -> asyncio.Future | None:
         """ResponseWriter.drained."""

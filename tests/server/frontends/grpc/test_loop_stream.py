@@ -83,6 +83,31 @@ class ProbeServicer(StreamProbe):
             yield request + b"-yielded"
             assert writer.try_write_serialized(request + b"-serialized")
 
+    async def WriteSerializedSteps(self, requests, context):
+        """Each request (a count) answered as an LLM's tokens are: that many small serialized responses, one per
+        loop iteration or several in one (a send then still in flight), each one accepted."""
+        writer = context.response_writer
+        async for request in requests:
+            for index in range(int(request)):
+                assert writer.try_write_serialized(index.to_bytes(4, "big"))
+                if index % 3 == 0:
+                    await asyncio.sleep(0)
+        if False:
+            yield
+
+    async def WriteAfterCancel(self, requests, context):
+        """Writes once, then again once the client cancelled (the RPC's end cancels this task): the writer must
+        refuse that one."""
+        writer = context.response_writer
+        async for request in requests:
+            assert writer.try_write_serialized(request)
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self.mark("accepted" if writer.try_write_serialized(request) else "refused")
+        if False:
+            yield
+
     async def WriteUnserializable(self, requests, context):
         async for request in requests:
             context.response_writer.write(request)
@@ -92,7 +117,17 @@ class ProbeServicer(StreamProbe):
             yield
 
 
-METHODS = (*STREAMS, "Unserializable", "Flood", "Metadata", "WriteFlood", "WriteAndYield", "WriteUnserializable")
+METHODS = (
+    *STREAMS,
+    "Unserializable",
+    "Flood",
+    "Metadata",
+    "WriteFlood",
+    "WriteAndYield",
+    "WriteUnserializable",
+    "WriteSerializedSteps",
+    "WriteAfterCancel",
+)
 
 
 def _decode(raw: bytes) -> bytes:
@@ -240,6 +275,24 @@ def test_written_and_yielded_responses_go_out_in_the_order_the_method_gave_them(
     expected = [f"{name}-{how}".encode() for name in "ab" for how in ("written", "yielded", "serialized")]
     assert list(call) == expected
     assert call.code() == grpc.StatusCode.OK
+
+
+def test_serialized_responses_written_faster_than_they_are_sent_all_arrive_in_order(probe):
+    servicer, channel, _, _ = probe
+    call = stream(channel, "WriteSerializedSteps")(iter([b"50", b"7"]), timeout=WAIT_S)
+    assert [int.from_bytes(response, "big") for response in call] == [*range(50), *range(7)]
+    assert call.code() == grpc.StatusCode.OK
+
+
+def test_the_response_writer_refuses_serialized_responses_once_the_client_cancelled(probe):
+    servicer, channel, _, _ = probe
+    held_open = threading.Event()
+    call = stream(channel, "WriteAfterCancel")(requests_then_wait(held_open, b"token"), timeout=WAIT_S)
+    assert next(call) == b"token"
+    call.cancel()
+    held_open.set()
+    assert servicer.wait_for("refused")
+    assert "accepted" not in servicer.seen
 
 
 def test_a_written_response_that_cannot_be_serialized_ends_the_rpc_as_a_yielded_one_does(probe, caplog):

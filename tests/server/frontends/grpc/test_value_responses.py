@@ -8,6 +8,7 @@ from tritonclient.grpc import service_pb2
 
 from modelgate.core.errors import ModelExecutionError
 from modelgate.core.inference_types import InferResponse, InferTensor
+from modelgate.server.frontends.grpc import value_templates
 from modelgate.server.frontends.grpc.infer_codec import encode_infer_response
 from modelgate.server.frontends.grpc.value_responses import FINAL_PARAMETER, ValueResponseEncoder
 
@@ -117,3 +118,44 @@ def test_a_value_equal_to_the_last_but_of_another_type_is_packed_again():
 
 def _as_text(values: dict) -> dict:
     return {name: value.decode() if isinstance(value, bytes) else value for name, value in values.items()}
+
+
+@pytest.mark.parametrize("request_id", ["", "r-1", "x" * 127, "y" * 128, "é" * 200])  # id lengths of 1 and 2 bytes
+def test_requests_of_one_model_share_a_template_and_each_keeps_its_own_id(request_id):
+    """The template is shared (value_templates.py): each request's messages, built and serialized, still carry
+    its id, the same bytes as its tensors encode to."""
+    for other_id in ("first", request_id):  # the first builds the template, the second finds it
+        encoder = ValueResponseEncoder(DATATYPES)
+        message = encoder.encode(InferResponse("llm", "3", id=other_id, values=VALUES), False)
+        expected = _expected(VALUES, False)
+        expected.infer_response.id = other_id
+        assert message == expected
+        assert encoder.serialize(VALUES) == message.SerializeToString() == expected.SerializeToString()
+    assert value_templates._templates[("llm", "3", tuple(VALUES), tuple(DATATYPES[name] for name in VALUES))]
+
+
+def test_a_template_is_never_changed_by_the_requests_that_use_it():
+    first = ValueResponseEncoder(DATATYPES)
+    final = first.encode(InferResponse("llm", "3", id="a", values=VALUES), True)
+    second = ValueResponseEncoder(DATATYPES).encode(InferResponse("llm", "3", id="", values=VALUES), False)
+    assert final.infer_response.parameters[FINAL_PARAMETER].bool_param
+    assert not second.infer_response.parameters[FINAL_PARAMETER].bool_param and second.infer_response.id == ""
+
+
+def test_other_datatypes_for_the_same_outputs_get_their_own_template():
+    """A model reloaded with other output datatypes under the same name and version: not the old template."""
+    ValueResponseEncoder({"count": "INT32"}).encode(InferResponse("reloaded", "1", values={"count": 1}), False)
+    message = ValueResponseEncoder({"count": "INT64"}).encode(
+        InferResponse("reloaded", "1", values={"count": 1}), False
+    )
+    assert message.infer_response.outputs[0].datatype == "INT64"
+    assert message.infer_response.raw_output_contents[0] == struct.pack("<q", 1)
+
+
+def test_the_templates_kept_are_bounded(monkeypatch):
+    monkeypatch.setattr(value_templates, "_templates", {})
+    for index in range(value_templates.MAX_TEMPLATES + 5):
+        ValueResponseEncoder({"count": "INT32"}).encode(
+            InferResponse(f"model-{index}", "1", values={"count": 1}), False
+        )
+    assert len(value_templates._templates) <= value_templates.MAX_TEMPLATES
