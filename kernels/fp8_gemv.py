@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 import torch
 
-from modelgate.kernels.fp8_gemv_args import check_gemv_args, check_norm
+from modelgate.kernels.fp8_gemv_args import InputNorm, check_gemv_args, check_norm
 from modelgate.kernels.fp8_gemv_epilogue import sum_partials, write_output
 from modelgate.kernels.fp8_quant import (
     FP8_DTYPE,
@@ -76,17 +76,6 @@ class GemvConfig(NamedTuple):
 # rows and 2 to 4 programs per SM (benchmarks/decode_layer_chain.py); with silu_and_mul, 16 gate + 16 up rows.
 DEFAULT_CONFIG = GemvConfig()
 SILU_DEFAULT_CONFIG = DEFAULT_CONFIG._replace(block_n=DEFAULT_CONFIG.block_n // 2)
-
-
-class InputNorm(NamedTuple):
-    """The GEMV's input is rms_norm(x (+ residual)) (kernels/rms_norm.py's math, bf16/fp16/fp32 x), which the
-    GEMV computes itself: the norm's launch before it goes away. Unlike rms_norm, the sum x + residual is
-    written to `new_residual`, a separate [1, K] buffer (residual is still being read by other programs)."""
-
-    weight: torch.Tensor  # [K], x's dtype, contiguous
-    eps: float
-    residual: torch.Tensor | None = None  # [1, K], x's dtype
-    new_residual: torch.Tensor | None = None  # [1, K], x's dtype: receives x + residual (given iff residual is)
 
 
 @triton.jit

@@ -1,15 +1,24 @@
-"""Argument checks of the FP8 GEMV (kernels/fp8_gemv.py), errors naming the argument, and its torch reference."""
+"""The FP8 GEMV's (kernels/fp8_gemv.py) input-norm argument, the checks of its arguments (errors naming the
+argument), and its torch reference."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 import torch
 
 from modelgate.kernels.fp8_quant import FP8_DTYPE, SOURCE_DTYPES
 
-if TYPE_CHECKING:
-    from modelgate.kernels.fp8_gemv import InputNorm
+
+class InputNorm(NamedTuple):
+    """The GEMV's input is rms_norm(x (+ residual)) (kernels/rms_norm.py's math, bf16/fp16/fp32 x), which the
+    GEMV computes itself: the norm's launch before it goes away. Unlike rms_norm, the sum x + residual is
+    written to `new_residual`, a separate [1, K] buffer (residual is still being read by other programs)."""
+
+    weight: torch.Tensor  # [K], x's dtype, contiguous
+    eps: float
+    residual: torch.Tensor | None = None  # [1, K], x's dtype
+    new_residual: torch.Tensor | None = None  # [1, K], x's dtype: receives x + residual (given iff residual is)
 
 
 def check_norm(x, norm: InputNorm, what: str) -> None:
