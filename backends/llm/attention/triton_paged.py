@@ -5,10 +5,11 @@ into the cache (`kernels.reshape_and_cache`; with a `rotation`, `kernels.rotary_
 applies the rotary embedding to q and k on the way, one launch instead of two), then
 - a decode-only step (one query per sequence) runs `kernels.paged_decode_attention` (split-KV when the
   batch alone would leave SMs idle);
-- any other step runs `kernels.prefill_attention` for every sequence that attends over cached keys (chunks over
-  a cached prefix, the one-token decodes of a mixed step), and fresh prefills (no cached prefix) through torch's
-  FlashAttention `varlen_attn` over the step's own K/V where torch and the dtype allow it (fresh_prefill.py);
-  without it, prefill_attention takes them too.
+- any other step splits its sequences into runs: one-token decodes (a mixed step's) go to the decode kernel as
+  well, chunks over a cached prefix to `kernels.prefill_attention`, and fresh prefills (no cached prefix) to
+  torch's FlashAttention `varlen_attn` over the step's own K/V where torch and the dtype allow it
+  (fresh_prefill.py); without it, prefill_attention takes them too. The prefill kernel would take the decodes
+  as well, but its programs own up to BLOCK_Q query tokens of a sequence, so a decode fills one of them.
 GQA (query head h reads KV head h // (num_heads // num_kv_heads)) and the sliding window (a query at position
 p sees keys at positions > p - window) are handled inside the kernels.
 
@@ -46,6 +47,9 @@ class TritonPagedAttention:
     # FlashAttention's variable-length call for fresh prefills (fresh_prefill.py); None: the paged kernel
     # attends them too. Set per instance (torch's where CUDA has it), or to a stand-in in tests.
     varlen_attn = None
+    # Whether a mixed step's one-token decodes take the decode kernel (else the prefill kernel, as before
+    # session 26); an instance attribute in benchmarks that compare the two.
+    decodes_in_mixed_steps: bool = True
 
     def __init__(
         self,
@@ -110,15 +114,19 @@ class TritonPagedAttention:
         (the decode kernel returns a new tensor)."""
         if metadata.is_decode_only:
             return self._decode(q, kv_cache, metadata, kv_scales)
-        if runs is None:
-            return self._prefill(q, kv_cache, metadata, kv_scales, SequenceRun(0, metadata.num_seqs, False), out)
         out = torch.empty_like(q) if out is None else out
-        fresh = self._fresh_attention()
-        for run in runs:
+        for run in runs or [SequenceRun(0, metadata.num_seqs, False)]:
             if run.is_fresh:
-                fresh.attend(q, k, v, metadata.query_start, metadata.query_start_cpu, run, out)
-            else:
+                self._fresh_attention().attend(q, k, v, metadata.query_start, metadata.query_start_cpu, run, out)
+                continue
+            if not self.decodes_in_mixed_steps:
                 self._prefill(q, kv_cache, metadata, kv_scales, run, out)
+                continue
+            for part, is_one_token in one_token_parts(run, metadata.query_start_cpu):
+                if is_one_token:
+                    self._decode_part(q, kv_cache, metadata, kv_scales, part, out)
+                else:
+                    self._prefill(q, kv_cache, metadata, kv_scales, part, out)
         return out
 
     def _runs_with_fresh(self, q: torch.Tensor, metadata: AttentionMetadata) -> list[SequenceRun] | None:
@@ -169,6 +177,22 @@ class TritonPagedAttention:
             split=metadata.decode_split,
         )
 
+    def _decode_part(self, q, kv_cache, metadata: AttentionMetadata, kv_scales, run: SequenceRun, out) -> None:
+        """The decode kernel for sequences [run.first, run.end) of a mixed step, one query token each: their rows
+        of `out`. Outside CUDA graphs (mixed steps run their attention eagerly), so the kernel plans its split."""
+        rows = slice(metadata.query_start_cpu[run.first], metadata.query_start_cpu[run.end])
+        paged_decode_attention(
+            q[rows],
+            kv_cache,
+            metadata.block_tables[run.first : run.end],
+            metadata.context_lens[run.first : run.end],
+            max(metadata.context_lens_cpu[run.first : run.end]),
+            kv_scales=kv_scales,
+            softmax_scale=self.scale,
+            sliding_window=self.sliding_window,
+            out=out[rows],
+        )
+
     def _prefill(self, q, kv_cache, metadata: AttentionMetadata, kv_scales, run: SequenceRun, out=None):
         """The paged kernel for sequences [run.first, run.end): their rows of `out` (a new tensor if None)."""
         starts = metadata.query_start_cpu[run.first : run.end + 1]
@@ -185,6 +209,18 @@ class TritonPagedAttention:
             sliding_window=self.sliding_window,
             out=out,
         )
+
+
+def one_token_parts(run: SequenceRun, query_start: list[int]) -> list[tuple[SequenceRun, bool]]:
+    """A run of cached sequences cut into maximal runs of one-token decodes (True) and longer chunks (False)."""
+    parts: list[tuple[SequenceRun, bool]] = []
+    for index in range(run.first, run.end):
+        is_one_token = query_start[index + 1] - query_start[index] == 1
+        if parts and parts[-1][1] == is_one_token:
+            parts[-1] = (parts[-1][0]._replace(end=index + 1), is_one_token)
+        else:
+            parts.append((SequenceRun(index, index + 1, False), is_one_token))
+    return parts
 
 
 def check_runnable(device: torch.device) -> None:

@@ -27,16 +27,17 @@ from tests.backends.llm.hf_checkpoints import hf_model, save_random_checkpoint  
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NUM_BLOCKS, BLOCK_SIZE = 48, 4
-PROMPT_LENS = {"a": 21, "b": 14, "c": 7}
+PROMPT_LENS = {"a": 21, "b": 14, "c": 7, "d": 12}
 # Each step: (request, first new token, end). A: chunked prefill (the second chunk over its cached prefix);
-# B: a fresh prefill; decode-only steps; a mixed step (C's fresh prefill + decodes of A and B); decodes.
+# B: a fresh prefill; decode-only steps; mixed steps: decodes of A and B beside D's fresh first chunk, then C's
+# fresh prefill before decode, chunk (D's second, over its cached prefix), decode; decodes.
 # Decodes feed the prompt's next token (teacher forcing), so every position can be checked against transformers.
 SCHEDULE = [
     [("a", 0, 9)],
     [("a", 9, 16), ("b", 0, 10)],
     [("a", 16, 17), ("b", 10, 11)],
-    [("a", 17, 18), ("b", 11, 12)],
-    [("c", 0, 7), ("a", 18, 19), ("b", 12, 13)],
+    [("a", 17, 18), ("b", 11, 12), ("d", 0, 5)],
+    [("c", 0, 7), ("a", 18, 19), ("d", 5, 12), ("b", 12, 13)],
     [("a", 19, 20), ("b", 13, 14), ("c", 6, 7)],
     [("a", 20, 21)],
 ]
@@ -181,3 +182,60 @@ def test_attention_backend_selection(tmp_path):
     assert EngineConfig().attention_backend == "auto"
     with pytest.raises(ValueError):
         EngineConfig(attention_backend="flash")
+
+
+def test_mixed_steps_send_their_decodes_to_the_decode_kernel(tmp_path, monkeypatch):
+    """In a step that mixes prefills and decodes, each contiguous run of one-token decodes is one decode-kernel
+    launch and every longer run a prefill-kernel launch; the logits match the prefill kernel taking all."""
+    directory = save_random_checkpoint("LlamaForCausalLM", tmp_path)
+    prompts = _prompts()
+    launches: list[tuple[str, int]] = []  # (kernel, query rows), with ("step", index) before each step's
+    decode_kernel, prefill_kernel = triton_paged.paged_decode_attention, triton_paged.prefill_attention
+
+    def decode(q, *args, **kwargs):
+        launches.append(("decode", q.shape[0]))
+        return decode_kernel(q, *args, **kwargs)
+
+    def prefill(q, kv_cache, block_tables, query_start, *args, **kwargs):
+        launches.append(("prefill", int(query_start[-1] - query_start[0])))
+        return prefill_kernel(q, kv_cache, block_tables, query_start, *args, **kwargs)
+
+    def layer_launches(runner: ModelRunner) -> list[list[tuple[str, int]]]:
+        """Each step's launches in one layer (every layer makes the same)."""
+        prepare = runner._prepare
+
+        def marked(items):
+            launches.append(("step", len(items)))
+            return prepare(items)
+
+        runner._prepare = marked
+        launches.clear()
+        steps.append(_run_schedule(runner, prompts))
+        cut = [i for i, (kind, _) in enumerate(launches) if kind == "step"] + [len(launches)]
+        per_step = [launches[begin + 1 : end] for begin, end in zip(cut, cut[1:])]
+        layers = len(runner.model.layers)
+        for step in per_step:
+            assert len(step) % layers == 0 and step == step[: len(step) // layers] * layers
+        return [step[: len(step) // layers] for step in per_step]
+
+    monkeypatch.setattr(triton_paged, "paged_decode_attention", decode)
+    monkeypatch.setattr(triton_paged, "prefill_attention", prefill)
+    split, whole = (_runner(directory, "triton", "bfloat16", "fp8") for _ in range(2))
+    for layer in split.model.layers + whole.model.layers:
+        layer.self_attn.attention_impl.varlen_attn = None  # fresh prefills on the paged kernel too (CUDA)
+    for layer in whole.model.layers:
+        layer.self_attn.attention_impl.decodes_in_mixed_steps = False
+    steps: list[list[dict[str, torch.Tensor]]] = []
+    split_launches, whole_launches = layer_launches(split), layer_launches(whole)
+    common = {0: [("prefill", 9)], 1: [("prefill", 17)], 2: [("decode", 2)], 5: [("decode", 3)], 6: [("decode", 1)]}
+    assert split_launches == [
+        *[common[i] for i in range(3)],
+        [("decode", 2), ("prefill", 5)],  # A and B decode beside D's fresh first chunk
+        [("prefill", 7), ("decode", 1), ("prefill", 7), ("decode", 1)],  # C fresh, A, D's chunk, B
+        common[5],
+        common[6],
+    ]
+    assert whole_launches == [*[common[i] for i in range(3)], [("prefill", 7)], [("prefill", 16)], common[5], common[6]]
+    for index, (got, expected) in enumerate(zip(*steps)):
+        for name in expected:
+            torch.testing.assert_close(got[name], expected[name], atol=2e-2, rtol=2e-2, msg=f"step {index} {name}")
