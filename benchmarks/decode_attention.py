@@ -8,11 +8,13 @@ measures, on one CUDA GPU:
     8 KV heads, head_dim 128, block 16, with bf16 and FP8 KV, for the split plan it picks by default and for
     a few forced plans and tile configs; GB/s = K/V bytes it must read (FP8: values + per-token scales) / time;
   - the engine's current torch path (TorchPagedAttention, bf16 only) as a peer;
-  - the same decodes through kernels/prefill_attention.py (one query token per sequence), as a step that mixes
-    decodes with prefills attends them today.
+  - the same decodes through kernels/prefill_attention.py (one query token per sequence), as a step that mixed
+    decodes with prefills attended them before session 26.
 Each variant's output is first checked against the torch reference (relative error < 1e-2, output poisoned
 with NaN beforehand). Times are medians of CUDA-graph replays (20 launches per graph, as the engine's
-decode runs under CUDA graphs), so Python launch overhead stays out; every cache is larger than L2. The torch
+decode runs under CUDA graphs), so Python launch overhead stays out. Consecutive calls read different copies of
+the batch (its own blocks each, COLD_BYTES of K/V over all copies), so no call finds the last one's K/V in the
+50 MB L2, as a step's attention does not (the layer's GEMMs ran in between). The torch
 peer is timed with plain events (its launches are few and long). The default is measured again at the end
 ("again" rows): the difference is the run-to-run spread.
 
@@ -26,6 +28,7 @@ Prints the full table, then a short summary table last. Without a GPU it says so
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
 import statistics
 import sys
@@ -39,6 +42,9 @@ BATCH, NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE = 64, 32, 8, 128, 16
 EXTRA_CONFIGS: tuple[tuple[int, int, int], ...] = ()
 CONTEXTS = (1024, 4096)
 LAUNCHES_PER_GRAPH = 20
+# K/V bytes that consecutive calls cycle through: five times an H100's L2. Before session 26 every call read the
+# same blocks; at batch 64 and 193 tokens (25 MB of FP8 K/V) they stayed in L2: 13.9 us, 18.4 in the step.
+COLD_BYTES = 256 << 20
 GIB = 1 << 30
 DEVICE = "cuda"
 
@@ -68,11 +74,14 @@ def memory_bandwidths() -> tuple[float, float]:
 
 
 def make_batch(context_len: int, cache_dtype: torch.dtype, generator: torch.Generator):
-    """A paged cache of BATCH sequences at context_len, blocks shuffled, filled through reshape_and_cache."""
+    """A paged cache holding `copies` batches of BATCH sequences at context_len, each copy on blocks of its own,
+    shuffled, filled through reshape_and_cache; block_tables is [copies, BATCH, blocks per sequence], with
+    enough copies for COLD_BYTES of K/V."""
     from modelgate.kernels.reshape_and_cache import allocate_kv_cache, reshape_and_cache
 
     blocks_per_seq = -(-context_len // BLOCK_SIZE)  # the last block partly filled unless BLOCK_SIZE divides it
-    num_blocks = BATCH * blocks_per_seq + 1
+    copies = -(-COLD_BYTES // kv_bytes(context_len, cache_dtype))
+    num_blocks = copies * BATCH * blocks_per_seq + 1
     kv_cache, kv_scales = allocate_kv_cache(num_blocks, BLOCK_SIZE, NUM_KV_HEADS, HEAD_DIM, cache_dtype, DEVICE)
     chunk = 1 << 16  # tokens written per call, so the bf16 source stays small
     for first in range(0, num_blocks * BLOCK_SIZE, chunk):
@@ -81,8 +90,8 @@ def make_batch(context_len: int, cache_dtype: torch.dtype, generator: torch.Gene
         key = torch.randn(shape, device=DEVICE, dtype=torch.bfloat16)
         value = torch.randn(shape, device=DEVICE, dtype=torch.bfloat16)
         reshape_and_cache(key, value, kv_cache, slots, kv_scales)
-    order = torch.randperm(num_blocks, generator=generator)[: BATCH * blocks_per_seq]
-    block_tables = order.view(BATCH, blocks_per_seq).to(torch.int32).to(DEVICE)
+    order = torch.randperm(num_blocks, generator=generator)[: copies * BATCH * blocks_per_seq]
+    block_tables = order.view(copies, BATCH, blocks_per_seq).to(torch.int32).to(DEVICE)
     context_lens = torch.full((BATCH,), context_len, dtype=torch.int32, device=DEVICE)
     q = torch.randn((BATCH, NUM_HEADS, HEAD_DIM), generator=generator).to(DEVICE, torch.bfloat16)
     return q, kv_cache, kv_scales, block_tables, context_lens
@@ -160,7 +169,7 @@ def measure_case(context_len, cache_dtype, bandwidths, quick, rows, with_peer=Tr
 
     generator = torch.Generator().manual_seed(context_len)
     q, kv_cache, kv_scales, block_tables, context_lens = make_batch(context_len, cache_dtype, generator)
-    expected = paged_decode_attention_reference(q, kv_cache, block_tables, context_lens, kv_scales=kv_scales)
+    expected = paged_decode_attention_reference(q, kv_cache, block_tables[0], context_lens, kv_scales=kv_scales)
     nbytes = kv_bytes(context_len, cache_dtype)
     dtype_name = "fp8" if cache_dtype.itemsize == 1 else "bf16"
     plan = plan_decode_split(
@@ -174,12 +183,13 @@ def measure_case(context_len, cache_dtype, bandwidths, quick, rows, with_peer=Tr
         if name.startswith("fp8") and dtype_name != "fp8":
             continue
         out = torch.full_like(q, float("nan"))
+        turn = itertools.cycle(list(block_tables))  # the first call (checked) reads copy 0
 
         def call():
             paged_decode_attention(
                 q,
                 kv_cache,
-                block_tables,
+                next(turn),
                 context_lens,
                 context_len,
                 kv_scales=kv_scales,
@@ -201,14 +211,15 @@ def measure_case(context_len, cache_dtype, bandwidths, quick, rows, with_peer=Tr
 
 def _as_mixed_step(q, kv_cache, kv_scales, block_tables, context_lens, expected, nbytes, bandwidths, rows):
     """The same decodes through prefill_attention, one query token per sequence: how a step that mixes them with
-    prefills attends them today (backends/llm/attention/triton_paged.py sends every cached run there)."""
+    prefills attended them before session 26 (backends/llm/attention/triton_paged.py's decodes_in_mixed_steps)."""
     from modelgate.kernels.prefill_attention import prefill_attention
 
     query_start = torch.arange(BATCH + 1, dtype=torch.int32, device=q.device)
     out = torch.full_like(q, float("nan"))
+    turn = itertools.cycle(list(block_tables))
 
     def call():
-        prefill_attention(q, kv_cache, block_tables, query_start, context_lens, 1, kv_scales=kv_scales, out=out)
+        prefill_attention(q, kv_cache, next(turn), query_start, context_lens, 1, kv_scales=kv_scales, out=out)
 
     call()
     error = ((out.float() - expected.float()).norm() / expected.float().norm()).item()
@@ -233,8 +244,10 @@ def _torch_peer(q, kv_cache, block_tables, context_lens, context_len, expected, 
 
     engine = TorchPagedAttention(NUM_HEADS, NUM_KV_HEADS, HEAD_DIM)
 
+    turn = itertools.cycle(list(block_tables))
+
     def call():
-        return engine._decode_rows(q, kv_cache, block_tables, context_lens, context_len)
+        return engine._decode_rows(q, kv_cache, next(turn), context_lens, context_len)
 
     error = ((call().float() - expected.float()).norm() / expected.float().norm()).item()
     rows.append(
