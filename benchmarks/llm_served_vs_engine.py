@@ -252,6 +252,7 @@ def engine_alone(checkpoint: Path, prompt_files: list[Path], concurrency: int, a
     rates = {}
     for line in finished.stdout.splitlines():  # "modelgate fp8 NAME.jsonl: 21504 output tok/s in ..."
         if line.startswith("modelgate ") and " output tok/s" in line:
+            print(f"engine alone, max_num_seqs {concurrency}: {line}", flush=True)  # its steps beside the served ones
             label, rest = line.split(": ", 1)
             rates[label.split()[-1]] = float(rest.split()[0])
     return rates
