@@ -21,6 +21,13 @@ def silu_mul_tile(x_rows, row_mask, cols, inter, ROUND_IN_FP32: tl.constexpr):
     mask = row_mask[:, None] & (cols < inter)[None, :]
     gate = tl.load(x_rows + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     up = tl.load(x_rows + inter + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    return silu_mul_values(gate, up, dtype, ROUND_IN_FP32)
+
+
+@triton.jit
+def silu_mul_values(gate, up, dtype: tl.constexpr, ROUND_IN_FP32: tl.constexpr):
+    """silu(gate) * up of float32 values that are exact in `dtype`, rounded like torch: silu to `dtype`, then
+    the product; returned in `dtype`. The GEMM epilogue of kernels/fp8_gemm_silu.py uses it too."""
     silu = to_output(tl.div_rn(gate, 1.0 + tl.exp(-gate)), dtype, ROUND_IN_FP32).to(tl.float32)
     return to_output(silu * up, dtype, ROUND_IN_FP32)
 

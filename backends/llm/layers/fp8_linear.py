@@ -20,7 +20,9 @@ quantization kernel. Such output has the model's dtype (`out_dtype`). Replacing 
 `model.set_fp8_fusion()`, where the model decides, once, which producers quantize for which Fp8Linear.
 
 A gate | up projection may also apply SiLU-and-mul itself (`fuse_silu_and_mul`, set by the model): a
-single-token forward then returns silu(gate) * up, [1, I], from the GEMV's epilogue (see kernels/fp8_gemv.py).
+single-token forward then returns silu(gate) * up, [1, I], from the GEMV's epilogue (see kernels/fp8_gemv.py);
+with `silu_output_fp8` too (the down projection reads FP8), a forward of Fp8Rows past the decode sizes returns
+that product quantized per token, Fp8Rows [M, I], from the GEMM's epilogue (kernels/fp8_gemm_silu.py).
 
 Forward also takes a `PendingNorm` (the RMSNorm before it, deferred by the model where `can_normalize_input`):
 the single-token GEMV normalizes the row itself and fills the pending norm's new residual; other shapes run
@@ -42,6 +44,8 @@ from modelgate.kernels.fp8_gemm import (
     fp8_linear_from_activations_reference,
     fp8_linear_reference,
 )
+from modelgate.kernels.fp8_gemm_configs import DECODE_MAX_M
+from modelgate.kernels.fp8_gemm_silu import fp8_linear_silu, silu_fusion_config
 from modelgate.kernels.fp8_gemv import InputNorm, fp8_gemv
 from modelgate.kernels.fp8_quant import (
     FP8_DTYPE,
@@ -50,6 +54,7 @@ from modelgate.kernels.fp8_quant import (
     fp8_weight_from_checkpoint,
     is_interpreted,
 )
+from modelgate.kernels.gemm_tiles import num_sms_of
 
 # The FusedLinears of one decoder layer that FP8 replaces (dotted paths inside a DecoderLayer).
 QUANTIZED_LINEARS = ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")
@@ -64,6 +69,10 @@ def can_run_kernels(device: torch.device) -> bool:
 
 class Fp8Linear(nn.Module):
     """y = (quant(x) @ weight^T) * x_scale * weight_scale (+ bias); weight [N, K] e4m3, weight_scale [N] fp32."""
+
+    # Whether Fp8Rows forwards past the decode sizes may take the GEMM with SiLU-and-mul in its epilogue (where
+    # fuse_silu_and_mul and silu_output_fp8 are set); False on a class or instance to compare the two paths.
+    silu_in_gemm: bool = True
 
     def __init__(
         self,
@@ -87,6 +96,8 @@ class Fp8Linear(nn.Module):
         self.use_kernels = can_run_kernels(torch.device(device))
         # Single-token forwards return silu(gate) * up, [1, I] (see can_fuse_silu_and_mul); set by the model.
         self.fuse_silu_and_mul = False
+        # With fuse_silu_and_mul: the product may leave quantized per token (its consumer reads Fp8Rows).
+        self.silu_output_fp8 = False
         # The single-token GEMV L2-prefetches its weights while the kernel before it runs; set by the model.
         self.prefetch_weights = False
 
@@ -139,6 +150,8 @@ class Fp8Linear(nn.Module):
         if isinstance(x, Fp8Rows):
             if self.use_kernels and _is_one_row(x.values):
                 return self._gemv(x.values, x.scales, self.out_dtype)
+            if self._fuses_silu_at(x.values):
+                return fp8_linear_silu(x.values, x.scales, self.weight, self.weight_scale, self.out_dtype)
             gemm = fp8_linear if self.use_kernels else fp8_linear_reference
             return gemm(x.values, x.scales, self.weight, self.weight_scale, bias, self.out_dtype)
         if self.use_kernels:
@@ -147,6 +160,16 @@ class Fp8Linear(nn.Module):
                 return self._gemv(rows, None, None).reshape(*x.shape[:-1], -1)
             return fp8_linear_from_activations(x, self.weight, self.weight_scale, bias)
         return fp8_linear_from_activations_reference(x, self.weight, self.weight_scale, bias)
+
+    def _fuses_silu_at(self, values: torch.Tensor) -> bool:
+        """True when this forward of [M, K] FP8 rows returns silu(gate) * up quantized (fp8_linear_silu): past
+        the decode sizes, whose TMA GEMM has no such epilogue, and where the GEMM's config does not split K."""
+        if not (self.silu_in_gemm and self.fuse_silu_and_mul and self.silu_output_fp8 and self.use_kernels):
+            return False
+        if self.bias is not None or values.shape[0] <= DECODE_MAX_M:
+            return False
+        inter, sms = self.part_sizes[0], num_sms_of(values.device)
+        return silu_fusion_config(values.shape[0], inter, values.shape[1], sms) is not None
 
     def _gemv(
         self,

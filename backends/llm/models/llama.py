@@ -108,7 +108,8 @@ class MLP(nn.Module):
     Single-token fusion (`set_silu_fusion`): an FP8 gate_up_proj running its GEMV kernel applies SiLU-and-mul in
     the GEMV's epilogue when a step has one token and returns the [1, I] product in the model's dtype; forward
     then skips act_fn (the output's width, I instead of 2 * I, says which happened) and down_proj reads that
-    row unquantized. Steps of more tokens are unchanged.
+    row unquantized. Past the decode sizes, where act_fn would quantize for down_proj, gate_up_proj's GEMM
+    applies it and quantizes too, and returns Fp8Rows [M, I] (kernels/fp8_gemm_silu.py), which act_fn skips too.
     """
 
     def __init__(self, config: DecoderConfig, dtype: torch.dtype, use_kernels: bool = True):
@@ -125,11 +126,13 @@ class MLP(nn.Module):
             self.gate_up_proj.fuse_silu_and_mul = (
                 enabled and self.gate_up_proj.can_fuse_silu_and_mul and self.act_fn.runs_kernel
             )
+            self.gate_up_proj.silu_output_fp8 = self.gate_up_proj.fuse_silu_and_mul and self.act_fn.quantize_output
 
     def forward(self, x):
         # x: [num_tokens, hidden_size], or its Fp8Rows (post_attention_layernorm quantizing for gate_up_proj)
-        gate_up = self.gate_up_proj(x)  # [num_tokens, 2 * I], or [1, I] already activated (see the class docstring)
-        activated = gate_up if gate_up.shape[-1] == self.intermediate_size else self.act_fn(gate_up)
+        gate_up = self.gate_up_proj(x)  # [num_tokens, 2 * I]; or activated: [1, I], Fp8Rows (the class docstring)
+        is_activated = not isinstance(gate_up, torch.Tensor) or gate_up.shape[-1] == self.intermediate_size
+        activated = gate_up if is_activated else self.act_fn(gate_up)
         return self.down_proj(activated)
 
 

@@ -49,7 +49,7 @@ def checkpoint(tmp_path_factory):
     return save_random_checkpoint("LlamaForCausalLM", tmp_path_factory.mktemp("fusion"), intermediate_size=128)
 
 
-def _runner(directory, dtype: str, backend: str = "triton", quantization: str = "fp8") -> ModelRunner:
+def _runner(directory, dtype: str, backend: str = "triton", quantization: str = "fp8", num_blocks=NUM_BLOCKS):
     config = DecoderConfig.from_file(directory / "config.json")
     return ModelRunner(
         directory,
@@ -57,9 +57,9 @@ def _runner(directory, dtype: str, backend: str = "triton", quantization: str = 
         RunnerConfig(
             device=DEVICE,
             dtype=dtype,
-            num_kv_blocks=NUM_BLOCKS,
+            num_kv_blocks=num_blocks,
             block_size=BLOCK_SIZE,
-            max_model_len=32,
+            max_model_len=num_blocks * BLOCK_SIZE,
             show_progress=False,
             attention_backend=backend,
             quantization=quantization,
@@ -80,12 +80,12 @@ def _fusion_flags(model) -> list[bool]:
     ]
 
 
-def _all_logits(runner: ModelRunner, prompt_lens=PROMPT_LENS) -> torch.Tensor:
+def _all_logits(runner: ModelRunner, prompt_lens=PROMPT_LENS, num_blocks=NUM_BLOCKS) -> torch.Tensor:
     """float32 logits of every position: one prefill step of all but the last NUM_DECODES tokens of each
     prompt, then NUM_DECODES decode steps (teacher forcing)."""
     generator = torch.Generator().manual_seed(7)
     prompts = [torch.randint(0, 211, (n,), generator=generator).tolist() for n in prompt_lens]
-    kv = KVCacheManager(NUM_BLOCKS, BLOCK_SIZE, enable_prefix_caching=False)
+    kv = KVCacheManager(num_blocks, BLOCK_SIZE, enable_prefix_caching=False)
     requests = [LLMRequest(f"r{i}", tokens, SamplingParams()) for i, tokens in enumerate(prompts)]
     logits = []
     for step in range(NUM_DECODES + 1):
@@ -142,6 +142,37 @@ def test_silu_epilogue_at_one_token_gives_the_unfused_logits(checkpoint, dtype):
         hook.remove()
     relative = ((fused - unfused).norm() / unfused.norm()).item()
     print(f"{dtype}: one-token SiLU epilogue vs act_fn, relative difference {relative:.2e}")
+    assert relative <= MAX_RELATIVE_DIFFERENCE
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_silu_epilogue_past_decode_sizes_gives_the_unfused_logits(checkpoint, dtype, monkeypatch):
+    """A prefill of more tokens than the decode sizes (64): gate_up_proj's GEMM applies SiLU-and-mul and
+    quantizes (kernels/fp8_gemm_silu.py) and act_fn does not run; the logits are those of the GEMM, act_fn's
+    kernel and its quantization run one after another."""
+    import modelgate.backends.llm.layers.fp8_linear as fp8_linear_module
+
+    calls = []
+    fused_gemm = fp8_linear_module.fp8_linear_silu
+    monkeypatch.setattr(
+        fp8_linear_module, "fp8_linear_silu", lambda x, *rest: calls.append(x.shape[0]) or fused_gemm(x, *rest)
+    )
+    runner = _runner(checkpoint, dtype, num_blocks=24)
+    mlps = [layer.mlp for layer in runner.model.layers]
+    assert all(mlp.gate_up_proj.silu_output_fp8 for mlp in mlps)
+    activations = []
+    hooks = [mlp.act_fn.register_forward_hook(lambda *_: activations.append(1)) for mlp in mlps]
+    fused = _all_logits(runner, prompt_lens=(80, 9), num_blocks=24)  # a prefill step of 78 + 7 tokens
+    layers = len(mlps)
+    assert calls == [85] * layers and len(activations) == 2 * layers, "act_fn in the two-token decodes only"
+    for mlp in mlps:
+        mlp.gate_up_proj.silu_in_gemm = False
+    unfused = _all_logits(runner, prompt_lens=(80, 9), num_blocks=24)
+    assert calls == [85] * layers and len(activations) == 5 * layers, "and in the prefill, without the fusion"
+    for hook in hooks:
+        hook.remove()
+    relative = ((fused - unfused).norm() / unfused.norm()).item()
+    print(f"{dtype}: SiLU-and-mul in the GEMM's epilogue vs act_fn, relative difference {relative:.2e}")
     assert relative <= MAX_RELATIVE_DIFFERENCE
 
 

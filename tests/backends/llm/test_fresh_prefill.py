@@ -96,9 +96,10 @@ def test_fresh_prefills_through_varlen_give_the_paged_kernels_logits(tmp_path, m
             torch.testing.assert_close(ours[name], theirs[name], atol=1e-4, rtol=1e-4, msg=f"step {index} {name}")
     # The trial before first use (varlen_check.py), then fresh sequences only, one call per layer for each step
     # that has any: step 0 (a's first chunk, 9 tokens), step 1 (b, 10 tokens, after a's chunk over its cache),
-    # step 4 (c, 7 tokens, before two decodes).
+    # step 3 (d's first chunk, 5 tokens, after two decodes), step 4 (c, 7 tokens, before decode, chunk, decode).
     layers = len(dense.model.layers)
-    assert varlen.calls == [TRIAL] + [[0, 9]] * layers + [[0, 10]] * layers + [[0, 7]] * layers
+    fresh = [[0, 9]] * layers + [[0, 10]] * layers + [[0, 5]] * layers + [[0, 7]] * layers
+    assert varlen.calls == [TRIAL] + fresh
 
 
 def test_a_window_the_varlen_call_cannot_apply_leaves_everything_to_the_paged_kernel(tmp_path, monkeypatch):
@@ -131,7 +132,7 @@ def test_a_causal_only_varlen_call_takes_fresh_prefills_without_a_window(tmp_pat
     for index, (ours, theirs) in enumerate(zip(got, schedules._run_schedule(paged, schedules._prompts()))):
         for name in theirs:
             torch.testing.assert_close(ours[name], theirs[name], atol=1e-4, rtol=1e-4, msg=f"step {index} {name}")
-    assert len(varlen.calls) == 1 + 3 * len(runner.model.layers)
+    assert len(varlen.calls) == 1 + 4 * len(runner.model.layers)  # steps 0, 1, 3 and 4 have fresh sequences
     assert set(varlen.kv_heads) == {2 if native_gqa else 4}
     assert ("try K/V heads repeated" in caplog.text) != native_gqa
     assert "stay on the paged kernel" not in caplog.text
