@@ -7,24 +7,30 @@ the register and shared-memory footprint of one BLOCK_N tile), so its epilogue c
 and the tile's row amaxes; `_quantize_chunks_kernel` of kernels/silu_and_mul_split.py then quantizes y from
 those amaxes. The [M, 2I] output never exists, and the SiLU-and-mul kernel is gone.
 
+At decode sizes on Hopper, where fp8_linear takes its TMA kernel, the fused GEMM is the TMA one too
+(kernels/fp8_gemm_silu_tma.py); `plan_silu_fusion` picks kernel and config as fp8_linear would unfused.
+
 Bits: every rounding of the unfused path is kept (the GEMM's output rounded to y's dtype, silu and the product
-rounded like torch by `silu_mul_values`, the same amax and scale), and the K loop is the GEMM's for the same
-BLOCK_M and BLOCK_K, so the result equals silu_and_mul_fp8_split(fp8_linear(...)) run with the same config.
-Where the GEMM's config splits K (small M, long K) this kernel does not apply: `silu_fusion_config` says None.
+rounded like torch by `silu_mul_values`, the same amax and scale), and the K loop is the unfused kernel's for
+the same BLOCK_M and BLOCK_K, so the result equals silu_and_mul_fp8_split(fp8_linear(...)) run with the same
+config. Where the GEMM's config splits K (small M, long K) there is no fused kernel: the plan is None.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import torch
 
 from modelgate.kernels.fp8_gemm_args import check_gemm_args
-from modelgate.kernels.fp8_gemm_configs import Fp8GemmConfig, select_config
-from modelgate.kernels.fp8_quant import FP8_DTYPE, FP8_MAX, MIN_SCALE, Fp8Rows, is_interpreted, tl, to_output, triton
+from modelgate.kernels.fp8_gemm_configs import DECODE_MAX_M, Fp8GemmConfig, select_config, select_tma_config
+from modelgate.kernels.fp8_gemm_silu_tma import launch_fp8_gemm_silu_tma
+from modelgate.kernels.fp8_gemm_tma import tma_fits
+from modelgate.kernels.fp8_quant import FP8_DTYPE, FP8_MAX, MIN_SCALE, Fp8Rows, is_interpreted, tl, triton
 from modelgate.kernels.gemm_tiles import grouped_tile, num_sms_of
 from modelgate.kernels.silu_and_mul_split import CHUNK, NUM_WARPS, _quantize_chunks_kernel
-from modelgate.kernels.silu_mul_tile import silu_mul_values
+from modelgate.kernels.silu_mul_tile import silu_epilogue
 
 
 @triton.jit
@@ -78,28 +84,39 @@ def _fp8_gemm_silu_kernel(
         gate_ptrs += BLOCK_K
         up_ptrs += BLOCK_K
 
-    # The unfused GEMM's epilogue (token scale, then channel scale, one rounding to y's dtype), twice.
-    y_dtype = y_ptr.dtype.element_ty
-    a_scale = tl.load(a_scale_ptr + rows_a)[:, None]
-    acc_gate = acc_gate * a_scale * tl.load(b_scale_ptr + rows_gate)[None, :]
-    acc_up = acc_up * a_scale * tl.load(b_scale_ptr + rows_up)[None, :]
-    gate_values = to_output(acc_gate, y_dtype, ROUND_IN_FP32).to(tl.float32)
-    up_values = to_output(acc_up, y_dtype, ROUND_IN_FP32).to(tl.float32)
-    y = silu_mul_values(gate_values, up_values, y_dtype, ROUND_IN_FP32)
-    row_in = offs_m < M
-    col_in = offs_n < INTER
-    tl.store(y_ptr + offs_m.to(tl.int64)[:, None] * INTER + offs_n[None, :], y, mask=row_in[:, None] & col_in[None, :])
-    magnitude = tl.where(col_in[None, :], tl.abs(y.to(tl.float32)), 0.0)
-    tl.store(amax_ptr + offs_m.to(tl.int64) * num_pieces + pid_n, tl.max(magnitude, axis=1), mask=row_in)
+    silu_epilogue(
+        acc_gate, acc_up, offs_m, offs_n, rows_gate, rows_up, pid_n, M, INTER, num_pieces,
+        a_scale_ptr + rows_a, b_scale_ptr, y_ptr, amax_ptr, ROUND_IN_FP32,
+    )  # fmt: skip
 
 
-def silu_fusion_config(M: int, inter: int, K: int, sms: int) -> Fp8GemmConfig | None:
-    """The fused launch for M tokens: the unfused GEMM's config for [2 * inter, K] with each half of its BLOCK_N
-    given to gate and up; None where that config splits K or its tile is too narrow to halve."""
-    config = select_config(M, 2 * inter, K, sms)
+class SiluFusionPlan(NamedTuple):
+    """How fp8_linear_silu runs: its config (BLOCK_N = columns of y per program) and which kernel."""
+
+    config: Fp8GemmConfig
+    tma: bool  # kernels/fp8_gemm_silu_tma.py, else this module's cp.async kernel
+
+
+def silu_fusion_config(M: int, inter: int, K: int, sms: int, tma: bool = False) -> Fp8GemmConfig | None:
+    """The fused launch for M tokens: the unfused GEMM's config for [2 * inter, K] (select_tma_config's for the
+    TMA kernel) with each half of its BLOCK_N given to gate and up; None where that config splits K or its tile
+    is too narrow to halve."""
+    config = (select_tma_config if tma else select_config)(M, 2 * inter, K, sms)
     if config.split_k != 1 or config.block_n < 32:
         return None
     return dataclasses.replace(config, block_n=config.block_n // 2)
+
+
+def plan_silu_fusion(x_fp8: torch.Tensor, w_fp8: torch.Tensor) -> SiluFusionPlan | None:
+    """The plan fp8_linear_silu takes for these operands by default, or None where it has none. The kernel is
+    the one fp8_linear would run unfused: TMA at decode sizes where it fits (Hopper), else cp.async; at decode
+    sizes without TMA there is none (fp8_linear's split-K tiles there have no fused kernel)."""
+    (M, K), inter = x_fp8.shape, w_fp8.shape[0] // 2
+    tma = M <= DECODE_MAX_M and tma_fits(x_fp8, w_fp8)
+    if M <= DECODE_MAX_M and not tma:
+        return None
+    config = silu_fusion_config(M, inter, K, num_sms_of(x_fp8.device), tma)
+    return None if config is None else SiluFusionPlan(config, tma)
 
 
 def fp8_linear_silu(
@@ -108,25 +125,27 @@ def fp8_linear_silu(
     w_fp8: torch.Tensor,  # [2 * I, K] float8_e4m3fn: gate rows, then up rows; unit column stride
     w_scales: torch.Tensor,  # [2 * I] float32
     y_dtype: torch.dtype = torch.bfloat16,  # the dtype the unfused GEMM would write (the model's)
-    config: Fp8GemmConfig | None = None,  # BLOCK_N = columns of y per program; default silu_fusion_config
+    plan: SiluFusionPlan | None = None,  # default plan_silu_fusion's
 ) -> Fp8Rows:  # [M, I] float8_e4m3fn and [M] float32 scales
     """silu(gate) * up of the gate | up projection of x, quantized per token: the bits of
     silu_and_mul_fp8_split(fp8_linear(x_fp8, x_scales, w_fp8, w_scales, out_dtype=y_dtype)) where the GEMM runs
-    the config whose BLOCK_N is twice this one's. ValueError on wrong arguments, or when no config applies
-    (check silu_fusion_config first). Nothing synchronizes with the device (CUDA-graph safe)."""
+    the same kernel with twice the plan's BLOCK_N (as it does by default). ValueError on wrong arguments, or when
+    no plan applies (check plan_silu_fusion first). Nothing synchronizes with the device (CUDA-graph safe)."""
     what = "fp8_linear_silu"
     check_gemm_args(x_fp8, x_scales, w_fp8, w_scales, None, y_dtype, (FP8_DTYPE,), what, _fp8_gemm_silu_kernel)
     (M, K), N = x_fp8.shape, w_fp8.shape[0]
     if N % 2:
         raise ValueError(f"{what}: w_fp8 must have an even number of rows (gate | up), got {N}")
     inter = N // 2
-    if config is None:
-        config = silu_fusion_config(M, inter, K, num_sms_of(x_fp8.device))
-        if config is None:
-            raise ValueError(f"{what}: no fused config at M={M}, I={inter}, K={K} (the GEMM splits K there)")
+    plan = plan or plan_silu_fusion(x_fp8, w_fp8)
+    if plan is None:
+        raise ValueError(f"{what}: no fused kernel at M={M}, I={inter}, K={K} on {x_fp8.device}")
+    config = plan.config
     config.validate()
     if config.split_k != 1:
         raise ValueError(f"{what}: config.split_k must be 1, got {config.split_k}")
+    if plan.tma and not tma_fits(x_fp8, w_fp8):
+        raise ValueError(f"{what}: the TMA kernel needs contiguous, 16-byte aligned operands with K % 16 == 0")
     values = torch.empty((M, inter), dtype=FP8_DTYPE, device=x_fp8.device)
     scales = torch.empty((M,), dtype=torch.float32, device=x_fp8.device)
     if M == 0:
@@ -135,28 +154,31 @@ def fp8_linear_silu(
     y = torch.empty((M, inter), dtype=y_dtype, device=x_fp8.device)
     amax = torch.empty((M, num_pieces), dtype=torch.float32, device=x_fp8.device)
     interpreted = is_interpreted(_fp8_gemm_silu_kernel)
-    _fp8_gemm_silu_kernel[(triton.cdiv(M, config.block_m) * num_pieces,)](
-        x_fp8,
-        w_fp8,
-        x_scales,
-        w_scales,
-        y,
-        amax,
-        M,
-        inter,
-        K,
-        x_fp8.stride(0),
-        w_fp8.stride(0),
-        num_pieces,
-        ROUND_IN_FP32=interpreted,
-        EVEN_K=K % config.block_k == 0,
-        BLOCK_M=config.block_m,
-        BLOCK_N=config.block_n,
-        BLOCK_K=config.block_k,
-        GROUP_M=config.group_m,
-        num_warps=config.num_warps,
-        num_stages=config.num_stages,
-    )
+    if plan.tma:
+        launch_fp8_gemm_silu_tma(x_fp8, x_scales, w_fp8, w_scales, y, amax, config)
+    else:
+        _fp8_gemm_silu_kernel[(triton.cdiv(M, config.block_m) * num_pieces,)](
+            x_fp8,
+            w_fp8,
+            x_scales,
+            w_scales,
+            y,
+            amax,
+            M,
+            inter,
+            K,
+            x_fp8.stride(0),
+            w_fp8.stride(0),
+            num_pieces,
+            ROUND_IN_FP32=interpreted,
+            EVEN_K=K % config.block_k == 0,
+            BLOCK_M=config.block_m,
+            BLOCK_N=config.block_n,
+            BLOCK_K=config.block_k,
+            GROUP_M=config.group_m,
+            num_warps=config.num_warps,
+            num_stages=config.num_stages,
+        )
     _quantize_chunks_kernel[(M, triton.cdiv(inter, CHUNK))](
         y,
         amax,

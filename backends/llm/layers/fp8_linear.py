@@ -21,8 +21,8 @@ quantization kernel. Such output has the model's dtype (`out_dtype`). Replacing 
 
 A gate | up projection may also apply SiLU-and-mul itself (`fuse_silu_and_mul`, set by the model): a
 single-token forward then returns silu(gate) * up, [1, I], from the GEMV's epilogue (see kernels/fp8_gemv.py);
-with `silu_output_fp8` too (the down projection reads FP8), a forward of Fp8Rows past the decode sizes returns
-that product quantized per token, Fp8Rows [M, I], from the GEMM's epilogue (kernels/fp8_gemm_silu.py).
+with `silu_output_fp8` too (the down projection reads FP8), a forward of Fp8Rows of more rows returns that
+product quantized per token, Fp8Rows [M, I], from the GEMM's epilogue (kernels/fp8_gemm_silu.py).
 
 Forward also takes a `PendingNorm` (the RMSNorm before it, deferred by the model where `can_normalize_input`):
 the single-token GEMV normalizes the row itself and fills the pending norm's new residual; other shapes run
@@ -44,8 +44,7 @@ from modelgate.kernels.fp8_gemm import (
     fp8_linear_from_activations_reference,
     fp8_linear_reference,
 )
-from modelgate.kernels.fp8_gemm_configs import DECODE_MAX_M
-from modelgate.kernels.fp8_gemm_silu import fp8_linear_silu, silu_fusion_config
+from modelgate.kernels.fp8_gemm_silu import fp8_linear_silu, plan_silu_fusion
 from modelgate.kernels.fp8_gemv import InputNorm, fp8_gemv
 from modelgate.kernels.fp8_quant import (
     FP8_DTYPE,
@@ -54,7 +53,6 @@ from modelgate.kernels.fp8_quant import (
     fp8_weight_from_checkpoint,
     is_interpreted,
 )
-from modelgate.kernels.gemm_tiles import num_sms_of
 
 # The FusedLinears of one decoder layer that FP8 replaces (dotted paths inside a DecoderLayer).
 QUANTIZED_LINEARS = ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")
@@ -70,7 +68,7 @@ def can_run_kernels(device: torch.device) -> bool:
 class Fp8Linear(nn.Module):
     """y = (quant(x) @ weight^T) * x_scale * weight_scale (+ bias); weight [N, K] e4m3, weight_scale [N] fp32."""
 
-    # Whether Fp8Rows forwards past the decode sizes may take the GEMM with SiLU-and-mul in its epilogue (where
+    # Whether Fp8Rows forwards of several rows may take the GEMM with SiLU-and-mul in its epilogue (where
     # fuse_silu_and_mul and silu_output_fp8 are set); False on a class or instance to compare the two paths.
     silu_in_gemm: bool = True
 
@@ -162,14 +160,11 @@ class Fp8Linear(nn.Module):
         return fp8_linear_from_activations_reference(x, self.weight, self.weight_scale, bias)
 
     def _fuses_silu_at(self, values: torch.Tensor) -> bool:
-        """True when this forward of [M, K] FP8 rows returns silu(gate) * up quantized (fp8_linear_silu): past
-        the decode sizes, whose TMA GEMM has no such epilogue, and where the GEMM's config does not split K."""
+        """True when this forward of [M, K] FP8 rows returns silu(gate) * up quantized (fp8_linear_silu): where the
+        GEMM fp8_linear would run has a fused variant (kernels/fp8_gemm_silu.py's plan)."""
         if not (self.silu_in_gemm and self.fuse_silu_and_mul and self.silu_output_fp8 and self.use_kernels):
             return False
-        if self.bias is not None or values.shape[0] <= DECODE_MAX_M:
-            return False
-        inter, sms = self.part_sizes[0], num_sms_of(values.device)
-        return silu_fusion_config(values.shape[0], inter, values.shape[1], sms) is not None
+        return self.bias is None and plan_silu_fusion(values, self.weight) is not None
 
     def _gemv(
         self,

@@ -132,12 +132,12 @@ def test_silu_epilogue_at_one_token_gives_the_unfused_logits(checkpoint, dtype):
     activations = []
     hooks = [mlp.act_fn.register_forward_hook(lambda *_: activations.append(1)) for mlp in mlps]
     fused = _all_logits(runner, prompt_lens=(9,))  # one sequence: its decode steps have one token
-    assert len(activations) == len(mlps), "act_fn runs in the prefill only: the decodes fuse it"
+    assert activations == [], "the decodes fuse it in the GEMV, the prefill in the GEMM (quantized)"
     for mlp in mlps:  # the same GEMVs, then act_fn on their [1, 2I] rows, and down_proj reading its output
         mlp.set_silu_fusion(False)
         mlp.act_fn.quantize_output = False
     unfused = _all_logits(runner, prompt_lens=(9,))
-    assert len(activations) == 4 * len(mlps)
+    assert len(activations) == 3 * len(mlps)
     for hook in hooks:
         hook.remove()
     relative = ((fused - unfused).norm() / unfused.norm()).item()
@@ -146,10 +146,10 @@ def test_silu_epilogue_at_one_token_gives_the_unfused_logits(checkpoint, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_silu_epilogue_past_decode_sizes_gives_the_unfused_logits(checkpoint, dtype, monkeypatch):
-    """A prefill of more tokens than the decode sizes (64): gate_up_proj's GEMM applies SiLU-and-mul and
-    quantizes (kernels/fp8_gemm_silu.py) and act_fn does not run; the logits are those of the GEMM, act_fn's
-    kernel and its quantization run one after another."""
+def test_silu_epilogue_at_several_tokens_gives_the_unfused_logits(checkpoint, dtype, monkeypatch):
+    """A prefill past the decode sizes (85 tokens, the cp.async GEMM) and two-token decodes (the TMA GEMM):
+    gate_up_proj's GEMM applies SiLU-and-mul and quantizes (kernels/fp8_gemm_silu.py) and act_fn never runs;
+    the logits are those of the GEMM, act_fn's kernel and its quantization run one after another."""
     import modelgate.backends.llm.layers.fp8_linear as fp8_linear_module
 
     calls = []
@@ -164,11 +164,11 @@ def test_silu_epilogue_past_decode_sizes_gives_the_unfused_logits(checkpoint, dt
     hooks = [mlp.act_fn.register_forward_hook(lambda *_: activations.append(1)) for mlp in mlps]
     fused = _all_logits(runner, prompt_lens=(80, 9), num_blocks=24)  # a prefill step of 78 + 7 tokens
     layers = len(mlps)
-    assert calls == [85] * layers and len(activations) == 2 * layers, "act_fn in the two-token decodes only"
+    assert calls == [85] * layers + [2] * 2 * layers and activations == []
     for mlp in mlps:
         mlp.gate_up_proj.silu_in_gemm = False
     unfused = _all_logits(runner, prompt_lens=(80, 9), num_blocks=24)
-    assert calls == [85] * layers and len(activations) == 5 * layers, "and in the prefill, without the fusion"
+    assert len(calls) == 3 * layers and len(activations) == 3 * layers, "act_fn at every step without the fusion"
     for hook in hooks:
         hook.remove()
     relative = ((fused - unfused).norm() / unfused.norm()).item()
