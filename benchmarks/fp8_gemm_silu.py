@@ -1,7 +1,8 @@
 """SwiGLU's first half at Llama 3 8B sizes: the gate | up GEMM with SiLU-and-mul in its epilogue against the
 unfused kernels, and both against torch._scaled_mm.
 
-For each token count M (past the decode sizes, where the engine takes the fused path), on one CUDA GPU:
+For each token count M (2 and more: one token takes the GEMV, which fuses SiLU-and-mul its own way), on one CUDA
+GPU; decode sizes (M <= 64) run the TMA kernels on Hopper, fused and unfused alike:
   - unfused: kernels/fp8_gemm.py's GEMM writing [M, 2I] bf16 (the table's config), then
     kernels/silu_and_mul_split.py (SiLU-and-mul and per-token FP8 quantization, two kernels): the engine before;
   - fused: kernels/fp8_gemm_silu.py (the GEMM's epilogue writes y = silu(gate) * up and its amaxes, then one
@@ -10,7 +11,7 @@ For each token count M (past the decode sizes, where the engine takes the fused 
     alone, which the fused pair should approach.
 Weights rotate over copies (benchmarks/gpu_timing.py's rotating: more than L2 in total), so each call reads its
 weights from HBM as a forward pass does; times are the best round of interleaved CUDA-graph replays. The fused
-output must equal the unfused one bit for bit where both run one config (checked first at every M).
+output must equal the unfused one bit for bit (both take their default kernels and tiles; checked first).
 
     python benchmarks/fp8_gemm_silu.py [--tokens 65 128 256 512 1024 2048 4096]
 
@@ -20,7 +21,6 @@ Without a GPU it says so and exits 0.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -40,13 +40,11 @@ def main() -> None:
         return
     from benchmarks.gpu_timing import COLD_BYTES, interleaved_rounds_ms, rotating
     from modelgate.kernels.fp8_gemm import fp8_linear
-    from modelgate.kernels.fp8_gemm_silu import fp8_linear_silu, silu_fusion_config
+    from modelgate.kernels.fp8_gemm_silu import fp8_linear_silu, plan_silu_fusion
     from modelgate.kernels.fp8_quant import FP8_DTYPE, quantize_per_token
-    from modelgate.kernels.gemm_tiles import num_sms_of
     from modelgate.kernels.silu_and_mul_split import silu_and_mul_fp8_split
 
     device = torch.device("cuda")
-    sms = num_sms_of(device)
     copies = max(1, int(-(-COLD_BYTES // (2 * INTER * HIDDEN))))
     weights = [(torch.randn(2 * INTER, HIDDEN, device=device) * 0.05).to(FP8_DTYPE) for _ in range(copies)]
     w_scales = [torch.rand(2 * INTER, device=device) * 1e-2 + 1e-3 for _ in range(copies)]
@@ -55,13 +53,11 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for tokens in args.tokens:
         x_fp8, x_scales = quantize_per_token(torch.randn(tokens, HIDDEN, device=device).to(torch.bfloat16))
-        config = silu_fusion_config(tokens, INTER, HIDDEN, sms)
-        if config is None:
-            print(f"| {tokens} | no fused config (split K) | | | | | |")
+        if plan_silu_fusion(x_fp8, weights[0]) is None:
+            print(f"| {tokens} | no fused kernel (split K, or no TMA at decode sizes) | | | | | |")
             continue
-        gemm_config = dataclasses.replace(config, block_n=2 * config.block_n)
         fused = fp8_linear_silu(x_fp8, x_scales, weights[0], w_scales[0])
-        unfused = silu_and_mul_fp8_split(fp8_linear(x_fp8, x_scales, weights[0], w_scales[0], config=gemm_config))
+        unfused = silu_and_mul_fp8_split(fp8_linear(x_fp8, x_scales, weights[0], w_scales[0]))
         if not (torch.equal(fused.values.view(torch.uint8), unfused.values.view(torch.uint8))) or not torch.equal(
             fused.scales, unfused.scales
         ):
