@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 BATCH, NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE = 64, 32, 8, 128, 16
 EXTRA_CONFIGS: tuple[tuple[int, int, int], ...] = ()
+EXTRA_SPLITS: tuple[int, ...] = ()  # --splits: partition sizes to force beside the default plan
 CONTEXTS = (1024, 4096)
 LAUNCHES_PER_GRAPH = 20
 # K/V bytes that consecutive calls cycle through: five times an H100's L2. Before session 26 every call read the
@@ -125,6 +126,10 @@ def variants(context_len: int, quick: bool):
             block_n=block_n, num_warps=warps, num_stages=stages
         )
         yield f"n{block_n} w{warps} s{stages}", None, config
+    for size in EXTRA_SPLITS:  # --splits: short contexts cut into more programs than the planner asks for
+        if size < context_len:
+            split = DecodeSplit(-(-context_len // size), size)
+            yield f"split {split.num_partitions}x{size}", split, None
     if quick:
         return
     if BATCH <= 8:  # a few (sequence, KV head) pairs: latency-bound, short partitions of one or two tiles
@@ -301,6 +306,13 @@ def main() -> int:
         default=[],
         help="tiles to time beside the default plan, as nBLOCK_NwWARPSsSTAGES (n32w2s2)",
     )
+    parser.add_argument(
+        "--splits",
+        type=int,
+        nargs="*",
+        default=[],
+        help="partition sizes (multiples of the default tile) to force beside the default plan, e.g. 64 128",
+    )
     args = parser.parse_args()
     extra = []
     for text in args.configs:
@@ -308,7 +320,9 @@ def main() -> int:
         if match is None:
             parser.error(f"--configs: {text!r} is not nBLOCK_NwWARPSsSTAGES, e.g. n32w2s2")
         extra.append(tuple(int(g) for g in match.groups()))
-    globals().update(BATCH=args.batch, CONTEXTS=tuple(args.contexts), EXTRA_CONFIGS=tuple(extra))  # read by variants
+    globals().update(  # read by variants
+        BATCH=args.batch, CONTEXTS=tuple(args.contexts), EXTRA_CONFIGS=tuple(extra), EXTRA_SPLITS=tuple(args.splits)
+    )
     if not torch.cuda.is_available():
         print("decode_attention benchmark: needs a CUDA GPU (none found); nothing measured.")
         return 0
