@@ -6,6 +6,9 @@ head_dim 128, block 16), per layer:
     (what every prefill used before attention/fresh_prefill.py);
   - `varlen flash`: torch's FlashAttention `varlen_attn` over the step's dense bf16 K/V, called the way the
     engine calls it for fresh sequences (attention/fresh_prefill.py);
+  - `sdpa cudnn` / `sdpa flash`: torch's scaled_dot_product_attention on the same K/V, the prompts as one
+    [seqs, heads, isl, head_dim] batch (equal lengths), K/V heads repeated beforehand (not timed), with its
+    backend forced: what a cuDNN (FlashAttention-3-class on Hopper) call would give against the varlen one;
   - the floor: the causal attention's FLOPs (QK^T and PV over the visible half) at the bf16 matmul rate
     torch.mm reaches on 8192^3 in the same run.
 Each contender's output is checked against the plain-torch reference first (relative error printed). Times
@@ -109,6 +112,30 @@ def contenders(isl: int, case) -> dict:
             return out
 
         calls["varlen flash"] = dense
+    calls.update(_sdpa_contenders(q, k, v, len(context_lens), isl, scale))
+    return calls
+
+
+def _sdpa_contenders(q, k, v, seqs: int, isl: int, scale: float) -> dict:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    tokens = q.shape[0]
+    batch_q = q.view(seqs, isl, NUM_HEADS, HEAD_DIM).transpose(1, 2)
+    group = NUM_HEADS // NUM_KV_HEADS
+    batch_k, batch_v = (
+        t.view(seqs, isl, NUM_KV_HEADS, HEAD_DIM).transpose(1, 2).repeat_interleave(group, dim=1) for t in (k, v)
+    )
+    calls = {}
+    for name, backend in (("sdpa cudnn", SDPBackend.CUDNN_ATTENTION), ("sdpa flash", SDPBackend.FLASH_ATTENTION)):
+
+        def call(backend=backend):
+            with sdpa_kernel(backend):
+                out = torch.nn.functional.scaled_dot_product_attention(
+                    batch_q, batch_k, batch_v, is_causal=True, scale=scale
+                )
+            return out.transpose(1, 2).reshape(tokens, NUM_HEADS, HEAD_DIM)
+
+        calls[name] = call
     return calls
 
 
@@ -142,7 +169,11 @@ def main() -> int:
         floor_ms = flops / rate / 1e9
         print(f"{text:>10} {'floor':>18} | {floor_ms:8.3f} {rate:8.0f} {1.0:8.2f} {'':>8}")
         for name, call in contenders(isl, case).items():
-            error = ((call().float() - expected).norm() / expected.norm()).item()
+            try:
+                error = ((call().float() - expected).norm() / expected.norm()).item()
+            except RuntimeError as exc:  # a backend this torch or GPU lacks
+                print(f"{text:>10} {name:>18} | not run: {str(exc).splitlines()[0][:90]}")
+                continue
             ms = median_ms(call)
             print(f"{text:>10} {name:>18} | {ms:8.3f} {flops / ms / 1e9:8.0f} {ms / floor_ms:8.2f} {error:8.1e}")
         del case, expected
