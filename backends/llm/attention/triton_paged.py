@@ -5,11 +5,12 @@ into the cache (`kernels.reshape_and_cache`; with a `rotation`, `kernels.rotary_
 applies the rotary embedding to q and k on the way, one launch instead of two), then
 - a decode-only step (one query per sequence) runs `kernels.paged_decode_attention` (split-KV when the
   batch alone would leave SMs idle);
-- any other step splits its sequences into runs: one-token decodes (a mixed step's) go to the decode kernel as
-  well, chunks over a cached prefix to `kernels.prefill_attention`, and fresh prefills (no cached prefix) to
-  torch's FlashAttention `varlen_attn` over the step's own K/V where torch and the dtype allow it
-  (fresh_prefill.py); without it, prefill_attention takes them too. The prefill kernel would take the decodes
-  as well, but its programs own up to BLOCK_Q query tokens of a sequence, so a decode fills one of them.
+- any other step splits its sequences into runs: chunks over a cached prefix and a mixed step's one-token
+  decodes go to `kernels.prefill_attention`, fresh prefills (no cached prefix) to torch's FlashAttention
+  `varlen_attn` over the step's own K/V where torch and the dtype allow it (fresh_prefill.py); without it,
+  prefill_attention takes them too. With `decodes_in_mixed_steps` each contiguous run of one-token decodes
+  takes the decode kernel instead: the prefill kernel's programs own up to BLOCK_Q query tokens of a sequence,
+  of which a decode fills one.
 GQA (query head h reads KV head h // (num_heads // num_kv_heads)) and the sliding window (a query at position
 p sees keys at positions > p - window) are handled inside the kernels.
 
@@ -47,9 +48,10 @@ class TritonPagedAttention:
     # FlashAttention's variable-length call for fresh prefills (fresh_prefill.py); None: the paged kernel
     # attends them too. Set per instance (torch's where CUDA has it), or to a stand-in in tests.
     varlen_attn = None
-    # Whether a mixed step's one-token decodes take the decode kernel (else the prefill kernel, as before
-    # session 26); an instance attribute in benchmarks that compare the two.
-    decodes_in_mixed_steps: bool = True
+    # Whether a mixed step's one-token decodes take the decode kernel, else the prefill kernel with the rest of
+    # their run. Off until measured on a GPU (benchmarks/decode_attention.py's "prefill kernel" row, a served
+    # A/B): tested on the interpreter only; set it on an instance or the class to compare the two.
+    decodes_in_mixed_steps: bool = False
 
     def __init__(
         self,

@@ -21,8 +21,8 @@ quantization kernel. Such output has the model's dtype (`out_dtype`). Replacing 
 
 A gate | up projection may also apply SiLU-and-mul itself (`fuse_silu_and_mul`, set by the model): a
 single-token forward then returns silu(gate) * up, [1, I], from the GEMV's epilogue (see kernels/fp8_gemv.py);
-with `silu_output_fp8` too (the down projection reads FP8), a forward of Fp8Rows of more rows returns that
-product quantized per token, Fp8Rows [M, I], from the GEMM's epilogue (kernels/fp8_gemm_silu.py).
+with `silu_output_fp8` and `silu_in_gemm` too (the down projection reads FP8), a forward of Fp8Rows of more rows
+returns that product quantized per token, Fp8Rows [M, I], from the GEMM's epilogue (kernels/fp8_gemm_silu.py).
 
 Forward also takes a `PendingNorm` (the RMSNorm before it, deferred by the model where `can_normalize_input`):
 the single-token GEMV normalizes the row itself and fills the pending norm's new residual; other shapes run
@@ -69,8 +69,10 @@ class Fp8Linear(nn.Module):
     """y = (quant(x) @ weight^T) * x_scale * weight_scale (+ bias); weight [N, K] e4m3, weight_scale [N] fp32."""
 
     # Whether Fp8Rows forwards of several rows may take the GEMM with SiLU-and-mul in its epilogue (where
-    # fuse_silu_and_mul and silu_output_fp8 are set); False on a class or instance to compare the two paths.
-    silu_in_gemm: bool = True
+    # fuse_silu_and_mul and silu_output_fp8 are set). Off until run on a GPU (tests/kernels/test_fp8_gemm_silu.py's
+    # GPU cases, benchmarks/fp8_gemm_silu.py): the same bits as the unfused path under the interpreter, and
+    # compiled for sm_90 without spills; set it on the class or an instance to take it.
+    silu_in_gemm: bool = False
 
     def __init__(
         self,

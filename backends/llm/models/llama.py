@@ -108,8 +108,9 @@ class MLP(nn.Module):
     Single-token fusion (`set_silu_fusion`): an FP8 gate_up_proj running its GEMV kernel applies SiLU-and-mul in
     the GEMV's epilogue when a step has one token and returns the [1, I] product in the model's dtype; forward
     then skips act_fn (the output's width, I instead of 2 * I, says which happened) and down_proj reads that
-    row unquantized. At more tokens, where act_fn would quantize for down_proj, gate_up_proj's GEMM applies it
-    and quantizes too, and returns Fp8Rows [M, I] (kernels/fp8_gemm_silu.py), which act_fn skips too.
+    row unquantized. At more tokens, where act_fn would quantize for down_proj and Fp8Linear.silu_in_gemm is on,
+    gate_up_proj's GEMM applies it and quantizes too, and returns Fp8Rows [M, I] (kernels/fp8_gemm_silu.py),
+    which act_fn skips too.
     """
 
     def __init__(self, config: DecoderConfig, dtype: torch.dtype, use_kernels: bool = True):

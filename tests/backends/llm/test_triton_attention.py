@@ -223,8 +223,9 @@ def test_mixed_steps_send_their_decodes_to_the_decode_kernel(tmp_path, monkeypat
     split, whole = (_runner(directory, "triton", "bfloat16", "fp8") for _ in range(2))
     for layer in split.model.layers + whole.model.layers:
         layer.self_attn.attention_impl.varlen_attn = None  # fresh prefills on the paged kernel too (CUDA)
-    for layer in whole.model.layers:
-        layer.self_attn.attention_impl.decodes_in_mixed_steps = False
+    assert not TritonPagedAttention.decodes_in_mixed_steps  # off by default (until measured on a GPU)
+    for layer in split.model.layers:
+        layer.self_attn.attention_impl.decodes_in_mixed_steps = True
     steps: list[list[dict[str, torch.Tensor]]] = []
     split_launches, whole_launches = layer_launches(split), layer_launches(whole)
     common = {0: [("prefill", 9)], 1: [("prefill", 17)], 2: [("decode", 2)], 5: [("decode", 3)], 6: [("decode", 1)]}
