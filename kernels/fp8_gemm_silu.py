@@ -4,7 +4,7 @@ Unfused, a step of M tokens runs the gate | up GEMM (kernels/fp8_gemm.py), which
 kernels/silu_and_mul_split.py, which reads it back, writes y = silu(gate) * up with each piece's amax, and
 quantizes y per token. Here a program owns the same columns n..n+BLOCK_N/2 of gate and of up (two accumulators,
 the register and shared-memory footprint of one BLOCK_N tile), so its epilogue computes y itself and writes y
-and the tile's row amaxes; `_quantize_chunks_kernel` of kernels/silu_and_mul_split.py then quantizes y from
+and the tile's row amaxes; `quantize_pieces` of kernels/silu_and_mul_split.py then quantizes y from
 those amaxes. The [M, 2I] output never exists, and the SiLU-and-mul kernel is gone.
 
 At decode sizes on Hopper, where fp8_linear takes its TMA kernel, the fused GEMM is the TMA one too
@@ -27,9 +27,9 @@ from modelgate.kernels.fp8_gemm_args import check_gemm_args
 from modelgate.kernels.fp8_gemm_configs import DECODE_MAX_M, Fp8GemmConfig, select_config, select_tma_config
 from modelgate.kernels.fp8_gemm_silu_tma import launch_fp8_gemm_silu_tma
 from modelgate.kernels.fp8_gemm_tma import tma_fits
-from modelgate.kernels.fp8_quant import FP8_DTYPE, FP8_MAX, MIN_SCALE, Fp8Rows, is_interpreted, tl, triton
+from modelgate.kernels.fp8_quant import FP8_DTYPE, Fp8Rows, is_interpreted, tl, triton
 from modelgate.kernels.gemm_tiles import grouped_tile, num_sms_of
-from modelgate.kernels.silu_and_mul_split import CHUNK, NUM_WARPS, _quantize_chunks_kernel
+from modelgate.kernels.silu_and_mul_split import quantize_pieces
 from modelgate.kernels.silu_mul_tile import silu_epilogue
 
 
@@ -179,18 +179,4 @@ def fp8_linear_silu(
             num_warps=config.num_warps,
             num_stages=config.num_stages,
         )
-    _quantize_chunks_kernel[(M, triton.cdiv(inter, CHUNK))](
-        y,
-        amax,
-        values,
-        scales,
-        inter,
-        num_pieces,
-        CHUNK=CHUNK,
-        CHUNKS_POW2=triton.next_power_of_2(num_pieces),
-        FP8_MAX=FP8_MAX,
-        MIN_SCALE=MIN_SCALE,
-        ROUND_IN_FP32=interpreted,
-        num_warps=NUM_WARPS,
-    )
-    return Fp8Rows(values, scales)
+    return quantize_pieces(y, amax, values, scales)

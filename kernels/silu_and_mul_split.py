@@ -105,18 +105,26 @@ def silu_and_mul_fp8_split(x: torch.Tensor, chunk: int = CHUNK) -> Fp8Rows:
     _silu_mul_chunks_kernel[grid](
         x, y, amax, inter, x.stride(0), num_chunks, CHUNK=chunk, ROUND_IN_FP32=interpreted, num_warps=NUM_WARPS
     )
-    _quantize_chunks_kernel[grid](
+    return quantize_pieces(y, amax, out, scales, chunk)
+
+
+def quantize_pieces(y: torch.Tensor, amax: torch.Tensor, out: torch.Tensor, scales: torch.Tensor, chunk: int = CHUNK):
+    """y [num_tokens, I] quantized per token into out (e4m3) and scales, each row's scale from its pieces' amaxes
+    (amax [num_tokens, pieces] float32: any cut of the row, max |y| over each); `chunk` columns per program.
+    For callers that made y and amax (this module, kernels/fp8_gemm_silu.py's GEMM epilogue). Returns them."""
+    num_tokens, inter = y.shape
+    _quantize_chunks_kernel[(num_tokens, triton.cdiv(inter, chunk))](
         y,
         amax,
         out,
         scales,
         inter,
-        num_chunks,
+        amax.shape[1],
         CHUNK=chunk,
-        CHUNKS_POW2=triton.next_power_of_2(num_chunks),
+        CHUNKS_POW2=triton.next_power_of_2(amax.shape[1]),
         FP8_MAX=FP8_MAX,
         MIN_SCALE=MIN_SCALE,
-        ROUND_IN_FP32=interpreted,
+        ROUND_IN_FP32=is_interpreted(_quantize_chunks_kernel),
         num_warps=NUM_WARPS,
     )
     return Fp8Rows(out, scales)
