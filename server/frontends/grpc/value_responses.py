@@ -63,19 +63,14 @@ class ValueResponseEncoder:
         values = response.values
         if self._template is None or tuple(values) != self._names:
             self._use_template(response)
-        return self._serialized(values, self._final_head if is_final else self._head)
+        return self.serialize(values, is_final)
 
-    def serialize(self, values: dict) -> bytes | None:
-        """The serialized non-final message of a response carrying `values` with the model, version and id of the
-        response that `encode` (or `serialize_response`) last built its template from: `encode`'s message,
-        serialized. None where that template has other outputs (or none was built): `encode` such a response
-        first."""
+    def serialize(self, values: dict, is_final: bool = False) -> bytes | None:
+        """The serialized message of a response carrying `values` with the model, version and id of the response
+        that `encode` (or `serialize_response`) last built its template from: `encode`'s message, serialized.
+        None where that template has other outputs (or none was built): `encode` such a response first."""
         if tuple(values) != self._names or self._head is None:
             return None
-        return self._serialized(values, self._head)
-
-    def _serialized(self, values: dict, head: bytes) -> bytes:
-        """The message of `values` (the template's outputs, in order) on the infer_response fields `head`."""
         last_values, last_fields = self._last_values, self._last_fields
         index = 0
         for value in values.values():
@@ -88,6 +83,7 @@ class ValueResponseEncoder:
                 last_values[index] = value
             index += 1
         fields = b"".join(last_fields)
+        head = self._final_head if is_final else self._head
         return b"".join((_INFER_RESPONSE_TAG, varint(len(head) + len(fields)), head, fields))
 
     def _use_template(self, response: InferResponse) -> None:
