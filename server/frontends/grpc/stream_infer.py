@@ -10,8 +10,8 @@ does, so that clients can tell which request failed; the stream goes on. When th
 cancels or disconnects, every request still running is cancelled.
 
 Served on the loop (loop_stream.py), the messages are written through the call's response writer as
-they come (`write_infer_stream`), and an LLM's tokens as bytes built on their request's template
-(value_responses.py); elsewhere (grpcio's handler threads, grpc.aio in frontend workers) the method
+they come (`write_infer_stream`), and an LLM's responses (its tokens, and a request's first and last) as bytes
+built on their request's template (value_responses.py): no protobuf message is built for them; elsewhere (grpcio's handler threads, grpc.aio in frontend workers) the method
 yields them from a queue (`serve_infer_stream`). Through the queue, each token cost a protobuf message,
 its serialization and a hop through two async generators; written, tiny_llm streaming to 64 clients on
 the 2-core VM took 25-29 µs of server CPU per token against 31-39 µs (benchmarks/
