@@ -109,6 +109,37 @@ def test_padded_pieces_give_the_eager_tokens(tiny):
     assert engine.kv_cache.num_requests_holding_blocks() == 0
 
 
+def test_pieces_with_the_session_26_switches_give_the_eager_tokens(tiny, monkeypatch):
+    """FP8 through the padded pieces with a mixed step's decodes on the decode kernel and SiLU-and-mul in the
+    gate | up GEMM (both off by default): the tokens of the eager engine with both off."""
+    import modelgate.backends.llm.layers.fp8_linear as fp8_linear_module
+    from modelgate.backends.llm.attention.triton_paged import TritonPagedAttention
+    from modelgate.backends.llm.layers.fp8_linear import Fp8Linear
+
+    expected = _greedy(_engine(tiny, quantization="fp8"))
+    monkeypatch.setattr(TritonPagedAttention, "decodes_in_mixed_steps", True)
+    monkeypatch.setattr(Fp8Linear, "silu_in_gemm", True)
+    calls = {"fused gemm": 0, "mixed decodes": 0}
+    fused_gemm, decode_part = fp8_linear_module.fp8_linear_silu, TritonPagedAttention._decode_part
+
+    def counted(name, function):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(fp8_linear_module, "fp8_linear_silu", counted("fused gemm", fused_gemm))
+    monkeypatch.setattr(TritonPagedAttention, "_decode_part", counted("mixed decodes", decode_part))
+    engine = _engine(tiny, quantization="fp8")
+    engine.runner.use_step_graphs([16, 24], replay=CUDA)
+    steps = _count_graph_steps(engine)
+    assert _greedy(engine) == expected
+    assert calls["fused gemm"] > 0 and calls["mixed decodes"] > 0, calls
+    assert any(not decode_only for _, decode_only, _ in steps)
+    assert engine.kv_cache.num_requests_holding_blocks() == 0
+
+
 def test_prefix_cache_hits_attend_through_the_paged_kernel_between_pieces(tiny):
     """A prompt whose prefix is cached computes only its tail: the pieces write the tail's K/V and the paged
     kernel reads the cached prefix between them."""
