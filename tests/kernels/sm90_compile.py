@@ -1,0 +1,71 @@
+"""Compile kernels for an H100 (sm_90) without a GPU: `python -m tests.kernels.sm90_compile`, in a process where
+TRITON_INTERPRET is unset (the interpreter's kernels cannot be compiled). Prints one line per kernel, "ok" and its
+shared memory, and exits non-zero on the first one that fails: what a GPU's first launch would do at load.
+
+The kernels and launch configs are the production ones for Llama 3 8B's gate | up projection (I = 14336,
+K = 4096), so a kernel that only the interpreter ran so far (kernels/fp8_gemm_silu*.py) is known to compile.
+"""
+
+from __future__ import annotations
+
+import sys
+
+SM90 = ("cuda", 90, 32)
+INTER, HIDDEN = 14336, 4096
+SMS = 132
+
+
+def _compile(kernel, signature: dict, constexprs: dict, config) -> int:
+    """Shared memory bytes of `kernel` compiled for sm_90 (16-byte aligned pointers, as launches specialize)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    signature = {name: "constexpr" if name in constexprs else signature[name] for name in kernel.arg_names}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(kernel.arg_names) if signature[name][0] == "*"}
+    source = ASTSource(kernel, signature, constexprs=constexprs, attrs=attrs)
+    options = dict(num_warps=config.num_warps, num_stages=config.num_stages)
+    compiled = triton.compile(source, target=GPUTarget(*SM90), options=options)
+    assert compiled.asm["cubin"], "no cubin"
+    return compiled.metadata.shared
+
+
+def fused_silu_gemms():
+    """(label, kernel, signature, constexprs, config) of the gate | up GEMMs with the SiLU epilogue."""
+    from modelgate.kernels.fp8_gemm_silu import _fp8_gemm_silu_kernel, silu_fusion_config
+    from modelgate.kernels.fp8_gemm_silu_tma import _fp8_gemm_silu_tma_kernel
+
+    scalars = dict.fromkeys(("M", "INTER", "K", "stride_am", "stride_bn", "num_pieces"), "i32")
+    pointers = dict(a_scale_ptr="*fp32", b_scale_ptr="*fp32", y_ptr="*bf16", amax_ptr="*fp32")
+    for tokens in (65, 256, 1024):
+        config = silu_fusion_config(tokens, INTER, HIDDEN, SMS)
+        signature = dict(a_ptr="*fp8e4nv", b_ptr="*fp8e4nv", **pointers, **scalars)
+        constexprs = dict(ROUND_IN_FP32=False, EVEN_K=True, BLOCK_M=config.block_m, BLOCK_N=config.block_n)
+        constexprs.update(BLOCK_K=config.block_k, GROUP_M=config.group_m)
+        yield f"fp8_gemm_silu M={tokens}", _fp8_gemm_silu_kernel, signature, constexprs, config
+    for tokens in (16, 64):
+        config = silu_fusion_config(tokens, INTER, HIDDEN, SMS, tma=True)
+        signature = dict(
+            a_desc=f"tensordesc<fp8e4nv[{config.block_m}, {config.block_k}]>",
+            b_desc=f"tensordesc<fp8e4nv[{config.block_n}, {config.block_k}]>",
+            **pointers,
+            **scalars,
+        )
+        constexprs = dict(ROUND_IN_FP32=False, BLOCK_M=config.block_m, BLOCK_N=config.block_n)
+        constexprs.update(BLOCK_K=config.block_k, GROUP_M=config.group_m)
+        yield f"fp8_gemm_silu_tma M={tokens}", _fp8_gemm_silu_tma_kernel, signature, constexprs, config
+
+
+def main() -> int:
+    for label, kernel, signature, constexprs, config in fused_silu_gemms():
+        try:
+            shared = _compile(kernel, signature, constexprs, config)
+        except Exception as error:  # noqa: BLE001 - reported with the kernel's name, then a non-zero exit
+            print(f"{label}: FAILED {type(error).__name__}: {error}")
+            return 1
+        print(f"{label}: ok, {shared} bytes of shared memory")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
