@@ -7,8 +7,9 @@ head_dim 128, block 16), per layer:
   - `varlen flash`: torch's FlashAttention `varlen_attn` over the step's dense bf16 K/V, called the way the
     engine calls it for fresh sequences (attention/fresh_prefill.py);
   - `sdpa cudnn` / `sdpa flash`: torch's scaled_dot_product_attention on the same K/V, the prompts as one
-    [seqs, heads, isl, head_dim] batch (equal lengths), K/V heads repeated beforehand (not timed), with its
-    backend forced: what a cuDNN (FlashAttention-3-class on Hopper) call would give against the varlen one;
+    [seqs, heads, isl, head_dim] batch (equal lengths), K/V heads repeated beforehand (not timed) or passed as
+    they are with enable_gqa (`... gqa`), with its backend forced: what a cuDNN (FlashAttention-3-class on
+    Hopper) call would give against the varlen one;
   - the floor: the causal attention's FLOPs (QK^T and PV over the visible half) at the bf16 matmul rate
     torch.mm reaches on 8192^3 in the same run.
 Each contender's output is checked against the plain-torch reference first (relative error printed). Times
@@ -125,13 +126,21 @@ def _sdpa_contenders(q, k, v, seqs: int, isl: int, scale: float) -> dict:
     batch_k, batch_v = (
         t.view(seqs, isl, NUM_KV_HEADS, HEAD_DIM).transpose(1, 2).repeat_interleave(group, dim=1) for t in (k, v)
     )
+    grouped_k, grouped_v = (t.view(seqs, isl, NUM_KV_HEADS, HEAD_DIM).transpose(1, 2) for t in (k, v))
     calls = {}
-    for name, backend in (("sdpa cudnn", SDPBackend.CUDNN_ATTENTION), ("sdpa flash", SDPBackend.FLASH_ATTENTION)):
+    variants = (
+        ("sdpa cudnn", SDPBackend.CUDNN_ATTENTION, False),
+        ("sdpa flash", SDPBackend.FLASH_ATTENTION, False),
+        ("sdpa cudnn gqa", SDPBackend.CUDNN_ATTENTION, True),  # K/V heads as they are, enable_gqa
+        ("sdpa flash gqa", SDPBackend.FLASH_ATTENTION, True),
+    )
+    for name, backend, gqa in variants:
+        keys, values = (grouped_k, grouped_v) if gqa else (batch_k, batch_v)
 
-        def call(backend=backend):
+        def call(backend=backend, keys=keys, values=values, gqa=gqa):
             with sdpa_kernel(backend):
                 out = torch.nn.functional.scaled_dot_product_attention(
-                    batch_q, batch_k, batch_v, is_causal=True, scale=scale
+                    batch_q, keys, values, is_causal=True, scale=scale, enable_gqa=gqa
                 )
             return out.transpose(1, 2).reshape(tokens, NUM_HEADS, HEAD_DIM)
 
