@@ -44,7 +44,7 @@ from modelgate.kernels.fp8_gemm import (
     fp8_linear_from_activations_reference,
     fp8_linear_reference,
 )
-from modelgate.kernels.fp8_gemm_silu import fp8_linear_silu, plan_silu_fusion
+from modelgate.kernels.fp8_gemm_silu import SiluFusionPlan, fp8_linear_silu, plan_silu_fusion
 from modelgate.kernels.fp8_gemv import InputNorm, fp8_gemv
 from modelgate.kernels.fp8_quant import (
     FP8_DTYPE,
@@ -150,8 +150,8 @@ class Fp8Linear(nn.Module):
         if isinstance(x, Fp8Rows):
             if self.use_kernels and _is_one_row(x.values):
                 return self._gemv(x.values, x.scales, self.out_dtype)
-            if self._fuses_silu_at(x.values):
-                return fp8_linear_silu(x.values, x.scales, self.weight, self.weight_scale, self.out_dtype)
+            if (plan := self._silu_plan(x.values)) is not None:
+                return fp8_linear_silu(x.values, x.scales, self.weight, self.weight_scale, self.out_dtype, plan)
             gemm = fp8_linear if self.use_kernels else fp8_linear_reference
             return gemm(x.values, x.scales, self.weight, self.weight_scale, bias, self.out_dtype)
         if self.use_kernels:
@@ -161,12 +161,12 @@ class Fp8Linear(nn.Module):
             return fp8_linear_from_activations(x, self.weight, self.weight_scale, bias)
         return fp8_linear_from_activations_reference(x, self.weight, self.weight_scale, bias)
 
-    def _fuses_silu_at(self, values: torch.Tensor) -> bool:
-        """True when this forward of [M, K] FP8 rows returns silu(gate) * up quantized (fp8_linear_silu): where the
-        GEMM fp8_linear would run has a fused variant (kernels/fp8_gemm_silu.py's plan)."""
+    def _silu_plan(self, values: torch.Tensor) -> SiluFusionPlan | None:
+        """How this forward of [M, K] FP8 rows returns silu(gate) * up quantized (fp8_linear_silu), or None (the
+        plain GEMM): where the GEMM fp8_linear would run has a fused variant (kernels/fp8_gemm_silu.py)."""
         if not (self.silu_in_gemm and self.fuse_silu_and_mul and self.silu_output_fp8 and self.use_kernels):
-            return False
-        return self.bias is None and plan_silu_fusion(values, self.weight) is not None
+            return None
+        return None if self.bias is not None else plan_silu_fusion(values, self.weight)
 
     def _gemv(
         self,
