@@ -48,6 +48,7 @@ MAX_UNSENT = 64
 _END = object()
 _GOES_ON = (None, ())  # a completion tag's result while the RPC goes on: grpc keeps the call
 _UNSERIALIZABLE = "Failed to serialize response!"  # grpcio's words
+_REFUSED = b"the server could not send a response"
 
 
 class LoopStreamBehaviour(LoopBehaviour):
@@ -181,10 +182,25 @@ class StreamCall:
         if state.initial_metadata_allowed:
             operations = (internals.initial_metadata_operation(state, None), *operations)
             state.initial_metadata_allowed = False
-        self._event.call.start_server_batch(operations, self._on_sent)
+        error = self._event.call.start_server_batch(operations, self._on_sent)
+        if error:
+            self._refused(error)
+            return
         state.due.add(internals.SEND_MESSAGE_TOKEN)
         state.disable_next_compression = False
         self._is_sending = True
+
+    def _refused(self, error) -> None:
+        """Core refused a send (a grpc_call_error, which grpcio's own paths never check): the response is lost, so
+        the RPC ends, INTERNAL, rather than go on with a hole in its responses."""
+        logger.error("grpc refused to send a response (call error %s); the RPC ends", error)
+        self._unsent.clear()
+        internals.abort(self._state, self._event.call, internals.cygrpc_code(grpc.StatusCode.INTERNAL), _REFUSED)
+
+    def _pause_if_full(self) -> None:
+        """On the loop: past `MAX_UNSENT` unsent, `_drained` is the future of the client catching up."""
+        if len(self._unsent) > MAX_UNSENT and self._drained is None:
+            self._drained = self._loop.create_future()
 
     def _enqueue(self, item) -> None:
         if self._is_sending:
@@ -240,8 +256,7 @@ class StreamCall:
             if self._peer is not None:
                 self._corks.before_send(self._peer)
             self._enqueue(serialized)
-            if len(self._unsent) > MAX_UNSENT and self._drained is None:
-                self._drained = self._loop.create_future()
+            self._pause_if_full()
         finally:
             state.condition.release()
         return True
@@ -261,15 +276,13 @@ class StreamCall:
     def try_write_serialized(self, serialized: bytes) -> bool:
         """ResponseWriter.try_write_serialized: every streamed LLM token of the call. With nothing in flight nor
         queued (nearly every token: one per call per engine step), its send starts here, in this one frame
-        rather than through `_queue`, `_enqueue` and `_send` (a Python call each, per token)."""
+        rather than through `_enqueue` and `_send` (a Python call each, per token)."""
         # `_drained` is set on the loop only: seen None here, it is None. Seen set just as the polling thread
         # clears it, a response is refused that could have gone: its caller sends it the slower way.
         if self._drained is not None:
             return False
         state = self._state
-        # Read without the lock. A stale "sending" only takes the general path; "not sending" stays true until this
-        # send starts: the polling thread starts a send only from `_unsent`, which only the loop fills.
-        if self._is_sending or self._unsent or state.initial_metadata_allowed or state.disable_next_compression:
+        if state.initial_metadata_allowed or state.disable_next_compression:
             return self._queue(serialized)
         state.condition.acquire()  # as in `_on_sent`
         try:
@@ -277,7 +290,17 @@ class StreamCall:
                 return False
             if self._peer is not None:
                 self._corks.before_send(self._peer)
-            self._event.call.start_server_batch((internals.SendMessage(serialized, 0),), self._on_sent)
+            # Asked holding the condition, never before taking it: `_on_sent` (the polling thread) takes the next
+            # queued response out of `_unsent` before its send starts, and a send started here in between was
+            # refused by core (one send in flight per call), its token lost.
+            if self._is_sending or self._unsent:
+                self._enqueue(serialized)
+                self._pause_if_full()
+                return True
+            error = self._event.call.start_server_batch((internals.SendMessage(serialized, 0),), self._on_sent)
+            if error:
+                self._refused(error)
+                return True
             state.due.add(internals.SEND_MESSAGE_TOKEN)
             self._is_sending = True
         finally:
