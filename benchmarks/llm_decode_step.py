@@ -16,6 +16,12 @@ every sequence's context. Its floor is those bytes / the read-only memory bandwi
 --compare-ahead also measures each setting with launch_decode_ahead off (engine.step() then reads each step's
 tokens back before it launches the next; the graph step is the same).
 
+--variant LABEL[:module.attribute=value,...] [...] measures each setting once per variant, with those engine
+switches set (benchmarks/switches.py), each on an engine of its own, in this one run:
+
+    python benchmarks/llm_decode_step.py --settings fp8 --batches 64 --variant base \
+        pdl:modelgate.kernels.fp8_gemm_tma.PDL_PREFETCH_BYTES=1024
+
 --temperature T [T ...] samples the engine-step rows with each temperature (default 0: greedy); T > 0 draws
 unseeded with top_p 0.95 (the sampler's device path, launched ahead like greedy), its rows labelled "tT".
 `--temperature 0 0.8` compares greedy and sampled engine steps against the same floor, in one run:
@@ -46,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.decode_attention import memory_bandwidths  # noqa: E402
 from benchmarks.llm_engine_vs_transformers import LLAMA3_8B, SETTINGS, build_checkpoint, prompts  # noqa: E402
+from benchmarks.switches import parse_variant, switched  # noqa: E402
 
 TIMED_STEPS = 30
 
@@ -147,6 +154,39 @@ def measure(engine, batch: int, context: int, vocab: int, profile: bool = False,
     }
 
 
+def measure_setting(args, setting: str, name: str, read_bw: float) -> list[tuple]:
+    """The rows of one engine (a setting under one variant's switches): (label, batch, result, floor ms)."""
+    from modelgate.backends.llm.engine import LLMEngine
+    from modelgate.backends.llm.engine_config import EngineConfig
+
+    engine = LLMEngine(
+        args.checkpoint,
+        EngineConfig(
+            device="cuda",
+            max_num_seqs=max(args.batches),
+            max_model_len=args.context + TIMED_STEPS + 64,
+            max_num_batched_tokens=16384,
+            enable_prefix_caching=False,
+            show_progress=False,
+            **SETTINGS[setting],
+        ),
+    )
+    rows = []
+    for ahead, temperature in itertools.product((True, False) if args.compare_ahead else (True,), args.temperature):
+        engine.config = engine.config.model_copy(update={"launch_decode_ahead": ahead})
+        label = (name if ahead else f"{name} wait") + (f" t{temperature:g}" if temperature > 0 else "")
+        for batch in args.batches:
+            result = measure(engine, batch, args.context, LLAMA3_8B["vocab_size"], args.profile, temperature)
+            floor_ms = result["bytes"] / (read_bw * 1e9) * 1e3
+            rows.append((label, batch, result, floor_ms))
+            print(
+                f"{label} batch {batch}: engine step {result['engine_ms']:.2f} ms, graph step "
+                f"{result['graph_ms']:.2f} ms, floor {floor_ms:.2f} ms ({result['bytes'] / 1e9:.2f} GB)",
+                flush=True,
+            )
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=["bf16", "fp8"])
@@ -163,45 +203,28 @@ def main() -> int:
         default=[0.0],
         help="engine-step rows sampled at each temperature (0: greedy; > 0: unseeded, top_p 0.95)",
     )
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        type=parse_variant,
+        default=[parse_variant("base")],
+        help="engine switches per run, LABEL[:module.attribute=value,...] (benchmarks/switches.py): each variant "
+        "builds its own engine, in this process",
+    )
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/modelgate-llama3-8b-random"))
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA GPU: nothing measured")
         return 0
-    from modelgate.backends.llm.engine import LLMEngine
-    from modelgate.backends.llm.engine_config import EngineConfig
-
     if not (args.checkpoint / "config.json").is_file():
         build_checkpoint(args.checkpoint, LLAMA3_8B, "cuda")
     copy_bw, read_bw = memory_bandwidths()
     print(f"copy bandwidth (read + write) {copy_bw:.0f} GB/s, read-only {read_bw:.0f} GB/s", flush=True)
     rows = []
-    for setting in args.settings:
-        engine = LLMEngine(
-            args.checkpoint,
-            EngineConfig(
-                device="cuda",
-                max_num_seqs=max(args.batches),
-                max_model_len=args.context + TIMED_STEPS + 64,
-                max_num_batched_tokens=16384,
-                enable_prefix_caching=False,
-                show_progress=False,
-                **SETTINGS[setting],
-            ),
-        )
-        for ahead, temperature in itertools.product((True, False) if args.compare_ahead else (True,), args.temperature):
-            engine.config = engine.config.model_copy(update={"launch_decode_ahead": ahead})
-            label = (setting if ahead else f"{setting} wait") + (f" t{temperature:g}" if temperature > 0 else "")
-            for batch in args.batches:
-                result = measure(engine, batch, args.context, LLAMA3_8B["vocab_size"], args.profile, temperature)
-                floor_ms = result["bytes"] / (read_bw * 1e9) * 1e3
-                rows.append((label, batch, result, floor_ms))
-                print(
-                    f"{label} batch {batch}: engine step {result['engine_ms']:.2f} ms, graph step "
-                    f"{result['graph_ms']:.2f} ms, floor {floor_ms:.2f} ms ({result['bytes'] / 1e9:.2f} GB)",
-                    flush=True,
-                )
-        del engine
+    for setting, variant in itertools.product(args.settings, args.variant):
+        name = setting if len(args.variant) == 1 else f"{setting} {variant.label}"
+        with switched(variant):
+            rows += measure_setting(args, setting, name, read_bw)
         gc.collect()  # the engine holds reference cycles (graphs <-> runner)
         torch.cuda.empty_cache()
     print(f"\nLlama-3-8B-shaped, context {args.context}, {torch.cuda.get_device_name()}, read-only {read_bw:.0f} GB/s")

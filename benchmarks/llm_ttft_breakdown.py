@@ -4,6 +4,8 @@ token, each step's wall time, and the top kernels and launch count of its prefil
 TTFT through the server at concurrency 1 (benchmarks/llm_ttft_vs_isl.py) minus this is what serving adds.
 
     python benchmarks/llm_ttft_breakdown.py --isls 128 1024 --settings fp8
+    python benchmarks/llm_ttft_breakdown.py --isls 1024 --variant base \
+        fused:modelgate.backends.llm.layers.fp8_linear.Fp8Linear.silu_in_gemm=True   # an A/B, one engine each
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from llm_engine_vs_transformers import SETTINGS, make_engine, prompts  # noqa: E402
+from switches import parse_variant, switched  # noqa: E402
 
 
 class CollectionTimer:
@@ -88,6 +91,13 @@ def main() -> None:
         default=None,
         help="prefills of up to this many tokens replay piecewise graphs (0: eager; default: the engine's, 1024)",
     )
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        type=parse_variant,
+        default=[parse_variant("base")],
+        help="engine switches, LABEL[:module.attribute=value,...] (benchmarks/switches.py): an engine each",
+    )
     args = parser.parse_args()
     engine_settings = dict(
         max_num_seqs=8,
@@ -98,6 +108,18 @@ def main() -> None:
         cuda_graph_max_num_tokens=args.cuda_graph_max_num_tokens,
         **SETTINGS[args.settings],
     )
+    for variant in args.variant:
+        if len(args.variant) > 1:
+            print(f"== variant {variant.label}", flush=True)
+        with switched(variant):
+            breakdown(args, engine_settings)
+        gc.unfreeze()  # the engine's objects too: the next variant's engine needs its memory
+        gc.collect()  # the engine holds reference cycles (graphs <-> runner)
+        torch.cuda.empty_cache()
+
+
+def breakdown(args, engine_settings: dict) -> None:
+    """Build an engine and print each ISL's first-token steps and its prefill's kernels."""
     engine = make_engine(args.checkpoint, "cuda", engine_settings)
     if not args.no_gc_freeze:
         # As the engine process does after start-up: otherwise a full collection walks every object of the model and

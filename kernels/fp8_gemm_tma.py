@@ -17,6 +17,7 @@ from modelgate.kernels.fp8_gemm_args import check_gemm_args
 from modelgate.kernels.fp8_gemm_configs import Fp8GemmConfig, select_tma_config
 from modelgate.kernels.fp8_quant import FP8_DTYPE, is_interpreted, tl, to_output, triton
 from modelgate.kernels.gemm_tiles import grouped_tile, num_sms_of
+from modelgate.kernels.grid_dependency import pdl_supported, prefetch_rows_to_l2, wait_for_previous_kernel
 from modelgate.kernels.split_k_reduce import plan_split_k, reduce_split_k
 
 try:
@@ -24,11 +25,19 @@ try:
 except ImportError:  # triton without host-side descriptors: fp8_linear keeps its own kernel
     TensorDescriptor = None
 
+# Hopper, compiled: > 0 launches the kernel with programmatic dependent launch (kernels/grid_dependency.py), and
+# each program asks L2 for the first PDL_PREFETCH_BYTES of each of its weight rows before waiting for the kernel
+# before it. At decode sizes the weights are nearly all a GEMM reads, and the kernel before it (the RMSNorm that
+# lets its dependents launch early) leaves memory idle for a few microseconds. 0 (off) until an H100 measures
+# the decode step with it (benchmarks/llm_decode_step.py).
+PDL_PREFETCH_BYTES = 0
+
 
 @triton.jit
 def _fp8_gemm_tma_kernel(
     a_desc,  # [M, K] float8_e4m3fn activations, block [BLOCK_M, BLOCK_K]
     b_desc,  # [N, K] float8_e4m3fn weight, block [BLOCK_N, BLOCK_K]
+    b_ptr,  # the weight's storage (b_desc's), for the L2 prefetch
     a_scale_ptr,  # [M] float32 per-token scales
     b_scale_ptr,  # [N] float32 per-output-channel scales
     c_ptr,  # SPLIT_K == 1: [M, N] output; else [SPLIT_K, M, N] float32 partials (times the token scale)
@@ -43,11 +52,19 @@ def _fp8_gemm_tma_kernel(
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
     ROUND_IN_FP32: tl.constexpr,
+    PREFETCH_BYTES: tl.constexpr = 0,  # > 0: launched with PDL; see PDL_PREFETCH_BYTES
+    PREFETCH_CHUNKS: tl.constexpr = 1,  # bulk prefetches per weight row (BLOCK_N * this: the program's threads)
 ):
     pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     pid_k = tl.program_id(1)
     k_start = pid_k * K_PER_SPLIT
     k_end = tl.minimum(K, k_start + K_PER_SPLIT)
+    if PREFETCH_BYTES > 0:
+        # The weights depend on no kernel: asked of L2 while the kernel before (an RMSNorm) still runs. Nothing
+        # else is read, and nothing written, before the wait.
+        prefetch_bytes = tl.minimum(PREFETCH_BYTES, k_end - k_start)
+        prefetch_rows_to_l2(b_ptr, pid_n * BLOCK_N, N, K, k_start, prefetch_bytes, BLOCK_N, PREFETCH_CHUNKS)
+    wait_for_previous_kernel(PREFETCH_BYTES > 0)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k in range(k_start, k_end, BLOCK_K):  # columns past K arrive as zeros
         a = a_desc.load([pid_m * BLOCK_M, k])
@@ -132,9 +149,11 @@ def launch_fp8_gemm_tma(
     a_desc = TensorDescriptor.from_tensor(x_fp8, [config.block_m, config.block_k])
     b_desc = TensorDescriptor.from_tensor(w_fp8, [config.block_n, config.block_k])
     grid = (triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n), split_k)
+    prefetch = PDL_PREFETCH_BYTES if PDL_PREFETCH_BYTES > 0 and pdl_supported(_fp8_gemm_tma_kernel, x_fp8.device) else 0
     _fp8_gemm_tma_kernel[grid](
         a_desc,
         b_desc,
+        w_fp8,
         x_scales,
         w_scales,
         partials,
@@ -149,8 +168,11 @@ def launch_fp8_gemm_tma(
         BLOCK_K=config.block_k,
         GROUP_M=config.group_m,
         ROUND_IN_FP32=is_interpreted(_fp8_gemm_tma_kernel),
+        PREFETCH_BYTES=prefetch,
+        PREFETCH_CHUNKS=max(1, config.num_warps * 32 // config.block_n),
         num_warps=config.num_warps,
         num_stages=config.num_stages,
+        launch_pdl=prefetch > 0,
     )
     if split_k > 1:
         reduce_split_k(partials, w_scales, None, out)

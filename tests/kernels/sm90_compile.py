@@ -15,8 +15,9 @@ INTER, HIDDEN = 14336, 4096
 SMS = 132
 
 
-def _compile(kernel, signature: dict, constexprs: dict, config) -> int:
-    """Shared memory bytes of `kernel` compiled for sm_90 (16-byte aligned pointers, as launches specialize)."""
+def _compile(kernel, signature: dict, constexprs: dict, config, ptx_needs: tuple[str, ...] = ()) -> int:
+    """Shared memory bytes of `kernel` compiled for sm_90 (16-byte aligned pointers, as launches specialize);
+    `ptx_needs`: instructions its PTX must hold (and, with "launch_pdl", the launch it is compiled for)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -24,9 +25,11 @@ def _compile(kernel, signature: dict, constexprs: dict, config) -> int:
     signature = {name: "constexpr" if name in constexprs else signature[name] for name in kernel.arg_names}
     attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(kernel.arg_names) if signature[name][0] == "*"}
     source = ASTSource(kernel, signature, constexprs=constexprs, attrs=attrs)
-    options = dict(num_warps=config.num_warps, num_stages=config.num_stages)
+    options = dict(num_warps=config.num_warps, num_stages=config.num_stages, launch_pdl=bool(ptx_needs))
     compiled = triton.compile(source, target=GPUTarget(*SM90), options=options)
     assert compiled.asm["cubin"], "no cubin"
+    missing = [instruction for instruction in ptx_needs if instruction not in compiled.asm["ptx"]]
+    assert not missing, f"PTX lacks {missing}"
     return compiled.metadata.shared
 
 
@@ -56,10 +59,37 @@ def fused_silu_gemms():
         yield f"fp8_gemm_silu_tma M={tokens}", _fp8_gemm_silu_tma_kernel, signature, constexprs, config
 
 
+PDL_PTX = ("griddepcontrol.wait", "griddepcontrol.launch_dependents", "cp.async.bulk.prefetch.L2")
+
+
+def pdl_tma_gemms():
+    """(label, kernel, signature, constexprs, config, PTX it must hold) of the decode-size TMA GEMM launched with
+    PDL and its weights' L2 prefetch (kernels/fp8_gemm_tma.py), at Llama 3 8B's qkv and down projections."""
+    from modelgate.kernels.fp8_gemm_configs import select_tma_config
+    from modelgate.kernels.fp8_gemm_tma import _fp8_gemm_tma_kernel
+
+    for name, n, k in (("qkv", 6144, HIDDEN), ("down", HIDDEN, INTER)):
+        config = select_tma_config(64, n, k, SMS)
+        signature = dict(
+            a_desc=f"tensordesc<fp8e4nv[{config.block_m}, {config.block_k}]>",
+            b_desc=f"tensordesc<fp8e4nv[{config.block_n}, {config.block_k}]>",
+            b_ptr="*fp8e4nv",
+            a_scale_ptr="*fp32",
+            b_scale_ptr="*fp32",
+            c_ptr="*bf16",
+            **dict.fromkeys(("M", "N", "K", "stride_cm", "K_PER_SPLIT"), "i32"),
+        )
+        constexprs = dict(SPLIT_K=1, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k)
+        constexprs.update(GROUP_M=config.group_m, ROUND_IN_FP32=False, PREFETCH_BYTES=1024)
+        constexprs.update(PREFETCH_CHUNKS=config.num_warps * 32 // config.block_n)
+        yield f"fp8_gemm_tma PDL {name} M=64", _fp8_gemm_tma_kernel, signature, constexprs, config, PDL_PTX
+
+
 def main() -> int:
-    for label, kernel, signature, constexprs, config in fused_silu_gemms():
+    kernels = [(*entry, ()) for entry in fused_silu_gemms()] + list(pdl_tma_gemms())
+    for label, kernel, signature, constexprs, config, ptx_needs in kernels:
         try:
-            shared = _compile(kernel, signature, constexprs, config)
+            shared = _compile(kernel, signature, constexprs, config, ptx_needs)
         except Exception as error:  # noqa: BLE001 - reported with the kernel's name, then a non-zero exit
             print(f"{label}: FAILED {type(error).__name__}: {error}")
             return 1

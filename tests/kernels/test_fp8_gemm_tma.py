@@ -94,3 +94,36 @@ def test_llama3_8b_shapes_gpu(M, layer, cuda):
     out = fp8_linear_tma(x_fp8, x_scales, w_fp8, w_scales)
     ref = fp8_linear_reference(x_fp8, x_scales, w_fp8, w_scales)
     assert_within_fast_accumulation(out, ref, x_fp8, x_scales, w_fp8, w_scales)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layer", ["qkv", "down"])
+def test_pdl_launch_with_weight_prefetch_gives_the_same_bits_in_a_graph_gpu(layer, cuda, monkeypatch):
+    """RMSNorm (letting its dependents launch early) -> TMA GEMM (PDL, weights prefetched) -> the same again on
+    the GEMM's output, replayed from a CUDA graph: the bits of plain launches."""
+    from modelgate.kernels.rms_norm import rms_norm
+
+    N, K = LLAMA3_8B[layer]
+    generator = torch.Generator(device=cuda).manual_seed(0)
+    x = torch.randn(64, K, device=cuda, dtype=torch.bfloat16, generator=generator)
+    weight = torch.rand(K, device=cuda, dtype=torch.bfloat16, generator=generator) + 0.5
+    _, _, _, _, _, w_fp8, w_scales = make_problem(64, N, K, cuda, bias=False)
+    _, _, _, _, _, w2_fp8, w2_scales = make_problem(64, K, N, cuda, bias=False)
+
+    def chain():
+        normed = rms_norm(x, weight, 1e-5, out_fp8=True).out
+        y = fp8_linear_tma(normed.values, normed.scales, w_fp8, w_scales)
+        again = rms_norm(y, torch.ones(N, device=cuda, dtype=torch.bfloat16), 1e-5, out_fp8=True).out
+        return fp8_linear_tma(again.values, again.scales, w2_fp8, w2_scales)
+
+    expected = chain()
+    monkeypatch.setattr(fp8_gemm_tma, "PDL_PREFETCH_BYTES", 1024)
+    assert torch.equal(chain(), expected)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = chain()
+    for _ in range(3):
+        captured.zero_()
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(captured, expected)

@@ -22,3 +22,13 @@ def test_gemv_options_do_not_change_results(dev):
     hinted = fp8_gemv(x, w_fp8, w_scales, config=SMALL_SPLIT._replace(pdl=True), prefetch_weights=True)
     assert torch.equal(plain, hinted)
     assert GemvConfig().pdl
+
+
+def test_the_tma_gemm_prefetch_setting_leaves_results_where_pdl_cannot_run(dev, monkeypatch):
+    from modelgate.kernels import fp8_gemm_tma
+    from tests.kernels.test_fp8_gemm import make_problem
+
+    _, _, _, x_fp8, x_scales, w_fp8, w_scales = make_problem(5, 48, 96, dev, bias=False)
+    plain = fp8_gemm_tma.fp8_linear_tma(x_fp8, x_scales, w_fp8, w_scales)
+    monkeypatch.setattr(fp8_gemm_tma, "PDL_PREFETCH_BYTES", 1024)
+    assert torch.equal(fp8_gemm_tma.fp8_linear_tma(x_fp8, x_scales, w_fp8, w_scales), plain)
