@@ -4,8 +4,10 @@ Causal attention of fresh prompts (no cached prefix) at Llama-3-8B's shape (32 q
 head_dim 128, block 16), per layer:
   - `paged triton fp8` / `paged triton bf16`: kernels/prefill_attention.py reading K/V from the paged cache
     (what every prefill used before attention/fresh_prefill.py);
-  - `varlen flash`: torch's FlashAttention `varlen_attn` over the step's dense bf16 K/V, called the way the
-    engine calls it for fresh sequences (attention/fresh_prefill.py);
+  - `varlen flash`: torch's FlashAttention `varlen_attn` over the step's dense bf16 K/V, every sequence in one
+    call (the engine's fresh-sequence path before session 27);
+  - `engine (cuDNN from 512)`: the engine's fresh-sequence path now (attention/fresh_prefill.py): sequences of
+    DENSE_MIN_TOKENS or more through cuDNN's attention one at a time, shorter ones in the varlen call;
   - `sdpa cudnn` / `sdpa flash`: torch's scaled_dot_product_attention on the same K/V, the prompts as one
     [seqs, heads, isl, head_dim] batch (equal lengths), K/V heads repeated beforehand (not timed) or passed as
     they are with enable_gqa (`... gqa`), with its backend forced: what a cuDNN (FlashAttention-3-class on
@@ -90,7 +92,12 @@ def make_case(isl: int, seqs: int, generator: torch.Generator):
 
 
 def contenders(isl: int, case) -> dict:
-    from modelgate.backends.llm.attention.fresh_prefill import FreshPrefillAttention, SequenceRun, torch_varlen_attn
+    from modelgate.backends.llm.attention.fresh_prefill import (
+        FreshPrefillAttention,
+        SequenceRun,
+        torch_cudnn_attn,
+        torch_varlen_attn,
+    )
     from modelgate.kernels.prefill_attention import prefill_attention
 
     q, k, v, caches, block_tables, query_start, context_lens = case
@@ -103,16 +110,18 @@ def contenders(isl: int, case) -> dict:
         )
     varlen = torch_varlen_attn()
     if varlen is not None:
-        fresh = FreshPrefillAttention(varlen, NUM_HEADS, NUM_KV_HEADS, scale, None)
         run = SequenceRun(0, len(context_lens), True)
         starts = query_start.tolist()
-        out = torch.empty_like(q)
+        engine_paths = {"varlen flash": None, "engine (cuDNN from 512)": torch_cudnn_attn()}
+        for name, dense_attn in engine_paths.items():
+            fresh = FreshPrefillAttention(varlen, NUM_HEADS, NUM_KV_HEADS, scale, None, dense_attn=dense_attn)
 
-        def dense():
-            fresh.attend(q, k, v, query_start, starts, run, out)
-            return out
+            def attend(fresh=fresh):
+                out = torch.empty_like(q)
+                fresh.attend(q, k, v, query_start, starts, run, out)
+                return out
 
-        calls["varlen flash"] = dense
+            calls[name] = attend
     calls.update(_sdpa_contenders(q, k, v, len(context_lens), isl, scale))
     return calls
 

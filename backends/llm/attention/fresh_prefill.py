@@ -9,6 +9,12 @@ prefix, a prefix-cache hit, a decode of a mixed step) stays with the paged kerne
 
 `sequence_runs` splits a step's sequences into contiguous runs of fresh and cached ones: the scheduler puts
 running requests first and new ones after, so a mixed step is usually two runs, one launch each.
+
+Where a `dense_attn` is given (torch's scaled_dot_product_attention on its cuDNN backend, `torch_cudnn_attn`),
+each fresh sequence of at least DENSE_MIN_TOKENS tokens goes to it alone, as a batch of one: cuDNN's attention
+took half the varlen call's time at 1k, 2k and 8k tokens on the H100 (0.061 against 0.121 ms per layer at one
+1,024-token prompt, benchmarks/prefill_attention.py, session 27). Shorter sequences stay in one varlen call,
+since a call per sequence would cost more host time than the kernels save.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import torch
 FLASH_DTYPES = (torch.bfloat16, torch.float16)
 # FlashAttention's largest head size.
 MAX_FLASH_HEAD_DIM = 256
+# A fresh sequence this long or longer goes to `dense_attn` on its own, where there is one.
+DENSE_MIN_TOKENS = 512
 
 
 class SequenceRun(NamedTuple):
@@ -48,7 +56,10 @@ def sequence_runs(query_start: list[int], context_lens: list[int]) -> list[Seque
 
 class FreshPrefillAttention:
     """Causal attention of fresh sequences over their own dense K/V, through a FlashAttention-style
-    `varlen_attn(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, ...)` (torch's, or a stand-in in tests)."""
+    `varlen_attn(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, ...)` (torch's, or a stand-in in tests), and the
+    long ones through `dense_attn(q, k, v, scale=..., enable_gqa=...)` where given: causal attention of one
+    sequence as torch's scaled_dot_product_attention computes it, q [1, heads, n, d], k and v [1, kv_heads, n, d]
+    (strided views), returning [1, heads, n, d]. There is no dense call for a sliding window."""
 
     def __init__(
         self,
@@ -58,6 +69,7 @@ class FreshPrefillAttention:
         scale: float,
         window: int | None,
         repeat_kv: bool = False,
+        dense_attn: Callable | None = None,
     ):
         """Raises ValueError when `varlen_attn` cannot apply the sliding window (torch 2.10: causal only).
 
@@ -69,6 +81,7 @@ class FreshPrefillAttention:
         """
         parameters = inspect.signature(varlen_attn).parameters
         self.varlen_attn = varlen_attn
+        self.dense_attn = dense_attn if window is None else None
         self._group = num_heads // num_kv_heads
         self._scale = scale
         self._gqa_inside = "enable_gqa" in parameters
@@ -91,6 +104,20 @@ class FreshPrefillAttention:
         repeating.repeats_kv = self.can_repeat_kv
         return repeating
 
+    def without_dense(self) -> FreshPrefillAttention:
+        """The same attention with every fresh sequence in the varlen call."""
+        varlen_only = copy.copy(self)
+        varlen_only.dense_attn = None
+        return varlen_only
+
+    def fallbacks(self) -> list[FreshPrefillAttention]:
+        """This attention, then what to try where it fails its trial (varlen_check.py), in order: without the
+        dense call, then with K/V heads repeated for a varlen call that refuses fewer of them."""
+        candidates = [self] if self.dense_attn is None else [self, self.without_dense()]
+        if self.can_repeat_kv and not self.repeats_kv:
+            candidates.append(candidates[-1].with_repeated_kv())
+        return candidates
+
     @staticmethod
     def takes(q_dtype: torch.dtype, head_dim: int) -> bool:
         """Whether FlashAttention computes queries of this dtype and head size."""
@@ -106,6 +133,22 @@ class FreshPrefillAttention:
         run: SequenceRun,
         out: torch.Tensor,  # [num_tokens, num_heads, head_dim]: the run's rows are written
     ) -> None:
+        if self.dense_attn is None:
+            self._varlen(q, k, v, query_start, query_start_cpu, run, out)
+            return
+        for piece, is_long in long_sequences_apart(query_start_cpu, run):
+            if is_long:
+                self._dense(q, k, v, query_start_cpu[piece.first], query_start_cpu[piece.end], out)
+            else:
+                self._varlen(q, k, v, query_start, query_start_cpu, piece, out)
+
+    def _dense(self, q, k, v, begin: int, end: int, out: torch.Tensor) -> None:
+        """One sequence, rows [begin, end), through `dense_attn` as a batch of one (heads before tokens)."""
+        queries, keys, values = (t[begin:end].unsqueeze(0).transpose(1, 2) for t in (q, k, v))
+        attended = self.dense_attn(queries, keys, values, scale=self._scale, enable_gqa=self._group > 1)
+        out[begin:end] = attended[0].transpose(0, 1)
+
+    def _varlen(self, q, k, v, query_start, query_start_cpu: list[int], run: SequenceRun, out) -> None:
         begin, end = query_start_cpu[run.first], query_start_cpu[run.end]
         lengths = [
             b - a for a, b in zip(query_start_cpu[run.first : run.end], query_start_cpu[run.first + 1 : run.end + 1])
@@ -125,6 +168,42 @@ class FreshPrefillAttention:
             q[begin:end], keys, values, bounds, bounds, longest, longest, scale=self._scale, **extra
         )
         out[begin:end] = attended
+
+
+def long_sequences_apart(query_start_cpu: list[int], run: SequenceRun):
+    """(piece, is_long) over `run` in order: each sequence of DENSE_MIN_TOKENS or more alone (is_long), the
+    maximal runs of shorter ones between them together."""
+    short_from = run.first
+    for index in range(run.first, run.end):
+        if query_start_cpu[index + 1] - query_start_cpu[index] >= DENSE_MIN_TOKENS:
+            if short_from < index:
+                yield SequenceRun(short_from, index, True), False
+            yield SequenceRun(index, index + 1, True), True
+            short_from = index + 1
+    if short_from < run.end:
+        yield SequenceRun(short_from, run.end, True), False
+
+
+def cudnn_causal_attention(q, k, v, *, scale: float, enable_gqa: bool) -> torch.Tensor:
+    """Causal attention through torch's scaled_dot_product_attention, its cuDNN backend only (an error where
+    cuDNN cannot take the inputs, rather than a slower backend unnoticed)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        return torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, is_causal=True, scale=scale, enable_gqa=enable_gqa
+        )
+
+
+def torch_cudnn_attn() -> Callable | None:
+    """`cudnn_causal_attention` where this torch has the cuDNN backend and CUDA, else None."""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        from torch.nn.attention import SDPBackend
+    except ImportError:
+        return None
+    return cudnn_causal_attention if hasattr(SDPBackend, "CUDNN_ATTENTION") else None
 
 
 def torch_varlen_attn() -> Callable | None:

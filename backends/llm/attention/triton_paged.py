@@ -29,7 +29,12 @@ from __future__ import annotations
 
 import torch
 
-from modelgate.backends.llm.attention.fresh_prefill import FreshPrefillAttention, SequenceRun, torch_varlen_attn
+from modelgate.backends.llm.attention.fresh_prefill import (
+    FreshPrefillAttention,
+    SequenceRun,
+    torch_cudnn_attn,
+    torch_varlen_attn,
+)
 from modelgate.backends.llm.attention.metadata import AttentionMetadata
 from modelgate.backends.llm.attention.varlen_check import varlen_works
 from modelgate.backends.llm.models.rotary import Rotation
@@ -52,6 +57,10 @@ class TritonPagedAttention:
     # their run. Off until measured on a GPU (benchmarks/decode_attention.py's "prefill kernel" row, a served
     # A/B): tested on the interpreter only; set it on an instance or the class to compare the two.
     decodes_in_mixed_steps: bool = False
+    # Long fresh prefills through cuDNN's attention one sequence at a time (fresh_prefill.py), where torch has it
+    # and CUDA runs; set per instance from `long_prefills_on_cudnn` (a stand-in in tests).
+    dense_attn = None
+    long_prefills_on_cudnn: bool = True
 
     def __init__(
         self,
@@ -71,6 +80,7 @@ class TritonPagedAttention:
         self.sliding_window = sliding_window
         if torch.device(device).type == "cuda":
             self.varlen_attn = torch_varlen_attn()
+            self.dense_attn = torch_cudnn_attn() if self.long_prefills_on_cudnn else None
 
     def forward(
         self,
@@ -137,32 +147,41 @@ class TritonPagedAttention:
         if fresh is None or not FreshPrefillAttention.takes(q.dtype, self.head_dim):
             return None
         shape = (self.num_heads, self.num_kv_heads, self.head_dim, self.scale, self.sliding_window)
-        # Tried once: a wrong call costs speed, not answers. A call that refuses fewer K/V heads than query heads
-        # gets them repeated (fresh_prefill.py) and a trial of its own.
-        if not varlen_works(fresh, *shape, q.dtype, q.device):
-            if fresh.repeats_kv or not fresh.can_repeat_kv:
-                return None
-            fresh = self._fresh = fresh.with_repeated_kv()
-            if not varlen_works(fresh, *shape, q.dtype, q.device):
-                return None
+        # Tried once: a wrong call costs speed, not answers. Where it fails, its fallbacks get trials of their own:
+        # without the dense call, then K/V heads repeated for a call that refuses fewer than the query heads.
+        candidates = fresh.fallbacks()
+        for index, candidate in enumerate(candidates):
+            following = candidates[index + 1] if index + 1 < len(candidates) else None
+            next_try = None if following is None else _described(following)
+            if varlen_works(candidate, *shape, q.dtype, q.device, next_try):
+                break
+        else:
+            return None
+        if candidate is not fresh:
+            self._fresh = candidate
         runs = metadata.sequence_runs
         return runs if any(run.is_fresh for run in runs) else None
 
     def _fresh_attention(self) -> FreshPrefillAttention | None:
         """The dense path for the current `varlen_attn`, made once; None without one or for its window."""
         made = self.__dict__.get("_fresh")
-        if made is not None and made.varlen_attn is self.varlen_attn:
+        if made is not None and made.varlen_attn is self.varlen_attn and self._made_dense == self.dense_attn:
             return made
         if self.varlen_attn is None:
             return None
         try:
             made = FreshPrefillAttention(
-                self.varlen_attn, self.num_heads, self.num_kv_heads, self.scale, self.sliding_window
+                self.varlen_attn,
+                self.num_heads,
+                self.num_kv_heads,
+                self.scale,
+                self.sliding_window,
+                dense_attn=self.dense_attn,
             )
         except ValueError:  # this torch cannot apply the window: the paged kernel takes everything
             self.varlen_attn = None
             return None
-        self._fresh = made
+        self._fresh, self._made_dense = made, self.dense_attn
         return made
 
     def _decode(self, q, kv_cache, metadata: AttentionMetadata, kv_scales) -> torch.Tensor:
@@ -235,3 +254,8 @@ def check_runnable(device: torch.device) -> None:
         f"attention_backend 'triton' runs on CUDA devices, or on the CPU only under TRITON_INTERPRET=1 "
         f"(set before kernels/ is imported; for tests), got device {device}; use attention_backend 'torch'"
     )
+
+
+def _described(attention: FreshPrefillAttention) -> str:
+    """How a fallback differs, for the log line of the trial before it."""
+    return "K/V heads repeated" if attention.repeats_kv else "without the dense call"

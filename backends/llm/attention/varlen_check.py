@@ -10,15 +10,18 @@ warning that says why; the paged kernel then attends every sequence as before.
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import torch
 
+from modelgate.backends.llm.attention import fresh_prefill
 from modelgate.backends.llm.attention.fresh_prefill import FreshPrefillAttention, SequenceRun
 
 logger = logging.getLogger(__name__)
 
-# Sequence lengths of the trial: two sequences, one shorter than a FlashAttention tile, one longer.
+# Sequence lengths of the trial: two sequences, one shorter than a FlashAttention tile, one longer; with a dense
+# call, a third long enough for it (fresh_prefill.DENSE_MIN_TOKENS).
 TRIAL_LENGTHS = (5, 150)
 # bf16 and fp16 outputs of two correct implementations differ by a few units of their last place.
 TOLERANCE = 2e-2
@@ -35,10 +38,13 @@ def varlen_works(
     window: int | None,
     dtype: torch.dtype,
     device: torch.device,
+    next_try: str | None = None,
 ) -> bool:
-    """Whether `attention` matches plain torch for this shape, dtype and device (tried once per process)."""
+    """Whether `attention` matches plain torch for this shape, dtype and device (tried once per process).
+    `next_try`: what the caller tries where this fails (said quietly then), None: the paged kernel (a warning)."""
     key = (
         attention.varlen_attn,
+        attention.dense_attn,
         attention.repeats_kv,
         num_heads,
         num_kv_heads,
@@ -49,38 +55,43 @@ def varlen_works(
         str(device),
     )
     if key not in _verdicts:
-        _verdicts[key] = _try(attention, num_heads, num_kv_heads, head_dim, scale, window, dtype, device)
+        _verdicts[key] = _try(attention, num_heads, num_kv_heads, head_dim, scale, window, dtype, device, next_try)
     return _verdicts[key]
 
 
-def _try(attention, num_heads, num_kv_heads, head_dim, scale, window, dtype, device) -> bool:
+def trial_lengths(attention: FreshPrefillAttention) -> tuple[int, ...]:
+    """The trial's sequence lengths for `attention`: TRIAL_LENGTHS, and one for its dense call if it has one."""
+    return TRIAL_LENGTHS if attention.dense_attn is None else (*TRIAL_LENGTHS, fresh_prefill.DENSE_MIN_TOKENS + 3)
+
+
+def _try(attention, num_heads, num_kv_heads, head_dim, scale, window, dtype, device, next_try) -> bool:
     generator = torch.Generator().manual_seed(0)
-    tokens = sum(TRIAL_LENGTHS)
+    lengths = trial_lengths(attention)
+    tokens = sum(lengths)
     # q, k, v as views of one projection output, as the model hands them over (strided along tokens).
     qkv = torch.randn((tokens, num_heads + 2 * num_kv_heads, head_dim), generator=generator).to(device, dtype)
     q, k, v = qkv.split([num_heads, num_kv_heads, num_kv_heads], dim=1)
-    bounds = [0, TRIAL_LENGTHS[0], tokens]
+    bounds = [0, *itertools.accumulate(lengths)]
     out = torch.zeros_like(q)
+    calls = attention.varlen_attn if attention.dense_attn is None else (attention.varlen_attn, attention.dense_attn)
     try:
         query_start = torch.tensor(bounds, dtype=torch.int32, device=device)
-        attention.attend(q, k, v, query_start, bounds, SequenceRun(0, 2, True), out)
+        attention.attend(q, k, v, query_start, bounds, SequenceRun(0, len(lengths), True), out)
         expected = dense_causal_reference(q, k, v, bounds, scale, window)
     except Exception as exc:  # any failure of the call: the paged kernel keeps these prefills
-        _report(attention, "%r failed on %s %s: %s", attention.varlen_attn, dtype, device, exc)
+        _report(next_try, "%r failed on %s %s: %s", calls, dtype, device, exc)
         return False
     if not torch.allclose(out.float(), expected.float(), atol=TOLERANCE, rtol=TOLERANCE):
         error = (out.float() - expected.float()).abs().max().item()
-        _report(
-            attention, "%r differs from plain torch by up to %.3g on %s %s", attention.varlen_attn, error, dtype, device
-        )
+        _report(next_try, "%r differs from plain torch by up to %.3g on %s %s", calls, error, dtype, device)
         return False
     return True
 
 
-def _report(attention: FreshPrefillAttention, message: str, *arguments) -> None:
-    """A failed trial: said quietly when the caller tries K/V heads repeated next, as a warning otherwise."""
-    if attention.can_repeat_kv and not attention.repeats_kv:
-        logger.info("fresh prefills try K/V heads repeated: " + message, *arguments)
+def _report(next_try: str | None, message: str, *arguments) -> None:
+    """A failed trial: said quietly when the caller tries another way next, as a warning otherwise."""
+    if next_try is not None:
+        logger.info(f"fresh prefills try {next_try}: " + message, *arguments)
     else:
         logger.warning("fresh prefills stay on the paged kernel: " + message, *arguments)
 

@@ -181,6 +181,70 @@ def test_dtypes_flash_attention_does_not_compute_stay_on_the_paged_kernel(tmp_pa
     assert varlen.calls == []
 
 
+class ReferenceDense:
+    """torch's scaled_dot_product_attention(q, k, v, is_causal=True, scale, enable_gqa) in plain torch, for one
+    sequence ([1, heads, n, d]), recording each call's length; `fails`: it raises, as a cuDNN that cannot run."""
+
+    def __init__(self, fails: bool = False):
+        self.lengths: list[int] = []
+        self.fails = fails
+
+    def __call__(self, q, k, v, *, scale, enable_gqa):
+        assert q.shape[0] == 1 and enable_gqa == (k.shape[1] != q.shape[1])
+        self.lengths.append(q.shape[2])
+        if self.fails:
+            raise RuntimeError("No available kernel: cuDNN attention needs sm80 or newer")
+        heads_first = [t[0].transpose(0, 1) for t in (q, k, v)]
+        return dense_causal_reference(*heads_first, [0, q.shape[2]], scale, None).transpose(0, 1).unsqueeze(0)
+
+
+def _with_dense(runner, dense) -> None:
+    for layer in runner.model.layers:
+        layer.self_attn.attention_impl.dense_attn = dense
+
+
+def test_long_fresh_sequences_go_to_the_dense_call_alone_and_the_logits_stay(tmp_path, monkeypatch):
+    monkeypatch.setattr(fresh_prefill, "FLASH_DTYPES", (torch.float32,))
+    monkeypatch.setattr(fresh_prefill, "DENSE_MIN_TOKENS", 8)  # the schedule's 9- and 10-token prompts are long
+    directory = save_random_checkpoint("LlamaForCausalLM", tmp_path)  # 4 query heads, 2 K/V heads
+    paged, runner = (schedules._runner(directory, "triton") for _ in range(2))
+    _with_varlen(paged, None)
+    varlen, dense = ReferenceVarlen(), ReferenceDense()
+    _with_varlen(runner, varlen)
+    _with_dense(runner, dense)
+    got = schedules._run_schedule(runner, schedules._prompts())
+    for index, (ours, theirs) in enumerate(zip(got, schedules._run_schedule(paged, schedules._prompts()))):
+        for name in theirs:
+            torch.testing.assert_close(ours[name], theirs[name], atol=1e-4, rtol=1e-4, msg=f"step {index} {name}")
+    # The trial (5, 150 and 8 + 3 tokens: the short one in the varlen call, the others alone in the dense one),
+    # then per layer: a (9 tokens) and b (10) dense, d (5) and c (7) in the varlen call.
+    layers = len(runner.model.layers)
+    assert dense.lengths == [150, 11] + [9] * layers + [10] * layers
+    assert varlen.calls == [[0, 5]] + [[0, 5]] * layers + [[0, 7]] * layers
+
+
+def test_a_dense_call_that_fails_its_trial_leaves_every_fresh_sequence_to_the_varlen_call(
+    tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setattr(fresh_prefill, "FLASH_DTYPES", (torch.float32,))
+    monkeypatch.setattr(fresh_prefill, "DENSE_MIN_TOKENS", 8)
+    directory = save_random_checkpoint("LlamaForCausalLM", tmp_path)
+    paged, runner = (schedules._runner(directory, "triton") for _ in range(2))
+    _with_varlen(paged, None)
+    varlen, dense = ReferenceVarlen(), ReferenceDense(fails=True)
+    _with_varlen(runner, varlen)
+    _with_dense(runner, dense)
+    with caplog.at_level(logging.INFO, logger="modelgate.backends.llm.attention.varlen_check"):
+        got = schedules._run_schedule(runner, schedules._prompts())
+    for index, (ours, theirs) in enumerate(zip(got, schedules._run_schedule(paged, schedules._prompts()))):
+        for name in theirs:
+            torch.testing.assert_close(ours[name], theirs[name], atol=1e-4, rtol=1e-4, msg=f"step {index} {name}")
+    assert dense.lengths == [150]  # its trial only
+    assert varlen.calls[:2] == [[0, 5], TRIAL] and len(varlen.calls) == 2 + 4 * len(runner.model.layers)
+    assert "fresh prefills try without the dense call" in caplog.text and "sm80" in caplog.text
+    assert "stay on the paged kernel" not in caplog.text
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("kv_cache_dtype", ["auto", "fp8"])
 def test_torch_varlen_attn_gives_the_paged_kernels_logits_on_cuda(tmp_path, kv_cache_dtype):
@@ -199,3 +263,23 @@ def test_torch_varlen_attn_gives_the_paged_kernels_logits_on_cuda(tmp_path, kv_c
     ):
         for name in theirs:
             torch.testing.assert_close(ours[name], theirs[name], atol=tolerance, rtol=tolerance, msg=f"step {index}")
+
+
+@pytest.mark.gpu
+def test_long_fresh_prefills_through_cudnn_give_the_paged_kernels_logits_on_cuda(tmp_path, monkeypatch):
+    """The real thing: torch's cuDNN attention for the schedule's fresh prompts (made long enough for it), bf16,
+    against the paged kernel alone."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    monkeypatch.setattr(fresh_prefill, "DENSE_MIN_TOKENS", 8)
+    directory = save_random_checkpoint("LlamaForCausalLM", tmp_path)
+    prompts = schedules._prompts()
+    paged, dense = (schedules._runner(directory, "triton", "bfloat16", "auto") for _ in range(2))
+    assert dense.model.layers[0].self_attn.attention_impl.dense_attn is fresh_prefill.cudnn_causal_attention
+    _with_varlen(paged, None)
+    for index, (ours, theirs) in enumerate(
+        zip(schedules._run_schedule(dense, prompts), schedules._run_schedule(paged, prompts))
+    ):
+        for name in theirs:
+            torch.testing.assert_close(ours[name], theirs[name], atol=2e-2, rtol=2e-2, msg=f"step {index}")
+    assert dense.model.layers[0].self_attn.attention_impl._fresh.dense_attn is fresh_prefill.cudnn_causal_attention
