@@ -28,9 +28,10 @@ except ImportError:  # triton without host-side descriptors: fp8_linear keeps it
 # Hopper, compiled: > 0 launches the kernel with programmatic dependent launch (kernels/grid_dependency.py), and
 # each program asks L2 for the first PDL_PREFETCH_BYTES of each of its weight rows before waiting for the kernel
 # before it. At decode sizes the weights are nearly all a GEMM reads, and the kernel before it (the RMSNorm that
-# lets its dependents launch early) leaves memory idle for a few microseconds. 0 (off) until an H100 measures
-# the decode step with it (benchmarks/llm_decode_step.py).
-PDL_PREFETCH_BYTES = 0
+# lets its dependents launch early) leaves memory idle for a few microseconds. H100, Llama-3-8B-shaped FP8
+# decode step at context 192 (session 27, benchmarks/llm_decode_step.py --variant): batch 64 4.46 -> 4.43 ms,
+# batch 256 7.98 -> 7.96. 0 turns it off.
+PDL_PREFETCH_BYTES = 1024
 
 
 @triton.jit

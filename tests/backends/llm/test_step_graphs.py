@@ -110,12 +110,13 @@ def test_padded_pieces_give_the_eager_tokens(tiny):
 
 
 def test_pieces_with_the_session_26_switches_give_the_eager_tokens(tiny, monkeypatch):
-    """FP8 through the padded pieces with a mixed step's decodes on the decode kernel and SiLU-and-mul in the
-    gate | up GEMM (both off by default): the tokens of the eager engine with both off."""
+    """FP8 through the padded pieces with a mixed step's decodes on the decode kernel (off by default) and
+    SiLU-and-mul in the gate | up GEMM (on by default): the tokens of the eager engine with both off."""
     import modelgate.backends.llm.layers.fp8_linear as fp8_linear_module
     from modelgate.backends.llm.attention.triton_paged import TritonPagedAttention
     from modelgate.backends.llm.layers.fp8_linear import Fp8Linear
 
+    monkeypatch.setattr(Fp8Linear, "silu_in_gemm", False)
     expected = _greedy(_engine(tiny, quantization="fp8"))
     monkeypatch.setattr(TritonPagedAttention, "decodes_in_mixed_steps", True)
     monkeypatch.setattr(Fp8Linear, "silu_in_gemm", True)
