@@ -5,7 +5,8 @@ with `modelgate bench llm` over each protocol. The server's CPU is its own proce
 (every thread: frontends, event loop, the engine client's reader), not the engine process's; the tokens are
 the server's `modelgate_llm_generation_tokens_total`. The engine's own rate on this machine bounds tok/s;
 the figure to watch is µs of server CPU per token (issue 18's goal: under 15), split into user time (Python)
-and system time (the kernel: mostly the socket write of each streamed event). Below the table, the floor that
+and system time (the kernel: mostly the socket write of each streamed event), and the part of it spent on the
+server's event loop (its main thread). Below the table, the floor that
 write sets, measured in the same run (socket_write_floor.py): what one small write to a loopback TCP socket costs
 the writer, and the server's CPU per token in units of it; with gRPC, grpcio's own cost per streamed message
 (grpc_stream_floor.py), also measured in the same run.
@@ -57,6 +58,13 @@ def process_cpu_split(pid: int) -> tuple[float, float]:
     return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
 
 
+def loop_thread_cpu(pid: int) -> float:
+    """CPU seconds of `pid`'s main thread: the server's event loop (HTTP, gRPC calls, token delivery). Beside the
+    process's total, it isolates a change to the loop's work from the noise of the other threads."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_split(pids: list[int]) -> tuple[float, float]:
     splits = [process_cpu_split(pid) for pid in pids]
     return sum(user for user, _ in splits), sum(system for _, system in splits)
@@ -86,8 +94,11 @@ def main() -> None:
         pids = server.frontend_pids()  # the server and its HTTP workers: their CPU is what serving costs
         print(f"tiny_llm, {args.concurrency} streams, ISL/OSL {args.isl}/{args.osl}, {args.num_requests} requests")
         print(f"{len(pids)} process(es) serving HTTP (--http-workers {args.http_workers})")
-        print("\n| protocol | output tok/s | server CPU s | server CPU per token (µs) | user (µs) | system (µs) |")
-        print("| --- | --- | --- | --- | --- | --- |")
+        print(
+            "\n| protocol | output tok/s | server CPU s | server CPU per token (µs) | user (µs) | system (µs) "
+            "| event loop (µs) |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- |")
         for protocol in protocols:
             url = server.url(protocol)
             bench = [sys.executable, "-m", "modelgate", "bench", "llm", "--url", url, "-m", "tiny_llm"]
@@ -95,16 +106,18 @@ def main() -> None:
             bench += ["--osl", str(args.osl), "--concurrency", str(args.concurrency), "--no-progress"]
             bench += ["--num-requests", str(args.num_requests), "--extra-body", '{"ignore_eos": true}']
             tokens, (user, system), started = generated_tokens(server.metrics), cpu_split(pids), time.monotonic()
+            loop_cpu = loop_thread_cpu(pids[0])
             subprocess.run(bench, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
             elapsed = time.monotonic() - started
             user_after, system_after = cpu_split(pids)
+            loop_cpu = loop_thread_cpu(pids[0]) - loop_cpu
             user, system = user_after - user, system_after - system
             cpu = user + system
             time.sleep(2 * REPORT_INTERVAL_S)  # the workers' last token counts reach the server's /metrics
             tokens = generated_tokens(server.metrics) - tokens
             per_token = 1e6 / tokens
             row = f"| {protocol} | {tokens / elapsed:,.0f} | {cpu:.2f} | {cpu * per_token:.1f} "
-            print(row + f"| {user * per_token:.1f} | {system * per_token:.1f} |")
+            print(row + f"| {user * per_token:.1f} | {system * per_token:.1f} | {loop_cpu * per_token:.1f} |")
             cpu_per_token.append(cpu * per_token)
     finally:
         server.stop()

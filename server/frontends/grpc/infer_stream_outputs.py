@@ -3,7 +3,8 @@ call's response writer (response_writer.py), which also takes an LLM's tokens as
 
 Both take every message in the order given, from the loop: `put` (after awaiting `drained()` where one can
 wait), `put_now` from a model's stream write-through (which waits for nothing), and `values_writer` is a
-request's stream's values writer where the output has one.
+request's stream's values writer where the output has one. Where `takes_bytes`, a message may also come
+serialized (bytes): the writer takes it as it is.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class QueuedOutput:
     """The messages go into a queue that the method reads and yields (a transport with no response writer:
     grpcio's handler threads, grpc.aio in frontend workers). The queue has no bound, as before writers."""
 
+    takes_bytes = False  # the method yields messages
+
     def __init__(self, queue: asyncio.Queue):
         self.put = queue.put_nowait
 
@@ -51,17 +54,24 @@ class WriterOutput:
     is behind, `put_now` and the values writer refuse: the stream then queues its items for its forwarding task,
     which awaits `drained()` before each `put`, as a handler awaits a slow HTTP client."""
 
+    takes_bytes = True  # a request's first and last values responses come serialized (stream_infer.py)
+
     def __init__(self, writer: ResponseWriter):
         self._writer = writer
-        self.put = writer.write
         self.drained = writer.drained
 
-    def put_now(self, message: Message | None) -> bool:
+    def put(self, message: Message | bytes) -> None:
+        if message.__class__ is bytes:
+            self._writer.write_serialized(message)
+        else:
+            self._writer.write(message)
+
+    def put_now(self, message: Message | bytes | None) -> bool:
         if message is None:
             return True
         if self._writer.drained() is not None:
             return False
-        self._writer.write(message)
+        self.put(message)
         return True
 
     def values_writer(self, messages: ValueMessages) -> Callable[[dict], bool]:

@@ -273,6 +273,10 @@ class StreamCall:
             return
         self._queue(serialized)
 
+    def write_serialized(self, serialized: bytes) -> None:
+        """ResponseWriter.write_serialized."""
+        self._queue(serialized)
+
     def try_write_serialized(self, serialized: bytes) -> bool:
         """ResponseWriter.try_write_serialized: every streamed LLM token of the call. With nothing in flight nor
         queued (nearly every token: one per call per engine step), its send starts here, in this one frame

@@ -20,6 +20,9 @@ class ResponseWriter(Protocol):
         """Queue `response` (a message of the method's response type) whatever the client's pace; a caller that
         can wait for the client awaits `drained()` first. One that cannot be serialized ends the RPC (INTERNAL)."""
 
+    def write_serialized(self, serialized: bytes) -> None:
+        """`write` of a response already serialized (the bytes of a message of the method's response type)."""
+
     def try_write_serialized(self, serialized: bytes) -> bool:
         """Queue a response already serialized, unless the client is behind (`drained()` is not None) or the RPC
         has ended; whether it was queued. Not queued, nothing happened: the caller sends it another way."""

@@ -10,8 +10,8 @@ does, so that clients can tell which request failed; the stream goes on. When th
 cancels or disconnects, every request still running is cancelled.
 
 Served on the loop (loop_stream.py), the messages are written through the call's response writer as
-they come (`write_infer_stream`), and an LLM's tokens as bytes built on their request's template
-(value_responses.py); elsewhere (grpcio's handler threads, grpc.aio in frontend workers) the method
+they come (`write_infer_stream`), and an LLM's responses (its tokens, and a request's first and last) as bytes
+built on their request's template (value_responses.py): no protobuf message is built for them; elsewhere (grpcio's handler threads, grpc.aio in frontend workers) the method
 yields them from a queue (`serve_infer_stream`). Through the queue, each token cost a protobuf message,
 its serialization and a hop through two async generators; written, tiny_llm streaming to 64 clients on
 the 2-core VM took 25-29 µs of server CPU per token against 31-39 µs (benchmarks/
@@ -117,7 +117,7 @@ class _StreamSession:
         """Every item but the final one goes out through the stream's write-through, in the call that delivers
         it, and values responses through its values writer, where the output has one; this task wakes for the
         rest: the final item, and the items the output refused (the client behind)."""
-        messages = _MessageEncoder(self.dataplane, request)
+        messages = _MessageEncoder(self.dataplane, request, as_bytes=self.output.takes_bytes)
         output = self.output
         stream.write_through(lambda item: output.put_now(messages.encode(item)))
         if (write_values := output.values_writer(messages)) is not None:
@@ -138,15 +138,17 @@ class _StreamSession:
 
 
 class _MessageEncoder:
-    """The stream messages of one request: its responses, errors, and the final flag where asked for."""
+    """The stream messages of one request: its responses, errors, and the final flag where asked for. With
+    `as_bytes`, values responses come serialized (the same bytes as their messages serialized)."""
 
-    def __init__(self, dataplane: Dataplane, request: InferRequest):
+    def __init__(self, dataplane: Dataplane, request: InferRequest, as_bytes: bool = False):
         self.dataplane = dataplane
         self.request = request
+        self.as_bytes = as_bytes
         self.wants_empty_final = bool(request.parameters.get(EMPTY_FINAL_PARAMETER, False))
         self.values: ValueResponseEncoder | None = None  # built for the first response that carries values
 
-    def encode(self, item: StreamItem) -> service_pb2.ModelStreamInferResponse | None:
+    def encode(self, item: StreamItem) -> service_pb2.ModelStreamInferResponse | bytes | None:
         response = item.response
         if response is None:
             return _final_message(self.request, item.is_final) if self.wants_empty_final else None
@@ -154,6 +156,8 @@ class _MessageEncoder:
             return _error_message(response.error.message, _bare_response(self.request), item.is_final)
         try:
             if response.values is not None:
+                if self.as_bytes:
+                    return self._value_encoder(response).serialize_response(response, item.is_final)
                 return self._value_encoder(response).encode(response, item.is_final)
             infer_response = encode_infer_response(response)
         except ModelgateError as exc:  # e.g. a response parameter that has no gRPC form

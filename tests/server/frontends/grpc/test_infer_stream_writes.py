@@ -75,6 +75,10 @@ class RecordingWriter:
         self.written.append(response.SerializeToString())
         self.ways.append("message")
 
+    def write_serialized(self, serialized: bytes) -> None:
+        self.written.append(serialized)
+        self.ways.append("serialized")
+
     def try_write_serialized(self, serialized: bytes) -> bool:
         if self.behind is not None:
             return False
@@ -122,9 +126,10 @@ async def test_written_messages_are_the_messages_the_queued_path_yields_and_toke
     await write_infer_stream(FakeDataplane(model), _requests("a"), writer)
     assert writer.messages() == await _queued_messages("a")
     assert _texts(writer.messages(), "a") == TOKENS
-    # The first token builds the template as a message; every later one but the final goes as bytes.
+    # The first token builds the template and goes serialized, as the final one does; every other one goes as
+    # bytes through the values writer. No message is built.
     assert model.taken == model.offered == len(TOKENS) - 2
-    assert writer.ways == ["message"] + ["bytes"] * (len(TOKENS) - 2) + ["message"]
+    assert writer.ways == ["serialized"] + ["bytes"] * (len(TOKENS) - 2) + ["serialized"]
     finals = [message.infer_response.parameters["triton_final_response"].bool_param for message in writer.messages()]
     assert finals == [False] * (len(TOKENS) - 1) + [True]
 
@@ -145,7 +150,7 @@ async def test_a_client_behind_holds_tokens_back_until_it_caught_up_and_then_get
     model.gate = asyncio.Event()
     model.gate.set()
     session = asyncio.create_task(write_infer_stream(FakeDataplane(model), _requests("a"), writer))
-    while len(writer.written) < 2:  # the first token (a message) and the second (bytes)
+    while len(writer.written) < 2:  # the first token (serialized) and the second (bytes, the values writer)
         await asyncio.sleep(0)
     writer.behind = asyncio.get_running_loop().create_future()
     for _ in range(20):  # the rest of the tokens are generated while the client is behind
@@ -155,7 +160,7 @@ async def test_a_client_behind_holds_tokens_back_until_it_caught_up_and_then_get
     writer.catch_up()
     await asyncio.wait_for(session, 5)
     assert _texts(writer.messages(), "a") == TOKENS
-    assert writer.ways == ["message", "bytes"] + ["message"] * (len(TOKENS) - 2)
+    assert writer.ways == ["serialized", "bytes"] + ["serialized"] * (len(TOKENS) - 2)
 
 
 async def test_cancelling_the_session_while_it_waits_for_its_requests_cancels_them():
