@@ -80,6 +80,14 @@ def _with_varlen(runner, varlen) -> None:
         layer.self_attn.attention_impl.varlen_attn = varlen
 
 
+def _assert_logits_of_the_paged_kernel(runner, paged) -> None:
+    """The schedule's logits through `runner` are those through `paged` (the paged kernel alone), to 1e-4."""
+    got = schedules._run_schedule(runner, schedules._prompts())
+    for index, (ours, theirs) in enumerate(zip(got, schedules._run_schedule(paged, schedules._prompts()))):
+        for name in theirs:
+            torch.testing.assert_close(ours[name], theirs[name], atol=1e-4, rtol=1e-4, msg=f"step {index} {name}")
+
+
 @pytest.mark.parametrize("architecture, overrides", schedules.CASES)
 def test_fresh_prefills_through_varlen_give_the_paged_kernels_logits(tmp_path, monkeypatch, architecture, overrides):
     monkeypatch.setattr(fresh_prefill, "FLASH_DTYPES", (torch.float32,))  # the stand-in computes in fp32
@@ -128,10 +136,7 @@ def test_a_causal_only_varlen_call_takes_fresh_prefills_without_a_window(tmp_pat
     varlen = ReferenceVarlen(windowed=False, native_gqa=native_gqa)
     _with_varlen(runner, varlen)
     with caplog.at_level(logging.INFO, logger="modelgate.backends.llm.attention.varlen_check"):
-        got = schedules._run_schedule(runner, schedules._prompts())
-    for index, (ours, theirs) in enumerate(zip(got, schedules._run_schedule(paged, schedules._prompts()))):
-        for name in theirs:
-            torch.testing.assert_close(ours[name], theirs[name], atol=1e-4, rtol=1e-4, msg=f"step {index} {name}")
+        _assert_logits_of_the_paged_kernel(runner, paged)
     assert len(varlen.calls) == 1 + 4 * len(runner.model.layers)  # steps 0, 1, 3 and 4 have fresh sequences
     assert set(varlen.kv_heads) == {2 if native_gqa else 4}
     assert ("try K/V heads repeated" in caplog.text) != native_gqa
@@ -212,10 +217,7 @@ def test_long_fresh_sequences_go_to_the_dense_call_alone_and_the_logits_stay(tmp
     varlen, dense = ReferenceVarlen(), ReferenceDense()
     _with_varlen(runner, varlen)
     _with_dense(runner, dense)
-    got = schedules._run_schedule(runner, schedules._prompts())
-    for index, (ours, theirs) in enumerate(zip(got, schedules._run_schedule(paged, schedules._prompts()))):
-        for name in theirs:
-            torch.testing.assert_close(ours[name], theirs[name], atol=1e-4, rtol=1e-4, msg=f"step {index} {name}")
+    _assert_logits_of_the_paged_kernel(runner, paged)
     # The trial (5, 150 and 8 + 3 tokens: the short one in the varlen call, the others alone in the dense one),
     # then per layer: a (9 tokens) and b (10) dense, d (5) and c (7) in the varlen call.
     layers = len(runner.model.layers)
@@ -235,10 +237,7 @@ def test_a_dense_call_that_fails_its_trial_leaves_every_fresh_sequence_to_the_va
     _with_varlen(runner, varlen)
     _with_dense(runner, dense)
     with caplog.at_level(logging.INFO, logger="modelgate.backends.llm.attention.varlen_check"):
-        got = schedules._run_schedule(runner, schedules._prompts())
-    for index, (ours, theirs) in enumerate(zip(got, schedules._run_schedule(paged, schedules._prompts()))):
-        for name in theirs:
-            torch.testing.assert_close(ours[name], theirs[name], atol=1e-4, rtol=1e-4, msg=f"step {index} {name}")
+        _assert_logits_of_the_paged_kernel(runner, paged)
     assert dense.lengths == [150]  # its trial only
     assert varlen.calls[:2] == [[0, 5], TRIAL] and len(varlen.calls) == 2 + 4 * len(runner.model.layers)
     assert "fresh prefills try without the dense call" in caplog.text and "sm80" in caplog.text
