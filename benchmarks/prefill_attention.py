@@ -20,6 +20,7 @@ does not count).
 
     python benchmarks/prefill_attention.py
     python benchmarks/prefill_attention.py --cases 1024x16 4096x4 8192x1
+    python benchmarks/prefill_attention.py --cases 1024x1 --new-lengths 20   # + first calls at new lengths
 
 Without a GPU it says so and exits 0.
 """
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -165,9 +167,50 @@ def reference(case) -> torch.Tensor:
     return prefill_attention_reference(q, kv_cache, block_tables, query_start, context_lens)
 
 
+def new_lengths(count: int, generator: torch.Generator) -> None:
+    """The engine's fresh-prompt attention with the cuDNN call, one layer, at `count` prompt lengths it has not
+    seen (512-8192 tokens): wall time of the first call at each length (torch builds a cuDNN graph for a new
+    shape) against a repeat call, host and device together, synchronized; the varlen call beside it."""
+    from modelgate.backends.llm.attention.fresh_prefill import (
+        DENSE_BUCKET_TOKENS,
+        FreshPrefillAttention,
+        SequenceRun,
+        torch_cudnn_attn,
+        torch_varlen_attn,
+    )
+
+    scale = HEAD_DIM**-0.5
+    paths = {
+        "cuDNN": FreshPrefillAttention(torch_varlen_attn(), NUM_HEADS, NUM_KV_HEADS, scale, None, torch_cudnn_attn()),
+        "varlen": FreshPrefillAttention(torch_varlen_attn(), NUM_HEADS, NUM_KV_HEADS, scale, None),
+    }
+    lengths = torch.randint(512, 8193, (count,), generator=generator).tolist()
+    print(f"\nnew prompt lengths, one layer, buckets of {DENSE_BUCKET_TOKENS} tokens: ms first call / repeat")
+    for length in lengths:
+        qkv = torch.randn(length, NUM_HEADS + 2 * NUM_KV_HEADS, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
+        q, k, v = qkv.split([NUM_HEADS, NUM_KV_HEADS, NUM_KV_HEADS], dim=1)
+        bounds = [0, length]
+        query_start = torch.tensor(bounds, dtype=torch.int32, device="cuda")
+        out = torch.empty_like(q)
+        cells = []
+        for name, path in paths.items():
+            times = []
+            for _ in range(2):
+                torch.cuda.synchronize()
+                started = time.perf_counter()
+                path.attend(q, k, v, query_start, bounds, SequenceRun(0, 1, True), out)
+                torch.cuda.synchronize()
+                times.append((time.perf_counter() - started) * 1e3)
+            cells.append(f"{name} {times[0]:8.2f} / {times[1]:6.2f}")
+        print(f"{length:>6} tokens: " + "   ".join(cells))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="ISLxSEQUENCES (fresh prompts)")
+    parser.add_argument(
+        "--new-lengths", type=int, default=0, help="then time first calls at this many unseen prompt lengths"
+    )
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA GPU here: nothing to measure")
@@ -196,6 +239,8 @@ def main() -> int:
             print(f"{text:>10} {name:>18} | {ms:8.3f} {flops / ms / 1e9:8.0f} {ms / floor_ms:8.2f} {error:8.1e}")
         del case, expected
         torch.cuda.empty_cache()
+    if args.new_lengths:
+        new_lengths(args.new_lengths, generator)
     return 0
 
 

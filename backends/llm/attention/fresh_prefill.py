@@ -15,6 +15,12 @@ each fresh sequence of at least DENSE_MIN_TOKENS tokens goes to it alone, as a b
 took half the varlen call's time at 1k, 2k and 8k tokens on the H100 (0.061 against 0.121 ms per layer at one
 1,024-token prompt, benchmarks/prefill_attention.py, session 27). Shorter sequences stay in one varlen call,
 since a call per sequence would cost more host time than the kernels save.
+
+torch builds a cuDNN graph for each new shape it meets (reported at tens of milliseconds a build), and prompt
+lengths vary from request to request. So a sequence goes to the dense call padded with zero rows to a
+multiple of DENSE_BUCKET_TOKENS, which bounds the graphs by max_model_len / DENSE_BUCKET_TOKENS. Under a
+causal mask the padded keys come after every real query, so the real rows' results are exactly those of
+the unpadded call.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ FLASH_DTYPES = (torch.bfloat16, torch.float16)
 MAX_FLASH_HEAD_DIM = 256
 # A fresh sequence this long or longer goes to `dense_attn` on its own, where there is one.
 DENSE_MIN_TOKENS = 512
+# ... padded to a multiple of this many tokens (the shapes the dense call sees, and builds graphs for).
+DENSE_BUCKET_TOKENS = 256
 
 
 class SequenceRun(NamedTuple):
@@ -143,10 +151,16 @@ class FreshPrefillAttention:
                 self._varlen(q, k, v, query_start, query_start_cpu, piece, out)
 
     def _dense(self, q, k, v, begin: int, end: int, out: torch.Tensor) -> None:
-        """One sequence, rows [begin, end), through `dense_attn` as a batch of one (heads before tokens)."""
-        queries, keys, values = (t[begin:end].unsqueeze(0).transpose(1, 2) for t in (q, k, v))
+        """One sequence, rows [begin, end), through `dense_attn` as a batch of one (heads before tokens), padded
+        to a multiple of DENSE_BUCKET_TOKENS rows (views where it is one already)."""
+        length = end - begin
+        padded = -(-length // DENSE_BUCKET_TOKENS) * DENSE_BUCKET_TOKENS
+        rows = [t[begin:end] for t in (q, k, v)]
+        if padded != length:
+            rows = [_zero_padded(t, padded) for t in rows]
+        queries, keys, values = (t.unsqueeze(0).transpose(1, 2) for t in rows)
         attended = self.dense_attn(queries, keys, values, scale=self._scale, enable_gqa=self._group > 1)
-        out[begin:end] = attended[0].transpose(0, 1)
+        out[begin:end] = attended[0, :, :length].transpose(0, 1)
 
     def _varlen(self, q, k, v, query_start, query_start_cpu: list[int], run: SequenceRun, out) -> None:
         begin, end = query_start_cpu[run.first], query_start_cpu[run.end]
@@ -168,6 +182,13 @@ class FreshPrefillAttention:
             q[begin:end], keys, values, bounds, bounds, longest, longest, scale=self._scale, **extra
         )
         out[begin:end] = attended
+
+
+def _zero_padded(rows: torch.Tensor, length: int) -> torch.Tensor:
+    """`rows` [n, heads, d] followed by zero rows up to `length`, contiguous."""
+    padded = rows.new_zeros((length, *rows.shape[1:]))
+    padded[: rows.shape[0]] = rows
+    return padded
 
 
 def long_sequences_apart(query_start_cpu: list[int], run: SequenceRun):

@@ -61,9 +61,13 @@ class TritonPagedAttention:
     # to compare the two.
     decodes_in_mixed_steps: bool = False
     # Long fresh prefills through cuDNN's attention one sequence at a time (fresh_prefill.py), where torch has it
-    # and CUDA runs; set per instance from `long_prefills_on_cudnn` (a stand-in in tests).
+    # and CUDA runs; set per instance from `long_prefills_on_cudnn` (a stand-in in tests). Off: on the H100 it
+    # cut the engine's TTFT at 1,024 tokens from 18.5 to 17.3 ms (session 27), but only prompts of one length
+    # were timed, and torch builds a cuDNN graph per new shape (a cost reported at tens of milliseconds; the
+    # padding to DENSE_BUCKET_TOKENS bounds how often). On once prompts of many lengths are measured
+    # (benchmarks/prefill_attention.py --new-lengths).
     dense_attn = None
-    long_prefills_on_cudnn: bool = True
+    long_prefills_on_cudnn: bool = False
 
     def __init__(
         self,

@@ -211,6 +211,7 @@ def _with_dense(runner, dense) -> None:
 def test_long_fresh_sequences_go_to_the_dense_call_alone_and_the_logits_stay(tmp_path, monkeypatch):
     monkeypatch.setattr(fresh_prefill, "FLASH_DTYPES", (torch.float32,))
     monkeypatch.setattr(fresh_prefill, "DENSE_MIN_TOKENS", 8)  # the schedule's 9- and 10-token prompts are long
+    monkeypatch.setattr(fresh_prefill, "DENSE_BUCKET_TOKENS", 4)  # ... and padded with zero rows to 12 tokens
     directory = save_random_checkpoint("LlamaForCausalLM", tmp_path)  # 4 query heads, 2 K/V heads
     paged, runner = (schedules._runner(directory, "triton") for _ in range(2))
     _with_varlen(paged, None)
@@ -218,10 +219,11 @@ def test_long_fresh_sequences_go_to_the_dense_call_alone_and_the_logits_stay(tmp
     _with_varlen(runner, varlen)
     _with_dense(runner, dense)
     _assert_logits_of_the_paged_kernel(runner, paged)
-    # The trial (5, 150 and 8 + 3 tokens: the short one in the varlen call, the others alone in the dense one),
-    # then per layer: a (9 tokens) and b (10) dense, d (5) and c (7) in the varlen call.
+    # The trial (5, 150 and 8 + 3 tokens: the short one in the varlen call, the others alone in the dense one,
+    # padded to 152 and 12), then per layer: a (9 tokens) and b (10) dense as 12, d (5) and c (7) in the varlen
+    # call. The logits above are those of the unpadded attention.
     layers = len(runner.model.layers)
-    assert dense.lengths == [150, 11] + [9] * layers + [10] * layers
+    assert dense.lengths == [152, 12] + [12] * layers + [12] * layers
     assert varlen.calls == [[0, 5]] + [[0, 5]] * layers + [[0, 7]] * layers
 
 
@@ -230,6 +232,7 @@ def test_a_dense_call_that_fails_its_trial_leaves_every_fresh_sequence_to_the_va
 ):
     monkeypatch.setattr(fresh_prefill, "FLASH_DTYPES", (torch.float32,))
     monkeypatch.setattr(fresh_prefill, "DENSE_MIN_TOKENS", 8)
+    monkeypatch.setattr(fresh_prefill, "DENSE_BUCKET_TOKENS", 1)
     directory = save_random_checkpoint("LlamaForCausalLM", tmp_path)
     paged, runner = (schedules._runner(directory, "triton") for _ in range(2))
     _with_varlen(paged, None)
@@ -270,7 +273,10 @@ def test_long_fresh_prefills_through_cudnn_give_the_paged_kernels_logits_on_cuda
     against the paged kernel alone."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    monkeypatch.setattr(fresh_prefill, "DENSE_MIN_TOKENS", 8)
+    from modelgate.backends.llm.attention.triton_paged import TritonPagedAttention
+
+    monkeypatch.setattr(TritonPagedAttention, "long_prefills_on_cudnn", True)
+    monkeypatch.setattr(fresh_prefill, "DENSE_MIN_TOKENS", 8)  # padded to DENSE_BUCKET_TOKENS, as in serving
     directory = save_random_checkpoint("LlamaForCausalLM", tmp_path)
     prompts = schedules._prompts()
     paged, dense = (schedules._runner(directory, "triton", "bfloat16", "auto") for _ in range(2))
