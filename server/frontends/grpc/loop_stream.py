@@ -182,8 +182,7 @@ class StreamCall:
         if state.initial_metadata_allowed:
             operations = (internals.initial_metadata_operation(state, None), *operations)
             state.initial_metadata_allowed = False
-        error = self._event.call.start_server_batch(operations, self._on_sent)
-        if error:
+        if error := self._event.call.start_server_batch(operations, self._on_sent):
             self._refused(error)
             return
         state.due.add(internals.SEND_MESSAGE_TOKEN)
@@ -301,8 +300,7 @@ class StreamCall:
                 self._enqueue(serialized)
                 self._pause_if_full()
                 return True
-            error = self._event.call.start_server_batch((internals.SendMessage(serialized, 0),), self._on_sent)
-            if error:
+            if error := self._event.call.start_server_batch((internals.SendMessage(serialized, 0),), self._on_sent):
                 self._refused(error)
                 return True
             state.due.add(internals.SEND_MESSAGE_TOKEN)
