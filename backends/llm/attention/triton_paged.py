@@ -56,9 +56,9 @@ class TritonPagedAttention:
     # Whether a mixed step's one-token decodes take the decode kernel, else the prefill kernel with the rest of
     # their run. Off: on the H100 the decode kernel attends 256 decodes at 193 tokens in 52 us per layer against
     # the prefill kernel's 321 (benchmarks/decode_attention.py), but served 128/128 at concurrency 256 with it on
-    # gave a longer TPOT (13.1 against 12.0 ms) and fewer tokens/s (session 27's served A/B): its eager launches,
-    # each planning its split on the host, cost more than the kernel saves. Set it on an instance or the class
-    # to compare the two.
+    # gave a longer TPOT (13.1 against 12.0 ms) and fewer tokens/s (session 27's served A/B), for reasons not
+    # measured yet (the extra eager launch per layer, the split's host planning?). Set it on an instance or the
+    # class to compare the two.
     decodes_in_mixed_steps: bool = False
     # Long fresh prefills through cuDNN's attention one sequence at a time (fresh_prefill.py), where torch has it
     # and CUDA runs; set per instance from `long_prefills_on_cudnn` (a stand-in in tests). Off: on the H100 it
