@@ -62,6 +62,15 @@ class Run:
             return ["--concurrency", str(self.concurrency)]
         return ["--request-rate", str(self.rate)]
 
+    @property
+    def warmup_requests(self) -> int:
+        """Requests sent before the measured ones: as many as the concurrency (up to a quarter of the run, or 16
+        where that is more), so that batches and mixed steps of the measured load's sizes have run once (kernels a
+        shape needs that the engine's warm-up missed compile then, not while measured); 16 for a Poisson rate."""
+        if self.concurrency is None:
+            return 16
+        return min(self.concurrency, max(16, self.num_requests // 4))
+
 
 def parse_run(text: str) -> Run:
     """protocol:ISL/OSL:LOAD:requests, LOAD a concurrency (256) or a Poisson rate (r20: 20 requests/s),
@@ -169,7 +178,7 @@ def bench(
     command = [sys.executable, "-m", "modelgate", "bench", "llm", "--url", server.url(run.protocol), "-m", "llm"]
     command += ["--protocol", run.protocol, "--tokenizer", str(tokenizer), "--prompt-source", "random-tokens"]
     command += ["--isl", str(run.isl), "--osl", str(run.osl), *run.load_arguments()]
-    command += ["--num-requests", str(run.num_requests), "--warmup-requests", str(min(run.concurrency or 16, 16))]
+    command += ["--num-requests", str(run.num_requests), "--warmup-requests", str(run.warmup_requests)]
     command += ["--extra-body", '{"ignore_eos": true}', "--no-progress", "--no-plots", "--output-dir", str(folder)]
     command += ["--save-prompts", str(out / f"{run.name}.jsonl")]
     command += ["--client-processes", str(min(client_processes, run.concurrency or run.num_requests, run.num_requests))]
