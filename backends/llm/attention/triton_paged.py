@@ -156,16 +156,14 @@ class TritonPagedAttention:
         shape = (self.num_heads, self.num_kv_heads, self.head_dim, self.scale, self.sliding_window)
         # Tried once: a wrong call costs speed, not answers. Where it fails, its fallbacks get trials of their own:
         # without the dense call, then K/V heads repeated for a call that refuses fewer than the query heads.
-        candidates = fresh.fallbacks()
-        for index, candidate in enumerate(candidates):
-            following = candidates[index + 1] if index + 1 < len(candidates) else None
-            next_try = None if following is None else _described(following)
-            if varlen_works(candidate, *shape, q.dtype, q.device, next_try):
-                break
-        else:
-            return None
-        if candidate is not fresh:
-            self._fresh = candidate
+        # The fallbacks are made only where the trial fails (its verdict is kept: every later step asks again).
+        if not varlen_works(fresh, *shape, q.dtype, q.device, _next_try(fresh)):
+            for candidate in fresh.fallbacks()[1:]:
+                if varlen_works(candidate, *shape, q.dtype, q.device, _next_try(candidate)):
+                    self._fresh = candidate
+                    break
+            else:
+                return None
         runs = metadata.sequence_runs
         return runs if any(run.is_fresh for run in runs) else None
 
@@ -263,6 +261,8 @@ def check_runnable(device: torch.device) -> None:
     )
 
 
-def _described(attention: FreshPrefillAttention) -> str:
-    """How a fallback differs, for the log line of the trial before it."""
-    return "K/V heads repeated" if attention.repeats_kv else "without the dense call"
+def _next_try(attention: FreshPrefillAttention) -> str | None:
+    """What FreshPrefillAttention.fallbacks tries after `attention`, for its trial's log line; None: nothing."""
+    if attention.dense_attn is not None:
+        return "without the dense call"
+    return "K/V heads repeated" if attention.can_repeat_kv and not attention.repeats_kv else None
