@@ -148,7 +148,8 @@ class Server:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with status {self.process.returncode}")
+                tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
+                raise RuntimeError(f"the server exited with status {self.process.returncode}; its log ends:\n{tail}")
             try:
                 if requests.get(f"http://127.0.0.1:{self.http}/v2/models/{self.model}/ready", timeout=5).ok:
                     return

@@ -94,7 +94,41 @@ def store_quarters(ptr, x0, x1, x2, x3, mask):
 
 
 @triton.jit
-def attend_fp8_words_tile(
+def load_fp8_words_tile(
+    k_words_ptr,
+    v_words_ptr,  # [num_blocks, block_size, num_kv_heads, head_dim // 4] int32 views of the cache
+    k_scale_ptr,
+    v_scale_ptr,  # [num_blocks, block_size, num_kv_heads] float32
+    block_table_ptr,  # this sequence's row of block_tables (int32)
+    positions,  # [BLOCK_N] key positions of the tile
+    loaded,  # [BLOCK_N] which of them to read (the others come back 0)
+    kv_head,
+    block_size,
+    stride_word_block,
+    stride_word_slot,
+    stride_word_head,
+    stride_scale_block,
+    stride_scale_slot,
+    stride_scale_head,
+    QUARTER: tl.constexpr,  # head_dim // 4
+):
+    """The tile's K and V words [BLOCK_N, QUARTER] and their per-token scales [BLOCK_N], through the block table."""
+    blocks = tl.load(block_table_ptr + positions // block_size, mask=loaded, other=0).to(tl.int64)
+    in_block = (positions % block_size).to(tl.int64)
+    words = tl.arange(0, QUARTER)
+    offsets = (blocks * stride_word_block + in_block * stride_word_slot + kv_head * stride_word_head)[:, None] + words[
+        None, :
+    ]
+    k = tl.load(k_words_ptr + offsets, mask=loaded[:, None], other=0)
+    v = tl.load(v_words_ptr + offsets, mask=loaded[:, None], other=0)
+    scale_offsets = blocks * stride_scale_block + in_block * stride_scale_slot + kv_head * stride_scale_head
+    k_scale = tl.load(k_scale_ptr + scale_offsets, mask=loaded, other=0.0)
+    v_scale = tl.load(v_scale_ptr + scale_offsets, mask=loaded, other=0.0)
+    return k, v, k_scale, v_scale
+
+
+@triton.jit
+def attend_fp8_words(
     q0,
     q1,
     q2,
@@ -105,47 +139,23 @@ def attend_fp8_words_tile(
     acc1,
     acc2,
     acc3,  # [M, QUARTER] float32 output quarters
-    k_words_ptr,
-    v_words_ptr,  # [num_blocks, block_size, num_kv_heads, head_dim // 4] int32 views of the cache
-    k_scale_ptr,
-    v_scale_ptr,  # [num_blocks, block_size, num_kv_heads] float32
-    block_table_ptr,  # this sequence's row of block_tables (int32)
-    positions,
-    in_context,
-    visible,  # as in attend_kv_tile
-    kv_head,
-    block_size,
+    k,
+    v,
+    k_scale,
+    v_scale,  # one tile, as load_fp8_words_tile returns it
+    visible,  # [1, BLOCK_N] keys the query sees
     qk_scale,
-    stride_word_block,
-    stride_word_slot,
-    stride_word_head,
-    stride_scale_block,
-    stride_scale_slot,
-    stride_scale_head,
-    QUARTER: tl.constexpr,  # head_dim // 4
     UPCAST_DOT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     PTX_CONVERT: tl.constexpr,  # quarters_of_words's PTX (q's dtype float16)
 ):
-    """One online-softmax step over a tile of FP8 keys read as words; returns (m, l, acc0..acc3)."""
-    blocks = tl.load(block_table_ptr + positions // block_size, mask=in_context, other=0).to(tl.int64)
-    in_block = (positions % block_size).to(tl.int64)
-    words = tl.arange(0, QUARTER)
-    offsets = (blocks * stride_word_block + in_block * stride_word_slot + kv_head * stride_word_head)[:, None] + words[
-        None, :
-    ]
-    mask = in_context[:, None]
-    k = tl.load(k_words_ptr + offsets, mask=mask, other=0)
-    v = tl.load(v_words_ptr + offsets, mask=mask, other=0)
+    """One online-softmax step over a loaded tile of FP8 keys; returns (m, l, acc0..acc3)."""
     ty = q0.dtype
     k0, k1, k2, k3 = quarters_of_words(k, ty, PTX_CONVERT)
     scores = attention_dot(q0, tl.trans(k0), UPCAST_DOT, DOT_PRECISION)
     scores += attention_dot(q1, tl.trans(k1), UPCAST_DOT, DOT_PRECISION)
     scores += attention_dot(q2, tl.trans(k2), UPCAST_DOT, DOT_PRECISION)
     scores += attention_dot(q3, tl.trans(k3), UPCAST_DOT, DOT_PRECISION)
-    scale_offsets = blocks * stride_scale_block + in_block * stride_scale_slot + kv_head * stride_scale_head
-    k_scale = tl.load(k_scale_ptr + scale_offsets, mask=in_context, other=0.0)
-    v_scale = tl.load(v_scale_ptr + scale_offsets, mask=in_context, other=0.0)
     scores = tl.where(visible, scores * (k_scale * qk_scale)[None, :], float("-inf"))
     m_new = tl.maximum(m, tl.max(scores, axis=1))
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no visible key yet: p and alpha stay 0, not NaN
@@ -159,3 +169,82 @@ def attend_fp8_words_tile(
     acc2 = acc2 * alpha[:, None] + attention_dot(p, v2, UPCAST_DOT, DOT_PRECISION)
     acc3 = acc3 * alpha[:, None] + attention_dot(p, v3, UPCAST_DOT, DOT_PRECISION)
     return m_new, l, acc0, acc1, acc2, acc3
+
+
+@triton.jit
+def attend_fp8_words_range(
+    q0,
+    q1,
+    q2,
+    q3,
+    m,
+    l,
+    acc0,
+    acc1,
+    acc2,
+    acc3,  # as in attend_fp8_words
+    k_words_ptr,
+    v_words_ptr,
+    k_scale_ptr,
+    v_scale_ptr,
+    block_table_ptr,  # as in load_fp8_words_tile
+    start,
+    end,  # keys [start, end) in tiles of BLOCK_N from start (end <= the context length)
+    window_start,  # keys before it are not visible
+    kv_head,
+    block_size,
+    qk_scale,
+    stride_word_block,
+    stride_word_slot,
+    stride_word_head,
+    stride_scale_block,
+    stride_scale_slot,
+    stride_scale_head,
+    QUARTER: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    UPCAST_DOT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    PTX_CONVERT: tl.constexpr,
+    PREFETCH: tl.constexpr,  # read tile i + 1 before attending over tile i (DecodeConfig.prefetch)
+):
+    """The online softmax over keys [start, end); returns (m, l, acc0..acc3).
+
+    PREFETCH issues the next tile's reads (block table, words, scales) before this tile's dots: a program then
+    has two tiles' bytes in flight instead of one, which a memory-latency-bound loop needs to approach the
+    bandwidth. It costs the registers of one more tile of words (4 e4m3 per register)."""
+    offsets = tl.arange(0, BLOCK_N)
+    if PREFETCH:
+        k, v, k_scale, v_scale = load_fp8_words_tile(
+            k_words_ptr, v_words_ptr, k_scale_ptr, v_scale_ptr, block_table_ptr, start + offsets,
+            start + offsets < end, kv_head, block_size, stride_word_block, stride_word_slot, stride_word_head,
+            stride_scale_block, stride_scale_slot, stride_scale_head, QUARTER,
+        )  # fmt: skip
+        for tile_start in range(start, end, BLOCK_N):
+            ahead = tile_start + BLOCK_N + offsets
+            next_k, next_v, next_k_scale, next_v_scale = load_fp8_words_tile(
+                k_words_ptr, v_words_ptr, k_scale_ptr, v_scale_ptr, block_table_ptr, ahead, ahead < end,
+                kv_head, block_size, stride_word_block, stride_word_slot, stride_word_head, stride_scale_block,
+                stride_scale_slot, stride_scale_head, QUARTER,
+            )  # fmt: skip
+            positions = tile_start + offsets
+            visible = (positions < end) & (positions >= window_start)
+            m, l, acc0, acc1, acc2, acc3 = attend_fp8_words(
+                q0, q1, q2, q3, m, l, acc0, acc1, acc2, acc3, k, v, k_scale, v_scale, visible[None, :], qk_scale,
+                UPCAST_DOT, DOT_PRECISION, PTX_CONVERT,
+            )  # fmt: skip
+            k, v, k_scale, v_scale = next_k, next_v, next_k_scale, next_v_scale
+    else:
+        for tile_start in range(start, end, BLOCK_N):
+            positions = tile_start + offsets
+            in_range = positions < end
+            k, v, k_scale, v_scale = load_fp8_words_tile(
+                k_words_ptr, v_words_ptr, k_scale_ptr, v_scale_ptr, block_table_ptr, positions, in_range,
+                kv_head, block_size, stride_word_block, stride_word_slot, stride_word_head, stride_scale_block,
+                stride_scale_slot, stride_scale_head, QUARTER,
+            )  # fmt: skip
+            visible = in_range & (positions >= window_start)
+            m, l, acc0, acc1, acc2, acc3 = attend_fp8_words(
+                q0, q1, q2, q3, m, l, acc0, acc1, acc2, acc3, k, v, k_scale, v_scale, visible[None, :], qk_scale,
+                UPCAST_DOT, DOT_PRECISION, PTX_CONVERT,
+            )  # fmt: skip
+    return m, l, acc0, acc1, acc2, acc3

@@ -46,7 +46,13 @@ from modelgate.kernels.decode_split import (  # noqa: F401  (re-exported: the sp
     num_sms,
     plan_decode_split,
 )
-from modelgate.kernels.fp8_kv_words import as_words, attend_fp8_words_tile, load_quarters, packed_fp8_ok, store_quarters
+from modelgate.kernels.fp8_kv_words import (
+    as_words,
+    attend_fp8_words_range,
+    load_quarters,
+    packed_fp8_ok,
+    store_quarters,
+)
 from modelgate.kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, triton
 from modelgate.kernels.grid_dependency import allow_dependents_to_launch, pdl_supported, wait_for_previous_kernel
 from modelgate.kernels.paged_attention_common import (
@@ -114,6 +120,7 @@ def _paged_decode_kernel(
     WORDS: tl.constexpr = False,  # FP8 cache read as int32 words (kernels/fp8_kv_words.py); caches are word views
     HALF_DOTS: tl.constexpr = False,  # WORDS: dots in fp16, the query pre-scaled by qk_scale (DecodeConfig.half_dots)
     PTX_CONVERT: tl.constexpr = False,  # HALF_DOTS: tiles converted by inline PTX (DecodeConfig.ptx_convert)
+    PREFETCH: tl.constexpr = False,  # WORDS: tile i + 1 read before tile i's dots (DecodeConfig.prefetch)
     # Hopper PDL: wait for the KV write before reading; the next kernel (o_proj) may launch at once and read its
     # weights during this latency-bound one (letting it in after the KV tiles, or at the end, measured slower).
     PDL: tl.constexpr = False,
@@ -155,73 +162,23 @@ def _paged_decode_kernel(
     else:
         q = tl.load(q_ptr + q_rows + dims[None, :], mask=row_mask, other=0.0)
         acc = tl.zeros([GROUP_PAD, HEAD_DIM_PAD], tl.float32)
-    for tile_start in range(start, end, BLOCK_N):
-        positions = tile_start + tl.arange(0, BLOCK_N)
-        in_context = positions < context_len
-        visible = in_context & (positions >= window_start)
-        if WORDS:
-            m, l, acc0, acc1, acc2, acc3 = attend_fp8_words_tile(
-                q0,
-                q1,
-                q2,
-                q3,
-                m,
-                l,
-                acc0,
-                acc1,
-                acc2,
-                acc3,
-                k_cache_ptr,
-                v_cache_ptr,
-                k_scale_ptr,
-                v_scale_ptr,
-                block_table_ptr,
-                positions,
-                in_context,
-                visible[None, :],
-                kv_head,
-                BLOCK_SIZE,
-                tile_qk_scale,
-                stride_cache_block,
-                stride_cache_slot,
-                stride_cache_head,
-                stride_scale_block,
-                stride_scale_slot,
-                stride_scale_head,
-                HEAD_DIM // 4,
-                UPCAST_DOT,
-                DOT_PRECISION,
-                PTX_CONVERT,
-            )
-        else:
+    if WORDS:
+        m, l, acc0, acc1, acc2, acc3 = attend_fp8_words_range(
+            q0, q1, q2, q3, m, l, acc0, acc1, acc2, acc3, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr,
+            block_table_ptr, start, end, window_start, kv_head, BLOCK_SIZE, tile_qk_scale, stride_cache_block,
+            stride_cache_slot, stride_cache_head, stride_scale_block, stride_scale_slot, stride_scale_head,
+            HEAD_DIM // 4, BLOCK_N, UPCAST_DOT, DOT_PRECISION, PTX_CONVERT, PREFETCH,
+        )  # fmt: skip
+    else:
+        for tile_start in range(start, end, BLOCK_N):
+            positions = tile_start + tl.arange(0, BLOCK_N)
+            in_context = positions < context_len
             m, l, acc = attend_kv_tile(
-                q,
-                m,
-                l,
-                acc,
-                k_cache_ptr,
-                v_cache_ptr,
-                k_scale_ptr,
-                v_scale_ptr,
-                block_table_ptr,
-                positions,
-                in_context,
-                visible[None, :],
-                kv_head,
-                BLOCK_SIZE,
-                qk_scale,
-                stride_cache_block,
-                stride_cache_slot,
-                stride_cache_head,
-                stride_scale_block,
-                stride_scale_slot,
-                stride_scale_head,
-                HEAD_DIM,
-                HEAD_DIM_PAD,
-                IS_FP8,
-                UPCAST_DOT,
-                DOT_PRECISION,
-            )
+                q, m, l, acc, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, block_table_ptr, positions,
+                in_context, (in_context & (positions >= window_start))[None, :], kv_head, BLOCK_SIZE, qk_scale,
+                stride_cache_block, stride_cache_slot, stride_cache_head, stride_scale_block, stride_scale_slot,
+                stride_scale_head, HEAD_DIM, HEAD_DIM_PAD, IS_FP8, UPCAST_DOT, DOT_PRECISION,
+            )  # fmt: skip
     if SPLIT:
         # An empty partition (start >= end: its tile loop did not run) stores nothing, as the combine reads
         # only partitions 0..last-1 (the non-empty ones), but it still counts in below.
@@ -380,6 +337,7 @@ def paged_decode_attention(
         HALF_DOTS=words and config.half_dots,
         # Inline PTX needs a compiled kernel (not the interpreter) and sm_89+ for its cvt: PDL's Hopper test.
         PTX_CONVERT=words and config.half_dots and config.ptx_convert and pdl_supported(_paged_decode_kernel, q.device),
+        PREFETCH=words and config.prefetch,
         PDL=pdl_supported(_paged_decode_kernel, q.device),
         launch_pdl=pdl_supported(_paged_decode_kernel, q.device),
         num_warps=config.num_warps,
