@@ -121,15 +121,11 @@ def variants(context_len: int, quick: bool):
         None,
         default_decode_config(HEAD_DIM, BATCH * NUM_KV_HEADS)._replace(ptx_convert=False),
     )
-    # FP8 words: each program reads its next tile before the current tile's dots (DecodeConfig.prefetch).
-    prefetching = default_decode_config(HEAD_DIM, BATCH * NUM_KV_HEADS)._replace(prefetch=True)
-    yield "fp8 words, prefetch", None, prefetching
-    yield "fp8 words, prefetch, 1 stage", None, prefetching._replace(num_stages=1)
-    for block_n, warps, stages, prefetch in EXTRA_CONFIGS:  # --configs: tiles to compare with the default
+    for block_n, warps, stages in EXTRA_CONFIGS:  # --configs: tiles to compare with the default at every size
         config = default_decode_config(HEAD_DIM, BATCH * NUM_KV_HEADS)._replace(
-            block_n=block_n, num_warps=warps, num_stages=stages, prefetch=prefetch
+            block_n=block_n, num_warps=warps, num_stages=stages
         )
-        yield f"n{block_n} w{warps} s{stages}{' prefetch' if prefetch else ''}", None, config
+        yield f"n{block_n} w{warps} s{stages}", None, config
     for size in EXTRA_SPLITS:  # --splits: short contexts cut into more programs than the planner asks for
         if size < context_len:
             split = DecodeSplit(-(-context_len // size), size)
@@ -308,7 +304,7 @@ def main() -> int:
         "--configs",
         nargs="*",
         default=[],
-        help="tiles to time beside the default plan, as nBLOCK_NwWARPSsSTAGES (n32w2s2), + p to prefetch (n32w2s1p)",
+        help="tiles to time beside the default plan, as nBLOCK_NwWARPSsSTAGES (n32w2s2)",
     )
     parser.add_argument(
         "--splits",
@@ -320,10 +316,10 @@ def main() -> int:
     args = parser.parse_args()
     extra = []
     for text in args.configs:
-        match = re.fullmatch(r"n(\d+)w(\d+)s(\d+)(p?)", text)
+        match = re.fullmatch(r"n(\d+)w(\d+)s(\d+)", text)
         if match is None:
-            parser.error(f"--configs: {text!r} is not nBLOCK_NwWARPSsSTAGES[p], e.g. n32w2s2")
-        extra.append((*(int(g) for g in match.groups()[:3]), match.group(4) == "p"))
+            parser.error(f"--configs: {text!r} is not nBLOCK_NwWARPSsSTAGES, e.g. n32w2s2")
+        extra.append(tuple(int(g) for g in match.groups()))
     globals().update(  # read by variants
         BATCH=args.batch, CONTEXTS=tuple(args.contexts), EXTRA_CONFIGS=tuple(extra), EXTRA_SPLITS=tuple(args.splits)
     )

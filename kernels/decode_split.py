@@ -21,9 +21,6 @@ MIN_PARTITION_SIZE = 64
 # Programs per SM from which default_decode_config takes its narrow two-warp tiles (short contexts at large
 # batches are latency-bound: more programs resident hide more of it; fewer, wider programs win below).
 NARROW_MIN_PROGRAMS_PER_SM = 8
-# Whether default_decode_config's FP8-word tiles are read one tile ahead (DecodeConfig.prefetch): off until the
-# H100 measures it (benchmarks/decode_attention.py 'fp8 words, prefetch'; llm_decode_step.py --variant).
-PREFETCH_TILES = False
 # SMs assumed when there is no GPU (CPU tests plan as an H100 SXM would).
 DEFAULT_NUM_SMS = 132
 
@@ -52,9 +49,6 @@ class DecodeConfig(NamedTuple):
     # With half_dots on a Hopper-or-newer GPU: the tiles convert to fp16 through inline PTX, two words at a time
     # (kernels/fp8_kv_words.py); same values, fewer instructions.
     ptx_convert: bool = False
-    # With words: each program reads its next tile before attending over the current one, two tiles' bytes in
-    # flight (kernels/fp8_kv_words.py attend_fp8_words_range).
-    prefetch: bool = False
 
 
 SINGLE_PASS = DecodeSplit(1, 0)
@@ -76,9 +70,9 @@ def default_decode_config(head_dim: int, num_programs: int = 0, sms: int = DEFAU
     programs) 51 us in narrow tiles against 59; batch 64 (512 programs) 13.9 us at 193 and 53.6 at 1024 in
     the 4-warp tiles, 19.7 and 78.6 in narrow ones."""
     if head_dim <= 128 and num_programs >= NARROW_MIN_PROGRAMS_PER_SM * sms:
-        return DecodeConfig(32, 2, 2, half_dots=True, ptx_convert=True, prefetch=PREFETCH_TILES)
+        return DecodeConfig(block_n=32, num_warps=2, num_stages=2, half_dots=True, ptx_convert=True)
     block_n = 64 if head_dim <= 128 else 32
-    return DecodeConfig(block_n, 4, 2, half_dots=True, ptx_convert=True, prefetch=PREFETCH_TILES)
+    return DecodeConfig(block_n=block_n, num_warps=4, num_stages=2, half_dots=True, ptx_convert=True)
 
 
 def plan_decode_split(

@@ -205,46 +205,25 @@ def attend_fp8_words_range(
     UPCAST_DOT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     PTX_CONVERT: tl.constexpr,
-    PREFETCH: tl.constexpr,  # read tile i + 1 before attending over tile i (DecodeConfig.prefetch)
 ):
     """The online softmax over keys [start, end); returns (m, l, acc0..acc3).
 
-    PREFETCH issues the next tile's reads (block table, words, scales) before this tile's dots: a program then
-    has two tiles' bytes in flight instead of one, which a memory-latency-bound loop needs to approach the
-    bandwidth. It costs the registers of one more tile of words (4 e4m3 per register)."""
+    Not adopted (session 28, H100): issuing tile i + 1's reads before tile i's dots, two tiles in flight per
+    program, was slower at every size measured (batch 64 at 1,024 tokens 54.2 -> 75.7 us, batch 256 at 193
+    52.9 -> 61.6; decode step at batch 64 4.38 -> 4.67 ms; benchmarks/results/decode_attention_*_session28.log).
+    """
     offsets = tl.arange(0, BLOCK_N)
-    if PREFETCH:
+    for tile_start in range(start, end, BLOCK_N):
+        positions = tile_start + offsets
+        in_range = positions < end
         k, v, k_scale, v_scale = load_fp8_words_tile(
-            k_words_ptr, v_words_ptr, k_scale_ptr, v_scale_ptr, block_table_ptr, start + offsets,
-            start + offsets < end, kv_head, block_size, stride_word_block, stride_word_slot, stride_word_head,
-            stride_scale_block, stride_scale_slot, stride_scale_head, QUARTER,
+            k_words_ptr, v_words_ptr, k_scale_ptr, v_scale_ptr, block_table_ptr, positions, in_range,
+            kv_head, block_size, stride_word_block, stride_word_slot, stride_word_head, stride_scale_block,
+            stride_scale_slot, stride_scale_head, QUARTER,
         )  # fmt: skip
-        for tile_start in range(start, end, BLOCK_N):
-            ahead = tile_start + BLOCK_N + offsets
-            next_k, next_v, next_k_scale, next_v_scale = load_fp8_words_tile(
-                k_words_ptr, v_words_ptr, k_scale_ptr, v_scale_ptr, block_table_ptr, ahead, ahead < end,
-                kv_head, block_size, stride_word_block, stride_word_slot, stride_word_head, stride_scale_block,
-                stride_scale_slot, stride_scale_head, QUARTER,
-            )  # fmt: skip
-            positions = tile_start + offsets
-            visible = (positions < end) & (positions >= window_start)
-            m, l, acc0, acc1, acc2, acc3 = attend_fp8_words(
-                q0, q1, q2, q3, m, l, acc0, acc1, acc2, acc3, k, v, k_scale, v_scale, visible[None, :], qk_scale,
-                UPCAST_DOT, DOT_PRECISION, PTX_CONVERT,
-            )  # fmt: skip
-            k, v, k_scale, v_scale = next_k, next_v, next_k_scale, next_v_scale
-    else:
-        for tile_start in range(start, end, BLOCK_N):
-            positions = tile_start + offsets
-            in_range = positions < end
-            k, v, k_scale, v_scale = load_fp8_words_tile(
-                k_words_ptr, v_words_ptr, k_scale_ptr, v_scale_ptr, block_table_ptr, positions, in_range,
-                kv_head, block_size, stride_word_block, stride_word_slot, stride_word_head, stride_scale_block,
-                stride_scale_slot, stride_scale_head, QUARTER,
-            )  # fmt: skip
-            visible = in_range & (positions >= window_start)
-            m, l, acc0, acc1, acc2, acc3 = attend_fp8_words(
-                q0, q1, q2, q3, m, l, acc0, acc1, acc2, acc3, k, v, k_scale, v_scale, visible[None, :], qk_scale,
-                UPCAST_DOT, DOT_PRECISION, PTX_CONVERT,
-            )  # fmt: skip
+        visible = in_range & (positions >= window_start)
+        m, l, acc0, acc1, acc2, acc3 = attend_fp8_words(
+            q0, q1, q2, q3, m, l, acc0, acc1, acc2, acc3, k, v, k_scale, v_scale, visible[None, :], qk_scale,
+            UPCAST_DOT, DOT_PRECISION, PTX_CONVERT,
+        )  # fmt: skip
     return m, l, acc0, acc1, acc2, acc3

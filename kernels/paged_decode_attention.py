@@ -120,7 +120,6 @@ def _paged_decode_kernel(
     WORDS: tl.constexpr = False,  # FP8 cache read as int32 words (kernels/fp8_kv_words.py); caches are word views
     HALF_DOTS: tl.constexpr = False,  # WORDS: dots in fp16, the query pre-scaled by qk_scale (DecodeConfig.half_dots)
     PTX_CONVERT: tl.constexpr = False,  # HALF_DOTS: tiles converted by inline PTX (DecodeConfig.ptx_convert)
-    PREFETCH: tl.constexpr = False,  # WORDS: tile i + 1 read before tile i's dots (DecodeConfig.prefetch)
     # Hopper PDL: wait for the KV write before reading; the next kernel (o_proj) may launch at once and read its
     # weights during this latency-bound one (letting it in after the KV tiles, or at the end, measured slower).
     PDL: tl.constexpr = False,
@@ -167,7 +166,7 @@ def _paged_decode_kernel(
             q0, q1, q2, q3, m, l, acc0, acc1, acc2, acc3, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr,
             block_table_ptr, start, end, window_start, kv_head, BLOCK_SIZE, tile_qk_scale, stride_cache_block,
             stride_cache_slot, stride_cache_head, stride_scale_block, stride_scale_slot, stride_scale_head,
-            HEAD_DIM // 4, BLOCK_N, UPCAST_DOT, DOT_PRECISION, PTX_CONVERT, PREFETCH,
+            HEAD_DIM // 4, BLOCK_N, UPCAST_DOT, DOT_PRECISION, PTX_CONVERT,
         )  # fmt: skip
     else:
         for tile_start in range(start, end, BLOCK_N):
@@ -337,7 +336,6 @@ def paged_decode_attention(
         HALF_DOTS=words and config.half_dots,
         # Inline PTX needs a compiled kernel (not the interpreter) and sm_89+ for its cvt: PDL's Hopper test.
         PTX_CONVERT=words and config.half_dots and config.ptx_convert and pdl_supported(_paged_decode_kernel, q.device),
-        PREFETCH=words and config.prefetch,
         PDL=pdl_supported(_paged_decode_kernel, q.device),
         launch_pdl=pdl_supported(_paged_decode_kernel, q.device),
         num_warps=config.num_warps,

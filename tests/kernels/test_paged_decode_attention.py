@@ -366,39 +366,6 @@ def test_fp8_words_path_equals_the_byte_path(dev, split):
         assert relative_error(outputs[2], expected) < BF16_TOLERANCE
 
 
-@pytest.mark.parametrize("split", [SINGLE_PASS, SPLIT_32, SPLIT_8])
-@pytest.mark.parametrize("window", [None, 20])
-def test_fp8_words_prefetch_gives_the_same_bits(dev, split, window):
-    """Reading each tile one step ahead (DecodeConfig.prefetch) changes when the words are read, not the math:
-    the same bits as the words path without it, over partition ends, windows, a one-token and an empty context."""
-    generator = torch.Generator().manual_seed(28)
-    cache = make_paged_cache([70, 1, 33, 40], 16, 2, 64, FP8_DTYPE, dev, generator)
-    cache.context_lens[3] = 0
-    q = torch.randn((4, 8, 64), generator=generator).to(dev, torch.bfloat16)
-    outputs = []
-    for prefetch in (False, True):
-        with poisoned_outputs():
-            outputs.append(
-                paged_decode_attention(
-                    q,
-                    cache.kv_cache,
-                    cache.block_tables,
-                    cache.context_lens,
-                    70,
-                    kv_scales=cache.kv_scales,
-                    sliding_window=window,
-                    split=split,
-                    config=SMALL._replace(words=True, half_dots=True, prefetch=prefetch),
-                )
-            )
-    assert torch.equal(outputs[1], outputs[0])
-    assert torch.equal(outputs[1][3], torch.zeros_like(outputs[1][3]))
-    expected = paged_decode_attention_reference(
-        q, cache.kv_cache, cache.block_tables, cache.context_lens, kv_scales=cache.kv_scales, sliding_window=window
-    )
-    assert relative_error(outputs[1], expected) < BF16_TOLERANCE
-
-
 @pytest.mark.gpu
 def test_split_in_cuda_graph_gpu(cuda):
     """Batch 1 and Llama 3 8B heads under the split planned for 8192 tokens, eagerly and as a replayed CUDA
