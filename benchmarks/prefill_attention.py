@@ -181,7 +181,9 @@ def new_lengths(count: int, generator: torch.Generator) -> None:
 
     scale = HEAD_DIM**-0.5
     paths = {
-        "cuDNN": FreshPrefillAttention(torch_varlen_attn(), NUM_HEADS, NUM_KV_HEADS, scale, None, torch_cudnn_attn()),
+        "cuDNN": FreshPrefillAttention(
+            torch_varlen_attn(), NUM_HEADS, NUM_KV_HEADS, scale, None, dense_attn=torch_cudnn_attn()
+        ),
         "varlen": FreshPrefillAttention(torch_varlen_attn(), NUM_HEADS, NUM_KV_HEADS, scale, None),
     }
     lengths = torch.randint(512, 8193, (count,), generator=generator).tolist()

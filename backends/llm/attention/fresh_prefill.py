@@ -76,6 +76,7 @@ class FreshPrefillAttention:
         num_kv_heads: int,
         scale: float,
         window: int | None,
+        *,
         repeat_kv: bool = False,
         dense_attn: Callable | None = None,
     ):
