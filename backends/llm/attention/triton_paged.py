@@ -62,10 +62,11 @@ class TritonPagedAttention:
     decodes_in_mixed_steps: bool = False
     # Long fresh prefills through cuDNN's attention one sequence at a time (fresh_prefill.py), where torch has it
     # and CUDA runs; set per instance from `long_prefills_on_cudnn` (a stand-in in tests). Off: on the H100 it
-    # cut the engine's TTFT at 1,024 tokens from 18.5 to 17.3 ms (session 27), but only prompts of one length
-    # were timed, and torch builds a cuDNN graph per new shape (a cost reported at tens of milliseconds; the
-    # padding to DENSE_BUCKET_TOKENS bounds how often). On once prompts of many lengths are measured
-    # (benchmarks/prefill_attention.py --new-lengths).
+    # cut the engine's TTFT at 1,024 tokens from 18.5 to 17.3 ms (session 27), but torch builds a cuDNN graph
+    # for every new shape: 53-84 ms of host time on the H100 (session 28,
+    # benchmarks/results/cudnn_sdpa_first_calls_h100_session28.log), paid by the first prompt of each
+    # DENSE_BUCKET_TOKENS bucket, on every layer's first call. On once those graphs are built at load or shared
+    # across lengths, and a served run at varied lengths shows it (benchmarks/prefill_attention.py --new-lengths).
     dense_attn = None
     long_prefills_on_cudnn: bool = False
 
