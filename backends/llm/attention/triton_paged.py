@@ -65,7 +65,7 @@ class TritonPagedAttention:
     # cut the engine's TTFT at 1,024 tokens from 18.5 to 17.3 ms (session 27), but torch builds a cuDNN graph
     # for every new shape: 53-84 ms of host time on the H100 (session 28,
     # benchmarks/results/cudnn_sdpa_first_calls_h100_session28.log), paid by the first prompt of each
-    # DENSE_BUCKET_TOKENS bucket, on every layer's first call. On once those graphs are built at load or shared
+    # DENSE_BUCKET_TOKENS bucket (once: the layers share the shape). On once those graphs are built at load or shared
     # across lengths, and a served run at varied lengths shows it (benchmarks/prefill_attention.py --new-lengths).
     dense_attn = None
     long_prefills_on_cudnn: bool = False
