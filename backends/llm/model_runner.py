@@ -53,7 +53,7 @@ class ModelRunner:
         self.attention_backend = resolve_attention_backend(config.attention_backend, self.device)
         check_quantization(config, self.attention_backend)
         self.kv_cache_dtype = torch.float8_e4m3fn if config.kv_cache_dtype == "fp8" else self.dtype
-        attention = make_attention(self.attention_backend, model_config, self.device)
+        self.attention = attention = make_attention(self.attention_backend, model_config, self.device)
         with torch.device(self.device):
             self.model = DecoderForCausalLM(
                 model_config, attention, self.dtype, config.max_model_len, **self.shard.model_options
@@ -324,9 +324,18 @@ class ModelRunner:
             num_decodes = min(count - 1, max_seqs - 1, 3)
             if num_decodes > 0:
                 run_dummy_step(self, count, num_decodes + 1, num_decodes)
+        # The dense attention of long fresh prefills (attention/fresh_prefill.py): its graphs, one per padded length.
+        warm_dense = getattr(self.attention, "warm_up_fresh_prefills", None)
+        dense_lengths = (
+            0 if warm_dense is None else warm_dense(min(largest, self.config.max_model_len), self.dtype, self.device)
+        )
         torch.cuda.synchronize(self.device)
         torch.cuda.empty_cache()
-        logger.info("warmed up eager step shapes in %.1f s", time.perf_counter() - started)
+        logger.info(
+            "warmed up eager step shapes (and %d dense attention lengths) in %.1f s",
+            dense_lengths,
+            time.perf_counter() - started,
+        )
 
 
 def _check_no_pipeline(pipeline) -> None:

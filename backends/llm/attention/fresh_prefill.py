@@ -16,11 +16,12 @@ took half the varlen call's time at 1k, 2k and 8k tokens on the H100 (0.061 agai
 1,024-token prompt, benchmarks/prefill_attention.py, session 27). Shorter sequences stay in one varlen call,
 since a call per sequence would cost more host time than the kernels save.
 
-torch builds a cuDNN graph for each new shape it meets (reported at tens of milliseconds a build), and prompt
-lengths vary from request to request. So a sequence goes to the dense call padded with zero rows to a
-multiple of DENSE_BUCKET_TOKENS, which bounds the graphs by max_model_len / DENSE_BUCKET_TOKENS. Under a
-causal mask the padded keys come after every real query, so the real rows' results are exactly those of
-the unpadded call.
+torch builds a cuDNN graph for each new shape it meets (53-84 ms of host time each on the H100, session 28),
+and prompt lengths vary from request to request. So a sequence goes to the dense call copied into zero rows
+padded to a multiple of DENSE_BUCKET_TOKENS, always the same contiguous layout: the shapes are then the
+buckets up to the longest fresh sequence a step holds, which `warm_dense_buckets` calls once each at load,
+so that no request pays a build. Under a causal mask the padded keys come after every real query, so the
+real rows' results are exactly those of the unpadded call.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class FreshPrefillAttention:
         parameters = inspect.signature(varlen_attn).parameters
         self.varlen_attn = varlen_attn
         self.dense_attn = dense_attn if window is None else None
+        self._heads = (num_heads, num_kv_heads)
         self._group = num_heads // num_kv_heads
         self._scale = scale
         self._gqa_inside = "enable_gqa" in parameters
@@ -151,17 +153,31 @@ class FreshPrefillAttention:
             else:
                 self._varlen(q, k, v, query_start, query_start_cpu, piece, out)
 
+    def warm_dense_buckets(self, max_tokens: int, head_dim: int, dtype: torch.dtype, device: torch.device) -> int:
+        """Call `dense_attn` once at every shape a fresh sequence of up to max_tokens tokens gives it (zeros,
+        laid out as `_dense` lays them out), so that torch builds its cuDNN graphs now rather than on a request's
+        time to first token. Returns the number of shapes (0 without a dense call)."""
+        if self.dense_attn is None:
+            return 0
+        lengths = dense_bucket_lengths(max_tokens)
+        for length in lengths:
+            rows = [torch.zeros((length, n, head_dim), dtype=dtype, device=device) for n in self._heads]
+            self._dense_call(rows[0], rows[1], torch.zeros_like(rows[1]))
+        return len(lengths)
+
     def _dense(self, q, k, v, begin: int, end: int, out: torch.Tensor) -> None:
-        """One sequence, rows [begin, end), through `dense_attn` as a batch of one (heads before tokens), padded
-        to a multiple of DENSE_BUCKET_TOKENS rows (views where it is one already)."""
+        """One sequence, rows [begin, end), through `dense_attn` as a batch of one (heads before tokens), copied
+        into zero rows padded to a multiple of DENSE_BUCKET_TOKENS (a copy even where no padding is needed: one
+        layout per length, the one warm_dense_buckets prepared; the strided views would need graphs of their own)."""
         length = end - begin
         padded = -(-length // DENSE_BUCKET_TOKENS) * DENSE_BUCKET_TOKENS
-        rows = [t[begin:end] for t in (q, k, v)]
-        if padded != length:
-            rows = [_zero_padded(t, padded) for t in rows]
-        queries, keys, values = (t.unsqueeze(0).transpose(1, 2) for t in rows)
-        attended = self.dense_attn(queries, keys, values, scale=self._scale, enable_gqa=self._group > 1)
+        attended = self._dense_call(*(_zero_padded(t[begin:end], padded) for t in (q, k, v)))
         out[begin:end] = attended[0, :, :length].transpose(0, 1)
+
+    def _dense_call(self, q_rows, k_rows, v_rows) -> torch.Tensor:
+        """`dense_attn` of [n, heads, d] rows, as [1, heads, n, d] views; returns [1, heads, n, d]."""
+        queries, keys, values = (t.unsqueeze(0).transpose(1, 2) for t in (q_rows, k_rows, v_rows))
+        return self.dense_attn(queries, keys, values, scale=self._scale, enable_gqa=self._group > 1)
 
     def _varlen(self, q, k, v, query_start, query_start_cpu: list[int], run: SequenceRun, out) -> None:
         begin, end = query_start_cpu[run.first], query_start_cpu[run.end]
@@ -186,10 +202,18 @@ class FreshPrefillAttention:
 
 
 def _zero_padded(rows: torch.Tensor, length: int) -> torch.Tensor:
-    """`rows` [n, heads, d] followed by zero rows up to `length`, contiguous."""
-    padded = rows.new_zeros((length, *rows.shape[1:]))
+    """`rows` [n, heads, d] followed by zero rows up to `length`, contiguous (a copy, whatever `rows` is)."""
+    padded = rows.new_empty((length, *rows.shape[1:]))
     padded[: rows.shape[0]] = rows
+    padded[rows.shape[0] :].zero_()
     return padded
+
+
+def dense_bucket_lengths(max_tokens: int) -> list[int]:
+    """The padded lengths `_dense` gives sequences of DENSE_MIN_TOKENS up to max_tokens tokens, ascending."""
+    first = -(-DENSE_MIN_TOKENS // DENSE_BUCKET_TOKENS) * DENSE_BUCKET_TOKENS
+    last = -(-max_tokens // DENSE_BUCKET_TOKENS) * DENSE_BUCKET_TOKENS
+    return list(range(first, last + 1, DENSE_BUCKET_TOKENS)) if max_tokens >= DENSE_MIN_TOKENS else []
 
 
 def long_sequences_apart(query_start_cpu: list[int], run: SequenceRun):

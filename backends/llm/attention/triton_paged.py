@@ -64,9 +64,9 @@ class TritonPagedAttention:
     # and CUDA runs; set per instance from `long_prefills_on_cudnn` (a stand-in in tests). Off: on the H100 it
     # cut the engine's TTFT at 1,024 tokens from 18.5 to 17.3 ms (session 27), but torch builds a cuDNN graph
     # for every new shape: 53-84 ms of host time on the H100 (session 28,
-    # benchmarks/results/cudnn_sdpa_first_calls_h100_session28.log), paid by the first prompt of each
-    # DENSE_BUCKET_TOKENS bucket (once: the layers share the shape). On once those graphs are built at load or shared
-    # across lengths, and a served run at varied lengths shows it (benchmarks/prefill_attention.py --new-lengths).
+    # benchmarks/results/cudnn_sdpa_first_calls_h100_session28.log). With it on, the engine's warm-up builds one
+    # graph per DENSE_BUCKET_TOKENS bucket up to the step budget (warm_up_fresh_prefills: ~30 at 8k tokens, some
+    # 2 s of load); on by default once the H100 has timed that warm-up and a served run at varied prompt lengths.
     dense_attn = None
     long_prefills_on_cudnn: bool = False
 
@@ -149,24 +149,36 @@ class TritonPagedAttention:
                     self._prefill(q, kv_cache, metadata, kv_scales, part, out)
         return out
 
+    def warm_up_fresh_prefills(self, max_tokens: int, dtype: torch.dtype, device: torch.device) -> int:
+        """Before serving: the fresh-prefill trial, then the dense call at every padded length of a fresh
+        sequence of up to max_tokens tokens (FreshPrefillAttention.warm_dense_buckets: torch's cuDNN graphs
+        built now, not in a request's TTFT). Returns the number of lengths warmed (0: no dense call)."""
+        fresh = self._checked_fresh(dtype, torch.device(device))
+        return 0 if fresh is None else fresh.warm_dense_buckets(max_tokens, self.head_dim, dtype, device)
+
     def _runs_with_fresh(self, q: torch.Tensor, metadata: AttentionMetadata) -> list[SequenceRun] | None:
         """The step's runs of sequences when some run is fresh and may go the dense way, else None."""
+        if self._checked_fresh(q.dtype, q.device) is None:
+            return None
+        runs = metadata.sequence_runs
+        return runs if any(run.is_fresh for run in runs) else None
+
+    def _checked_fresh(self, dtype: torch.dtype, device: torch.device) -> FreshPrefillAttention | None:
+        """The fresh-prefill attention that passed its trial for q's dtype and device, or None."""
         fresh = self._fresh_attention()
-        if fresh is None or not FreshPrefillAttention.takes(q.dtype, self.head_dim):
+        if fresh is None or not FreshPrefillAttention.takes(dtype, self.head_dim):
             return None
         shape = (self.num_heads, self.num_kv_heads, self.head_dim, self.scale, self.sliding_window)
         # Tried once: a wrong call costs speed, not answers. Where it fails, its fallbacks get trials of their own:
         # without the dense call, then K/V heads repeated for a call that refuses fewer than the query heads.
         # The fallbacks are made only where the trial fails (its verdict is kept: every later step asks again).
-        if not varlen_works(fresh, *shape, q.dtype, q.device, _next_try(fresh)):
-            for candidate in fresh.fallbacks()[1:]:
-                if varlen_works(candidate, *shape, q.dtype, q.device, _next_try(candidate)):
-                    self._fresh = candidate
-                    break
-            else:
-                return None
-        runs = metadata.sequence_runs
-        return runs if any(run.is_fresh for run in runs) else None
+        if varlen_works(fresh, *shape, dtype, device, _next_try(fresh)):
+            return fresh
+        for candidate in fresh.fallbacks()[1:]:
+            if varlen_works(candidate, *shape, dtype, device, _next_try(candidate)):
+                self._fresh = candidate
+                return candidate
+        return None
 
     def _fresh_attention(self) -> FreshPrefillAttention | None:
         """The dense path for the current `varlen_attn`, made once; None without one or for its window."""

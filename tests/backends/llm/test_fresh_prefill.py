@@ -192,11 +192,13 @@ class ReferenceDense:
 
     def __init__(self, fails: bool = False):
         self.lengths: list[int] = []
+        self.layouts: list[tuple] = []  # each call's (shape, strides) of q, k and v: what a cuDNN graph is built for
         self.fails = fails
 
     def __call__(self, q, k, v, *, scale, enable_gqa):
         assert q.shape[0] == 1 and enable_gqa == (k.shape[1] != q.shape[1])
         self.lengths.append(q.shape[2])
+        self.layouts.append(tuple((tuple(t.shape), t.stride()) for t in (q, k, v)))
         if self.fails:
             raise RuntimeError("No available kernel: cuDNN attention needs sm80 or newer")
         heads_first = [t[0].transpose(0, 1) for t in (q, k, v)]
@@ -245,6 +247,53 @@ def test_a_dense_call_that_fails_its_trial_leaves_every_fresh_sequence_to_the_va
     assert varlen.calls[:2] == [[0, 5], TRIAL] and len(varlen.calls) == 2 + 4 * len(runner.model.layers)
     assert "fresh prefills try without the dense call" in caplog.text and "sm80" in caplog.text
     assert "stay on the paged kernel" not in caplog.text
+
+
+def test_dense_bucket_lengths_cover_every_long_sequence_up_to_the_bound():
+    assert fresh_prefill.dense_bucket_lengths(fresh_prefill.DENSE_MIN_TOKENS - 1) == []
+    assert fresh_prefill.dense_bucket_lengths(512) == [512]
+    assert fresh_prefill.dense_bucket_lengths(1100) == [512, 768, 1024, 1280]
+
+
+def test_warmed_buckets_hold_the_layout_of_every_long_sequence_a_step_gives(monkeypatch):
+    """A cuDNN graph is built per shape and strides: warm_dense_buckets must call the dense attention with those
+    of every sequence `attend` sends it later, whether its length needs padding (9, 17) or not (12)."""
+    monkeypatch.setattr(fresh_prefill, "DENSE_MIN_TOKENS", 8)
+    monkeypatch.setattr(fresh_prefill, "DENSE_BUCKET_TOKENS", 4)
+    dense = ReferenceDense()
+    attention = fresh_prefill.FreshPrefillAttention(ReferenceVarlen(), 4, 2, 0.5, None, dense_attn=dense)
+    assert attention.warm_dense_buckets(17, 8, torch.float32, torch.device("cpu")) == 4
+    warmed = set(dense.layouts)
+    assert dense.lengths == [8, 12, 16, 20] and len(warmed) == 4
+    bounds = [0, 9, 21, 38, 41]  # 9, 12 and 17 tokens go to the dense call, the last 3 to the varlen call
+    qkv = torch.randn(bounds[-1], 4 + 2 + 2, 8, generator=torch.Generator().manual_seed(0))
+    q, k, v = qkv.split([4, 2, 2], dim=1)  # strided views, as the engine's qkv projection gives them
+    out = torch.empty_like(q)
+    attention.attend(q, k, v, torch.tensor(bounds), bounds, SequenceRun(0, 4, True), out)
+    assert dense.lengths[4:] == [12, 12, 20]
+    assert set(dense.layouts[4:]) <= warmed
+    torch.testing.assert_close(out, dense_causal_reference(q, k, v, bounds, 0.5, None))
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_attention_backend_warms_the_dense_call_after_its_trial(monkeypatch, fails):
+    """TritonPagedAttention.warm_up_fresh_prefills (model_runner.warm_up calls it): the trial first, then one call
+    per padded length; none where the dense call failed its trial and the varlen call took over."""
+    from modelgate.backends.llm.attention.triton_paged import TritonPagedAttention
+
+    monkeypatch.setattr(fresh_prefill, "FLASH_DTYPES", (torch.float32,))
+    monkeypatch.setattr(fresh_prefill, "DENSE_MIN_TOKENS", 8)
+    monkeypatch.setattr(fresh_prefill, "DENSE_BUCKET_TOKENS", 4)
+    attention = TritonPagedAttention(4, 2, 8, None, "cpu")
+    dense = ReferenceDense(fails=fails)
+    attention.varlen_attn, attention.dense_attn = ReferenceVarlen(), dense
+    assert attention.warm_up_fresh_prefills(17, torch.float32, torch.device("cpu")) == (0 if fails else 4)
+    # The trial's long sequences came first (150 tokens, padded to 152, ...); a failing call saw its first only.
+    assert dense.lengths[0] == 152
+    if fails:
+        assert dense.lengths == [152]
+    else:
+        assert dense.lengths[-4:] == [8, 12, 16, 20]
 
 
 @pytest.mark.gpu
