@@ -94,40 +94,6 @@ def store_quarters(ptr, x0, x1, x2, x3, mask):
 
 
 @triton.jit
-def load_fp8_words_tile(
-    k_words_ptr,
-    v_words_ptr,  # [num_blocks, block_size, num_kv_heads, head_dim // 4] int32 views of the cache
-    k_scale_ptr,
-    v_scale_ptr,  # [num_blocks, block_size, num_kv_heads] float32
-    block_table_ptr,  # this sequence's row of block_tables (int32)
-    positions,  # [BLOCK_N] key positions of the tile
-    loaded,  # [BLOCK_N] which of them to read (the others come back 0)
-    kv_head,
-    block_size,
-    stride_word_block,
-    stride_word_slot,
-    stride_word_head,
-    stride_scale_block,
-    stride_scale_slot,
-    stride_scale_head,
-    QUARTER: tl.constexpr,  # head_dim // 4
-):
-    """The tile's K and V words [BLOCK_N, QUARTER] and their per-token scales [BLOCK_N], through the block table."""
-    blocks = tl.load(block_table_ptr + positions // block_size, mask=loaded, other=0).to(tl.int64)
-    in_block = (positions % block_size).to(tl.int64)
-    words = tl.arange(0, QUARTER)
-    offsets = (blocks * stride_word_block + in_block * stride_word_slot + kv_head * stride_word_head)[:, None] + words[
-        None, :
-    ]
-    k = tl.load(k_words_ptr + offsets, mask=loaded[:, None], other=0)
-    v = tl.load(v_words_ptr + offsets, mask=loaded[:, None], other=0)
-    scale_offsets = blocks * stride_scale_block + in_block * stride_scale_slot + kv_head * stride_scale_head
-    k_scale = tl.load(k_scale_ptr + scale_offsets, mask=loaded, other=0.0)
-    v_scale = tl.load(v_scale_ptr + scale_offsets, mask=loaded, other=0.0)
-    return k, v, k_scale, v_scale
-
-
-@triton.jit
 def attend_fp8_words(
     q0,
     q1,
@@ -142,7 +108,7 @@ def attend_fp8_words(
     k,
     v,
     k_scale,
-    v_scale,  # one tile, as load_fp8_words_tile returns it
+    v_scale,  # one tile: K and V words [BLOCK_N, QUARTER], their per-token scales [BLOCK_N]
     visible,  # [1, BLOCK_N] keys the query sees
     qk_scale,
     UPCAST_DOT: tl.constexpr,
@@ -184,10 +150,10 @@ def attend_fp8_words_range(
     acc2,
     acc3,  # as in attend_fp8_words
     k_words_ptr,
-    v_words_ptr,
+    v_words_ptr,  # [num_blocks, block_size, num_kv_heads, head_dim // 4] int32 views of the cache
     k_scale_ptr,
-    v_scale_ptr,
-    block_table_ptr,  # as in load_fp8_words_tile
+    v_scale_ptr,  # [num_blocks, block_size, num_kv_heads] float32
+    block_table_ptr,  # this sequence's row of block_tables (int32)
     start,
     end,  # keys [start, end) in tiles of BLOCK_N from start (end <= the context length)
     window_start,  # keys before it are not visible
@@ -212,15 +178,20 @@ def attend_fp8_words_range(
     program, was slower at every size measured (batch 64 at 1,024 tokens 54.2 -> 75.7 us, batch 256 at 193
     52.9 -> 61.6; decode step at batch 64 4.38 -> 4.67 ms; benchmarks/results/decode_attention_*_session28.log).
     """
-    offsets = tl.arange(0, BLOCK_N)
+    keys = tl.arange(0, BLOCK_N)
+    words = tl.arange(0, QUARTER)
     for tile_start in range(start, end, BLOCK_N):
-        positions = tile_start + offsets
+        positions = tile_start + keys
         in_range = positions < end
-        k, v, k_scale, v_scale = load_fp8_words_tile(
-            k_words_ptr, v_words_ptr, k_scale_ptr, v_scale_ptr, block_table_ptr, positions, in_range,
-            kv_head, block_size, stride_word_block, stride_word_slot, stride_word_head, stride_scale_block,
-            stride_scale_slot, stride_scale_head, QUARTER,
-        )  # fmt: skip
+        blocks = tl.load(block_table_ptr + positions // block_size, mask=in_range, other=0).to(tl.int64)
+        in_block = (positions % block_size).to(tl.int64)
+        tokens = blocks * stride_word_block + in_block * stride_word_slot + kv_head * stride_word_head
+        offsets = tokens[:, None] + words[None, :]
+        k = tl.load(k_words_ptr + offsets, mask=in_range[:, None], other=0)
+        v = tl.load(v_words_ptr + offsets, mask=in_range[:, None], other=0)
+        scale_offsets = blocks * stride_scale_block + in_block * stride_scale_slot + kv_head * stride_scale_head
+        k_scale = tl.load(k_scale_ptr + scale_offsets, mask=in_range, other=0.0)
+        v_scale = tl.load(v_scale_ptr + scale_offsets, mask=in_range, other=0.0)
         visible = in_range & (positions >= window_start)
         m, l, acc0, acc1, acc2, acc3 = attend_fp8_words(
             q0, q1, q2, q3, m, l, acc0, acc1, acc2, acc3, k, v, k_scale, v_scale, visible[None, :], qk_scale,
