@@ -66,6 +66,7 @@ _OUTPUT_FIELDS = [
     ("num_cached_tokens", int),
     ("logprobs", list[dict[int, float]]),
     ("queue_time_s", float | None),
+    ("engine_ttft_s", float | None),
 ]
 _STATS_FIELDS = [
     ("num_running", int),
@@ -103,6 +104,7 @@ def _outputs(with_logprobs: bool) -> list[dict]:
                 "num_cached_tokens": 128,
                 "logprobs": [top] if top else [],
                 "queue_time_s": None,
+                "engine_ttft_s": None,
             }
         )
     return outputs

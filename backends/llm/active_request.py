@@ -21,6 +21,7 @@ class ActiveRequest:
     is_plain_stream: bool = False
     arrival: float = field(default_factory=time.monotonic)
     first_token_time: float | None = None
+    engine_ttft_s: float | None = None  # as the engine measured it (RequestOutput.engine_ttft_s)
     last_token_time: float | None = None
     text: str = ""
     # A streamed request: its tokens not yet in a response (their text was held back); empty nearly always, so

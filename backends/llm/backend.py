@@ -307,7 +307,8 @@ class LLMModelInstance(ModelInstance):
         """Write the finished request's trace record on the writer thread (file writes never block the event
         loop), and a `send` that hands over the final response once the record is in the file: a client that
         has its last response finds its request in the trace."""
-        written = self._trace_writer.submit(self.trace.record, state.arrival, state.first_token_time, now, output)
+        times = (state.arrival, state.first_token_time, now, state.engine_ttft_s)
+        written = self._trace_writer.submit(self.trace.record, *times, output)
 
         def send(response: InferResponse, is_final: bool) -> None:
             written.add_done_callback(lambda _: state.stream.send(response, is_final=is_final))
@@ -345,6 +346,7 @@ class LLMModelInstance(ModelInstance):
         if new_tokens:
             if state.last_token_time is None:
                 state.first_token_time = now
+                state.engine_ttft_s = output.engine_ttft_s
                 series.time_to_first_token.observe(now - state.arrival)
             else:
                 latencies.append((now - state.last_token_time) / new_tokens)

@@ -97,6 +97,9 @@ class RequestOutput(_Message):
     num_cached_tokens: int
     logprobs: list[dict[int, float]] = []  # one dict per new token: token id -> logprob
     queue_time_s: float | None = None  # on a request's first output: arrival to first schedule
+    # On the output with a request's first token: the engine's own time to first token, from the request's
+    # arrival in the engine process to this output (the server's trace sets it beside its own, trace_recorder.py).
+    engine_ttft_s: float | None = None
 
 
 class StepOutputs(_Message, tag="outputs"):

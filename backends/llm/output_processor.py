@@ -11,6 +11,8 @@ unsent text and the `hold_back` characters before it.
 
 from __future__ import annotations
 
+import time
+
 from modelgate.backends.llm.detokenizer import IncrementalDetokenizer
 from modelgate.backends.llm.engine_messages import RequestOutput
 from modelgate.backends.llm.request import LLMRequest
@@ -71,6 +73,8 @@ class OutputProcessor:
         )
         if reported == 0 and request.first_scheduled_time is not None:
             output.queue_time_s = request.first_scheduled_time - request.arrival_time
+        if reported == 0 and new_ids:
+            output.engine_ttft_s = time.monotonic() - request.arrival_time
         if finished:
             self.drop(request.request_id)
         return output, stopped

@@ -89,8 +89,16 @@ class TraceRecorder:
         self.handler = _HANDLERS.acquire(config)
         self.model, self.version = model, version
 
-    def record(self, arrival: float, first_token: float | None, finished: float, output: RequestOutput) -> None:
-        """`arrival`, `first_token`, `finished`: time.monotonic() readings; `output`: the engine's last output."""
+    def record(
+        self,
+        arrival: float,
+        first_token: float | None,
+        finished: float,
+        engine_ttft: float | None,
+        output: RequestOutput,
+    ) -> None:
+        """`arrival`, `first_token`, `finished`: time.monotonic() readings; `engine_ttft`: the engine's own time to
+        first token (seconds, None without a token); `output`: the engine's last output."""
         handler = self.handler
         if handler is None:  # closed (the model unloaded while its last outputs were read)
             return
@@ -101,6 +109,7 @@ class TraceRecorder:
             "isl": output.num_prompt_tokens,
             "osl": output.num_output_tokens,
             "ttft_s": None if first_token is None else round(first_token - arrival, 6),
+            "engine_ttft_s": None if engine_ttft is None else round(engine_ttft, 6),
             "ttc_s": round(finished - arrival, 6),
             "finish_reason": output.finish_reason,
         }

@@ -120,6 +120,8 @@ def test_generate_stream_four_classes(llm_server):
     new_lines = trace_lines(llm_server)[trace_before:]
     assert sorted((line["isl"], line["osl"]) for line in new_lines) == sorted((r.isl, r.osl) for r in measured)
     assert all(0 < line["ttft_s"] <= line["ttc_s"] and line["finish_reason"] == "length" for line in new_lines)
+    # The engine's own share of the TTFT: from the request's arrival in the engine process to its first token.
+    assert all(0 < line["engine_ttft_s"] <= line["ttft_s"] for line in new_lines)
 
 
 def test_grpc_stream_poisson_arrivals_normal_lengths(llm_server):

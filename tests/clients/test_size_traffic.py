@@ -160,13 +160,13 @@ def test_trace_recorder_writes_rotating_jsonl_that_size_traffic_reads(tmp_path):
     )
     output = RequestOutput("r", [5], "", True, "length", num_prompt_tokens=12, num_output_tokens=7, num_cached_tokens=0)
     for number in range(12):
-        recorder.record(arrival=100.0, first_token=100.25, finished=101.0 + number, output=output)
+        recorder.record(arrival=100.0, first_token=100.25, finished=101.0 + number, engine_ttft=0.2, output=output)
     recorder.close()
     files = sorted(p.name for p in path.parent.iterdir())
     assert files == ["trace.jsonl", "trace.jsonl.1", "trace.jsonl.2"]  # older ones dropped
     assert all(p.stat().st_size <= 600 for p in path.parent.iterdir())
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert lines[-1]["ttc_s"] == 12.0 and lines[-1]["ttft_s"] == 0.25
+    assert lines[-1]["ttc_s"] == 12.0 and lines[-1]["ttft_s"] == 0.25 and lines[-1]["engine_ttft_s"] == 0.2
     assert {(line["model"], line["version"], line["isl"], line["osl"]) for line in lines} == {("tiny", "1", 12, 7)}
     assert [r.ttc_s for r in read_traffic(path)] == [line["ttc_s"] for line in lines]
 
@@ -184,10 +184,13 @@ def test_trace_recorders_of_one_file_share_it(tmp_path):
     first = trace_recorder("a", "1", {"trace_file": str(path)})
     second = trace_recorder("b", "1", {"trace_file": str(tmp_path / "." / "shared.jsonl")})
     output = RequestOutput("r", [2], "", True, "stop", num_prompt_tokens=3, num_output_tokens=2, num_cached_tokens=0)
-    first.record(1.0, 1.5, 2.0, output)
+    first.record(1.0, 1.5, 2.0, 0.4, output)
     first.close()
-    second.record(1.0, None, 2.0, output)  # still open: the handler outlives the first recorder
-    first.record(1.0, 1.5, 2.0, output)  # closed: ignored
+    second.record(1.0, None, 2.0, None, output)  # still open: the handler outlives the first recorder
+    first.record(1.0, 1.5, 2.0, 0.4, output)  # closed: ignored
     second.close()
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [(line["model"], line["ttft_s"]) for line in lines] == [("a", 0.5), ("b", None)]
+    assert [(line["model"], line["ttft_s"], line["engine_ttft_s"]) for line in lines] == [
+        ("a", 0.5, 0.4),
+        ("b", None, None),
+    ]

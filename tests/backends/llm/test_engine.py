@@ -91,6 +91,25 @@ def test_text_matches_decoding_the_tokens(checkpoint):
     assert text == engine.tokenizer.decode(tokens) and reason == "length" and len(tokens) == 20
 
 
+def test_the_first_token_output_carries_the_engines_time_to_it(checkpoint):
+    """RequestOutput.engine_ttft_s (the server's trace records it beside its own TTFT): on the output that brings
+    a request's first token, once, even after a chunked prefill's token-less steps; no later output has it."""
+    engine = _engine(checkpoint, max_num_batched_tokens=8)
+    prompt = engine.tokenizer.encode("quick brown lazy dog stitch in time apple a day")
+    assert len(prompt) > 8  # a prefill of several chunks
+    engine.add_request("x", prompt, SamplingParams(max_tokens=5, temperature=0, ignore_eos=True))
+    first_token_outputs, later = [], []
+    while engine.has_unfinished:
+        for output in engine.step():
+            if output.engine_ttft_s is not None:
+                first_token_outputs.append(output)
+            elif first_token_outputs:
+                later.append(output)
+    assert len(first_token_outputs) == 1 and first_token_outputs[0].new_token_ids
+    assert first_token_outputs[0].engine_ttft_s >= first_token_outputs[0].queue_time_s >= 0
+    assert later and all(output.engine_ttft_s is None for output in later)
+
+
 def test_stop_string_truncates_and_finishes(checkpoint):
     engine = _engine(checkpoint)
     prompt = engine.tokenizer.encode("quick brown")
