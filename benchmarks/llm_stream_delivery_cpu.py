@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import threading
 import time
@@ -51,7 +52,7 @@ ROUNDS = 8
 EVICT_BYTES = 64 << 20  # read between steps with --cold-caches: more than this VM's caches hold
 
 
-class _Transport:
+class Transport:
     """Keeps a digest of what is written; its buffer is always empty (a client that keeps up)."""
 
     def __init__(self):
@@ -81,17 +82,28 @@ def _instance(loop: asyncio.AbstractEventLoop) -> LLMModelInstance:
     return instance
 
 
-def _writer(transport: _Transport) -> EventWriter:
+def _writer(transport: Transport) -> EventWriter:
     writer = EventWriter(types.SimpleNamespace(version=HttpVersion11))
     writer._transport, writer._has_written = transport, True  # as after start() and the first event
     return writer
 
 
-class _GrpcCore:
-    """A call's grpc core: keeps each send's bytes (SendMessage made a pass-through) and its completion tag, run
-    by `complete` as grpc's polling thread would run it."""
+@contextlib.contextmanager
+def sends_keep_bytes():
+    """While it lasts, a send's operation is its message's bytes (grpc_internals.SendMessage), for `_GrpcCore`."""
+    real = grpc_internals.SendMessage
+    grpc_internals.SendMessage = lambda message, flags: message
+    try:
+        yield
+    finally:
+        grpc_internals.SendMessage = real
 
-    def __init__(self, transport: _Transport):
+
+class _GrpcCore:
+    """A call's grpc core: keeps each send's bytes (under `sends_keep_bytes`) and its completion tag, run by
+    `complete` as grpc's polling thread would run it."""
+
+    def __init__(self, transport: Transport):
         self.transport = transport
         self.pending: list = []
 
@@ -106,7 +118,7 @@ class _GrpcCore:
             tag(None)
 
 
-def _grpc_write_through(loop, stream: ResponseStream, request: InferRequest, transport: _Transport) -> _GrpcCore:
+def grpc_write_through(loop, stream: ResponseStream, request: InferRequest, transport: Transport) -> _GrpcCore:
     """What ModelStreamInfer's session (stream_infer.py) registers for a request, on a call served on the loop."""
     core = _GrpcCore(transport)
     state = types.SimpleNamespace(
@@ -170,8 +182,6 @@ async def _run(protocol: str, num_streams: int, num_steps: int, cold: bool) -> t
     loop = asyncio.get_running_loop()
     instance = _instance(loop)
     transports, readers, cores = [], [], []
-    if protocol == "grpc":  # SendMessage's bytes kept as they are, for the stand-in core
-        grpc_internals.SendMessage = lambda message, flags: message
     for number in range(num_streams):
         stream = ResponseStream(loop)
         request = InferRequest("tiny_llm", can_take_output_values=True, response_stream=stream)
@@ -179,9 +189,9 @@ async def _run(protocol: str, num_streams: int, num_steps: int, cold: bool) -> t
         instance._active[f"r{number}"] = ActiveRequest(
             stream, request, generation_request, list(OUTPUT_NAMES), True, True
         )
-        transports.append(_Transport())
+        transports.append(Transport())
         if protocol == "grpc":
-            cores.append(_grpc_write_through(loop, stream, request, transports[-1]))
+            cores.append(grpc_write_through(loop, stream, request, transports[-1]))
         else:
             _write_through(protocol, stream, _writer(transports[-1]))
         readers.append(asyncio.create_task(_read(stream)))
@@ -239,7 +249,8 @@ def main() -> None:
     print("| protocol | Python CPU per token (µs) | send completions (µs) | digest of the bytes written |")
     print("| --- | --- | --- | --- |")
     for protocol in args.protocol.split(","):
-        cpu_us, completions_us, digest = uvloop.run(_run(protocol, args.streams, args.steps, args.cold_caches))
+        with sends_keep_bytes():
+            cpu_us, completions_us, digest = uvloop.run(_run(protocol, args.streams, args.steps, args.cold_caches))
         completions = f"{completions_us:.2f}" if protocol == "grpc" else ""
         print(f"| {protocol} | {cpu_us:.2f} | {completions} | {digest} |")
 
