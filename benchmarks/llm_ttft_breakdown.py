@@ -40,6 +40,11 @@ class CollectionTimer:
             self.seconds += time.perf_counter() - self._started
 
 
+# torch's caching allocator, counted over the timed requests: a retry frees every cached block (which synchronizes
+# the device) before allocating again, and each cudaMalloc/cudaFree of a new segment costs host time in the step.
+_ALLOCATOR = ("num_alloc_retries", "num_device_alloc", "num_device_free", "num_sync_all_streams")
+
+
 def first_token_steps(engine, prompt: list[int]) -> tuple[float, list[float]]:
     """(seconds from add_request to the step that returned the first token, each step's wall seconds)."""
     from modelgate.backends.llm.sampling_params import SamplingParams
@@ -131,7 +136,9 @@ def breakdown(args, engine_settings: dict) -> None:
     for isl in args.isls:
         batch = prompts(args.repeats + 1, isl, vocab)
         first_token_steps(engine, batch[0])  # warm-up of this length
+        allocator_before = torch.cuda.memory_stats()
         results = [first_token_steps(engine, prompt) for prompt in batch[1:]]
+        allocator = {key: torch.cuda.memory_stats().get(key, 0) - allocator_before.get(key, 0) for key in _ALLOCATOR}
         ttfts = sorted(first for first, _ in results)
         steps = results[len(results) // 2][1]
         print(
@@ -140,6 +147,7 @@ def breakdown(args, engine_settings: dict) -> None:
             + f" ms; {collections.count} garbage collections so far, {collections.seconds * 1e3:.1f} ms",
             flush=True,
         )
+        print("  CUDA allocator over the timed requests: " + ", ".join(f"{k} {v}" for k, v in allocator.items()))
         profile_prefill(engine, prompts(1, isl, vocab)[0])
 
 
