@@ -11,10 +11,11 @@ prefix, a prefix-cache hit, a decode of a mixed step) stays with the paged kerne
 running requests first and new ones after, so a mixed step is usually two runs, one launch each.
 
 Where a `dense_attn` is given (torch's scaled_dot_product_attention on its cuDNN backend, `torch_cudnn_attn`),
-each fresh sequence of at least DENSE_MIN_TOKENS tokens goes to it alone, as a batch of one: cuDNN's attention
-took half the varlen call's time at 1k, 2k and 8k tokens on the H100 (0.061 against 0.121 ms per layer at one
-1,024-token prompt, benchmarks/prefill_attention.py, session 27). Shorter sequences stay in one varlen call,
-since a call per sequence would cost more host time than the kernels save.
+each fresh sequence of DENSE_MIN_TOKENS to DENSE_MAX_TOKENS tokens goes to it alone, as a batch of one:
+cuDNN's attention took half the varlen call's time at 1k, 2k and 8k tokens on the H100 (0.061 against 0.121 ms
+per layer at one 1,024-token prompt, benchmarks/prefill_attention.py, session 27). Shorter sequences stay in
+one varlen call, since a call per sequence would cost more host time than the kernels save; longer ones too
+(DENSE_MAX_TOKENS bounds the graphs built at load).
 
 torch builds a cuDNN graph for each new shape it meets (53-84 ms of host time each on the H100, session 28),
 and prompt lengths vary from request to request. So a sequence goes to the dense call copied into zero rows
@@ -37,8 +38,11 @@ import torch
 FLASH_DTYPES = (torch.bfloat16, torch.float16)
 # FlashAttention's largest head size.
 MAX_FLASH_HEAD_DIM = 256
-# A fresh sequence this long or longer goes to `dense_attn` on its own, where there is one.
+# A fresh sequence this long or longer goes to `dense_attn` on its own, where there is one...
 DENSE_MIN_TOKENS = 512
+# ... up to this long (longer ones stay in the varlen call): it bounds the graphs the warm-up builds, one per
+# bucket, to 63 (53-84 ms each on the H100, about 4 s), whatever the model's context length.
+DENSE_MAX_TOKENS = 16384
 # ... padded to a multiple of this many tokens (the shapes the dense call sees, and builds graphs for).
 DENSE_BUCKET_TOKENS = 256
 
@@ -210,18 +214,19 @@ def _zero_padded(rows: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def dense_bucket_lengths(max_tokens: int) -> list[int]:
-    """The padded lengths `_dense` gives sequences of DENSE_MIN_TOKENS up to max_tokens tokens, ascending."""
+    """The padded lengths `_dense` gives sequences of DENSE_MIN_TOKENS up to min(max_tokens, DENSE_MAX_TOKENS)
+    tokens, ascending."""
     first = -(-DENSE_MIN_TOKENS // DENSE_BUCKET_TOKENS) * DENSE_BUCKET_TOKENS
-    last = -(-max_tokens // DENSE_BUCKET_TOKENS) * DENSE_BUCKET_TOKENS
+    last = -(-min(max_tokens, DENSE_MAX_TOKENS) // DENSE_BUCKET_TOKENS) * DENSE_BUCKET_TOKENS
     return list(range(first, last + 1, DENSE_BUCKET_TOKENS)) if max_tokens >= DENSE_MIN_TOKENS else []
 
 
 def long_sequences_apart(query_start_cpu: list[int], run: SequenceRun):
-    """(piece, is_long) over `run` in order: each sequence of DENSE_MIN_TOKENS or more alone (is_long), the
-    maximal runs of shorter ones between them together."""
+    """(piece, is_long) over `run` in order: each sequence of DENSE_MIN_TOKENS to DENSE_MAX_TOKENS tokens alone
+    (is_long), the maximal runs of the others between them together."""
     short_from = run.first
     for index in range(run.first, run.end):
-        if query_start_cpu[index + 1] - query_start_cpu[index] >= DENSE_MIN_TOKENS:
+        if DENSE_MIN_TOKENS <= query_start_cpu[index + 1] - query_start_cpu[index] <= DENSE_MAX_TOKENS:
             if short_from < index:
                 yield SequenceRun(short_from, index, True), False
             yield SequenceRun(index, index + 1, True), True

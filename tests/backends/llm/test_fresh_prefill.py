@@ -253,6 +253,26 @@ def test_dense_bucket_lengths_cover_every_long_sequence_up_to_the_bound():
     assert fresh_prefill.dense_bucket_lengths(fresh_prefill.DENSE_MIN_TOKENS - 1) == []
     assert fresh_prefill.dense_bucket_lengths(512) == [512]
     assert fresh_prefill.dense_bucket_lengths(1100) == [512, 768, 1024, 1280]
+    # A long context does not make the warm-up longer: sequences past DENSE_MAX_TOKENS stay in the varlen call.
+    assert fresh_prefill.dense_bucket_lengths(131072) == fresh_prefill.dense_bucket_lengths(16384)
+    assert len(fresh_prefill.dense_bucket_lengths(131072)) == 63
+
+
+def test_sequences_past_the_dense_bound_stay_with_the_varlen_call(monkeypatch):
+    monkeypatch.setattr(fresh_prefill, "DENSE_MIN_TOKENS", 8)
+    monkeypatch.setattr(fresh_prefill, "DENSE_MAX_TOKENS", 12)
+    bounds = [0, 3, 13, 25, 30]  # 3, 10, 12 and 5 tokens: the middle two within the bounds
+    pieces = list(fresh_prefill.long_sequences_apart(bounds, SequenceRun(0, 4, True)))
+    assert pieces == [
+        (SequenceRun(0, 1, True), False),
+        (SequenceRun(1, 2, True), True),
+        (SequenceRun(2, 3, True), True),
+        (SequenceRun(3, 4, True), False),
+    ]
+    longer = [0, 13, 16]  # 13 tokens: past the bound, with the short one after it
+    assert list(fresh_prefill.long_sequences_apart(longer, SequenceRun(0, 2, True))) == [
+        (SequenceRun(0, 2, True), False)
+    ]
 
 
 def test_warmed_buckets_hold_the_layout_of_every_long_sequence_a_step_gives(monkeypatch):
