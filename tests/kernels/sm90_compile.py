@@ -85,8 +85,33 @@ def pdl_tma_gemms():
         yield f"fp8_gemm_tma PDL {name} M=64", _fp8_gemm_tma_kernel, signature, constexprs, config, PDL_PTX
 
 
+DECODE_PTX = ("griddepcontrol.wait", "griddepcontrol.launch_dependents", "cvt.rn.f16x2.e4m3x2")
+
+
+def fp8_decode_attention():
+    """(label, kernel, signature, constexprs, config, PTX it must hold) of the decode attention over an FP8 cache
+    read as words (kernels/fp8_kv_words.py), fp16 dots converted by PTX, launched with PDL: Llama 3 8B's heads
+    in both default tiles, single pass and split."""
+    from modelgate.kernels.paged_decode_attention import _paged_decode_kernel, default_decode_config
+
+    pointers = dict(out_ptr="*bf16", partial_acc_ptr="*fp32", partial_max_ptr="*fp32", partial_sum_ptr="*fp32")
+    pointers.update(counters_ptr="*i32", q_ptr="*bf16", k_cache_ptr="*i32", v_cache_ptr="*i32")
+    pointers.update(k_scale_ptr="*fp32", v_scale_ptr="*fp32", block_tables_ptr="*i32", context_lens_ptr="*i32")
+    scalars = [name for name in _paged_decode_kernel.arg_names if name.startswith("stride_")]
+    scalars += ["sliding_window", "partition_size", "num_heads", "num_partitions"]
+    signature = dict(pointers, qk_scale="fp32", **dict.fromkeys(scalars, "i32"))
+    for programs, split in ((512, False), (8 * 256, False), (8, True)):  # batch 64 and 256, batch 1 split
+        config = default_decode_config(128, programs, SMS)
+        constexprs = dict(QUERIES_PER_KV=4, GROUP_PAD=16, GROUP_POW2=4, HEAD_DIM=128, HEAD_DIM_PAD=128)
+        constexprs.update(BLOCK_SIZE=16, BLOCK_N=config.block_n, HAS_WINDOW=False, IS_FP8=True, SPLIT=split)
+        constexprs.update(COMBINE_BLOCK=16, UPCAST_DOT=False, DOT_PRECISION=None, WORDS=True, HALF_DOTS=True)
+        constexprs.update(PTX_CONVERT=True, PDL=True)
+        label = f"paged_decode FP8 words n{config.block_n} w{config.num_warps}{' split' if split else ''}"
+        yield label, _paged_decode_kernel, signature, constexprs, config, DECODE_PTX
+
+
 def main() -> int:
-    kernels = [(*entry, ()) for entry in fused_silu_gemms()] + list(pdl_tma_gemms())
+    kernels = [(*entry, ()) for entry in fused_silu_gemms()] + list(pdl_tma_gemms()) + list(fp8_decode_attention())
     for label, kernel, signature, constexprs, config, ptx_needs in kernels:
         try:
             shared = _compile(kernel, signature, constexprs, config, ptx_needs)
