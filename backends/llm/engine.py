@@ -47,6 +47,7 @@ def runner_config(config: EngineConfig, max_model_len: int, device: str) -> Runn
         memory_budget_bytes=config.memory_budget_bytes,
         show_progress=config.show_progress,
         attention_backend=config.attention_backend,
+        cudnn_prefill_attention=config.cudnn_prefill_attention,
         quantization=config.quantization,
         kv_cache_dtype=config.kv_cache_dtype,
         cuda_graph_batch_sizes=tuple(LLMEngine._graph_batch_sizes(config)),

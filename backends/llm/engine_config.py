@@ -30,6 +30,10 @@ class EngineConfig(BaseModel):
     # "auto": the Triton kernels on a CUDA device, plain torch on the CPU ("triton" on the CPU: tests only,
     # under TRITON_INTERPRET=1)
     attention_backend: Literal["auto", "torch", "triton"] = "auto"
+    # Fresh prompts of 512-16,384 tokens through cuDNN's attention (torch SDPA) instead of FlashAttention's
+    # variable-length call, with one cuDNN graph per 256-token bucket built at load (attention/fresh_prefill.py);
+    # the triton backend on a CUDA device only. Off by default until served runs at varied lengths measure it.
+    cudnn_prefill_attention: bool = False
     # "fp8": attention and MLP weights quantized to FP8 e4m3 after loading (per-channel weight scales, dynamic
     # per-token activation scales); embeddings, norms and lm_head stay unquantized. FP8 checkpoints (with
     # weight_scale tensors) load as FP8 whatever this says.

@@ -53,7 +53,9 @@ class ModelRunner:
         self.attention_backend = resolve_attention_backend(config.attention_backend, self.device)
         check_quantization(config, self.attention_backend)
         self.kv_cache_dtype = torch.float8_e4m3fn if config.kv_cache_dtype == "fp8" else self.dtype
-        self.attention = attention = make_attention(self.attention_backend, model_config, self.device)
+        self.attention = attention = make_attention(
+            self.attention_backend, model_config, self.device, config.cudnn_prefill_attention
+        )
         with torch.device(self.device):
             self.model = DecoderForCausalLM(
                 model_config, attention, self.dtype, config.max_model_len, **self.shard.model_options

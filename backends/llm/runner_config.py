@@ -26,6 +26,8 @@ class RunnerConfig:
     # "auto": "triton" (kernels/) on a CUDA device, "torch" (the plain-torch reference) elsewhere.
     # "triton" on the CPU runs the kernels under TRITON_INTERPRET=1 only: that is for tests.
     attention_backend: Literal["auto", "torch", "triton"] = "auto"
+    # The triton backend's long fresh prefills through cuDNN (EngineConfig.cudnn_prefill_attention).
+    cudnn_prefill_attention: bool = False
     # "fp8": attention and MLP linears as FP8 e4m3 weights with per-channel scales (quantized after a
     # bf16/fp32 checkpoint loads); an FP8 checkpoint (weight_scale tensors) always loads as FP8.
     quantization: Literal["none", "fp8"] = "none"
@@ -51,13 +53,16 @@ def resolve_attention_backend(name: str, device: torch.device) -> str:
     return name
 
 
-def make_attention(backend: str, model_config: DecoderConfig, device: torch.device):
+def make_attention(backend: str, model_config: DecoderConfig, device: torch.device, cudnn_prefill: bool = False):
     """The attention implementation every layer shares; the Triton one is imported only when chosen."""
     c = model_config
     if backend == "triton":
         from modelgate.backends.llm.attention.triton_paged import TritonPagedAttention
 
-        return TritonPagedAttention(c.num_heads, c.num_kv_heads, c.head_dim, c.sliding_window, device)
+        attention = TritonPagedAttention(c.num_heads, c.num_kv_heads, c.head_dim, c.sliding_window, device)
+        if cudnn_prefill:
+            attention.use_cudnn_for_long_prefills()
+        return attention
     return TorchPagedAttention(c.num_heads, c.num_kv_heads, c.head_dim, c.sliding_window)
 
 

@@ -61,7 +61,8 @@ class TritonPagedAttention:
     # class to compare the two.
     decodes_in_mixed_steps: bool = False
     # Long fresh prefills through cuDNN's attention one sequence at a time (fresh_prefill.py), where torch has it
-    # and CUDA runs; set per instance from `long_prefills_on_cudnn` (a stand-in in tests). Off: on the H100 it
+    # and CUDA runs; set per instance from `long_prefills_on_cudnn`, by use_cudnn_for_long_prefills (the engine
+    # parameter cudnn_prefill_attention), or a stand-in in tests. Off by default: on the H100 it
     # cut the engine's TTFT at 1,024 tokens from 18.5 to 17.3 ms (session 27), but torch builds a cuDNN graph
     # for every new shape: 53-84 ms of host time on the H100 (session 28,
     # benchmarks/results/cudnn_sdpa_first_calls_h100_session28.log). With it on, the engine's warm-up builds one
@@ -89,6 +90,12 @@ class TritonPagedAttention:
         if torch.device(device).type == "cuda":
             self.varlen_attn = torch_varlen_attn()
             self.dense_attn = torch_cudnn_attn() if self.long_prefills_on_cudnn else None
+
+    def use_cudnn_for_long_prefills(self) -> None:
+        """Long fresh prefills through cuDNN from now on (as long_prefills_on_cudnn on the class), where torch
+        has its backend and CUDA runs; otherwise nothing changes."""
+        if self.varlen_attn is not None:
+            self.dense_attn = torch_cudnn_attn()
 
     def forward(
         self,

@@ -6,6 +6,7 @@ sequences. A plain-torch stand-in takes torch's `varlen_attn` place on the CPU (
 import inspect
 import itertools
 import logging
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -314,6 +315,29 @@ def test_the_attention_backend_warms_the_dense_call_after_its_trial(monkeypatch,
         assert dense.lengths == [152]
     else:
         assert dense.lengths[-4:] == [8, 12, 16, 20]
+
+
+def test_the_cudnn_prefill_attention_parameter_reaches_the_attention(monkeypatch):
+    """config.pbtxt's `cudnn_prefill_attention` (EngineConfig) -> RunnerConfig -> make_attention: the Triton
+    attention takes cuDNN's dense call where it has a varlen call (CUDA); elsewhere nothing changes."""
+    from modelgate.backends.llm.attention import triton_paged
+    from modelgate.backends.llm.engine import runner_config
+    from modelgate.backends.llm.engine_config import EngineConfig
+    from modelgate.backends.llm.runner_config import make_attention
+
+    config = EngineConfig.model_validate({"cudnn_prefill_attention": "true"})
+    assert runner_config(config, 256, "cpu").cudnn_prefill_attention is True
+    assert runner_config(EngineConfig(), 256, "cpu").cudnn_prefill_attention is False
+    with pytest.raises(ValueError, match="cudnn_prefill_attention"):
+        EngineConfig.model_validate({"cudnn_prefill_attention": "sometimes"})
+    dense = ReferenceDense()
+    monkeypatch.setattr(triton_paged, "torch_cudnn_attn", lambda: dense)
+    model = SimpleNamespace(num_heads=4, num_kv_heads=2, head_dim=8, sliding_window=None)  # what it reads
+    cpu = torch.device("cpu")
+    assert make_attention("triton", model, cpu, cudnn_prefill=True).dense_attn is None  # no varlen call here
+    monkeypatch.setattr(triton_paged.TritonPagedAttention, "varlen_attn", ReferenceVarlen())  # as on CUDA
+    assert make_attention("triton", model, cpu, cudnn_prefill=True).dense_attn is dense
+    assert make_attention("triton", model, cpu).dense_attn is None
 
 
 @pytest.mark.gpu
