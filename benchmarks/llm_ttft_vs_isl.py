@@ -103,7 +103,16 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8, help="requests per ISL, one at a time")
     parser.add_argument("--max-num-batched-tokens", type=int, default=8192)
     parser.add_argument("--out", type=Path, default=Path("/tmp/llm-ttft-vs-isl"))
+    parser.add_argument(
+        "--engine-parameter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config parameter of the served model, e.g. cudnn_prefill_attention=true (repeatable)",
+    )
     args = parser.parse_args()
+    if any("=" not in parameter for parameter in args.engine_parameter):
+        parser.error("--engine-parameter takes KEY=VALUE")
     if not (args.checkpoint / "config.json").is_file():
         build = [sys.executable, "benchmarks/llm_engine_vs_transformers.py", "--build-only"]
         subprocess.run([*build, "--checkpoint", str(args.checkpoint)], check=True, cwd=ROOT)
@@ -118,7 +127,7 @@ def main() -> None:
         max_model_len=max(args.isls) + 64,
         # The model's request trace (backends/llm/trace_recorder.py): TTFT from the request's arrival at the LLM
         # backend to its first token handed to the stream, which splits the client's TTFT into server and wire.
-        engine_parameter=[f"trace_file={(args.out / 'trace.jsonl').resolve()}"],
+        engine_parameter=[f"trace_file={(args.out / 'trace.jsonl').resolve()}", *args.engine_parameter],
     )
     write_repository(args.out / "repository", args.checkpoint, serving)
     server = Server(args.out / "repository", args.out / "server.log")
