@@ -131,6 +131,24 @@ def write_repository(folder: Path, checkpoint: Path, args: argparse.Namespace) -
     )
 
 
+def add_engine_parameter_option(parser: argparse.ArgumentParser) -> None:
+    """--engine-parameter KEY=VALUE, repeatable: config parameters of the served model (write_repository)."""
+
+    def key_value(text: str) -> str:
+        if "=" not in text:
+            raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+        return text
+
+    parser.add_argument(
+        "--engine-parameter",
+        action="append",
+        default=[],
+        type=key_value,
+        metavar="KEY=VALUE",
+        help="a config parameter of the served model, e.g. cudnn_prefill_attention=true (repeatable)",
+    )
+
+
 class Server:
     """`modelgate serve` on free ports, serving `model` from `repository`."""
 
@@ -315,16 +333,8 @@ def main() -> None:
     parser.add_argument("--profile-s", type=float, default=8.0, help="seconds of each profile")
     parser.add_argument("--out", type=Path, default=Path("/tmp/llm-served-vs-engine"))
     parser.add_argument("--http-workers", type=int, default=1, help="processes serving HTTP (serve --http-workers)")
-    parser.add_argument(
-        "--engine-parameter",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a config parameter of the served model, e.g. admit_waiting_ahead=false (repeatable)",
-    )
+    add_engine_parameter_option(parser)
     args = parser.parse_args()
-    if any("=" not in parameter for parameter in args.engine_parameter):
-        parser.error("--engine-parameter takes KEY=VALUE")
     if args.tiny:
         args.checkpoint, args.max_model_len = TINY_LLM, 256
     elif not (args.checkpoint / "config.json").is_file():

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from llm_served_vs_engine import Run, Server, bench, write_repository  # noqa: E402
+from llm_served_vs_engine import Run, Server, add_engine_parameter_option, bench, write_repository  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,16 +103,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8, help="requests per ISL, one at a time")
     parser.add_argument("--max-num-batched-tokens", type=int, default=8192)
     parser.add_argument("--out", type=Path, default=Path("/tmp/llm-ttft-vs-isl"))
-    parser.add_argument(
-        "--engine-parameter",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a config parameter of the served model, e.g. cudnn_prefill_attention=true (repeatable)",
-    )
+    add_engine_parameter_option(parser)
     args = parser.parse_args()
-    if any("=" not in parameter for parameter in args.engine_parameter):
-        parser.error("--engine-parameter takes KEY=VALUE")
     if not (args.checkpoint / "config.json").is_file():
         build = [sys.executable, "benchmarks/llm_engine_vs_transformers.py", "--build-only"]
         subprocess.run([*build, "--checkpoint", str(args.checkpoint)], check=True, cwd=ROOT)

@@ -89,7 +89,8 @@ class TritonPagedAttention:
         self.sliding_window = sliding_window
         if torch.device(device).type == "cuda":
             self.varlen_attn = torch_varlen_attn()
-            self.dense_attn = torch_cudnn_attn() if self.long_prefills_on_cudnn else None
+            if self.long_prefills_on_cudnn:
+                self.use_cudnn_for_long_prefills()
 
     def use_cudnn_for_long_prefills(self) -> None:
         """Long fresh prefills through cuDNN from now on (as long_prefills_on_cudnn on the class), where torch
