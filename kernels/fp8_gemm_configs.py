@@ -7,10 +7,13 @@ tests run the code the GPU runs. Why these tiles (H100: 132 SMs, 227 KB shared m
   the weight over the SMs, and BLOCK_K = 256 with 4-5 stages keeps ~64-100 KB of weight loads in flight per
   SM. When the tiles are fewer than the SMs (o and down projections: N/64 = 64 tiles), K is split over 2-8
   programs (split-K) whose fp32 partials a small kernel sums in a fixed order (deterministic, no atomics).
-  M 33..128 over a wide N (gate_up) uses DECODE_WIDE_CONFIG instead, two programs per SM, unless (above 64)
-  128x256 tiles fill the SMs.
-- mid (64 < M <= 256): 64x128x256 tiles, 3 stages, GROUP_M = 8; the prefill tile when its 128x256 tiles
-  alone fill the SMs (gate_up at M = 256), as the H100 sweep measured.
+  M 33..64 over a wide N (gate_up) uses DECODE_WIDE_CONFIG instead, two programs per SM.
+- mid (64 < M <= 256) picks by how many tiles fill the 132 SMs (H100 sweep at M = 72..256 of the four Llama-3-8B
+  layers, session 29; a bucket's tile counts are the same for every M in it, so every M was covered):
+  the prefill tile once its 128x256 tiles reach 3/4 of the SMs (gate_up from M = 65: 112 tiles, 1.6-1.8x the
+  64x64 tiles it had, 620 against 341 TFLOP/s at M = 128); else 64x64x256 in 4 stages while those tiles
+  fit one wave (o and down up to M = 128: 1.25x); else 128x128x128 in 4 warps and 4 stages when 64x128 tiles
+  would need a second wave and 128x128 ones do not (qkv from M = 129: 1.4x); else 64x128x256, 3 stages.
 - prefill (M > 256) is bound by the tensor cores: 128x256x128 tiles, 8 warps (two warpgroups of wgmma),
   3 stages (3 x 48 KB shared), GROUP_M = 8 so that programs running together share weight columns in L2;
   when 128x256 tiles would leave SMs idle (fewer tiles than SMs), 128x128x128 with 4 stages.
@@ -74,23 +77,39 @@ DECODE_WIDE_CONFIG = Fp8GemmConfig(block_m=64, block_n=64, block_k=128, group_m=
 PREFILL_CONFIG = Fp8GemmConfig(block_m=128, block_n=256, block_k=128, group_m=8, num_warps=8, num_stages=3)
 PREFILL_NARROW_CONFIG = Fp8GemmConfig(block_m=128, block_n=128, block_k=128, group_m=8, num_warps=8, num_stages=4)
 MID_CONFIG = Fp8GemmConfig(block_m=64, block_n=128, block_k=256, group_m=8, num_warps=4, num_stages=3)
+MID_NARROW_CONFIG = Fp8GemmConfig(block_m=64, block_n=64, block_k=256, group_m=8, num_warps=4, num_stages=4)
+MID_TALL_CONFIG = Fp8GemmConfig(block_m=128, block_n=128, block_k=128, group_m=8, num_warps=4, num_stages=4)
 
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _tiles(M: int, N: int, config: Fp8GemmConfig) -> int:
+    return _cdiv(M, config.block_m) * _cdiv(N, config.block_n)
+
+
+def _mid_config(M: int, N: int, num_sms: int) -> Fp8GemmConfig:
+    """64 < M <= 256: the first tile, in the module docstring's order, whose tile count suits the SMs."""
+    if 4 * _tiles(M, N, PREFILL_CONFIG) >= 3 * num_sms:
+        return PREFILL_CONFIG
+    if _tiles(M, N, MID_NARROW_CONFIG) <= num_sms:
+        return MID_NARROW_CONFIG
+    if _tiles(M, N, MID_CONFIG) > num_sms and _tiles(M, N, MID_TALL_CONFIG) <= num_sms:
+        return MID_TALL_CONFIG
+    return MID_CONFIG
+
+
 @functools.lru_cache(maxsize=4096)
 def select_config(M: int, N: int, K: int, num_sms: int = DEFAULT_NUM_SMS) -> Fp8GemmConfig:
     """The table's config for this problem: M bucket, prefill tile width, tiny-layer shrink, decode split-K."""
-    wide_tiles = _cdiv(M, PREFILL_CONFIG.block_m) * _cdiv(N, PREFILL_CONFIG.block_n)
     if M > MID_MAX_M:
-        config = PREFILL_CONFIG if wide_tiles >= num_sms else PREFILL_NARROW_CONFIG
-    elif M > DECODE_MAX_M and wide_tiles >= num_sms:
-        config = PREFILL_CONFIG  # gate_up at M = 256: the prefill tile fills the GPU already
+        config = PREFILL_CONFIG if _tiles(M, N, PREFILL_CONFIG) >= num_sms else PREFILL_NARROW_CONFIG
+    elif M > DECODE_MAX_M:
+        config = _mid_config(M, N, num_sms)
     else:
-        config = next(c for max_m, c in DECODE_TABLE if M <= max_m) if M <= DECODE_MAX_M else MID_CONFIG
-        # 64-row tiles over a wide N (gate_up up to M = 128 too): two programs per SM.
+        config = next(c for max_m, c in DECODE_TABLE if M <= max_m)
+        # 64-row tiles over a wide N: two programs per SM.
         if config.block_m == DECODE_WIDE_CONFIG.block_m and _cdiv(N, DECODE_WIDE_CONFIG.block_n) >= 2 * num_sms:
             config = DECODE_WIDE_CONFIG
     block_n = min(config.block_n, max(32, 1 << (N - 1).bit_length()))

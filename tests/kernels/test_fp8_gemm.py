@@ -24,6 +24,8 @@ from modelgate.kernels.fp8_gemm import (
 from modelgate.kernels.fp8_gemm_configs import (
     DECODE_WIDE_CONFIG,
     MID_CONFIG,
+    MID_NARROW_CONFIG,
+    MID_TALL_CONFIG,
     PREFILL_CONFIG,
     PREFILL_NARROW_CONFIG,
     Fp8GemmConfig,
@@ -96,6 +98,8 @@ CONFIGS = {
     "prefill": PREFILL_CONFIG,
     "prefill_narrow": PREFILL_NARROW_CONFIG,
     "mid": MID_CONFIG,
+    "mid_narrow": MID_NARROW_CONFIG,
+    "mid_tall": MID_TALL_CONFIG,
 }
 GPU_TOLERANCE = dict(rtol=2**-6, atol_of_rms=2e-2)
 
@@ -124,9 +128,18 @@ def test_select_config_table():
     assert select_config(17, 4096, 4096).block_m == 32 and select_config(64, 4096, 4096).block_m == 64
     assert select_config(64, 28672, 4096) == DECODE_WIDE_CONFIG  # 448 tiles: two programs per SM
     assert select_config(64, 6144, 4096).block_k == 256  # 96 tiles: the deep single-program pipeline
-    assert select_config(256, 4096, 4096) == MID_CONFIG
-    assert select_config(100, 28672, 4096) == DECODE_WIDE_CONFIG  # 112 wide tiles leave SMs idle
-    assert select_config(256, 28672, 4096) == PREFILL_CONFIG  # 2 x 112 wide tiles fill 132 SMs
+    # The mid bucket by tile count (Llama-3-8B's layers: qkv 6144x4096, o 4096x4096, gate_up 28672x4096, down
+    # 4096x14336), the same for every M of a 64-row bucket.
+    for M in (65, 100, 128):
+        assert select_config(M, 28672, 4096) == PREFILL_CONFIG  # 112 wide tiles: 3/4 of the SMs
+        assert select_config(M, 4096, 4096) == MID_NARROW_CONFIG  # 128 narrow tiles: one wave
+        assert select_config(M, 4096, 14336) == MID_NARROW_CONFIG  # unsplit above the decode sizes
+        assert select_config(M, 6144, 4096) == MID_CONFIG  # 192 narrow tiles, 96 of 64x128
+    for M in (129, 192, 256):
+        assert select_config(M, 6144, 4096) == MID_TALL_CONFIG  # 144-192 tiles of 64x128, 96 of 128x128
+        assert select_config(M, 4096, 4096) == MID_CONFIG  # 96-128 tiles of 64x128: one wave
+        assert select_config(M, 28672, 4096) == PREFILL_CONFIG
+    assert select_config(100, 28672, 4096, num_sms=160) == MID_CONFIG  # 112 wide tiles: under 3/4 of 160 SMs
     assert select_config(4096, 4096, 4096) == PREFILL_CONFIG
     assert select_config(512, 4096, 4096) == PREFILL_NARROW_CONFIG  # 4 x 16 wide tiles < 132 SMs
     assert select_config(1, 5, 40) == Fp8GemmConfig(16, 32, 64, 1, 1, 4, 5)  # shrunk to the layer
