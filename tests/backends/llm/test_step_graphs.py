@@ -83,7 +83,8 @@ def test_token_counts():
 
 
 def test_graph_token_counts_follow_the_engine_config():
-    assert LLMEngine._graph_token_counts(EngineConfig(), 2048)[-1] == DEFAULT_GRAPH_TOKENS == 1024
+    assert LLMEngine._graph_token_counts(EngineConfig(), 8192)[-1] == DEFAULT_GRAPH_TOKENS == 4096
+    assert LLMEngine._graph_token_counts(EngineConfig(), 2048)[-1] == 2048  # capped at the step budget
     assert LLMEngine._graph_token_counts(EngineConfig(), 300)[-1] == 300
     assert LLMEngine._graph_token_counts(EngineConfig(cuda_graph_max_num_tokens=0), 2048) == []
     assert LLMEngine._graph_token_counts(EngineConfig(pipeline_parallel_size=2), 2048) == []  # default: no refusal
