@@ -24,6 +24,7 @@ import torch
 
 from modelgate.kernels.fp8_gemm_args import check_gemm_args
 from modelgate.kernels.fp8_gemm_configs import DECODE_MAX_M, Fp8GemmConfig, select_config
+from modelgate.kernels.fp8_gemm_cublas import fp8_linear_scaled_mm, takes_scaled_mm
 from modelgate.kernels.fp8_gemm_tma import launch_fp8_gemm_tma, tma_fits
 from modelgate.kernels.fp8_quant import (
     FP8_DTYPE,
@@ -136,6 +137,8 @@ def _launch(
     x, x_scales, w_fp8, w_scales, bias, out_dtype, config, fuse_quant: bool, precise_accumulation: bool
 ) -> torch.Tensor:
     (M, K), N = x.shape, w_fp8.shape[0]
+    if config is None and not fuse_quant and takes_scaled_mm(x, x_scales, w_fp8, bias, out_dtype, precise_accumulation):
+        return fp8_linear_scaled_mm(x, x_scales, w_fp8, w_scales)  # a switch, off unless set (fp8_gemm_cublas.py)
     out = torch.empty((M, N), dtype=out_dtype, device=x.device)
     if M == 0 or N == 0:
         return out
@@ -194,7 +197,7 @@ def fp8_linear(
 
     All tensors on one CUDA device (CPU under TRITON_INTERPRET=1). `config` overrides the table's choice
     (select_config) and keeps this module's kernel; leave it None in production, where decode sizes on Hopper
-    take the TMA kernel (_takes_tma). Raises ValueError on wrong shapes, dtypes, strides, devices.
+    take the TMA kernel (_takes_tma) and, where kernels/fp8_gemm_cublas.py's switch is set, prefill sizes cuBLAS. Raises ValueError on wrong shapes, dtypes, strides, devices.
     On Hopper the fp8 tensor cores sum their products with fewer bits than fp32 (Triton's default there:
     fast accumulation, like torch._scaled_mm(use_fast_accum=True)); precise_accumulation=True adds each
     BLOCK_K slice into the fp32 accumulator separately (like use_fast_accum=False), at some speed cost.
