@@ -4,6 +4,8 @@ On the Llama 3 8B projections at M = 16 ... 256 (per-token and per-channel scale
   - ours: fp8_linear as the engine calls it (on Hopper, decode sizes take the TMA kernel: select_tma_config);
   - cp.async: fp8_linear's own kernel with select_config's tiles (split-K where it picks it);
   - tma: fp8_linear_tma with its default config (select_tma_config; select_config's tiles above M = 64);
+  - persist: the persistent TMA kernel (kernels/fp8_gemm_tma_persistent.py) in select_config's tiles, one
+    program per SM (prefill sizes: --tokens 512 1024 2048);
   - sc_mm: torch._scaled_mm with rowwise scales;
   - floor: the weight bytes / the read-only bandwidth measured in the same run (at these M the weights
     dominate what must be read).
@@ -55,11 +57,17 @@ def main() -> None:
     from benchmarks.gpu_timing import COLD_BYTES, interleaved_rounds_ms, rotating
     from modelgate.kernels.fp8_gemm import fp8_linear, num_sms_of, select_config
     from modelgate.kernels.fp8_gemm_tma import fp8_linear_tma
+    from modelgate.kernels.fp8_gemm_tma_persistent import launch_fp8_gemm_tma_persistent
     from modelgate.kernels.fp8_quant import quantize_per_token_reference
+
+    def persistent(x_fp8, x_scales, w_fp8, w_scales):
+        out = torch.empty((x_fp8.shape[0], w_fp8.shape[0]), dtype=torch.bfloat16, device=x_fp8.device)
+        return launch_fp8_gemm_tma_persistent(x_fp8, x_scales, w_fp8, w_scales, out)
 
     _, read_gbs = memory_bandwidths()
     print(f"device: {torch.cuda.get_device_name()}, read-only bandwidth {read_gbs:.0f} GB/s")
-    print(f"{'layer':>8} {'M':>5} {'floor us':>9} {'ours us':>8} {'cp.async':>9} {'tma us':>8} {'sc_mm us':>9}", end="")
+    print(f"{'layer':>8} {'M':>5} {'floor us':>9} {'ours us':>8} {'cp.async':>9} {'tma us':>8} {'persist':>8}", end="")
+    print(f" {'sc_mm us':>9}", end="")
     print(f" {'floor/ours':>11} {'floor/sc_mm':>12} {'cp.async/ours':>14}")
     for M in args.tokens:
         for layer, (N, K) in LLAMA3_8B.items():
@@ -74,6 +82,7 @@ def main() -> None:
             for name, other in (
                 ("cp.async", fp8_linear(x_fp8, x_scales, *weights[0], config=own)),
                 ("tma", fp8_linear_tma(x_fp8, x_scales, *weights[0])),
+                ("persist", persistent(x_fp8, x_scales, *weights[0])),
             ):
                 error = ((other.float() - ours.float()).norm() / ours.float().norm()).item()
                 if error > 1e-2:
@@ -88,6 +97,7 @@ def main() -> None:
                 "ours": rotating(lambda i: lambda: fp8_linear(x_fp8, x_scales, *weights[i]), copies),
                 "cp.async": rotating(lambda i: lambda: fp8_linear(x_fp8, x_scales, *weights[i], config=own), copies),
                 "tma": rotating(lambda i: lambda: fp8_linear_tma(x_fp8, x_scales, *weights[i]), copies),
+                "persist": rotating(lambda i: lambda: persistent(x_fp8, x_scales, *weights[i]), copies),
                 "sc_mm": rotating(lambda i: lambda: scaled_mm(*weights[i]), copies),
             }
             times = interleaved_rounds_ms(calls)
@@ -95,7 +105,7 @@ def main() -> None:
             us = {name: 1e3 * times.best(name) if times.best(name) else float("nan") for name in calls}
             print(
                 f"{layer:>8} {M:>5} {floor_us:>9.1f} {us['ours']:>8.1f} {us['cp.async']:>9.1f} {us['tma']:>8.1f}"
-                f" {us['sc_mm']:>9.1f}",
+                f" {us['persist']:>8.1f} {us['sc_mm']:>9.1f}",
                 end="",
             )
             print(

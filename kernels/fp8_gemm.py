@@ -26,6 +26,7 @@ from modelgate.kernels.fp8_gemm_args import check_gemm_args
 from modelgate.kernels.fp8_gemm_configs import DECODE_MAX_M, Fp8GemmConfig, select_config
 from modelgate.kernels.fp8_gemm_cublas import fp8_linear_scaled_mm, takes_scaled_mm
 from modelgate.kernels.fp8_gemm_tma import launch_fp8_gemm_tma, tma_fits
+from modelgate.kernels.fp8_gemm_tma_persistent import launch_fp8_gemm_tma_persistent, takes_persistent
 from modelgate.kernels.fp8_quant import (
     FP8_DTYPE,
     FP8_MAX,
@@ -144,6 +145,8 @@ def _launch(
         return out
     if config is None and _takes_tma(M, x, w_fp8, bias, fuse_quant, precise_accumulation):
         return launch_fp8_gemm_tma(x, x_scales, w_fp8, w_scales, out)
+    if config is None and takes_persistent(M, x, w_fp8, bias, fuse_quant, precise_accumulation):
+        return launch_fp8_gemm_tma_persistent(x, x_scales, w_fp8, w_scales, out)  # a switch, off unless set
     config = config or select_config(M, N, K, num_sms_of(x.device))
     config.validate()
     k_per_split, split_k, partials = plan_split_k(M, N, K, config.block_k, config.split_k, out)

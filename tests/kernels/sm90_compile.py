@@ -85,6 +85,33 @@ def pdl_tma_gemms():
         yield f"fp8_gemm_tma PDL {name} M=64", _fp8_gemm_tma_kernel, signature, constexprs, config, PDL_PTX
 
 
+def persistent_tma_gemms():
+    """(label, kernel, signature, constexprs, config) of the persistent TMA GEMM (kernels/fp8_gemm_tma_persistent.py)
+    at prefill sizes of Llama 3 8B's qkv and down projections, its tile loop flattened or not."""
+    from modelgate.kernels.fp8_gemm_configs import select_config
+    from modelgate.kernels.fp8_gemm_tma_persistent import _fp8_gemm_tma_persistent_kernel
+
+    for name, n, k, flatten in (("qkv", 6144, HIDDEN, True), ("down", HIDDEN, INTER, False)):
+        config = select_config(1024, n, k, SMS)
+        signature = dict(
+            a_desc=f"tensordesc<fp8e4nv[{config.block_m}, {config.block_k}]>",
+            b_desc=f"tensordesc<fp8e4nv[{config.block_n}, {config.block_k}]>",
+            a_scale_ptr="*fp32",
+            b_scale_ptr="*fp32",
+            c_ptr="*bf16",
+            **dict.fromkeys(("M", "N", "K", "stride_cm"), "i32"),
+        )
+        constexprs = dict(NUM_PROGRAMS=SMS, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k)
+        constexprs.update(GROUP_M=config.group_m, ROUND_IN_FP32=False, FLATTEN=flatten)
+        yield (
+            f"fp8_gemm_tma_persistent {name} M=1024 flatten={flatten}",
+            _fp8_gemm_tma_persistent_kernel,
+            signature,
+            constexprs,
+            config,
+        )
+
+
 DECODE_PTX = ("griddepcontrol.wait", "griddepcontrol.launch_dependents", "cvt.rn.f16x2.e4m3x2")
 
 
@@ -111,7 +138,8 @@ def fp8_decode_attention():
 
 
 def main() -> int:
-    kernels = [(*entry, ()) for entry in fused_silu_gemms()] + list(pdl_tma_gemms()) + list(fp8_decode_attention())
+    kernels = [(*entry, ()) for entry in (*fused_silu_gemms(), *persistent_tma_gemms())]
+    kernels += list(pdl_tma_gemms()) + list(fp8_decode_attention())
     for label, kernel, signature, constexprs, config, ptx_needs in kernels:
         try:
             shared = _compile(kernel, signature, constexprs, config, ptx_needs)
