@@ -55,23 +55,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def rowwise_scaled_mm_supported() -> str | None:
-    """None if torch._scaled_mm takes rowwise fp32 scales here, else the reason it refused."""
-    a = torch.randn(16, 32, device=DEVICE).to(torch.float8_e4m3fn)
-    b = torch.randn(32, 32, device=DEVICE).to(torch.float8_e4m3fn)
-    try:
-        torch._scaled_mm(
-            a,
-            b.t(),
-            scale_a=torch.ones(16, 1, device=DEVICE),
-            scale_b=torch.ones(1, 32, device=DEVICE),
-            out_dtype=torch.bfloat16,
-        )
-        return None
-    except (RuntimeError, TypeError) as error:
-        return str(error).splitlines()[0]
-
-
 def scaled_mm_fn(x_fp8, x_scales, rowwise: bool, fast: bool):
     """call(w_fp8, w_scales): torch._scaled_mm of the fp8 activations by that weight, bf16 out."""
     ones = torch.ones((), device=DEVICE)
@@ -243,7 +226,9 @@ def main() -> int:
         f"device: {props.name}, {props.multi_processor_count} SMs, torch {torch.__version__}, "
         f"triton {triton.__version__}"
     )
-    refused = rowwise_scaled_mm_supported()
+    from modelgate.kernels.fp8_gemm_cublas import rowwise_scaled_mm_refusal
+
+    refused = rowwise_scaled_mm_refusal(torch.device(DEVICE))
     if refused:
         print(
             f"torch._scaled_mm refused rowwise scales ({refused}): the peer uses per-tensor scales "

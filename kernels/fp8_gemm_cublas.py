@@ -25,8 +25,9 @@ SCALED_MM_MIN_M = 0
 
 
 @functools.cache
-def _rowwise_scaled_mm_runs(device: torch.device) -> bool:
-    """Whether this CUDA device's torch._scaled_mm takes per-row and per-column fp32 scales (sm_89 and newer)."""
+def rowwise_scaled_mm_refusal(device: torch.device) -> str | None:
+    """None where this CUDA device's torch._scaled_mm takes per-row and per-column fp32 scales (sm_89 and
+    newer), else the first line of its refusal."""
     a = torch.ones(16, 32, device=device).to(torch.float8_e4m3fn)
     b = torch.ones(16, 32, device=device).to(torch.float8_e4m3fn)
     try:
@@ -37,9 +38,9 @@ def _rowwise_scaled_mm_runs(device: torch.device) -> bool:
             scale_b=torch.ones(1, 16, device=device),
             out_dtype=torch.bfloat16,
         )
-    except (RuntimeError, TypeError):
-        return False
-    return True
+    except (RuntimeError, TypeError) as error:
+        return str(error).splitlines()[0]
+    return None
 
 
 def scaled_mm_operands_fit(
@@ -68,7 +69,7 @@ def takes_scaled_mm(
     (M, K), N = x_fp8.shape, w_fp8.shape[0]
     if not scaled_mm_operands_fit(M, N, K, bias is not None, out_dtype, precise_accumulation, contiguous):
         return False
-    return _rowwise_scaled_mm_runs(x_fp8.device)
+    return rowwise_scaled_mm_refusal(x_fp8.device) is None
 
 
 def fp8_linear_scaled_mm(

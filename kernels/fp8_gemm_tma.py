@@ -16,7 +16,7 @@ import torch
 from modelgate.kernels.fp8_gemm_args import check_gemm_args
 from modelgate.kernels.fp8_gemm_configs import Fp8GemmConfig, select_tma_config
 from modelgate.kernels.fp8_quant import FP8_DTYPE, is_interpreted, tl, to_output, triton
-from modelgate.kernels.gemm_tiles import grouped_tile, num_sms_of
+from modelgate.kernels.gemm_tiles import grouped_tile, num_sms_of, tile_launch_options
 from modelgate.kernels.grid_dependency import pdl_supported, prefetch_rows_to_l2, wait_for_previous_kernel
 from modelgate.kernels.split_k_reduce import plan_split_k, reduce_split_k
 
@@ -164,15 +164,10 @@ def launch_fp8_gemm_tma(
         out.stride(0),
         k_per_split,
         SPLIT_K=split_k,
-        BLOCK_M=config.block_m,
-        BLOCK_N=config.block_n,
-        BLOCK_K=config.block_k,
-        GROUP_M=config.group_m,
         ROUND_IN_FP32=is_interpreted(_fp8_gemm_tma_kernel),
+        **tile_launch_options(config),
         PREFETCH_BYTES=prefetch,
         PREFETCH_CHUNKS=max(1, config.num_warps * 32 // config.block_n),
-        num_warps=config.num_warps,
-        num_stages=config.num_stages,
         launch_pdl=prefetch > 0,
     )
     if split_k > 1:

@@ -20,7 +20,7 @@ import torch
 from modelgate.kernels.fp8_gemm_configs import Fp8GemmConfig, select_config
 from modelgate.kernels.fp8_gemm_tma import TensorDescriptor, can_run_tma, tma_fits
 from modelgate.kernels.fp8_quant import is_interpreted, tl, to_output, triton
-from modelgate.kernels.gemm_tiles import grouped_tile, num_sms_of
+from modelgate.kernels.gemm_tiles import grouped_tile, num_sms_of, tile_launch_options
 
 # fp8_linear sends GEMMs of at least this many rows (that the TMA kernels can take) here; 0: never.
 PERSISTENT_MIN_M = 0
@@ -103,13 +103,8 @@ def launch_fp8_gemm_tma_persistent(
         K,
         out.stride(0),
         NUM_PROGRAMS=programs,
-        BLOCK_M=config.block_m,
-        BLOCK_N=config.block_n,
-        BLOCK_K=config.block_k,
-        GROUP_M=config.group_m,
         ROUND_IN_FP32=is_interpreted(_fp8_gemm_tma_persistent_kernel),
+        **tile_launch_options(config),
         FLATTEN=FLATTEN_TILE_LOOP,
-        num_warps=config.num_warps,
-        num_stages=config.num_stages,
     )
     return out

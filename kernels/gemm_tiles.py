@@ -22,6 +22,19 @@ def num_sms_of(device: torch.device) -> int:
     return _cuda_num_sms(device.index if device.index is not None else torch.cuda.current_device())
 
 
+def tile_launch_options(config) -> dict[str, int]:
+    """An Fp8GemmConfig's tile as the GEMM kernels' constexprs (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M) and launch
+    options (num_warps, num_stages), for `kernel[grid](..., **tile_launch_options(config))`."""
+    return dict(
+        BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n,
+        BLOCK_K=config.block_k,
+        GROUP_M=config.group_m,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+
+
 @triton.jit
 def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
     """(tile row, tile column) of program `pid` in grouped order: consecutive programs walk GROUP_M tiles down
