@@ -28,7 +28,7 @@ from modelgate.kernels.fp8_gemm_configs import DECODE_MAX_M, Fp8GemmConfig, sele
 from modelgate.kernels.fp8_gemm_silu_tma import launch_fp8_gemm_silu_tma
 from modelgate.kernels.fp8_gemm_tma import tma_fits
 from modelgate.kernels.fp8_quant import FP8_DTYPE, Fp8Rows, is_interpreted, tl, triton
-from modelgate.kernels.gemm_tiles import grouped_tile, num_sms_of
+from modelgate.kernels.gemm_tiles import grouped_tile, num_sms_of, tile_launch_options
 from modelgate.kernels.silu_and_mul_split import quantize_pieces
 from modelgate.kernels.silu_mul_tile import silu_epilogue
 
@@ -172,11 +172,6 @@ def fp8_linear_silu(
             num_pieces,
             ROUND_IN_FP32=interpreted,
             EVEN_K=K % config.block_k == 0,
-            BLOCK_M=config.block_m,
-            BLOCK_N=config.block_n,
-            BLOCK_K=config.block_k,
-            GROUP_M=config.group_m,
-            num_warps=config.num_warps,
-            num_stages=config.num_stages,
+            **tile_launch_options(config),
         )
     return quantize_pieces(y, amax, values, scales)

@@ -35,6 +35,20 @@ PDL_PREFETCH_BYTES = 1024
 
 
 @triton.jit
+def tma_tile_product(
+    a_desc, b_desc, off_m, off_n, k_start, k_end, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr
+):
+    """fp32 [BLOCK_M, BLOCK_N]: rows off_m.. of A times rows off_n.. of B over columns k_start..k_end, both tiles
+    loaded through their descriptors (columns past K arrive as zeros)."""
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(k_start, k_end, BLOCK_K):
+        a = a_desc.load([off_m, k])
+        b = b_desc.load([off_n, k])
+        acc = tl.dot(a, tl.trans(b), acc)
+    return acc
+
+
+@triton.jit
 def _fp8_gemm_tma_kernel(
     a_desc,  # [M, K] float8_e4m3fn activations, block [BLOCK_M, BLOCK_K]
     b_desc,  # [N, K] float8_e4m3fn weight, block [BLOCK_N, BLOCK_K]
@@ -66,11 +80,7 @@ def _fp8_gemm_tma_kernel(
         prefetch_bytes = tl.minimum(PREFETCH_BYTES, k_end - k_start)
         prefetch_rows_to_l2(b_ptr, pid_n * BLOCK_N, N, K, k_start, prefetch_bytes, BLOCK_N, PREFETCH_CHUNKS)
     wait_for_previous_kernel(PREFETCH_BYTES > 0)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in range(k_start, k_end, BLOCK_K):  # columns past K arrive as zeros
-        a = a_desc.load([pid_m * BLOCK_M, k])
-        b = b_desc.load([pid_n * BLOCK_N, k])
-        acc = tl.dot(a, tl.trans(b), acc)
+    acc = tma_tile_product(a_desc, b_desc, pid_m * BLOCK_M, pid_n * BLOCK_N, k_start, k_end, BLOCK_M, BLOCK_N, BLOCK_K)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = acc * tl.load(a_scale_ptr + offs_m, mask=offs_m < M, other=0.0)[:, None]

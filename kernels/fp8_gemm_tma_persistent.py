@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from modelgate.kernels.fp8_gemm_configs import Fp8GemmConfig, select_config
-from modelgate.kernels.fp8_gemm_tma import TensorDescriptor, can_run_tma, tma_fits
+from modelgate.kernels.fp8_gemm_tma import TensorDescriptor, can_run_tma, tma_fits, tma_tile_product
 from modelgate.kernels.fp8_quant import is_interpreted, tl, to_output, triton
 from modelgate.kernels.gemm_tiles import grouped_tile, num_sms_of, tile_launch_options
 
@@ -50,11 +50,7 @@ def _fp8_gemm_tma_persistent_kernel(
     num_tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N)
     for tile in tl.range(tl.program_id(0), num_tiles, NUM_PROGRAMS, flatten=FLATTEN):
         pid_m, pid_n = grouped_tile(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k in range(0, K, BLOCK_K):  # columns past K arrive as zeros
-            a = a_desc.load([pid_m * BLOCK_M, k])
-            b = b_desc.load([pid_n * BLOCK_N, k])
-            acc = tl.dot(a, tl.trans(b), acc)
+        acc = tma_tile_product(a_desc, b_desc, pid_m * BLOCK_M, pid_n * BLOCK_N, 0, K, BLOCK_M, BLOCK_N, BLOCK_K)
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         acc = acc * tl.load(a_scale_ptr + offs_m, mask=offs_m < M, other=0.0)[:, None]
