@@ -33,6 +33,14 @@ def _compile(kernel, signature: dict, constexprs: dict, config, ptx_needs: tuple
     return compiled.metadata.shared
 
 
+def tile_descriptors(config) -> dict[str, str]:
+    """The signature of a TMA GEMM's A and B descriptors, blocks of the config's tiles."""
+    return dict(
+        a_desc=f"tensordesc<fp8e4nv[{config.block_m}, {config.block_k}]>",
+        b_desc=f"tensordesc<fp8e4nv[{config.block_n}, {config.block_k}]>",
+    )
+
+
 def fused_silu_gemms():
     """(label, kernel, signature, constexprs, config) of the gate | up GEMMs with the SiLU epilogue."""
     from modelgate.kernels.fp8_gemm_silu import _fp8_gemm_silu_kernel, silu_fusion_config
@@ -49,8 +57,7 @@ def fused_silu_gemms():
     for tokens in (16, 64):
         config = silu_fusion_config(tokens, INTER, HIDDEN, SMS, tma=True)
         signature = dict(
-            a_desc=f"tensordesc<fp8e4nv[{config.block_m}, {config.block_k}]>",
-            b_desc=f"tensordesc<fp8e4nv[{config.block_n}, {config.block_k}]>",
+            **tile_descriptors(config),
             **pointers,
             **scalars,
         )
@@ -71,8 +78,7 @@ def pdl_tma_gemms():
     for name, n, k in (("qkv", 6144, HIDDEN), ("down", HIDDEN, INTER)):
         config = select_tma_config(64, n, k, SMS)
         signature = dict(
-            a_desc=f"tensordesc<fp8e4nv[{config.block_m}, {config.block_k}]>",
-            b_desc=f"tensordesc<fp8e4nv[{config.block_n}, {config.block_k}]>",
+            **tile_descriptors(config),
             b_ptr="*fp8e4nv",
             a_scale_ptr="*fp32",
             b_scale_ptr="*fp32",
@@ -94,8 +100,7 @@ def persistent_tma_gemms():
     for name, n, k, flatten in (("qkv", 6144, HIDDEN, True), ("down", HIDDEN, INTER, False)):
         config = select_config(1024, n, k, SMS)
         signature = dict(
-            a_desc=f"tensordesc<fp8e4nv[{config.block_m}, {config.block_k}]>",
-            b_desc=f"tensordesc<fp8e4nv[{config.block_n}, {config.block_k}]>",
+            **tile_descriptors(config),
             a_scale_ptr="*fp32",
             b_scale_ptr="*fp32",
             c_ptr="*bf16",
