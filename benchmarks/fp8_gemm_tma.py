@@ -14,6 +14,7 @@ Weights are colder than L2 (rotating copies) and every call is timed from interl
 
     python benchmarks/fp8_gemm_tma.py [--tokens 16 32 64 256]
     python benchmarks/fp8_gemm_tma.py --sweep --tokens 64    # + the TMA kernel over SWEEP's tiles, best per layer
+    python benchmarks/fp8_gemm_tma.py --sweep --tokens 1024  # + the persistent kernel over fp8_gemm.py's tiles
 
 Without a GPU it says so and exits 0.
 """
@@ -47,7 +48,9 @@ SWEEP = (
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, nargs="+", default=[16, 32, 64, 256])
-    parser.add_argument("--sweep", action="store_true", help="also the TMA kernel over SWEEP's tiles")
+    parser.add_argument(
+        "--sweep", action="store_true", help="also the TMA kernel over SWEEP's tiles (the persistent one above M = 64)"
+    )
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA GPU: nothing to measure")
@@ -118,26 +121,41 @@ def main() -> None:
 
 
 def sweep_layer(x_fp8, x_scales, weights, copies, floor_us, ours_us) -> None:
-    """The TMA kernel over SWEEP's tiles on one layer: each candidate's time, floor share and speed-up on ours."""
+    """One layer's candidates, each timed, with its floor share and speed-up on ours: at decode sizes the TMA
+    kernel over SWEEP's tiles; above them the persistent TMA kernel over fp8_gemm.py's prefill candidates."""
+    from benchmarks.fp8_gemm import config_name, sweep_candidates
     from benchmarks.gpu_timing import interleaved_rounds_ms, rotating
-    from modelgate.kernels.fp8_gemm import Fp8GemmConfig
+    from modelgate.kernels.fp8_gemm import DECODE_MAX_M, Fp8GemmConfig
     from modelgate.kernels.fp8_gemm_tma import fp8_linear_tma
+    from modelgate.kernels.fp8_gemm_tma_persistent import launch_fp8_gemm_tma_persistent
 
-    calls = {}
-    for block_n, block_k, stages, split_k in SWEEP:
-        config = Fp8GemmConfig(block_m=64, block_n=block_n, block_k=block_k, num_stages=stages, split_k=split_k)
-        name = f"64x{block_n}x{block_k} s{stages} k{split_k}"
-        calls[name] = rotating(
-            lambda i, config=config: lambda: fp8_linear_tma(x_fp8, x_scales, *weights[i], config=config), copies
-        )
+    M, N = x_fp8.shape[0], weights[0][0].shape[0]
+
+    def persistent(config, w_fp8, w_scales):
+        out = torch.empty((M, N), dtype=torch.bfloat16, device=x_fp8.device)
+        return launch_fp8_gemm_tma_persistent(x_fp8, x_scales, w_fp8, w_scales, out, config)
+
+    def per_tile(config, w_fp8, w_scales):
+        return fp8_linear_tma(x_fp8, x_scales, w_fp8, w_scales, config=config)
+
+    if M <= DECODE_MAX_M:
+        kind, run = "tma", per_tile
+        configs = [Fp8GemmConfig(64, bn, bk, num_stages=stages, split_k=split) for bn, bk, stages, split in SWEEP]
+    else:
+        kind, run, configs = "persist", persistent, sweep_candidates(M)
+    calls = {
+        config_name(config): rotating(lambda i, config=config: lambda: run(config, *weights[i]), copies)
+        for config in configs
+    }
     times = interleaved_rounds_ms(calls)
     ranked = sorted((times.best(name), name) for name in calls if times.best(name))
     for ms, name in ranked:
         print(
-            f"    tma {name:<22} {1e3 * ms:>7.1f} us  floor/tma {floor_us / (1e3 * ms):.2f}  ours/tma {ours_us / (1e3 * ms):.2f}"
+            f"    {kind} {name:<26} {1e3 * ms:>7.1f} us  floor/{kind} {floor_us / (1e3 * ms):.2f}"
+            f"  ours/{kind} {ours_us / (1e3 * ms):.2f}"
         )
     for name, error_text in times.errors.items():
-        print(f"    tma {name}: {error_text}")
+        print(f"    {kind} {name}: {error_text}")
 
 
 if __name__ == "__main__":
