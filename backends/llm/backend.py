@@ -13,8 +13,9 @@ import logging
 import threading
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
+from pydantic import ValidationError
 from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig, ModelInstanceGroup
 
 from modelgate.backends.base import Backend, ExecuteResult, InstanceSpec, ModelInstance
@@ -23,20 +24,22 @@ from modelgate.backends.llm.active_request import ActiveRequest
 from modelgate.backends.llm.attached_engine import AttachedEngine
 from modelgate.backends.llm.batched_histogram import observe_all
 from modelgate.backends.llm.engine_client import EngineClient
-from modelgate.backends.llm.engine_config_from_spec import engine_config_from_spec
+from modelgate.backends.llm.engine_config import EngineConfig
 from modelgate.backends.llm.engine_messages import EncodedStep, RequestOutput
 from modelgate.backends.llm.engine_supervisor import EngineSupervisor
 from modelgate.backends.llm.generation_request import parse_generation_request
 from modelgate.backends.llm.llm_responses import OUTPUT_NAMES, build_response, logprobs_json
-from modelgate.backends.llm.loop_submission import completed, is_quick_to_submit
 from modelgate.backends.llm.sampling_inputs import SAMPLING_INPUTS
 from modelgate.backends.llm.tokenizer import TextTokenizer
-from modelgate.backends.llm.trace_recorder import trace_recorder
-from modelgate.core.errors import ModelExecutionError, ModelgateError, UnavailableError, drop_traceback
+from modelgate.backends.llm.trace_recorder import TRACE_PARAMETERS, trace_recorder
+from modelgate.core.errors import ConfigError, ModelExecutionError, ModelgateError, UnavailableError, drop_traceback
 from modelgate.core.inference_types import InferRequest, InferResponse
 from modelgate.core.process_sharing import process_sharing
 
 logger = logging.getLogger(__name__)
+
+# Parameters the server reads (its memory ledger), not the engine; `memory_budget_bytes` comes from the ledger.
+SERVER_PARAMETERS = ("gpu_memory_bytes", "cpu_memory_bytes", "memory_budget_bytes")
 
 # vLLM's Triton-backend inputs, then the tensorrtllm backend's scalar sampling inputs (sampling_inputs.py).
 _INPUTS = [
@@ -89,7 +92,7 @@ class LLMModelInstance(ModelInstance):
         self.spec = spec
         self.labels = (spec.model_name, str(spec.model_version))
         self._version = self.labels[1]
-        self.engine_config = engine_config_from_spec(spec)
+        self.engine_config = _engine_config(spec)
         parameters = {key: value.string_value for key, value in spec.config.parameters.items()}
         self.trace = trace_recorder(spec.model_name, str(spec.model_version), parameters)  # None: tracing off
         self._trace_writer = ThreadPoolExecutor(1, thread_name_prefix=f"llm-trace-{spec.model_name}")
@@ -120,26 +123,16 @@ class LLMModelInstance(ModelInstance):
 
     def execute(self, requests: list[InferRequest]) -> ExecuteResult:
         """One response per request: an error for a request refused up front, else an empty one."""
-        return ExecuteResult([self._submitted(request, on_loop=False) for request in requests])
-
-    def submit(self, requests: list[InferRequest]) -> Future | None:
-        """`execute` of one request on the event loop where it arrives, when it is quick to check and its message
-        goes to the engine without blocking (loop_submission.py): two thread hand-offs fewer. Else None: the
-        instance's thread runs `execute`, as for every other batch."""
-        if len(requests) != 1 or not is_quick_to_submit(requests[0]):
-            return None
-        response = self._submitted(requests[0], on_loop=True)
-        return None if response is None else completed(ExecuteResult([response]))
-
-    def _submitted(self, request: InferRequest, on_loop: bool) -> InferResponse | None:
-        """The request's response from `execute`; None when `on_loop` and the engine could not take it at once."""
-        response = InferResponse(request.model_name, self._version, id=request.id)
-        try:
-            if not self._submit(request, on_loop):
-                return None
-        except ModelgateError as exc:
-            response.error = drop_traceback(exc)  # a value now: this frame holds `response`, a cycle
-        return response
+        version = str(self.spec.model_version)
+        responses = []
+        for request in requests:
+            response = InferResponse(request.model_name, version, id=request.id)
+            try:
+                self._submit(request)
+            except ModelgateError as exc:
+                response.error = drop_traceback(exc)  # a value now: this frame holds `response`, a cycle
+            responses.append(response)
+        return ExecuteResult(responses)
 
     def unload(self) -> None:
         """Idempotent: a second call finds nothing left to do."""
@@ -164,8 +157,7 @@ class LLMModelInstance(ModelInstance):
     def is_serving(self) -> bool:
         return self.engines.client is not None
 
-    def _submit(self, request: InferRequest, on_loop: bool) -> bool:
-        """False (nothing sent, nothing kept) only `on_loop`, when the engine's pipe cannot take it at once."""
+    def _submit(self, request: InferRequest) -> None:
         if request.response_stream is None:
             raise ModelExecutionError("LLM models are decoupled: call them through a streaming API")
         engine = self.engines.client
@@ -182,23 +174,14 @@ class LLMModelInstance(ModelInstance):
         with self._lock:
             self._active[engine_id] = state
         try:
-            if on_loop:
-                is_sent = engine.try_add(generation.engine_request)
-            else:
-                engine.add(generation.engine_request)
-                is_sent = True
+            engine.add(generation.engine_request)
         except OSError:  # the engine died just now: its reader reports it and a restart begins
             with self._lock:
                 self._active.pop(engine_id, None)
             raise UnavailableError(f"the LLM engine of model '{self.spec.model_name}' stopped; restarting it") from None
-        if not is_sent:
-            with self._lock:
-                self._active.pop(engine_id, None)
-            return False
         # After `add`: a stream cancelled already (client gone while queued) aborts at once,
         # and the abort must reach the engine after the request it aborts.
         request.response_stream.on_cancel(lambda: engine.abort(engine_id))
-        return True
 
     def _on_step(self, step: EncodedStep) -> None:
         """On the engine client's reader thread: a step's outputs go to the event loop in one hand-off, where
@@ -382,6 +365,24 @@ class LLMModelInstance(ModelInstance):
     def _error_response(self, state: ActiveRequest, message: str) -> InferResponse:
         error = UnavailableError(message)
         return InferResponse(self.spec.model_name, str(self.spec.model_version), id=state.request.id, error=error)
+
+
+def _engine_config(spec: InstanceSpec) -> EngineConfig:
+    """EngineConfig from the config's parameters; device from the instance group."""
+    settings = {
+        key: value.string_value
+        for key, value in spec.config.parameters.items()
+        if key not in TRACE_PARAMETERS and key not in SERVER_PARAMETERS
+    }
+    if spec.memory_budget_bytes is not None:
+        settings["memory_budget_bytes"] = spec.memory_budget_bytes
+    if "device" not in settings:
+        settings["device"] = f"cuda:{spec.device_id}" if spec.kind == "GPU" else "cpu"
+    try:
+        return EngineConfig.model_validate(settings)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"model '{spec.model_name}' config", "parameters", problems) from None
 
 
 def _has_cuda() -> bool:

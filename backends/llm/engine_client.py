@@ -19,13 +19,11 @@ from modelgate.backends.llm.engine_messages import (
     EngineReady,
     Shutdown,
     ToEngine,
-    encode,
     receive_from_engine,
     receive_from_engine_lazily,
     send,
 )
 from modelgate.backends.llm.engine_process import engine_main
-from modelgate.backends.llm.loop_submission import room_poller, send_without_blocking
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +53,6 @@ class EngineConnection:
         self._outbox = outbox
         self.info = self._wait_ready(start_timeout_s)
         self._send_lock = threading.Lock()
-        self._inbox_room = room_poller(inbox)
         self._on_outputs = on_outputs
         self._on_exit = on_exit
         self._reader = threading.Thread(target=self._read_forever, name="llm-engine-reader", daemon=True)
@@ -64,16 +61,6 @@ class EngineConnection:
     def add(self, request: AddRequest) -> None:
         """Queue a request, checked already (generation_request.py): the engine takes it as it is."""
         self._send(request)
-
-    def try_add(self, request: AddRequest) -> bool:
-        """`add` for the event loop, which must never wait: False, nothing sent, where sending could block (the
-        engine has not read what came before, or the message is too large for one atomic write)."""
-        if not self._send_lock.acquire(blocking=False):
-            return False
-        try:
-            return send_without_blocking(self._inbox, self._inbox_room, encode(request))
-        finally:
-            self._send_lock.release()
 
     def abort(self, request_id: str) -> None:
         try:
