@@ -327,16 +327,20 @@ class ModelRunner:
             if num_decodes > 0:
                 run_dummy_step(self, count, num_decodes + 1, num_decodes)
         # The dense attention of long fresh prefills (attention/fresh_prefill.py): its graphs, one per padded length.
+        torch.cuda.synchronize(self.device)
+        steps_done = time.perf_counter()
         warm_dense = getattr(self.attention, "warm_up_fresh_prefills", None)
         dense_lengths = (
             0 if warm_dense is None else warm_dense(min(largest, self.config.max_model_len), self.dtype, self.device)
         )
         torch.cuda.synchronize(self.device)
         torch.cuda.empty_cache()
+        finished = time.perf_counter()
         logger.info(
-            "warmed up eager step shapes (and %d dense attention lengths) in %.1f s",
+            "warmed up eager step shapes in %.1f s (and %d dense attention lengths in %.1f s)",
+            steps_done - started,
             dense_lengths,
-            time.perf_counter() - started,
+            finished - steps_done,
         )
 
 
