@@ -200,7 +200,9 @@ def fp8_linear(
 
     All tensors on one CUDA device (CPU under TRITON_INTERPRET=1). `config` overrides the table's choice
     (select_config) and keeps this module's kernel; leave it None in production, where decode sizes on Hopper
-    take the TMA kernel (_takes_tma) and, where kernels/fp8_gemm_cublas.py's switch is set, prefill sizes cuBLAS. Raises ValueError on wrong shapes, dtypes, strides, devices.
+    take the TMA kernel (_takes_tma), and larger ones cuBLAS or the persistent TMA kernel where their switches
+    are set (kernels/fp8_gemm_cublas.py, kernels/fp8_gemm_tma_persistent.py; both off by default).
+    Raises ValueError on wrong shapes, dtypes, strides, devices.
     On Hopper the fp8 tensor cores sum their products with fewer bits than fp32 (Triton's default there:
     fast accumulation, like torch._scaled_mm(use_fast_accum=True)); precise_accumulation=True adds each
     BLOCK_K slice into the fp32 accumulator separately (like use_fast_accum=False), at some speed cost.

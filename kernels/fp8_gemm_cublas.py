@@ -63,7 +63,7 @@ def takes_scaled_mm(
 ) -> bool:
     """True when fp8_linear hands this GEMM of quantized rows (x_scales given: no quantization inside the GEMM)
     to cuBLAS: scaled_mm_operands_fit, on a CUDA device whose _scaled_mm takes rowwise scales."""
-    if x_scales is None or not x_fp8.is_cuda:
+    if SCALED_MM_MIN_M <= 0 or x_scales is None or not x_fp8.is_cuda:  # the switch first: fp8_linear's hot path
         return False
     contiguous = x_fp8.is_contiguous() and w_fp8.is_contiguous() and x_scales.is_contiguous()
     (M, K), N = x_fp8.shape, w_fp8.shape[0]
