@@ -49,8 +49,9 @@ def kv_blocks(free: float, step_peak: int, graphs_peak: int, bytes_per_block: in
     if blocks < 1:
         raise ValueError(
             f"no GPU memory left for the KV cache ({free / 2**30:.1f} GiB left after the weights, activations "
-            f"need {(step_peak + graphs_peak) / 2**30:.1f} GiB); raise gpu_memory_utilization or lower "
-            f"max_num_batched_tokens"
+            f"need {(step_peak + graphs_peak) / 2**30:.1f} GiB, of which CUDA graphs {graphs_peak / 2**30:.1f}); raise "
+            f"gpu_memory_utilization or lower max_num_batched_tokens (or the graphs' cuda_graph_max_num_tokens and "
+            f"cuda_graph_max_batch_size)"
         )
     logger.info(
         "KV cache: %d blocks of %d tokens (%.1f GiB); activations peak %.2f GiB, graphs %.2f GiB",
