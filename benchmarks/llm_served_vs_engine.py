@@ -170,11 +170,17 @@ class Server:
                 raise RuntimeError(f"the server exited with status {self.process.returncode}; its log ends:\n{tail}")
             try:
                 if requests.get(f"http://127.0.0.1:{self.http}/v2/models/{self.model}/ready", timeout=5).ok:
+                    print(*(f"server: {line}\n" for line in self.load_report()), sep="", end="", flush=True)
                     return
             except requests.ConnectionError:
                 pass
             time.sleep(1)
         raise TimeoutError(f"the model was not ready within {timeout_s:.0f} s")
+
+    def load_report(self) -> list[str]:
+        """What the engine logged of its load (warm-up times, CUDA graphs captured, the KV cache), without the
+        logging prefix; none on the CPU, where the engine does not warm up or capture."""
+        return re.findall(r" INFO [\w.]+: ((?:warmed up|captured|KV cache: ).*)", self.log.read_text(errors="replace"))
 
     def frontend_pids(self) -> list[int]:
         """The server's process and its HTTP workers (--http-workers), whose pids the server logs."""
