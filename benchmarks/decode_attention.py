@@ -8,8 +8,8 @@ measures, on one CUDA GPU:
     8 KV heads, head_dim 128, block 16, with bf16 and FP8 KV, for the split plan it picks by default and for
     a few forced plans and tile configs; GB/s = K/V bytes it must read (FP8: values + per-token scales) / time;
   - the engine's current torch path (TorchPagedAttention, bf16 only) as a peer;
-  - the same decodes through kernels/prefill_attention.py (one query token per sequence), as a step that mixed
-    decodes with prefills attended them before session 26.
+  - the same decodes through kernels/prefill_attention.py (one query token per sequence), as a step that mixes
+    decodes with prefills attends them, on its default tile and on 16-row ones.
 Each variant's output is first checked against the torch reference (relative error < 1e-2, output poisoned
 with NaN beforehand). Times are medians of CUDA-graph replays (20 launches per graph, as the engine's
 decode runs under CUDA graphs), so Python launch overhead stays out. Consecutive calls read different copies of
@@ -214,34 +214,36 @@ def measure_case(context_len, cache_dtype, bandwidths, quick, rows, with_peer=Tr
         _torch_peer(q, kv_cache, block_tables, context_lens, context_len, expected, nbytes, bandwidths, rows)
 
 
+# Tiles the mixed step's decodes are timed on beside the default (kernels/prefill_attention.py's
+# SHORT_QUERY_CONFIG first): 16-row programs, which a decode's 4 query heads fill a quarter of.
+SHORT_QUERY_TILES = ((16, 64, 4, 2), (16, 32, 4, 2), (16, 128, 4, 2), (16, 64, 4, 1))
+
+
 def _as_mixed_step(q, kv_cache, kv_scales, block_tables, context_lens, expected, nbytes, bandwidths, rows):
-    """The same decodes through prefill_attention, one query token per sequence: how a step that mixes them with
-    prefills attended them before session 26 (backends/llm/attention/triton_paged.py's decodes_in_mixed_steps)."""
-    from modelgate.kernels.prefill_attention import prefill_attention
+    """The same decodes through prefill_attention, one query token per sequence, as a step that mixes them with
+    prefills attends them (backends/llm/attention/triton_paged.py's decodes_in_mixed_steps off): its default
+    tile, then SHORT_QUERY_TILES."""
+    from modelgate.kernels.prefill_attention import PrefillConfig, default_prefill_config, prefill_attention
 
     query_start = torch.arange(BATCH + 1, dtype=torch.int32, device=q.device)
-    out = torch.full_like(q, float("nan"))
-    turn = itertools.cycle(list(block_tables))
-
-    def call():
-        prefill_attention(q, kv_cache, next(turn), query_start, context_lens, 1, kv_scales=kv_scales, out=out)
-
-    call()
-    error = ((out.float() - expected.float()).norm() / expected.float().norm()).item()
-    if not error < 1e-2:
-        raise SystemExit(f"prefill_attention on the decodes: relative error {error:.3g} vs the reference")
     dtype_name = "fp8" if kv_cache.dtype.itemsize == 1 else "bf16"
-    rows.append(
-        _row(
-            dtype_name,
-            context_lens[0].item(),
-            "prefill kernel (a mixed step's)",
-            time_ms(call),
-            nbytes,
-            bandwidths,
-            error,
-        )
-    )
+    configs = [("", default_prefill_config(q.shape[-1]))]
+    configs += [(" m{} n{} w{} s{}".format(*tile), PrefillConfig(*tile)) for tile in SHORT_QUERY_TILES]
+    for suffix, config in configs:
+        out = torch.full_like(q, float("nan"))
+        turn = itertools.cycle(list(block_tables))
+
+        def call():
+            prefill_attention(
+                q, kv_cache, next(turn), query_start, context_lens, 1, kv_scales=kv_scales, config=config, out=out
+            )
+
+        call()
+        error = ((out.float() - expected.float()).norm() / expected.float().norm()).item()
+        if not error < 1e-2:
+            raise SystemExit(f"prefill_attention{suffix} on the decodes: relative error {error:.3g} vs the reference")
+        label = "prefill kernel (a mixed step's)" + suffix
+        rows.append(_row(dtype_name, context_lens[0].item(), label, time_ms(call), nbytes, bandwidths, error))
 
 
 def _torch_peer(q, kv_cache, block_tables, context_lens, context_len, expected, nbytes, bandwidths, rows):

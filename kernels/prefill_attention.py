@@ -156,8 +156,20 @@ def _prefill_attention_kernel(
     tl.store(out_ptr + out_offsets, out.to(out_ptr.dtype.element_ty), mask=row_mask)
 
 
-def default_prefill_config(head_dim: int) -> PrefillConfig:
-    """128 x 64 tiles and 8 warps (compute-bound flash-attention shape); smaller tiles past head_dim 128."""
+# Runs whose longest query has at most this many tokens take SHORT_QUERY_CONFIG (0: none do). A mixed step's
+# one-token decodes come here (triton_paged.py's decodes_in_mixed_steps off): in a 128-row program a decode's
+# query heads fill 4 rows, so nearly all of each tile's dot work is padding, and the FP8 decodes of a 64-sequence
+# step read their K/V at 0.15-0.19 of the read bandwidth (benchmarks/decode_attention.py, H100, session 28). In
+# 16-row programs they fill a quarter. Off until the H100 has timed it beside the default.
+SHORT_QUERY_TOKENS = 0
+SHORT_QUERY_CONFIG = PrefillConfig(block_m=16, block_n=64, num_warps=4, num_stages=2)
+
+
+def default_prefill_config(head_dim: int, max_query_len: int | None = None) -> PrefillConfig:
+    """128 x 64 tiles and 8 warps (compute-bound flash-attention shape); smaller tiles past head_dim 128;
+    SHORT_QUERY_CONFIG where every query of the launch is at most SHORT_QUERY_TOKENS long."""
+    if max_query_len is not None and max_query_len <= SHORT_QUERY_TOKENS:
+        return SHORT_QUERY_CONFIG
     if head_dim <= 128:
         return PrefillConfig(block_m=128, block_n=64, num_warps=8, num_stages=2)
     return PrefillConfig(block_m=64, block_n=32, num_warps=4, num_stages=2)
@@ -189,7 +201,7 @@ def prefill_attention(
     check_launchable(_prefill_attention_kernel, what, q, kv_cache, block_tables, query_start, context_lens)
     num_tokens, num_heads, head_dim = q.shape
     num_seqs, num_kv_heads = context_lens.shape[0], kv_cache.shape[3]
-    config = config or default_prefill_config(head_dim)
+    config = config or default_prefill_config(head_dim, max_query_len)
     _check_config(config, sliding_window, what)
     out = checked_output(out, q, what)
     if num_tokens == 0 or num_seqs == 0 or max_query_len <= 0:

@@ -5,6 +5,7 @@ import torch
 
 from modelgate.backends.llm.attention.metadata import AttentionMetadata
 from modelgate.backends.llm.attention.torch_paged import TorchPagedAttention
+from modelgate.kernels import prefill_attention as prefill_module
 from modelgate.kernels.paged_decode_attention import SINGLE_PASS, paged_decode_attention
 from modelgate.kernels.prefill_attention import PrefillConfig, prefill_attention, prefill_attention_reference
 from modelgate.kernels.reshape_and_cache import FP8_DTYPE, allocate_kv_cache, reshape_and_cache
@@ -120,6 +121,25 @@ def test_one_query_per_sequence_equals_decode(dev):
     prefill = prefill_attention(q, cache.kv_cache, cache.block_tables, query_start, cache.context_lens, 1, config=SMALL)
     decode = paged_decode_attention(q, cache.kv_cache, cache.block_tables, cache.context_lens, 70, split=SINGLE_PASS)
     assert relative_error(prefill, decode) < 1e-6
+
+
+@pytest.mark.parametrize("max_query_len, expected", [(1, "short"), (2, "short"), (3, "default"), (None, "default")])
+def test_short_query_tile_is_chosen_by_the_longest_query(monkeypatch, max_query_len, expected):
+    monkeypatch.setattr(prefill_module, "SHORT_QUERY_TOKENS", 2)
+    config = prefill_module.default_prefill_config(128, max_query_len)
+    default = prefill_module.default_prefill_config(128)
+    assert config == (prefill_module.SHORT_QUERY_CONFIG if expected == "short" else default)
+    assert prefill_module.SHORT_QUERY_CONFIG != default
+
+
+@pytest.mark.parametrize("cache_dtype", [torch.bfloat16, FP8_DTYPE])
+def test_decodes_on_the_short_query_tile_match_the_reference(dev, monkeypatch, cache_dtype):
+    """A mixed step's one-token decodes as the launcher tiles them with the short-query switch on (GQA 4:1, a
+    context over several 64-key tiles and one inside the first)."""
+    monkeypatch.setattr(prefill_module, "SHORT_QUERY_TOKENS", 1)
+    steps = [(129, 1), (5, 1), (200, 1)]
+    error = run_case(dev, steps, cache_dtype, 8, 2, 64, 16, None, None, seed=21)
+    assert error < tolerance(query_dtype(cache_dtype))
 
 
 @pytest.mark.parametrize("cache_dtype, window", [(torch.float32, None), (FP8_DTYPE, 9)])
