@@ -216,7 +216,7 @@ def measure_case(context_len, cache_dtype, bandwidths, quick, rows, with_peer=Tr
 
 # Tiles the mixed step's decodes are timed on beside the default (kernels/prefill_attention.py's
 # SHORT_QUERY_CONFIG first): 16-row programs, which a decode's 4 query heads fill a quarter of.
-SHORT_QUERY_TILES = ((16, 64, 4, 2), (16, 32, 4, 2), (16, 128, 4, 2), (16, 64, 4, 1))
+SHORT_QUERY_TILES = ((16, 128, 4, 2), (16, 64, 4, 2), (16, 32, 4, 2), (16, 64, 4, 1))
 
 
 def _as_mixed_step(q, kv_cache, kv_scales, block_tables, context_lens, expected, nbytes, bandwidths, rows):

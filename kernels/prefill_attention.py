@@ -157,18 +157,21 @@ def _prefill_attention_kernel(
 
 
 # Runs whose longest query has at most this many tokens take SHORT_QUERY_CONFIG (0: none do). A mixed step's
-# one-token decodes come here (triton_paged.py's decodes_in_mixed_steps off): in a 128-row program a decode's
-# query heads fill 4 rows, so nearly all of each tile's dot work is padding, and the FP8 decodes of a 64-sequence
-# step read their K/V at 0.15-0.19 of the read bandwidth (benchmarks/decode_attention.py, H100, session 28). In
-# 16-row programs they fill a quarter. Off until the H100 has timed it beside the default.
-SHORT_QUERY_TOKENS = 0
-SHORT_QUERY_CONFIG = PrefillConfig(block_m=16, block_n=64, num_warps=4, num_stages=2)
+# one-token decodes come here (triton_paged.py's decodes_in_mixed_steps off): in a 128-row program a decode's 4
+# query heads fill 4 rows, so nearly all of each tile's dot work is padding. H100, 64 decodes, 32/8 heads
+# (benchmarks/decode_attention.py, session 30): at context 2,048 the FP8 cache's took 600 us on the 128-row tile
+# and 175 us on this one (the decode kernel: 101), bf16's 317 and 179 (decode kernel 192); at context 256,
+# 85 -> 28 us (FP8) and 51 -> 29 (bf16). Served 2048/128 at concurrency 64 read 2,557 output tok/s with 16-row
+# tiles of 64 keys against 2,520 without (one run each).
+SHORT_QUERY_TOKENS = 1
+SHORT_QUERY_CONFIG = PrefillConfig(block_m=16, block_n=128, num_warps=4, num_stages=2)
 
 
 def default_prefill_config(head_dim: int, max_query_len: int | None = None) -> PrefillConfig:
-    """128 x 64 tiles and 8 warps (compute-bound flash-attention shape); smaller tiles past head_dim 128;
-    SHORT_QUERY_CONFIG where every query of the launch is at most SHORT_QUERY_TOKENS long."""
-    if max_query_len is not None and max_query_len <= SHORT_QUERY_TOKENS:
+    """128 x 64 tiles and 8 warps (compute-bound flash-attention shape), or SHORT_QUERY_CONFIG where every query
+    of the launch is at most SHORT_QUERY_TOKENS long; smaller tiles past head_dim 128 (whose 128-key tiles
+    would not fit shared memory twice)."""
+    if head_dim <= 128 and max_query_len is not None and max_query_len <= SHORT_QUERY_TOKENS:
         return SHORT_QUERY_CONFIG
     if head_dim <= 128:
         return PrefillConfig(block_m=128, block_n=64, num_warps=8, num_stages=2)

@@ -130,6 +130,8 @@ def test_short_query_tile_is_chosen_by_the_longest_query(monkeypatch, max_query_
     default = prefill_module.default_prefill_config(128)
     assert config == (prefill_module.SHORT_QUERY_CONFIG if expected == "short" else default)
     assert prefill_module.SHORT_QUERY_CONFIG != default
+    # past head_dim 128 the short tile's keys would not fit shared memory: the large-head tile stays
+    assert prefill_module.default_prefill_config(256, max_query_len) == prefill_module.default_prefill_config(256)
 
 
 @pytest.mark.parametrize("cache_dtype", [torch.bfloat16, FP8_DTYPE])
