@@ -6,7 +6,8 @@ applies the rotary embedding to q and k on the way, one launch instead of two), 
 - a decode-only step (one query per sequence) runs `kernels.paged_decode_attention` (split-KV when the
   batch alone would leave SMs idle);
 - any other step splits its sequences into runs: chunks over a cached prefix and a mixed step's one-token
-  decodes go to `kernels.prefill_attention`, fresh prefills (no cached prefix) to torch's FlashAttention
+  decodes go to `kernels.prefill_attention` (the decodes in launches of their own, on its short-query tile, where
+  the run has few pieces: `tile_parts`), fresh prefills (no cached prefix) to torch's FlashAttention
   `varlen_attn` over the step's own K/V where torch and the dtype allow it (fresh_prefill.py); without it,
   prefill_attention takes them too. With `decodes_in_mixed_steps` each contiguous run of one-token decodes
   takes the decode kernel instead: the prefill kernel's programs own up to BLOCK_Q query tokens of a sequence,
@@ -38,6 +39,7 @@ from modelgate.backends.llm.attention.fresh_prefill import (
 from modelgate.backends.llm.attention.metadata import AttentionMetadata
 from modelgate.backends.llm.attention.varlen_check import varlen_works
 from modelgate.backends.llm.models.rotary import Rotation
+from modelgate.kernels import prefill_attention as prefill_attention_module
 from modelgate.kernels.fp8_quant import HAS_TRITON, is_interpreted
 from modelgate.kernels.paged_decode_attention import paged_decode_attention
 from modelgate.kernels.prefill_attention import _prefill_attention_kernel, prefill_attention
@@ -148,7 +150,8 @@ class TritonPagedAttention:
                 self._fresh_attention().attend(q, k, v, metadata.query_start, metadata.query_start_cpu, run, out)
                 continue
             if not self.decodes_in_mixed_steps:
-                self._prefill(q, kv_cache, metadata, kv_scales, run, out)
+                for part in tile_parts(run, metadata.query_start_cpu):
+                    self._prefill(q, kv_cache, metadata, kv_scales, part, out)
                 continue
             for part, is_one_token in one_token_parts(run, metadata.query_start_cpu):
                 if is_one_token:
@@ -258,11 +261,28 @@ class TritonPagedAttention:
         )
 
 
-def one_token_parts(run: SequenceRun, query_start: list[int]) -> list[tuple[SequenceRun, bool]]:
-    """A run of cached sequences cut into maximal runs of one-token decodes (True) and longer chunks (False)."""
+# A cached run whose short queries (kernels/prefill_attention.py's SHORT_QUERY_TOKENS: a mixed step's decodes) and
+# longer chunks alternate at most this many times takes one prefill launch per piece, so that the short pieces get
+# the short-query tile; a more fragmented run takes one launch on the default tile.
+MAX_TILE_PARTS = 4
+
+
+def tile_parts(run: SequenceRun, query_start: list[int]) -> list[SequenceRun]:
+    """The prefill launches for a run of cached sequences: its maximal pieces of short queries and of longer ones
+    where there are two to MAX_TILE_PARTS of them, else the run whole."""
+    short = prefill_attention_module.SHORT_QUERY_TOKENS
+    if short <= 0:
+        return [run]
+    parts = one_token_parts(run, query_start, short)
+    return [part for part, _ in parts] if 1 < len(parts) <= MAX_TILE_PARTS else [run]
+
+
+def one_token_parts(run: SequenceRun, query_start: list[int], max_tokens: int = 1) -> list[tuple[SequenceRun, bool]]:
+    """A run of cached sequences cut into maximal runs of queries of at most max_tokens tokens (True: one-token
+    decodes by default) and longer chunks (False)."""
     parts: list[tuple[SequenceRun, bool]] = []
     for index in range(run.first, run.end):
-        is_one_token = query_start[index + 1] - query_start[index] == 1
+        is_one_token = query_start[index + 1] - query_start[index] <= max_tokens
         if parts and parts[-1][1] == is_one_token:
             parts[-1] = (parts[-1][0]._replace(end=index + 1), is_one_token)
         else:

@@ -236,7 +236,40 @@ def test_mixed_steps_send_their_decodes_to_the_decode_kernel(tmp_path, monkeypat
         common[5],
         common[6],
     ]
-    assert whole_launches == [*[common[i] for i in range(3)], [("prefill", 7)], [("prefill", 16)], common[5], common[6]]
+    # Without the switch the decodes still launch apart from the chunks, on the prefill kernel's short-query tile
+    assert whole_launches == [
+        *[common[i] for i in range(3)],
+        [("prefill", 2), ("prefill", 5)],
+        [("prefill", 7), ("prefill", 1), ("prefill", 7), ("prefill", 1)],
+        common[5],
+        common[6],
+    ]
     for index, (got, expected) in enumerate(zip(*steps)):
         for name in expected:
             torch.testing.assert_close(got[name], expected[name], atol=2e-2, rtol=2e-2, msg=f"step {index} {name}")
+
+
+@pytest.mark.parametrize(
+    "lengths, short_tokens, expected",
+    [
+        ([1, 1, 5, 1], 1, [(0, 2), (2, 3), (3, 4)]),  # decodes, a chunk, a decode: three launches
+        ([1, 1, 1], 1, [(0, 3)]),  # one piece: one launch
+        ([9, 7], 1, [(0, 2)]),
+        ([1, 5, 1, 5, 1], 1, [(0, 5)]),  # five pieces: past MAX_TILE_PARTS, one launch
+        ([2, 1, 5], 2, [(0, 2), (2, 3)]),  # queries of up to SHORT_QUERY_TOKENS count as short
+        ([1, 1, 5, 1], 0, [(0, 4)]),  # the short-query tile off: one launch
+    ],
+)
+def test_tile_parts_cut_short_queries_from_chunks(monkeypatch, lengths, short_tokens, expected):
+    import modelgate.kernels.prefill_attention as prefill_module
+    from modelgate.backends.llm.attention.fresh_prefill import SequenceRun
+
+    monkeypatch.setattr(prefill_module, "SHORT_QUERY_TOKENS", short_tokens)
+    assert triton_paged.MAX_TILE_PARTS == 4
+    query_start = [0]
+    for length in lengths:
+        query_start.append(query_start[-1] + length)
+    # the run starts one sequence in, as a cached run after a fresh one does
+    parts = triton_paged.tile_parts(SequenceRun(1, 1 + len(lengths), False), [0, *[1 + s for s in query_start]])
+    assert [(part.first - 1, part.end - 1) for part in parts] == expected
+    assert not any(part.is_fresh for part in parts)
