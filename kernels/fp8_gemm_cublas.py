@@ -1,17 +1,22 @@
-"""cuBLAS (torch._scaled_mm) as the FP8 GEMM at prefill sizes: a switch, off by default, for A/B runs.
+"""cuBLAS (torch._scaled_mm) as the FP8 GEMM at prefill sizes: GEMMs of SCALED_MM_MIN_M rows or more.
 
-At M = 1024 the H100 sweep (benchmarks/fp8_gemm.py, session 25) timed torch._scaled_mm with fast accumulation
-at 1347 / 1374 / 1442 / 1381 TFLOP/s on Llama-3-8B's qkv / o / gate_up / down projections against 1039 / 1103 /
-1233 / 1318 for kernels/fp8_gemm.py's tiles; at M = 2048 the two were within 5% of each other but for down,
-where ours was faster. Whether handing plain prefill GEMMs to cuBLAS shortens the first token's time is what
-the switch lets an engine benchmark measure in one process:
+At M = 512 / 1024 the H100 sweeps (benchmarks/fp8_gemm.py, session 25) timed torch._scaled_mm with fast
+accumulation at 1077 / 1347, 1139 / 1374, 1325 / 1442 and 1392 / 1381 TFLOP/s on Llama-3-8B's qkv, o, gate_up and
+down projections against 1010 / 1039, 1082 / 1103, 1079 / 1233 and 1254 / 1318 for kernels/fp8_gemm.py's tiles; at
+2,048 and 4,096 rows cuBLAS stayed 4-9% ahead on the first three and ours 15-16% ahead on down (1466 / 1485
+against 1268 / 1289), so GEMMs shaped like down (K at least 3 N) stay on ours from LONG_K_OURS_MIN_M rows. In the engine
+(benchmarks/llm_ttft_breakdown.py, H100, session 30, one engine per variant in one process, 3 requests each):
 
-    python benchmarks/llm_ttft_breakdown.py --isls 512 1024 2048 \\
-        --variant base cublas:modelgate.kernels.fp8_gemm_cublas.SCALED_MM_MIN_M=257
+    ISL     ours (2 runs)   plain GEMMs on cuBLAS   all four (the gate | up unfused, Fp8Linear._silu_plan)
+    1,024   18.6, 19.2 ms   17.8 ms                 17.6 ms   (kernels of the prefill step: 22.3-22.5 -> 20.6 ms)
+    2,048   36.0, 36.2 ms   35.8 ms                 34.8 ms   (38.6-39.1 -> 38.0 ms)
 
-The product is fp8_linear's: (x @ w^T) * per-token scales * per-channel scales, rounded to bf16, the tensor
-cores' fast accumulation (fp8_linear's default on Hopper). The fused gate/up with SiLU-and-mul
-(kernels/fp8_gemm_silu.py) stays on its own kernel.
+so all four go to cuBLAS from 257 rows (the Triton tiles keep the decode sizes, where they were tuned). The
+product is fp8_linear's: (x @ w^T) * per-token scales * per-channel scales, rounded to bf16, with the tensor
+cores' fast accumulation (fp8_linear's default on Hopper). A/B it in one process with a variant:
+
+    python benchmarks/llm_ttft_breakdown.py --isls 1024 2048 \\
+        --variant base off:modelgate.kernels.fp8_gemm_cublas.SCALED_MM_MIN_M=0
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import functools
 import torch
 
 # fp8_linear hands GEMMs of at least this many rows to cuBLAS (where it takes these operands); 0: never.
-SCALED_MM_MIN_M = 0
+SCALED_MM_MIN_M = 257
+# ... except GEMMs with K >= 3 N (a down projection) of at least this many rows, where the Triton tiles were faster.
+LONG_K_OURS_MIN_M = 2048
 
 
 @functools.cache
@@ -46,9 +53,12 @@ def rowwise_scaled_mm_refusal(device: torch.device) -> str | None:
 def scaled_mm_operands_fit(
     M: int, N: int, K: int, bias: bool, out_dtype: torch.dtype, precise_accumulation: bool, contiguous: bool
 ) -> bool:
-    """The switch is on, the GEMM has SCALED_MM_MIN_M rows or more, and cuBLAS takes it as fp8_linear has it:
-    no bias, bf16 out, fast accumulation, K and N multiples of 16, contiguous operands."""
+    """The switch is on, the GEMM has SCALED_MM_MIN_M rows or more (and is not a long-K one of LONG_K_OURS_MIN_M
+    rows or more), and cuBLAS takes it as fp8_linear has it: no bias, bf16 out, fast accumulation, K and N
+    multiples of 16, contiguous operands."""
     if SCALED_MM_MIN_M <= 0 or M < SCALED_MM_MIN_M or bias or precise_accumulation:
+        return False
+    if K >= 3 * N and M >= LONG_K_OURS_MIN_M:
         return False
     return out_dtype == torch.bfloat16 and K % 16 == 0 and N % 16 == 0 and contiguous
 

@@ -1,4 +1,4 @@
-"""The cuBLAS switch of fp8_linear (kernels/fp8_gemm_cublas.py): off by default; when set, which GEMMs it takes;
+"""The cuBLAS switch of fp8_linear (kernels/fp8_gemm_cublas.py): which GEMMs it takes (from 257 rows by default);
 on the GPU, that those come back from torch._scaled_mm within fast accumulation of the reference."""
 
 from unittest import mock
@@ -19,9 +19,24 @@ from tests.kernels.test_fp8_gemm import (
 FITS = dict(M=300, N=4096, K=4096, bias=False, out_dtype=torch.bfloat16, precise_accumulation=False, contiguous=True)
 
 
-def test_off_by_default():
-    assert fp8_gemm_cublas.SCALED_MM_MIN_M == 0
+def test_prefill_sizes_by_default():
+    assert fp8_gemm_cublas.SCALED_MM_MIN_M == 257
+    assert scaled_mm_operands_fit(**FITS)
+    assert not scaled_mm_operands_fit(**{**FITS, "M": 256})
+
+
+def test_switched_off_takes_nothing(monkeypatch):
+    monkeypatch.setattr(fp8_gemm_cublas, "SCALED_MM_MIN_M", 0)
     assert not scaled_mm_operands_fit(**FITS)
+
+
+@pytest.mark.parametrize(
+    "M, N, K, taken", [(2047, 4096, 14336, True), (2048, 4096, 14336, False), (4096, 6144, 4096, True)]
+)
+def test_long_k_gemms_stay_on_the_triton_tiles_at_large_m(M, N, K, taken):
+    """A down projection (K >= 3 N) from LONG_K_OURS_MIN_M rows keeps the Triton kernel; qkv-shaped ones do not."""
+    assert fp8_gemm_cublas.LONG_K_OURS_MIN_M == 2048
+    assert scaled_mm_operands_fit(**{**FITS, "M": M, "N": N, "K": K}) == taken
 
 
 @pytest.mark.parametrize(
@@ -41,7 +56,8 @@ def test_cpu_tensors_stay_off_cublas(monkeypatch):
     assert not takes_scaled_mm(x_fp8, x_scales, w_fp8, None, torch.bfloat16, False)
 
 
-def test_switched_off_fp8_linear_keeps_its_kernel_at_prefill_sizes(dev):
+def test_switched_off_fp8_linear_keeps_its_kernel_at_prefill_sizes(dev, monkeypatch):
+    monkeypatch.setattr(fp8_gemm_cublas, "SCALED_MM_MIN_M", 0)
     _, _, _, x_fp8, x_scales, w_fp8, w_scales = make_problem(300, 32, 64, dev, bias=False)
     with mock.patch.object(fp8_gemm, "fp8_linear_scaled_mm") as cublas:
         out = fp8_linear(x_fp8, x_scales, w_fp8, w_scales)

@@ -44,6 +44,7 @@ from modelgate.kernels.fp8_gemm import (
     fp8_linear_from_activations_reference,
     fp8_linear_reference,
 )
+from modelgate.kernels.fp8_gemm_cublas import takes_scaled_mm
 from modelgate.kernels.fp8_gemm_silu import SiluFusionPlan, fp8_linear_silu, plan_silu_fusion
 from modelgate.kernels.fp8_gemv import InputNorm, fp8_gemv
 from modelgate.kernels.fp8_quant import (
@@ -151,7 +152,7 @@ class Fp8Linear(nn.Module):
         if isinstance(x, Fp8Rows):
             if self.use_kernels and _is_one_row(x.values):
                 return self._gemv(x.values, x.scales, self.out_dtype)
-            if (plan := self._silu_plan(x.values)) is not None:
+            if (plan := self._silu_plan(x)) is not None:
                 return fp8_linear_silu(x.values, x.scales, self.weight, self.weight_scale, self.out_dtype, plan)
             gemm = fp8_linear if self.use_kernels else fp8_linear_reference
             return gemm(x.values, x.scales, self.weight, self.weight_scale, bias, self.out_dtype)
@@ -162,12 +163,16 @@ class Fp8Linear(nn.Module):
             return fp8_linear_from_activations(x, self.weight, self.weight_scale, bias)
         return fp8_linear_from_activations_reference(x, self.weight, self.weight_scale, bias)
 
-    def _silu_plan(self, values: torch.Tensor) -> SiluFusionPlan | None:
+    def _silu_plan(self, x: Fp8Rows) -> SiluFusionPlan | None:
         """How this forward of [M, K] FP8 rows returns silu(gate) * up quantized (fp8_linear_silu), or None (the
-        plain GEMM): where the GEMM fp8_linear would run has a fused variant (kernels/fp8_gemm_silu.py)."""
+        plain GEMM, then act_fn): where the GEMM fp8_linear would run has a fused variant (kernels/fp8_gemm_silu.py).
+        Where fp8_linear hands the GEMM to cuBLAS (kernels/fp8_gemm_cublas.py) the plain GEMM is taken: on the
+        H100 cuBLAS's gate | up and act_fn's kernels beat the fused kernel at prefill sizes (that module's figures)."""
         if not (self.silu_in_gemm and self.fuse_silu_and_mul and self.silu_output_fp8 and self.use_kernels):
             return None
-        return None if self.bias is not None else plan_silu_fusion(values, self.weight)
+        if self.bias is not None or takes_scaled_mm(x.values, x.scales, self.weight, None, self.out_dtype, False):
+            return None
+        return plan_silu_fusion(x.values, self.weight)
 
     def _gemv(
         self,

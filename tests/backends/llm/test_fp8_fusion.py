@@ -181,6 +181,30 @@ def test_silu_epilogue_at_several_tokens_gives_the_unfused_logits(checkpoint, dt
     assert relative <= MAX_RELATIVE_DIFFERENCE
 
 
+def test_gemms_cublas_takes_skip_the_silu_epilogue(checkpoint, monkeypatch):
+    """Where fp8_linear hands gate_up_proj's GEMM to cuBLAS (here: every GEMM of more than 80 rows, standing in
+    for SCALED_MM_MIN_M on a GPU), the plain GEMM and act_fn run instead of the fused kernel; smaller steps keep
+    the fusion. The logits are those of the fusion off."""
+    import modelgate.backends.llm.layers.fp8_linear as fp8_linear_module
+
+    asked, fused = [], []
+    fused_gemm = fp8_linear_module.fp8_linear_silu
+    monkeypatch.setattr(
+        fp8_linear_module, "takes_scaled_mm", lambda x, *rest: asked.append(x.shape[0]) or x.shape[0] > 80
+    )
+    monkeypatch.setattr(
+        fp8_linear_module, "fp8_linear_silu", lambda x, *rest: fused.append(x.shape[0]) or fused_gemm(x, *rest)
+    )
+    runner = _runner(checkpoint, "float32", num_blocks=24)
+    layers = len(runner.model.layers)
+    logits = _all_logits(runner, prompt_lens=(80, 9), num_blocks=24)  # a prefill step of 85 tokens, then decodes
+    assert asked == [85] * layers + [2] * 2 * layers
+    assert fused == [2] * 2 * layers  # the decodes keep the epilogue
+    monkeypatch.setattr(Fp8Linear, "silu_in_gemm", False)
+    unfused = _all_logits(runner, prompt_lens=(80, 9), num_blocks=24)
+    assert ((logits - unfused).norm() / unfused.norm()).item() <= MAX_RELATIVE_DIFFERENCE
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_norms_deferred_into_the_gemv_at_one_token(checkpoint, dtype):
     runner = _runner(checkpoint, dtype)
