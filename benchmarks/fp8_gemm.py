@@ -2,7 +2,8 @@
 
 For each projection (qkv 6144x4096, o 4096x4096, gate_up 28672x4096, down 4096x14336; N x K) and
 M tokens (1, 16, 64, 256, 4096) it times, in the same run:
-  ours       fp8_linear on activations already in fp8 (the GEMM alone; the config from the table)
+  ours       fp8_linear on activations already in fp8 (the GEMM alone; the config from the table; the Triton
+             kernels at every M, though the engine hands M >= 257 to cuBLAS: the `fast` column)
   gemv       at M = 1: kernels.fp8_gemv on the bf16 row, what the engine runs for one token (no quantization)
   ours+q     fp8_linear_from_activations: per-token quantization kernel, then the GEMM (what a layer costs)
   fused      the same with fused=True (quantization inside the GEMM), for M <= 64
@@ -226,7 +227,10 @@ def main() -> int:
         f"device: {props.name}, {props.multi_processor_count} SMs, torch {torch.__version__}, "
         f"triton {triton.__version__}"
     )
+    from benchmarks.gpu_timing import our_gemm_kernels_only
     from modelgate.kernels.fp8_gemm_cublas import rowwise_scaled_mm_refusal
+
+    our_gemm_kernels_only()
 
     refused = rowwise_scaled_mm_refusal(torch.device(DEVICE))
     if refused:

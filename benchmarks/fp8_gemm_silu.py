@@ -38,12 +38,13 @@ def main() -> None:
     if not torch.cuda.is_available():
         print("no CUDA GPU: nothing to measure")
         return
-    from benchmarks.gpu_timing import COLD_BYTES, interleaved_rounds_ms, rotating
+    from benchmarks.gpu_timing import COLD_BYTES, interleaved_rounds_ms, our_gemm_kernels_only, rotating
     from modelgate.kernels.fp8_gemm import fp8_linear
     from modelgate.kernels.fp8_gemm_silu import fp8_linear_silu, plan_silu_fusion
     from modelgate.kernels.fp8_quant import FP8_DTYPE, quantize_per_token
     from modelgate.kernels.silu_and_mul_split import silu_and_mul_fp8_split
 
+    our_gemm_kernels_only()  # unfused: our GEMM at every M (the engine's cuBLAS above 256 rows is the peer column)
     device = torch.device("cuda")
     copies = max(1, int(-(-COLD_BYTES // (2 * INTER * HIDDEN))))
     weights = [(torch.randn(2 * INTER, HIDDEN, device=device) * 0.05).to(FP8_DTYPE) for _ in range(copies)]

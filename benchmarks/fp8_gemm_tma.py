@@ -57,11 +57,13 @@ def main() -> None:
         return
     from benchmarks.decode_attention import memory_bandwidths
     from benchmarks.fp8_gemm import LLAMA3_8B
-    from benchmarks.gpu_timing import COLD_BYTES, interleaved_rounds_ms, rotating
+    from benchmarks.gpu_timing import COLD_BYTES, interleaved_rounds_ms, our_gemm_kernels_only, rotating
     from modelgate.kernels.fp8_gemm import fp8_linear, num_sms_of, select_config
     from modelgate.kernels.fp8_gemm_tma import fp8_linear_tma
     from modelgate.kernels.fp8_gemm_tma_persistent import launch_fp8_gemm_tma_persistent
     from modelgate.kernels.fp8_quant import quantize_per_token_reference
+
+    our_gemm_kernels_only()  # "ours": the Triton kernels above 256 rows too
 
     def persistent(x_fp8, x_scales, w_fp8, w_scales):
         out = torch.empty((x_fp8.shape[0], w_fp8.shape[0]), dtype=torch.bfloat16, device=x_fp8.device)
