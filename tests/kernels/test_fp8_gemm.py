@@ -15,6 +15,7 @@ Tolerances:
 import pytest
 import torch
 
+from modelgate.kernels import fp8_gemm_cublas
 from modelgate.kernels.fp8_gemm import (
     fp8_linear,
     fp8_linear_from_activations,
@@ -256,7 +257,8 @@ def exact_fp32_matmul():
 @pytest.mark.gpu
 @pytest.mark.parametrize("layer", LLAMA3_8B)
 @pytest.mark.parametrize("M", [1, 16, 64, 256, 4096])
-def test_llama3_8b_shapes_gpu(M, layer, cuda, exact_fp32_matmul):
+def test_llama3_8b_shapes_gpu(M, layer, cuda, exact_fp32_matmul, monkeypatch):
+    monkeypatch.setattr(fp8_gemm_cublas, "SCALED_MM_MIN_M", 0)  # the Triton kernels (cuBLAS: test_fp8_gemm_cublas.py)
     N, K = LLAMA3_8B[layer]
     _, _, b, x_fp8, x_scales, w_fp8, w_scales = make_problem(M, N, K, cuda, bias=False)
     out = run_linear(x_fp8, x_scales, w_fp8, w_scales, None)
