@@ -4,8 +4,9 @@ At M = 512 / 1024 the H100 sweeps (benchmarks/fp8_gemm.py, session 25) timed tor
 accumulation at 1077 / 1347, 1139 / 1374, 1325 / 1442 and 1392 / 1381 TFLOP/s on Llama-3-8B's qkv, o, gate_up and
 down projections against 1010 / 1039, 1082 / 1103, 1079 / 1233 and 1254 / 1318 for kernels/fp8_gemm.py's tiles; at
 2,048 and 4,096 rows cuBLAS stayed 4-9% ahead on the first three and ours 15-16% ahead on down (1466 / 1485
-against 1268 / 1289), so GEMMs shaped like down (K at least 3 N) stay on ours from LONG_K_OURS_MIN_M rows. In the engine
-(benchmarks/llm_ttft_breakdown.py, H100, session 30, one engine per variant in one process, 3 requests each):
+against 1268 / 1289), so GEMMs shaped like down (K at least 3 N) stay on ours from LONG_K_OURS_MIN_M rows.
+In the engine (benchmarks/llm_ttft_breakdown.py, H100, session 30, one engine per variant in one process,
+3 requests each):
 
     ISL     ours (2 runs)   plain GEMMs on cuBLAS   all four (the gate | up unfused, Fp8Linear._silu_plan)
     1,024   18.6, 19.2 ms   17.8 ms                 17.6 ms   (kernels of the prefill step: 22.3-22.5 -> 20.6 ms)
@@ -73,7 +74,8 @@ def takes_scaled_mm(
 ) -> bool:
     """True when fp8_linear hands this GEMM of quantized rows (x_scales given: no quantization inside the GEMM)
     to cuBLAS: scaled_mm_operands_fit, on a CUDA device whose _scaled_mm takes rowwise scales."""
-    if SCALED_MM_MIN_M <= 0 or x_scales is None or not x_fp8.is_cuda:  # the switch first: fp8_linear's hot path
+    # The switch and the row count first: every eager GEMM of fp8_linear (and the SiLU fusion's plan) asks.
+    if SCALED_MM_MIN_M <= 0 or x_fp8.shape[0] < SCALED_MM_MIN_M or x_scales is None or not x_fp8.is_cuda:
         return False
     contiguous = x_fp8.is_contiguous() and w_fp8.is_contiguous() and x_scales.is_contiguous()
     (M, K), N = x_fp8.shape, w_fp8.shape[0]
