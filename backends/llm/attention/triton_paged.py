@@ -150,10 +150,10 @@ class TritonPagedAttention:
                 self._fresh_attention().attend(q, k, v, metadata.query_start, metadata.query_start_cpu, run, out)
                 continue
             if not self.decodes_in_mixed_steps:
-                for part in tile_parts(run, metadata.query_start_cpu):
+                for part in _per_step(metadata, tile_parts, run):
                     self._prefill(q, kv_cache, metadata, kv_scales, part, out)
                 continue
-            for part, is_one_token in one_token_parts(run, metadata.query_start_cpu):
+            for part, is_one_token in _per_step(metadata, one_token_parts, run):
                 if is_one_token:
                     self._decode_part(q, kv_cache, metadata, kv_scales, part, out)
                 else:
@@ -288,6 +288,16 @@ def one_token_parts(run: SequenceRun, query_start: list[int], max_tokens: int = 
         else:
             parts.append((SequenceRun(index, index + 1, False), is_one_token))
     return parts
+
+
+def _per_step(metadata: AttentionMetadata, cut, run: SequenceRun) -> list:
+    """cut(run, query_start) computed once per step: every layer launches the same pieces, and cutting walks
+    the run's sequences in Python."""
+    key = (cut.__name__, run)
+    pieces = metadata.derived.get(key)
+    if pieces is None:
+        pieces = metadata.derived[key] = cut(run, metadata.query_start_cpu)
+    return pieces
 
 
 def check_runnable(device: torch.device) -> None:

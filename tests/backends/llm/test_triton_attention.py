@@ -273,3 +273,28 @@ def test_tile_parts_cut_short_queries_from_chunks(monkeypatch, lengths, short_to
     parts = triton_paged.tile_parts(SequenceRun(1, 1 + len(lengths), False), [0, *[1 + s for s in query_start]])
     assert [(part.first - 1, part.end - 1) for part in parts] == expected
     assert not any(part.is_fresh for part in parts)
+
+
+def test_a_runs_pieces_are_cut_once_per_step():
+    """Every layer of a step asks for the same run's pieces: the cut runs once per step (metadata.derived)."""
+    from modelgate.backends.llm.attention.fresh_prefill import SequenceRun
+    from modelgate.backends.llm.attention.metadata import AttentionMetadata
+
+    def step_metadata():
+        empty = torch.zeros(0, dtype=torch.int32)
+        return AttentionMetadata(empty, empty, empty, empty, [0, 1, 6, 7], [9, 20, 30], 30, False)
+
+    cuts = []
+
+    def tile_parts(run, query_start):
+        cuts.append(run)
+        return triton_paged.tile_parts(run, query_start)
+
+    first, second = step_metadata(), step_metadata()
+    whole, tail = SequenceRun(0, 3, False), SequenceRun(1, 3, False)
+    pieces = [triton_paged._per_step(first, tile_parts, whole) for _layer in range(4)]
+    assert pieces[0] == [SequenceRun(0, 1, False), SequenceRun(1, 2, False), SequenceRun(2, 3, False)]
+    assert all(p is pieces[0] for p in pieces) and cuts == [whole]
+    triton_paged._per_step(first, tile_parts, tail)  # another run of the step
+    triton_paged._per_step(second, tile_parts, whole)  # the next step
+    assert cuts == [whole, tail, whole]
