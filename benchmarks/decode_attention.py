@@ -214,21 +214,27 @@ def measure_case(context_len, cache_dtype, bandwidths, quick, rows, with_peer=Tr
         _torch_peer(q, kv_cache, block_tables, context_lens, context_len, expected, nbytes, bandwidths, rows)
 
 
-# Tiles the mixed step's decodes are timed on beside the default (kernels/prefill_attention.py's
-# SHORT_QUERY_CONFIG first): 16-row programs, which a decode's 4 query heads fill a quarter of.
-SHORT_QUERY_TILES = ((16, 128, 4, 2), (16, 64, 4, 2), (16, 32, 4, 2), (16, 64, 4, 1))
+# 16-row tiles (which a decode's 4 query heads fill a quarter of) the mixed step's decodes are timed on beside the
+# default and kernels/prefill_attention.py's SHORT_QUERY_CONFIG.
+OTHER_SHORT_QUERY_TILES = ((16, 64, 4, 2), (16, 32, 4, 2), (16, 64, 4, 1))
 
 
 def _as_mixed_step(q, kv_cache, kv_scales, block_tables, context_lens, expected, nbytes, bandwidths, rows):
     """The same decodes through prefill_attention, one query token per sequence, as a step that mixes them with
     prefills attends them (backends/llm/attention/triton_paged.py's decodes_in_mixed_steps off): its default
-    tile, then SHORT_QUERY_TILES."""
-    from modelgate.kernels.prefill_attention import PrefillConfig, default_prefill_config, prefill_attention
+    tile, its short-query tile, then OTHER_SHORT_QUERY_TILES."""
+    from modelgate.kernels.prefill_attention import (
+        SHORT_QUERY_CONFIG,
+        PrefillConfig,
+        default_prefill_config,
+        prefill_attention,
+    )
 
     query_start = torch.arange(BATCH + 1, dtype=torch.int32, device=q.device)
     dtype_name = "fp8" if kv_cache.dtype.itemsize == 1 else "bf16"
     configs = [("", default_prefill_config(q.shape[-1]))]
-    configs += [(" m{} n{} w{} s{}".format(*tile), PrefillConfig(*tile)) for tile in SHORT_QUERY_TILES]
+    tiles = [SHORT_QUERY_CONFIG] + [PrefillConfig(*tile) for tile in OTHER_SHORT_QUERY_TILES]
+    configs += [(" m{} n{} w{} s{}".format(*tile), tile) for tile in tiles]
     for suffix, config in configs:
         out = torch.full_like(q, float("nan"))
         turn = itertools.cycle(list(block_tables))

@@ -161,8 +161,9 @@ def _prefill_attention_kernel(
 # query heads fill 4 rows, so nearly all of each tile's dot work is padding. H100, 64 decodes, 32/8 heads
 # (benchmarks/decode_attention.py, session 30): at context 2,048 the FP8 cache's took 600 us on the 128-row tile
 # and 175 us on this one (the decode kernel: 101), bf16's 317 and 179 (decode kernel 192); at context 256,
-# 85 -> 28 us (FP8) and 51 -> 29 (bf16). Served 2048/128 at concurrency 64 read 2,557 output tok/s with 16-row
-# tiles of 64 keys against 2,520 without (one run each).
+# 85 -> 28 us (FP8) and 51 -> 29 (bf16). Served 2048/128 at concurrency 256, with a mixed step's decodes launched
+# apart from its chunks on this tile (triton_paged.tile_parts), read 2,847 output tok/s against 2,493 before
+# (benchmarks/results/llm_served_2048_short_query_tile_h100_session30.log; two H100s, the same 397 engine steps).
 SHORT_QUERY_TOKENS = 1
 SHORT_QUERY_CONFIG = PrefillConfig(block_m=16, block_n=128, num_warps=4, num_stages=2)
 
