@@ -123,10 +123,14 @@ def test_a_worker_that_leaves_has_its_requests_aborted(owned, reference):
     worker.shutdown()
     assert worker_outputs.exited.get(timeout=WAIT_S)
     owner.add(_greedy("probe", reference.prompt_ids("the lazy dog"), 3))
-    probe_steps = []
-    while "probe" not in owner_outputs.finished:
+    # Read the queue up to the step that finished the probe: `finished` is filled on the pipe's thread before
+    # the step is queued, so it can show the probe done while its steps still wait in the queue.
+    probe_steps, probe_done = [], False
+    while not probe_done:
         step = owner_outputs.steps.get(timeout=WAIT_S)
-        probe_steps += [step] if any(o.request_id == "probe" for o in step.outputs) else []
+        probe_outputs = [o for o in step.outputs if o.request_id == "probe"]
+        probe_steps += [step] if probe_outputs else []
+        probe_done = any(o.finished for o in probe_outputs)
     # The worker's request was aborted when it left: the probe runs alone.
     assert max(step.stats.num_running for step in probe_steps) == 1
     assert "left-behind" not in owner_outputs.token_ids
