@@ -233,11 +233,13 @@ class LLMModelInstance(ModelInstance):
         )
 
     def _on_engine_down(self, reason: str) -> None:
-        """The engine died (on its reader thread): its requests fail, the model is UNAVAILABLE until it is back."""
+        """The engine died (on its reader thread): the model is UNAVAILABLE until it is back, and its requests
+        fail. In that order: both reach the event loop through its queue, so a client that hears its request
+        failed finds the model unready."""
+        self._report_health(reason)
         self._fail_all(reason)
         if self._records_engine_stats:
             self.series.record_engine_down()
-        self._report_health(reason)
 
     def _on_engine_up(self) -> None:
         llm_metrics.ENGINE_RESTARTS.labels(*self.labels).inc()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -43,8 +44,23 @@ def _model_ready(running) -> bool:
     return requests.get(f"http://{running.http_url}/v2/models/{MODEL}/ready", timeout=WAIT_S).status_code == 200
 
 
-def test_a_killed_engine_fails_its_requests_and_comes_back(own_server):
+def _hold_restarts(instance, monkeypatch) -> threading.Event:
+    """The supervisor's next engine starts only once the returned event is set: a tiny engine starts again in
+    about a second, and on a loaded machine that came before the checks of the down state below."""
+    gate = threading.Event()
+    start_engine = instance.engines._start_engine
+
+    def held(on_exit):
+        gate.wait(3 * WAIT_S)
+        return start_engine(on_exit)
+
+    monkeypatch.setattr(instance.engines, "_start_engine", held)
+    return gate
+
+
+def test_a_killed_engine_fails_its_requests_and_comes_back(own_server, monkeypatch):
     instance = _llm_instance(own_server)
+    restarts = _hold_restarts(instance, monkeypatch)
     pid = instance.engines.client.process.pid
     os.kill(pid, signal.SIGSTOP)  # frozen: the request below is certainly still in the engine when it dies
     stream = GrpcStream(own_server.grpc_url, MODEL)
@@ -65,6 +81,7 @@ def test_a_killed_engine_fails_its_requests_and_comes_back(own_server):
     assert requests.get(f"http://{own_server.http_url}/v2/health/ready", timeout=WAIT_S).status_code == 400
     _assert_add_sub_serves(own_server)
 
+    restarts.set()
     wait_for(lambda: _model_ready(own_server), "the engine to start again")
     assert instance.engines.client.process.pid != pid
     assert generate(own_server, "hello", 4).json()["num_output_tokens"] == 4
