@@ -150,10 +150,10 @@ class TritonPagedAttention:
                 self._fresh_attention().attend(q, k, v, metadata.query_start, metadata.query_start_cpu, run, out)
                 continue
             if not self.decodes_in_mixed_steps:
-                for part in _per_step(metadata, tile_parts, run):
+                for part in _per_step(metadata, tile_parts, run, metadata.query_start_cpu):
                     self._prefill(q, kv_cache, metadata, kv_scales, part, out)
                 continue
-            for part, is_one_token in _per_step(metadata, one_token_parts, run):
+            for part, is_one_token in _per_step(metadata, one_token_parts, run, metadata.query_start_cpu):
                 if is_one_token:
                     self._decode_part(q, kv_cache, metadata, kv_scales, part, out)
                 else:
@@ -236,7 +236,7 @@ class TritonPagedAttention:
             kv_cache,
             metadata.block_tables[run.first : run.end],
             metadata.context_lens[run.first : run.end],
-            max(metadata.context_lens_cpu[run.first : run.end]),
+            _per_step(metadata, longest_context, run, metadata.context_lens_cpu),
             kv_scales=kv_scales,
             softmax_scale=self.scale,
             sliding_window=self.sliding_window,
@@ -245,8 +245,7 @@ class TritonPagedAttention:
 
     def _prefill(self, q, kv_cache, metadata: AttentionMetadata, kv_scales, run: SequenceRun, out=None):
         """The paged kernel for sequences [run.first, run.end): their rows of `out` (a new tensor if None)."""
-        starts = metadata.query_start_cpu[run.first : run.end + 1]
-        max_query_len = max(end - begin for begin, end in zip(starts, starts[1:]))
+        max_query_len = _per_step(metadata, longest_query, run, metadata.query_start_cpu)
         return prefill_attention(
             q,
             kv_cache,
@@ -290,14 +289,25 @@ def one_token_parts(run: SequenceRun, query_start: list[int], max_tokens: int = 
     return parts
 
 
-def _per_step(metadata: AttentionMetadata, cut, run: SequenceRun) -> list:
-    """cut(run, query_start) computed once per step: every layer launches the same pieces, and cutting walks
-    the run's sequences in Python."""
-    key = (cut.__name__, run)
-    pieces = metadata.derived.get(key)
-    if pieces is None:
-        pieces = metadata.derived[key] = cut(run, metadata.query_start_cpu)
-    return pieces
+def longest_query(run: SequenceRun, query_start: list[int]) -> int:
+    """The most query tokens of a sequence in the run (sizes the prefill kernel's grid, picks its tile)."""
+    starts = query_start[run.first : run.end + 1]
+    return max(end - begin for begin, end in zip(starts, starts[1:]))
+
+
+def longest_context(run: SequenceRun, context_lens: list[int]) -> int:
+    """The longest context of a sequence in the run (sizes the decode kernel's split)."""
+    return max(context_lens[run.first : run.end])
+
+
+def _per_step(metadata: AttentionMetadata, derive, run: SequenceRun, step_list: list[int]):
+    """derive(run, step_list) computed once per step: every layer launches the same pieces with the same bounds,
+    and deriving them walks the run's sequences in Python (32 layers x 256 decodes, in a mixed step)."""
+    key = (derive.__name__, run)
+    derived = metadata.derived.get(key)
+    if derived is None:
+        derived = metadata.derived[key] = derive(run, step_list)
+    return derived
 
 
 def check_runnable(device: torch.device) -> None:

@@ -275,26 +275,44 @@ def test_tile_parts_cut_short_queries_from_chunks(monkeypatch, lengths, short_to
     assert not any(part.is_fresh for part in parts)
 
 
-def test_a_runs_pieces_are_cut_once_per_step():
-    """Every layer of a step asks for the same run's pieces: the cut runs once per step (metadata.derived)."""
+def test_a_runs_pieces_and_bounds_are_derived_once_per_step():
+    """Every layer of a step asks for the same run's pieces and the bounds of its launches: each is derived once
+    per step (metadata.derived)."""
     from modelgate.backends.llm.attention.fresh_prefill import SequenceRun
     from modelgate.backends.llm.attention.metadata import AttentionMetadata
 
     def step_metadata():
         empty = torch.zeros(0, dtype=torch.int32)
-        return AttentionMetadata(empty, empty, empty, empty, [0, 1, 6, 7], [9, 20, 30], 30, False)
+        return AttentionMetadata(empty, empty, empty, empty, [0, 1, 6, 7], [9, 30, 20], 30, False)
 
-    cuts = []
+    calls = []
 
-    def tile_parts(run, query_start):
-        cuts.append(run)
-        return triton_paged.tile_parts(run, query_start)
+    def counted(derive):
+        def derive_and_count(run, step_list):
+            calls.append((derive.__name__, run))
+            return derive(run, step_list)
 
+        derive_and_count.__name__ = derive.__name__  # the cache's key, as for the real one
+        return derive_and_count
+
+    tile_parts = counted(triton_paged.tile_parts)
+    longest_query, longest_context = counted(triton_paged.longest_query), counted(triton_paged.longest_context)
     first, second = step_metadata(), step_metadata()
-    whole, tail = SequenceRun(0, 3, False), SequenceRun(1, 3, False)
-    pieces = [triton_paged._per_step(first, tile_parts, whole) for _layer in range(4)]
+    whole, tail = SequenceRun(0, 3, False), SequenceRun(2, 3, False)
+    pieces = [triton_paged._per_step(first, tile_parts, whole, first.query_start_cpu) for _layer in range(4)]
     assert pieces[0] == [SequenceRun(0, 1, False), SequenceRun(1, 2, False), SequenceRun(2, 3, False)]
-    assert all(p is pieces[0] for p in pieces) and cuts == [whole]
-    triton_paged._per_step(first, tile_parts, tail)  # another run of the step
-    triton_paged._per_step(second, tile_parts, whole)  # the next step
-    assert cuts == [whole, tail, whole]
+    assert all(p is pieces[0] for p in pieces)
+    for _layer in range(4):
+        assert triton_paged._per_step(first, longest_query, whole, first.query_start_cpu) == 5
+        assert triton_paged._per_step(first, longest_context, whole, first.context_lens_cpu) == 30
+        assert triton_paged._per_step(first, longest_context, tail, first.context_lens_cpu) == 20
+        assert triton_paged._per_step(first, longest_query, tail, first.query_start_cpu) == 1
+    triton_paged._per_step(second, tile_parts, whole, second.query_start_cpu)  # the next step
+    assert calls == [
+        ("tile_parts", whole),
+        ("longest_query", whole),
+        ("longest_context", whole),
+        ("longest_context", tail),
+        ("longest_query", tail),
+        ("tile_parts", whole),
+    ]
