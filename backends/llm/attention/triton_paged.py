@@ -231,11 +231,12 @@ class TritonPagedAttention:
         """The decode kernel for sequences [run.first, run.end) of a mixed step, one query token each: their rows
         of `out`. Outside CUDA graphs (mixed steps run their attention eagerly), so the kernel plans its split."""
         rows = slice(metadata.query_start_cpu[run.first], metadata.query_start_cpu[run.end])
+        block_tables, _, context_lens = _per_step(metadata, run_tables, run, metadata)
         paged_decode_attention(
             q[rows],
             kv_cache,
-            metadata.block_tables[run.first : run.end],
-            metadata.context_lens[run.first : run.end],
+            block_tables,
+            context_lens,
             _per_step(metadata, longest_context, run, metadata.context_lens_cpu),
             kv_scales=kv_scales,
             softmax_scale=self.scale,
@@ -245,14 +246,14 @@ class TritonPagedAttention:
 
     def _prefill(self, q, kv_cache, metadata: AttentionMetadata, kv_scales, run: SequenceRun, out=None):
         """The paged kernel for sequences [run.first, run.end): their rows of `out` (a new tensor if None)."""
-        max_query_len = _per_step(metadata, longest_query, run, metadata.query_start_cpu)
+        block_tables, query_start, context_lens = _per_step(metadata, run_tables, run, metadata)
         return prefill_attention(
             q,
             kv_cache,
-            metadata.block_tables[run.first : run.end],
-            metadata.query_start[run.first : run.end + 1],
-            metadata.context_lens[run.first : run.end],
-            max_query_len,
+            block_tables,
+            query_start,
+            context_lens,
+            _per_step(metadata, longest_query, run, metadata.query_start_cpu),
             kv_scales=kv_scales,
             softmax_scale=self.scale,
             sliding_window=self.sliding_window,
@@ -300,13 +301,24 @@ def longest_context(run: SequenceRun, context_lens: list[int]) -> int:
     return max(context_lens[run.first : run.end])
 
 
-def _per_step(metadata: AttentionMetadata, derive, run: SequenceRun, step_list: list[int]):
-    """derive(run, step_list) computed once per step: every layer launches the same pieces with the same bounds,
-    and deriving them walks the run's sequences in Python (32 layers x 256 decodes, in a mixed step)."""
+def run_tables(run: SequenceRun, metadata: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The run's rows of the step's block tables, query starts (one more than its sequences) and context lengths,
+    as views."""
+    return (
+        metadata.block_tables[run.first : run.end],
+        metadata.query_start[run.first : run.end + 1],
+        metadata.context_lens[run.first : run.end],
+    )
+
+
+def _per_step(metadata: AttentionMetadata, derive, run: SequenceRun, source):
+    """derive(run, source) computed once per step (source: one of the step's lists, or its metadata): every layer
+    launches the same pieces with the same bounds and tables, and deriving them costs Python (32 layers x 256
+    decodes, in a mixed step)."""
     key = (derive.__name__, run)
     derived = metadata.derived.get(key)
     if derived is None:
-        derived = metadata.derived[key] = derive(run, step_list)
+        derived = metadata.derived[key] = derive(run, source)
     return derived
 
 

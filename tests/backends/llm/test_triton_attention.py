@@ -276,14 +276,19 @@ def test_tile_parts_cut_short_queries_from_chunks(monkeypatch, lengths, short_to
 
 
 def test_a_runs_pieces_and_bounds_are_derived_once_per_step():
-    """Every layer of a step asks for the same run's pieces and the bounds of its launches: each is derived once
-    per step (metadata.derived)."""
+    """Every layer of a step asks for the same run's pieces, the bounds of its launches and their views of the
+    step's tables: each is derived once per step (metadata.derived)."""
     from modelgate.backends.llm.attention.fresh_prefill import SequenceRun
     from modelgate.backends.llm.attention.metadata import AttentionMetadata
 
     def step_metadata():
         empty = torch.zeros(0, dtype=torch.int32)
-        return AttentionMetadata(empty, empty, empty, empty, [0, 1, 6, 7], [9, 30, 20], 30, False)
+        query_start, context_lens = [0, 1, 6, 7], [9, 30, 20]
+        tensor = torch.tensor
+        block_tables = torch.zeros(3, 2, dtype=torch.int32)
+        return AttentionMetadata(
+            empty, tensor(query_start), tensor(context_lens), block_tables, query_start, context_lens, 30, False
+        )
 
     calls = []
 
@@ -307,6 +312,12 @@ def test_a_runs_pieces_and_bounds_are_derived_once_per_step():
         assert triton_paged._per_step(first, longest_context, whole, first.context_lens_cpu) == 30
         assert triton_paged._per_step(first, longest_context, tail, first.context_lens_cpu) == 20
         assert triton_paged._per_step(first, longest_query, tail, first.query_start_cpu) == 1
+    run_tables = counted(triton_paged.run_tables)
+    tables = [triton_paged._per_step(first, run_tables, tail, first) for _layer in range(4)]
+    assert all(t is tables[0] for t in tables)
+    block_tables, query_start, context_lens = tables[0]
+    assert (block_tables.shape[0], query_start.shape[0], context_lens.shape[0]) == (1, 2, 1)
+    assert block_tables.data_ptr() == first.block_tables[2:].data_ptr()  # views of the step's tensors
     triton_paged._per_step(second, tile_parts, whole, second.query_start_cpu)  # the next step
     assert calls == [
         ("tile_parts", whole),
@@ -314,5 +325,6 @@ def test_a_runs_pieces_and_bounds_are_derived_once_per_step():
         ("longest_context", whole),
         ("longest_context", tail),
         ("longest_query", tail),
+        ("run_tables", tail),
         ("tile_parts", whole),
     ]
