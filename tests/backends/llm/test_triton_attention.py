@@ -293,9 +293,9 @@ def test_a_runs_pieces_and_bounds_are_derived_once_per_step():
     calls = []
 
     def counted(derive):
-        def derive_and_count(run, step_list):
+        def derive_and_count(run, source):
             calls.append((derive.__name__, run))
-            return derive(run, step_list)
+            return derive(run, source)
 
         derive_and_count.__name__ = derive.__name__  # the cache's key, as for the real one
         return derive_and_count

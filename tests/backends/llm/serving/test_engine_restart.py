@@ -44,9 +44,12 @@ def _model_ready(running) -> bool:
     return requests.get(f"http://{running.http_url}/v2/models/{MODEL}/ready", timeout=WAIT_S).status_code == 200
 
 
-def _hold_restarts(instance, monkeypatch) -> threading.Event:
-    """The supervisor's next engine starts only once the returned event is set: a tiny engine starts again in
-    about a second, and on a loaded machine that came before the checks of the down state below."""
+@pytest.fixture
+def held_restarts(own_server, monkeypatch):
+    """The supervisor's next engine starts only once the yielded event is set (at the latest when the test
+    ends): a tiny engine starts again in about a second, and on a loaded machine that came before a test's
+    checks of the down state."""
+    instance = _llm_instance(own_server)
     gate = threading.Event()
     start_engine = instance.engines._start_engine
 
@@ -55,12 +58,12 @@ def _hold_restarts(instance, monkeypatch) -> threading.Event:
         return start_engine(on_exit)
 
     monkeypatch.setattr(instance.engines, "_start_engine", held)
-    return gate
+    yield gate
+    gate.set()
 
 
-def test_a_killed_engine_fails_its_requests_and_comes_back(own_server, monkeypatch):
+def test_a_killed_engine_fails_its_requests_and_comes_back(own_server, held_restarts):
     instance = _llm_instance(own_server)
-    restarts = _hold_restarts(instance, monkeypatch)
     pid = instance.engines.client.process.pid
     os.kill(pid, signal.SIGSTOP)  # frozen: the request below is certainly still in the engine when it dies
     stream = GrpcStream(own_server.grpc_url, MODEL)
@@ -81,7 +84,7 @@ def test_a_killed_engine_fails_its_requests_and_comes_back(own_server, monkeypat
     assert requests.get(f"http://{own_server.http_url}/v2/health/ready", timeout=WAIT_S).status_code == 400
     _assert_add_sub_serves(own_server)
 
-    restarts.set()
+    held_restarts.set()
     wait_for(lambda: _model_ready(own_server), "the engine to start again")
     assert instance.engines.client.process.pid != pid
     assert generate(own_server, "hello", 4).json()["num_output_tokens"] == 4
