@@ -147,15 +147,24 @@ class FreshPrefillAttention:
         query_start_cpu: list[int],
         run: SequenceRun,
         out: torch.Tensor,  # [num_tokens, num_heads, head_dim]: the run's rows are written
+        derived: dict | None = None,
     ) -> None:
+        """`derived`: the step's AttentionMetadata.derived, where what every layer would work out again from the
+        step's sequences (the pieces, each varlen call's bounds) is kept for the step's other layers."""
         if self.dense_attn is None:
-            self._varlen(q, k, v, query_start, query_start_cpu, run, out)
+            self._varlen(q, k, v, query_start, query_start_cpu, run, out, derived)
             return
-        for piece, is_long in long_sequences_apart(query_start_cpu, run):
+        key = ("long_sequences_apart", run)
+        pieces = None if derived is None else derived.get(key)
+        if pieces is None:
+            pieces = list(long_sequences_apart(query_start_cpu, run))
+            if derived is not None:
+                derived[key] = pieces
+        for piece, is_long in pieces:
             if is_long:
                 self._dense(q, k, v, query_start_cpu[piece.first], query_start_cpu[piece.end], out)
             else:
-                self._varlen(q, k, v, query_start, query_start_cpu, piece, out)
+                self._varlen(q, k, v, query_start, query_start_cpu, piece, out, derived)
 
     def warm_dense_buckets(self, max_tokens: int, head_dim: int, dtype: torch.dtype, device: torch.device) -> int:
         """Call `dense_attn` once at every shape a fresh sequence of up to max_tokens tokens gives it (zeros,
@@ -183,14 +192,14 @@ class FreshPrefillAttention:
         queries, keys, values = (t.unsqueeze(0).transpose(1, 2) for t in (q_rows, k_rows, v_rows))
         return self.dense_attn(queries, keys, values, scale=self._scale, enable_gqa=self._group > 1)
 
-    def _varlen(self, q, k, v, query_start, query_start_cpu: list[int], run: SequenceRun, out) -> None:
-        begin, end = query_start_cpu[run.first], query_start_cpu[run.end]
-        lengths = [
-            b - a for a, b in zip(query_start_cpu[run.first : run.end], query_start_cpu[run.first + 1 : run.end + 1])
-        ]
-        bounds = query_start[run.first : run.end + 1]
-        if begin:
-            bounds = bounds - begin
+    def _varlen(self, q, k, v, query_start, query_start_cpu: list[int], run: SequenceRun, out, derived=None) -> None:
+        key = ("varlen_bounds", run)
+        found = None if derived is None else derived.get(key)
+        if found is None:
+            found = _varlen_bounds(query_start, query_start_cpu, run)
+            if derived is not None:
+                derived[key] = found
+        begin, end, bounds, longest = found
         keys, values = k[begin:end], v[begin:end]
         extra = dict(self._causal)
         if self._group > 1 and self._gqa_inside:
@@ -198,11 +207,22 @@ class FreshPrefillAttention:
         elif self.repeats_kv:
             keys = keys.repeat_interleave(self._group, dim=1)
             values = values.repeat_interleave(self._group, dim=1)
-        longest = max(lengths)
         attended = self.varlen_attn(
             q[begin:end], keys, values, bounds, bounds, longest, longest, scale=self._scale, **extra
         )
         out[begin:end] = attended
+
+
+def _varlen_bounds(query_start: torch.Tensor, query_start_cpu: list[int], run: SequenceRun):
+    """(first row, end row, the run's query starts from 0 on the device, its longest sequence) for a varlen call.
+    Rebasing the starts is a device op: once per step, not per layer, where the caller keeps it (`derived`)."""
+    begin, end = query_start_cpu[run.first], query_start_cpu[run.end]
+    starts = query_start_cpu[run.first : run.end + 1]
+    longest = max(b - a for a, b in zip(starts, starts[1:]))
+    bounds = query_start[run.first : run.end + 1]
+    if begin:
+        bounds = bounds - begin
+    return begin, end, bounds, longest
 
 
 def _zero_padded(rows: torch.Tensor, length: int) -> torch.Tensor:

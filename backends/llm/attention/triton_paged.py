@@ -147,7 +147,8 @@ class TritonPagedAttention:
         out = torch.empty_like(q) if out is None else out
         for run in runs or [SequenceRun(0, metadata.num_seqs, False)]:
             if run.is_fresh:
-                self._fresh_attention().attend(q, k, v, metadata.query_start, metadata.query_start_cpu, run, out)
+                fresh = self._fresh_attention()
+                fresh.attend(q, k, v, metadata.query_start, metadata.query_start_cpu, run, out, metadata.derived)
                 continue
             if not self.decodes_in_mixed_steps:
                 for part in _per_step(metadata, tile_parts, run, metadata.query_start_cpu):
