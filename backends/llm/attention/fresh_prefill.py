@@ -34,6 +34,8 @@ from typing import NamedTuple
 
 import torch
 
+from modelgate.backends.llm.attention.step_derived import once_per_step
+
 # The dtypes FlashAttention computes in; an fp32 model keeps the paged kernel.
 FLASH_DTYPES = (torch.bfloat16, torch.float16)
 # FlashAttention's largest head size.
@@ -154,12 +156,7 @@ class FreshPrefillAttention:
         if self.dense_attn is None:
             self._varlen(q, k, v, query_start, query_start_cpu, run, out, derived)
             return
-        key = ("long_sequences_apart", run)
-        pieces = None if derived is None else derived.get(key)
-        if pieces is None:
-            pieces = list(long_sequences_apart(query_start_cpu, run))
-            if derived is not None:
-                derived[key] = pieces
+        pieces = once_per_step(derived, ("long_sequences_apart", run), _long_apart, query_start_cpu, run)
         for piece, is_long in pieces:
             if is_long:
                 self._dense(q, k, v, query_start_cpu[piece.first], query_start_cpu[piece.end], out)
@@ -193,12 +190,7 @@ class FreshPrefillAttention:
         return self.dense_attn(queries, keys, values, scale=self._scale, enable_gqa=self._group > 1)
 
     def _varlen(self, q, k, v, query_start, query_start_cpu: list[int], run: SequenceRun, out, derived=None) -> None:
-        key = ("varlen_bounds", run)
-        found = None if derived is None else derived.get(key)
-        if found is None:
-            found = _varlen_bounds(query_start, query_start_cpu, run)
-            if derived is not None:
-                derived[key] = found
+        found = once_per_step(derived, ("varlen_bounds", run), _varlen_bounds, query_start, query_start_cpu, run)
         begin, end, bounds, longest = found
         keys, values = k[begin:end], v[begin:end]
         extra = dict(self._causal)
@@ -211,6 +203,10 @@ class FreshPrefillAttention:
             q[begin:end], keys, values, bounds, bounds, longest, longest, scale=self._scale, **extra
         )
         out[begin:end] = attended
+
+
+def _long_apart(query_start_cpu: list[int], run: SequenceRun) -> list[tuple[SequenceRun, bool]]:
+    return list(long_sequences_apart(query_start_cpu, run))
 
 
 def _varlen_bounds(query_start: torch.Tensor, query_start_cpu: list[int], run: SequenceRun):

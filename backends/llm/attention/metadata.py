@@ -31,7 +31,8 @@ class AttentionMetadata:
     # A fixed kernels.paged_decode_attention.DecodeSplit for a CUDA-graph capture (planned from max_model_len,
     # so that one graph serves every context length); None: the kernel plans it from max_context_len.
     decode_split: Any = None
-    # What an attention backend derives from the step once for all its layers (its launch plan), by its own keys.
+    # What an attention backend derives from the step once for all its layers (its launch plan), by its own keys
+    # (step_derived.once_per_step).
     derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property

@@ -37,6 +37,7 @@ from modelgate.backends.llm.attention.fresh_prefill import (
     torch_varlen_attn,
 )
 from modelgate.backends.llm.attention.metadata import AttentionMetadata
+from modelgate.backends.llm.attention.step_derived import once_per_step
 from modelgate.backends.llm.attention.varlen_check import varlen_works
 from modelgate.backends.llm.models.rotary import Rotation
 from modelgate.kernels import prefill_attention as prefill_attention_module
@@ -313,14 +314,8 @@ def run_tables(run: SequenceRun, metadata: AttentionMetadata) -> tuple[torch.Ten
 
 
 def _per_step(metadata: AttentionMetadata, derive, run: SequenceRun, source):
-    """derive(run, source) computed once per step (source: one of the step's lists, or its metadata): every layer
-    launches the same pieces with the same bounds and tables, and deriving them costs Python (32 layers x 256
-    decodes, in a mixed step)."""
-    key = (derive.__name__, run)
-    derived = metadata.derived.get(key)
-    if derived is None:
-        derived = metadata.derived[key] = derive(run, source)
-    return derived
+    """derive(run, source) once per step (step_derived.py; source: one of the step's lists, or its metadata)."""
+    return once_per_step(metadata.derived, (derive.__name__, run), derive, run, source)
 
 
 def check_runnable(device: torch.device) -> None:
