@@ -296,37 +296,6 @@ def test_warmed_buckets_hold_the_layout_of_every_long_sequence_a_step_gives(monk
     torch.testing.assert_close(out, dense_causal_reference(q, k, v, bounds, 0.5, None))
 
 
-def test_a_steps_layers_share_its_pieces_and_varlen_bounds(monkeypatch):
-    """Every layer of a step attends the same fresh run: its pieces and each varlen call's bounds (rebased to the
-    run's first row: a device op) are worked out for the first layer and kept in the step's `derived`."""
-    monkeypatch.setattr(fresh_prefill, "DENSE_MIN_TOKENS", 8)
-    worked_out = []
-
-    def counted(derive):
-        def derive_and_count(*arguments):
-            worked_out.append(derive.__name__)
-            return derive(*arguments)
-
-        return derive_and_count
-
-    for derive in (fresh_prefill._varlen_bounds, fresh_prefill.long_sequences_apart):
-        monkeypatch.setattr(fresh_prefill, derive.__name__, counted(derive))
-    varlen = ReferenceVarlen()
-    attention = fresh_prefill.FreshPrefillAttention(varlen, 4, 2, 0.5, None, dense_attn=ReferenceDense())
-    bounds = [0, 2, 5, 14, 17, 19]  # the run is sequences 1-4: 3 tokens, 9 (dense alone), 3, 2
-    qkv = torch.randn(bounds[-1], 4 + 2 + 2, 8, generator=torch.Generator().manual_seed(0))
-    q, k, v = qkv.split([4, 2, 2], dim=1)
-    derived = {}
-    for _layer in range(3):
-        out = torch.zeros_like(q)
-        attention.attend(q, k, v, torch.tensor(bounds), bounds, SequenceRun(1, 5, True), out, derived)
-        run_rows = [0, *(b - bounds[1] for b in bounds[2:])]
-        expected = dense_causal_reference(q[bounds[1] :], k[bounds[1] :], v[bounds[1] :], run_rows, 0.5, None)
-        torch.testing.assert_close(out[bounds[1] :], expected)
-    assert varlen.calls == [[0, 3], [0, 3, 5]] * 3  # the short pieces' bounds, from 0
-    assert sorted(worked_out) == ["_varlen_bounds", "_varlen_bounds", "long_sequences_apart"]
-
-
 @pytest.mark.parametrize("fails", [False, True])
 def test_the_attention_backend_warms_the_dense_call_after_its_trial(monkeypatch, fails):
     """TritonPagedAttention.warm_up_fresh_prefills (model_runner.warm_up calls it): the trial first, then one call
