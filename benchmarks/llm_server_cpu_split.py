@@ -18,6 +18,7 @@ by some ±60 µs, so compare builds in alternated pairs and read the median diff
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -105,7 +106,11 @@ def run_load(server: Server, protocol: str, osl: int, num_requests: int, args) -
     by_group: dict[str, float] = defaultdict(float)
     for tid, (comm, cpu) in after.items():
         by_group[thread_group(tid, pid, comm, names)] += cpu - before.get(tid, (comm, 0.0))[1]
-    return by_group, generated_tokens(server.metrics) - tokens
+    tokens = generated_tokens(server.metrics) - tokens
+    if load.returncode != 0 or tokens != osl * num_requests:
+        # A failed request still costs the server CPU but generates nothing: its figures would be wrong.
+        raise SystemExit(f"{protocol} OSL {osl}: bench exited {load.returncode}, {tokens:.0f} of {osl * num_requests} tokens")
+    return by_group, tokens
 
 
 def print_split(protocol: str, osls: list[int], num_requests: list[int], runs: list[dict[str, float]]) -> None:
@@ -126,6 +131,20 @@ def print_split(protocol: str, osls: list[int], num_requests: list[int], runs: l
         print(row + f"| {split.per_token_us:.2f} | {points[osls[1]] / osls[1]:.2f} |")
 
 
+def checkpoint_for(max_len: int, folder: Path) -> Path:
+    """The tiny checkpoint, or where it is too short for `max_len` tokens a copy in `folder` whose config allows
+    them: rotary positions need no weights, so only max_position_embeddings changes."""
+    config = json.loads((CHECKPOINT / "config.json").read_text())
+    if max_len <= config["max_position_embeddings"]:
+        return CHECKPOINT
+    folder.mkdir()
+    for file in CHECKPOINT.iterdir():
+        (folder / file.name).symlink_to(file)
+    (folder / "config.json").unlink()
+    (folder / "config.json").write_text(json.dumps({**config, "max_position_embeddings": max_len}))
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocols", default="generate_stream,grpc")
@@ -137,9 +156,11 @@ def main() -> None:
     osls, num_requests = [int(v) for v in args.osls.split(",")], [int(v) for v in args.requests.split(",")]
     repository = Path(tempfile.mkdtemp())
     (repository / "tiny_llm").mkdir()
-    (repository / "tiny_llm" / "1").symlink_to(CHECKPOINT)
+    max_len = max(256, args.isl + max(osls) + 16)
+    (repository / "tiny_llm" / "1").symlink_to(checkpoint_for(max_len, repository / "checkpoint"))
     blocks = args.concurrency * ((args.isl + max(osls)) // 16 + 2)
-    (repository / "tiny_llm" / "config.pbtxt").write_text(CONFIG.format(blocks=blocks, seqs=args.concurrency))
+    config = CONFIG.format(blocks=blocks, seqs=args.concurrency).replace('"256"', f'"{max_len}"', 1)
+    (repository / "tiny_llm" / "config.pbtxt").write_text(config)
     server = Server(repository, repository / "server.log", "tiny_llm", ("--allow-cpu-metrics", "false"))
     try:
         server.wait_ready(timeout_s=60)
