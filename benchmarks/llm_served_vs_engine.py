@@ -31,6 +31,16 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.served_metrics import (  # noqa: E402
+    SERVER_LATENCIES,
+    ms_cell,
+    server_latency_means,
+    server_latency_sums,
+    step_cells,
+)
+
 TINY_LLM = ROOT / "model_repository" / "tiny_llm" / "1"
 # TensorRT-LLM's published H100 FP8 output tok/s for Llama-3.1-8B (the figures issue 18 quotes)
 TENSORRT_LLM_H100 = {"128/128": 28312, "1000/1000": 15220, "2048/128": 3450}
@@ -209,7 +219,7 @@ def bench(
     command += ["--client-processes", str(min(client_processes, run.concurrency or run.num_requests, run.num_requests))]
     pids = server.frontend_pids()
     cpu_before = sum(map(process_cpu_seconds, pids))
-    latencies_before = server_latency_sums(server)
+    latencies_before = server_latency_sums(server.metrics)
     bench_process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     profiler = _profile(server, run, profile_s, out) if profile_s else None
     output, _ = bench_process.communicate()
@@ -222,42 +232,8 @@ def bench(
     summary = json.loads((folder / "bench.json").read_text())["summary"]
     summary["server_cpu_s"] = cpu_s
     time.sleep(1.0)  # HTTP workers report their metrics to the server every 0.5 s
-    summary["server_means_s"] = server_latency_means(latencies_before, server_latency_sums(server))
+    summary["server_means_s"] = server_latency_means(latencies_before, server_latency_sums(server.metrics))
     return summary
-
-
-# The server's own view, per request: time to its first token (as the server sends it, whether or not its text
-# is held back) and the engine's queue time. Means over the run, from the histograms' sums and counts.
-_SERVER_LATENCIES = ("modelgate_llm_time_to_first_token_seconds", "modelgate_llm_queue_time_seconds")
-# How the engine's steps ran (cumulative gauges): a served run whose decode steps were not queued ahead left
-# the GPU waiting for the host between them.
-_STEP_GAUGES = (
-    "modelgate_llm_engine_steps",
-    "modelgate_llm_engine_decode_steps",
-    "modelgate_llm_engine_steps_launched_ahead",
-)
-
-
-def server_latency_sums(server: Server) -> dict[str, float]:
-    text = requests.get(f"http://127.0.0.1:{server.metrics}/metrics", timeout=30).text
-    sums: dict[str, float] = {}
-    for line in text.splitlines():
-        name = line.split("{", 1)[0]
-        is_latency = name.endswith(("_sum", "_count")) and name.rsplit("_", 1)[0] in _SERVER_LATENCIES
-        if is_latency or name in _STEP_GAUGES:
-            sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-    return sums
-
-
-def server_latency_means(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
-    means = {}
-    for name in _SERVER_LATENCIES:
-        count = after.get(f"{name}_count", 0.0) - before.get(f"{name}_count", 0.0)
-        total = after.get(f"{name}_sum", 0.0) - before.get(f"{name}_sum", 0.0)
-        means[name] = total / count if count else None
-    for name in _STEP_GAUGES:
-        means[name] = after.get(name, 0.0) - before.get(name, 0.0)
-    return means
 
 
 def _profile(server: Server, run: Run, seconds: float, out: Path) -> subprocess.Popen | None:
@@ -297,9 +273,9 @@ def print_table(results: dict[Run, dict], engine: dict[str, float], device: str,
     print(
         "| run | output tok/s | engine alone | served/engine | TensorRT-LLM | served/TRT-LLM | TTFT p50 ms "
         "| ITL p50 ms | TPOT p50 ms | server CPU µs/token | server TTFT mean ms | engine queue mean ms "
-        "| engine steps | decode steps | launched ahead |"
+        "| engine steps | decode steps | launched ahead | decode step ms @ batch | prefill step ms @ tokens |"
     )
-    print("| --- " * 15 + "|")
+    print("| --- " * 17 + "|")
     for run, summary in results.items():
         rate = summary["output_token_throughput_per_s"]
         alone = engine.get(f"{run.name}.jsonl")
@@ -315,8 +291,8 @@ def print_table(results: dict[Run, dict], engine: dict[str, float], device: str,
             f"{summary['itl_s']['p50'] * 1e3:.2f}",
             f"{summary['tpot_s']['p50'] * 1e3:.2f}",
             f"{summary['server_cpu_s'] / summary['total_output_tokens'] * 1e6:.1f}",
-            *(_ms(summary["server_means_s"][name]) for name in _SERVER_LATENCIES),
-            *_step_cells(summary["server_means_s"]),
+            *(ms_cell(summary["server_means_s"][name]) for name in SERVER_LATENCIES),
+            *step_cells(summary["server_means_s"]),
         ]
         print("| " + " | ".join(cells) + " |")
 
@@ -373,18 +349,6 @@ def main() -> None:
             engine.update(engine_alone(args.checkpoint, files, concurrency, args))
     device = "CPU (tiny_llm)" if args.tiny else _gpu_name()
     print_table(results, engine, device, args.http_workers)
-
-
-def _ms(seconds: float | None) -> str:
-    return "" if seconds is None else f"{seconds * 1e3:.1f}"
-
-
-def _step_cells(deltas: dict) -> list[str]:
-    """The run's engine steps, and the decode / launched-ahead ones as shares of them."""
-    steps, decode, ahead = (deltas.get(name, 0.0) for name in _STEP_GAUGES)
-    if not steps:
-        return ["", "", ""]
-    return [f"{steps:.0f}", f"{decode / steps:.0%}", f"{ahead / steps:.0%}"]
 
 
 def _gpu_name() -> str:

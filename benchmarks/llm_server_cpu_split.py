@@ -109,7 +109,9 @@ def run_load(server: Server, protocol: str, osl: int, num_requests: int, args) -
     tokens = generated_tokens(server.metrics) - tokens
     if load.returncode != 0 or tokens != osl * num_requests:
         # A failed request still costs the server CPU but generates nothing: its figures would be wrong.
-        raise SystemExit(f"{protocol} OSL {osl}: bench exited {load.returncode}, {tokens:.0f} of {osl * num_requests} tokens")
+        raise SystemExit(
+            f"{protocol} OSL {osl}: bench exited {load.returncode}, {tokens:.0f} of {osl * num_requests} tokens"
+        )
     return by_group, tokens
 
 

@@ -42,3 +42,12 @@ def test_the_load_report_is_the_engines_warm_up_graph_and_kv_cache_lines(tmp_pat
         "captured 4 decode CUDA graphs (batch sizes [1, 2, 4, 8]) in 1.0 s",
         "KV cache: 56061 blocks of 16 tokens",
     ]
+
+
+def test_the_step_cells_give_each_kinds_mean_time_and_tokens():
+    from benchmarks.served_metrics import STEP_GAUGES, step_cells
+
+    deltas = dict(zip(STEP_GAUGES, (10, 8, 6, 0.08, 2048, 0.5, 9000)))
+    assert step_cells(deltas) == ["10", "80%", "60%", "10.00 @ 256", "250.00 @ 4500"]
+    assert step_cells(dict(zip(STEP_GAUGES, (3, 3, 0, 0.03, 12, 0.0, 0)))) == ["3", "100%", "0%", "10.00 @ 4", ""]
+    assert step_cells({}) == [""] * 5  # a server that reported no steps

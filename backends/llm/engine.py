@@ -8,6 +8,7 @@ the previous step's tokens are on the host (launch_decode_ahead, see step()).
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -95,7 +96,8 @@ class LLMEngine:
         )
         self.outputs = OutputProcessor(self.tokenizer)
         self._pending_outputs: list = []  # requests whose new tokens are not processed yet
-        self._ahead: tuple | None = None  # (SchedulerOutput, PendingSample) of a decode step launched ahead
+        # (SchedulerOutput, PendingSample, when its scheduling began) of a decode step launched ahead
+        self._ahead: tuple | None = None
         self.step_counts = StepCounts()  # cumulative, for metrics: how the steps ran
         tokenizer_eos = self.tokenizer.eos_token_id
         self.eos_token_ids = tuple(sorted(set(self.model_config.eos_token_ids) | ({tokenizer_eos} - {None})))
@@ -160,10 +162,11 @@ class LLMEngine:
 
     def _step(self) -> list[RequestOutput]:
         if self._ahead is not None:
-            scheduled, pending_sample = self._ahead
+            scheduled, pending_sample, started_at = self._ahead
             self._ahead = None
             self.step_counts.launched_ahead += 1
         else:
+            started_at = time.perf_counter()
             scheduled = self.scheduler.schedule()
             if scheduled.is_empty:
                 return self._process_outputs(self._pending_outputs)
@@ -181,6 +184,7 @@ class LLMEngine:
             # the next schedule(), after the step has finished.
             outputs = self._process_outputs(self._pending_outputs)
         sampled = pending_sample.result()
+        self.step_counts.finished(scheduled, started_at, time.perf_counter())
         result = self.scheduler.update_from_output(scheduled, sampled.token_ids, sampled.logprobs)
         if defers_outputs:
             self._pending_outputs = result.new_token_requests
@@ -192,10 +196,11 @@ class LLMEngine:
         if not self.runner.can_launch_ahead(scheduled, pending_sample):
             return None
         admits = self.runner.admits_ahead if self.config.admit_waiting_ahead else None
+        started_at = time.perf_counter()
         ahead = self.scheduler.schedule_ahead(scheduled, admits)
         if ahead is None:
             return None
-        return ahead, self.runner.launch_ahead(ahead, scheduled, pending_sample)
+        return ahead, self.runner.launch_ahead(ahead, scheduled, pending_sample), started_at
 
     def _process_outputs(self, requests: list) -> list[RequestOutput]:
         """Detokenize and stop-string-check the requests that got tokens; returns their outputs."""
@@ -222,4 +227,8 @@ class LLMEngine:
             num_steps=self.step_counts.steps,
             num_decode_steps=self.step_counts.decode_steps,
             num_steps_launched_ahead=self.step_counts.launched_ahead,
+            decode_step_seconds=self.step_counts.decode_seconds,
+            decode_step_tokens=self.step_counts.decode_tokens,
+            prefill_step_seconds=self.step_counts.prefill_seconds,
+            prefill_step_tokens=self.step_counts.prefill_tokens,
         )

@@ -82,6 +82,11 @@ class EngineStats(_Message):
     num_steps: int = 0  # cumulative, as the three below (engine.StepCounts)
     num_decode_steps: int = 0  # steps of one new token per request
     num_steps_launched_ahead: int = 0  # decode steps queued before the previous step's tokens reached the host
+    # Cumulative time and tokens of the decode steps and of the steps with prompt tokens (StepCounts.finished).
+    decode_step_seconds: float = 0.0
+    decode_step_tokens: int = 0
+    prefill_step_seconds: float = 0.0
+    prefill_step_tokens: int = 0
 
 
 class RequestOutput(_Message):

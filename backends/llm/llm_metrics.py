@@ -90,6 +90,31 @@ ENGINE_STEPS_LAUNCHED_AHEAD = Gauge(
     _LABELS,
     registry=BACKEND_METRICS,
 )
+ENGINE_DECODE_STEP_SECONDS = Gauge(
+    "modelgate_llm_engine_decode_step_seconds",
+    "Cumulative seconds of the engine's decode steps, from each step's start (its scheduling, or the previous "
+    "step's return if later) to the return of its tokens",
+    _LABELS,
+    registry=BACKEND_METRICS,
+)
+ENGINE_DECODE_STEP_TOKENS = Gauge(
+    "modelgate_llm_engine_decode_step_tokens",
+    "Cumulative tokens of the engine's decode steps (their batch sizes)",
+    _LABELS,
+    registry=BACKEND_METRICS,
+)
+ENGINE_PREFILL_STEP_SECONDS = Gauge(
+    "modelgate_llm_engine_prefill_step_seconds",
+    "Cumulative seconds of the engine's steps with prompt tokens (with or without decodes), timed as decode steps",
+    _LABELS,
+    registry=BACKEND_METRICS,
+)
+ENGINE_PREFILL_STEP_TOKENS = Gauge(
+    "modelgate_llm_engine_prefill_step_tokens",
+    "Cumulative tokens of the engine's steps with prompt tokens, their decodes included",
+    _LABELS,
+    registry=BACKEND_METRICS,
+)
 ENGINE_RESTARTS = Counter(
     "modelgate_llm_engine_restarts",
     "LLM engine processes started again after one stopped while its model was loaded",
@@ -120,6 +145,10 @@ class VersionSeries:
         self.steps = ENGINE_STEPS.labels(*labels)
         self.decode_steps = ENGINE_DECODE_STEPS.labels(*labels)
         self.steps_launched_ahead = ENGINE_STEPS_LAUNCHED_AHEAD.labels(*labels)
+        self.decode_step_seconds = ENGINE_DECODE_STEP_SECONDS.labels(*labels)
+        self.decode_step_tokens = ENGINE_DECODE_STEP_TOKENS.labels(*labels)
+        self.prefill_step_seconds = ENGINE_PREFILL_STEP_SECONDS.labels(*labels)
+        self.prefill_step_tokens = ENGINE_PREFILL_STEP_TOKENS.labels(*labels)
 
     def record_engine_stats(self, stats: EngineStats) -> None:
         self.requests_running.set(stats.num_running)
@@ -131,6 +160,10 @@ class VersionSeries:
         self.steps.set(stats.num_steps)
         self.decode_steps.set(stats.num_decode_steps)
         self.steps_launched_ahead.set(stats.num_steps_launched_ahead)
+        self.decode_step_seconds.set(stats.decode_step_seconds)
+        self.decode_step_tokens.set(stats.decode_step_tokens)
+        self.prefill_step_seconds.set(stats.prefill_step_seconds)
+        self.prefill_step_tokens.set(stats.prefill_step_tokens)
         queries = stats.prefix_cache_queries
         self.prefix_cache_hit_rate.set(stats.prefix_cache_hits / queries if queries else 0.0)
 
@@ -187,5 +220,9 @@ def _all_metrics():
         ENGINE_STEPS,
         ENGINE_DECODE_STEPS,
         ENGINE_STEPS_LAUNCHED_AHEAD,
+        ENGINE_DECODE_STEP_SECONDS,
+        ENGINE_DECODE_STEP_TOKENS,
+        ENGINE_PREFILL_STEP_SECONDS,
+        ENGINE_PREFILL_STEP_TOKENS,
         ENGINE_RESTARTS,
     )
