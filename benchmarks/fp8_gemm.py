@@ -11,6 +11,8 @@ M tokens (1, 16, 64, 256, 4096) it times, in the same run:
   scaled_mm  torch._scaled_mm with rowwise scales (scale_a [M, 1], scale_b [1, N] fp32), bf16 out;
              per-tensor scales if rowwise is refused (then said so, and its errors are not compared)
   fast       torch._scaled_mm with use_fast_accum=True: the accumulation our kernel uses on sm_90
+  tensor     the same with per-tensor scales (1.0 each): cuBLAS's kernels for static activation scales, as
+             TensorRT-LLM's FP8 checkpoints run, against the rowwise ones the engine needs (`vs tensor` = ours / it)
   bf16       torch.matmul in bf16, for context
 TFLOP/s = 2 M N K / time; `vs sm` = ours / scaled_mm and `vs fast` = ours / fast (> 1: ours faster); at M = 1
 `gemv vs sm` = gemv / scaled_mm.
@@ -150,6 +152,8 @@ def run_case(layer: str, M: int, args, rowwise: bool, copy_gbs: float) -> dict:
         "precise": cold(lambda wq, ws: fp8_linear(x_fp8, x_scales, wq, ws, precise_accumulation=True)),
         "scaled_mm": cold(peer),
         "fast": cold(scaled_mm_fn(x_fp8, x_scales, rowwise, fast=True)),
+        # Per-tensor scales (static activation scales, as TensorRT-LLM's FP8 checkpoints use): cuBLAS's other kernels.
+        "tensor": cold(scaled_mm_fn(x_fp8, x_scales, rowwise=False, fast=True)),
         "bf16": rotating(lambda i: lambda: torch.matmul(x, bf16_weights[i].t()), bf16_copies),
     }
     if M <= DECODE_MAX_M:
@@ -191,7 +195,7 @@ def print_table(rows: list[dict], args) -> None:
     header = (
         f"{'layer':8} {'M':>5} {'N':>6} {'K':>6} {'config':24} {'ours':>7} {'ours+q':>7} {'fused':>7} "
         f"{'precise':>7} {'sc_mm':>7} {'vs sm':>6} {'fast':>7} {'vs fast':>7} {'bf16':>7} {'bw%':>5} "
-        f"{'spread':>6} {'err':>8} {'gemv':>7} {'gemv vs sm':>10}"
+        f"{'spread':>6} {'err':>8} {'gemv':>7} {'gemv vs sm':>10} {'tensor':>7} {'vs tensor':>9}"
     )
     if args.sweep:
         header += f"  {'best config':24} {'best':>7}"
@@ -205,7 +209,7 @@ def print_table(rows: list[dict], args) -> None:
             f"{fmt(r['ours+q']):>7} {fmt(r.get('fused')):>7} {fmt(r['precise']):>7} {fmt(r['scaled_mm']):>7} "
             f"{ratio(r['ours'], r['scaled_mm']):>6} {fmt(r['fast']):>7} {ratio(r['ours'], r['fast']):>7} "
             f"{fmt(r['bf16']):>7} {fmt(r['bw_pct'], 0):>5} {spread:>6} {err:>8} {fmt(r.get('gemv')):>7} "
-            f"{ratio(r.get('gemv'), r['scaled_mm']):>10}"
+            f"{ratio(r.get('gemv'), r['scaled_mm']):>10} {fmt(r['tensor']):>7} {ratio(r['ours'], r['tensor']):>9}"
         )
         if args.sweep:
             line += f"  {r['best_config']:24} {fmt(r['best']):>7}"

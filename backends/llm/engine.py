@@ -171,7 +171,7 @@ class LLMEngine:
             if scheduled.is_empty:
                 return self._process_outputs(self._pending_outputs)
             pending_sample = self.runner.launch(scheduled)
-        self.step_counts.count(scheduled)
+        is_decode = self.step_counts.count(scheduled)
         if self.config.launch_decode_ahead and self.workers is None:  # TP: the workers would need its tokens
             self._ahead = self._launch_ahead(scheduled, pending_sample)
         # With a step queued ahead, the GPU has work while this one's outputs are processed: they go out now.
@@ -184,7 +184,7 @@ class LLMEngine:
             # the next schedule(), after the step has finished.
             outputs = self._process_outputs(self._pending_outputs)
         sampled = pending_sample.result()
-        self.step_counts.finished(scheduled, started_at, time.perf_counter())
+        self.step_counts.finished(scheduled, is_decode, started_at, time.perf_counter())
         result = self.scheduler.update_from_output(scheduled, sampled.token_ids, sampled.logprobs)
         if defers_outputs:
             self._pending_outputs = result.new_token_requests

@@ -32,19 +32,24 @@ class StepCounts:
     def __post_init__(self):
         self._last_done: float | None = None  # when the last step's tokens came back (not a count)
 
-    def count(self, output: SchedulerOutput) -> None:
+    def count(self, output: SchedulerOutput) -> bool:
+        """Count a step as it is launched; returns whether it is a decode step (for `finished`)."""
         self.steps += 1
-        if is_decode_step(output.scheduled):
+        is_decode = is_decode_step(output.scheduled)
+        if is_decode:
             self.decode_steps += 1
+        return is_decode
 
-    def finished(self, output: SchedulerOutput, started_at: float, done_at: float) -> None:
+    def finished(self, output: SchedulerOutput, is_decode: bool, started_at: float, done_at: float) -> None:
         """A step's tokens came back at `done_at` (perf_counter seconds); it was scheduled at `started_at`.
         Steps finish in the order they were counted."""
         if self._last_done is not None:
             started_at = max(started_at, self._last_done)
         self._last_done = done_at
-        seconds, tokens = max(done_at - started_at, 0.0), output.num_tokens
-        if is_decode_step(output.scheduled):
+        seconds = max(done_at - started_at, 0.0)
+        # A decode step's tokens are its batch: no sum over hundreds of requests on the engine's host path.
+        tokens = len(output.scheduled) if is_decode else output.num_tokens
+        if is_decode:
             self.decode_seconds += seconds
             self.decode_tokens += tokens
         else:

@@ -23,8 +23,7 @@ def _step(*new_tokens: int) -> SchedulerOutput:
 
 
 def _counted(counts: StepCounts, step: SchedulerOutput, started_at: float, done_at: float) -> None:
-    counts.count(step)
-    counts.finished(step, started_at, done_at)
+    counts.finished(step, counts.count(step), started_at, done_at)
 
 
 def test_each_kind_gets_its_steps_time_and_tokens():
