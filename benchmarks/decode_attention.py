@@ -9,7 +9,8 @@ measures, on one CUDA GPU:
     a few forced plans and tile configs; GB/s = K/V bytes it must read (FP8: values + per-token scales) / time;
   - the engine's current torch path (TorchPagedAttention, bf16 only) as a peer;
   - the same decodes through kernels/prefill_attention.py (one query token per sequence), as a step that mixes
-    decodes with prefills attends them, on its default tile and on 16-row ones.
+    decodes with prefills attends them, on its default tile and on 16-row ones; with the FP8 cache the default and
+    short-query tiles also with the cache read as words (prefill_attention.FP8_WORDS, label "words").
 Each variant's output is first checked against the torch reference (relative error < 1e-2, output poisoned
 with NaN beforehand). Times are medians of CUDA-graph replays (20 launches per graph, as the engine's
 decode runs under CUDA graphs), so Python launch overhead stays out. Consecutive calls read different copies of
@@ -37,6 +38,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.switches import parse_variant, switched  # noqa: E402
 
 BATCH, NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE = 64, 32, 8, 128, 16
 EXTRA_CONFIGS: tuple[tuple[int, int, int], ...] = ()
@@ -223,33 +226,42 @@ def _as_mixed_step(q, kv_cache, kv_scales, block_tables, context_lens, expected,
     """The same decodes through prefill_attention, one query token per sequence, as a step that mixes them with
     prefills attends them (backends/llm/attention/triton_paged.py's decodes_in_mixed_steps off): its default
     tile, its short-query tile, then OTHER_SHORT_QUERY_TILES."""
-    from modelgate.kernels.prefill_attention import (
-        SHORT_QUERY_CONFIG,
-        PrefillConfig,
-        default_prefill_config,
-        prefill_attention,
-    )
+    from modelgate.kernels.prefill_attention import SHORT_QUERY_CONFIG, PrefillConfig, default_prefill_config
 
     query_start = torch.arange(BATCH + 1, dtype=torch.int32, device=q.device)
     dtype_name = "fp8" if kv_cache.dtype.itemsize == 1 else "bf16"
     configs = [("", default_prefill_config(q.shape[-1]))]
     tiles = [SHORT_QUERY_CONFIG] + [PrefillConfig(*tile) for tile in OTHER_SHORT_QUERY_TILES]
     configs += [(" m{} n{} w{} s{}".format(*tile), tile) for tile in tiles]
+    timing = (q, kv_cache, kv_scales, block_tables, query_start, context_lens, expected, nbytes, bandwidths, rows)
     for suffix, config in configs:
-        out = torch.full_like(q, float("nan"))
-        turn = itertools.cycle(list(block_tables))
+        _time_prefill_kernel(suffix, config, *timing)
+        if dtype_name == "fp8" and config in (configs[0][1], SHORT_QUERY_CONFIG):  # and the cache read as words
+            with switched(parse_variant("words:modelgate.kernels.prefill_attention.FP8_WORDS=True")):
+                _time_prefill_kernel(suffix + " words", config, *timing)
 
-        def call():
-            prefill_attention(
-                q, kv_cache, next(turn), query_start, context_lens, 1, kv_scales=kv_scales, config=config, out=out
-            )
 
-        call()
-        error = ((out.float() - expected.float()).norm() / expected.float().norm()).item()
-        if not error < 1e-2:
-            raise SystemExit(f"prefill_attention{suffix} on the decodes: relative error {error:.3g} vs the reference")
-        label = "prefill kernel (a mixed step's)" + suffix
-        rows.append(_row(dtype_name, context_lens[0].item(), label, time_ms(call), nbytes, bandwidths, error))
+def _time_prefill_kernel(
+    suffix, config, q, kv_cache, kv_scales, block_tables, query_start, context_lens, expected, nbytes, bandwidths, rows
+):
+    """One prefill_attention launch on the decodes (one query token per sequence), checked then timed."""
+    from modelgate.kernels.prefill_attention import prefill_attention
+
+    out = torch.full_like(q, float("nan"))
+    turn = itertools.cycle(list(block_tables))
+
+    def call():
+        prefill_attention(
+            q, kv_cache, next(turn), query_start, context_lens, 1, kv_scales=kv_scales, config=config, out=out
+        )
+
+    call()
+    error = ((out.float() - expected.float()).norm() / expected.float().norm()).item()
+    if not error < 1e-2:
+        raise SystemExit(f"prefill_attention{suffix} on the decodes: relative error {error:.3g} vs the reference")
+    dtype_name = "fp8" if kv_cache.dtype.itemsize == 1 else "bf16"
+    label = "prefill kernel (a mixed step's)" + suffix
+    rows.append(_row(dtype_name, context_lens[0].item(), label, time_ms(call), nbytes, bandwidths, error))
 
 
 def _torch_peer(q, kv_cache, block_tables, context_lens, context_len, expected, nbytes, bandwidths, rows):

@@ -1,4 +1,5 @@
-"""FP8 KV tiles read as 32-bit words: the decode kernel's fast path for a float8_e4m3fn cache.
+"""FP8 KV tiles read as 32-bit words: the decode kernel's fast path for a float8_e4m3fn cache (and the prefill
+kernel's, where prefill_attention.FP8_WORDS is on).
 
 Loading an e4m3 K/V tile as float8 lets the compiler stage it in shared memory as bytes and then read it back a
 byte at a time to build the 16-bit tensor-core operands (there is no transposing matrix load for 8-bit
@@ -179,22 +180,127 @@ def attend_fp8_words_range(
     52.9 -> 61.6; decode step at batch 64 4.38 -> 4.67 ms; benchmarks/results/decode_attention_*_session28.log).
     """
     keys = tl.arange(0, BLOCK_N)
-    words = tl.arange(0, QUARTER)
     for tile_start in range(start, end, BLOCK_N):
         positions = tile_start + keys
         in_range = positions < end
-        blocks = tl.load(block_table_ptr + positions // block_size, mask=in_range, other=0).to(tl.int64)
-        in_block = (positions % block_size).to(tl.int64)
-        tokens = blocks * stride_word_block + in_block * stride_word_slot + kv_head * stride_word_head
-        offsets = tokens[:, None] + words[None, :]
-        k = tl.load(k_words_ptr + offsets, mask=in_range[:, None], other=0)
-        v = tl.load(v_words_ptr + offsets, mask=in_range[:, None], other=0)
-        scale_offsets = blocks * stride_scale_block + in_block * stride_scale_slot + kv_head * stride_scale_head
-        k_scale = tl.load(k_scale_ptr + scale_offsets, mask=in_range, other=0.0)
-        v_scale = tl.load(v_scale_ptr + scale_offsets, mask=in_range, other=0.0)
+        k, v, k_scale, v_scale = load_fp8_words_tile(
+            k_words_ptr, v_words_ptr, k_scale_ptr, v_scale_ptr, block_table_ptr, positions, in_range, kv_head,
+            block_size, stride_word_block, stride_word_slot, stride_word_head, stride_scale_block, stride_scale_slot,
+            stride_scale_head, QUARTER,
+        )  # fmt: skip
         visible = in_range & (positions >= window_start)
         m, l, acc0, acc1, acc2, acc3 = attend_fp8_words(
             q0, q1, q2, q3, m, l, acc0, acc1, acc2, acc3, k, v, k_scale, v_scale, visible[None, :], qk_scale,
             UPCAST_DOT, DOT_PRECISION, PTX_CONVERT,
         )  # fmt: skip
     return m, l, acc0, acc1, acc2, acc3
+
+
+@triton.jit
+def load_fp8_words_tile(
+    k_words_ptr,
+    v_words_ptr,  # [num_blocks, block_size, num_kv_heads, head_dim // 4] int32 views of the cache
+    k_scale_ptr,
+    v_scale_ptr,  # [num_blocks, block_size, num_kv_heads] float32
+    block_table_ptr,  # the sequence's row of block_tables (int32)
+    positions,  # [BLOCK_N] key positions of the tile
+    in_range,  # [BLOCK_N] which of them may be loaded
+    kv_head,
+    block_size,
+    stride_word_block,
+    stride_word_slot,
+    stride_word_head,
+    stride_scale_block,
+    stride_scale_slot,
+    stride_scale_head,
+    QUARTER: tl.constexpr,
+):
+    """A tile's K and V words [BLOCK_N, QUARTER] and their per-token scales [BLOCK_N] (0 where not in range)."""
+    blocks = tl.load(block_table_ptr + positions // block_size, mask=in_range, other=0).to(tl.int64)
+    in_block = (positions % block_size).to(tl.int64)
+    tokens = blocks * stride_word_block + in_block * stride_word_slot + kv_head * stride_word_head
+    offsets = tokens[:, None] + tl.arange(0, QUARTER)[None, :]
+    k = tl.load(k_words_ptr + offsets, mask=in_range[:, None], other=0)
+    v = tl.load(v_words_ptr + offsets, mask=in_range[:, None], other=0)
+    scale_offsets = blocks * stride_scale_block + in_block * stride_scale_slot + kv_head * stride_scale_head
+    k_scale = tl.load(k_scale_ptr + scale_offsets, mask=in_range, other=0.0)
+    v_scale = tl.load(v_scale_ptr + scale_offsets, mask=in_range, other=0.0)
+    return k, v, k_scale, v_scale
+
+
+@triton.jit
+def attend_fp8_words_rows(
+    out_ptr,
+    q_ptr,
+    k_words_ptr,
+    v_words_ptr,  # the caches as int32 words (as_words)
+    k_scale_ptr,
+    v_scale_ptr,
+    block_table_ptr,
+    m,
+    l,  # [M] the running max and sum, as the kernel starts them
+    tokens,  # [M] int64 row of each program row's query token
+    heads,  # [M] its query head
+    row_valid,  # [M] rows that hold a query (not padding)
+    query_positions,  # [M] each row's position in its sequence
+    start,
+    end,  # keys [start, end) in tiles of BLOCK_N from start
+    kv_head,
+    qk_scale,
+    sliding_window,
+    stride_q_token,
+    stride_q_head,
+    stride_out_token,
+    stride_out_head,
+    stride_word_block,
+    stride_word_slot,
+    stride_word_head,
+    stride_scale_block,
+    stride_scale_slot,
+    stride_scale_head,
+    QUARTER: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
+    UPCAST_DOT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    PTX_CONVERT: tl.constexpr,
+):
+    """A prefill_attention program's rows over an FP8 cache read as words: the query and output by quarters
+    (dims j::4), each tile converted in registers, the dots in fp16 with the query pre-scaled by qk_scale; causal
+    (and windowed) per row by position. Stores the rows' outputs."""
+    quarter4 = 4 * tl.arange(0, QUARTER)[None, :]  # dims 4c of each quarter
+    q_rows = tokens[:, None] * stride_q_token + heads[:, None] * stride_q_head + quarter4
+    q0, q1, q2, q3 = load_quarters(q_ptr, q_rows, row_valid[:, None], 1, 0.0)
+    q0, q1 = (q0.to(tl.float32) * qk_scale).to(tl.float16), (q1.to(tl.float32) * qk_scale).to(tl.float16)
+    q2, q3 = (q2.to(tl.float32) * qk_scale).to(tl.float16), (q3.to(tl.float32) * qk_scale).to(tl.float16)
+    acc0 = tl.zeros([q0.shape[0], QUARTER], tl.float32)
+    acc1 = tl.zeros([q0.shape[0], QUARTER], tl.float32)
+    acc2 = tl.zeros([q0.shape[0], QUARTER], tl.float32)
+    acc3 = tl.zeros([q0.shape[0], QUARTER], tl.float32)
+    for tile_start in range(start, end, BLOCK_N):
+        positions = tile_start + tl.arange(0, BLOCK_N)
+        in_context = positions < end
+        visible = in_context[None, :] & (positions[None, :] <= query_positions[:, None])
+        if HAS_WINDOW:
+            visible = visible & (positions[None, :] > query_positions[:, None] - sliding_window)
+        k, v, k_scale, v_scale = load_fp8_words_tile(
+            k_words_ptr, v_words_ptr, k_scale_ptr, v_scale_ptr, block_table_ptr, positions, in_context, kv_head,
+            BLOCK_SIZE, stride_word_block, stride_word_slot, stride_word_head, stride_scale_block, stride_scale_slot,
+            stride_scale_head, QUARTER,
+        )  # fmt: skip
+        m, l, acc0, acc1, acc2, acc3 = attend_fp8_words(
+            q0, q1, q2, q3, m, l, acc0, acc1, acc2, acc3, k, v, k_scale, v_scale, visible, 1.0, UPCAST_DOT,
+            DOT_PRECISION, PTX_CONVERT,
+        )  # fmt: skip
+    inverse = 1.0 / tl.where(l == 0.0, 1.0, l)[:, None]
+    out_rows = tokens[:, None] * stride_out_token + heads[:, None] * stride_out_head + quarter4
+    out_ty = out_ptr.dtype.element_ty
+    store_quarters(
+        out_ptr + out_rows,
+        (acc0 * inverse).to(out_ty),
+        (acc1 * inverse).to(out_ty),
+        (acc2 * inverse).to(out_ty),
+        (acc3 * inverse).to(out_ty),
+        row_valid[:, None],
+    )

@@ -22,7 +22,9 @@ from typing import NamedTuple
 
 import torch
 
+from modelgate.kernels.fp8_kv_words import as_words, attend_fp8_words_rows, packed_fp8_ok
 from modelgate.kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, triton
+from modelgate.kernels.grid_dependency import pdl_supported
 from modelgate.kernels.paged_attention_common import (
     LOG2E,
     attend_kv_tile,
@@ -85,6 +87,10 @@ def _prefill_attention_kernel(
     IS_FP8: tl.constexpr,
     UPCAST_DOT: tl.constexpr,  # dot in fp32 (the interpreter's bf16 dot is broken)
     DOT_PRECISION: tl.constexpr,
+    # FP8 cache read as int32 words (kernels/fp8_kv_words.py: the caches are word views), dots in fp16 with the
+    # query pre-scaled by qk_scale, as the decode kernel's; PTX_CONVERT: tiles converted by inline PTX.
+    WORDS: tl.constexpr = False,
+    PTX_CONVERT: tl.constexpr = False,
 ):
     q_block = tl.program_id(0)
     seq = tl.program_id(1)
@@ -105,17 +111,26 @@ def _prefill_attention_kernel(
     dims = tl.arange(0, HEAD_DIM_PAD)
     row_mask = row_valid[:, None] & (dims < HEAD_DIM)[None, :]
     tokens = (query_begin + query_index).to(tl.int64)
-    q_offsets = tokens[:, None] * stride_q_token + heads[:, None] * stride_q_head + dims[None, :]
-    q = tl.load(q_ptr + q_offsets, mask=row_mask, other=0.0)
     m = tl.full([BLOCK_Q * GROUP_PAD], float("-inf"), tl.float32)
     l = tl.zeros([BLOCK_Q * GROUP_PAD], tl.float32)
-    acc = tl.zeros([BLOCK_Q * GROUP_PAD, HEAD_DIM_PAD], tl.float32)
     # Keys up to the last query of the block (causal); from the first query's window start.
     end = prefix_len + tl.minimum(first_query + BLOCK_Q, num_queries)
     start = 0
     if HAS_WINDOW:
         start = (tl.maximum(prefix_len + first_query - sliding_window + 1, 0) // BLOCK_N) * BLOCK_N
     block_table_ptr = block_tables_ptr + seq.to(tl.int64) * stride_table_seq
+    if WORDS:
+        attend_fp8_words_rows(
+            out_ptr, q_ptr, k_cache_ptr, v_cache_ptr, k_scale_ptr, v_scale_ptr, block_table_ptr, m, l, tokens,
+            heads, row_valid, query_positions, start, end, kv_head, qk_scale, sliding_window, stride_q_token,
+            stride_q_head, stride_out_token, stride_out_head, stride_cache_block, stride_cache_slot,
+            stride_cache_head, stride_scale_block, stride_scale_slot, stride_scale_head, HEAD_DIM // 4, BLOCK_SIZE,
+            BLOCK_N, HAS_WINDOW, UPCAST_DOT, DOT_PRECISION, PTX_CONVERT,
+        )  # fmt: skip
+        return
+    q_offsets = tokens[:, None] * stride_q_token + heads[:, None] * stride_q_head + dims[None, :]
+    q = tl.load(q_ptr + q_offsets, mask=row_mask, other=0.0)
+    acc = tl.zeros([BLOCK_Q * GROUP_PAD, HEAD_DIM_PAD], tl.float32)
     for tile_start in range(start, end, BLOCK_N):
         positions = tile_start + tl.arange(0, BLOCK_N)
         in_context = positions < end
@@ -155,6 +170,13 @@ def _prefill_attention_kernel(
     out_offsets = tokens[:, None] * stride_out_token + heads[:, None] * stride_out_head + dims[None, :]
     tl.store(out_ptr + out_offsets, out.to(out_ptr.dtype.element_ty), mask=row_mask)
 
+
+# Whether an FP8 cache whose head_dim is a power of two >= 64 is read as int32 words, as the decode kernel reads it
+# (fp8_kv_words.py), rather than as bytes. Off until the H100 has timed it: there the decode kernel read the words
+# at 1.56x the bytes' speed (batch 256, context 193: 52.7 against 82.6 us), and this kernel's 128-row tile took
+# 304 us over an FP8 cache where a bf16 one took 165 (64 sequences at 1,024 tokens, session 28's
+# benchmarks/decode_attention.py): the bytes' conversion, not the bytes read, bounds it.
+FP8_WORDS = False
 
 # Runs whose longest query has at most this many tokens take SHORT_QUERY_CONFIG (0: none do). A mixed step's
 # one-token decodes come here (triton_paged.py's decodes_in_mixed_steps off): in a 128-row program a decode's 4
@@ -211,11 +233,16 @@ def prefill_attention(
     if num_tokens == 0 or num_seqs == 0 or max_query_len <= 0:
         return out
     is_fp8 = kv_cache.dtype == FP8_DTYPE
+    words = FP8_WORDS and packed_fp8_ok(kv_cache, head_dim)
     queries_per_kv = num_heads // num_kv_heads
     group_pad = triton.next_power_of_2(queries_per_kv)
     block_q = max(1, config.block_m // group_pad)
     k_cache, v_cache = kv_cache[0], kv_cache[1]
     k_scale, v_scale = (kv_scales[0], kv_scales[1]) if is_fp8 else (k_cache, v_cache)
+    strides = (k_cache.stride(0), k_cache.stride(1), k_cache.stride(2))
+    if words:
+        k_cache, v_cache = as_words(k_cache), as_words(v_cache)
+        strides = (k_cache.stride(0), k_cache.stride(1), k_cache.stride(2))  # in words
     scale = (softmax_scale if softmax_scale is not None else head_dim**-0.5) * LOG2E
     grid = (triton.cdiv(max_query_len, block_q), num_seqs, num_kv_heads)
     _prefill_attention_kernel[grid](
@@ -234,9 +261,7 @@ def prefill_attention(
         q.stride(1),
         out.stride(0),
         out.stride(1),
-        k_cache.stride(0),
-        k_cache.stride(1),
-        k_cache.stride(2),
+        *strides,
         *(k_scale.stride()[:3] if is_fp8 else (0, 0, 0)),
         block_tables.stride(0),
         QUERIES_PER_KV=queries_per_kv,
@@ -250,6 +275,9 @@ def prefill_attention(
         IS_FP8=is_fp8,
         UPCAST_DOT=is_interpreted(_prefill_attention_kernel),
         DOT_PRECISION=dot_precision(q.dtype),
+        WORDS=words,
+        # Inline PTX needs a compiled kernel (not the interpreter) and sm_89+ for its cvt: PDL's Hopper test.
+        PTX_CONVERT=words and pdl_supported(_prefill_attention_kernel, q.device),
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )

@@ -6,6 +6,7 @@ import torch
 from modelgate.backends.llm.attention.metadata import AttentionMetadata
 from modelgate.backends.llm.attention.torch_paged import TorchPagedAttention
 from modelgate.kernels import prefill_attention as prefill_module
+from modelgate.kernels.fp8_kv_words import as_words as words_view
 from modelgate.kernels.paged_decode_attention import SINGLE_PASS, paged_decode_attention
 from modelgate.kernels.prefill_attention import PrefillConfig, prefill_attention, prefill_attention_reference
 from modelgate.kernels.reshape_and_cache import FP8_DTYPE, allocate_kv_cache, reshape_and_cache
@@ -142,6 +143,48 @@ def test_decodes_on_the_short_query_tile_match_the_reference(dev, monkeypatch, c
     steps = [(129, 1), (5, 1), (200, 1)]
     error = run_case(dev, steps, cache_dtype, 8, 2, 64, 16, None, None, seed=21)
     assert error < tolerance(query_dtype(cache_dtype))
+
+
+@pytest.fixture
+def fp8_words(monkeypatch):
+    """FP8_WORDS on; the list of the caches the launcher viewed as words (one entry per K and V of a launch)."""
+    monkeypatch.setattr(prefill_module, "FP8_WORDS", True)
+    viewed = []
+
+    def as_words(cache):
+        viewed.append(cache.shape)
+        return words_view(cache)
+
+    monkeypatch.setattr(prefill_module, "as_words", as_words)
+    return viewed
+
+
+@pytest.mark.parametrize(
+    "num_kv_heads, block_size, window, config, steps",
+    [
+        (2, 16, None, SMALL, STEPS),  # GQA 2:1, prefixes and fresh prompts over several query blocks and tiles
+        (1, 8, 10, SMALL, STEPS),  # 4:1 in a window
+        (4, 16, None, None, STEPS[:3]),  # no grouping, the default 128-row tile
+    ],
+)
+def test_an_fp8_cache_read_as_words_matches_the_reference(
+    dev, fp8_words, num_kv_heads, block_size, window, config, steps
+):
+    error = run_case(dev, steps, FP8_DTYPE, 4, num_kv_heads, 64, block_size, window, config, seed=7 + block_size)
+    assert len(fp8_words) == 2  # the words path ran
+    assert error < BF16_TOLERANCE
+
+
+def test_decodes_on_the_short_query_tile_read_fp8_words_too(dev, monkeypatch, fp8_words):
+    monkeypatch.setattr(prefill_module, "SHORT_QUERY_TOKENS", 1)
+    error = run_case(dev, [(129, 1), (5, 1), (200, 1)], FP8_DTYPE, 8, 2, 64, 16, None, None, seed=22)
+    assert len(fp8_words) == 2 and error < BF16_TOLERANCE
+
+
+def test_a_head_dim_words_cannot_split_reads_fp8_as_bytes(dev, fp8_words):
+    """head_dim 40: a quarter would be 10 dims, under tl.dot's 16; the bytes path serves it."""
+    error = run_case(dev, [(3, 20), (0, 9)], FP8_DTYPE, 4, 2, 40, 8, None, SMALL, seed=8)
+    assert fp8_words == [] and error < BF16_TOLERANCE
 
 
 @pytest.mark.parametrize("cache_dtype, window", [(torch.float32, None), (FP8_DTYPE, 9)])
@@ -288,3 +331,12 @@ def test_realistic_shapes_on_gpu(cuda, cache_dtype, window):
     steps = [(1024, 512), (3072, 512), (0, 2048), (0, 2048), (2000, 96), (4095, 1)]
     error = run_case(cuda, steps, cache_dtype, 32, 8, 128, 16, window, None, seed=10)
     assert error < BF16_TOLERANCE
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("window", [None, 1000])
+def test_realistic_shapes_read_as_fp8_words_on_gpu(cuda, fp8_words, window):
+    """As above, the FP8 cache read as words (compiled, with the inline-PTX conversion on sm_89+)."""
+    steps = [(1024, 512), (3072, 512), (0, 2048), (2000, 96), (4095, 1), (700, 1)]
+    error = run_case(cuda, steps, FP8_DTYPE, 32, 8, 128, 16, window, None, seed=11)
+    assert len(fp8_words) == 2 and error < BF16_TOLERANCE
