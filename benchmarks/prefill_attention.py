@@ -3,7 +3,8 @@
 Causal attention of fresh prompts (no cached prefix) at Llama-3-8B's shape (32 query heads over 8 KV heads,
 head_dim 128, block 16), per layer:
   - `paged triton fp8` / `paged triton bf16`: kernels/prefill_attention.py reading K/V from the paged cache
-    (what every prefill used before attention/fresh_prefill.py);
+    (what every prefill used before attention/fresh_prefill.py; what chunks over a cached prefix use), and
+    `paged triton fp8 words` with the FP8 cache read as int32 words (prefill_attention.FP8_WORDS);
   - `varlen flash`: torch's FlashAttention `varlen_attn` over the step's dense bf16 K/V, every sequence in one
     call (the engine's fresh-sequence path before session 27);
   - `engine (cuDNN from 512)`: the engine's fresh-sequence path now (attention/fresh_prefill.py): sequences of
@@ -36,6 +37,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.switches import parse_variant, switched  # noqa: E402
 
 NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE = 32, 8, 128, 16
 DEFAULT_CASES = ("1024x1", "1024x16", "4096x1", "4096x4", "8192x2")
@@ -110,6 +113,15 @@ def contenders(isl: int, case) -> dict:
         calls[name] = lambda kv_cache=kv_cache, kv_scales=kv_scales: prefill_attention(
             q, kv_cache, block_tables, query_start, context_lens, isl, kv_scales=kv_scales, softmax_scale=scale
         )
+    fp8_cache, fp8_scales = caches[torch.float8_e4m3fn]
+
+    def fp8_words():
+        with switched(parse_variant("words:modelgate.kernels.prefill_attention.FP8_WORDS=True")):
+            return prefill_attention(
+                q, fp8_cache, block_tables, query_start, context_lens, isl, kv_scales=fp8_scales, softmax_scale=scale
+            )
+
+    calls["paged triton fp8 words"] = fp8_words
     varlen = torch_varlen_attn()
     if varlen is not None:
         run = SequenceRun(0, len(context_lens), True)
