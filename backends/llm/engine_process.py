@@ -44,8 +44,10 @@ def engine_main(
     parallel.report_start_failure = lambda reason: send(outbox, EngineFailed(reason))  # a rank dying at load
     try:
         from modelgate.backends.llm.engine import LLMEngine
+        from modelgate.backends.llm.step_profiler import StepProfiler
 
         engine = LLMEngine(Path(model_dir), EngineConfig.model_validate_json(config_json))
+        profiler = StepProfiler.from_environment(engine.step_counts)  # a bad setting fails the start, named
     except Exception as exc:  # report why, the server marks the model UNAVAILABLE
         send(outbox, EngineFailed(f"{type(exc).__name__}: {exc}"))
         return
@@ -60,10 +62,11 @@ def engine_main(
     if attach_address is not None:
         clients.listen(attach_address, authkey, ready)
     send(outbox, ready)
-    _serve(engine, clients)
+    _serve(engine, clients, profiler)
 
 
-def _serve(engine, clients: EngineClients) -> None:
+def _serve(engine, clients: EngineClients, profiler=None) -> None:
+    """Step the engine while it has work; `profiler` (a StepProfiler) profiles a window of the steps."""
     while True:
         # Block only when idle; otherwise take whatever arrived and step again.
         timeout = 0 if engine.has_unfinished else None
@@ -73,7 +76,12 @@ def _serve(engine, clients: EngineClients) -> None:
                     return
             timeout = 0
         try:
-            outputs = engine.step()
+            if profiler is not None and not profiler.is_done:
+                profiler.before_step()
+                outputs = engine.step()
+                profiler.after_step()
+            else:
+                outputs = engine.step()
         except Exception:
             logger.error("engine step failed:\n%s", traceback.format_exc())
             outputs = _abort_everything(engine)
