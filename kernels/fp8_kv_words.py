@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from modelgate.kernels.fp8_quant import tl, triton
-from modelgate.kernels.paged_attention_common import attention_dot
+from modelgate.kernels.paged_attention_common import attention_dot, causal_visible
 
 
 def packed_fp8_ok(kv_cache: torch.Tensor, head_dim: int) -> bool:
@@ -92,6 +92,16 @@ def store_quarters(ptr, x0, x1, x2, x3, mask):
     tl.store(ptr + 1, x1, mask=mask)
     tl.store(ptr + 2, x2, mask=mask)
     tl.store(ptr + 3, x3, mask=mask)
+
+
+@triton.jit
+def store_normalized_quarters(ptr, acc0, acc1, acc2, acc3, inverse, mask):
+    """Store acc_j * inverse (the softmax's 1 / l per row, [M, 1]) in ptr's dtype at ptr + j (ptr addressing dims
+    4c of each row), as store_quarters does."""
+    ty = ptr.dtype.element_ty
+    store_quarters(
+        ptr, (acc0 * inverse).to(ty), (acc1 * inverse).to(ty), (acc2 * inverse).to(ty), (acc3 * inverse).to(ty), mask
+    )
 
 
 @triton.jit
@@ -281,9 +291,7 @@ def attend_fp8_words_rows(
     for tile_start in range(start, end, BLOCK_N):
         positions = tile_start + tl.arange(0, BLOCK_N)
         in_context = positions < end
-        visible = in_context[None, :] & (positions[None, :] <= query_positions[:, None])
-        if HAS_WINDOW:
-            visible = visible & (positions[None, :] > query_positions[:, None] - sliding_window)
+        visible = causal_visible(positions, in_context, query_positions, sliding_window, HAS_WINDOW)
         k, v, k_scale, v_scale = load_fp8_words_tile(
             k_words_ptr, v_words_ptr, k_scale_ptr, v_scale_ptr, block_table_ptr, positions, in_context, kv_head,
             BLOCK_SIZE, stride_word_block, stride_word_slot, stride_word_head, stride_scale_block, stride_scale_slot,
@@ -295,12 +303,4 @@ def attend_fp8_words_rows(
         )  # fmt: skip
     inverse = 1.0 / tl.where(l == 0.0, 1.0, l)[:, None]
     out_rows = tokens[:, None] * stride_out_token + heads[:, None] * stride_out_head + quarter4
-    out_ty = out_ptr.dtype.element_ty
-    store_quarters(
-        out_ptr + out_rows,
-        (acc0 * inverse).to(out_ty),
-        (acc1 * inverse).to(out_ty),
-        (acc2 * inverse).to(out_ty),
-        (acc3 * inverse).to(out_ty),
-        row_valid[:, None],
-    )
+    store_normalized_quarters(out_ptr + out_rows, acc0, acc1, acc2, acc3, inverse, row_valid[:, None])

@@ -12,6 +12,16 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def causal_visible(positions, in_context, query_positions, sliding_window, HAS_WINDOW: tl.constexpr):
+    """[M, BLOCK_N]: which keys (positions, those in_context) each query row (at query_positions) sees: itself and
+    those before it, and with HAS_WINDOW only the last sliding_window of them."""
+    visible = in_context[None, :] & (positions[None, :] <= query_positions[:, None])
+    if HAS_WINDOW:
+        visible = visible & (positions[None, :] > query_positions[:, None] - sliding_window)
+    return visible
+
+
+@triton.jit
 def attention_dot(a, b, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
     """tl.dot in fp32 accumulation; UPCAST multiplies in fp32 (the interpreter's bf16 dot is broken)."""
     if UPCAST:

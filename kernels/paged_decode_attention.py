@@ -51,6 +51,7 @@ from modelgate.kernels.fp8_kv_words import (
     attend_fp8_words_range,
     load_quarters,
     packed_fp8_ok,
+    store_normalized_quarters,
     store_quarters,
 )
 from modelgate.kernels.fp8_quant import FP8_DTYPE, check_launchable, is_interpreted, tl, triton
@@ -225,18 +226,10 @@ def _paged_decode_kernel(
         # l == 0 only for an empty context (a padded batch row): its output is 0.
         inverse = 1.0 / tl.where(l == 0.0, 1.0, l)[:, None]
         out_rows = out_ptr + seq64 * stride_out_seq + heads[:, None] * stride_out_head
-        out_ty = out_ptr.dtype.element_ty
         if WORDS:
-            store_quarters(
-                out_rows + quarter4,
-                (acc0 * inverse).to(out_ty),
-                (acc1 * inverse).to(out_ty),
-                (acc2 * inverse).to(out_ty),
-                (acc3 * inverse).to(out_ty),
-                group_mask[:, None],
-            )
+            store_normalized_quarters(out_rows + quarter4, acc0, acc1, acc2, acc3, inverse, group_mask[:, None])
         else:
-            tl.store(out_rows + dims[None, :], (acc * inverse).to(out_ty), mask=row_mask)
+            tl.store(out_rows + dims[None, :], (acc * inverse).to(out_ptr.dtype.element_ty), mask=row_mask)
 
 
 def paged_decode_attention(

@@ -28,6 +28,7 @@ from modelgate.kernels.grid_dependency import pdl_supported
 from modelgate.kernels.paged_attention_common import (
     LOG2E,
     attend_kv_tile,
+    causal_visible,
     check_query_and_cache,
     check_sequence_tables,
     checked_output,
@@ -134,9 +135,7 @@ def _prefill_attention_kernel(
     for tile_start in range(start, end, BLOCK_N):
         positions = tile_start + tl.arange(0, BLOCK_N)
         in_context = positions < end
-        visible = in_context[None, :] & (positions[None, :] <= query_positions[:, None])
-        if HAS_WINDOW:
-            visible = visible & (positions[None, :] > query_positions[:, None] - sliding_window)
+        visible = causal_visible(positions, in_context, query_positions, sliding_window, HAS_WINDOW)
         m, l, acc = attend_kv_tile(
             q,
             m,

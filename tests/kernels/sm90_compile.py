@@ -142,9 +142,33 @@ def fp8_decode_attention():
         yield label, _paged_decode_kernel, signature, constexprs, config, DECODE_PTX
 
 
+PREFILL_WORDS_PTX = ("cvt.rn.f16x2.e4m3x2",)
+
+
+def fp8_prefill_attention_words():
+    """(label, kernel, signature, constexprs, config, PTX it must hold) of the prefill attention over an FP8 cache
+    read as words (prefill_attention.FP8_WORDS), fp16 dots converted by PTX: Llama 3 8B's heads on the default
+    128-row tile and on the short-query tile of a mixed step's decodes."""
+    from modelgate.kernels.prefill_attention import (
+        SHORT_QUERY_CONFIG,
+        _prefill_attention_kernel,
+        default_prefill_config,
+    )
+
+    pointers = dict(out_ptr="*bf16", q_ptr="*bf16", k_cache_ptr="*i32", v_cache_ptr="*i32", k_scale_ptr="*fp32")
+    pointers.update(v_scale_ptr="*fp32", block_tables_ptr="*i32", query_start_ptr="*i32", context_lens_ptr="*i32")
+    scalars = [name for name in _prefill_attention_kernel.arg_names if name.startswith("stride_")]
+    signature = dict(pointers, qk_scale="fp32", sliding_window="i32", **dict.fromkeys(scalars, "i32"))
+    for label, config in (("128-row", default_prefill_config(128)), ("short-query", SHORT_QUERY_CONFIG)):
+        constexprs = dict(QUERIES_PER_KV=4, GROUP_PAD=4, BLOCK_Q=config.block_m // 4, HEAD_DIM=128, HEAD_DIM_PAD=128)
+        constexprs.update(BLOCK_SIZE=16, BLOCK_N=config.block_n, HAS_WINDOW=False, IS_FP8=True, UPCAST_DOT=False)
+        constexprs.update(DOT_PRECISION=None, WORDS=True, PTX_CONVERT=True)
+        yield f"prefill FP8 words {label}", _prefill_attention_kernel, signature, constexprs, config, PREFILL_WORDS_PTX
+
+
 def main() -> int:
     kernels = [(*entry, ()) for entry in (*fused_silu_gemms(), *persistent_tma_gemms())]
-    kernels += list(pdl_tma_gemms()) + list(fp8_decode_attention())
+    kernels += list(pdl_tma_gemms()) + list(fp8_decode_attention()) + list(fp8_prefill_attention_words())
     for label, kernel, signature, constexprs, config, ptx_needs in kernels:
         try:
             shared = _compile(kernel, signature, constexprs, config, ptx_needs)
