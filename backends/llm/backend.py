@@ -29,6 +29,7 @@ from modelgate.backends.llm.engine_messages import EncodedStep, RequestOutput
 from modelgate.backends.llm.engine_supervisor import EngineSupervisor
 from modelgate.backends.llm.generation_request import parse_generation_request
 from modelgate.backends.llm.llm_responses import OUTPUT_NAMES, build_response, logprobs_json
+from modelgate.backends.llm.prompt_token_ids import INPUT_IDS
 from modelgate.backends.llm.sampling_inputs import SAMPLING_INPUTS
 from modelgate.backends.llm.tokenizer import TextTokenizer
 from modelgate.backends.llm.trace_recorder import TRACE_PARAMETERS, trace_recorder
@@ -41,9 +42,11 @@ logger = logging.getLogger(__name__)
 # Parameters the server reads (its memory ledger), not the engine; `memory_budget_bytes` comes from the ledger.
 SERVER_PARAMETERS = ("gpu_memory_bytes", "cpu_memory_bytes", "memory_budget_bytes")
 
-# vLLM's Triton-backend inputs, then the tensorrtllm backend's scalar sampling inputs (sampling_inputs.py).
+# vLLM's Triton-backend inputs, the prompt as token ids (prompt_token_ids.py, the one of variable length), then
+# the tensorrtllm backend's scalar sampling inputs (sampling_inputs.py).
 _INPUTS = [
     ("text_input", DataType.TYPE_STRING),
+    (INPUT_IDS, DataType.TYPE_INT32),
     ("chat_messages", DataType.TYPE_STRING),
     ("stream", DataType.TYPE_BOOL),
     ("sampling_parameters", DataType.TYPE_STRING),
@@ -67,7 +70,7 @@ class LLMBackend(Backend):
         config.model_transaction_policy.decoupled = True
         if not config.input:
             for name, data_type in _INPUTS:
-                config.input.add(name=name, data_type=data_type, dims=[1], optional=True)
+                config.input.add(name=name, data_type=data_type, dims=[-1 if name == INPUT_IDS else 1], optional=True)
         if not config.output:
             for name, data_type in _OUTPUTS:
                 config.output.add(name=name, data_type=data_type, dims=[-1])

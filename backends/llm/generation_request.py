@@ -1,6 +1,7 @@
 """An inference request for an LLM model, read and checked before anything reaches the engine.
 
-Inputs follow vLLM's Triton backend: `text_input` (BYTES), `stream` (BOOL),
+Inputs follow vLLM's Triton backend: `text_input` (BYTES) or the prompt's token ids `input_ids` (INT32, the
+tensorrtllm backend's name: prompt_token_ids.py), `stream` (BOOL),
 `sampling_parameters` (BYTES, a JSON object of SamplingParams fields),
 `exclude_input_in_output` (BOOL); plus `chat_messages` (BYTES, a JSON list of
 {"role", "content"}) rendered with the model's chat template. Request parameters named
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 from modelgate.backends.llm.chat_template import ChatTemplateError, render_chat
 from modelgate.backends.llm.engine_messages import AddRequest
+from modelgate.backends.llm.prompt_token_ids import INPUT_IDS, prompt_token_ids
 from modelgate.backends.llm.sampling_inputs import sampling_fields_from_inputs
 from modelgate.backends.llm.sampling_params import SAMPLING_FIELDS, SamplingParams, parse_sampling_params
 from modelgate.backends.llm.tokenizer import TextTokenizer
@@ -47,19 +49,20 @@ def parse_generation_request(
     request: InferRequest, request_id: str, tokenizer: TextTokenizer, max_model_len: int
 ) -> GenerationRequest:
     """InvalidArgumentError, naming the input or field and what it allows, for anything the engine cannot run."""
-    prompt = _prompt_text(request, tokenizer, max_model_len * MAX_PROMPT_CHARS_PER_TOKEN)
-    if not prompt:
-        raise InvalidArgumentError("the prompt is empty; 'text_input' must hold at least one character")
+    stream, exclude_input = _flag(request, "stream"), _flag(request, "exclude_input_in_output")
     is_chat = "chat_messages" in request.inputs
-    token_ids = tokenizer.encode(prompt, add_special_tokens=not is_chat)
+    token_ids = prompt_token_ids(request, tokenizer.vocab_size, max_model_len)
+    if token_ids is not None:
+        # Its text only where a whole response repeats the prompt before the generated text.
+        prompt = "" if stream or exclude_input else tokenizer.decode(token_ids, skip_special_tokens=False)
+    else:
+        prompt = _prompt_text(request, tokenizer, max_model_len * MAX_PROMPT_CHARS_PER_TOKEN)
+        if not prompt:
+            raise InvalidArgumentError("the prompt is empty; 'text_input' must hold at least one character")
+        token_ids = tokenizer.encode(prompt, add_special_tokens=not is_chat)
     sampling = _sampling(request, fill_context=max_model_len - len(token_ids) if is_chat else None)
     _check_lengths(len(token_ids), sampling, max_model_len, tokenizer)
-    return GenerationRequest(
-        AddRequest(request_id, token_ids, sampling),
-        prompt,
-        _flag(request, "stream"),
-        _flag(request, "exclude_input_in_output"),
-    )
+    return GenerationRequest(AddRequest(request_id, token_ids, sampling), prompt, stream, exclude_input)
 
 
 def _prompt_text(request: InferRequest, tokenizer: TextTokenizer, max_chars: int) -> str:
@@ -75,7 +78,7 @@ def _prompt_text(request: InferRequest, tokenizer: TextTokenizer, max_chars: int
         except ChatTemplateError as exc:
             raise InvalidArgumentError(str(exc)) from None
     if "text_input" not in request.inputs:
-        raise InvalidArgumentError("the request needs input 'text_input' (or 'chat_messages')")
+        raise InvalidArgumentError(f"the request needs input 'text_input' (or 'chat_messages', or '{INPUT_IDS}')")
     text = _text(request, "text_input")
     _check_prompt_chars("text_input", len(text), max_chars)
     return text

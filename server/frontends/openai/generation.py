@@ -171,14 +171,22 @@ def values_delta(values: dict, index: int) -> ChoiceDelta:
     return ChoiceDelta(index, text, reason, int(values["num_input_tokens"]), int(values["num_output_tokens"]), logprobs)
 
 
-def _request(model: str, prompt_input: tuple[str, str], sampling: dict) -> InferRequest:
-    name, text = prompt_input
+def _request(model: str, prompt_input: tuple[str, str | list[int]], sampling: dict) -> InferRequest:
+    """The LLM backend's request for one choice; `prompt_input`: (input name, its text, or for `input_ids` the
+    prompt's token ids)."""
+    name, prompt = prompt_input
+    tensor = _bytes_tensor(name, prompt) if isinstance(prompt, str) else _ids_tensor(name, prompt)
     return InferRequest(
         model_name=model,
         parameters={**sampling, "stream": True},
-        inputs={name: _bytes_tensor(name, text)},
+        inputs={name: tensor},
         can_take_output_values=True,
     )
+
+
+def _ids_tensor(name: str, token_ids: list[int]) -> InferTensor:
+    """INT32 ids (the request schema keeps them within INT32)."""
+    return InferTensor(name, "INT32", (len(token_ids),), np.array(token_ids, dtype=np.int32))
 
 
 def _bytes_tensor(name: str, text: str) -> InferTensor:

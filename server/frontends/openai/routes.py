@@ -56,9 +56,9 @@ class _OpenAIHandlers:
         try:
             body = await _parse(request, CompletionRequest)
             check_llm_model(self.dataplane, body.model)
-            prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+            prompts = body.prompts
             sampling = body.sampling_fields(body.max_tokens, body.logprobs)
-            prompt_inputs = [("text_input", prompt) for prompt in prompts]
+            prompt_inputs = [("text_input" if isinstance(p, str) else "input_ids", p) for p in prompts]
             started = await start_prompts(self.dataplane, body.model, prompt_inputs, sampling, body.n)
         except ModelgateError as exc:
             drop_traceback(exc)  # see drop_traceback: the frames hold the request body

@@ -10,7 +10,7 @@ work one HTTP request may queue.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -79,8 +79,14 @@ class _SamplingFields(BaseModel):
         return fields
 
 
+# A prompt of token ids (OpenAI's `prompt: [ids]` and `[[ids], ...]`): integers only, never booleans or strings
+# of digits, within INT32 (the LLM backend's input_ids), which checks them against the vocabulary and the context
+# (prompt_token_ids.py).
+TokenIds = list[Annotated[int, Field(strict=True, ge=0, le=2**31 - 1)]]
+
+
 class CompletionRequest(_SamplingFields):
-    prompt: str | list[str]
+    prompt: str | list[str] | TokenIds | list[TokenIds]
     max_tokens: int | None = 16
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False
@@ -90,10 +96,17 @@ class CompletionRequest(_SamplingFields):
     @field_validator("prompt")
     @classmethod
     def _prompt_not_empty(cls, value):
-        prompts = [value] if isinstance(value, str) else value
-        if not prompts or any(p == "" for p in prompts):
-            raise ValueError("prompt must be a non-empty string (or a list of them)")
+        prompts = value if isinstance(value, list) and value and not isinstance(value[0], int) else [value]
+        if not value or any(len(p) == 0 for p in prompts):
+            raise ValueError("prompt must be a non-empty string or list of token ids (or a list of them)")
         return value
+
+    @property
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt: a string or a list of token ids."""
+        if isinstance(self.prompt, str) or (self.prompt and isinstance(self.prompt[0], int)):
+            return [self.prompt]
+        return self.prompt
 
     @field_validator("suffix")
     @classmethod
@@ -105,18 +118,20 @@ class CompletionRequest(_SamplingFields):
     @field_validator("prompt")
     @classmethod
     def _bounded_prompt_count(cls, value):
-        if isinstance(value, list) and len(value) > MAX_PROMPTS:
+        if isinstance(value, list) and value and not isinstance(value[0], int) and len(value) > MAX_PROMPTS:
             raise ValueError(f"at most {MAX_PROMPTS} prompts per request are allowed, got {len(value)}")
         return value
 
     @model_validator(mode="after")
     def _bounded_choices(self):
-        num_prompts = 1 if isinstance(self.prompt, str) else len(self.prompt)
+        num_prompts = len(self.prompts)
         if num_prompts * self.n > MAX_CHOICES:
             raise ValueError(
                 f"prompt, n: {num_prompts} prompts x n={self.n} choices is {num_prompts * self.n}; "
                 f"at most {MAX_CHOICES} choices per request are allowed"
             )
+        if self.echo and any(not isinstance(prompt, str) for prompt in self.prompts):
+            raise ValueError("echo: not supported for prompts given as token ids; send their text to have it echoed")
         # modelgate returns every choice it generates and ranks none: best_of means n choices, no more
         if self.best_of is not None and self.best_of != self.n:
             raise ValueError(
