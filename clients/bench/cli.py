@@ -81,6 +81,12 @@ def _add_llm_prompts(prompts) -> None:
         "with an error; 0: prompts share nothing",
     )
     prompts.add_argument(
+        "--send-token-ids",
+        action="store_true",
+        help="send each prompt as its token ids (input_ids; openai-completions: prompt as ids), so the server "
+        "tokenizes nothing, as trtllm-bench feeds its engine; needs --tokenizer; not with openai-chat",
+    )
+    prompts.add_argument(
         "--save-prompts",
         type=Path,
         metavar="FILE",
@@ -178,7 +184,12 @@ def run_llm(args: argparse.Namespace) -> int:
             model=args.model,
             model_version=args.model_version,
             tokenizer=args.tokenizer,
-            prompts=PromptSettings(source=args.prompt_source, prefix_len=args.prefix_len, save_file=args.save_prompts),
+            prompts=PromptSettings(
+                source=args.prompt_source,
+                prefix_len=args.prefix_len,
+                save_file=args.save_prompts,
+                send_token_ids=args.send_token_ids,
+            ),
             temperature=args.temperature,
             extra_body=args.extra_body,
             request_timeout_s=args.request_timeout,

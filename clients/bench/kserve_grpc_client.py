@@ -27,7 +27,7 @@ class KServeGrpcStreamClient(LLMClient):
     async def close(self) -> None:
         await self.client.close()
 
-    async def stream(self, prompt: str, osl: int, clock: Clock) -> StreamOutcome:
+    async def stream(self, prompt: str | list[int], osl: int, clock: Clock) -> StreamOutcome:
         done = asyncio.Event()
         request = {
             "model_name": self.settings.model,
@@ -52,17 +52,21 @@ class KServeGrpcStreamClient(LLMClient):
             responses.cancel()
         return outcome
 
-    def _inputs(self, prompt: str, osl: int) -> list[grpcclient.InferInput]:
+    def _inputs(self, prompt: str | list[int], osl: int) -> list[grpcclient.InferInput]:
         sampling = {**self.sampling_fields(osl), **self.settings.extra_body}
+        if isinstance(prompt, str):
+            prompt_input = ("text_input", "BYTES", np.array([prompt.encode()], dtype=object))
+        else:
+            prompt_input = ("input_ids", "INT32", np.array(prompt, dtype=np.int32))
         values = [
-            ("text_input", "BYTES", np.array([prompt.encode()], dtype=object)),
+            prompt_input,
             ("stream", "BOOL", np.array([True])),
             ("exclude_input_in_output", "BOOL", np.array([True])),
             ("sampling_parameters", "BYTES", np.array([json.dumps(sampling).encode()], dtype=object)),
         ]
         inputs = []
         for name, datatype, array in values:
-            tensor = grpcclient.InferInput(name, [1], datatype)
+            tensor = grpcclient.InferInput(name, list(array.shape), datatype)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
         return inputs

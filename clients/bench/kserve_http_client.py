@@ -1,6 +1,6 @@
 """KServe v2 / Triton `generate_stream` over HTTP (server-sent events), as vLLM's Triton backend takes it.
 
-Body: `text_input`, `stream`, `exclude_input_in_output` and `sampling_parameters` (a JSON string
+Body: `text_input` (or the prompt's token ids as `input_ids`), `stream`, `exclude_input_in_output` and `sampling_parameters` (a JSON string
 of SamplingParams fields); `extra_body` keys are added to the body. Each event's
 `num_output_tokens` is cumulative (modelgate, vLLM's backend), so a chunk's tokens are its
 increase; without it each chunk with text counts as one token.
@@ -29,9 +29,9 @@ class KServeGenerateStreamClient(LLMClient):
     async def close(self) -> None:
         await self.session.close()
 
-    async def stream(self, prompt: str, osl: int, clock: Clock) -> StreamOutcome:
+    async def stream(self, prompt: str | list[int], osl: int, clock: Clock) -> StreamOutcome:
         body = {
-            "text_input": prompt,
+            "text_input" if isinstance(prompt, str) else "input_ids": prompt,
             "stream": True,
             "exclude_input_in_output": True,
             "sampling_parameters": json.dumps(self.sampling_fields(osl)),

@@ -120,7 +120,9 @@ async def _measure(client: LLMClient, prompts: PromptBuilder, keep_prompt: bool,
     clock = Clock()
     record.start_s = clock.sent
     try:
-        outcome = await client.stream(prompt.text, plan.osl, clock)
+        outcome = await client.stream(
+            prompt.token_ids if client.settings.prompts.send_token_ids else prompt.text, plan.osl, clock
+        )
     except Exception as exc:  # a failed request is a measurement too: keep going
         record.error = f"{type(exc).__name__}: {exc}"[:500]
         record.e2e_s = clock.elapsed()

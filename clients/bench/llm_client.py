@@ -39,7 +39,8 @@ class LLMClient(ABC):
 
     `stream` must make the server generate exactly `osl` tokens (max_tokens plus ignore_eos),
     add every chunk that carries output to the outcome's timeline as it arrives, and raise
-    RequestFailed for errors the server reports. One client serves many concurrent requests.
+    RequestFailed for errors the server reports. One client serves many concurrent requests. Its prompt is
+    text, or with PromptSettings.send_token_ids the token ids to send as they are.
     """
 
     protocol: str
@@ -54,7 +55,7 @@ class LLMClient(ABC):
         """Releases what `open` made."""
 
     @abstractmethod
-    async def stream(self, prompt: str, osl: int, clock: Clock) -> StreamOutcome: ...
+    async def stream(self, prompt: str | list[int], osl: int, clock: Clock) -> StreamOutcome: ...
 
     def sampling_fields(self, osl: int) -> dict:
         """vLLM-style sampling fields that fix the output length."""

@@ -101,6 +101,9 @@ class PromptSettings(BaseModel):
     random ids (after BOS), then ids of its own, and a request whose ISL leaves no room for one
     (ISL <= special tokens + prefix_len) stops the run with an error. save_file: JSONL, one line
     per measured request with the ids of the text sent (special tokens included) and its OSL.
+    send_token_ids: send each prompt as those ids rather than its text (generate_stream and grpc: the
+    `input_ids` input; openai-completions: `prompt` as ids), so the server tokenizes nothing, as trtllm-bench
+    feeds its engine; needs a tokenizer, and a protocol that takes ids (not openai-chat).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -108,6 +111,7 @@ class PromptSettings(BaseModel):
     source: PromptSource | None = None
     prefix_len: int = Field(0, ge=0)
     save_file: Path | None = None
+    send_token_ids: bool = False
 
     def resolved_source(self, has_tokenizer: bool) -> PromptSource:
         if self.source is not None:
@@ -146,6 +150,10 @@ class LLMBenchSettings(BaseModel):
             raise ValueError("prompt source 'random-tokens' needs a tokenizer (--tokenizer) to draw ids from")
         if self.tokenizer is None and self.prompts.save_file is not None:
             raise ValueError("saving prompts records their token ids: it needs a tokenizer (--tokenizer)")
+        if self.prompts.send_token_ids and self.tokenizer is None:
+            raise ValueError("sending prompts as token ids needs a tokenizer (--tokenizer) to know them")
+        if self.prompts.send_token_ids and self.protocol == "openai-chat":
+            raise ValueError("openai-chat takes messages of text: prompts as token ids need another protocol")
         if self.prompts.prefix_len and self.prompt_source != "random-tokens":
             raise ValueError(
                 "a shared prefix (prefix_len) is built of random tokens: it needs prompt source random-tokens"

@@ -30,7 +30,7 @@ class OpenAIClient(LLMClient):
     async def close(self) -> None:
         await self.session.close()
 
-    async def stream(self, prompt: str, osl: int, clock: Clock) -> StreamOutcome:
+    async def stream(self, prompt: str | list[int], osl: int, clock: Clock) -> StreamOutcome:
         body = {
             "model": self.settings.model,
             "stream": True,
