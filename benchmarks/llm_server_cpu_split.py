@@ -13,6 +13,7 @@ Short outputs make the per-request part stand out: on a shared 2-core machine on
 by some ±60 µs, so compare builds in alternated pairs and read the median difference.
 
     python benchmarks/llm_server_cpu_split.py [--protocols generate_stream,grpc] [--osls 8,96] [--requests 2048,384]
+        [--isl 32] [--send-token-ids]
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def run_load(server: Server, protocol: str, osl: int, num_requests: int, args) -
     bench = [sys.executable, "-m", "modelgate", "bench", "llm", "--url", server.url(protocol), "-m", "tiny_llm"]
     bench += ["--protocol", protocol, "--tokenizer", str(CHECKPOINT), "--isl", str(args.isl), "--osl", str(osl)]
     bench += ["--concurrency", str(args.concurrency), "--no-progress", "--num-requests", str(num_requests)]
-    bench += ["--extra-body", '{"ignore_eos": true}']
+    bench += ["--extra-body", '{"ignore_eos": true}', *(["--send-token-ids"] if args.send_token_ids else [])]
     tokens, before = generated_tokens(server.metrics), thread_cpu(pid)
     load = subprocess.Popen(bench, stdout=subprocess.DEVNULL, cwd=ROOT)
     time.sleep(2)  # the threads that serve the load have started
@@ -154,6 +155,9 @@ def main() -> None:
     parser.add_argument("--requests", default="2048,384", help="requests at each output length")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--isl", type=int, default=32)
+    parser.add_argument(
+        "--send-token-ids", action="store_true", help="prompts as token ids (bench llm --send-token-ids): no tokenizing"
+    )
     args = parser.parse_args()
     osls, num_requests = [int(v) for v in args.osls.split(",")], [int(v) for v in args.requests.split(",")]
     repository = Path(tempfile.mkdtemp())
