@@ -205,7 +205,13 @@ class Server:
 
 
 def bench(
-    server: Server, run: Run, tokenizer: Path, out: Path, profile_s: float = 0.0, client_processes: int = 1
+    server: Server,
+    run: Run,
+    tokenizer: Path,
+    out: Path,
+    profile_s: float = 0.0,
+    client_processes: int = 1,
+    send_token_ids: bool = False,
 ) -> dict:
     """One `bench llm` run; its summary plus the server's CPU seconds over it. With `profile_s`, py-spy records
     the server (GIL holders, every thread) for that long, from a few seconds in."""
@@ -215,7 +221,7 @@ def bench(
     command += ["--isl", str(run.isl), "--osl", str(run.osl), *run.load_arguments()]
     command += ["--num-requests", str(run.num_requests), "--warmup-requests", str(run.warmup_requests)]
     command += ["--extra-body", '{"ignore_eos": true}', "--no-progress", "--no-plots", "--output-dir", str(folder)]
-    command += ["--save-prompts", str(out / f"{run.name}.jsonl")]
+    command += ["--save-prompts", str(out / f"{run.name}.jsonl"), *(["--send-token-ids"] if send_token_ids else [])]
     command += ["--client-processes", str(min(client_processes, run.concurrency or run.num_requests, run.num_requests))]
     pids = server.frontend_pids()
     cpu_before = sum(map(process_cpu_seconds, pids))
@@ -309,6 +315,9 @@ def main() -> None:
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--skip-engine", action="store_true", help="served runs only")
     parser.add_argument(
+        "--send-token-ids", action="store_true", help="prompts as token ids (bench llm --send-token-ids): no tokenizing"
+    )
+    parser.add_argument(
         "--client-processes", type=int, default=4, help="bench llm client processes per run (at most its concurrency)"
     )
     parser.add_argument("--profile", nargs="*", default=[], help="names of runs to profile with py-spy (--gil)")
@@ -333,7 +342,9 @@ def main() -> None:
         server.wait_ready(timeout_s=600)
         for run in runs:
             profile_s = args.profile_s if run.name in args.profile else 0.0
-            results[run] = bench(server, run, args.checkpoint, args.out, profile_s, args.client_processes)
+            results[run] = bench(
+                server, run, args.checkpoint, args.out, profile_s, args.client_processes, args.send_token_ids
+            )
             print(f"{run.name}: {results[run]['output_token_throughput_per_s']:,.0f} output tok/s", flush=True)
     finally:
         server.stop()

@@ -103,6 +103,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8, help="requests per ISL, one at a time")
     parser.add_argument("--max-num-batched-tokens", type=int, default=8192)
     parser.add_argument("--out", type=Path, default=Path("/tmp/llm-ttft-vs-isl"))
+    parser.add_argument(
+        "--send-token-ids", action="store_true", help="prompts as token ids: the TTFT without the server's tokenizing"
+    )
     add_engine_parameter_option(parser)
     args = parser.parse_args()
     if not (args.checkpoint / "config.json").is_file():
@@ -128,7 +131,8 @@ def main() -> None:
         server.wait_ready(timeout_s=600)
         for isl in args.isls:
             try:
-                summary = bench(server, Run("generate_stream", isl, 2, 1, args.requests), args.checkpoint, args.out)
+                run = Run("generate_stream", isl, 2, 1, args.requests)
+                summary = bench(server, run, args.checkpoint, args.out, send_token_ids=args.send_token_ids)
             except RuntimeError as exc:  # e.g. an ISL past the model's context: the others still count
                 print(f"ISL {isl}: {exc}", flush=True)
                 continue
