@@ -42,6 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from llm_engine_vs_transformers import TINY, build_checkpoint, prompts  # noqa: E402
 
+from modelgate.backends.llm.sampler import PendingSample  # noqa: E402
+
 COLUMNS = ("schedule", "execute", "model", "sampler", "prepare", "update", "outputs", "step", "overhead")
 
 
@@ -52,9 +54,16 @@ class StepTimer:
         self.current: dict[str, float] = defaultdict(float)
         self.steps: list[tuple[bool, dict[str, float]]] = []
         self.is_decode = False
+        self._restores: list = []  # (owner, name, original) of every wrap, for `close`
         self._wrap(engine.scheduler, "schedule", "schedule", self._note_decode)
-        self._wrap(engine.runner, "execute", "execute")
-        self._wrap(engine.runner.sampler, "sample", "sampler")
+        self._wrap(engine.scheduler, "schedule_ahead", "schedule", self._note_decode)
+        # The engine launches a step (queues its GPU work and sampling) and reads its tokens later: on the CPU
+        # the launch computes everything, so "execute" is the launches plus the waits for the tokens.
+        self._wrap(engine.runner, "launch", "execute")
+        self._wrap(engine.runner, "launch_ahead", "execute")
+        self._wrap(engine.runner.sampler, "sample_async", "sampler")
+        # Reading a step's tokens (their dict by request): a class attribute, as each step makes its own.
+        self._wrap(PendingSample, "result", "execute")
         self._wrap(engine.runner.model, "forward", "model")  # nn.Module.__call__ looks up self.forward
         self._wrap(engine.runner.model, "compute_logits", "model")
         self._wrap(engine.scheduler, "update_from_output", "update")
@@ -62,6 +71,7 @@ class StepTimer:
 
     def _wrap(self, owner, name: str, column: str, after=None) -> None:
         original = getattr(owner, name)
+        self._restores.append((owner, name, original))
 
         def timed(*args, **kwargs):
             started = time.perf_counter()
@@ -73,7 +83,14 @@ class StepTimer:
 
         setattr(owner, name, timed)
 
+    def close(self) -> None:
+        """Unwrap everything: PendingSample's class attribute outlives this engine."""
+        for owner, name, original in reversed(self._restores):
+            setattr(owner, name, original)
+
     def _note_decode(self, scheduled) -> None:
+        if scheduled is None:  # schedule_ahead found no step to launch ahead
+            return
         self.is_decode = bool(scheduled.scheduled) and all(s.num_new_tokens == 1 for s in scheduled.scheduled)
 
     def _close_step(self, outputs) -> None:
@@ -128,6 +145,7 @@ def measure(checkpoint: Path, batch_size: int, args, profile_top: int) -> dict:
     if profiler:
         profiler.enable()
     elapsed = run(engine, batch, args.osl, "run")
+    timer.close()
     if profiler:
         profiler.disable()
         print(f"\n--- cProfile, batch {batch_size} (cumulative) ---")

@@ -8,7 +8,12 @@ computes each ISL's prefill floor: the prefill's FLOPs (2 per weight per token f
 causal attention: 2 * 2 * layers * heads * head_dim * ISL^2 / 2) at that rate. The table prints TTFT p50, the
 floor and their ratio (issue 18: TTFT(1k) <= 1.3x the floor), and writes a PNG of TTFT against ISL.
 
+The "server + wire" column is the client's TTFT less the engine process's (the request trace's): the HTTP
+request, the tokenizing, the hand-offs to and from the engine process and the first token's way back. With
+`--tiny` (tiny_llm on the CPU, no floor) that column is what a run measures: the server's share of TTFT.
+
     python benchmarks/llm_ttft_vs_isl.py --out /tmp/ttft          # the 8B checkpoint, on a GPU
+    python benchmarks/llm_ttft_vs_isl.py --tiny --isls 128 1024 --out /tmp/ttft-tiny   # this VM
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from llm_served_vs_engine import Run, Server, add_engine_parameter_option, bench, write_repository  # noqa: E402
+from llm_server_cpu_split import checkpoint_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,17 +112,22 @@ def main() -> None:
     parser.add_argument(
         "--send-token-ids", action="store_true", help="prompts as token ids: the TTFT without the server's tokenizing"
     )
+    parser.add_argument("--tiny", action="store_true", help="tiny_llm on the CPU: the server's share, no floor")
     add_engine_parameter_option(parser)
     args = parser.parse_args()
-    if not (args.checkpoint / "config.json").is_file():
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.tiny:
+        args.checkpoint = checkpoint_for(max(args.isls) + 64, args.out / "checkpoint")
+    elif not (args.checkpoint / "config.json").is_file():
         build = [sys.executable, "benchmarks/llm_engine_vs_transformers.py", "--build-only"]
         subprocess.run([*build, "--checkpoint", str(args.checkpoint)], check=True, cwd=ROOT)
     config = json.loads((args.checkpoint / "config.json").read_text())
-    rate = fp8_matmul_flops_per_s()
-    print(f"FP8 matmul (torch._scaled_mm 8192^3): {rate / 1e12:.0f} TFLOP/s", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
+    rate = None
+    if not args.tiny:
+        rate = fp8_matmul_flops_per_s()
+        print(f"FP8 matmul (torch._scaled_mm 8192^3): {rate / 1e12:.0f} TFLOP/s", flush=True)
     serving = argparse.Namespace(
-        tiny=False,
+        tiny=args.tiny,
         max_num_seqs=8,
         max_num_batched_tokens=args.max_num_batched_tokens,
         max_model_len=max(args.isls) + 64,
@@ -136,24 +147,27 @@ def main() -> None:
             except RuntimeError as exc:  # e.g. an ISL past the model's context: the others still count
                 print(f"ISL {isl}: {exc}", flush=True)
                 continue
-            floor_s = prefill_flops(config, isl) / rate
-            rows.append({"isl": isl, "ttft_ms": summary["ttft_s"]["p50"] * 1e3, "floor_ms": floor_s * 1e3})
+            floor_ms = float("nan") if rate is None else prefill_flops(config, isl) / rate * 1e3
+            ttft_ms = summary["ttft_s"]["p50"] * 1e3
             backend_ms = traced_ttft_p50(args.out / "trace.jsonl", isl) * 1e3
             engine_ms = traced_ttft_p50(args.out / "trace.jsonl", isl, "engine_ttft_s") * 1e3
+            rows.append({"isl": isl, "ttft_ms": ttft_ms, "floor_ms": floor_ms, "server_ms": ttft_ms - engine_ms})
             print(
-                f"ISL {isl}: TTFT p50 {rows[-1]['ttft_ms']:.1f} ms (in the LLM backend {backend_ms:.1f}, in its "
-                f"engine process {engine_ms:.1f}), floor {rows[-1]['floor_ms']:.1f} ms",
+                f"ISL {isl}: TTFT p50 {ttft_ms:.2f} ms (in the LLM backend {backend_ms:.2f}, in its "
+                f"engine process {engine_ms:.2f}), floor {floor_ms:.1f} ms",
                 flush=True,
             )
     finally:
         server.stop()
         time.sleep(1)
-    print("\n| ISL | TTFT p50 ms | prefill floor ms | TTFT / floor |\n| --- | --- | --- | --- |")
+    print(
+        "\n| ISL | TTFT p50 ms | server + wire ms | prefill floor ms | TTFT / floor |\n| --- | --- | --- | --- | --- |"
+    )
     for row in rows:
-        print(
-            f"| {row['isl']} | {row['ttft_ms']:.1f} | {row['floor_ms']:.1f} | {row['ttft_ms'] / row['floor_ms']:.2f} |"
-        )
-    plot(rows, args.out / "ttft_vs_isl.png")
+        ratio = row["ttft_ms"] / row["floor_ms"]
+        print(f"| {row['isl']} | {row['ttft_ms']:.2f} | {row['server_ms']:.2f} | {row['floor_ms']:.1f} | {ratio:.2f} |")
+    if rate is not None:
+        plot(rows, args.out / "ttft_vs_isl.png")
 
 
 if __name__ == "__main__":

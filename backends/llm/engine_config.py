@@ -61,7 +61,7 @@ class EngineConfig(BaseModel):
     # outputs then come out one step later, and a request a stop string ends computes one token more (dropped).
     overlap_output_processing: bool = True
     # Queue the next decode step on the GPU before this one's tokens reach the host, when the next step surely
-    # is a decode of the same requests (each sampled on the device: greedy or unseeded, no penalties, no logprobs;
+    # is a decode of the same requests (each sampled on the device: greedy or drawn, logprobs or not, no penalties;
     # decode graphs; vLLM's async scheduling, for that case): the sampled tokens feed it on the device. A request
     # that stops on a token computes one more (dropped).
     launch_decode_ahead: bool = True

@@ -237,8 +237,8 @@ class ModelRunner:
     def can_launch_ahead(self, previous: SchedulerOutput, pending: PendingSample) -> bool:
         """Whether the decode step after `previous` can be queued before previous's tokens reach the host:
         they are on the device in previous's row order (the sampler's device path chose every row), the step
-        fits the decode graphs, and every request stays on that path (`samples_on_device`: greedy or an
-        unseeded draw, no penalties, no logprobs, past min_tokens), whose choice needs nothing from the host
+        fits the decode graphs, and every request stays on that path (`samples_on_device`: greedy or a
+        draw, logprobs or not, no penalties, past min_tokens), whose choice needs nothing from the host
         that the step ahead does not have yet."""
         graphs, tokens = self.decode_graphs, pending.device_tokens
         if graphs is None or tokens is None or tokens.shape[0] != len(previous.scheduled):

@@ -95,7 +95,7 @@ class LLMRequest:
     def is_device_sampleable(self) -> bool:
         """Past min_tokens, its token can be chosen by queued device work alone (sampler.sample_on_device):
         greedy, or a draw after temperature, top-k, top-p and min-p (seeded ones from the request's own
-        generator, a draw queued per row); no penalties, no logprobs. Cached like is_plain_greedy.
+        generator, a draw queued per row), with or without logprobs (logprob_rows.py); no penalties. Cached
+        like is_plain_greedy.
         """
-        sampling = self.sampling
-        return not sampling.uses_penalties and sampling.logprobs is None
+        return not self.sampling.uses_penalties

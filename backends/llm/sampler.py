@@ -6,11 +6,12 @@ min-p -> a draw (from the request's own generator when it has a seed). Logprobs 
 the model's distribution (log-softmax of the raw logits), as vLLM reports them.
 
 This runs once per engine step for the whole batch, so the work is batched. A batch whose
-requests all `samples_on_device` (greedy or drawn, with no penalties, no logprobs, past
-min_tokens: the common serving cases) is queued device work only (`sample_on_device`): an
-argmax for greedy rows, the filtered draw of device_sampling.py for the others (seeded rows
-each from their own generator), and an asynchronous copy to pinned host memory, so the next
-decode step can be launched before the tokens reach the host. Any other batch takes the general path, which waits for the device:
+requests all `samples_on_device` (greedy or drawn, with no penalties, past min_tokens: the
+common serving cases, logprobs included) is queued device work only (`sample_on_device`, and
+logprob_rows.py for the logprobs): an argmax for greedy rows, the filtered draw of
+device_sampling.py for the others (seeded rows each from their own generator), and an
+asynchronous copy to pinned host memory, so the next decode step can be launched before the
+tokens reach the host. Any other batch takes the general path, which waits for the device:
 the logits are copied only when some row is changed (penalties, min_tokens); top-k, top-p,
 min-p, unseeded draws and logprobs run on all their rows at once. Only seeded draws go
 row by row, each from its request's own generator.
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from modelgate.backends.llm.device_sampling import exponential_race, filtered_probabilities, row_settings, seeded_race
+from modelgate.backends.llm.logprob_rows import LogprobRows, logprob_rows
 from modelgate.backends.llm.request import LLMRequest
 
 # A seeded request's own generator on a device (Sampler._generator): made at its first draw, kept until forgotten.
@@ -50,8 +52,10 @@ class PendingSample:
         host=None,
         copied=None,
         device_tokens: torch.Tensor | None = None,
+        logprobs: LogprobRows | None = None,
     ):
         self._output, self._request_ids, self._host, self._copied = output, request_ids, host, copied
+        self._logprobs = logprobs  # the device path's, on their way to the host with the tokens
         # The device path's tokens where they were computed, row i for request_ids[i]: a decode step
         # launched ahead feeds them to the model without waiting for the host copy (engine.launch_decode_ahead).
         self.device_tokens = device_tokens
@@ -60,7 +64,9 @@ class PendingSample:
         if self._output is None:
             if self._copied is not None:
                 self._copied.synchronize()
-            self._output = SamplerOutput(dict(zip(self._request_ids, self._host.tolist())), {})
+            token_ids = dict(zip(self._request_ids, self._host.tolist()))
+            logprobs = {} if self._logprobs is None else self._logprobs.by_request(token_ids)
+            self._output = SamplerOutput(token_ids, logprobs)
         return self._output
 
 
@@ -80,12 +86,15 @@ class Sampler:
         PendingSample); otherwise the general path, computed at once."""
         request_ids = [r.request_id for r in requests]
         if all(samples_on_device(r) for r in requests):
-            return _copy_to_host(sample_on_device(logits, requests, self._generator), request_ids)
+            chosen = sample_on_device(logits, requests, self._generator)
+            return _copy_to_host(chosen, request_ids, logprob_rows(logits, requests, chosen))
         return PendingSample(self._sample_general(logits, requests, request_ids))
 
     def _sample_general(self, logits: torch.Tensor, requests: list[LLMRequest], request_ids) -> SamplerOutput:
         chosen = self._choose(_processed_logits(logits, requests), requests)
-        return SamplerOutput(dict(zip(request_ids, chosen.tolist())), _logprobs(logits, requests, chosen))
+        token_ids = dict(zip(request_ids, chosen.tolist()))
+        rows = logprob_rows(logits, requests, chosen)
+        return SamplerOutput(token_ids, {} if rows is None else rows.by_request(token_ids))
 
     def _choose(self, logits: torch.Tensor, requests: list[LLMRequest]) -> torch.Tensor:
         """[num_rows] token ids: argmax for greedy rows, a draw for the others."""
@@ -153,16 +162,17 @@ def sample_on_device(
     return torch.where(settings.is_greedy, greedy_tokens(logits), drawn)
 
 
-def _copy_to_host(chosen: torch.Tensor, request_ids: list[str]) -> PendingSample:
-    """The pending result of `chosen` [num_rows]: on CUDA an asynchronous copy to pinned memory is queued behind
-    it and an event marks its end; on the CPU the tensor is already on the host."""
+def _copy_to_host(chosen: torch.Tensor, request_ids: list[str], logprobs: LogprobRows | None) -> PendingSample:
+    """The pending result of `chosen` [num_rows] and the step's `logprobs`: on CUDA asynchronous copies to pinned
+    memory are queued behind them and an event marks their end; on the CPU the tensors are already on the host."""
     if chosen.device.type != "cuda":
-        return PendingSample(request_ids=request_ids, host=chosen, device_tokens=chosen)
+        return PendingSample(request_ids=request_ids, host=chosen, device_tokens=chosen, logprobs=logprobs)
     host = torch.empty(chosen.shape, dtype=chosen.dtype, pin_memory=True)
     host.copy_(chosen, non_blocking=True)
+    host_logprobs = None if logprobs is None else logprobs.to_host()
     copied = torch.cuda.Event()
     copied.record()
-    return PendingSample(request_ids=request_ids, host=host, copied=copied, device_tokens=chosen)
+    return PendingSample(request_ids, host, copied, device_tokens=chosen, logprobs=host_logprobs)
 
 
 # greedy_tokens cuts each row into this many chunks when the vocabulary divides evenly (128256 = 128 x 1002)...
@@ -270,25 +280,3 @@ def _keep_top_p(probs: torch.Tensor, rows: list[int], top_ps: list[float]) -> No
     drop = torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)
     subset[drop] = 0.0
     probs[rows] = subset
-
-
-def _logprobs(raw: torch.Tensor, requests: list[LLMRequest], chosen: torch.Tensor) -> dict[str, dict[int, float]]:
-    wanted = [i for i, r in enumerate(requests) if r.sampling.logprobs is not None]
-    if not wanted:
-        return {}
-    log_probs = torch.log_softmax(raw[wanted], dim=-1)  # [len(wanted), vocab]
-    chosen_ids = chosen[wanted]
-    chosen_values = log_probs.gather(1, chosen_ids.unsqueeze(1)).squeeze(1).tolist()
-    chosen_ids = chosen_ids.tolist()
-    max_top = max(requests[i].sampling.logprobs for i in wanted)
-    if max_top:
-        top = torch.topk(log_probs, max_top, dim=-1)  # sorted, so each row's first n are its top n
-        top_ids, top_values = top.indices.tolist(), top.values.tolist()
-    result = {}
-    for position, row in enumerate(wanted):
-        values = {chosen_ids[position]: chosen_values[position]}
-        num_top = requests[row].sampling.logprobs
-        if num_top:
-            values.update(zip(top_ids[position][:num_top], top_values[position][:num_top]))
-        result[requests[row].request_id] = values
-    return result

@@ -22,12 +22,12 @@ ON_DEVICE = {
     "filters": SamplingParams(temperature=1.3, top_k=6, top_p=0.9, min_p=0.02),
     "past_min_tokens": SamplingParams(temperature=1.0, min_tokens=4, stop_token_ids=[9]),  # 4 outputs already
     "seeded": SamplingParams(temperature=0.8, seed=5),  # its own generator: a draw queued for its row
+    "logprobs": SamplingParams(temperature=0.8, logprobs=0),  # logprob_rows.py: device work as well
+    "logprobs_greedy": SamplingParams(temperature=0, logprobs=2),
 }
 GENERAL = {
     "repetition": SamplingParams(temperature=0.8, repetition_penalty=1.2),
     "presence_greedy": SamplingParams(temperature=0, presence_penalty=0.5),
-    "logprobs": SamplingParams(temperature=0.8, logprobs=0),
-    "logprobs_greedy": SamplingParams(temperature=0, logprobs=2),
     "before_min_tokens": SamplingParams(temperature=0.8, min_tokens=5),  # 4 outputs: stop tokens still masked
 }
 
@@ -59,7 +59,7 @@ def _logits(num_rows: int, seed: int, vocab: int = VOCAB) -> torch.Tensor:
     return (torch.randn(num_rows, vocab, generator=generator) * 4).round() / 2
 
 
-def test_requests_take_the_device_path_unless_penalized_logprobs_or_before_min_tokens():
+def test_requests_take_the_device_path_unless_penalized_or_before_min_tokens():
     assert all(samples_on_device(r) for r in _requests(ON_DEVICE))
     assert not any(samples_on_device(r) for r in _requests(GENERAL))
     request = _request("later", SamplingParams(temperature=0.8, min_tokens=5))
@@ -164,7 +164,7 @@ def test_device_path_reads_nothing_back_to_the_host(monkeypatch):
             patched.setattr(torch.Tensor, name, _refuse(name))
         pending = Sampler().sample_async(logits[:-1], requests)
         with pytest.raises(AssertionError, match="the device path called"):  # the check sees the general path
-            Sampler().sample_async(logits, requests + [_request("logprobs", GENERAL["logprobs"])])
+            Sampler().sample_async(logits, requests + [_request("penalized", GENERAL["repetition"])])
     assert len(pending.result().token_ids) == len(requests)
 
 
@@ -177,8 +177,9 @@ def test_device_path_queues_no_host_synchronization_on_cuda():
         SamplingParams(temperature=0),
         SamplingParams(temperature=0.8, top_k=50, top_p=0.95, min_p=0.05),
         SamplingParams(temperature=0.8, seed=7),  # its own generator, made by the first call
+        SamplingParams(temperature=0.8, logprobs=5),
     ]
-    requests = [_request(f"r{i}", samplings[i % 3]) for i in range(9)]
+    requests = [_request(f"r{i}", samplings[i % 4]) for i in range(12)]
     logits = torch.randn(len(requests), 128256, device="cuda")  # a Llama-3 vocabulary: chunked argmax
     sampler = Sampler()
     sampler.sample_async(logits, requests).result()
@@ -186,12 +187,16 @@ def test_device_path_queues_no_host_synchronization_on_cuda():
     try:
         pending = sampler.sample_async(logits, requests)
         with pytest.raises(RuntimeError):
-            Sampler().sample_async(logits, requests + [_request("logprobs", GENERAL["logprobs"])])
+            Sampler().sample_async(logits, requests + [_request("penalized", GENERAL["repetition"])])
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    tokens = pending.result().token_ids
+    result = pending.result()
+    tokens = result.token_ids
     assert all(0 <= token < 128256 for token in tokens.values())
     assert tokens["r0"] == int(logits[0].argmax())
+    assert set(result.logprobs) == {"r3", "r7", "r11"}
+    expected = torch.log_softmax(logits[3], dim=-1)
+    assert result.logprobs["r3"][tokens["r3"]] == pytest.approx(float(expected[tokens["r3"]]), abs=1e-5)
 
 
 def test_noise_of_zero_cannot_pick_a_filtered_out_token(monkeypatch):
@@ -230,3 +235,37 @@ def test_seeded_rows_need_their_generators():
     request = _request("s", SamplingParams(temperature=0.8, seed=3))
     with pytest.raises(ValueError, match="generator_for"):
         sample_on_device(_logits(1, seed=2), [request])
+
+
+def test_device_logprobs_equal_the_general_paths():
+    """Logprobs on the device path (logprob_rows.py, with the tokens' copy) are the general path's: the raw
+    distribution at the chosen token and each row's n most likely, only for the rows that asked; seeded and
+    greedy rows choose the same tokens on both paths, so their dicts compare whole."""
+    samplings = [
+        SamplingParams(temperature=0, logprobs=3),
+        SamplingParams(temperature=0.9, seed=21, logprobs=0),
+        SamplingParams(temperature=0),
+        SamplingParams(temperature=1.2, top_k=5, seed=22, logprobs=5),
+        SamplingParams(temperature=0.7, seed=23),
+        SamplingParams(temperature=0, logprobs=1),
+    ]
+    requests = [_request(f"r{i}", s) for i, s in enumerate(samplings)]
+    logits = _logits(len(requests), seed=9)
+    before = logits.clone()
+    on_device, general = Sampler(), Sampler()
+    for step in range(3):  # the seeded generators advance alike on both paths
+        ours = on_device.sample_async(logits, requests)
+        assert ours.device_tokens is not None, "the batch left the device path"
+        ours = ours.result()
+        theirs = _general_output(general, logits, requests)
+        assert ours.token_ids == theirs.token_ids, step
+        assert set(ours.logprobs) == {"r0", "r1", "r3", "r5"}
+        for request_id, values in theirs.logprobs.items():
+            assert ours.logprobs[request_id] == pytest.approx(values), (step, request_id)
+    assert len(ours.logprobs["r3"]) in (5, 6)  # its top 5, and the chosen token where it is not among them
+    assert torch.equal(logits, before)
+
+
+def _general_output(sampler: Sampler, logits: torch.Tensor, requests: list[LLMRequest]):
+    """The general path's output for the batch, whichever path the batch would take."""
+    return sampler._sample_general(logits, requests, [r.request_id for r in requests])

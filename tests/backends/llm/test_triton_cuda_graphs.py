@@ -154,24 +154,56 @@ def test_decode_steps_launched_ahead_give_the_same_tokens(tiny):
     assert not ahead.has_unfinished and ahead.kv_cache.num_requests_holding_blocks() == 0
 
 
-@pytest.mark.parametrize(
-    "sampling",
-    [
-        SamplingParams(max_tokens=5, temperature=0.8, frequency_penalty=0.5),
-        SamplingParams(max_tokens=5, temperature=0, logprobs=1),
-    ],
-    ids=["penalty", "logprobs"],
-)
-def test_no_decode_ahead_for_requests_sampled_on_the_host(tiny, sampling):
-    """Penalties (the last token counts) or logprobs keep every step of their batch waiting for its tokens on
-    the host."""
+def test_no_decode_ahead_for_requests_sampled_on_the_host(tiny):
+    """Penalties (the last token counts) keep every step of their batch waiting for its tokens on the host."""
     engine = _graphed(tiny)
     sizes = _count_ahead_launches(engine)
     engine.add_request("g", engine.tokenizer.encode("lazy dog"), SamplingParams(max_tokens=5, temperature=0))
-    engine.add_request("s", engine.tokenizer.encode("café"), sampling)
+    penalized = SamplingParams(max_tokens=5, temperature=0.8, frequency_penalty=0.5)
+    engine.add_request("s", engine.tokenizer.encode("café"), penalized)
     while engine.has_unfinished:
         engine.step()
     assert sizes == []
+
+
+def _with_logprobs(engine: LLMEngine) -> dict[str, tuple[list[int], list[dict[int, float]]]]:
+    """REQUESTS greedy or seeded, some asking for logprobs (0, 2 or 5 top tokens): each request's tokens and
+    logprobs."""
+    samplings = [
+        SamplingParams(temperature=0, logprobs=2),
+        SamplingParams(temperature=0),
+        SamplingParams(temperature=0.9, seed=31, logprobs=0),
+        SamplingParams(temperature=0.8, top_k=20, seed=32),
+        SamplingParams(temperature=0, logprobs=5),
+    ]
+    for i, ((text, max_tokens), sampling) in enumerate(zip(REQUESTS.items(), samplings)):
+        sampling = msgspec.structs.replace(sampling, max_tokens=max_tokens, ignore_eos=True)
+        engine.add_request(f"r{i}", engine.tokenizer.encode(text), sampling)
+    results: dict[str, tuple[list[int], list[dict[int, float]]]] = {}
+    while engine.has_unfinished:
+        for output in engine.step():
+            tokens, logprobs = results.setdefault(output.request_id, ([], []))
+            tokens.extend(output.new_token_ids)
+            logprobs.extend(output.logprobs)
+    return results
+
+
+def test_requests_asking_for_logprobs_are_launched_ahead(tiny):
+    """Logprobs come from the device with the tokens (logprob_rows.py): a batch asking for them is launched
+    ahead, and each token's logprobs are the waiting engine's, one dict per token, only where asked."""
+    expected = _with_logprobs(_graphed(tiny, launch_decode_ahead=False))
+    ahead = _graphed(tiny)
+    sizes = _count_ahead_launches(ahead)
+    results = _with_logprobs(ahead)
+    assert len(sizes) >= 4 and max(sizes) == len(REQUESTS)
+    assert {rid: tokens for rid, (tokens, _) in results.items()} == {rid: t for rid, (t, _) in expected.items()}
+    for rid, (tokens, logprobs) in results.items():
+        if rid in ("r1", "r3"):
+            assert logprobs == [], rid
+            continue
+        assert len(logprobs) == len(tokens) == len(expected[rid][1])
+        for token, ours, theirs in zip(tokens, logprobs, expected[rid][1]):
+            assert token in ours and ours == pytest.approx(theirs), rid
 
 
 def _sampled(engine: LLMEngine, seed: int) -> dict[str, list[int]]:
