@@ -238,7 +238,7 @@ class ModelRunner:
         """Whether the decode step after `previous` can be queued before previous's tokens reach the host:
         they are on the device in previous's row order (the sampler's device path chose every row), the step
         fits the decode graphs, and every request stays on that path (`samples_on_device`: greedy or a
-        draw, logprobs or not, no penalties, past min_tokens), whose choice needs nothing from the host
+        draw, logprobs or not, no penalties), whose choice needs nothing from the host
         that the step ahead does not have yet."""
         graphs, tokens = self.decode_graphs, pending.device_tokens
         if graphs is None or tokens is None or tokens.shape[0] != len(previous.scheduled):
@@ -272,7 +272,10 @@ class ModelRunner:
             logits = self._forward_layout(StepLayout.of(scheduled, self.block_size), tokens)
             if logits is None:  # only prompt chunks that sample nothing (a decode row always samples)
                 return PendingSample(SamplerOutput({}, {}))
-        return self.sampler.sample_async(logits, [item.request for item in scheduled if item.samples])
+        sampled = [item for item in scheduled if item.samples]
+        # A decode's input token is previous's, still on the device: it already counts for min_tokens.
+        outputs_before = [item.request.num_output_tokens + item.token_on_device for item in sampled]
+        return self.sampler.sample_async(logits, [item.request for item in sampled], outputs_before)
 
     def _prepare(self, scheduled: list[ScheduledRequest]) -> StepInputs:
         """The step's inputs as the eager forward takes them (tensors on the device)."""

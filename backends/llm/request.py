@@ -93,9 +93,9 @@ class LLMRequest:
 
     @cached_property
     def is_device_sampleable(self) -> bool:
-        """Past min_tokens, its token can be chosen by queued device work alone (sampler.sample_on_device):
-        greedy, or a draw after temperature, top-k, top-p and min-p (seeded ones from the request's own
-        generator, a draw queued per row), with or without logprobs (logprob_rows.py); no penalties. Cached
-        like is_plain_greedy.
+        """Its token can be chosen by queued device work alone (sampler.sample_on_device): greedy, or a draw
+        after temperature, top-k, top-p and min-p (seeded ones from the request's own generator, a draw queued
+        per row), with or without logprobs (logprob_rows.py), its stop tokens masked before min_tokens; no
+        penalties. Cached like is_plain_greedy.
         """
         return not self.sampling.uses_penalties

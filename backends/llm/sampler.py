@@ -6,9 +6,10 @@ min-p -> a draw (from the request's own generator when it has a seed). Logprobs 
 the model's distribution (log-softmax of the raw logits), as vLLM reports them.
 
 This runs once per engine step for the whole batch, so the work is batched. A batch whose
-requests all `samples_on_device` (greedy or drawn, with no penalties, past min_tokens: the
-common serving cases, logprobs included) is queued device work only (`sample_on_device`, and
-logprob_rows.py for the logprobs): an argmax for greedy rows, the filtered draw of
+requests all `samples_on_device` (greedy or drawn, with no penalties: the common serving
+cases, logprobs and min_tokens included) is queued device work only (`sample_on_device`, and
+logprob_rows.py for the logprobs): the stop tokens of rows before their min_tokens masked by
+an index sent from pinned memory, an argmax for greedy rows, the filtered draw of
 device_sampling.py for the others (seeded rows each from their own generator), and an
 asynchronous copy to pinned host memory, so the next decode step can be launched before the
 tokens reach the host. Any other batch takes the general path, which waits for the device:
@@ -81,12 +82,16 @@ class Sampler:
         """One token per row; `logits` [num_rows, vocab_size] (row i for requests[i]) is never changed."""
         return self.sample_async(logits, requests).result()
 
-    def sample_async(self, logits: torch.Tensor, requests: list[LLMRequest]) -> PendingSample:
+    def sample_async(
+        self, logits: torch.Tensor, requests: list[LLMRequest], outputs_before: list[int] | None = None
+    ) -> PendingSample:
         """`sample`, returning before the tokens reach the host when every request `samples_on_device` (see
-        PendingSample); otherwise the general path, computed at once."""
+        PendingSample); otherwise the general path, computed at once. `outputs_before`: each request's output
+        tokens before this row's (its min_tokens count them), where some are still on the device (a step
+        launched ahead); None: those on the host (`num_output_tokens`)."""
         request_ids = [r.request_id for r in requests]
         if all(samples_on_device(r) for r in requests):
-            chosen = sample_on_device(logits, requests, self._generator)
+            chosen = sample_on_device(logits, requests, self._generator, outputs_before)
             return _copy_to_host(chosen, request_ids, logprob_rows(logits, requests, chosen))
         return PendingSample(self._sample_general(logits, requests, request_ids))
 
@@ -125,23 +130,29 @@ class Sampler:
 
 
 def samples_on_device(request: LLMRequest) -> bool:
-    """Whether `sample_on_device` can choose the request's token at this step: it `is_device_sampleable` and
-    min_tokens are out (before that its stop tokens are masked, a host-built change to its row).
+    """Whether `sample_on_device` can choose the request's token at any step: it `is_device_sampleable` (no
+    penalties; its min_tokens mask, known from the number of its steps alone, is applied on the device).
 
     The one test behind both the sampler's path and ModelRunner.can_launch_ahead."""
-    return request.is_device_sampleable and request.num_output_tokens >= request.sampling.min_tokens
+    return request.is_device_sampleable
 
 
 def sample_on_device(
-    logits: torch.Tensor, requests: list[LLMRequest], generator_for: GeneratorFor | None = None
+    logits: torch.Tensor,
+    requests: list[LLMRequest],
+    generator_for: GeneratorFor | None = None,
+    outputs_before: list[int] | None = None,
 ) -> torch.Tensor:
-    """[num_rows] int64 on the logits' device, as queued device work only (no host synchronization): the raw
-    logits' argmax for greedy rows, a draw from the filtered distribution (device_sampling.py) for the others:
-    one batched draw for the unseeded rows, and for each seeded row one from its request's own generator
+    """[num_rows] int64 on the logits' device, as queued device work only (no host synchronization): the
+    argmax for greedy rows, a draw from the filtered distribution (device_sampling.py) for the others: one
+    batched draw for the unseeded rows, and for each seeded row one from its request's own generator
     (`generator_for`), as the general path draws it, so a seeded request's tokens do not depend on the path.
+    Rows before their request's min_tokens (`outputs_before`, see Sampler.sample_async) choose among the
+    logits with the stop tokens masked, as the general path does.
 
     `logits` [num_rows, vocab_size] (row i for requests[i]) is not changed; every request `samples_on_device`.
     """
+    logits = _masked_before_min_tokens(logits, requests, outputs_before)
     samplings = [r.sampling for r in requests]
     if all(s.is_greedy for s in samplings):
         return greedy_tokens(logits)
@@ -232,12 +243,37 @@ def _apply_penalties(row: torch.Tensor, request: LLMRequest) -> None:
         row -= sampling.frequency_penalty * counts + sampling.presence_penalty * (counts > 0).to(row.dtype)
 
 
-def _stop_ids_to_mask(request: LLMRequest) -> list[int]:
-    """The stop token ids that min_tokens forbids at this step (none once min_tokens are out)."""
+def _stop_ids_to_mask(request: LLMRequest, outputs_before: int | None = None) -> list[int]:
+    """The stop token ids that min_tokens forbids for the request's token after `outputs_before` output tokens
+    (default: those on the host); none once min_tokens are out."""
     sampling = request.sampling
-    if len(request.output_token_ids) >= sampling.min_tokens:
+    if (len(request.output_token_ids) if outputs_before is None else outputs_before) >= sampling.min_tokens:
         return []
     return list(sampling.stop_token_ids) + ([] if sampling.ignore_eos else list(request.eos_token_ids))
+
+
+def _masked_before_min_tokens(
+    logits: torch.Tensor, requests: list[LLMRequest], outputs_before: list[int] | None
+) -> torch.Tensor:
+    """`logits` with -inf at the stop tokens of the rows before their min_tokens: a copy, the (row, token)
+    pairs sent from pinned memory; `logits` itself where no row masks any (the common case: no min_tokens,
+    or nothing to stop on, as with ignore_eos and no stop_token_ids)."""
+    rows: list[int] = []
+    tokens: list[int] = []
+    for row, request in enumerate(requests):
+        if request.sampling.min_tokens == 0:
+            continue
+        stops = _stop_ids_to_mask(request, None if outputs_before is None else outputs_before[row])
+        rows += [row] * len(stops)
+        tokens += stops
+    if not rows:
+        return logits
+    device = logits.device
+    pairs = torch.tensor([rows, tokens], dtype=torch.long, pin_memory=device.type == "cuda").to(
+        device, non_blocking=True
+    )
+    # A device scalar: assigning a Python float would copy it from the host, and wait.
+    return logits.index_put((pairs[0], pairs[1]), logits.new_full((), float("-inf")))
 
 
 def _filtered_probabilities(logits: torch.Tensor, requests: list[LLMRequest]) -> torch.Tensor:

@@ -24,11 +24,11 @@ ON_DEVICE = {
     "seeded": SamplingParams(temperature=0.8, seed=5),  # its own generator: a draw queued for its row
     "logprobs": SamplingParams(temperature=0.8, logprobs=0),  # logprob_rows.py: device work as well
     "logprobs_greedy": SamplingParams(temperature=0, logprobs=2),
+    "before_min_tokens": SamplingParams(temperature=0.8, min_tokens=5),  # 4 outputs: EOS masked on the device
 }
 GENERAL = {
     "repetition": SamplingParams(temperature=0.8, repetition_penalty=1.2),
     "presence_greedy": SamplingParams(temperature=0, presence_penalty=0.5),
-    "before_min_tokens": SamplingParams(temperature=0.8, min_tokens=5),  # 4 outputs: stop tokens still masked
 }
 
 # Settings whose draws are counted; every filter alone and together, top-k on tied values, greedy rows among them.
@@ -59,13 +59,53 @@ def _logits(num_rows: int, seed: int, vocab: int = VOCAB) -> torch.Tensor:
     return (torch.randn(num_rows, vocab, generator=generator) * 4).round() / 2
 
 
-def test_requests_take_the_device_path_unless_penalized_or_before_min_tokens():
+def test_requests_take_the_device_path_unless_penalized():
     assert all(samples_on_device(r) for r in _requests(ON_DEVICE))
     assert not any(samples_on_device(r) for r in _requests(GENERAL))
-    request = _request("later", SamplingParams(temperature=0.8, min_tokens=5))
-    assert not samples_on_device(request)
-    request.output_token_ids.append(1)
-    assert samples_on_device(request)  # min_tokens are out; is_device_sampleable is cached, the count is not
+
+
+# Rows whose argmax is EOS or a stop token, under min_tokens or past it.
+MIN_TOKENS = {
+    "eos_masked": SamplingParams(temperature=0, min_tokens=6),  # 4 outputs: EOS is masked
+    "eos_past_min": SamplingParams(temperature=0, min_tokens=4),  # 4 outputs: EOS may come
+    "stop_masked": SamplingParams(temperature=0, min_tokens=9, stop_token_ids=[7, 11], ignore_eos=True),
+    "ignore_eos": SamplingParams(temperature=0, min_tokens=9, ignore_eos=True),  # nothing to mask
+    "drawn_masked": SamplingParams(temperature=0.7, top_k=2, seed=3, min_tokens=8),
+}
+
+
+def _favouring(requests: list[LLMRequest]) -> torch.Tensor:
+    """Logits whose argmax is each request's first stop token (EOS where it has none), 11 second best."""
+    logits = _logits(len(requests), seed=4)
+    for row, request in enumerate(requests):
+        stops = request.sampling.stop_token_ids or [EOS]
+        logits[row, 11] = 20.0
+        logits[row, stops[0]] = 30.0
+    return logits
+
+
+def test_stop_tokens_before_min_tokens_are_masked_on_the_device_as_on_the_general_path():
+    requests = _requests(MIN_TOKENS)
+    logits = _favouring(requests)
+    before = logits.clone()
+    ours = Sampler().sample_async(logits, requests)
+    assert ours.device_tokens is not None
+    tokens = ours.result().token_ids
+    assert tokens == Sampler()._sample_general(logits, requests, list(MIN_TOKENS)).token_ids
+    assert tokens["eos_masked"] != EOS and tokens["eos_past_min"] == EOS
+    assert tokens["stop_masked"] not in (7, 11) and tokens["ignore_eos"] == EOS
+    assert tokens["drawn_masked"] == 11  # top-2 of what is left: 11 holds nearly all of it
+    assert torch.equal(logits, before)
+
+
+def test_a_step_launched_ahead_counts_the_token_still_on_the_device():
+    """`outputs_before` (ModelRunner.launch_ahead: a decode's input token is not on the request yet) decides
+    the mask: 4 outputs on the host and 1 on its way make the 5 that min_tokens 5 asks for."""
+    request = _request("ahead", SamplingParams(temperature=0, min_tokens=5))
+    logits = _favouring([request])
+    assert int(sample_on_device(logits, [request])[0]) != EOS  # 4 outputs: masked
+    assert int(sample_on_device(logits, [request], outputs_before=[5])[0]) == EOS
+    assert int(sample_on_device(logits, [request], outputs_before=[4])[0]) != EOS
 
 
 def test_sample_async_keeps_device_tokens_only_for_an_all_device_batch():
@@ -178,8 +218,9 @@ def test_device_path_queues_no_host_synchronization_on_cuda():
         SamplingParams(temperature=0.8, top_k=50, top_p=0.95, min_p=0.05),
         SamplingParams(temperature=0.8, seed=7),  # its own generator, made by the first call
         SamplingParams(temperature=0.8, logprobs=5),
+        SamplingParams(temperature=0, min_tokens=50),  # its EOS masked
     ]
-    requests = [_request(f"r{i}", samplings[i % 4]) for i in range(12)]
+    requests = [_request(f"r{i}", samplings[i % 5]) for i in range(15)]
     logits = torch.randn(len(requests), 128256, device="cuda")  # a Llama-3 vocabulary: chunked argmax
     sampler = Sampler()
     sampler.sample_async(logits, requests).result()
@@ -194,7 +235,8 @@ def test_device_path_queues_no_host_synchronization_on_cuda():
     tokens = result.token_ids
     assert all(0 <= token < 128256 for token in tokens.values())
     assert tokens["r0"] == int(logits[0].argmax())
-    assert set(result.logprobs) == {"r3", "r7", "r11"}
+    assert set(result.logprobs) == {"r3", "r8", "r13"}
+    assert tokens["r4"] != EOS
     expected = torch.log_softmax(logits[3], dim=-1)
     assert result.logprobs["r3"][tokens["r3"]] == pytest.approx(float(expected[tokens["r3"]]), abs=1e-5)
 

@@ -166,6 +166,38 @@ def test_no_decode_ahead_for_requests_sampled_on_the_host(tiny):
     assert sizes == []
 
 
+def _stopping_after_min_tokens(engine: LLMEngine, min_tokens: int, stops: list[int]) -> dict:
+    """Every request greedy, 9 tokens at most, stopping on `stops` once past `min_tokens`: each request's
+    tokens and finish reason."""
+    for i, text in enumerate(REQUESTS):
+        sampling = SamplingParams(
+            max_tokens=9, temperature=0, ignore_eos=True, min_tokens=min_tokens, stop_token_ids=stops
+        )
+        engine.add_request(f"r{i}", engine.tokenizer.encode(text), sampling)
+    tokens, reasons = {}, {}
+    while engine.has_unfinished:
+        for output in engine.step():
+            tokens.setdefault(output.request_id, []).extend(output.new_token_ids)
+            if output.finished:
+                reasons[output.request_id] = output.finish_reason
+    return {rid: (tokens[rid], reasons[rid]) for rid in tokens}
+
+
+def test_requests_with_min_tokens_are_launched_ahead_and_count_the_token_on_the_device(tiny):
+    """min_tokens masks stop tokens on the device path too, so such requests are launched ahead; a step
+    launched ahead counts its input token, still on the device, among the outputs before its own: the tokens
+    and finish reasons are the waiting engine's, which stops some request on the first token min_tokens
+    allows (one step later or earlier would differ)."""
+    stops = sorted({tokens[2] for tokens in _greedy(_engine(tiny)).values()})  # tokens greedy reaches early
+    waiting = _graphed(tiny, launch_decode_ahead=False)
+    expected = _stopping_after_min_tokens(waiting, 2, stops)
+    assert any(reason == "stop" and len(tokens) == 3 for tokens, reason in expected.values())
+    ahead = _graphed(tiny)
+    sizes = _count_ahead_launches(ahead)
+    assert _stopping_after_min_tokens(ahead, 2, stops) == expected
+    assert len(sizes) >= 4 and max(sizes) == len(REQUESTS)
+
+
 def _with_logprobs(engine: LLMEngine) -> dict[str, tuple[list[int], list[dict[int, float]]]]:
     """REQUESTS greedy or seeded, some asking for logprobs (0, 2 or 5 top tokens): each request's tokens and
     logprobs."""
