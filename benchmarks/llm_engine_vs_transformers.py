@@ -182,13 +182,13 @@ def make_engine(directory: Path, device: str, engine_settings: dict):
     return engine
 
 
-def run_modelgate(engine, workload: Workload, logprobs: int | None = None) -> dict:
+def run_modelgate(engine, workload: Workload, logprobs: int | None = None, min_tokens: bool = False) -> dict:
     """All requests submitted at once, stepped to the end (greedy, ignore_eos; each asking for `logprobs` top
-    logprobs where given): tokens/s, TTFT and ITL."""
+    logprobs where given, and with `min_tokens` its OSL as min_tokens): tokens/s, TTFT and ITL."""
     preemptions = engine.scheduler.num_preemptions
     steps_before = engine.step_counts.copy()
     started = time.perf_counter()
-    token_times = _drive(engine, workload, logprobs)
+    token_times = _drive(engine, workload, logprobs, min_tokens)
     elapsed = time.perf_counter() - started
     total = sum(len(times) for times in token_times.values())
     ttft = [times[0] - started for times in token_times.values()]
@@ -205,14 +205,16 @@ def run_modelgate(engine, workload: Workload, logprobs: int | None = None) -> di
     }
 
 
-def _drive(engine, workload: Workload, logprobs: int | None = None) -> dict[str, list[float]]:
-    """Submit all requests at once (greedy, ignore_eos, `logprobs`) and step to the end; the time of each
-    request's tokens."""
+def _drive(engine, workload: Workload, logprobs: int | None = None, min_tokens: bool = False) -> dict[str, list[float]]:
+    """Submit all requests at once (greedy, ignore_eos, `logprobs`, min_tokens = OSL with `min_tokens`) and step
+    to the end; the time of each request's tokens."""
     from modelgate.backends.llm.sampling_params import SamplingParams
 
     ids = [f"req{i}-{time.monotonic_ns()}" for i in range(len(workload.prompts))]
     for request_id, prompt, osl in zip(ids, workload.prompts, workload.osls):
-        sampling = SamplingParams(max_tokens=osl, temperature=0, ignore_eos=True, logprobs=logprobs)
+        sampling = SamplingParams(
+            max_tokens=osl, min_tokens=osl if min_tokens else 0, temperature=0, ignore_eos=True, logprobs=logprobs
+        )
         engine.add_request(request_id, prompt, sampling)
     times: dict[str, list[float]] = {i: [] for i in ids}
     while engine.has_unfinished:
@@ -296,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--logprobs", type=int, metavar="N", help="every request asks for its N top logprobs (0: the chosen token's)"
     )
+    parser.add_argument(
+        "--min-tokens", action="store_true", help="min_tokens = OSL on every request (genai-perf's fixed-OSL recipe)"
+    )
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--skip-modelgate", action="store_true", help="transformers only")
     parser.add_argument("--build-only", action="store_true", help="only write the random checkpoint")
@@ -344,7 +349,7 @@ def run_all_modelgate(args: argparse.Namespace, device: str, loads: list[Workloa
             engine_settings["num_kv_blocks"] = max(len(load.prompts) for load in loads) * (longest // 16 + 2)
         engine = make_engine(args.checkpoint, device, engine_settings)
         for load in loads:
-            result = results[(setting, load.label)] = run_modelgate(engine, load, args.logprobs)
+            result = results[(setting, load.label)] = run_modelgate(engine, load, args.logprobs, args.min_tokens)
             print(
                 f"modelgate {setting} {load.label}: {result['tokens_per_s']:.0f} output tok/s in "
                 f"{result['elapsed_s']:.2f} s ({result['output_tokens']} tokens, kv blocks {result['kv_blocks']}, "
