@@ -7,7 +7,7 @@ torch.where (boolean-index assignment would call nonzero, which waits); which fi
 from the settings on the host; and the draw is an exponential race (argmax of probability / Exponential(1)
 noise) rather than torch.multinomial.
 
-The filters are sampler._filtered_probabilities', with the same float32 arithmetic: temperature scaling,
+The filters are vLLM's, in float32: temperature scaling,
 top-k keeping the tokens tied with the k-th largest logit, top-p dropping the tokens whose strictly more
 likely tokens already hold top_p, min-p relative to the row's most likely token.
 """
@@ -64,7 +64,7 @@ def row_settings(samplings: list[SamplingParams], vocab: int, device: torch.devi
 
 def _settings_row(sampling: SamplingParams, vocab: int) -> tuple[float, float, float, float, float]:
     """(is_greedy, temperature, top-k index, top_p, min_p) with each filter that does nothing turned off,
-    as _filtered_probabilities skips it: top-k outside (0, vocab), top-p of 1."""
+    as a filter that keeps everything: top-k outside (0, vocab), top-p of 1."""
     if sampling.is_greedy:
         return (1.0, 1.0, -1.0, math.inf, 0.0)
     top_k_index = sampling.top_k - 1 if 0 < sampling.top_k < vocab else -1

@@ -61,13 +61,13 @@ class EngineConfig(BaseModel):
     # outputs then come out one step later, and a request a stop string ends computes one token more (dropped).
     overlap_output_processing: bool = True
     # Queue the next decode step on the GPU before this one's tokens reach the host, when the next step surely
-    # is a decode of the same requests (each sampled on the device: greedy or drawn, logprobs or not, no penalties;
-    # decode graphs; vLLM's async scheduling, for that case): the sampled tokens feed it on the device. A request
-    # that stops on a token computes one more (dropped).
+    # is a decode of the same requests (decode graphs; vLLM's async scheduling): the sampled tokens feed it on
+    # the device, where every token is chosen (sampler.py). A request that stops on a token computes one more
+    # (dropped).
     launch_decode_ahead: bool = True
-    # With launch_decode_ahead, waiting requests whose first token is also chosen on the device join the step
-    # queued ahead behind its decodes (their prompts come from the host), instead of making it wait for the
-    # host: under a steady stream of arrivals, most steps then are queued ahead.
+    # With launch_decode_ahead, waiting requests join the step queued ahead behind its decodes (their prompts
+    # come from the host), instead of making it wait for the host: under a steady stream of arrivals, most
+    # steps then are queued ahead.
     admit_waiting_ahead: bool = True
     # Split the model over this many processes (ranks), one GPU each (rank r on cuda:<device index + r>), linked
     # by torch.distributed (NCCL; gloo on the CPU): attention heads, KV cache, MLP and vocabulary split,

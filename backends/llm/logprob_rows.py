@@ -1,11 +1,11 @@
 """The logprobs a step reports: for each sampled row whose request asked (SamplingParams.logprobs = n), the
 model's distribution (log-softmax of the raw logits) at the chosen token and at the row's n most likely ones.
 
-Computed in two halves, so that the sampler's device path stays queued device work (sampler.sample_on_device,
-which lets the next decode step be launched before this one's tokens reach the host): `logprob_rows` is device
+Computed in two halves, so that sampling stays queued device work (sampler.py, which lets the next decode step
+be launched before this one's tokens reach the host): `logprob_rows` is device
 work only (the rows that asked are picked with an index sent from pinned memory, never by reading a device
 value), `LogprobRows.to_host` queues the copies to pinned host memory, and `LogprobRows.by_request`, once they
-have arrived, builds each request's {token id: logprob}. The general path runs the same three at once.
+have arrived, builds each request's {token id: logprob}.
 """
 
 from __future__ import annotations

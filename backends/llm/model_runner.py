@@ -26,7 +26,7 @@ from modelgate.backends.llm.runner_config import (
     resolve_attention_backend,
     resolve_dtype,
 )
-from modelgate.backends.llm.sampler import PendingSample, Sampler, SamplerOutput, samples_on_device
+from modelgate.backends.llm.sampler import PendingSample, Sampler, SamplerOutput
 from modelgate.backends.llm.scheduler import ScheduledRequest, SchedulerOutput
 from modelgate.backends.llm.step_graphs import StepGraphs, buffer_bytes
 from modelgate.backends.llm.step_layout import StepInputs, StepLayout, decode_rows, is_decode_step, to_device
@@ -236,22 +236,19 @@ class ModelRunner:
 
     def can_launch_ahead(self, previous: SchedulerOutput, pending: PendingSample) -> bool:
         """Whether the decode step after `previous` can be queued before previous's tokens reach the host:
-        they are on the device in previous's row order (the sampler's device path chose every row), the step
-        fits the decode graphs, and every request stays on that path (`samples_on_device`: greedy or a
-        draw, logprobs or not, no penalties), whose choice needs nothing from the host
-        that the step ahead does not have yet."""
+        they are on the device in previous's row order (every sampled row of previous), and the step fits the
+        decode graphs. The sampler needs nothing from the host that the step ahead does not have yet: it
+        chooses every token on the device, penalties and min_tokens counting previous's tokens there."""
         graphs, tokens = self.decode_graphs, pending.device_tokens
         if graphs is None or tokens is None or tokens.shape[0] != len(previous.scheduled):
             return False
-        return graphs.supports(len(previous.scheduled)) and all(
-            samples_on_device(item.request) for item in previous.scheduled
-        )
+        return graphs.supports(len(previous.scheduled))
 
     def admits_ahead(self, request: LLMRequest) -> bool:
         """Whether a waiting request may join a step launched ahead (Scheduler.schedule_ahead's `admits`): its
-        prompt is on the host, and the token its step samples is chosen on the device, so that the step after
-        can be launched ahead as well."""
-        return self.pipeline is None and samples_on_device(request)
+        prompt is on the host and its token is chosen on the device, as every token is; not with pipeline
+        stages, whose steps run eagerly."""
+        return self.pipeline is None
 
     @torch.inference_mode()
     def launch_ahead(self, output: SchedulerOutput, previous: SchedulerOutput, pending: PendingSample) -> PendingSample:

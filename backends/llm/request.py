@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from functools import cached_property
 
 from modelgate.backends.llm.sampling_params import SamplingParams
 
@@ -81,21 +80,3 @@ class LLMRequest:
     @property
     def is_finished(self) -> bool:
         return self.status in _FINISHED
-
-    @cached_property
-    def is_plain_greedy(self) -> bool:
-        """Greedy, with no penalties and no logprobs: past min_tokens its token is the raw logits' argmax.
-
-        Cached (sampling settings never change): the sampler asks for every request on every step.
-        """
-        sampling = self.sampling
-        return sampling.is_greedy and not sampling.uses_penalties and sampling.logprobs is None
-
-    @cached_property
-    def is_device_sampleable(self) -> bool:
-        """Its token can be chosen by queued device work alone (sampler.sample_on_device): greedy, or a draw
-        after temperature, top-k, top-p and min-p (seeded ones from the request's own generator, a draw queued
-        per row), with or without logprobs (logprob_rows.py), its stop tokens masked before min_tokens; no
-        penalties. Cached like is_plain_greedy.
-        """
-        return not self.sampling.uses_penalties

@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 
 from modelgate.backends.llm.request import LLMRequest
-
-# The per-row penalty step and the output type are unchanged by the batched sampler: shared, not copied.
-from modelgate.backends.llm.sampler import SamplerOutput, _apply_penalties
+from modelgate.backends.llm.sampler import SamplerOutput
 
 
 class ReferenceSampler:
@@ -50,6 +48,22 @@ class ReferenceSampler:
             generator.manual_seed(seed)
             self._generators[request.request_id] = generator
         return generator
+
+
+def _apply_penalties(row: torch.Tensor, request: LLMRequest) -> None:
+    """vLLM's penalties on one row, counted on the host: repetition over prompt and outputs, presence and
+    frequency over the outputs."""
+    sampling = request.sampling
+    if not sampling.uses_penalties:
+        return
+    if sampling.repetition_penalty != 1.0:
+        seen = torch.tensor(sorted(set(request.all_token_ids)), device=row.device, dtype=torch.long)
+        values = row[seen]
+        row[seen] = torch.where(values > 0, values / sampling.repetition_penalty, values * sampling.repetition_penalty)
+    if request.output_token_ids and (sampling.presence_penalty or sampling.frequency_penalty):
+        outputs = torch.tensor(request.output_token_ids, device=row.device, dtype=torch.long)
+        counts = torch.bincount(outputs, minlength=row.shape[0]).to(row.dtype)
+        row -= sampling.frequency_penalty * counts + sampling.presence_penalty * (counts > 0).to(row.dtype)
 
 
 def _mask_stop_tokens_before_min(row: torch.Tensor, request: LLMRequest) -> None:

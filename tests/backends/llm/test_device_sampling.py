@@ -1,5 +1,6 @@
-"""The sampler's device path (sample_on_device, device_sampling.py): which requests take it, that its filters
-are the general path's, that its draws follow the filtered distribution, and that it reads nothing back."""
+"""The sampler's device work (sample_on_device: device_sampling.py, device_penalties.py, logprob_rows.py): that
+its filters, min_tokens masks and logprobs are the per-row reference's, that its draws follow the filtered
+distribution, and that it reads nothing back."""
 
 import math
 
@@ -8,8 +9,9 @@ import torch
 
 from modelgate.backends.llm.device_sampling import _keep_top_p, exponential_race, filtered_probabilities, row_settings
 from modelgate.backends.llm.request import LLMRequest
-from modelgate.backends.llm.sampler import Sampler, _filtered_probabilities, sample_on_device, samples_on_device
+from modelgate.backends.llm.sampler import Sampler, sample_on_device
 from modelgate.backends.llm.sampling_params import SamplingParams
+from tests.backends.llm.reference_sampler import ReferenceSampler, _filtered_probabilities
 
 VOCAB = 16
 EOS = 3
@@ -25,9 +27,7 @@ ON_DEVICE = {
     "logprobs": SamplingParams(temperature=0.8, logprobs=0),  # logprob_rows.py: device work as well
     "logprobs_greedy": SamplingParams(temperature=0, logprobs=2),
     "before_min_tokens": SamplingParams(temperature=0.8, min_tokens=5),  # 4 outputs: EOS masked on the device
-}
-GENERAL = {
-    "repetition": SamplingParams(temperature=0.8, repetition_penalty=1.2),
+    "repetition": SamplingParams(temperature=0.8, repetition_penalty=1.2),  # device_penalties.py
     "presence_greedy": SamplingParams(temperature=0, presence_penalty=0.5),
 }
 
@@ -59,11 +59,6 @@ def _logits(num_rows: int, seed: int, vocab: int = VOCAB) -> torch.Tensor:
     return (torch.randn(num_rows, vocab, generator=generator) * 4).round() / 2
 
 
-def test_requests_take_the_device_path_unless_penalized():
-    assert all(samples_on_device(r) for r in _requests(ON_DEVICE))
-    assert not any(samples_on_device(r) for r in _requests(GENERAL))
-
-
 # Rows whose argmax is EOS or a stop token, under min_tokens or past it.
 MIN_TOKENS = {
     "eos_masked": SamplingParams(temperature=0, min_tokens=6),  # 4 outputs: EOS is masked
@@ -91,7 +86,7 @@ def test_stop_tokens_before_min_tokens_are_masked_on_the_device_as_on_the_genera
     ours = Sampler().sample_async(logits, requests)
     assert ours.device_tokens is not None
     tokens = ours.result().token_ids
-    assert tokens == Sampler()._sample_general(logits, requests, list(MIN_TOKENS)).token_ids
+    assert tokens == ReferenceSampler().sample(logits, requests).token_ids
     assert tokens["eos_masked"] != EOS and tokens["eos_past_min"] == EOS
     assert tokens["stop_masked"] not in (7, 11) and tokens["ignore_eos"] == EOS
     assert tokens["drawn_masked"] == 11  # top-2 of what is left: 11 holds nearly all of it
@@ -108,20 +103,19 @@ def test_a_step_launched_ahead_counts_the_token_still_on_the_device():
     assert int(sample_on_device(logits, [request], outputs_before=[4])[0]) != EOS
 
 
-def test_sample_async_keeps_device_tokens_only_for_an_all_device_batch():
-    device_batch = _requests(ON_DEVICE)
-    pending = Sampler().sample_async(_logits(len(device_batch), seed=1), device_batch)
-    assert pending.device_tokens is not None
-    assert set(pending.result().token_ids) == set(ON_DEVICE)
-    for name, sampling in GENERAL.items():
-        batch = device_batch + [_request(name, sampling)]
-        assert Sampler().sample_async(_logits(len(batch), seed=1), batch).device_tokens is None, name
+def test_every_batch_keeps_its_tokens_on_the_device_for_a_step_launched_ahead():
+    batch = _requests(ON_DEVICE)
+    pending = Sampler().sample_async(_logits(len(batch), seed=1), batch)
+    assert pending.device_tokens is not None and pending.device_tokens.shape == (len(batch),)
+    tokens = pending.result().token_ids
+    assert list(tokens) == list(ON_DEVICE)
+    assert pending.device_tokens.tolist() == list(tokens.values())
 
 
-def test_device_filters_equal_the_general_paths():
+def test_device_filters_equal_the_per_row_references():
     """The same float32 arithmetic: equal probabilities, row by row, ties at top-k and top-p included."""
     samplings = [s for s in COUNTED if not s.is_greedy] + [
-        SamplingParams(temperature=0.3, top_k=VOCAB),  # k = vocab: no top-k, as the general path skips it
+        SamplingParams(temperature=0.3, top_k=VOCAB),  # k = vocab: no top-k, as the reference skips it
         SamplingParams(temperature=0.9, top_p=1.0, min_p=0.3),
         SamplingParams(temperature=1.0, top_k=2, top_p=0.3),
     ]
@@ -203,24 +197,24 @@ def test_device_path_reads_nothing_back_to_the_host(monkeypatch):
         for name in HOST_READS:
             patched.setattr(torch.Tensor, name, _refuse(name))
         pending = Sampler().sample_async(logits[:-1], requests)
-        with pytest.raises(AssertionError, match="the device path called"):  # the check sees the general path
-            Sampler().sample_async(logits, requests + [_request("penalized", GENERAL["repetition"])])
+        with pytest.raises(AssertionError, match="the device path called"):  # the check does see reads
+            logits.tolist()
     assert len(pending.result().token_ids) == len(requests)
 
 
 @pytest.mark.gpu
 def test_device_path_queues_no_host_synchronization_on_cuda():
     """torch.cuda.set_sync_debug_mode("error") raises on any synchronizing CUDA call: the device path makes
-    none (after a first call, which may initialize the generator and the pinned-memory pool), the general
-    path does."""
+    none (after a first call, which may initialize the generator and the pinned-memory pool); a read does."""
     samplings = [
         SamplingParams(temperature=0),
         SamplingParams(temperature=0.8, top_k=50, top_p=0.95, min_p=0.05),
         SamplingParams(temperature=0.8, seed=7),  # its own generator, made by the first call
         SamplingParams(temperature=0.8, logprobs=5),
         SamplingParams(temperature=0, min_tokens=50),  # its EOS masked
+        SamplingParams(temperature=0.7, repetition_penalty=1.3, frequency_penalty=0.5),  # its tokens on the device
     ]
-    requests = [_request(f"r{i}", samplings[i % 5]) for i in range(15)]
+    requests = [_request(f"r{i}", samplings[i % 6]) for i in range(18)]
     logits = torch.randn(len(requests), 128256, device="cuda")  # a Llama-3 vocabulary: chunked argmax
     sampler = Sampler()
     sampler.sample_async(logits, requests).result()
@@ -228,14 +222,14 @@ def test_device_path_queues_no_host_synchronization_on_cuda():
     try:
         pending = sampler.sample_async(logits, requests)
         with pytest.raises(RuntimeError):
-            Sampler().sample_async(logits, requests + [_request("penalized", GENERAL["repetition"])])
+            logits[0, 0].item()
     finally:
         torch.cuda.set_sync_debug_mode("default")
     result = pending.result()
     tokens = result.token_ids
     assert all(0 <= token < 128256 for token in tokens.values())
     assert tokens["r0"] == int(logits[0].argmax())
-    assert set(result.logprobs) == {"r3", "r8", "r13"}
+    assert set(result.logprobs) == {"r3", "r9", "r15"}
     assert tokens["r4"] != EOS
     expected = torch.log_softmax(logits[3], dim=-1)
     assert result.logprobs["r3"][tokens["r3"]] == pytest.approx(float(expected[tokens["r3"]]), abs=1e-5)
@@ -253,9 +247,10 @@ def test_noise_of_zero_cannot_pick_a_filtered_out_token(monkeypatch):
     assert int(exponential_race(probs)[0]) == 3  # every noise equal: the most likely token
 
 
-def test_seeded_rows_on_the_device_draw_what_the_general_path_draws_step_after_step():
-    """Each seeded row from its own generator, as the general path draws it: a seeded request's tokens do not
-    depend on which path a step took, nor on the unseeded rows beside it."""
+def test_seeded_rows_on_the_device_draw_what_the_reference_draws_step_after_step():
+    """Each seeded row from its own generator, as the per-row reference draws it (torch.multinomial with the
+    request's generator): a seeded request's tokens depend on its seed alone, not on the unseeded rows beside
+    it."""
     samplings = [
         SamplingParams(temperature=0.9, seed=11),
         SamplingParams(temperature=1.1, top_k=5),
@@ -265,11 +260,11 @@ def test_seeded_rows_on_the_device_draw_what_the_general_path_draws_step_after_s
     ]
     requests = [_request(f"r{i}", s) for i, s in enumerate(samplings)]
     seeded = [row for row, s in enumerate(samplings) if s.seed is not None]
-    on_device, general = Sampler(), Sampler()
+    on_device, reference = Sampler(), ReferenceSampler()
     for step in range(6):
         logits = torch.randn(len(requests), 64, generator=torch.Generator().manual_seed(step)) * 2
         tokens = sample_on_device(logits, requests, on_device._generator)
-        expected = general._choose(logits, requests)
+        expected = reference._choose(logits.clone(), requests)
         assert tokens[seeded].tolist() == expected[seeded].tolist(), step
 
 
@@ -279,10 +274,10 @@ def test_seeded_rows_need_their_generators():
         sample_on_device(_logits(1, seed=2), [request])
 
 
-def test_device_logprobs_equal_the_general_paths():
-    """Logprobs on the device path (logprob_rows.py, with the tokens' copy) are the general path's: the raw
-    distribution at the chosen token and each row's n most likely, only for the rows that asked; seeded and
-    greedy rows choose the same tokens on both paths, so their dicts compare whole."""
+def test_device_logprobs_equal_the_references():
+    """Logprobs computed on the device (logprob_rows.py, copied with the tokens) are the per-row reference's:
+    the raw distribution at the chosen token and each row's n most likely, only for the rows that asked; seeded
+    and greedy rows choose the same tokens in both, so their dicts compare whole."""
     samplings = [
         SamplingParams(temperature=0, logprobs=3),
         SamplingParams(temperature=0.9, seed=21, logprobs=0),
@@ -294,20 +289,13 @@ def test_device_logprobs_equal_the_general_paths():
     requests = [_request(f"r{i}", s) for i, s in enumerate(samplings)]
     logits = _logits(len(requests), seed=9)
     before = logits.clone()
-    on_device, general = Sampler(), Sampler()
-    for step in range(3):  # the seeded generators advance alike on both paths
-        ours = on_device.sample_async(logits, requests)
-        assert ours.device_tokens is not None, "the batch left the device path"
-        ours = ours.result()
-        theirs = _general_output(general, logits, requests)
+    on_device, reference = Sampler(), ReferenceSampler()
+    for step in range(3):  # the seeded generators advance alike in both
+        ours = on_device.sample(logits, requests)
+        theirs = reference.sample(logits, requests)
         assert ours.token_ids == theirs.token_ids, step
         assert set(ours.logprobs) == {"r0", "r1", "r3", "r5"}
         for request_id, values in theirs.logprobs.items():
             assert ours.logprobs[request_id] == pytest.approx(values), (step, request_id)
     assert len(ours.logprobs["r3"]) in (5, 6)  # its top 5, and the chosen token where it is not among them
     assert torch.equal(logits, before)
-
-
-def _general_output(sampler: Sampler, logits: torch.Tensor, requests: list[LLMRequest]):
-    """The general path's output for the batch, whichever path the batch would take."""
-    return sampler._sample_general(logits, requests, [r.request_id for r in requests])

@@ -43,7 +43,6 @@ def test_all_greedy_batch_is_one_argmax_and_leaves_the_logits_alone():
     logits = _logits(37)
     before = logits.clone()
     requests = [_request(i, GREEDY) for i in range(37)]
-    assert all(r.is_plain_greedy for r in requests)
     out = Sampler().sample(logits, requests)
     assert out.token_ids == {f"r{i}": int(t) for i, t in enumerate(logits.argmax(dim=-1))}
     assert out.logprobs == {}
@@ -69,10 +68,48 @@ def test_greedy_rows_give_the_same_token_alone_and_in_a_mixed_batch():
     logits = _logits(len(MIXED), seed=3)
     requests = [_request(i, s) for i, s in enumerate(MIXED)]
     mixed = Sampler().sample(logits, requests).token_ids
-    greedy_rows = [i for i, r in enumerate(requests) if r.is_plain_greedy]
+    greedy_rows = [i for i, s in enumerate(MIXED) if s.is_greedy and not s.uses_penalties and s.min_tokens == 0]
     assert len(greedy_rows) >= 2
     alone = Sampler().sample(logits[greedy_rows], [requests[i] for i in greedy_rows]).token_ids
     assert alone == {requests[i].request_id: mixed[requests[i].request_id] for i in greedy_rows}
+
+
+# Penalized, some with min_tokens or seeds, greedy and drawn: their tokens become their history step by step.
+PENALIZED = [
+    SamplingParams(temperature=0, repetition_penalty=1.8),
+    SamplingParams(temperature=0, presence_penalty=1.5, frequency_penalty=0.7),
+    SamplingParams(temperature=0.9, seed=41, repetition_penalty=1.3, frequency_penalty=0.4),
+    SamplingParams(temperature=0, repetition_penalty=0.7, presence_penalty=-0.5, min_tokens=3),
+    GREEDY,
+    SamplingParams(temperature=1.1, top_k=8, seed=42, presence_penalty=2.0, logprobs=2),
+]
+
+
+def test_penalties_count_each_token_chosen_on_the_device_step_after_step():
+    """The device keeps each penalized request's tokens (device_penalties.py): after each step the requests
+    take their tokens, as the engine's do, and the next step's penalties count them as the host reference
+    does. Requests finish and new ones take their rows of the history; the logits stay as they were."""
+    sampler, reference = Sampler(), ReferenceSampler()
+    requests = [_request(i, s, num_outputs=0) for i, s in enumerate(PENALIZED)]
+    penalized_away = 0  # steps where a penalized greedy row did not take its raw argmax
+    for step in range(12):
+        logits = torch.randn(len(requests), VOCAB, generator=torch.Generator().manual_seed(step))
+        logits[:, :8] += 4.0  # a few likely tokens: the penalties have repeats to count
+        before = logits.clone()
+        ours, theirs = sampler.sample(logits, requests), reference.sample(logits, requests)
+        assert ours.token_ids == theirs.token_ids, step
+        for request_id, values in theirs.logprobs.items():
+            assert ours.logprobs[request_id] == pytest.approx(values)
+        assert torch.equal(logits, before)
+        penalized_away += sum(ours.token_ids[requests[i].request_id] != int(logits[i].argmax()) for i in (0, 1))
+        for request in requests:
+            request.output_token_ids.append(ours.token_ids[request.request_id])
+        if step == 5:  # the first two finish; two new ones (new ids, new seeds) may take their rows
+            for request in requests[:2]:
+                sampler.forget(request.request_id)
+                reference.forget(request.request_id)
+            requests[:2] = [_request(10 + i, s, num_outputs=0) for i, s in enumerate(PENALIZED[:2])]
+    assert penalized_away > 0  # the histories were counted: the penalties moved some choices
 
 
 def test_min_tokens_keeps_a_greedy_request_off_its_stop_tokens():

@@ -154,16 +154,30 @@ def test_decode_steps_launched_ahead_give_the_same_tokens(tiny):
     assert not ahead.has_unfinished and ahead.kv_cache.num_requests_holding_blocks() == 0
 
 
-def test_no_decode_ahead_for_requests_sampled_on_the_host(tiny):
-    """Penalties (the last token counts) keep every step of their batch waiting for its tokens on the host."""
-    engine = _graphed(tiny)
-    sizes = _count_ahead_launches(engine)
-    engine.add_request("g", engine.tokenizer.encode("lazy dog"), SamplingParams(max_tokens=5, temperature=0))
-    penalized = SamplingParams(max_tokens=5, temperature=0.8, frequency_penalty=0.5)
-    engine.add_request("s", engine.tokenizer.encode("café"), penalized)
-    while engine.has_unfinished:
-        engine.step()
-    assert sizes == []
+def _penalized(engine: LLMEngine) -> dict[str, list[int]]:
+    """REQUESTS with penalties (greedy or seeded; one plain greedy among them), stepped to the end."""
+    samplings = [
+        SamplingParams(temperature=0, repetition_penalty=1.6),
+        SamplingParams(temperature=0, presence_penalty=1.2, frequency_penalty=0.8),
+        SamplingParams(temperature=0),
+        SamplingParams(temperature=0.9, seed=51, frequency_penalty=1.5, repetition_penalty=1.2),
+        SamplingParams(temperature=0, frequency_penalty=2.0),
+    ]
+    return _drawn(engine, samplings, default_seed=0)
+
+
+def test_requests_with_penalties_are_launched_ahead(tiny):
+    """Penalties count each request's tokens on the device (device_penalties.py), the one still on its way
+    included: their decode steps are launched ahead, and the tokens are the waiting engine's, which differ from
+    plain greedy ones (the penalties did count)."""
+    expected = _penalized(_graphed(tiny, launch_decode_ahead=False))
+    ahead = _graphed(tiny)
+    sizes = _count_ahead_launches(ahead)
+    assert _penalized(ahead) == expected
+    assert len(sizes) >= 4 and max(sizes) == len(REQUESTS)
+    greedy = _greedy(_engine(tiny))
+    assert expected["r2"] == greedy["r2"]
+    assert expected["r4"] != greedy["r4"]  # café repeats one token greedily; a frequency penalty breaks that
 
 
 def _stopping_after_min_tokens(engine: LLMEngine, min_tokens: int, stops: list[int]) -> dict:
