@@ -182,13 +182,13 @@ def make_engine(directory: Path, device: str, engine_settings: dict):
     return engine
 
 
-def run_modelgate(engine, workload: Workload, logprobs: int | None = None, min_tokens: bool = False) -> dict:
-    """All requests submitted at once, stepped to the end (greedy, ignore_eos; each asking for `logprobs` top
-    logprobs where given, and with `min_tokens` its OSL as min_tokens): tokens/s, TTFT and ITL."""
+def run_modelgate(engine, workload: Workload, sampling: dict | None = None) -> dict:
+    """All requests submitted at once, stepped to the end (greedy, ignore_eos, then the `sampling` fields):
+    tokens/s, TTFT and ITL."""
     preemptions = engine.scheduler.num_preemptions
     steps_before = engine.step_counts.copy()
     started = time.perf_counter()
-    token_times = _drive(engine, workload, logprobs, min_tokens)
+    token_times = _drive(engine, workload, sampling)
     elapsed = time.perf_counter() - started
     total = sum(len(times) for times in token_times.values())
     ttft = [times[0] - started for times in token_times.values()]
@@ -205,17 +205,15 @@ def run_modelgate(engine, workload: Workload, logprobs: int | None = None, min_t
     }
 
 
-def _drive(engine, workload: Workload, logprobs: int | None = None, min_tokens: bool = False) -> dict[str, list[float]]:
-    """Submit all requests at once (greedy, ignore_eos, `logprobs`, min_tokens = OSL with `min_tokens`) and step
+def _drive(engine, workload: Workload, sampling: dict | None = None) -> dict[str, list[float]]:
+    """Submit all requests at once (greedy, ignore_eos, then the `sampling` fields: SamplingParams') and step
     to the end; the time of each request's tokens."""
     from modelgate.backends.llm.sampling_params import SamplingParams
 
     ids = [f"req{i}-{time.monotonic_ns()}" for i in range(len(workload.prompts))]
     for request_id, prompt, osl in zip(ids, workload.prompts, workload.osls):
-        sampling = SamplingParams(
-            max_tokens=osl, min_tokens=osl if min_tokens else 0, temperature=0, ignore_eos=True, logprobs=logprobs
-        )
-        engine.add_request(request_id, prompt, sampling)
+        fields = {"max_tokens": osl, "temperature": 0, "ignore_eos": True, **(sampling or {})}
+        engine.add_request(request_id, prompt, SamplingParams(**fields))
     times: dict[str, list[float]] = {i: [] for i in ids}
     while engine.has_unfinished:
         outputs = engine.step()
@@ -296,10 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpu-memory-utilization", type=float, help="the engine's share of free GPU memory")
     parser.add_argument("--transformers-requests", type=int, help="requests transformers runs (default all)")
     parser.add_argument(
-        "--logprobs", type=int, metavar="N", help="every request asks for its N top logprobs (0: the chosen token's)"
-    )
-    parser.add_argument(
-        "--min-tokens", action="store_true", help="min_tokens = OSL on every request (genai-perf's fixed-OSL recipe)"
+        "--sampling",
+        type=json.loads,
+        metavar="JSON",
+        help="SamplingParams fields for every request over greedy, e.g. '{\"logprobs\": 1}', '{\"min_tokens\": 128}'",
     )
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--skip-modelgate", action="store_true", help="transformers only")
@@ -349,7 +347,7 @@ def run_all_modelgate(args: argparse.Namespace, device: str, loads: list[Workloa
             engine_settings["num_kv_blocks"] = max(len(load.prompts) for load in loads) * (longest // 16 + 2)
         engine = make_engine(args.checkpoint, device, engine_settings)
         for load in loads:
-            result = results[(setting, load.label)] = run_modelgate(engine, load, args.logprobs, args.min_tokens)
+            result = results[(setting, load.label)] = run_modelgate(engine, load, args.sampling)
             print(
                 f"modelgate {setting} {load.label}: {result['tokens_per_s']:.0f} output tok/s in "
                 f"{result['elapsed_s']:.2f} s ({result['output_tokens']} tokens, kv blocks {result['kv_blocks']}, "

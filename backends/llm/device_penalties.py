@@ -21,6 +21,9 @@ import torch
 
 from modelgate.backends.llm.request import LLMRequest
 
+# Penalized rows computed together (see PenaltyHistory.penalized).
+CHUNK_ROWS = 32
+
 
 class PenaltyHistory:
     """The device-side token histories of the penalized requests, one row each."""
@@ -41,35 +44,45 @@ class PenaltyHistory:
         positions = [i for i, request in enumerate(requests) if request.sampling.uses_penalties]
         if not positions:
             return logits
-        device, vocab = logits.device, logits.shape[1]
+        device = logits.device
         penalized = [requests[i] for i in positions]
         lengths = [r.num_prompt_tokens + outputs_before[i] for i, r in zip(positions, penalized)]
         rows = [self._row_of(request, length, device) for request, length in zip(penalized, lengths)]
-        width = max(lengths)
-        # Per penalized row: its buffer row, its length, its prompt length and penalties, in one copy.
+        # Per penalized row, in one copy: its row of the logits and of the buffer, its length, its prompt's
+        # length, its penalties. float64 is exact for the integers and the float32 penalties alike.
         settings = _to_device(
             [
-                [row, length, r.num_prompt_tokens, s.repetition_penalty, s.presence_penalty, s.frequency_penalty]
-                for row, length, r, s in zip(rows, lengths, penalized, (r.sampling for r in penalized))
+                [i, row, length, r.num_prompt_tokens, s.repetition_penalty, s.presence_penalty, s.frequency_penalty]
+                for i, row, length, r, s in zip(positions, rows, lengths, penalized, (r.sampling for r in penalized))
             ],
-            torch.float64,  # exact for the integers (rows, lengths) and the float32 penalties alike
+            torch.float64,
             device,
         )
-        history = self._tokens.index_select(0, settings[:, 0].long())[:, :width]  # [n, width]
+        width = max(lengths)
+        out = logits.clone()
+        # A few rows at a time: each holds [rows, vocab] counts and temporaries (~0.5 MB a row of a 128K
+        # vocabulary, several times over), which a batch of hundreds would make a large transient allocation.
+        for start in range(0, len(positions), CHUNK_ROWS):
+            chunk = settings[start : start + CHUNK_ROWS]
+            logits_rows = chunk[:, 0].long()
+            out.index_copy_(0, logits_rows, self._penalize(logits.index_select(0, logits_rows), chunk, width))
+        return out
+
+    def _penalize(self, values: torch.Tensor, settings: torch.Tensor, width: int) -> torch.Tensor:
+        """`values` [n, vocab] (the rows' logits) penalized; `settings` [n, 7] as `penalized` packs them."""
+        vocab, device = values.shape[1], values.device
+        history = self._tokens.index_select(0, settings[:, 1].long())[:, :width]  # [n, width]
         position = torch.arange(width, device=device)
-        known = position < settings[:, 1:2]
-        is_output = known & (position >= settings[:, 2:3])
+        known = position < settings[:, 2:3]
+        is_output = known & (position >= settings[:, 3:4])
         # Tokens outside a row's history (or, for the counts, in its prompt) go to a spare column, dropped.
         seen = _counts(torch.where(known, history, vocab), vocab)
         counts = _counts(torch.where(is_output, history, vocab), vocab)
-        chosen = _to_device(positions, torch.long, device)
-        values = logits.index_select(0, chosen)
-        repetition = settings[:, 3:4].float()
+        repetition = settings[:, 4:5].float()
         repeated = torch.where(values > 0, values / repetition, values * repetition)
         values = torch.where(seen > 0, repeated, values)
-        presence, frequency = settings[:, 4:5].float(), settings[:, 5:6].float()
-        values = values - (frequency * counts + presence * (counts > 0).to(values.dtype))
-        return logits.index_copy(0, chosen, values)
+        presence, frequency = settings[:, 5:6].float(), settings[:, 6:7].float()
+        return values - (frequency * counts + presence * (counts > 0).to(values.dtype))
 
     def record(self, chosen: torch.Tensor, requests: list[LLMRequest], outputs_before: list[int]) -> None:
         """Append each penalized row's chosen token (`chosen` [num_rows], on the device) to its history."""

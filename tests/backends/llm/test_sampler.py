@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from modelgate.backends.llm import device_penalties
 from modelgate.backends.llm.request import LLMRequest
 from modelgate.backends.llm.sampler import Sampler, chunked_argmax, greedy_tokens
 from modelgate.backends.llm.sampling_params import SamplingParams
@@ -85,10 +86,13 @@ PENALIZED = [
 ]
 
 
-def test_penalties_count_each_token_chosen_on_the_device_step_after_step():
+@pytest.mark.parametrize("chunk_rows", [32, 2])
+def test_penalties_count_each_token_chosen_on_the_device_step_after_step(chunk_rows, monkeypatch):
     """The device keeps each penalized request's tokens (device_penalties.py): after each step the requests
     take their tokens, as the engine's do, and the next step's penalties count them as the host reference
-    does. Requests finish and new ones take their rows of the history; the logits stay as they were."""
+    does. Requests finish and new ones take their rows of the history; the logits stay as they were. With
+    chunks of 2 rows, the penalized rows are computed in three chunks."""
+    monkeypatch.setattr(device_penalties, "CHUNK_ROWS", chunk_rows)
     sampler, reference = Sampler(), ReferenceSampler()
     requests = [_request(i, s, num_outputs=0) for i, s in enumerate(PENALIZED)]
     penalized_away = 0  # steps where a penalized greedy row did not take its raw argmax
