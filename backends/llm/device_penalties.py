@@ -31,7 +31,7 @@ class PenaltyHistory:
     def __init__(self):
         self._rows: dict[str, int] = {}  # request id -> its row
         self._free: list[int] = []
-        self._tokens: torch.Tensor | None = None  # [capacity, width] int64: each row's token ids
+        self._tokens: torch.Tensor | None = None  # [capacity, width] int32: each row's token ids
 
     def forget(self, request_id: str) -> None:
         row = self._rows.pop(request_id, None)
@@ -71,7 +71,7 @@ class PenaltyHistory:
     def _penalize(self, values: torch.Tensor, settings: torch.Tensor, width: int) -> torch.Tensor:
         """`values` [n, vocab] (the rows' logits) penalized; `settings` [n, 7] as `penalized` packs them."""
         vocab, device = values.shape[1], values.device
-        history = self._tokens.index_select(0, settings[:, 1].long())[:, :width]  # [n, width]
+        history = self._tokens.index_select(0, settings[:, 1].long())[:, :width].long()  # [n, width]
         position = torch.arange(width, device=device)
         known = position < settings[:, 2:3]
         is_output = known & (position >= settings[:, 3:4])
@@ -95,7 +95,7 @@ class PenaltyHistory:
             for i in positions
         ]
         targets = _to_device(targets, torch.long, device)
-        self._tokens.index_put_((targets[:, 0], targets[:, 1]), chosen.index_select(0, targets[:, 2]))
+        self._tokens.index_put_((targets[:, 0], targets[:, 1]), chosen.index_select(0, targets[:, 2]).int())
 
     def _row_of(self, request: LLMRequest, length: int, device: torch.device) -> int:
         """The request's row, with room for its token after `length`; made on first use (the request's first
@@ -108,7 +108,7 @@ class PenaltyHistory:
         self._reserve(length + 1, device)
         if fresh:
             known = request.token_slice(0, length)
-            self._tokens[row, : len(known)].copy_(_to_device(known, torch.long, device))
+            self._tokens[row, : len(known)].copy_(_to_device(known, torch.int32, device))
         return row
 
     def _reserve(self, width: int, device: torch.device) -> None:
@@ -123,7 +123,7 @@ class PenaltyHistory:
         columns = max(256, width) if old is None else max(old.shape[1], width)
         if old is not None and old.shape[1] < width:
             columns = max(columns, 2 * old.shape[1])
-        self._tokens = torch.zeros((capacity, columns), dtype=torch.long, device=device)
+        self._tokens = torch.zeros((capacity, columns), dtype=torch.int32, device=device)
         if old is not None:
             self._tokens[: old.shape[0], : old.shape[1]].copy_(old)
 

@@ -116,6 +116,27 @@ def test_penalties_count_each_token_chosen_on_the_device_step_after_step(chunk_r
     assert penalized_away > 0  # the histories were counted: the penalties moved some choices
 
 
+def test_penalty_histories_grow_past_their_first_size():
+    """More penalized requests than the history's first rows (8) and prompts longer than its first width (256):
+    the buffer grows, keeping what it held, and the tokens stay the reference's."""
+    generator = torch.Generator().manual_seed(3)
+    sampler, reference = Sampler(), ReferenceSampler()
+    requests = []
+    for i in range(20):
+        prompt = torch.randint(0, VOCAB, (100 + 20 * i,), generator=generator).tolist()  # up to 480 tokens
+        sampling = SamplingParams(temperature=0, repetition_penalty=1.5, frequency_penalty=0.3 * (i % 3))
+        requests.append(LLMRequest(f"g{i}", prompt, sampling, eos_token_ids=(EOS,)))
+    for step in range(4):
+        batch = requests[: 6 + 5 * step]  # more requests join as the steps go
+        logits = torch.randn(len(batch), VOCAB, generator=generator) * 3
+        ours, theirs = sampler.sample(logits, batch), reference.sample(logits, batch)
+        assert ours.token_ids == theirs.token_ids, step
+        for request in batch:
+            request.output_token_ids.append(ours.token_ids[request.request_id])
+    history = sampler._penalties._tokens
+    assert history.shape[0] >= 20 and history.shape[1] >= 480
+
+
 def test_min_tokens_keeps_a_greedy_request_off_its_stop_tokens():
     logits = _logits(2)
     logits[:, EOS] = 100.0  # EOS is every row's argmax
