@@ -121,12 +121,8 @@ def _count_ahead_launches(engine: LLMEngine) -> list[int]:
     return sizes
 
 
-def _stopping_greedy(engine: LLMEngine, stop_token: int) -> dict[str, tuple[list[int], str]]:
-    """Every request greedy; the first also stops on `stop_token` (a token it meets mid-way)."""
-    for i, (text, max_tokens) in enumerate(REQUESTS.items()):
-        stops = [stop_token] if i == 0 else []
-        sampling = SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True, stop_token_ids=stops)
-        engine.add_request(f"r{i}", engine.tokenizer.encode(text), sampling)
+def _finish_all(engine: LLMEngine) -> dict[str, tuple[list[int], str]]:
+    """Step the engine until every request finished: each one's tokens and finish reason."""
     tokens, reasons = {}, {}
     while engine.has_unfinished:
         for output in engine.step():
@@ -134,6 +130,15 @@ def _stopping_greedy(engine: LLMEngine, stop_token: int) -> dict[str, tuple[list
             if output.finished:
                 reasons[output.request_id] = output.finish_reason
     return {rid: (tokens[rid], reasons[rid]) for rid in tokens}
+
+
+def _stopping_greedy(engine: LLMEngine, stop_token: int) -> dict[str, tuple[list[int], str]]:
+    """Every request greedy; the first also stops on `stop_token` (a token it meets mid-way)."""
+    for i, (text, max_tokens) in enumerate(REQUESTS.items()):
+        stops = [stop_token] if i == 0 else []
+        sampling = SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True, stop_token_ids=stops)
+        engine.add_request(f"r{i}", engine.tokenizer.encode(text), sampling)
+    return _finish_all(engine)
 
 
 def test_decode_steps_launched_ahead_give_the_same_tokens(tiny):
@@ -188,13 +193,7 @@ def _stopping_after_min_tokens(engine: LLMEngine, min_tokens: int, stops: list[i
             max_tokens=9, temperature=0, ignore_eos=True, min_tokens=min_tokens, stop_token_ids=stops
         )
         engine.add_request(f"r{i}", engine.tokenizer.encode(text), sampling)
-    tokens, reasons = {}, {}
-    while engine.has_unfinished:
-        for output in engine.step():
-            tokens.setdefault(output.request_id, []).extend(output.new_token_ids)
-            if output.finished:
-                reasons[output.request_id] = output.finish_reason
-    return {rid: (tokens[rid], reasons[rid]) for rid in tokens}
+    return _finish_all(engine)
 
 
 def test_requests_with_min_tokens_are_launched_ahead_and_count_the_token_on_the_device(tiny):
