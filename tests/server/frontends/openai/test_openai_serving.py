@@ -3,6 +3,8 @@ engine alone."""
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import pytest
 
 from tests.backends.llm.serving.helpers import (
@@ -144,3 +146,21 @@ def test_chat_without_max_tokens_may_use_the_rest_of_the_context(oai):
     )
     assert reply.usage.completion_tokens == MAX_MODEL_LEN - reply.usage.prompt_tokens
     assert reply.choices[0].finish_reason == "length"
+
+
+def test_openai_penalties_reach_the_engine_beside_a_plain_request(oai, reference):
+    """frequency and presence penalties (OpenAI's names; their token counts kept on the device): a penalized
+    completion is the engine alone's with the same penalties, and not the plain greedy one, while a plain
+    greedy completion streams beside it (sharing its steps, as far as their timing lets them)."""
+    prompt_ids = reference.prompt_ids(PROMPTS[1])
+    plain = reference.greedy(prompt_ids, 24)
+    penalized = reference.greedy(prompt_ids, 24, frequency_penalty=1.5, presence_penalty=0.5)
+    assert penalized.text != plain.text  # the penalties change this prompt's greedy continuation
+    arguments = dict(model=MODEL, prompt=PROMPTS[1], max_tokens=24, **GREEDY)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        beside = pool.submit(
+            lambda: "".join(c.choices[0].text for c in oai.completions.create(stream=True, **arguments))
+        )
+        served = oai.completions.create(frequency_penalty=1.5, presence_penalty=0.5, **arguments)
+        assert beside.result() == plain.text
+    assert served.choices[0].text == penalized.text
