@@ -88,8 +88,6 @@ class Sampler:
         """`sample`, returning before the tokens reach the host (see PendingSample). `outputs_before`: each
         request's output tokens before this row's (its min_tokens and penalties count them), where some are
         still on the device (a step launched ahead); None: those on the host (`num_output_tokens`)."""
-        if outputs_before is None:
-            outputs_before = [r.num_output_tokens for r in requests]
         chosen = sample_on_device(logits, requests, self._generator, outputs_before, self._penalties)
         return _copy_to_host(chosen, [r.request_id for r in requests], logprob_rows(logits, requests, chosen))
 
